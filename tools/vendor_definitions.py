@@ -1,0 +1,153 @@
+"""Vendor the parts of the official FHIR R4 definitions DermBridge needs at run time.
+
+Reads ``../shared/fhir-r4`` (development time only) and writes compact gzipped JSON into
+``fhir_server/definitions/data``. The server never reads ``../shared``.
+
+    python tools/vendor_definitions.py [--source ../shared/fhir-r4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent.parent / "fhir_server" / "definitions" / "data"
+SEARCH_KEYS = ("url", "code", "base", "type", "expression", "target", "component", "multipleOr", "modifier")
+
+
+def _write(name: str, data: object) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    # mtime=0 keeps the output byte-identical between runs.
+    (OUT / name).write_bytes(gzip.compress(raw, compresslevel=9, mtime=0))
+    print(f"wrote {name}: {len(raw):,} bytes of JSON")
+
+
+def _r4_structures(source: Path) -> dict[str, dict]:
+    """The R4 (4.0.1) StructureDefinitions of concrete resources and data types, by type name."""
+    found: dict[str, dict] = {}
+    for name in ("profiles-resources.json", "profiles-types.json"):
+        for entry in json.loads((source / name).read_text())["entry"]:
+            sd = entry["resource"]
+            if (
+                sd.get("resourceType") == "StructureDefinition"
+                and sd.get("derivation") == "specialization"
+                and sd.get("fhirVersion") == "4.0.1"
+                and sd["kind"] in ("resource", "complex-type", "primitive-type")
+            ):
+                found[sd["type"]] = sd
+    return found
+
+
+def _children(sd: dict) -> dict[str, set[str]]:
+    """JSON property names allowed under each element path of one StructureDefinition."""
+    allowed: dict[str, set[str]] = {}
+    for element in sd["snapshot"]["element"]:
+        path: str = element["path"]
+        if "." not in path:
+            continue
+        parent, name = path.rsplit(".", 1)
+        names = allowed.setdefault(parent, set())
+        if name.endswith("[x]"):
+            stem = name[:-3]
+            names.update(stem + t["code"][0].upper() + t["code"][1:] for t in element.get("type", []))
+        else:
+            names.add(name)
+    return allowed
+
+
+def _r4b_fields(type_name: str) -> set[str]:
+    """JSON names of fhir.resources' R4B model for a type (everything when it has none).
+
+    The shared StructureDefinitions also carry another server's additions (Meta.project,
+    Binary.url, ...); R4B's models are generated from HL7's own definitions, so a property
+    must be in both to be R4.
+    """
+    from fhir.resources.R4B import get_fhir_model_class
+
+    try:
+        model = get_fhir_model_class(type_name)
+    except (KeyError, ValueError, ImportError, AttributeError):
+        return {"*"}
+    return {info.alias or name for name, info in model.model_fields.items()}
+
+
+def _prune_schema(schema: dict, structures: dict[str, dict]) -> dict:
+    """Drop the definitions and properties that R4 does not have.
+
+    The shared schema carries another server's additions (extra resource types, Meta.project,
+    Reference.resource...). Validating against it would accept content that R4 rejects.
+    """
+    definitions: dict = schema["definitions"]
+    keep: dict = {}
+    for def_name, definition in definitions.items():
+        root, _, backbone = def_name.partition("_")
+        if root not in structures:
+            if root[:1].islower() or def_name in ("ResourceList",):
+                keep[def_name] = definition  # primitive patterns and the resource union
+            continue
+        children = _children(structures[root])
+        if backbone:
+            paths = [p for p in children if p.split(".")[-1].lower() == backbone.lower()]
+            if not paths:
+                continue
+            allowed = set().union(*(children[p] for p in paths))
+        else:
+            allowed = children.get(root, set())
+            r4b = _r4b_fields(root)
+            if "*" not in r4b:
+                allowed &= r4b
+        props = definition.get("properties")
+        if props is not None:
+            definition = dict(definition)
+            definition["properties"] = {
+                k: v for k, v in props.items() if k == "resourceType" or k.lstrip("_") in allowed
+            }
+            definition["additionalProperties"] = False
+        keep[def_name] = definition
+    names = {d for d in keep}
+    keep["ResourceList"] = {
+        "oneOf": [r for r in definitions["ResourceList"]["oneOf"] if r["$ref"].split("/")[-1] in names]
+    }
+    mapping = {k: v for k, v in schema["discriminator"]["mapping"].items() if k in names}
+    return {
+        **schema,
+        "definitions": keep,
+        "discriminator": {**schema["discriminator"], "mapping": mapping},
+        "oneOf": keep["ResourceList"]["oneOf"],
+    }
+
+
+def vendor(source: Path) -> None:
+    bundle = json.loads((source / "search-parameters.json").read_text())
+    params = [{k: v for k, v in entry["resource"].items() if k in SEARCH_KEYS} for entry in bundle["entry"]]
+    _write("search-parameters.json.gz", params)
+
+    compartment = json.loads((source / "compartmentdefinition-patient.json").read_text())
+    _write(
+        "compartment-patient.json.gz",
+        {r["code"]: r.get("param", []) for r in compartment["resource"]},
+    )
+
+    schema = json.loads((source / "fhir.schema.json").read_text())
+    structures = _r4_structures(source)
+    _write("fhir.schema.json.gz", _prune_schema(schema, structures))
+    # Served types: R4's, less the few R4-only ones that fhir.resources' R4B models lack.
+    resource_types = sorted(
+        name for name, sd in structures.items() if sd["kind"] == "resource" and "*" not in _r4b_fields(name)
+    )
+    r4_only = sorted(name for name, sd in structures.items() if sd["kind"] == "resource" and name not in resource_types)
+    _write("resource-types.json.gz", {"supported": resource_types, "r4_only_unsupported": r4_only})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    default = Path(__file__).resolve().parent.parent.parent / "shared" / "fhir-r4"
+    parser.add_argument("--source", type=Path, default=default)
+    vendor(parser.parse_args().source)
+
+
+if __name__ == "__main__":
+    main()
