@@ -74,6 +74,21 @@ def _r4b_fields(type_name: str) -> set[str]:
     return {info.alias or name for name, info in model.model_fields.items()}
 
 
+def _summary_elements(sd: dict) -> dict[str, list[str]]:
+    """Top-level elements in the summary (isSummary) and the mandatory ones (min > 0), for _summary."""
+    summary, mandatory = [], []
+    for element in sd["snapshot"]["element"]:
+        path: str = element["path"]
+        if path.count(".") != 1:
+            continue
+        name = path.split(".", 1)[1].removesuffix("[x]")
+        if element.get("isSummary"):
+            summary.append(name)
+        if element.get("min", 0) > 0:
+            mandatory.append(name)
+    return {"summary": summary, "mandatory": mandatory}
+
+
 def _prune_schema(schema: dict, structures: dict[str, dict]) -> dict:
     """Drop the definitions and properties that R4 does not have.
 
@@ -140,6 +155,7 @@ def vendor(source: Path) -> None:
     )
     r4_only = sorted(name for name, sd in structures.items() if sd["kind"] == "resource" and name not in resource_types)
     _write("resource-types.json.gz", {"supported": resource_types, "r4_only_unsupported": r4_only})
+    _write("summary-elements.json.gz", {name: _summary_elements(structures[name]) for name in resource_types})
 
 
 def main() -> None:

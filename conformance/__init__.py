@@ -1,0 +1,1 @@
+"""Conformance statements generated from what the code registers (CapabilityStatement, DICOM)."""

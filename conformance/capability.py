@@ -1,0 +1,98 @@
+"""The FHIR CapabilityStatement (capabilitystatement.html), generated from the registries:
+the served resource types, their R4 search parameters and the registered operations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_server import FHIR_VERSION
+from fhir_server.api.router import FhirRouter
+from fhir_server.definitions import resource_types, unsupported_r4_types
+from fhir_server.search.parameters import parameters_for
+
+INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+_NOT_INDEXED = {"_text", "_content", "_query"}
+
+
+def _resource(resource_type: str, router: FhirRouter) -> dict[str, Any]:
+    params = [
+        {"name": code, "definition": p.url, "type": p.type}
+        for code, p in sorted(parameters_for(resource_type).items())
+        if code not in _NOT_INDEXED and p.type != "special"
+    ]
+    entry: dict[str, Any] = {
+        "type": resource_type,
+        "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
+        "interaction": [{"code": code} for code in INTERACTIONS],
+        "versioning": "versioned-update",
+        "readHistory": True,
+        "updateCreate": True,
+        "conditionalCreate": True,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": True,
+        "conditionalDelete": "multiple",
+        "referencePolicy": ["literal", "logical", "local"],
+        "searchInclude": [
+            "*",
+            *sorted(f"{resource_type}:{c}" for c, p in parameters_for(resource_type).items() if p.type == "reference"),
+        ],
+        "searchParam": params,
+    }
+    operations = [
+        {"name": op.name, "definition": op.definition["url"]}
+        for op in router.operations.values()
+        if resource_type in op.resource_types
+    ]
+    if operations:
+        entry["operation"] = operations
+    return entry
+
+
+def capability_statement(base_url: str, router: FhirRouter, software_version: str) -> dict[str, Any]:
+    left_out = ", ".join(unsupported_r4_types())
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-23",
+        "publisher": "DermBridge",
+        "kind": "instance",
+        "software": {"name": "DermBridge", "version": software_version},
+        "implementation": {"description": "DermBridge FHIR R4 server", "url": base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": (
+                    "FHIR R4 (4.0.1) JSON. Resource types R4 has but R4B dropped are not served: " + left_out + "."
+                ),
+                "resource": [_resource(t, router) for t in sorted(resource_types())],
+                "interaction": [{"code": c} for c in ("transaction", "batch", "search-system", "history-system")],
+                "searchParam": [
+                    {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
+                    {
+                        "name": "_lastUpdated",
+                        "type": "date",
+                        "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
+                    },
+                ],
+                "operation": [
+                    {"name": op.name, "definition": op.definition["url"]}
+                    for op in router.operations.values()
+                    if not op.resource_types
+                ],
+                "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
+            }
+        ],
+    }

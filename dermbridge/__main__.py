@@ -1,0 +1,3 @@
+from dermbridge.cli import main
+
+main()

@@ -1,0 +1,88 @@
+"""Wire the application: the engine, the FHIR router and its HTTP adapter, the outbox dispatcher."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from conformance.capability import capability_statement
+from dermbridge import __version__
+from dermbridge.settings import Settings
+from fhir_server.api.bundles import BundleProcessor
+from fhir_server.api.http import FhirHttp, error_response, unexpected_error_response
+from fhir_server.api.http import router as fhir_http_router
+from fhir_server.api.router import FhirRouter
+from fhir_server.errors import OperationOutcomeError
+from fhir_server.outbox import OutboxDispatcher
+from fhir_server.storage.sqlite import SqliteEngine
+
+log = logging.getLogger(__name__)
+
+
+def build_router() -> FhirRouter:
+    router: FhirRouter
+
+    def capability(base_url: str) -> dict[str, Any]:
+        return capability_statement(base_url, router, __version__)
+
+    router = FhirRouter(capability)
+    router.batch_handler = BundleProcessor(router)
+    return router
+
+
+def create_app(settings: Settings) -> FastAPI:
+    engine = SqliteEngine(settings.data_dir, readers=settings.sqlite_readers)
+    dispatcher = OutboxDispatcher(engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await engine.open()
+        await engine.create_tenant(settings.default_tenant)
+        await dispatcher.start()
+        try:
+            yield
+        finally:
+            await dispatcher.stop()
+            await engine.close()
+
+    app = FastAPI(title="DermBridge", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.dispatcher = dispatcher
+    app.state.fhir_http = FhirHttp(
+        engine,
+        build_router(),
+        max_body_bytes=settings.max_body_bytes,
+        default_count=settings.default_page_size,
+        max_count=settings.max_page_size,
+    )
+    app.include_router(fhir_http_router)
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(OperationOutcomeError)
+    async def on_outcome(request: Request, exc: OperationOutcomeError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        code = "not-found" if exc.status_code == 404 else "processing"
+        return error_response(OperationOutcomeError.of(exc.status_code, code, str(exc.detail)))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(OperationOutcomeError.of(400, "invalid", "the request is malformed"))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return unexpected_error_response()

@@ -1,0 +1,100 @@
+"""The ``dermbridge`` command: serve, and tenant administration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from dermbridge.settings import Settings
+from fhir_server.storage.sqlite import SqliteEngine
+from fhir_server.storage.sqlite.engine import check_tenant_name
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        k: v
+        for k, v in (
+            ("host", getattr(args, "host", None)),
+            ("port", getattr(args, "port", None)),
+            ("data_dir", getattr(args, "data_dir", None)),
+        )
+        if v is not None
+    }
+    return Settings(**overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from dermbridge.app import create_app
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    print(f"DermBridge FHIR R4 API on http://{settings.host}:{settings.port}/fhir/{settings.default_tenant}")
+    print(f"data in {settings.data_dir.resolve()}")
+    print("Ctrl-C stops the server.", flush=True)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+    )
+    return 0
+
+
+def _tenant(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def run() -> int:
+        engine = SqliteEngine(settings.data_dir)
+        await engine.open()
+        try:
+            if args.action == "create":
+                try:
+                    check_tenant_name(args.name)
+                except ValueError as exc:
+                    print(exc, file=sys.stderr)
+                    return 2
+                await engine.create_tenant(args.name)
+                print(f"tenant {args.name} ready: /fhir/{args.name}")
+            else:
+                for name in await engine.tenant_names():
+                    print(name)
+            return 0
+        finally:
+            await engine.close()
+
+    return asyncio.run(run())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dermbridge", description="FHIR R4 / DICOM server for dermatology AI")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="start the server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--data-dir", type=Path)
+    serve.set_defaults(func=_serve)
+    tenant = commands.add_parser("tenant", help="create or list tenants")
+    tenant.add_argument("action", choices=["create", "list"])
+    tenant.add_argument("name", nargs="?")
+    tenant.add_argument("--data-dir", type=Path)
+    tenant.set_defaults(func=_tenant)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "tenant" and args.action == "create" and not args.name:
+        parser.error("tenant create needs a NAME")
+    try:
+        sys.exit(args.func(args))
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,159 @@
+"""The FastAPI adapter: HTTP in, FhirRequest to the router, FhirResponse out (http.html#mime-type).
+
+Only JSON is served: ``_format``/``Accept`` asking for XML get 406, an XML body 415.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from fhir_server.api.messages import FhirRequest, FhirResponse
+from fhir_server.api.router import FhirRouter
+from fhir_server.errors import OperationOutcomeError, bad_request, not_found, outcome
+from fhir_server.repository import Repository
+from fhir_server.storage.port import Engine, TenantUnknownError
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+_JSON_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json", "text/json")
+_FORMS = "application/x-www-form-urlencoded"
+_XML_FORMATS = ("xml", "text/xml", "application/xml", "application/fhir+xml")
+_JSON_FORMATS = ("json", "application/json", "application/fhir+json", "text/json")
+
+
+class FhirHttp:
+    """What the HTTP adapter needs: the engine, the router and the limits."""
+
+    def __init__(
+        self, engine: Engine, router: FhirRouter, *, max_body_bytes: int, default_count: int, max_count: int
+    ) -> None:
+        self.engine = engine
+        self.router = router
+        self.max_body_bytes = max_body_bytes
+        self.default_count = default_count
+        self.max_count = max_count
+
+
+def get_fhir_http(request: Request) -> FhirHttp:
+    fhir_http: FhirHttp = request.app.state.fhir_http
+    return fhir_http
+
+
+FhirHttpDep = Annotated[FhirHttp, Depends(get_fhir_http)]
+
+
+def render(response: FhirResponse, pretty: bool = False) -> Response:
+    headers = dict(response.headers)
+    if response.body is None:
+        return Response(status_code=response.status, headers=headers)
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    return Response(
+        orjson.dumps(response.body, option=option),
+        status_code=response.status,
+        media_type=f"{FHIR_JSON}; charset=utf-8",
+        headers=headers,
+    )
+
+
+def error_response(error: OperationOutcomeError, pretty: bool = False) -> Response:
+    return render(FhirResponse(error.status, error.outcome, dict(error.headers)), pretty)
+
+
+def _negotiate(request: Request, params: list[tuple[str, str]]) -> None:
+    fmt = next((v for k, v in params if k == "_format"), None)
+    if fmt is not None:
+        base = fmt.split(";")[0].strip().lower()
+        if base in _XML_FORMATS:
+            raise OperationOutcomeError.of(406, "not-supported", "this server serves FHIR JSON only, not XML")
+        if base not in _JSON_FORMATS:
+            raise OperationOutcomeError.of(406, "not-supported", f"_format {fmt!r} is not supported: use json")
+        return
+    accept = request.headers.get("accept", "")
+    if not accept:
+        return
+    kinds = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    if any(k in _JSON_FORMATS or k in ("*/*", "application/*") or k.endswith("+json") for k in kinds):
+        return
+    raise OperationOutcomeError.of(
+        406, "not-supported", f"cannot answer Accept: {accept}; this server serves FHIR JSON"
+    )
+
+
+async def _body(request: Request, limit: int) -> tuple[Any, list[tuple[str, str]]]:
+    """The parsed JSON body (or form parameters of a POST _search)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise OperationOutcomeError.of(413, "too-costly", f"the body is larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise OperationOutcomeError.of(413, "too-costly", f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        return None, []
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == _FORMS:
+        try:
+            return None, parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError as exc:
+            raise bad_request("the form body is not UTF-8") from exc
+    if content_type and content_type not in _JSON_TYPES:
+        raise OperationOutcomeError.of(
+            415, "not-supported", f"Content-Type {content_type} is not supported: send {FHIR_JSON}"
+        )
+    try:
+        return orjson.loads(raw), []
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"the body is not valid JSON: {exc}") from exc
+
+
+def _parse_query(request: Request) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(request.url.query, keep_blank_values=True, strict_parsing=False, errors="strict")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise bad_request(f"the query string cannot be decoded: {exc}") from exc
+
+
+router = APIRouter()
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+@router.api_route("/fhir/{tenant}", methods=_METHODS, include_in_schema=False)
+@router.api_route("/fhir/{tenant}/{path:path}", methods=_METHODS, include_in_schema=False)
+async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: str = "") -> Response:
+    pretty = request.query_params.get("_pretty") == "true"
+    try:
+        params = _parse_query(request)
+        _negotiate(request, params)
+        try:
+            store = await fhir.engine.tenant(tenant)
+        except TenantUnknownError as exc:
+            raise not_found(f"unknown tenant {tenant!r}") from exc
+        body, form = await _body(request, fhir.max_body_bytes)
+        base_url = str(request.base_url).rstrip("/") + f"/fhir/{tenant}"
+        fhir_request = FhirRequest(
+            method=request.method,
+            path=[p for p in path.split("/") if p],
+            params=params,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=form if form else body,
+            base_url=base_url,
+        )
+        repo = Repository(store, local_base=base_url, default_count=fhir.default_count, max_count=fhir.max_count)
+        response = await fhir.router.dispatch(repo, fhir_request)
+        return render(response, pretty)
+    except OperationOutcomeError as error:
+        return error_response(error, pretty)
+
+
+def unexpected_error_response() -> Response:
+    return render(FhirResponse(500, outcome("fatal", "exception", "internal error: the server logged the details")))

@@ -1,0 +1,58 @@
+"""The official FHIR R4 definitions the server runs on, vendored by ``tools/vendor_definitions.py``."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+from importlib import resources
+from typing import Any
+
+
+def _load(name: str) -> Any:
+    raw = resources.files(__package__).joinpath("data", name).read_bytes()
+    return json.loads(gzip.decompress(raw))
+
+
+@functools.cache
+def resource_types() -> frozenset[str]:
+    """Every resource type this server serves: R4's, less the R4-only types R4B dropped."""
+    return frozenset(_load("resource-types.json.gz")["supported"])
+
+
+@functools.cache
+def unsupported_r4_types() -> tuple[str, ...]:
+    """R4 types left out (the MedicinalProduct family and friends), named in the CapabilityStatement."""
+    return tuple(_load("resource-types.json.gz")["r4_only_unsupported"])
+
+
+@functools.cache
+def search_parameter_definitions() -> tuple[dict[str, Any], ...]:
+    """The R4 SearchParameter resources, trimmed to the elements search needs."""
+    return tuple(_load("search-parameters.json.gz"))
+
+
+@functools.cache
+def patient_compartment() -> dict[str, tuple[str, ...]]:
+    """Resource type -> the search parameters that put it in a Patient's compartment."""
+    return {k: tuple(v) for k, v in _load("compartment-patient.json.gz").items()}
+
+
+@functools.cache
+def json_schema() -> dict[str, Any]:
+    """The R4 JSON schema (pruned to R4's own elements)."""
+    schema: dict[str, Any] = _load("fhir.schema.json.gz")
+    return schema
+
+
+@functools.cache
+def summary_elements(resource_type: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(summary, mandatory) top-level element names of a type; choice elements without ``[x]``."""
+    entry = _summary_table().get(resource_type, {"summary": [], "mandatory": []})
+    return frozenset(entry["summary"]), frozenset(entry["mandatory"])
+
+
+@functools.cache
+def _summary_table() -> dict[str, Any]:
+    table: dict[str, Any] = _load("summary-elements.json.gz")
+    return table

@@ -1,0 +1,96 @@
+"""In-process delivery of outbox events to consumers (at least once, with leases).
+
+Each consumer has a name; an event is delivered to every consumer and acknowledged by each
+separately. A consumer that raises leaves the event unacknowledged: it is delivered again
+once its lease expires. Consumers must therefore be idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fhir_server.storage.port import Engine, OutboxEvent
+
+log = logging.getLogger(__name__)
+
+Consumer = Callable[[str, OutboxEvent], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    name: str
+    topics: tuple[str, ...]  # prefixes, e.g. ("resource.",)
+    handle: Consumer
+
+
+class OutboxDispatcher:
+    def __init__(
+        self, engine: Engine, *, lease_seconds: float = 30.0, poll_seconds: float = 1.0, batch: int = 100
+    ) -> None:
+        self._engine = engine
+        self._subscriptions: list[Subscription] = []
+        self._lease = lease_seconds
+        self._poll = poll_seconds
+        self._batch = batch
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        engine.add_commit_listener(self._on_commit)
+
+    def subscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.append(subscription)
+
+    def _on_commit(self, tenant: str) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-dispatcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+            self._wake.clear()
+            try:
+                await self.drain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox dispatch failed; retrying")
+
+    async def drain(self) -> int:
+        """Deliver what is due now to every consumer of every tenant; returns how many were handled."""
+        handled = 0
+        for tenant in await self._engine.tenant_names():
+            store = await self._engine.tenant(tenant)
+            for subscription in self._subscriptions:
+                while True:
+                    events = await store.claim_events(subscription.name, self._batch, self._lease)
+                    if not events:
+                        break
+                    for event in events:
+                        if not event.topic.startswith(subscription.topics):
+                            await store.ack_event(subscription.name, event.seq)
+                            continue
+                        try:
+                            await subscription.handle(tenant, event)
+                        except Exception:
+                            log.exception(
+                                "consumer %s failed on event %s; it will be redelivered", subscription.name, event.seq
+                            )
+                            continue
+                        await store.ack_event(subscription.name, event.seq)
+                        handled += 1
+                    if len(events) < self._batch:
+                        break
+        return handled

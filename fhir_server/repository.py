@@ -1,0 +1,359 @@
+"""The FHIR interactions over one tenant's store (http.html): create, read, vread, update, patch,
+delete, their conditional forms, history and search.
+
+Free of HTTP: the API layer and the batch/transaction processor both call it. Every write
+validates, assigns ``id``/``meta.versionId``/``meta.lastUpdated``, extracts the search index
+and appends a ``resource.*`` outbox event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import jsonpatch
+import orjson
+
+from fhir_server.errors import (
+    OperationOutcomeError,
+    bad_request,
+    conflict,
+    gone,
+    not_found,
+    precondition_failed,
+)
+from fhir_server.search.extract import index_resource
+from fhir_server.search.request import SearchRequest, parse_search
+from fhir_server.storage.port import (
+    HistoryPage,
+    HistoryQuery,
+    ResourceKey,
+    ResourceVersion,
+    SearchPage,
+    TenantReader,
+    TenantStore,
+    TenantTransaction,
+)
+from fhir_server.validation import check_type, validate
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def new_instant() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def check_id(id: str) -> None:
+    if not ID_PATTERN.match(id):
+        raise bad_request(f"{id!r} is not a valid FHIR id ([A-Za-z0-9-.], 1 to 64 characters)", ["id"])
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A resource as the client sees it, with the version it came from."""
+
+    resource: dict[str, Any]
+    version: ResourceVersion
+    created: bool = False
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version.version}"'
+
+
+def load(version: ResourceVersion) -> dict[str, Any]:
+    assert version.content is not None
+    resource: dict[str, Any] = orjson.loads(version.content)
+    return resource
+
+
+def parse_etag(value: str) -> int:
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit():
+        raise bad_request(f'{value!r} is not a version ETag such as W/"3"')
+    return int(text)
+
+
+class Repository:
+    """One tenant's resources. Bound to a transaction by ``within(tx)`` for batch/transaction bundles."""
+
+    def __init__(
+        self,
+        store: TenantStore,
+        *,
+        local_base: str | None = None,
+        default_count: int = 20,
+        max_count: int = 1000,
+        tx: TenantTransaction | None = None,
+    ) -> None:
+        self.store = store
+        self.tenant = store.name
+        self.local_base = local_base
+        self.default_count = default_count
+        self.max_count = max_count
+        self._tx = tx
+
+    def within(self, tx: TenantTransaction) -> Repository:
+        return Repository(
+            self.store,
+            local_base=self.local_base,
+            default_count=self.default_count,
+            max_count=self.max_count,
+            tx=tx,
+        )
+
+    @property
+    def _reader(self) -> TenantReader:
+        return self._tx if self._tx is not None else self.store
+
+    # -- reads --------------------------------------------------------------------------------
+    async def read(self, resource_type: str, id: str) -> Stored:
+        """http.html#read: 404 when it never existed, 410 when deleted."""
+        check_type(resource_type)
+        version = await self._reader.read(resource_type, id)
+        if version is None:
+            raise not_found(f"{resource_type}/{id} is not known")
+        if version.deleted:
+            raise _gone(version)
+        return Stored(load(version), version)
+
+    async def vread(self, resource_type: str, id: str, version_id: str) -> Stored:
+        """http.html#vread"""
+        check_type(resource_type)
+        if not version_id.isdigit():
+            raise not_found(f"{resource_type}/{id} has no version {version_id!r}")
+        version = await self.store.vread(resource_type, id, int(version_id))
+        if version is None:
+            raise not_found(f"{resource_type}/{id} has no version {version_id}")
+        if version.deleted:
+            raise _gone(version)
+        return Stored(load(version), version)
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        """http.html#history"""
+        if query.resource_type is not None:
+            check_type(query.resource_type)
+        if query.id is not None and query.resource_type is not None:
+            current = await self.store.read(query.resource_type, query.id)
+            if current is None:
+                raise not_found(f"{query.resource_type}/{query.id} is not known")
+        return await self.store.history(query)
+
+    def parse(
+        self, resource_types: tuple[str, ...], params: list[tuple[str, str]], *, lenient: bool = False
+    ) -> SearchRequest:
+        for resource_type in resource_types:
+            check_type(resource_type)
+        return parse_search(
+            resource_types,
+            params,
+            lenient=lenient,
+            default_count=self.default_count,
+            max_count=self.max_count,
+            local_base=self.local_base,
+        )
+
+    async def search(self, request: SearchRequest) -> SearchPage:
+        """search.html"""
+        return await self._reader.search(request.query)
+
+    async def read_page(self, page: SearchPage) -> list[Stored]:
+        return await self.read_page_keys(page.keys)
+
+    async def read_page_keys(self, keys: Sequence[ResourceKey]) -> list[Stored]:
+        versions = await self._reader.read_many(keys)
+        return [Stored(load(v), v) for v in versions]
+
+    # -- writes -------------------------------------------------------------------------------
+    async def create(self, resource: Any, *, resource_type: str, if_none_exist: str | None = None) -> Stored:
+        """http.html#create; with ``If-None-Exist`` the conditional create (http.html#ccreate)."""
+        check_type(resource_type)
+        validate(resource, resource_type)
+        async with self._transaction() as repo:
+            if if_none_exist is not None:
+                existing = await repo._conditional_match(resource_type, if_none_exist, "If-None-Exist")
+                if existing is not None:
+                    return existing
+            return await repo._put(resource_type, str(uuid.uuid4()), resource, None, "POST")
+
+    async def update(
+        self,
+        resource: Any,
+        *,
+        resource_type: str,
+        id: str,
+        if_match: str | None = None,
+    ) -> Stored:
+        """http.html#update, including update-as-create with a client-chosen id."""
+        check_type(resource_type)
+        check_id(id)
+        validate(resource, resource_type)
+        body_id = resource.get("id")
+        if body_id is None:
+            raise bad_request("the resource must carry its id on update", ["id"])
+        if body_id != id:
+            raise bad_request(f"the body's id {body_id!r} differs from the URL's {id!r}", ["id"])
+        async with self._transaction() as repo:
+            current = await repo._reader.read(resource_type, id)
+            repo._check_if_match(current, if_match)
+            return await repo._put(resource_type, id, resource, current, "PUT")
+
+    async def conditional_update(
+        self, resource: Any, *, resource_type: str, criteria: str, if_match: str | None = None
+    ) -> Stored:
+        """http.html#cond-update"""
+        check_type(resource_type)
+        validate(resource, resource_type)
+        async with self._transaction() as repo:
+            matches = await repo._matches(resource_type, criteria, "conditional update")
+            if len(matches) > 1:
+                raise precondition_failed(f"{len(matches)} resources match {criteria!r}: be more selective")
+            if not matches:
+                id = resource.get("id") or str(uuid.uuid4())
+                check_id(id)
+                if await repo._reader.read(resource_type, id) is not None:
+                    raise conflict(f"{resource_type}/{id} exists but does not match {criteria!r}")
+                return await repo._put(resource_type, id, resource, None, "PUT")
+            current = matches[0]
+            if resource.get("id") not in (None, current.id):
+                raise bad_request(f"the body's id differs from the matched {resource_type}/{current.id}", ["id"])
+            repo._check_if_match(current, if_match)
+            return await repo._put(resource_type, current.id, resource, current, "PUT")
+
+    async def patch(self, patch: Any, *, resource_type: str, id: str, if_match: str | None = None) -> Stored:
+        """http.html#patch with a JSON Patch document (RFC 6902)."""
+        check_type(resource_type)
+        if not isinstance(patch, list):
+            raise bad_request("a JSON Patch body must be an array of operations")
+        async with self._transaction() as repo:
+            current = await repo._reader.read(resource_type, id)
+            if current is None:
+                raise not_found(f"{resource_type}/{id} is not known")
+            if current.deleted:
+                raise _gone(current)
+            repo._check_if_match(current, if_match)
+            try:
+                patched = jsonpatch.apply_patch(load(current), patch)
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
+                raise OperationOutcomeError.of(422, "processing", f"the patch cannot be applied: {exc}") from exc
+            if patched.get("id") != id or patched.get("resourceType") != resource_type:
+                raise OperationOutcomeError.of(422, "processing", "a patch may not change resourceType or id")
+            validate(patched, resource_type)
+            return await repo._put(resource_type, id, patched, current, "PATCH")
+
+    async def delete(self, resource_type: str, id: str, *, if_match: str | None = None) -> ResourceVersion | None:
+        """http.html#delete: a versioned tombstone. Deleting a deleted or unknown resource succeeds."""
+        check_type(resource_type)
+        async with self._transaction() as repo:
+            current = await repo._reader.read(resource_type, id)
+            repo._check_if_match(current, if_match)
+            if current is None or current.deleted:
+                return None
+            return await repo._tombstone(current)
+
+    async def conditional_delete(self, resource_type: str, criteria: str, *, multiple: bool = True) -> int:
+        """http.html#cdelete: deletes every match (several allowed unless ``multiple`` is False)."""
+        check_type(resource_type)
+        async with self._transaction() as repo:
+            matches = await repo._matches(resource_type, criteria, "conditional delete", self.max_count)
+            if len(matches) > 1 and not multiple:
+                raise precondition_failed(f"{len(matches)} resources match {criteria!r}")
+            for current in matches:
+                await repo._tombstone(current)
+            return len(matches)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _transaction(self) -> _TransactionScope:
+        return _TransactionScope(self)
+
+    def _check_if_match(self, current: ResourceVersion | None, if_match: str | None) -> None:
+        if if_match is None:
+            return
+        expected = parse_etag(if_match)
+        if current is None or current.deleted or current.version != expected:
+            have = "none" if current is None or current.deleted else str(current.version)
+            raise precondition_failed(f"If-Match {if_match} does not match the current version ({have})")
+
+    async def _matches(self, resource_type: str, criteria: str, what: str, limit: int = 2) -> list[ResourceVersion]:
+        from urllib.parse import parse_qsl
+
+        params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+        if not params:
+            raise bad_request(f"{what} needs search criteria")
+        request = self.parse((resource_type,), params)
+        request.query = replace(request.query, count=limit, offset=0, total="none", sort=())
+        page = await self._reader.search(request.query)
+        return await self._reader.read_many(page.keys)
+
+    async def _conditional_match(self, resource_type: str, criteria: str, header: str) -> Stored | None:
+        matches = await self._matches(resource_type, criteria, header)
+        if len(matches) > 1:
+            raise precondition_failed(f"{header}: {len(matches)} resources match {criteria!r}")
+        if matches:
+            return Stored(load(matches[0]), matches[0], created=False)
+        return None
+
+    async def _put(
+        self, resource_type: str, id: str, resource: dict[str, Any], current: ResourceVersion | None, method: str
+    ) -> Stored:
+        assert self._tx is not None
+        version_number = current.version + 1 if current is not None else 1
+        now = new_instant()
+        meta = dict(resource.get("meta") or {})
+        meta["versionId"] = str(version_number)
+        meta["lastUpdated"] = now
+        body = {"resourceType": resource_type, "id": id, "meta": meta}
+        body.update((k, v) for k, v in resource.items() if k not in ("resourceType", "id", "meta"))
+        content = orjson.dumps(body)
+        version = ResourceVersion(resource_type, id, version_number, now, content, method)
+        await self._tx.write(version, index_resource(body, self.local_base))
+        created = current is None or current.deleted
+        await self._tx.append_event(
+            "resource.created" if created else "resource.updated",
+            {"tenant": self.tenant, "type": resource_type, "id": id, "version": version_number},
+        )
+        return Stored(body, version, created=created)
+
+    async def _tombstone(self, current: ResourceVersion) -> ResourceVersion:
+        assert self._tx is not None
+        version = ResourceVersion(current.resource_type, current.id, current.version + 1, new_instant(), None, "DELETE")
+        await self._tx.write(version, None)
+        await self._tx.append_event(
+            "resource.deleted",
+            {"tenant": self.tenant, "type": current.resource_type, "id": current.id, "version": version.version},
+        )
+        return version
+
+
+def _gone(version: ResourceVersion) -> OperationOutcomeError:
+    error = gone(f"{version.resource_type}/{version.id} was deleted")
+    error.headers["ETag"] = f'W/"{version.version}"'
+    return error
+
+
+class _TransactionScope:
+    """``async with repo._transaction() as r``: r is bound to the current or a new transaction."""
+
+    def __init__(self, repo: Repository) -> None:
+        self._repo = repo
+        self._cm: Any = None
+
+    async def __aenter__(self) -> Repository:
+        if self._repo._tx is not None:
+            return self._repo
+        self._cm = self._repo.store.transaction()
+        tx = await self._cm.__aenter__()
+        return self._repo.within(tx)
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        if self._cm is None:
+            return None
+        result: bool | None = await self._cm.__aexit__(*exc)
+        return result

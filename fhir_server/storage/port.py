@@ -1,0 +1,201 @@
+"""The engine port: what every storage engine provides, in engine-neutral terms.
+
+An engine holds tenants; each tenant is its own database (a SQLite file, a MongoDB database).
+A tenant store keeps every version of every resource (versioning, http.html#history),
+the typed search index rows of each current version, and the outbox of committed events.
+Writes happen inside a transaction; the events appended in it commit with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fhir_server.storage.query import SearchQuery
+
+
+class TenantUnknownError(LookupError):
+    """No tenant of that name exists."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceKey:
+    resource_type: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceVersion:
+    """One version of a resource as stored. ``content`` is the JSON, None for a delete tombstone."""
+
+    resource_type: str
+    id: str
+    version: int
+    last_updated: str  # FHIR instant, UTC
+    content: bytes | None
+    method: str = "PUT"  # POST | PUT | PATCH | DELETE: how this version came to be (history bundles)
+
+    @property
+    def deleted(self) -> bool:
+        return self.content is None
+
+    @property
+    def key(self) -> ResourceKey:
+        return ResourceKey(self.resource_type, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    param: str
+    system: str | None
+    code: str | None
+    text: str | None = None
+    group: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StringRow:
+    param: str
+    normalized: str
+    exact: str
+    group: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RangeRow:
+    """A date (epoch seconds), number or quantity value as the closed-open range [low, high)."""
+
+    param: str
+    low: float
+    high: float
+    system: str | None = None
+    code: str | None = None
+    group: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceRow:
+    param: str
+    target_type: str | None
+    target_id: str | None
+    url: str | None = None  # absolute or canonical target, also Reference.identifier as system|value
+    group: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UriRow:
+    param: str
+    value: str
+    group: int | None = None
+
+
+@dataclass(slots=True)
+class IndexEntries:
+    """The search index rows of one resource version, by kind."""
+
+    tokens: list[TokenRow] = field(default_factory=list)
+    strings: list[StringRow] = field(default_factory=list)
+    dates: list[RangeRow] = field(default_factory=list)
+    numbers: list[RangeRow] = field(default_factory=list)
+    quantities: list[RangeRow] = field(default_factory=list)
+    references: list[ReferenceRow] = field(default_factory=list)
+    uris: list[UriRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """History of one resource, one type or the whole tenant (http.html#history)."""
+
+    resource_type: str | None = None
+    id: str | None = None
+    since: str | None = None  # FHIR instant: only versions last updated at or after
+    at_most_before: str | None = None  # _at / snapshot upper bound (exclusive)
+    count: int = 50
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    versions: list[ResourceVersion]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    keys: list[ResourceKey]
+    total: int | None
+    snapshot: int  # pass back in SearchQuery.snapshot for the next pages of the same search
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    seq: int
+    topic: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+class TenantReader(Protocol):
+    async def read(self, resource_type: str, id: str) -> ResourceVersion | None:
+        """The current version (a tombstone when deleted), None when it never existed."""
+        ...
+
+    async def read_many(self, keys: Sequence[ResourceKey]) -> list[ResourceVersion]:
+        """Current, non-deleted versions of the keys that exist, in the order asked."""
+        ...
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        """Keys of the current resources that match, sorted and paged as the query says."""
+        ...
+
+
+class TenantTransaction(TenantReader, Protocol):
+    """One atomic unit of writes. Reads inside it see its own writes."""
+
+    async def write(self, version: ResourceVersion, index: IndexEntries | None) -> None:
+        """Append a version and make it current; ``index`` replaces the resource's index rows."""
+        ...
+
+    async def append_event(self, topic: str, payload: dict[str, Any]) -> None:
+        """Add an outbox event that becomes visible when (and only if) this transaction commits."""
+        ...
+
+
+class TenantStore(TenantReader, Protocol):
+    name: str
+
+    async def vread(self, resource_type: str, id: str, version: int) -> ResourceVersion | None: ...
+
+    async def history(self, query: HistoryQuery) -> HistoryPage: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[TenantTransaction]:
+        """Serialised, atomic and durable once the context exits without error."""
+        ...
+
+    async def claim_events(self, consumer: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
+        """Lease up to ``limit`` events the consumer has not acknowledged and nobody else holds."""
+        ...
+
+    async def ack_event(self, consumer: str, seq: int) -> None: ...
+
+
+class Engine(Protocol):
+    """Tenants and their stores."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def create_tenant(self, name: str) -> None: ...
+
+    async def tenant_names(self) -> list[str]: ...
+
+    async def tenant(self, name: str) -> TenantStore:
+        """The tenant's store; raises TenantUnknownError."""
+        ...
+
+    def add_commit_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(tenant)`` after each commit that appended outbox events (in-process wake-ups)."""
+        ...

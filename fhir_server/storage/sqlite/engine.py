@@ -1,0 +1,210 @@
+"""The SQLite engine: one WAL database per tenant, one writer thread, a pool of reader threads.
+
+Writes are serialised through one connection (SQLite allows one writer); reads run
+concurrently on their own connections and see the last committed state (WAL snapshot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fhir_server.storage.port import (
+    HistoryPage,
+    HistoryQuery,
+    IndexEntries,
+    OutboxEvent,
+    ResourceKey,
+    ResourceVersion,
+    SearchPage,
+    TenantUnknownError,
+)
+from fhir_server.storage.query import SearchQuery
+from fhir_server.storage.sqlite import ops
+from fhir_server.storage.sqlite.schema import connect, initialise
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def check_tenant_name(name: str) -> None:
+    if not TENANT_NAME.match(name):
+        raise ValueError(f"invalid tenant name {name!r}: lower-case letters, digits and '-', at most 63")
+
+
+class SqliteTransaction:
+    """Reads and writes on the writer connection, inside BEGIN IMMEDIATE ... COMMIT."""
+
+    def __init__(self, store: SqliteTenantStore) -> None:
+        self._store = store
+        self.events = 0
+
+    async def read(self, resource_type: str, id: str) -> ResourceVersion | None:
+        return await self._store._on_writer(ops.read, resource_type, id)
+
+    async def read_many(self, keys: Sequence[ResourceKey]) -> list[ResourceVersion]:
+        return await self._store._on_writer(ops.read_many, keys)
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        return await self._store._on_writer(ops.search, query)
+
+    async def write(self, version: ResourceVersion, index: IndexEntries | None) -> None:
+        await self._store._on_writer(ops.write, version, index)
+
+    async def append_event(self, topic: str, payload: dict[str, Any]) -> None:
+        await self._store._on_writer(ops.append_event, topic, payload)
+        self.events += 1
+
+
+class SqliteTenantStore:
+    def __init__(self, name: str, path: Path, readers: int, on_commit: Callable[[str], None]) -> None:
+        self.name = name
+        self.path = path
+        self._on_commit = on_commit
+        self._writer = connect(str(path))
+        initialise(self._writer)
+        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-w-{name}")
+        self._write_lock = asyncio.Lock()
+        self._read_threads = ThreadPoolExecutor(readers, thread_name_prefix=f"sqlite-r-{name}")
+        self._readers: asyncio.Queue[sqlite3.Connection] = asyncio.Queue()
+        for _ in range(readers):
+            self._readers.put_nowait(connect(str(path)))
+
+    async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._write_thread, fn, self._writer, *args)
+
+    async def _on_reader(self, fn: Callable[..., T], *args: Any) -> T:
+        conn = await self._readers.get()
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._read_threads, fn, conn, *args)
+        finally:
+            self._readers.put_nowait(conn)
+
+    async def read(self, resource_type: str, id: str) -> ResourceVersion | None:
+        return await self._on_reader(ops.read, resource_type, id)
+
+    async def read_many(self, keys: Sequence[ResourceKey]) -> list[ResourceVersion]:
+        return await self._on_reader(ops.read_many, keys)
+
+    async def vread(self, resource_type: str, id: str, version: int) -> ResourceVersion | None:
+        return await self._on_reader(ops.vread, resource_type, id, version)
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        return await self._on_reader(ops.history, query)
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        return await self._on_reader(ops.search, query)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqliteTransaction]:
+        async with self._write_lock:
+            await self._on_writer(_execute, "BEGIN IMMEDIATE")
+            tx = SqliteTransaction(self)
+            try:
+                yield tx
+            except BaseException:
+                await asyncio.shield(self._on_writer(_execute, "ROLLBACK"))
+                raise
+            await asyncio.shield(self._on_writer(_execute, "COMMIT"))
+        if tx.events:
+            self._on_commit(self.name)
+
+    async def claim_events(self, consumer: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
+        async with self._write_lock:
+            return await self._on_writer(_in_transaction, ops.claim_events, consumer, limit, lease_seconds)
+
+    async def ack_event(self, consumer: str, seq: int) -> None:
+        async with self._write_lock:
+            await self._on_writer(_in_transaction, ops.ack_event, consumer, seq)
+
+    def close(self) -> None:
+        self._write_thread.submit(self._writer.close).result()
+        self._write_thread.shutdown()
+        while not self._readers.empty():
+            self._readers.get_nowait().close()
+        self._read_threads.shutdown()
+
+
+def _execute(conn: sqlite3.Connection, sql: str) -> None:
+    conn.execute(sql)
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn, *args)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+class SqliteEngine:
+    """Tenants as database files under ``<data_dir>/tenants``."""
+
+    def __init__(self, data_dir: Path, readers: int = 4) -> None:
+        self.directory = data_dir / "tenants"
+        self._readers = readers
+        self._stores: dict[str, SqliteTenantStore] = {}
+        self._listeners: list[Callable[[str], None]] = []
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    async def close(self) -> None:
+        for store in self._stores.values():
+            await asyncio.to_thread(store.close)
+        self._stores.clear()
+
+    def _path(self, name: str) -> Path:
+        check_tenant_name(name)
+        return self.directory / f"{name}.sqlite"
+
+    async def create_tenant(self, name: str) -> None:
+        path = self._path(name)
+        async with self._lock:
+            if name not in self._stores:
+                self._stores[name] = await asyncio.to_thread(self._open_store, name, path)
+
+    async def tenant_names(self) -> list[str]:
+        return sorted(p.stem for p in self.directory.glob("*.sqlite"))
+
+    async def tenant(self, name: str) -> SqliteTenantStore:
+        store = self._stores.get(name)
+        if store is not None:
+            return store
+        try:
+            path = self._path(name)
+        except ValueError as exc:
+            raise TenantUnknownError(name) from exc
+        if not path.exists():
+            raise TenantUnknownError(name)
+        async with self._lock:
+            if name not in self._stores:
+                self._stores[name] = await asyncio.to_thread(self._open_store, name, path)
+            return self._stores[name]
+
+    def _open_store(self, name: str, path: Path) -> SqliteTenantStore:
+        return SqliteTenantStore(name, path, self._readers, self._notify)
+
+    def add_commit_listener(self, listener: Callable[[str], None]) -> None:
+        self._listeners.append(listener)
+
+    def _notify(self, tenant: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(tenant)
+            except Exception:
+                log.exception("commit listener failed")

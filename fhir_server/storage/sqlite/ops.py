@@ -1,0 +1,241 @@
+"""The SQL statements of one tenant database, as plain functions of a connection.
+
+They run on the engine's threads; the async plumbing lives in ``engine.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from fhir_server.storage.port import (
+    HistoryPage,
+    HistoryQuery,
+    IndexEntries,
+    OutboxEvent,
+    ResourceKey,
+    ResourceVersion,
+    SearchPage,
+)
+from fhir_server.storage.query import SearchQuery
+from fhir_server.storage.sqlite.translate import search_sql
+
+_VERSION_COLUMNS = "h.type, h.id, h.version, h.last_updated, h.content, h.method"
+
+
+def instant_ts(instant: str) -> float:
+    return datetime.fromisoformat(instant).timestamp()
+
+
+def _version(row: Sequence[Any]) -> ResourceVersion:
+    return ResourceVersion(row[0], row[1], row[2], row[3], row[4], row[5])
+
+
+def read(conn: sqlite3.Connection, resource_type: str, id: str) -> ResourceVersion | None:
+    row = conn.execute(
+        f"SELECT {_VERSION_COLUMNS} FROM resource r JOIN history h ON h.rid = r.rid AND h.version = r.version "
+        "WHERE r.type = ? AND r.id = ?",
+        (resource_type, id),
+    ).fetchone()
+    return _version(row) if row else None
+
+
+def read_many(conn: sqlite3.Connection, keys: Sequence[ResourceKey]) -> list[ResourceVersion]:
+    found: dict[ResourceKey, ResourceVersion] = {}
+    by_type: dict[str, list[str]] = {}
+    for key in keys:
+        by_type.setdefault(key.resource_type, []).append(key.id)
+    for resource_type, ids in by_type.items():
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = conn.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM resource r "
+                "JOIN history h ON h.rid = r.rid AND h.version = r.version "
+                f"WHERE r.type = ? AND r.deleted = 0 AND r.id IN ({','.join('?' * len(chunk))})",
+                (resource_type, *chunk),
+            ).fetchall()
+            for row in rows:
+                version = _version(row)
+                found[version.key] = version
+    return [found[key] for key in keys if key in found]
+
+
+def vread(conn: sqlite3.Connection, resource_type: str, id: str, version: int) -> ResourceVersion | None:
+    row = conn.execute(
+        f"SELECT {_VERSION_COLUMNS} FROM resource r JOIN history h ON h.rid = r.rid "
+        "WHERE r.type = ? AND r.id = ? AND h.version = ?",
+        (resource_type, id, version),
+    ).fetchone()
+    return _version(row) if row else None
+
+
+def history(conn: sqlite3.Connection, query: HistoryQuery) -> HistoryPage:
+    conds, args = [], []
+    if query.resource_type is not None and query.id is not None:
+        conds.append("h.rid = (SELECT rid FROM resource WHERE type = ? AND id = ?)")
+        args += [query.resource_type, query.id]
+    elif query.resource_type is not None:
+        conds.append("h.type = ?")
+        args.append(query.resource_type)
+    if query.since is not None:
+        conds.append("h.last_updated_ts >= ?")
+        args.append(instant_ts(query.since))
+    if query.at_most_before is not None:
+        conds.append("h.last_updated_ts < ?")
+        args.append(instant_ts(query.at_most_before))
+    where = " AND ".join(conds) or "1"
+    total = conn.execute(f"SELECT COUNT(*) FROM history h WHERE {where}", args).fetchone()[0]
+    rows = conn.execute(
+        f"SELECT {_VERSION_COLUMNS} FROM history h WHERE {where} "
+        "ORDER BY h.last_updated_ts DESC, h.hid DESC LIMIT ? OFFSET ?",
+        (*args, query.count, query.offset),
+    ).fetchall()
+    return HistoryPage([_version(row) for row in rows], total)
+
+
+def search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
+    snapshot = query.snapshot
+    if snapshot is None:
+        snapshot = conn.execute("SELECT COALESCE(MAX(rid), 0) FROM resource").fetchone()[0]
+        query = _with_snapshot(query, snapshot)
+    page_sql, page_args, count_sql, count_args = search_sql(query)
+    keys = [ResourceKey(t, i) for t, i in conn.execute(page_sql, page_args)] if query.count > 0 else []
+    total = None
+    if query.total != "none":
+        total = conn.execute(count_sql, count_args).fetchone()[0]
+    return SearchPage(keys, total, snapshot)
+
+
+def _with_snapshot(query: SearchQuery, snapshot: int) -> SearchQuery:
+    from dataclasses import replace
+
+    return replace(query, snapshot=snapshot)
+
+
+def write(conn: sqlite3.Connection, version: ResourceVersion, index: IndexEntries | None) -> None:
+    ts = instant_ts(version.last_updated)
+    deleted = 1 if version.content is None else 0
+    row = conn.execute(
+        "SELECT rid FROM resource WHERE type = ? AND id = ?", (version.resource_type, version.id)
+    ).fetchone()
+    if row is None:
+        rid = conn.execute(
+            "INSERT INTO resource (type, id, version, last_updated, last_updated_ts, deleted) VALUES (?,?,?,?,?,?)",
+            (version.resource_type, version.id, version.version, version.last_updated, ts, deleted),
+        ).lastrowid
+    else:
+        rid = row[0]
+        conn.execute(
+            "UPDATE resource SET version = ?, last_updated = ?, last_updated_ts = ?, deleted = ? WHERE rid = ?",
+            (version.version, version.last_updated, ts, deleted, rid),
+        )
+        _delete_index(conn, rid)
+    conn.execute(
+        "INSERT INTO history (rid, type, id, version, last_updated, last_updated_ts, method, content) "
+        "VALUES (?,?,?,?,?,?,?,?)",
+        (
+            rid,
+            version.resource_type,
+            version.id,
+            version.version,
+            version.last_updated,
+            ts,
+            version.method,
+            version.content,
+        ),
+    )
+    if index is not None and rid is not None:
+        _insert_index(conn, rid, version.resource_type, index)
+
+
+def _delete_index(conn: sqlite3.Connection, rid: int) -> None:
+    for table in ("idx_token", "idx_string", "idx_date", "idx_number", "idx_quantity", "idx_reference", "idx_uri"):
+        conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
+
+
+def _insert_index(conn: sqlite3.Connection, rid: int, rtype: str, index: IndexEntries) -> None:
+    if index.tokens:
+        conn.executemany(
+            "INSERT INTO idx_token (rid, type, param, system, code, text, grp) VALUES (?,?,?,?,?,?,?)",
+            [(rid, rtype, r.param, r.system, r.code, r.text, r.group) for r in index.tokens],
+        )
+    if index.strings:
+        conn.executemany(
+            "INSERT INTO idx_string (rid, type, param, norm, exact, grp) VALUES (?,?,?,?,?,?)",
+            [(rid, rtype, r.param, r.normalized, r.exact, r.group) for r in index.strings],
+        )
+    for table, rows in (("idx_date", index.dates), ("idx_number", index.numbers)):
+        if rows:
+            conn.executemany(
+                f"INSERT INTO {table} (rid, type, param, low, high, grp) VALUES (?,?,?,?,?,?)",
+                [(rid, rtype, r.param, r.low, r.high, r.group) for r in rows],
+            )
+    if index.quantities:
+        conn.executemany(
+            "INSERT INTO idx_quantity (rid, type, param, low, high, system, code, grp) VALUES (?,?,?,?,?,?,?,?)",
+            [(rid, rtype, r.param, r.low, r.high, r.system, r.code, r.group) for r in index.quantities],
+        )
+    if index.references:
+        conn.executemany(
+            "INSERT INTO idx_reference (rid, type, param, target_type, target_id, url, grp) VALUES (?,?,?,?,?,?,?)",
+            [(rid, rtype, r.param, r.target_type, r.target_id, r.url, r.group) for r in index.references],
+        )
+    if index.uris:
+        conn.executemany(
+            "INSERT INTO idx_uri (rid, type, param, value, grp) VALUES (?,?,?,?,?)",
+            [(rid, rtype, r.param, r.value, r.group) for r in index.uris],
+        )
+
+
+def append_event(conn: sqlite3.Connection, topic: str, payload: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO outbox (topic, payload, created_ts) VALUES (?,?,?)",
+        (topic, json.dumps(payload, separators=(",", ":")), time.time()),
+    )
+
+
+def claim_events(conn: sqlite3.Connection, consumer: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
+    now = time.time()
+    rows = conn.execute(
+        "SELECT o.seq, o.topic, o.payload, COALESCE(d.attempts, 0) FROM outbox o "
+        "LEFT JOIN outbox_delivery d ON d.consumer = ? AND d.seq = o.seq "
+        "WHERE o.seq > ? AND (d.seq IS NULL OR (d.acked = 0 AND d.lease_until < ?)) ORDER BY o.seq LIMIT ?",
+        (consumer, _acked_through(conn, consumer), now, limit),
+    ).fetchall()
+    conn.executemany(
+        "INSERT INTO outbox_delivery (consumer, seq, lease_until, attempts) VALUES (?,?,?,1) "
+        "ON CONFLICT (consumer, seq) DO UPDATE SET lease_until = excluded.lease_until, attempts = attempts + 1",
+        [(consumer, row[0], now + lease_seconds) for row in rows],
+    )
+    return [OutboxEvent(row[0], row[1], json.loads(row[2]), row[3] + 1) for row in rows]
+
+
+def _acked_through(conn: sqlite3.Connection, consumer: str) -> int:
+    row = conn.execute("SELECT acked_through FROM outbox_cursor WHERE consumer = ?", (consumer,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def ack_event(conn: sqlite3.Connection, consumer: str, seq: int) -> None:
+    conn.execute("UPDATE outbox_delivery SET acked = 1 WHERE consumer = ? AND seq = ?", (consumer, seq))
+    through = _acked_through(conn, consumer)
+    first_open = conn.execute(
+        "SELECT MIN(o.seq) FROM outbox o LEFT JOIN outbox_delivery d ON d.consumer = ? AND d.seq = o.seq "
+        "WHERE o.seq > ? AND COALESCE(d.acked, 0) = 0",
+        (consumer, through),
+    ).fetchone()[0]
+    new_through = (first_open - 1) if first_open is not None else max_event_seq(conn)
+    if new_through > through:
+        conn.execute(
+            "INSERT INTO outbox_cursor (consumer, acked_through) VALUES (?, ?) "
+            "ON CONFLICT (consumer) DO UPDATE SET acked_through = excluded.acked_through",
+            (consumer, new_through),
+        )
+        conn.execute("DELETE FROM outbox_delivery WHERE consumer = ? AND seq <= ?", (consumer, new_through))
+
+
+def max_event_seq(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0])

@@ -1,0 +1,138 @@
+"""The tables of one tenant database."""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA_VERSION = 1
+
+# One table per index kind; ``grp`` ties the components of a composite parameter together.
+INDEX_TABLES = {
+    "token": "idx_token",
+    "string": "idx_string",
+    "date": "idx_date",
+    "number": "idx_number",
+    "quantity": "idx_quantity",
+    "reference": "idx_reference",
+    "uri": "idx_uri",
+}
+
+DDL = """
+CREATE TABLE IF NOT EXISTS resource (
+    rid INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated TEXT NOT NULL,
+    last_updated_ts REAL NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (type, id)
+);
+CREATE INDEX IF NOT EXISTS resource_type_updated ON resource (type, last_updated_ts);
+
+CREATE TABLE IF NOT EXISTS history (
+    hid INTEGER PRIMARY KEY,
+    rid INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated TEXT NOT NULL,
+    last_updated_ts REAL NOT NULL,
+    method TEXT NOT NULL,
+    content BLOB,
+    UNIQUE (rid, version)
+);
+CREATE INDEX IF NOT EXISTS history_updated ON history (last_updated_ts);
+CREATE INDEX IF NOT EXISTS history_type_updated ON history (type, last_updated_ts);
+
+CREATE TABLE IF NOT EXISTS idx_token (
+    rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    system TEXT, code TEXT, text TEXT, grp INTEGER
+);
+CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (type, param, code, system);
+CREATE INDEX IF NOT EXISTS idx_token_rid ON idx_token (rid, param);
+
+CREATE TABLE IF NOT EXISTS idx_string (
+    rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    norm TEXT NOT NULL, exact TEXT NOT NULL, grp INTEGER
+);
+CREATE INDEX IF NOT EXISTS idx_string_norm ON idx_string (type, param, norm);
+CREATE INDEX IF NOT EXISTS idx_string_rid ON idx_string (rid, param);
+
+CREATE TABLE IF NOT EXISTS idx_date (
+    rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    low REAL NOT NULL, high REAL NOT NULL, grp INTEGER
+);
+CREATE INDEX IF NOT EXISTS idx_date_low ON idx_date (type, param, low);
+CREATE INDEX IF NOT EXISTS idx_date_rid ON idx_date (rid, param);
+
+CREATE TABLE IF NOT EXISTS idx_number (
+    rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    low REAL NOT NULL, high REAL NOT NULL, grp INTEGER
+);
+CREATE INDEX IF NOT EXISTS idx_number_low ON idx_number (type, param, low);
+CREATE INDEX IF NOT EXISTS idx_number_rid ON idx_number (rid, param);
+
+CREATE TABLE IF NOT EXISTS idx_quantity (
+    rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    low REAL NOT NULL, high REAL NOT NULL, system TEXT, code TEXT, grp INTEGER
+);
+CREATE INDEX IF NOT EXISTS idx_quantity_low ON idx_quantity (type, param, low);
+CREATE INDEX IF NOT EXISTS idx_quantity_rid ON idx_quantity (rid, param);
+
+CREATE TABLE IF NOT EXISTS idx_reference (
+    rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    target_type TEXT, target_id TEXT, url TEXT, grp INTEGER
+);
+CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (type, param, target_id, target_type);
+CREATE INDEX IF NOT EXISTS idx_reference_reverse ON idx_reference (target_type, target_id);
+CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (type, param, url);
+CREATE INDEX IF NOT EXISTS idx_reference_rid ON idx_reference (rid, param);
+
+CREATE TABLE IF NOT EXISTS idx_uri (
+    rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+    value TEXT NOT NULL, grp INTEGER
+);
+CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (type, param, value);
+CREATE INDEX IF NOT EXISTS idx_uri_rid ON idx_uri (rid, param);
+
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_ts REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS outbox_delivery (
+    consumer TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    lease_until REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    acked INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (consumer, seq)
+) WITHOUT ROWID;
+
+-- every event up to acked_through is acknowledged by the consumer: claims start after it
+CREATE TABLE IF NOT EXISTS outbox_cursor (
+    consumer TEXT PRIMARY KEY,
+    acked_through INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection with the pragmas every connection needs. Writes are durable at commit."""
+    uri = f"file:{path}?mode={'ro' if readonly else 'rwc'}"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA synchronous = FULL")  # WAL + FULL: a commit is fsynced before it returns
+    conn.execute("PRAGMA cache_size = -65536")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute("PRAGMA mmap_size = 268435456")
+    return conn
+
+
+def initialise(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(DDL)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -1,0 +1,103 @@
+"""Resource validation: the R4 JSON schema, then fhir.resources' R4B models (structure and datatypes).
+
+The schema catches what R4 forbids (unknown elements, codes outside required bindings,
+R4B-only elements); the models check datatypes and cardinality. Both report the path
+of the offending element as a FHIRPath-style ``issue.expression``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jsonschema
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from fhir_server.definitions import json_schema, resource_types
+from fhir_server.errors import OperationOutcomeError, Outcome, bad_request, not_found
+
+MAX_ISSUES = 20
+
+
+@functools.cache
+def _schema_validator(resource_type: str) -> jsonschema.Draft6Validator:
+    schema = json_schema()
+    return jsonschema.Draft6Validator({"$ref": f"#/definitions/{resource_type}", "definitions": schema["definitions"]})
+
+
+def check_type(resource_type: str) -> None:
+    if resource_type not in resource_types():
+        raise not_found(f"unknown resource type {resource_type!r}")
+
+
+def validate(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
+    """Validate a resource's JSON; raises 400 for the wrong shape or type, 422 for invalid content."""
+    if not isinstance(resource, dict):
+        raise bad_request("the body must be a JSON object (a FHIR resource)")
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        raise bad_request("the resource has no resourceType", ["resourceType"])
+    if expected_type is not None and resource_type != expected_type:
+        raise bad_request(f"the body is a {resource_type}, the URL names {expected_type}", ["resourceType"])
+    if resource_type not in resource_types():
+        raise OperationOutcomeError.of(
+            422, "not-supported", f"unknown resource type {resource_type!r}", ["resourceType"]
+        )
+    issues = [_schema_issue(resource_type, e) for e in _schema_validator(resource_type).iter_errors(resource)]
+    if not issues:
+        issues = _model_issues(resource_type, resource)
+    if issues:
+        raise OperationOutcomeError(422, {"resourceType": "OperationOutcome", "issue": issues[:MAX_ISSUES]})
+    return resource
+
+
+def _expression(resource_type: str, path: Any) -> str:
+    text = resource_type
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def _schema_issue(resource_type: str, error: jsonschema.ValidationError) -> dict[str, Any]:
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in allowed]
+        if extra:
+            path.append(extra[0])
+            message = f"unknown element {extra[0]!r}"
+            return _issue("structure", message, _expression(resource_type, path))
+    if error.validator == "oneOf" and error.context:  # contained resources: report the best match
+        best = jsonschema.exceptions.best_match(error.context)
+        return _schema_issue(resource_type, best)
+    return _issue(
+        "invalid" if error.validator != "required" else "required",
+        _short(error.message),
+        _expression(resource_type, path),
+    )
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= 300 else message[:297] + "..."
+
+
+def _model_issues(resource_type: str, resource: dict[str, Any]) -> list[dict[str, Any]]:
+    try:
+        get_fhir_model_class(resource_type).model_validate(resource)
+    except ValidationError as exc:
+        return [
+            _issue("invalid", _short(str(err.get("msg"))), _expression(resource_type, err.get("loc", ())))
+            for err in exc.errors()
+        ]
+    except (ValueError, TypeError) as exc:
+        return [_issue("invalid", _short(str(exc)), resource_type)]
+    return []
+
+
+def _issue(code: str, diagnostics: str, expression: str) -> dict[str, Any]:
+    return {"severity": "error", "code": code, "diagnostics": diagnostics, "expression": [expression]}
+
+
+def outcome_of(issues: list[dict[str, Any]]) -> Outcome:
+    return {"resourceType": "OperationOutcome", "issue": issues}

@@ -1,0 +1,1 @@
+"""Model registry, MONAI pre-processing and the worker that writes findings as Observations (not built yet)."""

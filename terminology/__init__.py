@@ -1,0 +1,1 @@
+"""CodeSystems, ValueSets, ConceptMaps and their operations (not built yet)."""
