@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "fhir_server" / "definitions" / "data"
@@ -105,7 +106,8 @@ def _prune_schema(schema: dict, structures: dict[str, dict]) -> dict:
             continue
         children = _children(structures[root])
         if backbone:
-            paths = [p for p in children if p.split(".")[-1].lower() == backbone.lower()]
+            stem = backbone.rstrip("0123456789").lower()  # the schema numbers repeated names: _Interaction1
+            paths = [p for p in children if p.split(".")[-1].lower() == stem]
             if not paths:
                 continue
             allowed = set().union(*(children[p] for p in paths))
@@ -122,7 +124,7 @@ def _prune_schema(schema: dict, structures: dict[str, dict]) -> dict:
             }
             definition["additionalProperties"] = False
         keep[def_name] = definition
-    names = {d for d in keep}
+    names = set(keep)
     keep["ResourceList"] = {
         "oneOf": [r for r in definitions["ResourceList"]["oneOf"] if r["$ref"].split("/")[-1] in names]
     }

@@ -16,7 +16,7 @@ from fhir_server.api.includes import resolve_includes
 from fhir_server.api.links import entry, history_entry, now_instant, page_links
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.summary import apply_summary
-from fhir_server.definitions import patient_compartment
+from fhir_server.definitions import patient_compartment, resource_types
 from fhir_server.errors import OperationOutcomeError, bad_request, method_not_allowed, not_found, outcome
 from fhir_server.repository import Repository, Stored, load
 from fhir_server.search.request import SearchRequest
@@ -142,8 +142,6 @@ class FhirRouter:
         return None
 
     def _system_types(self, request: FhirRequest) -> tuple[str, ...]:
-        from fhir_server.definitions import resource_types
-
         names = request.param("_type")
         if not names:
             if [k for k, _ in request.params if not k.startswith("_")]:
@@ -319,7 +317,8 @@ class FhirRouter:
         assert id is not None
         patient = await repo.read("Patient", id)
         wanted = request.param("_type")
-        types = [t.strip() for t in wanted.split(",")] if wanted else sorted(patient_compartment())
+        served = resource_types()
+        types = [t.strip() for t in wanted.split(",")] if wanted else sorted(set(patient_compartment()) & served)
         since = request.param("_since")
         found: list[Stored] = [patient]
         for member in types:
