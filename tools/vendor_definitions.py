@@ -129,6 +129,9 @@ def _prune_schema(schema: dict, structures: dict[str, dict]) -> dict:
         "oneOf": [r for r in definitions["ResourceList"]["oneOf"] if r["$ref"].split("/")[-1] in names]
     }
     mapping = {k: v for k, v in schema["discriminator"]["mapping"].items() if k in names}
+    dangling = set(re.findall(r'"#/definitions/(\w+)"', json.dumps(keep))) - set(keep)
+    if dangling:
+        raise SystemExit(f"the pruned schema refers to missing definitions: {sorted(dangling)}")
     return {
         **schema,
         "definitions": keep,
