@@ -8,6 +8,7 @@ of the offending element as a FHIRPath-style ``issue.expression``.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import jsonschema
@@ -18,6 +19,7 @@ from fhir_server.definitions import json_schema, resource_types
 from fhir_server.errors import OperationOutcomeError, Outcome, bad_request, not_found
 
 MAX_ISSUES = 20
+_FIELD_IN_MESSAGE = re.compile(r"field '(\w+)'")
 
 
 @functools.cache
@@ -44,12 +46,42 @@ def validate(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
         raise OperationOutcomeError.of(
             422, "not-supported", f"unknown resource type {resource_type!r}", ["resourceType"]
         )
-    issues = [_schema_issue(resource_type, e) for e in _schema_validator(resource_type).iter_errors(resource)]
+    issues = _json_rules(resource, resource_type)
+    issues += [_schema_issue(resource_type, e) for e in _schema_validator(resource_type).iter_errors(resource)]
     if not issues:
         issues = _model_issues(resource_type, resource)
     if issues:
         raise OperationOutcomeError(422, {"resourceType": "OperationOutcome", "issue": issues[:MAX_ISSUES]})
     return resource
+
+
+def _json_rules(resource: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
+    """json.html#xml: no null (outside primitive-extension arrays), no empty arrays or objects;
+    dom-2: a contained resource contains no resources itself."""
+    issues: list[dict[str, Any]] = []
+    stack: list[tuple[Any, list[Any], bool]] = [(resource, [], False)]
+    while stack and len(issues) < MAX_ISSUES:
+        value, path, nulls_allowed = stack.pop()
+        if value is None and not nulls_allowed:
+            issues.append(_issue("invalid", "null is not allowed in FHIR JSON", _expression(resource_type, path)))
+        elif isinstance(value, list):
+            if not value:
+                issues.append(_issue("invalid", "empty arrays are not allowed", _expression(resource_type, path)))
+            shadow = bool(path) and isinstance(path[-1], str) and path[-1].startswith("_")
+            stack.extend((item, [*path, i], shadow) for i, item in enumerate(value))
+        elif isinstance(value, dict):
+            if not value:
+                issues.append(_issue("invalid", "empty objects are not allowed", _expression(resource_type, path)))
+            if path and path[-2:-1] == ["contained"] and "contained" in value:
+                issues.append(
+                    _issue(
+                        "invariant",
+                        "dom-2: a contained resource cannot contain resources",
+                        _expression(resource_type, [*path, "contained"]),
+                    )
+                )
+            stack.extend((item, [*path, key], False) for key, item in value.items())
+    return issues
 
 
 def _expression(resource_type: str, path: Any) -> str:
@@ -71,11 +103,11 @@ def _schema_issue(resource_type: str, error: jsonschema.ValidationError) -> dict
     if error.validator == "oneOf" and error.context:  # contained resources: report the best match
         best = jsonschema.exceptions.best_match(error.context)
         return _schema_issue(resource_type, best)
-    return _issue(
-        "invalid" if error.validator != "required" else "required",
-        _short(error.message),
-        _expression(resource_type, path),
-    )
+    if error.validator == "required" and isinstance(error.validator_value, list) and isinstance(error.instance, dict):
+        missing = [name for name in error.validator_value if name not in error.instance]
+        path.extend(missing[:1])
+        return _issue("required", _short(error.message), _expression(resource_type, path))
+    return _issue("invalid", _short(error.message), _expression(resource_type, path))
 
 
 def _short(message: str) -> str:
@@ -86,13 +118,20 @@ def _model_issues(resource_type: str, resource: dict[str, Any]) -> list[dict[str
     try:
         get_fhir_model_class(resource_type).model_validate(resource)
     except ValidationError as exc:
-        return [
-            _issue("invalid", _short(str(err.get("msg"))), _expression(resource_type, err.get("loc", ())))
-            for err in exc.errors()
-        ]
+        return [_model_issue(resource_type, err) for err in exc.errors()]
     except (ValueError, TypeError) as exc:
         return [_issue("invalid", _short(str(exc)), resource_type)]
     return []
+
+
+def _model_issue(resource_type: str, error: Any) -> dict[str, Any]:
+    message = str(error.get("msg"))
+    location = list(error.get("loc", ()))
+    named = _FIELD_IN_MESSAGE.search(message)
+    if named and (not location or location[-1] != named.group(1)):
+        location.append(named.group(1))  # root validators name the element only in their message
+    code = "required" if error.get("type") == "missing" or "required" in message else "invalid"
+    return _issue(code, _short(message), _expression(resource_type, location))
 
 
 def _issue(code: str, diagnostics: str, expression: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "fhir_server" / "definitions" / "data"
+# R4's abstract bases, which the schema defines for the "_element" primitive extensions and friends.
+ABSTRACT_TYPES = ("Element", "BackboneElement", "ResourceList")
 SEARCH_KEYS = ("url", "code", "base", "type", "expression", "target", "component", "multipleOr", "modifier")
 
 
@@ -101,7 +103,7 @@ def _prune_schema(schema: dict, structures: dict[str, dict]) -> dict:
     for def_name, definition in definitions.items():
         root, _, backbone = def_name.partition("_")
         if root not in structures:
-            if root[:1].islower() or def_name in ("ResourceList",):
+            if root[:1].islower() or root in ABSTRACT_TYPES:
                 keep[def_name] = definition  # primitive patterns and the resource union
             continue
         children = _children(structures[root])

@@ -19,12 +19,20 @@ def full_url(base_url: str, resource_type: str, id: str) -> str:
 
 
 def page_links(
-    url: str, echo: list[tuple[str, str]], offset: int, count: int, total: int | None, got: int, snapshot: int
+    url: str,
+    echo: list[tuple[str, str]],
+    offset: int,
+    count: int,
+    total: int | None,
+    got: int,
+    snapshot: int | None,
 ) -> list[dict[str, str]]:
     """self/first/previous/next links; later pages keep the first page's snapshot (stable paging)."""
 
     def link(relation: str, at: int) -> dict[str, str]:
-        params = [*echo, ("_count", str(count)), ("_offset", str(at)), ("_snapshot", str(snapshot))]
+        params = [*echo, ("_count", str(count)), ("_offset", str(at))]
+        if snapshot is not None:
+            params.append(("_snapshot", str(snapshot)))
         return {"relation": relation, "url": f"{url}?{urlencode(params)}"}
 
     links = [link("self", offset)]

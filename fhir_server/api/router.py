@@ -280,11 +280,9 @@ class FhirRouter:
             "resourceType": "Bundle",
             "type": "history",
             "total": page.total,
-            "link": page_links(url, echo, offset, count, page.total, len(page.versions), 0),
+            "link": page_links(url, echo, offset, count, page.total, len(page.versions), None),
             "entry": entries,
         }
-        for link in bundle["link"]:
-            link["url"] = link["url"].replace("&_snapshot=0", "")
         return FhirResponse(200, bundle)
 
     # -- compartment and operations ----------------------------------------------------------

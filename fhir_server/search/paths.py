@@ -66,27 +66,28 @@ def _closing_paren(expr: str) -> int:
     return len(expr)
 
 
+def _parse_parenthesised(expr: str) -> list[_Step] | None:
+    """``(path as Type)`` or ``(path).rest``."""
+    pos = _closing_paren(expr)
+    inner, rest = expr[1:pos], expr[pos + 1 :]
+    as_parts = split_top(inner, " as ")
+    steps = _parse_steps(as_parts[0])
+    if steps is None or len(as_parts) > 2:
+        return None
+    if len(as_parts) == 2:
+        steps.append(_Step("as", as_parts[1]))
+    if rest:
+        more = _parse_steps(rest[1:]) if rest.startswith(".") else None
+        if more is None:
+            return None
+        steps.extend(more)
+    return steps
+
+
 def _parse_steps(expr: str) -> list[_Step] | None:
     expr = expr.strip()
     if expr.startswith("("):
-        pos = _closing_paren(expr)
-        inner, rest = expr[1:pos], expr[pos + 1 :]
-        as_parts = split_top(inner, " as ")
-        steps = _parse_steps(as_parts[0])
-        if steps is None:
-            return None
-        if len(as_parts) == 2:
-            steps.append(_Step("as", as_parts[1]))
-        elif len(as_parts) > 2:
-            return None
-        if rest:
-            if not rest.startswith("."):
-                return None
-            more = _parse_steps(rest[1:])
-            if more is None:
-                return None
-            steps.extend(more)
-        return steps
+        return _parse_parenthesised(expr)
     steps: list[_Step] = []
     for segment in split_top(expr, "."):
         if m := _WHERE_IS.match(segment):
@@ -168,7 +169,7 @@ def _fhirpath(expr: str) -> Evaluator:
 
     def evaluate(value: Any) -> list[Node]:
         try:
-            return [(v, None) for v in compiled(value)]
+            return [(v, None) for v in compiled(value, {})]
         except Exception:  # an expression failing on odd content must not block a write
             log.debug("FHIRPath evaluation failed for %s", expr, exc_info=True)
             return []

@@ -74,7 +74,8 @@ def vread(conn: sqlite3.Connection, resource_type: str, id: str, version: int) -
 
 
 def history(conn: sqlite3.Connection, query: HistoryQuery) -> HistoryPage:
-    conds, args = [], []
+    conds: list[str] = []
+    args: list[Any] = []
     if query.resource_type is not None and query.id is not None:
         conds.append("h.rid = (SELECT rid FROM resource WHERE type = ? AND id = ?)")
         args += [query.resource_type, query.id]
