@@ -1,0 +1,190 @@
+"""The contract every storage engine keeps: versions, transactions, search, outbox, tenant isolation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from fhir_server.search.extract import index_resource
+from fhir_server.search.request import parse_search
+from fhir_server.storage.port import Engine, HistoryQuery, ResourceKey, ResourceVersion, TenantUnknownError
+from fhir_server.storage.query import SearchQuery
+
+pytestmark = pytest.mark.anyio
+
+
+def version(resource: dict, number: int = 1, instant: str = "2026-01-01T00:00:00.000+00:00") -> ResourceVersion:
+    body = {**resource, "meta": {"versionId": str(number), "lastUpdated": instant}}
+    return ResourceVersion(resource["resourceType"], resource["id"], number, instant, orjson.dumps(body), "PUT")
+
+
+def patient(id: str, family: str = "Doe", birth: str = "1970-01-01", **extra: object) -> dict:
+    return {"resourceType": "Patient", "id": id, "name": [{"family": family}], "birthDate": birth, **extra}
+
+
+async def put(engine: Engine, tenant: str, resource: dict, number: int = 1, instant: str | None = None) -> None:
+    store = await engine.tenant(tenant)
+    v = version(resource, number, instant or f"2026-01-01T00:00:{number:02d}.000+00:00")
+    async with store.transaction() as tx:
+        await tx.write(v, index_resource(orjson.loads(v.content or b"{}")))
+        await tx.append_event("resource.updated", {"id": resource["id"], "version": number})
+
+
+def query(types: tuple[str, ...], **params: str) -> SearchQuery:
+    return parse_search(types, list(params.items()), lenient=False, default_count=100, max_count=1000).query
+
+
+async def test_tenants(engine: Engine) -> None:
+    assert {"alpha", "beta"} <= set(await engine.tenant_names())
+    with pytest.raises(TenantUnknownError):
+        await engine.tenant("gamma")
+    with pytest.raises(ValueError):
+        await engine.create_tenant("../escape")
+
+
+async def test_versions_history_and_tombstones(engine: Engine) -> None:
+    store = await engine.tenant("alpha")
+    await put(engine, "alpha", patient("p1"), 1)
+    await put(engine, "alpha", patient("p1", family="Roe"), 2)
+    current = await store.read("Patient", "p1")
+    assert current is not None and current.version == 2
+    first = await store.vread("Patient", "p1", 1)
+    assert first is not None and orjson.loads(first.content or b"")["name"][0]["family"] == "Doe"
+    async with store.transaction() as tx:
+        await tx.write(ResourceVersion("Patient", "p1", 3, "2026-01-01T00:00:03.000+00:00", None, "DELETE"), None)
+    deleted = await store.read("Patient", "p1")
+    assert deleted is not None and deleted.deleted and deleted.version == 3
+    history = await store.history(HistoryQuery("Patient", "p1"))
+    assert [v.version for v in history.versions] == [3, 2, 1]
+    assert history.total == 3
+    since = await store.history(HistoryQuery("Patient", None, since="2026-01-01T00:00:02.000+00:00"))
+    assert [v.version for v in since.versions] == [3, 2]
+    assert (await store.search(query(("Patient",)))).keys == []
+    assert await store.read("Patient", "never") is None
+
+
+async def test_transaction_rolls_back_writes_and_events(engine: Engine) -> None:
+    store = await engine.tenant("alpha")
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        async with store.transaction() as tx:
+            await tx.write(version(patient("p2")), index_resource(patient("p2")))
+            await tx.append_event("resource.created", {"id": "p2"})
+            assert await tx.read("Patient", "p2") is not None  # a transaction reads its own writes
+            raise Boom
+    assert await store.read("Patient", "p2") is None
+    assert await store.claim_events("c", 10, 30) == []
+
+
+async def test_tenant_isolation(engine: Engine) -> None:
+    await put(engine, "alpha", patient("shared-id", family="Alpha"))
+    beta = await engine.tenant("beta")
+    assert await beta.read("Patient", "shared-id") is None
+    assert (await beta.search(query(("Patient",), name="alpha"))).keys == []
+    assert await beta.claim_events("c", 10, 30) == []
+
+
+async def test_search_semantics(engine: Engine) -> None:
+    store = await engine.tenant("alpha")
+    await put(engine, "alpha", patient("a", family="Ängström", birth="1980-05"))
+    await put(engine, "alpha", patient("b", family="Angel", birth="1990-01-01", gender="male"))
+    await put(engine, "alpha", patient("c", family="Zed", birth="2000"))
+    obs = {
+        "resourceType": "Observation", "id": "o1", "status": "final", "subject": {"reference": "Patient/a"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "valueQuantity": {"value": 80, "system": "http://unitsofmeasure.org", "code": "/min"},
+    }  # fmt: skip
+    await put(engine, "alpha", obs)
+
+    async def found(types: tuple[str, ...] = ("Patient",), **params: str) -> list[str]:
+        return sorted(k.id for k in (await store.search(query(types, **params))).keys)
+
+    assert await found(name="ang") == ["a", "b"]
+    assert await found(birthdate="1980") == ["a"]
+    assert await found(birthdate="lt1985") == ["a"]
+    assert await found(birthdate="ge1990-01-01") == ["b", "c"]
+    assert await found(gender="male") == ["b"]
+    assert await found(**{"gender:missing": "true"}) == ["a", "c"]
+    assert await found(("Observation",), subject="Patient/a") == ["o1"]
+    assert await found(("Observation",), **{"subject.name": "ang"}) == ["o1"]
+    assert await found(**{"_has:Observation:subject:code": "8867-4"}) == ["a"]
+    assert await found(("Observation",), **{"code-value-quantity": "http://loinc.org|8867-4$gt70"}) == ["o1"]
+    assert await found(("Observation",), **{"value-quantity": "le79"}) == []
+    ordered = await store.search(query(("Patient",), _sort="-birthdate"))
+    assert [k.id for k in ordered.keys] == ["c", "b", "a"]
+
+
+async def test_paging_snapshot(engine: Engine) -> None:
+    store = await engine.tenant("alpha")
+    for n in range(5):
+        await put(engine, "alpha", patient(f"p{n}"))
+    first = await store.search(query(("Patient",), _count="2"))
+    assert first.total == 5
+    await put(engine, "alpha", patient("late"))
+    second = await store.search(query(("Patient",), _count="2", _offset="2", _snapshot=str(first.snapshot)))
+    assert second.total == 5
+    rest = await store.search(query(("Patient",), _count="10", _offset="4", _snapshot=str(first.snapshot)))
+    assert len({*first.keys, *second.keys, *rest.keys}) == 5
+    assert ResourceKey("Patient", "late") not in rest.keys
+
+
+async def test_outbox_leases_and_redelivery(engine: Engine) -> None:
+    store = await engine.tenant("alpha")
+    await put(engine, "alpha", patient("e1"))
+    await put(engine, "alpha", patient("e2"))
+    claimed = await store.claim_events("worker", 10, lease_seconds=0.2)
+    assert [e.payload["id"] for e in claimed] == ["e1", "e2"]
+    assert await store.claim_events("worker", 10, 30) == []  # leased
+    other = await store.claim_events("audit", 10, 30)  # every consumer gets every event
+    assert len(other) == 2
+    await store.ack_event("worker", claimed[0].seq)
+    await asyncio.sleep(0.3)
+    again = await store.claim_events("worker", 10, 30)
+    assert [e.payload["id"] for e in again] == ["e2"]
+    assert again[0].attempts == 2
+    await store.ack_event("worker", again[0].seq)
+    await put(engine, "alpha", patient("e3"))
+    assert [e.payload["id"] for e in await store.claim_events("worker", 10, 30)] == ["e3"]
+
+
+async def test_concurrent_transactions_lose_nothing(engine: Engine) -> None:
+    store = await engine.tenant("alpha")
+    await put(engine, "alpha", {"resourceType": "Basic", "id": "counter", "code": {"text": "0"}})
+
+    async def increment() -> None:
+        async with store.transaction() as tx:
+            current = await tx.read("Basic", "counter")
+            assert current is not None and current.content is not None
+            body = orjson.loads(current.content)
+            body["code"]["text"] = str(int(body["code"]["text"]) + 1)
+            await tx.write(version(body, current.version + 1), None)
+
+    async def create(n: int) -> None:
+        await put(engine, "alpha", patient(f"c{n}"))
+
+    await asyncio.gather(*(increment() for _ in range(20)), *(create(n) for n in range(20)))
+    counter = await store.read("Basic", "counter")
+    assert counter is not None and counter.version == 21
+    assert orjson.loads(counter.content or b"")["code"]["text"] == "20"
+    assert (await store.search(query(("Patient",), _count="0"))).total == 20
+
+
+async def test_committed_data_survives_reopen(engine_factory: Callable[[], Engine]) -> None:
+    first = engine_factory()
+    await first.open()
+    await first.create_tenant("alpha")
+    await put(first, "alpha", patient("durable"))
+    await first.close()
+    second = engine_factory()
+    await second.open()
+    try:
+        store = await second.tenant("alpha")
+        assert await store.read("Patient", "durable") is not None
+    finally:
+        await second.close()
