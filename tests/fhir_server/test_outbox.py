@@ -1,0 +1,44 @@
+"""Every committed write appends an outbox event; in-process consumers get each at least once."""
+
+from __future__ import annotations
+
+import time
+
+from fhir_server.outbox import Subscription
+from fhir_server.storage.port import OutboxEvent
+from tests.conftest import BASE, FhirTestClient
+from tests.factories import patient
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_events_follow_writes_and_failed_consumers_get_them_again(client: FhirTestClient) -> None:
+    received: list[tuple[str, str, int]] = []
+    failures = {"left": 1}
+
+    async def consumer(tenant: str, event: OutboxEvent) -> None:
+        if failures["left"] and event.topic == "resource.updated":
+            failures["left"] -= 1
+            raise RuntimeError("transient failure")
+        received.append((event.topic, event.payload["id"], event.payload["version"]))
+
+    dispatcher = client.app.state.dispatcher  # type: ignore[attr-defined]
+    dispatcher._lease = 0.2
+    dispatcher.subscribe(Subscription("test-consumer", ("resource.",), consumer))
+    created = client.post(f"{BASE}/Patient", json=patient()).json()
+    client.put(f"{BASE}/Patient/{created['id']}", json={**created, "gender": "male"})
+    client.delete(f"{BASE}/Patient/{created['id']}")
+    client.post(f"{BASE}/Patient", json={"resourceType": "Patient", "gender": "robot"})  # rejected: no event
+    expected = [
+        ("resource.created", created["id"], 1),
+        ("resource.updated", created["id"], 2),
+        ("resource.deleted", created["id"], 3),
+    ]
+    wait_for(lambda: sorted(received) == sorted(expected))
+    time.sleep(0.5)
+    assert sorted(received) == sorted(expected)  # acknowledged events are not delivered again
