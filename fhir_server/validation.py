@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
@@ -23,7 +24,17 @@ _FIELD_IN_MESSAGE = re.compile(r"field '(\w+)'")
 
 
 @functools.cache
+def _fast_validator(resource_type: str) -> Any:
+    """Compiled (Rust) validator: the common, valid case costs microseconds."""
+    schema = json_schema()
+    return jsonschema_rs.Draft6Validator(
+        {"$ref": f"#/definitions/{resource_type}", "definitions": schema["definitions"]}
+    )
+
+
+@functools.cache
 def _schema_validator(resource_type: str) -> jsonschema.Draft6Validator:
+    """The reference validator, only run to explain why a resource is invalid."""
     schema = json_schema()
     return jsonschema.Draft6Validator({"$ref": f"#/definitions/{resource_type}", "definitions": schema["definitions"]})
 
@@ -47,7 +58,13 @@ def validate(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
             422, "not-supported", f"unknown resource type {resource_type!r}", ["resourceType"]
         )
     issues = _json_rules(resource, resource_type)
-    issues += [_schema_issue(resource_type, e) for e in _schema_validator(resource_type).iter_errors(resource)]
+    fast = _fast_validator(resource_type)
+    if not fast.is_valid(resource):
+        detailed = [_schema_issue(resource_type, e) for e in _schema_validator(resource_type).iter_errors(resource)]
+        issues += detailed or [
+            _issue("invalid", _short(e.message), _expression(resource_type, e.instance_path))
+            for e in fast.iter_errors(resource)
+        ]
     if not issues:
         issues = _model_issues(resource_type, resource)
     if issues:

@@ -162,6 +162,15 @@ def vendor(source: Path) -> None:
     )
     r4_only = sorted(name for name, sd in structures.items() if sd["kind"] == "resource" and name not in resource_types)
     _write("resource-types.json.gz", {"supported": resource_types, "r4_only_unsupported": r4_only})
+    choices = sorted(
+        {
+            element["path"].rsplit(".", 1)[-1][:-3]
+            for sd in structures.values()
+            for element in sd["snapshot"]["element"]
+            if element["path"].endswith("[x]")
+        }
+    )
+    _write("choice-elements.json.gz", choices)
     _write("summary-elements.json.gz", {name: _summary_elements(structures[name]) for name in resource_types})
 
 

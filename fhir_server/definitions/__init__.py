@@ -56,3 +56,9 @@ def summary_elements(resource_type: str) -> tuple[frozenset[str], frozenset[str]
 def _summary_table() -> dict[str, Any]:
     table: dict[str, Any] = _load("summary-elements.json.gz")
     return table
+
+
+@functools.cache
+def choice_elements() -> frozenset[str]:
+    """Names of R4's choice elements without ``[x]`` (value, effective, onset...)."""
+    return frozenset(_load("choice-elements.json.gz"))

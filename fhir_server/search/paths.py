@@ -9,6 +9,7 @@ taken by the fast path as a filter on the reference's type.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -119,12 +120,21 @@ def reference_type(reference: Any) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
+@functools.cache
+def _choice_stems() -> frozenset[str]:
+    from fhir_server.definitions import choice_elements
+
+    return choice_elements()
+
+
 def _children(value: Any, name: str) -> list[Node]:
     if not isinstance(value, dict):
         return []
     if name in value:
         found = value[name]
         return [(v, None) for v in found] if isinstance(found, list) else [(found, None)]
+    if name not in _choice_stems():
+        return []
     nodes: list[Node] = []
     for key, found in value.items():  # a choice element: valueQuantity, effectiveDateTime...
         if key.startswith(name) and len(key) > len(name) and key[len(name)].isupper():

@@ -41,27 +41,64 @@ def check_tenant_name(name: str) -> None:
 
 
 class SqliteTransaction:
-    """Reads and writes on the writer connection, inside BEGIN IMMEDIATE ... COMMIT."""
+    """Reads and writes on the writer connection, inside BEGIN IMMEDIATE ... COMMIT.
+
+    Writes are buffered and sent to the writer thread with the next read or with the commit,
+    so that a plain create costs one thread hop, not one per statement.
+    """
 
     def __init__(self, store: SqliteTenantStore) -> None:
         self._store = store
+        self._pending: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._begun = False
         self.events = 0
 
+    async def _flush_then(self, fn: Callable[..., T] | None, *args: Any) -> T | None:
+        pending, self._pending = self._pending, []
+        begin, self._begun = not self._begun, True
+        return await self._store._on_writer(_run_batch, begin, pending, fn, args)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        result = await self._flush_then(fn, *args)
+        return result  # type: ignore[return-value]
+
     async def read(self, resource_type: str, id: str) -> ResourceVersion | None:
-        return await self._store._on_writer(ops.read, resource_type, id)
+        return await self._read(ops.read, resource_type, id)
 
     async def read_many(self, keys: Sequence[ResourceKey]) -> list[ResourceVersion]:
-        return await self._store._on_writer(ops.read_many, keys)
+        return await self._read(ops.read_many, keys)
 
     async def search(self, query: SearchQuery) -> SearchPage:
-        return await self._store._on_writer(ops.search, query)
+        return await self._read(ops.search, query)
 
     async def write(self, version: ResourceVersion, index: IndexEntries | None) -> None:
-        await self._store._on_writer(ops.write, version, index)
+        self._pending.append((ops.write, (version, index)))
 
     async def append_event(self, topic: str, payload: dict[str, Any]) -> None:
-        await self._store._on_writer(ops.append_event, topic, payload)
+        self._pending.append((ops.append_event, (topic, payload)))
         self.events += 1
+
+    async def commit(self) -> None:
+        await self._flush_then(_execute, "COMMIT")
+
+    async def rollback(self) -> None:
+        self._pending = []
+        if self._begun:
+            await self._store._on_writer(_execute, "ROLLBACK")
+
+
+def _run_batch(
+    conn: sqlite3.Connection,
+    begin: bool,
+    pending: list[tuple[Callable[..., Any], tuple[Any, ...]]],
+    fn: Callable[..., T] | None,
+    args: tuple[Any, ...],
+) -> T | None:
+    if begin:
+        conn.execute("BEGIN IMMEDIATE")
+    for op, op_args in pending:
+        op(conn, *op_args)
+    return fn(conn, *args) if fn is not None else None
 
 
 class SqliteTenantStore:
@@ -108,14 +145,13 @@ class SqliteTenantStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTransaction]:
         async with self._write_lock:
-            await self._on_writer(_execute, "BEGIN IMMEDIATE")
             tx = SqliteTransaction(self)
             try:
                 yield tx
+                await asyncio.shield(tx.commit())
             except BaseException:
-                await asyncio.shield(self._on_writer(_execute, "ROLLBACK"))
+                await asyncio.shield(tx.rollback())
                 raise
-            await asyncio.shield(self._on_writer(_execute, "COMMIT"))
         if tx.events:
             self._on_commit(self.name)
 
