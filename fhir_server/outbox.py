@@ -71,6 +71,8 @@ class OutboxDispatcher:
     async def drain(self) -> int:
         """Deliver what is due now to every consumer of every tenant; returns how many were handled."""
         handled = 0
+        if not self._subscriptions:
+            return 0
         for tenant in await self._engine.tenant_names():
             store = await self._engine.tenant(tenant)
             for subscription in self._subscriptions:

@@ -31,6 +31,7 @@ from fhir_server.search.request import SearchRequest, parse_search
 from fhir_server.storage.port import (
     HistoryPage,
     HistoryQuery,
+    IndexEntries,
     ResourceKey,
     ResourceVersion,
     SearchPage,
@@ -200,10 +201,11 @@ class Repository:
             raise bad_request("the resource must carry its id on update", ["id"])
         if body_id != id:
             raise bad_request(f"the body's id {body_id!r} differs from the URL's {id!r}", ["id"])
-        async with self._transaction() as repo:
+        index = index_resource({**resource, "resourceType": resource_type, "id": id}, self.local_base)
+        async with self._transaction() as repo:  # the index is computed before taking the write lock
             current = await repo._reader.read(resource_type, id)
             repo._check_if_match(current, if_match)
-            return await repo._put(resource_type, id, resource, current, "PUT")
+            return await repo._put(resource_type, id, resource, current, "PUT", index)
 
     async def conditional_update(
         self, resource: Any, *, resource_type: str, criteria: str, if_match: str | None = None
@@ -301,7 +303,13 @@ class Repository:
         return None
 
     async def _put(
-        self, resource_type: str, id: str, resource: dict[str, Any], current: ResourceVersion | None, method: str
+        self,
+        resource_type: str,
+        id: str,
+        resource: dict[str, Any],
+        current: ResourceVersion | None,
+        method: str,
+        index: IndexEntries | None = None,
     ) -> Stored:
         assert self._tx is not None
         version_number = current.version + 1 if current is not None else 1
@@ -313,7 +321,7 @@ class Repository:
         body.update((k, v) for k, v in resource.items() if k not in ("resourceType", "id", "meta"))
         content = orjson.dumps(body)
         version = ResourceVersion(resource_type, id, version_number, now, content, method)
-        await self._tx.write(version, index_resource(body, self.local_base))
+        await self._tx.write(version, index if index is not None else index_resource(body, self.local_base))
         created = current is None or current.deleted
         await self._tx.append_event(
             "resource.created" if created else "resource.updated",

@@ -44,16 +44,22 @@ class SqliteTransaction:
     """Reads and writes on the writer connection, inside BEGIN IMMEDIATE ... COMMIT.
 
     Writes are buffered and sent to the writer thread with the next read or with the commit,
-    so that a plain create costs one thread hop, not one per statement.
+    so that a plain create costs one thread hop, not one per statement. A transaction that
+    reads takes the store's write lock at its first read and keeps it until it ends; one that
+    only writes never holds it: it joins a group commit.
     """
 
     def __init__(self, store: SqliteTenantStore) -> None:
         self._store = store
         self._pending: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._begun = False
+        self._locked = False
         self.events = 0
 
     async def _flush_then(self, fn: Callable[..., T] | None, *args: Any) -> T | None:
+        if not self._locked:
+            await self._store._write_lock.acquire()
+            self._locked = True
         pending, self._pending = self._pending, []
         begin, self._begun = not self._begun, True
         return await self._store._on_writer(_run_batch, begin, pending, fn, args)
@@ -79,12 +85,48 @@ class SqliteTransaction:
         self.events += 1
 
     async def commit(self) -> None:
-        await self._flush_then(_execute, "COMMIT")
+        if self._begun:
+            await self._flush_then(_execute, "COMMIT")
+        elif self._pending:
+            pending, self._pending = self._pending, []
+            await self._store._group_commit(pending)
 
     async def rollback(self) -> None:
         self._pending = []
         if self._begun:
+            self._begun = False
             await self._store._on_writer(_execute, "ROLLBACK")
+
+    def release(self) -> None:
+        if self._locked:
+            self._locked = False
+            self._store._write_lock.release()
+
+
+Unit = list[tuple[Callable[..., Any], tuple[Any, ...]]]
+
+
+def _run_group(conn: sqlite3.Connection, units: list[Unit]) -> list[BaseException | None]:
+    """Run write-only units in one transaction (one fsync), each in its own savepoint."""
+    outcomes: list[BaseException | None] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for unit in units:
+            conn.execute("SAVEPOINT unit")
+            try:
+                for op, op_args in unit:
+                    op(conn, *op_args)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO unit")
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+            conn.execute("RELEASE unit")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return outcomes
 
 
 def _run_batch(
@@ -110,6 +152,8 @@ class SqliteTenantStore:
         initialise(self._writer)
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-w-{name}")
         self._write_lock = asyncio.Lock()
+        self._group: list[tuple[Unit, asyncio.Future[None]]] = []
+        self._leader: asyncio.Future[None] | None = None
         self._read_threads = ThreadPoolExecutor(readers, thread_name_prefix=f"sqlite-r-{name}")
         self._readers: asyncio.Queue[sqlite3.Connection] = asyncio.Queue()
         for _ in range(readers):
@@ -144,16 +188,43 @@ class SqliteTenantStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTransaction]:
-        async with self._write_lock:
-            tx = SqliteTransaction(self)
-            try:
-                yield tx
-                await asyncio.shield(tx.commit())
-            except BaseException:
-                await asyncio.shield(tx.rollback())
-                raise
+        tx = SqliteTransaction(self)
+        try:
+            yield tx
+            await asyncio.shield(tx.commit())
+        except BaseException:
+            await asyncio.shield(tx.rollback())
+            raise
+        finally:
+            tx.release()
         if tx.events:
             self._on_commit(self.name)
+
+    async def _group_commit(self, unit: Unit) -> None:
+        """Join the next group commit; returns once the unit is durable (or raises its error)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._group.append((unit, future))
+        if len(self._group) == 1:
+            self._leader = asyncio.ensure_future(self._lead_group())
+        await future
+
+    async def _lead_group(self) -> None:
+        async with self._write_lock:
+            group, self._group = self._group, []
+            try:
+                outcomes = await self._on_writer(_run_group, [unit for unit, _ in group])
+            except BaseException as exc:
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+        for (_, future), error in zip(group, outcomes, strict=True):
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
 
     async def claim_events(self, consumer: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
         async with self._write_lock:

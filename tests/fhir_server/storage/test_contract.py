@@ -188,3 +188,24 @@ async def test_committed_data_survives_reopen(engine_factory: Callable[[], Engin
         assert await store.read("Patient", "durable") is not None
     finally:
         await second.close()
+
+
+async def test_a_failing_write_does_not_sink_concurrent_ones(engine: Engine) -> None:
+    store = await engine.tenant("alpha")
+
+    async def write(resource: dict) -> None:
+        async with store.transaction() as tx:
+            await tx.write(version(resource), index_resource(resource))
+            await tx.append_event("resource.created", {"id": resource["id"]})
+
+    results = await asyncio.gather(
+        *(write(patient(f"g{n}")) for n in range(10)),
+        write(patient("twice")),
+        write(patient("twice")),  # the same version of the same resource: exactly one must fail
+        return_exceptions=True,
+    )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert len(failures) == 1
+    assert (await store.search(query(("Patient",), _count="0"))).total == 11
+    events = await store.claim_events("c", 100, 30)
+    assert sorted(e.payload["id"] for e in events) == sorted([f"g{n}" for n in range(10)] + ["twice"])
