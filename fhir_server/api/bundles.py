@@ -13,8 +13,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from fhir_server.api.messages import FhirRequest, FhirResponse
-from fhir_server.api.router import FhirRouter, last_modified
-from fhir_server.errors import OperationOutcomeError, bad_request, outcome
+from fhir_server.api.router import FhirRouter
+from fhir_server.errors import OperationOutcomeError, bad_request
 from fhir_server.repository import Repository
 from fhir_server.search.request import parse_search
 
@@ -145,7 +145,6 @@ class BundleProcessor:
                 ids[full_url] = f"{body.get('resourceType')}/{new_id}"
                 req.method, req.path = "PUT", [str(body.get("resourceType")), new_id]
                 body["id"] = new_id
-                req.headers["x-created-by-post"] = "1"
             elif req.method == "PUT" and len(req.path) == 2:
                 ids[full_url] = f"{req.path[0]}/{req.path[1]}"
         return ids
@@ -164,7 +163,7 @@ class BundleProcessor:
                 default_count=2,
                 max_count=2,
             )
-            page = await repo.store.search(search.query) if repo._tx is None else await repo._tx.search(search.query)
+            page = await repo.search(search)
             if len(page.keys) != 1:
                 found = "no" if not page.keys else "more than one"
                 raise OperationOutcomeError.of(
@@ -219,6 +218,3 @@ def _response_entry(response: FhirResponse) -> dict[str, Any]:
 
 def _error_entry(error: OperationOutcomeError) -> dict[str, Any]:
     return {"response": {"status": str(error.status), "outcome": error.outcome}}
-
-
-__all__ = ["BundleProcessor", "last_modified", "outcome"]

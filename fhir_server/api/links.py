@@ -59,10 +59,7 @@ def history_entry(base_url: str, version: ResourceVersion, resource: dict[str, A
     if resource is not None:
         item["resource"] = resource
     url = f"{version.resource_type}/{version.id}"
-    item["request"] = {
-        "method": version.method if version.method != "PATCH" else "PATCH",
-        "url": url if version.method != "POST" else version.resource_type,
-    }
+    item["request"] = {"method": version.method, "url": version.resource_type if version.method == "POST" else url}
     item["response"] = {
         "status": "410 Gone" if version.deleted else ("201 Created" if version.version == 1 else "200 OK"),
         "etag": f'W/"{version.version}"',

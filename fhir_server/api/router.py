@@ -12,21 +12,28 @@ from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
 
+from fhir_server.api.compartment import EVERYTHING_DEFINITION, compartment_clause, everything
 from fhir_server.api.includes import resolve_includes
 from fhir_server.api.links import entry, history_entry, now_instant, page_links
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.summary import apply_summary
-from fhir_server.definitions import patient_compartment, resource_types
-from fhir_server.errors import OperationOutcomeError, bad_request, method_not_allowed, not_found, outcome
+from fhir_server.definitions import resource_types
+from fhir_server.errors import (
+    bad_request,
+    method_not_allowed,
+    not_found,
+    not_supported,
+    outcome,
+)
 from fhir_server.repository import Repository, Stored, load
 from fhir_server.search.request import SearchRequest
+from fhir_server.search.values import date_range
 from fhir_server.storage.port import HistoryQuery
-from fhir_server.storage.query import AnyClause, Clause, ParamClause, ReferenceMatch
+from fhir_server.storage.query import Clause
 from fhir_server.validation import check_type
 
 OperationHandler = Callable[[Repository, FhirRequest, str | None, str | None], Awaitable[FhirResponse]]
 CapabilityProvider = Callable[[str], dict[str, Any]]
-EVERYTHING_LIMIT = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +94,7 @@ class FhirRouter:
         self._capability = capability
         self.operations: dict[str, Operation] = {}
         self.batch_handler: Callable[[Repository, FhirRequest], Awaitable[FhirResponse]] | None = None
-        self.register(Operation("everything", ("Patient",), True, self._everything, _everything_definition(), False))
+        self.register(Operation("everything", ("Patient",), True, everything, EVERYTHING_DEFINITION, False))
 
     def register(self, operation: Operation) -> None:
         self.operations[operation.name] = operation
@@ -265,17 +272,14 @@ class FhirRouter:
         count = _int_param(request, "_count", repo.default_count, repo.max_count)
         offset = _int_param(request, "_offset", 0, 10**9)
         since = request.param("_since")
-        at = request.param("_at")
-        for name, value in (("_since", since), ("_at", at)):
-            if value is not None:
-                from fhir_server.search.values import date_range
-
-                if date_range(value) is None or "T" not in value:
-                    raise bad_request(f"{name} must be a FHIR instant, not {value!r}", [name])
+        if request.param("_at") is not None:
+            raise not_supported("_at is not supported on history; use _since")
+        if since is not None and (date_range(since) is None or "T" not in since):
+            raise bad_request(f"_since must be a FHIR instant, not {since!r}", ["_since"])
         page = await repo.history(HistoryQuery(resource_type, id, since, None, count, offset))
         entries = [history_entry(request.base_url, v, None if v.deleted else load(v)) for v in page.versions]
         url = request.base_url + "/" + "/".join(request.path)
-        echo = [(k, v) for k, v in request.params if k in ("_since", "_at")]
+        echo = [(k, v) for k, v in request.params if k == "_since"]
         bundle = {
             "resourceType": "Bundle",
             "type": "history",
@@ -308,53 +312,6 @@ class FhirRouter:
             raise method_not_allowed(f"${name} is invoked with {'POST' if operation.affects_state else 'GET or POST'}")
         return await operation.handler(repo, request, resource_type, id)
 
-    async def _everything(
-        self, repo: Repository, request: FhirRequest, resource_type: str | None, id: str | None
-    ) -> FhirResponse:
-        """patient-operation-everything.html: the patient and everything in its compartment."""
-        assert id is not None
-        patient = await repo.read("Patient", id)
-        wanted = request.param("_type")
-        served = resource_types()
-        types = [t.strip() for t in wanted.split(",")] if wanted else sorted(set(patient_compartment()) & served)
-        since = request.param("_since")
-        found: list[Stored] = [patient]
-        for member in types:
-            check_type(member)
-            clause = compartment_clause(member, id)
-            if clause is None or member == "Patient":
-                continue
-            params = [("_count", str(EVERYTHING_LIMIT))] + ([("_lastUpdated", f"ge{since}")] if since else [])
-            search = repo.parse((member,), params)
-            search.query = replace(search.query, where=(clause, *search.query.where), total="none")
-            found.extend(await repo.read_page(await repo.search(search)))
-            if len(found) > EVERYTHING_LIMIT:
-                raise OperationOutcomeError.of(
-                    400, "too-costly", f"more than {EVERYTHING_LIMIT} resources: narrow with _type or _since"
-                )
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "total": len(found),
-            "link": [{"relation": "self", "url": f"{request.base_url}/Patient/{id}/$everything"}],
-            "entry": [entry(request.base_url, s, "match", s.resource) for s in found],
-        }
-        return FhirResponse(200, bundle)
-
-
-def compartment_clause(resource_type: str, patient_id: str) -> Clause | None:
-    """Membership of the Patient compartment: any of the type's compartment parameters points at it."""
-    params = patient_compartment().get(resource_type)
-    if resource_type == "Patient":
-        from fhir_server.storage.query import IdClause
-
-        return IdClause((patient_id,))
-    if not params:
-        return None
-    target = (ReferenceMatch("Patient", patient_id),)
-    alternatives = tuple(ParamClause(p, "reference", target) for p in params if p != "{def}")
-    return AnyClause(alternatives) if len(alternatives) != 1 else alternatives[0]
-
 
 def _criteria(request: FhirRequest) -> str:
     from urllib.parse import urlencode
@@ -372,25 +329,3 @@ def _int_param(request: FhirRequest, name: str, default: int, maximum: int) -> i
     if not value.isdigit():
         raise bad_request(f"{name} must be a whole number", [name])
     return min(int(value), maximum)
-
-
-def _everything_definition() -> dict[str, Any]:
-    return {
-        "resourceType": "OperationDefinition",
-        "id": "Patient-everything",
-        "url": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-        "name": "everything",
-        "status": "active",
-        "kind": "operation",
-        "code": "everything",
-        "resource": ["Patient"],
-        "system": False,
-        "type": False,
-        "instance": True,
-        "affectsState": False,
-        "parameter": [
-            {"name": "_since", "use": "in", "min": 0, "max": "1", "type": "instant"},
-            {"name": "_type", "use": "in", "min": 0, "max": "*", "type": "code"},
-            {"name": "return", "use": "out", "min": 1, "max": "1", "type": "Bundle"},
-        ],
-    }

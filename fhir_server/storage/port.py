@@ -13,7 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fhir_server.storage.query import SearchQuery
+from fhir_server.storage.query import RecordQuery, SearchQuery
 
 
 class TenantUnknownError(LookupError):
@@ -130,6 +130,16 @@ class SearchPage:
 
 
 @dataclass(frozen=True, slots=True)
+class Record:
+    """A keyed document of some collection, found by its (multi-valued) string fields."""
+
+    collection: str
+    key: str
+    body: bytes
+    fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxEvent:
     seq: int
     topic: str
@@ -150,6 +160,12 @@ class TenantReader(Protocol):
         """Keys of the current resources that match, sorted and paged as the query says."""
         ...
 
+    async def get_record(self, collection: str, key: str) -> Record | None: ...
+
+    async def find_records(self, query: RecordQuery) -> list[Record]:
+        """Records matching every field match, ordered by key."""
+        ...
+
 
 class TenantTransaction(TenantReader, Protocol):
     """One atomic unit of writes. Reads inside it see its own writes."""
@@ -161,6 +177,12 @@ class TenantTransaction(TenantReader, Protocol):
     async def append_event(self, topic: str, payload: dict[str, Any]) -> None:
         """Add an outbox event that becomes visible when (and only if) this transaction commits."""
         ...
+
+    async def put_record(self, record: Record) -> None:
+        """Insert or replace the record with this collection and key."""
+        ...
+
+    async def delete_record(self, collection: str, key: str) -> None: ...
 
 
 class TenantStore(TenantReader, Protocol):

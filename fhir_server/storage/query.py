@@ -153,3 +153,26 @@ class SearchQuery:
     offset: int = 0
     total: TotalMode = "accurate"
     snapshot: int | None = None  # the engine's snapshot token from the first page: stable paging
+
+
+# -- records: keyed documents with indexed string fields (e.g. the DICOM attribute index) ------------
+
+FieldOp = Literal["eq", "glob", "range", "in"]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMatch:
+    """eq: equal to values[0]; glob: matches the pattern values[0] (``*`` and ``?``);
+    range: values[0] <= v <= values[1] ("" for an open end); in: equal to any of values."""
+
+    field: str
+    op: FieldOp
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordQuery:
+    collection: str
+    where: tuple[FieldMatch, ...] = ()
+    limit: int = 1000
+    offset: int = 0

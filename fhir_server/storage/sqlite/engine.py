@@ -21,17 +21,19 @@ from fhir_server.storage.port import (
     HistoryQuery,
     IndexEntries,
     OutboxEvent,
+    Record,
     ResourceKey,
     ResourceVersion,
     SearchPage,
     TenantUnknownError,
 )
-from fhir_server.storage.query import SearchQuery
-from fhir_server.storage.sqlite import ops
+from fhir_server.storage.query import RecordQuery, SearchQuery
+from fhir_server.storage.sqlite import ops, records, schema
 from fhir_server.storage.sqlite.schema import connect, initialise
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+ANALYZE_EVERY_WRITES = 20_000
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -77,6 +79,18 @@ class SqliteTransaction:
     async def search(self, query: SearchQuery) -> SearchPage:
         return await self._read(ops.search, query)
 
+    async def get_record(self, collection: str, key: str) -> Record | None:
+        return await self._read(records.get, collection, key)
+
+    async def find_records(self, query: RecordQuery) -> list[Record]:
+        return await self._read(records.find, query)
+
+    async def put_record(self, record: Record) -> None:
+        self._pending.append((records.put, (record,)))
+
+    async def delete_record(self, collection: str, key: str) -> None:
+        self._pending.append((records.delete, (collection, key)))
+
     async def write(self, version: ResourceVersion, index: IndexEntries | None) -> None:
         self._pending.append((ops.write, (version, index)))
 
@@ -86,7 +100,9 @@ class SqliteTransaction:
 
     async def commit(self) -> None:
         if self._begun:
+            writes = len(self._pending)
             await self._flush_then(_execute, "COMMIT")
+            self._store.count_writes(writes)
         elif self._pending:
             pending, self._pending = self._pending, []
             await self._store._group_commit(pending)
@@ -153,6 +169,8 @@ class SqliteTenantStore:
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-w-{name}")
         self._write_lock = asyncio.Lock()
         self._group: list[tuple[Unit, asyncio.Future[None]]] = []
+        self._writes_since_analyze = 0
+        self._analyzer: asyncio.Future[None] | None = None
         self._leader: asyncio.Future[None] | None = None
         self._read_threads = ThreadPoolExecutor(readers, thread_name_prefix=f"sqlite-r-{name}")
         self._readers: asyncio.Queue[sqlite3.Connection] = asyncio.Queue()
@@ -186,6 +204,12 @@ class SqliteTenantStore:
     async def search(self, query: SearchQuery) -> SearchPage:
         return await self._on_reader(ops.search, query)
 
+    async def get_record(self, collection: str, key: str) -> Record | None:
+        return await self._on_reader(records.get, collection, key)
+
+    async def find_records(self, query: RecordQuery) -> list[Record]:
+        return await self._on_reader(records.find, query)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTransaction]:
         tx = SqliteTransaction(self)
@@ -218,6 +242,7 @@ class SqliteTenantStore:
                     if not future.done():
                         future.set_exception(exc)
                 return
+        self.count_writes(sum(len(unit) for unit, _ in group))
         for (_, future), error in zip(group, outcomes, strict=True):
             if future.done():
                 continue
@@ -225,6 +250,17 @@ class SqliteTenantStore:
                 future.set_result(None)
             else:
                 future.set_exception(error)
+
+    def count_writes(self, n: int) -> None:
+        """Refresh the planner's statistics as the database grows (bounded ANALYZE on the writer)."""
+        self._writes_since_analyze += n
+        if self._writes_since_analyze >= ANALYZE_EVERY_WRITES:
+            self._writes_since_analyze = 0
+            self._analyzer = asyncio.ensure_future(self._analyze())
+
+    async def _analyze(self) -> None:
+        async with self._write_lock:
+            await self._on_writer(schema.analyze)
 
     async def claim_events(self, consumer: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
         async with self._write_lock:

@@ -96,6 +96,22 @@ CREATE TABLE IF NOT EXISTS idx_uri (
 CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (type, param, value);
 CREATE INDEX IF NOT EXISTS idx_uri_rid ON idx_uri (rid, param);
 
+CREATE TABLE IF NOT EXISTS record (
+    rid INTEGER PRIMARY KEY,
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body BLOB NOT NULL,
+    UNIQUE (collection, key)
+);
+CREATE TABLE IF NOT EXISTS record_field (
+    rid INTEGER NOT NULL,
+    collection TEXT NOT NULL,
+    field TEXT NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS record_field_value ON record_field (collection, field, value);
+CREATE INDEX IF NOT EXISTS record_field_rid ON record_field (rid);
+
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     topic TEXT NOT NULL,
@@ -136,3 +152,11 @@ def initialise(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.executescript(DDL)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    if conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM resource LIMIT 1000)").fetchone()[0] >= 1000:
+        analyze(conn)
+
+
+def analyze(conn: sqlite3.Connection) -> None:
+    """Planner statistics from a bounded sample of each index: fast even on large databases."""
+    conn.execute("PRAGMA analysis_limit = 1000")
+    conn.execute("ANALYZE")

@@ -60,7 +60,13 @@ class SqlBuilder:
 
     # -- the resource-level WHERE -------------------------------------------------------------
     def where(self, alias: str, types: Sequence[str], clauses: Sequence[Clause]) -> str:
-        parts = [f"{alias}.type IN ({self._in(types)})", f"{alias}.deleted = 0"]
+        # With a selective clause, the unary + keeps SQLite from scanning the type index and
+        # checking every row: it looks up the rows the clause's subquery found instead.
+        selective = any(
+            isinstance(c, ParamClause | IdClause | CompositeClause) and not getattr(c, "negate", False) for c in clauses
+        )
+        type_column = f"+{alias}.type" if selective else f"{alias}.type"
+        parts = [f"{type_column} IN ({self._in(types)})", f"{alias}.deleted = 0"]
         parts.extend(self._clause(alias, types, clause) for clause in clauses)
         return " AND ".join(parts)
 
@@ -147,12 +153,15 @@ class SqlBuilder:
         if isinstance(match, UriMatch):
             return self._uri(x, match)
         if isinstance(match, ChainMatch):
-            r2 = self._alias("r")
-            inner = self.where(r2, match.target_types, match.where)
-            return (
-                f"EXISTS (SELECT 1 FROM resource {r2} WHERE {r2}.type = {x}.target_type "
-                f"AND {r2}.id = {x}.target_id AND {inner})"
-            )
+            per_type = []
+            for target_type in match.target_types:  # uncorrelated: each subquery runs once
+                r2 = self._alias("r")
+                self.args.append(target_type)
+                inner = self.where(r2, [target_type], match.where)
+                per_type.append(
+                    f"({x}.target_type = ? AND {x}.target_id IN (SELECT {r2}.id FROM resource {r2} WHERE {inner}))"
+                )
+            return "(" + " OR ".join(per_type) + ")"
         raise TypeError(f"unknown match {match!r}")
 
     def _token(self, x: str, m: TokenMatch) -> str:

@@ -209,3 +209,41 @@ async def test_a_failing_write_does_not_sink_concurrent_ones(engine: Engine) -> 
     assert (await store.search(query(("Patient",), _count="0"))).total == 11
     events = await store.claim_events("c", 100, 30)
     assert sorted(e.payload["id"] for e in events) == sorted([f"g{n}" for n in range(10)] + ["twice"])
+
+
+async def test_records_with_indexed_fields(engine: Engine) -> None:
+    from fhir_server.storage.port import Record
+    from fhir_server.storage.query import FieldMatch, RecordQuery
+
+    store = await engine.tenant("alpha")
+    rows = [
+        ("1.2.1", {"name": ("doe^jane",), "date": ("20240105",), "modality": ("XC", "SM")}),
+        ("1.2.2", {"name": ("doe^john",), "date": ("20240210",), "modality": ("XC",)}),
+        ("1.2.3", {"name": ("roe^[x]",), "date": ("20230101",), "modality": ("OT",)}),
+    ]
+    async with store.transaction() as tx:
+        for key, fields in rows:
+            await tx.put_record(Record("study", key, key.encode(), fields))
+        await tx.put_record(Record("other", "1.2.1", b"elsewhere", {"name": ("doe^jane",)}))
+
+    async def keys(*where: FieldMatch) -> list[str]:
+        return [r.key for r in await store.find_records(RecordQuery("study", tuple(where)))]
+
+    assert await keys() == ["1.2.1", "1.2.2", "1.2.3"]
+    assert await keys(FieldMatch("name", "glob", ("doe^j*",))) == ["1.2.1", "1.2.2"]
+    assert await keys(FieldMatch("name", "glob", ("doe^jan?",))) == ["1.2.1"]
+    assert await keys(FieldMatch("name", "glob", ("roe^[x]",))) == ["1.2.3"]
+    assert await keys(FieldMatch("date", "range", ("20240101", ""))) == ["1.2.1", "1.2.2"]
+    assert await keys(FieldMatch("date", "range", ("", "20240131"))) == ["1.2.1", "1.2.3"]
+    assert await keys(FieldMatch("modality", "eq", ("SM",))) == ["1.2.1"]
+    assert await keys(FieldMatch("modality", "in", ("OT", "SM"))) == ["1.2.1", "1.2.3"]
+    assert await keys(FieldMatch("modality", "eq", ("XC",)), FieldMatch("date", "range", ("20240201", ""))) == ["1.2.2"]
+    found = await store.get_record("study", "1.2.1")
+    assert found is not None and found.body == b"1.2.1" and set(found.fields["modality"]) == {"XC", "SM"}
+    async with store.transaction() as tx:
+        await tx.put_record(Record("study", "1.2.1", b"new", {"name": ("changed",)}))
+        await tx.delete_record("study", "1.2.2")
+    assert await keys(FieldMatch("name", "glob", ("doe*",))) == []
+    assert await keys() == ["1.2.1", "1.2.3"]
+    beta = await engine.tenant("beta")
+    assert await beta.find_records(RecordQuery("study")) == []
