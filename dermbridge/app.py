@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conformance.capability import capability_statement
 from dermbridge import __version__
+from dermbridge.dicom import build_dimse, build_ingestor
 from dermbridge.settings import Settings
 from fhir_server.api.bundles import BundleProcessor
 from fhir_server.api.http import FhirHttp, error_response, unexpected_error_response
@@ -40,15 +42,21 @@ def build_router() -> FhirRouter:
 def create_app(settings: Settings) -> FastAPI:
     engine = SqliteEngine(settings.data_dir, readers=settings.sqlite_readers)
     dispatcher = OutboxDispatcher(engine)
+    ingestor = build_ingestor(settings, engine)
+    dimse = build_dimse(settings, engine, ingestor) if settings.dicom_enabled else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.open()
         await engine.create_tenant(settings.default_tenant)
         await dispatcher.start()
+        if dimse is not None:
+            dimse.start(asyncio.get_running_loop())
         try:
             yield
         finally:
+            if dimse is not None:
+                await asyncio.to_thread(dimse.stop)
             await dispatcher.stop()
             await engine.close()
 
@@ -56,6 +64,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.dispatcher = dispatcher
+    app.state.ingestor = ingestor
+    app.state.dimse = dimse
     app.state.fhir_http = FhirHttp(
         engine,
         build_router(),

@@ -35,6 +35,13 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     print(f"DermBridge FHIR R4 API on http://{settings.host}:{settings.port}/fhir/{settings.default_tenant}")
+    if settings.dicom_enabled:
+        callers = ", ".join(f"{ae}->{tenant}" for ae, tenant in settings.dicom_ae_tenants.items()) or "none"
+        anyone = f"; any other AE -> {settings.dicom_any_ae_tenant}" if settings.dicom_any_ae_tenant else ""
+        print(
+            f"DICOM DIMSE on {settings.dicom_host}:{settings.dicom_port} as AE {settings.dicom_ae_title}"
+            f" (calling AEs: {callers}{anyone})"
+        )
     print(f"data in {settings.data_dir.resolve()}")
     print("Ctrl-C stops the server.", flush=True)
     uvicorn.run(

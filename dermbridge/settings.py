@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,3 +21,25 @@ class Settings(BaseSettings):
     max_page_size: int = Field(1000, ge=1)
     sqlite_readers: int = Field(4, ge=1, le=64, description="concurrent read connections per tenant")
     log_level: str = "INFO"
+    public_url: str = Field("", description="base URL clients reach the HTTP API at; default http://HOST:PORT")
+
+    # DICOM DIMSE
+    dicom_enabled: bool = True
+    dicom_ae_title: str = Field("DERMBRIDGE", max_length=16)
+    dicom_host: str = "127.0.0.1"
+    dicom_port: int = Field(11112, ge=0, le=65535)
+    dicom_ae_tenants: dict[str, str] = Field(
+        default_factory=dict, description='calling AE title -> tenant, e.g. {"DERMATOSCOPE1": "default"}'
+    )
+    dicom_any_ae_tenant: str | None = Field(None, description="tenant for callers not listed; unset: refuse them")
+    dicom_move_destinations: dict[str, str] = Field(
+        default_factory=dict, description='C-MOVE destinations, e.g. {"PACS": "10.0.0.5:104"}'
+    )
+    dicom_duplicates: Literal["keep", "replace"] = "keep"
+    dicom_tls_port: int | None = Field(None, ge=0, le=65535)
+    dicom_tls_certificate: Path | None = None
+    dicom_tls_private_key: Path | None = None
+    dicom_tls_client_ca: Path | None = Field(None, description="verify client certificates against this CA")
+
+    def base_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"

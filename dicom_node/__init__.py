@@ -1,1 +1,1 @@
-"""DICOM DIMSE SCP, DICOMweb and the DICOM instance store (not built yet: see the issues)."""
+"""The DICOM node: DIMSE SCP (pynetdicom), DICOMweb, the instance store and its sync into FHIR."""

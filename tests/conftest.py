@@ -29,6 +29,8 @@ class FhirTestClient(TestClient):
 
 
 def make_client(data_dir: Path, **settings: Any) -> FhirTestClient:
+    """An app on its own data directory; its DIMSE server (if enabled) listens on an ephemeral port."""
+    settings.setdefault("dicom_port", 0)
     return FhirTestClient(create_app(Settings(data_dir=data_dir, **settings)), raise_server_exceptions=True)
 
 

@@ -22,17 +22,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(data_dir: Path, timeout: float = 30.0) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """Start the server, wait until /metadata answers, stop it with SIGINT (Ctrl-C) at the end."""
+def running_server(
+    data_dir: Path, timeout: float = 30.0, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Start the server, wait until /metadata answers, stop it with SIGINT (Ctrl-C) at the end.
+
+    The DIMSE port is a free one unless ``env`` sets DERMBRIDGE_DICOM_PORT."""
     port = free_port()
     command = [sys.executable, "-m", "dermbridge", "serve", "--port", str(port), "--data-dir", str(data_dir)]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "DERMBRIDGE_DICOM_PORT": str(free_port()), **(env or {})}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
     base = f"http://127.0.0.1:{port}/fhir/default"
     try:
         deadline = time.monotonic() + timeout

@@ -1,0 +1,105 @@
+"""What the node indexes of an instance: study, series and instance records for C-FIND and QIDO-RS.
+
+Each level is a record (engine-neutral keyed document) whose fields are the matching keys,
+normalised for matching (PN and descriptions case-folded), and whose body is the level's
+attributes in the DICOM JSON model (PS3.18 F.2), bulk data left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+from fhir_server.storage.port import Record
+
+STUDY = "dicom.study"
+SERIES = "dicom.series"
+INSTANCE = "dicom.instance"
+
+PATIENT_KEYS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex")
+STUDY_KEYS = (
+    *PATIENT_KEYS, "StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID",
+    "StudyDescription", "ReferringPhysicianName",
+)  # fmt: skip
+SERIES_KEYS = ("SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription", "BodyPartExamined",
+               "SeriesDate", "SeriesTime")  # fmt: skip
+INSTANCE_KEYS = (
+    "SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "NumberOfFrames", "ContentDate",
+    "ContentTime", "ImageLaterality", "PhotometricInterpretation", "SamplesPerPixel", "BitsAllocated",
+)  # fmt: skip
+CASE_FOLDED = frozenset({"PatientName", "StudyDescription", "SeriesDescription", "ReferringPhysicianName"})
+BULK_THRESHOLD = 1024
+
+
+def field_value(keyword: str, value: str) -> str:
+    return value.casefold() if keyword in CASE_FOLDED else value
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _json(ds: Dataset, keywords: tuple[str, ...]) -> dict[str, Any]:
+    subset = Dataset()
+    for keyword in keywords:
+        if keyword in ds:
+            subset[keyword] = ds[keyword]
+    return subset.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=lambda _: "")
+
+
+def instance_metadata(ds: Dataset) -> dict[str, Any]:
+    """The instance's DICOM JSON without bulk data (pixels, encapsulated documents)."""
+    skip = {Tag("PixelData"), Tag("EncapsulatedDocument"), Tag("FloatPixelData"), Tag("DoubleFloatPixelData")}
+    subset = Dataset()
+    for element in ds:
+        if element.tag not in skip and element.tag.group != 0x0002:
+            subset.add(element)
+    return subset.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=lambda _: "")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedInstance:
+    study_uid: str
+    series_uid: str
+    instance_uid: str
+    study: Record
+    series: Record
+    instance: Record
+
+
+def _fields(ds: Dataset, keywords: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    found: dict[str, tuple[str, ...]] = {}
+    for keyword in keywords:
+        text = _text(ds, keyword)
+        if text is not None:
+            found[keyword] = (field_value(keyword, text),)
+    return found
+
+
+def index_instance(ds: Dataset, transfer_syntax: str, size: int) -> IndexedInstance:
+    study_uid, series_uid, instance_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+    study_fields = _fields(ds, STUDY_KEYS)
+    series_fields = {**_fields(ds, SERIES_KEYS), "StudyInstanceUID": (study_uid,)}
+    instance_fields = {
+        **_fields(ds, INSTANCE_KEYS),
+        "StudyInstanceUID": (study_uid,),
+        "SeriesInstanceUID": (series_uid,),
+    }
+    metadata = instance_metadata(ds)
+    instance_body = {"metadata": metadata, "transferSyntax": transfer_syntax, "size": size}
+    return IndexedInstance(
+        study_uid,
+        series_uid,
+        instance_uid,
+        Record(STUDY, study_uid, orjson.dumps(_json(ds, STUDY_KEYS)), study_fields),
+        Record(SERIES, series_uid, orjson.dumps(_json(ds, ("StudyInstanceUID", *SERIES_KEYS))), series_fields),
+        Record(INSTANCE, instance_uid, orjson.dumps(instance_body), instance_fields),
+    )

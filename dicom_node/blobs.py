@@ -1,0 +1,56 @@
+"""The DICOM object store: one file tree per tenant, written durably (fsync) before success.
+
+An object is first staged (written and fsynced under a temporary name), then published by an
+atomic rename inside the ingest transaction; the directory is fsynced so the rename is durable.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from dicom_node.iod import UID_PATTERN
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, tenant: str, study: str, series: str, instance: str) -> Path:
+        for uid in (study, series, instance):
+            if not UID_PATTERN.match(uid):  # UIDs become path names: never let one climb out
+                raise ValueError(f"not a UID: {uid!r}")
+        return self.root / tenant / study / series / f"{instance}.dcm"
+
+    def stage(self, tenant: str, data: bytes) -> Path:
+        """Write ``data`` durably under a temporary name in the tenant's tree."""
+        incoming = self.root / tenant / ".incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=incoming)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+        return Path(name)
+
+    def publish(self, staged: Path, target: Path) -> None:
+        """Move a staged object to its place, durably."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+        _fsync_directory(target.parent)
+
+    def discard(self, staged: Path) -> None:
+        staged.unlink(missing_ok=True)

@@ -1,0 +1,303 @@
+"""The DIMSE SCP (pynetdicom): C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE.
+
+pynetdicom runs each association in its own thread; handlers hand the work to the server's
+asyncio loop and wait for it. Intervention handlers always answer a status (named in
+``statuses``); a failure never drops the association.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import ssl
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from dicom_node import statuses
+from dicom_node.audit import DicomAudit
+from dicom_node.errors import InvalidInstance
+from dicom_node.ingest import Ingestor
+from dicom_node.query import QueryError, find, identifier_keys, response_dataset
+from dicom_node.sop_classes import STORAGE_CLASSES, TRANSFER_SYNTAXES
+from fhir_server.storage.port import Engine
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+HANDLER_TIMEOUT_S = 120.0
+QR_FIND = (PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind)
+QR_GET = (PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet)
+QR_MOVE = (PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove)
+
+
+@dataclass(frozen=True, slots=True)
+class MoveDestination:
+    ae_title: str
+    host: str
+    port: int
+
+
+@dataclass(slots=True)
+class DimseConfig:
+    ae_title: str = "DERMBRIDGE"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    ae_tenants: dict[str, str] = field(default_factory=dict)  # calling AE title -> tenant
+    any_ae_tenant: str | None = None  # tenant for callers not in ae_tenants; None: refuse them
+    move_destinations: dict[str, MoveDestination] = field(default_factory=dict)
+    tls: ssl.SSLContext | None = None
+    tls_port: int | None = None
+
+
+def failure(status: int, comment: str) -> Dataset:
+    """A DIMSE response status with an ErrorComment (0000,0902)."""
+    response = Dataset()
+    response.Status = status
+    response.ErrorComment = comment[:64]
+    return response
+
+
+class DimseServer:
+    def __init__(self, config: DimseConfig, engine: Engine, ingestor: Ingestor, audit: DicomAudit) -> None:
+        self.config = config
+        self._engine = engine
+        self._ingestor = ingestor
+        self._audit = audit
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._servers: list[Any] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _application_entity(self) -> AE:
+        ae = AE(ae_title=self.config.ae_title)
+        ae.maximum_pdu_size = 0  # no limit on what we receive
+        ae.dimse_timeout = 120
+        ae.network_timeout = 120
+        ae.add_supported_context(Verification)
+        for sop_class in STORAGE_CLASSES:
+            # scp_role/scu_role: we also send these classes back on C-GET associations
+            ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES), scu_role=True, scp_role=True)
+        for sop_class in (*QR_FIND, *QR_GET, *QR_MOVE):
+            ae.add_supported_context(sop_class)
+        for sop_class in STORAGE_CLASSES:  # C-MOVE sub-associations: one context per syntax, sent as stored
+            for syntax in TRANSFER_SYNTAXES:
+                ae.add_requested_context(sop_class, syntax)
+        if self.config.any_ae_tenant is None:
+            ae.require_calling_aet = list(self.config.ae_tenants) or ["\x00no-caller-configured"]
+        return ae
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        handlers: list[Any] = [
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_C_GET, self._on_get),
+            (evt.EVT_C_MOVE, self._on_move),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_ABORTED, self._on_aborted),
+        ]
+        ae = self._application_entity()
+        address = (self.config.host, self.config.port)
+        self._servers.append(ae.start_server(address, block=False, evt_handlers=handlers))
+        if self.config.tls is not None and self.config.tls_port is not None:
+            tls_ae = self._application_entity()
+            tls_address = (self.config.host, self.config.tls_port)
+            self._servers.append(
+                tls_ae.start_server(tls_address, block=False, evt_handlers=handlers, ssl_context=self.config.tls)
+            )
+
+    @property
+    def ports(self) -> list[int]:
+        return [int(server.server_address[1]) for server in self._servers]
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+        self._servers.clear()
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _run(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        assert self._loop is not None
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(work(), self._loop)
+        return future.result(timeout=HANDLER_TIMEOUT_S)
+
+    def tenant_of(self, assoc: Association) -> str:
+        calling = assoc.requestor.ae_title.strip()
+        tenant = self.config.ae_tenants.get(calling, self.config.any_ae_tenant)
+        if tenant is None:  # require_calling_aet normally refused the association already
+            raise InvalidInstance(statuses.CANNOT_UNDERSTAND, f"calling AE {calling} is not configured")
+        return tenant
+
+    def _record(self, event: Any, action: str, outcome: str, detail: str = "") -> None:
+        assoc = event.assoc
+        self._audit.record(
+            action=action,
+            outcome=outcome,
+            calling_ae=assoc.requestor.ae_title.strip(),
+            called_ae=assoc.acceptor.ae_title.strip(),
+            peer=f"{assoc.requestor.address}:{assoc.requestor.port}",
+            tenant=self.config.ae_tenants.get(assoc.requestor.ae_title.strip(), self.config.any_ae_tenant),
+            detail=detail,
+        )
+
+    # -- notification handlers -------------------------------------------------------------
+    def _on_accepted(self, event: Any) -> None:
+        self._record(event, "association", "accepted")
+
+    def _on_rejected(self, event: Any) -> None:
+        self._record(event, "association", "rejected")
+
+    def _on_released(self, event: Any) -> None:
+        self._record(event, "association", "released")
+
+    def _on_aborted(self, event: Any) -> None:
+        self._record(event, "association", "aborted")
+
+    # -- intervention handlers -------------------------------------------------------------
+    def _on_echo(self, event: Any) -> int:
+        self._record(event, "C-ECHO", "success")
+        return statuses.SUCCESS
+
+    def _on_store(self, event: Any) -> int | Dataset:
+        """PS3.4 B.2: Success only once the instance is durable and indexed."""
+        try:
+            tenant = self.tenant_of(event.assoc)
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            transfer_syntax = str(event.context.transfer_syntax)
+            encoded = event.encoded_dataset(include_meta=True)
+        except InvalidInstance as exc:
+            return failure(exc.status, exc.comment)
+        except Exception as exc:  # undecodable: truncated, bad VR, bad length
+            self._record(event, "C-STORE", "failure", "cannot decode")
+            return failure(statuses.CANNOT_UNDERSTAND, f"cannot decode the dataset: {type(exc).__name__}")
+        try:
+            stored = self._run(lambda: self._ingestor.store(tenant, ds, encoded, transfer_syntax))
+        except InvalidInstance as exc:
+            self._record(event, "C-STORE", "failure", exc.comment)
+            return failure(exc.status, exc.comment)
+        except Exception:
+            log.exception("C-STORE failed")
+            self._record(event, "C-STORE", "failure", "internal error")
+            return failure(statuses.OUT_OF_RESOURCES, "the instance could not be stored")
+        self._record(event, "C-STORE", "success", f"{stored.study_uid}/{stored.instance_uid}")
+        return statuses.SUCCESS
+
+    def _matches(self, event: Any) -> tuple[str, list[Any], list[str]]:
+        tenant = self.tenant_of(event.assoc)
+        level, keys, requested = identifier_keys(event.identifier)
+
+        async def work() -> list[Any]:
+            store = await self._engine.tenant(tenant)
+            return await find(store, level, keys)
+
+        return level, self._run(work), requested
+
+    def _on_find(self, event: Any) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        """PS3.4 C.4.1: one pending response per match, then Success."""
+        try:
+            level, matches, requested = self._matches(event)
+        except (QueryError, InvalidInstance) as exc:
+            self._record(event, "C-FIND", "failure", str(exc))
+            yield failure(statuses.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
+            return
+        except Exception:
+            log.exception("C-FIND failed")
+            yield failure(statuses.UNABLE_TO_PROCESS, "the query could not be processed"), None
+            return
+        self._record(event, "C-FIND", "success", f"{level}: {len(matches)} matches")
+        for match in matches:
+            if event.is_cancelled:
+                yield statuses.CANCEL, None
+                return
+            yield statuses.PENDING, response_dataset(match, requested, level)
+
+    def _instances(self, event: Any) -> list[Path]:
+        """The stored files a retrieve's identifier names, at any level."""
+        tenant = self.tenant_of(event.assoc)
+        level, keys, _ = identifier_keys(event.identifier)
+
+        async def work() -> list[Path]:
+            store = await self._engine.tenant(tenant)
+            if level == "IMAGE":
+                images = await find(store, "IMAGE", keys)
+            elif level == "SERIES":
+                images = [
+                    image
+                    for series in await find(store, "SERIES", keys)
+                    for image in await find(store, "IMAGE", {"SeriesInstanceUID": series.record.key})
+                ]
+            else:  # PATIENT and STUDY: the studies matching the (patient and study) keys
+                images = [
+                    image
+                    for study in await find(store, "STUDY", keys)
+                    for image in await find(store, "IMAGE", {"StudyInstanceUID": study.record.key})
+                ]
+            return [
+                self._ingestor.blobs.path(
+                    tenant,
+                    image.record.fields["StudyInstanceUID"][0],
+                    image.record.fields["SeriesInstanceUID"][0],
+                    image.record.key,
+                )
+                for image in images
+            ]
+
+        return self._run(work)
+
+    def _on_get(self, event: Any) -> Iterator[Any]:
+        """PS3.4 C.4.3: the number of sub-operations, then one C-STORE per instance on this association."""
+        try:
+            paths = self._instances(event)
+        except (QueryError, InvalidInstance) as exc:
+            yield 0
+            yield failure(statuses.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
+            return
+        self._record(event, "C-GET", "success", f"{len(paths)} instances")
+        yield len(paths)
+        for path in paths:
+            if event.is_cancelled:
+                yield statuses.CANCEL, None
+                return
+            yield statuses.PENDING, dcmread(path)
+
+    def _on_move(self, event: Any) -> Iterator[Any]:
+        """PS3.4 C.4.2: sub-operations on a new association to a configured destination."""
+        destination = self.config.move_destinations.get(str(event.move_destination).strip())
+        if destination is None:
+            self._record(event, "C-MOVE", "failure", f"unknown destination {event.move_destination}")
+            yield None, None
+            return
+        try:
+            paths = self._instances(event)
+        except (QueryError, InvalidInstance) as exc:
+            yield destination.host, destination.port, {"ae_title": destination.ae_title}
+            yield 0
+            yield failure(statuses.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
+            return
+        self._record(event, "C-MOVE", "success", f"{len(paths)} instances to {destination.ae_title}")
+        yield destination.host, destination.port, {"ae_title": destination.ae_title}
+        yield len(paths)
+        for path in paths:
+            if event.is_cancelled:
+                yield statuses.CANCEL, None
+                return
+            yield statuses.PENDING, dcmread(path)

@@ -1,0 +1,20 @@
+"""The DICOM node's errors; turned into DIMSE statuses or HTTP answers only at its edges."""
+
+from __future__ import annotations
+
+
+class DicomNodeError(Exception):
+    """Base of every error the DICOM node raises."""
+
+
+class InvalidInstance(DicomNodeError):
+    """The dataset cannot be stored as it is: ``status`` is the C-STORE failure to answer."""
+
+    def __init__(self, status: int, comment: str) -> None:
+        super().__init__(comment)
+        self.status = status
+        self.comment = comment[:64]  # ErrorComment is an LO: 64 characters at most
+
+
+class UnknownCaller(DicomNodeError):
+    """No tenant is configured for the calling AE title."""

@@ -1,0 +1,268 @@
+"""Keep FHIR in step with the images (DESIGN data flow 1): the Patient resolved by identifier,
+one ImagingStudy per study, one Media per image, and the case DiagnosticReport.
+
+Runs inside the ingest transaction, so a half-synced study is never visible, and two
+instances of a new patient arriving at once cannot create the patient twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from pydicom.dataset import Dataset
+
+from fhir_server.repository import Repository, Stored
+
+DICOM_UID_SYSTEM = "urn:dicom:uid"
+ACCESSION_SYSTEM = "urn:dermbridge:accession"
+DCM_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
+SCT_SYSTEM = "http://snomed.info/sct"
+CODING_SCHEMES = {"SCT": SCT_SYSTEM, "SRT": SCT_SYSTEM, "DCM": DCM_SYSTEM, "LN": "http://loinc.org"}
+CASE_CODE = {"system": "http://loinc.org", "code": "72170-4", "display": "Photographic image"}
+
+
+def patient_system(issuer: str | None) -> str:
+    """IssuerOfPatientID as an identifier system: itself when it is a URI, else a URN naming it."""
+    if not issuer:
+        return "urn:dermbridge:dicom-patient-id"
+    return issuer if ":" in issuer else f"urn:dermbridge:issuer:{quote(issuer, safe='')}"
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def _date(da: str | None, tm: str | None = None) -> str | None:
+    if not da or len(da) < 8 or not da[:8].isdigit():
+        return None
+    date = f"{da[0:4]}-{da[4:6]}-{da[6:8]}"
+    if tm and len(tm) >= 4 and tm[:4].isdigit():
+        seconds = tm[4:6] if len(tm) >= 6 and tm[4:6].isdigit() else "00"
+        return f"{date}T{tm[0:2]}:{tm[2:4]}:{seconds}Z"
+    return date
+
+
+def _human_name(pn: str | None) -> list[dict[str, Any]]:
+    if not pn:
+        return []
+    parts = pn.split("=")[0].split("^")
+    name: dict[str, Any] = {"text": " ".join(p for p in (parts[1:3] + parts[:1]) if p)}
+    if parts[0]:
+        name["family"] = parts[0]
+    given = [p for p in parts[1:3] if p]
+    if given:
+        name["given"] = given
+    return [name]
+
+
+def _coded(item: Dataset) -> dict[str, Any] | None:
+    code = _text(item, "CodeValue")
+    scheme = _text(item, "CodingSchemeDesignator")
+    if not code or not scheme:
+        return None
+    coding = {"system": CODING_SCHEMES.get(scheme, f"urn:dicom:scheme:{quote(scheme, safe='')}"), "code": code}
+    meaning = _text(item, "CodeMeaning")
+    if meaning:
+        coding["display"] = meaning
+    return {"coding": [coding], **({"text": meaning} if meaning else {})}
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    patient_id: str
+    imaging_study_id: str
+    media_id: str
+    report_id: str
+
+
+async def _one(repo: Repository, resource_type: str, criteria: list[tuple[str, str]]) -> Stored | None:
+    search = repo.parse((resource_type,), [*criteria, ("_count", "1")])
+    page = await repo.search(search)
+    found = await repo.read_page(page)
+    return found[0] if found else None
+
+
+async def resolve_patient(repo: Repository, ds: Dataset) -> Stored:
+    """The Patient with this PatientID (and issuer), created on first sight."""
+    patient_id = _text(ds, "PatientID")
+    system = patient_system(_text(ds, "IssuerOfPatientID"))
+    if patient_id:
+        found = await _one(repo, "Patient", [("identifier", f"{system}|{patient_id}")])
+        if found is not None:
+            return found
+    patient: dict[str, Any] = {"resourceType": "Patient"}
+    if patient_id:
+        patient["identifier"] = [{"system": system, "value": patient_id}]
+    name = _human_name(_text(ds, "PatientName"))
+    if name:
+        patient["name"] = name
+    sex = {"M": "male", "F": "female", "O": "other"}.get(_text(ds, "PatientSex") or "")
+    if sex:
+        patient["gender"] = sex
+    birth = _date(_text(ds, "PatientBirthDate"))
+    if birth:
+        patient["birthDate"] = birth
+    return await repo.create(patient, resource_type="Patient")
+
+
+async def _endpoint(repo: Repository, dicomweb_base: str) -> str:
+    found = await _one(repo, "Endpoint", [("identifier", f"urn:dermbridge:endpoint|{dicomweb_base}")])
+    if found is not None:
+        return str(found.resource["id"])
+    endpoint = {
+        "resourceType": "Endpoint",
+        "identifier": [{"system": "urn:dermbridge:endpoint", "value": dicomweb_base}],
+        "status": "active",
+        "name": "DermBridge DICOMweb",
+        "connectionType": {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
+                           "code": "dicom-wado-rs"},
+        "payloadType": [{"text": "DICOM"}],
+        "payloadMimeType": ["application/dicom"],
+        "address": dicomweb_base,
+    }  # fmt: skip
+    created = await repo.create(endpoint, resource_type="Endpoint")
+    return str(created.resource["id"])
+
+
+def _uid(uid: str) -> str:
+    return f"urn:oid:{uid}"
+
+
+async def _imaging_study(repo: Repository, ds: Dataset, patient_id: str, endpoint_id: str) -> Stored:
+    study_uid, series_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+    found = await _one(repo, "ImagingStudy", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(study_uid)}")])
+    modality = {"system": DCM_SYSTEM, "code": str(ds.Modality)}
+    instance: dict[str, Any] = {
+        "uid": sop_uid,
+        "sopClass": {"system": "urn:ietf:rfc:3986", "code": _uid(str(ds.SOPClassUID))},
+    }
+    if ds.get("InstanceNumber") is not None:
+        instance["number"] = int(ds.InstanceNumber)
+    body: dict[str, Any]
+    if found is None:
+        body = {
+            "resourceType": "ImagingStudy",
+            "identifier": [{"system": DICOM_UID_SYSTEM, "value": _uid(study_uid)}],
+            "status": "available",
+            "subject": {"reference": f"Patient/{patient_id}"},
+            "endpoint": [{"reference": f"Endpoint/{endpoint_id}"}],
+            "series": [],
+        }
+        accession = _text(ds, "AccessionNumber")
+        if accession:
+            body["identifier"].append(
+                {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]},
+                 "system": ACCESSION_SYSTEM, "value": accession}
+            )  # fmt: skip
+        started = _date(_text(ds, "StudyDate"), _text(ds, "StudyTime"))
+        if started and "T" in started:
+            body["started"] = started
+        description = _text(ds, "StudyDescription")
+        if description:
+            body["description"] = description
+    else:
+        body = dict(found.resource)
+    series = next((s for s in body["series"] if s["uid"] == series_uid), None)
+    if series is None:
+        series = {"uid": series_uid, "modality": modality, "instance": []}
+        if ds.get("SeriesNumber") is not None:
+            series["number"] = int(ds.SeriesNumber)
+        if _text(ds, "SeriesDescription"):
+            series["description"] = _text(ds, "SeriesDescription")
+        body["series"].append(series)
+    if not any(i["uid"] == sop_uid for i in series["instance"]):
+        series["instance"].append(instance)
+    series["numberOfInstances"] = len(series["instance"])
+    body["numberOfSeries"] = len(body["series"])
+    body["numberOfInstances"] = sum(len(s["instance"]) for s in body["series"])
+    codes = {(s["modality"]["system"], s["modality"]["code"]) for s in body["series"]}
+    body["modality"] = [{"system": system, "code": code} for system, code in sorted(codes)]
+    if found is None:
+        return await repo.create(body, resource_type="ImagingStudy")
+    return await repo.update(body, resource_type="ImagingStudy", id=str(found.resource["id"]))
+
+
+async def _media(repo: Repository, ds: Dataset, patient_id: str, study: Stored, rendered_url: str) -> Stored:
+    sop_uid = str(ds.SOPInstanceUID)
+    found = await _one(repo, "Media", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(sop_uid)}")])
+    media: dict[str, Any] = {
+        "resourceType": "Media",
+        "identifier": [{"system": DICOM_UID_SYSTEM, "value": _uid(sop_uid)}],
+        "status": "completed",
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/media-type", "code": "image"}]},
+        "modality": {"coding": [{"system": DCM_SYSTEM, "code": str(ds.Modality)}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "partOf": [{"reference": f"ImagingStudy/{study.resource['id']}"}],
+        "content": {"contentType": "image/jpeg", "url": rendered_url},
+    }
+    created = _date(_text(ds, "ContentDate"), _text(ds, "ContentTime"))
+    if created:
+        media["createdDateTime"] = created
+    for keyword, element in (("Rows", "height"), ("Columns", "width"), ("NumberOfFrames", "frames")):
+        value = ds.get(keyword)
+        if value is not None and int(value) > 0:
+            media[element] = int(value)
+    region = ds.get("AnatomicRegionSequence")
+    if region:
+        site = _coded(region[0])
+        if site:
+            media["bodySite"] = site
+    if found is None:
+        return await repo.create(media, resource_type="Media")
+    return await repo.update({**media, "id": found.resource["id"]}, resource_type="Media", id=str(found.resource["id"]))
+
+
+async def _case(repo: Repository, ds: Dataset, patient_id: str, study: Stored, media: Stored) -> Stored:
+    """The case: found by the study UID or by AccessionNumber (an order's accession), else opened."""
+    study_uid = str(ds.StudyInstanceUID)
+    found = await _one(repo, "DiagnosticReport", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(study_uid)}")])
+    accession = _text(ds, "AccessionNumber")
+    if found is None and accession:
+        found = await _one(repo, "DiagnosticReport", [("identifier", f"{ACCESSION_SYSTEM}|{accession}")])
+        if found is None:
+            found = await _one(repo, "DiagnosticReport", [("based-on:ServiceRequest.identifier", accession)])
+    media_ref = {"link": {"reference": f"Media/{media.resource['id']}"}}
+    study_ref = {"reference": f"ImagingStudy/{study.resource['id']}"}
+    if found is None:
+        report: dict[str, Any] = {
+            "resourceType": "DiagnosticReport",
+            "identifier": [{"system": DICOM_UID_SYSTEM, "value": _uid(study_uid)}],
+            "status": "registered",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "IMG"}]}],
+            "code": {"coding": [CASE_CODE]},
+            "subject": {"reference": f"Patient/{patient_id}"},
+            "imagingStudy": [study_ref],
+            "media": [media_ref],
+        }
+        if accession:
+            report["identifier"].append({"system": ACCESSION_SYSTEM, "value": accession})
+        return await repo.create(report, resource_type="DiagnosticReport")
+    report = dict(found.resource)
+    changed = False
+    if study_ref not in report.setdefault("imagingStudy", []):
+        report["imagingStudy"].append(study_ref)
+        changed = True
+    if not any(m.get("link") == media_ref["link"] for m in report.setdefault("media", [])):
+        report["media"].append(media_ref)
+        changed = True
+    if not changed:
+        return found
+    return await repo.update(report, resource_type="DiagnosticReport", id=str(report["id"]))
+
+
+async def sync_instance(repo: Repository, ds: Dataset, dicomweb_base: str) -> SyncResult:
+    patient = await resolve_patient(repo, ds)
+    patient_id = str(patient.resource["id"])
+    endpoint_id = await _endpoint(repo, dicomweb_base)
+    study = await _imaging_study(repo, ds, patient_id, endpoint_id)
+    rendered = (
+        f"{dicomweb_base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}/rendered"
+    )
+    media = await _media(repo, ds, patient_id, study, rendered)
+    report = await _case(repo, ds, patient_id, study, media)
+    return SyncResult(patient_id, str(study.resource["id"]), str(media.resource["id"]), str(report.resource["id"]))

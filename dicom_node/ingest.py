@@ -1,0 +1,118 @@
+"""Storing one instance (DESIGN data flow 1): validate, stage the bytes durably, then in one
+tenant transaction index it, sync FHIR and append ``imaging.instance-stored`` to the outbox.
+Only after that commit is the sender told Success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from pydicom.dataset import Dataset
+
+from dicom_node.attributes import INSTANCE, SERIES, STUDY, IndexedInstance, index_instance
+from dicom_node.blobs import BlobStore
+from dicom_node.fhir_sync import SyncResult, sync_instance
+from dicom_node.iod import check_instance
+from fhir_server.repository import Repository
+from fhir_server.storage.port import Engine, Record, TenantTransaction
+
+log = logging.getLogger(__name__)
+DuplicatePolicy = Literal["keep", "replace"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInstance:
+    tenant: str
+    study_uid: str
+    series_uid: str
+    instance_uid: str
+    duplicate: bool
+    sync: SyncResult | None
+
+
+def _count(body: bytes, key: str) -> int:
+    return int(orjson.loads(body).get(key, 0))
+
+
+class Ingestor:
+    def __init__(
+        self,
+        engine: Engine,
+        blobs: BlobStore,
+        *,
+        public_url: Callable[[str, str], str],
+        duplicates: DuplicatePolicy = "keep",
+    ) -> None:
+        self._engine = engine
+        self.blobs = blobs
+        self._public_url = public_url  # (tenant, "fhir" | "dicomweb") -> base URL
+        self.duplicates = duplicates
+
+    async def store(self, tenant: str, ds: Dataset, encoded: bytes, transfer_syntax: str) -> StoredInstance:
+        """Store one instance; raises InvalidInstance for what the sender must be told is wrong."""
+        check_instance(ds, str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", "")))
+        store = await self._engine.tenant(tenant)
+        indexed = index_instance(ds, transfer_syntax, len(encoded))
+        target = self.blobs.path(tenant, indexed.study_uid, indexed.series_uid, indexed.instance_uid)
+        staged = await asyncio.to_thread(self.blobs.stage, tenant, encoded)
+        published = False
+        try:
+            async with store.transaction() as tx:
+                existing = await tx.get_record(INSTANCE, indexed.instance_uid)
+                if existing is not None and self.duplicates == "keep":
+                    return StoredInstance(
+                        tenant, indexed.study_uid, indexed.series_uid, indexed.instance_uid, True, None
+                    )
+                await self._index(tx, indexed, new_instance=existing is None)
+                repo = Repository(store, local_base=self._public_url(tenant, "fhir")).within(tx)
+                sync = await sync_instance(repo, ds, self._public_url(tenant, "dicomweb"))
+                await tx.append_event("imaging.instance-stored", self._event(tenant, indexed, sync))
+                await asyncio.to_thread(self.blobs.publish, staged, target)
+                published = True
+        finally:
+            if not published:
+                await asyncio.to_thread(self.blobs.discard, staged)
+        return StoredInstance(tenant, indexed.study_uid, indexed.series_uid, indexed.instance_uid,
+                              existing is not None, sync)  # fmt: skip
+
+    async def _index(self, tx: TenantTransaction, indexed: IndexedInstance, *, new_instance: bool) -> None:
+        series = await tx.get_record(SERIES, indexed.series_uid)
+        study = await tx.get_record(STUDY, indexed.study_uid)
+        series_count = _count(series.body, "instances") if series else 0
+        study_series = _count(study.body, "series") if study else 0
+        study_instances = _count(study.body, "instances") if study else 0
+        modalities = set(study.fields.get("ModalitiesInStudy", ())) if study else set()
+        modalities.update(indexed.series.fields.get("Modality", ()))
+        added = 1 if new_instance else 0
+        await tx.put_record(self._with_counts(indexed.series, instances=series_count + added))
+        study_record = self._with_counts(
+            indexed.study, series=study_series + (0 if series else 1), instances=study_instances + added
+        )
+        await tx.put_record(
+            Record(study_record.collection, study_record.key, study_record.body,
+                   {**study_record.fields, "ModalitiesInStudy": tuple(sorted(modalities))})
+        )  # fmt: skip
+        await tx.put_record(indexed.instance)
+
+    @staticmethod
+    def _with_counts(record: Record, **counts: int) -> Record:
+        body: dict[str, Any] = {"attributes": orjson.loads(record.body), **counts}
+        return Record(record.collection, record.key, orjson.dumps(body), record.fields)
+
+    @staticmethod
+    def _event(tenant: str, indexed: IndexedInstance, sync: SyncResult) -> dict[str, Any]:
+        return {
+            "tenant": tenant,
+            "study": indexed.study_uid,
+            "series": indexed.series_uid,
+            "instance": indexed.instance_uid,
+            "patient": sync.patient_id,
+            "imagingStudy": sync.imaging_study_id,
+            "media": sync.media_id,
+            "report": sync.report_id,
+        }

@@ -1,0 +1,110 @@
+"""Check that a dataset carries what its IOD requires before it is stored (PS3.3, PS3.4 B.2.3)."""
+
+from __future__ import annotations
+
+import re
+
+from pydicom.dataset import Dataset
+
+from dicom_node import statuses
+from dicom_node.errors import InvalidInstance
+from dicom_node.sop_classes import (
+    ENCAPSULATED_PDF,
+    MULTIFRAME_GRAYSCALE_BYTE_SC,
+    MULTIFRAME_GRAYSCALE_WORD_SC,
+    MULTIFRAME_SINGLE_BIT_SC,
+    MULTIFRAME_TRUE_COLOR_SC,
+    STORAGE_CLASSES,
+    VIDEO_PHOTOGRAPHIC,
+)
+
+UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_TYPE1_COMMON = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality")
+_TYPE2_COMMON = ("PatientName", "PatientID", "StudyDate", "StudyTime", "AccessionNumber")
+_IMAGE_PIXEL = (
+    "SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns",
+    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "PixelData",
+)  # fmt: skip
+_MULTI_FRAME = frozenset(
+    {VIDEO_PHOTOGRAPHIC, MULTIFRAME_SINGLE_BIT_SC, MULTIFRAME_GRAYSCALE_BYTE_SC, MULTIFRAME_GRAYSCALE_WORD_SC,
+     MULTIFRAME_TRUE_COLOR_SC}
+)  # fmt: skip
+
+
+def _fail(comment: str) -> InvalidInstance:
+    return InvalidInstance(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, comment)
+
+
+def _present(ds: Dataset, keyword: str) -> bool:
+    return keyword in ds
+
+
+def _value(ds: Dataset, keyword: str) -> object:
+    try:
+        return ds.get(keyword)
+    except Exception as exc:  # a malformed element (bad VR, bad length) is a client error
+        raise InvalidInstance(statuses.CANNOT_UNDERSTAND, f"cannot decode {keyword}") from exc
+
+
+def check_instance(ds: Dataset, sop_class: str, sop_instance: str) -> None:
+    """Raise InvalidInstance with the failure status and an ErrorComment saying what is wrong."""
+    for keyword in _TYPE1_COMMON:
+        value = _value(ds, keyword)
+        if value is None or str(value).strip() == "":
+            raise _fail(f"missing required {keyword}")
+    for keyword in _TYPE2_COMMON:
+        if not _present(ds, keyword):
+            raise _fail(f"missing {keyword} (type 2: may be empty)")
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        uid = str(_value(ds, keyword))
+        if len(uid) > 64 or not UID_PATTERN.match(uid):
+            raise _fail(f"{keyword} is not a valid UID")
+    if str(ds.SOPClassUID) != sop_class:
+        raise _fail("SOPClassUID differs from the request's")
+    if str(ds.SOPInstanceUID) != sop_instance:
+        raise _fail("SOPInstanceUID differs from the request's")
+    if sop_class not in STORAGE_CLASSES:
+        raise _fail("SOP class not supported")
+    if sop_class == ENCAPSULATED_PDF:
+        _check_pdf(ds)
+    else:
+        _check_image(ds, sop_class)
+
+
+def _check_pdf(ds: Dataset) -> None:
+    for keyword in ("EncapsulatedDocument", "MIMETypeOfEncapsulatedDocument"):
+        if not _present(ds, keyword):
+            raise _fail(f"missing required {keyword}")
+    if str(_value(ds, "MIMETypeOfEncapsulatedDocument")) != "application/pdf":
+        raise _fail("MIMETypeOfEncapsulatedDocument must be application/pdf")
+
+
+def _check_image(ds: Dataset, sop_class: str) -> None:
+    for keyword in _IMAGE_PIXEL:
+        if _value(ds, keyword) is None:
+            raise _fail(f"missing required {keyword} (Image Pixel module)")
+    samples = int(_value(ds, "SamplesPerPixel"))  # type: ignore[call-overload]
+    if samples > 1 and _value(ds, "PlanarConfiguration") is None:
+        raise _fail("missing PlanarConfiguration for a colour image")
+    frames = 1
+    if sop_class in _MULTI_FRAME:
+        raw = _value(ds, "NumberOfFrames")
+        if raw is None:
+            raise _fail("missing required NumberOfFrames")
+        frames = int(raw)  # type: ignore[call-overload]
+    elif _value(ds, "NumberOfFrames") is not None:
+        frames = int(ds.NumberOfFrames)
+    _check_pixel_length(ds, samples, frames)
+
+
+def _check_pixel_length(ds: Dataset, samples: int, frames: int) -> None:
+    """Native pixel data must hold every frame; a truncated object is refused."""
+    if ds.file_meta.get("TransferSyntaxUID") is not None and ds.file_meta.TransferSyntaxUID.is_compressed:
+        return
+    rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+    if min(rows, columns, bits, samples, frames) <= 0:
+        raise _fail("Rows, Columns, BitsAllocated, SamplesPerPixel must be positive")
+    expected = (rows * columns * samples * frames * bits + 7) // 8
+    actual = len(ds.PixelData)
+    if actual < expected:
+        raise _fail(f"PixelData has {actual} bytes, the image needs {expected}")

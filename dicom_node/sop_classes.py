@@ -1,0 +1,59 @@
+"""The SOP classes and transfer syntaxes the node stores (see the DICOM conformance statement)."""
+
+from __future__ import annotations
+
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+
+VL_PHOTOGRAPHIC = UID("1.2.840.10008.5.1.4.1.1.77.1.4")
+DERMOSCOPIC_PHOTOGRAPHY = UID("1.2.840.10008.5.1.4.1.1.77.1.7")
+VL_MICROSCOPIC = UID("1.2.840.10008.5.1.4.1.1.77.1.2")
+VIDEO_PHOTOGRAPHIC = UID("1.2.840.10008.5.1.4.1.1.77.1.4.1")
+SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
+MULTIFRAME_SINGLE_BIT_SC = UID("1.2.840.10008.5.1.4.1.1.7.1")
+MULTIFRAME_GRAYSCALE_BYTE_SC = UID("1.2.840.10008.5.1.4.1.1.7.2")
+MULTIFRAME_GRAYSCALE_WORD_SC = UID("1.2.840.10008.5.1.4.1.1.7.3")
+MULTIFRAME_TRUE_COLOR_SC = UID("1.2.840.10008.5.1.4.1.1.7.4")
+ENCAPSULATED_PDF = UID("1.2.840.10008.5.1.4.1.1.104.1")
+
+STORAGE_CLASSES: dict[UID, str] = {
+    VL_PHOTOGRAPHIC: "VL Photographic Image Storage",
+    DERMOSCOPIC_PHOTOGRAPHY: "Dermoscopic Photography Image Storage",
+    VL_MICROSCOPIC: "VL Microscopic Image Storage",
+    VIDEO_PHOTOGRAPHIC: "Video Photographic Image Storage",
+    SECONDARY_CAPTURE: "Secondary Capture Image Storage",
+    MULTIFRAME_SINGLE_BIT_SC: "Multi-frame Single Bit Secondary Capture Image Storage",
+    MULTIFRAME_GRAYSCALE_BYTE_SC: "Multi-frame Grayscale Byte Secondary Capture Image Storage",
+    MULTIFRAME_GRAYSCALE_WORD_SC: "Multi-frame Grayscale Word Secondary Capture Image Storage",
+    MULTIFRAME_TRUE_COLOR_SC: "Multi-frame True Color Secondary Capture Image Storage",
+    ENCAPSULATED_PDF: "Encapsulated PDF Storage",
+}
+
+# Accepted and stored exactly as received: no transcoding.
+TRANSFER_SYNTAXES: tuple[UID, ...] = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+)
+
+NON_IMAGE_CLASSES = frozenset({ENCAPSULATED_PDF})

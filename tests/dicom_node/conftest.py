@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FhirTestClient, make_client
+from tests.server import free_port
+
+AE_TENANTS = {"STORESCU": "default", "FINDSCU": "default", "GETSCU": "default", "MOVESCU": "default",
+              "ECHOSCU": "default", "PYNETDICOM": "default", "OTHERCLINIC": "north"}  # fmt: skip
+
+
+class DicomNode:
+    def __init__(self, client: FhirTestClient, port: int, data_dir: Path, move_port: int) -> None:
+        self.client = client
+        self.port = port
+        self.data_dir = data_dir
+        self.move_port = move_port
+
+    def run(
+        self, tool: str, *args: str, aet: str | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a dcmtk tool against the node (calling AE = the tool's name unless given)."""
+        command = [tool, "-aet", aet or tool.upper(), "-aec", "DERMBRIDGE", *args, "127.0.0.1", str(self.port)]
+        if tool in ("storescu",):  # files come after host and port
+            files = [a for a in args if a.endswith(".dcm") or Path(a).is_dir()]
+            options = [a for a in args if a not in files]
+            # -R: propose the files' own SOP classes (storescu's default list lacks Dermoscopic Photography)
+            options = options if "-R" in options else ["-R", *options]
+            command = [tool, "-aet", aet or "STORESCU", "-aec", "DERMBRIDGE", *options, "127.0.0.1", str(self.port),
+                       *files]  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=check)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[DicomNode]:
+    port, move_port = free_port(), free_port()
+    data_dir = tmp_path / "var"
+    client = make_client(
+        data_dir,
+        dicom_port=port,
+        dicom_ae_tenants=AE_TENANTS,
+        dicom_move_destinations={"MOVEDEST": f"127.0.0.1:{move_port}"},
+    )
+    with client:
+        client.post("/fhir/default/$nothing")  # the app is up (lifespan ran)
+        yield DicomNode(client, port, data_dir, move_port)
