@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pydicom.config
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
@@ -102,6 +103,9 @@ class DimseServer:
         return ae
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        # The node checks what it needs itself (iod.py); pydicom's own warnings on odd values
+        # received from devices would only fill the log.
+        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
         self._loop = loop
         handlers: list[Any] = [
             (evt.EVT_C_ECHO, self._on_echo),

@@ -47,15 +47,24 @@ def _date(da: str | None, tm: str | None = None) -> str | None:
 
 
 def _human_name(pn: str | None) -> list[dict[str, Any]]:
+    """A DICOM PN (family^given^middle^prefix^suffix, alphabetic group) as a HumanName."""
     if not pn:
         return []
-    parts = pn.split("=")[0].split("^")
-    name: dict[str, Any] = {"text": " ".join(p for p in (parts[1:3] + parts[:1]) if p)}
-    if parts[0]:
-        name["family"] = parts[0]
-    given = [p for p in parts[1:3] if p]
-    if given:
-        name["given"] = given
+    parts = [p.strip() for p in pn.split("=")[0].split("^")] + [""] * 5
+    family, given, middle, prefix, suffix = parts[:5]
+    name: dict[str, Any] = {}
+    text = " ".join(p for p in (prefix, given, middle, family, suffix) if p)
+    if not text:
+        return []
+    name["text"] = text
+    if family:
+        name["family"] = family
+    if given or middle:
+        name["given"] = [p for p in (given, middle) if p]
+    if prefix:
+        name["prefix"] = [prefix]
+    if suffix:
+        name["suffix"] = [suffix]
     return [name]
 
 

@@ -14,10 +14,13 @@ from typing import Any, Literal
 import orjson
 from pydicom.dataset import Dataset
 
+from dicom_node import statuses
 from dicom_node.attributes import INSTANCE, SERIES, STUDY, IndexedInstance, index_instance
 from dicom_node.blobs import BlobStore
+from dicom_node.errors import InvalidInstance
 from dicom_node.fhir_sync import SyncResult, sync_instance
 from dicom_node.iod import check_instance
+from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine, Record, TenantTransaction
 
@@ -70,7 +73,10 @@ class Ingestor:
                     )
                 await self._index(tx, indexed, new_instance=existing is None)
                 repo = Repository(store, local_base=self._public_url(tenant, "fhir")).within(tx)
-                sync = await sync_instance(repo, ds, self._public_url(tenant, "dicomweb"))
+                try:
+                    sync = await sync_instance(repo, ds, self._public_url(tenant, "dicomweb"))
+                except OperationOutcomeError as exc:  # attributes that cannot become valid FHIR
+                    raise InvalidInstance(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"not mappable: {exc}") from exc
                 await tx.append_event("imaging.instance-stored", self._event(tenant, indexed, sync))
                 await asyncio.to_thread(self.blobs.publish, staged, target)
                 published = True

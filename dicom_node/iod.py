@@ -104,6 +104,8 @@ def _check_pixel_length(ds: Dataset, samples: int, frames: int) -> None:
     rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
     if min(rows, columns, bits, samples, frames) <= 0:
         raise _fail("Rows, Columns, BitsAllocated, SamplesPerPixel must be positive")
+    if str(ds.get("PhotometricInterpretation", "")) == "YBR_FULL_422":
+        samples = 2  # chroma subsampled horizontally: two samples a pixel on average
     expected = (rows * columns * samples * frames * bits + 7) // 8
     actual = len(ds.PixelData)
     if actual < expected:
