@@ -17,6 +17,8 @@ from conformance.capability import capability_statement
 from dermbridge import __version__
 from dermbridge.dicom import build_dimse, build_ingestor
 from dermbridge.settings import Settings
+from dicom_node.web.routes import router as dicomweb_router
+from dicom_node.web.service import DicomWeb
 from fhir_server.api.bundles import BundleProcessor
 from fhir_server.api.http import FhirHttp, error_response, unexpected_error_response
 from fhir_server.api.http import router as fhir_http_router
@@ -73,7 +75,9 @@ def create_app(settings: Settings) -> FastAPI:
         default_count=settings.default_page_size,
         max_count=settings.max_page_size,
     )
+    app.state.dicomweb = DicomWeb(engine, ingestor, ingestor.public_url)
     app.include_router(fhir_http_router)
+    app.include_router(dicomweb_router)
     _install_error_handlers(app)
     return app
 

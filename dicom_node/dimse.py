@@ -66,6 +66,25 @@ class DimseConfig:
     tls_port: int | None = None
 
 
+class _CallerCheckingAE(AE):
+    """An AE that refuses, at association (A-ASSOCIATE-RJ, calling AE not recognised), every caller
+    not mapped to a tenant, unless a tenant takes any caller. With no caller configured it refuses all."""
+
+    def __init__(self, config: DimseConfig) -> None:
+        self._config = config
+        super().__init__(ae_title=config.ae_title)
+
+    @property
+    def require_calling_aet(self) -> list[str]:
+        if self._config.any_ae_tenant is not None:
+            return []
+        return list(self._config.ae_tenants) or [""]  # AE titles are never empty: nobody matches
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, value: list[str]) -> None:
+        pass  # the configuration decides
+
+
 def failure(status: int, comment: str) -> Dataset:
     """A DIMSE response status with an ErrorComment (0000,0902)."""
     response = Dataset()
@@ -85,7 +104,7 @@ class DimseServer:
 
     # -- lifecycle -------------------------------------------------------------------------
     def _application_entity(self) -> AE:
-        ae = AE(ae_title=self.config.ae_title)
+        ae = _CallerCheckingAE(self.config)
         ae.maximum_pdu_size = 0  # no limit on what we receive
         ae.dimse_timeout = 120
         ae.network_timeout = 120
@@ -98,8 +117,6 @@ class DimseServer:
         for sop_class in STORAGE_CLASSES:  # C-MOVE sub-associations: one context per syntax, sent as stored
             for syntax in TRANSFER_SYNTAXES:
                 ae.add_requested_context(sop_class, syntax)
-        if self.config.any_ae_tenant is None:
-            ae.require_calling_aet = list(self.config.ae_tenants) or ["\x00no-caller-configured"]
         return ae
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -53,7 +53,7 @@ class Ingestor:
     ) -> None:
         self._engine = engine
         self.blobs = blobs
-        self._public_url = public_url  # (tenant, "fhir" | "dicomweb") -> base URL
+        self.public_url = public_url  # (tenant, "fhir" | "dicomweb") -> base URL
         self.duplicates = duplicates
 
     async def store(self, tenant: str, ds: Dataset, encoded: bytes, transfer_syntax: str) -> StoredInstance:
@@ -72,9 +72,9 @@ class Ingestor:
                         tenant, indexed.study_uid, indexed.series_uid, indexed.instance_uid, True, None
                     )
                 await self._index(tx, indexed, new_instance=existing is None)
-                repo = Repository(store, local_base=self._public_url(tenant, "fhir")).within(tx)
+                repo = Repository(store, local_base=self.public_url(tenant, "fhir")).within(tx)
                 try:
-                    sync = await sync_instance(repo, ds, self._public_url(tenant, "dicomweb"))
+                    sync = await sync_instance(repo, ds, self.public_url(tenant, "dicomweb"))
                 except OperationOutcomeError as exc:  # attributes that cannot become valid FHIR
                     raise InvalidInstance(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"not mappable: {exc}") from exc
                 await tx.append_event("imaging.instance-stored", self._event(tenant, indexed, sync))

@@ -1,0 +1,260 @@
+"""The DICOMweb HTTP routes (PS3.18) under ``/dicomweb/{tenant}``: a thin adapter over ``service``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from pydicom.encaps import generate_frames
+
+from dicom_node.query import QueryError
+from dicom_node.web import multipart
+from dicom_node.web.rendering import FORMATS, NotRenderable, render
+from dicom_node.web.service import DicomWeb, NotFound
+from fhir_server.storage.port import TenantUnknownError
+
+log = logging.getLogger(__name__)
+DICOM_JSON = "application/dicom+json"
+FRAME_MEDIA = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg", "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg", "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls", "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2", "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.5": "image/dicom-rle",
+}  # fmt: skip
+
+router = APIRouter(prefix="/dicomweb/{tenant}", include_in_schema=False)
+
+
+def get_dicomweb(request: Request) -> DicomWeb:
+    service: DicomWeb = request.app.state.dicomweb
+    return service
+
+
+DicomWebDep = Annotated[DicomWeb, Depends(get_dicomweb)]
+
+
+def problem(status: int, message: str) -> Response:
+    return Response(orjson.dumps({"status": status, "message": message}), status, media_type="application/json")
+
+
+def dicom_json(body: Any) -> Response:
+    return Response(orjson.dumps(body), 200, media_type=DICOM_JSON)
+
+
+async def _guard(coro: Any) -> Response:
+    """Turn the service's errors into HTTP answers: a client error is never a 500."""
+    try:
+        response: Response = await coro
+        return response
+    except TenantUnknownError:
+        return problem(404, "unknown tenant")
+    except NotFound as exc:
+        return problem(404, str(exc))
+    except QueryError as exc:
+        return problem(400, str(exc))
+    except NotRenderable as exc:
+        return problem(400, str(exc))
+
+
+# -- STOW-RS ---------------------------------------------------------------------------------------
+async def _stow(service: DicomWeb, tenant: str, request: Request, study: str | None) -> Response:
+    media, params = multipart.media_parameters(request.headers.get("content-type", ""))
+    if media != "multipart/related" or params.get("type", "application/dicom").lower() != "application/dicom":
+        return problem(415, 'STOW-RS takes multipart/related; type="application/dicom"')
+    boundary = params.get("boundary")
+    if not boundary:
+        return problem(400, "the multipart Content-Type has no boundary")
+    try:
+        parts = multipart.parse(await request.body(), boundary, "application/dicom")
+    except multipart.MultipartError as exc:
+        return problem(400, str(exc))
+    if not parts:
+        return problem(400, "the request holds no instance")
+    if any(multipart.media_parameters(p.content_type)[0] != "application/dicom" for p in parts):
+        return problem(415, "every part must be application/dicom")
+    result = await service.stow(tenant, [p.body for p in parts], study)
+    return Response(orjson.dumps(result.body), result.status, media_type=DICOM_JSON)
+
+
+@router.post("/studies")
+async def stow_studies(tenant: str, request: Request, service: DicomWebDep) -> Response:
+    return await _guard(_stow(service, tenant, request, None))
+
+
+@router.post("/studies/{study}")
+async def stow_study(tenant: str, study: str, request: Request, service: DicomWebDep) -> Response:
+    return await _guard(_stow(service, tenant, request, study))
+
+
+# -- QIDO-RS ---------------------------------------------------------------------------------------
+async def _search(service: DicomWeb, tenant: str, request: Request, level: str, fixed: dict[str, str]) -> Response:
+    params = parse_qsl(request.url.query, keep_blank_values=True)
+    found = await service.search(tenant, level, fixed, params)
+    return dicom_json(found) if found else Response(status_code=204)
+
+
+@router.get("/studies")
+async def search_studies(tenant: str, request: Request, service: DicomWebDep) -> Response:
+    return await _guard(_search(service, tenant, request, "STUDY", {}))
+
+
+@router.get("/series")
+async def search_all_series(tenant: str, request: Request, service: DicomWebDep) -> Response:
+    return await _guard(_search(service, tenant, request, "SERIES", {}))
+
+
+@router.get("/studies/{study}/series")
+async def search_series(tenant: str, study: str, request: Request, service: DicomWebDep) -> Response:
+    return await _guard(_search(service, tenant, request, "SERIES", {"StudyInstanceUID": study}))
+
+
+@router.get("/instances")
+async def search_all_instances(tenant: str, request: Request, service: DicomWebDep) -> Response:
+    return await _guard(_search(service, tenant, request, "IMAGE", {}))
+
+
+@router.get("/studies/{study}/instances")
+async def search_study_instances(tenant: str, study: str, request: Request, service: DicomWebDep) -> Response:
+    return await _guard(_search(service, tenant, request, "IMAGE", {"StudyInstanceUID": study}))
+
+
+@router.get("/studies/{study}/series/{series}/instances")
+async def search_instances(tenant: str, study: str, series: str, request: Request, service: DicomWebDep) -> Response:
+    fixed = {"StudyInstanceUID": study, "SeriesInstanceUID": series}
+    return await _guard(_search(service, tenant, request, "IMAGE", fixed))
+
+
+# -- WADO-RS: instances ----------------------------------------------------------------------------
+def _accepts_dicom(request: Request) -> bool:
+    accept = request.headers.get("accept", "*/*")
+    return any(
+        token.strip().startswith(("multipart/related", "*/*", "application/dicom", "multipart/*"))
+        for token in accept.split(",")
+    )
+
+
+async def _retrieve(service: DicomWeb, tenant: str, request: Request, study: str, series: str | None = None,
+                    instance: str | None = None) -> Response:  # fmt: skip
+    if not _accepts_dicom(request):
+        return problem(406, 'WADO-RS retrieves as multipart/related; type="application/dicom"')
+    records = await service.instances(tenant, study, series, instance)
+    parts = [multipart.Part("application/dicom", await service.read_bytes(tenant, r)) for r in records]
+    body, boundary = multipart.build(parts)
+    media = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    return Response(body, 200, headers={"Content-Type": media})
+
+
+@router.get("/studies/{study}")
+async def retrieve_study(tenant: str, study: str, request: Request, service: DicomWebDep) -> Response:
+    return await _guard(_retrieve(service, tenant, request, study))
+
+
+@router.get("/studies/{study}/series/{series}")
+async def retrieve_series(tenant: str, study: str, series: str, request: Request, service: DicomWebDep) -> Response:
+    return await _guard(_retrieve(service, tenant, request, study, series))
+
+
+@router.get("/studies/{study}/series/{series}/instances/{instance}")
+async def retrieve_instance(
+    tenant: str, study: str, series: str, instance: str, request: Request, service: DicomWebDep
+) -> Response:
+    return await _guard(_retrieve(service, tenant, request, study, series, instance))
+
+
+# -- WADO-RS: metadata -----------------------------------------------------------------------------
+async def _metadata(service: DicomWeb, tenant: str, study: str, series: str | None = None,
+                    instance: str | None = None) -> Response:  # fmt: skip
+    records = await service.instances(tenant, study, series, instance)
+    return dicom_json([service.metadata(tenant, r) for r in records])
+
+
+@router.get("/studies/{study}/metadata")
+async def study_metadata(tenant: str, study: str, service: DicomWebDep) -> Response:
+    return await _guard(_metadata(service, tenant, study))
+
+
+@router.get("/studies/{study}/series/{series}/metadata")
+async def series_metadata(tenant: str, study: str, series: str, service: DicomWebDep) -> Response:
+    return await _guard(_metadata(service, tenant, study, series))
+
+
+@router.get("/studies/{study}/series/{series}/instances/{instance}/metadata")
+async def instance_metadata(tenant: str, study: str, series: str, instance: str, service: DicomWebDep) -> Response:
+    return await _guard(_metadata(service, tenant, study, series, instance))
+
+
+# -- WADO-RS: frames and rendered ------------------------------------------------------------------
+async def _frames(service: DicomWeb, tenant: str, study: str, series: str, instance: str, frame_list: str) -> Response:
+    try:
+        wanted = [int(f) for f in frame_list.split(",")]
+    except ValueError:
+        return problem(400, "frames are numbers separated by commas")
+    record = (await service.instances(tenant, study, series, instance))[0]
+    ds = await service.read_dataset(tenant, record)
+    if "PixelData" not in ds:
+        return problem(400, "the instance has no pixel data")
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    if any(not 1 <= f <= count for f in wanted):
+        return problem(404, f"the instance has {count} frame(s)")
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        frames = list(generate_frames(ds.PixelData, number_of_frames=count))
+        media = FRAME_MEDIA.get(syntax, "application/octet-stream")
+        parts = [multipart.Part(f"{media}; transfer-syntax={syntax}", frames[f - 1]) for f in wanted]
+    else:
+        size = len(ds.PixelData) // count
+        parts = [multipart.Part("application/octet-stream", ds.PixelData[(f - 1) * size : f * size]) for f in wanted]
+        media = "application/octet-stream"
+    body, boundary = multipart.build(parts)
+    return Response(body, 200, headers={"Content-Type": f'multipart/related; type="{media}"; boundary={boundary}'})
+
+
+@router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frame_list}")
+async def retrieve_frames(
+    tenant: str, study: str, series: str, instance: str, frame_list: str, service: DicomWebDep
+) -> Response:
+    return await _guard(_frames(service, tenant, study, series, instance, frame_list))
+
+
+def _image_type(request: Request) -> str | None:
+    accept = request.headers.get("accept", "image/jpeg")
+    for token in accept.split(","):
+        media = token.split(";")[0].strip().lower()
+        if media in FORMATS:
+            return media
+        if media in ("*/*", "image/*"):
+            return "image/jpeg"
+    return None
+
+
+async def _rendered(service: DicomWeb, tenant: str, request: Request, ids: tuple[str, str, str],
+                    thumbnail: bool) -> Response:  # fmt: skip
+    media = _image_type(request)
+    if media is None:
+        return problem(406, "rendered images are image/jpeg or image/png")
+    frame_text = request.query_params.get("frame", "1")
+    if not frame_text.isdigit():
+        return problem(400, "frame must be a number")
+    record = (await service.instances(tenant, *ids))[0]
+    ds = await service.read_dataset(tenant, record)
+    image = render(ds, media, frame=int(frame_text), thumbnail=thumbnail)
+    return Response(image, 200, media_type=media)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{instance}/rendered")
+async def rendered(
+    tenant: str, study: str, series: str, instance: str, request: Request, service: DicomWebDep
+) -> Response:
+    return await _guard(_rendered(service, tenant, request, (study, series, instance), thumbnail=False))
+
+
+@router.get("/studies/{study}/series/{series}/instances/{instance}/thumbnail")
+async def thumbnail(
+    tenant: str, study: str, series: str, instance: str, request: Request, service: DicomWebDep
+) -> Response:
+    return await _guard(_rendered(service, tenant, request, (study, series, instance), thumbnail=True))
