@@ -14,9 +14,11 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conformance.capability import capability_statement
+from conformance.dicom import dicom_conformance
 from dermbridge import __version__
 from dermbridge.dicom import build_dimse, build_ingestor
 from dermbridge.settings import Settings
+from dicom_node.dimse import DimseServer
 from dicom_node.web.routes import router as dicomweb_router
 from dicom_node.web.service import DicomWeb
 from fhir_server.api.bundles import BundleProcessor
@@ -78,8 +80,18 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.dicomweb = DicomWeb(engine, ingestor, ingestor.public_url)
     app.include_router(fhir_http_router)
     app.include_router(dicomweb_router)
+    _install_conformance(app, settings, dimse)
     _install_error_handlers(app)
     return app
+
+
+def _install_conformance(app: FastAPI, settings: Settings, dimse: DimseServer | None) -> None:
+    @app.get("/conformance/dicom", include_in_schema=False)
+    async def dicom_conformance_statement() -> Response:
+        if dimse is None:
+            return Response("DIMSE is disabled on this server\n", 404, media_type="text/plain")
+        text = dicom_conformance(dimse.config, settings.dicom_duplicates)
+        return Response(text, media_type="text/markdown; charset=utf-8")
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -42,7 +42,8 @@ def build_ingestor(settings: Settings, engine: Engine) -> Ingestor:
     def public_url(tenant: str, api: str) -> str:
         return f"{base}/{api}/{tenant}"
 
-    return Ingestor(engine, BlobStore(settings.data_dir / "blobs"), public_url=public_url,
+    blobs = BlobStore(settings.blob_dir or settings.data_dir / "blobs")
+    return Ingestor(engine, blobs, public_url=public_url,
                     duplicates=settings.dicom_duplicates)  # fmt: skip
 
 

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
         default_factory=dict, description='C-MOVE destinations, e.g. {"PACS": "10.0.0.5:104"}'
     )
     dicom_duplicates: Literal["keep", "replace"] = "keep"
+    blob_dir: Path | None = Field(None, description="where DICOM objects live; default DATA_DIR/blobs")
     dicom_tls_port: int | None = Field(None, ge=0, le=65535)
     dicom_tls_certificate: Path | None = None
     dicom_tls_private_key: Path | None = None

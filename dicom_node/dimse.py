@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import socket
 import ssl
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -130,6 +131,7 @@ class DimseServer:
             (evt.EVT_C_FIND, self._on_find),
             (evt.EVT_C_GET, self._on_get),
             (evt.EVT_C_MOVE, self._on_move),
+            (evt.EVT_CONN_OPEN, self._on_connection),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_RELEASED, self._on_released),
@@ -180,6 +182,14 @@ class DimseServer:
         )
 
     # -- notification handlers -------------------------------------------------------------
+    @staticmethod
+    def _on_connection(event: Any) -> None:
+        """No Nagle delay: DIMSE exchanges small PDUs that would otherwise wait out delayed ACKs."""
+        try:
+            event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            log.debug("could not set TCP_NODELAY", exc_info=True)
+
     def _on_accepted(self, event: Any) -> None:
         self._record(event, "association", "accepted")
 

@@ -115,7 +115,7 @@ async def resolve_patient(repo: Repository, ds: Dataset) -> Stored:
     birth = _date(_text(ds, "PatientBirthDate"))
     if birth:
         patient["birthDate"] = birth
-    return await repo.create(patient, resource_type="Patient")
+    return await repo.create(patient, resource_type="Patient", server_built=True)
 
 
 async def _endpoint(repo: Repository, dicomweb_base: str) -> str:
@@ -133,7 +133,7 @@ async def _endpoint(repo: Repository, dicomweb_base: str) -> str:
         "payloadMimeType": ["application/dicom"],
         "address": dicomweb_base,
     }  # fmt: skip
-    created = await repo.create(endpoint, resource_type="Endpoint")
+    created = await repo.create(endpoint, resource_type="Endpoint", server_built=True)
     return str(created.resource["id"])
 
 
@@ -191,8 +191,8 @@ async def _imaging_study(repo: Repository, ds: Dataset, patient_id: str, endpoin
     codes = {(s["modality"]["system"], s["modality"]["code"]) for s in body["series"]}
     body["modality"] = [{"system": system, "code": code} for system, code in sorted(codes)]
     if found is None:
-        return await repo.create(body, resource_type="ImagingStudy")
-    return await repo.update(body, resource_type="ImagingStudy", id=str(found.resource["id"]))
+        return await repo.create(body, resource_type="ImagingStudy", server_built=True)
+    return await repo.update(body, resource_type="ImagingStudy", id=str(found.resource["id"]), server_built=True)
 
 
 async def _media(repo: Repository, ds: Dataset, patient_id: str, study: Stored, rendered_url: str) -> Stored:
@@ -221,8 +221,9 @@ async def _media(repo: Repository, ds: Dataset, patient_id: str, study: Stored, 
         if site:
             media["bodySite"] = site
     if found is None:
-        return await repo.create(media, resource_type="Media")
-    return await repo.update({**media, "id": found.resource["id"]}, resource_type="Media", id=str(found.resource["id"]))
+        return await repo.create(media, resource_type="Media", server_built=True)
+    media_id = str(found.resource["id"])
+    return await repo.update({**media, "id": media_id}, resource_type="Media", id=media_id, server_built=True)
 
 
 async def _case(repo: Repository, ds: Dataset, patient_id: str, study: Stored, media: Stored) -> Stored:
@@ -249,7 +250,7 @@ async def _case(repo: Repository, ds: Dataset, patient_id: str, study: Stored, m
         }
         if accession:
             report["identifier"].append({"system": ACCESSION_SYSTEM, "value": accession})
-        return await repo.create(report, resource_type="DiagnosticReport")
+        return await repo.create(report, resource_type="DiagnosticReport", server_built=True)
     report = dict(found.resource)
     changed = False
     if study_ref not in report.setdefault("imagingStudy", []):
@@ -260,7 +261,7 @@ async def _case(repo: Repository, ds: Dataset, patient_id: str, study: Stored, m
         changed = True
     if not changed:
         return found
-    return await repo.update(report, resource_type="DiagnosticReport", id=str(report["id"]))
+    return await repo.update(report, resource_type="DiagnosticReport", id=str(report["id"]), server_built=True)
 
 
 async def sync_instance(repo: Repository, ds: Dataset, dicomweb_base: str) -> SyncResult:

@@ -62,7 +62,8 @@ class Ingestor:
         store = await self._engine.tenant(tenant)
         indexed = index_instance(ds, transfer_syntax, len(encoded))
         target = self.blobs.path(tenant, indexed.study_uid, indexed.series_uid, indexed.instance_uid)
-        staged = await asyncio.to_thread(self.blobs.stage, tenant, encoded)
+        # The bytes are written and fsynced while the index and FHIR work runs.
+        staging = asyncio.ensure_future(asyncio.to_thread(self.blobs.stage, tenant, encoded))
         published = False
         try:
             async with store.transaction() as tx:
@@ -78,10 +79,11 @@ class Ingestor:
                 except OperationOutcomeError as exc:  # attributes that cannot become valid FHIR
                     raise InvalidInstance(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"not mappable: {exc}") from exc
                 await tx.append_event("imaging.instance-stored", self._event(tenant, indexed, sync))
-                await asyncio.to_thread(self.blobs.publish, staged, target)
+                await asyncio.to_thread(self.blobs.publish, await staging, target)
                 published = True
         finally:
             if not published:
+                staged = await asyncio.shield(staging)
                 await asyncio.to_thread(self.blobs.discard, staged)
         return StoredInstance(tenant, indexed.study_uid, indexed.series_uid, indexed.instance_uid,
                               existing is not None, sync)  # fmt: skip

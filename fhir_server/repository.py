@@ -173,10 +173,12 @@ class Repository:
         return [Stored(load(v), v) for v in versions]
 
     # -- writes -------------------------------------------------------------------------------
-    async def create(self, resource: Any, *, resource_type: str, if_none_exist: str | None = None) -> Stored:
+    async def create(
+        self, resource: Any, *, resource_type: str, if_none_exist: str | None = None, server_built: bool = False
+    ) -> Stored:
         """http.html#create; with ``If-None-Exist`` the conditional create (http.html#ccreate)."""
         check_type(resource_type)
-        validate(resource, resource_type)
+        validate(resource, resource_type, server_built=server_built)
         async with self._transaction() as repo:
             if if_none_exist is not None:
                 existing = await repo._conditional_match(resource_type, if_none_exist, "If-None-Exist")
@@ -191,11 +193,12 @@ class Repository:
         resource_type: str,
         id: str,
         if_match: str | None = None,
+        server_built: bool = False,
     ) -> Stored:
         """http.html#update, including update-as-create with a client-chosen id."""
         check_type(resource_type)
         check_id(id)
-        validate(resource, resource_type)
+        validate(resource, resource_type, server_built=server_built)
         body_id = resource.get("id")
         if body_id is None:
             raise bad_request("the resource must carry its id on update", ["id"])

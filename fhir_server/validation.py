@@ -44,8 +44,12 @@ def check_type(resource_type: str) -> None:
         raise not_found(f"unknown resource type {resource_type!r}")
 
 
-def validate(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
-    """Validate a resource's JSON; raises 400 for the wrong shape or type, 422 for invalid content."""
+def validate(resource: Any, expected_type: str | None = None, *, server_built: bool = False) -> dict[str, Any]:
+    """Validate a resource's JSON; raises 400 for the wrong shape or type, 422 for invalid content.
+
+    ``server_built``: the resource was built by the server itself (DICOM sync, inference); the R4
+    schema and the JSON rules still apply, the R4B model pass (which guards client input) is skipped.
+    """
     if not isinstance(resource, dict):
         raise bad_request("the body must be a JSON object (a FHIR resource)")
     resource_type = resource.get("resourceType")
@@ -65,7 +69,7 @@ def validate(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
             _issue("invalid", _short(e.message), _expression(resource_type, e.instance_path))
             for e in fast.iter_errors(resource)
         ]
-    if not issues:
+    if not issues and not server_built:
         issues = _model_issues(resource_type, resource)
     if issues:
         raise OperationOutcomeError(422, {"resourceType": "OperationOutcome", "issue": issues[:MAX_ISSUES]})

@@ -1,0 +1,92 @@
+"""The DICOM conformance statement (PS3.2 Annex A), generated from what the node registers:
+its SOP classes, transfer syntaxes, query keys and configured behaviour. Never typed by hand."""
+
+from __future__ import annotations
+
+from pydicom.uid import UID
+
+from dicom_node.attributes import INSTANCE_KEYS, SERIES_KEYS, STUDY_KEYS
+from dicom_node.dimse import QR_FIND, QR_GET, QR_MOVE, DimseConfig
+from dicom_node.sop_classes import STORAGE_CLASSES, TRANSFER_SYNTAXES
+
+
+def _uid_rows(uids: list[UID] | tuple[UID, ...], names: dict[UID, str] | None = None) -> list[str]:
+    return [f"| {(names or {}).get(uid) or uid.name} | {uid} |" for uid in uids]
+
+
+def _destinations(config: DimseConfig) -> str:
+    named = [f"`{d.ae_title}` ({d.host}:{d.port})" for d in config.move_destinations.values()]
+    return ", ".join(named) or "none configured"
+
+
+def dicom_conformance(config: DimseConfig, duplicates: str, dicomweb: bool = True) -> str:
+    """Markdown, for hospital IT."""
+    lines = [
+        "# DermBridge DICOM Conformance Statement",
+        "",
+        "## 1. Application entity",
+        "",
+        f"- AE title: `{config.ae_title}`; DIMSE on {config.host}:{config.port}"
+        + (f"; DICOM TLS on port {config.tls_port}" if config.tls_port else "; DICOM TLS: not configured"),
+        "- Association acceptor only (and requestor for C-MOVE sub-operations to configured destinations).",
+        "- Calling AE titles are mapped to tenants by configuration; an unmapped caller is rejected at association"
+        " (A-ASSOCIATE-RJ, reason: calling AE title not recognised)"
+        + (f", except that tenant `{config.any_ae_tenant}` takes any caller." if config.any_ae_tenant else "."),
+        "- TCP_NODELAY is set on accepted connections; maximum PDU received: unlimited.",
+        "",
+        "## 2. Verification (SCP)",
+        "",
+        "| SOP class | UID |",
+        "|---|---|",
+        "| Verification | 1.2.840.10008.1.1 |",
+        "",
+        "## 3. Storage (SCP)",
+        "",
+        "| SOP class | UID |",
+        "|---|---|",
+        *_uid_rows(list(STORAGE_CLASSES), dict(STORAGE_CLASSES)),
+        "",
+        "Transfer syntaxes accepted for every storage SOP class; objects are stored exactly as received"
+        " (no transcoding):",
+        "",
+        "| Transfer syntax | UID |",
+        "|---|---|",
+        *_uid_rows(TRANSFER_SYNTAXES),
+        "",
+        "- Level of support: level 2 (full): every attribute is kept.",
+        "- Success (0000) is answered only after the object is on disk (fsync) and indexed, and the FHIR"
+        " Patient, ImagingStudy, Media and case DiagnosticReport are committed with it.",
+        "- Each instance is checked for its IOD's identifying and Image Pixel attributes; failures:"
+        " A900 (data set does not match SOP class) with an ErrorComment naming the attribute, C000"
+        " (cannot understand) for undecodable data, A700 (out of resources) if it cannot be stored.",
+        f"- Duplicate SOP Instance UID: **{duplicates}** "
+        + ("(the first object is kept; the duplicate is answered Success and not stored)."
+           if duplicates == "keep" else "(the new object replaces the stored one)."),
+        "",
+        "## 4. Query/Retrieve (SCP)",
+        "",
+        "| SOP class | UID |",
+        "|---|---|",
+        *_uid_rows(list(QR_FIND) + list(QR_GET) + list(QR_MOVE)),
+        "",
+        "- Levels: PATIENT, STUDY, SERIES, IMAGE; hierarchical queries (the unique keys of the levels above).",
+        "- Matching: single value (PN and descriptions case-insensitive; PN matches a name's start),"
+        " wildcard `*` and `?`, range for DA/TM/DT (`a-b`, `a-`, `-b`), list of UIDs, universal.",
+        f"- STUDY keys: {', '.join(STUDY_KEYS)}, ModalitiesInStudy, NumberOfStudyRelatedSeries,"
+        " NumberOfStudyRelatedInstances.",
+        f"- SERIES keys: {', '.join(SERIES_KEYS)}, NumberOfSeriesRelatedInstances.",
+        f"- IMAGE keys: {', '.join(INSTANCE_KEYS)}.",
+        f"- C-MOVE destinations: {_destinations(config)}. Unknown destinations: A801.",
+        "",
+    ]  # fmt: skip
+    if dicomweb:
+        lines += [
+            "## 5. DICOMweb (PS3.18)",
+            "",
+            "Base `/dicomweb/{tenant}`: STOW-RS (`POST /studies[/{study}]`, multipart/related application/dicom),"
+            " QIDO-RS (`/studies`, `/series`, `/instances` and their nested forms; `limit`, `offset`),"
+            " WADO-RS (study, series, instance as multipart/related application/dicom; `metadata`;"
+            " `frames/{n}`; `rendered` and `thumbnail` as image/jpeg or image/png).",
+            "",
+        ]
+    return "\n".join(lines)

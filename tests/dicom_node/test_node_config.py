@@ -1,0 +1,109 @@
+"""Configured behaviour of the node: duplicates replaced, DICOM TLS, the audit trail, the
+generated conformance statement."""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+import subprocess
+from pathlib import Path
+
+import pydicom
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pynetdicom import AE
+
+from dicom_node import statuses
+from dicom_node.sop_classes import DERMOSCOPIC_PHOTOGRAPHY
+from tests.conftest import make_client
+from tests.dicom_factories import dermoscopic, write
+from tests.dicom_node.conftest import AE_TENANTS, DicomNode
+from tests.server import free_port
+
+pytestmark = pytest.mark.interop
+
+
+def test_duplicates_replaced_when_configured(tmp_path: Path) -> None:
+    port = free_port()
+    with make_client(tmp_path / "var", dicom_port=port, dicom_ae_tenants=AE_TENANTS, dicom_duplicates="replace") as c:
+        node = DicomNode(c, port, tmp_path / "var", 0)
+        first = dermoscopic(seed=1)
+        node.run("storescu", str(write(first, tmp_path / "a")), check=True)
+        second = dermoscopic(seed=2, sop_uid=first.SOPInstanceUID, study_uid=first.StudyInstanceUID,
+                             series_uid=first.SeriesInstanceUID, patient_name="MUSTER^ANNA^MARIA")  # fmt: skip
+        node.run("storescu", str(write(second, tmp_path / "b")), check=True)
+        stored = tmp_path / "var" / "blobs" / "default" / first.StudyInstanceUID / first.SeriesInstanceUID
+        assert pydicom.dcmread(stored / f"{first.SOPInstanceUID}.dcm").PatientName == "MUSTER^ANNA^MARIA"
+        study = c.get("/fhir/default/ImagingStudy").json()["entry"][0]["resource"]
+        assert study["numberOfInstances"] == 1  # replaced, not counted twice
+        assert c.get("/fhir/default/Media").json()["total"] == 1
+
+
+def test_audit_records_associations_and_operations(node: DicomNode, tmp_path: Path) -> None:
+    node.run("echoscu", check=True)
+    node.run("storescu", str(write(dermoscopic(), tmp_path)), check=True)
+    node.run("echoscu", aet="STRANGER")
+    records = (node.data_dir / "audit" / "dicom.jsonl").read_text().splitlines()
+    import json
+
+    entries = [json.loads(r) for r in records]
+    actions = [(e["action"], e["outcome"], e["callingAE"]) for e in entries]
+    assert ("C-ECHO", "success", "ECHOSCU") in actions
+    assert ("C-STORE", "success", "STORESCU") in actions
+    assert ("association", "rejected", "STRANGER") in actions
+    assert all(e["recorded"] and e["calledAE"] == "DERMBRIDGE" for e in entries)
+    assert not any("MUSTER" in r for r in records)  # no personal data in the trail's free text
+
+
+def _certificate(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def test_dicom_tls(tmp_path: Path) -> None:
+    cert, key = _certificate(tmp_path)
+    port, tls_port = free_port(), free_port()
+    settings = {"dicom_port": port, "dicom_tls_port": tls_port, "dicom_tls_certificate": cert,
+                "dicom_tls_private_key": key, "dicom_ae_tenants": AE_TENANTS}  # fmt: skip
+    with make_client(tmp_path / "var", **settings):
+        ae = AE(ae_title="PYNETDICOM")
+        ae.add_requested_context(DERMOSCOPIC_PHOTOGRAPHY, pydicom.uid.ExplicitVRLittleEndian)
+        client_tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+        assoc = ae.associate("localhost", tls_port, ae_title="DERMBRIDGE", tls_args=(client_tls, "localhost"))
+        assert assoc.is_established
+        assert assoc.send_c_store(dermoscopic()).Status == statuses.SUCCESS
+        assoc.release()
+
+        def echo(target: int) -> int:
+            command = ["echoscu", "-to", "5", "-aet", "ECHOSCU", "-aec", "DERMBRIDGE", "127.0.0.1", str(target)]
+            return subprocess.run(command, capture_output=True, timeout=30).returncode
+
+        assert echo(tls_port) != 0  # no plain DICOM on the TLS port
+        assert echo(port) == 0  # the plain port still answers
+
+
+def test_conformance_statement_is_generated(node: DicomNode) -> None:
+    response = node.client.get("/conformance/dicom")
+    assert response.status_code == 200
+    text = response.text
+    assert "1.2.840.10008.5.1.4.1.1.77.1.7" in text and "Dermoscopic Photography" in text
+    assert "JPEG-LS Lossless" in text and "RLE Lossless" in text
+    assert "Duplicate SOP Instance UID: **keep**" in text
+    assert "`MOVEDEST`" in text
