@@ -36,6 +36,8 @@ def test_fhirpy_end_to_end(tmp_path: Path) -> None:
 
         found = client.resources("Patient").search(identifier="urn:clinic:mrn|D-1001").fetch_all()
         assert [p["id"] for p in found] == [patient["id"]]
+        for resource in (patient, report, *found):
+            assert_r4(resource.serialize())
         reports = (
             client.resources("DiagnosticReport")
             .search(subject=patient["id"])
@@ -49,11 +51,14 @@ def test_fhirpy_end_to_end(tmp_path: Path) -> None:
         report.save()
         fetched = client.reference("DiagnosticReport", report["id"]).to_resource()
         assert fetched["status"] == "preliminary" and fetched["meta"]["versionId"] == "2"
+        assert_r4(fetched.serialize())
 
         for n in range(25):
             client.resource("Patient", name=[{"family": f"Bulk{n}"}]).save()
         everyone = client.resources("Patient").limit(7).fetch_all()  # follows the next links
         assert len(everyone) == 26
+        for resource in everyone:
+            assert_r4(resource.serialize())
 
         with pytest.raises(OperationOutcome):
             client.resource("Patient", gender="robot").save()
