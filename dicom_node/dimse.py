@@ -294,21 +294,26 @@ class DimseServer:
 
         return self._run(work)
 
-    def _on_get(self, event: Any) -> Iterator[Any]:
-        """PS3.4 C.4.3: the number of sub-operations, then one C-STORE per instance on this association."""
+    def _sub_operations(self, event: Any, action: str, detail: str) -> Iterator[Any]:
+        """The retrieve's count of sub-operations, then one (Pending, dataset) per matching instance."""
         try:
             paths = self._instances(event)
         except (QueryError, InvalidInstance) as exc:
+            self._record(event, action, "failure", str(exc))
             yield 0
             yield failure(statuses.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
             return
-        self._record(event, "C-GET", "success", f"{len(paths)} instances")
+        self._record(event, action, "success", f"{len(paths)} instances{detail}")
         yield len(paths)
         for path in paths:
             if event.is_cancelled:
                 yield statuses.CANCEL, None
                 return
             yield statuses.PENDING, dcmread(path)
+
+    def _on_get(self, event: Any) -> Iterator[Any]:
+        """PS3.4 C.4.3: the number of sub-operations, then one C-STORE per instance on this association."""
+        yield from self._sub_operations(event, "C-GET", "")
 
     def _on_move(self, event: Any) -> Iterator[Any]:
         """PS3.4 C.4.2: sub-operations on a new association to a configured destination."""
@@ -317,18 +322,5 @@ class DimseServer:
             self._record(event, "C-MOVE", "failure", f"unknown destination {event.move_destination}")
             yield None, None
             return
-        try:
-            paths = self._instances(event)
-        except (QueryError, InvalidInstance) as exc:
-            yield destination.host, destination.port, {"ae_title": destination.ae_title}
-            yield 0
-            yield failure(statuses.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
-            return
-        self._record(event, "C-MOVE", "success", f"{len(paths)} instances to {destination.ae_title}")
         yield destination.host, destination.port, {"ae_title": destination.ae_title}
-        yield len(paths)
-        for path in paths:
-            if event.is_cancelled:
-                yield statuses.CANCEL, None
-                return
-            yield statuses.PENDING, dcmread(path)
+        yield from self._sub_operations(event, "C-MOVE", f" to {destination.ae_title}")
