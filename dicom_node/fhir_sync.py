@@ -89,9 +89,7 @@ class SyncResult:
 
 
 async def _one(repo: Repository, resource_type: str, criteria: list[tuple[str, str]]) -> Stored | None:
-    search = repo.parse((resource_type,), [*criteria, ("_count", "1")])
-    page = await repo.search(search)
-    found = await repo.read_page(page)
+    found = await repo.find(resource_type, criteria)
     return found[0] if found else None
 
 

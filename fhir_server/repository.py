@@ -165,6 +165,12 @@ class Repository:
         """search.html"""
         return await self._reader.search(request.query)
 
+    async def find(self, resource_type: str, criteria: list[tuple[str, str]], count: int = 1) -> list[Stored]:
+        """The first ``count`` matches of a search, read in one call (no total, no paging links)."""
+        request = self.parse((resource_type,), criteria)
+        query = replace(request.query, count=count, offset=0, total="none")
+        return [Stored(load(v), v) for v in await self._reader.search_versions(query)]
+
     async def read_page(self, page: SearchPage) -> list[Stored]:
         return await self.read_page_keys(page.keys)
 

@@ -160,6 +160,10 @@ class TenantReader(Protocol):
         """Keys of the current resources that match, sorted and paged as the query says."""
         ...
 
+    async def search_versions(self, query: SearchQuery) -> list[ResourceVersion]:
+        """The matching current versions themselves (one page, no total): search and read at once."""
+        ...
+
     async def get_record(self, collection: str, key: str) -> Record | None: ...
 
     async def find_records(self, query: RecordQuery) -> list[Record]:

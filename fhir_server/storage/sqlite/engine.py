@@ -79,6 +79,9 @@ class SqliteTransaction:
     async def search(self, query: SearchQuery) -> SearchPage:
         return await self._read(ops.search, query)
 
+    async def search_versions(self, query: SearchQuery) -> list[ResourceVersion]:
+        return await self._read(ops.search_versions, query)
+
     async def get_record(self, collection: str, key: str) -> Record | None:
         return await self._read(records.get, collection, key)
 
@@ -203,6 +206,9 @@ class SqliteTenantStore:
 
     async def search(self, query: SearchQuery) -> SearchPage:
         return await self._on_reader(ops.search, query)
+
+    async def search_versions(self, query: SearchQuery) -> list[ResourceVersion]:
+        return await self._on_reader(ops.search_versions, query)
 
     async def get_record(self, collection: str, key: str) -> Record | None:
         return await self._on_reader(records.get, collection, key)

@@ -9,6 +9,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -111,9 +112,12 @@ def search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
     return SearchPage(keys, total, snapshot)
 
 
-def _with_snapshot(query: SearchQuery, snapshot: int) -> SearchQuery:
-    from dataclasses import replace
+def search_versions(conn: sqlite3.Connection, query: SearchQuery) -> list[ResourceVersion]:
+    page = search(conn, replace(query, total="none"))
+    return read_many(conn, page.keys)
 
+
+def _with_snapshot(query: SearchQuery, snapshot: int) -> SearchQuery:
     return replace(query, snapshot=snapshot)
 
 
