@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from pydicom.dataset import Dataset
 
+from dicom_node.sop_classes import ENCAPSULATED_PDF
 from fhir_server.repository import Repository, Stored
 
 DICOM_UID_SYSTEM = "urn:dicom:uid"
@@ -20,6 +21,8 @@ ACCESSION_SYSTEM = "urn:dermbridge:accession"
 DCM_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
 SCT_SYSTEM = "http://snomed.info/sct"
 CODING_SCHEMES = {"SCT": SCT_SYSTEM, "SRT": SCT_SYSTEM, "DCM": DCM_SYSTEM, "LN": "http://loinc.org"}
+MEDIA_TYPE_IMAGE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/media-type", "code": "image"}]}
+MEDIA_TYPE_DOCUMENT = {"text": "document (encapsulated PDF)"}
 CASE_CODE = {"system": "http://loinc.org", "code": "72170-4", "display": "Photographic image"}
 
 
@@ -193,18 +196,24 @@ async def _imaging_study(repo: Repository, ds: Dataset, patient_id: str, endpoin
     return await repo.update(body, resource_type="ImagingStudy", id=str(found.resource["id"]), server_built=True)
 
 
-async def _media(repo: Repository, ds: Dataset, patient_id: str, study: Stored, rendered_url: str) -> Stored:
+async def _media(repo: Repository, ds: Dataset, patient_id: str, study: Stored, instance_url: str) -> Stored:
+    """The image as Media; an encapsulated PDF points at the DICOM object, an image at its rendering."""
     sop_uid = str(ds.SOPInstanceUID)
+    is_pdf = str(ds.SOPClassUID) == ENCAPSULATED_PDF
     found = await _one(repo, "Media", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(sop_uid)}")])
     media: dict[str, Any] = {
         "resourceType": "Media",
         "identifier": [{"system": DICOM_UID_SYSTEM, "value": _uid(sop_uid)}],
         "status": "completed",
-        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/media-type", "code": "image"}]},
+        "type": MEDIA_TYPE_DOCUMENT if is_pdf else MEDIA_TYPE_IMAGE,
         "modality": {"coding": [{"system": DCM_SYSTEM, "code": str(ds.Modality)}]},
         "subject": {"reference": f"Patient/{patient_id}"},
         "partOf": [{"reference": f"ImagingStudy/{study.resource['id']}"}],
-        "content": {"contentType": "image/jpeg", "url": rendered_url},
+        "content": (
+            {"contentType": "application/dicom", "url": instance_url}
+            if is_pdf
+            else {"contentType": "image/jpeg", "url": f"{instance_url}/rendered"}
+        ),
     }
     created = _date(_text(ds, "ContentDate"), _text(ds, "ContentTime"))
     if created:
@@ -267,10 +276,9 @@ async def sync_instance(repo: Repository, ds: Dataset, dicomweb_base: str) -> Sy
     patient_id = str(patient.resource["id"])
     endpoint_id = await _endpoint(repo, dicomweb_base)
     study = await _imaging_study(repo, ds, patient_id, endpoint_id)
-    rendered = (
-        f"{dicomweb_base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
-        f"/instances/{ds.SOPInstanceUID}/rendered"
+    instance_url = (
+        f"{dicomweb_base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
     )
-    media = await _media(repo, ds, patient_id, study, rendered)
+    media = await _media(repo, ds, patient_id, study, instance_url)
     report = await _case(repo, ds, patient_id, study, media)
     return SyncResult(patient_id, str(study.resource["id"]), str(media.resource["id"]), str(report.resource["id"]))

@@ -215,3 +215,23 @@ def test_each_tenant_sees_only_its_own_images(node: DicomNode, tmp_path: Path) -
     assert client.portal.call(north_instances) == 0  # type: ignore[union-attr]
     result = node.run("findscu", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", aet="OTHERCLINIC")
     assert "Find Response" not in result.stderr
+
+
+def test_images_join_the_case_ordered_by_accession(node: DicomNode, tmp_path: Path) -> None:
+    """An EHR opened the case (DiagnosticReport with the order's accession) before the images came."""
+    client = node.client
+    patient = client.post(f"{BASE}/Patient", json={"resourceType": "Patient"}).json()
+    case = {
+        "resourceType": "DiagnosticReport",
+        "identifier": [{"system": "urn:dermbridge:accession", "value": "ORDER-77"}],
+        "status": "registered",
+        "code": {"text": "Dermoscopy review"},
+        "subject": {"reference": f"Patient/{patient['id']}"},
+    }
+    opened = client.post(f"{BASE}/DiagnosticReport", json=case).json()
+    node.run("storescu", str(write(dermoscopic(accession="ORDER-77"), tmp_path)), check=True)
+    reports = client.get(f"{BASE}/DiagnosticReport").json()
+    assert reports["total"] == 1
+    report = reports["entry"][0]["resource"]
+    assert report["id"] == opened["id"]
+    assert len(report["media"]) == 1 and len(report["imagingStudy"]) == 1

@@ -130,3 +130,27 @@ def test_nothing_is_left_behind_by_refusals(association: Association, node: Dico
     incoming = node.data_dir / "blobs" / "default" / ".incoming"
     assert not incoming.exists() or not list(incoming.iterdir())
     assert DERMOSCOPIC_PHOTOGRAPHY and ExplicitVRLittleEndian  # the contexts used above
+
+
+def test_encapsulated_pdf_is_stored_and_linked(association: Association, node: DicomNode) -> None:
+    from pydicom.uid import generate_uid
+
+    from dicom_node.sop_classes import ENCAPSULATED_PDF
+
+    report = dermoscopic()
+    for keyword in ("PixelData", "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated",
+                    "BitsStored", "HighBit", "PixelRepresentation", "PlanarConfiguration"):  # fmt: skip
+        delattr(report, keyword)
+    report.SOPClassUID = report.file_meta.MediaStorageSOPClassUID = ENCAPSULATED_PDF
+    report.SOPInstanceUID = report.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    report.Modality = "DOC"
+    report.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    report.EncapsulatedDocument = b"%PDF-1.4\n%fake but well-framed\n"
+    assert store(association, report).Status == statuses.SUCCESS
+    media = node.client.get("/fhir/default/Media").json()["entry"][0]["resource"]
+    assert media["content"]["contentType"] == "application/dicom"
+    del report.MIMETypeOfEncapsulatedDocument
+    report.SOPInstanceUID = report.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    status = store(association, report)
+    assert status.Status == statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    assert "MIMEType" in status.ErrorComment
