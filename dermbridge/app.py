@@ -28,6 +28,7 @@ from fhir_server.api.router import FhirRouter
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.outbox import OutboxDispatcher
 from fhir_server.storage.sqlite import SqliteEngine
+from fhir_server.validation import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.open()
         await engine.create_tenant(settings.default_tenant)
+        await asyncio.to_thread(warm_up)
         await dispatcher.start()
         if dimse is not None:
             dimse.start(asyncio.get_running_loop())

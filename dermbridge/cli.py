@@ -34,6 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     print(f"DermBridge FHIR R4 API on http://{settings.host}:{settings.port}/fhir/{settings.default_tenant}")
     if settings.dicom_enabled:
         callers = ", ".join(f"{ae}->{tenant}" for ae, tenant in settings.dicom_ae_tenants.items()) or "none"

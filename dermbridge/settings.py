@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     max_page_size: int = Field(1000, ge=1)
     sqlite_readers: int = Field(4, ge=1, le=64, description="concurrent read connections per tenant")
     log_level: str = "INFO"
+    gil_switch_interval_ms: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Python's thread switch interval: short keeps DIMSE threads and the loop responsive",
+    )
     public_url: str = Field("", description="base URL clients reach the HTTP API at; default http://HOST:PORT")
 
     # DICOM DIMSE

@@ -39,6 +39,15 @@ def _schema_validator(resource_type: str) -> jsonschema.Draft6Validator:
     return jsonschema.Draft6Validator({"$ref": f"#/definitions/{resource_type}", "definitions": schema["definitions"]})
 
 
+WARM_TYPES = ("Patient", "ImagingStudy", "Media", "DiagnosticReport", "Endpoint", "Observation", "Bundle")
+
+
+def warm_up(types: tuple[str, ...] = WARM_TYPES) -> None:
+    """Compile the validators of the busiest types now, not on the first requests that need them."""
+    for resource_type in types:
+        _fast_validator(resource_type)
+
+
 def check_type(resource_type: str) -> None:
     if resource_type not in resource_types():
         raise not_found(f"unknown resource type {resource_type!r}")
