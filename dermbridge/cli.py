@@ -33,11 +33,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # our audit trail records associations
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     print(f"DermBridge FHIR R4 API on http://{settings.host}:{settings.port}/fhir/{settings.default_tenant}")
     if settings.dicom_enabled:
-        callers = ", ".join(f"{ae}->{tenant}" for ae, tenant in settings.dicom_ae_tenants.items()) or "none"
+        callers = ", ".join(f"{ae}->{tenant}" for ae, tenant in settings.dicom_ae_tenants.items()) or (
+            "none, so every caller is refused: set DERMBRIDGE_DICOM_AE_TENANTS"
+        )
         anyone = f"; any other AE -> {settings.dicom_any_ae_tenant}" if settings.dicom_any_ae_tenant else ""
         print(
             f"DICOM DIMSE on {settings.dicom_host}:{settings.dicom_port} as AE {settings.dicom_ae_title}"
