@@ -24,7 +24,8 @@ from dicom_node.web.service import DicomWeb
 from fhir_server.api.bundles import BundleProcessor
 from fhir_server.api.http import FhirHttp, error_response, unexpected_error_response
 from fhir_server.api.http import router as fhir_http_router
-from fhir_server.api.router import FhirRouter
+from fhir_server.api.router import FhirRouter, Operation
+from fhir_server.consent.operation import DECIDE_DEFINITION, consent_decide
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.outbox import OutboxDispatcher
 from fhir_server.storage.sqlite import SqliteEngine
@@ -41,6 +42,7 @@ def build_router() -> FhirRouter:
 
     router = FhirRouter(capability)
     router.batch_handler = BundleProcessor(router)
+    router.register(Operation("decide", ("Consent",), False, consent_decide, DECIDE_DEFINITION))
     return router
 
 
