@@ -162,37 +162,29 @@ def _delete_index(conn: sqlite3.Connection, rid: int) -> None:
         conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
 
 
+# index kind -> (table, its value columns, the row attributes that fill them)
+_INDEX_INSERTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("tokens", "idx_token", ("system", "code", "text")),
+    ("strings", "idx_string", ("norm", "exact")),
+    ("dates", "idx_date", ("low", "high")),
+    ("numbers", "idx_number", ("low", "high")),
+    ("quantities", "idx_quantity", ("low", "high", "system", "code")),
+    ("references", "idx_reference", ("target_type", "target_id", "url")),
+    ("uris", "idx_uri", ("value",)),
+)
+_ROW_ATTRIBUTE = {"norm": "normalized"}
+
+
 def _insert_index(conn: sqlite3.Connection, rid: int, rtype: str, index: IndexEntries) -> None:
-    if index.tokens:
+    for kind, table, columns in _INDEX_INSERTS:
+        rows = getattr(index, kind)
+        if not rows:
+            continue
+        attributes = ["param", *(_ROW_ATTRIBUTE.get(c, c) for c in columns), "group"]
+        marks = ",".join("?" * (len(columns) + 4))
         conn.executemany(
-            "INSERT INTO idx_token (rid, type, param, system, code, text, grp) VALUES (?,?,?,?,?,?,?)",
-            [(rid, rtype, r.param, r.system, r.code, r.text, r.group) for r in index.tokens],
-        )
-    if index.strings:
-        conn.executemany(
-            "INSERT INTO idx_string (rid, type, param, norm, exact, grp) VALUES (?,?,?,?,?,?)",
-            [(rid, rtype, r.param, r.normalized, r.exact, r.group) for r in index.strings],
-        )
-    for table, rows in (("idx_date", index.dates), ("idx_number", index.numbers)):
-        if rows:
-            conn.executemany(
-                f"INSERT INTO {table} (rid, type, param, low, high, grp) VALUES (?,?,?,?,?,?)",
-                [(rid, rtype, r.param, r.low, r.high, r.group) for r in rows],
-            )
-    if index.quantities:
-        conn.executemany(
-            "INSERT INTO idx_quantity (rid, type, param, low, high, system, code, grp) VALUES (?,?,?,?,?,?,?,?)",
-            [(rid, rtype, r.param, r.low, r.high, r.system, r.code, r.group) for r in index.quantities],
-        )
-    if index.references:
-        conn.executemany(
-            "INSERT INTO idx_reference (rid, type, param, target_type, target_id, url, grp) VALUES (?,?,?,?,?,?,?)",
-            [(rid, rtype, r.param, r.target_type, r.target_id, r.url, r.group) for r in index.references],
-        )
-    if index.uris:
-        conn.executemany(
-            "INSERT INTO idx_uri (rid, type, param, value, grp) VALUES (?,?,?,?,?)",
-            [(rid, rtype, r.param, r.value, r.group) for r in index.uris],
+            f"INSERT INTO {table} (rid, type, param, {', '.join(columns)}, grp) VALUES ({marks})",
+            [(rid, rtype, *(getattr(row, a) for a in attributes)) for row in rows],
         )
 
 

@@ -39,6 +39,31 @@ _SORT_VALUE = {
 }
 
 
+# prefix -> (condition on the row's [low, high), the search value's operands in order)
+_DATE_PREFIXES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "eq": ("({low} >= ? AND {high} <= ?)", ("low", "high")),
+    "ne": ("NOT ({low} >= ? AND {high} <= ?)", ("low", "high")),
+    "gt": ("{high} > ?", ("high",)),
+    "lt": ("{low} < ?", ("low",)),
+    "ge": ("{high} > ?", ("low",)),
+    "le": ("{low} < ?", ("high",)),
+    "sa": ("{low} >= ?", ("high",)),
+    "eb": ("{high} <= ?", ("low",)),
+    "ap": ("({low} < ? AND {high} > ?)", ("high", "low")),
+}
+_VALUE_PREFIXES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "eq": ("({low} >= ? AND {high} < ?)", ("low", "high")),
+    "ne": ("NOT ({low} >= ? AND {high} < ?)", ("low", "high")),
+    "gt": ("{high} > ?", ("value",)),
+    "lt": ("{low} < ?", ("value",)),
+    "ge": ("{high} >= ?", ("value",)),
+    "le": ("{low} <= ?", ("value",)),
+    "sa": ("{low} > ?", ("value",)),
+    "eb": ("{high} < ?", ("value",)),
+    "ap": ("({low} >= ? AND {high} <= ?)", ("low", "high")),
+}
+
+
 def like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -211,54 +236,10 @@ class SqlBuilder:
 
     def _range(self, low: str, high: str, m: RangeMatch, kind: IndexKind) -> str:
         """search.html#prefix: dates compare ranges; numbers and quantities compare values."""
-        if kind == "date":
-            table = {
-                "eq": f"({low} >= ? AND {high} <= ?)",
-                "ne": f"NOT ({low} >= ? AND {high} <= ?)",
-                "gt": f"{high} > ?",
-                "lt": f"{low} < ?",
-                "ge": f"{high} > ?",
-                "le": f"{low} < ?",
-                "sa": f"{low} >= ?",
-                "eb": f"{high} <= ?",
-                "ap": f"({low} < ? AND {high} > ?)",
-            }
-            args = {
-                "eq": (m.low, m.high),
-                "ne": (m.low, m.high),
-                "gt": (m.high,),
-                "lt": (m.low,),
-                "ge": (m.low,),
-                "le": (m.high,),
-                "sa": (m.high,),
-                "eb": (m.low,),
-                "ap": (m.high, m.low),
-            }
-        else:
-            table = {
-                "eq": f"({low} >= ? AND {high} < ?)",
-                "ne": f"NOT ({low} >= ? AND {high} < ?)",
-                "gt": f"{high} > ?",
-                "lt": f"{low} < ?",
-                "ge": f"{high} >= ?",
-                "le": f"{low} <= ?",
-                "sa": f"{low} > ?",
-                "eb": f"{high} < ?",
-                "ap": f"({low} >= ? AND {high} <= ?)",
-            }
-            args = {
-                "eq": (m.low, m.high),
-                "ne": (m.low, m.high),
-                "gt": (m.value,),
-                "lt": (m.value,),
-                "ge": (m.value,),
-                "le": (m.value,),
-                "sa": (m.value,),
-                "eb": (m.value,),
-                "ap": (m.low, m.high),
-            }
-        self.args.extend(args[m.prefix])
-        return table[m.prefix]
+        template, operands = (_DATE_PREFIXES if kind == "date" else _VALUE_PREFIXES)[m.prefix]
+        values = {"low": m.low, "high": m.high, "value": m.value}
+        self.args.extend(values[name] for name in operands)
+        return template.format(low=low, high=high)
 
     # -- ordering ----------------------------------------------------------------------------
     def order_by(self, alias: str, keys: Sequence[SortKey]) -> str:
