@@ -33,7 +33,11 @@ def _resource(resource_type: str, router: FhirRouter) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "type": resource_type,
         "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
-        "interaction": [{"code": code} for code in INTERACTIONS],
+        "interaction": [
+            {"code": code}
+            for code in INTERACTIONS
+            if resource_type != "AuditEvent" or code not in ("update", "patch", "delete")  # append-only
+        ],
         "versioning": "versioned-update",
         "readHistory": True,
         "updateCreate": True,

@@ -25,6 +25,8 @@ from fhir_server.api.bundles import BundleProcessor
 from fhir_server.api.http import FhirHttp, error_response, unexpected_error_response
 from fhir_server.api.http import router as fhir_http_router
 from fhir_server.api.router import FhirRouter, Operation
+from fhir_server.audit.signing import load_signer
+from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.operation import DECIDE_DEFINITION, consent_decide
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.outbox import OutboxDispatcher
@@ -80,6 +82,9 @@ def create_app(settings: Settings) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         default_count=settings.default_page_size,
         max_count=settings.max_page_size,
+        audit=AuditTrail(load_signer(settings.data_dir / "keys"), settings.audit_checkpoint_every)
+        if settings.audit_enabled
+        else None,
     )
     app.state.dicomweb = DicomWeb(engine, ingestor, ingestor.public_url)
     app.include_router(fhir_http_router)

@@ -84,6 +84,43 @@ def _tenant(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _audit(args: argparse.Namespace) -> int:
+    """``dermbridge audit verify|checkpoint --tenant T``: check or sign a tenant's audit chain."""
+    from fhir_server.audit.signing import load_signer
+    from fhir_server.audit.trail import AuditTrail
+    from fhir_server.storage.port import TenantUnknownError
+
+    settings = _settings(args)
+    trail = AuditTrail(load_signer(settings.data_dir / "keys"))
+
+    async def run() -> int:
+        engine = SqliteEngine(settings.data_dir)
+        await engine.open()
+        try:
+            try:
+                store = await engine.tenant(args.tenant)
+            except TenantUnknownError:
+                print(f"no tenant {args.tenant!r}", file=sys.stderr)
+                return 2
+            if args.action == "checkpoint":
+                checkpoint = await trail.checkpoint(store)
+                print(f"signed the chain head at {checkpoint.seq}" if checkpoint else "the audit chain is empty")
+                return 0
+            report = await trail.verify(store)
+            if report.ok:
+                print(
+                    f"audit trail of {args.tenant}: {report.links} events, {report.checkpoints} signed "
+                    "checkpoints: intact"
+                )
+                return 0
+            print(f"audit trail of {args.tenant}: BROKEN at event {report.broken_at}: {report.reason}")
+            return 1
+        finally:
+            await engine.close()
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dermbridge", description="FHIR R4 / DICOM server for dermatology AI")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     tenant.add_argument("name", nargs="?")
     tenant.add_argument("--data-dir", type=Path)
     tenant.set_defaults(func=_tenant)
+    audit = commands.add_parser("audit", help="verify or checkpoint a tenant's audit trail")
+    audit.add_argument("action", choices=["verify", "checkpoint"])
+    audit.add_argument("--tenant", default="default")
+    audit.add_argument("--data-dir", type=Path)
+    audit.set_defaults(func=_audit)
     return parser
 
 

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     )
     public_url: str = Field("", description="base URL clients reach the HTTP API at; default http://HOST:PORT")
 
+    audit_enabled: bool = Field(True, description="an AuditEvent for every FHIR interaction")
+    audit_checkpoint_every: int = Field(256, ge=1, description="sign the audit chain head every N events")
+
     # DICOM DIMSE
     dicom_enabled: bool = True
     dicom_ae_title: str = Field("DERMBRIDGE", max_length=16)

@@ -23,6 +23,7 @@ from fhir_server.errors import (
     bad_request,
     conflict,
     gone,
+    method_not_allowed,
     not_found,
     precondition_failed,
 )
@@ -41,6 +42,7 @@ from fhir_server.storage.port import (
 )
 from fhir_server.validation import check_type, validate
 
+APPEND_ONLY = "AuditEvent"
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
@@ -192,6 +194,11 @@ class Repository:
                     return existing
             return await repo._put(resource_type, str(uuid.uuid4()), resource, None, "POST")
 
+    @staticmethod
+    def _append_only(resource_type: str) -> None:
+        if resource_type == APPEND_ONLY:
+            raise method_not_allowed("AuditEvents are append-only: they cannot be updated, patched or deleted")
+
     async def update(
         self,
         resource: Any,
@@ -203,6 +210,7 @@ class Repository:
     ) -> Stored:
         """http.html#update, including update-as-create with a client-chosen id."""
         check_type(resource_type)
+        self._append_only(resource_type)
         check_id(id)
         validate(resource, resource_type, server_built=server_built)
         body_id = resource.get("id")
@@ -221,6 +229,7 @@ class Repository:
     ) -> Stored:
         """http.html#cond-update"""
         check_type(resource_type)
+        self._append_only(resource_type)
         validate(resource, resource_type)
         async with self._transaction() as repo:
             matches = await repo._matches(resource_type, criteria, "conditional update")
@@ -241,6 +250,7 @@ class Repository:
     async def patch(self, patch: Any, *, resource_type: str, id: str, if_match: str | None = None) -> Stored:
         """http.html#patch with a JSON Patch document (RFC 6902)."""
         check_type(resource_type)
+        self._append_only(resource_type)
         if not isinstance(patch, list):
             raise bad_request("a JSON Patch body must be an array of operations")
         async with self._transaction() as repo:
@@ -262,6 +272,7 @@ class Repository:
     async def delete(self, resource_type: str, id: str, *, if_match: str | None = None) -> ResourceVersion | None:
         """http.html#delete: a versioned tombstone. Deleting a deleted or unknown resource succeeds."""
         check_type(resource_type)
+        self._append_only(resource_type)
         async with self._transaction() as repo:
             current = await repo._reader.read(resource_type, id)
             repo._check_if_match(current, if_match)
@@ -272,6 +283,7 @@ class Repository:
     async def conditional_delete(self, resource_type: str, criteria: str, *, multiple: bool = True) -> int:
         """http.html#cdelete: deletes every match (several allowed unless ``multiple`` is False)."""
         check_type(resource_type)
+        self._append_only(resource_type)
         async with self._transaction() as repo:
             matches = await repo._matches(resource_type, criteria, "conditional delete", self.max_count)
             if len(matches) > 1 and not multiple:
@@ -331,6 +343,8 @@ class Repository:
         content = orjson.dumps(body)
         version = ResourceVersion(resource_type, id, version_number, now, content, method)
         await self._tx.write(version, index if index is not None else index_resource(body, self.local_base))
+        if resource_type == "AuditEvent":
+            await self._tx.chain_audit(id, content)
         created = current is None or current.deleted
         await self._tx.append_event(
             "resource.created" if created else "resource.updated",

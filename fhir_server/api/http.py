@@ -15,6 +15,8 @@ from fastapi.responses import Response
 
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.router import FhirRouter
+from fhir_server.audit.events import patient_of, rest_event
+from fhir_server.audit.trail import AuditTrail
 from fhir_server.errors import OperationOutcomeError, bad_request, not_found, outcome
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine, TenantUnknownError
@@ -32,13 +34,21 @@ class FhirHttp:
     """What the HTTP adapter needs: the engine, the router and the limits."""
 
     def __init__(
-        self, engine: Engine, router: FhirRouter, *, max_body_bytes: int, default_count: int, max_count: int
+        self,
+        engine: Engine,
+        router: FhirRouter,
+        *,
+        max_body_bytes: int,
+        default_count: int,
+        max_count: int,
+        audit: AuditTrail | None = None,
     ) -> None:
         self.engine = engine
         self.router = router
         self.max_body_bytes = max_body_bytes
         self.default_count = default_count
         self.max_count = max_count
+        self.audit = audit
 
 
 def get_fhir_http(request: Request) -> FhirHttp:
@@ -132,27 +142,60 @@ _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: str = "") -> Response:
     pretty = request.query_params.get("_pretty") == "true"
     try:
+        store = await fhir.engine.tenant(tenant)
+    except TenantUnknownError:
+        return error_response(not_found(f"unknown tenant {tenant!r}"), pretty)
+    base_url = str(request.base_url).rstrip("/") + f"/fhir/{tenant}"
+    repo = Repository(store, local_base=base_url, default_count=fhir.default_count, max_count=fhir.max_count)
+    segments = [p for p in path.split("/") if p]
+    params: list[tuple[str, str]] = []
+    try:
         params = _parse_query(request)
         _negotiate(request, params)
-        try:
-            store = await fhir.engine.tenant(tenant)
-        except TenantUnknownError as exc:
-            raise not_found(f"unknown tenant {tenant!r}") from exc
         body, form = await _body(request, fhir.max_body_bytes)
-        base_url = str(request.base_url).rstrip("/") + f"/fhir/{tenant}"
         fhir_request = FhirRequest(
             method=request.method,
-            path=[p for p in path.split("/") if p],
+            path=segments,
             params=params,
             headers={k.lower(): v for k, v in request.headers.items()},
             body=form if form else body,
             base_url=base_url,
         )
-        repo = Repository(store, local_base=base_url, default_count=fhir.default_count, max_count=fhir.max_count)
         response = await fhir.router.dispatch(repo, fhir_request)
-        return render(response, pretty)
     except OperationOutcomeError as error:
-        return error_response(error, pretty)
+        response = FhirResponse(error.status, error.outcome, dict(error.headers))
+    if fhir.audit is not None:
+        await _audit(fhir.audit, repo, request, segments, params, response)
+    return render(response, pretty)
+
+
+async def _audit(
+    trail: AuditTrail,
+    repo: Repository,
+    request: Request,
+    segments: list[str],
+    params: list[tuple[str, str]],
+    response: FhirResponse,
+) -> None:
+    """Record the interaction before answering: no answer leaves without its AuditEvent."""
+    body = response.body
+    entity = None
+    if isinstance(body, dict) and body.get("resourceType") not in (None, "Bundle", "OperationOutcome"):
+        if body.get("id"):
+            entity = f"{body['resourceType']}/{body['id']}"
+    elif len(segments) >= 2 and not segments[1].startswith(("$", "_")):
+        entity = f"{segments[0]}/{segments[1]}"
+    event = rest_event(
+        method=request.method,
+        path=segments,
+        params=params,
+        status=response.status,
+        who="anonymous (no authentication configured)",
+        address=request.client.host if request.client else None,
+        entity=entity,
+        patient=patient_of(segments, params, body),
+    )
+    await trail.record(repo, event)
 
 
 def unexpected_error_response() -> Response:

@@ -140,6 +140,25 @@ class Record:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditLink:
+    """One link of a tenant's audit hash chain: chain = sha256(previous chain + sha256(content))."""
+
+    seq: int
+    resource_id: str
+    content_hash: str
+    chain_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCheckpoint:
+    seq: int
+    chain_hash: str
+    signature: bytes
+    algorithm: str
+    key_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxEvent:
     seq: int
     topic: str
@@ -186,6 +205,10 @@ class TenantTransaction(TenantReader, Protocol):
         """Insert or replace the record with this collection and key."""
         ...
 
+    async def chain_audit(self, resource_id: str, content: bytes) -> None:
+        """Append the AuditEvent's content hash to the tenant's audit chain, in this transaction."""
+        ...
+
     async def delete_record(self, collection: str, key: str) -> None: ...
 
 
@@ -205,6 +228,12 @@ class TenantStore(TenantReader, Protocol):
         ...
 
     async def ack_event(self, consumer: str, seq: int) -> None: ...
+
+    async def audit_links(self, after_seq: int, limit: int) -> list[AuditLink]: ...
+
+    async def add_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None: ...
+
+    async def audit_checkpoints(self) -> list[AuditCheckpoint]: ...
 
 
 class Engine(Protocol):

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fhir_server.storage.port import (
+    AuditCheckpoint,
+    AuditLink,
     HistoryPage,
     HistoryQuery,
     IndexEntries,
@@ -28,7 +30,7 @@ from fhir_server.storage.port import (
     TenantUnknownError,
 )
 from fhir_server.storage.query import RecordQuery, SearchQuery
-from fhir_server.storage.sqlite import ops, records, schema
+from fhir_server.storage.sqlite import audit, ops, records, schema
 from fhir_server.storage.sqlite.schema import connect, initialise
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,9 @@ class SqliteTransaction:
 
     async def put_record(self, record: Record) -> None:
         self._pending.append((records.put, (record,)))
+
+    async def chain_audit(self, resource_id: str, content: bytes) -> None:
+        self._pending.append((audit.append, (resource_id, content)))
 
     async def delete_record(self, collection: str, key: str) -> None:
         self._pending.append((records.delete, (collection, key)))
@@ -267,6 +272,16 @@ class SqliteTenantStore:
     async def _analyze(self) -> None:
         async with self._write_lock:
             await self._on_writer(schema.analyze)
+
+    async def audit_links(self, after_seq: int, limit: int) -> list[AuditLink]:
+        return await self._on_reader(audit.links, after_seq, limit)
+
+    async def add_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        async with self._write_lock:
+            await self._on_writer(_in_transaction, audit.add_checkpoint, checkpoint)
+
+    async def audit_checkpoints(self) -> list[AuditCheckpoint]:
+        return await self._on_reader(audit.checkpoints)
 
     async def claim_events(self, consumer: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
         async with self._write_lock:

@@ -112,6 +112,20 @@ CREATE TABLE IF NOT EXISTS record_field (
 CREATE INDEX IF NOT EXISTS record_field_value ON record_field (collection, field, value);
 CREATE INDEX IF NOT EXISTS record_field_rid ON record_field (rid);
 
+CREATE TABLE IF NOT EXISTS audit_chain (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    resource_id TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    chain_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_checkpoint (
+    seq INTEGER PRIMARY KEY,
+    chain_hash TEXT NOT NULL,
+    signature BLOB NOT NULL,
+    algorithm TEXT NOT NULL,
+    key_id TEXT NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     topic TEXT NOT NULL,

@@ -1,0 +1,96 @@
+"""AuditEvents for FHIR REST interactions (auditevent.html; IHE BALP): who, what, when, outcome,
+and the patient concerned. No personal data beyond references."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+REST_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
+             "display": "RESTful Operation"}  # fmt: skip
+INTERACTION_SYSTEM = "http://hl7.org/fhir/restful-interaction"
+ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+ACTIONS = {"create": "C", "read": "R", "vread": "R", "search-type": "E", "search-system": "E", "history": "R",
+           "update": "U", "patch": "U", "delete": "D", "transaction": "E", "batch": "E", "operation": "E",
+           "capabilities": "R"}  # fmt: skip
+
+
+def interaction(method: str, path: list[str], params: list[tuple[str, str]]) -> str:
+    """The restful-interaction code of a request."""
+    if not path:
+        return "transaction" if method == "POST" else "search-system"
+    if path[0] == "metadata":
+        return "capabilities"
+    if any(p.startswith("$") for p in path):
+        return "operation"
+    if "_history" in path:
+        return "vread" if len(path) == 4 else "history"
+    if len(path) == 1 or path[-1] == "_search" or (len(path) == 3 and path[0] == "Patient"):
+        return {"POST": "create" if path[-1] != "_search" else "search-type", "PUT": "update",
+                "DELETE": "delete", "PATCH": "patch"}.get(method, "search-type")  # fmt: skip
+    return {"GET": "read", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, "read")
+
+
+def _outcome(status: int) -> str:
+    return "0" if status < 400 else ("4" if status < 500 else "8")
+
+
+def rest_event(
+    *,
+    method: str,
+    path: list[str],
+    params: list[tuple[str, str]],
+    status: int,
+    who: str,
+    address: str | None,
+    entity: str | None,
+    patient: str | None,
+) -> dict[str, Any]:
+    code = interaction(method, path, params)
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": REST_TYPE,
+        "subtype": [{"system": INTERACTION_SYSTEM, "code": code}],
+        "action": ACTIONS.get(code, "E"),
+        "recorded": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "outcome": _outcome(status),
+        "agent": [{"who": {"display": who}, "requestor": True}],
+        "source": {"observer": {"display": "DermBridge FHIR server"},
+                   "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}]},
+    }  # fmt: skip
+    if status >= 400:
+        event["outcomeDesc"] = f"HTTP {status}"
+    if address:
+        event["agent"][0]["network"] = {"address": address, "type": "2"}
+    entities: list[dict[str, Any]] = []
+    if entity:
+        entities.append({"what": {"reference": entity}, "type": {"system": ENTITY_TYPE, "code": "2"}})
+    elif path and path[0] and not path[0].startswith(("$", "_", "metadata")):
+        entities.append({"what": {"display": path[0]}, "type": {"system": ENTITY_TYPE, "code": "2"}})
+    if code.startswith("search") and params:
+        query = "&".join(f"{k}={v}" for k, v in params).encode()
+        if entities:
+            entities[0]["query"] = base64.b64encode(query).decode()
+    if patient:
+        entities.append({"what": {"reference": patient}, "type": {"system": ENTITY_TYPE, "code": "1"},
+                         "role": {"system": OBJECT_ROLE, "code": "1"}})  # fmt: skip
+    if entities:
+        event["entity"] = entities
+    return event
+
+
+def patient_of(path: list[str], params: list[tuple[str, str]], body: Any) -> str | None:
+    """The patient an interaction concerns, when it can be told from the request or the answer."""
+    if len(path) >= 2 and path[0] == "Patient" and not path[1].startswith(("$", "_")):
+        return f"Patient/{path[1]}"
+    for key, value in params:
+        if key in ("patient", "subject") and value:
+            return value if "/" in value else f"Patient/{value}"
+    if isinstance(body, dict):
+        for element in ("patient", "subject"):
+            reference = (body.get(element) or {}).get("reference") if isinstance(body.get(element), dict) else None
+            if isinstance(reference, str) and reference.startswith("Patient/"):
+                return reference
+    return None

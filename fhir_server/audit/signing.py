@@ -1,0 +1,63 @@
+"""The server's audit signing key: ML-DSA-65 (FIPS 204) where the installed cryptography has it,
+Ed25519 otherwise. Generated on first start, kept readable by the server's user only."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+try:
+    from cryptography.hazmat.primitives.asymmetric import mldsa
+except ImportError:  # an older cryptography: Ed25519 only
+    mldsa = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSigner:
+    algorithm: str
+    key_id: str
+    _private: Any
+
+    def sign(self, message: bytes) -> bytes:
+        signature: bytes = self._private.sign(message)
+        return signature
+
+    def verify(self, signature: bytes, message: bytes) -> bool:
+        try:
+            self._private.public_key().verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
+
+
+def _public_bytes(private: Any) -> bytes:
+    public = private.public_key()
+    raw: bytes = public.public_bytes_raw()
+    return raw
+
+
+def load_signer(directory: Path) -> AuditSigner:
+    """The signing key in ``directory`` (created with mode 0600 when absent)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    algorithm = "ML-DSA-65" if mldsa is not None else "Ed25519"
+    path = directory / ("audit-mldsa65.seed" if mldsa is not None else "audit-ed25519.key")
+    if not path.exists():
+        seed = os.urandom(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(seed)
+            handle.flush()
+            os.fsync(handle.fileno())
+    seed = path.read_bytes()
+    if mldsa is not None:
+        private: Any = mldsa.MLDSA65PrivateKey.from_seed_bytes(seed)
+    else:
+        private = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+    key_id = hashlib.sha256(_public_bytes(private)).hexdigest()[:16]
+    return AuditSigner(algorithm, key_id, private)
