@@ -215,8 +215,9 @@ def table(rows: list[dict[str, Any]], floor: dict[str, dict[str, Any]]) -> str:
     lines = ["| phase | ops | ops/s | p50 ms | p99 ms | vs engine floor |", "|---|---:|---:|---:|---:|---:|"]
     for row in rows:
         ratio = ""
-        reference = floor.get("floor write") if row["phase"] in ("create", "update") else None
-        if row["phase"] == "read":
+        phase = row["phase"].split(" (")[0]
+        reference = floor.get("floor write") if phase in ("create", "update") else None
+        if phase == "read":
             reference = floor.get("floor read")
         if reference:
             ratio = f"{reference['ops_per_s'] / row['ops_per_s']:.2f}x slower" if row["ops_per_s"] else ""
@@ -241,8 +242,13 @@ async def main_async(args: argparse.Namespace) -> None:
     if args.url:
         rows = await against(args.url)
     else:
-        with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp) / "var", timeout=60) as (base, _):
-            rows = await against(base)
+        rows = []
+        for audit in args.audit.split(","):
+            env = {"DERMBRIDGE_AUDIT_ENABLED": "true" if audit == "on" else "false"}
+            with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp) / "var", 60, env) as (base, _):
+                for row in await against(base):
+                    row["phase"] = f"{row['phase']} (audit {audit})"
+                    rows.append(row)
     rows = list(floor.values()) + rows
     print(table(rows, floor))
     print(json.dumps({"clients": args.clients, "preload": args.preload, "cpus": os.cpu_count(), "rows": rows}))
@@ -255,6 +261,7 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=2000, help="operations per phase (fewer for updates/searches)")
     parser.add_argument("--preload", type=int, default=100_000, help="resources loaded before measuring")
     parser.add_argument("--no-preload", dest="preload", action="store_const", const=0)
+    parser.add_argument("--audit", default="on,off", help="servers to compare: the audit trail on, off, or both")
     asyncio.run(main_async(parser.parse_args()))
 
 
