@@ -343,9 +343,10 @@ class Repository:
         content = orjson.dumps(body)
         version = ResourceVersion(resource_type, id, version_number, now, content, method)
         await self._tx.write(version, index if index is not None else index_resource(body, self.local_base))
-        if resource_type == "AuditEvent":
-            await self._tx.chain_audit(id, content)
         created = current is None or current.deleted
+        if resource_type == APPEND_ONLY:  # the audit trail's own writes are not events of the clinical store
+            await self._tx.chain_audit(id, content)
+            return Stored(body, version, created=created)
         await self._tx.append_event(
             "resource.created" if created else "resource.updated",
             {"tenant": self.tenant, "type": resource_type, "id": id, "version": version_number},

@@ -56,8 +56,9 @@ def check_type(resource_type: str) -> None:
 def validate(resource: Any, expected_type: str | None = None, *, server_built: bool = False) -> dict[str, Any]:
     """Validate a resource's JSON; raises 400 for the wrong shape or type, 422 for invalid content.
 
-    ``server_built``: the resource was built by the server itself (DICOM sync, inference); the R4
-    schema and the JSON rules still apply, the R4B model pass (which guards client input) is skipped.
+    ``server_built``: the resource was built by the server itself (DICOM sync, inference, audit);
+    the R4 schema still applies; the JSON-rules walk and the R4B model pass, which guard client
+    input, are skipped.
     """
     if not isinstance(resource, dict):
         raise bad_request("the body must be a JSON object (a FHIR resource)")
@@ -70,7 +71,7 @@ def validate(resource: Any, expected_type: str | None = None, *, server_built: b
         raise OperationOutcomeError.of(
             422, "not-supported", f"unknown resource type {resource_type!r}", ["resourceType"]
         )
-    issues = _json_rules(resource, resource_type)
+    issues = [] if server_built else _json_rules(resource, resource_type)
     fast = _fast_validator(resource_type)
     if not fast.is_valid(resource):
         detailed = [_schema_issue(resource_type, e) for e in _schema_validator(resource_type).iter_errors(resource)]
