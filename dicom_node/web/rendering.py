@@ -25,7 +25,10 @@ def _frame(ds: Dataset, frame: int) -> np.ndarray:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if not 1 <= frame <= frames:
         raise NotRenderable(f"frame {frame} does not exist (the instance has {frames})")
-    pixels = ds.pixel_array
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # an encoding no installed decoder handles, or corrupt pixel data
+        raise NotRenderable(f"the pixel data cannot be decoded: {type(exc).__name__}") from exc
     image = pixels[frame - 1] if frames > 1 else pixels
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if photometric.startswith("YBR") and ds.file_meta.TransferSyntaxUID.is_compressed is False:

@@ -19,6 +19,7 @@ from fhir_server.storage.port import TenantUnknownError
 
 log = logging.getLogger(__name__)
 DICOM_JSON = "application/dicom+json"
+MAX_STOW_BYTES = 1 << 30  # 1 GiB in one request; send larger studies in several
 FRAME_MEDIA = {
     "1.2.840.10008.1.2.4.50": "image/jpeg", "1.2.840.10008.1.2.4.51": "image/jpeg",
     "1.2.840.10008.1.2.4.57": "image/jpeg", "1.2.840.10008.1.2.4.70": "image/jpeg",
@@ -66,11 +67,20 @@ async def _stow(service: DicomWeb, tenant: str, request: Request, study: str | N
     media, params = multipart.media_parameters(request.headers.get("content-type", ""))
     if media != "multipart/related" or params.get("type", "application/dicom").lower() != "application/dicom":
         return problem(415, 'STOW-RS takes multipart/related; type="application/dicom"')
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_STOW_BYTES:
+        return problem(413, f"a STOW-RS request may carry at most {MAX_STOW_BYTES} bytes")
     boundary = params.get("boundary")
     if not boundary:
         return problem(400, "the multipart Content-Type has no boundary")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_STOW_BYTES:
+            return problem(413, f"a STOW-RS request may carry at most {MAX_STOW_BYTES} bytes")
+        chunks.append(chunk)
     try:
-        parts = multipart.parse(await request.body(), boundary, "application/dicom")
+        parts = multipart.parse(b"".join(chunks), boundary, "application/dicom")
     except multipart.MultipartError as exc:
         return problem(400, str(exc))
     if not parts:

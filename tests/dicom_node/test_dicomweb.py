@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx2
 import pydicom
@@ -12,6 +13,7 @@ from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from requests.exceptions import HTTPError
 
+from tests.conftest import make_client
 from tests.dicom_factories import SYNTAXES, dermoscopic
 from tests.server import running_server
 
@@ -154,3 +156,28 @@ def test_not_found(client: DICOMwebClient, server: str) -> None:
         client.retrieve_study("1.2.3.4.5")
     assert httpx2.get(f"{server}/dicomweb/nowhere/studies").status_code == 404
     assert httpx2.get(f"{server}/dicomweb/default/studies", params={"NotAnAttribute": "x"}).status_code == 400
+
+
+def test_undecodable_pixels_are_a_client_error(server: str) -> None:
+    broken = dermoscopic(syntax=pydicom.uid.JPEGBaseline8Bit)
+    broken.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8not a jpeg\xff\xd9"])
+    buffer = io.BytesIO()
+    broken.save_as(buffer, enforce_file_format=True)
+    body = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + buffer.getvalue() + b"\r\n--b--\r\n"
+    media = 'multipart/related; type="application/dicom"; boundary=b'
+    stored = httpx2.post(f"{server}/dicomweb/default/studies", content=body, headers={"Content-Type": media})
+    assert stored.status_code == 200  # stored as received: the node does not decode on ingest
+    url = (f"{server}/dicomweb/default/studies/{broken.StudyInstanceUID}/series/{broken.SeriesInstanceUID}"
+           f"/instances/{broken.SOPInstanceUID}/rendered")  # fmt: skip
+    assert httpx2.get(url).status_code == 400
+
+
+def test_oversized_stow_is_413(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dicom_node.web import routes
+
+    monkeypatch.setattr(routes, "MAX_STOW_BYTES", 1000)
+    media = 'multipart/related; type="application/dicom"; boundary=b'
+    body = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + b"x" * 5000 + b"\r\n--b--\r\n"
+    with make_client(tmp_path / "var") as client:
+        response = client.post("/dicomweb/default/studies", content=body, headers={"Content-Type": media})
+        assert response.status_code == 413
