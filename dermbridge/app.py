@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +22,8 @@ from dermbridge.settings import Settings
 from dicom_node.dimse import DimseServer
 from dicom_node.web.routes import router as dicomweb_router
 from dicom_node.web.service import DicomWeb
+from fhir_server.api.auth_http import AuthHttp
+from fhir_server.api.auth_http import router as auth_router
 from fhir_server.api.bundles import BundleProcessor
 from fhir_server.api.http import FhirHttp, error_response, unexpected_error_response
 from fhir_server.api.http import router as fhir_http_router
@@ -30,6 +33,10 @@ from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.operation import DECIDE_DEFINITION, consent_decide
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.outbox import OutboxDispatcher
+from fhir_server.security.bearer import Authenticator
+from fhir_server.security.clients import ClientRegistry
+from fhir_server.security.endpoint import TokenEndpoint
+from fhir_server.security.tokens import ExternalProvider, TokenService, load_token_signer
 from fhir_server.storage.sqlite import SqliteEngine
 from fhir_server.validation import warm_up
 
@@ -48,16 +55,56 @@ def build_router() -> FhirRouter:
     return router
 
 
+def build_tokens(settings: Settings) -> TokenService:
+    external = None
+    if settings.oidc_issuer:
+        if not (settings.oidc_jwks and settings.oidc_audience):
+            raise ValueError("DERMBRIDGE_OIDC_ISSUER needs DERMBRIDGE_OIDC_JWKS and DERMBRIDGE_OIDC_AUDIENCE too")
+        external = ExternalProvider(
+            settings.oidc_issuer, settings.oidc_jwks, settings.oidc_audience, settings.oidc_tenant_claim
+        )
+    signer = load_token_signer(settings.data_dir / "keys")
+    return TokenService(signer, settings.base_url(), settings.auth_token_lifetime_seconds, external)
+
+
+async def bootstrap_admin(clients: ClientRegistry, settings: Settings) -> None:
+    """On a fresh data directory: one admin client, its secret printed once (never logged)."""
+    if await clients.list(settings.default_tenant):
+        return
+    client, secret = await clients.create(settings.default_tenant, "bootstrap admin", ["admin"])
+    sys.stderr.write(
+        f"\nDermBridge: created the first admin client of tenant {settings.default_tenant!r}. "
+        "Its secret is shown only this once:\n"
+        f"  client_id:     {client.client_id}\n  client_secret: {secret}\n"
+        f"  get a token:   curl -s -u '{client.client_id}:<client_secret>' -d grant_type=client_credentials "
+        f"{settings.base_url()}/auth/token\n"
+        "  more clients:  dermbridge client create --tenant <tenant> --role <role>\n"
+    )
+    sys.stderr.flush()
+
+
 def create_app(settings: Settings) -> FastAPI:
     engine = SqliteEngine(settings.data_dir, readers=settings.sqlite_readers)
     dispatcher = OutboxDispatcher(engine)
     ingestor = build_ingestor(settings, engine)
     dimse = build_dimse(settings, engine, ingestor) if settings.dicom_enabled else None
+    clients = ClientRegistry(engine)
+    tokens = build_tokens(settings) if settings.auth_enabled else None
+    audit = (
+        AuditTrail(load_signer(settings.data_dir / "keys"), settings.audit_checkpoint_every)
+        if settings.audit_enabled
+        else None
+    )
+    authenticator = Authenticator(tokens)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.open()
         await engine.create_tenant(settings.default_tenant)
+        if tokens is None:
+            log.warning("INSECURE development mode: authentication is off, every request is unrestricted")
+        elif settings.auth_bootstrap_admin:
+            await bootstrap_admin(clients, settings)
         await asyncio.to_thread(warm_up)
         await dispatcher.start()
         if dimse is not None:
@@ -82,11 +129,20 @@ def create_app(settings: Settings) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         default_count=settings.default_page_size,
         max_count=settings.max_page_size,
-        audit=AuditTrail(load_signer(settings.data_dir / "keys"), settings.audit_checkpoint_every)
-        if settings.audit_enabled
-        else None,
+        audit=audit,
+        authenticator=authenticator,
+    )
+    app.state.clients = clients
+    app.state.auth_http = AuthHttp(
+        engine,
+        authenticator,
+        TokenEndpoint(clients, tokens) if tokens is not None else None,
+        audit,
+        settings.default_tenant,
+        settings.base_url(),
     )
     app.state.dicomweb = DicomWeb(engine, ingestor, ingestor.public_url)
+    app.include_router(auth_router)
     app.include_router(fhir_http_router)
     app.include_router(dicomweb_router)
     _install_conformance(app, settings, dimse)

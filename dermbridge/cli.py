@@ -1,4 +1,4 @@
-"""The ``dermbridge`` command: serve, and tenant administration."""
+"""The ``dermbridge`` command: serve, tenants, the audit trail, OAuth clients and tokens."""
 
 from __future__ import annotations
 
@@ -8,22 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
-from dermbridge.settings import Settings
-from fhir_server.storage.sqlite import SqliteEngine
+from dermbridge.cli_clients import add_parsers
+from dermbridge.cli_support import opened_engine, settings_from
 from fhir_server.storage.sqlite.engine import check_tenant_name
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {
-        k: v
-        for k, v in (
-            ("host", getattr(args, "host", None)),
-            ("port", getattr(args, "port", None)),
-            ("data_dir", getattr(args, "data_dir", None)),
-        )
-        if v is not None
-    }
-    return Settings(**overrides)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -31,7 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from dermbridge.app import create_app
 
-    settings = _settings(args)
+    settings = settings_from(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # our audit trail records associations
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -60,12 +47,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _tenant(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
 
     async def run() -> int:
-        engine = SqliteEngine(settings.data_dir)
-        await engine.open()
-        try:
+        async with opened_engine(settings) as engine:
             if args.action == "create":
                 try:
                     check_tenant_name(args.name)
@@ -78,8 +63,6 @@ def _tenant(args: argparse.Namespace) -> int:
                 for name in await engine.tenant_names():
                     print(name)
             return 0
-        finally:
-            await engine.close()
 
     return asyncio.run(run())
 
@@ -90,13 +73,11 @@ def _audit(args: argparse.Namespace) -> int:
     from fhir_server.audit.trail import AuditTrail
     from fhir_server.storage.port import TenantUnknownError
 
-    settings = _settings(args)
+    settings = settings_from(args)
     trail = AuditTrail(load_signer(settings.data_dir / "keys"))
 
     async def run() -> int:
-        engine = SqliteEngine(settings.data_dir)
-        await engine.open()
-        try:
+        async with opened_engine(settings) as engine:
             try:
                 store = await engine.tenant(args.tenant)
             except TenantUnknownError:
@@ -115,8 +96,6 @@ def _audit(args: argparse.Namespace) -> int:
                 return 0
             print(f"audit trail of {args.tenant}: BROKEN at event {report.broken_at}: {report.reason}")
             return 1
-        finally:
-            await engine.close()
 
     return asyncio.run(run())
 
@@ -139,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--tenant", default="default")
     audit.add_argument("--data-dir", type=Path)
     audit.set_defaults(func=_audit)
+    add_parsers(commands)
     return parser
 
 

@@ -29,6 +29,16 @@ class Settings(BaseSettings):
     )
     public_url: str = Field("", description="base URL clients reach the HTTP API at; default http://HOST:PORT")
 
+    auth_enabled: bool = Field(
+        True, description="false: the insecure development mode, every request unrestricted (warned on each start)"
+    )
+    auth_token_lifetime_seconds: int = Field(300, ge=30, le=86400)
+    auth_bootstrap_admin: bool = Field(True, description="create and print an admin client on a fresh data dir")
+    oidc_issuer: str | None = Field(None, description="an external OpenID provider whose access tokens are accepted")
+    oidc_jwks: str | None = Field(None, description="its JWKS: a file path or an https:// URL")
+    oidc_audience: str | None = None
+    oidc_tenant_claim: str = "tenant"
+
     audit_enabled: bool = Field(True, description="an AuditEvent for every FHIR interaction")
     audit_checkpoint_every: int = Field(256, ge=1, description="sign the audit chain head every N events")
 

@@ -68,3 +68,13 @@ def method_not_allowed(diagnostics: str) -> OperationOutcomeError:
 
 def too_costly(diagnostics: str) -> OperationOutcomeError:
     return OperationOutcomeError.of(400, "too-costly", diagnostics)
+
+
+def forbidden(diagnostics: str) -> OperationOutcomeError:
+    return OperationOutcomeError.of(403, "forbidden", diagnostics)
+
+
+def unauthorized(diagnostics: str, error: str = "invalid_token") -> OperationOutcomeError:
+    """401 with the RFC 6750 challenge."""
+    header = f'Bearer realm="dermbridge", error="{error}"' if error else 'Bearer realm="dermbridge"'
+    return OperationOutcomeError(401, outcome("error", "login", diagnostics), {"WWW-Authenticate": header})

@@ -117,6 +117,11 @@ class Repository:
         return self._tx if self._tx is not None else self.store
 
     # -- reads --------------------------------------------------------------------------------
+    async def current(self, resource_type: str, id: str) -> dict[str, Any] | None:
+        """The live resource, or None when absent or deleted (no 404/410: for access checks)."""
+        version = await self._reader.read(resource_type, id)
+        return None if version is None or version.deleted else load(version)
+
     async def read(self, resource_type: str, id: str) -> Stored:
         """http.html#read: 404 when it never existed, 410 when deleted."""
         check_type(resource_type)

@@ -18,7 +18,26 @@ BASE = "/fhir/default"
 
 class FhirTestClient(TestClient):
     """A TestClient that checks every FHIR resource the server answers with against the R4 schema,
-    and never accepts a 500."""
+    and never accepts a 500. On entering it signs in as an admin client of the default tenant
+    through the real token endpoint (``roles=()`` stays anonymous)."""
+
+    roles: tuple[str, ...] = ("admin",)
+
+    def __enter__(self) -> FhirTestClient:
+        super().__enter__()
+        if self.roles and self.app.state.settings.auth_enabled:  # type: ignore[attr-defined]
+            self.headers["Authorization"] = f"Bearer {self.token(roles=self.roles)}"
+        return self
+
+    def token(self, tenant: str = "default", roles: tuple[str, ...] = ("admin",), scope: str | None = None) -> str:
+        """A fresh client of ``tenant`` with ``roles``, and an access token it got from /auth/token."""
+        client, secret = self.portal.call(self.app.state.clients.create, tenant, "test", roles)  # type: ignore[attr-defined]
+        form = {"grant_type": "client_credentials", "client_id": client.client_id, "client_secret": secret}
+        if scope:
+            form["scope"] = scope
+        response = super().request("POST", "/auth/token", data=form, headers={"Authorization": ""})
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
 
     def request(self, *args: Any, **kwargs: Any) -> httpx2.Response:  # type: ignore[override]
         response = super().request(*args, **kwargs)
@@ -28,10 +47,12 @@ class FhirTestClient(TestClient):
         return response
 
 
-def make_client(data_dir: Path, **settings: Any) -> FhirTestClient:
+def make_client(data_dir: Path, roles: tuple[str, ...] = ("admin",), **settings: Any) -> FhirTestClient:
     """An app on its own data directory; its DIMSE server (if enabled) listens on an ephemeral port."""
     settings.setdefault("dicom_port", 0)
-    return FhirTestClient(create_app(Settings(data_dir=data_dir, **settings)), raise_server_exceptions=True)
+    client = FhirTestClient(create_app(Settings(data_dir=data_dir, **settings)), raise_server_exceptions=True)
+    client.roles = roles
+    return client
 
 
 @pytest.fixture

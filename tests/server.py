@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
@@ -21,39 +23,89 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass
+class Server:
+    base: str  # the default tenant's FHIR base, e.g. http://127.0.0.1:PORT/fhir/default
+    process: subprocess.Popen[str]
+    token: str = ""  # an admin access token of the default tenant (empty with admin=False)
+    output: str = ""  # what the process printed, once it has stopped
+
+    @property
+    def root(self) -> str:
+        return self.base.rsplit("/fhir/", 1)[0]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    @property
+    def http(self) -> httpx2.Client:
+        """An HTTP client that sends the admin token (closed when the server stops)."""
+        if self._http is None:
+            self._http = httpx2.Client(headers=self.headers, timeout=60)
+        return self._http
+
+    _http: httpx2.Client | None = None
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "dermbridge", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
+
+
+def create_client(data_dir: Path, tenant: str = "default", *roles: str) -> dict[str, str]:
+    """``dermbridge client create``: the new client's id and secret."""
+    role_args = [a for r in roles or ("admin",) for a in ("--role", r)]
+    created = cli("client", "create", "--tenant", tenant, *role_args, "--data-dir", str(data_dir))
+    assert created.returncode == 0, created.stderr
+    found: dict[str, str] = json.loads(created.stdout)
+    return found
+
+
+def fetch_token(root: str, client: dict[str, str], scope: str | None = None) -> str:
+    form = {"grant_type": "client_credentials", **({"scope": scope} if scope else {})}
+    response = httpx2.post(f"{root}/auth/token", data=form, auth=(client["client_id"], client["client_secret"]))
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
 @contextmanager
 def running_server(
-    data_dir: Path, timeout: float = 30.0, env: dict[str, str] | None = None
-) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    data_dir: Path, timeout: float = 30.0, env: dict[str, str] | None = None, admin: bool = True
+) -> Iterator[Server]:
     """Start the server, wait until /metadata answers, stop it with SIGINT (Ctrl-C) at the end.
 
-    The DIMSE port is a free one unless ``env`` sets DERMBRIDGE_DICOM_PORT."""
+    With ``admin`` an admin client is created first (``dermbridge client create``) and its token
+    fetched from /auth/token. The DIMSE port is a free one unless ``env`` sets DERMBRIDGE_DICOM_PORT."""
     port = free_port()
+    client = create_client(data_dir) if admin else None
     command = [sys.executable, "-m", "dermbridge", "serve", "--port", str(port), "--data-dir", str(data_dir)]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", "DERMBRIDGE_DICOM_PORT": str(free_port()), **(env or {})}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
-    base = f"http://127.0.0.1:{port}/fhir/default"
+    server = Server(f"http://127.0.0.1:{port}/fhir/default", process)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"the server exited: {process.stdout.read() if process.stdout else ''}")
             try:
-                if httpx2.get(f"{base}/metadata", timeout=1).status_code == 200:
+                if httpx2.get(f"{server.base}/metadata", timeout=1).status_code == 200:
                     break
             except httpx2.TransportError:
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError("the server did not start")
             time.sleep(0.1)
-        yield base, process
+        if client is not None:
+            server.token = fetch_token(server.root, client)
+        yield server
     finally:
+        if server._http is not None:
+            server._http.close()
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stdout:
-            process.stdout.close()
+        try:
+            server.output, _ = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            server.output, _ = process.communicate()

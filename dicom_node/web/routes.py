@@ -15,6 +15,9 @@ from dicom_node.query import QueryError
 from dicom_node.web import multipart
 from dicom_node.web.rendering import FORMATS, NotRenderable, render
 from dicom_node.web.service import DicomWeb, NotFound
+from fhir_server.errors import forbidden
+from fhir_server.security.bearer import Authenticator
+from fhir_server.security.guard import require
 from fhir_server.storage.port import TenantUnknownError
 
 log = logging.getLogger(__name__)
@@ -28,7 +31,16 @@ FRAME_MEDIA = {
     "1.2.840.10008.1.2.5": "image/dicom-rle",
 }  # fmt: skip
 
-router = APIRouter(prefix="/dicomweb/{tenant}", include_in_schema=False)
+
+async def authorize(request: Request, tenant: str) -> None:
+    """DICOMweb needs a token of the tenant with read (QIDO, WADO) or create (STOW) on ImagingStudy."""
+    authenticator: Authenticator = request.app.state.fhir_http.authenticator
+    access = authenticator.access(request.headers.get("authorization"), tenant)
+    if require(access, "ImagingStudy", "c" if request.method == "POST" else "r") == "patient":
+        raise forbidden("DICOMweb needs a user/ or system/ scope on ImagingStudy")
+
+
+router = APIRouter(prefix="/dicomweb/{tenant}", include_in_schema=False, dependencies=[Depends(authorize)])
 
 
 def get_dicomweb(request: Request) -> DicomWeb:

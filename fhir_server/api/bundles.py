@@ -80,6 +80,7 @@ class BundleProcessor:
             headers=headers,
             body=body,
             base_url=parent.base_url,
+            access=parent.access,
         )
 
     async def _batch(

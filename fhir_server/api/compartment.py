@@ -10,6 +10,7 @@ from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.definitions import patient_compartment, resource_types
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository, Stored
+from fhir_server.security.guard import readable
 from fhir_server.storage.query import AnyClause, Clause, IdClause, ParamClause, ReferenceMatch
 from fhir_server.validation import check_type
 
@@ -50,12 +51,13 @@ async def everything(repo: Repository, request: FhirRequest, resource_type: str 
             raise OperationOutcomeError.of(
                 400, "too-costly", f"more than {EVERYTHING_LIMIT} resources: narrow with _type or _since"
             )
+    visible = [s for s in found if readable(request.access, s.resource)]
     bundle = {
         "resourceType": "Bundle",
         "type": "searchset",
-        "total": len(found),
+        "total": len(visible),
         "link": [{"relation": "self", "url": f"{request.base_url}/Patient/{id}/$everything"}],
-        "entry": [entry(request.base_url, s, "match", s.resource) for s in found],
+        "entry": [entry(request.base_url, s, "match", s.resource) for s in visible],
     }
     return FhirResponse(200, bundle)
 

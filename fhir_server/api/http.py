@@ -19,6 +19,8 @@ from fhir_server.audit.events import patient_of, rest_event
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.errors import OperationOutcomeError, bad_request, not_found, outcome
 from fhir_server.repository import Repository
+from fhir_server.security.bearer import Authenticator
+from fhir_server.security.scopes import Access
 from fhir_server.storage.port import Engine, TenantUnknownError
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class FhirHttp:
         default_count: int,
         max_count: int,
         audit: AuditTrail | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.engine = engine
         self.router = router
@@ -49,6 +52,7 @@ class FhirHttp:
         self.default_count = default_count
         self.max_count = max_count
         self.audit = audit
+        self.authenticator = authenticator or Authenticator(None)
 
 
 def get_fhir_http(request: Request) -> FhirHttp:
@@ -141,15 +145,24 @@ _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 @router.api_route("/fhir/{tenant}/{path:path}", methods=_METHODS, include_in_schema=False)
 async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: str = "") -> Response:
     pretty = request.query_params.get("_pretty") == "true"
+    segments = [p for p in path.split("/") if p]
+    access: Access | None = None
+    refused: OperationOutcomeError | None = None
+    try:  # before the tenant lookup: no token, no hint of which tenants exist
+        if segments != ["metadata"]:
+            access = fhir.authenticator.access(request.headers.get("authorization"), tenant)
+    except OperationOutcomeError as error:
+        refused = error
     try:
         store = await fhir.engine.tenant(tenant)
-    except TenantUnknownError:
-        return error_response(not_found(f"unknown tenant {tenant!r}"), pretty)
+    except (TenantUnknownError, ValueError):
+        return error_response(refused or not_found(f"unknown tenant {tenant!r}"), pretty)
     base_url = str(request.base_url).rstrip("/") + f"/fhir/{tenant}"
     repo = Repository(store, local_base=base_url, default_count=fhir.default_count, max_count=fhir.max_count)
-    segments = [p for p in path.split("/") if p]
     params: list[tuple[str, str]] = []
     try:
+        if refused is not None:
+            raise refused
         params = _parse_query(request)
         _negotiate(request, params)
         body, form = await _body(request, fhir.max_body_bytes)
@@ -160,13 +173,19 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
             headers={k.lower(): v for k, v in request.headers.items()},
             body=form if form else body,
             base_url=base_url,
+            access=access,
         )
         response = await fhir.router.dispatch(repo, fhir_request)
     except OperationOutcomeError as error:
         response = FhirResponse(error.status, error.outcome, dict(error.headers))
     if fhir.audit is not None:
-        await _audit(fhir.audit, repo, request, segments, params, response)
+        who = access.subject if access is not None else _unauthenticated(fhir)
+        await _audit(fhir.audit, repo, request, segments, params, response, who)
     return render(response, pretty)
+
+
+def _unauthenticated(fhir: FhirHttp) -> str:
+    return "(not authenticated)" if fhir.authenticator.enabled else "(authentication disabled)"
 
 
 async def _audit(
@@ -176,6 +195,7 @@ async def _audit(
     segments: list[str],
     params: list[tuple[str, str]],
     response: FhirResponse,
+    who: str,
 ) -> None:
     """Record the interaction before answering: no answer leaves without its AuditEvent."""
     body = response.body
@@ -190,7 +210,7 @@ async def _audit(
         path=segments,
         params=params,
         status=response.status,
-        who="anonymous (no authentication configured)",
+        who=who,
         address=request.client.host if request.client else None,
         entity=entity,
         patient=patient_of(segments, params, body),

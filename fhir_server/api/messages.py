@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fhir_server.security.scopes import Access
+
 
 @dataclass(slots=True)
 class FhirRequest:
@@ -14,6 +16,7 @@ class FhirRequest:
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
     body: Any = None
     base_url: str = ""  # e.g. http://127.0.0.1:8080/fhir/default
+    access: Access | None = None  # None: a trusted in-process caller, not bound by scopes
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

@@ -20,6 +20,7 @@ from fhir_server.api.summary import apply_summary
 from fhir_server.definitions import resource_types
 from fhir_server.errors import (
     bad_request,
+    forbidden,
     method_not_allowed,
     not_found,
     not_supported,
@@ -28,6 +29,8 @@ from fhir_server.errors import (
 from fhir_server.repository import Repository, Stored, load
 from fhir_server.search.request import SearchRequest
 from fhir_server.search.values import date_range
+from fhir_server.security.guard import allowed, in_compartment, readable, require
+from fhir_server.security.scopes import Permission
 from fhir_server.storage.port import HistoryQuery
 from fhir_server.storage.query import Clause
 from fhir_server.validation import check_type
@@ -46,6 +49,7 @@ class Operation:
     handler: OperationHandler
     definition: dict[str, Any]
     affects_state: bool = False
+    permission: Permission = "r"  # what the token needs on the operation's resource type
 
 
 def last_modified(instant: str) -> str:
@@ -136,6 +140,8 @@ class FhirRouter:
         if third == "_history" and len(path) == 3:
             return self._only(method, "GET") or await self._history(repo, request, head, second)
         if third == "_history" and len(path) == 4:
+            if require(request.access, head, "r") == "patient":
+                await _check_existing(repo, request, head, second)
             return self._only(method, "GET") or resource_response(200, await repo.vread(head, second, path[3]), request)
         if len(path) == 3 and head == "Patient":
             check_type(third)
@@ -153,7 +159,7 @@ class FhirRouter:
         if not names:
             if [k for k, _ in request.params if not k.startswith("_")]:
                 raise bad_request("a search on every type takes only common parameters: name the types in _type")
-            return tuple(sorted(resource_types()))
+            return tuple(sorted(t for t in resource_types() if allowed(request.access, t, "s")))
         types = tuple(t.strip() for t in names.split(",") if t.strip())
         for resource_type in types:
             check_type(resource_type)
@@ -165,11 +171,15 @@ class FhirRouter:
         if method == "GET":
             return await self._search(repo, request, (resource_type,))
         if method == "POST":
+            if require(request.access, resource_type, "c") == "patient":
+                _check_member(request, request.body)
             stored = await repo.create(
                 request.body, resource_type=resource_type, if_none_exist=request.header("if-none-exist")
             )
             return write_response(201 if stored.created else 200, stored, request)
         criteria = _criteria(request)
+        if method in ("PUT", "DELETE") and require(request.access, resource_type, _WRITES[method]) == "patient":
+            raise forbidden("conditional update and delete need a user/ or system/ scope")
         if method == "PUT":
             stored = await repo.conditional_update(
                 request.body, resource_type=resource_type, criteria=criteria, if_match=request.header("if-match")
@@ -183,6 +193,9 @@ class FhirRouter:
 
     async def _instance(self, repo: Repository, request: FhirRequest, resource_type: str, id: str) -> FhirResponse:
         method = request.method
+        decision = require(request.access, resource_type, _WRITES.get(method, "r"))
+        if decision == "patient":
+            await _check_existing(repo, request, resource_type, id)
         if method == "GET":
             stored = await repo.read(resource_type, id)
             response = resource_response(200, stored, request)
@@ -191,11 +204,15 @@ class FhirRouter:
                 return FhirResponse(304, None, response.headers)
             return response
         if method == "PUT":
+            if decision == "patient":
+                _check_member(request, request.body)
             stored = await repo.update(
                 request.body, resource_type=resource_type, id=id, if_match=request.header("if-match")
             )
             return write_response(201 if stored.created else 200, stored, request)
         if method == "PATCH":
+            if decision == "patient":
+                raise forbidden("a patient/ scope cannot PATCH (the result's compartment is unknown): use PUT")
             stored = await repo.patch(
                 request.body, resource_type=resource_type, id=id, if_match=request.header("if-match")
             )
@@ -218,19 +235,33 @@ class FhirRouter:
         self, repo: Repository, request: FhirRequest, types: tuple[str, ...], extra: tuple[Clause, ...] = ()
     ) -> FhirResponse:
         lenient = _prefer(request, "handling") == "lenient"
+        extra = extra + self._patient_bound(request, types)
         params = [(k, v) for k, v in self._search_params(request) if k != "_type" or len(types) == 1]
         search = repo.parse(types, params, lenient=lenient)
         if extra:
             search.query = replace(search.query, where=extra + search.query.where)
         page = await repo.search(search)
         matches = await repo.read_page(page)
-        bundle = self._bundle(request, search, matches, await resolve_includes(repo, matches, search), page.total)
+        included = [s for s in await resolve_includes(repo, matches, search) if readable(request.access, s.resource)]
+        bundle = self._bundle(request, search, matches, included, page.total)
         url = request.base_url + ("/" + "/".join(p for p in request.path if p != "_search") if request.path else "")
         echo = ([("_type", request.param("_type") or "")] if request.param("_type") else []) + search.echo
         bundle["link"] = page_links(
             url, echo, search.query.offset, search.query.count, page.total, len(matches), page.snapshot
         )
         return FhirResponse(200, bundle)
+
+    @staticmethod
+    def _patient_bound(request: FhirRequest, types: tuple[str, ...]) -> tuple[Clause, ...]:
+        """The compartment clause a patient/ scope adds to a search (403 when no scope allows it)."""
+        bound = [t for t in types if require(request.access, t, "s") == "patient"]
+        if not bound:
+            return ()
+        assert request.access is not None and request.access.patient is not None
+        clause = compartment_clause(bound[0], request.access.patient)
+        if len(types) > 1 or clause is None:
+            raise forbidden(f"a patient/ scope searches one type of the patient's compartment, not {', '.join(types)}")
+        return (clause,)
 
     def _bundle(
         self,
@@ -269,6 +300,11 @@ class FhirRouter:
     async def _history(
         self, repo: Repository, request: FhirRequest, resource_type: str | None, id: str | None
     ) -> FhirResponse:
+        for checked in (resource_type,) if resource_type else tuple(sorted(resource_types())):
+            if require(request.access, checked, "r") == "patient":
+                if id is None:
+                    raise forbidden("a patient/ scope reads the history of one resource, not of a type")
+                await _check_existing(repo, request, checked, id)
         count = _int_param(request, "_count", repo.default_count, repo.max_count)
         offset = _int_param(request, "_offset", 0, 10**9)
         since = request.param("_since")
@@ -294,6 +330,9 @@ class FhirRouter:
         self, repo: Repository, request: FhirRequest, patient_id: str, resource_type: str
     ) -> FhirResponse:
         """compartmentdefinition.html: ``Patient/[id]/[type]`` searches the type within the compartment."""
+        access = request.access
+        if access is not None and require(access, resource_type, "s") == "patient" and access.patient != patient_id:
+            raise not_found(f"Patient/{patient_id} is not known")
         await repo.read("Patient", patient_id)
         clause = compartment_clause(resource_type, patient_id)
         if clause is None:
@@ -310,7 +349,28 @@ class FhirRouter:
             raise not_found(f"operation ${name} is invoked on {'an instance' if operation.instance else 'a type'}")
         if request.method not in ("GET", "POST") or (operation.affects_state and request.method != "POST"):
             raise method_not_allowed(f"${name} is invoked with {'POST' if operation.affects_state else 'GET or POST'}")
+        bounded = require(request.access, resource_type or "*", operation.permission) == "patient"
+        if bounded and (resource_type, id) != ("Patient", request.access and request.access.patient):
+            raise forbidden(f"${name} needs a user/ or system/ scope here")
         return await operation.handler(repo, request, resource_type, id)
+
+
+_WRITES: dict[str, Permission] = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}
+
+
+def _check_member(request: FhirRequest, resource: object) -> None:
+    """A patient/ scope writes only resources of its patient's compartment."""
+    assert request.access is not None and request.access.patient is not None
+    if not isinstance(resource, dict) or not in_compartment(resource, request.access.patient):
+        raise forbidden("a patient/ scope writes only resources in its patient's compartment")
+
+
+async def _check_existing(repo: Repository, request: FhirRequest, resource_type: str, id: str) -> None:
+    """Under a patient/ scope, another patient's resource is answered as not found (no hint it exists)."""
+    assert request.access is not None and request.access.patient is not None
+    current = await repo.current(resource_type, id)
+    if current is not None and not in_compartment(current, request.access.patient):
+        raise not_found(f"{resource_type}/{id} is not known")
 
 
 def _criteria(request: FhirRequest) -> str:

@@ -94,3 +94,26 @@ def patient_of(path: list[str], params: list[tuple[str, str]], body: Any) -> str
             if isinstance(reference, str) and reference.startswith("Patient/"):
                 return reference
     return None
+
+
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+
+
+def token_event(*, client_id: str, status: int, address: str | None, reason: str | None) -> dict[str, Any]:
+    """A token request (DICOM "User Authentication" / "Login"): issued or refused, and why."""
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": {"system": DCM, "code": "110114", "display": "User Authentication"},
+        "subtype": [{"system": DCM, "code": "110122", "display": "Login"}],
+        "action": "E",
+        "recorded": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "outcome": _outcome(status),
+        "agent": [{"who": {"display": client_id or "(unidentified client)"}, "requestor": True}],
+        "source": {"observer": {"display": "DermBridge token endpoint"},
+                   "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}]},
+    }  # fmt: skip
+    if address:
+        event["agent"][0]["network"] = {"address": address, "type": "2"}
+    if status >= 400:
+        event["outcomeDesc"] = f"HTTP {status}: {reason}" if reason else f"HTTP {status}"
+    return event

@@ -4,13 +4,14 @@ Ed25519 otherwise. Generated on first start, kept readable by the server's user 
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from fhir_server.security.keyfile import read_or_create_secret
 
 try:
     from cryptography.hazmat.primitives.asymmetric import mldsa
@@ -44,17 +45,8 @@ def _public_bytes(private: Any) -> bytes:
 
 def load_signer(directory: Path) -> AuditSigner:
     """The signing key in ``directory`` (created with mode 0600 when absent)."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     algorithm = "ML-DSA-65" if mldsa is not None else "Ed25519"
-    path = directory / ("audit-mldsa65.seed" if mldsa is not None else "audit-ed25519.key")
-    if not path.exists():
-        seed = os.urandom(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(seed)
-            handle.flush()
-            os.fsync(handle.fileno())
-    seed = path.read_bytes()
+    seed = read_or_create_secret(directory / ("audit-mldsa65.seed" if mldsa is not None else "audit-ed25519.key"), 32)
     if mldsa is not None:
         private: Any = mldsa.MLDSA65PrivateKey.from_seed_bytes(seed)
     else:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx2
 
-from tests.server import running_server
+from tests.server import create_client, fetch_token, running_server
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -16,10 +16,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_serve_prints_where_it_listens_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    with running_server(tmp_path / "var") as (base, process):
-        assert httpx2.get(f"{base}/Patient").json()["total"] == 0
-    assert process.returncode == 0
-    assert process.stdout is None or process.stdout.closed
+    with running_server(tmp_path / "var") as server:
+        assert httpx2.get(f"{server.base}/Patient", headers=server.headers).json()["total"] == 0
+    assert server.process.returncode == 0
+    assert f"FHIR R4 API on {server.base}" in server.output
     assert (tmp_path / "var" / "tenants" / "default.sqlite").exists()
 
 
@@ -29,11 +29,16 @@ def test_tenant_create_needs_no_code_change(tmp_path: Path) -> None:
     assert created.returncode == 0, created.stderr
     listed = run_cli("tenant", "list", "--data-dir", str(data))
     assert "clinic-north" in listed.stdout.split()
-    with running_server(data) as (base, _):
-        north = base.replace("/default", "/clinic-north")
-        created_patient = httpx2.post(f"{north}/Patient", json={"resourceType": "Patient", "gender": "female"})
+    north_admin = create_client(data, "clinic-north")
+    with running_server(data) as server:
+        north = server.base.replace("/default", "/clinic-north")
+        headers = {"Authorization": f"Bearer {fetch_token(server.root, north_admin)}"}
+        patient = {"resourceType": "Patient", "gender": "female"}
+        created_patient = httpx2.post(f"{north}/Patient", json=patient, headers=headers)
         assert created_patient.status_code == 201
-        assert httpx2.get(f"{base}/Patient").json()["total"] == 0  # another tenant's database
+        assert httpx2.get(f"{server.base}/Patient", headers=server.headers).json()["total"] == 0  # another database
+        # a clinic-north token gets nothing of the default tenant, not even a hint that it exists
+        assert httpx2.get(f"{server.base}/Patient", headers=headers).status_code == 404
 
 
 def test_bad_tenant_name_is_refused(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx2
 import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
@@ -15,20 +14,20 @@ from requests.exceptions import HTTPError
 
 from tests.conftest import make_client
 from tests.dicom_factories import SYNTAXES, dermoscopic
-from tests.server import running_server
+from tests.server import Server, running_server
 
 pytestmark = pytest.mark.interop
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_server(tmp_path_factory.mktemp("dicomweb") / "var") as (base, _):
-        yield base.replace("/fhir/default", "")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("dicomweb") / "var") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
-def client(server: str) -> DICOMwebClient:
-    return DICOMwebClient(f"{server}/dicomweb/default")
+def client(server: Server) -> DICOMwebClient:
+    return DICOMwebClient(f"{server.root}/dicomweb/default", headers=server.headers)
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +48,16 @@ def study(client: DICOMwebClient) -> list[pydicom.Dataset]:
     return datasets
 
 
-def test_stow_syncs_fhir(server: str, study: list[pydicom.Dataset]) -> None:
+def test_stow_syncs_fhir(server: Server, study: list[pydicom.Dataset]) -> None:
     uid = study[0].StudyInstanceUID
-    found = httpx2.get(f"{server}/fhir/default/ImagingStudy", params={"identifier": f"urn:dicom:uid|urn:oid:{uid}"})
+    found = server.http.get(
+        f"{server.root}/fhir/default/ImagingStudy", params={"identifier": f"urn:dicom:uid|urn:oid:{uid}"}
+    )
     imaging = found.json()["entry"][0]["resource"]
     assert imaging["numberOfInstances"] == len(study)
 
 
-def test_stow_reports_failures(server: str, study: list[pydicom.Dataset]) -> None:
+def test_stow_reports_failures(server: Server, study: list[pydicom.Dataset]) -> None:
     incomplete = dermoscopic()
     del incomplete.Modality
     good = dermoscopic()
@@ -68,8 +69,8 @@ def test_stow_reports_failures(server: str, study: list[pydicom.Dataset]) -> Non
     boundary = "b0undary"
     body = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + b + b"\r\n" for b in buffers)
     body += f"--{boundary}--\r\n".encode()
-    response = httpx2.post(
-        f"{server}/dicomweb/default/studies",
+    response = server.http.post(
+        f"{server.root}/dicomweb/default/studies",
         content=body,
         headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'},
     )
@@ -79,14 +80,14 @@ def test_stow_reports_failures(server: str, study: list[pydicom.Dataset]) -> Non
     failure = result["00081198"]["Value"][0]
     assert failure["00081197"]["Value"] == [0xA900]
     assert "Modality" in failure["00000902"]["Value"][0]
-    garbage = httpx2.post(
-        f"{server}/dicomweb/default/studies",
+    garbage = server.http.post(
+        f"{server.root}/dicomweb/default/studies",
         content=b"--x\r\nContent-Type: application/dicom\r\n\r\nnot dicom\r\n--x--\r\n",
         headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=x'},
     )
     assert garbage.status_code == 409
-    wrong_type = httpx2.post(
-        f"{server}/dicomweb/default/studies", content=b"{}", headers={"Content-Type": "application/json"}
+    wrong_type = server.http.post(
+        f"{server.root}/dicomweb/default/studies", content=b"{}", headers={"Content-Type": "application/json"}
     )
     assert wrong_type.status_code == 415
 
@@ -128,7 +129,7 @@ def test_wado_metadata(client: DICOMwebClient, study: list[pydicom.Dataset]) -> 
     assert len(series) == len(study)
 
 
-def test_wado_frames_and_rendered(client: DICOMwebClient, server: str, study: list[pydicom.Dataset]) -> None:
+def test_wado_frames_and_rendered(client: DICOMwebClient, server: Server, study: list[pydicom.Dataset]) -> None:
     native = study[0]  # explicit VR little endian
     frames = client.retrieve_instance_frames(
         native.StudyInstanceUID, native.SeriesInstanceUID, native.SOPInstanceUID, frame_numbers=[1]
@@ -142,34 +143,34 @@ def test_wado_frames_and_rendered(client: DICOMwebClient, server: str, study: li
         assert image.format == "JPEG" and image.size == (ds.Columns, ds.Rows)
         centre = image.convert("RGB").getpixel((ds.Columns // 2, ds.Rows // 2))
         assert centre[0] < 140  # the dark lesion is in the middle whatever the encoding
-    url = (f"{server}/dicomweb/default/studies/{native.StudyInstanceUID}/series/{native.SeriesInstanceUID}"
+    url = (f"{server.root}/dicomweb/default/studies/{native.StudyInstanceUID}/series/{native.SeriesInstanceUID}"
            f"/instances/{native.SOPInstanceUID}")  # fmt: skip
-    png = httpx2.get(f"{url}/thumbnail", headers={"Accept": "image/png"})
+    png = server.http.get(f"{url}/thumbnail", headers={"Accept": "image/png"})
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
-    assert httpx2.get(f"{url}/rendered", headers={"Accept": "application/pdf"}).status_code == 406
-    assert httpx2.get(f"{url}/frames/9").status_code == 404
-    assert httpx2.get(f"{url}/rendered", params={"frame": "x"}).status_code == 400
+    assert server.http.get(f"{url}/rendered", headers={"Accept": "application/pdf"}).status_code == 406
+    assert server.http.get(f"{url}/frames/9").status_code == 404
+    assert server.http.get(f"{url}/rendered", params={"frame": "x"}).status_code == 400
 
 
-def test_not_found(client: DICOMwebClient, server: str) -> None:
+def test_not_found(client: DICOMwebClient, server: Server) -> None:
     with pytest.raises(HTTPError):
         client.retrieve_study("1.2.3.4.5")
-    assert httpx2.get(f"{server}/dicomweb/nowhere/studies").status_code == 404
-    assert httpx2.get(f"{server}/dicomweb/default/studies", params={"NotAnAttribute": "x"}).status_code == 400
+    assert server.http.get(f"{server.root}/dicomweb/nowhere/studies").status_code == 404
+    assert server.http.get(f"{server.root}/dicomweb/default/studies", params={"NotAnAttribute": "x"}).status_code == 400
 
 
-def test_undecodable_pixels_are_a_client_error(server: str) -> None:
+def test_undecodable_pixels_are_a_client_error(server: Server) -> None:
     broken = dermoscopic(syntax=pydicom.uid.JPEGBaseline8Bit)
     broken.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8not a jpeg\xff\xd9"])
     buffer = io.BytesIO()
     broken.save_as(buffer, enforce_file_format=True)
     body = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + buffer.getvalue() + b"\r\n--b--\r\n"
     media = 'multipart/related; type="application/dicom"; boundary=b'
-    stored = httpx2.post(f"{server}/dicomweb/default/studies", content=body, headers={"Content-Type": media})
+    stored = server.http.post(f"{server.root}/dicomweb/default/studies", content=body, headers={"Content-Type": media})
     assert stored.status_code == 200  # stored as received: the node does not decode on ingest
-    url = (f"{server}/dicomweb/default/studies/{broken.StudyInstanceUID}/series/{broken.SeriesInstanceUID}"
+    url = (f"{server.root}/dicomweb/default/studies/{broken.StudyInstanceUID}/series/{broken.SeriesInstanceUID}"
            f"/instances/{broken.SOPInstanceUID}/rendered")  # fmt: skip
-    assert httpx2.get(url).status_code == 400
+    assert server.http.get(url).status_code == 400
 
 
 def test_oversized_stow_is_413(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.interop
 
 
 def test_fhirpy_end_to_end(tmp_path: Path) -> None:
-    with running_server(tmp_path / "var") as (base, _):
-        client = SyncFHIRClient(base)
+    with running_server(tmp_path / "var") as server:
+        client = SyncFHIRClient(server.base, authorization=f"Bearer {server.token}")
         patient = client.resource(
             "Patient",
             name=[{"family": "Lesion", "given": ["Lara"]}],

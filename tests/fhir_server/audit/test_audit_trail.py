@@ -71,7 +71,7 @@ def test_chain_verifies_and_tampering_is_found(tmp_path: Path) -> None:
             client.post(f"{BASE}/Patient", json=patient(family=f"P{n}"))
     intact = verify(data_dir)
     assert intact.returncode == 0, intact.stdout + intact.stderr
-    assert "intact" in intact.stdout and "5 events" in intact.stdout
+    assert "intact" in intact.stdout and "6 events" in intact.stdout  # the token request and 5 creates
     database = data_dir / "tenants" / "default.sqlite"
     with sqlite3.connect(database) as conn:
         assert conn.execute("SELECT COUNT(*) FROM audit_checkpoint").fetchone()[0] >= 1

@@ -1,0 +1,114 @@
+"""``dermbridge client create|list|disable|enable`` and ``dermbridge token``: OAuth clients for operators."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from dermbridge.cli_support import opened_engine, settings_from
+from fhir_server.audit.events import token_event
+from fhir_server.audit.signing import load_signer
+from fhir_server.audit.trail import AuditTrail
+from fhir_server.repository import Repository
+from fhir_server.security.clients import ClientError, ClientRegistry
+from fhir_server.security.scopes import ROLES, grant, role_scopes
+from fhir_server.storage.port import TenantUnknownError
+
+
+def client_command(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+
+    try:
+        jwks = json.loads(Path(args.jwks).read_text()) if args.jwks else None
+    except (OSError, ValueError) as exc:
+        print(f"cannot read the JWKS: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        async with opened_engine(settings) as engine:
+            clients = ClientRegistry(engine)
+            if args.tenant == settings.default_tenant:
+                await engine.create_tenant(args.tenant)  # the server creates it on start anyway
+            try:
+                if args.action == "create":
+                    client, secret = await clients.create(
+                        args.tenant, args.name, args.role or ["integration"], secret=not args.no_secret, jwks=jwks
+                    )
+                    shown = {"client_id": client.client_id, "tenant": client.tenant, "roles": list(client.roles)}
+                    if secret:
+                        shown["client_secret"] = secret
+                    print(json.dumps(shown, indent=2))
+                    if secret:
+                        print("the secret is shown only this once", file=sys.stderr)
+                elif args.action == "list":
+                    for client in await clients.list(args.tenant):
+                        state = "active" if client.active else "disabled"
+                        auth = "private_key_jwt" if client.jwks else "secret"
+                        print(f"{client.client_id}\t{client.name}\t{','.join(client.roles)}\t{auth}\t{state}")
+                else:
+                    if not args.client_id:
+                        print("name the client: --client-id", file=sys.stderr)
+                        return 2
+                    client = await clients.set_active(args.client_id, args.action == "enable")
+                    print(f"{client.client_id} {'enabled' if client.active else 'disabled'}")
+            except TenantUnknownError:
+                print(f"no tenant {args.tenant!r}: dermbridge tenant create {args.tenant}", file=sys.stderr)
+                return 2
+            except (ClientError, OSError, ValueError) as exc:
+                print(f"cannot {args.action} the client: {exc}", file=sys.stderr)
+                return 2
+            return 0
+
+    return asyncio.run(run())
+
+
+def token_command(args: argparse.Namespace) -> int:
+    """Mint an access token for a registered client with the server's key (operators only: it reads
+    the key from the data directory). Audited like a token from the endpoint."""
+    from dermbridge.app import build_tokens
+
+    settings = settings_from(args)
+
+    async def run() -> int:
+        async with opened_engine(settings) as engine:
+            client = await ClientRegistry(engine).get(args.client_id)
+            if client is None or not client.active:
+                print(f"no active client {args.client_id!r}", file=sys.stderr)
+                return 2
+            scopes = grant(args.scope, role_scopes(client.roles))
+            if not scopes:
+                print("none of the requested scopes is allowed to this client", file=sys.stderr)
+                return 2
+            token, _ = build_tokens(settings).mint(
+                tenant=client.tenant, client_id=client.client_id, scopes=scopes, roles=client.roles
+            )
+            trail = AuditTrail(load_signer(settings.data_dir / "keys"))
+            event = token_event(client_id=client.client_id, status=200, address="dermbridge token (CLI)", reason=None)
+            await trail.record(Repository(await engine.tenant(client.tenant)), event)
+            print(token)
+            return 0
+
+    return asyncio.run(run())
+
+
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    client = commands.add_parser("client", help="create, list, disable or enable OAuth clients of a tenant")
+    client.add_argument("action", choices=["create", "list", "disable", "enable"])
+    client.add_argument("--tenant", default="default")
+    client.add_argument("--name", default="client")
+    client.add_argument("--role", action="append", choices=sorted(ROLES), help="repeat for several roles")
+    client.add_argument("--jwks", help="a JWKS file of the client's public keys (SMART Backend Services)")
+    client.add_argument("--no-secret", action="store_true", help="authenticate with --jwks keys only")
+    client.add_argument("--client-id", help="the client to disable or enable")
+    client.add_argument("--data-dir", type=Path)
+    client.set_defaults(func=client_command)
+    token = commands.add_parser("token", help="mint an access token for a client (operators)")
+    token.add_argument("--client-id", required=True)
+    token.add_argument("--scope", help="space-separated SMART scopes; default all the client's roles allow")
+    token.add_argument("--host")
+    token.add_argument("--port", type=int, help="the server's port (the token's issuer)")
+    token.add_argument("--data-dir", type=Path)
+    token.set_defaults(func=token_command)

@@ -1,0 +1,33 @@
+"""What the ``dermbridge`` sub-commands share: settings from flags, an opened engine."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from dermbridge.settings import Settings
+from fhir_server.storage.sqlite import SqliteEngine
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {
+        k: v
+        for k, v in (
+            ("host", getattr(args, "host", None)),
+            ("port", getattr(args, "port", None)),
+            ("data_dir", getattr(args, "data_dir", None)),
+        )
+        if v is not None
+    }
+    return Settings(**overrides)
+
+
+@asynccontextmanager
+async def opened_engine(settings: Settings) -> AsyncIterator[SqliteEngine]:
+    engine = SqliteEngine(settings.data_dir)
+    await engine.open()
+    try:
+        yield engine
+    finally:
+        await engine.close()

@@ -1,0 +1,144 @@
+"""The OAuth2 HTTP endpoints: ``/auth/token``, ``/.well-known/jwks.json`` and each tenant's
+``/fhir/{tenant}/.well-known/smart-configuration`` (SMART App Launch 2.x, conformance)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from fhir_server.audit.events import token_event
+from fhir_server.audit.trail import AuditTrail
+from fhir_server.repository import Repository
+from fhir_server.security.bearer import Authenticator
+from fhir_server.security.clients import tenant_of
+from fhir_server.security.endpoint import ASSERTION_ALGORITHMS, OAuthError, TokenEndpoint, TokenRequest
+from fhir_server.security.scopes import ROLES
+from fhir_server.storage.port import Engine, TenantUnknownError
+
+log = logging.getLogger(__name__)
+MAX_TOKEN_REQUEST_BYTES = 64 * 1024
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class AuthHttp:
+    """What the auth endpoints need; ``endpoint`` is None in the insecure development mode."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        authenticator: Authenticator,
+        endpoint: TokenEndpoint | None,
+        audit: AuditTrail | None,
+        default_tenant: str,
+        public_url: str,
+    ) -> None:
+        self.engine = engine
+        self.authenticator = authenticator
+        self.endpoint = endpoint
+        self.audit = audit
+        self.default_tenant = default_tenant
+        self.public_url = public_url.rstrip("/")
+
+    async def record(self, tenant: str | None, event: dict[str, Any]) -> None:
+        """Audit a token event in the client's tenant (the default tenant when the client is unknown)."""
+        if self.audit is None:
+            return
+        try:
+            store = await self.engine.tenant(tenant or self.default_tenant)
+        except (TenantUnknownError, ValueError):
+            store = await self.engine.tenant(self.default_tenant)
+        await self.audit.record(Repository(store), event)
+
+
+router = APIRouter(include_in_schema=False)
+
+
+def _auth(request: Request) -> AuthHttp:
+    auth: AuthHttp = request.app.state.auth_http
+    return auth
+
+
+def _oauth_error(error: OAuthError) -> Response:
+    headers = dict(_NO_STORE)
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    if error.status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="dermbridge"'
+    return JSONResponse(error.body(), error.status, headers=headers)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise OAuthError(400, "invalid_request", "send the token request as application/x-www-form-urlencoded")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_TOKEN_REQUEST_BYTES:
+            raise OAuthError(413, "invalid_request", "the token request is too large")
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise OAuthError(400, "invalid_request", "the token request is not a valid form") from exc
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        if key in form:
+            raise OAuthError(400, "invalid_request", f"the parameter {key} is repeated")
+        form[key] = value
+    return form
+
+
+@router.post("/auth/token")
+async def token(request: Request) -> Response:
+    auth = _auth(request)
+    if auth.endpoint is None:
+        return JSONResponse({"error": "invalid_request", "error_description": "authentication is disabled"}, 404)
+    address = request.client.host if request.client else "unknown"
+    claimed: str | None = None
+    try:
+        form = await _form(request)
+        claimed = form.get("client_id")
+        urls = (f"{auth.public_url}/auth/token", str(request.url.replace(query="")))
+        issued = await auth.endpoint.handle(TokenRequest(form, request.headers.get("authorization"), address, urls))
+    except OAuthError as error:
+        client_id = error.client_id or claimed or ""
+        log.info("token refused: %s (%s)", error.error, error.status)
+        event = token_event(client_id=client_id, status=error.status, address=address, reason=error.description)
+        await auth.record(tenant_of(client_id), event)
+        return _oauth_error(error)
+    client = issued.client
+    await auth.record(client.tenant, token_event(client_id=client.client_id, status=200, address=address, reason=None))
+    return JSONResponse(issued.body, headers=_NO_STORE)
+
+
+@router.get("/.well-known/jwks.json")
+async def jwks(request: Request) -> Response:
+    tokens = _auth(request).authenticator.tokens
+    return JSONResponse(tokens.jwks() if tokens is not None else {"keys": []})
+
+
+@router.get("/fhir/{tenant}/.well-known/smart-configuration")
+async def smart_configuration(request: Request, tenant: str) -> Response:
+    auth = _auth(request)
+    try:
+        await auth.engine.tenant(tenant)
+    except (TenantUnknownError, ValueError):
+        return JSONResponse({"error": "not_found", "error_description": "unknown tenant"}, 404)
+    base = auth.public_url
+    scopes = sorted({scope for role in ROLES.values() for scope in role})
+    body = {
+        "issuer": base,
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+        "token_endpoint": f"{base}/auth/token",
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
+        "grant_types_supported": ["client_credentials"],
+        "scopes_supported": scopes,
+        "capabilities": ["client-confidential-symmetric", "client-confidential-asymmetric", "permission-v1",
+                         "permission-v2"],
+    }  # fmt: skip
+    return JSONResponse(body)

@@ -1,0 +1,1 @@
+"""Authentication and authorisation: OAuth2 tokens, SMART scopes, clients and their roles."""

@@ -1,0 +1,130 @@
+"""OAuth clients of a tenant: who may ask for tokens, with which roles and how they authenticate.
+
+A client is kept as a record of its tenant's store (so it lives and dies with the tenant). Its id
+is ``<tenant>.<random>``: the token endpoint finds the tenant from the id alone. Secrets are stored
+as scrypt hashes only; SMART Backend Services clients register their public JWKS instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from fhir_server.security.scopes import ROLES
+from fhir_server.storage.port import Engine, Record, TenantUnknownError
+from fhir_server.storage.query import RecordQuery
+
+COLLECTION = "auth.client"
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+class ClientError(ValueError):
+    """An operator asked for a client that cannot be made (unknown role, no credentials...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    client_id: str
+    tenant: str
+    name: str
+    roles: tuple[str, ...]
+    secret_hash: str | None = None
+    jwks: dict[str, Any] | None = None
+    created: str = ""
+    active: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check_secret(self, secret: str) -> bool:
+        if self.secret_hash is None:
+            return False
+        salt_hex, digest_hex = self.secret_hash.split("$", 1)
+        digest = hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt_hex), dklen=32, **_SCRYPT)
+        return hmac.compare_digest(digest.hex(), digest_hex)
+
+
+def hash_secret(secret: str) -> str:
+    salt = secrets.token_bytes(16)
+    return f"{salt.hex()}${hashlib.scrypt(secret.encode(), salt=salt, dklen=32, **_SCRYPT).hex()}"
+
+
+def tenant_of(client_id: str) -> str | None:
+    tenant, dot, rest = client_id.partition(".")
+    return tenant if dot and rest else None
+
+
+class ClientRegistry:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def create(
+        self,
+        tenant: str,
+        name: str,
+        roles: list[str] | tuple[str, ...],
+        *,
+        secret: bool = True,
+        jwks: dict[str, Any] | None = None,
+    ) -> tuple[Client, str | None]:
+        """A new client and its secret (shown once, never stored in clear)."""
+        unknown = [r for r in roles if r not in ROLES]
+        if unknown or not roles:
+            raise ClientError(f"roles must be some of {', '.join(ROLES)}; not {', '.join(unknown) or 'none'}")
+        if not secret and not jwks:
+            raise ClientError("a client needs a secret or a JWKS to authenticate with")
+        if jwks is not None and not (isinstance(jwks.get("keys"), list) and jwks["keys"]):
+            raise ClientError("the JWKS must hold a non-empty 'keys' list")
+        store = await self.engine.tenant(tenant)
+        plain = secrets.token_urlsafe(32) if secret else None
+        client = Client(
+            client_id=f"{tenant}.{secrets.token_hex(8)}",
+            tenant=tenant,
+            name=name,
+            roles=tuple(roles),
+            secret_hash=hash_secret(plain) if plain else None,
+            jwks=jwks,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        async with store.transaction() as tx:
+            await tx.put_record(_record(client))
+        return client, plain
+
+    async def get(self, client_id: str) -> Client | None:
+        tenant = tenant_of(client_id)
+        if tenant is None:
+            return None
+        try:
+            store = await self.engine.tenant(tenant)
+        except (TenantUnknownError, ValueError):
+            return None
+        record = await store.get_record(COLLECTION, client_id)
+        return _client(record.body) if record is not None else None
+
+    async def list(self, tenant: str) -> list[Client]:
+        store = await self.engine.tenant(tenant)
+        return [_client(r.body) for r in await store.find_records(RecordQuery(COLLECTION))]
+
+    async def set_active(self, client_id: str, active: bool) -> Client:
+        client = await self.get(client_id)
+        if client is None:
+            raise ClientError(f"no client {client_id}")
+        changed = Client(**{**asdict(client), "active": active})
+        store = await self.engine.tenant(client.tenant)
+        async with store.transaction() as tx:
+            await tx.put_record(_record(changed))
+        return changed
+
+
+def _record(client: Client) -> Record:
+    return Record(COLLECTION, client.client_id, orjson.dumps(asdict(client)), {"name": (client.name,)})
+
+
+def _client(body: bytes) -> Client:
+    data = orjson.loads(body)
+    data["roles"] = tuple(data["roles"])
+    return Client(**data)

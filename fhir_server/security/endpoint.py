@@ -1,0 +1,229 @@
+"""The OAuth2 token endpoint (RFC 6749 §4.4 client credentials), HTTP-free.
+
+Clients authenticate with their secret (``client_secret_basic`` or ``client_secret_post``) or, as
+SMART Backend Services ask, with a signed JWT assertion (``private_key_jwt``, RFC 7523) checked
+against the JWKS registered with the client. A client assertion is single use (its ``jti`` is
+remembered until it expires); repeated failures lock the client id and the caller's address out
+for a while. Refusals carry RFC 6749 error codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import jwt
+
+from fhir_server.security.clients import Client, ClientRegistry
+from fhir_server.security.scopes import Scope, grant, role_scopes
+from fhir_server.security.tokens import LEEWAY_SECONDS, TokenService
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_ALGORITHMS = ["RS384", "ES384", "RS256", "ES256", "PS384", "EdDSA"]
+MAX_ASSERTION_LIFETIME = 300
+
+
+class OAuthError(Exception):
+    def __init__(
+        self, status: int, error: str, description: str, client_id: str | None = None, retry_after: int | None = None
+    ) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+        self.client_id = client_id
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.error, "error_description": self.description}
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRequest:
+    form: dict[str, str]
+    authorization: str | None  # the Authorization header, for client_secret_basic
+    address: str  # the caller's address, for the lockout
+    endpoint_urls: tuple[str, ...]  # what a client assertion's aud may name
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    client: Client
+    scopes: list[Scope]
+    body: dict[str, Any]
+
+
+class FailureLimiter:
+    """Locks a key out after ``limit`` failures within ``window`` seconds, for ``lockout`` seconds."""
+
+    def __init__(self, limit: int = 10, window: float = 300.0, lockout: float = 300.0) -> None:
+        self.limit, self.window, self.lockout = limit, window, lockout
+        self._failures: dict[str, deque[float]] = {}
+        self._locked_until: dict[str, float] = {}
+
+    def retry_after(self, key: str) -> int | None:
+        until = self._locked_until.get(key)
+        now = time.monotonic()
+        if until is None or until <= now:
+            self._locked_until.pop(key, None)
+            return None
+        return int(until - now) + 1
+
+    def fail(self, key: str) -> None:
+        now = time.monotonic()
+        times = self._failures.setdefault(key, deque())
+        times.append(now)
+        while times and times[0] < now - self.window:
+            times.popleft()
+        if len(times) >= self.limit:
+            self._locked_until[key] = now + self.lockout
+            times.clear()
+        if len(self._failures) > 100_000:  # bounded memory under a spray of random keys
+            self._failures = {k: v for k, v in self._failures.items() if v and v[-1] >= now - self.window}
+
+
+class ReplayCache:
+    """Seen client assertion ids until they expire."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self._seen: dict[tuple[str, str], float] = {}
+
+    def first_use(self, client_id: str, jti: str, expires: float) -> bool:
+        now = time.time()
+        if len(self._seen) >= self.capacity:
+            self._seen = {k: v for k, v in self._seen.items() if v > now}
+            if len(self._seen) >= self.capacity:
+                return False  # refuse rather than forget: a full cache must not allow replays
+        key = (client_id, jti)
+        if key in self._seen and self._seen[key] > now:
+            return False
+        self._seen[key] = expires + LEEWAY_SECONDS
+        return True
+
+
+class TokenEndpoint:
+    def __init__(self, clients: ClientRegistry, tokens: TokenService, limiter: FailureLimiter | None = None) -> None:
+        self.clients = clients
+        self.tokens = tokens
+        self.limiter = limiter or FailureLimiter()
+        self.replays = ReplayCache()
+
+    async def handle(self, request: TokenRequest) -> Issued:
+        form = request.form
+        if form.get("grant_type") != "client_credentials":
+            raise OAuthError(400, "unsupported_grant_type", "this server issues tokens for client_credentials only")
+        claimed = self._claimed_client_id(request)
+        for key in (f"client:{claimed}", f"address:{request.address}"):
+            wait = self.limiter.retry_after(key)
+            if wait is not None:
+                raise OAuthError(429, "invalid_client", "too many failed attempts: try later", claimed, wait)
+        try:
+            client = await self._authenticate(request, claimed)
+        except OAuthError as error:
+            if error.error == "invalid_client":
+                self.limiter.fail(f"client:{claimed}")
+                self.limiter.fail(f"address:{request.address}")
+            raise
+        scopes = grant(form.get("scope"), role_scopes(client.roles))
+        if not scopes:
+            raise OAuthError(400, "invalid_scope", "none of the requested scopes is allowed to this client", claimed)
+        token, lifetime = self.tokens.mint(
+            tenant=client.tenant, client_id=client.client_id, scopes=scopes, roles=client.roles
+        )
+        body = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": lifetime,
+            "scope": " ".join(str(s) for s in scopes),
+        }
+        return Issued(client, scopes, body)
+
+    @staticmethod
+    def _claimed_client_id(request: TokenRequest) -> str:
+        form = request.form
+        if form.get("client_assertion"):
+            try:
+                claims = jwt.decode(form["client_assertion"], options={"verify_signature": False})
+            except jwt.PyJWTError as exc:
+                raise OAuthError(400, "invalid_client", "the client assertion is not a well-formed JWT") from exc
+            return str(claims.get("iss") or form.get("client_id") or "")
+        basic = _basic_credentials(request.authorization)
+        if basic is not None:
+            return basic[0]
+        return form.get("client_id", "")
+
+    async def _authenticate(self, request: TokenRequest, client_id: str) -> Client:
+        if not client_id:
+            raise OAuthError(401, "invalid_client", "the client is not identified")
+        client = await self.clients.get(client_id)
+        if client is None or not client.active:
+            raise OAuthError(401, "invalid_client", "client authentication failed", client_id)
+        form = request.form
+        if form.get("client_assertion"):
+            self._check_assertion(client, request)
+            return client
+        basic = _basic_credentials(request.authorization)
+        secret = basic[1] if basic is not None else form.get("client_secret")
+        if not secret or not client.check_secret(secret):
+            raise OAuthError(401, "invalid_client", "client authentication failed", client_id)
+        return client
+
+    def _check_assertion(self, client: Client, request: TokenRequest) -> None:
+        form = request.form
+
+        def refuse(description: str) -> OAuthError:
+            return OAuthError(401, "invalid_client", description, client.client_id)
+
+        if form.get("client_assertion_type") != ASSERTION_TYPE:
+            raise OAuthError(400, "invalid_client", f"client_assertion_type must be {ASSERTION_TYPE}", client.client_id)
+        if form.get("client_id") not in (None, client.client_id):
+            raise refuse("client_id does not match the assertion")
+        if not client.jwks:
+            raise refuse("this client has no registered keys")
+        assertion = form["client_assertion"]
+        try:
+            key = _assertion_key(client.jwks, jwt.get_unverified_header(assertion).get("kid"))
+            claims = jwt.decode(
+                assertion,
+                key,
+                algorithms=ASSERTION_ALGORITHMS,
+                audience=list(request.endpoint_urls),
+                issuer=client.client_id,
+                options={"require": ["exp", "jti", "sub", "iss", "aud"]},
+                leeway=LEEWAY_SECONDS,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise refuse("the client assertion has expired") from exc
+        except (jwt.PyJWTError, ValueError) as exc:
+            raise refuse(f"the client assertion is not valid: {exc}") from exc
+        if claims["sub"] != client.client_id:
+            raise refuse("the assertion's sub must be the client id")
+        if claims["exp"] > time.time() + MAX_ASSERTION_LIFETIME + LEEWAY_SECONDS:
+            raise refuse("the client assertion lives longer than 5 minutes")
+        if not self.replays.first_use(client.client_id, str(claims["jti"]), float(claims["exp"])):
+            raise refuse("the client assertion was already used (jti)")
+
+
+def _assertion_key(jwks: dict[str, Any], kid: str | None) -> Any:
+    keys = jwt.PyJWKSet.from_dict(jwks).keys
+    for key in keys:
+        if kid is None or key.key_id == kid:
+            return key.key
+    raise ValueError("no registered key matches the assertion's kid")
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """RFC 6749 §2.3.1: Basic with the form-urlencoded id and secret."""
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    client_id, colon, secret = decoded.partition(":")
+    return (unquote(client_id), unquote(secret)) if colon else None

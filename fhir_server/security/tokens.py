@@ -1,0 +1,188 @@
+"""Access tokens: signed JWTs (EdDSA, Ed25519) minted by this server, and their verification,
+including tokens of an external OpenID provider when one is configured (RFC 9068 in spirit).
+
+Claims: ``iss`` this server, ``aud`` the tenant's FHIR base, ``sub`` and ``client_id`` the client,
+``tenant``, ``scope`` (space separated), ``roles``, ``iat``/``nbf``/``exp`` and a ``jti``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from jwt.algorithms import OKPAlgorithm
+
+from fhir_server.security.keyfile import read_or_create_secret
+from fhir_server.security.scopes import Access, Scope, parse_scopes
+
+LEEWAY_SECONDS = 30
+EXTERNAL_ALGORITHMS = ["ES256", "ES384", "RS256", "RS384", "PS256", "PS384", "EdDSA"]
+
+
+class TokenRejected(Exception):
+    """The bearer token cannot be used: answered 401 with the reason (never the token itself)."""
+
+
+class WrongTenant(Exception):
+    """A valid token of another tenant: answered like an unknown tenant (404), with no hint."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSigner:
+    key_id: str
+    private: ed25519.Ed25519PrivateKey
+
+    def public_jwk(self) -> dict[str, Any]:
+        jwk: dict[str, Any] = OKPAlgorithm.to_jwk(self.private.public_key(), as_dict=True)
+        return {**jwk, "kid": self.key_id, "use": "sig", "alg": "EdDSA"}
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self.private, algorithm="EdDSA", headers={"kid": self.key_id})
+
+
+def load_token_signer(directory: Path) -> TokenSigner:
+    """The server's token signing key in ``directory`` (created owner-only on first start)."""
+    private = ed25519.Ed25519PrivateKey.from_private_bytes(read_or_create_secret(directory / "token-ed25519.key", 32))
+    thumbprint_input = json.dumps(
+        {"crv": "Ed25519", "kty": "OKP", "x": OKPAlgorithm.to_jwk(private.public_key(), as_dict=True)["x"]},
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+    key_id = jwt.utils.base64url_encode(hashlib.sha256(thumbprint_input.encode()).digest()).decode()  # RFC 7638
+    return TokenSigner(key_id, private)
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalProvider:
+    """An OpenID provider whose access tokens are accepted: its issuer, keys and claim names."""
+
+    issuer: str
+    jwks: str  # a JWKS file path or an https:// URL
+    audience: str
+    tenant_claim: str = "tenant"
+
+    def key_for(self, token: str) -> Any:
+        if self.jwks.startswith(("http://", "https://")):
+            return _jwks_client(self.jwks).get_signing_key_from_jwt(token).key
+        keys = jwt.PyJWKSet.from_dict(json.loads(Path(self.jwks).read_text()))
+        kid = jwt.get_unverified_header(token).get("kid")
+        for key in keys.keys:
+            if kid is None or key.key_id == kid:
+                return key.key
+        raise TokenRejected("the token's key is not among the provider's keys")
+
+
+_JWKS_CLIENTS: dict[str, jwt.PyJWKClient] = {}
+
+
+def _jwks_client(url: str) -> jwt.PyJWKClient:
+    if url not in _JWKS_CLIENTS:
+        _JWKS_CLIENTS[url] = jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=5)
+    return _JWKS_CLIENTS[url]
+
+
+class TokenService:
+    """Mints this server's access tokens and turns a bearer token into an :class:`Access`."""
+
+    def __init__(
+        self, signer: TokenSigner, issuer: str, lifetime: int = 300, external: ExternalProvider | None = None
+    ) -> None:
+        self.signer = signer
+        self.issuer = issuer.rstrip("/")
+        self.lifetime = lifetime
+        self.external = external
+
+    def audience(self, tenant: str) -> str:
+        return f"{self.issuer}/fhir/{tenant}"
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [self.signer.public_jwk()]}
+
+    def mint(self, *, tenant: str, client_id: str, scopes: list[Scope], roles: tuple[str, ...]) -> tuple[str, int]:
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience(tenant),
+            "sub": client_id,
+            "client_id": client_id,
+            "tenant": tenant,
+            "scope": " ".join(str(s) for s in scopes),
+            "roles": list(roles),
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.lifetime,
+            "jti": secrets.token_urlsafe(16),
+        }
+        return self.signer.sign(claims), self.lifetime
+
+    def verify(self, token: str, tenant: str) -> Access:
+        """The Access of a bearer token used on ``tenant``; TokenRejected or WrongTenant otherwise."""
+        try:
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise TokenRejected("the access token is not a well-formed JWT") from exc
+        if unverified.get("iss") == self.issuer:
+            return self._verify_own(token, tenant)
+        if self.external is not None and unverified.get("iss") == self.external.issuer:
+            return self._verify_external(token, tenant, self.external)
+        raise TokenRejected("the access token was not issued by a trusted issuer")
+
+    def _verify_own(self, token: str, tenant: str) -> Access:
+        try:
+            claims = jwt.decode(
+                token,
+                self.signer.private.public_key(),
+                algorithms=["EdDSA"],
+                issuer=self.issuer,
+                options={"require": ["exp", "iat", "aud", "tenant", "sub"], "verify_aud": False},
+                leeway=LEEWAY_SECONDS,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenRejected("the access token has expired") from exc
+        except jwt.PyJWTError as exc:
+            raise TokenRejected(f"the access token is not valid: {exc}") from exc
+        token_tenant = claims["tenant"]
+        if claims["aud"] != self.audience(token_tenant):
+            raise TokenRejected("the access token is meant for another audience")
+        if token_tenant != tenant:
+            raise WrongTenant(token_tenant)
+        return Access(
+            tenant=tenant,
+            subject=str(claims["sub"]),
+            scopes=tuple(parse_scopes(str(claims.get("scope", "")))),
+            roles=tuple(claims.get("roles") or ()),
+        )
+
+    def _verify_external(self, token: str, tenant: str, provider: ExternalProvider) -> Access:
+        try:
+            claims = jwt.decode(
+                token,
+                provider.key_for(token),
+                algorithms=EXTERNAL_ALGORITHMS,
+                issuer=provider.issuer,
+                audience=provider.audience,
+                options={"require": ["exp", "iat", "sub"]},
+                leeway=LEEWAY_SECONDS,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenRejected("the access token has expired") from exc
+        except (jwt.PyJWTError, OSError, ValueError) as exc:
+            raise TokenRejected(f"the access token is not valid: {exc}") from exc
+        if claims.get(provider.tenant_claim) != tenant:
+            raise WrongTenant(str(claims.get(provider.tenant_claim)))
+        scope = claims.get("scope", claims.get("scp", ""))
+        text = " ".join(scope) if isinstance(scope, list) else str(scope)
+        patient = claims.get("patient")
+        return Access(
+            tenant=tenant,
+            subject=str(claims["sub"]),
+            scopes=tuple(parse_scopes(text)),
+            patient=str(patient) if patient else None,
+        )
