@@ -97,6 +97,21 @@ def capability_statement(base_url: str, router: FhirRouter, software_version: st
                     if not op.resource_types
                 ],
                 "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
+                "security": _security(base_url),
             }
         ],
     }
+
+
+def _security(base_url: str) -> dict[str, Any]:
+    """SMART on FHIR OAuth2: the token endpoint, as the oauth-uris extension declares it."""
+    root = base_url.rsplit("/fhir/", 1)[0]
+    return {
+        "cors": False,
+        "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                  "code": "SMART-on-FHIR"}]}],
+        "description": "OAuth2 bearer tokens with SMART v2 scopes (client credentials, SMART Backend Services); "
+        "see .well-known/smart-configuration",
+        "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                       "extension": [{"url": "token", "valueUri": f"{root}/auth/token"}]}],
+    }  # fmt: skip

@@ -1,0 +1,225 @@
+"""OAuth2 at the edge: the token endpoint, bearer checks, and every refusal answered and audited."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from jwt.algorithms import ECAlgorithm
+
+from fhir_server.security.endpoint import FailureLimiter
+from fhir_server.security.tokens import load_token_signer
+from tests.conftest import BASE, FhirTestClient, make_client
+from tests.factories import patient
+
+TOKEN_URL = "http://testserver/auth/token"
+
+
+@pytest.fixture
+def anonymous(tmp_path: Path) -> Any:
+    with make_client(tmp_path / "var", roles=()) as c:
+        yield c
+
+
+def new_client(c: FhirTestClient, roles: tuple[str, ...] = ("admin",), tenant: str = "default", **kw: Any) -> Any:
+    return c.portal.call(lambda: c.app.state.clients.create(tenant, "t", roles, **kw))  # type: ignore[attr-defined]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def audit_subtypes(c: FhirTestClient) -> list[tuple[str, str, str]]:
+    admin = c.token()
+    bundle = c.get(f"{BASE}/AuditEvent", params={"_count": "500"}, headers=bearer(admin)).json()
+    events = [e["resource"] for e in bundle.get("entry", [])]
+    return [(e["subtype"][0]["code"], e["outcome"], e.get("outcomeDesc", "")) for e in events]
+
+
+def test_no_token_is_401_with_a_challenge_and_is_audited(anonymous: FhirTestClient) -> None:
+    response = anonymous.get(f"{BASE}/Patient")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.json()["issue"][0]["code"] == "login"
+    assert anonymous.get(f"{BASE}/metadata").status_code == 200  # the CapabilityStatement is public
+    assert ("search-type", "4", "HTTP 401") in audit_subtypes(anonymous)
+
+
+def test_discovery_documents(anonymous: FhirTestClient) -> None:
+    smart = anonymous.get(f"{BASE}/.well-known/smart-configuration").json()
+    assert smart["token_endpoint"].endswith("/auth/token")
+    assert "private_key_jwt" in smart["token_endpoint_auth_methods_supported"]
+    assert "permission-v2" in smart["capabilities"]
+    assert anonymous.get("/fhir/nowhere/.well-known/smart-configuration").status_code == 404
+    keys = anonymous.get("/.well-known/jwks.json").json()["keys"]
+    assert keys[0]["kty"] == "OKP" and keys[0]["crv"] == "Ed25519" and "d" not in keys[0]
+
+
+def test_client_secret_basic_and_post(anonymous: FhirTestClient) -> None:
+    client, secret = new_client(anonymous, ("clinician-reviewer",))
+    basic = base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()
+    issued = anonymous.post(
+        "/auth/token",
+        data={"grant_type": "client_credentials", "scope": "user/Patient.rs user/Observation.cruds system/*.cruds"},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert issued.status_code == 200, issued.text
+    body = issued.json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 300
+    assert body["scope"] == "user/Patient.rs user/Observation.cruds"  # system/* is not the role's to give
+    assert issued.headers["cache-control"] == "no-store"
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["tenant"] == "default" and claims["client_id"] == client.client_id
+    form = {"grant_type": "client_credentials", "client_id": client.client_id, "client_secret": secret}
+    posted = anonymous.post("/auth/token", data={**form, "scope": "patient/Observation.read"})
+    assert posted.status_code == 400 and posted.json()["error"] == "invalid_scope"
+    assert anonymous.get(f"{BASE}/Patient", headers=bearer(body["access_token"])).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("form", "status", "error"),
+    [
+        ({"grant_type": "password", "username": "a", "password": "b"}, 400, "unsupported_grant_type"),
+        ({"grant_type": "client_credentials"}, 401, "invalid_client"),
+        ({"grant_type": "client_credentials", "client_id": "default.nope", "client_secret": "x"}, 401,
+         "invalid_client"),
+        ({"grant_type": "client_credentials", "client_id": "nowhere.x", "client_secret": "x"}, 401, "invalid_client"),
+        ({"grant_type": "client_credentials", "client_assertion": "not-a-jwt",
+          "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, 400, "invalid_client"),
+    ],
+)  # fmt: skip
+def test_bad_token_requests(anonymous: FhirTestClient, form: dict[str, str], status: int, error: str) -> None:
+    response = anonymous.post("/auth/token", data=form)
+    assert response.status_code == status and response.json()["error"] == error
+
+
+def test_token_request_must_be_a_form(anonymous: FhirTestClient) -> None:
+    response = anonymous.post("/auth/token", json={"grant_type": "client_credentials"})
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+
+
+def test_wrong_secrets_lock_the_client_out_and_are_audited(anonymous: FhirTestClient) -> None:
+    client, secret = new_client(anonymous)
+    form = {"grant_type": "client_credentials", "client_id": client.client_id}
+    for _ in range(10):
+        assert anonymous.post("/auth/token", data={**form, "client_secret": "guess"}).status_code == 401
+    locked = anonymous.post("/auth/token", data={**form, "client_secret": secret})
+    assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+    anonymous.app.state.auth_http.endpoint.limiter = FailureLimiter()  # type: ignore[attr-defined]  # unlock
+    events = audit_subtypes(anonymous)
+    refusals = [e for e in events if e[0] == "110122" and e[1] == "4"]
+    assert len(refusals) >= 11 and any("429" in e[2] for e in refusals)
+
+
+def signed(claims: dict[str, Any], key: Any, algorithm: str, kid: str | None = None) -> str:
+    return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid} if kid else None)
+
+
+def test_expired_forged_and_misdirected_tokens_are_401(anonymous: FhirTestClient, tmp_path: Path) -> None:
+    signer = load_token_signer(tmp_path / "var" / "keys")
+    now = int(time.time())
+    good = {"iss": "http://127.0.0.1:8080", "aud": "http://127.0.0.1:8080/fhir/default", "sub": "default.x",
+            "tenant": "default", "scope": "system/*.cruds", "iat": now, "exp": now + 300}  # fmt: skip
+    assert anonymous.get(f"{BASE}/Patient", headers=bearer(signer.sign(good))).status_code == 200
+    cases = {
+        "expired": signer.sign({**good, "iat": now - 900, "exp": now - 600}),
+        "another audience": signer.sign({**good, "aud": "https://elsewhere.example/fhir"}),
+        "another issuer": signer.sign({**good, "iss": "https://evil.example"}),
+        "forged": signed(good, ed25519.Ed25519PrivateKey.generate(), "EdDSA", signer.key_id),
+        "unsigned": jwt.encode(good, None, algorithm="none"),
+        "garbage": "a.b.c",
+    }
+    for name, token in cases.items():
+        response = anonymous.get(f"{BASE}/Patient", headers=bearer(token))
+        assert response.status_code == 401, name
+        assert 'error="invalid_token"' in response.headers["www-authenticate"], name
+
+
+def test_a_token_of_another_tenant_gets_404_never_a_hint(anonymous: FhirTestClient) -> None:
+    anonymous.portal.call(anonymous.app.state.engine.create_tenant, "clinic-b")  # type: ignore[attr-defined]
+    created = anonymous.post(f"{BASE}/Patient", json=patient(), headers=bearer(anonymous.token())).json()
+    other = bearer(anonymous.token(tenant="clinic-b"))
+    for url in (f"{BASE}/Patient/{created['id']}", f"{BASE}/Patient", "/fhir/nowhere/Patient"):
+        response = anonymous.get(url, headers=other)
+        assert response.status_code == 404
+        assert "unknown tenant" in response.json()["issue"][0]["diagnostics"]
+    assert anonymous.get("/dicomweb/default/studies", headers=other).status_code == 404
+
+
+def ec_key() -> tuple[Any, dict[str, Any]]:
+    private = ec.generate_private_key(ec.SECP384R1())
+    jwk = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    return private, {"keys": [{**jwk, "kid": "k1", "alg": "ES384", "use": "sig"}]}
+
+
+def assertion(client_id: str, key: Any, **override: Any) -> str:
+    claims = {"iss": client_id, "sub": client_id, "aud": TOKEN_URL, "exp": int(time.time()) + 240,
+              "jti": str(uuid.uuid4()), **override}  # fmt: skip
+    return signed(claims, key, "ES384", "k1")
+
+
+def backend_request(c: FhirTestClient, token: str) -> Any:
+    form = {"grant_type": "client_credentials", "scope": "system/Observation.rs",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": token}  # fmt: skip
+    return c.post("/auth/token", data=form)
+
+
+def test_smart_backend_services_private_key_jwt(anonymous: FhirTestClient) -> None:
+    private, jwks = ec_key()
+    client, secret = new_client(anonymous, ("integration",), secret=False, jwks=jwks)
+    assert secret is None
+    token = assertion(client.client_id, private)
+    issued = backend_request(anonymous, token)
+    assert issued.status_code == 200, issued.text
+    assert issued.json()["scope"] == "system/Observation.rs"
+    access = bearer(issued.json()["access_token"])
+    assert anonymous.get(f"{BASE}/Observation", headers=access).status_code == 200
+    assert anonymous.get(f"{BASE}/Patient", headers=access).status_code == 403
+
+    replayed = backend_request(anonymous, token)
+    assert replayed.status_code == 401 and "already used" in replayed.json()["error_description"]
+    other_key, _ = ec_key()
+    refused = {
+        "expired": assertion(client.client_id, private, exp=int(time.time()) - 120),
+        "too long-lived": assertion(client.client_id, private, exp=int(time.time()) + 3600),
+        "wrong audience": assertion(client.client_id, private, aud="https://other.example/token"),
+        "wrong key": assertion(client.client_id, other_key),
+        "sub differs": assertion(client.client_id, private, sub="default.someone"),
+    }
+    for name, bad in refused.items():
+        response = backend_request(anonymous, bad)
+        assert response.status_code == 401, name
+        assert response.json()["error"] == "invalid_client", name
+
+
+def test_external_openid_provider_tokens(tmp_path: Path) -> None:
+    private, jwks = ec_key()
+    jwks["keys"][0]["alg"] = "ES384"
+    (tmp_path / "idp.json").write_text(json.dumps(jwks))
+    settings = {"oidc_issuer": "https://idp.example", "oidc_jwks": str(tmp_path / "idp.json"),
+                "oidc_audience": "dermbridge"}  # fmt: skip
+    with make_client(tmp_path / "var", **settings) as c:
+        now = int(time.time())
+        claims = {"iss": "https://idp.example", "aud": "dermbridge", "sub": "dr-who", "tenant": "default",
+                  "scope": "user/Patient.rs", "iat": now, "exp": now + 300}  # fmt: skip
+        good = signed(claims, private, "ES384", "k1")
+        assert c.get(f"{BASE}/Patient", headers=bearer(good)).status_code == 200
+        assert c.post(f"{BASE}/Patient", json=patient(), headers=bearer(good)).status_code == 403
+        wrong_aud = signed({**claims, "aud": "someone-else"}, private, "ES384", "k1")
+        assert c.get(f"{BASE}/Patient", headers=bearer(wrong_aud)).status_code == 401
+        wrong_tenant = signed({**claims, "tenant": "other"}, private, "ES384", "k1")
+        assert c.get(f"{BASE}/Patient", headers=bearer(wrong_tenant)).status_code == 404
+
+
+def test_insecure_development_mode_is_explicit_and_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with make_client(tmp_path / "var", roles=(), auth_enabled=False) as c:
+        assert c.get(f"{BASE}/Patient").status_code == 200
+    assert any("INSECURE" in r.getMessage() for r in caplog.records)
