@@ -33,6 +33,9 @@ from typing import Any
 import httpx2
 import pydicom
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.server import create_client, fetch_token
+
 HERE = Path(__file__).resolve().parent
 PEERBENCH = HERE / "vendor" / "peerbench"
 ORTHANC = "/usr/sbin/Orthanc"
@@ -101,16 +104,19 @@ def process(argv: list[str], env: dict[str, str], ready_url: str, cwd: Path) -> 
 
 
 @contextmanager
-def dermbridge(work: Path) -> Iterator[tuple[str, int]]:
+def dermbridge(work: Path) -> Iterator[tuple[str, int, dict[str, str]]]:
+    """DermBridge as shipped: authentication on, so DICOMweb requests carry an admin token."""
     http, dimse = _free_port(), _free_port()
     env = {"DERMBRIDGE_DICOM_PORT": str(dimse), "DERMBRIDGE_DICOM_ANY_AE_TENANT": "default"}
     argv = [sys.executable, "-m", "dermbridge", "serve", "--port", str(http), "--data-dir", str(work / "db")]
+    admin = create_client(work / "db")
     with process(argv, env, f"http://127.0.0.1:{http}/fhir/default/metadata", work):
-        yield f"http://127.0.0.1:{http}/dicomweb/default", dimse
+        token = fetch_token(f"http://127.0.0.1:{http}", admin)
+        yield f"http://127.0.0.1:{http}/dicomweb/default", dimse, {"Authorization": f"Bearer {token}"}
 
 
 @contextmanager
-def orthanc(work: Path) -> Iterator[tuple[str, int]]:
+def orthanc(work: Path) -> Iterator[tuple[str, int, dict[str, str]]]:
     http, dimse = _free_port(), _free_port()
     config = {
         "Name": "bench", "DicomAet": "ORTHANC", "DicomPort": dimse, "HttpPort": http, "RemoteAccessAllowed": False,
@@ -121,7 +127,7 @@ def orthanc(work: Path) -> Iterator[tuple[str, int]]:
     path = work / "orthanc.json"
     path.write_text(json.dumps(config))
     with process([ORTHANC, str(path)], {"TCP_NODELAY": "1"}, f"http://127.0.0.1:{http}/system", work):
-        yield f"http://127.0.0.1:{http}/dicom-web", dimse
+        yield f"http://127.0.0.1:{http}/dicom-web", dimse, {}
 
 
 def load(folder: Path, port: int, aet: str) -> None:
@@ -134,11 +140,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-async def web_phases(base: str, headers: list[Any], requests: int) -> dict[str, Any]:
+async def web_phases(base: str, auth: dict[str, str], headers: list[Any], requests: int) -> dict[str, Any]:
     patients = sorted({str(h.PatientID) for h in headers})
     rng = random.Random(5)
     row: dict[str, Any] = {}
-    async with httpx2.AsyncClient(timeout=60) as client:
+    async with httpx2.AsyncClient(timeout=60, headers=auth) as client:
         latencies = []
         for _ in range(requests):
             t0 = time.perf_counter()
@@ -178,9 +184,9 @@ def web(folder: Path, requests: int) -> dict[str, dict[str, Any]]:
     headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(folder.glob("*.dcm"))]
     rows = {}
     for name, server, aet in (("dermbridge", dermbridge, "DERMBRIDGE"), ("orthanc", orthanc, "ORTHANC")):
-        with tempfile.TemporaryDirectory() as tmp, server(Path(tmp)) as (base, dimse):
+        with tempfile.TemporaryDirectory() as tmp, server(Path(tmp)) as (base, dimse, auth):
             load(folder, dimse, aet)
-            rows[name] = asyncio.run(web_phases(base, headers, requests))
+            rows[name] = asyncio.run(web_phases(base, auth, headers, requests))
     return rows
 
 

@@ -138,9 +138,9 @@ async def run_phase(name: str, clients: int, ops: int, op) -> Phase:  # type: ig
     return phase
 
 
-async def http_phases(base: str, clients: int, ops: int, patient_ids: list[str]) -> list[Phase]:
+async def http_phases(base: str, clients: int, ops: int, patient_ids: list[str], auth: dict[str, str]) -> list[Phase]:
     limits = httpx2.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx2.AsyncClient(limits=limits, timeout=60) as client:
+    async with httpx2.AsyncClient(limits=limits, timeout=60, headers=auth) as client:
         created: list[dict[str, Any]] = []
 
         async def create(n: int) -> None:
@@ -211,6 +211,14 @@ async def floor_phases(clients: int, ops: int) -> list[Phase]:
         return phases
 
 
+MODES = {
+    # as shipped: bearer tokens checked on every request, every interaction audited
+    "secure": {"DERMBRIDGE_AUTH_ENABLED": "true", "DERMBRIDGE_AUDIT_ENABLED": "true"},
+    "audit-only": {"DERMBRIDGE_AUTH_ENABLED": "false", "DERMBRIDGE_AUDIT_ENABLED": "true"},
+    "open": {"DERMBRIDGE_AUTH_ENABLED": "false", "DERMBRIDGE_AUDIT_ENABLED": "false"},
+}
+
+
 def table(rows: list[dict[str, Any]], floor: dict[str, dict[str, Any]]) -> str:
     lines = ["| phase | ops | ops/s | p50 ms | p99 ms | vs engine floor |", "|---|---:|---:|---:|---:|---:|"]
     for row in rows:
@@ -232,22 +240,24 @@ async def main_async(args: argparse.Namespace) -> None:
     random.seed(7)
     floor = {p.name: p.row() for p in await floor_phases(args.clients, args.ops)}
 
-    async def against(base: str) -> list[dict[str, Any]]:
-        async with httpx2.AsyncClient(timeout=300) as client:
+    async def against(base: str, auth: dict[str, str]) -> list[dict[str, Any]]:
+        async with httpx2.AsyncClient(timeout=300, headers=auth) as client:
             patient_ids = await preload(client, base, args.preload) if args.preload else []
             if not patient_ids:
                 patient_ids = [str(uuid.uuid4())]
-        return [p.row() for p in await http_phases(base, args.clients, args.ops, patient_ids)]
+        return [p.row() for p in await http_phases(base, args.clients, args.ops, patient_ids, auth)]
 
     if args.url:
-        rows = await against(args.url)
+        token = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+        rows = await against(args.url, token)
     else:
         rows = []
-        for audit in args.audit.split(","):
-            env = {"DERMBRIDGE_AUDIT_ENABLED": "true" if audit == "on" else "false"}
-            with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp) / "var", 60, env) as (base, _):
-                for row in await against(base):
-                    row["phase"] = f"{row['phase']} (audit {audit})"
+        for mode in args.modes.split(","):
+            env = MODES[mode]
+            secure = env["DERMBRIDGE_AUTH_ENABLED"] == "true"
+            with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp) / "var", 60, env, secure) as server:
+                for row in await against(server.base, server.headers):
+                    row["phase"] = f"{row['phase']} ({mode})"
                     rows.append(row)
     rows = list(floor.values()) + rows
     print(table(rows, floor))
@@ -261,7 +271,10 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=2000, help="operations per phase (fewer for updates/searches)")
     parser.add_argument("--preload", type=int, default=100_000, help="resources loaded before measuring")
     parser.add_argument("--no-preload", dest="preload", action="store_const", const=0)
-    parser.add_argument("--audit", default="on,off", help="servers to compare: the audit trail on, off, or both")
+    parser.add_argument("--token", help="a bearer token for --url")
+    parser.add_argument(
+        "--modes", default="secure,open", help=f"servers to compare, from {', '.join(MODES)} (one run, side by side)"
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -23,6 +23,7 @@ from fhir_server.security.keyfile import read_or_create_secret
 from fhir_server.security.scopes import Access, Scope, parse_scopes
 
 LEEWAY_SECONDS = 30
+MAX_REMEMBERED = 10_000
 EXTERNAL_ALGORITHMS = ["ES256", "ES384", "RS256", "RS384", "PS256", "PS384", "EdDSA"]
 
 
@@ -98,6 +99,7 @@ class TokenService:
         self.issuer = issuer.rstrip("/")
         self.lifetime = lifetime
         self.external = external
+        self._verified: dict[str, tuple[Access, float]] = {}  # token -> (its Access, expiry): verify once
 
     def audience(self, tenant: str) -> str:
         return f"{self.issuer}/fhir/{tenant}"
@@ -123,18 +125,38 @@ class TokenService:
         return self.signer.sign(claims), self.lifetime
 
     def verify(self, token: str, tenant: str) -> Access:
-        """The Access of a bearer token used on ``tenant``; TokenRejected or WrongTenant otherwise."""
+        """The Access of a bearer token used on ``tenant``; TokenRejected or WrongTenant otherwise.
+
+        A token verified once is remembered until it expires: the signature check is not repeated
+        for every request a client sends with it."""
+        known = self._verified.get(token)
+        if known is not None and known[1] > time.time():
+            if known[0].tenant != tenant:
+                raise WrongTenant(known[0].tenant)
+            return known[0]
+        access, expires = self._verify(token)
+        if len(self._verified) >= MAX_REMEMBERED:
+            now = time.time()
+            self._verified = {k: v for k, v in self._verified.items() if v[1] > now}
+            if len(self._verified) >= MAX_REMEMBERED:
+                self._verified.clear()
+        self._verified[token] = (access, expires)
+        if access.tenant != tenant:
+            raise WrongTenant(access.tenant)
+        return access
+
+    def _verify(self, token: str) -> tuple[Access, float]:
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
             raise TokenRejected("the access token is not a well-formed JWT") from exc
         if unverified.get("iss") == self.issuer:
-            return self._verify_own(token, tenant)
+            return self._verify_own(token)
         if self.external is not None and unverified.get("iss") == self.external.issuer:
-            return self._verify_external(token, tenant, self.external)
+            return self._verify_external(token, self.external)
         raise TokenRejected("the access token was not issued by a trusted issuer")
 
-    def _verify_own(self, token: str, tenant: str) -> Access:
+    def _verify_own(self, token: str) -> tuple[Access, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -148,19 +170,17 @@ class TokenService:
             raise TokenRejected("the access token has expired") from exc
         except jwt.PyJWTError as exc:
             raise TokenRejected(f"the access token is not valid: {exc}") from exc
-        token_tenant = claims["tenant"]
-        if claims["aud"] != self.audience(token_tenant):
+        if claims["aud"] != self.audience(str(claims["tenant"])):
             raise TokenRejected("the access token is meant for another audience")
-        if token_tenant != tenant:
-            raise WrongTenant(token_tenant)
-        return Access(
-            tenant=tenant,
+        access = Access(
+            tenant=str(claims["tenant"]),
             subject=str(claims["sub"]),
             scopes=tuple(parse_scopes(str(claims.get("scope", "")))),
             roles=tuple(claims.get("roles") or ()),
         )
+        return access, float(claims["exp"]) + LEEWAY_SECONDS
 
-    def _verify_external(self, token: str, tenant: str, provider: ExternalProvider) -> Access:
+    def _verify_external(self, token: str, provider: ExternalProvider) -> tuple[Access, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -175,14 +195,13 @@ class TokenService:
             raise TokenRejected("the access token has expired") from exc
         except (jwt.PyJWTError, OSError, ValueError) as exc:
             raise TokenRejected(f"the access token is not valid: {exc}") from exc
-        if claims.get(provider.tenant_claim) != tenant:
-            raise WrongTenant(str(claims.get(provider.tenant_claim)))
         scope = claims.get("scope", claims.get("scp", ""))
         text = " ".join(scope) if isinstance(scope, list) else str(scope)
         patient = claims.get("patient")
-        return Access(
-            tenant=tenant,
+        access = Access(
+            tenant=str(claims.get(provider.tenant_claim)),
             subject=str(claims["sub"]),
             scopes=tuple(parse_scopes(text)),
             patient=str(patient) if patient else None,
         )
+        return access, float(claims["exp"]) + LEEWAY_SECONDS
