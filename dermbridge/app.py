@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from conformance.capability import capability_statement
 from conformance.dicom import dicom_conformance
 from dermbridge import __version__
-from dermbridge.dicom import build_dimse, build_ingestor
+from dermbridge.dicom import TrailSink, build_dimse, build_ingestor
 from dermbridge.settings import Settings
 from dicom_node.dimse import DimseServer
 from dicom_node.web.routes import router as dicomweb_router
@@ -87,7 +87,6 @@ def create_app(settings: Settings) -> FastAPI:
     engine = SqliteEngine(settings.data_dir, readers=settings.sqlite_readers)
     dispatcher = OutboxDispatcher(engine)
     ingestor = build_ingestor(settings, engine)
-    dimse = build_dimse(settings, engine, ingestor) if settings.dicom_enabled else None
     clients = ClientRegistry(engine)
     tokens = build_tokens(settings) if settings.auth_enabled else None
     audit = (
@@ -95,6 +94,8 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.audit_enabled
         else None
     )
+    sink = TrailSink(engine, audit, settings.default_tenant) if audit is not None else None
+    dimse = build_dimse(settings, engine, ingestor, sink) if settings.dicom_enabled else None
     authenticator = Authenticator(tokens)
 
     @asynccontextmanager
@@ -107,6 +108,15 @@ def create_app(settings: Settings) -> FastAPI:
             await bootstrap_admin(clients, settings)
         await asyncio.to_thread(warm_up)
         await dispatcher.start()
+        worker = None
+        if settings.inference_enabled and settings.role == "all":
+            from dermbridge.inference import build_worker  # torch and MONAI load only when needed
+
+            worker = await asyncio.to_thread(build_worker, settings, engine, audit)
+            await worker.start()
+        app.state.inference = worker
+        if sink is not None:
+            sink.loop = asyncio.get_running_loop()
         if dimse is not None:
             dimse.start(asyncio.get_running_loop())
         try:
@@ -114,6 +124,8 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             if dimse is not None:
                 await asyncio.to_thread(dimse.stop)
+            if worker is not None:
+                await worker.stop()
             await dispatcher.stop()
             await engine.close()
 

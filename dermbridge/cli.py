@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from pathlib import Path
 
 from dermbridge.cli_clients import add_parsers
+from dermbridge.cli_models import add_parsers as add_model_parsers
 from dermbridge.cli_support import opened_engine, settings_from
 from fhir_server.storage.sqlite.engine import check_tenant_name
 
@@ -23,6 +25,13 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # our audit trail records associations
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
+    if settings.role == "inference":
+        from dermbridge.inference import run_standalone
+
+        print(f"DermBridge inference worker on {settings.data_dir.resolve()}; Ctrl-C stops it.", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run_standalone(settings))
+        return 0
     print(f"DermBridge FHIR R4 API on http://{settings.host}:{settings.port}/fhir/{settings.default_tenant}")
     if settings.dicom_enabled:
         callers = ", ".join(f"{ae}->{tenant}" for ae, tenant in settings.dicom_ae_tenants.items()) or (
@@ -107,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--data-dir", type=Path)
+    serve.add_argument(
+        "--role", dest="serve_role", choices=["all", "api", "inference"], help="default all: API and inference worker"
+    )
     serve.set_defaults(func=_serve)
     tenant = commands.add_parser("tenant", help="create or list tenants")
     tenant.add_argument("action", choices=["create", "list"])
@@ -119,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--data-dir", type=Path)
     audit.set_defaults(func=_audit)
     add_parsers(commands)
+    add_model_parsers(commands)
     return parser
 
 

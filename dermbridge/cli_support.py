@@ -17,6 +17,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
             ("host", getattr(args, "host", None)),
             ("port", getattr(args, "port", None)),
             ("data_dir", getattr(args, "data_dir", None)),
+            ("role", getattr(args, "serve_role", None)),
         )
         if v is not None
     }

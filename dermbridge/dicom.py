@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import logging
 import ssl
+from typing import Any
 
 from dermbridge.settings import Settings
 from dicom_node.audit import DicomAudit
 from dicom_node.blobs import BlobStore
 from dicom_node.dimse import DimseConfig, DimseServer, MoveDestination
 from dicom_node.ingest import Ingestor
-from fhir_server.storage.port import Engine
+from fhir_server.audit.trail import AuditTrail
+from fhir_server.repository import Repository
+from fhir_server.storage.port import Engine, TenantUnknownError
+
+log = logging.getLogger(__name__)
 
 
 def _tls(settings: Settings) -> ssl.SSLContext | None:
@@ -42,12 +50,43 @@ def build_ingestor(settings: Settings, engine: Engine) -> Ingestor:
     def public_url(tenant: str, api: str) -> str:
         return f"{base}/{api}/{tenant}"
 
-    blobs = BlobStore(settings.blob_dir or settings.data_dir / "blobs")
+    blobs = BlobStore(settings.blob_root())
     return Ingestor(engine, blobs, public_url=public_url,
                     duplicates=settings.dicom_duplicates)  # fmt: skip
 
 
-def build_dimse(settings: Settings, engine: Engine, ingestor: Ingestor) -> DimseServer:
+class TrailSink:
+    """Hands DICOM audit records to the tenant's audit trail, from pynetdicom's threads to the loop.
+
+    The write is asynchronous (the DIMSE answer does not wait for it); the JSON-lines record is
+    written before the answer."""
+
+    def __init__(self, engine: Engine, trail: AuditTrail, default_tenant: str) -> None:
+        self.engine = engine
+        self.trail = trail
+        self.default_tenant = default_tenant
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def __call__(self, tenant: str | None, event: dict[str, Any]) -> None:
+        if self.loop is None or self.loop.is_closed():
+            return
+        future = asyncio.run_coroutine_threadsafe(self._record(tenant or self.default_tenant, event), self.loop)
+        future.add_done_callback(_log_failure)
+
+    async def _record(self, tenant: str, event: dict[str, Any]) -> None:
+        try:
+            store = await self.engine.tenant(tenant)
+        except TenantUnknownError:
+            store = await self.engine.tenant(self.default_tenant)
+        await self.trail.record(Repository(store), event)
+
+
+def _log_failure(future: concurrent.futures.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("a DICOM AuditEvent could not be written", exc_info=future.exception())
+
+
+def build_dimse(settings: Settings, engine: Engine, ingestor: Ingestor, sink: TrailSink | None = None) -> DimseServer:
     config = DimseConfig(
         ae_title=settings.dicom_ae_title,
         host=settings.dicom_host,
@@ -58,4 +97,4 @@ def build_dimse(settings: Settings, engine: Engine, ingestor: Ingestor) -> Dimse
         tls=_tls(settings),
         tls_port=settings.dicom_tls_port,
     )
-    return DimseServer(config, engine, ingestor, DicomAudit(settings.data_dir / "audit"))
+    return DimseServer(config, engine, ingestor, DicomAudit(settings.data_dir / "audit", sink))

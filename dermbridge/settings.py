@@ -61,5 +61,22 @@ class Settings(BaseSettings):
     dicom_tls_private_key: Path | None = None
     dicom_tls_client_ca: Path | None = Field(None, description="verify client certificates against this CA")
 
+    # AI inference
+    role: Literal["all", "api", "inference"] = Field(
+        "all", description="all: API and inference worker; api: no worker; inference: the worker only"
+    )
+    inference_enabled: bool = Field(True, description="analyse every stored image with the configured models")
+    inference_models: list[Path] = Field(
+        default_factory=list, description="MONAI bundle directories or TorchScript files; empty: the demo model"
+    )
+    inference_device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:1...")
+    inference_batch: int = Field(8, ge=1, le=256, description="images analysed in one forward pass")
+    inference_human_review: bool = Field(
+        True, description="send a case to clinician review when AI analysis is not permitted or fails"
+    )
+
+    def blob_root(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"

@@ -80,9 +80,10 @@ class OutboxDispatcher:
                     events = await store.claim_events(subscription.name, self._batch, self._lease)
                     if not events:
                         break
+                    skipped = [e.seq for e in events if not e.topic.startswith(subscription.topics)]
+                    await store.ack_events(subscription.name, skipped)
                     for event in events:
                         if not event.topic.startswith(subscription.topics):
-                            await store.ack_event(subscription.name, event.seq)
                             continue
                         try:
                             await subscription.handle(tenant, event)

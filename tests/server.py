@@ -80,7 +80,8 @@ def running_server(
     port = free_port()
     client = create_client(data_dir) if admin else None
     command = [sys.executable, "-m", "dermbridge", "serve", "--port", str(port), "--data-dir", str(data_dir)]
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "DERMBRIDGE_DICOM_PORT": str(free_port()), **(env or {})}
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "DERMBRIDGE_DICOM_PORT": str(free_port()),
+                   "DERMBRIDGE_INFERENCE_ENABLED": "false", **(env or {})}  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
     server = Server(f"http://127.0.0.1:{port}/fhir/default", process)
     try:

@@ -4,8 +4,10 @@ generated conformance statement."""
 from __future__ import annotations
 
 import datetime
+import json
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import pydicom
@@ -17,6 +19,7 @@ from cryptography.x509.oid import NameOID
 from pynetdicom import AE
 
 from dicom_node import statuses
+from dicom_node.audit import DCM
 from dicom_node.sop_classes import DERMOSCOPIC_PHOTOGRAPHY
 from tests.conftest import make_client
 from tests.dicom_factories import dermoscopic, write
@@ -47,7 +50,6 @@ def test_audit_records_associations_and_operations(node: DicomNode, tmp_path: Pa
     node.run("storescu", str(write(dermoscopic(), tmp_path)), check=True)
     node.run("echoscu", aet="STRANGER")
     records = (node.data_dir / "audit" / "dicom.jsonl").read_text().splitlines()
-    import json
 
     entries = [json.loads(r) for r in records]
     actions = [(e["action"], e["outcome"], e["callingAE"]) for e in entries]
@@ -56,6 +58,21 @@ def test_audit_records_associations_and_operations(node: DicomNode, tmp_path: Pa
     assert ("association", "rejected", "STRANGER") in actions
     assert all(e["recorded"] and e["calledAE"] == "DERMBRIDGE" for e in entries)
     assert not any("MUSTER" in r for r in records)  # no personal data in the trail's free text
+
+    # the same records are AuditEvents of the tenant's hash-chained trail (written asynchronously)
+    deadline = time.monotonic() + 10
+    while True:
+        bundle = node.client.get("/fhir/default/AuditEvent", params={"type": f"{DCM}|", "_count": "100"}).json()
+        events = [e["resource"] for e in bundle.get("entry", [])]
+        events = [e for e in events if e["source"]["observer"]["display"] == "DermBridge DICOM node"]
+        if len(events) >= len(entries):
+            break
+        assert time.monotonic() < deadline, f"{len(events)} DICOM AuditEvents of {len(entries)} records"
+        time.sleep(0.05)
+    kinds = {(e["type"]["code"], e["outcome"], e["agent"][0]["altId"]) for e in events}
+    assert ("110104", "0", "STORESCU") in kinds  # DICOM Instances Transferred
+    assert ("110114", "4", "STRANGER") in kinds  # the refused association
+    assert not any("MUSTER" in json.dumps(e) for e in events)
 
 
 def _certificate(directory: Path) -> tuple[Path, Path]:

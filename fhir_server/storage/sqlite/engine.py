@@ -288,8 +288,13 @@ class SqliteTenantStore:
             return await self._on_writer(_in_transaction, ops.claim_events, consumer, limit, lease_seconds)
 
     async def ack_event(self, consumer: str, seq: int) -> None:
+        await self.ack_events(consumer, (seq,))
+
+    async def ack_events(self, consumer: str, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
         async with self._write_lock:
-            await self._on_writer(_in_transaction, ops.ack_event, consumer, seq)
+            await self._on_writer(_in_transaction, ops.ack_events, consumer, seqs)
 
     def close(self) -> None:
         self._write_thread.submit(self._writer.close).result()

@@ -216,8 +216,10 @@ def _acked_through(conn: sqlite3.Connection, consumer: str) -> int:
     return int(row[0]) if row else 0
 
 
-def ack_event(conn: sqlite3.Connection, consumer: str, seq: int) -> None:
-    conn.execute("UPDATE outbox_delivery SET acked = 1 WHERE consumer = ? AND seq = ?", (consumer, seq))
+def ack_events(conn: sqlite3.Connection, consumer: str, seqs: Sequence[int]) -> None:
+    conn.executemany(
+        "UPDATE outbox_delivery SET acked = 1 WHERE consumer = ? AND seq = ?", [(consumer, s) for s in seqs]
+    )
     through = _acked_through(conn, consumer)
     first_open = conn.execute(
         "SELECT MIN(o.seq) FROM outbox o LEFT JOIN outbox_delivery d ON d.consumer = ? AND d.seq = o.seq "

@@ -151,6 +151,9 @@ async def test_outbox_leases_and_redelivery(engine: Engine) -> None:
     await store.ack_event("worker", again[0].seq)
     await put(engine, "alpha", patient("e3"))
     assert [e.payload["id"] for e in await store.claim_events("worker", 10, 30)] == ["e3"]
+    await store.ack_events("audit", [e.seq for e in other])  # several at once
+    await store.ack_events("audit", [])
+    assert [e.payload["id"] for e in await store.claim_events("audit", 10, 30)] == ["e3"]
 
 
 async def test_concurrent_transactions_lose_nothing(engine: Engine) -> None:

@@ -1,0 +1,163 @@
+"""The AI pipeline's speed: the demo model alone, and end to end from C-STORE success to the
+Observation being searchable, side by side in one run.
+
+    python bench/inference_bench.py                 # CPU (or CUDA when present)
+    python bench/inference_bench.py --images 100 --e2e 40
+
+Model phases (in process): per-image latency p50/p95 with batch 1, and images/s at batch 8 and 32,
+for the forward pass alone and for the whole per-image work of the worker (decode, forward,
+Grad-CAM, ABCD analysis, PNG). End to end: a real ``dermbridge serve`` process with the worker in
+process; pynetdicom sends one dermoscopic image at a time (the pipeline otherwise idle) and the
+clock runs from the C-STORE success to the first poll that finds the image's Observations.
+Every loop is bounded by a count and a deadline; everything listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from inference.abcd import analyse
+from inference.demo import DEMO_DIR
+from inference.loaders import load_model
+from inference.pipeline import Runner, pick_device, saliency_png
+from inference.synthetic import lesion_image, random_spec
+from tests.server import running_server
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def images(count: int, size: int = 512) -> list[np.ndarray]:
+    rng = np.random.default_rng(42)
+    return [lesion_image(random_spec(rng, size, bool(n % 2)), size, seed=n) for n in range(count)]
+
+
+def model_rows(runner: Runner, pictures: list[np.ndarray]) -> list[dict[str, Any]]:
+    rows = []
+    runner.predict(pictures[:2])  # warm up
+    single = []
+    for picture in pictures:
+        t0 = time.perf_counter()
+        runner.predict([picture])
+        single.append(time.perf_counter() - t0)
+    rows.append({"phase": "forward pass, batch 1", "p50_ms": statistics.median(single) * 1000,
+                 "p95_ms": percentile(single, 0.95) * 1000, "images_s": 1 / statistics.mean(single)})  # fmt: skip
+    for batch in (8, 32):
+        t0 = time.perf_counter()
+        for start in range(0, len(pictures), batch):
+            runner.predict(pictures[start : start + batch])
+        elapsed = time.perf_counter() - t0
+        rows.append({"phase": f"forward pass, batch {batch}", "images_s": len(pictures) / elapsed})
+    whole = []
+    for picture in pictures:
+        t0 = time.perf_counter()
+        prediction = runner.predict([picture])[0]
+        saliency_png(picture, runner.saliency(picture, prediction.top))
+        analyse(picture, (0.02, 0.02))
+        whole.append(time.perf_counter() - t0)
+    rows.append({"phase": "worker compute per image (forward, Grad-CAM, ABCD, PNG)",
+                 "p50_ms": statistics.median(whole) * 1000, "p95_ms": percentile(whole, 0.95) * 1000,
+                 "images_s": 1 / statistics.mean(whole)})  # fmt: skip
+    return rows
+
+
+def end_to_end(count: int, pictures: list[np.ndarray]) -> dict[str, Any]:
+    from pynetdicom import AE
+
+    from dicom_node.sop_classes import DERMOSCOPIC_PHOTOGRAPHY
+    from tests.dicom_factories import dermoscopic
+    from tests.fhir_server.test_consent import AI, consent
+    from tests.server import free_port
+
+    dimse = free_port()
+    env = {"DERMBRIDGE_INFERENCE_ENABLED": "true", "DERMBRIDGE_DICOM_ANY_AE_TENANT": "default",
+           "DERMBRIDGE_DICOM_PORT": str(dimse)}  # fmt: skip
+    latencies = []
+    with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp) / "var", 120, env) as server:
+        http = server.http
+        body = {"resourceType": "Patient", "identifier": [{"system": "urn:clinic:mrn", "value": "BENCH"}]}
+        patient_id = http.post(f"{server.base}/Patient", json=body).json()["id"]
+        permit = {"type": "permit", "purpose": [AI]}
+        consent_body = consent(patient_id, permit)
+        assert http.post(f"{server.base}/Consent", json=consent_body).status_code == 201
+        params = {"subject": f"Patient/{patient_id}", "_summary": "count"}
+
+        def count() -> int:
+            return int(http.get(f"{server.base}/Observation", params=params).json()["total"])
+
+        ae = AE(ae_title="BENCHSCU")
+        ae.add_requested_context(DERMOSCOPIC_PHOTOGRAPHY, "1.2.840.10008.1.2.1")
+        assoc = ae.associate("127.0.0.1", dimse, ae_title="DERMBRIDGE")
+        assert assoc.is_established
+        try:
+            for n in range(count + 2):
+                ds = dermoscopic(patient_id="BENCH", seed=n, accession=f"B{n}")
+                picture = pictures[n % len(pictures)]
+                ds.Rows, ds.Columns = picture.shape[:2]
+                ds.PixelData = picture.tobytes()
+                ds.PixelSpacing = [0.02, 0.02]
+                ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+                before = count()
+                status = assoc.send_c_store(ds)
+                acknowledged = time.perf_counter()
+                assert status.Status == 0, status
+                deadline = acknowledged + 30
+                while True:
+                    found = count()
+                    if found >= before + 3:
+                        break
+                    assert time.perf_counter() < deadline, "no Observation within 30 s"
+                    time.sleep(0.002)
+                if n >= 2:  # the first two warm the worker up
+                    latencies.append(time.perf_counter() - acknowledged)
+        finally:
+            assoc.release()
+    return {"phase": "end to end: C-STORE success -> Observations searchable", "n": len(latencies),
+            "p50_ms": statistics.median(latencies) * 1000, "p95_ms": percentile(latencies, 0.95) * 1000}  # fmt: skip
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| phase | p50 ms | p95 ms | images/s |", "|---|---:|---:|---:|"]
+    for row in rows:
+        cells = [f"{row[k]:.1f}" if k in row else "" for k in ("p50_ms", "p95_ms", "images_s")]
+        lines.append(f"| {row['phase']} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=64, help="images for the model phases")
+    parser.add_argument("--e2e", type=int, default=30, help="images sent one by one end to end (0: skip)")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    device = pick_device(args.device)
+    pictures = images(args.images)
+    runner = Runner(load_model(DEMO_DIR), device)
+    rows = model_rows(runner, pictures)
+    if args.e2e:
+        rows.append(end_to_end(args.e2e, pictures))
+        forward = rows[0]["p50_ms"]
+        rows[-1]["vs forward pass"] = rows[-1]["p50_ms"] / forward
+    print(f"device: {device}, torch threads: {torch.get_num_threads()}")
+    print(table(rows))
+    if args.e2e:
+        print(f"end to end p50 is {rows[-1]['vs forward pass']:.1f}x the bare forward pass (batch 1)")
+    print(json.dumps({"device": str(device), "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

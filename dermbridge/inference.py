@@ -1,0 +1,47 @@
+"""Wiring of the inference worker: the models from Settings, the worker on the engine and blobs."""
+
+from __future__ import annotations
+
+from dermbridge import __version__
+from dermbridge.settings import Settings
+from dicom_node.blobs import BlobStore
+from fhir_server.audit.trail import AuditTrail
+from fhir_server.storage.port import Engine
+from inference.registry import ModelRegistry
+from inference.worker import InferenceWorker
+
+
+def build_worker(settings: Settings, engine: Engine, audit: AuditTrail | None) -> InferenceWorker:
+    """Loads the models (seconds: call it off the event loop)."""
+    registry = ModelRegistry.load(settings.inference_models)
+    return InferenceWorker(
+        engine,
+        BlobStore(settings.blob_root()),
+        registry.runners(settings.inference_device),
+        audit=audit,
+        server_version=__version__,
+        batch=settings.inference_batch,
+        human_review=settings.inference_human_review,
+    )
+
+
+async def run_standalone(settings: Settings) -> None:
+    """``dermbridge serve --role inference``: the worker alone, on the same data directory as the
+    API process; it polls the outbox (another process's commits do not wake it)."""
+    import asyncio
+    import logging
+
+    from fhir_server.audit.signing import load_signer
+    from fhir_server.storage.sqlite import SqliteEngine
+
+    engine = SqliteEngine(settings.data_dir, readers=settings.sqlite_readers)
+    await engine.open()
+    audit = AuditTrail(load_signer(settings.data_dir / "keys"), settings.audit_checkpoint_every)
+    worker = await asyncio.to_thread(build_worker, settings, engine, audit if settings.audit_enabled else None)
+    await worker.start()
+    logging.getLogger(__name__).info("inference worker running on %s", settings.data_dir)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await worker.stop()
+        await engine.close()

@@ -1,0 +1,78 @@
+"""Model cards: what a model is for, what it takes, what it answers, and how far to trust it.
+
+A card travels with the model (``configs/metadata.json`` of a MONAI bundle, under the key
+``dermbridge_model_card``, or a ``<model>.card.json`` file next to a TorchScript file).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SNOMED = "http://snomed.info/sct"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputClass:
+    index: int  # position in the model's output vector
+    code: str  # SNOMED CT concept id
+    display: str
+    threshold: float  # a probability at or above it is interpreted as positive
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    height: int
+    width: int
+    colour_space: str = "RGB"
+    scale: float = 255.0  # pixel values are divided by it first
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # then normalised channel-wise
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCard:
+    id: str
+    version: str
+    name: str
+    intended_use: str
+    input: InputSpec
+    classes: tuple[OutputClass, ...]
+    limitations: tuple[str, ...] = ()
+    performance: tuple[dict[str, Any], ...] = ()  # e.g. {"subgroup": "Fitzpatrick I-III", "metric": ..., "value": ...}
+    training: str = ""
+    saliency_layer: str | None = None  # a module name for Grad-CAM; None: occlusion sensitivity
+    clinical_use: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.id}@{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        try:
+            spec = dict(data["input"])
+            spec["mean"], spec["std"] = tuple(spec.get("mean", (0, 0, 0))), tuple(spec.get("std", (1, 1, 1)))
+            classes = tuple(OutputClass(**c) for c in data["classes"])
+            if sorted(c.index for c in classes) != list(range(len(classes))):
+                raise ValueError("class indexes must be 0..n-1")
+            return cls(
+                id=str(data["id"]),
+                version=str(data["version"]),
+                name=str(data["name"]),
+                intended_use=str(data["intended_use"]),
+                input=InputSpec(**spec),
+                classes=classes,
+                limitations=tuple(data.get("limitations", ())),
+                performance=tuple(data.get("performance", ())),
+                training=str(data.get("training", "")),
+                saliency_layer=data.get("saliency_layer"),
+                clinical_use=bool(data.get("clinical_use", False)),
+                extra=dict(data.get("extra", {})),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a valid model card: {exc}") from exc

@@ -1,0 +1,278 @@
+"""AI findings into FHIR (IHE AI Results in spirit; HL7 AI Transparency on FHIR where it fits).
+
+Per analysed image: one Observation per output class of the model (the class, its probability,
+its interpretation against the card's threshold), one Observation of the ABCD features, a saliency
+map as Binary + Media, a Provenance, and the case DiagnosticReport updated. Everything the model
+asserted carries ``meta.security`` AIAST. Every resource has a deterministic identifier, so the same
+image and model version produce one set of results however often the event is delivered.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fhir_server.repository import Repository, Stored
+from inference.abcd import AbcdFeatures
+from inference.model_card import SNOMED, ModelCard
+from inference.pipeline import Prediction
+
+AIAST = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "AIAST",
+         "display": "Artificial Intelligence asserted"}  # fmt: skip
+FINDING_SYSTEM = "urn:dermbridge:ai-result"
+MODEL_SYSTEM = "urn:dermbridge:model"
+SOFTWARE_SYSTEM = "urn:dermbridge:software"
+ABCD_SYSTEM = "urn:dermbridge:abcd"
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+IMAGING = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging"}]}
+METHOD = {"coding": [{"system": "urn:dermbridge:method", "code": "ai-analysis", "display": "AI analysis"}],
+          "text": "AI analysis"}  # fmt: skip
+FINAL_STATES = ("final", "amended", "corrected", "appended", "cancelled", "entered-in-error")
+PROVENANCE_AGENT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+UCUM = "http://unitsofmeasure.org"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageContext:
+    """The image analysed and where it sits, from the ``imaging.instance-stored`` event."""
+
+    instance_uid: str
+    patient_id: str
+    media_id: str
+    imaging_study_id: str
+    report_id: str
+    body_site: dict[str, Any] | None = None
+
+
+def done_key(context: ImageContext, card: ModelCard) -> str:
+    """The identifier of the first result written: all results exist once it does (one transaction)."""
+    return f"{FINDING_SYSTEM}|{result_key(context, card, 'class-0')}"
+
+
+def result_key(context: ImageContext, card: ModelCard, part: str) -> str:
+    digest = hashlib.sha256(f"{context.instance_uid}|{card.key}|{part}".encode()).hexdigest()[:32]
+    return digest
+
+
+async def _one(repo: Repository, resource_type: str, identifier: str) -> Stored | None:
+    found = await repo.find(resource_type, [("identifier", identifier)], 2)
+    return found[0] if found else None
+
+
+async def _create_once(repo: Repository, resource: dict[str, Any], identifier: dict[str, str]) -> Stored:
+    """Create unless a resource with ``identifier`` exists (the idempotency of redelivered events)."""
+    existing = await _one(repo, resource["resourceType"], f"{identifier['system']}|{identifier['value']}")
+    if existing is not None:
+        return existing
+    resource.setdefault("identifier", []).insert(0, identifier)
+    return await repo.create(resource, resource_type=resource["resourceType"], server_built=True)
+
+
+async def ensure_device(repo: Repository, card: ModelCard) -> Stored:
+    """The model as a FHIR Device (AI software), created once per tenant."""
+    device = {
+        "resourceType": "Device",
+        "status": "active",
+        "deviceName": [{"name": card.name, "type": "model-name"}, {"name": card.id, "type": "other"}],
+        "type": {"text": "AI software (machine-learning model)"},
+        "version": [{"value": card.version}],
+        "note": [{"text": f"Intended use: {card.intended_use}"}]
+        + [{"text": f"Limitation: {limit}"} for limit in card.limitations],
+        "property": [
+            {"type": {"text": "output class"}, "valueCode": [{"coding": [{"system": SNOMED, "code": c.code,
+             "display": c.display}]}]} for c in card.classes
+        ],
+    }  # fmt: skip
+    return await _create_once(repo, device, {"system": MODEL_SYSTEM, "value": card.key})
+
+
+async def ensure_server_device(repo: Repository, version: str) -> Stored:
+    device = {
+        "resourceType": "Device",
+        "status": "active",
+        "deviceName": [{"name": "DermBridge", "type": "manufacturer-name"}],
+        "type": {"text": "Clinical data server (DermBridge)"},
+        "version": [{"value": version}],
+    }
+    return await _create_once(repo, device, {"system": SOFTWARE_SYSTEM, "value": f"dermbridge@{version}"})
+
+
+def _coding(card: ModelCard, index: int) -> dict[str, Any]:
+    found = next(c for c in card.classes if c.index == index)
+    return {"coding": [{"system": SNOMED, "code": found.code, "display": found.display}], "text": found.display}
+
+
+def _common(context: ImageContext, device: Stored, now: str, saliency: Stored | None) -> dict[str, Any]:
+    derived = [{"reference": f"ImagingStudy/{context.imaging_study_id}"}, {"reference": f"Media/{context.media_id}"}]
+    if saliency is not None:
+        derived.append({"reference": f"Media/{saliency.resource['id']}"})
+    body: dict[str, Any] = {
+        "resourceType": "Observation",
+        "meta": {"security": [AIAST]},
+        "status": "preliminary",
+        "category": [IMAGING],
+        "subject": {"reference": f"Patient/{context.patient_id}"},
+        "focus": [{"reference": f"Media/{context.media_id}"}],
+        "effectiveDateTime": now,
+        "issued": now,
+        "device": {"reference": f"Device/{device.resource['id']}"},
+        "method": METHOD,
+        "derivedFrom": derived,
+    }
+    if context.body_site:
+        body["bodySite"] = context.body_site
+    return body
+
+
+def finding_observation(
+    context: ImageContext, card: ModelCard, device: Stored, prediction: Prediction, index: int, now: str,
+    saliency: Stored | None,
+) -> dict[str, Any]:  # fmt: skip
+    output = next(c for c in card.classes if c.index == index)
+    probability = prediction.probabilities[index]
+    positive = probability >= output.threshold
+    observation = _common(context, device, now, saliency if index == prediction.top else None)
+    observation.update(
+        {
+            "code": _coding(card, index),
+            "valueCodeableConcept": _coding(card, index),
+            "interpretation": [{"coding": [{"system": INTERPRETATION, "code": "POS" if positive else "NEG",
+                                            "display": "Positive" if positive else "Negative"}]}],
+            "component": [{
+                "code": {"coding": [{"system": FINDING_SYSTEM, "code": "probability"}], "text": "probability"},
+                "valueQuantity": {"value": round(probability, 6), "unit": "probability", "system": UCUM, "code": "1"},
+            }, {
+                "code": {"coding": [{"system": FINDING_SYSTEM, "code": "threshold"}], "text": "decision threshold"},
+                "valueQuantity": {"value": output.threshold, "unit": "probability", "system": UCUM, "code": "1"},
+            }],
+            "note": [{"text": f"{card.name} {card.version}: {card.intended_use}"}],
+        }
+    )  # fmt: skip
+    return observation
+
+
+def abcd_observation(context: ImageContext, device: Stored, features: AbcdFeatures, now: str) -> dict[str, Any]:
+    observation = _common(context, device, now, None)
+    observation["meta"] = {"security": [AIAST]}
+    observation["method"] = {"text": "Interpretable image analysis (lesion segmentation and ABCD features)"}
+    observation["code"] = {"coding": [{"system": ABCD_SYSTEM, "code": "abcd"}], "text": "ABCD dermoscopic features"}
+
+    def quantity(code: str, text: str, value: float, unit: str, ucum: str) -> dict[str, Any]:
+        return {"code": {"coding": [{"system": ABCD_SYSTEM, "code": code}], "text": text},
+                "valueQuantity": {"value": round(value, 4), "unit": unit, "system": UCUM, "code": ucum}}  # fmt: skip
+
+    components = [
+        quantity("asymmetry", "asymmetry (0 symmetric .. 1)", features.asymmetry, "1", "1"),
+        quantity("border", "border irregularity (perimeter^2 / 4 pi area; 1: a smooth disc)",
+                 features.border_irregularity, "1", "1"),
+        {"code": {"coding": [{"system": ABCD_SYSTEM, "code": "colour-count"}], "text": "number of colours"},
+         "valueInteger": len(features.colours)},
+        {"code": {"coding": [{"system": ABCD_SYSTEM, "code": "colours"}], "text": "colours present"},
+         "valueString": ", ".join(features.colours) or "none"},
+    ]  # fmt: skip
+    if features.diameter_mm is not None:
+        components.append(quantity("diameter", "greatest diameter", features.diameter_mm, "mm", "mm"))
+    else:
+        components.append(quantity("diameter-px", "greatest diameter (no pixel spacing)", features.diameter_px,
+                                   "pixels", "{pixels}"))  # fmt: skip
+    observation["component"] = components
+    return observation
+
+
+async def write_saliency(repo: Repository, context: ImageContext, card: ModelCard, png: bytes, now: str) -> Stored:
+    key = result_key(context, card, "saliency")
+    binary = {"resourceType": "Binary", "contentType": "image/png", "data": base64.b64encode(png).decode()}
+    existing = await _one(repo, "Media", f"{FINDING_SYSTEM}|{key}")
+    if existing is not None:
+        return existing
+    stored_binary = await repo.create(binary, resource_type="Binary", server_built=True)
+    media = {
+        "resourceType": "Media",
+        "meta": {"security": [AIAST]},
+        "status": "completed",
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/media-type", "code": "image"}]},
+        "subject": {"reference": f"Patient/{context.patient_id}"},
+        "partOf": [{"reference": f"Media/{context.media_id}"}],
+        "createdDateTime": now,
+        "content": {"contentType": "image/png", "url": f"Binary/{stored_binary.resource['id']}",
+                    "title": f"Saliency map ({card.name} {card.version})"},
+        "note": [{"text": "Where the image drove the model's top finding (Grad-CAM or occlusion sensitivity)."}],
+    }  # fmt: skip
+    if context.body_site:
+        media["bodySite"] = context.body_site
+    return await _create_once(repo, media, {"system": FINDING_SYSTEM, "value": key})
+
+
+async def write_results(
+    repo: Repository,
+    context: ImageContext,
+    card: ModelCard,
+    prediction: Prediction,
+    features: AbcdFeatures | None,
+    png: bytes | None,
+    server_version: str,
+) -> list[Stored]:
+    """Everything for one image, in the caller's transaction; returns the Observations."""
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    device = await ensure_device(repo, card)
+    server = await ensure_server_device(repo, server_version)
+    saliency = await write_saliency(repo, context, card, png, now) if png is not None else None
+    observations = []
+    for output in card.classes:
+        body = finding_observation(context, card, device, prediction, output.index, now, saliency)
+        key = {"system": FINDING_SYSTEM, "value": result_key(context, card, f"class-{output.index}")}
+        observations.append(await _create_once(repo, body, key))
+    if features is not None:
+        key = {"system": FINDING_SYSTEM, "value": result_key(context, card, "abcd")}
+        observations.append(await _create_once(repo, abcd_observation(context, device, features, now), key))
+    targets = [{"reference": f"Observation/{o.resource['id']}"} for o in observations]
+    if saliency is not None:
+        targets.append({"reference": f"Media/{saliency.resource['id']}"})
+    provenance = {
+        "resourceType": "Provenance",
+        "meta": {"security": [AIAST]},
+        "target": targets,
+        "recorded": now,
+        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
+                                 "code": "CREATE"}], "text": "AI analysis"},
+        "agent": [
+            {"type": {"coding": [{"system": PROVENANCE_AGENT, "code": "author"}]},
+             "who": {"reference": f"Device/{device.resource['id']}"}},
+            {"type": {"coding": [{"system": PROVENANCE_AGENT, "code": "custodian"}]},
+             "who": {"reference": f"Device/{server.resource['id']}"}},
+        ],
+        "entity": [{"role": "source", "what": {"reference": f"Media/{context.media_id}"}},
+                   {"role": "source", "what": {"reference": f"ImagingStudy/{context.imaging_study_id}"}}],
+    }  # fmt: skip
+    # Provenance has no identifier in R4: it is found again by the first Observation it targets
+    if not await repo.find("Provenance", [("target", targets[0]["reference"])], 1):
+        await repo.create(provenance, resource_type="Provenance", server_built=True)
+    await update_case(repo, context, card, observations, prediction)
+    return observations
+
+
+async def update_case(
+    repo: Repository, context: ImageContext, card: ModelCard, observations: list[Stored], prediction: Prediction
+) -> None:
+    """Add the results to the case; a clinician's final (or later) report is never changed."""
+    current = await repo.current("DiagnosticReport", context.report_id)
+    if current is None or current.get("status") in FINAL_STATES:
+        return
+    report = dict(current)
+    results = report.setdefault("result", [])
+    known = {r.get("reference") for r in results}
+    for stored in observations:
+        reference = f"Observation/{stored.resource['id']}"
+        if reference not in known:
+            results.append({"reference": reference})
+    report["status"] = "preliminary"
+    report["conclusionCode"] = [_coding(card, prediction.top)]
+    report["conclusion"] = (
+        f"AI (preliminary, {card.name} {card.version}): {_coding(card, prediction.top)['text']}, "
+        f"probability {prediction.probabilities[prediction.top]:.2f}. Awaiting clinician review."
+    )
+    if report != current:
+        await repo.update(report, resource_type="DiagnosticReport", id=context.report_id, server_built=True)

@@ -1,0 +1,64 @@
+"""Workflow records of the AI step when it does not produce results: a failed analysis (a Task
+with an OperationOutcome) and a case sent to human review (a requested Task)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fhir_server.repository import Repository, Stored
+from inference.results import FINDING_SYSTEM, ImageContext
+
+TASK_SYSTEM = "urn:dermbridge:task"
+AI_ANALYSIS_CODE = {"coding": [{"system": TASK_SYSTEM, "code": "ai-analysis", "display": "AI analysis"}]}
+HUMAN_REVIEW_CODE = {"coding": [{"system": TASK_SYSTEM, "code": "clinician-review", "display": "Clinician review"}]}
+
+
+async def _task_once(repo: Repository, task: dict[str, Any], key: str) -> Stored:
+    found = await repo.find("Task", [("identifier", f"{FINDING_SYSTEM}|{key}")], 1)
+    if found:
+        return found[0]
+    task["identifier"] = [{"system": FINDING_SYSTEM, "value": key}]
+    return await repo.create(task, resource_type="Task", server_built=True)
+
+
+def _task(context: ImageContext, status: str, code: dict[str, Any], reason: str) -> dict[str, Any]:
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    task: dict[str, Any] = {
+        "resourceType": "Task",
+        "status": status,
+        "intent": "order",
+        "code": code,
+        "for": {"reference": f"Patient/{context.patient_id}"},
+        "authoredOn": now,
+        "lastModified": now,
+        "statusReason": {"text": reason},
+        "input": [{"type": {"text": "image"}, "valueReference": {"reference": f"Media/{context.media_id}"}}],
+    }
+    if context.report_id and context.report_id != "None":
+        task["focus"] = {"reference": f"DiagnosticReport/{context.report_id}"}
+    return task
+
+
+async def record_failure(repo: Repository, context: ImageContext, reason: str) -> Stored:
+    """A failed AI analysis Task of the case, its output an OperationOutcome saying why."""
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "processing", "diagnostics": reason}],
+    }
+    key = f"failure-{context.instance_uid}"
+    found = await repo.find("Task", [("identifier", f"{FINDING_SYSTEM}|{key}")], 1)
+    if found:
+        return found[0]
+    stored_outcome = await repo.create(outcome, resource_type="OperationOutcome", server_built=True)
+    task = _task(context, "failed", AI_ANALYSIS_CODE, reason)
+    reference = {"reference": f"OperationOutcome/{stored_outcome.resource['id']}"}
+    task["output"] = [{"type": {"text": "OperationOutcome"}, "valueReference": reference}]
+    return await _task_once(repo, task, key)
+
+
+async def request_human_review(repo: Repository, context: ImageContext, reason: str) -> Stored:
+    """The case goes to the clinician reviewer queue without AI results."""
+    return await _task_once(
+        repo, _task(context, "requested", HUMAN_REVIEW_CODE, reason), f"review-{context.instance_uid}"
+    )

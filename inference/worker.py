@@ -1,0 +1,253 @@
+"""The inference worker (DESIGN data flow 2): every ``imaging.instance-stored`` event becomes AI
+findings in FHIR, or a recorded reason why not.
+
+- Consent first: the patient's Consent must permit AI analysis (the consent decision service);
+  otherwise no analysis, an AuditEvent, and a human review Task when the tenant's flow has one.
+- Events claimed together are decoded together and go through the model in one batch.
+- Idempotent: results carry deterministic identifiers and are written in one transaction, so a
+  redelivered event (a crash before the acknowledgement) finds them and writes nothing new.
+- A transient failure leaves the event unacknowledged: it comes back when its lease expires (the
+  back-off), at most ``max_attempts`` times. A poison image (undecodable pixels) or a last attempt
+  ends in a failed Task with an OperationOutcome on the case, never a stuck queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from dicom_node.blobs import BlobStore
+from dicom_node.sop_classes import ENCAPSULATED_PDF
+from fhir_server.audit.trail import AuditTrail
+from fhir_server.consent.decision import AI_ANALYSIS, decide
+from fhir_server.repository import Repository
+from fhir_server.storage.port import Engine, OutboxEvent, TenantStore
+from inference.abcd import SegmentationError, analyse, pixel_spacing_mm
+from inference.events import analysis_event
+from inference.pipeline import Prediction, Runner, saliency_png
+from inference.pixels import UndecodableImage, rgb_pixels
+from inference.results import ImageContext, done_key, write_results
+from inference.tasks import record_failure, request_human_review
+
+log = logging.getLogger(__name__)
+CONSUMER = "inference"
+TOPIC = "imaging.instance-stored"
+SCAN = 256  # events claimed at a time; the image events among them are analysed in batches
+
+
+@dataclass(slots=True)
+class Job:
+    event: OutboxEvent
+    context: ImageContext
+    rgb: np.ndarray
+    spacing: tuple[float, float] | None
+
+
+class InferenceWorker:
+    def __init__(
+        self,
+        engine: Engine,
+        blobs: BlobStore,
+        runners: list[Runner],
+        *,
+        audit: AuditTrail | None = None,
+        server_version: str = "",
+        batch: int = 8,
+        lease_seconds: float = 30.0,
+        max_attempts: int = 5,
+        human_review: bool = True,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.engine = engine
+        self.blobs = blobs
+        self.runners = runners
+        self.audit = audit
+        self.server_version = server_version
+        self.batch = batch
+        self.lease = lease_seconds
+        self.max_attempts = max_attempts
+        self.human_review = human_review
+        self.poll = poll_seconds
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        engine.add_commit_listener(self._on_commit)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def _on_commit(self, tenant: str) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._run(), name="inference-worker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
+            self._wake.clear()
+            try:
+                await self.drain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("inference round failed; retrying")
+
+    # -- one round --------------------------------------------------------------------------------
+    async def drain(self) -> int:
+        """Analyse what is due now in every tenant; returns how many events were settled."""
+        settled = 0
+        for tenant in await self.engine.tenant_names():
+            store = await self.engine.tenant(tenant)
+            while True:
+                events = await store.claim_events(CONSUMER, SCAN, self.lease)
+                if not events:
+                    break
+                await store.ack_events(CONSUMER, [e.seq for e in events if e.topic != TOPIC])
+                images = [e for e in events if e.topic == TOPIC]
+                for start in range(0, len(images), self.batch):
+                    settled += await self._round(store, images[start : start + self.batch])
+                if len(events) < SCAN:
+                    break
+        return settled
+
+    async def _round(self, store: TenantStore, events: list[OutboxEvent]) -> int:
+        """One batch of image events: prepared one by one, one forward pass, results one by one."""
+        repo = Repository(store)
+        jobs: list[Job] = []
+        done: list[int] = []
+        for event in events:
+            try:
+                job = await self._prepare(repo, event)
+            except Exception as exc:
+                await self._failed_attempt(repo, event, exc)
+                continue
+            if job is None:
+                done.append(event.seq)
+            else:
+                jobs.append(job)
+        failed: set[int] = set()
+        for runner in self.runners if jobs else []:
+            try:
+                predictions = await asyncio.to_thread(runner.predict, [job.rgb for job in jobs])
+            except Exception as exc:
+                for job in jobs:
+                    await self._failed_attempt(repo, job.event, exc)
+                    failed.add(job.event.seq)
+                break
+            for job, prediction in zip(jobs, predictions, strict=True):
+                if job.event.seq in failed:
+                    continue
+                try:
+                    await self._finish(repo, runner, job, prediction)
+                except Exception as exc:
+                    await self._failed_attempt(repo, job.event, exc)
+                    failed.add(job.event.seq)
+        done += [job.event.seq for job in jobs if job.event.seq not in failed]
+        await store.ack_events(CONSUMER, done)
+        return len(done)
+
+    async def _prepare(self, repo: Repository, event: OutboxEvent) -> Job | None:
+        """The decoded image of an event, or None when the event is settled without a model run."""
+        payload = event.payload
+        context = ImageContext(
+            instance_uid=str(payload["instance"]),
+            patient_id=str(payload["patient"]),
+            media_id=str(payload["media"]),
+            imaging_study_id=str(payload["imagingStudy"]),
+            report_id=str(payload["report"]),
+        )
+        if self._already_done(await self._done_keys(repo, context)):
+            return None
+        path = self.blobs.path(repo.tenant, str(payload["study"]), str(payload["series"]), context.instance_uid)
+        try:
+            ds = await asyncio.to_thread(pydicom.dcmread, path)
+        except FileNotFoundError:
+            log.info("instance of event %s is gone (replaced or erased); nothing to analyse", event.seq)
+            return None
+        except InvalidDicomError as exc:
+            await self._poison(repo, context, f"the stored object is not readable DICOM: {exc}")
+            return None
+        if str(ds.SOPClassUID) == ENCAPSULATED_PDF or "PixelData" not in ds:
+            return None  # documents and objects without pixels are not for the image models
+        media = await repo.current("Media", context.media_id)
+        if media and media.get("bodySite"):
+            context = replace(context, body_site=media["bodySite"])
+        decision = await decide(repo, context.patient_id, AI_ANALYSIS)
+        if not decision.permit:
+            await self._refused(repo, context, decision.reason)
+            return None
+        try:
+            rgb = await asyncio.to_thread(rgb_pixels, ds)
+        except UndecodableImage as exc:
+            await self._poison(repo, context, str(exc))
+            return None
+        return Job(event, context, rgb, pixel_spacing_mm(ds))
+
+    async def _done_keys(self, repo: Repository, context: ImageContext) -> list[bool]:
+        done = []
+        for runner in self.runners:
+            done.append(bool(await repo.find("Observation", [("identifier", done_key(context, runner.model.card))], 1)))
+        return done
+
+    @staticmethod
+    def _already_done(done: list[bool]) -> bool:
+        return bool(done) and all(done)
+
+    async def _finish(self, repo: Repository, runner: Runner, job: Job, prediction: Prediction) -> None:
+        started = time.perf_counter()
+        heat = await asyncio.to_thread(runner.saliency, job.rgb, prediction.top)
+        png = await asyncio.to_thread(saliency_png, job.rgb, heat)
+        try:
+            features = await asyncio.to_thread(analyse, job.rgb, job.spacing)
+        except SegmentationError:
+            features = None
+        async with repo.store.transaction() as tx:
+            bound = repo.within(tx)
+            await write_results(bound, job.context, runner.model.card, prediction, features, png, self.server_version)
+        await self._audit(repo, job.context, "0", f"analysed by {runner.model.card.key} in "
+                          f"{(time.perf_counter() - started) * 1000:.0f} ms after the forward pass")  # fmt: skip
+
+    # -- outcomes other than results ----------------------------------------------------------------
+    async def _failed_attempt(self, repo: Repository, event: OutboxEvent, exc: Exception) -> None:
+        if event.attempts >= self.max_attempts:
+            log.error("event %s failed %d times; recording the failure", event.seq, event.attempts)
+            payload = event.payload
+            context = ImageContext(str(payload.get("instance")), str(payload.get("patient")),
+                                   str(payload.get("media")), str(payload.get("imagingStudy")),
+                                   str(payload.get("report")))  # fmt: skip
+            await self._poison(repo, context, f"analysis failed {event.attempts} times: {type(exc).__name__}")
+            await repo.store.ack_event(CONSUMER, event.seq)
+        else:
+            log.warning("analysis of event %s failed (attempt %d), retried after the lease: %s",
+                        event.seq, event.attempts, type(exc).__name__, exc_info=exc)  # fmt: skip
+
+    async def _poison(self, repo: Repository, context: ImageContext, reason: str) -> None:
+        async with repo.store.transaction() as tx:
+            await record_failure(repo.within(tx), context, reason)
+        await self._audit(repo, context, "8", f"analysis failed: {reason}")
+
+    async def _refused(self, repo: Repository, context: ImageContext, reason: str) -> None:
+        if self.human_review:
+            async with repo.store.transaction() as tx:
+                await request_human_review(repo.within(tx), context, f"no AI analysis: {reason}")
+        await self._audit(repo, context, "4", f"no AI analysis: {reason}")
+
+    async def _audit(self, repo: Repository, context: ImageContext, outcome: str, description: str) -> None:
+        if self.audit is not None:
+            await self.audit.record(repo, analysis_event(context.patient_id, context.media_id, outcome, description))

@@ -1,0 +1,230 @@
+"""The inference worker end to end: dcmtk's storescu sends a dermoscopic image, and the case gets
+Observations, a Provenance and a saliency Media, readable through FHIR search; and every path where
+no results are written (no consent, poison image, failures, redelivery) ends recorded."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
+
+from fhir_server.validation import validate
+from inference.results import AIAST
+from inference.synthetic import lesion_image, random_spec
+from inference.worker import CONSUMER
+from tests.conftest import BASE, FhirTestClient, make_client
+from tests.dicom_factories import dermoscopic
+from tests.fhir_server.test_consent import AI, consent
+
+pytestmark = pytest.mark.interop
+DEADLINE = 60.0
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[FhirTestClient]:
+    settings = {"inference_enabled": True, "dicom_any_ae_tenant": "default"}
+    with make_client(tmp_path / "var", **settings) as client:
+        yield client
+
+
+def dimse_port(client: FhirTestClient) -> int:
+    return int(client.app.state.dimse.ports[0])  # type: ignore[attr-defined]
+
+
+def lesion_instance(patient_id: str, seed: int, suspicious: bool = True, **kw: Any) -> pydicom.Dataset:
+    ds = dermoscopic(patient_id=patient_id, seed=seed, **kw)
+    pixels = lesion_image(random_spec(np.random.default_rng(seed), 256, suspicious), 256, seed=seed)
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.PixelData = pixels.tobytes()
+    ds.PixelSpacing = [0.05, 0.05]
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+def send(client: FhirTestClient, tmp_path: Path, *datasets: pydicom.Dataset) -> None:
+    files = []
+    for n, ds in enumerate(datasets):
+        path = tmp_path / f"send-{ds.SOPInstanceUID}-{n}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        files.append(str(path))
+    command = ["storescu", "-R", "-aet", "DERMATOSCOPE", "-aec", "DERMBRIDGE", "127.0.0.1", str(dimse_port(client))]
+    result = subprocess.run([*command, *files], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def consenting_patient(client: FhirTestClient, mrn: str, permit: bool = True) -> str:
+    body = {"resourceType": "Patient", "identifier": [{"system": "urn:clinic:mrn", "value": mrn}]}
+    patient_id = str(client.post(f"{BASE}/Patient", json=body).json()["id"])
+    provision = {"type": "permit" if permit else "deny", "purpose": [AI]}
+    assert client.post(f"{BASE}/Consent", json=consent(patient_id, provision)).status_code == 201
+    return patient_id
+
+
+def wait_for(client: FhirTestClient, url: str, params: dict[str, str], count: int = 1) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        bundle = client.get(f"{BASE}/{url}", params={**params, "_count": "100"}).json()
+        found = [e["resource"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"]
+        if len(found) >= count:
+            return found
+        assert time.monotonic() < deadline, f"nothing at {url} {params} after {DEADLINE} s"
+        time.sleep(0.1)
+
+
+def test_storescu_image_becomes_findings(node: FhirTestClient, tmp_path: Path) -> None:
+    patient_id = consenting_patient(node, "AI-1")
+    send(node, tmp_path, lesion_instance("AI-1", seed=11))
+    device = wait_for(node, "Device", {"identifier": "urn:dermbridge:model|dermbridge-demo-abcd@1.0.0"})[0]
+    findings = wait_for(node, "Observation", {"subject": f"Patient/{patient_id}", "device": f"Device/{device['id']}"},
+                        3)  # fmt: skip
+    classes = [o for o in findings if o["code"]["coding"][0]["system"] == "http://snomed.info/sct"]
+    assert {o["code"]["coding"][0]["code"] for o in classes} == {"400096001", "372244006"}
+    for observation in classes:
+        assert observation["status"] == "preliminary"
+        assert observation["meta"]["security"][0]["code"] == "AIAST"
+        assert observation["category"][0]["coding"][0]["code"] == "imaging"
+        probability = observation["component"][0]["valueQuantity"]["value"]
+        assert 0 <= probability <= 1
+        assert observation["interpretation"][0]["coding"][0]["code"] == ("POS" if probability >= 0.5 else "NEG")
+        assert observation["bodySite"]["coding"][0]["code"] == "39937001"
+        assert {r["reference"].split("/")[0] for r in observation["derivedFrom"]} >= {"ImagingStudy", "Media"}
+    assert sum(o["component"][0]["valueQuantity"]["value"] for o in classes) == pytest.approx(1, abs=1e-4)
+    abcd = next(o for o in findings if o["code"]["coding"][0]["code"] == "abcd")
+    diameter = next(c for c in abcd["component"] if c["code"]["coding"][0]["code"] == "diameter")
+    assert diameter["valueQuantity"]["unit"] == "mm" and 2 < diameter["valueQuantity"]["value"] < 12.8
+
+    provenance = wait_for(node, "Provenance", {"target": f"Observation/{classes[0]['id']}"})[0]
+    assert provenance["agent"][0]["who"]["reference"] == f"Device/{device['id']}"
+    assert provenance["entity"][0]["role"] == "source"
+    saliency_ref = next(t["reference"] for t in provenance["target"] if t["reference"].startswith("Media/"))
+    saliency = node.get(f"{BASE}/{saliency_ref}").json()
+    assert saliency["content"]["contentType"] == "image/png"
+    binary = node.get(f"{BASE}/{saliency['content']['url']}").json()
+    assert binary["contentType"] == "image/png"
+
+    report = wait_for(node, "DiagnosticReport", {"subject": f"Patient/{patient_id}"})[0]
+    assert report["status"] == "preliminary"
+    assert {r["reference"] for r in report["result"]} >= {f"Observation/{o['id']}" for o in classes}
+    assert report["conclusionCode"][0]["coding"][0]["system"] == "http://snomed.info/sct"
+    events = node.get(f"{BASE}/AuditEvent", params={"subtype": "ai-analysis"}).json()
+    assert events["entry"][0]["resource"]["outcome"] == "0"
+    # what the worker wrote passes the project's full validation, not only the R4 schema
+    for resource in (*findings, provenance, saliency, binary, device, report):
+        validate({k: v for k, v in resource.items() if k != "meta"} | {"meta": {"security": [AIAST]}})
+
+
+def worker(client: FhirTestClient) -> Any:
+    return client.app.state.inference  # type: ignore[attr-defined]
+
+
+def test_redelivered_events_write_nothing_new(node: FhirTestClient, tmp_path: Path) -> None:
+    patient_id = consenting_patient(node, "AI-2")
+    send(node, tmp_path, lesion_instance("AI-2", seed=12))
+    first = wait_for(node, "Observation", {"subject": f"Patient/{patient_id}"}, 3)
+    store = node.portal.call(node.app.state.engine.tenant, "default")  # type: ignore[attr-defined]
+
+    async def replay() -> None:
+        events = await store.claim_events("replay-reader", 1000, 60)
+        stored = [e for e in events if e.topic == "imaging.instance-stored"]
+        async with store.transaction() as tx:
+            for event in stored:
+                await tx.append_event(event.topic, event.payload)
+
+    node.portal.call(replay)
+    node.portal.call(worker(node).drain)
+    again = node.get(f"{BASE}/Observation", params={"subject": f"Patient/{patient_id}"}).json()
+    assert again["total"] == len(first)
+
+
+def test_no_consent_no_analysis_and_a_human_review(node: FhirTestClient, tmp_path: Path) -> None:
+    refused = consenting_patient(node, "AI-3", permit=False)
+    send(node, tmp_path, lesion_instance("AI-3", seed=13, accession="ACC-3"))
+    task = wait_for(node, "Task", {"patient": f"Patient/{refused}", "status": "requested"})[0]
+    assert task["code"]["coding"][0]["code"] == "clinician-review"
+    assert "Consent/" in task["statusReason"]["text"]
+    assert node.get(f"{BASE}/Observation", params={"subject": f"Patient/{refused}"}).json()["total"] == 0
+    audit = node.get(f"{BASE}/AuditEvent", params={"subtype": "ai-analysis", "outcome": "4"}).json()
+    assert audit["total"] == 1
+    # no Consent at all: the same
+    send(node, tmp_path, lesion_instance("AI-4", seed=14, accession="ACC-4"))
+    wait_for(node, "Task", {"status": "requested"}, 2)
+
+
+def test_poison_image_is_a_recorded_failure(node: FhirTestClient, tmp_path: Path) -> None:
+    patient_id = consenting_patient(node, "AI-5")
+    broken = dermoscopic(patient_id="AI-5", syntax=JPEGBaseline8Bit, accession="ACC-5")
+    broken.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8not a jpeg\xff\xd9"])
+    buffer = io.BytesIO()
+    broken.save_as(buffer, enforce_file_format=True)
+    boundary = "poison"
+    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + buffer.getvalue()
+            + f"\r\n--{boundary}--\r\n".encode())  # fmt: skip
+    media = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    assert node.post("/dicomweb/default/studies", content=body, headers={"Content-Type": media}).status_code == 200
+    task = wait_for(node, "Task", {"patient": f"Patient/{patient_id}", "status": "failed"})[0]
+    outcome = node.get(f"{BASE}/{task['output'][0]['valueReference']['reference']}").json()
+    assert "cannot be decoded" in outcome["issue"][0]["diagnostics"]
+    assert task["focus"]["reference"].startswith("DiagnosticReport/")
+    # the queue moves on: the next image of the same patient is analysed
+    send(node, tmp_path, lesion_instance("AI-5", seed=15, accession="ACC-5"))
+    wait_for(node, "Observation", {"subject": f"Patient/{patient_id}"}, 3)
+
+
+def test_transient_failures_are_retried_then_recorded(tmp_path: Path) -> None:
+    settings = {"inference_enabled": True, "dicom_any_ae_tenant": "default"}
+    with make_client(tmp_path / "var", **settings) as node:
+        running = worker(node)
+        node.portal.call(running.stop)  # drive it by hand
+        running.lease, running.max_attempts = 0.05, 3
+        calls = {"n": 0}
+        original = running.runners[0].predict
+
+        def flaky(images: list[np.ndarray]) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("GPU fell off the bus")
+            return original(images)
+
+        running.runners[0].predict = flaky
+        patient_id = consenting_patient(node, "AI-6")
+        send(node, tmp_path, lesion_instance("AI-6", seed=16))
+        node.portal.call(running.drain)
+        assert node.get(f"{BASE}/Observation", params={"subject": f"Patient/{patient_id}"}).json()["total"] == 0
+        time.sleep(0.1)  # the lease expires: the event comes back
+        node.portal.call(running.drain)
+        assert node.get(f"{BASE}/Observation", params={"subject": f"Patient/{patient_id}"}).json()["total"] == 3
+
+        running.runners[0].predict = lambda images: (_ for _ in ()).throw(RuntimeError("still broken"))
+        other = consenting_patient(node, "AI-7")
+        send(node, tmp_path, lesion_instance("AI-7", seed=17, accession="ACC-7"))
+        for _ in range(4):
+            node.portal.call(running.drain)
+            time.sleep(0.1)
+        failed = node.get(f"{BASE}/Task", params={"patient": f"Patient/{other}", "status": "failed"}).json()
+        assert failed["total"] == 1
+        store = node.portal.call(node.app.state.engine.tenant, "default")  # type: ignore[attr-defined]
+        assert node.portal.call(store.claim_events, CONSUMER, 10, 60) == []  # nothing stuck
+
+
+def test_a_clinicians_final_report_is_never_overwritten(node: FhirTestClient, tmp_path: Path) -> None:
+    patient_id = consenting_patient(node, "AI-8")
+    first = lesion_instance("AI-8", seed=18, accession="ACC-8")
+    send(node, tmp_path, first)
+    report = wait_for(node, "DiagnosticReport", {"subject": f"Patient/{patient_id}", "status": "preliminary"})[0]
+    final = {**report, "status": "final", "conclusion": "Benign naevus on dermoscopy (Dr Example)"}
+    final.pop("meta")
+    assert node.put(f"{BASE}/DiagnosticReport/{report['id']}", json=final).status_code == 200
+    second = lesion_instance("AI-8", seed=19, accession="ACC-8", study_uid=first.StudyInstanceUID,
+                             series_uid=first.SeriesInstanceUID)  # fmt: skip
+    send(node, tmp_path, second)
+    wait_for(node, "Observation", {"subject": f"Patient/{patient_id}"}, 6)
+    kept = node.get(f"{BASE}/DiagnosticReport/{report['id']}").json()
+    assert kept["status"] == "final" and kept["conclusion"].endswith("(Dr Example)")
