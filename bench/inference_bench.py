@@ -95,7 +95,7 @@ def end_to_end(count: int, pictures: list[np.ndarray]) -> dict[str, Any]:
         assert http.post(f"{server.base}/Consent", json=consent_body).status_code == 201
         params = {"subject": f"Patient/{patient_id}", "_summary": "count"}
 
-        def count() -> int:
+        def observations() -> int:
             return int(http.get(f"{server.base}/Observation", params=params).json()["total"])
 
         ae = AE(ae_title="BENCHSCU")
@@ -110,13 +110,13 @@ def end_to_end(count: int, pictures: list[np.ndarray]) -> dict[str, Any]:
                 ds.PixelData = picture.tobytes()
                 ds.PixelSpacing = [0.02, 0.02]
                 ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
-                before = count()
+                before = observations()
                 status = assoc.send_c_store(ds)
                 acknowledged = time.perf_counter()
                 assert status.Status == 0, status
                 deadline = acknowledged + 30
                 while True:
-                    found = count()
+                    found = observations()
                     if found >= before + 3:
                         break
                     assert time.perf_counter() < deadline, "no Observation within 30 s"
