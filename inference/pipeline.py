@@ -74,7 +74,7 @@ class Runner:
         span = float(result.max() - result.min())
         return (result - result.min()) / span if span > 0 else np.zeros_like(result)
 
-    def _occlusion(self, batch: torch.Tensor, class_index: int, patch: int = 16, stride: int = 8) -> torch.Tensor:
+    def _occlusion(self, batch: torch.Tensor, class_index: int, patch: int = 20, stride: int = 10) -> torch.Tensor:
         """Occlusion sensitivity: how much the class log-probability drops when a patch is covered
         with the image mean (MONAI's OcclusionSensitivity relies on tensor
         indexing newer torch deprecates)."""
@@ -85,8 +85,8 @@ class Runner:
             reference = torch.log_softmax(self.network(batch), dim=1)[0, class_index]
             heat = torch.zeros(height, width)
             hits = torch.zeros(height, width)
-            for start in range(0, len(corners), 32):
-                chunk = corners[start : start + 32]
+            for start in range(0, len(corners), 64):
+                chunk = corners[start : start + 64]
                 occluded = batch.repeat(len(chunk), 1, 1, 1)
                 for n, (y, x) in enumerate(chunk):
                     occluded[n, :, y : y + patch, x : x + patch] = fill[0, :, :, :]
@@ -98,7 +98,7 @@ class Runner:
         return (heat / hits.clamp(min=1))[None, None]
 
 
-def saliency_png(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45, largest: int = 512) -> bytes:
+def saliency_png(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45, largest: int = 320) -> bytes:
     """The heat map in red over the image (at most ``largest`` pixels a side), as PNG bytes."""
     base = Image.fromarray(rgb).convert("RGB")
     base.thumbnail((largest, largest), Image.Resampling.BILINEAR)
@@ -107,5 +107,5 @@ def saliency_png(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45, largest
     heat_rgb[..., 0] = np.asarray(heat_image)
     blended = Image.blend(base, Image.fromarray(heat_rgb), alpha)
     buffer = io.BytesIO()
-    blended.save(buffer, format="PNG", compress_level=3)
+    blended.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()

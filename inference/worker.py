@@ -29,7 +29,7 @@ from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.decision import AI_ANALYSIS, decide
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine, OutboxEvent, TenantStore
-from inference.abcd import SegmentationError, analyse, pixel_spacing_mm
+from inference.abcd import AbcdFeatures, SegmentationError, analyse, pixel_spacing_mm
 from inference.events import analysis_event
 from inference.pipeline import Prediction, Runner, saliency_png
 from inference.pixels import UndecodableImage, rgb_pixels
@@ -211,12 +211,10 @@ class InferenceWorker:
 
     async def _finish(self, repo: Repository, runner: Runner, job: Job, prediction: Prediction) -> None:
         started = time.perf_counter()
-        heat = await asyncio.to_thread(runner.saliency, job.rgb, prediction.top)
+        heat, features = await asyncio.gather(  # two cores: the saliency map and the ABCD analysis together
+            asyncio.to_thread(runner.saliency, job.rgb, prediction.top), asyncio.to_thread(_abcd, job)
+        )
         png = await asyncio.to_thread(saliency_png, job.rgb, heat)
-        try:
-            features = await asyncio.to_thread(analyse, job.rgb, job.spacing)
-        except SegmentationError:
-            features = None
         async with repo.store.transaction() as tx:
             bound = repo.within(tx)
             await write_results(bound, job.context, runner.model.card, prediction, features, png, self.server_version)
@@ -251,3 +249,10 @@ class InferenceWorker:
     async def _audit(self, repo: Repository, context: ImageContext, outcome: str, description: str) -> None:
         if self.audit is not None:
             await self.audit.record(repo, analysis_event(context.patient_id, context.media_id, outcome, description))
+
+
+def _abcd(job: Job) -> AbcdFeatures | None:
+    try:
+        return analyse(job.rgb, job.spacing)
+    except SegmentationError:
+        return None
