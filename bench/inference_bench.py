@@ -68,7 +68,7 @@ def model_rows(runner: Runner, pictures: list[np.ndarray]) -> list[dict[str, Any
         saliency_png(picture, runner.saliency(picture, prediction.top))
         analyse(picture, (0.02, 0.02))
         whole.append(time.perf_counter() - t0)
-    rows.append({"phase": "worker compute per image (forward, Grad-CAM, ABCD, PNG)",
+    rows.append({"phase": "worker compute per image, one after another (forward, saliency, ABCD, PNG)",
                  "p50_ms": statistics.median(whole) * 1000, "p95_ms": percentile(whole, 0.95) * 1000,
                  "images_s": 1 / statistics.mean(whole)})  # fmt: skip
     return rows
