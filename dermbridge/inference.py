@@ -22,6 +22,7 @@ def build_worker(settings: Settings, engine: Engine, audit: AuditTrail | None) -
         server_version=__version__,
         batch=settings.inference_batch,
         human_review=settings.inference_human_review,
+        abcd=settings.inference_abcd,
     )
 
 

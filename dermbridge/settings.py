@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     )
     inference_device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:1...")
     inference_batch: int = Field(8, ge=1, le=256, description="images analysed in one forward pass")
+    inference_abcd: bool = Field(True, description="the interpretable ABCD analysis next to the model's findings")
     inference_human_review: bool = Field(
         True, description="send a case to clinician review when AI analysis is not permitted or fails"
     )

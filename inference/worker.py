@@ -63,6 +63,7 @@ class InferenceWorker:
         lease_seconds: float = 30.0,
         max_attempts: int = 5,
         human_review: bool = True,
+        abcd: bool = True,
         poll_seconds: float = 1.0,
     ) -> None:
         self.engine = engine
@@ -74,6 +75,7 @@ class InferenceWorker:
         self.lease = lease_seconds
         self.max_attempts = max_attempts
         self.human_review = human_review
+        self.abcd = abcd
         self.poll = poll_seconds
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -212,7 +214,7 @@ class InferenceWorker:
     async def _finish(self, repo: Repository, runner: Runner, job: Job, prediction: Prediction) -> None:
         started = time.perf_counter()
         heat, features = await asyncio.gather(  # two cores: the saliency map and the ABCD analysis together
-            asyncio.to_thread(runner.saliency, job.rgb, prediction.top), asyncio.to_thread(_abcd, job)
+            asyncio.to_thread(runner.saliency, job.rgb, prediction.top), asyncio.to_thread(_abcd, job, self.abcd)
         )
         png = await asyncio.to_thread(saliency_png, job.rgb, heat)
         async with repo.store.transaction() as tx:
@@ -251,7 +253,9 @@ class InferenceWorker:
             await self.audit.record(repo, analysis_event(context.patient_id, context.media_id, outcome, description))
 
 
-def _abcd(job: Job) -> AbcdFeatures | None:
+def _abcd(job: Job, wanted: bool) -> AbcdFeatures | None:
+    if not wanted:
+        return None
     try:
         return analyse(job.rgb, job.spacing)
     except SegmentationError:
