@@ -19,7 +19,9 @@ from conformance.dicom import dicom_conformance
 from dermbridge import __version__
 from dermbridge.dicom import TrailSink, build_dimse, build_ingestor
 from dermbridge.settings import Settings
+from dermbridge.storage import open_engine
 from dicom_node.dimse import DimseServer
+from dicom_node.erasure import DicomErasure
 from dicom_node.web.routes import router as dicomweb_router
 from dicom_node.web.service import DicomWeb
 from fhir_server.api.auth_http import AuthHttp
@@ -31,19 +33,19 @@ from fhir_server.api.router import FhirRouter, Operation
 from fhir_server.audit.signing import load_signer
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.operation import DECIDE_DEFINITION, consent_decide
+from fhir_server.crypto.erase import ERASE_DEFINITION, Erasure
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.outbox import OutboxDispatcher
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.clients import ClientRegistry
 from fhir_server.security.endpoint import TokenEndpoint
 from fhir_server.security.tokens import ExternalProvider, TokenService, load_token_signer
-from fhir_server.storage.sqlite import SqliteEngine
 from fhir_server.validation import warm_up
 
 log = logging.getLogger(__name__)
 
 
-def build_router() -> FhirRouter:
+def build_router(erasure: Erasure | None = None) -> FhirRouter:
     router: FhirRouter
 
     def capability(base_url: str) -> dict[str, Any]:
@@ -52,6 +54,8 @@ def build_router() -> FhirRouter:
     router = FhirRouter(capability)
     router.batch_handler = BundleProcessor(router)
     router.register(Operation("decide", ("Consent",), False, consent_decide, DECIDE_DEFINITION))
+    if erasure is not None:
+        router.register(Operation("erase", ("Patient",), True, erasure, ERASE_DEFINITION, True, "d"))
     return router
 
 
@@ -84,7 +88,7 @@ async def bootstrap_admin(clients: ClientRegistry, settings: Settings) -> None:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    engine = SqliteEngine(settings.data_dir, readers=settings.sqlite_readers)
+    engine = open_engine(settings)
     dispatcher = OutboxDispatcher(engine)
     ingestor = build_ingestor(settings, engine)
     clients = ClientRegistry(engine)
@@ -135,9 +139,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.dispatcher = dispatcher
     app.state.ingestor = ingestor
     app.state.dimse = dimse
+    erasure = Erasure()
+    erasure.hooks.append(DicomErasure(ingestor.blobs))
     app.state.fhir_http = FhirHttp(
         engine,
-        build_router(),
+        build_router(erasure if settings.encryption_enabled else None),
         max_body_bytes=settings.max_body_bytes,
         default_count=settings.default_page_size,
         max_count=settings.max_page_size,

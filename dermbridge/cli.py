@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from dermbridge.cli_clients import add_parsers
+from dermbridge.cli_keys import add_parsers as add_key_parsers
 from dermbridge.cli_models import add_parsers as add_model_parsers
 from dermbridge.cli_support import opened_engine, settings_from
 from fhir_server.storage.sqlite.engine import check_tenant_name
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=_audit)
     add_parsers(commands)
     add_model_parsers(commands)
+    add_key_parsers(commands)
     return parser
 
 

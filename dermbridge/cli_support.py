@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from dermbridge.settings import Settings
-from fhir_server.storage.sqlite import SqliteEngine
+from dermbridge.storage import open_engine
+from fhir_server.storage.port import Engine
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -25,8 +26,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 @asynccontextmanager
-async def opened_engine(settings: Settings) -> AsyncIterator[SqliteEngine]:
-    engine = SqliteEngine(settings.data_dir)
+async def opened_engine(settings: Settings) -> AsyncIterator[Engine]:
+    engine = open_engine(settings)
     await engine.open()
     try:
         yield engine

@@ -32,10 +32,10 @@ async def run_standalone(settings: Settings) -> None:
     import asyncio
     import logging
 
+    from dermbridge.storage import open_engine
     from fhir_server.audit.signing import load_signer
-    from fhir_server.storage.sqlite import SqliteEngine
 
-    engine = SqliteEngine(settings.data_dir, readers=settings.sqlite_readers)
+    engine = open_engine(settings)
     await engine.open()
     audit = AuditTrail(load_signer(settings.data_dir / "keys"), settings.audit_checkpoint_every)
     worker = await asyncio.to_thread(build_worker, settings, engine, audit if settings.audit_enabled else None)

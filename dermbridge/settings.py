@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     oidc_audience: str | None = None
     oidc_tenant_claim: str = "tenant"
 
+    encryption_enabled: bool = Field(True, description="envelope encryption of every stored resource version")
+    master_key: str | None = Field(
+        None, description="base64 32-byte master key (else key files in DATA_DIR/keys, created on first start)"
+    )
+    master_key_kind: Literal["aes", "hybrid"] = Field(
+        "aes", description="the first master key file: AES-256, or hybrid X25519 + ML-KEM-768"
+    )
+
     audit_enabled: bool = Field(True, description="an AuditEvent for every FHIR interaction")
     audit_checkpoint_every: int = Field(256, ge=1, description="sign the audit chain head every N events")
 

@@ -31,6 +31,24 @@ class BlobStore:
                 raise ValueError(f"not a UID: {uid!r}")
         return self.root / tenant / study / series / f"{instance}.dcm"
 
+    def remove_study(self, tenant: str, study: str) -> int:
+        """Delete a study's objects (erasure); returns how many files went."""
+        if not UID_PATTERN.match(study):
+            raise ValueError(f"not a UID: {study!r}")
+        directory = self.root / tenant / study
+        files = sorted(directory.rglob("*")) if directory.exists() else []
+        removed = 0
+        for path in reversed(files):  # files before their directories
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink()
+                removed += 1
+        if directory.exists():
+            directory.rmdir()
+            _fsync_directory(directory.parent)
+        return removed
+
     def stage(self, tenant: str, data: bytes) -> Path:
         """Write ``data`` durably under a temporary name in the tenant's tree."""
         incoming = self.root / tenant / ".incoming"

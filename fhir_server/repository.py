@@ -113,6 +113,11 @@ class Repository:
         )
 
     @property
+    def transaction(self) -> TenantTransaction | None:
+        """The transaction this repository is bound to (``within``), if any."""
+        return self._tx
+
+    @property
     def _reader(self) -> TenantReader:
         return self._tx if self._tx is not None else self.store
 

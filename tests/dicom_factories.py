@@ -121,3 +121,14 @@ def write(ds: Dataset, directory: Path, name: str | None = None) -> Path:
 
 
 __all__ = ["SYNTAXES", "VL_PHOTOGRAPHIC", "dermoscopic", "write"]
+
+
+def stow_body(*datasets: Dataset, boundary: str = "dermbridge-test") -> tuple[bytes, str]:
+    """A STOW-RS request body of ``datasets`` and its Content-Type."""
+    parts = []
+    for ds in datasets:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        parts.append(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + buffer.getvalue() + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'

@@ -68,7 +68,10 @@ class AuditTrail:
         chain_at: dict[int, str] = {}
         while page := await store.audit_links(after, PAGE):
             for link in page:
-                stored = await store.vread("AuditEvent", link.resource_id, 1)
+                try:
+                    stored = await store.vread("AuditEvent", link.resource_id, 1)
+                except ValueError:  # an encrypted event whose ciphertext no longer opens
+                    return VerifyReport(False, count, 0, link.seq, f"AuditEvent/{link.resource_id} was altered")
                 if stored is None or stored.content is None:
                     return VerifyReport(False, count, 0, link.seq, f"AuditEvent/{link.resource_id} is missing")
                 if hashlib.sha256(stored.content).hexdigest() != link.content_hash:

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fhir_server.definitions import patient_compartment
 from fhir_server.errors import forbidden
-from fhir_server.search.extract import parse_local_reference
-from fhir_server.search.parameters import parameters_for
+from fhir_server.search.membership import compartment_patients
 from fhir_server.security.scopes import Access, Permission
 
 VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
@@ -34,22 +32,7 @@ def allowed(access: Access | None, resource_type: str, permission: Permission) -
 
 def in_compartment(resource: dict[str, Any], patient_id: str) -> bool:
     """Whether ``resource`` belongs to the compartment of Patient ``patient_id``."""
-    resource_type = resource.get("resourceType")
-    if not isinstance(resource_type, str):
-        return False
-    if resource_type == "Patient":
-        return resource.get("id") == patient_id
-    names = patient_compartment().get(resource_type) or ()
-    params = parameters_for(resource_type)
-    for name in names:
-        param = params.get(name)
-        if param is None or param.evaluate is None:
-            continue
-        for value, _ in param.evaluate(resource):
-            ref = value.get("reference") if isinstance(value, dict) else None
-            if isinstance(ref, str) and parse_local_reference(ref) == ("Patient", patient_id):
-                return True
-    return False
+    return patient_id in compartment_patients(resource)
 
 
 def readable(access: Access | None, resource: dict[str, Any]) -> bool:

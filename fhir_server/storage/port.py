@@ -239,6 +239,10 @@ class TenantStore(TenantReader, Protocol):
 
     async def audit_checkpoints(self) -> list[AuditCheckpoint]: ...
 
+    async def scrub(self) -> None:
+        """Make deleted rows unrecoverable from the store's files (after an erasure)."""
+        ...
+
 
 class Engine(Protocol):
     """Tenants and their stores."""

@@ -4,7 +4,6 @@ no results are written (no consent, poison image, failures, redelivery) ends rec
 
 from __future__ import annotations
 
-import io
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from inference.results import AIAST
 from inference.synthetic import lesion_image, random_spec
 from inference.worker import CONSUMER
 from tests.conftest import BASE, FhirTestClient, make_client
-from tests.dicom_factories import dermoscopic
+from tests.dicom_factories import dermoscopic, stow_body
 from tests.fhir_server.test_consent import AI, consent
 
 pytestmark = pytest.mark.interop
@@ -162,12 +161,7 @@ def test_poison_image_is_a_recorded_failure(node: FhirTestClient, tmp_path: Path
     patient_id = consenting_patient(node, "AI-5")
     broken = dermoscopic(patient_id="AI-5", syntax=JPEGBaseline8Bit, accession="ACC-5")
     broken.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8not a jpeg\xff\xd9"])
-    buffer = io.BytesIO()
-    broken.save_as(buffer, enforce_file_format=True)
-    boundary = "poison"
-    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + buffer.getvalue()
-            + f"\r\n--{boundary}--\r\n".encode())  # fmt: skip
-    media = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    body, media = stow_body(broken)
     assert node.post("/dicomweb/default/studies", content=body, headers={"Content-Type": media}).status_code == 200
     task = wait_for(node, "Task", {"patient": f"Patient/{patient_id}", "status": "failed"})[0]
     outcome = node.get(f"{BASE}/{task['output'][0]['valueReference']['reference']}").json()

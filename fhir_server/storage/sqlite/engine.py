@@ -273,6 +273,14 @@ class SqliteTenantStore:
         async with self._write_lock:
             await self._on_writer(schema.analyze)
 
+    async def scrub(self) -> None:
+        for _ in range(50):
+            async with self._write_lock:
+                if await self._on_writer(schema.scrub):
+                    return
+            await asyncio.sleep(0.05)  # a reader still holds an old snapshot
+        log.warning("tenant %s: the WAL stayed busy; it is truncated at the next checkpoint", self.name)
+
     async def audit_links(self, after_seq: int, limit: int) -> list[AuditLink]:
         return await self._on_reader(audit.links, after_seq, limit)
 

@@ -159,6 +159,7 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA cache_size = -65536")
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute("PRAGMA mmap_size = 268435456")
+    conn.execute("PRAGMA secure_delete = ON")  # deleted rows are overwritten, not left in free pages
     return conn
 
 
@@ -174,3 +175,12 @@ def analyze(conn: sqlite3.Connection) -> None:
     """Planner statistics from a bounded sample of each index: fast even on large databases."""
     conn.execute("PRAGMA analysis_limit = 1000")
     conn.execute("ANALYZE")
+
+
+def scrub(conn: sqlite3.Connection) -> bool:
+    """Leave no copy of deleted rows in the files: planner samples rebuilt from live rows, and the
+    WAL checkpointed and truncated (secure_delete already zeroes the pages). False when a reader
+    kept the WAL busy."""
+    analyze(conn)
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return busy == 0

@@ -78,10 +78,25 @@ def test_chain_verifies_and_tampering_is_found(tmp_path: Path) -> None:
         rid, content = conn.execute(
             "SELECT h.rowid, h.content FROM history h WHERE h.type = 'AuditEvent' ORDER BY h.hid LIMIT 1 OFFSET 2"
         ).fetchone()
-        conn.execute("UPDATE history SET content = ? WHERE rowid = ?", (content.replace(b'"0"', b'"8"'), rid))
+        tampered = content[:-1] + bytes([content[-1] ^ 1])  # one bit of the stored (encrypted) event
+        conn.execute("UPDATE history SET content = ? WHERE rowid = ?", (tampered, rid))
     broken = verify(data_dir)
     assert broken.returncode == 1
     assert "BROKEN at event 3" in broken.stdout and "altered" in broken.stdout
+
+
+def test_tampering_is_found_without_encryption_too(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    with make_client(data_dir, encryption_enabled=False) as client:
+        for n in range(3):
+            client.post(f"{BASE}/Patient", json=patient(family=f"P{n}"))
+    with sqlite3.connect(data_dir / "tenants" / "default.sqlite") as conn:
+        rid, content = conn.execute(
+            "SELECT h.rowid, h.content FROM history h WHERE h.type = 'AuditEvent' ORDER BY h.hid LIMIT 1 OFFSET 1"
+        ).fetchone()
+        conn.execute("UPDATE history SET content = ? WHERE rowid = ?", (content.replace(b'"0"', b'"8"'), rid))
+    broken = verify(data_dir)
+    assert broken.returncode == 1 and "BROKEN at event 2" in broken.stdout
 
 
 def test_a_rewritten_chain_does_not_match_the_signed_checkpoint(tmp_path: Path) -> None:

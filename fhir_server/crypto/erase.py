@@ -1,0 +1,94 @@
+"""``Patient/[id]/$erase``: GDPR Article 17 erasure by crypto-shredding.
+
+In one transaction: every resource of the patient's compartment gets a content-free tombstone
+(so reads answer 410 and its search-index rows are deleted), the erasure hooks run (the DICOM node
+deletes its attribute index and objects), and the patient's data key is destroyed, with a marker
+that keeps it from coming back. Then the store is scrubbed: deleted rows are overwritten and the
+WAL truncated. Every older version stays in the history as ciphertext under a key that no longer
+exists. AuditEvents are kept (append-only, tenant key, references only). Idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from fhir_server.api.compartment import compartment_clause
+from fhir_server.api.messages import FhirRequest, FhirResponse
+from fhir_server.crypto.store import EncryptingTenantStore
+from fhir_server.definitions import patient_compartment, resource_types
+from fhir_server.errors import OperationOutcomeError, not_found, outcome
+from fhir_server.repository import Repository
+
+ErasureHook = Callable[[Repository, str], Awaitable[None]]  # (repository in the transaction, patient id)
+BATCH = 500
+KEPT = frozenset({"AuditEvent"})  # the audit trail is append-only and names patients by reference only
+
+
+class Erasure:
+    """The ``$erase`` operation handler, with the hooks other packages register."""
+
+    def __init__(self) -> None:
+        self.hooks: list[ErasureHook] = []
+
+    async def __call__(
+        self, repo: Repository, request: FhirRequest, resource_type: str | None, id: str | None
+    ) -> FhirResponse:
+        assert id is not None
+        store = repo.store
+        if not isinstance(store, EncryptingTenantStore):
+            raise OperationOutcomeError.of(
+                400, "not-supported", "$erase needs encryption at rest (DERMBRIDGE_ENCRYPTION_ENABLED)"
+            )
+        ref = f"Patient/{id}"
+        if ref in store.keyring.erased:
+            return FhirResponse(200, outcome("information", "informational", f"{ref} was already erased"))
+        if await store.read("Patient", id) is None:
+            raise not_found(f"{ref} is not known")
+        erased = 0
+        async with store.transaction() as tx:
+            bound = repo.within(tx)
+            for hook in self.hooks:
+                await hook(bound, id)
+            for member in [*sorted((set(patient_compartment()) & resource_types()) - KEPT - {"Patient"}), "Patient"]:
+                erased += await _tombstone_members(bound, member, id)
+            await store.keyring.erase(tx, ref)
+        await store.scrub()
+        message = f"{ref} erased: {erased} resources tombstoned, its data key destroyed"
+        return FhirResponse(200, outcome("information", "informational", message))
+
+
+async def _tombstone_members(repo: Repository, resource_type: str, patient_id: str) -> int:
+    clause = compartment_clause(resource_type, patient_id)
+    if clause is None:
+        return 0
+    count = 0
+    while True:
+        search = repo.parse((resource_type,), [("_count", str(BATCH))])
+        search.query = replace(search.query, where=(clause, *search.query.where), total="none")
+        found = await repo.read_page(await repo.search(search))
+        for stored in found:
+            await repo.delete(resource_type, str(stored.resource["id"]))
+            count += 1
+        if len(found) < BATCH:
+            return count
+
+
+ERASE_DEFINITION: dict[str, Any] = {
+    "resourceType": "OperationDefinition",
+    "id": "Patient-erase",
+    "url": "urn:dermbridge:OperationDefinition/Patient-erase",
+    "name": "erase",
+    "status": "active",
+    "kind": "operation",
+    "description": "GDPR Article 17 erasure: destroys the patient's data key, tombstones its compartment "
+    "and deletes its search-index entries and DICOM objects. Idempotent.",
+    "code": "erase",
+    "resource": ["Patient"],
+    "system": False,
+    "type": False,
+    "instance": True,
+    "affectsState": True,
+    "parameter": [{"name": "return", "use": "out", "min": 1, "max": "1", "type": "OperationOutcome"}],
+}

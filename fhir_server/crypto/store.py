@@ -1,0 +1,218 @@
+"""An Engine that encrypts what any engine stores: every resource version is sealed under the data
+key of the patient whose compartment it belongs to (the tenant's data key otherwise) on its way
+in, and opened on its way out. Everything above the engine port sees plaintext; everything below
+(database files, WAL, backups) sees ciphertext, except the search index, which erasure deletes.
+
+AuditEvents are always sealed under the tenant key: they name patients only by reference, and
+must stay verifiable after a patient's erasure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from fhir_server.crypto.envelope import aad, key_ref, open_content, seal_content
+from fhir_server.crypto.keyring import TENANT_REF, ErasedSubject, TenantKeyring
+from fhir_server.crypto.master import MasterKeys
+from fhir_server.errors import gone
+from fhir_server.search.membership import compartment_patients
+from fhir_server.storage.port import (
+    AuditCheckpoint,
+    AuditLink,
+    Engine,
+    HistoryPage,
+    HistoryQuery,
+    IndexEntries,
+    OutboxEvent,
+    Record,
+    ResourceKey,
+    ResourceVersion,
+    SearchPage,
+    TenantReader,
+    TenantStore,
+    TenantTransaction,
+)
+from fhir_server.storage.query import RecordQuery, SearchQuery
+
+TENANT_KEYED = frozenset({"AuditEvent"})
+
+
+def subject_ref(resource_type: str, resource: dict[str, Any]) -> str:
+    """The data key a resource is sealed under."""
+    if resource_type in TENANT_KEYED:
+        return TENANT_REF
+    patients = compartment_patients(resource)
+    return f"Patient/{patients[0]}" if patients else TENANT_REF
+
+
+async def _open(keyring: TenantKeyring, reader: TenantReader, version: ResourceVersion) -> ResourceVersion:
+    content = version.content
+    if content is None:
+        return version
+    ref = key_ref(content)
+    if ref is None:  # stored in plaintext, before encryption was turned on
+        return version
+    key = await keyring.for_read(reader, ref)
+    if key is None:  # erased: nothing of it can be opened any more
+        return replace(version, content=None)
+    opened = open_content(key, content, aad(keyring.tenant, version.resource_type, version.id, version.version))
+    return replace(version, content=opened)
+
+
+class _Reading:
+    """The read side, shared by the store and its transactions."""
+
+    _inner: TenantReader
+    keyring: TenantKeyring
+
+    async def read(self, resource_type: str, id: str) -> ResourceVersion | None:
+        version = await self._inner.read(resource_type, id)
+        return None if version is None else await _open(self.keyring, self._inner, version)
+
+    async def read_many(self, keys: Sequence[ResourceKey]) -> list[ResourceVersion]:
+        return [await _open(self.keyring, self._inner, v) for v in await self._inner.read_many(keys)]
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        return await self._inner.search(query)
+
+    async def search_versions(self, query: SearchQuery) -> list[ResourceVersion]:
+        return [await _open(self.keyring, self._inner, v) for v in await self._inner.search_versions(query)]
+
+    async def get_record(self, collection: str, key: str) -> Record | None:
+        return await self._inner.get_record(collection, key)
+
+    async def find_records(self, query: RecordQuery) -> list[Record]:
+        return await self._inner.find_records(query)
+
+
+class EncryptingTransaction(_Reading):
+    def __init__(self, inner: TenantTransaction, keyring: TenantKeyring) -> None:
+        self._inner = inner
+        self._tx = inner
+        self.keyring = keyring
+        self.stored: set[str] = set()  # data keys this transaction puts
+
+    async def write(self, version: ResourceVersion, index: IndexEntries | None) -> None:
+        if version.content is not None:
+            ref = subject_ref(version.resource_type, orjson.loads(version.content))
+            try:
+                data_key = await self.keyring.for_write(self._tx, ref)
+            except ErasedSubject as exc:
+                raise gone(f"{ref} was erased: no new data is kept for it") from exc
+            if not data_key.durable and ref not in self.stored:
+                await self._tx.put_record(data_key.record)
+                self.stored.add(ref)
+            associated = aad(self.keyring.tenant, version.resource_type, version.id, version.version)
+            version = replace(version, content=seal_content(data_key.key, ref, associated, version.content))
+        await self._tx.write(version, index)
+
+    async def append_event(self, topic: str, payload: dict[str, Any]) -> None:
+        await self._tx.append_event(topic, payload)
+
+    async def put_record(self, record: Record) -> None:
+        await self._tx.put_record(record)
+
+    async def chain_audit(self, resource_id: str, content: bytes) -> None:
+        await self._tx.chain_audit(resource_id, content)  # the plaintext's hash: verify reads plaintext back
+
+    async def delete_record(self, collection: str, key: str) -> None:
+        await self._tx.delete_record(collection, key)
+
+
+class EncryptingTenantStore(_Reading):
+    def __init__(self, inner: TenantStore, keyring: TenantKeyring) -> None:
+        self._inner = inner
+        self._store = inner
+        self.keyring = keyring
+        self.name = inner.name
+
+    async def rotate_tenant_key(self) -> int:
+        return await self.keyring.rotate_tenant_key(self._store)
+
+    async def rewrap_tenant_keys(self) -> int:
+        return await self.keyring.rewrap_tenant_keys(self._store)
+
+    async def vread(self, resource_type: str, id: str, version: int) -> ResourceVersion | None:
+        found = await self._store.vread(resource_type, id, version)
+        return None if found is None else await _open(self.keyring, self._store, found)
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        page = await self._store.history(query)
+        return replace(page, versions=[await _open(self.keyring, self._store, v) for v in page.versions])
+
+    def transaction(self) -> AbstractAsyncContextManager[EncryptingTransaction]:
+        return self._transaction()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[EncryptingTransaction]:
+        async with self._store.transaction() as tx:
+            wrapped = EncryptingTransaction(tx, self.keyring)
+            yield wrapped
+        for ref in wrapped.stored:  # committed: later transactions need not put these keys again
+            known = self.keyring.data.get(ref)
+            if known is not None:
+                known.durable = True
+
+    async def claim_events(self, consumer: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
+        return await self._store.claim_events(consumer, limit, lease_seconds)
+
+    async def ack_event(self, consumer: str, seq: int) -> None:
+        await self._store.ack_event(consumer, seq)
+
+    async def ack_events(self, consumer: str, seqs: Sequence[int]) -> None:
+        await self._store.ack_events(consumer, seqs)
+
+    async def audit_links(self, after_seq: int, limit: int) -> list[AuditLink]:
+        return await self._store.audit_links(after_seq, limit)
+
+    async def add_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        await self._store.add_audit_checkpoint(checkpoint)
+
+    async def audit_checkpoints(self) -> list[AuditCheckpoint]:
+        return await self._store.audit_checkpoints()
+
+    async def scrub(self) -> None:
+        await self._store.scrub()
+
+
+class EncryptingEngine:
+    def __init__(self, inner: Engine, masters: MasterKeys) -> None:
+        self.inner = inner
+        self.masters = masters
+        self._stores: dict[str, EncryptingTenantStore] = {}
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        self._stores.clear()
+        await self.inner.close()
+
+    async def create_tenant(self, name: str) -> None:
+        await self.inner.create_tenant(name)
+        await self.tenant(name)  # its tenant key, now
+
+    async def tenant_names(self) -> list[str]:
+        return await self.inner.tenant_names()
+
+    async def tenant(self, name: str) -> EncryptingTenantStore:
+        store = self._stores.get(name)
+        if store is not None:
+            return store
+        inner = await self.inner.tenant(name)
+        async with self._lock:
+            if name not in self._stores:
+                keyring = TenantKeyring(name, self.masters)
+                await keyring.load(inner)
+                self._stores[name] = EncryptingTenantStore(inner, keyring)
+        return self._stores[name]
+
+    def add_commit_listener(self, listener: Callable[[str], None]) -> None:
+        self.inner.add_commit_listener(listener)
