@@ -212,11 +212,16 @@ async def floor_phases(clients: int, ops: int) -> list[Phase]:
 
 
 MODES = {
-    # as shipped: bearer tokens checked on every request, every interaction audited
-    "secure": {"DERMBRIDGE_AUTH_ENABLED": "true", "DERMBRIDGE_AUDIT_ENABLED": "true"},
-    "audit-only": {"DERMBRIDGE_AUTH_ENABLED": "false", "DERMBRIDGE_AUDIT_ENABLED": "true"},
-    "open": {"DERMBRIDGE_AUTH_ENABLED": "false", "DERMBRIDGE_AUDIT_ENABLED": "false"},
-}
+    # as shipped: bearer tokens checked, every interaction audited, every version encrypted
+    "secure": {"DERMBRIDGE_AUTH_ENABLED": "true", "DERMBRIDGE_AUDIT_ENABLED": "true",
+               "DERMBRIDGE_ENCRYPTION_ENABLED": "true"},
+    "no-audit": {"DERMBRIDGE_AUTH_ENABLED": "true", "DERMBRIDGE_AUDIT_ENABLED": "false",
+                 "DERMBRIDGE_ENCRYPTION_ENABLED": "true"},
+    "audit-only": {"DERMBRIDGE_AUTH_ENABLED": "false", "DERMBRIDGE_AUDIT_ENABLED": "true",
+                   "DERMBRIDGE_ENCRYPTION_ENABLED": "false"},
+    "open": {"DERMBRIDGE_AUTH_ENABLED": "false", "DERMBRIDGE_AUDIT_ENABLED": "false",
+             "DERMBRIDGE_ENCRYPTION_ENABLED": "false"},
+}  # fmt: skip
 
 
 def table(rows: list[dict[str, Any]], floor: dict[str, dict[str, Any]]) -> str:
