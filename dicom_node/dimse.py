@@ -14,11 +14,10 @@ import socket
 import ssl
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
 from typing import Any, TypeVar
 
 import pydicom.config
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
@@ -36,6 +35,7 @@ from dicom_node import statuses
 from dicom_node.audit import DicomAudit
 from dicom_node.errors import InvalidInstance
 from dicom_node.ingest import Ingestor
+from dicom_node.instance_files import InstanceFiles, ObjectErased
 from dicom_node.query import QueryError, find, identifier_keys, response_dataset
 from dicom_node.sop_classes import STORAGE_CLASSES, TRANSFER_SYNTAXES
 from fhir_server.storage.port import Engine
@@ -261,12 +261,13 @@ class DimseServer:
                 return
             yield statuses.PENDING, response_dataset(match, requested, level)
 
-    def _instances(self, event: Any) -> list[Path]:
-        """The stored files a retrieve's identifier names, at any level."""
+    def _instances(self, event: Any) -> list[Callable[[], Coroutine[Any, Any, Dataset]]]:
+        """Readers of the stored objects a retrieve's identifier names, at any level."""
         tenant = self.tenant_of(event.assoc)
         level, keys, _ = identifier_keys(event.identifier)
+        files = InstanceFiles(self._ingestor.blobs)
 
-        async def work() -> list[Path]:
+        async def work() -> list[Callable[[], Coroutine[Any, Any, Dataset]]]:
             store = await self._engine.tenant(tenant)
             if level == "IMAGE":
                 images = await find(store, "IMAGE", keys)
@@ -282,34 +283,30 @@ class DimseServer:
                     for study in await find(store, "STUDY", keys)
                     for image in await find(store, "IMAGE", {"StudyInstanceUID": study.record.key})
                 ]
-            return [
-                self._ingestor.blobs.path(
-                    tenant,
-                    image.record.fields["StudyInstanceUID"][0],
-                    image.record.fields["SeriesInstanceUID"][0],
-                    image.record.key,
-                )
-                for image in images
-            ]
+            return [partial(files.read_dataset, store, tenant, image.record) for image in images]
 
         return self._run(work)
 
     def _sub_operations(self, event: Any, action: str, detail: str) -> Iterator[Any]:
         """The retrieve's count of sub-operations, then one (Pending, dataset) per matching instance."""
         try:
-            paths = self._instances(event)
+            readers = self._instances(event)
         except (QueryError, InvalidInstance) as exc:
             self._record(event, action, "failure", str(exc))
             yield 0
             yield failure(statuses.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
             return
-        self._record(event, action, "success", f"{len(paths)} instances{detail}")
-        yield len(paths)
-        for path in paths:
+        self._record(event, action, "success", f"{len(readers)} instances{detail}")
+        yield len(readers)
+        for read in readers:
             if event.is_cancelled:
                 yield statuses.CANCEL, None
                 return
-            yield statuses.PENDING, dcmread(path)
+            try:
+                dataset = self._run(read)
+            except ObjectErased:  # erased since the query: left out (counted as a failed sub-operation)
+                continue
+            yield statuses.PENDING, dataset
 
     def _on_get(self, event: Any) -> Iterator[Any]:
         """PS3.4 C.4.3: the number of sub-operations, then one C-STORE per instance on this association."""

@@ -19,7 +19,9 @@ from dicom_node.attributes import INSTANCE, SERIES, STUDY, IndexedInstance, inde
 from dicom_node.blobs import BlobStore
 from dicom_node.errors import InvalidInstance
 from dicom_node.fhir_sync import SyncResult, sync_instance
+from dicom_node.instance_files import new_object_key, seal_object, seal_object_key, with_object_key
 from dicom_node.iod import check_instance
+from fhir_server.crypto.store import EncryptingTenantStore
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine, Record, TenantTransaction
@@ -62,8 +64,10 @@ class Ingestor:
         store = await self._engine.tenant(tenant)
         indexed = index_instance(ds, transfer_syntax, len(encoded))
         target = self.blobs.path(tenant, indexed.study_uid, indexed.series_uid, indexed.instance_uid)
+        key = new_object_key() if isinstance(store, EncryptingTenantStore) else None
+        payload = seal_object(encoded, key, indexed.instance_uid) if key is not None else encoded
         # The bytes are written and fsynced while the index and FHIR work runs.
-        staging = asyncio.ensure_future(asyncio.to_thread(self.blobs.stage, tenant, encoded))
+        staging = asyncio.ensure_future(asyncio.to_thread(self.blobs.stage, tenant, payload))
         published = False
         try:
             async with store.transaction() as tx:
@@ -72,12 +76,13 @@ class Ingestor:
                     return StoredInstance(
                         tenant, indexed.study_uid, indexed.series_uid, indexed.instance_uid, True, None
                     )
-                await self._index(tx, indexed, new_instance=existing is None)
                 repo = Repository(store, local_base=self.public_url(tenant, "fhir")).within(tx)
                 try:
                     sync = await sync_instance(repo, ds, self.public_url(tenant, "dicomweb"))
                 except OperationOutcomeError as exc:  # attributes that cannot become valid FHIR
                     raise InvalidInstance(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"not mappable: {exc}") from exc
+                sealed = await seal_object_key(tx, sync.patient_id, key, indexed.instance_uid) if key else None
+                await self._index(tx, indexed, new_instance=existing is None, object_key=sealed)
                 await tx.append_event("imaging.instance-stored", self._event(tenant, indexed, sync))
                 await asyncio.to_thread(self.blobs.publish, await staging, target)
                 published = True
@@ -88,7 +93,9 @@ class Ingestor:
         return StoredInstance(tenant, indexed.study_uid, indexed.series_uid, indexed.instance_uid,
                               existing is not None, sync)  # fmt: skip
 
-    async def _index(self, tx: TenantTransaction, indexed: IndexedInstance, *, new_instance: bool) -> None:
+    async def _index(
+        self, tx: TenantTransaction, indexed: IndexedInstance, *, new_instance: bool, object_key: dict[str, str] | None
+    ) -> None:
         series = await tx.get_record(SERIES, indexed.series_uid)
         study = await tx.get_record(STUDY, indexed.study_uid)
         series_count = _count(series.body, "instances") if series else 0
@@ -105,7 +112,7 @@ class Ingestor:
             Record(study_record.collection, study_record.key, study_record.body,
                    {**study_record.fields, "ModalitiesInStudy": tuple(sorted(modalities))})
         )  # fmt: skip
-        await tx.put_record(indexed.instance)
+        await tx.put_record(with_object_key(indexed.instance, object_key))
 
     @staticmethod
     def _with_counts(record: Record, **counts: int) -> Record:

@@ -20,10 +20,11 @@ import time
 from dataclasses import dataclass, replace
 
 import numpy as np
-import pydicom
 from pydicom.errors import InvalidDicomError
 
+from dicom_node.attributes import INSTANCE
 from dicom_node.blobs import BlobStore
+from dicom_node.instance_files import InstanceFiles, ObjectErased
 from dicom_node.sop_classes import ENCAPSULATED_PDF
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.decision import AI_ANALYSIS, decide
@@ -67,7 +68,7 @@ class InferenceWorker:
         poll_seconds: float = 1.0,
     ) -> None:
         self.engine = engine
-        self.blobs = blobs
+        self.files = InstanceFiles(blobs)
         self.runners = runners
         self.audit = audit
         self.server_version = server_version
@@ -176,10 +177,12 @@ class InferenceWorker:
         )
         if self._already_done(await self._done_keys(repo, context)):
             return None
-        path = self.blobs.path(repo.tenant, str(payload["study"]), str(payload["series"]), context.instance_uid)
+        record = await repo.store.get_record(INSTANCE, context.instance_uid)
         try:
-            ds = await asyncio.to_thread(pydicom.dcmread, path)
-        except FileNotFoundError:
+            if record is None:
+                raise FileNotFoundError(context.instance_uid)
+            ds = await self.files.read_dataset(repo.store, repo.tenant, record)
+        except (FileNotFoundError, ObjectErased):
             log.info("instance of event %s is gone (replaced or erased); nothing to analyse", event.seq)
             return None
         except InvalidDicomError as exc:

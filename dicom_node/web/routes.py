@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydicom.encaps import generate_frames
 
+from dicom_node.instance_files import ObjectErased
 from dicom_node.query import QueryError
 from dicom_node.web import multipart
 from dicom_node.web.rendering import FORMATS, NotRenderable, render
@@ -72,6 +73,8 @@ async def _guard(coro: Any) -> Response:
         return problem(400, str(exc))
     except NotRenderable as exc:
         return problem(400, str(exc))
+    except ObjectErased:
+        return problem(410, "the instance was erased")
 
 
 # -- STOW-RS ---------------------------------------------------------------------------------------

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,6 +16,7 @@ from dicom_node import statuses
 from dicom_node.attributes import INSTANCE
 from dicom_node.errors import DicomNodeError, InvalidInstance
 from dicom_node.ingest import Ingestor
+from dicom_node.instance_files import InstanceFiles
 from dicom_node.query import Match, QueryError, find
 from fhir_server.storage.port import Engine, Record, TenantStore
 from fhir_server.storage.query import FieldMatch, RecordQuery
@@ -55,6 +54,7 @@ def _keyword(name: str) -> str | None:
 class DicomWeb:
     def __init__(self, engine: Engine, ingestor: Ingestor, public_url: Any) -> None:
         self._engine = engine
+        self._files = InstanceFiles(ingestor.blobs)
         self._ingestor = ingestor
         self._public_url = public_url
 
@@ -166,17 +166,11 @@ class DicomWeb:
             raise NotFound("no such study, series or instance")
         return found
 
-    def path(self, tenant: str, record: Record) -> Path:
-        fields = record.fields
-        return self._ingestor.blobs.path(
-            tenant, fields["StudyInstanceUID"][0], fields["SeriesInstanceUID"][0], record.key
-        )
-
     async def read_bytes(self, tenant: str, record: Record) -> bytes:
-        return await asyncio.to_thread(self.path(tenant, record).read_bytes)
+        return await self._files.read_bytes(await self._engine.tenant(tenant), tenant, record)
 
     async def read_dataset(self, tenant: str, record: Record) -> Dataset:
-        return await asyncio.to_thread(dcmread, self.path(tenant, record))
+        return await self._files.read_dataset(await self._engine.tenant(tenant), tenant, record)
 
     def metadata(self, tenant: str, record: Record) -> dict[str, Any]:
         body = orjson.loads(record.body)

@@ -10,6 +10,7 @@ must stay verifiable after a patient's erasure.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
@@ -19,7 +20,7 @@ import orjson
 
 from fhir_server.crypto.envelope import aad, key_ref, open_content, seal_content
 from fhir_server.crypto.keyring import TENANT_REF, ErasedSubject, TenantKeyring
-from fhir_server.crypto.master import MasterKeys
+from fhir_server.crypto.master import MasterKeys, open_sealed, seal
 from fhir_server.errors import gone
 from fhir_server.search.membership import compartment_patients
 from fhir_server.storage.port import (
@@ -90,6 +91,13 @@ class _Reading:
     async def find_records(self, query: RecordQuery) -> list[Record]:
         return await self._inner.find_records(query)
 
+    async def open_secret(self, sealed: dict[str, str], context: bytes) -> bytes | None:
+        """A secret sealed by ``EncryptingTransaction.seal_secret``; None once its subject is erased."""
+        key = await self.keyring.for_read(self._inner, sealed["ref"])
+        if key is None:
+            return None
+        return open_sealed(key, base64.b64decode(sealed["wrapped"]), context)
+
 
 class EncryptingTransaction(_Reading):
     def __init__(self, inner: TenantTransaction, keyring: TenantKeyring) -> None:
@@ -98,18 +106,28 @@ class EncryptingTransaction(_Reading):
         self.keyring = keyring
         self.stored: set[str] = set()  # data keys this transaction puts
 
+    async def data_key(self, ref: str) -> bytes:
+        """``ref``'s data key, made durable with this transaction when it is new."""
+        try:
+            data_key = await self.keyring.for_write(self._tx, ref)
+        except ErasedSubject as exc:
+            raise gone(f"{ref} was erased: no new data is kept for it") from exc
+        if not data_key.durable and ref not in self.stored:
+            await self._tx.put_record(data_key.record)
+            self.stored.add(ref)
+        return data_key.key
+
+    async def seal_secret(self, ref: str, secret: bytes, context: bytes) -> dict[str, str]:
+        """``secret`` (e.g. a DICOM object's own key) sealed under ``ref``'s data key."""
+        sealed = seal(await self.data_key(ref), secret, context)
+        return {"ref": ref, "wrapped": base64.b64encode(sealed).decode()}
+
     async def write(self, version: ResourceVersion, index: IndexEntries | None) -> None:
         if version.content is not None:
             ref = subject_ref(version.resource_type, orjson.loads(version.content))
-            try:
-                data_key = await self.keyring.for_write(self._tx, ref)
-            except ErasedSubject as exc:
-                raise gone(f"{ref} was erased: no new data is kept for it") from exc
-            if not data_key.durable and ref not in self.stored:
-                await self._tx.put_record(data_key.record)
-                self.stored.add(ref)
+            key = await self.data_key(ref)
             associated = aad(self.keyring.tenant, version.resource_type, version.id, version.version)
-            version = replace(version, content=seal_content(data_key.key, ref, associated, version.content))
+            version = replace(version, content=seal_content(key, ref, associated, version.content))
         await self._tx.write(version, index)
 
     async def append_event(self, topic: str, payload: dict[str, Any]) -> None:

@@ -3,14 +3,31 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pydicom
 import pytest
 
+from dicom_node.attributes import INSTANCE
 from tests.conftest import FhirTestClient, make_client
 from tests.server import free_port
 
 AE_TENANTS = {"STORESCU": "default", "FINDSCU": "default", "GETSCU": "default", "MOVESCU": "default",
               "ECHOSCU": "default", "PYNETDICOM": "default", "OTHERCLINIC": "north"}  # fmt: skip
+
+
+def stored_dataset(client: FhirTestClient, instance_uid: str, tenant: str = "default") -> pydicom.Dataset:
+    """The object as the node keeps it (read and opened through the node: on disk it is sealed)."""
+    app: Any = client.app
+
+    async def read() -> pydicom.Dataset:
+        store = await app.state.engine.tenant(tenant)
+        record = await store.get_record(INSTANCE, instance_uid)
+        assert record is not None, f"no instance {instance_uid}"
+        dataset: pydicom.Dataset = await app.state.dicomweb.read_dataset(tenant, record)
+        return dataset
+
+    return client.portal.call(read)
 
 
 class DicomNode:
@@ -33,6 +50,9 @@ class DicomNode:
             command = [tool, "-aet", aet or "STORESCU", "-aec", "DERMBRIDGE", *options, "127.0.0.1", str(self.port),
                        *files]  # fmt: skip
         return subprocess.run(command, capture_output=True, text=True, timeout=120, check=check)
+
+    def stored(self, instance_uid: str) -> pydicom.Dataset:
+        return stored_dataset(self.client, instance_uid)
 
 
 @pytest.fixture

@@ -50,8 +50,10 @@ def test_store_every_transfer_syntax_as_received(node: DicomNode, tmp_path: Path
         node.data_dir / "blobs" / "default" / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
     )
     assert stored.exists()
-    assert pydicom.dcmread(stored).file_meta.TransferSyntaxUID == syntax
-    assert pydicom.dcmread(stored).PixelData == ds.PixelData  # no transcoding
+    assert stored.read_bytes().startswith(b"DBB1") and ds.PixelData not in stored.read_bytes()  # sealed at rest
+    kept = node.stored(ds.SOPInstanceUID)
+    assert kept.file_meta.TransferSyntaxUID == syntax
+    assert kept.PixelData == ds.PixelData  # no transcoding
 
 
 def test_store_syncs_fhir_and_appends_the_event(node: DicomNode, tmp_path: Path) -> None:
@@ -117,8 +119,7 @@ def test_duplicate_sop_instance_is_kept_by_default(node: DicomNode, tmp_path: Pa
                           series_uid=original.SeriesInstanceUID, patient_name="OTHER^NAME")  # fmt: skip
     again = write(changed, tmp_path / "b")
     assert node.run("storescu", str(again)).returncode == 0
-    stored = node.data_dir / "blobs" / "default" / original.StudyInstanceUID / original.SeriesInstanceUID
-    assert pydicom.dcmread(stored / f"{original.SOPInstanceUID}.dcm").PatientName == "MUSTER^ANNA"
+    assert node.stored(original.SOPInstanceUID).PatientName == "MUSTER^ANNA"
     studies = node.client.get(f"{BASE}/ImagingStudy").json()
     assert studies["entry"][0]["resource"]["numberOfInstances"] == 1
 

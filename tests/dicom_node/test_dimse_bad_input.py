@@ -111,10 +111,7 @@ def test_pydicom_sample_files_are_stored_as_received(association: Association, n
     path = PYDICOM_FILES / name
     assert store(association, path).Status == statuses.SUCCESS
     ds = pydicom.dcmread(path)
-    stored = (
-        node.data_dir / "blobs" / "default" / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
-    )
-    assert pydicom.dcmread(stored).file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+    assert node.stored(ds.SOPInstanceUID).file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
 
 
 @pytest.mark.parametrize(("name", "missing"), INCOMPLETE.items())

@@ -23,7 +23,7 @@ from dicom_node.audit import DCM
 from dicom_node.sop_classes import DERMOSCOPIC_PHOTOGRAPHY
 from tests.conftest import make_client
 from tests.dicom_factories import dermoscopic, write
-from tests.dicom_node.conftest import AE_TENANTS, DicomNode
+from tests.dicom_node.conftest import AE_TENANTS, DicomNode, stored_dataset
 from tests.server import free_port
 
 pytestmark = pytest.mark.interop
@@ -38,8 +38,7 @@ def test_duplicates_replaced_when_configured(tmp_path: Path) -> None:
         second = dermoscopic(seed=2, sop_uid=first.SOPInstanceUID, study_uid=first.StudyInstanceUID,
                              series_uid=first.SeriesInstanceUID, patient_name="MUSTER^ANNA^MARIA")  # fmt: skip
         node.run("storescu", str(write(second, tmp_path / "b")), check=True)
-        stored = tmp_path / "var" / "blobs" / "default" / first.StudyInstanceUID / first.SeriesInstanceUID
-        assert pydicom.dcmread(stored / f"{first.SOPInstanceUID}.dcm").PatientName == "MUSTER^ANNA^MARIA"
+        assert stored_dataset(c, first.SOPInstanceUID).PatientName == "MUSTER^ANNA^MARIA"
         study = c.get("/fhir/default/ImagingStudy").json()["entry"][0]["resource"]
         assert study["numberOfInstances"] == 1  # replaced, not counted twice
         assert c.get("/fhir/default/Media").json()["total"] == 1
