@@ -6,8 +6,8 @@ findings in FHIR, or a recorded reason why not.
 - Events claimed together are decoded together and go through the model in one batch.
 - Idempotent: results carry deterministic identifiers and are written in one transaction, so a
   redelivered event (a crash before the acknowledgement) finds them and writes nothing new.
-- A transient failure leaves the event unacknowledged: it comes back when its lease expires (the
-  back-off), at most ``max_attempts`` times. A poison image (undecodable pixels) or a last attempt
+- A transient failure leaves the event unacknowledged: it comes back after a back-off that doubles
+  with each attempt (the lease, then twice it...), at most ``max_attempts`` times. A poison image (undecodable pixels) or a last attempt
   ends in a failed Task with an OperationOutcome on the case, never a stuck queue.
 """
 
@@ -40,6 +40,7 @@ from inference.tasks import record_failure, request_human_review
 log = logging.getLogger(__name__)
 CONSUMER = "inference"
 TOPIC = "imaging.instance-stored"
+MAX_BACKOFF = 600.0  # seconds: retries wait lease, 2 x lease, 4 x lease ... up to this
 SCAN = 256  # events claimed at a time; the image events among them are analysed in batches
 
 
@@ -237,8 +238,10 @@ class InferenceWorker:
             await self._poison(repo, context, f"analysis failed {event.attempts} times: {type(exc).__name__}")
             await repo.store.ack_event(CONSUMER, event.seq)
         else:
-            log.warning("analysis of event %s failed (attempt %d), retried after the lease: %s",
-                        event.seq, event.attempts, type(exc).__name__, exc_info=exc)  # fmt: skip
+            delay = min(MAX_BACKOFF, self.lease * 2 ** (event.attempts - 1))
+            await repo.store.defer_event(CONSUMER, event.seq, delay)
+            log.warning("analysis of event %s failed (attempt %d), retried in %.0f s: %s",
+                        event.seq, event.attempts, delay, type(exc).__name__, exc_info=exc)  # fmt: skip
 
     async def _poison(self, repo: Repository, context: ImageContext, reason: str) -> None:
         async with repo.store.transaction() as tx:

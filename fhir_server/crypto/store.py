@@ -186,6 +186,9 @@ class EncryptingTenantStore(_Reading):
     async def ack_events(self, consumer: str, seqs: Sequence[int]) -> None:
         await self._store.ack_events(consumer, seqs)
 
+    async def defer_event(self, consumer: str, seq: int, seconds: float) -> None:
+        await self._store.defer_event(consumer, seq, seconds)
+
     async def audit_links(self, after_seq: int, limit: int) -> list[AuditLink]:
         return await self._store.audit_links(after_seq, limit)
 

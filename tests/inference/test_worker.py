@@ -199,9 +199,9 @@ def test_transient_failures_are_retried_then_recorded(tmp_path: Path) -> None:
         running.runners[0].predict = lambda images: (_ for _ in ()).throw(RuntimeError("still broken"))
         other = consenting_patient(node, "AI-7")
         send(node, tmp_path, lesion_instance("AI-7", seed=17, accession="ACC-7"))
-        for _ in range(4):
+        for _ in range(4):  # back-off 0.05 s, then 0.1 s, then the failure is recorded
             node.portal.call(running.drain)
-            time.sleep(0.1)
+            time.sleep(0.3)
         failed = node.get(f"{BASE}/Task", params={"patient": f"Patient/{other}", "status": "failed"}).json()
         assert failed["total"] == 1
         store = node.portal.call(node.app.state.engine.tenant, "default")  # type: ignore[attr-defined]

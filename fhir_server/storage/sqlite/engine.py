@@ -298,6 +298,10 @@ class SqliteTenantStore:
     async def ack_event(self, consumer: str, seq: int) -> None:
         await self.ack_events(consumer, (seq,))
 
+    async def defer_event(self, consumer: str, seq: int, seconds: float) -> None:
+        async with self._write_lock:
+            await self._on_writer(_in_transaction, ops.defer_event, consumer, seq, seconds)
+
     async def ack_events(self, consumer: str, seqs: Sequence[int]) -> None:
         if not seqs:
             return

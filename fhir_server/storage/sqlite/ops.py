@@ -216,6 +216,13 @@ def _acked_through(conn: sqlite3.Connection, consumer: str) -> int:
     return int(row[0]) if row else 0
 
 
+def defer_event(conn: sqlite3.Connection, consumer: str, seq: int, seconds: float) -> None:
+    conn.execute(
+        "UPDATE outbox_delivery SET lease_until = ? WHERE consumer = ? AND seq = ? AND acked = 0",
+        (time.time() + seconds, consumer, seq),
+    )
+
+
 def ack_events(conn: sqlite3.Connection, consumer: str, seqs: Sequence[int]) -> None:
     conn.executemany(
         "UPDATE outbox_delivery SET acked = 1 WHERE consumer = ? AND seq = ?", [(consumer, s) for s in seqs]

@@ -151,9 +151,14 @@ async def test_outbox_leases_and_redelivery(engine: Engine) -> None:
     await store.ack_event("worker", again[0].seq)
     await put(engine, "alpha", patient("e3"))
     assert [e.payload["id"] for e in await store.claim_events("worker", 10, 30)] == ["e3"]
+    await put(engine, "alpha", patient("e4"))
+    late = await store.claim_events("later", 10, lease_seconds=0.05)
+    await store.defer_event("later", late[0].seq, 0.5)  # a retry's back-off outlasts the lease
+    await asyncio.sleep(0.2)
+    assert [e.payload["id"] for e in await store.claim_events("later", 10, 30)] == [e.payload["id"] for e in late[1:]]
     await store.ack_events("audit", [e.seq for e in other])  # several at once
     await store.ack_events("audit", [])
-    assert [e.payload["id"] for e in await store.claim_events("audit", 10, 30)] == ["e3"]
+    assert [e.payload["id"] for e in await store.claim_events("audit", 10, 30)] == ["e3", "e4"]
 
 
 async def test_concurrent_transactions_lose_nothing(engine: Engine) -> None:
