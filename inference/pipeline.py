@@ -63,27 +63,32 @@ class Runner:
 
     def saliency(self, rgb: np.ndarray, class_index: int) -> np.ndarray:
         """A (h, w) map in [0, 1] of where the image drove ``class_index``."""
+        return self.saliency_maps(rgb, (class_index,))[0]
+
+    def saliency_maps(self, rgb: np.ndarray, classes: tuple[int, ...] | None = None) -> list[np.ndarray]:
+        """One (h, w) map in [0, 1] per class (every class by default): Grad-CAM on the card's layer,
+        else occlusion sensitivity, whose occluded copies serve every class at once."""
         batch = self.prepare(rgb)[None].to(self.device)
+        wanted = classes if classes is not None else tuple(c.index for c in self.model.card.classes)
         layer = self.model.card.saliency_layer
         if layer and not self.model.scripted:
             cam = GradCAM(nn_module=self.network, target_layers=layer)
-            heat = cam(x=batch, class_idx=class_index)
+            heats = [torch.as_tensor(cam(x=batch, class_idx=index))[0, 0] for index in wanted]
         else:
-            heat = self._occlusion(batch, class_index)
-        result = torch.as_tensor(heat).detach().float().cpu().numpy()[0, 0]
-        span = float(result.max() - result.min())
-        return (result - result.min()) / span if span > 0 else np.zeros_like(result)
+            occluded = self._occlusion(batch)
+            heats = [occluded[index] for index in wanted]
+        return [_unit(heat.detach().float().cpu().numpy()) for heat in heats]
 
-    def _occlusion(self, batch: torch.Tensor, class_index: int, patch: int = 20, stride: int = 10) -> torch.Tensor:
-        """Occlusion sensitivity: how much the class log-probability drops when a patch is covered
-        with the image mean (MONAI's OcclusionSensitivity relies on tensor
-        indexing newer torch deprecates)."""
+    def _occlusion(self, batch: torch.Tensor, patch: int = 20, stride: int = 10) -> torch.Tensor:
+        """Occlusion sensitivity, (classes, h, w): how much each class's log-probability drops when a
+        patch is covered with the image mean (MONAI's OcclusionSensitivity relies on tensor indexing
+        newer torch deprecates)."""
         _, _, height, width = batch.shape
         corners = [(y, x) for y in range(0, height - patch + 1, stride) for x in range(0, width - patch + 1, stride)]
         fill = batch.mean(dim=(2, 3), keepdim=True)
         with torch.inference_mode():
-            reference = torch.log_softmax(self.network(batch), dim=1)[0, class_index]
-            heat = torch.zeros(height, width)
+            reference = torch.log_softmax(self.network(batch), dim=1)[0]
+            heat = torch.zeros(reference.shape[0], height, width)
             hits = torch.zeros(height, width)
             for start in range(0, len(corners), 64):
                 chunk = corners[start : start + 64]
@@ -91,11 +96,16 @@ class Runner:
                 for n, (y, x) in enumerate(chunk):
                     occluded[n, :, y : y + patch, x : x + patch] = fill[0, :, :, :]
                 # log-probabilities: a confident model's drop still shows; rises are not evidence
-                drops = (reference - torch.log_softmax(self.network(occluded), dim=1)[:, class_index]).clamp(min=0)
-                for (y, x), drop in zip(chunk, drops.cpu(), strict=True):
-                    heat[y : y + patch, x : x + patch] += drop
+                drops = (reference[None] - torch.log_softmax(self.network(occluded), dim=1)).clamp(min=0).cpu()
+                for (y, x), drop in zip(chunk, drops, strict=True):
+                    heat[:, y : y + patch, x : x + patch] += drop[:, None, None]
                     hits[y : y + patch, x : x + patch] += 1
-        return (heat / hits.clamp(min=1))[None, None]
+        return heat / hits.clamp(min=1)
+
+
+def _unit(values: np.ndarray) -> np.ndarray:
+    span = float(values.max() - values.min())
+    return (values - values.min()) / span if span > 0 else np.zeros_like(values)
 
 
 def saliency_png(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45, largest: int = 320) -> bytes:

@@ -105,7 +105,7 @@ def _coding(card: ModelCard, index: int) -> dict[str, Any]:
     return {"coding": [{"system": SNOMED, "code": found.code, "display": found.display}], "text": found.display}
 
 
-def _common(context: ImageContext, device: Stored, now: str, saliency: Stored | None) -> dict[str, Any]:
+def _common(context: ImageContext, device: Stored, now: str, saliency: Stored | None = None) -> dict[str, Any]:
     derived = [{"reference": f"ImagingStudy/{context.imaging_study_id}"}, {"reference": f"Media/{context.media_id}"}]
     if saliency is not None:
         derived.append({"reference": f"Media/{saliency.resource['id']}"})
@@ -134,7 +134,7 @@ def finding_observation(
     output = next(c for c in card.classes if c.index == index)
     probability = prediction.probabilities[index]
     positive = probability >= output.threshold
-    observation = _common(context, device, now, saliency if index == prediction.top else None)
+    observation = _common(context, device, now, saliency)
     observation.update(
         {
             "code": _coding(card, index),
@@ -155,7 +155,7 @@ def finding_observation(
 
 
 def abcd_observation(context: ImageContext, device: Stored, features: AbcdFeatures, now: str) -> dict[str, Any]:
-    observation = _common(context, device, now, None)
+    observation = _common(context, device, now)
     observation["meta"] = {"security": [AIAST]}
     observation["method"] = {"text": "Interpretable image analysis (lesion segmentation and ABCD features)"}
     observation["code"] = {"coding": [{"system": ABCD_SYSTEM, "code": "abcd"}], "text": "ABCD dermoscopic features"}
@@ -182,8 +182,11 @@ def abcd_observation(context: ImageContext, device: Stored, features: AbcdFeatur
     return observation
 
 
-async def write_saliency(repo: Repository, context: ImageContext, card: ModelCard, png: bytes, now: str) -> Stored:
-    key = result_key(context, card, "saliency")
+async def write_saliency(
+    repo: Repository, context: ImageContext, card: ModelCard, index: int, png: bytes, now: str
+) -> Stored:
+    key = result_key(context, card, f"saliency-{index}")
+    finding = next(c for c in card.classes if c.index == index)
     binary = {"resourceType": "Binary", "contentType": "image/png", "data": base64.b64encode(png).decode()}
     existing = await _one(repo, "Media", f"{FINDING_SYSTEM}|{key}")
     if existing is not None:
@@ -198,8 +201,8 @@ async def write_saliency(repo: Repository, context: ImageContext, card: ModelCar
         "partOf": [{"reference": f"Media/{context.media_id}"}],
         "createdDateTime": now,
         "content": {"contentType": "image/png", "url": f"Binary/{stored_binary.resource['id']}",
-                    "title": f"Saliency map ({card.name} {card.version})"},
-        "note": [{"text": "Where the image drove the model's top finding (Grad-CAM or occlusion sensitivity)."}],
+                    "title": f"Saliency map: {finding.display} ({card.name} {card.version})"},
+        "note": [{"text": f"Where the image drove {finding.display} (Grad-CAM or occlusion sensitivity)."}],
     }  # fmt: skip
     if context.body_site:
         media["bodySite"] = context.body_site
@@ -212,16 +215,19 @@ async def write_results(
     card: ModelCard,
     prediction: Prediction,
     features: AbcdFeatures | None,
-    png: bytes | None,
+    pngs: list[bytes] | None,
     server_version: str,
 ) -> list[Stored]:
     """Everything for one image, in the caller's transaction; returns the Observations."""
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
     device = await ensure_device(repo, card)
     server = await ensure_server_device(repo, server_version)
-    saliency = await write_saliency(repo, context, card, png, now) if png is not None else None
+    maps = []
+    for output, png in zip(card.classes, pngs or [], strict=False):
+        maps.append(await write_saliency(repo, context, card, output.index, png, now))
     observations = []
     for output in card.classes:
+        saliency = maps[output.index] if maps else None
         body = finding_observation(context, card, device, prediction, output.index, now, saliency)
         key = {"system": FINDING_SYSTEM, "value": result_key(context, card, f"class-{output.index}")}
         observations.append(await _create_once(repo, body, key))
@@ -229,8 +235,7 @@ async def write_results(
         key = {"system": FINDING_SYSTEM, "value": result_key(context, card, "abcd")}
         observations.append(await _create_once(repo, abcd_observation(context, device, features, now), key))
     targets = [{"reference": f"Observation/{o.resource['id']}"} for o in observations]
-    if saliency is not None:
-        targets.append({"reference": f"Media/{saliency.resource['id']}"})
+    targets += [{"reference": f"Media/{m.resource['id']}"} for m in maps]
     provenance = {
         "resourceType": "Provenance",
         "meta": {"security": [AIAST]},

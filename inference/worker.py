@@ -7,8 +7,9 @@ findings in FHIR, or a recorded reason why not.
 - Idempotent: results carry deterministic identifiers and are written in one transaction, so a
   redelivered event (a crash before the acknowledgement) finds them and writes nothing new.
 - A transient failure leaves the event unacknowledged: it comes back after a back-off that doubles
-  with each attempt (the lease, then twice it...), at most ``max_attempts`` times. A poison image (undecodable pixels) or a last attempt
-  ends in a failed Task with an OperationOutcome on the case, never a stuck queue.
+  with each attempt (the lease, then twice it...), at most ``max_attempts`` times. A poison image
+  (undecodable pixels) or a last attempt ends in a failed Task with an OperationOutcome on the
+  case, never a stuck queue.
 """
 
 from __future__ import annotations
@@ -217,13 +218,13 @@ class InferenceWorker:
 
     async def _finish(self, repo: Repository, runner: Runner, job: Job, prediction: Prediction) -> None:
         started = time.perf_counter()
-        heat, features = await asyncio.gather(  # two cores: the saliency map and the ABCD analysis together
-            asyncio.to_thread(runner.saliency, job.rgb, prediction.top), asyncio.to_thread(_abcd, job, self.abcd)
+        maps, features = await asyncio.gather(  # two cores: the saliency maps and the ABCD analysis together
+            asyncio.to_thread(runner.saliency_maps, job.rgb), asyncio.to_thread(_abcd, job, self.abcd)
         )
-        png = await asyncio.to_thread(saliency_png, job.rgb, heat)
+        pngs = [await asyncio.to_thread(saliency_png, job.rgb, heat) for heat in maps]
         async with repo.store.transaction() as tx:
             bound = repo.within(tx)
-            await write_results(bound, job.context, runner.model.card, prediction, features, png, self.server_version)
+            await write_results(bound, job.context, runner.model.card, prediction, features, pngs, self.server_version)
         await self._audit(repo, job.context, "0", f"analysed by {runner.model.card.key} in "
                           f"{(time.perf_counter() - started) * 1000:.0f} ms after the forward pass")  # fmt: skip
 

@@ -103,8 +103,11 @@ def test_storescu_image_becomes_findings(node: FhirTestClient, tmp_path: Path) -
     provenance = wait_for(node, "Provenance", {"target": f"Observation/{classes[0]['id']}"})[0]
     assert provenance["agent"][0]["who"]["reference"] == f"Device/{device['id']}"
     assert provenance["entity"][0]["role"] == "source"
-    saliency_ref = next(t["reference"] for t in provenance["target"] if t["reference"].startswith("Media/"))
-    saliency = node.get(f"{BASE}/{saliency_ref}").json()
+    maps = [t["reference"] for t in provenance["target"] if t["reference"].startswith("Media/")]
+    assert len(maps) == 2  # a saliency map per finding, each linked from its Observation
+    for observation in classes:
+        assert len({r["reference"] for r in observation["derivedFrom"]} & set(maps)) == 1
+    saliency = node.get(f"{BASE}/{maps[0]}").json()
     assert saliency["content"]["contentType"] == "image/png"
     binary = node.get(f"{BASE}/{saliency['content']['url']}").json()
     assert binary["contentType"] == "image/png"
