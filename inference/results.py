@@ -62,16 +62,30 @@ async def _one(repo: Repository, resource_type: str, identifier: str) -> Stored 
     return found[0] if found else None
 
 
-async def _create_once(repo: Repository, resource: dict[str, Any], identifier: dict[str, str]) -> Stored:
-    """Create unless a resource with ``identifier`` exists (the idempotency of redelivered events)."""
-    existing = await _one(repo, resource["resourceType"], f"{identifier['system']}|{identifier['value']}")
-    if existing is not None:
-        return existing
+async def _create(repo: Repository, resource: dict[str, Any], identifier: dict[str, str]) -> Stored:
     resource.setdefault("identifier", []).insert(0, identifier)
     return await repo.create(resource, resource_type=resource["resourceType"], server_built=True)
 
 
-async def ensure_device(repo: Repository, card: ModelCard) -> Stored:
+Committed = dict[tuple[str, str], Stored]  # (tenant, identifier) -> a resource known to be committed
+
+
+async def _create_once(
+    repo: Repository, resource: dict[str, Any], identifier: dict[str, str], committed: Committed
+) -> Stored:
+    """Create unless a resource with ``identifier`` exists (the Devices: once per tenant)."""
+    token = f"{identifier['system']}|{identifier['value']}"
+    known = committed.get((repo.tenant, token))
+    if known is not None:
+        return known
+    existing = await _one(repo, resource["resourceType"], token)
+    if existing is not None:
+        committed[(repo.tenant, token)] = existing  # found, so committed: safe to remember
+        return existing
+    return await _create(repo, resource, identifier)
+
+
+async def ensure_device(repo: Repository, card: ModelCard, committed: Committed) -> Stored:
     """The model as a FHIR Device (AI software), created once per tenant."""
     device = {
         "resourceType": "Device",
@@ -86,10 +100,10 @@ async def ensure_device(repo: Repository, card: ModelCard) -> Stored:
              "display": c.display}]}]} for c in card.classes
         ],
     }  # fmt: skip
-    return await _create_once(repo, device, {"system": MODEL_SYSTEM, "value": card.key})
+    return await _create_once(repo, device, {"system": MODEL_SYSTEM, "value": card.key}, committed)
 
 
-async def ensure_server_device(repo: Repository, version: str) -> Stored:
+async def ensure_server_device(repo: Repository, version: str, committed: Committed) -> Stored:
     device = {
         "resourceType": "Device",
         "status": "active",
@@ -97,7 +111,8 @@ async def ensure_server_device(repo: Repository, version: str) -> Stored:
         "type": {"text": "Clinical data server (DermBridge)"},
         "version": [{"value": version}],
     }
-    return await _create_once(repo, device, {"system": SOFTWARE_SYSTEM, "value": f"dermbridge@{version}"})
+    identifier = {"system": SOFTWARE_SYSTEM, "value": f"dermbridge@{version}"}
+    return await _create_once(repo, device, identifier, committed)
 
 
 def _coding(card: ModelCard, index: int) -> dict[str, Any]:
@@ -188,9 +203,6 @@ async def write_saliency(
     key = result_key(context, card, f"saliency-{index}")
     finding = next(c for c in card.classes if c.index == index)
     binary = {"resourceType": "Binary", "contentType": "image/png", "data": base64.b64encode(png).decode()}
-    existing = await _one(repo, "Media", f"{FINDING_SYSTEM}|{key}")
-    if existing is not None:
-        return existing
     stored_binary = await repo.create(binary, resource_type="Binary", server_built=True)
     media = {
         "resourceType": "Media",
@@ -206,7 +218,7 @@ async def write_saliency(
     }  # fmt: skip
     if context.body_site:
         media["bodySite"] = context.body_site
-    return await _create_once(repo, media, {"system": FINDING_SYSTEM, "value": key})
+    return await _create(repo, media, {"system": FINDING_SYSTEM, "value": key})
 
 
 async def write_results(
@@ -217,11 +229,17 @@ async def write_results(
     features: AbcdFeatures | None,
     pngs: list[bytes] | None,
     server_version: str,
+    committed: Committed | None = None,
 ) -> list[Stored]:
-    """Everything for one image, in the caller's transaction; returns the Observations."""
+    """Everything for one image, in the caller's transaction; returns the Observations (none when
+    this image and model version have results already: they are written together, so the first
+    one tells)."""
+    if await _one(repo, "Observation", done_key(context, card)):
+        return []
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
-    device = await ensure_device(repo, card)
-    server = await ensure_server_device(repo, server_version)
+    committed = {} if committed is None else committed
+    device = await ensure_device(repo, card, committed)
+    server = await ensure_server_device(repo, server_version, committed)
     maps = []
     for output, png in zip(card.classes, pngs or [], strict=False):
         maps.append(await write_saliency(repo, context, card, output.index, png, now))
@@ -230,10 +248,10 @@ async def write_results(
         saliency = maps[output.index] if maps else None
         body = finding_observation(context, card, device, prediction, output.index, now, saliency)
         key = {"system": FINDING_SYSTEM, "value": result_key(context, card, f"class-{output.index}")}
-        observations.append(await _create_once(repo, body, key))
+        observations.append(await _create(repo, body, key))
     if features is not None:
         key = {"system": FINDING_SYSTEM, "value": result_key(context, card, "abcd")}
-        observations.append(await _create_once(repo, abcd_observation(context, device, features, now), key))
+        observations.append(await _create(repo, abcd_observation(context, device, features, now), key))
     targets = [{"reference": f"Observation/{o.resource['id']}"} for o in observations]
     targets += [{"reference": f"Media/{m.resource['id']}"} for m in maps]
     provenance = {
@@ -252,9 +270,7 @@ async def write_results(
         "entity": [{"role": "source", "what": {"reference": f"Media/{context.media_id}"}},
                    {"role": "source", "what": {"reference": f"ImagingStudy/{context.imaging_study_id}"}}],
     }  # fmt: skip
-    # Provenance has no identifier in R4: it is found again by the first Observation it targets
-    if not await repo.find("Provenance", [("target", targets[0]["reference"])], 1):
-        await repo.create(provenance, resource_type="Provenance", server_built=True)
+    await repo.create(provenance, resource_type="Provenance", server_built=True)  # no identifier in R4
     await update_case(repo, context, card, observations, prediction)
     return observations
 

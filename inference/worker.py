@@ -35,7 +35,7 @@ from inference.abcd import AbcdFeatures, SegmentationError, analyse, pixel_spaci
 from inference.events import analysis_event
 from inference.pipeline import Prediction, Runner, saliency_png
 from inference.pixels import UndecodableImage, rgb_pixels
-from inference.results import ImageContext, done_key, write_results
+from inference.results import Committed, ImageContext, done_key, write_results
 from inference.tasks import record_failure, request_human_review
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class InferenceWorker:
     ) -> None:
         self.engine = engine
         self.files = InstanceFiles(blobs)
+        self.devices: Committed = {}  # the models' and the server's Devices, once found committed
         self.runners = runners
         self.audit = audit
         self.server_version = server_version
@@ -221,10 +222,11 @@ class InferenceWorker:
         maps, features = await asyncio.gather(  # two cores: the saliency maps and the ABCD analysis together
             asyncio.to_thread(runner.saliency_maps, job.rgb), asyncio.to_thread(_abcd, job, self.abcd)
         )
-        pngs = [await asyncio.to_thread(saliency_png, job.rgb, heat) for heat in maps]
+        pngs = list(await asyncio.gather(*(asyncio.to_thread(saliency_png, job.rgb, heat) for heat in maps)))
         async with repo.store.transaction() as tx:
             bound = repo.within(tx)
-            await write_results(bound, job.context, runner.model.card, prediction, features, pngs, self.server_version)
+            await write_results(bound, job.context, runner.model.card, prediction, features, pngs, self.server_version,
+                                self.devices)  # fmt: skip
         await self._audit(repo, job.context, "0", f"analysed by {runner.model.card.key} in "
                           f"{(time.perf_counter() - started) * 1000:.0f} ms after the forward pass")  # fmt: skip
 
