@@ -6,9 +6,12 @@ Observation being searchable, side by side in one run.
 
 Model phases (in process): per-image latency p50/p95 with batch 1, and images/s at batch 8 and 32,
 for the forward pass alone and for the whole per-image work of the worker (decode, forward,
-Grad-CAM, ABCD analysis, PNG). End to end: a real ``dermbridge serve`` process with the worker in
-process; pynetdicom sends one dermoscopic image at a time (the pipeline otherwise idle) and the
-clock runs from the C-STORE success to the first poll that finds the image's Observations.
+saliency, ABCD analysis, PNG). End to end: a real ``dermbridge serve`` process with the worker in
+process; pynetdicom sends one dermoscopic image at a time (the pipeline otherwise idle). Every other
+image the client stays quiet (a look every 100 ms) and the latency is the worker's AuditEvent
+``recorded`` time, written after the results committed, minus the C-STORE success; for the others
+the client polls every 10 ms (each poll an audited request that competes with the worker) and
+the clock runs to the first poll that finds the Observations.
 Every loop is bounded by a count and a deadline; everything listens on 127.0.0.1.
 """
 
@@ -20,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +78,7 @@ def model_rows(runner: Runner, pictures: list[np.ndarray]) -> list[dict[str, Any
     return rows
 
 
-def end_to_end(count: int, pictures: list[np.ndarray]) -> dict[str, Any]:
+def end_to_end(count: int, pictures: list[np.ndarray]) -> list[dict[str, Any]]:
     from pynetdicom import AE
 
     from dicom_node.sop_classes import DERMOSCOPIC_PHOTOGRAPHY
@@ -85,7 +89,7 @@ def end_to_end(count: int, pictures: list[np.ndarray]) -> dict[str, Any]:
     dimse = free_port()
     env = {"DERMBRIDGE_INFERENCE_ENABLED": "true", "DERMBRIDGE_DICOM_ANY_AE_TENANT": "default",
            "DERMBRIDGE_DICOM_PORT": str(dimse)}  # fmt: skip
-    latencies = []
+    latencies: dict[str, list[float]] = {"quiet": [], "polling": []}
     with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp) / "var", 120, env) as server:
         http = server.http
         body = {"resourceType": "Patient", "identifier": [{"system": "urn:clinic:mrn", "value": "BENCH"}]}
@@ -97,6 +101,11 @@ def end_to_end(count: int, pictures: list[np.ndarray]) -> dict[str, Any]:
 
         def observations() -> int:
             return int(http.get(f"{server.base}/Observation", params=params).json()["total"])
+
+        def analysis_recorded() -> float:
+            latest = {"subtype": "ai-analysis", "_sort": "-date", "_count": "1"}
+            event = http.get(f"{server.base}/AuditEvent", params=latest).json()["entry"][0]["resource"]
+            return datetime.fromisoformat(event["recorded"]).timestamp()
 
         ae = AE(ae_title="BENCHSCU")
         ae.add_requested_context(DERMOSCOPIC_PHOTOGRAPHY, "1.2.840.10008.1.2.1")
@@ -110,23 +119,31 @@ def end_to_end(count: int, pictures: list[np.ndarray]) -> dict[str, Any]:
                 ds.PixelData = picture.tobytes()
                 ds.PixelSpacing = [0.02, 0.02]
                 ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+                quiet = n % 2 == 0  # alternate: a quiet client, then one polling every 10 ms
                 before = observations()
                 status = assoc.send_c_store(ds)
-                acknowledged = time.perf_counter()
+                acknowledged, wall = time.perf_counter(), time.time()
                 assert status.Status == 0, status
                 deadline = acknowledged + 30
-                while True:
-                    found = observations()
-                    if found >= before + 3:
-                        break
+                while observations() < before + 3:
                     assert time.perf_counter() < deadline, "no Observation within 30 s"
-                    time.sleep(0.01)
-                if n >= 2:  # the first two warm the worker up
-                    latencies.append(time.perf_counter() - acknowledged)
+                    time.sleep(0.1 if quiet else 0.01)
+                if n < 2:  # the first two warm the worker up
+                    continue
+                if quiet:  # the worker's own AuditEvent is recorded after the results committed
+                    latencies["quiet"].append(analysis_recorded() - wall)
+                else:
+                    latencies["polling"].append(time.perf_counter() - acknowledged)
         finally:
             assoc.release()
-    return {"phase": "end to end: C-STORE success -> Observations searchable", "n": len(latencies),
-            "p50_ms": statistics.median(latencies) * 1000, "p95_ms": percentile(latencies, 0.95) * 1000}  # fmt: skip
+    return [
+        {"phase": "end to end, quiet client: C-STORE success -> results committed (the worker's AuditEvent)",
+         "n": len(latencies["quiet"]), "p50_ms": statistics.median(latencies["quiet"]) * 1000,
+         "p95_ms": percentile(latencies["quiet"], 0.95) * 1000},
+        {"phase": "end to end, a client polling every 10 ms: C-STORE success -> Observations found",
+         "n": len(latencies["polling"]), "p50_ms": statistics.median(latencies["polling"]) * 1000,
+         "p95_ms": percentile(latencies["polling"], 0.95) * 1000},
+    ]  # fmt: skip
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -149,13 +166,13 @@ def main() -> None:
     runner = Runner(load_model(DEMO_DIR), device)
     rows = model_rows(runner, pictures)
     if args.e2e:
-        rows.append(end_to_end(args.e2e, pictures))
-        forward = rows[0]["p50_ms"]
-        rows[-1]["vs forward pass"] = rows[-1]["p50_ms"] / forward
+        rows.extend(end_to_end(args.e2e, pictures))
+        for row in rows[-2:]:
+            row["vs forward pass"] = row["p50_ms"] / rows[0]["p50_ms"]
     print(f"device: {device}, torch threads: {torch.get_num_threads()}")
     print(table(rows))
     if args.e2e:
-        print(f"end to end p50 is {rows[-1]['vs forward pass']:.1f}x the bare forward pass (batch 1)")
+        print(f"end to end p50 (quiet) is {rows[-2]['vs forward pass']:.1f}x the bare forward pass (batch 1)")
     print(json.dumps({"device": str(device), "rows": rows}))
 
 

@@ -219,9 +219,9 @@ class InferenceWorker:
 
     async def _finish(self, repo: Repository, runner: Runner, job: Job, prediction: Prediction) -> None:
         started = time.perf_counter()
-        # one after the other: torch already uses both cores, and in parallel they only contend
-        maps = await asyncio.to_thread(runner.saliency_maps, job.rgb)
-        features = await asyncio.to_thread(_abcd, job, self.abcd)
+        maps, features = await asyncio.gather(  # two cores: the saliency maps and the ABCD analysis together
+            asyncio.to_thread(runner.saliency_maps, job.rgb), asyncio.to_thread(_abcd, job, self.abcd)
+        )
         pngs = list(await asyncio.gather(*(asyncio.to_thread(saliency_png, job.rgb, heat) for heat in maps)))
         async with repo.store.transaction() as tx:
             bound = repo.within(tx)
