@@ -8,7 +8,6 @@ stored AuditEvents and checks every checkpoint: an edited, removed or reordered 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -36,64 +35,24 @@ class VerifyReport:
     reason: str = ""
 
 
-Pending = list[tuple[dict[str, Any], "asyncio.Future[None]"]]
-
-
 class AuditTrail:
-    """Writes AuditEvents in batches: while one batch's transaction commits, the events of the
-    requests arriving meanwhile wait for the next one, so a busy server writes many events per
-    transaction and an idle one writes each at once. ``record`` returns once its event is durable."""
-
-    def __init__(self, signer: AuditSigner, checkpoint_every: int = 256, batch_max: int = 256) -> None:
+    def __init__(self, signer: AuditSigner, checkpoint_every: int = 256) -> None:
         self.signer = signer
         self.checkpoint_every = checkpoint_every
-        self.batch_max = batch_max
         self._since_checkpoint: dict[str, int] = {}
         self._head_seq: dict[str, int] = {}  # the last chain link a checkpoint has seen, per tenant
-        self._pending: dict[str, Pending] = {}
-        self._writers: dict[str, asyncio.Task[None]] = {}
 
     async def record(self, repo: Repository, event: dict[str, Any]) -> None:
-        """Write one AuditEvent durably (in the next batch) and sign a checkpoint when due."""
-        tenant = repo.tenant
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(tenant, []).append((event, done))
-        writer = self._writers.get(tenant)
-        if writer is None or writer.done():
-            self._writers[tenant] = asyncio.create_task(self._write(repo.store), name=f"audit-writer-{tenant}")
-        await asyncio.shield(done)
-
-    async def _write(self, store: TenantStore) -> None:
-        tenant = store.name
-        while pending := self._pending.get(tenant):
-            batch, self._pending[tenant] = pending[: self.batch_max], pending[self.batch_max :]
+        """Write one AuditEvent durably (it joins a group commit) and sign a checkpoint when due."""
+        await repo.create(event, resource_type="AuditEvent", server_built=True)
+        count = self._since_checkpoint.get(repo.tenant, 0) + 1
+        self._since_checkpoint[repo.tenant] = count
+        if count >= self.checkpoint_every:
+            self._since_checkpoint[repo.tenant] = 0
             try:
-                await self._commit(store, batch)
-            except Exception:  # one event must not sink the others: each on its own
-                for event, done in batch:
-                    try:
-                        await self._commit(store, [(event, done)])
-                    except Exception as exc:
-                        if not done.done():
-                            done.set_exception(exc)
-            count = self._since_checkpoint.get(tenant, 0) + len(batch)
-            self._since_checkpoint[tenant] = count
-            if count >= self.checkpoint_every:
-                self._since_checkpoint[tenant] = 0
-                try:
-                    await self.checkpoint(store)
-                except Exception:  # the events are written; the next checkpoint covers them
-                    log.exception("tenant %s: signing an audit checkpoint failed", tenant)
-
-    @staticmethod
-    async def _commit(store: TenantStore, batch: Pending) -> None:
-        async with store.transaction() as tx:
-            repo = Repository(store).within(tx)
-            for event, _ in batch:
-                await repo.create(event, resource_type="AuditEvent", server_built=True)
-        for _, done in batch:
-            if not done.done():
-                done.set_result(None)
+                await self.checkpoint(repo.store)
+            except Exception:  # the event is written; the next checkpoint covers it
+                log.exception("tenant %s: signing an audit checkpoint failed", repo.tenant)
 
     async def checkpoint(self, store: TenantStore) -> AuditCheckpoint | None:
         """Sign the chain's current head (reading only the links since the last checkpoint)."""
