@@ -181,9 +181,16 @@ class InferenceWorker:
         if self._already_done(await self._done_keys(repo, context)):
             return None
         record = await repo.store.get_record(INSTANCE, context.instance_uid)
+        if record is None:
+            log.info("instance of event %s is gone (replaced or erased); nothing to analyse", event.seq)
+            return None
+        if record.fields.get("SOPClassUID") == (ENCAPSULATED_PDF,) or not record.fields.get("Rows"):
+            return None  # documents and objects without pixels are not for the image models
+        decision = await decide(repo, context.patient_id, AI_ANALYSIS)  # before reading: a refusal is cheap
+        if not decision.permit:
+            await self._refused(repo, context, decision.reason)
+            return None
         try:
-            if record is None:
-                raise FileNotFoundError(context.instance_uid)
             ds = await self.files.read_dataset(repo.store, repo.tenant, record)
         except (FileNotFoundError, ObjectErased):
             log.info("instance of event %s is gone (replaced or erased); nothing to analyse", event.seq)
@@ -191,15 +198,11 @@ class InferenceWorker:
         except InvalidDicomError as exc:
             await self._poison(repo, context, f"the stored object is not readable DICOM: {exc}")
             return None
-        if str(ds.SOPClassUID) == ENCAPSULATED_PDF or "PixelData" not in ds:
-            return None  # documents and objects without pixels are not for the image models
+        if "PixelData" not in ds:
+            return None
         media = await repo.current("Media", context.media_id)
         if media and media.get("bodySite"):
             context = replace(context, body_site=media["bodySite"])
-        decision = await decide(repo, context.patient_id, AI_ANALYSIS)
-        if not decision.permit:
-            await self._refused(repo, context, decision.reason)
-            return None
         try:
             rgb = await asyncio.to_thread(rgb_pixels, ds)
         except UndecodableImage as exc:
