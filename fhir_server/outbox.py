@@ -27,27 +27,26 @@ class Subscription:
     handle: Consumer
 
 
-class OutboxDispatcher:
-    def __init__(
-        self, engine: Engine, *, lease_seconds: float = 30.0, poll_seconds: float = 1.0, batch: int = 100
-    ) -> None:
-        self._engine = engine
-        self._subscriptions: list[Subscription] = []
-        self._lease = lease_seconds
-        self._poll = poll_seconds
-        self._batch = batch
+class OutboxLoop:
+    """A background task that drains outbox events: woken by the engine's commits in this process,
+    and every ``poll_seconds`` otherwise (commits of other processes)."""
+
+    name = "outbox-loop"
+
+    def __init__(self, engine: Engine, poll_seconds: float = 1.0) -> None:
+        self.poll = poll_seconds
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         engine.add_commit_listener(self._on_commit)
 
-    def subscribe(self, subscription: Subscription) -> None:
-        self._subscriptions.append(subscription)
-
     def _on_commit(self, tenant: str) -> None:
-        self._wake.set()
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-dispatcher")
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -59,14 +58,33 @@ class OutboxDispatcher:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
             self._wake.clear()
             try:
                 await self.drain()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("outbox dispatch failed; retrying")
+                log.exception("%s: a round failed; retrying", self.name)
+
+    async def drain(self) -> int:
+        raise NotImplementedError
+
+
+class OutboxDispatcher(OutboxLoop):
+    name = "outbox-dispatcher"
+
+    def __init__(
+        self, engine: Engine, *, lease_seconds: float = 30.0, poll_seconds: float = 1.0, batch: int = 100
+    ) -> None:
+        super().__init__(engine, poll_seconds)
+        self._engine = engine
+        self._subscriptions: list[Subscription] = []
+        self._lease = lease_seconds
+        self._batch = batch
+
+    def subscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.append(subscription)
 
     async def drain(self) -> int:
         """Deliver what is due now to every consumer of every tenant; returns how many were handled."""

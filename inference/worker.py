@@ -15,7 +15,6 @@ findings in FHIR, or a recorded reason why not.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -29,6 +28,7 @@ from dicom_node.instance_files import InstanceFiles, ObjectErased
 from dicom_node.sop_classes import ENCAPSULATED_PDF
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.decision import AI_ANALYSIS, decide
+from fhir_server.outbox import OutboxLoop
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine, OutboxEvent, TenantStore
 from inference.abcd import AbcdFeatures, SegmentationError, analyse, pixel_spacing_mm
@@ -53,7 +53,9 @@ class Job:
     spacing: tuple[float, float] | None
 
 
-class InferenceWorker:
+class InferenceWorker(OutboxLoop):
+    name = "inference-worker"
+
     def __init__(
         self,
         engine: Engine,
@@ -69,6 +71,7 @@ class InferenceWorker:
         abcd: bool = True,
         poll_seconds: float = 1.0,
     ) -> None:
+        super().__init__(engine, poll_seconds)
         self.engine = engine
         self.files = InstanceFiles(blobs)
         self.devices: Committed = {}  # the models' and the server's Devices, once found committed
@@ -80,39 +83,6 @@ class InferenceWorker:
         self.max_attempts = max_attempts
         self.human_review = human_review
         self.abcd = abcd
-        self.poll = poll_seconds
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        engine.add_commit_listener(self._on_commit)
-
-    # -- lifecycle --------------------------------------------------------------------------------
-    def _on_commit(self, tenant: str) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
-
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self._run(), name="inference-worker")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
-            self._wake.clear()
-            try:
-                await self.drain()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("inference round failed; retrying")
 
     # -- one round --------------------------------------------------------------------------------
     async def drain(self) -> int:
