@@ -131,6 +131,8 @@ def create_app(settings: Settings) -> FastAPI:
             if worker is not None:
                 await worker.stop()
             await dispatcher.stop()
+            if audit is not None:
+                await audit.close()
             await engine.close()
 
     app = FastAPI(title="DermBridge", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)

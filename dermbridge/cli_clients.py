@@ -12,7 +12,6 @@ from dermbridge.cli_support import opened_engine, settings_from
 from fhir_server.audit.events import token_event
 from fhir_server.audit.signing import load_signer
 from fhir_server.audit.trail import AuditTrail
-from fhir_server.repository import Repository
 from fhir_server.security.clients import ClientError, ClientRegistry
 from fhir_server.security.scopes import ROLES, grant, role_scopes
 from fhir_server.storage.port import TenantUnknownError
@@ -87,7 +86,9 @@ def token_command(args: argparse.Namespace) -> int:
             )
             trail = AuditTrail(load_signer(settings.data_dir / "keys"))
             event = token_event(client_id=client.client_id, status=200, address="dermbridge token (CLI)", reason=None)
-            await trail.record(Repository(await engine.tenant(client.tenant)), event)
+            store = await engine.tenant(client.tenant)
+            await trail.record(store, event)
+            await trail.flush(store)
             print(token)
             return 0
 

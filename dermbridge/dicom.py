@@ -14,7 +14,6 @@ from dicom_node.blobs import BlobStore
 from dicom_node.dimse import DimseConfig, DimseServer, MoveDestination
 from dicom_node.ingest import Ingestor
 from fhir_server.audit.trail import AuditTrail
-from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine, TenantUnknownError
 
 log = logging.getLogger(__name__)
@@ -78,7 +77,7 @@ class TrailSink:
             store = await self.engine.tenant(tenant)
         except TenantUnknownError:
             store = await self.engine.tenant(self.default_tenant)
-        await self.trail.record(Repository(store), event)
+        await self.trail.record(store, event)
 
 
 def _log_failure(future: concurrent.futures.Future[None]) -> None:

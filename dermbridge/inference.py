@@ -45,4 +45,5 @@ async def run_standalone(settings: Settings) -> None:
         await asyncio.Event().wait()
     finally:
         await worker.stop()
+        await audit.close()
         await engine.close()

@@ -232,7 +232,8 @@ class InferenceWorker(OutboxLoop):
 
     async def _audit(self, repo: Repository, context: ImageContext, outcome: str, description: str) -> None:
         if self.audit is not None:
-            await self.audit.record(repo, analysis_event(context.patient_id, context.media_id, outcome, description))
+            event = analysis_event(context.patient_id, context.media_id, outcome, description)
+            await self.audit.record(repo.store, event)
 
 
 def _abcd(job: Job, wanted: bool) -> AbcdFeatures | None:

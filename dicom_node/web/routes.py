@@ -44,7 +44,7 @@ async def authorize(request: Request, tenant: str) -> None:
 router = APIRouter(prefix="/dicomweb/{tenant}", include_in_schema=False, dependencies=[Depends(authorize)])
 
 
-def get_dicomweb(request: Request) -> DicomWeb:
+async def get_dicomweb(request: Request) -> DicomWeb:  # async: a sync dependency costs a thread hop
     service: DicomWeb = request.app.state.dicomweb
     return service
 

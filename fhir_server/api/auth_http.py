@@ -12,7 +12,6 @@ from fastapi.responses import JSONResponse, Response
 
 from fhir_server.audit.events import token_event
 from fhir_server.audit.trail import AuditTrail
-from fhir_server.repository import Repository
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.clients import tenant_of
 from fhir_server.security.endpoint import ASSERTION_ALGORITHMS, OAuthError, TokenEndpoint, TokenRequest
@@ -51,7 +50,7 @@ class AuthHttp:
             store = await self.engine.tenant(tenant or self.default_tenant)
         except (TenantUnknownError, ValueError):
             store = await self.engine.tenant(self.default_tenant)
-        await self.audit.record(Repository(store), event)
+        await self.audit.record(store, event)
 
 
 router = APIRouter(include_in_schema=False)

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.router import FhirRouter
 from fhir_server.audit.events import patient_of, rest_event
-from fhir_server.audit.trail import AuditTrail
+from fhir_server.audit.trail import AuditTrail, reads_audit_events
 from fhir_server.errors import OperationOutcomeError, bad_request, not_found, outcome
 from fhir_server.repository import Repository
 from fhir_server.security.bearer import Authenticator
@@ -55,7 +55,7 @@ class FhirHttp:
         self.authenticator = authenticator or Authenticator(None)
 
 
-def get_fhir_http(request: Request) -> FhirHttp:
+async def get_fhir_http(request: Request) -> FhirHttp:  # async: a sync dependency costs a thread hop
     fhir_http: FhirHttp = request.app.state.fhir_http
     return fhir_http
 
@@ -175,6 +175,8 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
             base_url=base_url,
             access=access,
         )
+        if fhir.audit is not None and reads_audit_events(segments, params):
+            await fhir.audit.flush(store)
         response = await fhir.router.dispatch(repo, fhir_request)
     except OperationOutcomeError as error:
         response = FhirResponse(error.status, error.outcome, dict(error.headers))
@@ -215,7 +217,7 @@ async def _audit(
         entity=entity,
         patient=patient_of(segments, params, body),
     )
-    await trail.record(repo, event)
+    await trail.record(repo.store, event)
 
 
 def unexpected_error_response() -> Response:

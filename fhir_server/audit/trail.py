@@ -1,25 +1,38 @@
 """Recording and verifying a tenant's audit trail.
 
-Every AuditEvent's stored JSON is hashed into the tenant's chain in the transaction that writes it
-(``Repository`` does this for the AuditEvent type). Every ``checkpoint_every`` events the trail
-signs (tenant, seq, chain hash) with the server key. ``verify`` recomputes the chain from the
-stored AuditEvents and checks every checkpoint: an edited, removed or reordered event is found.
+Every AuditEvent's stored JSON is hashed into the tenant's chain. The events the server builds
+itself (one per interaction) take the short way: ``record`` stores the finished event and its
+link in the chain, durably, without search index rows; that is all the request waits for. A
+background indexer adds the index rows in batches about a second later, and any request that can
+search AuditEvents flushes it first, so no search sees the trail lag behind. Events a client
+POSTs are indexed and chained in the transaction that stores them (``Repository``).
+
+Every ``checkpoint_every`` events the trail signs (tenant, seq, chain hash) with the server key.
+``verify`` recomputes the chain from the stored AuditEvents and checks every checkpoint: an
+edited, removed or reordered event is found.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from fhir_server.audit.signing import AuditSigner
-from fhir_server.repository import Repository
-from fhir_server.storage.port import AuditCheckpoint, TenantStore
+from fhir_server.repository import new_instant
+from fhir_server.search.extract import index_resource
+from fhir_server.storage.port import AuditCheckpoint, AuditEntry, IndexEntries, TenantStore
+from fhir_server.validation import validate
 
 log = logging.getLogger(__name__)
 GENESIS = "0" * 64
 PAGE = 1000
+INDEX_BATCH = 64  # events indexed per transaction: bounds how long the loop is busy at a time
 
 
 def checkpoint_message(tenant: str, seq: int, chain: str) -> bytes:
@@ -35,24 +48,104 @@ class VerifyReport:
     reason: str = ""
 
 
+def reads_audit_events(path: list[str], params: list[tuple[str, str]]) -> bool:
+    """Whether a FHIR request can return AuditEvents (the trail is flushed before it runs)."""
+    if not path or path[0] in ("AuditEvent", "_history", "_search"):
+        return True  # AuditEvents themselves, or the whole tenant (system search and history, bundles)
+    if path[0] == "Patient" and len(path) >= 3:
+        return True  # a patient's compartment and $everything hold its AuditEvents
+    return any("AuditEvent" in key or "AuditEvent" in value for key, value in params)  # _type, _revinclude
+
+
 class AuditTrail:
-    def __init__(self, signer: AuditSigner, checkpoint_every: int = 256) -> None:
+    def __init__(self, signer: AuditSigner, checkpoint_every: int = 256, index_delay: float = 1.0) -> None:
         self.signer = signer
         self.checkpoint_every = checkpoint_every
+        self.index_delay = index_delay
         self._since_checkpoint: dict[str, int] = {}
         self._head_seq: dict[str, int] = {}  # the last chain link a checkpoint has seen, per tenant
+        self._recorded: dict[str, int] = {}  # events logged by this process, per tenant
+        self._stores: dict[str, TenantStore] = {}
+        self._indexers: dict[str, asyncio.Task[None]] = {}
+        self._flushing: dict[str, asyncio.Lock] = {}
+        self._unreadable: set[tuple[str, int]] = set()
 
-    async def record(self, repo: Repository, event: dict[str, Any]) -> None:
-        """Write one AuditEvent durably (it joins a group commit) and sign a checkpoint when due."""
-        await repo.create(event, resource_type="AuditEvent", server_built=True)
-        count = self._since_checkpoint.get(repo.tenant, 0) + 1
-        self._since_checkpoint[repo.tenant] = count
+    async def record(self, store: TenantStore, event: dict[str, Any]) -> str:
+        """Store and chain one AuditEvent durably (it joins a group commit); returns its id.
+
+        Searches find it once the indexer has run, or after the next flush."""
+        validate(event, "AuditEvent", server_built=True)
+        id, now = str(uuid.uuid4()), new_instant()
+        body = {"resourceType": "AuditEvent", "id": id, "meta": {"versionId": "1", "lastUpdated": now}}
+        body.update((k, v) for k, v in event.items() if k not in ("resourceType", "id", "meta"))
+        content = orjson.dumps(body)
+        await store.append_audit(AuditEntry(0, id, now, content, hashlib.sha256(content).hexdigest()))
+        self._stores[store.name] = store
+        self._recorded[store.name] = self._recorded.get(store.name, 0) + 1
+        self._index_soon(store)
+        count = self._since_checkpoint.get(store.name, 0) + 1
+        self._since_checkpoint[store.name] = count
         if count >= self.checkpoint_every:
-            self._since_checkpoint[repo.tenant] = 0
+            self._since_checkpoint[store.name] = 0
             try:
-                await self.checkpoint(repo.store)
+                await self.checkpoint(store)
             except Exception:  # the event is written; the next checkpoint covers it
-                log.exception("tenant %s: signing an audit checkpoint failed", repo.tenant)
+                log.exception("tenant %s: signing an audit checkpoint failed", store.name)
+        return id
+
+    def _index_soon(self, store: TenantStore) -> None:
+        task = self._indexers.get(store.name)
+        if task is None or task.done():
+            self._indexers[store.name] = asyncio.get_running_loop().create_task(self._indexer(store))
+
+    async def _indexer(self, store: TenantStore) -> None:
+        while True:
+            await asyncio.sleep(self.index_delay)
+            mark = self._recorded[store.name]
+            try:
+                await asyncio.shield(self.flush(store))  # a cancelled indexer never stops mid-transaction
+            except Exception:  # stored and durable: the next run or flush indexes them
+                log.exception("tenant %s: indexing logged AuditEvents failed", store.name)
+            if self._recorded[store.name] == mark:
+                return
+
+    async def flush(self, store: TenantStore) -> int:
+        """Index every stored AuditEvent of the tenant that is not yet; returns how many were."""
+        lock = self._flushing.setdefault(store.name, asyncio.Lock())
+        indexed, after = 0, 0
+        async with lock:
+            while entries := await store.pending_audit(after, INDEX_BATCH):
+                items: list[tuple[int, IndexEntries]] = []
+                for entry in entries:
+                    after = entry.seq
+                    resource = self._readable(store.name, entry)
+                    if resource is not None:
+                        items.append((entry.seq, index_resource(resource)))
+                indexed += await store.index_audit(items)
+        return indexed
+
+    def _readable(self, tenant: str, entry: AuditEntry) -> dict[str, Any] | None:
+        try:
+            if entry.content is not None:
+                resource: dict[str, Any] = orjson.loads(entry.content)
+                return resource
+        except orjson.JSONDecodeError:
+            pass
+        if (tenant, entry.seq) not in self._unreadable:  # once: it stays unindexed for ``verify`` to report
+            self._unreadable.add((tenant, entry.seq))
+            log.error("tenant %s: AuditEvent %d of the chain cannot be read; run `dermbridge audit verify`", tenant,
+                      entry.seq)  # fmt: skip
+        return None
+
+    async def close(self) -> None:
+        """Index everything this process recorded (at shutdown)."""
+        tasks = list(self._indexers.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._indexers.clear()
+        for store in self._stores.values():
+            await self.flush(store)
 
     async def checkpoint(self, store: TenantStore) -> AuditCheckpoint | None:
         """Sign the chain's current head (reading only the links since the last checkpoint)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fhir_server.search.parameters import Component, SearchParameter, parameters_for
@@ -25,12 +26,21 @@ def parse_local_reference(ref: str) -> tuple[str, str] | None:
     return parts[-2], parts[-1]
 
 
+@functools.cache
+def _indexed(resource_type: str) -> tuple[tuple[str, SearchParameter], ...]:
+    """The parameters of a type that index rows, in a fixed order."""
+    return tuple(
+        (code, param)
+        for code, param in parameters_for(resource_type).items()
+        if code not in SKIPPED and param.evaluate is not None and param.type != "special"
+    )
+
+
 def index_resource(resource: dict[str, Any], local_base: str | None = None) -> IndexEntries:
     entries = IndexEntries()
     group = 0
-    for code, param in parameters_for(resource["resourceType"]).items():
-        if code in SKIPPED or param.evaluate is None:
-            continue
+    for code, param in _indexed(resource["resourceType"]):
+        assert param.evaluate is not None
         nodes = param.evaluate(resource)
         if not nodes:
             continue
@@ -38,7 +48,7 @@ def index_resource(resource: dict[str, Any], local_base: str | None = None) -> I
             for element, _ in nodes:
                 group += 1
                 _index_composite(entries, param, element, group)
-        elif param.type != "special":
+        else:
             for value, type_name in nodes:
                 _add(entries, param.kind, code, value, type_name, None, local_base)
     return entries

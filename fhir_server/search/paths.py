@@ -127,43 +127,65 @@ def _choice_stems() -> frozenset[str]:
     return choice_elements()
 
 
-def _children(value: Any, name: str) -> list[Node]:
-    if not isinstance(value, dict):
-        return []
-    if name in value:
-        found = value[name]
-        return [(v, None) for v in found] if isinstance(found, list) else [(found, None)]
+def _child(name: str) -> Callable[[list[Node]], list[Node]]:
+    """``.name``: the element's values (a list flattened); for a choice stem, every typed variant."""
     if name not in _choice_stems():
-        return []
-    nodes: list[Node] = []
-    for key, found in value.items():  # a choice element: valueQuantity, effectiveDateTime...
-        if key.startswith(name) and len(key) > len(name) and key[len(name)].isupper():
-            type_name = key[len(name) :]
-            nodes.extend((v, type_name) for v in (found if isinstance(found, list) else [found]))
-    return nodes
+
+        def child(nodes: list[Node]) -> list[Node]:
+            found: list[Node] = []
+            for value, _ in nodes:
+                if isinstance(value, dict) and (element := value.get(name)) is not None:
+                    if isinstance(element, list):
+                        found.extend((v, None) for v in element)
+                    else:
+                        found.append((element, None))
+            return found
+
+        return child
+
+    cut = len(name)
+
+    def choice(nodes: list[Node]) -> list[Node]:  # valueQuantity, effectiveDateTime...
+        found: list[Node] = []
+        for value, _ in nodes:
+            if not isinstance(value, dict):
+                continue
+            if (element := value.get(name)) is not None:
+                found.extend((v, None) for v in (element if isinstance(element, list) else [element]))
+                continue
+            for key, element in value.items():
+                if key.startswith(name) and len(key) > cut and key[cut].isupper():
+                    found.extend((v, key[cut:]) for v in (element if isinstance(element, list) else [element]))
+        return found
+
+    return choice
 
 
-def _apply(step: _Step, nodes: list[Node]) -> list[Node]:
+def _compile_step(step: _Step) -> Callable[[list[Node]], list[Node]]:
     if step.kind == "child":
-        return [child for value, _ in nodes for child in _children(value, step.name)]
+        return _child(step.name)
     if step.kind == "as":
-        wanted = step.name.lower()
-        return [(v, t or step.name) for v, t in nodes if t is None or t.lower() == wanted]
+        wanted, name = step.name.lower(), step.name
+        return lambda nodes: [(v, t or name) for v, t in nodes if t is None or t.lower() == wanted]
     if step.kind == "where_eq":
-        return [(v, t) for v, t in nodes if isinstance(v, dict) and v.get(step.name) == step.value]
+        field, equal = step.name, step.value
+        return lambda nodes: [(v, t) for v, t in nodes if isinstance(v, dict) and v.get(field) == equal]
     if step.kind == "where_is":
-        return [(v, t) for v, t in nodes if reference_type(v) == step.name]
+        kind = step.name
+        return lambda nodes: [(v, t) for v, t in nodes if reference_type(v) == kind]
     if step.kind == "index":
         index = int(step.value)
-        return nodes[index : index + 1]
+        return lambda nodes: nodes[index : index + 1]
     raise ValueError(step.kind)
 
 
 def _fast(steps: list[_Step]) -> Evaluator:
+    compiled = [_compile_step(step) for step in steps]
+
     def evaluate(value: Any) -> list[Node]:
         nodes: list[Node] = [(value, None)]
-        for step in steps:
-            nodes = _apply(step, nodes)
+        for apply in compiled:
+            nodes = apply(nodes)
             if not nodes:
                 break
         return nodes

@@ -150,6 +150,20 @@ class AuditLink:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """A server-built AuditEvent: stored and chained durably first, searchable once indexed.
+
+    ``content`` is the stored JSON (None when a stored event can no longer be opened); ``seq`` is 0
+    until the chain has given the entry its place."""
+
+    seq: int
+    resource_id: str
+    last_updated: str
+    content: bytes | None
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
 class AuditCheckpoint:
     seq: int
     chain_hash: str
@@ -238,6 +252,22 @@ class TenantStore(TenantReader, Protocol):
         ...
 
     async def audit_links(self, after_seq: int, limit: int) -> list[AuditLink]: ...
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """Store one AuditEvent (version 1) and chain it, durably (it joins a group commit).
+
+        It can be read at once; searches find it once ``index_audit`` has added its index rows."""
+        ...
+
+    async def pending_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
+        """Stored AuditEvents without their index rows yet, in chain order."""
+        ...
+
+    async def index_audit(self, items: Sequence[tuple[int, IndexEntries]]) -> int:
+        """Add the index rows of AuditEvents (by chain seq) in one transaction.
+
+        Events another process has indexed already are skipped; returns how many were indexed."""
+        ...
 
     async def add_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None: ...
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from fhir_server.storage.port import (
     AuditCheckpoint,
+    AuditEntry,
     AuditLink,
     HistoryPage,
     HistoryQuery,
@@ -283,6 +284,20 @@ class SqliteTenantStore:
 
     async def audit_links(self, after_seq: int, limit: int) -> list[AuditLink]:
         return await self._on_reader(audit.links, after_seq, limit)
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        await self._group_commit([(audit.log, (entry,))])
+
+    async def pending_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
+        return await self._on_reader(audit.pending, after_seq, limit)
+
+    async def index_audit(self, items: Sequence[tuple[int, IndexEntries]]) -> int:
+        if not items:
+            return 0
+        async with self._write_lock:
+            indexed = await self._on_writer(_in_transaction, audit.index, items)
+        self.count_writes(indexed)
+        return indexed
 
     async def add_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
         async with self._write_lock:

@@ -154,7 +154,7 @@ def write(conn: sqlite3.Connection, version: ResourceVersion, index: IndexEntrie
         ),
     )
     if index is not None and rid is not None:
-        _insert_index(conn, rid, version.resource_type, index)
+        insert_index(conn, rid, version.resource_type, index)
 
 
 def _delete_index(conn: sqlite3.Connection, rid: int) -> None:
@@ -175,7 +175,7 @@ _INDEX_INSERTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 _ROW_ATTRIBUTE = {"norm": "normalized"}
 
 
-def _insert_index(conn: sqlite3.Connection, rid: int, rtype: str, index: IndexEntries) -> None:
+def insert_index(conn: sqlite3.Connection, rid: int, rtype: str, index: IndexEntries) -> None:
     for kind, table, columns in _INDEX_INSERTS:
         rows = getattr(index, kind)
         if not rows:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # One table per index kind; ``grp`` ties the components of a composite parameter together.
 INDEX_TABLES = {
@@ -112,11 +112,14 @@ CREATE TABLE IF NOT EXISTS record_field (
 CREATE INDEX IF NOT EXISTS record_field_value ON record_field (collection, field, value);
 CREATE INDEX IF NOT EXISTS record_field_rid ON record_field (rid);
 
+-- the chain of every AuditEvent; a server-built event is stored and chained at once and its
+-- search index rows are added later (indexed = 0 until then)
 CREATE TABLE IF NOT EXISTS audit_chain (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     resource_id TEXT NOT NULL,
     content_hash TEXT NOT NULL,
-    chain_hash TEXT NOT NULL
+    chain_hash TEXT NOT NULL,
+    indexed INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS audit_checkpoint (
     seq INTEGER PRIMARY KEY,
@@ -166,9 +169,18 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
 def initialise(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.executescript(DDL)
+    _migrate(conn)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     if conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM resource LIMIT 1000)").fetchone()[0] >= 1000:
         analyze(conn)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database of an older schema version up to this one (columns DDL cannot add)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_chain)")}
+    if "indexed" not in columns:  # version 2: AuditEvents indexed after they are stored
+        conn.execute("ALTER TABLE audit_chain ADD COLUMN indexed INTEGER NOT NULL DEFAULT 1")
+    conn.execute("CREATE INDEX IF NOT EXISTS audit_chain_unindexed ON audit_chain (seq) WHERE indexed = 0")
 
 
 def analyze(conn: sqlite3.Connection) -> None:

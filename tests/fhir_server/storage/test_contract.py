@@ -255,3 +255,34 @@ async def test_records_with_indexed_fields(engine: Engine) -> None:
     assert await keys() == ["1.2.1", "1.2.3"]
     beta = await engine.tenant("beta")
     assert await beta.find_records(RecordQuery("study")) == []
+
+
+async def test_audit_events_are_stored_at_once_and_indexed_later(engine: Engine) -> None:
+    import hashlib
+
+    from fhir_server.storage.port import AuditEntry
+
+    store = await engine.tenant("alpha")
+    instant = "2026-01-01T00:00:00.000+00:00"
+    events = []
+    for n in range(3):
+        meta = {"versionId": "1", "lastUpdated": instant}
+        body = {"resourceType": "AuditEvent", "id": f"ae{n}", "meta": meta, "type": {"code": "rest"},
+                "recorded": instant, "outcome": str(n * 4), "agent": [], "source": {}}  # fmt: skip
+        content = orjson.dumps(body)
+        events.append(body)
+        await store.append_audit(AuditEntry(0, f"ae{n}", instant, content, hashlib.sha256(content).hexdigest()))
+    stored = await store.read("AuditEvent", "ae1")  # readable as soon as it is acknowledged
+    assert stored is not None and orjson.loads(stored.content or b"{}")["outcome"] == "4"
+    assert [link.resource_id for link in await store.audit_links(0, 10)] == ["ae0", "ae1", "ae2"]
+    assert (await store.search(query(("AuditEvent",), outcome="4"))).keys == []  # not indexed yet
+    pending = await store.pending_audit(0, 10)
+    assert [(e.resource_id, orjson.loads(e.content or b"{}")["id"]) for e in pending] == [
+        ("ae0", "ae0"), ("ae1", "ae1"), ("ae2", "ae2")]  # fmt: skip
+    assert [e.seq for e in await store.pending_audit(pending[0].seq, 10)] == [p.seq for p in pending[1:]]
+    items = [(e.seq, index_resource(events[n])) for n, e in enumerate(pending[:2])]
+    assert await store.index_audit(items) == 2
+    assert await store.index_audit(items) == 0  # indexed once, whoever asks again
+    assert [k.id for k in (await store.search(query(("AuditEvent",), outcome="4"))).keys] == ["ae1"]
+    assert [e.resource_id for e in await store.pending_audit(0, 10)] == ["ae2"]
+    assert (await (await engine.tenant("beta")).pending_audit(0, 10)) == []

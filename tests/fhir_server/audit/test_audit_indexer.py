@@ -1,0 +1,118 @@
+"""Server-built AuditEvents are stored and chained on the request path and indexed in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from fhir_server.audit.events import rest_event
+from fhir_server.audit.signing import load_signer
+from fhir_server.audit.trail import AuditTrail, reads_audit_events
+from fhir_server.crypto.master import load_master_keys
+from fhir_server.crypto.store import EncryptingEngine
+from fhir_server.search.request import parse_search
+from fhir_server.storage.port import Engine, TenantStore
+from fhir_server.storage.sqlite import SqliteEngine
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
+    engine = EncryptingEngine(SqliteEngine(tmp_path / "var"), load_master_keys(tmp_path / "keys"))
+    await engine.open()
+    await engine.create_tenant("alpha")
+    try:
+        yield engine
+    finally:
+        await engine.close()
+
+
+def event(status: int) -> dict:
+    return rest_event(method="GET", path=["Patient", "p1"], params=[], status=status, who="alpha.client",
+                      address="127.0.0.1", entity="Patient/p1", patient="Patient/p1")  # fmt: skip
+
+
+async def found(store: TenantStore, **params: str) -> list[str]:
+    query = parse_search(("AuditEvent",), list(params.items()), lenient=False, default_count=100, max_count=100)
+    return [key.id for key in (await store.search(query.query)).keys]
+
+
+async def test_recorded_events_are_readable_at_once_and_searchable_after_the_indexer(
+    engine: Engine, tmp_path: Path
+) -> None:
+    trail = AuditTrail(load_signer(tmp_path / "keys"), index_delay=0.05)
+    store = await engine.tenant("alpha")
+    ids = [await trail.record(store, event(status)) for status in (200, 404, 200)]
+    stored = await store.read("AuditEvent", ids[1])
+    assert stored is not None and b'"outcome":"4"' in (stored.content or b"")
+    for _ in range(100):  # the indexer runs about index_delay after the last event
+        if not await store.pending_audit(0, 10):
+            break
+        await asyncio.sleep(0.02)
+    assert await found(store, outcome="4") == [ids[1]]
+    assert sorted(await found(store, patient="Patient/p1")) == sorted(ids)
+    await trail.close()
+
+
+async def test_flush_and_close_index_everything_recorded(engine: Engine, tmp_path: Path) -> None:
+    trail = AuditTrail(load_signer(tmp_path / "keys"), index_delay=3600)  # the indexer never runs by itself
+    store = await engine.tenant("alpha")
+    first = await trail.record(store, event(200))
+    assert await found(store, outcome="0") == []
+    assert await trail.flush(store) == 1
+    assert await found(store, outcome="0") == [first]
+    second = await trail.record(store, event(500))
+    await trail.close()
+    assert await found(store, outcome="8") == [second]
+    assert (await trail.verify(store)).ok
+
+
+async def test_an_event_altered_before_it_was_indexed_is_skipped_and_reported(engine: Engine, tmp_path: Path) -> None:
+    trail = AuditTrail(load_signer(tmp_path / "keys"), index_delay=3600)
+    store = await engine.tenant("alpha")
+    await trail.record(store, event(200))
+    altered = await trail.record(store, event(200))
+    with sqlite3.connect(tmp_path / "var" / "tenants" / "alpha.sqlite") as conn:
+        content = conn.execute("SELECT content FROM history WHERE id = ?", (altered,)).fetchone()[0]
+        conn.execute("UPDATE history SET content = ? WHERE id = ?", (content[:-1] + bytes([content[-1] ^ 1]), altered))
+    assert await trail.flush(store) == 1  # the intact one; the altered one stays unindexed
+    assert [e.resource_id for e in await store.pending_audit(0, 10)] == [altered]
+    report = await trail.verify(store)
+    assert not report.ok and report.broken_at == 2 and "altered" in report.reason
+
+
+async def test_a_database_of_the_first_schema_gains_the_indexed_column(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "tenants"
+    path.mkdir(parents=True)
+    with sqlite3.connect(path / "alpha.sqlite") as conn:
+        conn.execute("CREATE TABLE audit_chain (seq INTEGER PRIMARY KEY AUTOINCREMENT, resource_id TEXT NOT NULL, "
+                     "content_hash TEXT NOT NULL, chain_hash TEXT NOT NULL)")  # fmt: skip
+        conn.execute("INSERT INTO audit_chain (resource_id, content_hash, chain_hash) VALUES ('old', 'aa', 'bb')")
+    engine = SqliteEngine(tmp_path / "var")
+    await engine.open()
+    try:
+        store = await engine.tenant("alpha")
+        assert await store.pending_audit(0, 10) == []  # events of the old schema were indexed when stored
+        assert [link.resource_id for link in await store.audit_links(0, 10)] == ["old"]
+    finally:
+        await engine.close()
+
+
+def test_which_requests_flush_the_trail_first() -> None:
+    assert reads_audit_events(["AuditEvent"], [])
+    assert reads_audit_events([], [("_type", "AuditEvent")])
+    assert reads_audit_events(["_history"], [])
+    assert reads_audit_events(["Patient", "p1", "$everything"], [])
+    assert reads_audit_events(["Patient"], [("_revinclude", "AuditEvent:patient")])
+    assert not reads_audit_events(["Observation", "o1"], [])
+    assert not reads_audit_events(["Patient"], [("name", "doe")])
