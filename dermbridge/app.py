@@ -36,11 +36,12 @@ from fhir_server.consent.operation import DECIDE_DEFINITION, consent_decide
 from fhir_server.crypto.erase import ERASE_DEFINITION, Erasure
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.outbox import OutboxDispatcher
+from fhir_server.search.extract import warm_up as warm_up_index
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.clients import ClientRegistry
 from fhir_server.security.endpoint import TokenEndpoint
 from fhir_server.security.tokens import ExternalProvider, TokenService, load_token_signer
-from fhir_server.validation import warm_up
+from fhir_server.validation import WARM_TYPES, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,12 @@ async def bootstrap_admin(clients: ClientRegistry, settings: Settings) -> None:
     sys.stderr.flush()
 
 
+def _warm_up() -> None:
+    """Compile validators and search parameters before the first requests pay for them."""
+    warm_up()
+    warm_up_index(WARM_TYPES)
+
+
 def create_app(settings: Settings) -> FastAPI:
     engine = open_engine(settings)
     dispatcher = OutboxDispatcher(engine)
@@ -110,7 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
             log.warning("INSECURE development mode: authentication is off, every request is unrestricted")
         elif settings.auth_bootstrap_admin:
             await bootstrap_admin(clients, settings)
-        await asyncio.to_thread(warm_up)
+        await asyncio.to_thread(_warm_up)
         await dispatcher.start()
         worker = None
         if settings.inference_enabled and settings.role == "all":

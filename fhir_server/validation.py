@@ -39,7 +39,9 @@ def _schema_validator(resource_type: str) -> jsonschema.Draft6Validator:
     return jsonschema.Draft6Validator({"$ref": f"#/definitions/{resource_type}", "definitions": schema["definitions"]})
 
 
-WARM_TYPES = ("Patient", "ImagingStudy", "Media", "DiagnosticReport", "Endpoint", "Observation", "Bundle")
+# what DICOM ingest, the inference worker and the audit trail write, and what clients send most
+WARM_TYPES = ("Patient", "ImagingStudy", "Media", "DiagnosticReport", "Endpoint", "Observation", "Bundle",
+              "AuditEvent", "Task", "Provenance", "Device", "Binary", "Consent")  # fmt: skip
 
 
 def warm_up(types: tuple[str, ...] = WARM_TYPES) -> None:

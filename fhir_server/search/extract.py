@@ -26,6 +26,12 @@ def parse_local_reference(ref: str) -> tuple[str, str] | None:
     return parts[-2], parts[-1]
 
 
+def warm_up(resource_types: tuple[str, ...]) -> None:
+    """Compile the search parameters of these types now, not on the first writes that need them."""
+    for resource_type in resource_types:
+        _indexed(resource_type)
+
+
 @functools.cache
 def _indexed(resource_type: str) -> tuple[tuple[str, SearchParameter], ...]:
     """The parameters of a type that index rows, in a fixed order."""
