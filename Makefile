@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck pytest install system-deps clean bench
+.PHONY: run test lint typecheck pytest install system-deps clean bench bench-dicom bench-inference
 
 install: $(STAMP)
 
@@ -36,8 +36,25 @@ pytest: $(STAMP) system-deps
 
 test: lint typecheck pytest
 
+# Benchmarks run from a clone of the last commit, with this venv: editing the working tree while
+# one runs (several minutes) cannot change what it measures. ARGS are passed on, e.g.
+# `make bench ARGS="--modes secure,open"`.
+BENCH_TREE := /tmp/dermbridge-benchtree
+define bench_clone
+	rm -rf $(BENCH_TREE) && git clone -q . $(BENCH_TREE) && ln -s $(abspath $(VENV)) $(BENCH_TREE)/.venv
+endef
+
 bench: $(STAMP)
-	$(BIN)/python bench/fhir_bench.py
+	$(bench_clone)
+	cd $(BENCH_TREE) && .venv/bin/python bench/fhir_bench.py $(ARGS)
+
+bench-dicom: $(STAMP)
+	$(bench_clone)
+	cd $(BENCH_TREE) && .venv/bin/python bench/dicom_bench.py $(ARGS)
+
+bench-inference: $(STAMP)
+	$(bench_clone)
+	cd $(BENCH_TREE) && .venv/bin/python bench/inference_bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
