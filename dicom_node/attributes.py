@@ -7,6 +7,7 @@ attributes in the DICOM JSON model (PS3.18 F.2), bulk data left out.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,12 +48,15 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     return text or None
 
 
-def _json(ds: Dataset, keywords: tuple[str, ...]) -> dict[str, Any]:
-    subset = Dataset()
-    for keyword in keywords:
-        if keyword in ds:
-            subset[keyword] = ds[keyword]
-    return subset.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=lambda _: "")
+@functools.cache
+def _json_tags(keywords: tuple[str, ...]) -> tuple[str, ...]:
+    """The DICOM JSON keys (tags as 8 hex digits) of these keywords, in tag order."""
+    return tuple(f"{tag:08X}" for tag in sorted(Tag(keyword) for keyword in keywords))
+
+
+def _json(metadata: dict[str, Any], keywords: tuple[str, ...]) -> dict[str, Any]:
+    """A level's attributes, taken from the instance's DICOM JSON (converted once)."""
+    return {tag: metadata[tag] for tag in _json_tags(keywords) if tag in metadata}
 
 
 def instance_metadata(ds: Dataset) -> dict[str, Any]:
@@ -93,13 +97,13 @@ def index_instance(ds: Dataset, transfer_syntax: str, size: int) -> IndexedInsta
         "StudyInstanceUID": (study_uid,),
         "SeriesInstanceUID": (series_uid,),
     }
-    metadata = instance_metadata(ds)
+    metadata = instance_metadata(ds)  # the one DICOM JSON conversion: the levels take their parts of it
     instance_body = {"metadata": metadata, "transferSyntax": transfer_syntax, "size": size}
     return IndexedInstance(
         study_uid,
         series_uid,
         instance_uid,
-        Record(STUDY, study_uid, orjson.dumps(_json(ds, STUDY_KEYS)), study_fields),
-        Record(SERIES, series_uid, orjson.dumps(_json(ds, ("StudyInstanceUID", *SERIES_KEYS))), series_fields),
+        Record(STUDY, study_uid, orjson.dumps(_json(metadata, STUDY_KEYS)), study_fields),
+        Record(SERIES, series_uid, orjson.dumps(_json(metadata, ("StudyInstanceUID", *SERIES_KEYS))), series_fields),
         Record(INSTANCE, instance_uid, orjson.dumps(instance_body), instance_fields),
     )
