@@ -97,7 +97,6 @@ def _warm_up() -> None:
 def create_app(settings: Settings) -> FastAPI:
     engine = open_engine(settings)
     dispatcher = OutboxDispatcher(engine)
-    ingestor = build_ingestor(settings, engine)
     clients = ClientRegistry(engine)
     tokens = build_tokens(settings) if settings.auth_enabled else None
     audit = (
@@ -106,6 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
         else None
     )
     sink = TrailSink(engine, audit, settings.default_tenant) if audit is not None else None
+    ingestor = build_ingestor(settings, engine, audit)
     dimse = build_dimse(settings, engine, ingestor, sink) if settings.dicom_enabled else None
     authenticator = Authenticator(tokens)
 

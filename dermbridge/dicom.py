@@ -43,15 +43,15 @@ def _destinations(settings: Settings) -> dict[str, MoveDestination]:
     return found
 
 
-def build_ingestor(settings: Settings, engine: Engine) -> Ingestor:
+def build_ingestor(settings: Settings, engine: Engine, trail: AuditTrail | None = None) -> Ingestor:
     base = settings.base_url()
 
     def public_url(tenant: str, api: str) -> str:
         return f"{base}/{api}/{tenant}"
 
     blobs = BlobStore(settings.blob_root())
-    return Ingestor(engine, blobs, public_url=public_url,
-                    duplicates=settings.dicom_duplicates)  # fmt: skip
+    return Ingestor(engine, blobs, public_url=public_url, duplicates=settings.dicom_duplicates,
+                    trail=trail)  # fmt: skip
 
 
 class TrailSink:

@@ -67,11 +67,17 @@ class DicomAudit:
         self.sink = sink
         self._lock = threading.Lock()
 
-    def record(
-        self, *, action: str, outcome: str, calling_ae: str, called_ae: str, peer: str, tenant: str | None,
-        detail: str = "",
-    ) -> None:  # fmt: skip
-        entry = {
+    def record(self, entry: dict[str, Any]) -> None:
+        """Log a record and hand its AuditEvent to the sink (written just after the answer)."""
+        self.log(entry)
+        if self.sink is not None:
+            self.sink(entry["tenant"], audit_event(entry))
+
+    @staticmethod
+    def entry(
+        *, action: str, outcome: str, calling_ae: str, called_ae: str, peer: str, tenant: str | None, detail: str = ""
+    ) -> dict[str, Any]:
+        return {
             "recorded": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "action": action,
             "outcome": outcome,
@@ -81,11 +87,12 @@ class DicomAudit:
             "tenant": tenant,
             "detail": detail,
         }
+
+    def log(self, entry: dict[str, Any]) -> None:
+        """The JSON-lines record only (its AuditEvent is written by whoever called)."""
         line = json.dumps(entry, separators=(",", ":")) + "\n"
         with self._lock, self.path.open("a", encoding="utf-8") as handle:
             handle.write(line)
-        if self.sink is not None:
-            self.sink(tenant, audit_event(entry))
 
     def entries(self) -> list[dict[str, str]]:
         if not self.path.exists():

@@ -32,7 +32,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from dicom_node import statuses
-from dicom_node.audit import DicomAudit
+from dicom_node.audit import DicomAudit, audit_event
 from dicom_node.errors import InvalidInstance
 from dicom_node.ingest import Ingestor
 from dicom_node.instance_files import InstanceFiles, ObjectErased
@@ -169,9 +169,9 @@ class DimseServer:
             raise InvalidInstance(statuses.CANNOT_UNDERSTAND, f"calling AE {calling} is not configured")
         return tenant
 
-    def _record(self, event: Any, action: str, outcome: str, detail: str = "") -> None:
+    def _entry(self, event: Any, action: str, outcome: str, detail: str = "") -> dict[str, Any]:
         assoc = event.assoc
-        self._audit.record(
+        return self._audit.entry(
             action=action,
             outcome=outcome,
             calling_ae=assoc.requestor.ae_title.strip(),
@@ -180,6 +180,9 @@ class DimseServer:
             tenant=self.config.ae_tenants.get(assoc.requestor.ae_title.strip(), self.config.any_ae_tenant),
             detail=detail,
         )
+
+    def _record(self, event: Any, action: str, outcome: str, detail: str = "") -> None:
+        self._audit.record(self._entry(event, action, outcome, detail))
 
     # -- notification handlers -------------------------------------------------------------
     @staticmethod
@@ -220,8 +223,9 @@ class DimseServer:
         except Exception as exc:  # undecodable: truncated, bad VR, bad length
             self._record(event, "C-STORE", "failure", "cannot decode")
             return failure(statuses.CANNOT_UNDERSTAND, f"cannot decode the dataset: {type(exc).__name__}")
-        try:
-            stored = self._run(lambda: self._ingestor.store(tenant, ds, encoded, transfer_syntax))
+        success = self._entry(event, "C-STORE", "success", f"{ds.get('StudyInstanceUID')}/{ds.get('SOPInstanceUID')}")
+        try:  # the success's AuditEvent commits with the instance: durable before the sender hears Success
+            self._run(lambda: self._ingestor.store(tenant, ds, encoded, transfer_syntax, audit_event(success)))
         except InvalidInstance as exc:
             self._record(event, "C-STORE", "failure", exc.comment)
             return failure(exc.status, exc.comment)
@@ -229,7 +233,7 @@ class DimseServer:
             log.exception("C-STORE failed")
             self._record(event, "C-STORE", "failure", "internal error")
             return failure(statuses.OUT_OF_RESOURCES, "the instance could not be stored")
-        self._record(event, "C-STORE", "success", f"{stored.study_uid}/{stored.instance_uid}")
+        self._audit.log(success)
         return statuses.SUCCESS
 
     def _matches(self, event: Any) -> tuple[str, list[Any], list[str]]:

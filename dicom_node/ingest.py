@@ -21,10 +21,11 @@ from dicom_node.errors import InvalidInstance
 from dicom_node.fhir_sync import SyncResult, sync_instance
 from dicom_node.instance_files import new_object_key, seal_object, seal_object_key, with_object_key
 from dicom_node.iod import check_instance
+from fhir_server.audit.trail import AuditTrail
 from fhir_server.crypto.store import EncryptingTenantStore
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository
-from fhir_server.storage.port import Engine, Record, TenantTransaction
+from fhir_server.storage.port import Engine, Record, TenantStore, TenantTransaction
 
 log = logging.getLogger(__name__)
 DuplicatePolicy = Literal["keep", "replace"]
@@ -52,14 +53,21 @@ class Ingestor:
         *,
         public_url: Callable[[str, str], str],
         duplicates: DuplicatePolicy = "keep",
+        trail: AuditTrail | None = None,
     ) -> None:
         self._engine = engine
         self.blobs = blobs
         self.public_url = public_url  # (tenant, "fhir" | "dicomweb") -> base URL
         self.duplicates = duplicates
+        self.trail = trail
 
-    async def store(self, tenant: str, ds: Dataset, encoded: bytes, transfer_syntax: str) -> StoredInstance:
-        """Store one instance; raises InvalidInstance for what the sender must be told is wrong."""
+    async def store(
+        self, tenant: str, ds: Dataset, encoded: bytes, transfer_syntax: str, audit: dict[str, Any] | None = None
+    ) -> StoredInstance:
+        """Store one instance; raises InvalidInstance for what the sender must be told is wrong.
+
+        ``audit``: the AuditEvent of this store's success, committed with the instance (when
+        the node has an audit trail)."""
         check_instance(ds, str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", "")))
         store = await self._engine.tenant(tenant)
         indexed = index_instance(ds, transfer_syntax, len(encoded))
@@ -68,30 +76,40 @@ class Ingestor:
         payload = seal_object(encoded, key, indexed.instance_uid) if key is not None else encoded
         # The bytes are written and fsynced while the index and FHIR work runs.
         staging = asyncio.ensure_future(asyncio.to_thread(self.blobs.stage, tenant, payload))
-        published = False
+        published = committed = False
         try:
             async with store.transaction() as tx:
+                if audit is not None and self.trail is not None:
+                    await self.trail.record_in(tx, audit)
                 existing = await tx.get_record(INSTANCE, indexed.instance_uid)
-                if existing is not None and self.duplicates == "keep":
-                    return StoredInstance(
-                        tenant, indexed.study_uid, indexed.series_uid, indexed.instance_uid, True, None
-                    )
-                repo = Repository(store, local_base=self.public_url(tenant, "fhir")).within(tx)
-                try:
-                    sync = await sync_instance(repo, ds, self.public_url(tenant, "dicomweb"))
-                except OperationOutcomeError as exc:  # attributes that cannot become valid FHIR
-                    raise InvalidInstance(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"not mappable: {exc}") from exc
-                sealed = await seal_object_key(tx, sync.patient_id, key, indexed.instance_uid) if key else None
-                await self._index(tx, indexed, new_instance=existing is None, object_key=sealed)
-                await tx.append_event("imaging.instance-stored", self._event(tenant, indexed, sync))
-                await asyncio.to_thread(self.blobs.publish, await staging, target)
-                published = True
+                sync = None
+                if existing is None or self.duplicates == "replace":
+                    sync = await self._sync(tx, store, ds, indexed, key, new_instance=existing is None)
+                    await asyncio.to_thread(self.blobs.publish, await staging, target)
+                    published = True
+            committed = True
         finally:
             if not published:
                 staged = await asyncio.shield(staging)
                 await asyncio.to_thread(self.blobs.discard, staged)
+            if committed and audit is not None and self.trail is not None:
+                await self.trail.recorded(store)
         return StoredInstance(tenant, indexed.study_uid, indexed.series_uid, indexed.instance_uid,
                               existing is not None, sync)  # fmt: skip
+
+    async def _sync(self, tx: TenantTransaction, store: TenantStore, ds: Dataset, indexed: IndexedInstance,
+                    key: bytes | None, *, new_instance: bool) -> SyncResult:  # fmt: skip
+        """The FHIR resources, the attribute index and the outbox event of a new (or replacing) instance."""
+        tenant = store.name
+        repo = Repository(store, local_base=self.public_url(tenant, "fhir")).within(tx)
+        try:
+            sync = await sync_instance(repo, ds, self.public_url(tenant, "dicomweb"))
+        except OperationOutcomeError as exc:  # attributes that cannot become valid FHIR
+            raise InvalidInstance(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"not mappable: {exc}") from exc
+        sealed = await seal_object_key(tx, sync.patient_id, key, indexed.instance_uid) if key else None
+        await self._index(tx, indexed, new_instance=new_instance, object_key=sealed)
+        await tx.append_event("imaging.instance-stored", self._event(tenant, indexed, sync))
+        return sync
 
     async def _index(
         self, tx: TenantTransaction, indexed: IndexedInstance, *, new_instance: bool, object_key: dict[str, str] | None

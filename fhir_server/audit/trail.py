@@ -26,7 +26,7 @@ import orjson
 from fhir_server.audit.signing import AuditSigner
 from fhir_server.repository import new_instant
 from fhir_server.search.extract import index_resource
-from fhir_server.storage.port import AuditCheckpoint, AuditEntry, IndexEntries, TenantStore
+from fhir_server.storage.port import AuditCheckpoint, AuditEntry, IndexEntries, TenantStore, TenantTransaction
 from fhir_server.validation import validate
 
 log = logging.getLogger(__name__)
@@ -74,24 +74,41 @@ class AuditTrail:
         """Store and chain one AuditEvent durably (it joins a group commit); returns its id.
 
         Searches find it once the indexer has run, or after the next flush."""
+        entry = self.entry(event)
+        await store.append_audit(entry)
+        await self.recorded(store)
+        return entry.resource_id
+
+    async def record_in(self, tx: TenantTransaction, event: dict[str, Any]) -> str:
+        """``record`` in the caller's transaction: the event commits with it. The caller calls
+        ``recorded`` once the transaction has committed."""
+        entry = self.entry(event)
+        await tx.append_audit(entry)
+        return entry.resource_id
+
+    @staticmethod
+    def entry(event: dict[str, Any]) -> AuditEntry:
+        """A server-built AuditEvent, finished (id, meta) and hashed for the chain."""
         validate(event, "AuditEvent", server_built=True)
         id, now = str(uuid.uuid4()), new_instant()
         body = {"resourceType": "AuditEvent", "id": id, "meta": {"versionId": "1", "lastUpdated": now}}
         body.update((k, v) for k, v in event.items() if k not in ("resourceType", "id", "meta"))
         content = orjson.dumps(body)
-        await store.append_audit(AuditEntry(0, id, now, content, hashlib.sha256(content).hexdigest()))
+        return AuditEntry(0, id, now, content, hashlib.sha256(content).hexdigest())
+
+    async def recorded(self, store: TenantStore, count: int = 1) -> None:
+        """After events of ``store`` were stored: schedule their indexing, sign a checkpoint when due."""
         self._stores[store.name] = store
-        self._recorded[store.name] = self._recorded.get(store.name, 0) + 1
+        self._recorded[store.name] = self._recorded.get(store.name, 0) + count
         self._index_soon(store)
-        count = self._since_checkpoint.get(store.name, 0) + 1
-        self._since_checkpoint[store.name] = count
-        if count >= self.checkpoint_every:
+        since = self._since_checkpoint.get(store.name, 0) + count
+        self._since_checkpoint[store.name] = since
+        if since >= self.checkpoint_every:
             self._since_checkpoint[store.name] = 0
             try:
                 await self.checkpoint(store)
             except Exception:  # the event is written; the next checkpoint covers it
                 log.exception("tenant %s: signing an audit checkpoint failed", store.name)
-        return id
 
     def _index_soon(self, store: TenantStore) -> None:
         task = self._indexers.get(store.name)

@@ -67,6 +67,13 @@ async def _open(keyring: TenantKeyring, reader: TenantReader, version: ResourceV
     return replace(version, content=opened)
 
 
+def _sealed_audit(keyring: TenantKeyring, key: bytes, entry: AuditEntry) -> AuditEntry:
+    if entry.content is None:
+        return entry
+    associated = aad(keyring.tenant, "AuditEvent", entry.resource_id, 1)
+    return replace(entry, content=seal_content(key, TENANT_REF, associated, entry.content))
+
+
 class _Reading:
     """The read side, shared by the store and its transactions."""
 
@@ -140,6 +147,9 @@ class EncryptingTransaction(_Reading):
     async def chain_audit(self, resource_id: str, content: bytes) -> None:
         await self._tx.chain_audit(resource_id, content)  # the plaintext's hash: verify reads plaintext back
 
+    async def append_audit(self, entry: AuditEntry) -> None:
+        await self._tx.append_audit(_sealed_audit(self.keyring, await self.data_key(TENANT_REF), entry))
+
     async def delete_record(self, collection: str, key: str) -> None:
         await self._tx.delete_record(collection, key)
 
@@ -195,11 +205,7 @@ class EncryptingTenantStore(_Reading):
 
     async def append_audit(self, entry: AuditEntry) -> None:
         """Sealed under the tenant key, like every AuditEvent."""
-        if entry.content is not None:
-            key = await self._tenant_data_key()
-            associated = aad(self.keyring.tenant, "AuditEvent", entry.resource_id, 1)
-            entry = replace(entry, content=seal_content(key, TENANT_REF, associated, entry.content))
-        await self._store.append_audit(entry)
+        await self._store.append_audit(_sealed_audit(self.keyring, await self._tenant_data_key(), entry))
 
     async def pending_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
         entries = await self._store.pending_audit(after_seq, limit)

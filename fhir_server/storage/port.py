@@ -223,6 +223,10 @@ class TenantTransaction(TenantReader, Protocol):
         """Append the AuditEvent's content hash to the tenant's audit chain, in this transaction."""
         ...
 
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """``TenantStore.append_audit`` in this transaction: the event commits with its writes."""
+        ...
+
     async def delete_record(self, collection: str, key: str) -> None: ...
 
 

@@ -44,6 +44,16 @@ def test_duplicates_replaced_when_configured(tmp_path: Path) -> None:
         assert c.get("/fhir/default/Media").json()["total"] == 1
 
 
+def test_a_stored_instance_is_audited_before_its_success(node: DicomNode, tmp_path: Path) -> None:
+    ds = dermoscopic()
+    node.run("storescu", str(write(ds, tmp_path)), check=True)
+    # no waiting: the AuditEvent committed with the instance, before the sender heard Success
+    bundle = node.client.get("/fhir/default/AuditEvent", params={"type": f"{DCM}|110104", "_count": "10"}).json()
+    stores = [e["resource"] for e in bundle.get("entry", [])]
+    assert len(stores) == 1 and stores[0]["outcome"] == "0" and stores[0]["action"] == "C"
+    assert stores[0]["outcomeDesc"] == f"C-STORE success: {ds.StudyInstanceUID}/{ds.SOPInstanceUID}"
+
+
 def test_audit_records_associations_and_operations(node: DicomNode, tmp_path: Path) -> None:
     node.run("echoscu", check=True)
     node.run("storescu", str(write(dermoscopic(), tmp_path)), check=True)

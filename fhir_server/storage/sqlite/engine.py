@@ -97,6 +97,9 @@ class SqliteTransaction:
     async def chain_audit(self, resource_id: str, content: bytes) -> None:
         self._pending.append((audit.append, (resource_id, content)))
 
+    async def append_audit(self, entry: AuditEntry) -> None:
+        self._pending.append((audit.log, (entry,)))
+
     async def delete_record(self, collection: str, key: str) -> None:
         self._pending.append((records.delete, (collection, key)))
 
