@@ -30,7 +30,7 @@ from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.decision import AI_ANALYSIS, decide
 from fhir_server.outbox import OutboxLoop
 from fhir_server.repository import Repository
-from fhir_server.storage.port import Engine, OutboxEvent, TenantStore
+from fhir_server.storage.port import Engine, OutboxEvent, TenantStore, TenantTransaction
 from inference.abcd import AbcdFeatures, SegmentationError, analyse, pixel_spacing_mm
 from inference.events import analysis_event
 from inference.pipeline import Prediction, Runner, saliency_png
@@ -220,15 +220,27 @@ class InferenceWorker(OutboxLoop):
                         event.seq, event.attempts, delay, type(exc).__name__, exc_info=exc)  # fmt: skip
 
     async def _poison(self, repo: Repository, context: ImageContext, reason: str) -> None:
-        async with repo.store.transaction() as tx:
+        async with repo.store.transaction() as tx:  # the failed Task and its AuditEvent in one commit
             await record_failure(repo.within(tx), context, reason)
-        await self._audit(repo, context, "8", f"analysis failed: {reason}")
+            audited = await self._audit_in(tx, context, "8", f"analysis failed: {reason}")
+        await self._recorded(repo, audited)
 
     async def _refused(self, repo: Repository, context: ImageContext, reason: str) -> None:
-        if self.human_review:
-            async with repo.store.transaction() as tx:
+        async with repo.store.transaction() as tx:  # the review Task and the AuditEvent in one commit
+            if self.human_review:
                 await request_human_review(repo.within(tx), context, f"no AI analysis: {reason}")
-        await self._audit(repo, context, "4", f"no AI analysis: {reason}")
+            audited = await self._audit_in(tx, context, "4", f"no AI analysis: {reason}")
+        await self._recorded(repo, audited)
+
+    async def _audit_in(self, tx: TenantTransaction, context: ImageContext, outcome: str, description: str) -> bool:
+        if self.audit is None:
+            return False
+        await self.audit.record_in(tx, analysis_event(context.patient_id, context.media_id, outcome, description))
+        return True
+
+    async def _recorded(self, repo: Repository, audited: bool) -> None:
+        if audited and self.audit is not None:
+            await self.audit.recorded(repo.store)
 
     async def _audit(self, repo: Repository, context: ImageContext, outcome: str, description: str) -> None:
         if self.audit is not None:
