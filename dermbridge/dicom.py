@@ -11,7 +11,7 @@ from typing import Any
 from dermbridge.settings import Settings
 from dicom_node.audit import DicomAudit
 from dicom_node.blobs import BlobStore
-from dicom_node.dimse import DimseConfig, DimseServer, MoveDestination
+from dicom_node.dimse import HANDLER_TIMEOUT_S, DimseConfig, DimseServer, MoveDestination
 from dicom_node.ingest import Ingestor
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.storage.port import Engine, TenantUnknownError
@@ -57,8 +57,8 @@ def build_ingestor(settings: Settings, engine: Engine, trail: AuditTrail | None 
 class TrailSink:
     """Hands DICOM audit records to the tenant's audit trail, from pynetdicom's threads to the loop.
 
-    The write is asynchronous (the DIMSE answer does not wait for it); the JSON-lines record is
-    written before the answer."""
+    With ``wait`` the calling thread (a DIMSE operation about to answer) waits until the event is
+    durable; association events are written without holding up the association."""
 
     def __init__(self, engine: Engine, trail: AuditTrail, default_tenant: str) -> None:
         self.engine = engine
@@ -66,11 +66,18 @@ class TrailSink:
         self.default_tenant = default_tenant
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    def __call__(self, tenant: str | None, event: dict[str, Any]) -> None:
+    def __call__(self, tenant: str | None, event: dict[str, Any], wait: bool = False) -> None:
         if self.loop is None or self.loop.is_closed():
             return
         future = asyncio.run_coroutine_threadsafe(self._record(tenant or self.default_tenant, event), self.loop)
         future.add_done_callback(_log_failure)
+        if wait:
+            try:
+                future.result(timeout=HANDLER_TIMEOUT_S)
+            except concurrent.futures.TimeoutError:
+                log.error("a DICOM AuditEvent took over %.0f s to write; answering without waiting", HANDLER_TIMEOUT_S)
+            except Exception:  # logged by the callback; the operation is answered all the same
+                log.debug("DICOM AuditEvent failed", exc_info=True)
 
     async def _record(self, tenant: str, event: dict[str, Any]) -> None:
         try:
@@ -81,7 +88,9 @@ class TrailSink:
 
 
 def _log_failure(future: concurrent.futures.Future[None]) -> None:
-    if not future.cancelled() and future.exception() is not None:
+    if future.cancelled():
+        log.error("a DICOM AuditEvent was not written: the server is stopping")
+    elif future.exception() is not None:
         log.error("a DICOM AuditEvent could not be written", exc_info=future.exception())
 
 

@@ -26,7 +26,7 @@ _CODES: dict[str, tuple[tuple[str, str], tuple[str, str] | None, str]] = {
     "C-GET": (("110104", "DICOM Instances Transferred"), None, "R"),
     "C-MOVE": (("110104", "DICOM Instances Transferred"), None, "R"),
 }
-Sink = Callable[[str | None, dict[str, Any]], None]
+Sink = Callable[[str | None, dict[str, Any], bool], None]  # (tenant, AuditEvent, wait until durable)
 
 
 def audit_event(entry: dict[str, Any]) -> dict[str, Any]:
@@ -67,11 +67,12 @@ class DicomAudit:
         self.sink = sink
         self._lock = threading.Lock()
 
-    def record(self, entry: dict[str, Any]) -> None:
-        """Log a record and hand its AuditEvent to the sink (written just after the answer)."""
+    def record(self, entry: dict[str, Any], *, wait: bool = True) -> None:
+        """Log a record and hand its AuditEvent to the sink; ``wait``: return once it is durable
+        (an operation's answer waits for it; a notification's record need not)."""
         self.log(entry)
         if self.sink is not None:
-            self.sink(entry["tenant"], audit_event(entry))
+            self.sink(entry["tenant"], audit_event(entry), wait)
 
     @staticmethod
     def entry(

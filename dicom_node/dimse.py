@@ -181,8 +181,9 @@ class DimseServer:
             detail=detail,
         )
 
-    def _record(self, event: Any, action: str, outcome: str, detail: str = "") -> None:
-        self._audit.record(self._entry(event, action, outcome, detail))
+    def _record(self, event: Any, action: str, outcome: str, detail: str = "", *, wait: bool = True) -> None:
+        """Audit an operation before its answer (``wait``), or an association event as it happens."""
+        self._audit.record(self._entry(event, action, outcome, detail), wait=wait)
 
     # -- notification handlers -------------------------------------------------------------
     @staticmethod
@@ -194,16 +195,16 @@ class DimseServer:
             log.debug("could not set TCP_NODELAY", exc_info=True)
 
     def _on_accepted(self, event: Any) -> None:
-        self._record(event, "association", "accepted")
+        self._record(event, "association", "accepted", wait=False)
 
     def _on_rejected(self, event: Any) -> None:
-        self._record(event, "association", "rejected")
+        self._record(event, "association", "rejected", wait=False)
 
     def _on_released(self, event: Any) -> None:
-        self._record(event, "association", "released")
+        self._record(event, "association", "released", wait=False)
 
     def _on_aborted(self, event: Any) -> None:
-        self._record(event, "association", "aborted")
+        self._record(event, "association", "aborted", wait=False)
 
     # -- intervention handlers -------------------------------------------------------------
     def _on_echo(self, event: Any) -> int:

@@ -56,6 +56,9 @@ def test_a_stored_instance_is_audited_before_its_success(node: DicomNode, tmp_pa
 
 def test_audit_records_associations_and_operations(node: DicomNode, tmp_path: Path) -> None:
     node.run("echoscu", check=True)
+    # an operation's AuditEvent is durable before its answer: no waiting
+    echo = node.client.get("/fhir/default/AuditEvent", params={"type": f"{DCM}|110100"}).json()
+    assert [e["resource"]["subtype"][0]["code"] for e in echo.get("entry", [])] == ["C-ECHO"]
     node.run("storescu", str(write(dermoscopic(), tmp_path)), check=True)
     node.run("echoscu", aet="STRANGER")
     records = (node.data_dir / "audit" / "dicom.jsonl").read_text().splitlines()
@@ -68,7 +71,8 @@ def test_audit_records_associations_and_operations(node: DicomNode, tmp_path: Pa
     assert all(e["recorded"] and e["calledAE"] == "DERMBRIDGE" for e in entries)
     assert not any("MUSTER" in r for r in records)  # no personal data in the trail's free text
 
-    # the same records are AuditEvents of the tenant's hash-chained trail (written asynchronously)
+    # the same records are AuditEvents of the tenant's hash-chained trail (association events are
+    # written as they happen, without holding up the association: they may trail a little)
     deadline = time.monotonic() + 10
     while True:
         bundle = node.client.get("/fhir/default/AuditEvent", params={"type": f"{DCM}|", "_count": "100"}).json()
