@@ -76,24 +76,21 @@ class Ingestor:
         payload = seal_object(encoded, key, indexed.instance_uid) if key is not None else encoded
         # The bytes are written and fsynced while the index and FHIR work runs.
         staging = asyncio.ensure_future(asyncio.to_thread(self.blobs.stage, tenant, payload))
-        published = committed = False
+        published = False
         try:
             async with store.transaction() as tx:
                 if audit is not None and self.trail is not None:
-                    await self.trail.record_in(tx, audit)
+                    await self.trail.record_in(store, tx, audit)
                 existing = await tx.get_record(INSTANCE, indexed.instance_uid)
                 sync = None
                 if existing is None or self.duplicates == "replace":
                     sync = await self._sync(tx, store, ds, indexed, key, new_instance=existing is None)
                     await asyncio.to_thread(self.blobs.publish, await staging, target)
                     published = True
-            committed = True
         finally:
             if not published:
                 staged = await asyncio.shield(staging)
                 await asyncio.to_thread(self.blobs.discard, staged)
-            if committed and audit is not None and self.trail is not None:
-                await self.trail.recorded(store)
         return StoredInstance(tenant, indexed.study_uid, indexed.series_uid, indexed.instance_uid,
                               existing is not None, sync)  # fmt: skip
 

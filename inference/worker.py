@@ -222,25 +222,20 @@ class InferenceWorker(OutboxLoop):
     async def _poison(self, repo: Repository, context: ImageContext, reason: str) -> None:
         async with repo.store.transaction() as tx:  # the failed Task and its AuditEvent in one commit
             await record_failure(repo.within(tx), context, reason)
-            audited = await self._audit_in(tx, context, "8", f"analysis failed: {reason}")
-        await self._recorded(repo, audited)
+            await self._audit_in(repo, tx, context, "8", f"analysis failed: {reason}")
 
     async def _refused(self, repo: Repository, context: ImageContext, reason: str) -> None:
         async with repo.store.transaction() as tx:  # the review Task and the AuditEvent in one commit
             if self.human_review:
                 await request_human_review(repo.within(tx), context, f"no AI analysis: {reason}")
-            audited = await self._audit_in(tx, context, "4", f"no AI analysis: {reason}")
-        await self._recorded(repo, audited)
+            await self._audit_in(repo, tx, context, "4", f"no AI analysis: {reason}")
 
-    async def _audit_in(self, tx: TenantTransaction, context: ImageContext, outcome: str, description: str) -> bool:
-        if self.audit is None:
-            return False
-        await self.audit.record_in(tx, analysis_event(context.patient_id, context.media_id, outcome, description))
-        return True
-
-    async def _recorded(self, repo: Repository, audited: bool) -> None:
-        if audited and self.audit is not None:
-            await self.audit.recorded(repo.store)
+    async def _audit_in(
+        self, repo: Repository, tx: TenantTransaction, context: ImageContext, outcome: str, description: str
+    ) -> None:
+        if self.audit is not None:
+            event = analysis_event(context.patient_id, context.media_id, outcome, description)
+            await self.audit.record_in(repo.store, tx, event)
 
     async def _audit(self, repo: Repository, context: ImageContext, outcome: str, description: str) -> None:
         if self.audit is not None:

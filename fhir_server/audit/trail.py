@@ -76,14 +76,21 @@ class AuditTrail:
         Searches find it once the indexer has run, or after the next flush."""
         entry = self.entry(event)
         await store.append_audit(entry)
-        await self.recorded(store)
+        if self._noted(store):
+            try:
+                await self.checkpoint(store)
+            except Exception:  # the event is written; the next checkpoint covers it
+                log.exception("tenant %s: signing an audit checkpoint failed", store.name)
         return entry.resource_id
 
-    async def record_in(self, tx: TenantTransaction, event: dict[str, Any]) -> str:
-        """``record`` in the caller's transaction: the event commits with it. The caller calls
-        ``recorded`` once the transaction has committed."""
+    async def record_in(self, store: TenantStore, tx: TenantTransaction, event: dict[str, Any]) -> str:
+        """``record`` in the caller's transaction of ``store``: the event commits with it.
+
+        A checkpoint falling due here waits for the next ``record`` (signing one takes the write
+        lock the transaction may hold). The indexer, a second away, finds the event committed."""
         entry = self.entry(event)
         await tx.append_audit(entry)
+        self._noted(store)
         return entry.resource_id
 
     @staticmethod
@@ -96,19 +103,15 @@ class AuditTrail:
         content = orjson.dumps(body)
         return AuditEntry(0, id, now, content, hashlib.sha256(content).hexdigest())
 
-    async def recorded(self, store: TenantStore, count: int = 1) -> None:
-        """After events of ``store`` were stored: schedule their indexing, sign a checkpoint when due."""
+    def _noted(self, store: TenantStore) -> bool:
+        """Count an event of ``store`` and schedule its indexing; whether a checkpoint is due."""
         self._stores[store.name] = store
-        self._recorded[store.name] = self._recorded.get(store.name, 0) + count
+        self._recorded[store.name] = self._recorded.get(store.name, 0) + 1
         self._index_soon(store)
-        since = self._since_checkpoint.get(store.name, 0) + count
-        self._since_checkpoint[store.name] = since
-        if since >= self.checkpoint_every:
-            self._since_checkpoint[store.name] = 0
-            try:
-                await self.checkpoint(store)
-            except Exception:  # the event is written; the next checkpoint covers it
-                log.exception("tenant %s: signing an audit checkpoint failed", store.name)
+        since = self._since_checkpoint.get(store.name, 0) + 1
+        due = since >= self.checkpoint_every
+        self._since_checkpoint[store.name] = 0 if due else since
+        return due
 
     def _index_soon(self, store: TenantStore) -> None:
         task = self._indexers.get(store.name)
