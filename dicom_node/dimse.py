@@ -31,7 +31,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from dicom_node import statuses
+from dicom_node import reactor, statuses
 from dicom_node.audit import DicomAudit, audit_event
 from dicom_node.errors import InvalidInstance
 from dicom_node.ingest import Ingestor
@@ -139,13 +139,11 @@ class DimseServer:
         ]
         ae = self._application_entity()
         address = (self.config.host, self.config.port)
-        self._servers.append(ae.start_server(address, block=False, evt_handlers=handlers))
+        self._servers.append(reactor.start_server(ae, address, handlers))
         if self.config.tls is not None and self.config.tls_port is not None:
             tls_ae = self._application_entity()
             tls_address = (self.config.host, self.config.tls_port)
-            self._servers.append(
-                tls_ae.start_server(tls_address, block=False, evt_handlers=handlers, ssl_context=self.config.tls)
-            )
+            self._servers.append(reactor.start_server(tls_ae, tls_address, handlers, self.config.tls))
 
     @property
     def ports(self) -> list[int]:
