@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -138,7 +139,6 @@ def write(conn: sqlite3.Connection, version: ResourceVersion, index: IndexEntrie
             "UPDATE resource SET version = ?, last_updated = ?, last_updated_ts = ?, deleted = ? WHERE rid = ?",
             (version.version, version.last_updated, ts, deleted, rid),
         )
-        _delete_index(conn, rid)
     conn.execute(
         "INSERT INTO history (rid, type, id, version, last_updated, last_updated_ts, method, content) "
         "VALUES (?,?,?,?,?,?,?,?)",
@@ -153,13 +153,13 @@ def write(conn: sqlite3.Connection, version: ResourceVersion, index: IndexEntrie
             version.content,
         ),
     )
-    if index is not None and rid is not None:
-        insert_index(conn, rid, version.resource_type, index)
-
-
-def _delete_index(conn: sqlite3.Connection, rid: int) -> None:
-    for table in ("idx_token", "idx_string", "idx_date", "idx_number", "idx_quantity", "idx_reference", "idx_uri"):
-        conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
+    if rid is None:
+        return
+    if row is None:
+        if index is not None:
+            insert_index(conn, rid, version.resource_type, index)
+    else:
+        replace_index(conn, rid, version.resource_type, index or IndexEntries())
 
 
 # index kind -> (table, its value columns, the row attributes that fill them)
@@ -175,17 +175,53 @@ _INDEX_INSERTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 _ROW_ATTRIBUTE = {"norm": "normalized"}
 
 
+def _index_rows(index: IndexEntries, kind: str, columns: tuple[str, ...], rtype: str) -> list[tuple[Any, ...]]:
+    """One kind's rows as the values of (type, param, *columns, grp)."""
+    attributes = ["param", *(_ROW_ATTRIBUTE.get(c, c) for c in columns), "group"]
+    return [(rtype, *(getattr(row, a) for a in attributes)) for row in getattr(index, kind)]
+
+
 def insert_index(conn: sqlite3.Connection, rid: int, rtype: str, index: IndexEntries) -> None:
     for kind, table, columns in _INDEX_INSERTS:
-        rows = getattr(index, kind)
-        if not rows:
-            continue
-        attributes = ["param", *(_ROW_ATTRIBUTE.get(c, c) for c in columns), "group"]
-        marks = ",".join("?" * (len(columns) + 4))
-        conn.executemany(
-            f"INSERT INTO {table} (rid, type, param, {', '.join(columns)}, grp) VALUES ({marks})",
-            [(rid, rtype, *(getattr(row, a) for a in attributes)) for row in rows],
-        )
+        rows = _index_rows(index, kind, columns, rtype)
+        if rows:
+            insert_rows(conn, table, ("type", "param", *columns, "grp"), rid, rows)
+
+
+def replace_index(conn: sqlite3.Connection, rid: int, rtype: str, index: IndexEntries) -> None:
+    """A new version's index rows in place of the previous version's."""
+    for kind, table, columns in _INDEX_INSERTS:
+        replace_rows(conn, table, ("type", "param", *columns, "grp"), rid, _index_rows(index, kind, columns, rtype))
+
+
+def insert_rows(
+    conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rid: int, rows: Iterable[tuple[Any, ...]]
+) -> None:
+    marks = ",".join("?" * (len(columns) + 1))
+    conn.executemany(f"INSERT INTO {table} (rid, {', '.join(columns)}) VALUES ({marks})", [(rid, *r) for r in rows])
+
+
+def replace_rows(
+    conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rid: int, rows: list[tuple[Any, ...]]
+) -> None:
+    """Make ``table``'s rows of ``rid`` equal ``rows``, deleting and inserting only those that differ.
+
+    An update usually changes a handful of a resource's index rows (an ImagingStudy gaining an
+    instance, a DiagnosticReport its status): rewriting all of them dirtied every page they live
+    on, in the table and in each of its indexes.
+    """
+    wanted = Counter(rows)
+    stale: list[tuple[int]] = []
+    for rowid, *values in conn.execute(f"SELECT rowid, {', '.join(columns)} FROM {table} WHERE rid = ?", (rid,)):
+        key = tuple(values)
+        if wanted[key] > 0:
+            wanted[key] -= 1
+        else:
+            stale.append((rowid,))
+    if stale:
+        conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", stale)
+    if fresh := list(wanted.elements()):
+        insert_rows(conn, table, columns, rid, fresh)
 
 
 def append_event(conn: sqlite3.Connection, topic: str, payload: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from fhir_server.storage.port import Record
 from fhir_server.storage.query import FieldMatch, RecordQuery
+from fhir_server.storage.sqlite import ops
 
 
 def _glob(pattern: str) -> str:
@@ -36,7 +37,11 @@ def _condition(match: FieldMatch, args: list[Any]) -> str:
     return " AND ".join(conds)
 
 
+_FIELD_COLUMNS = ("collection", "field", "value")
+
+
 def put(conn: sqlite3.Connection, record: Record) -> None:
+    fields = [(record.collection, name, value) for name, values in record.fields.items() for value in values]
     row = conn.execute(
         "SELECT rid FROM record WHERE collection = ? AND key = ?", (record.collection, record.key)
     ).fetchone()
@@ -44,14 +49,10 @@ def put(conn: sqlite3.Connection, record: Record) -> None:
         rid = conn.execute(
             "INSERT INTO record (collection, key, body) VALUES (?,?,?)", (record.collection, record.key, record.body)
         ).lastrowid
+        ops.insert_rows(conn, "record_field", _FIELD_COLUMNS, int(rid or 0), fields)
     else:
-        rid = row[0]
-        conn.execute("UPDATE record SET body = ? WHERE rid = ?", (record.body, rid))
-        conn.execute("DELETE FROM record_field WHERE rid = ?", (rid,))
-    conn.executemany(
-        "INSERT INTO record_field (rid, collection, field, value) VALUES (?,?,?,?)",
-        [(rid, record.collection, name, value) for name, values in record.fields.items() for value in values],
-    )
+        conn.execute("UPDATE record SET body = ? WHERE rid = ?", (record.body, row[0]))
+        ops.replace_rows(conn, "record_field", _FIELD_COLUMNS, row[0], fields)
 
 
 def delete(conn: sqlite3.Connection, collection: str, key: str) -> None:

@@ -120,6 +120,28 @@ async def test_search_semantics(engine: Engine) -> None:
     assert [k.id for k in ordered.keys] == ["c", "b", "a"]
 
 
+async def test_updates_replace_index_rows(engine: Engine) -> None:
+    """An update's index is the new version's alone, whether its rows were kept, dropped, added or repeated."""
+    store = await engine.tenant("alpha")
+    first = patient("u", family="Kept", gender="female", identifier=[{"system": "s", "value": "1"}])
+    await put(engine, "alpha", first, 1)
+    twice = [{"system": "s", "value": "2"}, {"system": "s", "value": "2"}, {"system": "s", "value": "3"}]
+    await put(engine, "alpha", {**patient("u", family="Kept"), "identifier": twice}, 2)
+
+    async def found(**params: str) -> list[str]:
+        return sorted(k.id for k in (await store.search(query(("Patient",), **params))).keys)
+
+    assert await found(family="kept") == ["u"]
+    assert await found(gender="female") == []
+    assert await found(identifier="s|1") == []
+    assert await found(identifier="s|2") == ["u"]
+    await put(engine, "alpha", {**patient("u", family="Kept"), "identifier": twice[1:]}, 3)
+    assert await found(identifier="s|2") == ["u"] and await found(identifier="s|3") == ["u"]
+    async with store.transaction() as tx:
+        await tx.write(ResourceVersion("Patient", "u", 4, "2026-01-01T00:00:04.000+00:00", None, "DELETE"), None)
+    assert await found(family="kept") == [] and await found(identifier="s|2") == []
+
+
 async def test_paging_snapshot(engine: Engine) -> None:
     store = await engine.tenant("alpha")
     for n in range(5):
@@ -249,9 +271,12 @@ async def test_records_with_indexed_fields(engine: Engine) -> None:
     found = await store.get_record("study", "1.2.1")
     assert found is not None and found.body == b"1.2.1" and set(found.fields["modality"]) == {"XC", "SM"}
     async with store.transaction() as tx:
-        await tx.put_record(Record("study", "1.2.1", b"new", {"name": ("changed",)}))
+        await tx.put_record(Record("study", "1.2.1", b"new", {"name": ("changed",), "modality": ("SM", "XC")}))
         await tx.delete_record("study", "1.2.2")
     assert await keys(FieldMatch("name", "glob", ("doe*",))) == []
+    assert await keys(FieldMatch("name", "eq", ("changed",))) == ["1.2.1"]
+    assert await keys(FieldMatch("modality", "eq", ("XC",))) == ["1.2.1"]
+    assert await keys(FieldMatch("date", "range", ("20240101", ""))) == []
     assert await keys() == ["1.2.1", "1.2.3"]
     beta = await engine.tenant("beta")
     assert await beta.find_records(RecordQuery("study")) == []
