@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from fhir_server.audit.remote import RemoteWriter, WriterGone
 from fhir_server.audit.signing import AuditSigner
 from fhir_server.repository import new_instant
 from fhir_server.search.extract import index_resource
@@ -58,8 +59,11 @@ def reads_audit_events(path: list[str], params: list[tuple[str, str]]) -> bool:
 
 
 class AuditTrail:
-    def __init__(self, signer: AuditSigner, checkpoint_every: int = 256, index_delay: float = 1.0) -> None:
+    def __init__(
+        self, signer: AuditSigner, checkpoint_every: int = 256, index_delay: float = 1.0, index_batch: int = INDEX_BATCH
+    ) -> None:
         self.signer = signer
+        self.index_batch = index_batch
         self.checkpoint_every = checkpoint_every
         self.index_delay = index_delay
         self._since_checkpoint: dict[str, int] = {}
@@ -69,19 +73,32 @@ class AuditTrail:
         self._indexers: dict[str, asyncio.Task[None]] = {}
         self._flushing: dict[str, asyncio.Lock] = {}
         self._unreadable: set[tuple[str, int]] = set()
+        self.writer: RemoteWriter | None = None  # the audit writer process, when there is one
 
     async def record(self, store: TenantStore, event: dict[str, Any]) -> str:
-        """Store and chain one AuditEvent durably (it joins a group commit); returns its id.
+        """Store and chain one AuditEvent durably; returns its id. With an audit writer process
+        (``remote``) it is stored there, otherwise here (in a group commit).
 
-        Searches find it once the indexer has run, or after the next flush."""
+        Searches find it once an indexer has run, or after the next flush."""
         entry = self.entry(event)
+        if self.writer is not None and self.writer.alive:
+            try:
+                await self.writer.append(store.name, entry)
+                return entry.resource_id
+            except WriterGone:  # stored there or not: it is looked for before it is stored here
+                if await store.read("AuditEvent", entry.resource_id) is not None:
+                    return entry.resource_id
+        await self.append(store, entry)
+        return entry.resource_id
+
+    async def append(self, store: TenantStore, entry: AuditEntry) -> None:
+        """Store and chain a finished event in this process (it joins a group commit)."""
         await store.append_audit(entry)
         if self._noted(store):
             try:
                 await self.checkpoint(store)
             except Exception:  # the event is written; the next checkpoint covers it
                 log.exception("tenant %s: signing an audit checkpoint failed", store.name)
-        return entry.resource_id
 
     async def record_in(self, store: TenantStore, tx: TenantTransaction, event: dict[str, Any]) -> str:
         """``record`` in the caller's transaction of ``store``: the event commits with it.
@@ -134,7 +151,7 @@ class AuditTrail:
         lock = self._flushing.setdefault(store.name, asyncio.Lock())
         indexed, after = 0, 0
         async with lock:
-            while entries := await store.pending_audit(after, INDEX_BATCH):
+            while entries := await store.pending_audit(after, self.index_batch):
                 items: list[tuple[int, IndexEntries]] = []
                 for entry in entries:
                     after = entry.seq
