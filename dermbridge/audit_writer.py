@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
+from typing import BinaryIO
 
 from dermbridge.settings import Settings
 from dermbridge.storage import open_engine
@@ -38,7 +40,7 @@ async def run() -> None:
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     # small index transactions: an event waiting to be stored never waits long for the lock
     trail = AuditTrail(load_signer(settings.data_dir / "keys"), settings.audit_checkpoint_every, index_batch=16)
-    out = sys.stdout.buffer
+    out = _protocol_output()
 
     def write(data: bytes) -> None:
         out.write(data)
@@ -52,6 +54,13 @@ async def run() -> None:
     finally:
         await trail.close()  # indexes what it stored
         await engine.close()
+
+
+def _protocol_output() -> BinaryIO:
+    """Standard output for the acknowledgements alone: anything else printed goes to stderr."""
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return out
 
 
 def main() -> None:

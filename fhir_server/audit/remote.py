@@ -148,6 +148,8 @@ class RemoteWriter:
         if self.alive:
             log.error("the audit writer process is gone (%s); AuditEvents are written in process", why)
         self.alive = False
+        if self._waiting:
+            log.error("%d AuditEvents were not acknowledged by the audit writer (%s)", len(self._waiting), why)
         while self._waiting:
             future = self._waiting.popleft()
             if not future.done():
@@ -158,6 +160,7 @@ class RemoteWriter:
         process, self._process = self._process, None
         if process is None:
             return
+        self.alive = False  # events from now on are written in this process; those sent are acknowledged below
         self._flush_scheduled = False
         if process.stdin is not None:
             with contextlib.suppress(ConnectionError, RuntimeError):
@@ -173,7 +176,7 @@ class RemoteWriter:
             await process.wait()
         if self._acks is not None:
             await asyncio.gather(self._acks, return_exceptions=True)
-        self._gone("it was stopped")
+        self._gone("it was stopped before acknowledging")
 
 
 Append = Callable[[str, AuditEntry], Awaitable[None]]
