@@ -21,6 +21,7 @@ from dermbridge.storage import open_engine
 from fhir_server.audit.remote import read_frame, serve
 from fhir_server.audit.signing import load_signer
 from fhir_server.audit.trail import AuditTrail
+from fhir_server.search.extract import warm_up
 from fhir_server.storage.port import AuditEntry
 
 log = logging.getLogger("dermbridge.audit_writer")
@@ -35,6 +36,7 @@ async def run() -> None:
         return
     settings = Settings.model_validate(init)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    warm_up(("AuditEvent",))  # its search parameters compiled before the first events wait on them
     engine = open_engine(settings)
     await engine.open()
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)

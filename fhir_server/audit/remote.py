@@ -157,16 +157,14 @@ class RemoteWriter:
 
     async def close(self) -> None:
         """Ask the writer to finish (it indexes what it holds) and wait for it to exit."""
-        process, self._process = self._process, None
+        process = self._process
         if process is None:
             return
         self.alive = False  # events from now on are written in this process; those sent are acknowledged below
-        self._flush_scheduled = False
+        self._flush()
+        self._process = None
         if process.stdin is not None:
             with contextlib.suppress(ConnectionError, RuntimeError):
-                if self._unsent:
-                    process.stdin.write(b"".join(self._unsent))
-                    self._unsent = []
                 process.stdin.close()
         try:
             await asyncio.wait_for(process.wait(), CLOSE_TIMEOUT_S)
