@@ -14,6 +14,7 @@ from urllib.parse import quote
 from pydicom.dataset import Dataset
 
 from dicom_node.sop_classes import ENCAPSULATED_PDF
+from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository, Stored
 
 DICOM_UID_SYSTEM = "urn:dicom:uid"
@@ -91,17 +92,44 @@ class SyncResult:
     report_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class KnownIds:
+    """The resources an earlier instance of the same study was synced to (the node keeps them in
+    its study record). Each is read by id and used only if it is live and still matches this
+    instance; otherwise it is searched for as on first sight."""
+
+    patient: str | None = None
+    imaging_study: str | None = None
+    report: str | None = None
+
+
 async def _one(repo: Repository, resource_type: str, criteria: list[tuple[str, str]]) -> Stored | None:
     found = await repo.find(resource_type, criteria)
     return found[0] if found else None
 
 
-async def resolve_patient(repo: Repository, ds: Dataset) -> Stored:
+async def _live(repo: Repository, resource_type: str, id: str | None) -> Stored | None:
+    if not id:
+        return None
+    try:
+        return await repo.read(resource_type, id)
+    except OperationOutcomeError:  # deleted or erased since: searched for instead
+        return None
+
+
+def _identified(stored: Stored | None, system: str, value: str) -> Stored | None:
+    identifiers = stored.resource.get("identifier", []) if stored is not None else []
+    return stored if any(i.get("system") == system and i.get("value") == value for i in identifiers) else None
+
+
+async def resolve_patient(repo: Repository, ds: Dataset, known: str | None = None) -> Stored:
     """The Patient with this PatientID (and issuer), created on first sight."""
     patient_id = _text(ds, "PatientID")
     system = patient_system(_text(ds, "IssuerOfPatientID"))
     if patient_id:
-        found = await _one(repo, "Patient", [("identifier", f"{system}|{patient_id}")])
+        found = _identified(await _live(repo, "Patient", known), system, patient_id)
+        if found is None:
+            found = await _one(repo, "Patient", [("identifier", f"{system}|{patient_id}")])
         if found is not None:
             return found
     patient: dict[str, Any] = {"resourceType": "Patient"}
@@ -142,9 +170,13 @@ def _uid(uid: str) -> str:
     return f"urn:oid:{uid}"
 
 
-async def _imaging_study(repo: Repository, ds: Dataset, patient_id: str, endpoint_id: str) -> Stored:
+async def _imaging_study(
+    repo: Repository, ds: Dataset, patient_id: str, dicomweb_base: str, known: str | None
+) -> Stored:
     study_uid, series_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
-    found = await _one(repo, "ImagingStudy", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(study_uid)}")])
+    found = _identified(await _live(repo, "ImagingStudy", known), DICOM_UID_SYSTEM, _uid(study_uid))
+    if found is None:
+        found = await _one(repo, "ImagingStudy", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(study_uid)}")])
     modality = {"system": DCM_SYSTEM, "code": str(ds.Modality)}
     instance: dict[str, Any] = {
         "uid": sop_uid,
@@ -159,7 +191,7 @@ async def _imaging_study(repo: Repository, ds: Dataset, patient_id: str, endpoin
             "identifier": [{"system": DICOM_UID_SYSTEM, "value": _uid(study_uid)}],
             "status": "available",
             "subject": {"reference": f"Patient/{patient_id}"},
-            "endpoint": [{"reference": f"Endpoint/{endpoint_id}"}],
+            "endpoint": [{"reference": f"Endpoint/{await _endpoint(repo, dicomweb_base)}"}],
             "series": [],
         }
         accession = _text(ds, "AccessionNumber")
@@ -233,17 +265,24 @@ async def _media(repo: Repository, ds: Dataset, patient_id: str, study: Stored, 
     return await repo.update({**media, "id": media_id}, resource_type="Media", id=media_id, server_built=True)
 
 
-async def _case(repo: Repository, ds: Dataset, patient_id: str, study: Stored, media: Stored) -> Stored:
-    """The case: found by the study UID or by AccessionNumber (an order's accession), else opened."""
+async def _case(
+    repo: Repository, ds: Dataset, patient_id: str, study: Stored, media: Stored, known: str | None
+) -> Stored:
+    """The case: the one this study's earlier instances joined, else found by the study UID or
+    by AccessionNumber (an order's accession), else opened."""
     study_uid = str(ds.StudyInstanceUID)
-    found = await _one(repo, "DiagnosticReport", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(study_uid)}")])
+    study_ref = {"reference": f"ImagingStudy/{study.resource['id']}"}
+    found = await _live(repo, "DiagnosticReport", known)
+    if found is not None and study_ref not in found.resource.get("imagingStudy", []):
+        found = None
+    if found is None:
+        found = await _one(repo, "DiagnosticReport", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(study_uid)}")])
     accession = _text(ds, "AccessionNumber")
     if found is None and accession:
         found = await _one(repo, "DiagnosticReport", [("identifier", f"{ACCESSION_SYSTEM}|{accession}")])
         if found is None:
             found = await _one(repo, "DiagnosticReport", [("based-on:ServiceRequest.identifier", accession)])
     media_ref = {"link": {"reference": f"Media/{media.resource['id']}"}}
-    study_ref = {"reference": f"ImagingStudy/{study.resource['id']}"}
     if found is None:
         report: dict[str, Any] = {
             "resourceType": "DiagnosticReport",
@@ -271,14 +310,13 @@ async def _case(repo: Repository, ds: Dataset, patient_id: str, study: Stored, m
     return await repo.update(report, resource_type="DiagnosticReport", id=str(report["id"]), server_built=True)
 
 
-async def sync_instance(repo: Repository, ds: Dataset, dicomweb_base: str) -> SyncResult:
-    patient = await resolve_patient(repo, ds)
+async def sync_instance(repo: Repository, ds: Dataset, dicomweb_base: str, known: KnownIds = KnownIds()) -> SyncResult:
+    patient = await resolve_patient(repo, ds, known.patient)
     patient_id = str(patient.resource["id"])
-    endpoint_id = await _endpoint(repo, dicomweb_base)
-    study = await _imaging_study(repo, ds, patient_id, endpoint_id)
+    study = await _imaging_study(repo, ds, patient_id, dicomweb_base, known.imaging_study)
     instance_url = (
         f"{dicomweb_base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
     )
     media = await _media(repo, ds, patient_id, study, instance_url)
-    report = await _case(repo, ds, patient_id, study, media)
+    report = await _case(repo, ds, patient_id, study, media, known.report)
     return SyncResult(patient_id, str(study.resource["id"]), str(media.resource["id"]), str(report.resource["id"]))

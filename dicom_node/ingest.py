@@ -18,7 +18,7 @@ from dicom_node import statuses
 from dicom_node.attributes import INSTANCE, SERIES, STUDY, IndexedInstance, index_instance
 from dicom_node.blobs import BlobStore
 from dicom_node.errors import InvalidInstance
-from dicom_node.fhir_sync import SyncResult, sync_instance
+from dicom_node.fhir_sync import KnownIds, SyncResult, sync_instance
 from dicom_node.instance_files import new_object_key, seal_object, seal_object_key, with_object_key
 from dicom_node.iod import check_instance
 from fhir_server.audit.trail import AuditTrail
@@ -99,20 +99,21 @@ class Ingestor:
         """The FHIR resources, the attribute index and the outbox event of a new (or replacing) instance."""
         tenant = store.name
         repo = Repository(store, local_base=self.public_url(tenant, "fhir")).within(tx)
+        study = await tx.get_record(STUDY, indexed.study_uid)
+        known = KnownIds(**orjson.loads(study.body).get("fhir", {})) if study else KnownIds()
         try:
-            sync = await sync_instance(repo, ds, self.public_url(tenant, "dicomweb"))
+            sync = await sync_instance(repo, ds, self.public_url(tenant, "dicomweb"), known)
         except OperationOutcomeError as exc:  # attributes that cannot become valid FHIR
             raise InvalidInstance(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"not mappable: {exc}") from exc
         sealed = await seal_object_key(tx, sync.patient_id, key, indexed.instance_uid) if key else None
-        await self._index(tx, indexed, new_instance=new_instance, object_key=sealed)
+        await self._index(tx, indexed, study, sync, new_instance=new_instance, object_key=sealed)
         await tx.append_event("imaging.instance-stored", self._event(tenant, indexed, sync))
         return sync
 
-    async def _index(
-        self, tx: TenantTransaction, indexed: IndexedInstance, *, new_instance: bool, object_key: dict[str, str] | None
-    ) -> None:
+    async def _index(self, tx: TenantTransaction, indexed: IndexedInstance, study: Record | None, sync: SyncResult, *,
+                     new_instance: bool, object_key: dict[str, str] | None) -> None:  # fmt: skip
+        """The instance's, series' and study's records; the study's keeps the FHIR ids (``KnownIds``)."""
         series = await tx.get_record(SERIES, indexed.series_uid)
-        study = await tx.get_record(STUDY, indexed.study_uid)
         series_count = _count(series.body, "instances") if series else 0
         study_series = _count(study.body, "series") if study else 0
         study_instances = _count(study.body, "instances") if study else 0
@@ -121,7 +122,10 @@ class Ingestor:
         added = 1 if new_instance else 0
         await tx.put_record(self._with_counts(indexed.series, instances=series_count + added))
         study_record = self._with_counts(
-            indexed.study, series=study_series + (0 if series else 1), instances=study_instances + added
+            indexed.study,
+            series=study_series + (0 if series else 1),
+            instances=study_instances + added,
+            fhir={"patient": sync.patient_id, "imaging_study": sync.imaging_study_id, "report": sync.report_id},
         )
         await tx.put_record(
             Record(study_record.collection, study_record.key, study_record.body,
@@ -130,8 +134,8 @@ class Ingestor:
         await tx.put_record(with_object_key(indexed.instance, object_key))
 
     @staticmethod
-    def _with_counts(record: Record, **counts: int) -> Record:
-        body: dict[str, Any] = {"attributes": orjson.loads(record.body), **counts}
+    def _with_counts(record: Record, **extra: Any) -> Record:
+        body: dict[str, Any] = {"attributes": orjson.loads(record.body), **extra}
         return Record(record.collection, record.key, orjson.dumps(body), record.fields)
 
     @staticmethod

@@ -236,3 +236,23 @@ def test_images_join_the_case_ordered_by_accession(node: DicomNode, tmp_path: Pa
     report = reports["entry"][0]["resource"]
     assert report["id"] == opened["id"]
     assert len(report["media"]) == 1 and len(report["imagingStudy"]) == 1
+
+
+def test_a_study_s_later_images_find_its_resources_even_after_they_changed(node: DicomNode, tmp_path: Path) -> None:
+    """The node remembers which FHIR resources a study went to; a remembered resource that was
+    deleted meanwhile is not reused, and the study's later images are synced as on first sight."""
+    client = node.client
+    study = pydicom.uid.generate_uid()
+    first = dermoscopic(study_uid=study, seed=1)
+    node.run("storescu", str(write(first, tmp_path / "a")), check=True)
+    reports = client.get(f"{BASE}/DiagnosticReport").json()["entry"]
+    assert client.delete(f"{BASE}/DiagnosticReport/{reports[0]['resource']['id']}").status_code in (200, 204)
+    second = dermoscopic(study_uid=study, series_uid=first.SeriesInstanceUID, seed=2)
+    third = dermoscopic(study_uid=study, series_uid=first.SeriesInstanceUID, seed=3)
+    node.run("storescu", str(write(second, tmp_path / "b")), str(write(third, tmp_path / "c")), check=True)
+    live = client.get(f"{BASE}/DiagnosticReport").json()
+    assert live["total"] == 1 and live["entry"][0]["resource"]["id"] != reports[0]["resource"]["id"]
+    assert len(live["entry"][0]["resource"]["media"]) == 2  # the images after the deletion
+    studies = client.get(f"{BASE}/ImagingStudy").json()
+    assert studies["total"] == 1 and studies["entry"][0]["resource"]["numberOfInstances"] == 3
+    assert client.get(f"{BASE}/Patient").json()["total"] == 1
