@@ -44,6 +44,12 @@ _UNINDEXED = (
 )
 
 
+_UNINDEXED_RID = (
+    "SELECT r.rid FROM audit_chain c JOIN resource r ON r.type = 'AuditEvent' AND r.id = c.resource_id "
+    "WHERE c.seq = ? AND c.indexed = 0"
+)
+
+
 def pending(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[AuditEntry]:
     rows = conn.execute(f"{_UNINDEXED} AND c.seq > ? ORDER BY c.seq LIMIT ?", (after_seq, limit)).fetchall()
     return [AuditEntry(*row[:5]) for row in rows]
@@ -53,10 +59,10 @@ def index(conn: sqlite3.Connection, items: Sequence[tuple[int, IndexEntries]]) -
     """Add the index rows of stored AuditEvents (by chain seq); returns how many were indexed."""
     indexed = 0
     for seq, entries in items:
-        row = conn.execute(f"{_UNINDEXED} AND c.seq = ?", (seq,)).fetchone()
+        row = conn.execute(_UNINDEXED_RID, (seq,)).fetchone()
         if row is None:  # another process got there first
             continue
-        ops.insert_index(conn, row[5], "AuditEvent", entries)
+        ops.insert_index(conn, row[0], "AuditEvent", entries)
         conn.execute("UPDATE audit_chain SET indexed = 1 WHERE seq = ?", (seq,))
         indexed += 1
     return indexed
