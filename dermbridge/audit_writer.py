@@ -37,7 +37,7 @@ async def run() -> None:
     settings = Settings.model_validate(init)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     warm_up(("AuditEvent",))  # its search parameters compiled before the first events wait on them
-    engine = open_engine(settings, writes_on_loop=True)
+    engine = open_engine(settings)
     await engine.open()
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     # small index transactions: an event waiting to be stored never waits long for the lock

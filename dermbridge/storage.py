@@ -9,9 +9,8 @@ from fhir_server.storage.port import Engine
 from fhir_server.storage.sqlite import SqliteEngine
 
 
-def open_engine(settings: Settings, *, writes_on_loop: bool = False) -> Engine:
-    """``writes_on_loop``: see ``SqliteEngine`` (for a process that only writes)."""
-    engine: Engine = SqliteEngine(settings.data_dir, readers=settings.sqlite_readers, writes_on_loop=writes_on_loop)
+def open_engine(settings: Settings) -> Engine:
+    engine: Engine = SqliteEngine(settings.data_dir, readers=settings.sqlite_readers)
     if settings.encryption_enabled:
         masters = load_master_keys(settings.data_dir / "keys", settings.master_key_kind, settings.master_key)
         engine = EncryptingEngine(engine, masters)

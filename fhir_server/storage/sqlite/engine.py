@@ -172,13 +172,10 @@ def _run_batch(
 
 
 class SqliteTenantStore:
-    def __init__(
-        self, name: str, path: Path, readers: int, on_commit: Callable[[str], None], *, writes_on_loop: bool = False
-    ) -> None:
+    def __init__(self, name: str, path: Path, readers: int, on_commit: Callable[[str], None]) -> None:
         self.name = name
         self.path = path
         self._on_commit = on_commit
-        self._writes_on_loop = writes_on_loop
         self._writer = connect(str(path))
         initialise(self._writer)
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-w-{name}")
@@ -193,8 +190,6 @@ class SqliteTenantStore:
             self._readers.put_nowait(connect(str(path)))
 
     async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._writes_on_loop:  # the loop waits for the disk: see SqliteEngine
-            return fn(self._writer, *args)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._write_thread, fn, self._writer, *args)
 
@@ -355,17 +350,11 @@ def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) 
 
 
 class SqliteEngine:
-    """Tenants as database files under ``<data_dir>/tenants``.
+    """Tenants as database files under ``<data_dir>/tenants``."""
 
-    ``writes_on_loop``: write transactions run on the event loop's thread instead of a writer
-    thread, blocking the loop until they commit. For a process that does nothing but write (the
-    audit writer): it saves two thread hand-offs per commit (about half a millisecond, as much as
-    the commit itself), and what arrives meanwhile waits to join the next group commit."""
-
-    def __init__(self, data_dir: Path, readers: int = 4, *, writes_on_loop: bool = False) -> None:
+    def __init__(self, data_dir: Path, readers: int = 4) -> None:
         self.directory = data_dir / "tenants"
         self._readers = readers
-        self._writes_on_loop = writes_on_loop
         self._stores: dict[str, SqliteTenantStore] = {}
         self._listeners: list[Callable[[str], None]] = []
         self._lock = asyncio.Lock()
@@ -407,7 +396,7 @@ class SqliteEngine:
             return self._stores[name]
 
     def _open_store(self, name: str, path: Path) -> SqliteTenantStore:
-        return SqliteTenantStore(name, path, self._readers, self._notify, writes_on_loop=self._writes_on_loop)
+        return SqliteTenantStore(name, path, self._readers, self._notify)
 
     def add_commit_listener(self, listener: Callable[[str], None]) -> None:
         self._listeners.append(listener)

@@ -21,7 +21,7 @@ def anyio_backend() -> str:
 
 
 def _engines() -> list[str]:
-    return ["sqlite", "sqlite-writes-on-loop", "mongodb"]
+    return ["sqlite", "mongodb"]
 
 
 @pytest.fixture(params=_engines())
@@ -29,8 +29,6 @@ def engine_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[
     """Makes engines over the same storage (so that reopening can be tested)."""
     if request.param == "sqlite":
         return lambda: SqliteEngine(tmp_path / "var")
-    if request.param == "sqlite-writes-on-loop":  # as the audit writer process opens it
-        return lambda: SqliteEngine(tmp_path / "var", writes_on_loop=True)
     if not MONGODB_URI:
         pytest.skip("MongoDB rows: DERMBRIDGE_TEST_MONGODB_URI is not set (no MongoDB server here)")
     try:
