@@ -298,7 +298,7 @@ class SqliteTenantStore:
         if not items:
             return 0
         async with self._write_lock:
-            indexed = await self._on_writer(_in_transaction, audit.index, items)
+            indexed = await self._on_writer(_undurable, audit.index, items)
         self.count_writes(indexed)
         return indexed
 
@@ -347,6 +347,20 @@ def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) 
         raise
     conn.execute("COMMIT")
     return result
+
+
+def _undurable(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """``_in_transaction`` without waiting for the disk, for rows that can be derived again.
+
+    With WAL and ``synchronous = NORMAL`` the commit is atomic but not fsynced: a crash may undo
+    it, whole, and the next durable commit (the WAL is one file) makes it durable too. Used for
+    the AuditEvents' index rows: their ``indexed`` mark commits with them, so an undone
+    transaction leaves its events pending, indexed again at the next flush."""
+    conn.execute("PRAGMA synchronous = NORMAL")
+    try:
+        return _in_transaction(conn, fn, *args)
+    finally:
+        conn.execute("PRAGMA synchronous = FULL")
 
 
 class SqliteEngine:
