@@ -1,0 +1,37 @@
+"""SQLite specifics the contract cannot see: which commits wait for the disk."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import orjson
+import pytest
+
+from fhir_server.search.extract import index_resource
+from fhir_server.storage.port import AuditEntry
+from fhir_server.storage.sqlite import SqliteEngine
+
+pytestmark = pytest.mark.anyio
+FULL = 2
+
+
+async def test_audit_index_commits_leave_the_connection_durable(tmp_path: Path) -> None:
+    """Index rows commit without an fsync; every later commit on the connection is fsynced again."""
+    engine = SqliteEngine(tmp_path / "var")
+    await engine.open()
+    await engine.create_tenant("alpha")
+    store = await engine.tenant("alpha")
+    try:
+        body = {"resourceType": "AuditEvent", "id": "ae0", "meta": {"versionId": "1"}, "type": {"code": "rest"},
+                "recorded": "2026-01-01T00:00:00Z", "agent": [], "source": {}}  # fmt: skip
+        content = orjson.dumps(body)
+        digest = hashlib.sha256(content).hexdigest()
+        await store.append_audit(AuditEntry(0, "ae0", "2026-01-01T00:00:00Z", content, digest))
+        pending = await store.pending_audit(0, 10)
+        assert await store.index_audit([(pending[0].seq, index_resource(body))]) == 1
+        assert store._writer.execute("PRAGMA synchronous").fetchone()[0] == FULL
+        for reader in store._readers._queue:  # type: ignore[attr-defined]
+            assert reader.execute("PRAGMA synchronous").fetchone()[0] == FULL
+    finally:
+        await engine.close()
