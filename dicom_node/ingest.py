@@ -100,23 +100,27 @@ class Ingestor:
         tenant = store.name
         repo = Repository(store, local_base=self.public_url(tenant, "fhir")).within(tx)
         study = await tx.get_record(STUDY, indexed.study_uid)
-        known = KnownIds(**orjson.loads(study.body).get("fhir", {})) if study else KnownIds()
+        so_far: dict[str, Any] = orjson.loads(study.body) if study else {}  # counts and FHIR ids
+        known = KnownIds(**so_far.get("fhir", {}))
         try:
             sync = await sync_instance(repo, ds, self.public_url(tenant, "dicomweb"), known)
         except OperationOutcomeError as exc:  # attributes that cannot become valid FHIR
             raise InvalidInstance(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"not mappable: {exc}") from exc
         sealed = await seal_object_key(tx, sync.patient_id, key, indexed.instance_uid) if key else None
-        await self._index(tx, indexed, study, sync, new_instance=new_instance, object_key=sealed)
+        await self._index(tx, indexed, study, so_far, sync, new_instance=new_instance, object_key=sealed)
         await tx.append_event("imaging.instance-stored", self._event(tenant, indexed, sync))
         return sync
 
-    async def _index(self, tx: TenantTransaction, indexed: IndexedInstance, study: Record | None, sync: SyncResult, *,
-                     new_instance: bool, object_key: dict[str, str] | None) -> None:  # fmt: skip
-        """The instance's, series' and study's records; the study's keeps the FHIR ids (``KnownIds``)."""
+    async def _index(self, tx: TenantTransaction, indexed: IndexedInstance, study: Record | None,
+                     so_far: dict[str, Any], sync: SyncResult, *, new_instance: bool,
+                     object_key: dict[str, str] | None) -> None:  # fmt: skip
+        """The instance's, series' and study's records; the study's keeps the FHIR ids (``KnownIds``).
+
+        ``study``: the study's record before this instance, ``so_far`` its parsed body."""
         series = await tx.get_record(SERIES, indexed.series_uid)
         series_count = _count(series.body, "instances") if series else 0
-        study_series = _count(study.body, "series") if study else 0
-        study_instances = _count(study.body, "instances") if study else 0
+        study_series = int(so_far.get("series", 0))
+        study_instances = int(so_far.get("instances", 0))
         modalities = set(study.fields.get("ModalitiesInStudy", ())) if study else set()
         modalities.update(indexed.series.fields.get("Modality", ()))
         added = 1 if new_instance else 0
