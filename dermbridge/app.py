@@ -30,7 +30,7 @@ from fhir_server.api.bundles import BundleProcessor
 from fhir_server.api.http import FhirHttp, error_response, unexpected_error_response
 from fhir_server.api.http import router as fhir_http_router
 from fhir_server.api.router import FhirRouter, Operation
-from fhir_server.audit.remote import RemoteWriter
+from fhir_server.audit.remote import LoaderProcess
 from fhir_server.audit.signing import load_signer
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.operation import DECIDE_DEFINITION, consent_decide
@@ -95,14 +95,14 @@ def _warm_up() -> None:
     warm_up_index(WARM_TYPES)
 
 
-async def _start_audit_writer(settings: Settings, audit: AuditTrail | None) -> RemoteWriter | None:
-    """The audit writer process (``fhir_server.audit.remote``), when the trail is on and asks for it."""
-    if audit is None or settings.audit_writer != "process":
+async def _start_audit_loader(settings: Settings, audit: AuditTrail | None) -> LoaderProcess | None:
+    """The audit loader process (``fhir_server.audit.remote``), when the trail is on and asks for it."""
+    if audit is None or settings.audit_loader != "process":
         return None
-    writer = RemoteWriter([sys.executable, "-m", "dermbridge.audit_writer"], settings.model_dump(mode="json"))
-    await writer.start()
-    audit.writer = writer
-    return writer
+    loader = LoaderProcess([sys.executable, "-m", "dermbridge.audit_loader"], settings.model_dump(mode="json"))
+    await loader.start()
+    audit.loader = loader
+    return loader
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -130,7 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
             await bootstrap_admin(clients, settings)
         await asyncio.to_thread(_warm_up)
         await dispatcher.start()
-        writer = await _start_audit_writer(settings, audit)
+        loader = await _start_audit_loader(settings, audit)
         worker = None
         if settings.inference_enabled and settings.role == "all":
             from dermbridge.inference import build_worker  # torch and MONAI load only when needed
@@ -150,8 +150,8 @@ def create_app(settings: Settings) -> FastAPI:
             if worker is not None:
                 await worker.stop()
             await dispatcher.stop()
-            if writer is not None:
-                await writer.close()
+            if loader is not None:
+                await loader.close()
             if audit is not None:
                 await audit.close()
             await engine.close()

@@ -93,6 +93,7 @@ def _audit(args: argparse.Namespace) -> int:
             except TenantUnknownError:
                 print(f"no tenant {args.tenant!r}", file=sys.stderr)
                 return 2
+            await trail.flush(store)  # staged events join the chain first (the server may be running)
             if args.action == "checkpoint":
                 checkpoint = await trail.checkpoint(store)
                 print(f"signed the chain head at {checkpoint.seq}" if checkpoint else "the audit chain is empty")

@@ -49,8 +49,9 @@ class Settings(BaseSettings):
 
     audit_enabled: bool = Field(True, description="an AuditEvent for every FHIR interaction")
     audit_checkpoint_every: int = Field(256, ge=1, description="sign the audit chain head every N events")
-    audit_writer: Literal["process", "inline"] = Field(
-        "process", description="process: AuditEvents stored and indexed by a writer process; inline: by the API"
+    audit_loader: Literal["process", "inline"] = Field(
+        "process",
+        description="who loads staged AuditEvents into the store: process: a loader process; inline: the API",
     )
 
     # DICOM DIMSE

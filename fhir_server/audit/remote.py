@@ -1,20 +1,15 @@
-"""The audit writer process: server-built AuditEvents stored, chained and indexed off the API's GIL.
+"""The audit loader process: staged AuditEvents loaded into the tenant stores off the API's GIL.
 
-An audited read costs the API about as much CPU for its AuditEvent (the durable append, the
-index rows) as for the read itself, and all of it ran under the API process's GIL while the
-machine's other core sat partly idle. So the API process builds each event (id, timestamp,
-JSON, hash: ``AuditTrail.entry``) and hands it to a writer process over a pipe; the writer
-appends the events it has received to their tenants' chains in group commits, indexes them in
-the background, and acknowledges each batch once it is durable. The request waits for that
-acknowledgement: nothing is answered before its AuditEvent is on disk, as before.
+The API process stages every AuditEvent itself, durably, before it answers (``AuditTrail.record``):
+one insert into the tenant's staging log, in a group commit on a thread of its own. Loading the
+staged events into the tenant's store (stored, chained and indexed: ``AuditTrail.flush``) costs
+several times more CPU, mostly in SQLite and the kernel, and nothing waits for it. So a loader
+process does it: the API tells it which tenants have staged events, at most once per
+``NOTIFY_EVERY_S`` per tenant, and the loader flushes each a moment later.
 
-Frames in both directions: 4 bytes of big-endian length, then JSON.
-- API -> writer: first the settings the writer opens the engine with (its own business), then
-  one frame per event: ``{"tenant", "id", "lastUpdated", "content", "hash"}``.
-- writer -> API: ``{"done": n}`` or ``{"failed": n, "error": "..."}``, for the next ``n``
-  events in the order they were sent.
-
-If the writer process is gone, events are written in the API process again (``AuditTrail``).
+Frames, API -> loader only: 4 bytes of big-endian length, then JSON. First the settings the
+loader opens the engine with, then ``{"tenant": name}`` notices. The loader stops when its stdin
+closes, after loading everything staged. If it is gone, the API loads its tenants itself.
 """
 
 from __future__ import annotations
@@ -23,27 +18,17 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-
-from fhir_server.storage.port import AuditEntry
 
 log = logging.getLogger(__name__)
 HEADER = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024
 CLOSE_TIMEOUT_S = 60.0
-BACKLOG_BYTES = 4 * 1024 * 1024  # unsent frames beyond this: a request waits for the pipe to drain
-
-
-class WriterGone(RuntimeError):
-    """The audit writer process ended before acknowledging an event."""
-
-
-class AuditWriteFailed(RuntimeError):
-    """The audit writer could not store an event (its error is the message)."""
+NOTIFY_EVERY_S = 0.25
 
 
 def frame(message: Any) -> bytes:
@@ -59,32 +44,20 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
         return None
     (size,) = HEADER.unpack(header)
     if size > MAX_FRAME:
-        raise ValueError(f"an audit writer frame of {size} bytes")
+        raise ValueError(f"an audit loader frame of {size} bytes")
     return orjson.loads(await reader.readexactly(size))
 
 
-def _entry_message(tenant: str, entry: AuditEntry) -> dict[str, str]:
-    return {"tenant": tenant, "id": entry.resource_id, "lastUpdated": entry.last_updated,
-            "content": (entry.content or b"").decode(), "hash": entry.content_hash}  # fmt: skip
-
-
-def entry_of(message: dict[str, str]) -> tuple[str, AuditEntry]:
-    content = message["content"].encode()
-    return message["tenant"], AuditEntry(0, message["id"], message["lastUpdated"], content, message["hash"])
-
-
-class RemoteWriter:
-    """The API's end: starts the writer process, sends it events, resolves each event's future
-    when the writer acknowledges it."""
+class LoaderProcess:
+    """The API's end: starts the loader process, tells it which tenants have staged events."""
 
     def __init__(self, command: Sequence[str], init: Any) -> None:
         self._command = list(command)
         self._init = init
         self._process: asyncio.subprocess.Process | None = None
-        self._acks: asyncio.Task[None] | None = None
-        self._waiting: deque[asyncio.Future[None]] = deque()
-        self._unsent: list[bytes] = []
-        self._flush_scheduled = False
+        self._watch: asyncio.Task[None] | None = None
+        self._notified: dict[str, float] = {}
+        self._trailing: dict[str, asyncio.TimerHandle] = {}
         self.alive = False
 
     @property
@@ -92,146 +65,74 @@ class RemoteWriter:
         return self._process.pid if self._process is not None else None
 
     async def start(self) -> None:
-        self._process = await asyncio.create_subprocess_exec(
-            *self._command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-        )
-        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process = await asyncio.create_subprocess_exec(*self._command, stdin=asyncio.subprocess.PIPE)
+        assert self._process.stdin is not None
         self._process.stdin.write(frame(self._init))
         self.alive = True
-        self._acks = asyncio.create_task(self._read_acks(self._process.stdout), name="audit-writer-acks")
+        self._watch = asyncio.create_task(self._watch_exit(self._process), name="audit-loader-exit")
 
-    async def append(self, tenant: str, entry: AuditEntry) -> None:
-        """Returns once the writer has made the event durable; raises WriterGone or AuditWriteFailed."""
+    def notify(self, tenant: str) -> bool:
+        """Tell the loader ``tenant`` has staged events; False if the loader is gone.
+
+        Within ``NOTIFY_EVERY_S`` of a notice, one more notice follows at the end of that time:
+        every staged event is noticed within it, however the loader's flushes fall."""
+        if not self.alive:
+            return False
+        if tenant in self._trailing:
+            return True
+        wait = self._notified.get(tenant, -NOTIFY_EVERY_S) + NOTIFY_EVERY_S - time.monotonic()
+        if wait > 0:
+            self._trailing[tenant] = asyncio.get_running_loop().call_later(wait, self._send, tenant)
+            return True
+        return self._send(tenant)
+
+    def _send(self, tenant: str) -> bool:
+        self._trailing.pop(tenant, None)
+        self._notified[tenant] = time.monotonic()
         if not self.alive or self._process is None or self._process.stdin is None:
-            raise WriterGone("the audit writer process is not running")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(future)
-        self._unsent.append(frame(_entry_message(tenant, entry)))
-        if not self._flush_scheduled:  # every event of this loop pass goes in one write
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-        stdin = self._process.stdin
-        if stdin.transport.get_write_buffer_size() > BACKLOG_BYTES:
-            with contextlib.suppress(ConnectionError):
-                await stdin.drain()
-        await future
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._unsent or self._process is None or self._process.stdin is None:
-            return
-        data, self._unsent = b"".join(self._unsent), []
+            return False
         try:
-            self._process.stdin.write(data)
-        except (ConnectionError, RuntimeError) as exc:  # the pipe is closed: the writer is gone
+            self._process.stdin.write(frame({"tenant": tenant}))
+        except (ConnectionError, RuntimeError) as exc:  # the pipe is closed: the loader is gone
             self._gone(f"writing to it failed: {exc}")
+            return False
+        return True
 
-    async def _read_acks(self, stdout: asyncio.StreamReader) -> None:
-        try:
-            while (message := await read_frame(stdout)) is not None:
-                count = int(message.get("done", 0) or message.get("failed", 0))
-                for _ in range(min(count, len(self._waiting))):
-                    future = self._waiting.popleft()
-                    if future.done():
-                        continue
-                    if "done" in message:
-                        future.set_result(None)
-                    else:
-                        future.set_exception(AuditWriteFailed(str(message.get("error", "unknown error"))))
-        except Exception as exc:
-            log.exception("the audit writer's acknowledgements are unreadable")
-            self._gone(str(exc))
-        else:
-            self._gone("it ended")
+    async def _watch_exit(self, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()
+        self._gone(f"it exited with status {code}")
 
     def _gone(self, why: str) -> None:
         if self.alive:
-            log.error("the audit writer process is gone (%s); AuditEvents are written in process", why)
+            log.error("the audit loader process is gone (%s); staged AuditEvents are loaded in process", why)
         self.alive = False
-        if self._waiting:
-            log.error("%d AuditEvents were not acknowledged by the audit writer (%s)", len(self._waiting), why)
-        while self._waiting:
-            future = self._waiting.popleft()
-            if not future.done():
-                future.set_exception(WriterGone(f"the audit writer process is gone ({why})"))
 
     async def close(self) -> None:
-        """Ask the writer to finish (it indexes what it holds) and wait for it to exit."""
+        """Ask the loader to finish (it loads what is staged) and wait for it to exit."""
         process = self._process
         if process is None:
             return
-        self.alive = False  # events from now on are written in this process; those sent are acknowledged below
-        self._flush()
+        self.alive = False
         self._process = None
+        for handle in self._trailing.values():
+            handle.cancel()  # the loader loads everything staged as it stops
+        self._trailing.clear()
         if process.stdin is not None:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 process.stdin.close()
         try:
             await asyncio.wait_for(process.wait(), CLOSE_TIMEOUT_S)
         except TimeoutError:
-            log.error("the audit writer did not finish within %.0f s; stopping it", CLOSE_TIMEOUT_S)
+            log.error("the audit loader did not finish within %.0f s; stopping it", CLOSE_TIMEOUT_S)
             process.kill()
             await process.wait()
-        if self._acks is not None:
-            await asyncio.gather(self._acks, return_exceptions=True)
-        self._gone("it was stopped before acknowledging")
+        if self._watch is not None:
+            await asyncio.gather(self._watch, return_exceptions=True)
 
 
-Append = Callable[[str, AuditEntry], Awaitable[None]]
-
-
-async def serve(reader: asyncio.StreamReader, write: Callable[[bytes], None], append: Append) -> None:
-    """The writer's end: read events until the stream ends. What arrived together is one batch,
-    stored with ``append`` concurrently (each tenant's events share group commits) and
-    acknowledged after the batches before it."""
-    buffer = bytearray()
-    previous: asyncio.Future[None] | None = None
-    while chunk := await reader.read(1 << 20):
-        buffer += chunk
-        messages, consumed = _complete_frames(buffer)
-        del buffer[:consumed]
-        if messages:  # stored while the next batch is read: batches overlap, acknowledgements keep their order
-            batch = [entry_of(message) for message in messages]
-            previous = asyncio.ensure_future(_store_batch(batch, previous, write, append))
-    if previous is not None:
-        await previous
-
-
-async def _store_batch(batch: list[tuple[str, AuditEntry]], previous: asyncio.Future[None] | None,
-                       write: Callable[[bytes], None], append: Append) -> None:  # fmt: skip
-    outcomes = await asyncio.gather(*(append(tenant, entry) for tenant, entry in batch), return_exceptions=True)
-    if previous is not None:
-        await previous
-    write(b"".join(_acks(outcomes)))
-
-
-def _complete_frames(buffer: bytearray) -> tuple[list[Any], int]:
-    messages, offset = [], 0
-    while len(buffer) - offset >= HEADER.size:
-        (size,) = HEADER.unpack_from(buffer, offset)
-        if size > MAX_FRAME:
-            raise ValueError(f"an audit writer frame of {size} bytes")
-        if len(buffer) - offset - HEADER.size < size:
-            break
-        start = offset + HEADER.size
-        messages.append(orjson.loads(bytes(buffer[start : start + size])))
-        offset = start + size
-    return messages, offset
-
-
-def _acks(outcomes: Sequence[BaseException | None]) -> list[bytes]:
-    """Acknowledgements in order, runs of successes and failures each in one frame."""
-    acks: list[bytes] = []
-    run_ok, run = True, 0
-    error = ""
-    for outcome in outcomes:
-        ok = not isinstance(outcome, BaseException)
-        if run and ok != run_ok:
-            acks.append(frame({"done": run} if run_ok else {"failed": run, "error": error}))
-            run = 0
-        run_ok, run = ok, run + 1
-        if not ok:
-            error = f"{type(outcome).__name__}: {outcome}"
-    if run:
-        acks.append(frame({"done": run} if run_ok else {"failed": run, "error": error}))
-    return acks
+async def serve(reader: asyncio.StreamReader, on_tenant: Callable[[str], Any]) -> None:
+    """The loader's end: pass each notice's tenant to ``on_tenant`` until the stream ends."""
+    while (message := await read_frame(reader)) is not None:
+        tenant = message.get("tenant") if isinstance(message, dict) else None
+        if isinstance(tenant, str):
+            await on_tenant(tenant)

@@ -1,13 +1,17 @@
 """Recording and verifying a tenant's audit trail.
 
 Every AuditEvent's stored JSON is hashed into the tenant's chain. The events the server builds
-itself (one per interaction) take the short way: ``record`` stores the finished event and its
-link in the chain, durably, without search index rows; that is all the request waits for. A
-background indexer adds the index rows in batches about a second later, and any request that can
-search AuditEvents flushes it first, so no search sees the trail lag behind. Events a client
-POSTs are indexed and chained in the transaction that stores them (``Repository``).
+itself (one per interaction) take the short way: ``record`` appends the finished event to the
+tenant's staging log, durably; that is all the request waits for. A background loader (the
+loader process, ``remote``, or else this process) moves the staged events into the tenant's
+store about a second later, stored, chained and indexed in large
+transactions, and any request that can read AuditEvents flushes it first, so no read or search
+sees the trail lag behind. Events a client POSTs are indexed and chained in the transaction that
+stores them (``Repository``); events recorded inside a caller's transaction (``record_in``) are
+chained with it and indexed by the next flush.
 
-Every ``checkpoint_every`` events the trail signs (tenant, seq, chain hash) with the server key.
+When a flush has loaded or indexed ``checkpoint_every`` events since the last checkpoint, it
+signs the chain's head (tenant, seq, chain hash) with the server key.
 ``verify`` recomputes the chain from the stored AuditEvents and checks every checkpoint: an
 edited, removed or reordered event is found.
 """
@@ -18,12 +22,13 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from fhir_server.audit.remote import RemoteWriter, WriterGone
+from fhir_server.audit.remote import LoaderProcess
 from fhir_server.audit.signing import AuditSigner
 from fhir_server.repository import new_instant
 from fhir_server.search.extract import index_resource
@@ -31,6 +36,8 @@ from fhir_server.storage.port import AuditCheckpoint, AuditEntry, IndexEntries, 
 from fhir_server.validation import validate
 
 log = logging.getLogger(__name__)
+_Source = Callable[[int, int], Awaitable[list[AuditEntry]]]
+_Sink = Callable[[Sequence[tuple[int, IndexEntries | None]]], Awaitable[int]]
 GENESIS = "0" * 64
 PAGE = 1000
 INDEX_BATCH = 64  # events indexed per transaction: bounds how long the loop is busy at a time
@@ -72,39 +79,22 @@ class AuditTrail:
         self._stores: dict[str, TenantStore] = {}
         self._indexers: dict[str, asyncio.Task[None]] = {}
         self._flushing: dict[str, asyncio.Lock] = {}
-        self._unreadable: set[tuple[str, int]] = set()
-        self.writer: RemoteWriter | None = None  # the audit writer process, when there is one
+        self._unreadable: set[tuple[str, str]] = set()
+        self.loader: LoaderProcess | None = None  # the audit loader process, when there is one
 
     async def record(self, store: TenantStore, event: dict[str, Any]) -> str:
-        """Store and chain one AuditEvent durably; returns its id. With an audit writer process
-        (``remote``) it is stored there, otherwise here (in a group commit).
+        """Stage one AuditEvent durably (it joins a group commit); returns its id.
 
-        Searches find it once an indexer has run, or after the next flush."""
+        Reads and searches find it once it is loaded: a moment later, or at the next ``flush``."""
         entry = self.entry(event)
-        if self.writer is not None and self.writer.alive:
-            try:
-                await self.writer.append(store.name, entry)
-                return entry.resource_id
-            except WriterGone:  # stored there or not: it is looked for before it is stored here
-                if await store.read("AuditEvent", entry.resource_id) is not None:
-                    return entry.resource_id
-        await self.append(store, entry)
+        await store.append_audit(entry)
+        self._noted(store)
         return entry.resource_id
 
-    async def append(self, store: TenantStore, entry: AuditEntry) -> None:
-        """Store and chain a finished event in this process (it joins a group commit)."""
-        await store.append_audit(entry)
-        if self._noted(store):
-            try:
-                await self.checkpoint(store)
-            except Exception:  # the event is written; the next checkpoint covers it
-                log.exception("tenant %s: signing an audit checkpoint failed", store.name)
-
     async def record_in(self, store: TenantStore, tx: TenantTransaction, event: dict[str, Any]) -> str:
-        """``record`` in the caller's transaction of ``store``: the event commits with it.
+        """``record`` in the caller's transaction of ``store``: the event is chained when it commits.
 
-        A checkpoint falling due here waits for the next ``record`` (signing one takes the write
-        lock the transaction may hold). The indexer, a second away, finds the event committed."""
+        The background flush, a second away, finds it committed and indexes it."""
         entry = self.entry(event)
         await tx.append_audit(entry)
         self._noted(store)
@@ -120,15 +110,17 @@ class AuditTrail:
         content = orjson.dumps(body)
         return AuditEntry(0, id, now, content, hashlib.sha256(content).hexdigest())
 
-    def _noted(self, store: TenantStore) -> bool:
-        """Count an event of ``store`` and schedule its indexing; whether a checkpoint is due."""
+    def _noted(self, store: TenantStore) -> None:
+        """Have an event of ``store`` loaded, by the loader process or else here."""
+        self._stores[store.name] = store  # loaded at ``close`` at the latest
+        if self.loader is None or not self.loader.notify(store.name):
+            self.load_soon(store)
+
+    def load_soon(self, store: TenantStore) -> None:
+        """Flush ``store`` about ``index_delay`` from now, and again while events keep coming."""
         self._stores[store.name] = store
         self._recorded[store.name] = self._recorded.get(store.name, 0) + 1
         self._index_soon(store)
-        since = self._since_checkpoint.get(store.name, 0) + 1
-        due = since >= self.checkpoint_every
-        self._since_checkpoint[store.name] = 0 if due else since
-        return due
 
     def _index_soon(self, store: TenantStore) -> None:
         task = self._indexers.get(store.name)
@@ -147,19 +139,31 @@ class AuditTrail:
                 return
 
     async def flush(self, store: TenantStore) -> int:
-        """Index every stored AuditEvent of the tenant that is not yet; returns how many were."""
+        """Load every staged AuditEvent of the tenant into its store, and index every stored one
+        that is not yet; returns how many were."""
         lock = self._flushing.setdefault(store.name, asyncio.Lock())
-        indexed, after = 0, 0
         async with lock:
-            while entries := await store.pending_audit(after, self.index_batch):
-                items: list[tuple[int, IndexEntries]] = []
-                for entry in entries:
-                    after = entry.seq
-                    resource = self._readable(store.name, entry)
-                    if resource is not None:
-                        items.append((entry.seq, index_resource(resource)))
-                indexed += await store.index_audit(items)
-        return indexed
+            done = await self._drain(store, store.staged_audit, store.load_audit)
+            done += await self._drain(store, store.pending_audit, store.index_audit)
+            self._since_checkpoint[store.name] = self._since_checkpoint.get(store.name, 0) + done
+            if self._since_checkpoint[store.name] >= self.checkpoint_every:
+                self._since_checkpoint[store.name] = 0  # counted from here: a failed signing waits for as many again
+                try:
+                    await self.checkpoint(store)
+                except Exception:  # the events are chained; the next checkpoint covers them
+                    log.exception("tenant %s: signing an audit checkpoint failed", store.name)
+            return done
+
+    async def _drain(self, store: TenantStore, source: _Source, sink: _Sink) -> int:
+        done, after = 0, 0
+        while entries := await source(after, self.index_batch):
+            after = entries[-1].seq
+            items = []
+            for entry in entries:
+                resource = self._readable(store.name, entry)
+                items.append((entry.seq, None if resource is None else index_resource(resource)))
+            done += await sink(items)
+        return done
 
     def _readable(self, tenant: str, entry: AuditEntry) -> dict[str, Any] | None:
         try:
@@ -168,10 +172,10 @@ class AuditTrail:
                 return resource
         except orjson.JSONDecodeError:
             pass
-        if (tenant, entry.seq) not in self._unreadable:  # once: it stays unindexed for ``verify`` to report
-            self._unreadable.add((tenant, entry.seq))
-            log.error("tenant %s: AuditEvent %d of the chain cannot be read; run `dermbridge audit verify`", tenant,
-                      entry.seq)  # fmt: skip
+        if (tenant, entry.resource_id) not in self._unreadable:  # once: it stays unindexed for ``verify``
+            self._unreadable.add((tenant, entry.resource_id))
+            log.error("tenant %s: AuditEvent/%s cannot be read; run `dermbridge audit verify`", tenant,
+                      entry.resource_id)  # fmt: skip
         return None
 
     async def close(self) -> None:

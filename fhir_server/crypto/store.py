@@ -211,8 +211,15 @@ class EncryptingTenantStore(_Reading):
         entries = await self._store.pending_audit(after_seq, limit)
         return [await self._open_entry(entry) for entry in entries]
 
-    async def index_audit(self, items: Sequence[tuple[int, IndexEntries]]) -> int:
+    async def index_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
         return await self._store.index_audit(items)
+
+    async def staged_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
+        entries = await self._store.staged_audit(after_seq, limit)
+        return [await self._open_entry(entry) for entry in entries]
+
+    async def load_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
+        return await self._store.load_audit(items)  # the staged content, sealed, is what is stored
 
     async def _tenant_data_key(self) -> bytes:
         known = self.keyring.data.get(TENANT_REF)

@@ -258,17 +258,28 @@ class TenantStore(TenantReader, Protocol):
     async def audit_links(self, after_seq: int, limit: int) -> list[AuditLink]: ...
 
     async def append_audit(self, entry: AuditEntry) -> None:
-        """Store one AuditEvent (version 1) and chain it, durably (it joins a group commit).
+        """Stage one finished AuditEvent (version 1), durably (it joins a group commit).
 
-        It can be read at once; searches find it once ``index_audit`` has added its index rows."""
+        It is read, searched and chained once ``load_audit`` has moved it into the store."""
+        ...
+
+    async def staged_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
+        """Staged AuditEvents not yet loaded, in the order they were staged (``seq`` is their place there)."""
+        ...
+
+    async def load_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
+        """Store, chain and index staged AuditEvents (by staging seq) in one transaction, then
+        drop them from the staging log. Entries None: stored and chained without index rows.
+
+        Events stored already (another process loaded them) are skipped; returns how many were loaded."""
         ...
 
     async def pending_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
-        """Stored AuditEvents without their index rows yet, in chain order."""
+        """Stored AuditEvents without their index rows yet, in chain order (those written in a transaction)."""
         ...
 
-    async def index_audit(self, items: Sequence[tuple[int, IndexEntries]]) -> int:
-        """Add the index rows of AuditEvents (by chain seq) in one transaction.
+    async def index_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
+        """Add the index rows of AuditEvents (by chain seq) in one transaction; None: left unindexed.
 
         Events another process has indexed already are skipped; returns how many were indexed."""
         ...

@@ -1,4 +1,12 @@
-"""The audit hash chain (with the events still to be indexed) and its signed checkpoints."""
+"""The audit hash chain, its signed checkpoints, and the staging log of events not yet in it.
+
+A server-built AuditEvent is first appended to the tenant's staging log, a database file of its
+own (``stage``): that commit is all a request waits for, and it never waits for the tenant
+database's write lock nor makes its readers drop their page cache. ``load`` later moves staged
+events into the tenant database, stored, chained and indexed, many in one transaction, and
+notes how far it got in the same transaction (``audit_loaded``).
+Events written inside a caller's transaction (``log``) are chained at once and indexed later.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +45,87 @@ def log(conn: sqlite3.Connection, entry: AuditEntry) -> None:
     _link(conn, entry.resource_id, entry.content_hash, 0)
 
 
+STAGE_CHUNK = 4096  # rows per INSERT: 4 variables each, well under SQLite's limit of 32,766
+
+
+def stage(conn: sqlite3.Connection, entries: list[AuditEntry]) -> list[BaseException | None]:
+    """Append finished AuditEvents to the staging log (a ``SerialWriter`` batch: one group commit).
+
+    One multi-row INSERT is its own transaction: the thread takes the GIL once for the whole
+    group, not once per statement, while the loop thread is busy with requests."""
+    rows = [(e.resource_id, e.last_updated, e.content, e.content_hash) for e in entries]
+    chunks = [rows[i : i + STAGE_CHUNK] for i in range(0, len(rows), STAGE_CHUNK)]
+    if len(chunks) > 1:
+        conn.execute("BEGIN IMMEDIATE")
+    try:
+        for chunk in chunks:
+            values = ",".join(["(?,?,?,?)"] * len(chunk))
+            conn.execute(f"INSERT INTO audit_staged (resource_id, last_updated, content, content_hash) VALUES {values}",
+                         [value for row in chunk for value in row])  # fmt: skip
+        if len(chunks) > 1:
+            conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return [None] * len(entries)
+
+
+_STAGED = "SELECT seq, resource_id, last_updated, content, content_hash FROM audit_staged"
+
+
+def staged(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[AuditEntry]:
+    rows = conn.execute(f"{_STAGED} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
+    return [AuditEntry(*row) for row in rows]
+
+
+def staged_at(conn: sqlite3.Connection, seqs: Sequence[int]) -> list[AuditEntry]:
+    rows = conn.execute(f"{_STAGED} WHERE seq BETWEEN ? AND ?", (min(seqs), max(seqs))).fetchall()
+    return [AuditEntry(*row) for row in rows]
+
+
+def load(conn: sqlite3.Connection, events: Sequence[tuple[int, AuditEntry, IndexEntries | None]]) -> int:
+    """Store, chain and index staged events in order (in the tenant database's transaction).
+
+    ``audit_loaded`` keeps the last staging seq loaded, in the same transaction: an event loaded
+    already (by another process, or before a crash kept it staged) is skipped. An event whose
+    content could not be opened is stored and chained without index rows, for ``verify``."""
+    through = loaded_through(conn)
+    loaded = 0
+    for seq, entry, index in events:
+        if seq <= through:
+            continue
+        through = seq
+        if conn.execute(_STORED, (entry.resource_id,)).fetchone() is not None:  # staged twice
+            continue
+        version = ResourceVersion("AuditEvent", entry.resource_id, 1, entry.last_updated, entry.content, "POST")
+        ops.write(conn, version, index)
+        _link(conn, entry.resource_id, entry.content_hash, 1)
+        loaded += 1
+    conn.execute("INSERT OR REPLACE INTO audit_loaded (id, seq) VALUES (0, ?)", (through,))
+    return loaded
+
+
+_STORED = "SELECT 1 FROM resource WHERE type = 'AuditEvent' AND id = ?"
+
+
+def loaded_through(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT seq FROM audit_loaded WHERE id = 0").fetchone()
+    return int(row[0]) if row else 0
+
+
+def continue_after(conn: sqlite3.Connection, seq: int) -> None:
+    """Staging seqs start after ``seq`` (a staging log made anew beside a database that loaded some)."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit_staged'").fetchone()
+    if row is None or row[0] < seq:
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = 'audit_staged'")
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('audit_staged', ?)", (seq,))
+
+
+def unstage(conn: sqlite3.Connection, through: int) -> None:
+    conn.execute("DELETE FROM audit_staged WHERE seq <= ?", (through,))
+
+
 _UNINDEXED = (
     "SELECT c.seq, c.resource_id, h.last_updated, h.content, c.content_hash, r.rid FROM audit_chain c "
     "JOIN resource r ON r.type = 'AuditEvent' AND r.id = c.resource_id "
@@ -55,10 +144,14 @@ def pending(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[AuditE
     return [AuditEntry(*row[:5]) for row in rows]
 
 
-def index(conn: sqlite3.Connection, items: Sequence[tuple[int, IndexEntries]]) -> int:
-    """Add the index rows of stored AuditEvents (by chain seq); returns how many were indexed."""
+def index(conn: sqlite3.Connection, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
+    """Add the index rows of stored AuditEvents (by chain seq); returns how many were indexed.
+
+    An event without entries (its content could not be opened) stays unindexed, for ``verify``."""
     indexed = 0
     for seq, entries in items:
+        if entries is None:
+            continue
         row = conn.execute(_UNINDEXED_RID, (seq,)).fetchone()
         if row is None:  # another process got there first
             continue

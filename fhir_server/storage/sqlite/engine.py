@@ -2,6 +2,8 @@
 
 Writes are serialised through one connection (SQLite allows one writer); reads run
 concurrently on their own connections and see the last committed state (WAL snapshot).
+Beside each database, the tenant's audit staging log (``audit.stage``) is a file of its own
+with its own writer, so that staging an AuditEvent never waits for the database's lock.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from fhir_server.storage.port import (
 )
 from fhir_server.storage.query import RecordQuery, SearchQuery
 from fhir_server.storage.sqlite import audit, ops, records, schema
-from fhir_server.storage.sqlite.schema import connect, initialise
+from fhir_server.storage.sqlite.schema import connect, initialise, initialise_staging, staging_path
+from fhir_server.storage.sqlite.writer import SerialWriter, execute, in_transaction, undurable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,7 +66,7 @@ class SqliteTransaction:
 
     async def _flush_then(self, fn: Callable[..., T] | None, *args: Any) -> T | None:
         if not self._locked:
-            await self._store._write_lock.acquire()
+            await self._store._main.lock.acquire()
             self._locked = True
         pending, self._pending = self._pending, []
         begin, self._begun = not self._begun, True
@@ -113,48 +116,22 @@ class SqliteTransaction:
     async def commit(self) -> None:
         if self._begun:
             writes = len(self._pending)
-            await self._flush_then(_execute, "COMMIT")
+            await self._flush_then(execute, "COMMIT")
             self._store.count_writes(writes)
         elif self._pending:
             pending, self._pending = self._pending, []
-            await self._store._group_commit(pending)
+            await self._store._main.group_commit(pending)
 
     async def rollback(self) -> None:
         self._pending = []
         if self._begun:
             self._begun = False
-            await self._store._on_writer(_execute, "ROLLBACK")
+            await self._store._on_writer(execute, "ROLLBACK")
 
     def release(self) -> None:
         if self._locked:
             self._locked = False
-            self._store._write_lock.release()
-
-
-Unit = list[tuple[Callable[..., Any], tuple[Any, ...]]]
-
-
-def _run_group(conn: sqlite3.Connection, units: list[Unit]) -> list[BaseException | None]:
-    """Run write-only units in one transaction (one fsync), each in its own savepoint."""
-    outcomes: list[BaseException | None] = []
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for unit in units:
-            conn.execute("SAVEPOINT unit")
-            try:
-                for op, op_args in unit:
-                    op(conn, *op_args)
-            except Exception as exc:
-                conn.execute("ROLLBACK TO unit")
-                outcomes.append(exc)
-            else:
-                outcomes.append(None)
-            conn.execute("RELEASE unit")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return outcomes
+            self._store._main.lock.release()
 
 
 def _run_batch(
@@ -176,22 +153,20 @@ class SqliteTenantStore:
         self.name = name
         self.path = path
         self._on_commit = on_commit
-        self._writer = connect(str(path))
-        initialise(self._writer)
-        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-w-{name}")
-        self._write_lock = asyncio.Lock()
-        self._group: list[tuple[Unit, asyncio.Future[None]]] = []
+        self._main = SerialWriter(path, f"sqlite-w-{name}", self.count_writes)
+        initialise(self._main.conn)
+        self._staging = SerialWriter(staging_path(path), f"sqlite-s-{name}", batch=audit.stage)
+        initialise_staging(self._staging.conn)
+        audit.continue_after(self._staging.conn, audit.loaded_through(self._main.conn))
         self._writes_since_analyze = 0
         self._analyzer: asyncio.Future[None] | None = None
-        self._leader: asyncio.Future[None] | None = None
         self._read_threads = ThreadPoolExecutor(readers, thread_name_prefix=f"sqlite-r-{name}")
         self._readers: asyncio.Queue[sqlite3.Connection] = asyncio.Queue()
         for _ in range(readers):
             self._readers.put_nowait(connect(str(path)))
 
     async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._write_thread, fn, self._writer, *args)
+        return await self._main.run(fn, *args)
 
     async def _on_reader(self, fn: Callable[..., T], *args: Any) -> T:
         conn = await self._readers.get()
@@ -239,33 +214,6 @@ class SqliteTenantStore:
         if tx.events:
             self._on_commit(self.name)
 
-    async def _group_commit(self, unit: Unit) -> None:
-        """Join the next group commit; returns once the unit is durable (or raises its error)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._group.append((unit, future))
-        if len(self._group) == 1:
-            self._leader = asyncio.ensure_future(self._lead_group())
-        await future
-
-    async def _lead_group(self) -> None:
-        async with self._write_lock:
-            group, self._group = self._group, []
-            try:
-                outcomes = await self._on_writer(_run_group, [unit for unit, _ in group])
-            except BaseException as exc:
-                for _, future in group:
-                    if not future.done():
-                        future.set_exception(exc)
-                return
-        self.count_writes(sum(len(unit) for unit, _ in group))
-        for (_, future), error in zip(group, outcomes, strict=True):
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
-
     def count_writes(self, n: int) -> None:
         """Refresh the planner's statistics as the database grows (bounded ANALYZE on the writer)."""
         self._writes_since_analyze += n
@@ -274,14 +222,12 @@ class SqliteTenantStore:
             self._analyzer = asyncio.ensure_future(self._analyze())
 
     async def _analyze(self) -> None:
-        async with self._write_lock:
-            await self._on_writer(schema.analyze)
+        await self._main.locked(schema.analyze)
 
     async def scrub(self) -> None:
         for _ in range(50):
-            async with self._write_lock:
-                if await self._on_writer(schema.scrub):
-                    return
+            if await self._main.locked(schema.scrub):
+                return
             await asyncio.sleep(0.05)  # a reader still holds an old snapshot
         log.warning("tenant %s: the WAL stayed busy; it is truncated at the next checkpoint", self.name)
 
@@ -289,78 +235,58 @@ class SqliteTenantStore:
         return await self._on_reader(audit.links, after_seq, limit)
 
     async def append_audit(self, entry: AuditEntry) -> None:
-        await self._group_commit([(audit.log, (entry,))])
+        await self._staging.group_commit(entry)
+
+    async def staged_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
+        return await self._staging.run(audit.staged, after_seq, limit)
+
+    async def load_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
+        if not items:
+            return 0
+        staged = {entry.seq: entry for entry in await self._staging.run(audit.staged_at, [seq for seq, _ in items])}
+        events = [(seq, staged[seq], index) for seq, index in items if seq in staged]
+        loaded = await self._main.locked(in_transaction, audit.load, events)  # durable before they leave the log
+        self.count_writes(loaded)
+        # undone by a crash, or failing here: they stay staged, and the next load skips them
+        await self._staging.locked(undurable, audit.unstage, max(seq for seq, _ in items))
+        return loaded
 
     async def pending_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
         return await self._on_reader(audit.pending, after_seq, limit)
 
-    async def index_audit(self, items: Sequence[tuple[int, IndexEntries]]) -> int:
+    async def index_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
         if not items:
             return 0
-        async with self._write_lock:
-            indexed = await self._on_writer(_undurable, audit.index, items)
+        indexed = await self._main.locked(undurable, audit.index, items)
         self.count_writes(indexed)
         return indexed
 
     async def add_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
-        async with self._write_lock:
-            await self._on_writer(_in_transaction, audit.add_checkpoint, checkpoint)
+        await self._main.locked(in_transaction, audit.add_checkpoint, checkpoint)
 
     async def audit_checkpoints(self) -> list[AuditCheckpoint]:
         return await self._on_reader(audit.checkpoints)
 
     async def claim_events(self, consumer: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
-        async with self._write_lock:
-            return await self._on_writer(_in_transaction, ops.claim_events, consumer, limit, lease_seconds)
+        return await self._main.locked(in_transaction, ops.claim_events, consumer, limit, lease_seconds)
 
     async def ack_event(self, consumer: str, seq: int) -> None:
         await self.ack_events(consumer, (seq,))
 
     async def defer_event(self, consumer: str, seq: int, seconds: float) -> None:
-        async with self._write_lock:
-            await self._on_writer(_in_transaction, ops.defer_event, consumer, seq, seconds)
+        await self._main.locked(in_transaction, ops.defer_event, consumer, seq, seconds)
 
     async def ack_events(self, consumer: str, seqs: Sequence[int]) -> None:
         if not seqs:
             return
-        async with self._write_lock:
-            await self._on_writer(_in_transaction, ops.ack_events, consumer, seqs)
+        await self._main.locked(in_transaction, ops.ack_events, consumer, seqs)
 
     def close(self) -> None:
-        self._write_thread.submit(self._writer.close).result()
-        self._write_thread.shutdown()
+        self._main.close()
+        self._staging.close()
         while not self._readers.empty():
             self._readers.get_nowait().close()
         self._read_threads.shutdown()
-
-
-def _execute(conn: sqlite3.Connection, sql: str) -> None:
-    conn.execute(sql)
-
-
-def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn, *args)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
-
-def _undurable(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
-    """``_in_transaction`` without waiting for the disk, for rows that can be derived again.
-
-    With WAL and ``synchronous = NORMAL`` the commit is atomic but not fsynced: a crash may undo
-    it, whole, and the next durable commit (the WAL is one file) makes it durable too. Used for
-    the AuditEvents' index rows: their ``indexed`` mark commits with them, so an undone
-    transaction leaves its events pending, indexed again at the next flush."""
-    conn.execute("PRAGMA synchronous = NORMAL")
-    try:
-        return _in_transaction(conn, fn, *args)
-    finally:
-        conn.execute("PRAGMA synchronous = FULL")
 
 
 class SqliteEngine:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 SCHEMA_VERSION = 2
 
@@ -121,6 +122,11 @@ CREATE TABLE IF NOT EXISTS audit_chain (
     chain_hash TEXT NOT NULL,
     indexed INTEGER NOT NULL DEFAULT 1
 );
+-- the last staging log seq loaded into this database (one row)
+CREATE TABLE IF NOT EXISTS audit_loaded (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    seq INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit_checkpoint (
     seq INTEGER PRIMARY KEY,
     chain_hash TEXT NOT NULL,
@@ -151,6 +157,27 @@ CREATE TABLE IF NOT EXISTS outbox_cursor (
     acked_through INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
+
+
+STAGING_DDL = """
+CREATE TABLE IF NOT EXISTS audit_staged (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    resource_id TEXT NOT NULL,
+    last_updated TEXT NOT NULL,
+    content BLOB NOT NULL,
+    content_hash TEXT NOT NULL
+);
+"""
+
+
+def staging_path(database: Path) -> Path:
+    """The audit staging log beside a tenant database (``audit.stage``)."""
+    return database.with_suffix(".auditlog")
+
+
+def initialise_staging(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(STAGING_DDL)
 
 
 def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:

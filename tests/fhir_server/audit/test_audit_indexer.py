@@ -1,4 +1,4 @@
-"""Server-built AuditEvents are stored and chained on the request path and indexed in the background."""
+"""Server-built AuditEvents are staged on the request path, then loaded (stored, chained, indexed) in the background."""
 
 from __future__ import annotations
 
@@ -47,41 +47,89 @@ async def found(store: TenantStore, **params: str) -> list[str]:
     return [key.id for key in (await store.search(query.query)).keys]
 
 
-async def test_recorded_events_are_readable_at_once_and_searchable_after_the_indexer(
-    engine: Engine, tmp_path: Path
-) -> None:
+async def test_recorded_events_are_staged_then_loaded_by_the_background_loader(engine: Engine, tmp_path: Path) -> None:
     trail = AuditTrail(load_signer(tmp_path / "keys"), index_delay=0.05)
     store = await engine.tenant("alpha")
     ids = [await trail.record(store, event(status)) for status in (200, 404, 200)]
-    stored = await store.read("AuditEvent", ids[1])
-    assert stored is not None and b'"outcome":"4"' in (stored.content or b"")
-    for _ in range(100):  # the indexer runs about index_delay after the last event
-        if not await store.pending_audit(0, 10):
+    assert [entry.resource_id for entry in await store.staged_audit(0, 10)] == ids
+    for _ in range(100):  # the loader runs about index_delay after the last event
+        if not await store.staged_audit(0, 10):
             break
         await asyncio.sleep(0.02)
+    stored = await store.read("AuditEvent", ids[1])
+    assert stored is not None and b'"outcome":"4"' in (stored.content or b"")
     assert await found(store, outcome="4") == [ids[1]]
     assert sorted(await found(store, patient="Patient/p1")) == sorted(ids)
+    assert [link.resource_id for link in await store.audit_links(0, 10)] == ids  # chained in the order recorded
     await trail.close()
 
 
-async def test_flush_and_close_index_everything_recorded(engine: Engine, tmp_path: Path) -> None:
-    trail = AuditTrail(load_signer(tmp_path / "keys"), index_delay=3600)  # the indexer never runs by itself
+async def test_staged_events_survive_a_restart_and_are_loaded_once(engine: Engine, tmp_path: Path) -> None:
+    trail = AuditTrail(load_signer(tmp_path / "keys"), index_delay=3600)
     store = await engine.tenant("alpha")
     first = await trail.record(store, event(200))
-    assert await found(store, outcome="0") == []
-    assert await trail.flush(store) == 1
-    assert await found(store, outcome="0") == [first]
-    second = await trail.record(store, event(500))
-    await trail.close()
-    assert await found(store, outcome="8") == [second]
+    staged = (await store.staged_audit(0, 10))[0]
+    await store.append_audit(staged)  # staged twice (the writer process died before acknowledging)
+    await engine.close()  # no flush: what was acknowledged is on disk, in the staging log
+
+    reopened = EncryptingEngine(SqliteEngine(tmp_path / "var"), load_master_keys(tmp_path / "keys"))
+    await reopened.open()
+    try:
+        store = await reopened.tenant("alpha")
+        assert await store.read("AuditEvent", first) is None
+        assert await AuditTrail(load_signer(tmp_path / "keys")).flush(store) == 1
+        assert await store.staged_audit(0, 10) == []
+        assert [link.resource_id for link in await store.audit_links(0, 10)] == [first]
+        assert await found(store, outcome="0") == [first]
+    finally:
+        await reopened.close()
+
+
+async def test_events_loaded_before_a_crash_left_them_staged_are_not_loaded_twice(
+    engine: Engine, tmp_path: Path
+) -> None:
+    trail = AuditTrail(load_signer(tmp_path / "keys"), index_delay=3600)
+    store = await engine.tenant("alpha")
+    ids = [await trail.record(store, event(200)) for _ in range(3)]
+    with sqlite3.connect(tmp_path / "var" / "tenants" / "alpha.auditlog") as conn:
+        rows = conn.execute("SELECT * FROM audit_staged ORDER BY seq").fetchall()
+    await trail.flush(store)
+    with sqlite3.connect(tmp_path / "var" / "tenants" / "alpha.auditlog") as conn:  # as if unstaging never committed
+        conn.executemany(
+            "INSERT INTO audit_staged VALUES (?, ?, ?, ?, ?)", [(r[0], f"copy{r[0]}", *r[2:]) for r in rows]
+        )
+    assert await trail.flush(store) == 0  # at or below the seq loaded through: skipped, whatever their ids
+    assert await store.staged_audit(0, 10) == []
+    assert [link.resource_id for link in await store.audit_links(0, 10)] == ids
     assert (await trail.verify(store)).ok
+    fourth = await trail.record(store, event(200))  # staging goes on after them
+    assert await trail.flush(store) == 1
+    assert [link.resource_id for link in await store.audit_links(0, 10)] == [*ids, fourth]
+
+
+async def test_an_event_altered_while_staged_is_loaded_unindexed_and_reported(engine: Engine, tmp_path: Path) -> None:
+    trail = AuditTrail(load_signer(tmp_path / "keys"), index_delay=3600)
+    store = await engine.tenant("alpha")
+    await trail.record(store, event(200))
+    altered = await trail.record(store, event(200))
+    with sqlite3.connect(tmp_path / "var" / "tenants" / "alpha.auditlog") as conn:
+        content = conn.execute("SELECT content FROM audit_staged WHERE resource_id = ?", (altered,)).fetchone()[0]
+        conn.execute("UPDATE audit_staged SET content = ? WHERE resource_id = ?",
+                     (content[:-1] + bytes([content[-1] ^ 1]), altered))  # fmt: skip
+    assert await trail.flush(store) == 2  # both stored and chained; the altered one has no index rows
+    assert await found(store, outcome="0") != [] and altered not in await found(store, outcome="0")
+    report = await trail.verify(store)
+    assert not report.ok and report.broken_at == 2 and "altered" in report.reason
 
 
 async def test_an_event_altered_before_it_was_indexed_is_skipped_and_reported(engine: Engine, tmp_path: Path) -> None:
     trail = AuditTrail(load_signer(tmp_path / "keys"), index_delay=3600)
     store = await engine.tenant("alpha")
-    await trail.record(store, event(200))
-    altered = await trail.record(store, event(200))
+    ids = []
+    for _ in range(2):  # recorded inside a caller's transaction: chained at once, indexed later
+        async with store.transaction() as tx:
+            ids.append(await trail.record_in(store, tx, event(200)))
+    altered = ids[1]
     with sqlite3.connect(tmp_path / "var" / "tenants" / "alpha.sqlite") as conn:
         content = conn.execute("SELECT content FROM history WHERE id = ?", (altered,)).fetchone()[0]
         conn.execute("UPDATE history SET content = ? WHERE id = ?", (content[:-1] + bytes([content[-1] ^ 1]), altered))

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
 
 from fhir_server.search.extract import index_resource
 from fhir_server.search.request import parse_search
-from fhir_server.storage.port import Engine, HistoryQuery, ResourceKey, ResourceVersion, TenantUnknownError
+from fhir_server.storage.port import AuditEntry, Engine, HistoryQuery, ResourceKey, ResourceVersion, TenantUnknownError
 from fhir_server.storage.query import SearchQuery
 
 pytestmark = pytest.mark.anyio
@@ -282,30 +284,54 @@ async def test_records_with_indexed_fields(engine: Engine) -> None:
     assert await beta.find_records(RecordQuery("study")) == []
 
 
-async def test_audit_events_are_stored_at_once_and_indexed_later(engine: Engine) -> None:
-    import hashlib
-
-    from fhir_server.storage.port import AuditEntry
-
-    store = await engine.tenant("alpha")
+def _audit_event(n: int) -> tuple[dict[str, Any], AuditEntry]:
     instant = "2026-01-01T00:00:00.000+00:00"
-    events = []
-    for n in range(3):
-        meta = {"versionId": "1", "lastUpdated": instant}
-        body = {"resourceType": "AuditEvent", "id": f"ae{n}", "meta": meta, "type": {"code": "rest"},
-                "recorded": instant, "outcome": str(n * 4), "agent": [], "source": {}}  # fmt: skip
-        content = orjson.dumps(body)
-        events.append(body)
-        await store.append_audit(AuditEntry(0, f"ae{n}", instant, content, hashlib.sha256(content).hexdigest()))
-    stored = await store.read("AuditEvent", "ae1")  # readable as soon as it is acknowledged
+    meta = {"versionId": "1", "lastUpdated": instant}
+    body = {"resourceType": "AuditEvent", "id": f"ae{n}", "meta": meta, "type": {"code": "rest"}, "recorded": instant,
+            "outcome": str(n * 4), "agent": [], "source": {}}  # fmt: skip
+    content = orjson.dumps(body)
+    return body, AuditEntry(0, f"ae{n}", instant, content, hashlib.sha256(content).hexdigest())
+
+
+async def test_audit_events_are_staged_then_loaded_chained_and_indexed(engine: Engine) -> None:
+    store = await engine.tenant("alpha")
+    events = [_audit_event(n) for n in range(3)]
+    for _, entry in events:
+        await store.append_audit(entry)
+    assert await store.read("AuditEvent", "ae1") is None  # staged: not in the store yet
+    assert await store.audit_links(0, 10) == []
+    staged = await store.staged_audit(0, 10)
+    assert [(e.resource_id, orjson.loads(e.content or b"{}")["id"]) for e in staged] == [
+        ("ae0", "ae0"), ("ae1", "ae1"), ("ae2", "ae2")]  # fmt: skip
+    assert [e.seq for e in await store.staged_audit(staged[0].seq, 10)] == [e.seq for e in staged[1:]]
+    items = [(e.seq, index_resource(events[n][0])) for n, e in enumerate(staged[:2])]
+    assert await store.load_audit(items) == 2
+    assert await store.load_audit(items) == 0  # loaded once, whoever asks again
+    stored = await store.read("AuditEvent", "ae1")
+    assert stored is not None and orjson.loads(stored.content or b"{}")["outcome"] == "4"
+    assert [link.resource_id for link in await store.audit_links(0, 10)] == ["ae0", "ae1"]
+    assert [k.id for k in (await store.search(query(("AuditEvent",), outcome="4"))).keys] == ["ae1"]
+    assert [e.resource_id for e in await store.staged_audit(0, 10)] == ["ae2"]
+    assert await store.load_audit([(staged[2].seq, None)]) == 1  # unreadable: stored and chained, not indexed
+    assert [link.resource_id for link in await store.audit_links(0, 10)] == ["ae0", "ae1", "ae2"]
+    assert (await store.search(query(("AuditEvent",), outcome="8"))).keys == []
+    assert await (await engine.tenant("beta")).staged_audit(0, 10) == []
+
+
+async def test_audit_events_written_in_a_transaction_are_chained_at_once_and_indexed_later(engine: Engine) -> None:
+    store = await engine.tenant("alpha")
+    events = [_audit_event(n) for n in range(3)]
+    async with store.transaction() as tx:
+        for _, entry in events:
+            await tx.append_audit(entry)
+    stored = await store.read("AuditEvent", "ae1")
     assert stored is not None and orjson.loads(stored.content or b"{}")["outcome"] == "4"
     assert [link.resource_id for link in await store.audit_links(0, 10)] == ["ae0", "ae1", "ae2"]
     assert (await store.search(query(("AuditEvent",), outcome="4"))).keys == []  # not indexed yet
     pending = await store.pending_audit(0, 10)
-    assert [(e.resource_id, orjson.loads(e.content or b"{}")["id"]) for e in pending] == [
-        ("ae0", "ae0"), ("ae1", "ae1"), ("ae2", "ae2")]  # fmt: skip
+    assert [e.resource_id for e in pending] == ["ae0", "ae1", "ae2"]
     assert [e.seq for e in await store.pending_audit(pending[0].seq, 10)] == [p.seq for p in pending[1:]]
-    items = [(e.seq, index_resource(events[n])) for n, e in enumerate(pending[:2])]
+    items = [(e.seq, index_resource(events[n][0])) for n, e in enumerate(pending[:2])]
     assert await store.index_audit(items) == 2
     assert await store.index_audit(items) == 0  # indexed once, whoever asks again
     assert [k.id for k in (await store.search(query(("AuditEvent",), outcome="4"))).keys] == ["ae1"]

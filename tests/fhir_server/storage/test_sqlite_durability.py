@@ -17,7 +17,8 @@ FULL = 2
 
 
 async def test_audit_index_commits_leave_the_connection_durable(tmp_path: Path) -> None:
-    """Index rows commit without an fsync; every later commit on the connection is fsynced again."""
+    """Index rows, and the removal of loaded events from the staging log, commit without an fsync;
+    every later commit on either connection is fsynced again."""
     engine = SqliteEngine(tmp_path / "var")
     await engine.open()
     await engine.create_tenant("alpha")
@@ -27,10 +28,16 @@ async def test_audit_index_commits_leave_the_connection_durable(tmp_path: Path) 
                 "recorded": "2026-01-01T00:00:00Z", "agent": [], "source": {}}  # fmt: skip
         content = orjson.dumps(body)
         digest = hashlib.sha256(content).hexdigest()
-        await store.append_audit(AuditEntry(0, "ae0", "2026-01-01T00:00:00Z", content, digest))
+        async with store.transaction() as tx:
+            await tx.append_audit(AuditEntry(0, "ae0", "2026-01-01T00:00:00Z", content, digest))
         pending = await store.pending_audit(0, 10)
         assert await store.index_audit([(pending[0].seq, index_resource(body))]) == 1
-        assert store._writer.execute("PRAGMA synchronous").fetchone()[0] == FULL
+        await store.append_audit(AuditEntry(0, "ae1", "2026-01-01T00:00:00Z", content, digest))
+        staged = await store.staged_audit(0, 10)
+        assert await store.load_audit([(staged[0].seq, None)]) == 1
+        assert await store.staged_audit(0, 10) == []
+        assert store._main.conn.execute("PRAGMA synchronous").fetchone()[0] == FULL
+        assert store._staging.conn.execute("PRAGMA synchronous").fetchone()[0] == FULL
         for reader in store._readers._queue:  # type: ignore[attr-defined]
             assert reader.execute("PRAGMA synchronous").fetchone()[0] == FULL
     finally:
