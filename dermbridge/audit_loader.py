@@ -37,7 +37,7 @@ async def run() -> None:
     warm_up(("AuditEvent",))  # its search parameters compiled before the first events wait on them
     engine = open_engine(settings)
     await engine.open()
-    trail = AuditTrail(load_signer(settings.data_dir / "keys"), settings.audit_checkpoint_every, index_batch=LOAD_BATCH)
+    trail = AuditTrail(load_signer(settings.data_dir / "keys"), settings.audit_checkpoint_every, load_batch=LOAD_BATCH)
 
     async def staged_in(tenant: str) -> None:
         trail.load_soon(await engine.tenant(tenant))

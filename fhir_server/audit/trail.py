@@ -40,7 +40,7 @@ _Source = Callable[[int, int], Awaitable[list[AuditEntry]]]
 _Sink = Callable[[Sequence[tuple[int, IndexEntries | None]]], Awaitable[int]]
 GENESIS = "0" * 64
 PAGE = 1000
-INDEX_BATCH = 64  # events indexed per transaction: bounds how long the loop is busy at a time
+LOAD_BATCH = 64  # events loaded per transaction: bounds how long the loop is busy at a time
 
 
 def checkpoint_message(tenant: str, seq: int, chain: str) -> bytes:
@@ -67,17 +67,17 @@ def reads_audit_events(path: list[str], params: list[tuple[str, str]]) -> bool:
 
 class AuditTrail:
     def __init__(
-        self, signer: AuditSigner, checkpoint_every: int = 256, index_delay: float = 1.0, index_batch: int = INDEX_BATCH
+        self, signer: AuditSigner, checkpoint_every: int = 256, load_delay: float = 1.0, load_batch: int = LOAD_BATCH
     ) -> None:
         self.signer = signer
-        self.index_batch = index_batch
+        self.load_batch = load_batch
         self.checkpoint_every = checkpoint_every
-        self.index_delay = index_delay
+        self.load_delay = load_delay
         self._since_checkpoint: dict[str, int] = {}
         self._head_seq: dict[str, int] = {}  # the last chain link a checkpoint has seen, per tenant
         self._recorded: dict[str, int] = {}  # events logged by this process, per tenant
         self._stores: dict[str, TenantStore] = {}
-        self._indexers: dict[str, asyncio.Task[None]] = {}
+        self._loaders: dict[str, asyncio.Task[None]] = {}
         self._flushing: dict[str, asyncio.Lock] = {}
         self._unreadable: set[tuple[str, str]] = set()
         self.loader: LoaderProcess | None = None  # the audit loader process, when there is one
@@ -117,22 +117,22 @@ class AuditTrail:
             self.load_soon(store)
 
     def load_soon(self, store: TenantStore) -> None:
-        """Flush ``store`` about ``index_delay`` from now, and again while events keep coming."""
+        """Flush ``store`` about ``load_delay`` from now, and again while events keep coming."""
         self._stores[store.name] = store
         self._recorded[store.name] = self._recorded.get(store.name, 0) + 1
-        self._index_soon(store)
+        self._load_soon(store)
 
-    def _index_soon(self, store: TenantStore) -> None:
-        task = self._indexers.get(store.name)
+    def _load_soon(self, store: TenantStore) -> None:
+        task = self._loaders.get(store.name)
         if task is None or task.done():
-            self._indexers[store.name] = asyncio.get_running_loop().create_task(self._indexer(store))
+            self._loaders[store.name] = asyncio.get_running_loop().create_task(self._loader(store))
 
-    async def _indexer(self, store: TenantStore) -> None:
+    async def _loader(self, store: TenantStore) -> None:
         while True:
-            await asyncio.sleep(self.index_delay)
+            await asyncio.sleep(self.load_delay)
             mark = self._recorded[store.name]
             try:
-                await asyncio.shield(self.flush(store))  # a cancelled indexer never stops mid-transaction
+                await asyncio.shield(self.flush(store))  # a cancelled loader never stops mid-transaction
             except Exception:  # stored and durable: the next run or flush indexes them
                 log.exception("tenant %s: indexing logged AuditEvents failed", store.name)
             if self._recorded[store.name] == mark:
@@ -156,7 +156,7 @@ class AuditTrail:
 
     async def _drain(self, store: TenantStore, source: _Source, sink: _Sink) -> int:
         done, after = 0, 0
-        while entries := await source(after, self.index_batch):
+        while entries := await source(after, self.load_batch):
             after = entries[-1].seq
             items = []
             for entry in entries:
@@ -180,11 +180,11 @@ class AuditTrail:
 
     async def close(self) -> None:
         """Index everything this process recorded (at shutdown)."""
-        tasks = list(self._indexers.values())
+        tasks = list(self._loaders.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._indexers.clear()
+        self._loaders.clear()
         for store in self._stores.values():
             await self.flush(store)
 

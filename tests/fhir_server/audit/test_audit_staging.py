@@ -48,11 +48,11 @@ async def found(store: TenantStore, **params: str) -> list[str]:
 
 
 async def test_recorded_events_are_staged_then_loaded_by_the_background_loader(engine: Engine, tmp_path: Path) -> None:
-    trail = AuditTrail(load_signer(tmp_path / "keys"), index_delay=0.05)
+    trail = AuditTrail(load_signer(tmp_path / "keys"), load_delay=0.05)
     store = await engine.tenant("alpha")
     ids = [await trail.record(store, event(status)) for status in (200, 404, 200)]
     assert [entry.resource_id for entry in await store.staged_audit(0, 10)] == ids
-    for _ in range(100):  # the loader runs about index_delay after the last event
+    for _ in range(100):  # the loader runs about load_delay after the last event
         if not await store.staged_audit(0, 10):
             break
         await asyncio.sleep(0.02)
@@ -65,11 +65,11 @@ async def test_recorded_events_are_staged_then_loaded_by_the_background_loader(e
 
 
 async def test_staged_events_survive_a_restart_and_are_loaded_once(engine: Engine, tmp_path: Path) -> None:
-    trail = AuditTrail(load_signer(tmp_path / "keys"), index_delay=3600)
+    trail = AuditTrail(load_signer(tmp_path / "keys"), load_delay=3600)
     store = await engine.tenant("alpha")
     first = await trail.record(store, event(200))
     staged = (await store.staged_audit(0, 10))[0]
-    await store.append_audit(staged)  # staged twice (the writer process died before acknowledging)
+    await store.append_audit(staged)  # the same event staged twice: loaded once
     await engine.close()  # no flush: what was acknowledged is on disk, in the staging log
 
     reopened = EncryptingEngine(SqliteEngine(tmp_path / "var"), load_master_keys(tmp_path / "keys"))
@@ -88,7 +88,7 @@ async def test_staged_events_survive_a_restart_and_are_loaded_once(engine: Engin
 async def test_events_loaded_before_a_crash_left_them_staged_are_not_loaded_twice(
     engine: Engine, tmp_path: Path
 ) -> None:
-    trail = AuditTrail(load_signer(tmp_path / "keys"), index_delay=3600)
+    trail = AuditTrail(load_signer(tmp_path / "keys"), load_delay=3600)
     store = await engine.tenant("alpha")
     ids = [await trail.record(store, event(200)) for _ in range(3)]
     with sqlite3.connect(tmp_path / "var" / "tenants" / "alpha.auditlog") as conn:
@@ -108,7 +108,7 @@ async def test_events_loaded_before_a_crash_left_them_staged_are_not_loaded_twic
 
 
 async def test_an_event_altered_while_staged_is_loaded_unindexed_and_reported(engine: Engine, tmp_path: Path) -> None:
-    trail = AuditTrail(load_signer(tmp_path / "keys"), index_delay=3600)
+    trail = AuditTrail(load_signer(tmp_path / "keys"), load_delay=3600)
     store = await engine.tenant("alpha")
     await trail.record(store, event(200))
     altered = await trail.record(store, event(200))
@@ -123,7 +123,7 @@ async def test_an_event_altered_while_staged_is_loaded_unindexed_and_reported(en
 
 
 async def test_an_event_altered_before_it_was_indexed_is_skipped_and_reported(engine: Engine, tmp_path: Path) -> None:
-    trail = AuditTrail(load_signer(tmp_path / "keys"), index_delay=3600)
+    trail = AuditTrail(load_signer(tmp_path / "keys"), load_delay=3600)
     store = await engine.tenant("alpha")
     ids = []
     for _ in range(2):  # recorded inside a caller's transaction: chained at once, indexed later
