@@ -19,7 +19,7 @@ import contextlib
 import logging
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -130,7 +130,7 @@ class LoaderProcess:
             await asyncio.gather(self._watch, return_exceptions=True)
 
 
-async def serve(reader: asyncio.StreamReader, on_tenant: Callable[[str], Any]) -> None:
+async def serve(reader: asyncio.StreamReader, on_tenant: Callable[[str], Awaitable[None]]) -> None:
     """The loader's end: pass each notice's tenant to ``on_tenant`` until the stream ends."""
     while (message := await read_frame(reader)) is not None:
         tenant = message.get("tenant") if isinstance(message, dict) else None

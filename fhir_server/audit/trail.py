@@ -4,11 +4,11 @@ Every AuditEvent's stored JSON is hashed into the tenant's chain. The events the
 itself (one per interaction) take the short way: ``record`` appends the finished event to the
 tenant's staging log, durably; that is all the request waits for. A background loader (the
 loader process, ``remote``, or else this process) moves the staged events into the tenant's
-store about a second later, stored, chained and indexed in large
-transactions, and any request that can read AuditEvents flushes it first, so no read or search
-sees the trail lag behind. Events a client POSTs are indexed and chained in the transaction that
-stores them (``Repository``); events recorded inside a caller's transaction (``record_in``) are
-chained with it and indexed by the next flush.
+store about a second later, stored, chained and indexed in large transactions, and any request
+that can read AuditEvents flushes it first, so no read or search sees the trail lag behind.
+Events a client POSTs are indexed and chained in the transaction that stores them
+(``Repository``); events recorded inside a caller's transaction (``record_in``) are chained with
+it and indexed by the next flush.
 
 When a flush has loaded or indexed ``checkpoint_every`` events since the last checkpoint, it
 signs the chain's head (tenant, seq, chain hash) with the server key.
@@ -120,9 +120,6 @@ class AuditTrail:
         """Flush ``store`` about ``load_delay`` from now, and again while events keep coming."""
         self._stores[store.name] = store
         self._recorded[store.name] = self._recorded.get(store.name, 0) + 1
-        self._load_soon(store)
-
-    def _load_soon(self, store: TenantStore) -> None:
         task = self._loaders.get(store.name)
         if task is None or task.done():
             self._loaders[store.name] = asyncio.get_running_loop().create_task(self._loader(store))
@@ -133,8 +130,8 @@ class AuditTrail:
             mark = self._recorded[store.name]
             try:
                 await asyncio.shield(self.flush(store))  # a cancelled loader never stops mid-transaction
-            except Exception:  # stored and durable: the next run or flush indexes them
-                log.exception("tenant %s: indexing logged AuditEvents failed", store.name)
+            except Exception:  # staged and durable: the next run or flush loads them
+                log.exception("tenant %s: loading staged AuditEvents failed", store.name)
             if self._recorded[store.name] == mark:
                 return
 

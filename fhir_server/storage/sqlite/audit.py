@@ -115,11 +115,18 @@ def loaded_through(conn: sqlite3.Connection) -> int:
 
 
 def continue_after(conn: sqlite3.Connection, seq: int) -> None:
-    """Staging seqs start after ``seq`` (a staging log made anew beside a database that loaded some)."""
-    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit_staged'").fetchone()
-    if row is None or row[0] < seq:
-        conn.execute("DELETE FROM sqlite_sequence WHERE name = 'audit_staged'")
-        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('audit_staged', ?)", (seq,))
+    """Staging seqs start after ``seq`` (a staging log made anew beside a database that loaded some:
+    its events would otherwise be taken for loaded ones). In one transaction: every process opens it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit_staged'").fetchone()
+        if row is None or row[0] < seq:
+            conn.execute("DELETE FROM sqlite_sequence WHERE name = 'audit_staged'")
+            conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('audit_staged', ?)", (seq,))
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def unstage(conn: sqlite3.Connection, through: int) -> None:

@@ -107,6 +107,26 @@ async def test_events_loaded_before_a_crash_left_them_staged_are_not_loaded_twic
     assert [link.resource_id for link in await store.audit_links(0, 10)] == [*ids, fourth]
 
 
+async def test_a_staging_log_made_anew_continues_after_the_events_loaded(engine: Engine, tmp_path: Path) -> None:
+    trail = AuditTrail(load_signer(tmp_path / "keys"), load_delay=3600)
+    store = await engine.tenant("alpha")
+    ids = [await trail.record(store, event(200)) for _ in range(3)]
+    await trail.flush(store)
+    await engine.close()
+    for path in (tmp_path / "var" / "tenants").glob("alpha.auditlog*"):
+        path.unlink()  # lost, or removed by hand: its seqs would start at 1 again
+    reopened = EncryptingEngine(SqliteEngine(tmp_path / "var"), load_master_keys(tmp_path / "keys"))
+    await reopened.open()
+    try:
+        store = await reopened.tenant("alpha")
+        fourth = await trail.record(store, event(200))
+        assert (await store.staged_audit(0, 10))[0].seq > 3
+        assert await trail.flush(store) == 1
+        assert [link.resource_id for link in await store.audit_links(0, 10)] == [*ids, fourth]
+    finally:
+        await reopened.close()
+
+
 async def test_an_event_altered_while_staged_is_loaded_unindexed_and_reported(engine: Engine, tmp_path: Path) -> None:
     trail = AuditTrail(load_signer(tmp_path / "keys"), load_delay=3600)
     store = await engine.tenant("alpha")
