@@ -21,7 +21,6 @@ from fhir_server.audit.signing import load_signer
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.search.extract import warm_up
 
-log = logging.getLogger("dermbridge.audit_loader")
 LOAD_BATCH = 256  # events per load transaction: the API's own writes wait at most this long for the lock
 
 

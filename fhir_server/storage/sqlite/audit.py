@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from fhir_server.storage.port import AuditCheckpoint, AuditEntry, AuditLink, IndexEntries, ResourceVersion
 from fhir_server.storage.sqlite import ops
+from fhir_server.storage.sqlite.writer import in_transaction
 
 GENESIS = "0" * 64
 
@@ -54,21 +55,22 @@ def stage(conn: sqlite3.Connection, entries: list[AuditEntry]) -> list[BaseExcep
     One multi-row INSERT is its own transaction: the thread takes the GIL once for the whole
     group, not once per statement, while the loop thread is busy with requests."""
     rows = [(e.resource_id, e.last_updated, e.content, e.content_hash) for e in entries]
-    chunks = [rows[i : i + STAGE_CHUNK] for i in range(0, len(rows), STAGE_CHUNK)]
-    if len(chunks) > 1:
-        conn.execute("BEGIN IMMEDIATE")
-    try:
-        for chunk in chunks:
-            values = ",".join(["(?,?,?,?)"] * len(chunk))
-            conn.execute(f"INSERT INTO audit_staged (resource_id, last_updated, content, content_hash) VALUES {values}",
-                         [value for row in chunk for value in row])  # fmt: skip
-        if len(chunks) > 1:
-            conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+    if len(rows) <= STAGE_CHUNK:
+        _insert_staged(conn, rows)
+    else:
+        in_transaction(conn, _insert_chunks, rows)
     return [None] * len(entries)
+
+
+def _insert_chunks(conn: sqlite3.Connection, rows: Sequence[Sequence[object]]) -> None:
+    for start in range(0, len(rows), STAGE_CHUNK):
+        _insert_staged(conn, rows[start : start + STAGE_CHUNK])
+
+
+def _insert_staged(conn: sqlite3.Connection, rows: Sequence[Sequence[object]]) -> None:
+    values = ",".join(["(?,?,?,?)"] * len(rows))
+    conn.execute(f"INSERT INTO audit_staged (resource_id, last_updated, content, content_hash) VALUES {values}",
+                 [value for row in rows for value in row])  # fmt: skip
 
 
 _STAGED = "SELECT seq, resource_id, last_updated, content, content_hash FROM audit_staged"
@@ -116,17 +118,12 @@ def loaded_through(conn: sqlite3.Connection) -> int:
 
 def continue_after(conn: sqlite3.Connection, seq: int) -> None:
     """Staging seqs start after ``seq`` (a staging log made anew beside a database that loaded some:
-    its events would otherwise be taken for loaded ones). In one transaction: every process opens it."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit_staged'").fetchone()
-        if row is None or row[0] < seq:
-            conn.execute("DELETE FROM sqlite_sequence WHERE name = 'audit_staged'")
-            conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('audit_staged', ?)", (seq,))
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    its events would otherwise be taken for loaded ones). Every process opening the log runs it,
+    so in a transaction (``in_transaction``)."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit_staged'").fetchone()
+    if row is None or row[0] < seq:
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = 'audit_staged'")
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('audit_staged', ?)", (seq,))
 
 
 def unstage(conn: sqlite3.Connection, through: int) -> None:

@@ -35,7 +35,7 @@ from fhir_server.storage.port import (
 from fhir_server.storage.query import RecordQuery, SearchQuery
 from fhir_server.storage.sqlite import audit, ops, records, schema
 from fhir_server.storage.sqlite.schema import connect, initialise, initialise_staging, staging_path
-from fhir_server.storage.sqlite.writer import SerialWriter, execute, in_transaction, undurable
+from fhir_server.storage.sqlite.writer import SerialWriter, Unit, execute, in_transaction, undurable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -153,11 +153,11 @@ class SqliteTenantStore:
         self.name = name
         self.path = path
         self._on_commit = on_commit
-        self._main = SerialWriter(path, f"sqlite-w-{name}", self.count_writes)
+        self._main = SerialWriter(path, f"sqlite-w-{name}", self._count_group)
         initialise(self._main.conn)
         self._staging = SerialWriter(staging_path(path), f"sqlite-s-{name}", batch=audit.stage)
         initialise_staging(self._staging.conn)
-        audit.continue_after(self._staging.conn, audit.loaded_through(self._main.conn))
+        in_transaction(self._staging.conn, audit.continue_after, audit.loaded_through(self._main.conn))
         self._writes_since_analyze = 0
         self._analyzer: asyncio.Future[None] | None = None
         self._read_threads = ThreadPoolExecutor(readers, thread_name_prefix=f"sqlite-r-{name}")
@@ -213,6 +213,9 @@ class SqliteTenantStore:
             tx.release()
         if tx.events:
             self._on_commit(self.name)
+
+    def _count_group(self, units: list[Unit]) -> None:
+        self.count_writes(sum(len(unit) for unit in units))
 
     def count_writes(self, n: int) -> None:
         """Refresh the planner's statistics as the database grows (bounded ANALYZE on the writer)."""

@@ -24,9 +24,10 @@ Batch = Callable[[sqlite3.Connection, list[Any]], list[BaseException | None]]
 
 
 class SerialWriter:
-    """``batch`` runs a group commit's items in one transaction, an outcome per item (``run_group``)."""
+    """``batch`` runs a group commit's items in one transaction, an outcome per item (``run_group``);
+    ``on_group`` is told of each committed group's items."""
 
-    def __init__(self, path: Path, thread_name: str, on_group: Callable[[int], None] | None = None,
+    def __init__(self, path: Path, thread_name: str, on_group: Callable[[list[Any]], None] | None = None,
                  batch: Batch | None = None) -> None:  # fmt: skip
         self.conn = connect(str(path))
         self._batch: Batch = batch or run_group
@@ -66,7 +67,7 @@ class SerialWriter:
                         future.set_exception(exc)
                 return
         if self._on_group is not None:
-            self._on_group(len(group))
+            self._on_group([unit for unit, _ in group])
         for (_, future), error in zip(group, outcomes, strict=True):
             if future.done():
                 continue

@@ -11,6 +11,8 @@ import pytest
 from fhir_server.search.extract import index_resource
 from fhir_server.storage.port import AuditEntry
 from fhir_server.storage.sqlite import SqliteEngine
+from fhir_server.storage.sqlite.audit import STAGE_CHUNK, stage
+from fhir_server.storage.sqlite.schema import connect, initialise_staging
 
 pytestmark = pytest.mark.anyio
 FULL = 2
@@ -42,3 +44,18 @@ async def test_audit_index_commits_leave_the_connection_durable(tmp_path: Path) 
             assert reader.execute("PRAGMA synchronous").fetchone()[0] == FULL
     finally:
         await engine.close()
+
+
+def test_a_group_larger_than_one_insert_is_staged_in_one_transaction(tmp_path: Path) -> None:
+    """More events than one INSERT takes: several statements, committed together."""
+    conn = connect(str(tmp_path / "alpha.auditlog"))
+    initialise_staging(conn)
+    try:
+        entries = [AuditEntry(0, f"ae{n}", "2026-01-01T00:00:00Z", b"{}", "00") for n in range(STAGE_CHUNK + 5)]
+        assert stage(conn, entries) == [None] * len(entries)
+        assert not conn.in_transaction
+        rows = conn.execute("SELECT seq, resource_id FROM audit_staged ORDER BY seq").fetchall()
+        assert [row[1] for row in rows] == [e.resource_id for e in entries]
+        assert [row[0] for row in rows] == list(range(1, len(entries) + 1))
+    finally:
+        conn.close()
