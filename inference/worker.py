@@ -104,7 +104,7 @@ class InferenceWorker(OutboxLoop):
 
     async def _round(self, store: TenantStore, events: list[OutboxEvent]) -> int:
         """One batch of image events: prepared one by one, one forward pass, results one by one."""
-        repo = Repository(store)
+        repo = Repository.system(store, reason="inference worker")
         jobs: list[Job] = []
         done: list[int] = []
         for event in events:
