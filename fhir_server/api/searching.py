@@ -45,7 +45,8 @@ async def search_compartment(repo: Repository, request: FhirRequest, args: PathA
     """compartmentdefinition.html: ``Patient/[id]/[type]`` searches the type within the compartment."""
     patient_id, resource_type = args["id"], args["type"]
     check_type(resource_type)
-    await repo.read("Patient", patient_id)
+    if repo.may("Patient", "r"):  # 404 for an unknown patient; without Patient scope, just no matches
+        await repo.read("Patient", patient_id)
     clause = compartment_clause(resource_type, patient_id)
     if clause is None:
         raise bad_request(f"{resource_type} is not in the Patient compartment")
