@@ -34,7 +34,7 @@ from fhir_server.errors import (
     not_found,
     precondition_failed,
 )
-from fhir_server.search.extract import index_resource
+from fhir_server.search.extract import index_resource, parse_local_reference
 from fhir_server.search.request import SearchRequest, parse_search
 from fhir_server.security.policy import AccessPolicy, Decision
 from fhir_server.security.scopes import Permission
@@ -258,7 +258,8 @@ class Repository:
 
     async def _owned(self, decision: Decision, version: ResourceVersion | None) -> bool:
         """Whether a patient-bounded caller may know of ``version``: the patient owns its content, or,
-        for a deletion, the content it deleted."""
+        for a deletion, the content it deleted; a Binary is owned as its ``securityContext`` is
+        (binary.html#security)."""
         if decision == "all":
             return True
         if version is None:
@@ -266,7 +267,22 @@ class Repository:
         content = version
         if version.deleted and version.version > 1:
             content = await self.store.vread(version.resource_type, version.id, version.version - 1) or version
-        return content.content is not None and self.policy.owns(load(content))
+        if content.content is None:
+            return False
+        resource: dict[str, Any] | None = load(content)
+        if version.resource_type == "Binary":
+            resource = await self._security_context(resource or {})
+        return resource is not None and self.policy.owns(resource)
+
+    async def _security_context(self, binary: dict[str, Any]) -> dict[str, Any] | None:
+        """The live resource a Binary's ``securityContext`` names (not another Binary), if any."""
+        context = binary.get("securityContext")
+        reference = context.get("reference") if isinstance(context, dict) else None
+        target = parse_local_reference(reference) if isinstance(reference, str) else None
+        if target is None or target[0] == "Binary":
+            return None
+        version = await self._reader.read(*target)
+        return None if version is None or version.deleted else load(version)
 
     # -- writes -------------------------------------------------------------------------------
     async def create(

@@ -1,5 +1,5 @@
-"""Issue 19, "Access control (SMART scopes)", items 1-5: each hole as it was found, now closed; and the
-repository's refusal to run without a named access policy."""
+"""Issue 19, "Access control (SMART scopes)", items 1-5: each hole as it was found, now closed; a Binary
+read as its securityContext; and the repository's refusal to run without a named access policy."""
 
 from __future__ import annotations
 
@@ -130,6 +130,18 @@ def test_5_chained_search_needs_search_scope_on_every_type_it_crosses(clinic: Cl
     assert [e["resource"]["id"] for e in found.json()["entry"]] == [c.ids["bob-obs"]]
     patient_chain = {"subject:Patient.birthdate": "1981-11-23"}  # a patient/ token's hop sees its own patient only
     assert c.client.get(f"{BASE}/Observation", params=patient_chain, headers=c.alice).json().get("entry", []) == []
+
+
+def test_a_binary_is_read_under_a_patient_scope_as_its_security_context(clinic: Clinic) -> None:
+    c = clinic
+    ids = {}
+    for name in ("alice", "bob"):
+        binary = {"resourceType": "Binary", "contentType": "text/plain", "data": "aGk=",
+                  "securityContext": {"reference": f"Observation/{c.ids[name + '-obs']}"}}  # fmt: skip
+        ids[name] = c.client.post(f"{BASE}/Binary", json=binary).json()["id"]
+    scoped = c.provider.headers("patient/Binary.r", c.ids["alice"])
+    assert c.client.get(f"{BASE}/Binary/{ids['alice']}", headers=scoped).status_code == 200
+    assert c.client.get(f"{BASE}/Binary/{ids['bob']}", headers=scoped).status_code == 404
 
 
 def test_a_repository_is_made_for_a_policy_or_as_the_named_system_context(tmp_path: Path) -> None:
