@@ -75,8 +75,8 @@ class Lockout:
         if strikes is None:
             self._make_room(now)
             strikes = self._strikes[key] = _Strikes()
-        elif strikes.locked_until <= now and now - strikes.last > self.ceiling:
-            strikes.lockouts = 0  # quiet for longer than the longest lock: start again from base
+        elif now - max(strikes.last, strikes.locked_until) > self.ceiling:
+            strikes.lockouts = 0  # quiet for longer than the longest lock since: start again from base
         strikes.last = now
         strikes.failures.append(now)
         while strikes.failures and strikes.failures[0] < now - self.window:
