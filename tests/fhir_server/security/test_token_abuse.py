@@ -115,15 +115,15 @@ def test_unknown_and_known_client_ids_cost_the_same(anonymous: FhirTestClient, m
 
     monkeypatch.setattr(hashlib, "scrypt", counted_scrypt)
     cpu: dict[str, list[float]] = {"known": [], "unknown": []}
-    for _ in range(8):  # fewer than the 10 failures that lock a pair out
+    for _ in range(4):  # fewer failures than lock anything out (on any version of the lockout)
         for kind, client_id in (("known", known.client_id), ("unknown", "default.0123456789abcdef")):
             before = time.process_time()
             assert anonymous.post("/auth/token", data=secret_form(client_id, "guess")).status_code == 401
             cpu[kind].append(time.process_time() - before)
-    assert len(derivations) == 16
+    assert len(derivations) == 8
     for client_id in (keys_only.client_id, disabled.client_id, "nowhere.0123456789abcdef"):
         assert anonymous.post("/auth/token", data=secret_form(client_id, "guess")).status_code == 401
-    assert len(derivations) == 19
+    assert len(derivations) == 11
     assert all(d == {"salt": d["salt"], "n": 2**14, "r": 8, "p": 1, "dklen": 32} for d in derivations)
     ratio = statistics.median(cpu["known"]) / statistics.median(cpu["unknown"])
     assert 1 / 3 < ratio < 3, cpu
