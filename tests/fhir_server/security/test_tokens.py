@@ -57,7 +57,12 @@ def test_discovery_documents(anonymous: FhirTestClient) -> None:
     assert smart["token_endpoint"].endswith("/auth/token")
     assert "private_key_jwt" in smart["token_endpoint_auth_methods_supported"]
     assert "permission-v2" in smart["capabilities"]
+    # tenant names are not secret (README "Tenants"): the public discovery documents answer 404 for an
+    # unknown tenant, while any other URL answers 401 without a token, before the tenant is looked up
     assert anonymous.get("/fhir/nowhere/.well-known/smart-configuration").status_code == 404
+    assert anonymous.get("/fhir/nowhere/metadata").status_code == 404
+    assert anonymous.get(f"{BASE}/metadata").status_code == 200
+    assert anonymous.get("/fhir/nowhere/Patient").status_code == anonymous.get(f"{BASE}/Patient").status_code == 401
     keys = anonymous.get("/.well-known/jwks.json").json()["keys"]
     assert keys[0]["kty"] == "OKP" and keys[0]["crv"] == "Ed25519" and "d" not in keys[0]
 
