@@ -62,13 +62,13 @@ class AuthHttp:
         """Audit a refused token request, aggregated (:mod:`fhir_server.security.refusals`)."""
         if self.audit is None:
             return
+        await self.record_summaries()  # first: a refusal after its group's window opens a new one
         store = await self._store(tenant_of(client_id))
         group = self.refusals.refused(RefusalGroup(store.name, client_id, address, error.status), error.description)
         if group is not None:
-            event = token_event(client_id=group.client_id, status=error.status, address=group.address,
-                                reason=error.description)  # fmt: skip
+            reason = error.description
+            event = token_event(client_id=group.client_id, status=error.status, address=group.address, reason=reason)
             await self.audit.record(store, event)
-        await self.record_summaries()
 
     async def record_summaries(self, everything: bool = False) -> None:
         """Audit the refusals counted in the windows that have closed (all of them with ``everything``)."""
@@ -86,7 +86,10 @@ class AuthHttp:
             self._summaries.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._summaries
-        await self.record_summaries(everything=True)
+        try:
+            await self.record_summaries(everything=True)
+        except Exception:  # shutting down: the rest of the shutdown must still run
+            log.exception("could not audit the last token refusal summaries")
 
     async def _summarise(self) -> None:
         while True:
@@ -103,8 +106,9 @@ def summary_event(summary: RefusalSummary) -> dict[str, Any]:
     event = token_event(client_id=group.client_id, status=group.status, address=group.address, reason=None)
     event["period"] = {"start": summary.start, "end": summary.end}
     event["outcomeDesc"] = f"HTTP {group.status}: {summary.count} more refused token requests (last: {summary.reason})"
-    event["entity"] = [{"what": {"display": group.client_id}, "type": {"system": ENTITY_TYPE, "code": "2"},
-                        "detail": [{"type": "refused-requests", "valueString": str(summary.count)}]}]  # fmt: skip
+    count = {"type": "refused-requests", "valueString": str(summary.count)}
+    entity = {"what": {"display": group.client_id}, "type": {"system": ENTITY_TYPE, "code": "2"}, "detail": [count]}
+    event["entity"] = [entity]
     return event
 
 
