@@ -147,6 +147,7 @@ class InferenceWorker(OutboxLoop):
             media_id=str(payload["media"]),
             imaging_study_id=str(payload["imagingStudy"]),
             report_id=str(payload["report"]),
+            lesion_id=str(payload.get("lesion") or ""),
         )
         if self._already_done(await self._done_keys(repo, context)):
             return None
@@ -170,9 +171,10 @@ class InferenceWorker(OutboxLoop):
             return None
         if "PixelData" not in ds:
             return None
-        media = await repo.current("Media", context.media_id)
-        if media and media.get("bodySite"):
-            context = replace(context, body_site=media["bodySite"])
+        media = await repo.current("Media", context.media_id) or {}
+        consent_id = str(decision.consent.resource["id"]) if decision.consent is not None else None
+        context = replace(context, body_site=media.get("bodySite"), acquired=media.get("createdDateTime"),
+                          consent_id=consent_id)  # fmt: skip
         try:
             rgb = await asyncio.to_thread(rgb_pixels, ds)
         except UndecodableImage as exc:
@@ -199,7 +201,7 @@ class InferenceWorker(OutboxLoop):
         async with repo.store.transaction() as tx:
             bound = repo.within(tx)
             await write_results(bound, job.context, runner.model.card, prediction, features, pngs, self.server_version,
-                                self.devices)  # fmt: skip
+                                self.devices, runner.model.weights_sha256)  # fmt: skip
         await self._audit(repo, job.context, "0", f"analysed by {runner.model.card.key} in "
                           f"{(time.perf_counter() - started) * 1000:.0f} ms after the forward pass")  # fmt: skip
 
