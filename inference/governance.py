@@ -44,6 +44,9 @@ AI_KINDS = (("Deep-Learning-Models", "Deep Learning Models"),
             ("AI-for-Medical-Imaging-Data", "AI for Medical Imaging Data"),
             ("Medical-Image-Analysis", "Medical Image Analysis"))  # fmt: skip
 
+RENDERED = {"id", "version", "name", "intended_use", "input", "classes", "limitations", "performance", "training",
+            "clinical_use", "contraindications", "fitzpatrick_coverage", "risk_hierarchy",
+            "saliency_layer"}  # fmt: skip
 Committed = dict[tuple[str, str], Stored]  # (tenant, identifier) -> a resource known to be committed
 
 
@@ -76,7 +79,11 @@ def card_markdown(card: ModelCard, weights_sha256: str) -> str:
     spec = card.input
     lines += ["", "## Accepted inputs", "",
               f"- {spec.colour_space} images, resized to {spec.width} x {spec.height} pixels"]  # fmt: skip
-    lines += [f"- {key}: {value}" for key, value in sorted(card.extra.get("accepts", {}).items())]
+    lines += [
+        f"- {key}: {value}"
+        for key, value in sorted(card.to_dict().items())
+        if key not in RENDERED and value not in (None, "", {}, [], ())
+    ]  # e.g. the admission rules
     lines += ["", "## Output classes (SNOMED CT)", "", "| index | code | display | threshold | risk tier |",
               "|---|---|---|---|---|"]  # fmt: skip
     lines += [f"| {c.index} | {c.code} | {c.display} | {c.threshold} | {c.risk_tier} |" for c in card.classes]
