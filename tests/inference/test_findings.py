@@ -21,8 +21,9 @@ from pydicom.dataset import Dataset
 from inference.demo import DEMO_DIR
 from inference.loaders import weights_sha256
 from inference.results import AIAST
+from inference.worker import CONSUMER, TOPIC
 from tests.conftest import BASE, FhirTestClient, make_client
-from tests.inference.test_worker import DEADLINE, consenting_patient, lesion_instance, send, wait_for
+from tests.inference.test_worker import DEADLINE, consenting_patient, lesion_instance, send, wait_for, worker
 from tests.schema import assert_r4
 
 pytestmark = pytest.mark.interop
@@ -173,8 +174,13 @@ def test_device_model_card_and_provenance(node: FhirTestClient, tmp_path: Path) 
     assert entities == {"ImagingStudy": "derivation", "Media": "derivation", "DocumentReference": "derivation"}
     consent = search(node, "Consent", {"patient": f"Patient/{patient_id}"})[0]
     assert provenance["policy"] == [f"Consent/{consent['id']}"]
-    for resource in (device, card, provenance, diagnosis):
-        assert_r4(resource)
+    written = ("ImagingStudy", "Media", "BodyStructure", "Observation", "DiagnosticReport", "Device",
+               "DocumentReference", "Provenance")  # fmt: skip
+    for resource_type in written:  # everything the sync and the AI wrote, saliency Media included
+        found = search(node, resource_type, {})
+        assert found, resource_type
+        for resource in found:
+            assert_r4(resource)
 
 
 def swapped_weights(tmp_path: Path) -> Path:
@@ -232,3 +238,26 @@ def _code(value: str, meaning: str) -> Dataset:
     item = Dataset()
     item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "SCT", meaning
     return item
+
+
+def test_an_event_that_does_not_name_its_lesion_finds_it(node: FhirTestClient, tmp_path: Path) -> None:
+    """Events queued before lesions existed (or re-queued without the field) focus the same lesion."""
+    running = worker(node)
+    node.portal.call(running.stop)  # drive it by hand
+    patient_id = consenting_patient(node, "F-8")
+    send(node, tmp_path, image("F-8", BENIGN))
+    store = node.portal.call(node.app.state.engine.tenant, "default")  # type: ignore[attr-defined]
+
+    async def without_lesion() -> None:
+        events = [e for e in await store.claim_events(CONSUMER, 100, 60) if e.topic == TOPIC]
+        await store.ack_events(CONSUMER, [e.seq for e in events])
+        async with store.transaction() as tx:
+            for event in events:
+                await tx.append_event(event.topic, {k: v for k, v in event.payload.items() if k != "lesion"})
+
+    node.portal.call(without_lesion)
+    node.portal.call(running.drain)
+    lesions = search(node, "BodyStructure", {"patient": f"Patient/{patient_id}"})
+    assert len(lesions) == 1
+    risk = search(node, "Observation", {"subject": f"Patient/{patient_id}", "code": EVERY_CLASS})
+    assert len(risk) == 2 and {o["focus"][0]["reference"] for o in risk} == {f"BodyStructure/{lesions[0]['id']}"}
