@@ -78,7 +78,8 @@ def conclude(report: dict[str, Any], card: ModelCard, diagnoses: list[dict[str, 
         finding = "no lesion image has a class at or above the model's decision threshold"
     else:
         concept = top["valueCodeableConcept"]
-        where = top.get("bodySite", {}).get("text") or top["focus"][0]["reference"]
+        site = top.get("bodySite", {}).get("text")
+        where = f"{top['focus'][0]['reference']} ({site})" if site else top["focus"][0]["reference"]
         finding = (f"most concerning finding across {lesions} lesion(s): {concept['text']} "
                    f"(probability {component_value(top, 'probability'):.2f}) on {where}")  # fmt: skip
     if card.clinical_use:

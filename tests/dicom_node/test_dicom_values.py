@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
+import pytest
+from pydantic import ValidationError
 from pydicom.dataset import Dataset
 
+from dermbridge.settings import Settings
 from dicom_node.dicom_values import acquisition_datetime, fhir_date, human_name
-from dicom_node.lesions import lesion_body, lesion_identifier
+from dicom_node.lesions import ImagingConventions, lesion_body, lesion_identifier
 from tests.dicom_factories import dermoscopic
 
 
@@ -49,3 +52,14 @@ def test_a_lesion_is_patient_site_laterality_and_key() -> None:
     assert body["morphology"]["coding"][0]["code"] == "52988006"
     assert body["locationQualifier"] == [{"coding": [{"system": "http://snomed.info/sct", "code": "24028007",
                                                        "display": "Right"}], "text": "Right"}]  # fmt: skip
+
+
+def test_per_tenant_conventions_are_checked_at_start() -> None:
+    with pytest.raises(ValidationError, match="not DICOM keywords"):
+        Settings(dicom_lesion_key={"default": "LesionNumberish"})
+    with pytest.raises(ValidationError, match="not an IANA time zone"):
+        Settings(dicom_timezone={"default": "Mars/Olympus_Mons"})
+    settings = Settings(dicom_lesion_key={"a": "SeriesDescription"}, dicom_timezone={"a": "Europe/Berlin"})
+    conventions = ImagingConventions(settings.dicom_lesion_key, settings.dicom_timezone)
+    assert conventions.lesion_key("a") == "SeriesDescription" and conventions.lesion_key("b") == "SeriesInstanceUID"
+    assert conventions.zone("a") == ZoneInfo("Europe/Berlin") and conventions.zone("b") is None
