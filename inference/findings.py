@@ -87,7 +87,8 @@ def class_concept(output: OutputClass) -> dict[str, Any]:
     return {"coding": [{"system": SNOMED, "code": output.code, "display": output.display}], "text": output.display}
 
 
-def _observation(context: ImageContext, card: ModelCard, device_id: str, issued: str) -> dict[str, Any]:
+def base_observation(context: ImageContext, card: ModelCard, device_id: str, issued: str) -> dict[str, Any]:
+    """What every Observation of an analysis shares: subject, lesion, images, times, device, labels."""
     body: dict[str, Any] = {
         "resourceType": "Observation",
         "status": "preliminary",
@@ -110,7 +111,7 @@ def risk_observation(
     context: ImageContext, card: ModelCard, device_id: str, output: OutputClass, value: float, issued: str
 ) -> dict[str, Any]:
     """The probability the model gives one class for this lesion's image."""
-    observation = _observation(context, card, device_id, issued)
+    observation = base_observation(context, card, device_id, issued)
     observation["code"] = {
         "coding": [{"system": RISK_SYSTEM, "code": f"probability-of-{output.code}",
                     "display": f"Probability of {output.display}"}],
@@ -129,7 +130,7 @@ def diagnosis_observation(
     risk_id: str,
 ) -> dict[str, Any]:  # fmt: skip
     """The model's predicted diagnosis for this lesion's image: its top class, at or above threshold."""
-    observation = _observation(context, card, device_id, issued)
+    observation = base_observation(context, card, device_id, issued)
     observation["code"] = {"coding": [DIAGNOSIS], "text": "AI-predicted diagnosis"}
     observation["valueCodeableConcept"] = class_concept(output)
     observation["derivedFrom"].append({"reference": f"Observation/{risk_id}"})

@@ -21,9 +21,9 @@ from inference.findings import (
     FINDING_SYSTEM,
     UCUM,
     ImageContext,
+    base_observation,
     diagnosis_observation,
     done_key,
-    labelled,
     result_key,
     risk_observation,
 )
@@ -50,22 +50,7 @@ async def _create(repo: Repository, resource: dict[str, Any], key: str) -> Store
 def abcd_observation(
     context: ImageContext, card: ModelCard, device: Stored, features: AbcdFeatures, now: str
 ) -> dict[str, Any]:
-    observation: dict[str, Any] = {
-        "resourceType": "Observation",
-        "status": "preliminary",
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                  "code": "imaging"}]}],
-        "subject": {"reference": f"Patient/{context.patient_id}"},
-        "focus": [{"reference": context.focus}],
-        "issued": now,
-        "device": {"reference": f"Device/{device.resource['id']}"},
-        "derivedFrom": [{"reference": image} for image in context.images],
-    }  # fmt: skip
-    if context.acquired:
-        observation["effectiveDateTime"] = context.acquired
-    if context.body_site:
-        observation["bodySite"] = context.body_site
-    labelled(observation, card)
+    observation = base_observation(context, card, str(device.resource["id"]), now)
     observation["method"] = {"text": "Interpretable image analysis (lesion segmentation and ABCD features)"}
     observation["code"] = {"coding": [{"system": ABCD_SYSTEM, "code": "abcd"}], "text": "ABCD dermoscopic features"}
 
