@@ -24,6 +24,7 @@ import jsonpatch
 import orjson
 
 from fhir_server.definitions import resource_types
+from fhir_server.retention.holds import check_deletable, is_hold
 from fhir_server.errors import (
     OperationOutcomeError,
     bad_request,
@@ -467,6 +468,8 @@ class Repository:
         index: IndexEntries | None = None,
     ) -> Stored:
         assert self._tx is not None
+        if self.policy.access is not None and resource_type == "Flag":
+            _check_not_hold(resource, current)
         version_number = current.version + 1 if current is not None else 1
         now = new_instant()
         meta = dict(resource.get("meta") or {})
@@ -488,7 +491,11 @@ class Repository:
         return Stored(body, version, created=created)
 
     async def _tombstone(self, current: ResourceVersion) -> ResourceVersion:
+        """Every deletion passes here: a legal hold on the resource's patient or case refuses it (409)."""
         assert self._tx is not None
+        await check_deletable(self._tx, current)
+        if self.policy.access is not None and current.resource_type == "Flag":
+            _check_not_hold(None, current)
         version = ResourceVersion(current.resource_type, current.id, current.version + 1, new_instant(), None, "DELETE")
         await self._tx.write(version, None)
         await self._tx.append_event(
@@ -496,6 +503,13 @@ class Repository:
             {"tenant": self.tenant, "type": current.resource_type, "id": current.id, "version": version.version},
         )
         return version
+
+
+def _check_not_hold(resource: dict[str, Any] | None, current: ResourceVersion | None) -> None:
+    """A legal-hold Flag is placed and released by its operations only, which keep who and why."""
+    before = load(current) if current is not None and not current.deleted else None
+    if is_hold(resource) or is_hold(before):
+        raise conflict("a legal hold is placed and released by $legal-hold and $release-legal-hold only")
 
 
 def _gone(version: ResourceVersion) -> OperationOutcomeError:

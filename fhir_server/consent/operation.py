@@ -10,7 +10,8 @@ from fhir_server.errors import bad_request
 from fhir_server.repository import Repository
 
 
-def _parameters(request: FhirRequest) -> dict[str, Any]:
+def operation_parameters(request: FhirRequest) -> dict[str, Any]:
+    """An operation's input parameters by name: from a Parameters body, else from the query (operations.html)."""
     body = request.body
     if isinstance(body, dict) and body.get("resourceType") == "Parameters":
         found: dict[str, Any] = {}
@@ -25,7 +26,7 @@ def _parameters(request: FhirRequest) -> dict[str, Any]:
 async def consent_decide(
     repo: Repository, request: FhirRequest, resource_type: str | None, id: str | None
 ) -> FhirResponse:
-    given = _parameters(request)
+    given = operation_parameters(request)
     patient = given.get("patient")
     purpose = given.get("purpose")
     if isinstance(patient, dict):
