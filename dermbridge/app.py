@@ -37,6 +37,8 @@ from fhir_server.consent.operation import DECIDE_DEFINITION, consent_decide
 from fhir_server.crypto.erase import ERASE_DEFINITION, Erasure
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.outbox import OutboxDispatcher
+from fhir_server.retention.operation import LEGAL_HOLD_DEFINITION, RELEASE_DEFINITION, LegalHolds
+from fhir_server.retention.operation import TARGETS as HOLD_TARGETS
 from fhir_server.search.extract import warm_up as warm_up_index
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.clients import ClientRegistry
@@ -48,7 +50,7 @@ from fhir_server.validation import WARM_TYPES, warm_up
 log = logging.getLogger(__name__)
 
 
-def build_router(erasure: Erasure | None = None) -> FhirRouter:
+def build_router(erasure: Erasure | None = None, holds: LegalHolds | None = None) -> FhirRouter:
     router: FhirRouter
 
     def capability(base_url: str) -> dict[str, Any]:
@@ -59,6 +61,12 @@ def build_router(erasure: Erasure | None = None) -> FhirRouter:
     router.register(Operation("decide", ("Consent",), False, consent_decide, DECIDE_DEFINITION))
     if erasure is not None:
         router.register(Operation("erase", ("Patient",), True, erasure, ERASE_DEFINITION, True, "d"))
+    if holds is not None:
+        for name, handler, definition in (
+            ("legal-hold", holds.place, LEGAL_HOLD_DEFINITION),
+            ("release-legal-hold", holds.release, RELEASE_DEFINITION),
+        ):
+            router.register(Operation(name, HOLD_TARGETS, True, handler, definition, True, "u"))
     return router
 
 
@@ -170,7 +178,7 @@ def create_app(settings: Settings) -> FastAPI:
     erasure.hooks.append(DicomErasure(ingestor.blobs))
     app.state.fhir_http = FhirHttp(
         engine,
-        build_router(erasure if settings.encryption_enabled else None),
+        build_router(erasure if settings.encryption_enabled else None, LegalHolds(audit)),
         max_body_bytes=settings.max_body_bytes,
         default_count=settings.default_page_size,
         max_count=settings.max_page_size,

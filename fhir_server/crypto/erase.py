@@ -5,7 +5,8 @@ In one transaction: every resource of the patient's compartment gets a content-f
 deletes its attribute index and objects), and the patient's data key is destroyed, with a marker
 that keeps it from coming back. Then the store is scrubbed: deleted rows are overwritten and the
 WAL truncated. Every older version stays in the history as ciphertext under a key that no longer
-exists. AuditEvents are kept (append-only, tenant key, references only). Idempotent.
+exists. AuditEvents are kept (append-only, tenant key, references only). Idempotent. An active
+legal hold on the patient or one of its cases refuses it (409, ``fhir_server.retention.holds``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fhir_server.crypto.store import EncryptingTenantStore
 from fhir_server.definitions import patient_compartment, resource_types
 from fhir_server.errors import OperationOutcomeError, not_found, outcome
 from fhir_server.repository import Repository
+from fhir_server.retention.holds import held, hold_on
 
 ErasureHook = Callable[[Repository, str], Awaitable[None]]  # (repository in the transaction, patient id)
 BATCH = 500
@@ -46,6 +48,9 @@ class Erasure:
             return FhirResponse(200, outcome("information", "informational", f"{ref} was already erased"))
         if await store.read("Patient", id) is None:
             raise not_found(f"{ref} is not known")
+        hold = await hold_on(store, {"resourceType": "Patient", "id": id})
+        if hold is not None:  # before the hooks, which delete DICOM objects outside the transaction
+            raise held(ref, hold)
         erased = 0
         async with store.transaction() as tx:  # the caller was authorized for $erase: the rest is the system's
             bound = Repository.system(store, reason=f"$erase of {ref}", local_base=repo.local_base, tx=tx)

@@ -1,0 +1,143 @@
+"""Issue 14, "Retention and legal hold": a hold on a patient or a case blocks ``$erase`` and deletion
+with 409 until released; placing and releasing are audited; a patient/ scope cannot use them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import BASE, FhirTestClient, make_client
+from tests.factories import diagnostic_report, observation, patient
+from tests.fhir_server.security.smart import IdentityProvider
+
+HOLD_TAG = "urn:dermbridge:record-flag|legal-hold"
+
+
+def reason(text: str) -> dict[str, Any]:
+    return {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": text}]}
+
+
+class Record:
+    """One patient with a case (a DiagnosticReport with one result) and an Observation outside the case."""
+
+    def __init__(self, client: FhirTestClient) -> None:
+        self.client = client
+        self.patient = client.post(f"{BASE}/Patient", json=patient(family="Held")).json()["id"]
+        subject = f"Patient/{self.patient}"
+        self.result = client.post(f"{BASE}/Observation", json=observation(subject)).json()["id"]
+        self.other = client.post(f"{BASE}/Observation", json=observation(subject)).json()["id"]
+        case = diagnostic_report(subject, result=[{"reference": f"Observation/{self.result}"}])
+        self.case = client.post(f"{BASE}/DiagnosticReport", json=case).json()["id"]
+
+    def hold(self, target: str, why: str = "litigation 2026-117") -> dict[str, Any]:
+        response = self.client.post(f"{BASE}/{target}/$legal-hold", json=reason(why))
+        assert response.status_code == 201, response.text
+        flag: dict[str, Any] = response.json()
+        return flag
+
+    def release(self, target: str, why: str = "case settled") -> Any:
+        return self.client.post(f"{BASE}/{target}/$release-legal-hold", json=reason(why))
+
+
+@pytest.fixture
+def record(client: FhirTestClient) -> Record:
+    return Record(client)
+
+
+def diagnostics(response: Any) -> str:
+    return str(response.json()["issue"][0]["diagnostics"])
+
+
+def test_a_patient_hold_blocks_erase_and_every_deletion_until_released(record: Record) -> None:
+    c = record.client
+    flag = record.hold(f"Patient/{record.patient}")
+    assert flag["resourceType"] == "Flag" and flag["status"] == "active"
+    assert flag["subject"]["reference"] == f"Patient/{record.patient}" and flag["period"]["start"]
+    erase = c.post(f"{BASE}/Patient/{record.patient}/$erase")
+    assert erase.status_code == 409 and f"Flag/{flag['id']}" in diagnostics(erase)
+    assert "litigation 2026-117" in diagnostics(erase)
+    for path in (f"Patient/{record.patient}", f"Observation/{record.other}", f"DiagnosticReport/{record.case}"):
+        refused = c.delete(f"{BASE}/{path}")
+        assert refused.status_code == 409 and "legal hold" in diagnostics(refused), path
+    conditional = c.delete(f"{BASE}/Observation", params={"subject": f"Patient/{record.patient}"})
+    assert conditional.status_code == 409
+    assert c.delete(f"{BASE}/Flag/{flag['id']}").status_code == 409  # the hold itself stays
+    assert c.get(f"{BASE}/Observation/{record.other}").status_code == 200  # nothing was deleted
+    found = c.get(f"{BASE}/Flag", params={"subject": f"Patient/{record.patient}", "_tag": HOLD_TAG}).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [flag["id"]]
+
+    released = record.release(f"Patient/{record.patient}")
+    assert released.status_code == 200
+    assert released.json()["parameter"][0]["valueReference"]["reference"] == f"Flag/{flag['id']}"
+    after = c.get(f"{BASE}/Flag/{flag['id']}").json()
+    assert after["status"] == "inactive" and after["period"]["end"] >= after["period"]["start"]
+    assert {"url": "urn:dermbridge:legal-hold-release-reason", "valueString": "case settled"} in after["extension"]
+    assert c.delete(f"{BASE}/Observation/{record.other}").status_code in (200, 204)
+    assert c.post(f"{BASE}/Patient/{record.patient}/$erase").status_code == 200
+    assert c.get(f"{BASE}/Patient/{record.patient}").status_code == 410
+
+
+def test_a_case_hold_keeps_the_case_its_evidence_and_the_patient_only(record: Record) -> None:
+    c = record.client
+    record.hold(f"DiagnosticReport/{record.case}")
+    for path in (f"DiagnosticReport/{record.case}", f"Observation/{record.result}", f"Patient/{record.patient}"):
+        assert c.delete(f"{BASE}/{path}").status_code == 409, path
+    assert c.post(f"{BASE}/Patient/{record.patient}/$erase").status_code == 409
+    assert c.delete(f"{BASE}/Observation/{record.other}").status_code in (200, 204)  # outside the case
+    assert record.release(f"Patient/{record.patient}").status_code == 404  # a patient release: not the case's
+    assert record.release(f"DiagnosticReport/{record.case}").status_code == 200
+    assert c.delete(f"{BASE}/DiagnosticReport/{record.case}").status_code in (200, 204)
+
+
+def test_holds_are_placed_and_released_by_their_operations_only(record: Record) -> None:
+    c = record.client
+    flag = record.hold(f"Patient/{record.patient}")
+    edited = {**flag, "status": "inactive"}
+    assert c.put(f"{BASE}/Flag/{flag['id']}", json=edited).status_code == 409
+    forged = {k: v for k, v in flag.items() if k not in ("id", "meta")}
+    assert c.post(f"{BASE}/Flag", json=forged).status_code == 409
+    assert c.post(f"{BASE}/Patient/{record.patient}/$legal-hold", json=reason("")).status_code == 400
+    assert c.post(f"{BASE}/Patient/{record.patient}/$legal-hold", json=reason("x" * 1001)).status_code == 400
+    assert c.get(f"{BASE}/Patient/{record.patient}/$legal-hold").status_code == 405
+    assert c.post(f"{BASE}/Patient/unknown/$legal-hold", json=reason("why")).status_code == 404
+
+
+def test_placing_and_releasing_a_hold_are_audited_with_who_and_why(record: Record) -> None:
+    c = record.client
+    flag = record.hold(f"Patient/{record.patient}", "subpoena 42")
+    record.release(f"Patient/{record.patient}", "subpoena withdrawn")
+    events = c.get(f"{BASE}/AuditEvent", params={"entity": f"Flag/{flag['id']}", "_count": "50"}).json()
+    found = {
+        e["resource"]["subtype"][0]["code"]: e["resource"]
+        for e in events.get("entry", [])
+        if e["resource"]["subtype"][0]["system"] == "urn:dermbridge:audit-subtype"
+    }
+    assert set(found) == {"legal-hold", "release-legal-hold"}
+    for code, why in (("legal-hold", "subpoena 42"), ("release-legal-hold", "subpoena withdrawn")):
+        event = found[code]
+        assert event["entity"][0]["detail"] == [{"type": "reason", "valueString": why}]
+        assert event["agent"][0]["who"]["display"] not in ("", "(authentication disabled)")
+        assert event["entity"][1]["what"]["reference"] == f"Patient/{record.patient}"
+
+
+@pytest.fixture
+def provider_client(tmp_path: Path) -> Iterator[tuple[FhirTestClient, IdentityProvider]]:
+    provider = IdentityProvider(tmp_path)
+    with make_client(tmp_path / "var", **provider.settings) as client:
+        yield client, provider
+
+
+def test_a_patient_scope_cannot_place_or_release_a_hold(provider_client: tuple[FhirTestClient, IdentityProvider]) -> None:
+    client, provider = provider_client
+    record = Record(client)
+    own = provider.headers("patient/Patient.cruds patient/DiagnosticReport.cruds", record.patient)
+    for target in (f"Patient/{record.patient}", f"DiagnosticReport/{record.case}"):
+        for operation in ("$legal-hold", "$release-legal-hold"):
+            refused = client.post(f"{BASE}/{target}/{operation}", json=reason("mine"), headers=own)
+            assert refused.status_code == 403, (target, operation, refused.text)
+    system = {"Authorization": f"Bearer {client.token(scope='system/Patient.u system/Patient.r')}"}
+    placed = client.post(f"{BASE}/Patient/{record.patient}/$legal-hold", json=reason("court order"), headers=system)
+    assert placed.status_code == 201, placed.text
