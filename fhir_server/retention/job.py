@@ -1,0 +1,124 @@
+"""The retention job: delete what a tenant's policies say has expired, never what a legal hold keeps.
+
+Safe on several processes at once: a run first claims the tenant's retention lease, a record written
+in a ``BEGIN IMMEDIATE`` transaction (the same serialised write every engine gives a transaction that
+reads), so a second run finds it held and does nothing; a crashed run's lease expires. Each deletion
+is the repository's delete with ``If-Match`` on the version found expired, so a resource updated
+meanwhile is left alone, and it commits with its own AuditEvent; the run ends with one AuditEvent
+carrying its counts. A dry run claims nothing and changes nothing: it lists what a run would do.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from fhir_server.audit.trail import AuditTrail
+from fhir_server.errors import OperationOutcomeError
+from fhir_server.repository import Repository, Stored
+from fhir_server.retention.audit import deletion_event, run_event
+from fhir_server.retention.holds import describe, hold_on
+from fhir_server.retention.policies import RetentionPolicy, list_policies
+from fhir_server.search.membership import owners
+from fhir_server.storage.port import Record, TenantStore
+
+LEASE_COLLECTION = "retention-run"
+LEASE_KEY = "lease"
+BATCH = 200
+WHO = "DermBridge retention job"
+
+
+@dataclass(slots=True)
+class RunReport:
+    """What a run did (or, dry, would do): one line per resource, and the counts."""
+
+    dry_run: bool
+    claimed: bool = True
+    deleted: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # updated or deleted meanwhile: left alone
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"deleted": len(self.deleted), "held": len(self.held), "changed": len(self.changed)}
+
+
+class RetentionJob:
+    def __init__(self, audit: AuditTrail | None, lease_seconds: float = 3600.0, limit: int = 100_000) -> None:
+        self.audit = audit
+        self.lease_seconds = lease_seconds
+        self.limit = limit  # resources looked at per run: a first run on a large store finishes in several
+
+    async def run(self, store: TenantStore, *, dry_run: bool = False, now: datetime | None = None) -> RunReport:
+        now = now or datetime.now(UTC)
+        report = RunReport(dry_run)
+        owner = str(uuid.uuid4())
+        if not dry_run and not await self._claim(store, owner, now):
+            report.claimed = False
+            return report
+        try:
+            for policy in await list_policies(store):
+                await self._apply(store, policy, now, report)
+            if not dry_run and self.audit is not None:
+                await self.audit.record(store, run_event(WHO, report.counts))
+        finally:
+            if not dry_run:
+                await self._release(store, owner)
+        return report
+
+    async def _apply(self, store: TenantStore, policy: RetentionPolicy, now: datetime, report: RunReport) -> None:
+        cutoff = (now - timedelta(days=policy.days)).isoformat(timespec="milliseconds")
+        repo = Repository.system(store, reason=f"retention of {policy.resource_type}")
+        offset = 0  # what stays (held, changed, or listed by a dry run) is paged over, the deleted drop out
+        while offset < self.limit:
+            params = [("_lastUpdated", f"lt{cutoff}"), ("_sort", "_lastUpdated"), ("_count", str(BATCH))]
+            request = repo.parse((policy.resource_type,), params)
+            request.query = replace(request.query, offset=offset)
+            found = await repo.read_page(await repo.search(request))
+            for stored in found:
+                offset += await self._expire(store, stored, report)
+            if len(found) < BATCH:
+                return
+
+    async def _expire(self, store: TenantStore, stored: Stored, report: RunReport) -> int:
+        """Delete one expired resource (or list it); 1 when it stays where the search finds it, else 0."""
+        reference = f"{stored.resource['resourceType']}/{stored.resource['id']}"
+        hold = await hold_on(store, stored.resource)
+        if hold is not None:
+            report.held.append(f"{reference} ({describe(hold)})")
+            return 1
+        if report.dry_run:
+            report.deleted.append(reference)
+            return 1
+        try:
+            async with store.transaction() as tx:
+                repo = Repository.system(store, reason=f"retention of {reference}", tx=tx)
+                await repo.delete(stored.version.resource_type, stored.version.id, if_match=stored.etag)
+                if self.audit is not None:
+                    await self.audit.record_in(store, tx, deletion_event(reference, owners(stored.resource), WHO))
+        except OperationOutcomeError as error:
+            if error.status not in (409, 412):
+                raise
+            report.changed.append(reference)  # held or updated since it was found: not this run's to delete
+            return 1
+        report.deleted.append(reference)
+        return 0
+
+    async def _claim(self, store: TenantStore, owner: str, now: datetime) -> bool:
+        """Take the tenant's retention lease unless another run holds an unexpired one."""
+        async with store.transaction() as tx:
+            current = await tx.get_record(LEASE_COLLECTION, LEASE_KEY)
+            if current is not None and orjson.loads(current.body)["expires"] > now.timestamp():
+                return False
+            body = {"owner": owner, "expires": now.timestamp() + self.lease_seconds}
+            await tx.put_record(Record(LEASE_COLLECTION, LEASE_KEY, orjson.dumps(body)))
+            return True
+
+    async def _release(self, store: TenantStore, owner: str) -> None:
+        async with store.transaction() as tx:
+            current = await tx.get_record(LEASE_COLLECTION, LEASE_KEY)
+            if current is not None and orjson.loads(current.body)["owner"] == owner:
+                await tx.delete_record(LEASE_COLLECTION, LEASE_KEY)
