@@ -12,6 +12,7 @@ from pathlib import Path
 from dermbridge.cli_clients import add_parsers
 from dermbridge.cli_keys import add_parsers as add_key_parsers
 from dermbridge.cli_models import add_parsers as add_model_parsers
+from dermbridge.cli_retention import add_parsers as add_retention_parsers
 from dermbridge.cli_support import opened_engine, settings_from
 from fhir_server.storage.sqlite.engine import check_tenant_name
 
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_parsers(commands)
     add_model_parsers(commands)
     add_key_parsers(commands)
+    add_retention_parsers(commands)
     return parser
 
 
@@ -147,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "tenant" and args.action == "create" and not args.name:
         parser.error("tenant create needs a NAME")
+    if args.command == "retention" and args.action in ("set", "unset") and not args.type:
+        parser.error(f"retention {args.action} needs a resource TYPE")
     try:
         sys.exit(args.func(args))
     except KeyboardInterrupt:

@@ -24,7 +24,6 @@ import jsonpatch
 import orjson
 
 from fhir_server.definitions import resource_types
-from fhir_server.retention.holds import check_deletable, is_hold
 from fhir_server.errors import (
     OperationOutcomeError,
     bad_request,
@@ -35,6 +34,7 @@ from fhir_server.errors import (
     not_found,
     precondition_failed,
 )
+from fhir_server.retention.holds import check_deletable, is_hold
 from fhir_server.search.extract import index_resource, parse_local_reference
 from fhir_server.search.request import SearchRequest, parse_search
 from fhir_server.security.policy import AccessPolicy, Decision

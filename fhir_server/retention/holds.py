@@ -2,10 +2,11 @@
 
 A hold is a ``Flag`` whose ``code`` is ``urn:dermbridge:record-flag|legal-hold``, ``subject`` the
 Patient, ``meta.tag`` the same coding (R4 defines no ``code`` search on Flag; ``_tag`` is searchable on
-every resource), ``period.start`` when it was placed, ``author`` who placed it and an extension why. A hold on a
-case (``DiagnosticReport``) names it in the ``urn:dermbridge:legal-hold-case`` extension; the subject
-stays the Patient, so holds are found by an ordinary search (``Flag?subject=Patient/1&_tag=urn:dermbridge:record-flag|legal-hold``)
-and lives in the patient's compartment. Releasing sets ``status`` inactive and ``period.end``.
+every resource), ``period.start`` when it was placed, ``author`` who placed it and an extension why. A
+hold on a case (``DiagnosticReport``) names it in the ``urn:dermbridge:legal-hold-case`` extension; the
+subject stays the Patient, so holds are found by an ordinary search
+(``Flag?subject=Patient/1&_tag=urn:dermbridge:record-flag|legal-hold``) and live in the patient's
+compartment. Releasing sets ``status`` inactive and ``period.end``.
 
 What an active hold blocks (``hold_on``): on a patient, every resource of the patient's record and
 the Patient itself; on a case, the Patient, the case and what the case references (its results,

@@ -28,7 +28,9 @@ class LegalHolds:
     def __init__(self, audit: AuditTrail | None) -> None:
         self.audit = audit
 
-    async def place(self, repo: Repository, request: FhirRequest, resource_type: str | None, id: str | None) -> FhirResponse:
+    async def place(
+        self, repo: Repository, request: FhirRequest, resource_type: str | None, id: str | None
+    ) -> FhirResponse:
         target, patient = await _target(repo, resource_type, id, "legal-hold")
         reason = _reason(request)
         who = _who(request)

@@ -130,7 +130,9 @@ def provider_client(tmp_path: Path) -> Iterator[tuple[FhirTestClient, IdentityPr
         yield client, provider
 
 
-def test_a_patient_scope_cannot_place_or_release_a_hold(provider_client: tuple[FhirTestClient, IdentityProvider]) -> None:
+def test_a_patient_scope_cannot_place_or_release_a_hold(
+    provider_client: tuple[FhirTestClient, IdentityProvider],
+) -> None:
     client, provider = provider_client
     record = Record(client)
     own = provider.headers("patient/Patient.cruds patient/DiagnosticReport.cruds", record.patient)
