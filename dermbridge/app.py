@@ -37,14 +37,17 @@ from fhir_server.consent.operation import DECIDE_DEFINITION, consent_decide
 from fhir_server.crypto.erase import ERASE_DEFINITION, Erasure
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.outbox import OutboxDispatcher
+from fhir_server.retention.job import RetentionJob
 from fhir_server.retention.operation import LEGAL_HOLD_DEFINITION, RELEASE_DEFINITION, LegalHolds
 from fhir_server.retention.operation import TARGETS as HOLD_TARGETS
+from fhir_server.retention.schedule import RetentionSchedule
 from fhir_server.search.extract import warm_up as warm_up_index
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.clients import ClientRegistry
 from fhir_server.security.endpoint import TokenEndpoint
 from fhir_server.security.revocation import ClientStates
 from fhir_server.security.tokens import ExternalProvider, TokenService, load_token_signer
+from fhir_server.storage.port import Engine
 from fhir_server.validation import WARM_TYPES, warm_up
 
 log = logging.getLogger(__name__)
@@ -114,6 +117,15 @@ async def _start_audit_loader(settings: Settings, audit: AuditTrail | None) -> L
     return loader
 
 
+def _start_retention(settings: Settings, engine: Engine, audit: AuditTrail | None) -> RetentionSchedule | None:
+    """The scheduled retention job (``fhir_server.retention``), unless DERMBRIDGE_RETENTION_EVERY_HOURS is 0."""
+    if settings.retention_every_hours <= 0:
+        return None
+    schedule = RetentionSchedule(engine, RetentionJob(audit), settings.retention_every_hours * 3600)
+    schedule.start()
+    return schedule
+
+
 def create_app(settings: Settings) -> FastAPI:
     engine = open_engine(settings)
     dispatcher = OutboxDispatcher(engine)
@@ -139,6 +151,7 @@ def create_app(settings: Settings) -> FastAPI:
             await bootstrap_admin(clients, settings)
         await asyncio.to_thread(_warm_up)
         await dispatcher.start()
+        retention = _start_retention(settings, engine, audit)
         await app.state.auth_http.start()
         loader = await _start_audit_loader(settings, audit)
         worker = None
@@ -159,6 +172,8 @@ def create_app(settings: Settings) -> FastAPI:
                 await asyncio.to_thread(dimse.stop)
             if worker is not None:
                 await worker.stop()
+            if retention is not None:
+                await retention.stop()
             await dispatcher.stop()
             await app.state.auth_http.close()
             if loader is not None:

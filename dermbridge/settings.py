@@ -53,6 +53,10 @@ class Settings(BaseSettings):
         "aes", description="the first master key file: AES-256, or hybrid X25519 + ML-KEM-768"
     )
 
+    retention_every_hours: float = Field(
+        24.0, ge=0, le=24 * 366, description="run the retention job every N hours in the server; 0: never"
+    )
+
     audit_enabled: bool = Field(True, description="an AuditEvent for every FHIR interaction")
     audit_checkpoint_every: int = Field(256, ge=1, description="sign the audit chain head every N events")
     audit_loader: Literal["process", "inline"] = Field(

@@ -51,6 +51,7 @@ def make_client(data_dir: Path, roles: tuple[str, ...] = ("admin",), **settings:
     """An app on its own data directory; its DIMSE server (if enabled) listens on an ephemeral port."""
     settings.setdefault("dicom_port", 0)
     settings.setdefault("inference_enabled", False)  # tests/inference/ turn the worker on
+    settings.setdefault("retention_every_hours", 0)  # tests/fhir_server/retention/ turn the schedule on
     client = FhirTestClient(create_app(Settings(data_dir=data_dir, **settings)), raise_server_exceptions=True)
     client.roles = roles
     return client
