@@ -13,7 +13,7 @@ from dermbridge.cli_clients import add_parsers
 from dermbridge.cli_keys import add_parsers as add_key_parsers
 from dermbridge.cli_models import add_parsers as add_model_parsers
 from dermbridge.cli_retention import add_parsers as add_retention_parsers
-from dermbridge.cli_support import opened_engine, settings_from
+from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
 from fhir_server.storage.sqlite.engine import check_tenant_name
 
 
@@ -86,17 +86,14 @@ def _audit(args: argparse.Namespace) -> int:
     """``dermbridge audit verify|checkpoint --tenant T``: check or sign a tenant's audit chain."""
     from fhir_server.audit.signing import load_signer
     from fhir_server.audit.trail import AuditTrail
-    from fhir_server.storage.port import TenantUnknownError
 
     settings = settings_from(args)
     trail = AuditTrail(load_signer(settings.data_dir / "keys"))
 
     async def run() -> int:
         async with opened_engine(settings) as engine:
-            try:
-                store = await engine.tenant(args.tenant)
-            except TenantUnknownError:
-                print(f"no tenant {args.tenant!r}", file=sys.stderr)
+            store = await tenant_or_none(engine, args.tenant)
+            if store is None:
                 return 2
             await trail.flush(store)  # staged events join the chain first (the server may be running)
             if args.action == "checkpoint":

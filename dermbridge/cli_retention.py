@@ -10,7 +10,9 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dermbridge.cli_support import opened_engine, settings_from
+from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
+from fhir_server.audit.signing import load_signer
+from fhir_server.audit.trail import AuditTrail
 from fhir_server.retention.job import RetentionJob, RunReport
 from fhir_server.retention.policies import (
     ACTIONS,
@@ -20,22 +22,17 @@ from fhir_server.retention.policies import (
     remove_policy,
     set_policy,
 )
-from fhir_server.storage.port import TenantStore, TenantUnknownError
+from fhir_server.storage.port import TenantStore
 
 
 def retention_command(args: argparse.Namespace) -> int:
-    from fhir_server.audit.signing import load_signer
-    from fhir_server.audit.trail import AuditTrail
-
     settings = settings_from(args)
     trail = AuditTrail(load_signer(settings.data_dir / "keys")) if settings.audit_enabled else None
 
     async def run() -> int:
         async with opened_engine(settings) as engine:
-            try:
-                store = await engine.tenant(args.tenant)
-            except TenantUnknownError:
-                print(f"no tenant {args.tenant!r}", file=sys.stderr)
+            store = await tenant_or_none(engine, args.tenant)
+            if store is None:
                 return 2
             try:
                 return await _act(args, store, trail)
@@ -46,7 +43,7 @@ def retention_command(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-async def _act(args: argparse.Namespace, store: TenantStore, trail: object) -> int:
+async def _act(args: argparse.Namespace, store: TenantStore, trail: AuditTrail | None) -> int:
     if args.action == "set":
         try:
             policy = RetentionPolicy(args.type, args.days, args.retention_action)
@@ -64,9 +61,7 @@ async def _act(args: argparse.Namespace, store: TenantStore, trail: object) -> i
         for policy in await list_policies(store):
             print(f"{policy.resource_type}\t{policy.days} days\t{policy.action}")
         return 0
-    from fhir_server.audit.trail import AuditTrail
-
-    job = RetentionJob(trail if isinstance(trail, AuditTrail) else None)
+    job = RetentionJob(trail)
     report = await job.run(store, dry_run=args.dry_run, now=args.as_of)
     _print(args, report)
     return 0

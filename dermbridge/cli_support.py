@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from dermbridge.settings import Settings
 from dermbridge.storage import open_engine
-from fhir_server.storage.port import Engine
+from fhir_server.storage.port import Engine, TenantStore, TenantUnknownError
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -33,3 +34,12 @@ async def opened_engine(settings: Settings) -> AsyncIterator[Engine]:
         yield engine
     finally:
         await engine.close()
+
+
+async def tenant_or_none(engine: Engine, name: str) -> TenantStore | None:
+    """The tenant's store, or None after saying on stderr that there is no such tenant."""
+    try:
+        return await engine.tenant(name)
+    except TenantUnknownError:
+        print(f"no tenant {name!r}", file=sys.stderr)
+        return None

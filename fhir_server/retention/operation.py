@@ -31,9 +31,7 @@ class LegalHolds:
     async def place(
         self, repo: Repository, request: FhirRequest, resource_type: str | None, id: str | None
     ) -> FhirResponse:
-        target, patient = await _target(repo, resource_type, id, "legal-hold")
-        reason = _reason(request)
-        who = _who(request)
+        target, patient, reason, who = await _invocation(repo, request, resource_type, id, "legal-hold")
         flag: dict[str, Any] = {
             "resourceType": "Flag",
             "status": "active",
@@ -58,9 +56,7 @@ class LegalHolds:
     async def release(
         self, repo: Repository, request: FhirRequest, resource_type: str | None, id: str | None
     ) -> FhirResponse:
-        target, patient = await _target(repo, resource_type, id, "release-legal-hold")
-        reason = _reason(request)
-        who = _who(request)
+        target, patient, reason, who = await _invocation(repo, request, resource_type, id, "release-legal-hold")
         wanted = operation_parameters(request).get("hold")
         if isinstance(wanted, dict):
             wanted = wanted.get("reference")
@@ -102,8 +98,15 @@ async def _release(system: Repository, flag: dict[str, Any], who: str, reason: s
     return stored.resource
 
 
+async def _invocation(
+    repo: Repository, request: FhirRequest, resource_type: str | None, id: str | None, name: str
+) -> tuple[str, str, str, str]:
+    """The target's reference, its patient's, the reason given and who asks; a patient/ scope gets 403."""
+    target, patient = await _target(repo, resource_type, id, name)
+    return target, patient, _reason(request), _who(request)
+
+
 async def _target(repo: Repository, resource_type: str | None, id: str | None, name: str) -> tuple[str, str]:
-    """The target's reference and its patient's; a patient/ scope is refused (403)."""
     assert resource_type in TARGETS and id is not None
     if repo.policy.decide(resource_type, "u") != "all":
         raise forbidden(f"${name} needs a user/ or system/ scope with write access to {resource_type}")
