@@ -143,3 +143,41 @@ def test_a_patient_scope_cannot_place_or_release_a_hold(
     system = {"Authorization": f"Bearer {client.token(scope='system/Patient.u system/Patient.r')}"}
     placed = client.post(f"{BASE}/Patient/{record.patient}/$legal-hold", json=reason("court order"), headers=system)
     assert placed.status_code == 201, placed.text
+
+
+def test_a_transaction_bundle_meets_the_hold_too(record: Record) -> None:
+    c = record.client
+    record.hold(f"Patient/{record.patient}")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": f"Observation/{record.other}"}}],
+    }
+    refused = c.post(BASE, json=bundle)
+    assert refused.status_code == 409 and "legal hold" in diagnostics(refused)
+    assert c.get(f"{BASE}/Observation/{record.other}").status_code == 200
+
+
+def test_the_hold_operations_are_declared(client: FhirTestClient) -> None:
+    statement = client.get(f"{BASE}/metadata").json()
+    for resource in statement["rest"][0]["resource"]:
+        if resource["type"] in ("Patient", "DiagnosticReport"):
+            names = {operation["name"] for operation in resource.get("operation", [])}
+            assert {"legal-hold", "release-legal-hold"} <= names, resource["type"]
+
+
+def test_each_of_two_holds_is_released_on_its_own(record: Record) -> None:
+    c = record.client
+    first = record.hold(f"Patient/{record.patient}", "matter A")
+    second = record.hold(f"Patient/{record.patient}", "matter B")
+    body = reason("matter A closed")
+    body["parameter"].append({"name": "hold", "valueReference": {"reference": f"Flag/{first['id']}"}})
+    released = c.post(f"{BASE}/Patient/{record.patient}/$release-legal-hold", json=body)
+    assert [p["valueReference"]["reference"] for p in released.json()["parameter"]] == [f"Flag/{first['id']}"]
+    still = c.delete(f"{BASE}/Observation/{record.other}")
+    assert (
+        still.status_code == 409 and f"Flag/{second['id']}" in diagnostics(still) and "matter B" in diagnostics(still)
+    )
+    assert record.release(f"Patient/{record.patient}").status_code == 200
+    assert record.release(f"Patient/{record.patient}").status_code == 404  # nothing active is left
+    assert c.delete(f"{BASE}/Observation/{record.other}").status_code in (200, 204)
