@@ -2,7 +2,8 @@
 
 Safe on several processes at once: a run first claims the tenant's retention lease, a record written
 in a ``BEGIN IMMEDIATE`` transaction (the same serialised write every engine gives a transaction that
-reads), so a second run finds it held and does nothing; a crashed run's lease expires. Each deletion
+reads), so a second run finds it held and does nothing; the lease is renewed every batch, and a
+crashed run's lease expires. Each deletion
 is the repository's delete with ``If-Match`` on the version found expired, so a resource updated
 meanwhile is left alone, and it commits with its own AuditEvent; the run ends with one AuditEvent
 carrying its counts. A dry run claims nothing and changes nothing: it lists what a run would do.
@@ -10,6 +11,8 @@ carrying its counts. A dry run claims nothing and changes nothing: it lists what
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -25,6 +28,7 @@ from fhir_server.retention.policies import RetentionPolicy, list_policies
 from fhir_server.search.membership import owners
 from fhir_server.storage.port import Record, TenantStore
 
+log = logging.getLogger(__name__)
 LEASE_COLLECTION = "retention-run"
 LEASE_KEY = "lease"
 BATCH = 200
@@ -55,33 +59,43 @@ class RetentionJob:
     async def run(self, store: TenantStore, *, dry_run: bool = False, now: datetime | None = None) -> RunReport:
         now = now or datetime.now(UTC)
         report = RunReport(dry_run)
-        owner = str(uuid.uuid4())
-        if not dry_run and not await self._claim(store, owner, now):
+        owner = None if dry_run else str(uuid.uuid4())
+        if owner is not None and not await self._claim(store, owner):
             report.claimed = False
             return report
         try:
             for policy in await list_policies(store):
-                await self._apply(store, policy, now, report)
+                if not await self._apply(store, policy, now, report, owner):
+                    break
             if not dry_run and self.audit is not None:
                 await self.audit.record(store, run_event(WHO, report.counts))
         finally:
-            if not dry_run:
+            if owner is not None:
                 await self._release(store, owner)
         return report
 
-    async def _apply(self, store: TenantStore, policy: RetentionPolicy, now: datetime, report: RunReport) -> None:
+    async def _apply(
+        self, store: TenantStore, policy: RetentionPolicy, now: datetime, report: RunReport, owner: str | None
+    ) -> bool:
+        """Apply one policy; False when the lease was lost (the run stops: another run has taken over)."""
         cutoff = (now - timedelta(days=policy.days)).isoformat(timespec="milliseconds")
         repo = Repository.system(store, reason=f"retention of {policy.resource_type}")
         offset = 0  # what stays (held, changed, or listed by a dry run) is paged over, the deleted drop out
-        while offset < self.limit:
+        seen = 0
+        while seen < self.limit:
             params = [("_lastUpdated", f"lt{cutoff}"), ("_sort", "_lastUpdated"), ("_count", str(BATCH))]
             request = repo.parse((policy.resource_type,), params)
             request.query = replace(request.query, offset=offset)
             found = await repo.read_page(await repo.search(request))
+            seen += len(found)
             for stored in found:
                 offset += await self._expire(store, stored, report)
             if len(found) < BATCH:
-                return
+                return True
+            if owner is not None and not await self._claim(store, owner):  # renewed each batch
+                log.warning("tenant %s: the retention lease was taken over; this run stops", store.name)
+                return False
+        return True
 
     async def _expire(self, store: TenantStore, stored: Stored, report: RunReport) -> int:
         """Delete one expired resource (or list it); 1 when it stays where the search finds it, else 0."""
@@ -107,13 +121,18 @@ class RetentionJob:
         report.deleted.append(reference)
         return 0
 
-    async def _claim(self, store: TenantStore, owner: str, now: datetime) -> bool:
-        """Take the tenant's retention lease unless another run holds an unexpired one."""
+    async def _claim(self, store: TenantStore, owner: str) -> bool:
+        """Take (or renew) the tenant's retention lease unless another run holds an unexpired one.
+
+        Measured on the clock, never on a run's ``now`` (which ``--as-of`` may move)."""
+        clock = time.time()
         async with store.transaction() as tx:
             current = await tx.get_record(LEASE_COLLECTION, LEASE_KEY)
-            if current is not None and orjson.loads(current.body)["expires"] > now.timestamp():
-                return False
-            body = {"owner": owner, "expires": now.timestamp() + self.lease_seconds}
+            if current is not None:
+                held = orjson.loads(current.body)
+                if held["owner"] != owner and held["expires"] > clock:
+                    return False
+            body = {"owner": owner, "expires": clock + self.lease_seconds}
             await tx.put_record(Record(LEASE_COLLECTION, LEASE_KEY, orjson.dumps(body)))
             return True
 
