@@ -16,9 +16,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
-from dicom_node import reactor
+from dicom_node import listener, reactor
 from dicom_node.sop_classes import DERMOSCOPIC_PHOTOGRAPHY
 from tests.dicom_factories import dermoscopic
 from tests.server import free_port
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.interop
 
 
 class Scp:
-    def __init__(self, server: ThreadedAssociationServer, port: int) -> None:
+    def __init__(self, server: listener.DimseListener, port: int) -> None:
         self.server = server
         self.port = port
         self.stored: dict[str, Dataset] = {}
@@ -65,7 +64,7 @@ def scp() -> Iterator[Scp]:
         (evt.EVT_RELEASED, note("released")),
         (evt.EVT_ABORTED, note("aborted")),
     ]
-    server = reactor.start_server(ae, ("127.0.0.1", port), handlers)
+    server = listener.start_server(ae, ("127.0.0.1", port), handlers)
     holder.append(Scp(server, port))
     try:
         yield holder[0]
@@ -112,7 +111,7 @@ def test_an_idle_peer_is_dropped_after_the_network_timeout(scp: Scp) -> None:
 def test_a_truncated_pdu_does_not_take_the_node_down(scp: Scp) -> None:
     assoc = scp.associate()
     raw = assoc.dul.socket.socket
-    raw.sendall(struct.pack(">BBL", 0x04, 0, 10_000_000) + b"\0" * 1000)  # a P-DATA-TF claiming 10 MB
+    raw.sendall(struct.pack(">BBL", 0x04, 0, 500_000) + b"\0" * 1000)  # a P-DATA-TF claiming 500 kB
     raw.shutdown(socket.SHUT_RDWR)
     assert _wait_for(lambda: not scp.server.active_associations)
     assoc.abort()
