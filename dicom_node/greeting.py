@@ -6,7 +6,8 @@ until its request is whole; then ``Admission`` decides on the calling AE title a
 and the connection is handed to pynetdicom with the request already read. So:
 
 - a connect-and-close costs nothing to anyone else;
-- a half-sent request is closed when the ARTIM timer (§9.1.5) runs out (AA-2);
+- a half-sent request is closed when the ARTIM timer (§9.1.5) runs out (AA-2), as is a refused
+  connection whose peer does not close it (Sta13);
 - the first PDU's header is checked before its body is read: a type other than A-ASSOCIATE-RQ is
   answered A-ABORT (AA-1), a length above ``ASSOCIATE_RQ_MAX_BYTES`` A-ASSOCIATE-RJ (AE-6: "not
   acceptable"), and nothing more is read;
@@ -60,6 +61,7 @@ class _Connection:
     deadline: float
     handshaken: bool
     received: bytearray = field(default_factory=bytearray)
+    answered: bool = False  # refused: awaiting the peer's close (Sta13) until ARTIM runs out
 
     @property
     def peer(self) -> str:
@@ -170,8 +172,8 @@ class Greeter(threading.Thread):
             except OSError:  # reset, or a failed TLS handshake
                 self._close(connection)
                 return
-            if not data:
-                self._close(connection)  # connect-and-close: nothing to answer
+            if not data or connection.answered:
+                self._close(connection)  # connect-and-close, or the close (or more) after our refusal
                 return
             connection.received += data
             self._examine(connection)
@@ -214,9 +216,14 @@ class Greeter(threading.Thread):
         if now - self._last_warning.get(connection.peer, -60.0) >= 60.0:  # once a minute per address
             self._last_warning[connection.peer] = now
             log.warning("DICOM connection from %s refused: %s", connection.peer, why)
-        with contextlib.suppress(OSError):
+        try:  # then, as in Sta13, the peer closes or ARTIM does (closing at once could reset the answer away)
             connection.sock.send(answer)
-        self._close(connection)
+            connection.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(connection)
+            return
+        connection.answered = True
+        connection.deadline = time.monotonic() + self.admission.limits.artim_s
 
     def _forget(self, connection: _Connection) -> None:
         self._waiting.pop(connection.sock, None)
