@@ -31,7 +31,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from dicom_node import listener, statuses
+from dicom_node import charsets, listener, statuses
 from dicom_node.admission import Admission, AssociationLimits
 from dicom_node.audit import DicomAudit, audit_event
 from dicom_node.errors import InvalidInstance
@@ -263,11 +263,13 @@ class DimseServer:
             yield failure(statuses.UNABLE_TO_PROCESS, "the query could not be processed"), None
             return
         self._record(event, "C-FIND", "success", f"{level}: {len(matches)} matches")
+        character_set = charsets.requested(event.identifier)
         for match in matches:
             if event.is_cancelled:
                 yield statuses.CANCEL, None
                 return
-            yield statuses.PENDING, response_dataset(match, requested, level)
+            response = response_dataset(match, requested, level)
+            yield statuses.PENDING, charsets.with_character_set(response, character_set)
 
     def _instances(self, event: Any) -> list[Callable[[], Coroutine[Any, Any, Dataset]]]:
         """Readers of the stored objects a retrieve's identifier names, at any level."""

@@ -205,7 +205,7 @@ def test_an_oversize_pdu_in_an_association_is_refused_at_its_header(port: int) -
     assoc = associate(port, "PYNETDICOM")
     assert assoc.is_established
     assert assoc.acceptor.maximum_length == LIMITS["dicom_max_pdu_bytes"]  # announced in A-ASSOCIATE-AC
-    raw = assoc.dul.socket.socket  # type: ignore[union-attr]
+    raw: socket.socket = assoc.dul.socket.socket  # type: ignore[union-attr,assignment]
     raw.sendall(struct.pack(">BBL", 0x04, 0, LIMITS["dicom_max_pdu_bytes"] + 1))
     assert _wait_for(lambda: assoc.is_aborted)  # the node's A-ABORT
     assert echoscu(port).returncode == 0
@@ -214,7 +214,7 @@ def test_an_oversize_pdu_in_an_association_is_refused_at_its_header(port: int) -
 def test_a_pdu_that_stops_halfway_is_dropped_after_the_read_timeout(port: int) -> None:
     assoc = associate(port, "PYNETDICOM")
     assert assoc.is_established
-    raw = assoc.dul.socket.socket  # type: ignore[union-attr]
+    raw: socket.socket = assoc.dul.socket.socket  # type: ignore[union-attr,assignment]
     raw.sendall(struct.pack(">BBL", 0x04, 0, 1000) + bytes(10))  # and nothing more
     # the read timeout is 1 s here; the network (idle) timeout, 120 s, is not what ends it
     assert _wait_for(lambda: not assoc.is_established, seconds=30)
