@@ -35,6 +35,7 @@ PDU_HEADER = struct.Struct(">BBL")  # PDU type, reserved, length of what follows
 A_ASSOCIATE_RQ = 0x01
 ASSOCIATE_RQ_FIXED = 68  # version, reserved, called AE, calling AE, reserved (PS3.8 Table 9-11)
 CALLING_AE = slice(PDU_HEADER.size + 20, PDU_HEADER.size + 36)
+READ_SIZE = 64 * 1024  # never what a peer's length field says: recv(n) allocates n bytes first
 HandOff = Callable[[socket.socket, Any, bytes, Slot], None]
 
 
@@ -166,7 +167,7 @@ class Greeter(threading.Thread):
                 if not connection.handshaken:
                     connection.sock.do_handshake()  # type: ignore[attr-defined]
                     connection.handshaken = True
-                data = connection.sock.recv(connection.wanted())
+                data = connection.sock.recv(READ_SIZE if connection.answered else min(connection.wanted(), READ_SIZE))
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
                 return
             except OSError:  # reset, or a failed TLS handshake
