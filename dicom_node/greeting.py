@@ -121,7 +121,7 @@ class Greeter(threading.Thread):
                             while self._wake_r.recv(512):
                                 pass
                     elif (connection := self._waiting.get(key.fileobj)) is not None:  # type: ignore[call-overload]
-                        self._read(connection)
+                        self._serve(connection)
                 self._expire()
         finally:
             for connection in list(self._waiting.values()):
@@ -160,6 +160,14 @@ class Greeter(threading.Thread):
         now = time.monotonic()
         for connection in [c for c in self._waiting.values() if c.deadline <= now]:
             self._close(connection)  # ARTIM expired in Sta2: AA-2, close the transport connection
+
+    def _serve(self, connection: _Connection) -> None:
+        """Read what arrived; whatever goes wrong with one connection closes it, never the greeter."""
+        try:
+            self._read(connection)
+        except Exception:
+            log.exception("DICOM connection from %s failed before its association", connection.peer)
+            self._close(connection)
 
     def _read(self, connection: _Connection) -> None:
         while connection.sock in self._waiting:

@@ -8,7 +8,7 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from tests.conftest import make_client
-from tests.dicom_node.conftest import AE_TENANTS
+from tests.dicom_node.conftest import AE_TENANTS, wait_for
 from tests.server import free_port
 
 pytestmark = pytest.mark.interop
@@ -50,15 +50,6 @@ def associate_rq(calling_ae: str) -> bytes:
 
 
 HALF_A_REQUEST = associate_rq("PYNETDICOM")[:40]
-
-
-def _wait_for(condition: Callable[[], bool], seconds: float = 30.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture
@@ -124,7 +115,7 @@ def test_half_sent_requests_neither_block_mapped_devices_nor_stay_open(port: int
         result = echoscu(port)
         assert result.returncode == 0, result.stderr
         # ARTIM (1 s here) closes every half-open connection
-        assert _wait_for(lambda: all(closed_by_peer(sock) for sock in stalled))
+        assert wait_for(lambda: all(closed_by_peer(sock) for sock in stalled))
 
 
 def refusal(port: int, calling_ae: str, source: str) -> bytes:
@@ -161,7 +152,7 @@ def test_associations_are_limited_per_address_with_slots_kept_for_mapped_aes(por
         for assoc in held:
             assoc.release()
     # released associations give their slots back
-    assert _wait_for(lambda: _established_and_released(port, "STRANGER", "127.0.0.1"))
+    assert wait_for(lambda: _established_and_released(port, "STRANGER", "127.0.0.1"))
 
 
 def _established_and_released(port: int, calling_ae: str, source: str) -> bool:
@@ -207,7 +198,7 @@ def test_an_oversize_pdu_in_an_association_is_refused_at_its_header(port: int) -
     assert assoc.acceptor.maximum_length == LIMITS["dicom_max_pdu_bytes"]  # announced in A-ASSOCIATE-AC
     raw: socket.socket = assoc.dul.socket.socket  # type: ignore[union-attr,assignment]
     raw.sendall(struct.pack(">BBL", 0x04, 0, LIMITS["dicom_max_pdu_bytes"] + 1))
-    assert _wait_for(lambda: assoc.is_aborted)  # the node's A-ABORT
+    assert wait_for(lambda: assoc.is_aborted)  # the node's A-ABORT
     assert echoscu(port).returncode == 0
 
 
@@ -217,5 +208,5 @@ def test_a_pdu_that_stops_halfway_is_dropped_after_the_read_timeout(port: int) -
     raw: socket.socket = assoc.dul.socket.socket  # type: ignore[union-attr,assignment]
     raw.sendall(struct.pack(">BBL", 0x04, 0, 1000) + bytes(10))  # and nothing more
     # the read timeout is 1 s here; the network (idle) timeout, 120 s, is not what ends it
-    assert _wait_for(lambda: not assoc.is_established, seconds=30)
+    assert wait_for(lambda: not assoc.is_established, seconds=30)
     assert echoscu(port).returncode == 0
