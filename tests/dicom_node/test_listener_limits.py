@@ -68,13 +68,21 @@ def associate(port: int, calling_ae: str, source: str = "127.0.0.1") -> Associat
     return ae.associate("127.0.0.1", port, ae_title="DERMBRIDGE", bind_address=(source, 0))
 
 
+def release(assoc: Association) -> None:
+    """Release, and close our socket even when pynetdicom's shutdown of it fails (peer closed first)."""
+    raw = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+    assoc.release()
+    if raw is not None:
+        raw.close()
+
+
 def timed_echo(port: int, calling_ae: str, source: str) -> float:
     """A whole C-ECHO (associate, echo, release) by ``calling_ae`` from ``source``; its duration."""
     started = time.monotonic()
     assoc = associate(port, calling_ae, source)
     assert assoc.is_established, f"{calling_ae} from {source} was not accepted"
     assert assoc.send_c_echo().Status == 0x0000
-    assoc.release()
+    release(assoc)
     return time.monotonic() - started
 
 
@@ -150,7 +158,7 @@ def test_associations_are_limited_per_address_with_slots_kept_for_mapped_aes(por
         assert refusal(port, "PYNETDICOM", "127.0.0.5") == LOCAL_LIMIT_EXCEEDED  # reserved slots are bounded too
     finally:
         for assoc in held:
-            assoc.release()
+            release(assoc)
     # released associations give their slots back
     assert wait_for(lambda: _established_and_released(port, "STRANGER", "127.0.0.1"))
 
@@ -159,7 +167,7 @@ def _established_and_released(port: int, calling_ae: str, source: str) -> bool:
     assoc = associate(port, calling_ae, source)
     if not assoc.is_established:
         return False
-    assoc.release()
+    release(assoc)
     return True
 
 
@@ -199,6 +207,7 @@ def test_an_oversize_pdu_in_an_association_is_refused_at_its_header(port: int) -
     raw: socket.socket = assoc.dul.socket.socket  # type: ignore[union-attr,assignment]
     raw.sendall(struct.pack(">BBL", 0x04, 0, LIMITS["dicom_max_pdu_bytes"] + 1))
     assert wait_for(lambda: assoc.is_aborted)  # the node's A-ABORT
+    raw.close()
     assert echoscu(port).returncode == 0
 
 
@@ -209,4 +218,5 @@ def test_a_pdu_that_stops_halfway_is_dropped_after_the_read_timeout(port: int) -
     raw.sendall(struct.pack(">BBL", 0x04, 0, 1000) + bytes(10))  # and nothing more
     # the read timeout is 1 s here; the network (idle) timeout, 120 s, is not what ends it
     assert wait_for(lambda: not assoc.is_established, seconds=30)
+    raw.close()
     assert echoscu(port).returncode == 0
