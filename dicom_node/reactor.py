@@ -335,4 +335,5 @@ def make_waiting(
     assoc._slot = slot  # type: ignore[attr-defined]
     assoc._admission = admission  # type: ignore[attr-defined]
     assoc.dul = _BlockingDUL(assoc, assoc.dul, activity.set, limits.max_pdu)
+    assoc.acse_timeout = limits.artim_s  # also the DUL's ARTIM (Sta13: awaiting the peer's close)
     assoc.dimse.msg_queue = _adopt(assoc.dimse.msg_queue, activity.set)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pynetdicom import AE
@@ -52,13 +53,23 @@ def associate_rq(calling_ae: str) -> bytes:
 HALF_A_REQUEST = associate_rq("PYNETDICOM")[:40]
 
 
-@pytest.fixture
-def port(tmp_path: Path) -> Iterator[int]:
+def _node(data_dir: Path, **settings: Any) -> Iterator[int]:
     dicom_port = free_port()
-    with make_client(tmp_path / "var", dicom_port=dicom_port, dicom_ae_tenants=AE_TENANTS,
-                     dicom_any_ae_tenant="default", **LIMITS) as client:  # fmt: skip
+    with make_client(data_dir, dicom_port=dicom_port, dicom_ae_tenants=AE_TENANTS, **LIMITS, **settings) as client:
         client.post("/fhir/default/$nothing")  # started
         yield dicom_port
+
+
+@pytest.fixture
+def port(tmp_path: Path) -> Iterator[int]:
+    """A node taking any caller (unmapped ones into the shared pool), with small limits."""
+    yield from _node(tmp_path / "var", dicom_any_ae_tenant="default")
+
+
+@pytest.fixture
+def strict_port(tmp_path: Path) -> Iterator[int]:
+    """A node refusing unmapped callers, with small limits."""
+    yield from _node(tmp_path / "var")
 
 
 def associate(port: int, calling_ae: str, source: str = "127.0.0.1") -> Association:
@@ -220,3 +231,18 @@ def test_a_pdu_that_stops_halfway_is_dropped_after_the_read_timeout(port: int) -
     assert wait_for(lambda: not assoc.is_established, seconds=30)
     raw.close()
     assert echoscu(port).returncode == 0
+
+
+def test_a_refused_peer_that_keeps_the_connection_is_closed_after_artim(strict_port: int) -> None:
+    """After A-ASSOCIATE-RJ the node does not wait on a peer that keeps the connection open, so refused
+    callers cannot hold the slots of the shared pool."""
+    held = []
+    with ExitStack() as stack:
+        for _ in range(LIMITS["dicom_max_associations_per_peer"]):
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", strict_port)))
+            sock.sendall(associate_rq("STRANGER"))
+            answer = _answer(sock)
+            assert answer[:1] == b"\x03" and answer[7:10] == b"\x01\x01\x03"  # calling AE not recognised
+            held.append(sock)
+        assert wait_for(lambda: all(closed_by_peer(sock) for sock in held), seconds=10)
+        assert timed_echo(strict_port, "PYNETDICOM", "127.0.0.1") < QUICKLY_S
