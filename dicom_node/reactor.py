@@ -141,8 +141,17 @@ class _BlockingDUL(DULServiceProvider):
             self.state_machine.do_action(event)
 
     def _read_pdu_data(self) -> None:
-        """pynetdicom's, once the header says the PDU is not longer than we accept."""
+        """pynetdicom's, once the header says the PDU is not longer than we accept; the whole PDU
+        within the read timeout of its first byte."""
         transport = cast(_BulkReadingSocket, self.socket)
+        timeout = transport.read_timeout_s
+        transport.pdu_deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self._read_bounded_pdu(transport)
+        finally:
+            transport.pdu_deadline = None
+
+    def _read_bounded_pdu(self, transport: _BulkReadingSocket) -> None:
         try:
             header = transport.recv(PDU_HEADER.size)
         except OSError:
@@ -266,11 +275,12 @@ class _BulkReadingSocket(AssociationSocket):
 
     pynetdicom reads 4 KiB per call: 225 calls (and as many GIL hand-offs) for one 640x480
     colour image. Here each call takes everything the kernel has, up to the PDU's end. Bytes read
-    ahead (the A-ASSOCIATE-RQ the greeter read, a header put back) are returned first. A read
-    that is not whole within ``read_timeout_s`` raises TimeoutError (the DUL's Evt17)."""
+    ahead (the A-ASSOCIATE-RQ the greeter read, a header put back) are returned first. A PDU not
+    whole within ``read_timeout_s`` of its first byte raises TimeoutError (the DUL's Evt17)."""
 
     _unread: bytearray
     read_timeout_s: float | None
+    pdu_deadline: float | None = None  # while the DUL reads one PDU: when it must be whole
 
     @property
     def has_unread(self) -> bool:
@@ -296,7 +306,9 @@ class _BulkReadingSocket(AssociationSocket):
         received = min(nr_bytes, len(self._unread))
         buffer[:received] = self._unread[:received]
         del self._unread[:received]
-        deadline = None if self.read_timeout_s is None else time.monotonic() + self.read_timeout_s
+        deadline = self.pdu_deadline
+        if deadline is None and self.read_timeout_s is not None:
+            deadline = time.monotonic() + self.read_timeout_s
         while received < nr_bytes:
             if received == len(buffer):
                 buffer.extend(bytes(min(nr_bytes - received, PREALLOCATE)))
