@@ -144,3 +144,6 @@ def test_conformance_statement_is_generated(node: DicomNode) -> None:
     assert "JPEG-LS Lossless" in text and "RLE Lossless" in text
     assert "Duplicate SOP Instance UID: **keep**" in text
     assert "`MOVEDEST`" in text
+    assert "maximum PDU received: 1048576 bytes" in text  # the limits, as configured
+    assert "at most 64 open, 8 per peer address, and 8 more reserved" in text
+    assert "ISO_IR 192" in text  # C-FIND character sets
