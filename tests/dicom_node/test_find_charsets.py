@@ -43,15 +43,19 @@ def association(node: DicomNode) -> Iterator[Association]:
     assoc.release()
 
 
-def find_names(assoc: Association, character_set: str | None) -> list[Dataset]:
+def find(assoc: Association, character_set: str | None, name: str = "") -> list[Dataset]:
     query = Dataset()
     if character_set is not None:
         query.SpecificCharacterSet = character_set
     query.QueryRetrieveLevel = "STUDY"
-    query.PatientName = ""
+    query.PatientName = name
     query.PatientID = "CS-*"
-    answers = [identifier for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
-               if status and status.Status in (0xFF00, 0xFF01)]  # fmt: skip
+    responses = assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+    return [identifier for status, identifier in responses if status and status.Status in (0xFF00, 0xFF01)]
+
+
+def find_names(assoc: Association, character_set: str | None) -> list[Dataset]:
+    answers = find(assoc, character_set)
     assert len(answers) == len(NAMES)
     return answers
 
@@ -96,3 +100,15 @@ def test_findscu_latin1_query_reads_latin1(association: Association, node: Dicom
 
 def path_bytes(directory: Path) -> bytes:
     return b"".join(path.read_bytes() for path in directory.iterdir())
+
+
+@pytest.mark.parametrize(("character_set", "pattern", "name"), [
+    ("ISO_IR 100", "müller*", "Müller^Zoë"),
+    ("ISO_IR 126", "Διονυσίου*", "Διονυσίου^Ελένη"),
+    ("ISO_IR 192", "*ZOË", "Müller^Zoë"),  # case-insensitive beyond ASCII too
+])  # fmt: skip
+def test_non_ascii_patterns_match_in_their_character_set(
+    association: Association, character_set: str, pattern: str, name: str
+) -> None:
+    answers = find(association, character_set, pattern)
+    assert [str(answer.PatientName) for answer in answers] == [name]
