@@ -25,8 +25,8 @@ an uncalibrated softmax score.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from inference.governance import AIAST

@@ -76,8 +76,8 @@ def card_markdown(card: ModelCard, weights_sha256: str) -> str:
         use = f"Regulatory clearance: {card.regulatory_clearance}."
     else:
         use = "Declared for clinical use by its provider; no regulatory clearance recorded on this card."
-    scores = ("Scores are calibrated probabilities (per the provider)." if card.calibrated else
-              "Scores ('probability') are uncalibrated softmax scores: compare them with the thresholds only.")  # fmt: skip
+    scores = "Scores are calibrated probabilities (per the provider)." if card.calibrated else (
+        "Scores ('probability') are uncalibrated softmax scores: compare them with the thresholds only.")  # fmt: skip
     lines = [f"# {card.name}", "", f"- id: `{card.id}`, version `{card.version}`",
              f"- weights SHA-256: `{weights_sha256 or 'unknown'}`", f"- {use}", f"- {scores}", "",
              "## Intended use", "", card.intended_use, "", "## Contraindications", ""]  # fmt: skip

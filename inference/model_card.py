@@ -27,8 +27,10 @@ def hierarchy_problem(hierarchy: tuple[str, ...]) -> str | None:
         return f"{INDETERMINATE!r} is not a tier of the risk hierarchy (it is the band under a threshold)"
     order = [2 if t == BENIGN else 1 if t == PRE_MALIGNANT else 0 for t in hierarchy]
     if order != sorted(order):
-        return (f"risk hierarchy {list(hierarchy)} ranks a lower risk above a higher one: every malignant tier "
-                f"must come before {PRE_MALIGNANT!r}, and {PRE_MALIGNANT!r} before {BENIGN!r}")
+        return (
+            f"risk hierarchy {list(hierarchy)} ranks a lower risk above a higher one: every malignant tier "
+            f"must come before {PRE_MALIGNANT!r}, and {PRE_MALIGNANT!r} before {BENIGN!r}"
+        )
     return None
 
 
