@@ -36,7 +36,7 @@ def _on_tenant(args: argparse.Namespace, action: Callable[[TenantStore], Awaitab
 
 
 def issuer_command(args: argparse.Namespace) -> int:
-    if args.action != "list" and not args.issuer or args.action == "set" and not args.system:
+    if (args.action != "list" and not args.issuer) or (args.action == "set" and not args.system):
         print("usage: dermbridge issuer set ISSUER SYSTEM | remove ISSUER | list", file=sys.stderr)
         return 2
 
