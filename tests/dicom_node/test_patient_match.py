@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+import pytest
 from pydicom.dataset import Dataset
 
 from dicom_node.patient_match import _qualified_system, birth_date, differences, human_name, issuer_urn
@@ -32,6 +33,11 @@ def clinic_image(*, name: str = "LESION^LARA", born: str = "19850714", sex: str 
     return ds
 
 
+def parameters(**values: str) -> dict[str, Any]:
+    kinds = {"issuer": "valueString", "system": "valueUri"}
+    return {"resourceType": "Parameters", "parameter": [{"name": k, kinds[k]: v} for k, v in values.items()]}
+
+
 def send(node: DicomNode, tmp_path: Path, ds: pydicom.Dataset) -> None:
     result = node.run("storescu", str(write(ds, tmp_path / "out")))
     assert result.returncode == 0, result.stderr
@@ -43,7 +49,8 @@ def patients(node: DicomNode, identifier: str) -> list[dict[str, Any]]:
 
 
 def study_subject(node: DicomNode, ds: pydicom.Dataset) -> str:
-    bundle = node.client.get(f"{BASE}/ImagingStudy", params={"identifier": f"urn:dicom:uid|urn:oid:{ds.StudyInstanceUID}"})
+    identifier = f"urn:dicom:uid|urn:oid:{ds.StudyInstanceUID}"
+    bundle = node.client.get(f"{BASE}/ImagingStudy", params={"identifier": identifier})
     return str(bundle.json()["entry"][0]["resource"]["subject"]["reference"])
 
 
@@ -74,8 +81,7 @@ def test_issuer_mapping_set_by_the_cli_finds_the_ehr_patient_without_a_restart(n
 
 def test_demographics_mismatch_is_flagged_never_merged(node: DicomNode, tmp_path: Path) -> None:
     ehr = node.client.post(f"{BASE}/Patient", json=EHR_PATIENT).json()
-    mapping = {"resourceType": "Parameters", "parameter": [{"name": "issuer", "valueString": "CLINIC-MRN"},
-                                                           {"name": "system", "valueUri": "urn:clinic:mrn"}]}  # fmt: skip
+    mapping = parameters(issuer="CLINIC-MRN", system="urn:clinic:mrn")
     assert node.client.post(f"{BASE}/$issuer-systems", json=mapping).status_code == 200
     first = clinic_image(name="MUSTER^ANNA", born="19700502", seed=3)
     send(node, tmp_path, first)
@@ -84,8 +90,8 @@ def test_demographics_mismatch_is_flagged_never_merged(node: DicomNode, tmp_path
     assert study_subject(node, first) == f"Patient/{ehr['id']}"  # the identifier decides ...
     record = node.client.get(f"{BASE}/Patient/{ehr['id']}").json()
     assert record["name"] == EHR_PATIENT["name"] and record["birthDate"] == "1985-07-14"  # ... nothing overwritten
-    tasks = node.client.get(f"{BASE}/Task", params={"patient": f"Patient/{ehr['id']}",
-                                                    "code": "urn:dermbridge:task|patient-identity-review"}).json()  # fmt: skip
+    review = {"patient": f"Patient/{ehr['id']}", "code": "urn:dermbridge:task|patient-identity-review"}
+    tasks = node.client.get(f"{BASE}/Task", params=review).json()
     assert tasks["total"] == 1  # one per study
     task = tasks["entry"][0]["resource"]
     assert task["status"] == "requested" and task["focus"]["reference"] == f"Patient/{ehr['id']}"
@@ -99,8 +105,7 @@ def test_demographics_mismatch_is_flagged_never_merged(node: DicomNode, tmp_path
 def test_issuer_mapping_api_needs_an_admin_and_a_uri(node: DicomNode) -> None:
     client = node.client
     clinician = {"Authorization": f"Bearer {client.token(roles=('clinician-reviewer',))}"}
-    change = {"resourceType": "Parameters", "parameter": [{"name": "issuer", "valueString": "CLINIC-MRN"},
-                                                          {"name": "system", "valueUri": "urn:clinic:mrn"}]}  # fmt: skip
+    change = parameters(issuer="CLINIC-MRN", system="urn:clinic:mrn")
     assert client.post(f"{BASE}/$issuer-systems", json=change, headers=clinician).status_code == 403
     listed = client.post(f"{BASE}/$issuer-systems", json={"resourceType": "Parameters"}, headers=clinician)
     assert listed.status_code == 200 and "parameter" not in listed.json()
@@ -108,8 +113,7 @@ def test_issuer_mapping_api_needs_an_admin_and_a_uri(node: DicomNode) -> None:
     mapping = client.post(f"{BASE}/$issuer-systems", json={"resourceType": "Parameters"}).json()["parameter"]
     assert mapping == [{"name": "mapping", "part": [{"name": "issuer", "valueString": "CLINIC-MRN"},
                                                     {"name": "system", "valueUri": "urn:clinic:mrn"}]}]  # fmt: skip
-    wrong = {"resourceType": "Parameters", "parameter": [{"name": "issuer", "valueString": "X"},
-                                                         {"name": "system", "valueUri": "clinic mrn"}]}  # fmt: skip
+    wrong = parameters(issuer="X", system="clinic mrn")
     refused = client.post(f"{BASE}/$issuer-systems", json=wrong)
     assert refused.status_code == 400 and refused.json()["issue"][0]["expression"] == ["system"]
     assert client.get(f"{BASE}/$issuer-systems").status_code == 405
@@ -122,7 +126,8 @@ def test_dicom_names_dates_and_issuers_read_with_pydicom() -> None:
     assert human_name(ds) == [{"text": "Dr. Anna Maria Müller PhD", "family": "Müller", "given": ["Anna", "Maria"],
                                "prefix": ["Dr."], "suffix": ["PhD"]}]  # fmt: skip
     assert birth_date(ds) == "1985-07-14"
-    ds.PatientBirthDate = "1985"
+    with pytest.warns(UserWarning, match="Invalid value for VR DA"):
+        ds.PatientBirthDate = "1985"  # as some devices send it
     assert birth_date(ds) is None  # not a DA: left out rather than guessed
     ds.PatientName, ds.PatientSex = "MULLER^ANNA", "M"
     record = {"name": [{"family": "Müller", "given": ["Anna"]}], "gender": "female", "birthDate": "1985-07"}
