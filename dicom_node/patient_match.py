@@ -23,6 +23,7 @@ from pydicom.valuerep import DA, PersonName
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.identity.issuers import issuer_systems
 from fhir_server.repository import Repository, Stored
+from fhir_server.search.request import token
 
 NO_ISSUER_SYSTEM = "urn:dermbridge:dicom-patient-id"
 TASK_SYSTEM = "urn:dermbridge:task"
@@ -136,7 +137,7 @@ async def _find(repo: Repository, systems: list[str], value: str, known: str | N
         if stored is not None and _carries(stored, systems, value):
             return stored
     for system in systems:
-        found = await repo.find("Patient", [("identifier", f"{system}|{value}")])
+        found = await repo.find("Patient", [("identifier", token(system, value))])
         if found:
             return await _survivor(repo, found[0])
     return None

@@ -11,6 +11,7 @@ from fhir_server.api.messages import FhirRequest
 from fhir_server.api.parameters import named_values, one_of, values_of
 from fhir_server.errors import OperationOutcomeError, bad_request, unprocessable
 from fhir_server.repository import Repository, Stored
+from fhir_server.search.request import token
 
 MAX_IDENTIFIERS = 10
 
@@ -38,8 +39,8 @@ async def _by_identifiers(repo: Repository, identifiers: list[Any], role: str) -
     for identifier in identifiers:
         if not isinstance(identifier, dict) or not identifier.get("value"):
             raise bad_request(f"{role}-identifier must be an Identifier with a value", [f"{role}-identifier"])
-        token = f"{identifier.get('system', '')}|{identifier['value']}".replace(",", "\\,")
-        ids = {str(s.resource["id"]) for s in await repo.find("Patient", [("identifier", token)], 3)}
+        wanted = token(str(identifier.get("system", "")), str(identifier["value"]))
+        ids = {str(s.resource["id"]) for s in await repo.find("Patient", [("identifier", wanted)], 3)}
         found = ids if found is None else found & ids
     return found or set()
 

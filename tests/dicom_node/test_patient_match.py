@@ -102,6 +102,15 @@ def test_demographics_mismatch_is_flagged_never_merged(node: DicomNode, tmp_path
     assert "sex" not in description
 
 
+def test_identifiers_with_search_delimiters_still_match(node: DicomNode, tmp_path: Path) -> None:
+    awkward = {**EHR_PATIENT, "identifier": [{"system": "urn:clinic:mrn", "value": "D,10|01$"}]}
+    ehr = node.client.post(f"{BASE}/Patient", json=awkward).json()
+    ds = dermoscopic(patient_id="D,10|01$", patient_name="LESION^LARA", seed=5)
+    ds.PatientBirthDate = "19850714"
+    send(node, tmp_path, ds)
+    assert study_subject(node, ds) == f"Patient/{ehr['id']}"
+
+
 def test_issuer_mapping_api_needs_an_admin_and_a_uri(node: DicomNode) -> None:
     client = node.client
     clinician = {"Authorization": f"Bearer {client.token(roles=('clinician-reviewer',))}"}

@@ -13,6 +13,7 @@ import orjson
 import pydicom
 
 from dicom_node.attributes import INSTANCE
+from fhir_server.identity.merge import repointed
 from tests.conftest import BASE, FhirTestClient, make_client
 from tests.dicom_factories import dermoscopic, stow_body
 from tests.factories import observation
@@ -145,3 +146,16 @@ def test_merge_refuses_what_it_cannot_do(client: FhirTestClient) -> None:
     statement = client.get(f"{BASE}/metadata").json()
     patient = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
     assert "merge" in {o["name"] for o in patient["operation"]}
+
+
+def test_references_are_repointed_in_every_form_and_nothing_else() -> None:
+    resource = {
+        "subject": {"reference": "Patient/src", "display": "Patient/src"},
+        "performer": [{"reference": "http://example.org/fhir/default/Patient/src/_history/3"}],
+        "focus": [{"reference": "Patient/src2"}, {"reference": "Group/src"}],
+        "note": [{"text": "see Patient/src"}],
+    }
+    moved = repointed(resource, "src", "tgt")
+    assert moved["subject"] == {"reference": "Patient/tgt", "display": "Patient/src"}
+    assert moved["performer"][0]["reference"] == "http://example.org/fhir/default/Patient/tgt"
+    assert moved["focus"] == resource["focus"] and moved["note"] == resource["note"]
