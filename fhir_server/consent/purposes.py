@@ -16,7 +16,7 @@ from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.parameters import named_values, values_of
 from fhir_server.errors import bad_request
 from fhir_server.repository import Repository
-from fhir_server.security.guard import require_admin
+from fhir_server.security.admin import require_admin
 from fhir_server.storage.port import TenantReader, TenantStore
 from fhir_server.tenant_settings import read_setting, write_setting
 

@@ -45,12 +45,3 @@ def readable(access: Access | None, resource: dict[str, Any]) -> bool:
         assert access.patient is not None
         return in_compartment(resource, access.patient)
     return decision == "all"
-
-
-def require_admin(access: Access | None, what: str) -> None:
-    """Tenant configuration needs a ``system/*`` scope that may update every type (the admin and
-    integration roles): a user or patient token, however broad, does not configure the tenant."""
-    if access is None:
-        return
-    if not any(s.context == "system" and s.resource_type == "*" and "u" in s.permissions for s in access.scopes):
-        raise forbidden(f"{what} needs a system/*.u (admin) scope")
