@@ -11,15 +11,27 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from dermbridge.cli_support import opened_engine, settings_from
+from fhir_server.audit.signing import load_signer
+from fhir_server.audit.trail import AuditTrail
+from fhir_server.consent.purposes import SETTING as PURPOSES_SETTING
 from fhir_server.consent.purposes import ai_purposes, parse_purpose, set_ai_purposes
 from fhir_server.errors import OperationOutcomeError
+from fhir_server.identity.issuers import SETTING as ISSUER_SETTING
 from fhir_server.identity.issuers import issuer_systems, set_issuer_system
 from fhir_server.storage.port import TenantStore, TenantUnknownError
+from fhir_server.tenant_settings import SECURITY_CONFIGURATION, SOFTWARE_CONFIGURATION, setting_event
+
+Change = tuple[str, dict[str, str]]  # (setting name, audit subtype) of a command that changes it
 
 
-def _on_tenant(args: argparse.Namespace, action: Callable[[TenantStore], Awaitable[list[str]]]) -> int:
+def _on_tenant(
+    args: argparse.Namespace, action: Callable[[TenantStore], Awaitable[list[str]]], change: Change | None
+) -> int:
+    """Run ``action`` on the tenant's store and print its lines; a change is audited in the tenant's trail."""
+    settings = settings_from(args)
+
     async def run() -> int:
-        async with opened_engine(settings_from(args)) as engine:
+        async with opened_engine(settings) as engine:
             try:
                 store = await engine.tenant(args.tenant)
                 lines = await action(store)
@@ -29,6 +41,11 @@ def _on_tenant(args: argparse.Namespace, action: Callable[[TenantStore], Awaitab
             except OperationOutcomeError as error:
                 print(error.outcome["issue"][0]["diagnostics"], file=sys.stderr)
                 return 2
+            if change is not None and settings.audit_enabled:
+                trail = AuditTrail(load_signer(settings.data_dir / "keys"))
+                now = "; ".join(lines) or "(none)"
+                await trail.record(store, setting_event(change[0], change[1], "dermbridge CLI", f"now {now}"))
+                await trail.flush(store)
         print("\n".join(lines) if lines else "(none)")
         return 0
 
@@ -47,7 +64,7 @@ def issuer_command(args: argparse.Namespace) -> int:
             mapping = await set_issuer_system(store, args.issuer, args.system if args.action == "set" else None)
         return [f"{issuer} -> {system}" for issuer, system in sorted(mapping.items())]
 
-    return _on_tenant(args, act)
+    return _on_tenant(args, act, None if args.action == "list" else (ISSUER_SETTING, SOFTWARE_CONFIGURATION))
 
 
 def purposes_command(args: argparse.Namespace) -> int:
@@ -63,7 +80,7 @@ def purposes_command(args: argparse.Namespace) -> int:
             purposes = await set_ai_purposes(store, wanted)
         return [f"{system}|{code}" for system, code in purposes]
 
-    return _on_tenant(args, act)
+    return _on_tenant(args, act, None if args.action == "list" else (PURPOSES_SETTING, SECURITY_CONFIGURATION))
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

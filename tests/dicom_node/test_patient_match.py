@@ -71,6 +71,8 @@ def test_issuer_mapping_set_by_the_cli_finds_the_ehr_patient_without_a_restart(n
     assert len(patients(node, "urn:clinic:mrn|D-1001")) == 1  # no second Patient
     tasks = node.client.get(f"{BASE}/Task", params={"code": "urn:dermbridge:task|patient-identity-review"}).json()
     assert tasks["total"] == 0  # the same person: nothing to review
+    audit = node.client.get(f"{BASE}/AuditEvent", params={"subtype": "110131"}).json()  # Software Configuration
+    assert audit["total"] == 1 and "CLINIC-MRN -> urn:clinic:mrn" in audit["entry"][0]["resource"]["outcomeDesc"]
     listed = cli("issuer", "list", "--data-dir", str(node.data_dir))
     assert listed.stdout.strip() == "CLINIC-MRN -> urn:clinic:mrn"
     removed = cli("issuer", "remove", "CLINIC-MRN", "--data-dir", str(node.data_dir))
