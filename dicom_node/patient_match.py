@@ -22,6 +22,7 @@ from pydicom.valuerep import DA, PersonName
 
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.identity.issuers import issuer_systems
+from fhir_server.identity.merge_input import linked
 from fhir_server.repository import Repository, Stored
 from fhir_server.search.request import token
 
@@ -122,9 +123,8 @@ async def _live(repo: Repository, id: str) -> Stored | None:
 async def _survivor(repo: Repository, stored: Stored) -> Stored:
     """The Patient a merged record was replaced by ($merge), else the record itself."""
     for _ in range(MAX_LINKS):
-        link = next((k for k in stored.resource.get("link", []) if k.get("type") == "replaced-by"), None)
-        reference = ((link or {}).get("other") or {}).get("reference", "")
-        survivor = await _live(repo, reference.removeprefix("Patient/")) if reference.startswith("Patient/") else None
+        replaced_by = linked(stored.resource, "replaced-by")
+        survivor = await _live(repo, replaced_by[0]) if replaced_by else None
         if survivor is None:
             return stored
         stored = survivor
