@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import quote
 
 from pydicom.dataset import Dataset
-from pydicom.valuerep import DA, PersonName
 
+from dicom_node.dicom_values import fhir_date, human_name
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.identity.issuers import issuer_systems
 from fhir_server.identity.merge_input import linked
@@ -69,37 +69,21 @@ async def identifier_systems(repo: Repository, ds: Dataset) -> list[str]:
     return list(dict.fromkeys(c for c in candidates if c))
 
 
-def human_name(ds: Dataset) -> list[dict[str, Any]]:
-    """PatientName (PS3.5 6.2 PN, its alphabetic group) as a HumanName."""
-    value = ds.get("PatientName")
-    if not value:
-        return []
-    pn = value if isinstance(value, PersonName) else PersonName(str(value))
-    family = pn.family_name.strip()
-    given = [p for p in (pn.given_name.strip(), pn.middle_name.strip()) if p]
-    prefix = [p for p in (pn.name_prefix.strip(),) if p]
-    suffix = [p for p in (pn.name_suffix.strip(),) if p]
-    text = " ".join([*prefix, *given, family, *suffix]).strip()
-    if not text:
-        return []
-    parts = {"family": family, "given": given, "prefix": prefix, "suffix": suffix}
-    return [{"text": text, **{k: v for k, v in parts.items() if v}}]
+def image_name(ds: Dataset) -> list[dict[str, Any]]:
+    """PatientName (PS3.5 6.2 PN, read with pydicom's ``PersonName``) as HumanNames."""
+    return human_name(ds.get("PatientName"))
 
 
 def birth_date(ds: Dataset) -> str | None:
-    """PatientBirthDate (PS3.5 6.2 DA) as a FHIR date."""
-    text = dicom_text(ds, "PatientBirthDate")
-    try:
-        return DA(text).isoformat() if text else None
-    except ValueError:
-        return None
+    """PatientBirthDate (PS3.5 6.2 DA, read with pydicom's ``DA``) as a FHIR date."""
+    return fhir_date(ds.get("PatientBirthDate"))
 
 
 def new_patient(ds: Dataset, system: str, patient_id: str | None) -> dict[str, Any]:
     patient: dict[str, Any] = {"resourceType": "Patient"}
     if patient_id:
         patient["identifier"] = [{"system": system, "value": patient_id}]
-    name, born, sex = human_name(ds), birth_date(ds), SEXES.get(dicom_text(ds, "PatientSex") or "")
+    name, born, sex = image_name(ds), birth_date(ds), SEXES.get(dicom_text(ds, "PatientSex") or "")
     if name:
         patient["name"] = name
     if sex:
@@ -168,9 +152,9 @@ def _show_name(names: list[dict[str, Any]]) -> str:
 def differences(ds: Dataset, patient: dict[str, Any]) -> list[str]:
     """What the image says about the person that the Patient record contradicts."""
     found = []
-    image_name, record_name = human_name(ds), patient.get("name") or []
-    if _name_differs(image_name, record_name):
-        found.append(f"name: image {_show_name(image_name)!r}, record {_show_name(record_name)!r}")
+    on_image, on_record = image_name(ds), patient.get("name") or []
+    if _name_differs(on_image, on_record):
+        found.append(f"name: image {_show_name(on_image)!r}, record {_show_name(on_record)!r}")
     born, recorded = birth_date(ds), patient.get("birthDate")
     if born and isinstance(recorded, str) and not born.startswith(recorded) and not recorded.startswith(born):
         found.append(f"birth date: image {born}, record {recorded}")

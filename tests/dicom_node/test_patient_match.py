@@ -11,7 +11,7 @@ import pydicom
 import pydicom.config
 from pydicom.dataset import Dataset
 
-from dicom_node.patient_match import _qualified_system, birth_date, differences, human_name, issuer_urn
+from dicom_node.patient_match import _qualified_system, birth_date, differences, image_name, issuer_urn
 from tests.conftest import BASE
 from tests.dicom_factories import dermoscopic, write
 from tests.dicom_node.conftest import DicomNode
@@ -134,7 +134,7 @@ def test_dicom_names_dates_and_issuers_read_with_pydicom() -> None:
     ds = Dataset()
     ds.PatientName = "Müller^Anna^Maria^Dr.^PhD=ミュラー^アンナ"
     ds.PatientBirthDate = "19850714"
-    assert human_name(ds) == [{"text": "Dr. Anna Maria Müller PhD", "family": "Müller", "given": ["Anna", "Maria"],
+    assert image_name(ds) == [{"text": "Dr. Anna Maria Müller PhD", "family": "Müller", "given": ["Anna", "Maria"],
                                "prefix": ["Dr."], "suffix": ["PhD"]}]  # fmt: skip
     assert birth_date(ds) == "1985-07-14"
     with pydicom.config.disable_value_validation():

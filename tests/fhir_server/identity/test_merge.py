@@ -74,8 +74,8 @@ def test_merge_repoints_audits_and_erasure_of_the_target_leaves_no_plaintext(tmp
         preview = merge(client, source_identifier(), target(target_id), {"name": "preview", "valueBoolean": True})
         assert preview.status_code == 200, preview.text
         said = {p["name"]: p["resource"] for p in preview.json()["parameter"]}
-        # the study, the image's Media, the case, the finding and the consent
-        assert "would re-point 5 resources" in said["outcome"]["issue"][0]["diagnostics"]
+        # the study, the image's Media, its lesion (BodyStructure), the case, the finding and the consent
+        assert "would re-point 6 resources" in said["outcome"]["issue"][0]["diagnostics"]
         assert client.get(f"{BASE}/Patient/{source_id}").json().get("active") is not False
         assert client.get(f"{BASE}/Observation/{finding['id']}").json()["subject"]["reference"].endswith(source_id)
 
@@ -87,7 +87,7 @@ def test_merge_repoints_audits_and_erasure_of_the_target_leaves_no_plaintext(tmp
         retired = client.get(f"{BASE}/Patient/{source_id}").json()
         assert retired["active"] is False
         assert retired["link"] == [{"other": {"reference": f"Patient/{target_id}"}, "type": "replaced-by"}]
-        for resource_type in ("Observation", "ImagingStudy", "Media", "DiagnosticReport"):
+        for resource_type in ("Observation", "ImagingStudy", "Media", "DiagnosticReport", "BodyStructure"):
             assert subject_of(client, resource_type, {"_count": "50"}) == {f"Patient/{target_id}"}, resource_type
         moved = client.get(f"{BASE}/Consent/{permit['id']}").json()
         assert moved["patient"]["reference"] == f"Patient/{target_id}"  # the consent follows the patient
@@ -113,8 +113,9 @@ def test_merge_repoints_audits_and_erasure_of_the_target_leaves_no_plaintext(tmp
         ambiguous = merge(client, source_identifier(), target(target_id))  # the target carries it too now
         assert ambiguous.status_code == 422 and "match 2 Patients" in ambiguous.json()["issue"][0]["diagnostics"]
         assert client.post(f"{BASE}/Patient/{source_id}/$erase").status_code == 409  # erase the survivor instead
-        before = raw_bytes(data)
-        assert NAME.encode() in before and DEVICE_ID.encode() in before
+        # the name is in the plaintext search index now (the disk is scanned only once the server has
+        # stopped: reading a live SQLite file in its own process drops the process's POSIX locks)
+        assert client.get(f"{BASE}/Patient", params={"name": NAME}).json()["total"] == 1
 
         erased = client.post(f"{BASE}/Patient/{target_id}/$erase")
         assert erased.status_code == 200, erased.text
