@@ -128,17 +128,16 @@ class PatientMerge:
     async def __call__(
         self, repo: Repository, request: FhirRequest, resource_type: str | None, id: str | None
     ) -> FhirResponse:
-        merge = await merge_input(repo, request)
-        source_id, target_id = str(merge.source.resource["id"]), str(merge.target.resource["id"])
-        if merge.preview:
-            members = await compartment_members(repo, source_id)
-            message = f"preview: merging Patient/{source_id} into Patient/{target_id} would re-point {len(members)}"
-            return self._answer(request, message + " resources", {"id": target_id, **merged_target(merge)})
-        async with repo.store.transaction() as tx:
+        async with repo.store.transaction() as tx:  # read and written in one transaction: no change slips between
             bound = repo.within(tx)
+            merge = await merge_input(bound, request)
+            source_id, target_id = str(merge.source.resource["id"]), str(merge.target.resource["id"])
+            members = await compartment_members(bound, source_id)
+            if merge.preview:
+                message = f"preview: merging Patient/{source_id} into Patient/{target_id} would re-point"
+                return self._answer(request, f"{message} {len(members)} resources", merged_target(merge))
             for hook in self.hooks:
                 await hook(bound, source_id, target_id)
-            members = await compartment_members(bound, source_id)
             for stored in members:
                 moved = repointed(stored.resource, source_id, target_id)
                 await bound.update(moved, resource_type=str(moved["resourceType"]), id=str(moved["id"]),
