@@ -24,7 +24,7 @@ from fhir_server.errors import OperationOutcomeError
 from fhir_server.identity.issuers import issuer_systems
 from fhir_server.identity.merge_input import linked
 from fhir_server.repository import Repository, Stored
-from fhir_server.search.request import token
+from fhir_server.search.escaping import token
 
 NO_ISSUER_SYSTEM = "urn:dermbridge:dicom-patient-id"
 TASK_SYSTEM = "urn:dermbridge:task"

@@ -11,7 +11,7 @@ from fhir_server.api.messages import FhirRequest
 from fhir_server.api.parameters import named_values, one_of, values_of
 from fhir_server.errors import OperationOutcomeError, bad_request, unprocessable
 from fhir_server.repository import Repository, Stored
-from fhir_server.search.request import token
+from fhir_server.search.escaping import token
 
 MAX_IDENTIFIERS = 10
 

@@ -78,16 +78,6 @@ def unescape(value: str) -> str:
     return value.replace("\\,", ",").replace("\\|", "|").replace("\\$", "$").replace("\\\\", "\\")
 
 
-def escape(value: str) -> str:
-    """A value as a search parameter carries it (search.html#escaping): the inverse of ``unescape``."""
-    return value.replace("\\", "\\\\").replace(",", "\\,").replace("|", "\\|").replace("$", "\\$")
-
-
-def token(system: str, code: str) -> str:
-    """``system|code`` with both escaped, for a token search."""
-    return f"{escape(system)}|{escape(code)}"
-
-
 def parse_search(
     resource_types: tuple[str, ...],
     params: list[tuple[str, str]],
