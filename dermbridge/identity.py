@@ -13,7 +13,9 @@ from fhir_server.consent.reanalysis import ConsentWatcher
 from fhir_server.identity.issuers import ISSUER_SYSTEMS_DEFINITION, issuer_systems_operation
 from fhir_server.identity.merge import PatientMerge
 from fhir_server.identity.merge_input import MERGE_DEFINITION
+from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine
+from inference.tasks import note_requeued
 
 
 def register_identity(router: FhirRouter, trail: AuditTrail | None) -> None:
@@ -25,5 +27,13 @@ def register_identity(router: FhirRouter, trail: AuditTrail | None) -> None:
     router.register(Operation("analyze", ("DiagnosticReport",), True, analyze, ANALYZE_DEFINITION, True, "u"))
 
 
+async def _requeue_after_consent(repo: Repository, patient_id: str) -> int:
+    """The patient's waiting images back in the queue, and their review Tasks saying so."""
+    count = await requeue_patient(repo, patient_id)
+    if count:
+        await note_requeued(repo, patient_id, "a Consent now permits it")
+    return count
+
+
 def consent_watcher(engine: Engine) -> ConsentWatcher:
-    return ConsentWatcher(engine, requeue_patient)
+    return ConsentWatcher(engine, _requeue_after_consent)
