@@ -30,6 +30,10 @@ class Settings(BaseSettings):
         description="Python's thread switch interval: short keeps DIMSE threads and the loop responsive",
     )
     public_url: str = Field("", description="base URL clients reach the HTTP API at; default http://HOST:PORT")
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list,
+        description="reverse proxies whose X-Forwarded-For/-Proto are trusted (IPs or CIDRs); empty: none",
+    )
 
     auth_enabled: bool = Field(
         True, description="false: the insecure development mode, every request unrestricted (warned on each start)"
