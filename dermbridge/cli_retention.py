@@ -16,6 +16,7 @@ from fhir_server.audit.trail import AuditTrail
 from fhir_server.retention.job import RetentionJob, RunReport
 from fhir_server.retention.policies import (
     ACTIONS,
+    SETTING,
     PolicyError,
     RetentionPolicy,
     list_policies,
@@ -23,6 +24,7 @@ from fhir_server.retention.policies import (
     set_policy,
 )
 from fhir_server.storage.port import TenantStore
+from fhir_server.tenant_settings import SOFTWARE_CONFIGURATION, setting_event
 
 
 def retention_command(args: argparse.Namespace) -> int:
@@ -50,21 +52,32 @@ async def _act(args: argparse.Namespace, store: TenantStore, trail: AuditTrail |
         except (PolicyError, TypeError) as exc:
             print(exc, file=sys.stderr)
             return 2
-        await set_policy(store, policy)
+        await _audited(store, trail, await set_policy(store, policy))
         print(f"{args.tenant}: {policy.resource_type} is deleted {policy.days} days after its last update")
         return 0
     if args.action == "unset":
-        await remove_policy(store, args.type)
+        await _audited(store, trail, await remove_policy(store, args.type))
         print(f"{args.tenant}: no retention policy for {args.type}")
         return 0
     if args.action == "list":
         for policy in await list_policies(store):
-            print(f"{policy.resource_type}\t{policy.days} days\t{policy.action}")
+            print(_line(policy))
         return 0
     job = RetentionJob(trail)
     report = await job.run(store, dry_run=args.dry_run, now=args.as_of)
     _print(args, report)
     return 0
+
+
+def _line(policy: RetentionPolicy) -> str:
+    return f"{policy.resource_type}\t{policy.days} days\t{policy.action}"
+
+
+async def _audited(store: TenantStore, trail: AuditTrail | None, policies: list[RetentionPolicy]) -> None:
+    """A change of the tenant's policies, audited as a tenant setting's change (what they are now)."""
+    if trail is not None:
+        now = "; ".join(_line(p).replace("\t", " ") for p in policies) or "(none)"
+        await trail.record(store, setting_event(SETTING, SOFTWARE_CONFIGURATION, "dermbridge CLI", f"now {now}"))
 
 
 def _print(args: argparse.Namespace, report: RunReport) -> None:

@@ -9,16 +9,14 @@ has no history purge that keeps the audit chain and the erasure markers consiste
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal
-
-import orjson
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from fhir_server.definitions import resource_types
-from fhir_server.storage.port import Record, TenantReader, TenantStore
-from fhir_server.storage.query import RecordQuery
+from fhir_server.storage.port import TenantReader, TenantStore
+from fhir_server.tenant_settings import read_setting, write_setting
 
-COLLECTION = "retention-policy"
+SETTING = "retention.policies"
 Action = Literal["delete"]
 ACTIONS: tuple[Action, ...] = ("delete",)
 NEVER = frozenset({"AuditEvent", "Flag"})  # the audit trail is append-only; legal holds are the record of a hold
@@ -46,17 +44,31 @@ class RetentionPolicy:
             raise PolicyError(f"action must be one of {', '.join(ACTIONS)}")
 
 
-async def set_policy(store: TenantStore, policy: RetentionPolicy) -> None:
-    async with store.transaction() as tx:
-        await tx.put_record(Record(COLLECTION, policy.resource_type, orjson.dumps(asdict(policy))))
+async def set_policy(store: TenantStore, policy: RetentionPolicy) -> list[RetentionPolicy]:
+    """Keep (or replace) the policy of its type; returns the tenant's policies now."""
+    return await _change(store, policy.resource_type, {"days": policy.days, "action": policy.action})
 
 
-async def remove_policy(store: TenantStore, resource_type: str) -> None:
-    async with store.transaction() as tx:
-        await tx.delete_record(COLLECTION, resource_type)
+async def remove_policy(store: TenantStore, resource_type: str) -> list[RetentionPolicy]:
+    return await _change(store, resource_type, None)
 
 
 async def list_policies(reader: TenantReader) -> list[RetentionPolicy]:
     """The tenant's policies, by resource type."""
-    found = await reader.find_records(RecordQuery(COLLECTION))
-    return [RetentionPolicy(**orjson.loads(record.body)) for record in found]
+    return _parse(await read_setting(reader, SETTING))
+
+
+async def _change(store: TenantStore, resource_type: str, value: dict[str, Any] | None) -> list[RetentionPolicy]:
+    current = dict(await read_setting(store, SETTING) or {})
+    if value is None:
+        current.pop(resource_type, None)
+    else:
+        current[resource_type] = value
+    await write_setting(store, SETTING, current or None)
+    return _parse(current)
+
+
+def _parse(value: Any) -> list[RetentionPolicy]:
+    if not isinstance(value, dict):
+        return []
+    return [RetentionPolicy(t, int(v["days"]), v.get("action", "delete")) for t, v in sorted(value.items())]

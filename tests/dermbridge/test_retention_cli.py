@@ -53,6 +53,10 @@ def test_set_list_dry_run_and_run(tmp_path: Path) -> None:
     with make_client(data) as client:
         expired, held, condition = setup(client, data, 3)
         assert retention(data, "list").split() == ["Observation", "30", "days", "delete"]
+        changes = client.get(f"{BASE}/AuditEvent", params={"subtype": "110131"}).json()["entry"]
+        assert [e["resource"]["outcomeDesc"] for e in changes] == [
+            "tenant setting retention.policies: now Observation 30 days delete"
+        ]
         assert run(data, "--dry-run", "--as-of", SOON)["deleted"] == []  # not 30 days old yet
 
         dry = run(data, "--dry-run", "--as-of", LATER)
