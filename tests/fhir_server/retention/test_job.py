@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from fhir_server.crypto.master import load_master_keys
-from fhir_server.crypto.store import EncryptingEngine
+from dermbridge.cli_support import opened_engine
+from dermbridge.settings import Settings
 from fhir_server.repository import Repository
 from fhir_server.retention.job import RetentionJob
 from fhir_server.retention.policies import PolicyError, RetentionPolicy, list_policies, remove_policy, set_policy
 from fhir_server.storage.port import TenantStore
-from fhir_server.storage.sqlite.engine import SqliteEngine
 from tests.factories import observation
 
 pytestmark = pytest.mark.anyio
@@ -28,13 +27,10 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[TenantStore]:
-    engine = EncryptingEngine(SqliteEngine(tmp_path / "var"), load_master_keys(tmp_path / "keys"))
-    await engine.open()
-    await engine.create_tenant("alpha")
-    try:
+    """The tenant store the server and the CLI would open on this data directory (encrypted SQLite)."""
+    async with opened_engine(Settings(data_dir=tmp_path / "var")) as engine:
+        await engine.create_tenant("alpha")
         yield await engine.tenant("alpha")
-    finally:
-        await engine.close()
 
 
 async def observations(store: TenantStore, n: int) -> list[str]:
