@@ -42,7 +42,7 @@ class ConsentWatcher:
         if payload.get("type") != "Consent":
             return
         store = await self.engine.tenant(tenant)
-        repo = Repository.system(store, reason="consent-reanalysis: re-queue images a new Consent permits")
+        repo = Repository.system(store, reason="re-analysis after a permitting Consent")
         consent = await repo.current("Consent", str(payload["id"]))
         reference = ((consent or {}).get("patient") or {}).get("reference", "")
         if consent is None or consent.get("status") != "active" or not reference.startswith("Patient/"):
