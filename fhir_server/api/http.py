@@ -13,6 +13,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from fhir_server.api.json_body import parse_json
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.router import FhirRouter
 from fhir_server.audit.events import patient_of, rest_event
@@ -26,10 +27,18 @@ from fhir_server.storage.port import Engine, TenantUnknownError
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
-_JSON_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json", "text/json")
+# application/json+fhir: the DSTU2 name, still sent by older clients (http.html#mime-type)
+_JSON_TYPES = (
+    "application/fhir+json",
+    "application/json",
+    "application/json+fhir",
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "text/json",
+)
 _FORMS = "application/x-www-form-urlencoded"
 _XML_FORMATS = ("xml", "text/xml", "application/xml", "application/fhir+xml")
-_JSON_FORMATS = ("json", "application/json", "application/fhir+json", "text/json")
+_JSON_FORMATS = ("json", "application/json", "application/fhir+json", "application/json+fhir", "text/json")
 
 
 class FhirHttp:
@@ -124,10 +133,7 @@ async def _body(request: Request, limit: int) -> tuple[Any, list[tuple[str, str]
         raise OperationOutcomeError.of(
             415, "not-supported", f"Content-Type {content_type} is not supported: send {FHIR_JSON}"
         )
-    try:
-        return orjson.loads(raw), []
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"the body is not valid JSON: {exc}") from exc
+    return parse_json(raw), []
 
 
 def _parse_query(request: Request) -> list[tuple[str, str]]:
