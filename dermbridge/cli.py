@@ -20,6 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from dermbridge.app import create_app
+    from dermbridge.http_protocol import deadline_protocol
 
     settings = settings_from(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -51,7 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level="warning",
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
+        http=deadline_protocol(settings),
     )
     return 0
 
