@@ -67,9 +67,8 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
             self._arm(self.body_timeout)
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._reading, self._head_bytes = "head", 0
-        self._arm(self.header_timeout)
+        super().on_message_begin()  # called from data_received, after its bytes were counted
+        self._reading = "head"
 
     def on_headers_complete(self) -> None:
         self._reading = "body"
