@@ -14,6 +14,7 @@ MAX_JSON_DEPTH = 100  # nested objects and arrays; the model validator recurses 
 MAX_ARRAY_ITEMS = 10_000  # items of any one JSON array
 MAX_BODY_VALUES = 1_000_000  # JSON values (objects, arrays, scalars) in one body
 MAX_RESOURCE_VALUES = 20_000  # JSON values in one resource: bounds its validation and index extraction
+MAX_INDEXED_STRING = 1024  # characters of a string the search index keeps (string search, token text)
 
 # search (fhir_server/search/request.py)
 MAX_SEARCH_PARAMETERS = 100  # parameters of one search, result parameters included
