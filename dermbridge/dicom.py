@@ -9,10 +9,12 @@ import ssl
 from typing import Any
 
 from dermbridge.settings import Settings
+from dicom_node.admission import AssociationLimits
 from dicom_node.audit import DicomAudit
 from dicom_node.blobs import BlobStore
 from dicom_node.dimse import HANDLER_TIMEOUT_S, DimseConfig, DimseServer, MoveDestination
 from dicom_node.ingest import Ingestor
+from dicom_node.lesions import ImagingConventions
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.storage.port import Engine, TenantUnknownError
 
@@ -50,8 +52,9 @@ def build_ingestor(settings: Settings, engine: Engine, trail: AuditTrail | None 
         return f"{base}/{api}/{tenant}"
 
     blobs = BlobStore(settings.blob_root())
+    conventions = ImagingConventions(settings.dicom_lesion_key, settings.dicom_timezone)
     return Ingestor(engine, blobs, public_url=public_url, duplicates=settings.dicom_duplicates,
-                    trail=trail)  # fmt: skip
+                    trail=trail, conventions=conventions)  # fmt: skip
 
 
 class TrailSink:
@@ -104,5 +107,13 @@ def build_dimse(settings: Settings, engine: Engine, ingestor: Ingestor, sink: Tr
         move_destinations=_destinations(settings),
         tls=_tls(settings),
         tls_port=settings.dicom_tls_port,
+        limits=AssociationLimits(
+            max_associations=settings.dicom_max_associations,
+            per_peer=settings.dicom_max_associations_per_peer,
+            reserved=settings.dicom_reserved_associations,
+            artim_s=settings.dicom_artim_timeout_seconds,
+            read_timeout_s=settings.dicom_pdu_read_timeout_seconds,
+            max_pdu=settings.dicom_max_pdu_bytes,
+        ),
     )
     return DimseServer(config, engine, ingestor, DicomAudit(settings.data_dir / "audit", sink))

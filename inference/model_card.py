@@ -10,6 +10,28 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SNOMED = "http://snomed.info/sct"
+# The case conclusion's order of concern, highest first (a card may give its own): a lesion in a
+# higher tier decides the case whatever else the other lesions and images show.
+RISK_HIERARCHY = ("melanoma", "squamous-cell-carcinoma", "basal-cell-carcinoma", "other-malignant",
+                  "pre-malignant", "benign")  # fmt: skip
+PRE_MALIGNANT, BENIGN = "pre-malignant", "benign"  # every other tier of a hierarchy is a malignant one
+INDETERMINATE = "indeterminate"  # a benign call withheld: a concerning class lies just under its threshold
+
+
+def hierarchy_problem(hierarchy: tuple[str, ...]) -> str | None:
+    """Why a risk hierarchy would let a lower risk decide a case (malignant tiers, then pre-malignant,
+    then benign), or None."""
+    if len(set(hierarchy)) != len(hierarchy):
+        return f"risk hierarchy names a tier twice: {list(hierarchy)}"
+    if INDETERMINATE in hierarchy:
+        return f"{INDETERMINATE!r} is not a tier of the risk hierarchy (it is the band under a threshold)"
+    order = [2 if t == BENIGN else 1 if t == PRE_MALIGNANT else 0 for t in hierarchy]
+    if order != sorted(order):
+        return (
+            f"risk hierarchy {list(hierarchy)} ranks a lower risk above a higher one: every malignant tier "
+            f"must come before {PRE_MALIGNANT!r}, and {PRE_MALIGNANT!r} before {BENIGN!r}"
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +40,7 @@ class OutputClass:
     code: str  # SNOMED CT concept id
     display: str
     threshold: float  # a probability at or above it is interpreted as positive
+    risk_tier: str = "benign"  # one of the card's risk_hierarchy
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +66,43 @@ class ModelCard:
     training: str = ""
     saliency_layer: str | None = None  # a module name for Grad-CAM; None: occlusion sensitivity
     clinical_use: bool = False
+    contraindications: tuple[str, ...] = ()  # where it must not be used (sites, ages, image kinds)
+    fitzpatrick_coverage: str = ""  # which skin types the training and validation data represent
+    risk_hierarchy: tuple[str, ...] = RISK_HIERARCHY
     extra: dict[str, Any] = field(default_factory=dict)
+    # a benign call is withheld while a malignant or pre-malignant class is within this of its threshold
+    indeterminate_margin: float = 0.1
+    calibrated: bool = False  # True only if the scores were calibrated (else: uncalibrated softmax scores)
+    regulatory_clearance: str | None = None  # e.g. an FDA 510(k) number or a CE certificate id
+
+    def __post_init__(self) -> None:
+        problem = hierarchy_problem(self.risk_hierarchy)
+        if problem:
+            raise ValueError(problem)
+        if not 0.0 <= self.indeterminate_margin < 1.0:
+            raise ValueError(f"indeterminate_margin must be in [0, 1): {self.indeterminate_margin}")
 
     @property
     def key(self) -> str:
         return f"{self.id}@{self.version}"
+
+    def output(self, index: int) -> OutputClass:
+        return next(c for c in self.classes if c.index == index)
+
+    def rank(self, tier: str) -> int:
+        """Higher is more concerning; a tier the hierarchy does not name ranks below all. An
+        indeterminate outcome ranks just above benign (below every positive concerning finding)."""
+        if tier == INDETERMINATE:
+            return 2 * self.rank(BENIGN) + 1 if BENIGN in self.risk_hierarchy else 1
+        return 2 * (len(self.risk_hierarchy) - self.risk_hierarchy.index(tier)) if tier in self.risk_hierarchy else 0
+
+    def concerning(self, tier: str) -> bool:
+        """A malignant or pre-malignant tier."""
+        return tier in self.risk_hierarchy and tier != BENIGN
+
+    @staticmethod
+    def malignant(tier: str) -> bool:
+        return tier not in (BENIGN, PRE_MALIGNANT, INDETERMINATE)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +115,10 @@ class ModelCard:
             classes = tuple(OutputClass(**c) for c in data["classes"])
             if sorted(c.index for c in classes) != list(range(len(classes))):
                 raise ValueError("class indexes must be 0..n-1")
+            hierarchy = tuple(data.get("risk_hierarchy", RISK_HIERARCHY))
+            unranked = [c.display for c in classes if c.risk_tier not in hierarchy]
+            if unranked:
+                raise ValueError(f"classes without a tier of the risk hierarchy: {unranked}")
             return cls(
                 id=str(data["id"]),
                 version=str(data["version"]),
@@ -72,7 +131,13 @@ class ModelCard:
                 training=str(data.get("training", "")),
                 saliency_layer=data.get("saliency_layer"),
                 clinical_use=bool(data.get("clinical_use", False)),
+                contraindications=tuple(data.get("contraindications", ())),
+                fitzpatrick_coverage=str(data.get("fitzpatrick_coverage", "")),
+                risk_hierarchy=hierarchy,
                 extra=dict(data.get("extra", {})),
+                indeterminate_margin=float(data.get("indeterminate_margin", 0.1)),
+                calibrated=bool(data.get("calibrated", False)),
+                regulatory_clearance=data.get("regulatory_clearance") or None,
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a valid model card: {exc}") from exc
