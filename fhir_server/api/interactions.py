@@ -108,9 +108,14 @@ async def conditional_update(repo: Repository, request: FhirRequest, args: PathA
 
 
 async def patch(repo: Repository, request: FhirRequest, args: PathArgs) -> FhirResponse:
-    """http.html#patch"""
-    if_match = request.header("if-match")
-    stored = await repo.patch(request.body, resource_type=args["type"], id=args["id"], if_match=if_match)
+    """http.html#patch: a JSON Patch or a JSON merge patch, as the Content-Type says"""
+    stored = await repo.patch(
+        request.body,
+        resource_type=args["type"],
+        id=args["id"],
+        if_match=request.header("if-match"),
+        content_type=request.header("content-type"),
+    )
     return write_response(200, stored, request)
 
 
