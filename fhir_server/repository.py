@@ -9,6 +9,9 @@ Every interaction asks the repository's ``AccessPolicy`` first (``fhir_server.se
 a repository is made either for a token's policy or, by ``Repository.system(store, reason=...)``,
 as the named privileged context of an internal caller. Under a ``patient/`` scope, another
 patient's resource, live or deleted, is answered as if it did not exist (404).
+
+Every deletion (DELETE, conditional DELETE, bundle entries, ``$erase``, retention) ends in ``_tombstone``,
+which refuses with 409 what an active legal hold covers (``fhir_server.retention.holds``).
 """
 
 from __future__ import annotations
