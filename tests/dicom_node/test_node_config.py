@@ -61,7 +61,14 @@ def test_audit_records_associations_and_operations(node: DicomNode, tmp_path: Pa
     assert [e["resource"]["subtype"][0]["code"] for e in echo.get("entry", [])] == ["C-ECHO"]
     node.run("storescu", str(write(dermoscopic(), tmp_path)), check=True)
     node.run("echoscu", aet="STRANGER")
-    records = (node.data_dir / "audit" / "dicom.jsonl").read_text().splitlines()
+    # pynetdicom tells of a rejection (EVT_REJECTED) after sending A-ASSOCIATE-RJ: the caller may
+    # be gone before the record is written
+    log = node.data_dir / "audit" / "dicom.jsonl"
+    deadline = time.monotonic() + 10
+    while '"STRANGER"' not in log.read_text():
+        assert time.monotonic() < deadline, "no record of the rejected association"
+        time.sleep(0.05)
+    records = log.read_text().splitlines()
 
     entries = [json.loads(r) for r in records]
     actions = [(e["action"], e["outcome"], e["callingAE"]) for e in entries]
