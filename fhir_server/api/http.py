@@ -216,6 +216,7 @@ async def _audit(
         address=request.client.host if request.client else None,
         entity=entity,
         patient=patient_of(segments, params, body),
+        query_key=trail.signer.query_key,
     )
     await trail.record(repo.store, event)
 

@@ -303,7 +303,8 @@ class SqliteEngine:
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """The tenants' directory, created 0700 (its files are created 0600: ``create_private``)."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     async def close(self) -> None:
         for store in self._stores.values():

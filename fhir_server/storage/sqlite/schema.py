@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 SCHEMA_VERSION = 2
 
@@ -180,9 +183,24 @@ def initialise_staging(conn: sqlite3.Connection) -> None:
     conn.executescript(STAGING_DDL)
 
 
+def create_private(path: Path) -> None:
+    """Create a database file readable by the server's user only (0600), when it does not exist.
+
+    SQLite gives its ``-wal`` and ``-shm`` files the database file's mode. ``O_EXCL``: an existing
+    file is never opened here, since closing a descriptor of a live database would drop this
+    process's locks on it (sqlite.org/howtocorrupt.html, section 2.2)."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection with the pragmas every connection needs. Writes are durable at commit."""
-    uri = f"file:{path}?mode={'ro' if readonly else 'rwc'}"
+    """A connection with the pragmas every connection needs. Writes are durable at commit.
+
+    The path is percent-quoted into the URI (RFC 3986, sqlite.org/uri.html): a ``#`` or ``?`` in
+    it would otherwise end the file name and open another, empty database."""
+    if not readonly:
+        create_private(Path(path))
+    uri = f"file:{quote(path)}?mode={'ro' if readonly else 'rwc'}"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA busy_timeout = 30000")
     conn.execute("PRAGMA synchronous = FULL")  # WAL + FULL: a commit is fsynced before it returns
