@@ -19,7 +19,7 @@ from conformance.dicom import dicom_conformance
 from dermbridge import __version__
 from dermbridge.dicom import TrailSink, build_dimse, build_ingestor
 from dermbridge.settings import Settings
-from dermbridge.storage import open_engine
+from dermbridge.storage import open_audit_trail, open_engine
 from dicom_node.dimse import DimseServer
 from dicom_node.erasure import DicomErasure
 from dicom_node.web.routes import router as dicomweb_router
@@ -31,7 +31,6 @@ from fhir_server.api.http import FhirHttp, error_response, unexpected_error_resp
 from fhir_server.api.http import router as fhir_http_router
 from fhir_server.api.router import FhirRouter, Operation
 from fhir_server.audit.remote import LoaderProcess
-from fhir_server.audit.signing import load_signer
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.operation import DECIDE_DEFINITION, consent_decide
 from fhir_server.crypto.erase import ERASE_DEFINITION, Erasure
@@ -110,11 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
     dispatcher = OutboxDispatcher(engine)
     clients = ClientRegistry(engine)
     tokens = build_tokens(settings) if settings.auth_enabled else None
-    audit = (
-        AuditTrail(load_signer(settings.data_dir / "keys"), settings.audit_checkpoint_every)
-        if settings.audit_enabled
-        else None
-    )
+    audit = open_audit_trail(settings) if settings.audit_enabled else None
     sink = TrailSink(engine, audit, settings.default_tenant) if audit is not None else None
     ingestor = build_ingestor(settings, engine, audit)
     dimse = build_dimse(settings, engine, ingestor, sink) if settings.dicom_enabled else None

@@ -27,6 +27,7 @@ from fhir_server.storage.port import (
     AuditCheckpoint,
     AuditEntry,
     AuditLink,
+    AuditStaging,
     Engine,
     HistoryPage,
     HistoryQuery,
@@ -241,6 +242,15 @@ class EncryptingTenantStore(_Reading):
 
     async def audit_checkpoints(self) -> list[AuditCheckpoint]:
         return await self._store.audit_checkpoints()
+
+    async def latest_audit_checkpoint(self) -> AuditCheckpoint | None:
+        return await self._store.latest_audit_checkpoint()
+
+    async def audit_staging(self) -> AuditStaging:
+        return await self._store.audit_staging()
+
+    async def audit_staged_seqs(self, low: int, high: int) -> set[int]:
+        return await self._store.audit_staged_seqs(low, high)
 
     async def scrub(self) -> None:
         await self._store.scrub()

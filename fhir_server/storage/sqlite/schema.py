@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # One table per index kind; ``grp`` ties the components of a composite parameter together.
 INDEX_TABLES = {
@@ -123,19 +123,25 @@ CREATE TABLE IF NOT EXISTS audit_chain (
     resource_id TEXT NOT NULL,
     content_hash TEXT NOT NULL,
     chain_hash TEXT NOT NULL,
-    indexed INTEGER NOT NULL DEFAULT 1
+    indexed INTEGER NOT NULL DEFAULT 1,
+    staged_seq INTEGER  -- the event's seq in the staging log; NULL: chained in a caller's transaction
 );
 -- the last staging log seq loaded into this database (one row)
 CREATE TABLE IF NOT EXISTS audit_loaded (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     seq INTEGER NOT NULL
 );
+-- signed heads: the chain up to seq and (NULL in checkpoints of schema 2) the staging log up to
+-- staged_seq, loaded up to loaded_seq, at signed_at
 CREATE TABLE IF NOT EXISTS audit_checkpoint (
     seq INTEGER PRIMARY KEY,
     chain_hash TEXT NOT NULL,
     signature BLOB NOT NULL,
     algorithm TEXT NOT NULL,
-    key_id TEXT NOT NULL
+    key_id TEXT NOT NULL,
+    staged_seq INTEGER,
+    loaded_seq INTEGER,
+    signed_at TEXT
 );
 
 CREATE TABLE IF NOT EXISTS outbox (
@@ -225,6 +231,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_chain)")}
     if "indexed" not in columns:  # version 2: AuditEvents indexed after they are stored
         conn.execute("ALTER TABLE audit_chain ADD COLUMN indexed INTEGER NOT NULL DEFAULT 1")
+    if "staged_seq" not in columns:  # version 3: signed heads cover the staging log
+        conn.execute("ALTER TABLE audit_chain ADD COLUMN staged_seq INTEGER")
+        for column in ("staged_seq INTEGER", "loaded_seq INTEGER", "signed_at TEXT"):
+            conn.execute(f"ALTER TABLE audit_checkpoint ADD COLUMN {column}")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS audit_chain_staged ON audit_chain (staged_seq) WHERE staged_seq IS NOT NULL"
+    )
     conn.execute("CREATE INDEX IF NOT EXISTS audit_chain_unindexed ON audit_chain (seq) WHERE indexed = 0")
 
 
