@@ -233,6 +233,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE audit_chain ADD COLUMN indexed INTEGER NOT NULL DEFAULT 1")
     if "staged_seq" not in columns:  # version 3: signed heads cover the staging log
         conn.execute("ALTER TABLE audit_chain ADD COLUMN staged_seq INTEGER")
+    if "signed_at" not in {row[1] for row in conn.execute("PRAGMA table_info(audit_checkpoint)")}:
         for column in ("staged_seq INTEGER", "loaded_seq INTEGER", "signed_at TEXT"):
             conn.execute(f"ALTER TABLE audit_checkpoint ADD COLUMN {column}")
     conn.execute(
