@@ -16,6 +16,7 @@ from typing import Any
 
 from fhir_server.api.compartment import compartment_clause
 from fhir_server.api.messages import FhirRequest, FhirResponse
+from fhir_server.audit.audited_writes import AuditedWrites
 from fhir_server.crypto.store import EncryptingTenantStore
 from fhir_server.definitions import patient_compartment, resource_types
 from fhir_server.errors import OperationOutcomeError, not_found, outcome
@@ -36,7 +37,7 @@ class Erasure:
         self, repo: Repository, request: FhirRequest, resource_type: str | None, id: str | None
     ) -> FhirResponse:
         assert id is not None
-        store = repo.store
+        store = AuditedWrites.unwrap(repo.store)
         if not isinstance(store, EncryptingTenantStore):
             raise OperationOutcomeError.of(
                 400, "not-supported", "$erase needs encryption at rest (DERMBRIDGE_ENCRYPTION_ENABLED)"
@@ -47,7 +48,7 @@ class Erasure:
         if await store.read("Patient", id) is None:
             raise not_found(f"{ref} is not known")
         erased = 0
-        async with store.transaction() as tx:
+        async with repo.store.transaction() as tx:  # with the request's AuditEvent (``AuditedWrites``)
             bound = repo.within(tx)
             for hook in self.hooks:
                 await hook(bound, id)

@@ -10,6 +10,7 @@ import sqlite3
 import stat
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.conftest import BASE, make_client
@@ -120,3 +121,22 @@ def test_a_head_rewritten_in_the_anchor_does_not_verify(data_dir: Path) -> None:
     anchor.write_text("\n".join([*lines[:-1], lines[-1].replace('"seq":', '"seq":1')]) + "\n")
     report = verify(data_dir)
     assert report.returncode == 1 and "invalid signature" in report.stdout
+
+
+def test_a_write_commits_with_its_audit_event(tmp_path: Path) -> None:
+    """Not staged after the commit (a crash in between left writes unaudited): in the write's transaction."""
+    data_dir = tmp_path / "var"
+    with make_client(data_dir, encryption_enabled=False) as client:
+        created = client.post(f"{BASE}/Patient", json=patient()).json()
+        ref = f"Patient/{created['id']}"
+        client.put(f"{BASE}/{ref}", json={**patient(family="Moved"), "id": created["id"]})
+        client.delete(f"{BASE}/{ref}")
+        with database(data_dir) as conn:  # as the answers left them: nothing loaded from the staging log yet
+            rows = conn.execute(
+                "SELECT c.staged_seq, h.content FROM audit_chain c "
+                "JOIN history h ON h.type = 'AuditEvent' AND h.id = c.resource_id"
+            ).fetchall()
+        chained = {
+            orjson.loads(content)["subtype"][0]["code"]: staged for staged, content in rows if ref.encode() in content
+        }
+        assert chained == {"create": None, "update": None, "delete": None}  # chained in the caller's transaction
