@@ -75,13 +75,13 @@ async def verify_trail(
     chain = _Chain(hashes={})
     checkpoints: list[AuditCheckpoint] = []
     where = str(anchors.path(store.name)) if anchors is not None else ""
-    try:
-        await _walk(store, chain)
+    try:  # the heads before the chain: a server running meanwhile only makes the chain longer
         checkpoints = await store.audit_checkpoints()
+        anchored = anchors.heads(store.name) if anchors is not None else None
+        await _walk(store, chain)
         for checkpoint in checkpoints:
             _check_signature(store.name, checkpoint, signer, "a checkpoint signature is invalid")
             _check_covers(chain, checkpoint, "a signed checkpoint")
-        anchored = anchors.heads(store.name) if anchors is not None else None
         for head in anchored or []:
             _check_signature(store.name, head, signer, f"a head anchored in {where} has an invalid signature")
         if anchored:
@@ -94,6 +94,10 @@ async def verify_trail(
         await _check_staged(store, heads)
         staging = await store.audit_staging()
         staged, newest_staged = await _staged_tail(store, staging.loaded_seq)
+        latest = await store.latest_audit_checkpoint()  # one signed while the chain was read counts too
+        if latest is not None and latest.signed_at is not None:
+            _check_signature(store.name, latest, signer, "a checkpoint signature is invalid")
+            heads.append(latest)
         _check_fresh(heads, max(chain.newest, newest_staged), stale_after)
     except _Broken as broken:
         return VerifyReport(False, chain.count, len(checkpoints), broken.seq, broken.reason, anchor=where)
