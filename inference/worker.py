@@ -20,11 +20,13 @@ import time
 from dataclasses import dataclass, replace
 
 import numpy as np
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from dicom_node.attributes import INSTANCE
 from dicom_node.blobs import BlobStore
 from dicom_node.instance_files import InstanceFiles, ObjectErased
+from dicom_node.lesions import ImagingConventions, resolve_lesion
 from dicom_node.sop_classes import ENCAPSULATED_PDF
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.decision import AI_ANALYSIS, decide
@@ -70,6 +72,7 @@ class InferenceWorker(OutboxLoop):
         human_review: bool = True,
         abcd: bool = True,
         poll_seconds: float = 1.0,
+        conventions: ImagingConventions | None = None,
     ) -> None:
         super().__init__(engine, poll_seconds)
         self.engine = engine
@@ -83,6 +86,7 @@ class InferenceWorker(OutboxLoop):
         self.max_attempts = max_attempts
         self.human_review = human_review
         self.abcd = abcd
+        self.conventions = conventions or ImagingConventions()
 
     # -- one round --------------------------------------------------------------------------------
     async def drain(self) -> int:
@@ -147,6 +151,7 @@ class InferenceWorker(OutboxLoop):
             media_id=str(payload["media"]),
             imaging_study_id=str(payload["imagingStudy"]),
             report_id=str(payload["report"]),
+            lesion_id=str(payload.get("lesion") or ""),
         )
         if self._already_done(await self._done_keys(repo, context)):
             return None
@@ -170,15 +175,22 @@ class InferenceWorker(OutboxLoop):
             return None
         if "PixelData" not in ds:
             return None
-        media = await repo.current("Media", context.media_id)
-        if media and media.get("bodySite"):
-            context = replace(context, body_site=media["bodySite"])
+        media = await repo.current("Media", context.media_id) or {}
+        consent_id = str(decision.consent.resource["id"]) if decision.consent is not None else None
+        lesion_id = context.lesion_id or await self._lesion(repo, ds, context.patient_id)
+        context = replace(context, body_site=media.get("bodySite"), acquired=media.get("createdDateTime"),
+                          consent_id=consent_id, lesion_id=lesion_id)  # fmt: skip
         try:
             rgb = await asyncio.to_thread(rgb_pixels, ds)
         except UndecodableImage as exc:
             await self._poison(repo, context, str(exc))
             return None
         return Job(event, context, rgb, pixel_spacing_mm(ds))
+
+    async def _lesion(self, repo: Repository, ds: Dataset, patient_id: str) -> str:
+        """The lesion of an event that does not name it (queued before lesions existed, or re-queued)."""
+        lesion = await resolve_lesion(repo, ds, patient_id, self.conventions.lesion_key(repo.tenant))
+        return str(lesion.resource["id"])
 
     async def _done_keys(self, repo: Repository, context: ImageContext) -> list[bool]:
         done = []
@@ -199,7 +211,7 @@ class InferenceWorker(OutboxLoop):
         async with repo.store.transaction() as tx:
             bound = repo.within(tx)
             await write_results(bound, job.context, runner.model.card, prediction, features, pngs, self.server_version,
-                                self.devices)  # fmt: skip
+                                self.devices, runner.model.weights_sha256)  # fmt: skip
         await self._audit(repo, job.context, "0", f"analysed by {runner.model.card.key} in "
                           f"{(time.perf_counter() - started) * 1000:.0f} ms after the forward pass")  # fmt: skip
 
