@@ -48,12 +48,14 @@ class AuditedWrites:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[TenantTransaction]:
+        audits = False
         async with self._store.transaction() as tx:
             watched = _Watched(tx)
             yield cast(TenantTransaction, watched)
             if watched.first is not None and self.describe is not None and not self.recorded:
                 await self.trail.record_in(self._store, tx, self.describe(watched.first))
-                self.recorded = True
+                audits = True
+        self.recorded = self.recorded or audits  # committed: a failed commit leaves the REST layer to record
 
 
 class _Watched:
