@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from fhir_server.storage.port import IndexEntries, ResourceVersion, TenantStore, TenantTransaction
+from fhir_server.storage.port import ResourceVersion, TenantStore, TenantTransaction
 
 if TYPE_CHECKING:
     from fhir_server.audit.trail import AuditTrail
@@ -50,28 +50,12 @@ class AuditedWrites:
     async def transaction(self) -> AsyncIterator[TenantTransaction]:
         audits = False
         async with self._store.transaction() as tx:
-            watched = _Watched(tx)
-            yield cast(TenantTransaction, watched)
-            if watched.first is not None and self.describe is not None and not self.recorded:
-                await self.trail.record_in(self._store, tx, self.describe(watched.first))
+            yield tx
+            first = tx.first_written
+            if first is not None and self.describe is not None and not self.recorded:
+                await self.trail.record_in(self._store, tx, self.describe(first))
                 audits = True
         self.recorded = self.recorded or audits  # committed: a failed commit leaves the REST layer to record
-
-
-class _Watched:
-    """A transaction that notes its first resource write."""
-
-    def __init__(self, tx: TenantTransaction) -> None:
-        self._tx = tx
-        self.first: ResourceVersion | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._tx, name)
-
-    async def write(self, version: ResourceVersion, index: IndexEntries | None) -> None:
-        await self._tx.write(version, index)
-        if self.first is None:
-            self.first = version
 
 
 def written_resource(version: ResourceVersion) -> dict[str, Any] | None:

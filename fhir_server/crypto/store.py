@@ -114,6 +114,7 @@ class EncryptingTransaction(_Reading):
         self._tx = inner
         self.keyring = keyring
         self.stored: set[str] = set()  # data keys this transaction puts
+        self.first_written: ResourceVersion | None = None  # in plaintext
 
     async def data_key(self, ref: str) -> bytes:
         """``ref``'s data key, made durable with this transaction when it is new."""
@@ -132,6 +133,7 @@ class EncryptingTransaction(_Reading):
         return {"ref": ref, "wrapped": base64.b64encode(sealed).decode()}
 
     async def write(self, version: ResourceVersion, index: IndexEntries | None) -> None:
+        self.first_written = self.first_written or version
         if version.content is not None:
             ref = subject_ref(version.resource_type, orjson.loads(version.content))
             key = await self.data_key(ref)

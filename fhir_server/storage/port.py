@@ -223,6 +223,8 @@ class TenantReader(Protocol):
 class TenantTransaction(TenantReader, Protocol):
     """One atomic unit of writes. Reads inside it see its own writes."""
 
+    first_written: ResourceVersion | None  # the first version written, as the caller gave it (None: none yet)
+
     async def write(self, version: ResourceVersion, index: IndexEntries | None) -> None:
         """Append a version and make it current; ``index`` replaces the resource's index rows."""
         ...

@@ -64,6 +64,7 @@ class SqliteTransaction:
         self._begun = False
         self._locked = False
         self.events = 0
+        self.first_written: ResourceVersion | None = None
 
     async def _flush_then(self, fn: Callable[..., T] | None, *args: Any) -> T | None:
         if not self._locked:
@@ -109,6 +110,7 @@ class SqliteTransaction:
 
     async def write(self, version: ResourceVersion, index: IndexEntries | None) -> None:
         self._pending.append((ops.write, (version, index)))
+        self.first_written = self.first_written or version
 
     async def append_event(self, topic: str, payload: dict[str, Any]) -> None:
         self._pending.append((ops.append_event, (topic, payload)))
