@@ -10,10 +10,12 @@ Events a client POSTs are indexed and chained in the transaction that stores the
 (``Repository``); events recorded inside a caller's transaction (``record_in``) are chained with
 it and indexed by the next flush.
 
-When a flush has loaded or indexed ``checkpoint_every`` events since the last checkpoint, it
-signs the chain's head (tenant, seq, chain hash) with the server key.
-``verify`` recomputes the chain from the stored AuditEvents and checks every checkpoint: an
-edited, removed or reordered event is found.
+The server signs the trail's head (the chain's last link and hash, the staging log's last seq
+and how much of it is loaded, the time) when a flush has loaded or indexed ``checkpoint_every``
+events since the last head, every ``head_interval`` seconds while events come, and at ``close``;
+each head is kept in the database and appended to the anchor file (``anchor``). ``verify``
+(``fhir_server.audit.verify``) finds an edited, removed, reordered or missing event, a truncated
+or wiped chain, lost staged events and a head older than the cadence allows.
 """
 
 from __future__ import annotations
