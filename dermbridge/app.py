@@ -39,12 +39,12 @@ from fhir_server.errors import OperationOutcomeError
 from fhir_server.notify.config import NotifyConfig
 from fhir_server.outbox import OutboxDispatcher
 from fhir_server.search.extract import warm_up as warm_up_index
-from fhir_server.storage.port import Engine
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.clients import ClientRegistry
 from fhir_server.security.endpoint import TokenEndpoint
 from fhir_server.security.revocation import ClientStates
 from fhir_server.security.tokens import ExternalProvider, TokenService, load_token_signer
+from fhir_server.storage.port import Engine
 from fhir_server.subscriptions.activation import activate as activate_subscription
 from fhir_server.subscriptions.channels import Channels
 from fhir_server.subscriptions.worker import SubscriptionWorker
@@ -117,10 +117,15 @@ def build_subscriptions(settings: Settings, engine: Engine, audit: AuditTrail | 
     if not settings.subscriptions_enabled or settings.role == "inference":
         return None
     channels = Channels(NotifyConfig.load(settings.notify_config))
-    return SubscriptionWorker(engine, channels, public_base=settings.base_url(), audit=audit,
-                              max_attempts=settings.subscription_max_attempts,
-                              retry_seconds=settings.subscription_retry_seconds,
-                              poll_seconds=settings.subscription_poll_seconds)  # fmt: skip
+    return SubscriptionWorker(
+        engine,
+        channels,
+        public_base=settings.base_url(),
+        audit=audit,
+        max_attempts=settings.subscription_max_attempts,
+        retry_seconds=settings.subscription_retry_seconds,
+        poll_seconds=settings.subscription_poll_seconds,
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -30,8 +30,13 @@ class Context:
     resource: dict[str, Any]
 
     def values(self, personal: bool) -> dict[str, str]:
-        values = {"tenant": self.tenant, "resource_type": self.resource_type, "id": self.id, "link": self.link,
-                  "subscription": self.subscription}  # fmt: skip
+        values = {
+            "tenant": self.tenant,
+            "resource_type": self.resource_type,
+            "id": self.id,
+            "link": self.link,
+            "subscription": self.subscription,
+        }
         if personal:
             div = str((self.resource.get("text") or {}).get("div") or "")
             values["summary"] = re.sub(r"<[^>]+>", " ", div).strip()
@@ -67,4 +72,4 @@ DEFAULT_EMAIL = Template(
     body="A $resource_type you subscribed to has changed.\n\nOpen it in DermBridge: $link\n\n"
     "(Subscription/$subscription; this message carries no clinical details.)\n",
 )
-DEFAULT_WEBHOOK = Template(body="DermBridge: a $resource_type you subscribed to has changed: $link")
+DEFAULT_WEBHOOK = Template(subject="", body="DermBridge: a $resource_type you subscribed to has changed: $link")

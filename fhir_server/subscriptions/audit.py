@@ -25,14 +25,26 @@ def notification_event(
         "agent": [
             {"who": {"display": "DermBridge subscription worker"}, "requestor": False},
             {"who": {"display": owner}, "requestor": True},
-            {"who": {"display": endpoint[:500]}, "requestor": False,
-             "type": {"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110152",
-                                  "display": "Destination Role ID"}]}},
+            {
+                "who": {"display": endpoint[:500]},
+                "requestor": False,
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://dicom.nema.org/resources/ontology/DCM",
+                            "code": "110152",
+                            "display": "Destination Role ID",
+                        }
+                    ]
+                },
+            },
         ],
-        "source": {"observer": {"display": "DermBridge subscription worker"},
-                   "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}]},
+        "source": {
+            "observer": {"display": "DermBridge subscription worker"},
+            "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}],
+        },
         "entity": [
             {"what": {"reference": f"Subscription/{subscription_id}"}, "type": {"system": ENTITY_TYPE, "code": "2"}},
             {"what": {"reference": about}, "type": {"system": ENTITY_TYPE, "code": "2"}},
         ],
-    }  # fmt: skip
+    }

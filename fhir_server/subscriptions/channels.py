@@ -66,8 +66,9 @@ class Channels:
         payload = channel.get("payload")
         if payload == FHIR_JSON:
             url = f"{endpoint.rstrip('/')}/{context.resource_type}/{context.id}"
-            request = self._http.build_request("PUT", url, content=orjson.dumps(context.resource),
-                                               headers={**headers, "Content-Type": FHIR_JSON})  # fmt: skip
+            request = self._http.build_request(
+                "PUT", url, content=orjson.dumps(context.resource), headers={**headers, "Content-Type": FHIR_JSON}
+            )
         elif payload == WEBHOOK_JSON:
             recipient = endpoint
             if not self.config.tenant(context.tenant).wants(recipient, "webhook"):

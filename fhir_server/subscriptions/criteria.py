@@ -20,8 +20,10 @@ class Criteria:
 def parse_criteria(text: object) -> Criteria:
     """``Type?name=value&...`` (or a bare ``Type``); 422 otherwise."""
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_CRITERIA:
-        raise unprocessable(f"criteria must be a search URL such as Observation?status=final, at most "
-                            f"{MAX_CRITERIA} characters", ["Subscription.criteria"])  # fmt: skip
+        raise unprocessable(
+            f"criteria must be a search URL such as Observation?status=final, at most {MAX_CRITERIA} characters",
+            ["Subscription.criteria"],
+        )
     resource_type, _, query = text.strip().partition("?")
     params = tuple(parse_qsl(query, keep_blank_values=True))
     return Criteria(resource_type, params)

@@ -44,7 +44,7 @@ def owner_policy(resource: dict[str, Any], tenant: str) -> AccessPolicy:
         tenant=tenant,
         subject=(values.get("client") or [""])[0],
         scopes=tuple(parse_scopes((values.get("scope") or [""])[0])),
-        patient=(values.get("patient") or [None])[0],
+        patient=values["patient"][0] if values.get("patient") else None,
         roles=tuple(values.get("role") or ()),
     )
     return AccessPolicy.of(access)
@@ -52,6 +52,6 @@ def owner_policy(resource: dict[str, Any], tenant: str) -> AccessPolicy:
 
 def owner_client(resource: dict[str, Any]) -> str:
     """The owning client's id (for audit), or a description of the system context."""
-    owner = next((e for e in resource.get("extension") or [] if e.get("url") == OWNER_URL), {})
+    owner: dict[str, Any] = next((e for e in resource.get("extension") or [] if e.get("url") == OWNER_URL), {})
     parts = {str(p.get("url")): str(p.get("valueString")) for p in owner.get("extension") or []}
     return parts.get("client") or f"system ({parts.get('system', 'unknown')})"

@@ -18,15 +18,15 @@ import logging
 from typing import Any
 
 from fhir_server.audit.trail import AuditTrail
-from fhir_server.outbox import OutboxLoop
 from fhir_server.errors import OperationOutcomeError
+from fhir_server.notify.templates import Context
+from fhir_server.outbox import OutboxLoop
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine, OutboxEvent, Record, TenantStore
 from fhir_server.subscriptions.audit import notification_event
 from fhir_server.subscriptions.channels import Channels, DeliveryFailed, Notification
 from fhir_server.subscriptions.criteria import Criteria, match, parse_criteria
 from fhir_server.subscriptions.owner import owner_client, owner_policy
-from fhir_server.notify.templates import Context
 
 log = logging.getLogger(__name__)
 CONSUMER = "subscriptions"
@@ -105,13 +105,20 @@ class SubscriptionWorker(OutboxLoop):
             return 1
         delay = min(MAX_BACKOFF, self.retry_seconds * 2 ** (event.attempts - 1))
         await store.defer_event(CONSUMER, event.seq, delay)
-        log.warning("event %s: %d subscription(s) failed (attempt %d), retried in %.1f s",
-                    event.seq, len(failures), event.attempts, delay)  # fmt: skip
+        log.warning(
+            "event %s: %d subscription(s) failed (attempt %d), retried in %.1f s",
+            event.seq,
+            len(failures),
+            event.attempts,
+            delay,
+        )
         return 0
 
     async def _subscriptions(self, system: Repository, resource_type: str) -> list[dict[str, Any]]:
         """Active Subscriptions whose criteria name ``resource_type`` (``criteria`` is a string prefix search)."""
-        found = await system.find("Subscription", [("status", "active"), ("criteria", resource_type)], MAX_SUBSCRIPTIONS)
+        found = await system.find(
+            "Subscription", [("status", "active"), ("criteria", resource_type)], MAX_SUBSCRIPTIONS
+        )
         return [s.resource for s in found if _names(s.resource, resource_type)]
 
     async def _deliver(self, store: TenantStore, subscription: dict[str, Any], event: OutboxEvent) -> None:
@@ -131,7 +138,9 @@ class SubscriptionWorker(OutboxLoop):
 
     async def _give_up(self, system: Repository, subscription: dict[str, Any], event: OutboxEvent, reason: str) -> None:
         """subscription.html#errors: ``status`` = error, ``error`` = the last failure."""
-        log.error("Subscription/%s failed %d times; status set to error: %s", subscription["id"], event.attempts, reason)
+        log.error(
+            "Subscription/%s failed %d times; status set to error: %s", subscription["id"], event.attempts, reason
+        )
         current = await system.current("Subscription", str(subscription["id"]))
         if current is not None and current.get("status") == "active":
             updated = {**current, "status": "error", "error": f"{reason} (after {event.attempts} attempts)"}
@@ -143,8 +152,9 @@ class SubscriptionWorker(OutboxLoop):
 
     def _context(self, tenant: str, subscription: dict[str, Any], resource: dict[str, Any]) -> Context:
         link = f"{self.public_base}/fhir/{tenant}/{resource['resourceType']}/{resource['id']}"
-        return Context(tenant, str(resource["resourceType"]), str(resource["id"]), link, str(subscription["id"]),
-                       resource)  # fmt: skip
+        return Context(
+            tenant, str(resource["resourceType"]), str(resource["id"]), link, str(subscription["id"]), resource
+        )
 
     @staticmethod
     def _audit_event(
@@ -152,8 +162,9 @@ class SubscriptionWorker(OutboxLoop):
     ) -> dict[str, Any]:
         endpoint = str((subscription.get("channel") or {}).get("endpoint") or "")
         what = about or f"{context.resource_type}/{context.id}"
-        return notification_event(str(subscription["id"]), owner_client(subscription), what, endpoint, outcome,
-                                  description)  # fmt: skip
+        return notification_event(
+            str(subscription["id"]), owner_client(subscription), what, endpoint, outcome, description
+        )
 
 
 def _criteria(subscription: dict[str, Any]) -> Criteria:
@@ -165,4 +176,3 @@ def _names(subscription: dict[str, Any], resource_type: str) -> bool:
         return _criteria(subscription).resource_type == resource_type
     except OperationOutcomeError:  # stored before activation checked it: never matches
         return False
-

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -90,10 +92,17 @@ class _Inbox:
 
 
 @contextmanager
-def smtp_server() -> Iterator[tuple[int, _Inbox]]:
+def smtp_server(tls: str = "none", certificate: tuple[Path, Path] | None = None) -> Iterator[tuple[int, _Inbox]]:
+    """An SMTP server; ``tls`` starttls (required before mail) or implicit needs ``certificate``."""
     inbox = _Inbox()
     port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    options: dict[str, Any] = {}
+    if tls != "none":
+        assert certificate is not None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*certificate)
+        options = {"tls_context": context, "require_starttls": True} if tls == "starttls" else {"ssl_context": context}
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:
         yield port, inbox

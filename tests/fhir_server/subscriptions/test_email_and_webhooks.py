@@ -11,16 +11,23 @@ import pytest
 from pydantic import ValidationError
 
 from fhir_server.notify.templates import Template
+from tests.certificates import certificate
 from tests.conftest import BASE, FhirTestClient, make_client
 from tests.factories import observation, patient
 from tests.fhir_server.subscriptions.endpoints import hook_server, smtp_server, wait_for
 
+SENDER = "noreply@dermbridge.test"
 FAST = {"subscription_retry_seconds": 0.05, "subscription_poll_seconds": 0.05, "subscription_max_attempts": 3}
 
 
 def email_subscription(criteria: str, address: str) -> dict[str, Any]:
-    return {"resourceType": "Subscription", "status": "requested", "reason": "tell the GP", "criteria": criteria,
-            "channel": {"type": "email", "endpoint": f"mailto:{address}"}}  # fmt: skip
+    return {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "tell the GP",
+        "criteria": criteria,
+        "channel": {"type": "email", "endpoint": f"mailto:{address}"},
+    }
 
 
 def _config(tmp_path: Path, tenant: dict[str, Any]) -> Path:
@@ -36,9 +43,11 @@ def _subscribe(fhir: FhirTestClient, body: dict[str, Any]) -> None:
 
 def test_email_carries_a_link_only_and_skips_suppressed_recipients(tmp_path: Path) -> None:
     with smtp_server() as (port, inbox):
-        smtp = {"host": "127.0.0.1", "port": port, "tls": "none", "sender": "noreply@dermbridge.test"}
-        config = _config(tmp_path, {"smtp": smtp, "suppressed": ["Left@Example.org"],
-                                    "preferences": {"quiet@example.org": {"email": False}}})  # fmt: skip
+        smtp = {"host": "127.0.0.1", "port": port, "tls": "none", "sender": SENDER}
+        config = _config(
+            tmp_path,
+            {"smtp": smtp, "suppressed": ["Left@Example.org"], "preferences": {"quiet@example.org": {"email": False}}},
+        )
         with make_client(tmp_path / "var", notify_config=config, **FAST) as fhir:
             for address in ("gp@example.org", "left@example.org", "quiet@example.org"):
                 _subscribe(fhir, email_subscription("Observation?status=final", address))
@@ -57,7 +66,7 @@ def test_email_carries_a_link_only_and_skips_suppressed_recipients(tmp_path: Pat
 def test_a_template_flagged_for_personal_data_may_carry_the_narrative(tmp_path: Path) -> None:
     with smtp_server() as (port, inbox):
         templates = {"email": {"subject": "Result $id", "body": "$summary\n$link", "personal_data": True}}
-        smtp = {"host": "127.0.0.1", "port": port, "tls": "none", "sender": "noreply@dermbridge.test"}
+        smtp = {"host": "127.0.0.1", "port": port, "tls": "none", "sender": SENDER}
         config = _config(tmp_path, {"smtp": smtp, "templates": templates})
         with make_client(tmp_path / "var", notify_config=config, **FAST) as fhir:
             _subscribe(fhir, email_subscription("Observation", "gp@example.org"))
@@ -65,6 +74,24 @@ def test_a_template_flagged_for_personal_data_may_carry_the_narrative(tmp_path: 
             fhir.post(f"{BASE}/Observation", json=observation("Patient/p1", text=text))
             wait_for(lambda: len(inbox.messages) == 1)
             assert "Lesion 4 mm" in inbox.messages[0][1].get_content()
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+def test_email_over_tls(tmp_path: Path, tls: str) -> None:
+    cert, key = certificate(tmp_path)
+    with smtp_server(tls, (cert, key)) as (port, inbox):
+        smtp = {
+            "host": "localhost",
+            "port": port,
+            "tls": tls,
+            "sender": SENDER,
+            "ca_file": str(cert),
+        }
+        with make_client(tmp_path / "var", notify_config=_config(tmp_path, {"smtp": smtp}), **FAST) as fhir:
+            _subscribe(fhir, email_subscription("Observation", "gp@example.org"))
+            fhir.post(f"{BASE}/Observation", json=observation("Patient/p1"))
+            wait_for(lambda: len(inbox.messages) == 1)
+            assert inbox.messages[0][0] == ["gp@example.org"]
 
 
 def test_personal_placeholders_need_the_flag() -> None:
@@ -90,8 +117,10 @@ def test_slack_style_webhook_posts_the_rendered_template(tmp_path: Path) -> None
         wait_for(lambda: len(hook.received) == 1)
         (received,) = hook.received
         assert received.method == "POST" and received.headers["content-type"] == "application/json"
-        assert json.loads(received.body) == {"text": f"New Observation: {fhir.app.state.settings.base_url()}"  # type: ignore[attr-defined]
-                                             f"/fhir/default/Observation/{made['id']}"}  # fmt: skip
+        assert json.loads(received.body) == {
+            "text": f"New Observation: {fhir.app.state.settings.base_url()}"  # type: ignore[attr-defined]
+            f"/fhir/default/Observation/{made['id']}"
+        }
 
 
 def _audited(fhir: FhirTestClient) -> int:

@@ -23,8 +23,13 @@ def subscription(criteria: str, endpoint: str, payload: str | None = None, **cha
     body: dict[str, Any] = {"type": "rest-hook", "endpoint": endpoint, **channel}
     if payload:
         body["payload"] = payload
-    return {"resourceType": "Subscription", "status": "requested", "reason": "test", "criteria": criteria,
-            "channel": body}  # fmt: skip
+    return {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "test",
+        "criteria": criteria,
+        "channel": body,
+    }
 
 
 @pytest.fixture
@@ -61,8 +66,9 @@ def test_ping_and_payload_deliveries_carry_headers_and_only_matches(fhir: FhirTe
     fhir.post(f"{BASE}/Patient", json=patient("Other"))  # another type: nobody subscribed
     marker = _subscribe(fhir, subscription("Patient?family=Marker", hook.url))  # later events are handled in order
     fhir.post(f"{BASE}/Patient", json=patient("Marker"))
-    wait_for(lambda: any(r.path == "/hook" and r.method == "POST" and not r.headers.get("x-api-key")
-                         for r in hook.received))  # fmt: skip
+    wait_for(
+        lambda: any(r.path == "/hook" and r.method == "POST" and not r.headers.get("x-api-key") for r in hook.received)
+    )
     by_kind = sorted((r.method, r.path) for r in hook.received)
     assert by_kind == [("POST", "/hook"), ("POST", "/hook"), ("PUT", f"/hook/Observation/{matching['id']}")]
     pinged = next(r for r in hook.received if r.headers.get("x-api-key"))
@@ -93,11 +99,19 @@ def test_bad_subscriptions_are_refused_with_an_outcome(fhir: FhirTestClient, bod
 
 def test_patch_is_refused_and_put_reactivates_without_the_clients_owner(fhir: FhirTestClient) -> None:
     created = _subscribe(fhir, subscription("Observation", "http://127.0.0.1:9/hook"))
-    patched = fhir.patch(f"{BASE}/Subscription/{created['id']}", content=b'[{"op":"replace","path":"/status",'
-                         b'"value":"active"}]', headers={"Content-Type": "application/json-patch+json"})  # fmt: skip
+    patched = fhir.patch(
+        f"{BASE}/Subscription/{created['id']}",
+        content=b'[{"op":"replace","path":"/status","value":"active"}]',
+        headers={"Content-Type": "application/json-patch+json"},
+    )
     assert patched.status_code == 422
-    forged = {**created, "status": "error", "extension": [{"url": created["extension"][0]["url"],
-              "extension": [{"url": "system", "valueString": "forged"}]}]}  # fmt: skip
+    forged = {
+        **created,
+        "status": "error",
+        "extension": [
+            {"url": created["extension"][0]["url"], "extension": [{"url": "system", "valueString": "forged"}]}
+        ],
+    }
     updated = fhir.put(f"{BASE}/Subscription/{created['id']}", json=forged).json()
     assert updated["status"] == "active"
     assert {p["url"] for p in updated["extension"][0]["extension"]} >= {"client", "scope"}
