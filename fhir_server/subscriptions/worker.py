@@ -9,12 +9,13 @@ change and delivers the matches (subscription.html; DESIGN "outbox").
   event skips what already went out. Changes to Subscriptions and AuditEvents notify nobody.
 - A failed delivery defers the event with exponential back-off (``retry_seconds``, twice it, ...);
   after ``max_attempts`` the Subscription goes to ``status = error`` with the reason in ``error``.
-- Every send, suppressed send and final failure is audited.
+- Every send, suppressed send and final failure is audited. A Subscription past its ``end`` is skipped.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from fhir_server.audit.trail import AuditTrail
@@ -119,7 +120,8 @@ class SubscriptionWorker(OutboxLoop):
         found = await system.find(
             "Subscription", [("status", "active"), ("criteria", resource_type)], MAX_SUBSCRIPTIONS
         )
-        return [s.resource for s in found if _names(s.resource, resource_type)]
+        now = datetime.now(UTC)
+        return [s.resource for s in found if _names(s.resource, resource_type) and not _ended(s.resource, now)]
 
     async def _deliver(self, store: TenantStore, subscription: dict[str, Any], event: OutboxEvent) -> None:
         key = f"{subscription['id']}|{event.seq}"
@@ -169,6 +171,15 @@ class SubscriptionWorker(OutboxLoop):
 
 def _criteria(subscription: dict[str, Any]) -> Criteria:
     return parse_criteria(subscription.get("criteria"))
+
+
+def _ended(subscription: dict[str, Any], now: datetime) -> bool:
+    """subscription.html: ``end`` is when the server stops delivering."""
+    end = subscription.get("end")
+    try:
+        return isinstance(end, str) and datetime.fromisoformat(end) <= now
+    except ValueError:
+        return False
 
 
 def _names(subscription: dict[str, Any], resource_type: str) -> bool:

@@ -59,6 +59,8 @@ def test_ping_and_payload_deliveries_carry_headers_and_only_matches(fhir: FhirTe
     ping = _subscribe(fhir, subscription("Observation?status=final", hook.url, header=["X-Api-Key: secret-1"]))
     full = _subscribe(fhir, subscription("Observation?code=http://loinc.org|1234-5", hook.url, "application/fhir+json"))
     assert ping["status"] == full["status"] == "active"
+    ended = {**subscription("Observation", hook.url, header=["X-Ended: yes"]), "end": "2020-01-01T00:00:00Z"}
+    _subscribe(fhir, ended)  # past its end: never delivers
     subject = _patient(fhir)
     matching = fhir.post(f"{BASE}/Observation", json=observation(subject, code="1234-5")).json()
     fhir.post(f"{BASE}/Observation", json=observation(subject, code="9999-9", status="preliminary"))  # no match
