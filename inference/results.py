@@ -24,6 +24,8 @@ from inference.findings import (
     base_observation,
     diagnosis_observation,
     done_key,
+    labelled,
+    predicted_outcome,
     result_key,
     risk_observation,
 )
@@ -85,7 +87,6 @@ async def write_saliency(
     stored_binary = await repo.create(binary, resource_type="Binary", server_built=True)
     media = {
         "resourceType": "Media",
-        "meta": {"security": [AIAST]},
         "status": "completed",
         "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/media-type", "code": "image"}]},
         "subject": {"reference": f"Patient/{context.patient_id}"},
@@ -97,7 +98,7 @@ async def write_saliency(
     }  # fmt: skip
     if context.body_site:
         media["bodySite"] = context.body_site
-    return await _create(repo, media, key)
+    return await _create(repo, labelled(media, card), key)  # AIAST; a demonstration model's map is tagged
 
 
 async def write_results(
@@ -129,16 +130,18 @@ async def write_results(
     for output in card.classes:
         body = risk_observation(context, card, device_id, output, prediction.probabilities[output.index], now)
         observations.append(await _create(repo, body, result_key(context, card, f"class-{output.index}")))
-    top = card.output(prediction.top)
-    if prediction.probabilities[top.index] >= top.threshold:
-        risk_id = str(observations[card.classes.index(top)].resource["id"])
-        body = diagnosis_observation(context, card, device_id, top, prediction.probabilities[top.index], now, risk_id)
+    outcome = predicted_outcome(card, prediction.probabilities)
+    if outcome is not None:
+        risk_id = str(observations[card.classes.index(outcome.output)].resource["id"])
+        body = diagnosis_observation(context, card, device_id, outcome, outcome.probability, now, risk_id)
         observations.append(await _create(repo, body, result_key(context, card, "diagnosis")))
     if features is not None:
         body = abcd_observation(context, card, device, features, now)
         observations.append(await _create(repo, body, result_key(context, card, "abcd")))
     targets = [f"Observation/{o.resource['id']}" for o in observations] + [f"Media/{m.resource['id']}" for m in maps]
+    concluded = await update_case(repo, context, card, observations, now)
+    if concluded is not None:  # the report version whose conclusion the AI wrote
+        targets.append(f"DiagnosticReport/{concluded.resource['id']}/_history/{concluded.version.version}")
     provenance = ai_provenance(targets, now, device, server, model_card, context.images, context.consent_id)
     await repo.create(provenance, resource_type="Provenance", server_built=True)  # no identifier in R4
-    await update_case(repo, context, card, observations, now)
     return observations
