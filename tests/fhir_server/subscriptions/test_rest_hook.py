@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fhir_server.subscriptions.worker import CONSUMER, SubscriptionWorker
+from fhir_server.subscriptions.worker import SubscriptionWorker
 from tests.conftest import BASE, FhirTestClient, make_client
 from tests.factories import observation, patient
 from tests.fhir_server.security.smart import IdentityProvider
@@ -128,8 +128,7 @@ def test_a_patient_scoped_subscription_never_fires_for_another_patient(tmp_path:
         theirs = fhir.post(f"{BASE}/Observation", json=observation(other)).json()
         own = fhir.post(f"{BASE}/Observation", json=observation(mine)).json()
         wait_for(lambda: len(hook.received) >= 1)
-        worker: SubscriptionWorker = fhir.app.state.subscriptions  # type: ignore[attr-defined]
-        wait_for(lambda: _settled(fhir, worker))
+        _flush(fhir, hook)
         assert [r.path for r in hook.received] == [f"/hook/Observation/{own['id']}"]
         assert theirs["id"] not in b"".join(r.body for r in hook.received).decode()
         unseen = idp.headers("user/Subscription.cruds", patient=mine.split("/")[1])  # no Observation scope at all
@@ -137,15 +136,14 @@ def test_a_patient_scoped_subscription_never_fires_for_another_patient(tmp_path:
         assert refused.status_code == 403
 
 
-def _settled(fhir: FhirTestClient, worker: SubscriptionWorker) -> bool:
-    """Nothing left for the worker: a fresh claim finds no event."""
-
-    async def pending() -> int:
-        store = await worker.engine.tenant("default")
-        events = await store.claim_events(CONSUMER, 1, 0.0)
-        return len(events)
-
-    return fhir.portal.call(pending) == 0
+def _flush(fhir: FhirTestClient, hook: HookServer) -> None:
+    """Until every change committed so far is handled: the worker takes events in commit order, so
+    once a marker change made now is delivered, everything before it has been."""
+    marker = f"Marker{len(hook.received)}x{hook.attempts}"
+    _subscribe(fhir, subscription(f"Patient?family={marker}", hook.url, header=[f"X-Marker: {marker}"]))
+    fhir.post(f"{BASE}/Patient", json=patient(marker))
+    wait_for(lambda: any(r.headers.get("x-marker") == marker for r in hook.received))
+    hook.received[:] = [r for r in hook.received if r.headers.get("x-marker") != marker]
 
 
 def test_retries_after_failures_then_error_after_repeated_failure(fhir: FhirTestClient, hook: HookServer) -> None:
@@ -182,3 +180,21 @@ def test_a_redelivered_event_is_not_sent_twice(fhir: FhirTestClient, hook: HookS
 
     assert fhir.portal.call(redeliver_everything) > 0
     assert len(hook.received) == 1
+
+
+def test_a_subscription_in_a_transaction_is_activated_and_an_off_one_stays_off(
+    fhir: FhirTestClient, hook: HookServer
+) -> None:
+    off = {**subscription("Observation", hook.url, header=["X-Off: yes"]), "status": "off"}
+    entries = [
+        {"resource": subscription("Observation", hook.url), "request": {"method": "POST", "url": "Subscription"}},
+        {"resource": off, "request": {"method": "POST", "url": "Subscription"}},
+    ]
+    response = fhir.post(BASE, json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert response.status_code == 200, response.text
+    found = fhir.get(f"{BASE}/Subscription").json()["entry"]
+    assert sorted(e["resource"]["status"] for e in found) == ["active", "off"]
+    fhir.post(f"{BASE}/Observation", json=observation("Patient/p1"))
+    wait_for(lambda: len(hook.received) == 1)
+    _flush(fhir, hook)
+    assert [r.headers.get("x-off") for r in hook.received] == [None]
