@@ -113,7 +113,9 @@ async def _start_audit_loader(settings: Settings, audit: AuditTrail | None) -> L
     return loader
 
 
-def build_subscriptions(settings: Settings, engine: Engine, audit: AuditTrail | None) -> SubscriptionWorker | None:
+def build_subscriptions(
+    settings: Settings, engine: Engine, audit: AuditTrail | None, clients: ClientRegistry
+) -> SubscriptionWorker | None:
     """The Subscription delivery worker (``fhir_server.subscriptions``), when enabled."""
     if not settings.subscriptions_enabled or settings.role == "inference":
         return None
@@ -126,6 +128,7 @@ def build_subscriptions(settings: Settings, engine: Engine, audit: AuditTrail | 
         max_attempts=settings.subscription_max_attempts,
         retry_seconds=settings.subscription_retry_seconds,
         poll_seconds=settings.subscription_poll_seconds,
+        clients=clients,
     )
 
 
@@ -144,7 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
     ingestor = build_ingestor(settings, engine, audit)
     dimse = build_dimse(settings, engine, ingestor, sink) if settings.dicom_enabled else None
     authenticator = Authenticator(tokens, ClientStates(clients))
-    subscriptions = build_subscriptions(settings, engine, audit)
+    subscriptions = build_subscriptions(settings, engine, audit, clients)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

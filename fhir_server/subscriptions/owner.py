@@ -50,8 +50,17 @@ def owner_policy(resource: dict[str, Any], tenant: str) -> AccessPolicy:
     return AccessPolicy.of(access)
 
 
+def _parts(resource: dict[str, Any]) -> dict[str, str]:
+    owner: dict[str, Any] = next((e for e in resource.get("extension") or [] if e.get("url") == OWNER_URL), {})
+    return {str(p.get("url")): str(p.get("valueString")) for p in owner.get("extension") or []}
+
+
 def owner_client(resource: dict[str, Any]) -> str:
     """The owning client's id (for audit), or a description of the system context."""
-    owner: dict[str, Any] = next((e for e in resource.get("extension") or [] if e.get("url") == OWNER_URL), {})
-    parts = {str(p.get("url")): str(p.get("valueString")) for p in owner.get("extension") or []}
+    parts = _parts(resource)
     return parts.get("client") or f"system ({parts.get('system', 'unknown')})"
+
+
+def owner_client_id(resource: dict[str, Any]) -> str | None:
+    """The owning client's id; None when the system context wrote it."""
+    return _parts(resource).get("client")

@@ -9,6 +9,7 @@ change and delivers the matches (subscription.html; DESIGN "outbox").
   event skips what already went out. Changes to Subscriptions and AuditEvents notify nobody.
 - A failed delivery defers the event with exponential back-off (``retry_seconds``, twice it, ...);
   after ``max_attempts`` the Subscription goes to ``status = error`` with the reason in ``error``.
+- A Subscription whose owning client was disabled (or revoked its tokens) after writing it is silent.
 - Every send, suppressed send and final failure is audited. A Subscription past its ``end`` is skipped.
 """
 
@@ -23,11 +24,12 @@ from fhir_server.errors import OperationOutcomeError
 from fhir_server.notify.templates import Context
 from fhir_server.outbox import OutboxLoop
 from fhir_server.repository import Repository
+from fhir_server.security.clients import ClientRegistry
 from fhir_server.storage.port import Engine, OutboxEvent, Record, TenantStore
 from fhir_server.subscriptions.audit import notification_event
 from fhir_server.subscriptions.channels import Channels, DeliveryFailed, Notification
 from fhir_server.subscriptions.criteria import Criteria, match, parse_criteria
-from fhir_server.subscriptions.owner import owner_client, owner_policy
+from fhir_server.subscriptions.owner import owner_client, owner_client_id, owner_policy
 
 log = logging.getLogger(__name__)
 CONSUMER = "subscriptions"
@@ -54,6 +56,7 @@ class SubscriptionWorker(OutboxLoop):
         retry_seconds: float = 30.0,
         lease_seconds: float = 60.0,
         poll_seconds: float = 1.0,
+        clients: ClientRegistry | None = None,
     ) -> None:
         super().__init__(engine, poll_seconds)
         self.engine = engine
@@ -63,6 +66,7 @@ class SubscriptionWorker(OutboxLoop):
         self.max_attempts = max_attempts
         self.retry_seconds = retry_seconds
         self.lease = lease_seconds
+        self.clients = clients
 
     async def stop(self) -> None:
         await super().stop()
@@ -127,6 +131,8 @@ class SubscriptionWorker(OutboxLoop):
         key = f"{subscription['id']}|{event.seq}"
         if await store.get_record(DELIVERED, key) is not None:
             return  # sent before this event came back (a crash or another subscription's retry)
+        if await self._owner_revoked(subscription):
+            return  # the client that wrote it was disabled or revoked its tokens since: its scopes are gone
         owner = Repository(store, owner_policy(subscription, store.name))
         found = await match(owner, _criteria(subscription), str(event.payload["id"]))
         if found is None:
@@ -137,6 +143,16 @@ class SubscriptionWorker(OutboxLoop):
             await tx.put_record(Record(DELIVERED, key, b"{}", {"subscription": (str(subscription["id"]),)}))
             if self.audit is not None:
                 await self.audit.record_in(store, tx, self._audit_event(subscription, context, "0", done))
+
+    async def _owner_revoked(self, subscription: dict[str, Any]) -> bool:
+        """Token revocation carried over: a registered client disabled (or that revoked its tokens)
+        after it last wrote the Subscription. External providers' subjects are not registered here."""
+        client_id = owner_client_id(subscription)
+        client = await self.clients.get(client_id) if self.clients is not None and client_id else None
+        if client is None:
+            return False
+        written = datetime.fromisoformat(str(subscription["meta"]["lastUpdated"])).timestamp()
+        return client.revokes(int(written))
 
     async def _give_up(self, system: Repository, subscription: dict[str, Any], event: OutboxEvent, reason: str) -> None:
         """subscription.html#errors: ``status`` = error, ``error`` = the last failure."""

@@ -198,3 +198,15 @@ def test_a_subscription_in_a_transaction_is_activated_and_an_off_one_stays_off(
     wait_for(lambda: len(hook.received) == 1)
     _flush(fhir, hook)
     assert [r.headers.get("x-off") for r in hook.received] == [None]
+
+
+def test_a_disabled_clients_subscription_goes_silent(fhir: FhirTestClient, hook: HookServer) -> None:
+    other = {"Authorization": f"Bearer {fhir.token()}"}
+    created = _subscribe(fhir, subscription("Observation", hook.url, header=["X-Owner: other"]), headers=other)
+    owner = {p["url"]: p["valueString"] for p in created["extension"][0]["extension"]}
+    fhir.post(f"{BASE}/Observation", json=observation("Patient/p1"))
+    wait_for(lambda: len(hook.received) == 1)
+    fhir.portal.call(fhir.app.state.clients.set_active, owner["client"], False)  # type: ignore[attr-defined]
+    fhir.post(f"{BASE}/Observation", json=observation("Patient/p1"))
+    _flush(fhir, hook)
+    assert len(hook.received) == 1
