@@ -100,6 +100,9 @@ class SubscriptionWorker(OutboxLoop):
                 await self._deliver(store, subscription, event)
             except DeliveryFailed as exc:
                 failures[str(subscription["id"])] = (subscription, str(exc))
+            except Exception as exc:  # a fault of ours must not hold up the other subscriptions' events
+                log.exception("Subscription/%s: delivery of event %s failed", subscription.get("id"), event.seq)
+                failures[str(subscription["id"])] = (subscription, f"internal error: {type(exc).__name__}")
         if not failures:
             await store.ack_event(CONSUMER, event.seq)
             return 1
