@@ -1,4 +1,6 @@
-"""Per-tenant notification settings, read from one JSON file (``DERMBRIDGE_NOTIFY_CONFIG``).
+"""Per-tenant notification settings: the tenant setting ``notify`` (``dermbridge notify set``, kept
+in the tenant's database and seen by every process without a restart), else the tenant's entry in
+the JSON file ``DERMBRIDGE_NOTIFY_CONFIG`` (read at start), else the built-in templates. The file:
 
     {"default": {
        "smtp": {"host": "smtp.example.org", "port": 587, "tls": "starttls",
@@ -22,6 +24,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from fhir_server.notify.templates import DEFAULT_EMAIL, DEFAULT_WEBHOOK, Template
+from fhir_server.storage.port import TenantReader, TenantStore
+from fhir_server.tenant_settings import read_setting, write_setting
+
+SETTING = "notify"
 
 
 class SmtpSettings(BaseModel):
@@ -76,3 +82,21 @@ class NotifyConfig(BaseModel):
         if path is None:
             return cls()
         return cls(tenants=json.loads(path.read_text(encoding="utf-8")))
+
+
+async def tenant_notifications(reader: TenantReader, tenant: str, fallback: NotifyConfig) -> TenantNotifications:
+    """The tenant's settings: its ``notify`` setting if set, else the file's entry."""
+    stored = await read_setting(reader, SETTING)
+    if stored is None:
+        return fallback.tenant(tenant)
+    return TenantNotifications.model_validate(stored)
+
+
+async def set_tenant_notifications(store: TenantStore, value: object | None) -> TenantNotifications | None:
+    """Validate and store the tenant's settings (None: back to the file's); raises ValueError."""
+    if value is None:
+        await write_setting(store, SETTING, None)
+        return None
+    settings = TenantNotifications.model_validate(value)
+    await write_setting(store, SETTING, settings.model_dump(mode="json", exclude_defaults=True))
+    return settings

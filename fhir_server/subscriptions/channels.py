@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 import orjson
 
-from fhir_server.notify.config import NotifyConfig
+from fhir_server.notify.config import NotifyConfig, TenantNotifications, tenant_notifications
 from fhir_server.notify.email import build_message, send_email
 from fhir_server.notify.templates import Context
+from fhir_server.storage.port import TenantReader
 from fhir_server.subscriptions.activation import parse_header
 
 FHIR_JSON = "application/fhir+json"
@@ -53,13 +54,14 @@ class Channels:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def send(self, notification: Notification) -> str:
+    async def send(self, notification: Notification, reader: TenantReader) -> str:
         """Deliver; returns what was done (for the audit trail)."""
+        settings = await tenant_notifications(reader, notification.context.tenant, self.config)
         if notification.channel.get("type") == "email":
-            return await self._email(notification)
-        return await self._rest_hook(notification)
+            return await self._email(notification, settings)
+        return await self._rest_hook(notification, settings)
 
-    async def _rest_hook(self, notification: Notification) -> str:
+    async def _rest_hook(self, notification: Notification, settings: TenantNotifications) -> str:
         channel, context = notification.channel, notification.context
         headers = dict(parse_header(h) for h in channel.get("header") or [])
         endpoint = str(channel["endpoint"])
@@ -71,9 +73,9 @@ class Channels:
             )
         elif payload == WEBHOOK_JSON:
             recipient = endpoint
-            if not self.config.tenant(context.tenant).wants(recipient, "webhook"):
+            if not settings.wants(recipient, "webhook"):
                 return f"not sent: {endpoint} is suppressed"
-            _, text = self.config.tenant(context.tenant).templates.webhook.render(context)
+            _, text = settings.templates.webhook.render(context)
             request = self._http.build_request("POST", endpoint, json={"text": text}, headers=headers)
         else:
             url = endpoint
@@ -86,9 +88,8 @@ class Channels:
             raise DeliveryFailed(f"{request.method} {request.url} answered HTTP {response.status_code}")
         return f"{request.method} {request.url}: HTTP {response.status_code}"
 
-    async def _email(self, notification: Notification) -> str:
+    async def _email(self, notification: Notification, settings: TenantNotifications) -> str:
         context = notification.context
-        settings = self.config.tenant(context.tenant)
         recipient = str(notification.channel["endpoint"]).removeprefix("mailto:")
         if not settings.wants(recipient, "email"):
             return f"not sent: {recipient} is suppressed or has turned email off"

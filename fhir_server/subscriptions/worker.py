@@ -141,7 +141,7 @@ class SubscriptionWorker(OutboxLoop):
         if found is None:
             return
         context = self._context(store.name, subscription, found.resource)
-        done = await self.channels.send(Notification(key, subscription, context))
+        done = await self.channels.send(Notification(key, subscription, context), store)
         async with store.transaction() as tx:  # the record of the send and its AuditEvent commit together
             await tx.put_record(Record(DELIVERED, key, b"{}", {"subscription": (str(subscription["id"]),)}))
             if self.audit is not None:

@@ -15,6 +15,7 @@ from tests.certificates import certificate
 from tests.conftest import BASE, FhirTestClient, make_client
 from tests.factories import observation, patient
 from tests.fhir_server.subscriptions.endpoints import hook_server, smtp_server, wait_for
+from tests.server import cli
 
 SENDER = "noreply@dermbridge.test"
 FAST = {"subscription_retry_seconds": 0.05, "subscription_poll_seconds": 0.05, "subscription_max_attempts": 3}
@@ -126,3 +127,20 @@ def test_slack_style_webhook_posts_the_rendered_template(tmp_path: Path) -> None
 def _audited(fhir: FhirTestClient) -> int:
     found = fhir.get(f"{BASE}/AuditEvent", params={"subtype": "urn:dermbridge:audit|notification"}).json()
     return len(found.get("entry", []))
+
+
+def test_settings_set_by_the_cli_apply_without_a_restart(tmp_path: Path) -> None:
+    with smtp_server() as (port, inbox), make_client(tmp_path / "var", **FAST) as fhir:
+        data_dir = ["--tenant", "default", "--data-dir", str(tmp_path / "var")]
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({"templates": {"email": {"body": "$resource"}}}))
+        refused = cli("notify", "set", str(bad), *data_dir)
+        assert refused.returncode == 2 and "personal_data" in refused.stderr
+        good = tmp_path / "good.json"
+        good.write_text(json.dumps({"smtp": {"host": "127.0.0.1", "port": port, "tls": "none", "sender": SENDER}}))
+        done = cli("notify", "set", str(good), *data_dir)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(cli("notify", "show", *data_dir).stdout)["smtp"]["port"] == port
+        _subscribe(fhir, email_subscription("Observation", "gp@example.org"))
+        fhir.post(f"{BASE}/Observation", json=observation("Patient/p1"))
+        wait_for(lambda: len(inbox.messages) == 1)
