@@ -22,7 +22,7 @@ from typing import Any
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.notify.templates import Context
-from fhir_server.outbox import OutboxLoop
+from fhir_server.outbox import OutboxLoop, claimed
 from fhir_server.repository import Repository
 from fhir_server.security.clients import ClientRegistry
 from fhir_server.storage.port import Engine, OutboxEvent, Record, TenantStore
@@ -75,16 +75,9 @@ class SubscriptionWorker(OutboxLoop):
     async def drain(self) -> int:
         """Settle what is due now in every tenant; returns how many events were settled."""
         settled = 0
-        for tenant in await self.engine.tenant_names():
-            store = await self.engine.tenant(tenant)
-            while True:
-                events = await store.claim_events(CONSUMER, SCAN, self.lease)
-                if not events:
-                    break
-                for event in events:
-                    settled += await self.handle(store, event)
-                if len(events) < SCAN:
-                    break
+        async for store, events in claimed(self.engine, CONSUMER, SCAN, self.lease):
+            for event in events:
+                settled += await self.handle(store, event)
         return settled
 
     async def handle(self, store: TenantStore, event: OutboxEvent) -> int:
