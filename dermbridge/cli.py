@@ -22,6 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from dermbridge.app import create_app
+    from dermbridge.http_protocol import deadline_protocol
 
     settings = settings_from(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -53,7 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level="warning",
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
+        http=deadline_protocol(settings),
         # the caller's address is the socket's unless a configured proxy forwards it (uvicorn would
         # otherwise trust X-Forwarded-For from 127.0.0.1, letting any local caller pick its address)
         proxy_headers=bool(settings.forwarded_allow_ips),

@@ -109,8 +109,10 @@ async def conditional_update(repo: Repository, request: FhirRequest, args: PathA
 
 async def patch(repo: Repository, request: FhirRequest, args: PathArgs) -> FhirResponse:
     """http.html#patch"""
-    if_match = request.header("if-match")
-    stored = await repo.patch(request.body, resource_type=args["type"], id=args["id"], if_match=if_match)
+    if_match, content_type = request.header("if-match"), request.header("content-type")
+    stored = await repo.patch(
+        request.body, resource_type=args["type"], id=args["id"], if_match=if_match, content_type=content_type
+    )
     return write_response(200, stored, request)
 
 

@@ -15,6 +15,7 @@ from fhir_server.api.routes import PathArgs
 from fhir_server.api.summary import apply_summary
 from fhir_server.definitions import resource_types
 from fhir_server.errors import bad_request, not_supported, outcome
+from fhir_server.limits import whole_number
 from fhir_server.repository import Repository, Stored, load
 from fhir_server.search.request import SearchRequest
 from fhir_server.search.values import date_range
@@ -126,6 +127,7 @@ def _int_param(request: FhirRequest, name: str, default: int, maximum: int) -> i
     value = request.param(name)
     if value is None:
         return default
-    if not value.isdigit():
+    number = whole_number(value, name)
+    if number is None:
         raise bad_request(f"{name} must be a whole number", [name])
-    return min(int(value), maximum)
+    return min(number, maximum)
