@@ -13,7 +13,9 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
+from fhir_server.api.json_body import parse_json
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.router import FhirRouter
 from fhir_server.audit.audited_writes import AuditedWrites, written_resource
@@ -22,16 +24,25 @@ from fhir_server.audit.trail import AuditTrail, reads_audit_events
 from fhir_server.errors import OperationOutcomeError, bad_request, not_found, outcome
 from fhir_server.repository import Repository
 from fhir_server.security.bearer import Authenticator
+from fhir_server.security.policy import AccessPolicy
 from fhir_server.security.scopes import Access
 from fhir_server.storage.port import Engine, ResourceVersion, TenantStore, TenantUnknownError
 
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
-_JSON_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json", "text/json")
+# application/json+fhir: the DSTU2 name, still sent by older clients (http.html#mime-type)
+_JSON_TYPES = (
+    "application/fhir+json",
+    "application/json",
+    "application/json+fhir",
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "text/json",
+)
 _FORMS = "application/x-www-form-urlencoded"
 _XML_FORMATS = ("xml", "text/xml", "application/xml", "application/fhir+xml")
-_JSON_FORMATS = ("json", "application/json", "application/fhir+json", "text/json")
+_JSON_FORMATS = ("json", "application/json", "application/fhir+json", "application/json+fhir", "text/json")
 
 
 class FhirHttp:
@@ -108,11 +119,14 @@ async def _body(request: Request, limit: int) -> tuple[Any, list[tuple[str, str]
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise OperationOutcomeError.of(413, "too-costly", f"the body is larger than {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise OperationOutcomeError.of(413, "too-costly", f"the body is larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise OperationOutcomeError.of(413, "too-costly", f"the body is larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:  # e.g. closed by dermbridge/http_protocol.py when the body stalled
+        raise bad_request("the client disconnected before the whole body arrived") from exc
     raw = b"".join(chunks)
     if not raw:
         return None, []
@@ -126,10 +140,7 @@ async def _body(request: Request, limit: int) -> tuple[Any, list[tuple[str, str]
         raise OperationOutcomeError.of(
             415, "not-supported", f"Content-Type {content_type} is not supported: send {FHIR_JSON}"
         )
-    try:
-        return orjson.loads(raw), []
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"the body is not valid JSON: {exc}") from exc
+    return parse_json(raw), []
 
 
 def _parse_query(request: Request) -> list[tuple[str, str]]:
@@ -140,7 +151,7 @@ def _parse_query(request: Request) -> list[tuple[str, str]]:
 
 
 router = APIRouter()
-_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
 @router.api_route("/fhir/{tenant}", methods=_METHODS, include_in_schema=False)
@@ -162,7 +173,8 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
     base_url = str(request.base_url).rstrip("/") + f"/fhir/{tenant}"
     who = access.subject if access is not None else _unauthenticated(fhir)
     audited = AuditedWrites(store, fhir.audit) if fhir.audit is not None else None
-    repo = Repository(audited.store if audited is not None else store, local_base=base_url,
+    policy = _policy(fhir, access)
+    repo = Repository(audited.store if audited is not None else store, policy, local_base=base_url,
                       default_count=fhir.default_count, max_count=fhir.max_count)  # fmt: skip
     params: list[tuple[str, str]] = []
     try:
@@ -172,7 +184,7 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
         _negotiate(request, params)
         body, form = await _body(request, fhir.max_body_bytes)
         fhir_request = FhirRequest(
-            method=request.method,
+            method="GET" if request.method == "HEAD" else request.method,  # RFC 9110 9.3.2: HEAD is GET without body
             path=segments,
             params=params,
             headers={k.lower(): v for k, v in request.headers.items()},
@@ -189,7 +201,26 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
         response = FhirResponse(error.status, error.outcome, dict(error.headers))
     if fhir.audit is not None and not (audited is not None and audited.recorded):
         await _audit(fhir.audit, store, request, segments, params, response, who)
+    if request.method == "HEAD":
+        return head_response(render(response, pretty))
     return render(response, pretty)
+
+
+def _policy(fhir: FhirHttp, access: Access | None) -> AccessPolicy:
+    """The token's policy; with authentication turned off, the system context says so."""
+    if access is not None:
+        return AccessPolicy.of(access)
+    if not fhir.authenticator.enabled:
+        return AccessPolicy.system("authentication disabled (DERMBRIDGE_AUTH_ENABLED=false)")
+    return AccessPolicy.nobody()  # the request is refused before it reaches the repository
+
+
+def head_response(full: Response) -> Response:
+    """The answer to HEAD: the GET answer's status and headers (Content-Length included), no body."""
+    headers = {k: v for k, v in full.headers.items() if k.lower() != "content-length"}
+    head = Response(status_code=full.status_code, headers=headers)
+    head.headers["content-length"] = full.headers.get("content-length", "0")
+    return head
 
 
 def _unauthenticated(fhir: FhirHttp) -> str:
