@@ -20,7 +20,7 @@ from dermbridge import __version__
 from dermbridge.dicom import TrailSink, build_dimse, build_ingestor
 from dermbridge.identity import consent_watcher, register_identity
 from dermbridge.settings import Settings
-from dermbridge.storage import open_engine
+from dermbridge.storage import open_audit_trail, open_engine
 from dicom_node.dimse import DimseServer
 from dicom_node.erasure import DicomErasure
 from dicom_node.web.routes import router as dicomweb_router
@@ -32,11 +32,11 @@ from fhir_server.api.http import FhirHttp, error_response, unexpected_error_resp
 from fhir_server.api.http import router as fhir_http_router
 from fhir_server.api.router import FhirRouter, Operation
 from fhir_server.audit.remote import LoaderProcess
-from fhir_server.audit.signing import load_signer
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.operation import DECIDE_DEFINITION, consent_decide
 from fhir_server.crypto.erase import ERASE_DEFINITION, Erasure
 from fhir_server.errors import OperationOutcomeError
+from fhir_server.notify.config import NotifyConfig
 from fhir_server.outbox import OutboxDispatcher
 from fhir_server.retention.job import RetentionJob
 from fhir_server.retention.operation import LEGAL_HOLD_DEFINITION, RELEASE_DEFINITION, LegalHolds
@@ -49,6 +49,9 @@ from fhir_server.security.endpoint import TokenEndpoint
 from fhir_server.security.revocation import ClientStates
 from fhir_server.security.tokens import ExternalProvider, TokenService, load_token_signer
 from fhir_server.storage.port import Engine
+from fhir_server.subscriptions.activation import activate as activate_subscription
+from fhir_server.subscriptions.channels import Channels
+from fhir_server.subscriptions.worker import SubscriptionWorker
 from fhir_server.validation import WARM_TYPES, warm_up
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,7 @@ def build_router(erasure: Erasure | None = None, holds: LegalHolds | None = None
 
     router = FhirRouter(capability)
     router.batch_handler = BundleProcessor(router)
+    router.write_hooks["Subscription"] = activate_subscription
     router.register(Operation("decide", ("Consent",), False, consent_decide, DECIDE_DEFINITION))
     if erasure is not None:
         router.register(Operation("erase", ("Patient",), True, erasure, ERASE_DEFINITION, True, "d"))
@@ -127,21 +131,37 @@ def _start_retention(settings: Settings, engine: Engine, audit: AuditTrail | Non
     return schedule
 
 
+def build_subscriptions(
+    settings: Settings, engine: Engine, audit: AuditTrail | None, clients: ClientRegistry
+) -> SubscriptionWorker | None:
+    """The Subscription delivery worker (``fhir_server.subscriptions``), when enabled."""
+    if not settings.subscriptions_enabled or settings.role == "inference":
+        return None
+    channels = Channels(NotifyConfig.load(settings.notify_config))
+    return SubscriptionWorker(
+        engine,
+        channels,
+        public_base=settings.base_url(),
+        audit=audit,
+        max_attempts=settings.subscription_max_attempts,
+        retry_seconds=settings.subscription_retry_seconds,
+        poll_seconds=settings.subscription_poll_seconds,
+        clients=clients,
+    )
+
+
 def create_app(settings: Settings) -> FastAPI:
     engine = open_engine(settings)
     dispatcher = OutboxDispatcher(engine)
     dispatcher.subscribe(consent_watcher(engine).subscription())
     clients = ClientRegistry(engine)
     tokens = build_tokens(settings) if settings.auth_enabled else None
-    audit = (
-        AuditTrail(load_signer(settings.data_dir / "keys"), settings.audit_checkpoint_every)
-        if settings.audit_enabled
-        else None
-    )
+    audit = open_audit_trail(settings) if settings.audit_enabled else None
     sink = TrailSink(engine, audit, settings.default_tenant) if audit is not None else None
     ingestor = build_ingestor(settings, engine, audit)
     dimse = build_dimse(settings, engine, ingestor, sink) if settings.dicom_enabled else None
     authenticator = Authenticator(tokens, ClientStates(clients))
+    subscriptions = build_subscriptions(settings, engine, audit, clients)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -155,6 +175,8 @@ def create_app(settings: Settings) -> FastAPI:
         await asyncio.to_thread(_warm_up)
         await dispatcher.start()
         retention = _start_retention(settings, engine, audit)
+        if subscriptions is not None:
+            await subscriptions.start()
         await app.state.auth_http.start()
         loader = await _start_audit_loader(settings, audit)
         worker = None
@@ -177,6 +199,8 @@ def create_app(settings: Settings) -> FastAPI:
                 await worker.stop()
             if retention is not None:
                 await retention.stop()
+            if subscriptions is not None:
+                await subscriptions.stop()
             await dispatcher.stop()
             await app.state.auth_http.close()
             if loader is not None:
@@ -190,6 +214,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.audit = audit
     app.state.dispatcher = dispatcher
+    app.state.subscriptions = subscriptions
     app.state.ingestor = ingestor
     app.state.dimse = dimse
     erasure = Erasure()

@@ -15,10 +15,8 @@ import signal
 import sys
 
 from dermbridge.settings import Settings
-from dermbridge.storage import open_engine
+from dermbridge.storage import open_audit_trail, open_engine
 from fhir_server.audit.remote import read_frame, serve
-from fhir_server.audit.signing import load_signer
-from fhir_server.audit.trail import AuditTrail
 from fhir_server.search.extract import warm_up
 
 LOAD_BATCH = 256  # events per load transaction: the API's own writes wait at most this long for the lock
@@ -36,7 +34,7 @@ async def run() -> None:
     warm_up(("AuditEvent",))  # its search parameters compiled before the first events wait on them
     engine = open_engine(settings)
     await engine.open()
-    trail = AuditTrail(load_signer(settings.data_dir / "keys"), settings.audit_checkpoint_every, load_batch=LOAD_BATCH)
+    trail = open_audit_trail(settings, load_batch=LOAD_BATCH)
 
     async def staged_in(tenant: str) -> None:
         trail.load_soon(await engine.tenant(tenant))

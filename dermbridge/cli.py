@@ -12,9 +12,12 @@ from pathlib import Path
 from dermbridge.cli_clients import add_parsers
 from dermbridge.cli_keys import add_parsers as add_key_parsers
 from dermbridge.cli_models import add_parsers as add_model_parsers
+from dermbridge.cli_notify import add_parsers as add_notify_parsers
 from dermbridge.cli_retention import add_parsers as add_retention_parsers
 from dermbridge.cli_settings import add_parsers as add_settings_parsers
 from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
+from dermbridge.storage import open_audit_trail
+from fhir_server.audit.verify import VerifyReport
 from fhir_server.storage.sqlite.engine import check_tenant_name
 
 
@@ -75,6 +78,7 @@ def _tenant(args: argparse.Namespace) -> int:
                     print(exc, file=sys.stderr)
                     return 2
                 await engine.create_tenant(args.name)
+                await open_audit_trail(settings).checkpoint(await engine.tenant(args.name))  # its first head
                 print(f"tenant {args.name} ready: /fhir/{args.name}")
             else:
                 for name in await engine.tenant_names():
@@ -85,34 +89,39 @@ def _tenant(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    """``dermbridge audit verify|checkpoint --tenant T``: check or sign a tenant's audit chain."""
-    from fhir_server.audit.signing import load_signer
-    from fhir_server.audit.trail import AuditTrail
+    """``dermbridge audit verify|checkpoint --tenant T``: check a tenant's audit trail (exit 1 when
+    anything was altered or is missing), or load what is staged and sign its head."""
 
     settings = settings_from(args)
-    trail = AuditTrail(load_signer(settings.data_dir / "keys"))
+    trail = open_audit_trail(settings)
 
     async def run() -> int:
         async with opened_engine(settings) as engine:
             store = await tenant_or_none(engine, args.tenant)
             if store is None:
                 return 2
-            await trail.flush(store)  # staged events join the chain first (the server may be running)
             if args.action == "checkpoint":
-                checkpoint = await trail.checkpoint(store)
-                print(f"signed the chain head at {checkpoint.seq}" if checkpoint else "the audit chain is empty")
+                await trail.flush(store)  # staged events join the chain first (the server may be running)
+                head = await trail.checkpoint(store)
+                print(f"signed the head: event {head.seq}, staging {head.staged_seq}, anchored in "
+                      f"{settings.audit_anchor_root()}")  # fmt: skip
                 return 0
-            report = await trail.verify(store)
-            if report.ok:
-                print(
-                    f"audit trail of {args.tenant}: {report.links} events, {report.checkpoints} signed "
-                    "checkpoints: intact"
-                )
-                return 0
-            print(f"audit trail of {args.tenant}: BROKEN at event {report.broken_at}: {report.reason}")
-            return 1
+            report = await trail.verify(store)  # as found: verifying never loads nor signs
+            print(verify_summary(args.tenant, report))
+            return 0 if report.ok else 1
 
     return asyncio.run(run())
+
+
+def verify_summary(tenant: str, report: VerifyReport) -> str:
+    """What ``audit verify`` prints: what holds, or where the trail breaks and what is missing."""
+    if not report.ok:
+        where = f" at event {report.broken_at}" if report.broken_at is not None else ""
+        return f"audit trail of {tenant}: BROKEN{where}: {report.reason}"
+    head = report.head
+    signed = f"; newest head: event {head.seq}, staging {head.staged_seq}, signed {head.signed_at}" if head else ""
+    return (f"audit trail of {tenant}: {report.links} events, {report.staged} staged, {report.checkpoints} signed "
+            f"checkpoints{signed}; anchored in {report.anchor}: intact")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_key_parsers(commands)
     add_retention_parsers(commands)
     add_settings_parsers(commands)
+    add_notify_parsers(commands)
     return parser
 
 

@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 from dermbridge.cli_support import opened_engine, settings_from
+from dermbridge.storage import open_audit_trail
 from fhir_server.audit.events import token_event
-from fhir_server.audit.signing import load_signer
-from fhir_server.audit.trail import AuditTrail
 from fhir_server.security.clients import ClientError, ClientRegistry
 from fhir_server.security.revocation import CLIENT_STATE_TTL
 from fhir_server.security.scopes import ROLES, grant, role_scopes
@@ -86,11 +85,11 @@ def token_command(args: argparse.Namespace) -> int:
             token, _ = build_tokens(settings).mint(
                 tenant=client.tenant, client_id=client.client_id, scopes=scopes, roles=client.roles
             )
-            trail = AuditTrail(load_signer(settings.data_dir / "keys"))
+            trail = open_audit_trail(settings)
             event = token_event(client_id=client.client_id, status=200, address="dermbridge token (CLI)", reason=None)
             store = await engine.tenant(client.tenant)
             await trail.record(store, event)
-            await trail.flush(store)
+            await trail.close()  # loaded, and covered by a signed head
             print(token)
             return 0
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
-from fhir_server.audit.signing import load_signer
+from dermbridge.storage import open_audit_trail
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.retention.job import RetentionJob, RunReport
 from fhir_server.retention.policies import (
@@ -29,7 +29,7 @@ from fhir_server.tenant_settings import SOFTWARE_CONFIGURATION, setting_event
 
 def retention_command(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    trail = AuditTrail(load_signer(settings.data_dir / "keys")) if settings.audit_enabled else None
+    trail = open_audit_trail(settings) if settings.audit_enabled else None
 
     async def run() -> int:
         async with opened_engine(settings) as engine:

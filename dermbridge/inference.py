@@ -34,12 +34,11 @@ async def run_standalone(settings: Settings) -> None:
     import asyncio
     import logging
 
-    from dermbridge.storage import open_engine
-    from fhir_server.audit.signing import load_signer
+    from dermbridge.storage import open_audit_trail, open_engine
 
     engine = open_engine(settings)
     await engine.open()
-    audit = AuditTrail(load_signer(settings.data_dir / "keys"), settings.audit_checkpoint_every)
+    audit = open_audit_trail(settings)
     worker = await asyncio.to_thread(build_worker, settings, engine, audit if settings.audit_enabled else None)
     await worker.start()
     logging.getLogger(__name__).info("inference worker running on %s", settings.data_dir)

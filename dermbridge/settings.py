@@ -66,6 +66,12 @@ class Settings(BaseSettings):
 
     audit_enabled: bool = Field(True, description="an AuditEvent for every FHIR interaction")
     audit_checkpoint_every: int = Field(256, ge=1, description="sign the audit chain head every N events")
+    audit_checkpoint_interval_s: float = Field(
+        10.0, gt=0, le=3600, description="and every this many seconds while events come; verify fails past 2x + 5 s"
+    )
+    audit_anchor_dir: Path | None = Field(
+        None, description="where signed heads are also appended (default DATA_DIR/audit-anchors): keep it elsewhere"
+    )
     audit_loader: Literal["process", "inline"] = Field(
         "process",
         description="who loads staged AuditEvents into the store: process: a loader process; inline: the API",
@@ -125,6 +131,12 @@ class Settings(BaseSettings):
         True, description="send a case to clinician review when AI analysis is not permitted or fails"
     )
 
+    subscriptions_enabled: bool = Field(True, description="deliver FHIR Subscriptions (rest-hook, email)")
+    subscription_max_attempts: int = Field(5, ge=1, le=100, description="failed deliveries before status=error")
+    subscription_retry_seconds: float = Field(30.0, gt=0, le=3600, description="first retry delay, doubled each time")
+    subscription_poll_seconds: float = Field(1.0, gt=0, le=60)
+    notify_config: Path | None = Field(None, description="JSON file: per-tenant SMTP, templates, suppression")
+
     @field_validator("dicom_lesion_key")
     @classmethod
     def _known_keywords(cls, value: dict[str, str]) -> dict[str, str]:
@@ -145,6 +157,9 @@ class Settings(BaseSettings):
 
     def blob_root(self) -> Path:
         return self.blob_dir or self.data_dir / "blobs"
+
+    def audit_anchor_root(self) -> Path:
+        return self.audit_anchor_dir or self.data_dir / "audit-anchors"
 
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"

@@ -71,9 +71,12 @@ def fetch_token(root: str, client: dict[str, str], scope: str | None = None) -> 
 
 @contextmanager
 def running_server(
-    data_dir: Path, timeout: float = 30.0, env: dict[str, str] | None = None, admin: bool = True
+    data_dir: Path, timeout: float = 120.0, env: dict[str, str] | None = None, admin: bool = True
 ) -> Iterator[Server]:
     """Start the server, wait until /metadata answers, stop it with SIGINT (Ctrl-C) at the end.
+
+    ``timeout`` is a bound on a condition, not a race: importing torch and MONAI on a machine whose
+    cores are busy has taken more than 30 s, so the default leaves room for a loaded CI machine.
 
     With ``admin`` an admin client is created first (``dermbridge client create``) and its token
     fetched from /auth/token. The DIMSE port is a free one unless ``env`` sets DERMBRIDGE_DICOM_PORT."""
@@ -106,7 +109,7 @@ def running_server(
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
         try:
-            server.output, _ = process.communicate(timeout=15)
+            server.output, _ = process.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
             server.output, _ = process.communicate()

@@ -6,6 +6,7 @@ Only JSON is served: ``_format``/``Accept`` asking for XML get 406, an XML body 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -17,6 +18,7 @@ from starlette.requests import ClientDisconnect
 from fhir_server.api.json_body import parse_json
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.router import FhirRouter
+from fhir_server.audit.audited_writes import AuditedWrites, written_resource
 from fhir_server.audit.events import patient_of, rest_event
 from fhir_server.audit.trail import AuditTrail, reads_audit_events
 from fhir_server.errors import OperationOutcomeError, bad_request, not_found, outcome
@@ -24,7 +26,7 @@ from fhir_server.repository import Repository
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.policy import AccessPolicy
 from fhir_server.security.scopes import Access
-from fhir_server.storage.port import Engine, TenantUnknownError
+from fhir_server.storage.port import Engine, ResourceVersion, TenantStore, TenantUnknownError
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +171,11 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
     except (TenantUnknownError, ValueError):
         return error_response(refused or not_found(f"unknown tenant {tenant!r}"), pretty)
     base_url = str(request.base_url).rstrip("/") + f"/fhir/{tenant}"
+    who = access.subject if access is not None else _unauthenticated(fhir)
+    audited = AuditedWrites(store, fhir.audit) if fhir.audit is not None else None
     policy = _policy(fhir, access)
-    repo = Repository(store, policy, local_base=base_url, default_count=fhir.default_count, max_count=fhir.max_count)
+    repo = Repository(audited.store if audited is not None else store, policy, local_base=base_url,
+                      default_count=fhir.default_count, max_count=fhir.max_count)  # fmt: skip
     params: list[tuple[str, str]] = []
     try:
         if refused is not None:
@@ -187,14 +192,15 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
             base_url=base_url,
             access=access,
         )
+        if audited is not None:  # a write commits with its AuditEvent
+            audited.describe = partial(_write_event, audited.trail, request, segments, params, who)
         if fhir.audit is not None and reads_audit_events(segments, params):
             await fhir.audit.flush(store)
         response = await fhir.router.dispatch(repo, fhir_request)
     except OperationOutcomeError as error:
         response = FhirResponse(error.status, error.outcome, dict(error.headers))
-    if fhir.audit is not None:
-        who = access.subject if access is not None else _unauthenticated(fhir)
-        await _audit(fhir.audit, repo, request, segments, params, response, who)
+    if fhir.audit is not None and not (audited is not None and audited.recorded):
+        await _audit(fhir.audit, store, request, segments, params, response, who)
     if request.method == "HEAD":
         return head_response(render(response, pretty))
     return render(response, pretty)
@@ -223,7 +229,7 @@ def _unauthenticated(fhir: FhirHttp) -> str:
 
 async def _audit(
     trail: AuditTrail,
-    repo: Repository,
+    store: TenantStore,
     request: Request,
     segments: list[str],
     params: list[tuple[str, str]],
@@ -238,17 +244,36 @@ async def _audit(
             entity = f"{body['resourceType']}/{body['id']}"
     elif len(segments) >= 2 and not segments[1].startswith(("$", "_")):
         entity = f"{segments[0]}/{segments[1]}"
-    event = rest_event(
+    await trail.record(store, _event(trail, request, segments, params, who, response.status, entity, body))
+
+
+def _write_event(
+    trail: AuditTrail, request: Request, segments: list[str], params: list[tuple[str, str]], who: str,
+    first: ResourceVersion,
+) -> dict[str, Any]:  # fmt: skip
+    """The AuditEvent of an interaction whose first write is committing (``AuditedWrites``)."""
+    if len(segments) >= 2 and not segments[1].startswith(("$", "_")):
+        entity: str | None = f"{segments[0]}/{segments[1]}"
+    else:
+        entity = f"{first.resource_type}/{first.id}" if segments[:1] == [first.resource_type] else None
+    return _event(trail, request, segments, params, who, 200, entity, written_resource(first))
+
+
+def _event(
+    trail: AuditTrail, request: Request, segments: list[str], params: list[tuple[str, str]], who: str, status: int,
+    entity: str | None, body: Any,
+) -> dict[str, Any]:  # fmt: skip
+    return rest_event(
         method=request.method,
         path=segments,
         params=params,
-        status=response.status,
+        status=status,
         who=who,
         address=request.client.host if request.client else None,
         entity=entity,
         patient=patient_of(segments, params, body),
+        query_key=trail.signer.query_key,
     )
-    await trail.record(repo.store, event)
 
 
 def unexpected_error_response() -> Response:

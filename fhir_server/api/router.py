@@ -23,6 +23,8 @@ from fhir_server.validation import check_type
 
 OperationHandler = Callable[[Repository, FhirRequest, str | None, str | None], Awaitable[FhirResponse]]
 CapabilityProvider = Callable[[str], dict[str, Any]]
+WriteHook = Callable[[Repository, FhirRequest], Awaitable[None]]  # checks or completes a write's body
+WRITES = ("POST", "PUT", "PATCH")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,7 @@ class FhirRouter:
         self._capability = capability
         self.operations: dict[str, Operation] = {}
         self.batch_handler: Callable[[Repository, FhirRequest], Awaitable[FhirResponse]] | None = None
+        self.write_hooks: dict[str, WriteHook] = {}  # by resource type, e.g. Subscription activation
         self.register(Operation("everything", ("Patient",), True, everything, EVERYTHING_DEFINITION, False))
         self.routes = self._table()
 
@@ -53,6 +56,9 @@ class FhirRouter:
         handler, args = self.routes.match(request.method, request.path)
         if "type" in args:
             check_type(args["type"])
+            hook = self.write_hooks.get(args["type"])
+            if hook is not None and request.method in WRITES and "op" not in args and request.path[-1] != "_search":
+                await hook(repo, request)
         return await handler(repo, request, args)
 
     def _table(self) -> RouteTable:

@@ -4,6 +4,8 @@ and the patient concerned. No personal data beyond references."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,7 +49,9 @@ def rest_event(
     address: str | None,
     entity: str | None,
     patient: str | None,
+    query_key: bytes = b"",
 ) -> dict[str, Any]:
+    """The AuditEvent of a REST interaction; a search's query is kept as ``pseudonymous_query``."""
     code = interaction(method, path, params)
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
@@ -69,16 +73,24 @@ def rest_event(
         entities.append({"what": {"reference": entity}, "type": {"system": ENTITY_TYPE, "code": "2"}})
     elif path and path[0] and not path[0].startswith(("$", "_", "metadata")):
         entities.append({"what": {"display": path[0]}, "type": {"system": ENTITY_TYPE, "code": "2"}})
-    if code.startswith("search") and params:
-        query = "&".join(f"{k}={v}" for k, v in params).encode()
-        if entities:
-            entities[0]["query"] = base64.b64encode(query).decode()
+    if code.startswith("search") and params and entities:
+        entities[0]["query"] = base64.b64encode(pseudonymous_query(params, query_key)).decode()
     if patient:
         entities.append({"what": {"reference": patient}, "type": {"system": ENTITY_TYPE, "code": "1"},
                          "role": {"system": OBJECT_ROLE, "code": "1"}})  # fmt: skip
     if entities:
         event["entity"] = entities
     return event
+
+
+def pseudonymous_query(params: list[tuple[str, str]], key: bytes) -> bytes:
+    """A search's query without its values (AuditEvent.entity.query, IHE BALP "Query"): each
+    parameter's name and modifier, and an HMAC-SHA256 of its value under the audit query key.
+
+    Names and MRNs searched for stay out of the trail, which ``$erase`` never shortens: the same
+    search can still be recognised (the same digest) by whoever holds the key."""
+    parts = [f"{name}=hmac:{hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]}" for name, value in params]
+    return "&".join(parts).encode()
 
 
 def patient_of(path: list[str], params: list[tuple[str, str]], body: Any) -> str | None:

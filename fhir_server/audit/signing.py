@@ -24,6 +24,7 @@ class AuditSigner:
     algorithm: str
     key_id: str
     _private: Any
+    query_key: bytes = b""  # keys the digests of search values in AuditEvents (``events.pseudonymous_query``)
 
     def sign(self, message: bytes) -> bytes:
         signature: bytes = self._private.sign(message)
@@ -52,4 +53,4 @@ def load_signer(directory: Path) -> AuditSigner:
     else:
         private = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
     key_id = hashlib.sha256(_public_bytes(private)).hexdigest()[:16]
-    return AuditSigner(algorithm, key_id, private)
+    return AuditSigner(algorithm, key_id, private, read_or_create_secret(directory / "audit-query.key", 32))

@@ -10,10 +10,12 @@ Events a client POSTs are indexed and chained in the transaction that stores the
 (``Repository``); events recorded inside a caller's transaction (``record_in``) are chained with
 it and indexed by the next flush.
 
-When a flush has loaded or indexed ``checkpoint_every`` events since the last checkpoint, it
-signs the chain's head (tenant, seq, chain hash) with the server key.
-``verify`` recomputes the chain from the stored AuditEvents and checks every checkpoint: an
-edited, removed or reordered event is found.
+The server signs the trail's head (the chain's last link and hash, the staging log's last seq
+and how much of it is loaded, the time) when a flush has loaded or indexed ``checkpoint_every``
+events since the last head, every ``head_interval`` seconds while events come, and at ``close``;
+each head is kept in the database and appended to the anchor file (``anchor``). ``verify``
+(``fhir_server.audit.verify``) finds an edited, removed, reordered or missing event, a truncated
+or wiped chain, lost staged events and a head older than the cadence allows.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from fhir_server.audit.anchor import AnchorFile
 from fhir_server.audit.remote import LoaderProcess
 from fhir_server.audit.signing import AuditSigner
+from fhir_server.audit.verify import GENESIS, VerifyReport, head_message, verify_trail
 from fhir_server.repository import new_instant
 from fhir_server.search.extract import index_resource
 from fhir_server.storage.port import AuditCheckpoint, AuditEntry, IndexEntries, TenantStore, TenantTransaction
@@ -38,22 +41,10 @@ from fhir_server.validation import validate
 log = logging.getLogger(__name__)
 _Source = Callable[[int, int], Awaitable[list[AuditEntry]]]
 _Sink = Callable[[Sequence[tuple[int, IndexEntries | None]]], Awaitable[int]]
-GENESIS = "0" * 64
 PAGE = 1000
 LOAD_BATCH = 64  # events loaded per transaction: bounds how long the loop is busy at a time
-
-
-def checkpoint_message(tenant: str, seq: int, chain: str) -> bytes:
-    return f"dermbridge-audit|{tenant}|{seq}|{chain}".encode()
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyReport:
-    ok: bool
-    links: int
-    checkpoints: int
-    broken_at: int | None = None  # the first chain sequence number that does not hold
-    reason: str = ""
+HEAD_INTERVAL_S = 10.0
+HEAD_GRACE_S = 5.0  # a timed head may be late by this much (a busy loop) before ``verify`` calls it stale
 
 
 def reads_audit_events(path: list[str], params: list[tuple[str, str]]) -> bool:
@@ -67,14 +58,26 @@ def reads_audit_events(path: list[str], params: list[tuple[str, str]]) -> bool:
 
 class AuditTrail:
     def __init__(
-        self, signer: AuditSigner, checkpoint_every: int = 256, load_delay: float = 1.0, load_batch: int = LOAD_BATCH
+        self,
+        signer: AuditSigner,
+        checkpoint_every: int = 256,
+        load_delay: float = 1.0,
+        load_batch: int = LOAD_BATCH,
+        *,
+        head_interval: float = HEAD_INTERVAL_S,
+        anchors: AnchorFile | None = None,
     ) -> None:
         self.signer = signer
         self.load_batch = load_batch
         self.checkpoint_every = checkpoint_every
         self.load_delay = load_delay
+        self.head_interval = head_interval
+        self.stale_after = 2 * head_interval + HEAD_GRACE_S
+        self.anchors = anchors
         self._since_checkpoint: dict[str, int] = {}
-        self._head_seq: dict[str, int] = {}  # the last chain link a checkpoint has seen, per tenant
+        self._heads: dict[str, tuple[int, str]] = {}  # the last chain link a head has seen, per tenant
+        self._timers: dict[str, asyncio.Task[None]] = {}
+        self._since_head: dict[str, int] = {}  # events noted since the last timed head, per tenant
         self._recorded: dict[str, int] = {}  # events logged by this process, per tenant
         self._stores: dict[str, TenantStore] = {}
         self._loaders: dict[str, asyncio.Task[None]] = {}
@@ -111,10 +114,26 @@ class AuditTrail:
         return AuditEntry(0, id, now, content, hashlib.sha256(content).hexdigest())
 
     def _noted(self, store: TenantStore) -> None:
-        """Have an event of ``store`` loaded, by the loader process or else here."""
+        """Have an event of ``store`` loaded, by the loader process or else here, and covered by a
+        signed head within ``head_interval``."""
         self._stores[store.name] = store  # loaded at ``close`` at the latest
         if self.loader is None or not self.loader.notify(store.name):
             self.load_soon(store)
+        self._since_head[store.name] = self._since_head.get(store.name, 0) + 1
+        timer = self._timers.get(store.name)
+        if timer is None or timer.done():
+            self._timers[store.name] = asyncio.get_running_loop().create_task(self._timed_heads(store))
+
+    async def _timed_heads(self, store: TenantStore) -> None:
+        """A signed head every ``head_interval`` while events come (staged ones too: the head covers
+        the staging log), so that no more than that much of the trail is ever unsigned."""
+        while self._since_head.get(store.name):
+            await asyncio.sleep(self.head_interval)
+            self._since_head[store.name] = 0
+            try:
+                await asyncio.shield(self.checkpoint(store))
+            except Exception:  # the next head covers them; ``verify`` reports a head older than the cadence
+                log.exception("tenant %s: signing the audit head failed", store.name)
 
     def load_soon(self, store: TenantStore) -> None:
         """Flush ``store`` about ``load_delay`` from now, and again while events keep coming."""
@@ -176,55 +195,40 @@ class AuditTrail:
         return None
 
     async def close(self) -> None:
-        """Index everything this process recorded (at shutdown)."""
-        tasks = list(self._loaders.values())
+        """Load and index everything this process recorded, and sign the head (at shutdown)."""
+        tasks = [*self._loaders.values(), *self._timers.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loaders.clear()
+        self._timers.clear()
         for store in self._stores.values():
             await self.flush(store)
+            await self.checkpoint(store)
 
-    async def checkpoint(self, store: TenantStore) -> AuditCheckpoint | None:
-        """Sign the chain's current head (reading only the links since the last checkpoint)."""
-        head = None
-        after = self._head_seq.get(store.name, 0)
-        while page := await store.audit_links(after, PAGE):
-            head = page[-1]
-            after = head.seq
-        self._head_seq[store.name] = after
-        if head is None:
-            return None
-        message = checkpoint_message(store.name, head.seq, head.chain_hash)
-        checkpoint = AuditCheckpoint(head.seq, head.chain_hash, self.signer.sign(message), self.signer.algorithm,
-                                     self.signer.key_id)  # fmt: skip
-        await store.add_audit_checkpoint(checkpoint)
-        return checkpoint
+    async def checkpoint(self, store: TenantStore, signed_at: str | None = None) -> AuditCheckpoint:
+        """Sign the trail's head: the chain's last link (reading only the links since the last head)
+        and how far the staging log goes; kept in the database and in the anchor file."""
+        staging = await store.audit_staging()  # before the chain: an event loaded meanwhile is in both
+        seq, chain = self._heads.get(store.name) or await self._last_head(store)
+        while page := await store.audit_links(seq, PAGE):
+            seq, chain = page[-1].seq, page[-1].chain_hash
+        self._heads[store.name] = (seq, chain)
+        signed_at = signed_at or new_instant()
+        message = head_message(store.name, seq, chain, staging.staged_seq, staging.loaded_seq, signed_at)
+        head = AuditCheckpoint(seq, chain, self.signer.sign(message), self.signer.algorithm, self.signer.key_id,
+                               staging.staged_seq, staging.loaded_seq, signed_at)  # fmt: skip
+        await store.add_audit_checkpoint(head)
+        if self.anchors is not None:
+            await asyncio.to_thread(self.anchors.append, store.name, head)
+        return head
+
+    @staticmethod
+    async def _last_head(store: TenantStore) -> tuple[int, str]:
+        latest = await store.latest_audit_checkpoint()
+        return (latest.seq, latest.chain_hash) if latest is not None else (0, GENESIS)
 
     async def verify(self, store: TenantStore) -> VerifyReport:
-        previous, after, count = GENESIS, 0, 0
-        chain_at: dict[int, str] = {}
-        while page := await store.audit_links(after, PAGE):
-            for link in page:
-                try:
-                    stored = await store.vread("AuditEvent", link.resource_id, 1)
-                except ValueError:  # an encrypted event whose ciphertext no longer opens
-                    return VerifyReport(False, count, 0, link.seq, f"AuditEvent/{link.resource_id} was altered")
-                if stored is None or stored.content is None:
-                    return VerifyReport(False, count, 0, link.seq, f"AuditEvent/{link.resource_id} is missing")
-                if hashlib.sha256(stored.content).hexdigest() != link.content_hash:
-                    return VerifyReport(False, count, 0, link.seq, f"AuditEvent/{link.resource_id} was altered")
-                expected = hashlib.sha256(bytes.fromhex(previous) + bytes.fromhex(link.content_hash)).hexdigest()
-                if expected != link.chain_hash or link.seq != after + 1:
-                    return VerifyReport(False, count, 0, link.seq, "the chain does not link here")
-                previous, after, count = link.chain_hash, link.seq, count + 1
-                chain_at[link.seq] = link.chain_hash
-        checkpoints = await store.audit_checkpoints()
-        for checkpoint in checkpoints:
-            message = checkpoint_message(store.name, checkpoint.seq, checkpoint.chain_hash)
-            if checkpoint.key_id != self.signer.key_id or not self.signer.verify(checkpoint.signature, message):
-                return VerifyReport(False, count, len(checkpoints), checkpoint.seq, "a checkpoint signature is invalid")
-            if chain_at.get(checkpoint.seq) != checkpoint.chain_hash:
-                return VerifyReport(False, count, len(checkpoints), checkpoint.seq,
-                                    "the chain differs from a signed checkpoint")  # fmt: skip
-        return VerifyReport(True, count, len(checkpoints))
+        """Check the chain, every signed checkpoint, the anchored heads, the staged events a head
+        covers and the age of the newest head (``fhir_server.audit.verify``)."""
+        return await verify_trail(store, self.signer, self.anchors, self.stale_after)

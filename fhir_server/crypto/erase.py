@@ -22,6 +22,7 @@ from typing import Any
 
 from fhir_server.api.compartment import compartment_clause
 from fhir_server.api.messages import FhirRequest, FhirResponse
+from fhir_server.audit.audited_writes import AuditedWrites
 from fhir_server.crypto.store import EncryptingTenantStore
 from fhir_server.definitions import patient_compartment, resource_types
 from fhir_server.errors import OperationOutcomeError, conflict, not_found, outcome
@@ -45,7 +46,7 @@ class Erasure:
         self, repo: Repository, request: FhirRequest, resource_type: str | None, id: str | None
     ) -> FhirResponse:
         assert id is not None
-        store = repo.store
+        store = AuditedWrites.unwrap(repo.store)
         if not isinstance(store, EncryptingTenantStore):
             raise OperationOutcomeError.of(
                 400, "not-supported", "$erase needs encryption at rest (DERMBRIDGE_ENCRYPTION_ENABLED)"
@@ -64,7 +65,7 @@ class Erasure:
                 raise held(f"Patient/{patient_id}", hold)
         members = [*sorted((set(patient_compartment()) & resource_types()) - KEPT - {"Patient"}), "Patient"]
         erased = 0
-        async with store.transaction() as tx:
+        async with repo.store.transaction() as tx:  # with the request's AuditEvent (``AuditedWrites``)
             bound = system.within(tx)
             for patient_id in patients:
                 for hook in self.hooks:

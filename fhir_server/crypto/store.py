@@ -27,6 +27,7 @@ from fhir_server.storage.port import (
     AuditCheckpoint,
     AuditEntry,
     AuditLink,
+    AuditStaging,
     Engine,
     HistoryPage,
     HistoryQuery,
@@ -113,6 +114,7 @@ class EncryptingTransaction(_Reading):
         self._tx = inner
         self.keyring = keyring
         self.stored: set[str] = set()  # data keys this transaction puts
+        self.first_written: ResourceVersion | None = None  # in plaintext
 
     async def data_key(self, ref: str) -> bytes:
         """``ref``'s data key, made durable with this transaction when it is new."""
@@ -131,6 +133,7 @@ class EncryptingTransaction(_Reading):
         return {"ref": ref, "wrapped": base64.b64encode(sealed).decode()}
 
     async def write(self, version: ResourceVersion, index: IndexEntries | None) -> None:
+        self.first_written = self.first_written or version
         if version.content is not None:
             ref = subject_ref(version.resource_type, orjson.loads(version.content))
             key = await self.data_key(ref)
@@ -241,6 +244,15 @@ class EncryptingTenantStore(_Reading):
 
     async def audit_checkpoints(self) -> list[AuditCheckpoint]:
         return await self._store.audit_checkpoints()
+
+    async def latest_audit_checkpoint(self) -> AuditCheckpoint | None:
+        return await self._store.latest_audit_checkpoint()
+
+    async def audit_staging(self) -> AuditStaging:
+        return await self._store.audit_staging()
+
+    async def audit_staged_seqs(self, low: int, high: int) -> set[int]:
+        return await self._store.audit_staged_seqs(low, high)
 
     async def scrub(self) -> None:
         await self._store.scrub()

@@ -165,11 +165,27 @@ class AuditEntry:
 
 @dataclass(frozen=True, slots=True)
 class AuditCheckpoint:
+    """A signed head of the trail: the chain up to ``seq`` (its hash ``chain_hash``) and, for heads
+    (``signed_at`` set; older checkpoints have None), the staging log up to ``staged_seq``, of
+    which everything up to ``loaded_seq`` was loaded into the chain."""
+
     seq: int
     chain_hash: str
     signature: bytes
     algorithm: str
     key_id: str
+    staged_seq: int | None = None
+    loaded_seq: int | None = None
+    signed_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditStaging:
+    """How far the staging log goes: every seq up to ``staged_seq`` was given to an event, those up to
+    ``loaded_seq`` were loaded into the chain."""
+
+    loaded_seq: int
+    staged_seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +222,8 @@ class TenantReader(Protocol):
 
 class TenantTransaction(TenantReader, Protocol):
     """One atomic unit of writes. Reads inside it see its own writes."""
+
+    first_written: ResourceVersion | None  # the first version written, as the caller gave it (None: none yet)
 
     async def write(self, version: ResourceVersion, index: IndexEntries | None) -> None:
         """Append a version and make it current; ``index`` replaces the resource's index rows."""
@@ -284,9 +302,21 @@ class TenantStore(TenantReader, Protocol):
         Events another process has indexed already are skipped; returns how many were indexed."""
         ...
 
-    async def add_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None: ...
+    async def add_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        """Keep a signed head; of two at the same chain seq, the one covering more of the staging log."""
+        ...
 
     async def audit_checkpoints(self) -> list[AuditCheckpoint]: ...
+
+    async def latest_audit_checkpoint(self) -> AuditCheckpoint | None:
+        """The head with the highest chain seq (then staging seq)."""
+        ...
+
+    async def audit_staging(self) -> AuditStaging: ...
+
+    async def audit_staged_seqs(self, low: int, high: int) -> set[int]:
+        """The staging seqs in (low, high] still staged or loaded into the chain."""
+        ...
 
     async def scrub(self) -> None:
         """Make deleted rows unrecoverable from the store's files (after an erasure)."""

@@ -25,11 +25,13 @@ def chain_hash(previous: str, content_hash: str) -> str:
     return hashlib.sha256(bytes.fromhex(previous) + bytes.fromhex(content_hash)).hexdigest()
 
 
-def _link(conn: sqlite3.Connection, resource_id: str, content_hash: str, indexed: int) -> None:
+def _link(
+    conn: sqlite3.Connection, resource_id: str, content_hash: str, indexed: int, staged_seq: int | None = None
+) -> None:
     row = conn.execute("SELECT chain_hash FROM audit_chain ORDER BY seq DESC LIMIT 1").fetchone()
     conn.execute(
-        "INSERT INTO audit_chain (resource_id, content_hash, chain_hash, indexed) VALUES (?,?,?,?)",
-        (resource_id, content_hash, chain_hash(row[0] if row else GENESIS, content_hash), indexed),
+        "INSERT INTO audit_chain (resource_id, content_hash, chain_hash, indexed, staged_seq) VALUES (?,?,?,?,?)",
+        (resource_id, content_hash, chain_hash(row[0] if row else GENESIS, content_hash), indexed, staged_seq),
     )
 
 
@@ -102,7 +104,7 @@ def load(conn: sqlite3.Connection, events: Sequence[tuple[int, AuditEntry, Index
             continue
         version = ResourceVersion("AuditEvent", entry.resource_id, 1, entry.last_updated, entry.content, "POST")
         ops.write(conn, version, index)
-        _link(conn, entry.resource_id, entry.content_hash, 1)
+        _link(conn, entry.resource_id, entry.content_hash, 1, seq)
         loaded += 1
     conn.execute("INSERT OR REPLACE INTO audit_loaded (id, seq) VALUES (0, ?)", (through,))
     return loaded
@@ -174,12 +176,50 @@ def links(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[AuditLin
 
 
 def add_checkpoint(conn: sqlite3.Connection, checkpoint: AuditCheckpoint) -> None:
+    """Keep a signed head; at a chain seq signed already, the head covering more of the staging log
+    wins (two processes may sign the same chain head, and write in either order)."""
     conn.execute(
-        "INSERT OR REPLACE INTO audit_checkpoint (seq, chain_hash, signature, algorithm, key_id) VALUES (?,?,?,?,?)",
-        (checkpoint.seq, checkpoint.chain_hash, checkpoint.signature, checkpoint.algorithm, checkpoint.key_id),
-    )
+        f"INSERT INTO audit_checkpoint ({_CHECKPOINT}) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (seq) DO UPDATE SET "
+        "chain_hash = excluded.chain_hash, signature = excluded.signature, algorithm = excluded.algorithm, "
+        "key_id = excluded.key_id, staged_seq = excluded.staged_seq, loaded_seq = excluded.loaded_seq, "
+        "signed_at = excluded.signed_at "
+        "WHERE IFNULL(excluded.staged_seq, -1) >= IFNULL(audit_checkpoint.staged_seq, -1)",
+        (checkpoint.seq, checkpoint.chain_hash, checkpoint.signature, checkpoint.algorithm, checkpoint.key_id,
+         checkpoint.staged_seq, checkpoint.loaded_seq, checkpoint.signed_at),
+    )  # fmt: skip
+
+
+_CHECKPOINT = "seq, chain_hash, signature, algorithm, key_id, staged_seq, loaded_seq, signed_at"
 
 
 def checkpoints(conn: sqlite3.Connection) -> list[AuditCheckpoint]:
-    rows = conn.execute("SELECT seq, chain_hash, signature, algorithm, key_id FROM audit_checkpoint ORDER BY seq")
+    rows = conn.execute(f"SELECT {_CHECKPOINT} FROM audit_checkpoint ORDER BY seq")
     return [AuditCheckpoint(*row) for row in rows]
+
+
+def latest_checkpoint(conn: sqlite3.Connection) -> AuditCheckpoint | None:
+    row = conn.execute(
+        f"SELECT {_CHECKPOINT} FROM audit_checkpoint ORDER BY seq DESC, IFNULL(staged_seq, -1) DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else AuditCheckpoint(*row)
+
+
+def headed_staging(conn: sqlite3.Connection) -> int:
+    """The highest staging seq a signed head covers: a staging log made anew continues after it."""
+    row = conn.execute("SELECT MAX(staged_seq) FROM audit_checkpoint").fetchone()
+    return int(row[0] or 0)
+
+
+def staged_through(conn: sqlite3.Connection) -> int:
+    """The last seq the staging log gave an event (AUTOINCREMENT never gives one twice)."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit_staged'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def staged_seqs(conn: sqlite3.Connection, low: int, high: int) -> set[int]:
+    return {row[0] for row in conn.execute("SELECT seq FROM audit_staged WHERE seq > ? AND seq <= ?", (low, high))}
+
+
+def chained_staged_seqs(conn: sqlite3.Connection, low: int, high: int) -> set[int]:
+    rows = conn.execute("SELECT staged_seq FROM audit_chain WHERE staged_seq > ? AND staged_seq <= ?", (low, high))
+    return {row[0] for row in rows}

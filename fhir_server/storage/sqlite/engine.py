@@ -22,6 +22,7 @@ from fhir_server.storage.port import (
     AuditCheckpoint,
     AuditEntry,
     AuditLink,
+    AuditStaging,
     HistoryPage,
     HistoryQuery,
     IndexEntries,
@@ -63,6 +64,7 @@ class SqliteTransaction:
         self._begun = False
         self._locked = False
         self.events = 0
+        self.first_written: ResourceVersion | None = None
 
     async def _flush_then(self, fn: Callable[..., T] | None, *args: Any) -> T | None:
         if not self._locked:
@@ -108,6 +110,7 @@ class SqliteTransaction:
 
     async def write(self, version: ResourceVersion, index: IndexEntries | None) -> None:
         self._pending.append((ops.write, (version, index)))
+        self.first_written = self.first_written or version
 
     async def append_event(self, topic: str, payload: dict[str, Any]) -> None:
         self._pending.append((ops.append_event, (topic, payload)))
@@ -157,7 +160,8 @@ class SqliteTenantStore:
         initialise(self._main.conn)
         self._staging = SerialWriter(staging_path(path), f"sqlite-s-{name}", batch=audit.stage)
         initialise_staging(self._staging.conn)
-        in_transaction(self._staging.conn, audit.continue_after, audit.loaded_through(self._main.conn))
+        after = max(audit.loaded_through(self._main.conn), audit.headed_staging(self._main.conn))
+        in_transaction(self._staging.conn, audit.continue_after, after)
         self._writes_since_analyze = 0
         self._analyzer: asyncio.Future[None] | None = None
         self._read_threads = ThreadPoolExecutor(readers, thread_name_prefix=f"sqlite-r-{name}")
@@ -270,6 +274,18 @@ class SqliteTenantStore:
     async def audit_checkpoints(self) -> list[AuditCheckpoint]:
         return await self._on_reader(audit.checkpoints)
 
+    async def latest_audit_checkpoint(self) -> AuditCheckpoint | None:
+        return await self._on_reader(audit.latest_checkpoint)
+
+    async def audit_staging(self) -> AuditStaging:
+        """Loaded first: an event loaded in between is then counted staged, never lost."""
+        loaded = await self._on_reader(audit.loaded_through)
+        return AuditStaging(loaded, await self._staging.run(audit.staged_through))
+
+    async def audit_staged_seqs(self, low: int, high: int) -> set[int]:
+        staged = await self._staging.run(audit.staged_seqs, low, high)  # then the chain: a load moves them there
+        return staged | await self._on_reader(audit.chained_staged_seqs, low, high)
+
     async def claim_events(self, consumer: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
         return await self._main.locked(in_transaction, ops.claim_events, consumer, limit, lease_seconds)
 
@@ -303,7 +319,8 @@ class SqliteEngine:
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """The tenants' directory, created 0700 (its files are created 0600: ``create_private``)."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     async def close(self) -> None:
         for store in self._stores.values():

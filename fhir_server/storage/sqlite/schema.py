@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # One table per index kind; ``grp`` ties the components of a composite parameter together.
 INDEX_TABLES = {
@@ -120,19 +123,25 @@ CREATE TABLE IF NOT EXISTS audit_chain (
     resource_id TEXT NOT NULL,
     content_hash TEXT NOT NULL,
     chain_hash TEXT NOT NULL,
-    indexed INTEGER NOT NULL DEFAULT 1
+    indexed INTEGER NOT NULL DEFAULT 1,
+    staged_seq INTEGER  -- the event's seq in the staging log; NULL: chained in a caller's transaction
 );
 -- the last staging log seq loaded into this database (one row)
 CREATE TABLE IF NOT EXISTS audit_loaded (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     seq INTEGER NOT NULL
 );
+-- signed heads: the chain up to seq and (NULL in checkpoints of schema 2) the staging log up to
+-- staged_seq, loaded up to loaded_seq, at signed_at
 CREATE TABLE IF NOT EXISTS audit_checkpoint (
     seq INTEGER PRIMARY KEY,
     chain_hash TEXT NOT NULL,
     signature BLOB NOT NULL,
     algorithm TEXT NOT NULL,
-    key_id TEXT NOT NULL
+    key_id TEXT NOT NULL,
+    staged_seq INTEGER,
+    loaded_seq INTEGER,
+    signed_at TEXT
 );
 
 CREATE TABLE IF NOT EXISTS outbox (
@@ -180,9 +189,24 @@ def initialise_staging(conn: sqlite3.Connection) -> None:
     conn.executescript(STAGING_DDL)
 
 
+def create_private(path: Path) -> None:
+    """Create a database file readable by the server's user only (0600), when it does not exist.
+
+    SQLite gives its ``-wal`` and ``-shm`` files the database file's mode. ``O_EXCL``: an existing
+    file is never opened here, since closing a descriptor of a live database would drop this
+    process's locks on it (sqlite.org/howtocorrupt.html, section 2.2)."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection with the pragmas every connection needs. Writes are durable at commit."""
-    uri = f"file:{path}?mode={'ro' if readonly else 'rwc'}"
+    """A connection with the pragmas every connection needs. Writes are durable at commit.
+
+    The path is percent-quoted into the URI (RFC 3986, sqlite.org/uri.html): a ``#`` or ``?`` in
+    it would otherwise end the file name and open another, empty database."""
+    if not readonly:
+        create_private(Path(path))
+    uri = f"file:{quote(path)}?mode={'ro' if readonly else 'rwc'}"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA busy_timeout = 30000")
     conn.execute("PRAGMA synchronous = FULL")  # WAL + FULL: a commit is fsynced before it returns
@@ -207,6 +231,14 @@ def _migrate(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_chain)")}
     if "indexed" not in columns:  # version 2: AuditEvents indexed after they are stored
         conn.execute("ALTER TABLE audit_chain ADD COLUMN indexed INTEGER NOT NULL DEFAULT 1")
+    if "staged_seq" not in columns:  # version 3: signed heads cover the staging log
+        conn.execute("ALTER TABLE audit_chain ADD COLUMN staged_seq INTEGER")
+    if "signed_at" not in {row[1] for row in conn.execute("PRAGMA table_info(audit_checkpoint)")}:
+        for column in ("staged_seq INTEGER", "loaded_seq INTEGER", "signed_at TEXT"):
+            conn.execute(f"ALTER TABLE audit_checkpoint ADD COLUMN {column}")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS audit_chain_staged ON audit_chain (staged_seq) WHERE staged_seq IS NOT NULL"
+    )
     conn.execute("CREATE INDEX IF NOT EXISTS audit_chain_unindexed ON audit_chain (seq) WHERE indexed = 0")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fhir_server.audit.anchor import AnchorFile
 from fhir_server.audit.events import rest_event
 from fhir_server.audit.signing import load_signer
 from fhir_server.audit.trail import AuditTrail, reads_audit_events
@@ -101,6 +102,7 @@ async def test_events_loaded_before_a_crash_left_them_staged_are_not_loaded_twic
     assert await trail.flush(store) == 0  # at or below the seq loaded through: skipped, whatever their ids
     assert await store.staged_audit(0, 10) == []
     assert [link.resource_id for link in await store.audit_links(0, 10)] == ids
+    await trail.checkpoint(store)  # as the server does at least every ``head_interval`` and when it stops
     assert (await trail.verify(store)).ok
     fourth = await trail.record(store, event(200))  # staging goes on after them
     assert await trail.flush(store) == 1
@@ -184,3 +186,75 @@ def test_which_requests_flush_the_trail_first() -> None:
     assert reads_audit_events(["Patient"], [("_revinclude", "AuditEvent:patient")])
     assert not reads_audit_events(["Observation", "o1"], [])
     assert not reads_audit_events(["Patient"], [("name", "doe")])
+
+
+async def staged_and_headed(store: TenantStore, tmp_path: Path, count: int) -> AuditTrail:
+    """``count`` events staged (none loaded yet) and a signed head covering them, anchored."""
+    trail = AuditTrail(load_signer(tmp_path / "keys"), load_delay=3600, anchors=AnchorFile(tmp_path / "anchors"))
+    for _ in range(count):
+        await trail.record(store, event(200))
+    head = await trail.checkpoint(store)
+    assert (head.seq, head.loaded_seq, head.staged_seq) == (0, 0, count)
+    return trail
+
+
+async def test_staged_events_deleted_are_found(engine: Engine, tmp_path: Path) -> None:
+    store = await engine.tenant("alpha")
+    trail = await staged_and_headed(store, tmp_path, 24)
+    assert (await trail.verify(store)).ok
+    with sqlite3.connect(tmp_path / "var" / "tenants" / "alpha.auditlog") as conn:
+        conn.execute("DELETE FROM audit_staged WHERE seq BETWEEN 5 AND 18")
+    report = await trail.verify(store)
+    assert not report.ok and report.reason.startswith("14 staged events are missing (staging seqs 5..18)")
+    assert await trail.flush(store) == 10  # the rest loads; what is gone stays missing
+    report = await trail.verify(store)
+    assert not report.ok and "staging seqs 5..18" in report.reason
+
+
+async def test_a_staging_log_deleted_is_found(engine: Engine, tmp_path: Path) -> None:
+    store = await engine.tenant("alpha")
+    trail = await staged_and_headed(store, tmp_path, 5)
+    await engine.close()
+    for path in (tmp_path / "var" / "tenants").glob("alpha.auditlog*"):
+        path.unlink()
+    reopened = EncryptingEngine(SqliteEngine(tmp_path / "var"), load_master_keys(tmp_path / "keys"))
+    await reopened.open()
+    try:
+        store = await reopened.tenant("alpha")
+        await trail.record(store, event(200))
+        assert (await store.staged_audit(0, 10))[0].seq == 6  # after every seq a head covers: none reused
+        report = await trail.verify(store)
+        assert not report.ok and "5 staged events are missing (staging seqs 1..5)" in report.reason
+    finally:
+        await reopened.close()
+
+
+async def test_a_head_older_than_the_cadence_allows_is_found(engine: Engine, tmp_path: Path) -> None:
+    store = await engine.tenant("alpha")
+    trail = AuditTrail(load_signer(tmp_path / "keys"), load_delay=3600, head_interval=1)
+    await trail.checkpoint(store, signed_at="2026-01-01T00:00:00.000+00:00")  # then no head for months
+    await trail.record(store, event(200))
+    await trail.flush(store)
+    report = await trail.verify(store)
+    assert not report.ok and "older than the cadence allows" in report.reason
+    await trail.checkpoint(store)
+    assert (await trail.verify(store)).ok
+
+
+async def test_heads_are_signed_on_a_timer_while_events_come(engine: Engine, tmp_path: Path) -> None:
+    store = await engine.tenant("alpha")
+    trail = AuditTrail(load_signer(tmp_path / "keys"), load_delay=3600, head_interval=0.05)
+    await trail.record(store, event(200))  # staged only: nothing loads it, nothing counts to a checkpoint
+    for _ in range(400):  # at most 20 s
+        head = await store.latest_audit_checkpoint()
+        if head is not None and head.staged_seq == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert head is not None and head.staged_seq == 1 and head.seq == 0
+    await trail.close()
+
+
+async def test_a_tenant_never_served_has_no_head_and_does_not_verify(engine: Engine, tmp_path: Path) -> None:
+    trail = AuditTrail(load_signer(tmp_path / "keys"))
+    report = await trail.verify(await engine.tenant("alpha"))
+    assert not report.ok and "no signed head" in report.reason

@@ -15,18 +15,10 @@ import pytest
 from fhir_server.crypto.master import AesMasterKey, HybridMasterKey, UnwrapError, load_master_keys
 from tests.conftest import BASE, FhirTestClient, make_client
 from tests.dicom_factories import dermoscopic, stow_body
+from tests.raw_files import raw_bytes
 
 NAME = "Zyxwvutsrqenbaum"  # a name that appears nowhere else
 MRN = "MRN-ERASE-77123"
-
-
-def raw_bytes(data_dir: Path) -> bytes:
-    """Every byte the server keeps on disk: databases, WAL files, blobs."""
-    chunks = []
-    for path in sorted(data_dir.rglob("*")):
-        if path.is_file() and "keys" not in path.parts:
-            chunks.append(path.read_bytes())
-    return b"\n".join(chunks)
 
 
 def test_resources_are_ciphertext_on_disk(client: FhirTestClient, tmp_path: Path) -> None:
