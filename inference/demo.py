@@ -19,6 +19,8 @@ import monai
 import numpy as np
 import torch
 
+from dicom_node.sop_classes import DERMOSCOPIC_PHOTOGRAPHY, VL_PHOTOGRAPHIC
+from inference.accepted_inputs import COLOUR, AcceptedInputs
 from inference.model_card import InputSpec, ModelCard, OutputClass
 from inference.synthetic import lesion_image, random_spec
 
@@ -36,6 +38,14 @@ NETWORK_DEF = {
     "bn_size": 2,
 }
 MEAN, STD = (0.75, 0.55, 0.45), (0.2, 0.2, 0.2)
+ACCEPTS = AcceptedInputs(
+    sop_classes=(str(DERMOSCOPIC_PHOTOGRAPHY), str(VL_PHOTOGRAPHIC)),
+    modalities=("DMS", "XC"),  # dermoscopy; external-camera photography (dermatoscopes before the DMS IOD)
+    photometric_interpretations=COLOUR,
+    excluded_body_regions=("770802007", "113277000"),  # Nail unit structure; Oral mucous membrane structure
+    min_rows=128,
+    min_columns=128,
+)
 
 
 def demo_card(version: str, performance: tuple[dict[str, Any], ...] = ()) -> ModelCard:
@@ -65,6 +75,7 @@ def demo_card(version: str, performance: tuple[dict[str, Any], ...] = ()) -> Mod
         # sensitivity points at the lesion, so the card asks for occlusion (saliency_layer None)
         saliency_layer=None,
         clinical_use=False,
+        accepts=ACCEPTS,
     )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from inference.accepted_inputs import AcceptedInputs
+
 SNOMED = "http://snomed.info/sct"
 
 
@@ -44,6 +46,8 @@ class ModelCard:
     saliency_layer: str | None = None  # a module name for Grad-CAM; None: occlusion sensitivity
     clinical_use: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # -- admission: the inputs the model was built for (inference.admission) --
+    accepts: AcceptedInputs = field(default_factory=AcceptedInputs)
 
     @property
     def key(self) -> str:
@@ -73,6 +77,7 @@ class ModelCard:
                 saliency_layer=data.get("saliency_layer"),
                 clinical_use=bool(data.get("clinical_use", False)),
                 extra=dict(data.get("extra", {})),
+                accepts=AcceptedInputs.from_dict(dict(data.get("accepts", {}))),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a valid model card: {exc}") from exc

@@ -1,22 +1,20 @@
 """AI findings into FHIR (IHE AI Results in spirit; HL7 AI Transparency on FHIR where it fits).
 
 Per analysed image: one Observation per output class of the model (the class, its probability,
-its interpretation against the card's threshold), one Observation of the ABCD features, a saliency
-map as Binary + Media, a Provenance, and the case DiagnosticReport updated. Everything the model
+its interpretation against the card's threshold), a Provenance, and the case DiagnosticReport updated.
+The explanations (saliency map, dermoscopy ABCD rule) are written by ``inference.explanations``. Everything the model
 asserted carries ``meta.security`` AIAST. Every resource has a deterministic identifier, so the same
 image and model version produce one set of results however often the event is delivered.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from fhir_server.repository import Repository, Stored
-from inference.abcd import AbcdFeatures
 from inference.model_card import SNOMED, ModelCard
 from inference.pipeline import Prediction
 
@@ -25,7 +23,6 @@ AIAST = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", 
 FINDING_SYSTEM = "urn:dermbridge:ai-result"
 MODEL_SYSTEM = "urn:dermbridge:model"
 SOFTWARE_SYSTEM = "urn:dermbridge:software"
-ABCD_SYSTEM = "urn:dermbridge:abcd"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 IMAGING = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging"}]}
 METHOD = {"coding": [{"system": "urn:dermbridge:method", "code": "ai-analysis", "display": "AI analysis"}],
@@ -120,10 +117,8 @@ def _coding(card: ModelCard, index: int) -> dict[str, Any]:
     return {"coding": [{"system": SNOMED, "code": found.code, "display": found.display}], "text": found.display}
 
 
-def _common(context: ImageContext, device: Stored, now: str, saliency: Stored | None = None) -> dict[str, Any]:
+def _common(context: ImageContext, device: Stored, now: str) -> dict[str, Any]:
     derived = [{"reference": f"ImagingStudy/{context.imaging_study_id}"}, {"reference": f"Media/{context.media_id}"}]
-    if saliency is not None:
-        derived.append({"reference": f"Media/{saliency.resource['id']}"})
     body: dict[str, Any] = {
         "resourceType": "Observation",
         "meta": {"security": [AIAST]},
@@ -143,13 +138,12 @@ def _common(context: ImageContext, device: Stored, now: str, saliency: Stored | 
 
 
 def finding_observation(
-    context: ImageContext, card: ModelCard, device: Stored, prediction: Prediction, index: int, now: str,
-    saliency: Stored | None,
-) -> dict[str, Any]:  # fmt: skip
+    context: ImageContext, card: ModelCard, device: Stored, prediction: Prediction, index: int, now: str
+) -> dict[str, Any]:
     output = next(c for c in card.classes if c.index == index)
     probability = prediction.probabilities[index]
     positive = probability >= output.threshold
-    observation = _common(context, device, now, saliency)
+    observation = _common(context, device, now)
     observation.update(
         {
             "code": _coding(card, index),
@@ -169,65 +163,11 @@ def finding_observation(
     return observation
 
 
-def abcd_observation(context: ImageContext, device: Stored, features: AbcdFeatures, now: str) -> dict[str, Any]:
-    observation = _common(context, device, now)
-    observation["meta"] = {"security": [AIAST]}
-    observation["method"] = {"text": "Interpretable image analysis (lesion segmentation and ABCD features)"}
-    observation["code"] = {"coding": [{"system": ABCD_SYSTEM, "code": "abcd"}], "text": "ABCD dermoscopic features"}
-
-    def quantity(code: str, text: str, value: float, unit: str, ucum: str) -> dict[str, Any]:
-        return {"code": {"coding": [{"system": ABCD_SYSTEM, "code": code}], "text": text},
-                "valueQuantity": {"value": round(value, 4), "unit": unit, "system": UCUM, "code": ucum}}  # fmt: skip
-
-    components = [
-        quantity("asymmetry", "asymmetry (0 symmetric .. 1)", features.asymmetry, "1", "1"),
-        quantity("border", "border irregularity (perimeter^2 / 4 pi area; 1: a smooth disc)",
-                 features.border_irregularity, "1", "1"),
-        {"code": {"coding": [{"system": ABCD_SYSTEM, "code": "colour-count"}], "text": "number of colours"},
-         "valueInteger": len(features.colours)},
-        {"code": {"coding": [{"system": ABCD_SYSTEM, "code": "colours"}], "text": "colours present"},
-         "valueString": ", ".join(features.colours) or "none"},
-    ]  # fmt: skip
-    if features.diameter_mm is not None:
-        components.append(quantity("diameter", "greatest diameter", features.diameter_mm, "mm", "mm"))
-    else:
-        components.append(quantity("diameter-px", "greatest diameter (no pixel spacing)", features.diameter_px,
-                                   "pixels", "{pixels}"))  # fmt: skip
-    observation["component"] = components
-    return observation
-
-
-async def write_saliency(
-    repo: Repository, context: ImageContext, card: ModelCard, index: int, png: bytes, now: str
-) -> Stored:
-    key = result_key(context, card, f"saliency-{index}")
-    finding = next(c for c in card.classes if c.index == index)
-    binary = {"resourceType": "Binary", "contentType": "image/png", "data": base64.b64encode(png).decode()}
-    stored_binary = await repo.create(binary, resource_type="Binary", server_built=True)
-    media = {
-        "resourceType": "Media",
-        "meta": {"security": [AIAST]},
-        "status": "completed",
-        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/media-type", "code": "image"}]},
-        "subject": {"reference": f"Patient/{context.patient_id}"},
-        "partOf": [{"reference": f"Media/{context.media_id}"}],
-        "createdDateTime": now,
-        "content": {"contentType": "image/png", "url": f"Binary/{stored_binary.resource['id']}",
-                    "title": f"Saliency map: {finding.display} ({card.name} {card.version})"},
-        "note": [{"text": f"Where the image drove {finding.display} (Grad-CAM or occlusion sensitivity)."}],
-    }  # fmt: skip
-    if context.body_site:
-        media["bodySite"] = context.body_site
-    return await _create(repo, media, {"system": FINDING_SYSTEM, "value": key})
-
-
 async def write_results(
     repo: Repository,
     context: ImageContext,
     card: ModelCard,
     prediction: Prediction,
-    features: AbcdFeatures | None,
-    pngs: list[bytes] | None,
     server_version: str,
     committed: Committed | None = None,
 ) -> list[Stored]:
@@ -240,20 +180,12 @@ async def write_results(
     committed = {} if committed is None else committed
     device = await ensure_device(repo, card, committed)
     server = await ensure_server_device(repo, server_version, committed)
-    maps = []
-    for output, png in zip(card.classes, pngs or [], strict=False):
-        maps.append(await write_saliency(repo, context, card, output.index, png, now))
     observations = []
     for output in card.classes:
-        saliency = maps[output.index] if maps else None
-        body = finding_observation(context, card, device, prediction, output.index, now, saliency)
+        body = finding_observation(context, card, device, prediction, output.index, now)
         key = {"system": FINDING_SYSTEM, "value": result_key(context, card, f"class-{output.index}")}
         observations.append(await _create(repo, body, key))
-    if features is not None:
-        key = {"system": FINDING_SYSTEM, "value": result_key(context, card, "abcd")}
-        observations.append(await _create(repo, abcd_observation(context, device, features, now), key))
     targets = [{"reference": f"Observation/{o.resource['id']}"} for o in observations]
-    targets += [{"reference": f"Media/{m.resource['id']}"} for m in maps]
     provenance = {
         "resourceType": "Provenance",
         "meta": {"security": [AIAST]},

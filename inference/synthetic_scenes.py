@@ -74,7 +74,7 @@ def he_tile(size: int = 256, seed: int = 0) -> np.ndarray:
     fibres = np.sin(xx / 5.0 + 3 * np.sin(yy / 23.0)) * np.sin(yy / 9.0)
     image += fibres[..., None] * np.array([6, 22, 10], np.float32)
     for _ in range(size // 8):  # lumina
-        cy, cx, radius = rng.uniform(0, size, 2).tolist() + [rng.uniform(4, 14)]
+        cy, cx, radius = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(4, 14)
         image[np.hypot(yy - cy, xx - cx) < radius] = (246, 240, 246)
     for _ in range(size * size // 90):  # nuclei
         cy, cx = rng.uniform(0, size, 2)
