@@ -13,6 +13,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from fhir_server.api.binary import native_response, wants_native
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.router import FhirRouter
 from fhir_server.audit.events import patient_of, rest_event
@@ -160,11 +161,14 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
     base_url = str(request.base_url).rstrip("/") + f"/fhir/{tenant}"
     repo = Repository(store, local_base=base_url, default_count=fhir.default_count, max_count=fhir.max_count)
     params: list[tuple[str, str]] = []
+    native = False
     try:
         if refused is not None:
             raise refused
         params = _parse_query(request)
-        _negotiate(request, params)
+        native = wants_native(request.method, segments, params, request.headers.get("accept", ""))
+        if not native:
+            _negotiate(request, params)
         body, form = await _body(request, fhir.max_body_bytes)
         fhir_request = FhirRequest(
             method=request.method,
@@ -183,7 +187,8 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
     if fhir.audit is not None:
         who = access.subject if access is not None else _unauthenticated(fhir)
         await _audit(fhir.audit, repo, request, segments, params, response, who)
-    return render(response, pretty)
+    raw = native_response(response) if native else None
+    return raw or render(response, pretty)
 
 
 def _unauthenticated(fhir: FhirHttp) -> str:

@@ -27,6 +27,7 @@ from fhir_server.errors import (
     outcome,
 )
 from fhir_server.repository import Repository, Stored, load
+from fhir_server.search.extract import parse_local_reference
 from fhir_server.search.request import SearchRequest
 from fhir_server.search.values import date_range
 from fhir_server.security.guard import allowed, in_compartment, readable, require
@@ -369,8 +370,19 @@ async def _check_existing(repo: Repository, request: FhirRequest, resource_type:
     """Under a patient/ scope, another patient's resource is answered as not found (no hint it exists)."""
     assert request.access is not None and request.access.patient is not None
     current = await repo.current(resource_type, id)
-    if current is not None and not in_compartment(current, request.access.patient):
+    if current is not None and not await _patients(repo, current, request.access.patient):
         raise not_found(f"{resource_type}/{id} is not known")
+
+
+async def _patients(repo: Repository, resource: dict[str, Any], patient_id: str) -> bool:
+    """In the patient's compartment; a Binary when the resource its securityContext names is (binary.html#security)."""
+    if resource.get("resourceType") != "Binary":
+        return in_compartment(resource, patient_id)
+    context = resource.get("securityContext")
+    reference = context.get("reference") if isinstance(context, dict) else None
+    target = parse_local_reference(reference) if isinstance(reference, str) else None
+    proxy = await repo.current(*target) if target is not None and target[0] != "Binary" else None
+    return proxy is not None and in_compartment(proxy, patient_id)
 
 
 def _criteria(request: FhirRequest) -> str:
