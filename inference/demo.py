@@ -71,8 +71,8 @@ def demo_card(version: str, performance: tuple[dict[str, Any], ...] = ()) -> Mod
         ),
         performance=performance,
         training="dermbridge model train-demo: synthetic lesions, seed 20261123, see inference/demo.py",
-        # Grad-CAM on this small, confident network spreads over the whole image; occlusion
-        # sensitivity points at the lesion, so the card asks for occlusion (saliency_layer None)
+        # Grad-CAM on this small, confident network spreads over the whole image; integrated
+        # gradients from a skin baseline point at the lesion, so the card names no layer
         saliency_layer=None,
         clinical_use=False,
         accepts=ACCEPTS,

@@ -29,7 +29,7 @@ class LoadedModel:
     card: ModelCard
     network: torch.nn.Module
     source: Path
-    scripted: bool  # TorchScript or exported: no Grad-CAM hooks, saliency falls back to occlusion
+    scripted: bool  # TorchScript or exported: no Grad-CAM hooks, saliency by integrated gradients
 
 
 class Loader(Protocol):

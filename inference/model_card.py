@@ -43,7 +43,7 @@ class ModelCard:
     limitations: tuple[str, ...] = ()
     performance: tuple[dict[str, Any], ...] = ()  # e.g. {"subgroup": "Fitzpatrick I-III", "metric": ..., "value": ...}
     training: str = ""
-    saliency_layer: str | None = None  # a module name for Grad-CAM; None: occlusion sensitivity
+    saliency_layer: str | None = None  # a module name for Grad-CAM; None: integrated gradients
     clinical_use: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     # -- admission: the inputs the model was built for (inference.admission) --
