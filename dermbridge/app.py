@@ -41,6 +41,7 @@ from fhir_server.search.extract import warm_up as warm_up_index
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.clients import ClientRegistry
 from fhir_server.security.endpoint import TokenEndpoint
+from fhir_server.security.revocation import ClientStates
 from fhir_server.security.tokens import ExternalProvider, TokenService, load_token_signer
 from fhir_server.validation import WARM_TYPES, warm_up
 
@@ -118,7 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
     sink = TrailSink(engine, audit, settings.default_tenant) if audit is not None else None
     ingestor = build_ingestor(settings, engine, audit)
     dimse = build_dimse(settings, engine, ingestor, sink) if settings.dicom_enabled else None
-    authenticator = Authenticator(tokens)
+    authenticator = Authenticator(tokens, ClientStates(clients))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -130,6 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
             await bootstrap_admin(clients, settings)
         await asyncio.to_thread(_warm_up)
         await dispatcher.start()
+        await app.state.auth_http.start()
         loader = await _start_audit_loader(settings, audit)
         worker = None
         if settings.inference_enabled and settings.role == "all":
@@ -150,6 +152,7 @@ def create_app(settings: Settings) -> FastAPI:
             if worker is not None:
                 await worker.stop()
             await dispatcher.stop()
+            await app.state.auth_http.close()
             if loader is not None:
                 await loader.close()
             if audit is not None:

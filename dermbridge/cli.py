@@ -52,6 +52,10 @@ def _serve(args: argparse.Namespace) -> int:
         log_level="warning",
         loop="uvloop" if sys.platform != "win32" else "asyncio",
         http="httptools",
+        # the caller's address is the socket's unless a configured proxy forwards it (uvicorn would
+        # otherwise trust X-Forwarded-For from 127.0.0.1, letting any local caller pick its address)
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
     )
     return 0
 

@@ -13,6 +13,7 @@ from fhir_server.audit.events import token_event
 from fhir_server.audit.signing import load_signer
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.security.clients import ClientError, ClientRegistry
+from fhir_server.security.revocation import CLIENT_STATE_TTL
 from fhir_server.security.scopes import ROLES, grant, role_scopes
 from fhir_server.storage.port import TenantUnknownError
 
@@ -52,7 +53,8 @@ def client_command(args: argparse.Namespace) -> int:
                         print("name the client: --client-id", file=sys.stderr)
                         return 2
                     client = await clients.set_active(args.client_id, args.action == "enable")
-                    print(f"{client.client_id} {'enabled' if client.active else 'disabled'}")
+                    revoked = f": the tokens it holds stop working within {CLIENT_STATE_TTL:g} s"
+                    print(f"{client.client_id} {'enabled' if client.active else 'disabled' + revoked}")
             except TenantUnknownError:
                 print(f"no tenant {args.tenant!r}: dermbridge tenant create {args.tenant}", file=sys.stderr)
                 return 2

@@ -13,6 +13,7 @@ from dicom_node.audit import DicomAudit
 from dicom_node.blobs import BlobStore
 from dicom_node.dimse import HANDLER_TIMEOUT_S, DimseConfig, DimseServer, MoveDestination
 from dicom_node.ingest import Ingestor
+from dicom_node.lesions import ImagingConventions
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.storage.port import Engine, TenantUnknownError
 
@@ -50,8 +51,9 @@ def build_ingestor(settings: Settings, engine: Engine, trail: AuditTrail | None 
         return f"{base}/{api}/{tenant}"
 
     blobs = BlobStore(settings.blob_root())
+    conventions = ImagingConventions(settings.dicom_lesion_key, settings.dicom_timezone)
     return Ingestor(engine, blobs, public_url=public_url, duplicates=settings.dicom_duplicates,
-                    trail=trail)  # fmt: skip
+                    trail=trail, conventions=conventions)  # fmt: skip
 
 
 class TrailSink:

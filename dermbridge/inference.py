@@ -5,6 +5,7 @@ from __future__ import annotations
 from dermbridge import __version__
 from dermbridge.settings import Settings
 from dicom_node.blobs import BlobStore
+from dicom_node.lesions import ImagingConventions
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.storage.port import Engine
 from inference.registry import ModelRegistry
@@ -23,6 +24,7 @@ def build_worker(settings: Settings, engine: Engine, audit: AuditTrail | None) -
         batch=settings.inference_batch,
         human_review=settings.inference_human_review,
         abcd=settings.inference_abcd,
+        conventions=ImagingConventions(settings.dicom_lesion_key, settings.dicom_timezone),
     )
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydicom.datadict import tag_for_keyword
 
 
 class Settings(BaseSettings):
@@ -28,6 +30,10 @@ class Settings(BaseSettings):
         description="Python's thread switch interval: short keeps DIMSE threads and the loop responsive",
     )
     public_url: str = Field("", description="base URL clients reach the HTTP API at; default http://HOST:PORT")
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list,
+        description="reverse proxies whose X-Forwarded-For/-Proto are trusted (IPs or CIDRs); empty: none",
+    )
 
     auth_enabled: bool = Field(
         True, description="false: the insecure development mode, every request unrestricted (warned on each start)"
@@ -67,6 +73,16 @@ class Settings(BaseSettings):
         default_factory=dict, description='C-MOVE destinations, e.g. {"PACS": "10.0.0.5:104"}'
     )
     dicom_duplicates: Literal["keep", "replace"] = "keep"
+    dicom_lesion_key: dict[str, str] = Field(
+        default_factory=dict,
+        description="tenant -> the DICOM attribute grouping images into lesions (default SeriesInstanceUID), "
+        'e.g. {"default": "SeriesDescription"}',
+    )
+    dicom_timezone: dict[str, str] = Field(
+        default_factory=dict,
+        description="tenant -> IANA zone of its devices' local times when objects carry no TimezoneOffsetFromUTC, "
+        'e.g. {"default": "Europe/Berlin"}; unset: such times are kept as dates only',
+    )
     blob_dir: Path | None = Field(None, description="where DICOM objects live; default DATA_DIR/blobs")
     dicom_tls_port: int | None = Field(None, ge=0, le=65535)
     dicom_tls_certificate: Path | None = None
@@ -87,6 +103,24 @@ class Settings(BaseSettings):
     inference_human_review: bool = Field(
         True, description="send a case to clinician review when AI analysis is not permitted or fails"
     )
+
+    @field_validator("dicom_lesion_key")
+    @classmethod
+    def _known_keywords(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = [k for k in value.values() if tag_for_keyword(k) is None]
+        if unknown:
+            raise ValueError(f"not DICOM keywords: {unknown}")
+        return value
+
+    @field_validator("dicom_timezone")
+    @classmethod
+    def _known_zones(cls, value: dict[str, str]) -> dict[str, str]:
+        for zone in value.values():
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"not an IANA time zone: {zone!r}") from exc
+        return value
 
     def blob_root(self) -> Path:
         return self.blob_dir or self.data_dir / "blobs"

@@ -8,11 +8,14 @@ instances of a new patient arriving at once cannot create the patient twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Any
 from urllib.parse import quote
 
 from pydicom.dataset import Dataset
 
+from dicom_node.dicom_values import acquisition_datetime, fhir_date, fhir_datetime, human_name
+from dicom_node.lesions import DEFAULT_LESION_KEY, laterality, resolve_lesion, site_coding
 from dicom_node.sop_classes import ENCAPSULATED_PDF
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository, Stored
@@ -21,7 +24,6 @@ DICOM_UID_SYSTEM = "urn:dicom:uid"
 ACCESSION_SYSTEM = "urn:dermbridge:accession"
 DCM_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
 SCT_SYSTEM = "http://snomed.info/sct"
-CODING_SCHEMES = {"SCT": SCT_SYSTEM, "SRT": SCT_SYSTEM, "DCM": DCM_SYSTEM, "LN": "http://loinc.org"}
 MEDIA_TYPE_IMAGE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/media-type", "code": "image"}]}
 MEDIA_TYPE_DOCUMENT = {"text": "document (encapsulated PDF)"}
 CASE_CODE = {"system": "http://loinc.org", "code": "72170-4", "display": "Photographic image"}
@@ -40,56 +42,13 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     return text or None
 
 
-def _date(da: str | None, tm: str | None = None) -> str | None:
-    if not da or len(da) < 8 or not da[:8].isdigit():
-        return None
-    date = f"{da[0:4]}-{da[4:6]}-{da[6:8]}"
-    if tm and len(tm) >= 4 and tm[:4].isdigit():
-        seconds = tm[4:6] if len(tm) >= 6 and tm[4:6].isdigit() else "00"
-        return f"{date}T{tm[0:2]}:{tm[2:4]}:{seconds}Z"
-    return date
-
-
-def _human_name(pn: str | None) -> list[dict[str, Any]]:
-    """A DICOM PN (family^given^middle^prefix^suffix, alphabetic group) as a HumanName."""
-    if not pn:
-        return []
-    parts = [p.strip() for p in pn.split("=")[0].split("^")] + [""] * 5
-    family, given, middle, prefix, suffix = parts[:5]
-    name: dict[str, Any] = {}
-    text = " ".join(p for p in (prefix, given, middle, family, suffix) if p)
-    if not text:
-        return []
-    name["text"] = text
-    if family:
-        name["family"] = family
-    if given or middle:
-        name["given"] = [p for p in (given, middle) if p]
-    if prefix:
-        name["prefix"] = [prefix]
-    if suffix:
-        name["suffix"] = [suffix]
-    return [name]
-
-
-def _coded(item: Dataset) -> dict[str, Any] | None:
-    code = _text(item, "CodeValue")
-    scheme = _text(item, "CodingSchemeDesignator")
-    if not code or not scheme:
-        return None
-    coding = {"system": CODING_SCHEMES.get(scheme, f"urn:dicom:scheme:{quote(scheme, safe='')}"), "code": code}
-    meaning = _text(item, "CodeMeaning")
-    if meaning:
-        coding["display"] = meaning
-    return {"coding": [coding], **({"text": meaning} if meaning else {})}
-
-
 @dataclass(frozen=True, slots=True)
 class SyncResult:
     patient_id: str
     imaging_study_id: str
     media_id: str
     report_id: str
+    lesion_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,13 +94,13 @@ async def resolve_patient(repo: Repository, ds: Dataset, known: str | None = Non
     patient: dict[str, Any] = {"resourceType": "Patient"}
     if patient_id:
         patient["identifier"] = [{"system": system, "value": patient_id}]
-    name = _human_name(_text(ds, "PatientName"))
+    name = human_name(ds.get("PatientName"))
     if name:
         patient["name"] = name
     sex = {"M": "male", "F": "female", "O": "other"}.get(_text(ds, "PatientSex") or "")
     if sex:
         patient["gender"] = sex
-    birth = _date(_text(ds, "PatientBirthDate"))
+    birth = fhir_date(ds.get("PatientBirthDate"))
     if birth:
         patient["birthDate"] = birth
     return await repo.create(patient, resource_type="Patient", server_built=True)
@@ -171,7 +130,7 @@ def _uid(uid: str) -> str:
 
 
 async def _imaging_study(
-    repo: Repository, ds: Dataset, patient_id: str, dicomweb_base: str, known: str | None
+    repo: Repository, ds: Dataset, patient_id: str, dicomweb_base: str, known: str | None, zone: tzinfo | None
 ) -> Stored:
     study_uid, series_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
     found = _identified(await _live(repo, "ImagingStudy", known), DICOM_UID_SYSTEM, _uid(study_uid))
@@ -200,7 +159,7 @@ async def _imaging_study(
                 {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]},
                  "system": ACCESSION_SYSTEM, "value": accession}
             )  # fmt: skip
-        started = _date(_text(ds, "StudyDate"), _text(ds, "StudyTime"))
+        started = fhir_datetime(ds, "StudyDate", "StudyTime", zone)
         if started and "T" in started:
             body["started"] = started
         description = _text(ds, "StudyDescription")
@@ -216,6 +175,7 @@ async def _imaging_study(
         if _text(ds, "SeriesDescription"):
             series["description"] = _text(ds, "SeriesDescription")
         body["series"].append(series)
+    _series_site(series, ds)
     if not any(i["uid"] == sop_uid for i in series["instance"]):
         series["instance"].append(instance)
     series["numberOfInstances"] = len(series["instance"])
@@ -228,7 +188,19 @@ async def _imaging_study(
     return await repo.update(body, resource_type="ImagingStudy", id=str(found.resource["id"]), server_built=True)
 
 
-async def _media(repo: Repository, ds: Dataset, patient_id: str, study: Stored, instance_url: str) -> Stored:
+def _series_site(series: dict[str, Any], ds: Dataset) -> None:
+    """``series.bodySite`` / ``series.laterality`` (imagingstudy.html, DICOM Body Part / Anatomic
+    Region and Laterality): the first instance that says them sets them."""
+    site, side = site_coding(ds), laterality(ds)
+    if site is not None and "bodySite" not in series:
+        series["bodySite"] = site
+    if side is not None and "laterality" not in series:
+        series["laterality"] = side
+
+
+async def _media(
+    repo: Repository, ds: Dataset, patient_id: str, study: Stored, instance_url: str, zone: tzinfo | None
+) -> Stored:
     """The image as Media; an encapsulated PDF points at the DICOM object, an image at its rendering."""
     sop_uid = str(ds.SOPInstanceUID)
     is_pdf = str(ds.SOPClassUID) == ENCAPSULATED_PDF
@@ -247,18 +219,16 @@ async def _media(repo: Repository, ds: Dataset, patient_id: str, study: Stored, 
             else {"contentType": "image/jpeg", "url": f"{instance_url}/rendered"}
         ),
     }
-    created = _date(_text(ds, "ContentDate"), _text(ds, "ContentTime"))
+    created = acquisition_datetime(ds, zone)
     if created:
         media["createdDateTime"] = created
     for keyword, element in (("Rows", "height"), ("Columns", "width"), ("NumberOfFrames", "frames")):
         value = ds.get(keyword)
         if value is not None and int(value) > 0:
             media[element] = int(value)
-    region = ds.get("AnatomicRegionSequence")
-    if region:
-        site = _coded(region[0])
-        if site:
-            media["bodySite"] = site
+    site = site_coding(ds)
+    if site is not None:
+        media["bodySite"] = {"coding": [site], **({"text": site["display"]} if "display" in site else {})}
     if found is None:
         return await repo.create(media, resource_type="Media", server_built=True)
     media_id = str(found.resource["id"])
@@ -310,13 +280,22 @@ async def _case(
     return await repo.update(report, resource_type="DiagnosticReport", id=str(report["id"]), server_built=True)
 
 
-async def sync_instance(repo: Repository, ds: Dataset, dicomweb_base: str, known: KnownIds = KnownIds()) -> SyncResult:
+async def sync_instance(
+    repo: Repository, ds: Dataset, dicomweb_base: str, known: KnownIds = KnownIds(), *,
+    lesion_key: str = DEFAULT_LESION_KEY, zone: tzinfo | None = None,
+) -> SyncResult:  # fmt: skip
+    """``lesion_key``: the DICOM attribute that groups images into lesions; ``zone``: the devices'
+    local zone when the objects carry no TimezoneOffsetFromUTC (both per tenant)."""
     patient = await resolve_patient(repo, ds, known.patient)
     patient_id = str(patient.resource["id"])
-    study = await _imaging_study(repo, ds, patient_id, dicomweb_base, known.imaging_study)
+    study = await _imaging_study(repo, ds, patient_id, dicomweb_base, known.imaging_study, zone)
     instance_url = (
         f"{dicomweb_base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
     )
-    media = await _media(repo, ds, patient_id, study, instance_url)
+    media = await _media(repo, ds, patient_id, study, instance_url, zone)
     report = await _case(repo, ds, patient_id, study, media, known.report)
-    return SyncResult(patient_id, str(study.resource["id"]), str(media.resource["id"]), str(report.resource["id"]))
+    lesion_id = ""
+    if str(ds.SOPClassUID) != ENCAPSULATED_PDF:
+        lesion_id = str((await resolve_lesion(repo, ds, patient_id, lesion_key)).resource["id"])
+    return SyncResult(patient_id, str(study.resource["id"]), str(media.resource["id"]), str(report.resource["id"]),
+                      lesion_id)  # fmt: skip

@@ -21,6 +21,7 @@ from dicom_node.errors import InvalidInstance
 from dicom_node.fhir_sync import KnownIds, SyncResult, sync_instance
 from dicom_node.instance_files import new_object_key, seal_object, seal_object_key, with_object_key
 from dicom_node.iod import check_instance
+from dicom_node.lesions import ImagingConventions
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.crypto.store import EncryptingTenantStore
 from fhir_server.errors import OperationOutcomeError
@@ -54,12 +55,14 @@ class Ingestor:
         public_url: Callable[[str, str], str],
         duplicates: DuplicatePolicy = "keep",
         trail: AuditTrail | None = None,
+        conventions: ImagingConventions | None = None,
     ) -> None:
         self._engine = engine
         self.blobs = blobs
         self.public_url = public_url  # (tenant, "fhir" | "dicomweb") -> base URL
         self.duplicates = duplicates
         self.trail = trail
+        self.conventions = conventions or ImagingConventions()
 
     async def store(
         self, tenant: str, ds: Dataset, encoded: bytes, transfer_syntax: str, audit: dict[str, Any] | None = None
@@ -103,7 +106,9 @@ class Ingestor:
         so_far: dict[str, Any] = orjson.loads(study.body) if study else {}  # counts and FHIR ids
         known = KnownIds(**so_far.get("fhir", {}))
         try:
-            sync = await sync_instance(repo, ds, self.public_url(tenant, "dicomweb"), known)
+            sync = await sync_instance(repo, ds, self.public_url(tenant, "dicomweb"), known,
+                                       lesion_key=self.conventions.lesion_key(tenant),
+                                       zone=self.conventions.zone(tenant))  # fmt: skip
         except OperationOutcomeError as exc:  # attributes that cannot become valid FHIR
             raise InvalidInstance(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"not mappable: {exc}") from exc
         sealed = await seal_object_key(tx, sync.patient_id, key, indexed.instance_uid) if key else None
@@ -153,4 +158,5 @@ class Ingestor:
             "imagingStudy": sync.imaging_study_id,
             "media": sync.media_id,
             "report": sync.report_id,
+            "lesion": sync.lesion_id,
         }

@@ -58,9 +58,10 @@ def demo_card(version: str, performance: tuple[dict[str, Any], ...] = ()) -> Mod
             "procedurally generated dermoscopy-like images, never on real lesions."
         ),
         input=InputSpec(SIZE, SIZE, "RGB", 255.0, MEAN, STD),
+        # skin-specific SNOMED CT concepts: melanoma *of skin*, not melanoma of any site
         classes=(
-            OutputClass(0, "400096001", "Melanocytic nevus (disorder)", 0.5),
-            OutputClass(1, "372244006", "Malignant melanoma (disorder)", 0.5),
+            OutputClass(0, "400010006", "Melanocytic nevus of skin", 0.5, "benign"),
+            OutputClass(1, "93655004", "Malignant melanoma of skin", 0.5, "melanoma"),
         ),
         limitations=(
             "Trained on synthetic images: its outputs say nothing about real lesions.",
@@ -75,6 +76,17 @@ def demo_card(version: str, performance: tuple[dict[str, Any], ...] = ()) -> Mod
         # gradients from a skin baseline point at the lesion, so the card names no layer
         saliency_layer=None,
         clinical_use=False,
+        contraindications=(
+            "Any clinical use: this is a demonstration model with no clinical validation.",
+            "Mucosal lesions (lips, oral, genital, conjunctival mucosa).",
+            "Nail and nail-bed (subungual) lesions; acral (palm, sole) lesions.",
+            "Patients under 18 years.",
+            "Images other than dermoscopy of a single lesion (clinical overview photographs, histology).",
+        ),
+        fitzpatrick_coverage=(
+            "Synthetic skin tones resembling Fitzpatrick I-III only; types IV-VI are not represented. "
+            "No real patient images: no clinical subgroup metrics exist."
+        ),
         accepts=ACCEPTS,
     )
 

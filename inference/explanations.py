@@ -21,19 +21,10 @@ from typing import Any
 
 from fhir_server.repository import Repository, Stored
 from inference.abcd import DermoscopyAbcd
+from inference.conclusion import CLOSED, SIGNED_OFF
+from inference.findings import FINDING_SYSTEM, UCUM, ImageContext, base_observation, labelled
+from inference.governance import AIAST, PROVENANCE_AGENT, SOFTWARE_SYSTEM, Committed, create_once
 from inference.model_card import SNOMED, ModelCard, OutputClass
-from inference.results import (
-    AIAST,
-    FINAL_STATES,
-    FINDING_SYSTEM,
-    IMAGING,
-    PROVENANCE_AGENT,
-    SOFTWARE_SYSTEM,
-    UCUM,
-    Committed,
-    ImageContext,
-)
-from inference.results import _create_once as ensure_once
 
 ABCD_SYSTEM = "urn:dermbridge:abcd"
 ABCD_VERSION = "2.0.0"
@@ -68,7 +59,6 @@ async def write_saliency(
         "resourceType": "Media",
         "id": media_id,
         "identifier": [{"system": FINDING_SYSTEM, "value": key}],
-        "meta": {"security": [AIAST]},
         "status": "completed",
         "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/media-type", "code": "image"}]},
         "subject": {"reference": f"Patient/{context.patient_id}"},
@@ -82,7 +72,7 @@ async def write_saliency(
     }  # fmt: skip
     if context.body_site:
         media["bodySite"] = context.body_site
-    stored = await repo.update(media, resource_type="Media", id=media_id, server_built=True)
+    stored = await repo.update(labelled(media, card), resource_type="Media", id=media_id, server_built=True)
     binary = {
         "resourceType": "Binary",
         "id": binary_id,
@@ -108,8 +98,8 @@ async def ensure_abcd_device(repo: Repository, committed: Committed) -> Stored:
                           "the dermoscopy ABCD rule from a segmented lesion. D (differential structures) is not "
                           "assessed, so no Total Dermoscopy Score is reported, only its possible range."}],
     }  # fmt: skip
-    return await ensure_once(repo, device, {"system": SOFTWARE_SYSTEM, "value": f"dermbridge-abcd@{ABCD_VERSION}"},
-                             committed)  # fmt: skip
+    identifier = {"system": SOFTWARE_SYSTEM, "value": f"dermbridge-abcd@{ABCD_VERSION}"}
+    return await create_once(repo, device, [identifier], committed)
 
 
 def _component(code: str, text: str, **value: Any) -> dict[str, Any]:
@@ -152,7 +142,7 @@ def abcd_components(abcd: DermoscopyAbcd) -> list[dict[str, Any]]:
 
 
 async def write_abcd(
-    repo: Repository, context: ImageContext, abcd: DermoscopyAbcd, now: str, committed: Committed
+    repo: Repository, context: ImageContext, card: ModelCard, abcd: DermoscopyAbcd, now: str, committed: Committed
 ) -> Stored:
     """The ABCD Observation, its Provenance, and its place in the case report."""
     key = _key(context, f"abcd@{ABCD_VERSION}")
@@ -160,27 +150,18 @@ async def write_abcd(
     if existing is not None:
         return existing
     device = await ensure_abcd_device(repo, committed)
-    observation: dict[str, Any] = {
-        "resourceType": "Observation",
+    observation = base_observation(context, card, str(device.resource["id"]), now)  # the findings' skeleton
+    observation.update({
+        "meta": {"security": [AIAST]},  # machine-asserted; not the model's output, so no demonstration tag
         "identifier": [{"system": FINDING_SYSTEM, "value": key}],
-        "status": "preliminary",
-        "category": [IMAGING],
         "code": {"coding": [{"system": ABCD_SYSTEM, "code": "abc-partial"}],
                  "text": "Dermoscopy ABCD rule (Stolz): A, B and C; D not assessed"},
-        "subject": {"reference": f"Patient/{context.patient_id}"},
-        "focus": [{"reference": f"Media/{context.media_id}"}],
-        "effectiveDateTime": now,
-        "issued": now,
-        "device": {"reference": f"Device/{device.resource['id']}"},
         "method": {"text": "Rule-based image analysis: field of view masked, lesion segmented, ABCD rule (Stolz 1994)"},
-        "derivedFrom": [{"reference": f"ImagingStudy/{context.imaging_study_id}"},
-                        {"reference": f"Media/{context.media_id}"}],
         "note": [{"text": "Not a Total Dermoscopy Score: D (differential structures) is not assessed. The category "
-                          "is given only when every possible D leads to it."}],
+                          "is given only when every possible D leads to it. Rule-based software, not clinically "
+                          "validated."}],
         "component": abcd_components(abcd),
-    }  # fmt: skip
-    if context.body_site:
-        observation["bodySite"] = context.body_site
+    })  # fmt: skip
     stored = await repo.create(observation, resource_type="Observation", server_built=True)
     provenance = {
         "resourceType": "Provenance",
@@ -190,7 +171,7 @@ async def write_abcd(
                                  "code": "CREATE"}], "text": "Rule-based dermoscopy ABCD analysis"},
         "agent": [{"type": {"coding": [{"system": PROVENANCE_AGENT, "code": "author"}]},
                    "who": {"reference": f"Device/{device.resource['id']}"}}],
-        "entity": [{"role": "source", "what": {"reference": f"Media/{context.media_id}"}}],
+        "entity": [{"role": "source", "what": {"reference": image}} for image in context.images],
     }  # fmt: skip
     await repo.create(provenance, resource_type="Provenance", server_built=True)
     await attach_to_case(repo, context, result=stored)
@@ -202,7 +183,7 @@ async def attach_to_case(
 ) -> None:
     """List an explanation on the case report (``result`` or ``media``); a final report is never changed."""
     current = await repo.current("DiagnosticReport", context.report_id)
-    if current is None or current.get("status") in FINAL_STATES:
+    if current is None or current.get("status") in (*SIGNED_OFF, *CLOSED):
         return
     report = dict(current)
     if result is not None:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import warnings
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class LoadedModel:
     network: torch.nn.Module
     source: Path
     scripted: bool  # TorchScript or exported: no Grad-CAM hooks, saliency by integrated gradients
+    weights_sha256: str = ""  # of the weights file: other weights under the same id and version are another Device
 
 
 class Loader(Protocol):
@@ -53,7 +55,7 @@ class MonaiBundleLoader:
         card = ModelCard.from_dict(metadata[CARD_KEY])
         scripted = path / "models" / "model.ts"
         if scripted.is_file():
-            return LoadedModel(card, _load_torchscript(scripted), path, True)
+            return LoadedModel(card, _load_torchscript(scripted), path, True, weights_sha256(scripted))
         from monai.bundle import ConfigParser
 
         parser = ConfigParser()
@@ -61,7 +63,7 @@ class MonaiBundleLoader:
         network = parser.get_parsed_content("network_def")
         state = torch.load(path / "models" / "model.pt", map_location="cpu", weights_only=True)
         network.load_state_dict(state)
-        return LoadedModel(card, network, path, False)
+        return LoadedModel(card, network, path, False, weights_sha256(path / "models" / "model.pt"))
 
 
 class TorchScriptLoader:
@@ -72,7 +74,7 @@ class TorchScriptLoader:
 
     def load(self, path: Path) -> LoadedModel:
         card = ModelCard.from_dict(json.loads(_card_path(path).read_text()))
-        return LoadedModel(card, _load_torchscript(path), path, True)
+        return LoadedModel(card, _load_torchscript(path), path, True, weights_sha256(path))
 
 
 class ExportedProgramLoader:
@@ -84,7 +86,7 @@ class ExportedProgramLoader:
     def load(self, path: Path) -> LoadedModel:
         card = ModelCard.from_dict(json.loads(_card_path(path).read_text()))
         module = torch.export.load(str(path)).module()
-        return LoadedModel(card, module, path, True)
+        return LoadedModel(card, module, path, True, weights_sha256(path))
 
 
 def _load_torchscript(path: Path) -> torch.nn.Module:
@@ -92,6 +94,14 @@ def _load_torchscript(path: Path) -> torch.nn.Module:
         warnings.filterwarnings("ignore", "`torch.jit", DeprecationWarning)
         module: torch.nn.Module = torch.jit.load(str(path), map_location="cpu")
     return module
+
+
+def weights_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as weights:
+        for block in iter(lambda: weights.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _card_path(path: Path) -> Path:

@@ -12,6 +12,10 @@ from typing import Any
 from inference.accepted_inputs import AcceptedInputs
 
 SNOMED = "http://snomed.info/sct"
+# The case conclusion's order of concern, highest first (a card may give its own): a lesion in a
+# higher tier decides the case whatever else the other lesions and images show.
+RISK_HIERARCHY = ("melanoma", "squamous-cell-carcinoma", "basal-cell-carcinoma", "other-malignant",
+                  "pre-malignant", "benign")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +24,7 @@ class OutputClass:
     code: str  # SNOMED CT concept id
     display: str
     threshold: float  # a probability at or above it is interpreted as positive
+    risk_tier: str = "benign"  # one of the card's risk_hierarchy
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,9 @@ class ModelCard:
     training: str = ""
     saliency_layer: str | None = None  # a module name for Grad-CAM; None: integrated gradients
     clinical_use: bool = False
+    contraindications: tuple[str, ...] = ()  # where it must not be used (sites, ages, image kinds)
+    fitzpatrick_coverage: str = ""  # which skin types the training and validation data represent
+    risk_hierarchy: tuple[str, ...] = RISK_HIERARCHY
     extra: dict[str, Any] = field(default_factory=dict)
     # -- admission: the inputs the model was built for (inference.admission) --
     accepts: AcceptedInputs = field(default_factory=AcceptedInputs)
@@ -52,6 +60,13 @@ class ModelCard:
     @property
     def key(self) -> str:
         return f"{self.id}@{self.version}"
+
+    def output(self, index: int) -> OutputClass:
+        return next(c for c in self.classes if c.index == index)
+
+    def rank(self, tier: str) -> int:
+        """Higher is more concerning; a tier the hierarchy does not name ranks below all."""
+        return len(self.risk_hierarchy) - self.risk_hierarchy.index(tier) if tier in self.risk_hierarchy else 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +79,10 @@ class ModelCard:
             classes = tuple(OutputClass(**c) for c in data["classes"])
             if sorted(c.index for c in classes) != list(range(len(classes))):
                 raise ValueError("class indexes must be 0..n-1")
+            hierarchy = tuple(data.get("risk_hierarchy", RISK_HIERARCHY))
+            unranked = [c.display for c in classes if c.risk_tier not in hierarchy]
+            if unranked:
+                raise ValueError(f"classes without a tier of the risk hierarchy: {unranked}")
             return cls(
                 id=str(data["id"]),
                 version=str(data["version"]),
@@ -76,6 +95,9 @@ class ModelCard:
                 training=str(data.get("training", "")),
                 saliency_layer=data.get("saliency_layer"),
                 clinical_use=bool(data.get("clinical_use", False)),
+                contraindications=tuple(data.get("contraindications", ())),
+                fitzpatrick_coverage=str(data.get("fitzpatrick_coverage", "")),
+                risk_hierarchy=hierarchy,
                 extra=dict(data.get("extra", {})),
                 accepts=AcceptedInputs.from_dict(dict(data.get("accepts", {}))),
             )

@@ -21,14 +21,15 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from dicom_node.attributes import INSTANCE
 from dicom_node.blobs import BlobStore
 from dicom_node.instance_files import InstanceFiles, ObjectErased
+from dicom_node.lesions import ImagingConventions, resolve_lesion
 from dicom_node.sop_classes import ENCAPSULATED_PDF
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.decision import AI_ANALYSIS, decide
@@ -77,6 +78,7 @@ class InferenceWorker(OutboxLoop):
         human_review: bool = True,
         abcd: bool = True,
         poll_seconds: float = 1.0,
+        conventions: ImagingConventions | None = None,
     ) -> None:
         super().__init__(engine, poll_seconds)
         self.engine = engine
@@ -90,6 +92,7 @@ class InferenceWorker(OutboxLoop):
         self.max_attempts = max_attempts
         self.human_review = human_review
         self.abcd = abcd
+        self.conventions = conventions or ImagingConventions()
 
     # -- one round --------------------------------------------------------------------------------
     async def drain(self) -> int:
@@ -155,6 +158,7 @@ class InferenceWorker(OutboxLoop):
             media_id=str(payload["media"]),
             imaging_study_id=str(payload["imagingStudy"]),
             report_id=str(payload["report"]),
+            lesion_id=str(payload.get("lesion") or ""),
         )
         if self._already_done(await self._done_keys(repo, context)):
             return None
@@ -178,9 +182,11 @@ class InferenceWorker(OutboxLoop):
             return None
         if "PixelData" not in ds:
             return None
-        media = await repo.current("Media", context.media_id)
-        if media and media.get("bodySite"):
-            context = replace(context, body_site=media["bodySite"])
+        media = await repo.current("Media", context.media_id) or {}
+        consent_id = str(decision.consent.resource["id"]) if decision.consent is not None else None
+        lesion_id = context.lesion_id or await self._lesion(repo, ds, context.patient_id)
+        context = replace(context, body_site=media.get("bodySite"), acquired=media.get("createdDateTime"),
+                          consent_id=consent_id, lesion_id=lesion_id)  # fmt: skip
         try:
             rgb = await asyncio.to_thread(rgb_pixels, ds)
         except UndecodableImage as exc:
@@ -191,7 +197,7 @@ class InferenceWorker(OutboxLoop):
             return None
         return Job(event, context, rgb, pixel_spacing_mm(ds), refused)
 
-    async def _admission(self, repo: Repository, context: ImageContext, ds: Any, rgb: np.ndarray) -> frozenset[str]:
+    async def _admission(self, repo: Repository, context: ImageContext, ds: Dataset, rgb: np.ndarray) -> frozenset[str]:
         """The models whose cards do not admit this image; each leaves an "unsuitable image" outcome."""
         refused = set()
         for runner in self.runners:
@@ -209,6 +215,11 @@ class InferenceWorker(OutboxLoop):
                 await self._audit_in(repo, tx, context, "4", f"no AI analysis by {card.key}: image unsuitable "
                                      f"({reasons})")  # fmt: skip
         return frozenset(refused)
+
+    async def _lesion(self, repo: Repository, ds: Dataset, patient_id: str) -> str:
+        """The lesion of an event that does not name it (queued before lesions existed, or re-queued)."""
+        lesion = await resolve_lesion(repo, ds, patient_id, self.conventions.lesion_key(repo.tenant))
+        return str(lesion.resource["id"])
 
     async def _done_keys(self, repo: Repository, context: ImageContext) -> list[bool]:
         done = []
@@ -230,12 +241,13 @@ class InferenceWorker(OutboxLoop):
         top = next(c for c in card.classes if c.index == prediction.top)
         async with repo.store.transaction() as tx:
             bound = repo.within(tx)
-            written = await write_results(bound, job.context, card, prediction, self.server_version, self.devices)
+            written = await write_results(bound, job.context, card, prediction, self.server_version, self.devices,
+                                          runner.model.weights_sha256)  # fmt: skip
             if written:  # not a redelivery: the explanations go with the findings, in the same commit
                 now = datetime.now(UTC).isoformat(timespec="milliseconds")
                 await write_saliency(bound, job.context, card, top, png, now)
                 if features is not None:
-                    await write_abcd(bound, job.context, features, now, self.devices)
+                    await write_abcd(bound, job.context, card, features, now, self.devices)
         await self._audit(repo, job.context, "0", f"analysed by {runner.model.card.key} in "
                           f"{(time.perf_counter() - started) * 1000:.0f} ms after the forward pass")  # fmt: skip
 

@@ -36,7 +36,7 @@ FRAME_MEDIA = {
 async def authorize(request: Request, tenant: str) -> None:
     """DICOMweb needs a token of the tenant with read (QIDO, WADO) or create (STOW) on ImagingStudy."""
     authenticator: Authenticator = request.app.state.fhir_http.authenticator
-    access = authenticator.access(request.headers.get("authorization"), tenant)
+    access = await authenticator.access(request.headers.get("authorization"), tenant)
     if require(access, "ImagingStudy", "c" if request.method == "POST" else "r") == "patient":
         raise forbidden("DICOMweb needs a user/ or system/ scope on ImagingStudy")
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 from urllib.parse import parse_qsl
@@ -10,13 +12,14 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from fhir_server.audit.events import token_event
+from fhir_server.audit.events import ENTITY_TYPE, token_event
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.clients import tenant_of
 from fhir_server.security.endpoint import ASSERTION_ALGORITHMS, OAuthError, TokenEndpoint, TokenRequest
+from fhir_server.security.refusals import RefusalGroup, RefusalSummary, RefusalTally
 from fhir_server.security.scopes import ROLES
-from fhir_server.storage.port import Engine, TenantUnknownError
+from fhir_server.storage.port import Engine, TenantStore, TenantUnknownError
 
 log = logging.getLogger(__name__)
 MAX_TOKEN_REQUEST_BYTES = 64 * 1024
@@ -41,16 +44,72 @@ class AuthHttp:
         self.audit = audit
         self.default_tenant = default_tenant
         self.public_url = public_url.rstrip("/")
+        self.refusals = RefusalTally()
+        self._summaries: asyncio.Task[None] | None = None
+
+    async def _store(self, tenant: str | None) -> TenantStore:
+        try:
+            return await self.engine.tenant(tenant or self.default_tenant)
+        except (TenantUnknownError, ValueError):
+            return await self.engine.tenant(self.default_tenant)
 
     async def record(self, tenant: str | None, event: dict[str, Any]) -> None:
         """Audit a token event in the client's tenant (the default tenant when the client is unknown)."""
+        if self.audit is not None:
+            await self.audit.record(await self._store(tenant), event)
+
+    async def record_refusal(self, client_id: str, address: str, error: OAuthError) -> None:
+        """Audit a refused token request, aggregated (:mod:`fhir_server.security.refusals`)."""
         if self.audit is None:
             return
+        await self.record_summaries()  # first: a refusal after its group's window opens a new one
+        store = await self._store(tenant_of(client_id))
+        group = self.refusals.refused(RefusalGroup(store.name, client_id, address, error.status), error.description)
+        if group is not None:
+            reason = error.description
+            event = token_event(client_id=group.client_id, status=error.status, address=group.address, reason=reason)
+            await self.audit.record(store, event)
+
+    async def record_summaries(self, everything: bool = False) -> None:
+        """Audit the refusals counted in the windows that have closed (all of them with ``everything``)."""
+        if self.audit is None:
+            return
+        for summary in self.refusals.due(everything):
+            await self.audit.record(await self._store(summary.group.tenant), summary_event(summary))
+
+    async def start(self) -> None:
+        """Write refusal summaries as their windows close, even when no further request comes."""
+        self._summaries = asyncio.create_task(self._summarise(), name="token refusal summaries")
+
+    async def close(self) -> None:
+        if self._summaries is not None:
+            self._summaries.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._summaries
         try:
-            store = await self.engine.tenant(tenant or self.default_tenant)
-        except (TenantUnknownError, ValueError):
-            store = await self.engine.tenant(self.default_tenant)
-        await self.audit.record(store, event)
+            await self.record_summaries(everything=True)
+        except Exception:  # shutting down: the rest of the shutdown must still run
+            log.exception("could not audit the last token refusal summaries")
+
+    async def _summarise(self) -> None:
+        while True:
+            await asyncio.sleep(self.refusals.window / 4)
+            try:
+                await self.record_summaries()
+            except Exception:  # the next round tries again; the loop must not die
+                log.exception("could not audit token refusal summaries")
+
+
+def summary_event(summary: RefusalSummary) -> dict[str, Any]:
+    """One AuditEvent for ``summary.count`` refused token requests of one group, over their period."""
+    group = summary.group
+    event = token_event(client_id=group.client_id, status=group.status, address=group.address, reason=None)
+    event["period"] = {"start": summary.start, "end": summary.end}
+    event["outcomeDesc"] = f"HTTP {group.status}: {summary.count} more refused token requests (last: {summary.reason})"
+    count = {"type": "refused-requests", "valueString": str(summary.count)}
+    entity = {"what": {"display": group.client_id}, "type": {"system": ENTITY_TYPE, "code": "2"}, "detail": [count]}
+    event["entity"] = [entity]
+    return event
 
 
 router = APIRouter(include_in_schema=False)
@@ -104,10 +163,8 @@ async def token(request: Request) -> Response:
         urls = (f"{auth.public_url}/auth/token", str(request.url.replace(query="")))
         issued = await auth.endpoint.handle(TokenRequest(form, request.headers.get("authorization"), address, urls))
     except OAuthError as error:
-        client_id = error.client_id or claimed or ""
         log.info("token refused: %s (%s)", error.error, error.status)
-        event = token_event(client_id=client_id, status=error.status, address=address, reason=error.description)
-        await auth.record(tenant_of(client_id), event)
+        await auth.record_refusal(error.client_id or claimed or "", address, error)
         return _oauth_error(error)
     client = issued.client
     await auth.record(client.tenant, token_event(client_id=client.client_id, status=200, address=address, reason=None))

@@ -151,7 +151,7 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
     refused: OperationOutcomeError | None = None
     try:  # before the tenant lookup: no token, no hint of which tenants exist
         if segments != ["metadata"]:
-            access = fhir.authenticator.access(request.headers.get("authorization"), tenant)
+            access = await fhir.authenticator.access(request.headers.get("authorization"), tenant)
     except OperationOutcomeError as error:
         refused = error
     try:

@@ -5,33 +5,48 @@ from __future__ import annotations
 import logging
 
 from fhir_server.errors import not_found, unauthorized
+from fhir_server.security.revocation import ClientStates
 from fhir_server.security.scopes import Access
-from fhir_server.security.tokens import TokenRejected, TokenService, WrongTenant
+from fhir_server.security.tokens import TokenRejected, TokenService, Verified, WrongTenant
 
 log = logging.getLogger(__name__)
 
 
-class Authenticator:
-    """Checks bearer tokens; with ``tokens=None`` (the explicit insecure development mode) every
-    request is let through unrestricted."""
+def discovery_path(tenant: str) -> str:
+    """The tenant's SMART configuration (SMART App Launch 2.x §2.1), where a client learns how to sign in."""
+    return f"/fhir/{tenant}/.well-known/smart-configuration"
 
-    def __init__(self, tokens: TokenService | None) -> None:
+
+class Authenticator:
+    """Checks bearer tokens, and that the client of a token issued here still holds it; with
+    ``tokens=None`` (the explicit insecure development mode) every request is let through unrestricted."""
+
+    def __init__(self, tokens: TokenService | None, clients: ClientStates | None = None) -> None:
         self.tokens = tokens
+        self.clients = clients
 
     @property
     def enabled(self) -> bool:
         return self.tokens is not None
 
-    def access(self, authorization: str | None, tenant: str) -> Access | None:
+    async def access(self, authorization: str | None, tenant: str) -> Access | None:
         """The caller's Access on ``tenant``: 401 without a usable token, 404 for another tenant's."""
         if self.tokens is None:
             return None
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise unauthorized("this endpoint needs a bearer access token (see /.well-known/smart-configuration)", "")
+            raise unauthorized(f"this endpoint needs a bearer access token (see {discovery_path(tenant)})", "")
         try:
-            return self.tokens.verify(token.strip(), tenant)
+            verified = self.tokens.verified(token.strip(), tenant)
         except TokenRejected as exc:
             raise unauthorized(str(exc)) from exc
         except WrongTenant as exc:
             raise not_found(f"unknown tenant {tenant!r}") from exc
+        if await self._revoked(verified):
+            raise unauthorized("the access token was revoked: its client is disabled or revoked its tokens")
+        return verified.access
+
+    async def _revoked(self, verified: Verified) -> bool:
+        if verified.client_id is None or self.clients is None:
+            return False  # an external provider's token: that provider revokes its own
+        return await self.clients.revoked(verified.client_id, verified.issued_at)

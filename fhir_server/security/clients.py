@@ -3,13 +3,18 @@
 A client is kept as a record of its tenant's store (so it lives and dies with the tenant). Its id
 is ``<tenant>.<random>``: the token endpoint finds the tenant from the id alone. Secrets are stored
 as scrypt hashes only; SMART Backend Services clients register their public JWKS instead.
+A secret is checked with the same scrypt work whether or not the client exists (RFC 6819 §5.1.4.2.3:
+no answer, and no answer time, tells which client ids exist). Disabling a client revokes the tokens
+it holds: ``tokens_not_before`` marks every token issued before as unusable, even after re-enabling.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,18 +44,36 @@ class Client:
     created: str = ""
     active: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    tokens_not_before: int = 0  # tokens issued (iat) before this Unix time are revoked
 
     def check_secret(self, secret: str) -> bool:
-        if self.secret_hash is None:
-            return False
-        salt_hex, digest_hex = self.secret_hash.split("$", 1)
-        digest = hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt_hex), dklen=32, **_SCRYPT)
-        return hmac.compare_digest(digest.hex(), digest_hex)
+        return _matches(self.secret_hash, secret)
+
+    def revokes(self, issued_at: int) -> bool:
+        """Whether a token this client got at ``issued_at`` may no longer be used."""
+        return not self.active or issued_at < self.tokens_not_before
 
 
 def hash_secret(secret: str) -> str:
     salt = secrets.token_bytes(16)
     return f"{salt.hex()}${hashlib.scrypt(secret.encode(), salt=salt, dklen=32, **_SCRYPT).hex()}"
+
+
+_DECOY_HASH = hash_secret(secrets.token_urlsafe(32))  # same cost parameters as every real hash
+
+
+def _matches(secret_hash: str | None, secret: str) -> bool:
+    """The scrypt check, run in full even when there is no hash to match (against a decoy)."""
+    salt_hex, digest_hex = (secret_hash or _DECOY_HASH).split("$", 1)
+    digest = hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt_hex), dklen=32, **_SCRYPT)
+    return hmac.compare_digest(digest.hex(), digest_hex) and secret_hash is not None
+
+
+async def verify_secret(client: Client | None, secret: str) -> bool:
+    """Whether ``secret`` authenticates ``client`` (an active one with a secret), at the same cost
+    for an unknown, disabled or secret-less client; off the event loop (scrypt takes tens of ms)."""
+    secret_hash = client.secret_hash if client is not None and client.active else None
+    return await asyncio.to_thread(_matches, secret_hash, secret)
 
 
 def tenant_of(client_id: str) -> str | None:
@@ -110,10 +133,14 @@ class ClientRegistry:
         return [_client(r.body) for r in await store.find_records(RecordQuery(COLLECTION))]
 
     async def set_active(self, client_id: str, active: bool) -> Client:
+        """Enable or disable a client; disabling revokes every token it was issued until now."""
         client = await self.get(client_id)
         if client is None:
             raise ClientError(f"no client {client_id}")
-        changed = Client(**{**asdict(client), "active": active})
+        changes: dict[str, Any] = {"active": active}
+        if not active:  # iat has whole seconds: a token of this very second is revoked too
+            changes["tokens_not_before"] = int(time.time()) + 1
+        changed = Client(**{**asdict(client), **changes})
         store = await self.engine.tenant(client.tenant)
         async with store.transaction() as tx:
             await tx.put_record(_record(changed))

@@ -3,22 +3,23 @@
 Clients authenticate with their secret (``client_secret_basic`` or ``client_secret_post``) or, as
 SMART Backend Services ask, with a signed JWT assertion (``private_key_jwt``, RFC 7523) checked
 against the JWKS registered with the client. A client assertion is single use (its ``jti`` is
-remembered until it expires); repeated failures lock the client id and the caller's address out
-for a while. Refusals carry RFC 6749 error codes.
+remembered until it expires). Repeated failures lock the (client id, caller address) pair out
+(:mod:`fhir_server.security.lockout`); a client assertion is always checked, since a valid
+signature cannot be guessed. Refusals carry RFC 6749 error codes.
 """
 
 from __future__ import annotations
 
 import base64
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 import jwt
 
-from fhir_server.security.clients import Client, ClientRegistry
+from fhir_server.security.clients import Client, ClientRegistry, verify_secret
+from fhir_server.security.lockout import Lockout
 from fhir_server.security.scopes import Scope, grant, role_scopes
 from fhir_server.security.tokens import LEEWAY_SECONDS, TokenService
 
@@ -57,35 +58,6 @@ class Issued:
     body: dict[str, Any]
 
 
-class FailureLimiter:
-    """Locks a key out after ``limit`` failures within ``window`` seconds, for ``lockout`` seconds."""
-
-    def __init__(self, limit: int = 10, window: float = 300.0, lockout: float = 300.0) -> None:
-        self.limit, self.window, self.lockout = limit, window, lockout
-        self._failures: dict[str, deque[float]] = {}
-        self._locked_until: dict[str, float] = {}
-
-    def retry_after(self, key: str) -> int | None:
-        until = self._locked_until.get(key)
-        now = time.monotonic()
-        if until is None or until <= now:
-            self._locked_until.pop(key, None)
-            return None
-        return int(until - now) + 1
-
-    def fail(self, key: str) -> None:
-        now = time.monotonic()
-        times = self._failures.setdefault(key, deque())
-        times.append(now)
-        while times and times[0] < now - self.window:
-            times.popleft()
-        if len(times) >= self.limit:
-            self._locked_until[key] = now + self.lockout
-            times.clear()
-        if len(self._failures) > 100_000:  # bounded memory under a spray of random keys
-            self._failures = {k: v for k, v in self._failures.items() if v and v[-1] >= now - self.window}
-
-
 class ReplayCache:
     """Seen client assertion ids until they expire."""
 
@@ -107,10 +79,10 @@ class ReplayCache:
 
 
 class TokenEndpoint:
-    def __init__(self, clients: ClientRegistry, tokens: TokenService, limiter: FailureLimiter | None = None) -> None:
+    def __init__(self, clients: ClientRegistry, tokens: TokenService, lockout: Lockout | None = None) -> None:
         self.clients = clients
         self.tokens = tokens
-        self.limiter = limiter or FailureLimiter()
+        self.lockout = lockout or Lockout()
         self.replays = ReplayCache()
 
     async def handle(self, request: TokenRequest) -> Issued:
@@ -118,17 +90,16 @@ class TokenEndpoint:
         if form.get("grant_type") != "client_credentials":
             raise OAuthError(400, "unsupported_grant_type", "this server issues tokens for client_credentials only")
         claimed = self._claimed_client_id(request)
-        for key in (f"client:{claimed}", f"address:{request.address}"):
-            wait = self.limiter.retry_after(key)
-            if wait is not None:
-                raise OAuthError(429, "invalid_client", "too many failed attempts: try later", claimed, wait)
+        wait = None if form.get("client_assertion") else self.lockout.retry_after(claimed, request.address)
+        if wait is not None:
+            raise OAuthError(429, "invalid_client", "too many failed attempts: try later", claimed, wait)
         try:
             client = await self._authenticate(request, claimed)
         except OAuthError as error:
             if error.error == "invalid_client":
-                self.limiter.fail(f"client:{claimed}")
-                self.limiter.fail(f"address:{request.address}")
+                self.lockout.fail(claimed, request.address)
             raise
+        self.lockout.succeed(claimed, request.address)
         scopes = grant(form.get("scope"), role_scopes(client.roles))
         if not scopes:
             raise OAuthError(400, "invalid_scope", "none of the requested scopes is allowed to this client", claimed)
@@ -161,15 +132,16 @@ class TokenEndpoint:
         if not client_id:
             raise OAuthError(401, "invalid_client", "the client is not identified")
         client = await self.clients.get(client_id)
-        if client is None or not client.active:
-            raise OAuthError(401, "invalid_client", "client authentication failed", client_id)
         form = request.form
         if form.get("client_assertion"):
+            if client is None or not client.active:
+                raise OAuthError(401, "invalid_client", "client authentication failed", client_id)
             self._check_assertion(client, request)
             return client
         basic = _basic_credentials(request.authorization)
         secret = basic[1] if basic is not None else form.get("client_secret")
-        if not secret or not client.check_secret(secret):
+        # the same scrypt work for unknown, disabled and secret-less clients: time tells nothing
+        if not await verify_secret(client, secret or "") or client is None:
             raise OAuthError(401, "invalid_client", "client authentication failed", client_id)
         return client
 

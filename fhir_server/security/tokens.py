@@ -89,6 +89,17 @@ def _jwks_client(url: str) -> jwt.PyJWKClient:
     return _JWKS_CLIENTS[url]
 
 
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A verified bearer token: its Access and, for a token this server issued, the client and
+    issue time, whose current state still decides whether the token holds (revocation)."""
+
+    access: Access
+    expires: float
+    client_id: str | None = None
+    issued_at: int = 0
+
+
 class TokenService:
     """Mints this server's access tokens and turns a bearer token into an :class:`Access`."""
 
@@ -99,7 +110,7 @@ class TokenService:
         self.issuer = issuer.rstrip("/")
         self.lifetime = lifetime
         self.external = external
-        self._verified: dict[str, tuple[Access, float]] = {}  # token -> (its Access, expiry): verify once
+        self._verified: dict[str, Verified] = {}  # verify a token once, until it expires
 
     def audience(self, tenant: str) -> str:
         return f"{self.issuer}/fhir/{tenant}"
@@ -125,27 +136,28 @@ class TokenService:
         return self.signer.sign(claims), self.lifetime
 
     def verify(self, token: str, tenant: str) -> Access:
-        """The Access of a bearer token used on ``tenant``; TokenRejected or WrongTenant otherwise.
+        """The Access of a bearer token used on ``tenant``; TokenRejected or WrongTenant otherwise."""
+        return self.verified(token, tenant).access
+
+    def verified(self, token: str, tenant: str) -> Verified:
+        """:meth:`verify` with the issuing client, for the revocation check.
 
         A token verified once is remembered until it expires: the signature check is not repeated
         for every request a client sends with it."""
         known = self._verified.get(token)
-        if known is not None and known[1] > time.time():
-            if known[0].tenant != tenant:
-                raise WrongTenant(known[0].tenant)
-            return known[0]
-        access, expires = self._verify(token)
-        if len(self._verified) >= MAX_REMEMBERED:
-            now = time.time()
-            self._verified = {k: v for k, v in self._verified.items() if v[1] > now}
+        if known is None or known.expires <= time.time():
+            known = self._verify(token)
             if len(self._verified) >= MAX_REMEMBERED:
-                self._verified.clear()
-        self._verified[token] = (access, expires)
-        if access.tenant != tenant:
-            raise WrongTenant(access.tenant)
-        return access
+                now = time.time()
+                self._verified = {k: v for k, v in self._verified.items() if v.expires > now}
+                if len(self._verified) >= MAX_REMEMBERED:
+                    self._verified.clear()
+            self._verified[token] = known
+        if known.access.tenant != tenant:
+            raise WrongTenant(known.access.tenant)
+        return known
 
-    def _verify(self, token: str) -> tuple[Access, float]:
+    def _verify(self, token: str) -> Verified:
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
@@ -156,7 +168,7 @@ class TokenService:
             return self._verify_external(token, self.external)
         raise TokenRejected("the access token was not issued by a trusted issuer")
 
-    def _verify_own(self, token: str) -> tuple[Access, float]:
+    def _verify_own(self, token: str) -> Verified:
         try:
             claims = jwt.decode(
                 token,
@@ -178,9 +190,10 @@ class TokenService:
             scopes=tuple(parse_scopes(str(claims.get("scope", "")))),
             roles=tuple(claims.get("roles") or ()),
         )
-        return access, float(claims["exp"]) + LEEWAY_SECONDS
+        client_id = str(claims.get("client_id") or claims["sub"])
+        return Verified(access, float(claims["exp"]) + LEEWAY_SECONDS, client_id, int(claims["iat"]))
 
-    def _verify_external(self, token: str, provider: ExternalProvider) -> tuple[Access, float]:
+    def _verify_external(self, token: str, provider: ExternalProvider) -> Verified:
         try:
             claims = jwt.decode(
                 token,
@@ -204,4 +217,4 @@ class TokenService:
             scopes=tuple(parse_scopes(text)),
             patient=str(patient) if patient else None,
         )
-        return access, float(claims["exp"]) + LEEWAY_SECONDS
+        return Verified(access, float(claims["exp"]) + LEEWAY_SECONDS)

@@ -44,11 +44,13 @@ def test_worker_process_beside_an_api_process(tmp_path: Path) -> None:
             params = {"subject": f"Patient/{patient_id}", "_summary": "count"}
             time.sleep(2)  # the API process itself analyses nothing
             deadline = time.monotonic() + 90
-            while (total := http.get(f"{api.base}/Observation", params=params).json()["total"]) < 3:
+            while (
+                total := http.get(f"{api.base}/Observation", params=params).json()["total"]
+            ) < 4:  # two risk results, a diagnosis, ABCD
                 assert worker.poll() is None, worker.stdout.read() if worker.stdout else ""
                 assert time.monotonic() < deadline, "the worker process wrote no Observations"
                 time.sleep(0.2)
-            assert total == 3
+            assert total == 4
         finally:
             worker.send_signal(signal.SIGINT)
             output, _ = worker.communicate(timeout=30)

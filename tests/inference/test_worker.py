@@ -85,27 +85,29 @@ def test_storescu_image_becomes_findings(node: FhirTestClient, tmp_path: Path) -
     patient_id = consenting_patient(node, "AI-1")
     send(node, tmp_path, lesion_instance("AI-1", seed=11))
     device = wait_for(node, "Device", {"identifier": "urn:dermbridge:model|dermbridge-demo-abcd@1.0.0"})[0]
-    classes = wait_for(node, "Observation", {"subject": f"Patient/{patient_id}", "device": f"Device/{device['id']}"},
-                       2)  # fmt: skip
-    findings = wait_for(node, "Observation", {"subject": f"Patient/{patient_id}"}, 3)
-    assert {o["code"]["coding"][0]["code"] for o in classes} == {"400096001", "372244006"}
+    findings = wait_for(node, "Observation", {"subject": f"Patient/{patient_id}", "device": f"Device/{device['id']}"},
+                        2)  # fmt: skip
+    classes = [o for o in findings if o["code"]["coding"][0]["system"] == "urn:dermbridge:ai-risk"]
+    assert {o["code"]["coding"][0]["code"] for o in classes} == {"probability-of-400010006", "probability-of-93655004"}
     for observation in classes:
         assert observation["status"] == "preliminary"
         assert observation["meta"]["security"][0]["code"] == "AIAST"
         assert observation["category"][0]["coding"][0]["code"] == "imaging"
-        probability = observation["component"][0]["valueQuantity"]["value"]
-        assert 0 <= probability <= 1
-        assert observation["interpretation"][0]["coding"][0]["code"] == ("POS" if probability >= 0.5 else "NEG")
+        assert 0 <= observation["valueQuantity"]["value"] <= 1
         assert observation["bodySite"]["coding"][0]["code"] == "39937001"
-        assert {r["reference"].split("/")[0] for r in observation["derivedFrom"]} >= {"ImagingStudy", "Media"}
-    assert sum(o["component"][0]["valueQuantity"]["value"] for o in classes) == pytest.approx(1, abs=1e-4)
-    abcd = next(o for o in findings if o["code"]["coding"][0]["code"] == "abc-partial")
+        assert observation["focus"][0]["reference"].startswith("BodyStructure/")
+        assert {r["reference"].split("/")[0] for r in observation["derivedFrom"]} == {"ImagingStudy", "Media"}
+    assert sum(o["valueQuantity"]["value"] for o in classes) == pytest.approx(1, abs=1e-4)
+    abcd = wait_for(
+        node, "Observation", {"subject": f"Patient/{patient_id}", "code": "urn:dermbridge:abcd|abc-partial"}
+    )[0]
     parts = {c["code"]["coding"][0]["code"]: c for c in abcd["component"]}
     assert 0 <= parts["A"]["valueInteger"] <= 2 and 0 <= parts["B"]["valueInteger"] <= 8
     assert 1 <= parts["C"]["valueInteger"] <= 6
     assert parts["D"]["dataAbsentReason"]["coding"][0]["code"] == "unsupported"  # D is not assessed
     assert "tds-range" in parts and "tds" not in parts  # never a Total Dermoscopy Score without D
     assert parts["diameter"]["valueQuantity"]["unit"] == "mm" and 2 < parts["diameter"]["valueQuantity"]["value"] < 12
+    assert abcd["focus"][0]["reference"] == classes[0]["focus"][0]["reference"]  # the same lesion
     rule_device = node.get(f"{BASE}/{abcd['device']['reference']}").json()
     assert rule_device["id"] != device["id"] and "Rule-based" in rule_device["type"]["text"]
     rule_provenance = wait_for(node, "Provenance", {"target": f"Observation/{abcd['id']}"})[0]
@@ -113,17 +115,19 @@ def test_storescu_image_becomes_findings(node: FhirTestClient, tmp_path: Path) -
 
     provenance = wait_for(node, "Provenance", {"target": f"Observation/{classes[0]['id']}"})[0]
     assert provenance["agent"][0]["who"]["reference"] == f"Device/{device['id']}"
-    assert provenance["entity"][0]["role"] == "source"
+    assert provenance["entity"][0]["role"] == "derivation"
+
     report = wait_for(node, "DiagnosticReport", {"subject": f"Patient/{patient_id}"})[0]
     assert report["status"] == "preliminary"
     assert {r["reference"] for r in report["result"]} >= {f"Observation/{o['id']}" for o in (*classes, abcd)}
-    assert report["conclusionCode"][0]["coding"][0]["system"] == "http://snomed.info/sct"
+    assert report["conclusion"].startswith("DEMONSTRATION ONLY, NOT A DIAGNOSIS")  # the demo model
+    assert "conclusionCode" not in report
     maps = [m for m in report["media"] if m.get("comment", "").startswith("Saliency map")]
     assert len(maps) == 1  # the saliency map of the top finding, beside the image itself
     saliency = node.get(f"{BASE}/{maps[0]['link']['reference']}").json()
-    top = max(classes, key=lambda o: o["component"][0]["valueQuantity"]["value"])
+    top = max(classes, key=lambda o: o["valueQuantity"]["value"])
     assert saliency["content"]["contentType"] == "image/png"
-    assert saliency["reasonCode"][0]["coding"][0]["code"] == top["code"]["coding"][0]["code"]
+    assert f"probability-of-{saliency['reasonCode'][0]['coding'][0]['code']}" == top["code"]["coding"][0]["code"]
     url = saliency["content"]["url"]
     binary = node.get(f"{BASE}/{url}", headers={"Accept": "application/fhir+json"}).json()
     assert binary["contentType"] == "image/png"
@@ -137,7 +141,7 @@ def test_storescu_image_becomes_findings(node: FhirTestClient, tmp_path: Path) -
     events = node.get(f"{BASE}/AuditEvent", params={"subtype": "ai-analysis"}).json()
     assert events["entry"][0]["resource"]["outcome"] == "0"
     # what the worker wrote passes the project's full validation, not only the R4 schema
-    for resource in (*findings, provenance, rule_provenance, saliency, binary, device, rule_device, report):
+    for resource in (*findings, abcd, provenance, rule_provenance, saliency, binary, device, rule_device, report):
         validate({k: v for k, v in resource.items() if k != "meta"} | {"meta": {"security": [AIAST]}})
 
 
@@ -215,7 +219,7 @@ def test_transient_failures_are_retried_then_recorded(tmp_path: Path) -> None:
         assert node.get(f"{BASE}/Observation", params={"subject": f"Patient/{patient_id}"}).json()["total"] == 0
         time.sleep(0.1)  # the lease expires: the event comes back
         node.portal.call(running.drain)
-        assert node.get(f"{BASE}/Observation", params={"subject": f"Patient/{patient_id}"}).json()["total"] == 3
+        assert node.get(f"{BASE}/Observation", params={"subject": f"Patient/{patient_id}"}).json()["total"] == 4
 
         running.runners[0].predict = lambda images: (_ for _ in ()).throw(RuntimeError("still broken"))
         other = consenting_patient(node, "AI-7")
@@ -240,9 +244,9 @@ def test_a_clinicians_final_report_is_never_overwritten(node: FhirTestClient, tm
     second = lesion_instance("AI-8", seed=19, accession="ACC-8", study_uid=first.StudyInstanceUID,
                              series_uid=first.SeriesInstanceUID)  # fmt: skip
     send(node, tmp_path, second)
-    wait_for(node, "Observation", {"subject": f"Patient/{patient_id}"}, 6)
+    wait_for(node, "DiagnosticReport", {"subject": f"Patient/{patient_id}", "status": "appended"})
     kept = node.get(f"{BASE}/DiagnosticReport/{report['id']}").json()
-    assert kept["status"] == "final" and kept["conclusion"].endswith("(Dr Example)")
+    assert kept["status"] == "appended" and kept["conclusion"].endswith("(Dr Example)")
 
 
 def unsuitable_images() -> dict[str, tuple[pydicom.Dataset, str]]:

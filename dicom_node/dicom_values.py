@@ -1,0 +1,101 @@
+"""DICOM values as FHIR values, through pydicom's own value representations (PS3.5 6.2): person
+names with ``PersonName``, dates and times with ``DA``/``TM``/``DT``, never hand-written parsers.
+
+Times of day need a zone to be a FHIR ``dateTime`` (datatypes.html#dateTime: "if hours and minutes
+are specified, a timezone SHALL be populated"). DICOM gives one through a DT's own offset or
+TimezoneOffsetFromUTC (0008,0201, PS3.3 C.12.1.1.8); else the tenant's configured zone applies; with
+neither, only the date is given: a wrong hour is worse than none.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydicom.dataset import Dataset
+from pydicom.valuerep import DA, DT, TM, PersonName
+
+log = logging.getLogger(__name__)
+
+
+def human_name(value: Any) -> list[dict[str, Any]]:
+    """A DICOM PN (alphabetic group: family^given^middle^prefix^suffix) as FHIR HumanNames."""
+    if value is None or not str(value).strip():
+        return []
+    pn = value if isinstance(value, PersonName) else PersonName(str(value))
+    family, given, middle = pn.family_name.strip(), pn.given_name.strip(), pn.middle_name.strip()
+    prefix, suffix = pn.name_prefix.strip(), pn.name_suffix.strip()
+    text = " ".join(p for p in (prefix, given, middle, family, suffix) if p)
+    if not text:
+        return []
+    name: dict[str, Any] = {"text": text}
+    if family:
+        name["family"] = family
+    if given or middle:
+        name["given"] = [p for p in (given, middle) if p]
+    if prefix:
+        name["prefix"] = [prefix]
+    if suffix:
+        name["suffix"] = [suffix]
+    return [name]
+
+
+def fhir_date(value: Any) -> str | None:
+    """A DICOM DA as a FHIR ``date``; None when absent or not a valid date."""
+    parsed = _parse(DA, value)
+    return parsed.isoformat() if isinstance(parsed, date) else None
+
+
+def dataset_offset(ds: Dataset) -> timezone | None:
+    """TimezoneOffsetFromUTC (``+HHMM``/``-HHMM``) as a fixed zone."""
+    text = str(ds.get("TimezoneOffsetFromUTC") or "").strip()
+    if len(text) != 5 or text[0] not in "+-" or not text[1:].isdigit():
+        return None
+    minutes = int(text[1:3]) * 60 + int(text[3:5])
+    return timezone(timedelta(minutes=-minutes if text[0] == "-" else minutes))
+
+
+def zone_named(name: str | None) -> tzinfo | None:
+    return ZoneInfo(name) if name else None
+
+
+def fhir_datetime(ds: Dataset, date_keyword: str, time_keyword: str, fallback: tzinfo | None) -> str | None:
+    """A DA + TM pair of ``ds`` as a FHIR dateTime (a date alone when the zone is unknown)."""
+    day = _parse(DA, ds.get(date_keyword))
+    if not isinstance(day, date):
+        return None
+    moment = _parse(TM, ds.get(time_keyword))
+    if not isinstance(moment, time):
+        return day.isoformat()
+    return _zoned(datetime.combine(day, moment), dataset_offset(ds) or fallback)
+
+
+def acquisition_datetime(ds: Dataset, fallback: tzinfo | None) -> str | None:
+    """When the image was taken (PS3.3 C.7.6.1 / C.7.6.16): AcquisitionDateTime, else
+    AcquisitionDate + AcquisitionTime, else ContentDate + ContentTime."""
+    stamp = _parse(DT, ds.get("AcquisitionDateTime"))
+    if isinstance(stamp, datetime):
+        if stamp.tzinfo is not None:
+            return stamp.isoformat(timespec="seconds")
+        return _zoned(stamp, dataset_offset(ds) or fallback)
+    return fhir_datetime(ds, "AcquisitionDate", "AcquisitionTime", fallback) or fhir_datetime(
+        ds, "ContentDate", "ContentTime", fallback
+    )
+
+
+def _zoned(naive: datetime, zone: tzinfo | None) -> str:
+    if zone is None:
+        return naive.date().isoformat()
+    return naive.replace(tzinfo=zone).isoformat(timespec="seconds")
+
+
+def _parse(kind: type, value: Any) -> Any:
+    if value is None or not str(value).strip():
+        return None
+    try:
+        return value if isinstance(value, kind) else kind(str(value).strip())
+    except (ValueError, TypeError, OverflowError):
+        log.info("not a valid DICOM %s: %r", kind.__name__, value)
+        return None

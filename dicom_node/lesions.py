@@ -1,0 +1,132 @@
+"""The lesion an image shows, as a FHIR ``BodyStructure`` of the patient (bodystructure.html).
+
+Created at ingest, in the transaction that stores the image (DESIGN data flow 1): the lesion exists
+whether or not a model may analyse the image (no consent, an unsuitable image), a clinician reviews
+per lesion, and the site comes from the DICOM object alone, so the worker needs no second reading.
+
+- ``morphology``: SNOMED CT 52988006 |Lesion (morphologic abnormality)|. "Skin lesion" (95324001)
+  is a disorder, not a morphology; the skin is said by ``location``.
+- ``location``: the Anatomic Region Sequence (0008,2218; dermatology sites are SNOMED CT, CID 4029 /
+  CID 4031); ``locationQualifier``: its Anatomic Region Modifier Sequence (0008,2220) and the image's
+  laterality (ImageLaterality (0020,0062), else Laterality (0020,0060); CID 244).
+- Identity: which images show the same lesion is decided by one DICOM attribute, the tenant's
+  ``lesion key`` (SeriesInstanceUID by default: one series per lesion). Patient + site + laterality +
+  that attribute's value make the lesion's identifier, so a later study whose images carry the same
+  site and key value (e.g. a SeriesDescription "Lesion 3", if the tenant keys on it) joins it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import Any
+from urllib.parse import quote
+
+from pydicom.dataset import Dataset
+
+from dicom_node.dicom_values import zone_named
+from fhir_server.repository import Repository, Stored
+
+LESION_SYSTEM = "urn:dermbridge:lesion"
+SCT = "http://snomed.info/sct"
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+CODING_SCHEMES = {"SCT": SCT, "SRT": SCT, "DCM": DCM, "LN": "http://loinc.org"}
+LESION_MORPHOLOGY = {"coding": [{"system": SCT, "code": "52988006", "display": "Lesion"}], "text": "Skin lesion"}
+LATERALITY = {  # CID 244
+    "R": {"system": SCT, "code": "24028007", "display": "Right"},
+    "L": {"system": SCT, "code": "7771000", "display": "Left"},
+    "B": {"system": SCT, "code": "51440002", "display": "Right and left"},
+}
+DEFAULT_LESION_KEY = "SeriesInstanceUID"
+
+
+@dataclass(frozen=True, slots=True)
+class ImagingConventions:
+    """Per-tenant DICOM conventions: the attribute that groups images into lesions, and the zone
+    of the devices' local times when the objects carry no TimezoneOffsetFromUTC."""
+
+    lesion_keys: dict[str, str] = field(default_factory=dict)  # tenant -> DICOM keyword
+    timezones: dict[str, str] = field(default_factory=dict)  # tenant -> IANA zone name
+
+    def lesion_key(self, tenant: str) -> str:
+        return self.lesion_keys.get(tenant, DEFAULT_LESION_KEY)
+
+    def zone(self, tenant: str) -> tzinfo | None:
+        return zone_named(self.timezones.get(tenant))
+
+
+def coded(item: Dataset) -> dict[str, Any] | None:
+    """A DICOM code sequence item (PS3.3 8.8) as a FHIR Coding."""
+    code, scheme = str(item.get("CodeValue") or "").strip(), str(item.get("CodingSchemeDesignator") or "").strip()
+    if not code or not scheme:
+        return None
+    coding = {"system": CODING_SCHEMES.get(scheme, f"urn:dicom:scheme:{quote(scheme, safe='')}"), "code": code}
+    meaning = str(item.get("CodeMeaning") or "").strip()
+    if meaning:
+        coding["display"] = meaning
+    return coding
+
+
+def region(ds: Dataset) -> Dataset | None:
+    sequence = ds.get("AnatomicRegionSequence")
+    return sequence[0] if sequence else None
+
+
+def site_coding(ds: Dataset) -> dict[str, Any] | None:
+    item = region(ds)
+    return coded(item) if item is not None else None
+
+
+def laterality(ds: Dataset) -> dict[str, Any] | None:
+    value = str(ds.get("ImageLaterality") or ds.get("Laterality") or "").strip().upper()
+    return LATERALITY.get(value)
+
+
+def _qualifiers(ds: Dataset) -> list[dict[str, Any]]:
+    item = region(ds)
+    modifiers = [coded(m) for m in (item.get("AnatomicRegionModifierSequence") or [])] if item is not None else []
+    found = [m for m in modifiers if m is not None]
+    side = laterality(ds)
+    if side is not None and side not in found:
+        found.append(side)
+    return [{"coding": [c], "text": c.get("display", c["code"])} for c in found]
+
+
+def lesion_identifier(ds: Dataset, patient_id: str, key_attribute: str) -> str:
+    site = site_coding(ds) or {}
+    qualifiers = sorted(f"{q['coding'][0]['system']}|{q['coding'][0]['code']}" for q in _qualifiers(ds))
+    key_value = str(ds.get(key_attribute) or ds.get(DEFAULT_LESION_KEY) or "").strip()
+    parts = [patient_id, f"{site.get('system', '')}|{site.get('code', '')}", *qualifiers, key_attribute, key_value]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def lesion_body(ds: Dataset, patient_id: str, key_attribute: str) -> dict[str, Any]:
+    site = site_coding(ds)
+    qualifiers = _qualifiers(ds)
+    where = ", ".join([site.get("display", site["code"]) if site else "site not recorded"]
+                      + [q["text"] for q in qualifiers])  # fmt: skip
+    key_value = str(ds.get(key_attribute) or ds.get(DEFAULT_LESION_KEY) or "").strip()
+    body: dict[str, Any] = {
+        "resourceType": "BodyStructure",
+        "identifier": [{"system": LESION_SYSTEM, "value": lesion_identifier(ds, patient_id, key_attribute)}],
+        "active": True,
+        "morphology": LESION_MORPHOLOGY,
+        "description": f"Skin lesion ({where}); images grouped by {key_attribute} {key_value}",
+        "patient": {"reference": f"Patient/{patient_id}"},
+    }
+    if site is not None:
+        body["location"] = {"coding": [site], "text": site.get("display", site["code"])}
+    if qualifiers:
+        body["locationQualifier"] = qualifiers
+    return body
+
+
+async def resolve_lesion(repo: Repository, ds: Dataset, patient_id: str, key_attribute: str) -> Stored:
+    """The patient's lesion these images show, created on first sight."""
+    value = lesion_identifier(ds, patient_id, key_attribute)
+    found = await repo.find("BodyStructure", [("identifier", f"{LESION_SYSTEM}|{value}")])
+    if found:
+        return found[0]
+    return await repo.create(lesion_body(ds, patient_id, key_attribute), resource_type="BodyStructure",
+                             server_built=True)  # fmt: skip
