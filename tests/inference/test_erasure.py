@@ -1,6 +1,7 @@
 """``Patient/$erase`` removes what the AI produced for the patient: the saliency Media and its Binary
-(the PNG of the lesion), the findings, the ABCD Observation, the unsuitable-image Task, their
-Provenances and index rows; the raw files hold none of the saliency PNG's bytes afterwards."""
+(the PNG of the lesion), the lesions (BodyStructure), the findings, the ABCD Observation, the
+unsuitable-image Task, their Provenances and index rows; the raw files hold none of the saliency
+PNG's bytes afterwards."""
 
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ def test_erase_removes_every_ai_output(tmp_path: Path) -> None:
             assert node.get(f"{BASE}/Provenance/{provenance}").status_code == 410
             assert node.get(f"{BASE}/Provenance/{provenance}/_history/1").status_code == 410
         assert node.get(f"{BASE}/Task/{task['id']}").status_code == 410
+        lesions = {o["focus"][0]["reference"] for o in findings}
+        assert lesions and all(node.get(f"{BASE}/{lesion}").status_code == 410 for lesion in lesions)
         for observation in findings:
             found = node.get(f"{BASE}/Provenance", params={"target": f"Observation/{observation['id']}"}).json()
             assert found["total"] == 0  # the index rows are gone too
