@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydicom.uid import UID
 
+from dicom_node.admission import ASSOCIATE_RQ_MAX_BYTES
 from dicom_node.attributes import INSTANCE_KEYS, SERIES_KEYS, STUDY_KEYS
 from dicom_node.dimse import QR_FIND, QR_GET, QR_MOVE, DimseConfig
 from dicom_node.sop_classes import STORAGE_CLASSES, TRANSFER_SYNTAXES
@@ -21,6 +22,7 @@ def _destinations(config: DimseConfig) -> str:
 
 def dicom_conformance(config: DimseConfig, duplicates: str, dicomweb: bool = True) -> str:
     """Markdown, for hospital IT."""
+    limits = config.limits
     lines = [
         "# DermBridge DICOM Conformance Statement",
         "",
@@ -32,7 +34,13 @@ def dicom_conformance(config: DimseConfig, duplicates: str, dicomweb: bool = Tru
         "- Calling AE titles are mapped to tenants by configuration; an unmapped caller is rejected at association"
         " (A-ASSOCIATE-RJ, reason: calling AE title not recognised)"
         + (f", except that tenant `{config.any_ae_tenant}` takes any caller." if config.any_ae_tenant else "."),
-        "- TCP_NODELAY is set on accepted connections; maximum PDU received: unlimited.",
+        f"- TCP_NODELAY is set on accepted connections; maximum PDU received: {limits.max_pdu} bytes (longer PDUs:"
+        f" A-ABORT at the header; an A-ASSOCIATE-RQ over {ASSOCIATE_RQ_MAX_BYTES} bytes: A-ASSOCIATE-RJ).",
+        f"- Associations: at most {limits.max_associations} open, {limits.per_peer} per peer address, and"
+        f" {limits.reserved} more reserved for calling AE titles mapped to a tenant; beyond: A-ASSOCIATE-RJ"
+        " (rejected-transient, service-provider presentation, local-limit-exceeded).",
+        f"- ARTIM: {limits.artim_s:g} s from connection to a whole A-ASSOCIATE-RQ; a PDU must arrive whole within"
+        f" {limits.read_timeout_s:g} s of its first byte; an association idle for 120 s is aborted.",
         "",
         "## 2. Verification (SCP)",
         "",
@@ -77,6 +85,8 @@ def dicom_conformance(config: DimseConfig, duplicates: str, dicomweb: bool = Tru
         f"- SERIES keys: {', '.join(SERIES_KEYS)}, NumberOfSeriesRelatedInstances.",
         f"- IMAGE keys: {', '.join(INSTANCE_KEYS)}.",
         f"- C-MOVE destinations: {_destinations(config)}. Unknown destinations: A801.",
+        "- C-FIND responses carry Specific Character Set (0008,0005): the query's when it can encode every"
+        " value of the response, else ISO_IR 192 (UTF-8), also when the query names none.",
         "",
     ]  # fmt: skip
     if dicomweb:

@@ -125,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.open()
         await engine.create_tenant(settings.default_tenant)
+        await asyncio.to_thread(ingestor.blobs.sweep_incoming)  # remains of stores cut short by a crash
         if tokens is None:
             log.warning("INSECURE development mode: authentication is off, every request is unrestricted")
         elif settings.auth_bootstrap_admin:

@@ -9,6 +9,7 @@ import ssl
 from typing import Any
 
 from dermbridge.settings import Settings
+from dicom_node.admission import AssociationLimits
 from dicom_node.audit import DicomAudit
 from dicom_node.blobs import BlobStore
 from dicom_node.dimse import HANDLER_TIMEOUT_S, DimseConfig, DimseServer, MoveDestination
@@ -106,5 +107,13 @@ def build_dimse(settings: Settings, engine: Engine, ingestor: Ingestor, sink: Tr
         move_destinations=_destinations(settings),
         tls=_tls(settings),
         tls_port=settings.dicom_tls_port,
+        limits=AssociationLimits(
+            max_associations=settings.dicom_max_associations,
+            per_peer=settings.dicom_max_associations_per_peer,
+            reserved=settings.dicom_reserved_associations,
+            artim_s=settings.dicom_artim_timeout_seconds,
+            read_timeout_s=settings.dicom_pdu_read_timeout_seconds,
+            max_pdu=settings.dicom_max_pdu_bytes,
+        ),
     )
     return DimseServer(config, engine, ingestor, DicomAudit(settings.data_dir / "audit", sink))

@@ -73,6 +73,16 @@ class Settings(BaseSettings):
         default_factory=dict, description='C-MOVE destinations, e.g. {"PACS": "10.0.0.5:104"}'
     )
     dicom_duplicates: Literal["keep", "replace"] = "keep"
+    dicom_max_associations: int = Field(64, ge=1, le=4096, description="open associations, all peers")
+    dicom_max_associations_per_peer: int = Field(8, ge=1, le=4096, description="open associations per peer address")
+    dicom_reserved_associations: int = Field(
+        8, ge=0, le=4096, description="further slots only for calling AEs listed in DICOM_AE_TENANTS"
+    )
+    dicom_artim_timeout_seconds: float = Field(10.0, gt=0, le=600, description="connection to whole A-ASSOCIATE-RQ")
+    dicom_pdu_read_timeout_seconds: float = Field(30.0, gt=0, le=3600, description="a PDU's first to last byte")
+    dicom_max_pdu_bytes: int = Field(
+        1024 * 1024, ge=4096, le=64 * 1024 * 1024, description="Maximum Length Received announced and enforced"
+    )
     dicom_lesion_key: dict[str, str] = Field(
         default_factory=dict,
         description="tenant -> the DICOM attribute grouping images into lesions (default SeriesInstanceUID), "

@@ -1,16 +1,31 @@
 """The DICOM object store: one file tree per tenant, written durably (fsync) before success.
 
-An object is first staged (written and fsynced under a temporary name), then published by an
-atomic rename inside the ingest transaction; the directory is fsynced so the rename is durable.
+An object is first staged (written and fsynced under a temporary name in the tenant's ``.incoming``
+directory), then published by an atomic rename inside the ingest transaction, before it commits; the
+directory is fsynced so the rename is durable. A staged file is therefore never what a committed
+instance refers to: one left in ``.incoming`` is the remains of a store that never answered Success
+(a crash mid-C-STORE), and ``sweep_incoming`` removes it on start.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 from dicom_node.iod import UID_PATTERN
+
+log = logging.getLogger(__name__)
+INCOMING = ".incoming"
+# A staged file lives for one store at most (bounded by the DIMSE handler timeout): one older than
+# this belongs to no running store, whichever node (on a shared blob mount) staged it.
+STALE_AFTER_S = 15 * 60
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
+_OWNER = re.compile(r"^(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.")
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -51,9 +66,9 @@ class BlobStore:
 
     def stage(self, tenant: str, data: bytes) -> Path:
         """Write ``data`` durably under a temporary name in the tenant's tree."""
-        incoming = self.root / tenant / ".incoming"
+        incoming = self.root / tenant / INCOMING
         incoming.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=incoming)
+        fd, name = tempfile.mkstemp(dir=incoming, prefix=f"{_HOST}.{os.getpid()}.")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -72,3 +87,35 @@ class BlobStore:
 
     def discard(self, staged: Path) -> None:
         staged.unlink(missing_ok=True)
+
+    def sweep_incoming(self) -> int:
+        """Remove staged files no running store owns: those staged on this host by a process that is
+        gone, and any older than ``STALE_AFTER_S``. Returns how many went."""
+        removed = 0
+        for staged in sorted(self.root.glob(f"*/{INCOMING}/*")):
+            if staged.is_file() and _orphaned(staged):
+                staged.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.warning("removed %d staged DICOM objects left by interrupted stores", removed)
+        return removed
+
+
+def _orphaned(staged: Path) -> bool:
+    owner = _OWNER.match(staged.name)
+    if owner is not None and owner["host"] == _HOST and not _process_alive(int(owner["pid"])):
+        return True
+    try:
+        return time.time() - staged.stat().st_mtime > STALE_AFTER_S
+    except FileNotFoundError:  # its store published or discarded it meanwhile
+        return False
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -31,7 +31,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from dicom_node import reactor, statuses
+from dicom_node import charsets, listener, statuses
+from dicom_node.admission import Admission, AssociationLimits
 from dicom_node.audit import DicomAudit, audit_event
 from dicom_node.errors import InvalidInstance
 from dicom_node.ingest import Ingestor
@@ -65,6 +66,11 @@ class DimseConfig:
     move_destinations: dict[str, MoveDestination] = field(default_factory=dict)
     tls: ssl.SSLContext | None = None
     tls_port: int | None = None
+    limits: AssociationLimits = field(default_factory=AssociationLimits)
+
+    def is_mapped(self, calling_ae: str) -> bool:
+        """Whether the calling AE title is mapped to a tenant by name (it may use reserved slots)."""
+        return calling_ae.strip() in self.ae_tenants
 
 
 class _CallerCheckingAE(AE):
@@ -106,7 +112,6 @@ class DimseServer:
     # -- lifecycle -------------------------------------------------------------------------
     def _application_entity(self) -> AE:
         ae = _CallerCheckingAE(self.config)
-        ae.maximum_pdu_size = 0  # no limit on what we receive
         ae.dimse_timeout = 120
         ae.network_timeout = 120
         ae.add_supported_context(Verification)
@@ -137,13 +142,13 @@ class DimseServer:
             (evt.EVT_RELEASED, self._on_released),
             (evt.EVT_ABORTED, self._on_aborted),
         ]
-        ae = self._application_entity()
+        admission = Admission(self.config.limits, self.config.is_mapped)  # one count for both ports
         address = (self.config.host, self.config.port)
-        self._servers.append(reactor.start_server(ae, address, handlers))
+        self._servers.append(listener.start_server(self._application_entity(), address, handlers, None, admission))
         if self.config.tls is not None and self.config.tls_port is not None:
-            tls_ae = self._application_entity()
             tls_address = (self.config.host, self.config.tls_port)
-            self._servers.append(reactor.start_server(tls_ae, tls_address, handlers, self.config.tls))
+            tls_ae = self._application_entity()
+            self._servers.append(listener.start_server(tls_ae, tls_address, handlers, self.config.tls, admission))
 
     @property
     def ports(self) -> list[int]:
@@ -258,11 +263,13 @@ class DimseServer:
             yield failure(statuses.UNABLE_TO_PROCESS, "the query could not be processed"), None
             return
         self._record(event, "C-FIND", "success", f"{level}: {len(matches)} matches")
+        character_set = charsets.requested(event.identifier)
         for match in matches:
             if event.is_cancelled:
                 yield statuses.CANCEL, None
                 return
-            yield statuses.PENDING, response_dataset(match, requested, level)
+            response = response_dataset(match, requested, level)
+            yield statuses.PENDING, charsets.with_character_set(response, character_set)
 
     def _instances(self, event: Any) -> list[Callable[[], Coroutine[Any, Any, Dataset]]]:
         """Readers of the stored objects a retrieve's identifier names, at any level."""

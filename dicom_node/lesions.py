@@ -101,18 +101,32 @@ def lesion_identifier(ds: Dataset, patient_id: str, key_attribute: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
+def _series(ds: Dataset) -> str:
+    number, described = str(ds.get("SeriesNumber") or "").strip(), str(ds.get("SeriesDescription") or "").strip()
+    label = f"series {number}" if number else "series without a number"
+    return f"{label} ({described})" if described else label
+
+
+def lesion_description(ds: Dataset, key_attribute: str, where: str) -> str:
+    """For people: where the lesion is and which series first showed it; a UID key is not shown."""
+    text = f"Skin lesion at {where}, {_series(ds)}"
+    key_value = str(ds.get(key_attribute) or "").strip()
+    if key_value and not key_attribute.endswith("UID"):
+        text += f"; images grouped by {key_attribute} '{key_value}'"
+    return text
+
+
 def lesion_body(ds: Dataset, patient_id: str, key_attribute: str) -> dict[str, Any]:
     site = site_coding(ds)
     qualifiers = _qualifiers(ds)
     where = ", ".join([site.get("display", site["code"]) if site else "site not recorded"]
                       + [q["text"] for q in qualifiers])  # fmt: skip
-    key_value = str(ds.get(key_attribute) or ds.get(DEFAULT_LESION_KEY) or "").strip()
     body: dict[str, Any] = {
         "resourceType": "BodyStructure",
         "identifier": [{"system": LESION_SYSTEM, "value": lesion_identifier(ds, patient_id, key_attribute)}],
         "active": True,
         "morphology": LESION_MORPHOLOGY,
-        "description": f"Skin lesion ({where}); images grouped by {key_attribute} {key_value}",
+        "description": lesion_description(ds, key_attribute, where),
         "patient": {"reference": f"Patient/{patient_id}"},
     }
     if site is not None:

@@ -15,6 +15,10 @@ Here both threads block until something happens:
 
 Both waits are bounded (``MAX_WAIT_S``) so that pynetdicom's timers (ARTIM, the network idle
 timeout) still fire. The state machine, PDU handling and DIMSE services stay pynetdicom's own.
+
+Each PDU's header is checked before its body is read: one longer than the Maximum Length Received
+we announced (PS3.8 §9.3.1, D.1) is an invalid PDU (Evt19: A-ABORT, AA-8) and the connection is
+closed without reading it. A PDU must arrive whole within ``read_timeout_s`` of its first byte.
 """
 
 from __future__ import annotations
@@ -26,14 +30,18 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from pynetdicom import AE, evt
+from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket
+
+from dicom_node.admission import Admission, AssociationLimits, Slot
+from dicom_node.greeting import PDU_HEADER
 
 log = logging.getLogger(__name__)
 MAX_WAIT_S = 0.05
@@ -61,8 +69,12 @@ def _adopt(old: queue.Queue[Any], wake: Callable[[], None]) -> _WakingQueue:
 class _BlockingDUL(DULServiceProvider):
     """pynetdicom's DUL, its reactor waiting in select() when it has nothing to do."""
 
-    def __init__(self, assoc: Association, replaced: DULServiceProvider, wake_user: Callable[[], None]) -> None:
+    def __init__(
+        self, assoc: Association, replaced: DULServiceProvider, wake_user: Callable[[], None], max_pdu: int
+    ) -> None:
         super().__init__(assoc)
+        self._max_pdu = max_pdu
+        self._refused = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -128,8 +140,42 @@ class _BlockingDUL(DULServiceProvider):
                 continue
             self.state_machine.do_action(event)
 
+    def _read_pdu_data(self) -> None:
+        """pynetdicom's, once the header says the PDU is not longer than we accept; the whole PDU
+        within the read timeout of its first byte."""
+        transport = cast(_BulkReadingSocket, self.socket)
+        timeout = transport.read_timeout_s
+        transport.pdu_deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self._read_bounded_pdu(transport)
+        finally:
+            transport.pdu_deadline = None
+
+    def _read_bounded_pdu(self, transport: _BulkReadingSocket) -> None:
+        try:
+            header = transport.recv(PDU_HEADER.size)
+        except OSError:
+            self.event_queue.put("Evt17")
+            return
+        if len(header) == PDU_HEADER.size and PDU_HEADER.unpack(header)[2] > self._max_pdu:
+            log.warning("refused a PDU of %d bytes (more than %d) from %s: aborting the association",
+                        PDU_HEADER.unpack(header)[2], self._max_pdu, self.assoc.requestor.address)  # fmt: skip
+            self._refused = True
+            self.event_queue.put("Evt19")  # invalid PDU: A-ABORT (AA-8)
+            return
+        transport.unread(header)
+        super()._read_pdu_data()
+
+    def _is_transport_event(self) -> bool:
+        if self._refused and self.state_machine.current_state == "Sta13":
+            cast(AssociationSocket, self.socket).close()  # the A-ABORT is sent: read nothing more of it
+            return True
+        return super()._is_transport_event()
+
     def _wait(self) -> None:
         if not self.to_provider_queue.empty() or not self.event_queue.empty():
+            return
+        if isinstance(self.socket, _BulkReadingSocket) and self.socket.has_unread:
             return
         watched: list[Any] = [self._wake_r]
         transport = self.socket
@@ -164,6 +210,15 @@ class _WaitingAssociation(Association):
     """An acceptor association whose reactor waits on an Event instead of sleeping 1 ms a pass."""
 
     _activity: threading.Event
+    _slot: Slot | None
+    _admission: Admission | None
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            if self._admission is not None and self._slot is not None:
+                self._admission.release(self._slot)
 
     def kill(self) -> None:
         self._activity.set()
@@ -219,57 +274,78 @@ class _BulkReadingSocket(AssociationSocket):
     """pynetdicom's socket, reading a PDU in as few ``recv`` calls as the kernel allows.
 
     pynetdicom reads 4 KiB per call: 225 calls (and as many GIL hand-offs) for one 640x480
-    colour image. Here each call takes everything the kernel has, up to the PDU's end."""
+    colour image. Here each call takes everything the kernel has, up to the PDU's end. Bytes read
+    ahead (the A-ASSOCIATE-RQ the greeter read, a header put back) are returned first. A PDU not
+    whole within ``read_timeout_s`` of its first byte raises TimeoutError (the DUL's Evt17)."""
+
+    _unread: bytearray
+    read_timeout_s: float | None
+    pdu_deadline: float | None = None  # while the DUL reads one PDU: when it must be whole
+
+    @property
+    def has_unread(self) -> bool:
+        return bool(self._unread)
+
+    @property
+    def ready(self) -> bool:
+        return self.has_unread or bool(AssociationSocket.ready.fget(self))  # type: ignore[attr-defined]
+
+    def _shutdown_socket(self) -> None:
+        """pynetdicom's leaves the socket open when ``shutdown`` fails (a peer that reset first)."""
+        if self.socket is not None:
+            with contextlib.suppress(OSError):
+                self.socket.shutdown(socket.SHUT_RDWR)
+            self.socket.close()
+
+    def unread(self, data: bytes | bytearray) -> None:
+        self._unread[:0] = data
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = cast(socket.socket, self.socket)
         buffer = bytearray(min(nr_bytes, PREALLOCATE))
-        received = 0
+        received = min(nr_bytes, len(self._unread))
+        buffer[:received] = self._unread[:received]
+        del self._unread[:received]
+        deadline = self.pdu_deadline
+        if deadline is None and self.read_timeout_s is not None:
+            deadline = time.monotonic() + self.read_timeout_s
         while received < nr_bytes:
             if received == len(buffer):
                 buffer.extend(bytes(min(nr_bytes - received, PREALLOCATE)))
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"a PDU not received whole within {self.read_timeout_s} s")
+                sock.settimeout(remaining)
             with memoryview(buffer)[received:] as window:
                 count = sock.recv_into(window)
             if not count:
                 break  # the peer closed the connection: the caller sees a short read
             received += count
+        if deadline is not None:
+            sock.settimeout(self.read_timeout_s)  # what sends wait for a peer that does not read
         del buffer[received:]
         return buffer
 
 
-def _make_waiting(assoc: Association) -> None:
-    # pynetdicom builds the Association (and its DUL) itself, inside RequestHandler; its class is
-    # narrowed afterwards to the subclass, which adds methods only, and its DUL (not started yet)
-    # is replaced by the blocking one.
+def make_waiting(
+    assoc: Association, limits: AssociationLimits, read_ahead: bytes = b"", slot: Slot | None = None,
+    admission: Admission | None = None,
+) -> None:  # fmt: skip
+    """Give an acceptor association (built by pynetdicom, not started) the waiting reactors above.
+
+    pynetdicom builds the Association (and its DUL) itself, inside RequestHandler; its class is
+    narrowed afterwards to the subclass, which adds methods only, and its DUL (not started yet)
+    is replaced by the blocking one. ``slot`` is released to ``admission`` when the association ends."""
     activity = threading.Event()
     assoc.__class__ = _WaitingAssociation
-    assoc.dul.socket.__class__ = _BulkReadingSocket
+    transport = cast(_BulkReadingSocket, assoc.dul.socket)
+    transport.__class__ = _BulkReadingSocket
+    transport._unread = bytearray(read_ahead)
+    transport.read_timeout_s = limits.read_timeout_s
     assoc._activity = activity  # type: ignore[attr-defined]
-    assoc.dul = _BlockingDUL(assoc, assoc.dul, activity.set)
+    assoc._slot = slot  # type: ignore[attr-defined]
+    assoc._admission = admission  # type: ignore[attr-defined]
+    assoc.dul = _BlockingDUL(assoc, assoc.dul, activity.set, limits.max_pdu)
+    assoc.acse_timeout = limits.artim_s  # also the DUL's ARTIM (Sta13: awaiting the peer's close)
     assoc.dimse.msg_queue = _adopt(assoc.dimse.msg_queue, activity.set)
-
-
-class WaitingRequestHandler(RequestHandler):
-    """pynetdicom's request handler, its associations built with the waiting reactors above."""
-
-    def _create_association(self) -> Association:
-        assoc = super()._create_association()
-        _make_waiting(assoc)
-        return assoc
-
-
-def start_server(
-    ae: AE, address: tuple[str, int], evt_handlers: list[Any], ssl_context: ssl.SSLContext | None = None
-) -> ThreadedAssociationServer:
-    """``AE.start_server(address, block=False, ...)``, with associations built by ``WaitingRequestHandler``."""
-    server = ae.make_server(
-        address,
-        evt_handlers=evt_handlers,
-        ssl_context=ssl_context,
-        server_class=ThreadedAssociationServer,
-        request_handler=WaitingRequestHandler,
-    )
-    ae._servers.append(server)
-    thread = threading.Thread(target=server.serve_forever, name=f"DicomServer@{address[1]}", daemon=True)
-    thread.start()
-    return server

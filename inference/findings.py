@@ -4,23 +4,33 @@
   ("probability of <class>", a DermBridge code naming the class's SNOMED CT concept) and whose
   ``valueQuantity`` is the probability (UCUM ``1``), with the card's decision threshold as a
   component. The disease is never a value here, so ``value-concept=<disease>`` finds no negative;
-- one **predicted diagnosis**, only for the top class when it reaches the card's threshold: code
-  SNOMED CT 439401001 |Diagnosis (observable entity)|, value the class's SNOMED CT concept, its
-  probability and risk tier as components.
+  ``interpretation`` (v3-ObservationInterpretation) says POS at or above the threshold, IND in the
+  card's indeterminate band just under it (malignant and pre-malignant classes), NEG otherwise;
+- at most one **predicted diagnosis** (``predicted_outcome``): among the classes at or above their own
+  thresholds, the highest risk tier, then the highest probability. A benign call is withheld while a
+  malignant or pre-malignant class lies within the card's ``indeterminate_margin`` under its threshold:
+  the value is then SNOMED CT 42425007 |Equivocal (qualifier value)| ("a value very close to a
+  cut-off"; 82334004 |Indeterminate| means uninterpretable). Code SNOMED CT 439401001
+  |Diagnosis (observable entity)|, the probability and risk tier as components.
 
 Both: ``focus`` the lesion (BodyStructure), ``derivedFrom`` the images (ImagingStudy, Media; never
 a saliency map), ``effectiveDateTime`` when the image was taken, ``issued`` when it was analysed,
-``device`` the model, ``meta.security`` AIAST; a demonstration model's results are tagged as such.
+``device`` the model (named in ``device.display`` and ``method.text``), ``meta.security`` AIAST.
+A demonstration model (card ``clinical_use: false``) never writes a SNOMED CT disease concept: its
+diagnosis value is text only and every ``code.text`` starts with DEMONSTRATION; its results are
+tagged and noted as such. Unless the card declares ``calibrated``, a note says the "probability" is
+an uncalibrated softmax score.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from inference.governance import AIAST
-from inference.model_card import SNOMED, ModelCard, OutputClass
+from inference.model_card import INDETERMINATE, SNOMED, ModelCard, OutputClass
 
 FINDING_SYSTEM = "urn:dermbridge:ai-result"
 RISK_SYSTEM = "urn:dermbridge:ai-risk"
@@ -30,8 +40,14 @@ DIAGNOSIS_TOKEN = f"{SNOMED}|439401001"
 UCUM = "http://unitsofmeasure.org"
 IMAGING = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging",
                        "display": "Imaging"}]}  # fmt: skip
-METHOD = {"coding": [{"system": "urn:dermbridge:method", "code": "ai-analysis", "display": "AI analysis"}],
-          "text": "AI analysis"}  # fmt: skip
+METHOD = {"system": "urn:dermbridge:method", "code": "ai-analysis", "display": "AI analysis"}
+EQUIVOCAL = {"system": SNOMED, "code": "42425007", "display": "Equivocal"}
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+POSITIVE = {"system": INTERPRETATION, "code": "POS", "display": "Positive"}
+NEGATIVE = {"system": INTERPRETATION, "code": "NEG", "display": "Negative"}
+INDETERMINATE_READING = {"system": INTERPRETATION, "code": "IND", "display": "Indeterminate"}
+UNCALIBRATED_NOTE = ("'probability' is the model's softmax score, not a calibrated probability of disease: "
+                     "compare it with the decision threshold only.")  # fmt: skip
 DEMO_TAG = {"system": "urn:dermbridge:ai-use", "code": "demonstration",
             "display": "Demonstration model output: not for clinical use"}  # fmt: skip
 DEMO_NOTE = ("DEMONSTRATION model output (trained on synthetic images, no clinical validation): "
@@ -70,6 +86,47 @@ def done_key(context: ImageContext, card: ModelCard) -> str:
     return f"{FINDING_SYSTEM}|{result_key(context, card, 'class-0')}"
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the model's scores say for one image: a class called (``indeterminate`` False), a benign
+    call withheld because ``output`` (a concerning class) is just under its threshold, or nothing."""
+
+    output: OutputClass
+    probability: float
+    indeterminate: bool = False
+
+
+def reading(card: ModelCard, output: OutputClass, value: float) -> dict[str, str]:
+    """POS at or above the class's threshold; IND in the indeterminate band of a concerning class; NEG."""
+    if value >= output.threshold:
+        return POSITIVE
+    if card.concerning(output.risk_tier) and value >= output.threshold - card.indeterminate_margin:
+        return INDETERMINATE_READING
+    return NEGATIVE
+
+
+def predicted_outcome(card: ModelCard, probabilities: Sequence[float]) -> Outcome | None:
+    """Among the classes at or above their own thresholds, the highest risk tier, then the highest
+    probability; no benign call while a concerning class is in its indeterminate band."""
+    scored = [(c, float(probabilities[c.index])) for c in card.classes]
+    positive = [(c, p) for c, p in scored if reading(card, c, p) is POSITIVE]
+    top = max(positive, key=lambda cp: (card.rank(cp[0].risk_tier), cp[1]), default=None)
+    if top is not None and card.concerning(top[0].risk_tier):
+        return Outcome(*top)
+    near = [(c, p) for c, p in scored if reading(card, c, p) is INDETERMINATE_READING]
+    if near:
+        return Outcome(*max(near, key=lambda cp: (card.rank(cp[0].risk_tier), cp[1])), indeterminate=True)
+    return Outcome(*top) if top is not None else None
+
+
+def model_label(card: ModelCard) -> str:
+    return f"{card.name} {card.version}"
+
+
+def demo_text(card: ModelCard, text: str) -> str:
+    return text if card.clinical_use else f"DEMONSTRATION (not for clinical use): {text}"
+
+
 def labelled(resource: dict[str, Any], card: ModelCard) -> dict[str, Any]:
     """AIAST on everything the model asserted; a demonstration model's output tagged and noted."""
     resource.setdefault("meta", {}).setdefault("security", []).append(AIAST)
@@ -83,8 +140,19 @@ def probability(value: float) -> dict[str, Any]:
     return {"value": round(value, 6), "unit": "probability", "system": UCUM, "code": "1"}
 
 
-def class_concept(output: OutputClass) -> dict[str, Any]:
+def class_concept(card: ModelCard, output: OutputClass) -> dict[str, Any]:
+    """The class as a SNOMED CT concept; a demonstration model's as text only (never found by code)."""
+    if not card.clinical_use:
+        return {"text": f"{output.display} (demonstration model, not a diagnosis)"}
     return {"coding": [{"system": SNOMED, "code": output.code, "display": output.display}], "text": output.display}
+
+
+def outcome_concept(card: ModelCard, outcome: Outcome) -> dict[str, Any]:
+    if not outcome.indeterminate:
+        return class_concept(card, outcome.output)
+    text = (f"Equivocal: no benign call, {outcome.output.display} scores {outcome.probability:.2f}, within "
+            f"{card.indeterminate_margin:g} of its threshold {outcome.output.threshold:g}")  # fmt: skip
+    return {"coding": [EQUIVOCAL], "text": text} if card.clinical_use else {"text": text}
 
 
 def base_observation(context: ImageContext, card: ModelCard, device_id: str, issued: str) -> dict[str, Any]:
@@ -96,8 +164,8 @@ def base_observation(context: ImageContext, card: ModelCard, device_id: str, iss
         "subject": {"reference": f"Patient/{context.patient_id}"},
         "focus": [{"reference": context.focus}],
         "issued": issued,
-        "device": {"reference": f"Device/{device_id}"},
-        "method": METHOD,
+        "device": {"reference": f"Device/{device_id}", "display": model_label(card)},
+        "method": {"coding": [METHOD], "text": f"AI analysis by {model_label(card)}"},
         "derivedFrom": [{"reference": image} for image in context.images],
     }
     if context.acquired:
@@ -115,32 +183,47 @@ def risk_observation(
     observation["code"] = {
         "coding": [{"system": RISK_SYSTEM, "code": f"probability-of-{output.code}",
                     "display": f"Probability of {output.display}"}],
-        "text": f"AI probability of {output.display} (SNOMED CT {output.code})",
+        "text": demo_text(card, f"AI probability of {output.display} (SNOMED CT {output.code})"),
     }  # fmt: skip
     observation["valueQuantity"] = probability(value)
-    observation["component"] = [{
-        "code": {"coding": [{"system": FINDING_SYSTEM, "code": "threshold"}], "text": "decision threshold"},
-        "valueQuantity": probability(output.threshold),
-    }]  # fmt: skip
+    observation["interpretation"] = [{"coding": [reading(card, output, value)]}]
+    observation["component"] = [
+        {"code": {"coding": [{"system": FINDING_SYSTEM, "code": "threshold", "display": "Decision threshold"}],
+                  "text": "decision threshold (model card)"},
+         "valueQuantity": probability(output.threshold)},
+        tier_component(output.risk_tier),
+    ]  # fmt: skip
+    if not card.calibrated:
+        observation.setdefault("note", []).append({"text": UNCALIBRATED_NOTE})
     return observation
 
 
+def tier_component(tier: str) -> dict[str, Any]:
+    return {"code": {"coding": [{"system": FINDING_SYSTEM, "code": "risk-tier", "display": "Risk tier"}],
+                     "text": "risk tier (model card)"},
+            "valueCodeableConcept": {"coding": [{"system": RISK_TIER_SYSTEM, "code": tier}], "text": tier}}  # fmt: skip
+
+
 def diagnosis_observation(
-    context: ImageContext, card: ModelCard, device_id: str, output: OutputClass, value: float, issued: str,
-    risk_id: str,
+    context: ImageContext, card: ModelCard, device_id: str, outcome: Outcome | OutputClass, value: float,
+    issued: str, risk_id: str,
 ) -> dict[str, Any]:  # fmt: skip
-    """The model's predicted diagnosis for this lesion's image: its top class, at or above threshold."""
+    """The model's predicted diagnosis for this lesion's image (``predicted_outcome``)."""
+    if isinstance(outcome, OutputClass):
+        outcome = Outcome(outcome, value)
     observation = base_observation(context, card, device_id, issued)
-    observation["code"] = {"coding": [DIAGNOSIS], "text": "AI-predicted diagnosis"}
-    observation["valueCodeableConcept"] = class_concept(output)
+    observation["code"] = {"coding": [DIAGNOSIS], "text": demo_text(card, "AI-predicted diagnosis")}
+    observation["valueCodeableConcept"] = outcome_concept(card, outcome)
     observation["derivedFrom"].append({"reference": f"Observation/{risk_id}"})
+    tier = INDETERMINATE if outcome.indeterminate else outcome.output.risk_tier
     observation["component"] = [
-        {"code": {"coding": [{"system": FINDING_SYSTEM, "code": "probability"}], "text": "probability"},
-         "valueQuantity": probability(value)},
-        {"code": {"coding": [{"system": FINDING_SYSTEM, "code": "risk-tier"}], "text": "risk tier (model card)"},
-         "valueCodeableConcept": {"coding": [{"system": RISK_TIER_SYSTEM, "code": output.risk_tier}],
-                                  "text": output.risk_tier}},
+        {"code": {"coding": [{"system": FINDING_SYSTEM, "code": "probability", "display": "Probability"}],
+                  "text": f"probability of {outcome.output.display}"},
+         "valueQuantity": probability(outcome.probability)},
+        tier_component(tier),
     ]  # fmt: skip
+    if not card.calibrated:
+        observation.setdefault("note", []).append({"text": UNCALIBRATED_NOTE})
     return observation
 
 

@@ -46,7 +46,7 @@ AI_KINDS = (("Deep-Learning-Models", "Deep Learning Models"),
 
 RENDERED = {"id", "version", "name", "intended_use", "input", "classes", "limitations", "performance", "training",
             "clinical_use", "contraindications", "fitzpatrick_coverage", "risk_hierarchy",
-            "saliency_layer"}  # fmt: skip
+            "saliency_layer", "calibrated", "regulatory_clearance", "indeterminate_margin"}  # fmt: skip
 Committed = dict[tuple[str, str], Stored]  # (tenant, identifier) -> a resource known to be committed
 
 
@@ -69,11 +69,17 @@ async def create_once(
 def card_markdown(card: ModelCard, weights_sha256: str) -> str:
     """The model card for people: what it is for, what it must not be used for, what it answers,
     how well (and for whom) it is known to work."""
-    use = "Cleared for clinical use." if card.clinical_use else (
-        "**NOT FOR CLINICAL USE.** A demonstration model trained on synthetic images; it has no clinical "
-        "performance metrics and its outputs are not diagnoses.")  # fmt: skip
+    if not card.clinical_use:
+        use = ("**NOT FOR CLINICAL USE.** A demonstration model trained on synthetic images; it has no clinical "
+               "performance metrics and its outputs are not diagnoses.")  # fmt: skip
+    elif card.regulatory_clearance:
+        use = f"Regulatory clearance: {card.regulatory_clearance}."
+    else:
+        use = "Declared for clinical use by its provider; no regulatory clearance recorded on this card."
+    scores = "Scores are calibrated probabilities (per the provider)." if card.calibrated else (
+        "Scores ('probability') are uncalibrated softmax scores: compare them with the thresholds only.")  # fmt: skip
     lines = [f"# {card.name}", "", f"- id: `{card.id}`, version `{card.version}`",
-             f"- weights SHA-256: `{weights_sha256 or 'unknown'}`", f"- {use}", "",
+             f"- weights SHA-256: `{weights_sha256 or 'unknown'}`", f"- {use}", f"- {scores}", "",
              "## Intended use", "", card.intended_use, "", "## Contraindications", ""]  # fmt: skip
     lines += [f"- {c}" for c in card.contraindications] or ["- none declared"]
     spec = card.input
@@ -88,6 +94,8 @@ def card_markdown(card: ModelCard, weights_sha256: str) -> str:
               "|---|---|---|---|---|"]  # fmt: skip
     lines += [f"| {c.index} | {c.code} | {c.display} | {c.threshold} | {c.risk_tier} |" for c in card.classes]
     lines += ["", f"Case conclusion risk hierarchy (highest first): {' > '.join(card.risk_hierarchy)}", "",
+              f"No benign call while a malignant or pre-malignant class scores within {card.indeterminate_margin:g} "
+              "under its threshold (the result is then equivocal).", "",
               "## Performance by subgroup", ""]  # fmt: skip
     lines += [f"- {_metric(p)}" for p in card.performance] or ["- no metrics"]
     lines += ["", "## Skin types (Fitzpatrick)", "", card.fitzpatrick_coverage or "not declared", "",
@@ -181,7 +189,7 @@ def ai_provenance(
     which Consent."""
     provenance: dict[str, Any] = {
         "resourceType": "Provenance",
-        "meta": {"profile": [AI_PROVENANCE_PROFILE], "security": [AIAST]},
+        "meta": {"profile": [AI_PROVENANCE_PROFILE]},  # written by the server about the AI: not AI-asserted
         "target": [{"reference": t} for t in targets],
         "recorded": recorded,
         "reason": [{"coding": [AIAST]}],

@@ -16,6 +16,24 @@ SNOMED = "http://snomed.info/sct"
 # higher tier decides the case whatever else the other lesions and images show.
 RISK_HIERARCHY = ("melanoma", "squamous-cell-carcinoma", "basal-cell-carcinoma", "other-malignant",
                   "pre-malignant", "benign")  # fmt: skip
+PRE_MALIGNANT, BENIGN = "pre-malignant", "benign"  # every other tier of a hierarchy is a malignant one
+INDETERMINATE = "indeterminate"  # a benign call withheld: a concerning class lies just under its threshold
+
+
+def hierarchy_problem(hierarchy: tuple[str, ...]) -> str | None:
+    """Why a risk hierarchy would let a lower risk decide a case (malignant tiers, then pre-malignant,
+    then benign), or None."""
+    if len(set(hierarchy)) != len(hierarchy):
+        return f"risk hierarchy names a tier twice: {list(hierarchy)}"
+    if INDETERMINATE in hierarchy:
+        return f"{INDETERMINATE!r} is not a tier of the risk hierarchy (it is the band under a threshold)"
+    order = [2 if t == BENIGN else 1 if t == PRE_MALIGNANT else 0 for t in hierarchy]
+    if order != sorted(order):
+        return (
+            f"risk hierarchy {list(hierarchy)} ranks a lower risk above a higher one: every malignant tier "
+            f"must come before {PRE_MALIGNANT!r}, and {PRE_MALIGNANT!r} before {BENIGN!r}"
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +72,19 @@ class ModelCard:
     fitzpatrick_coverage: str = ""  # which skin types the training and validation data represent
     risk_hierarchy: tuple[str, ...] = RISK_HIERARCHY
     extra: dict[str, Any] = field(default_factory=dict)
+    # a benign call is withheld while a malignant or pre-malignant class is within this of its threshold
+    indeterminate_margin: float = 0.1
+    calibrated: bool = False  # True only if the scores were calibrated (else: uncalibrated softmax scores)
+    regulatory_clearance: str | None = None  # e.g. an FDA 510(k) number or a CE certificate id
     # -- admission: the inputs the model was built for (inference.admission) --
     accepts: AcceptedInputs = field(default_factory=AcceptedInputs)
+
+    def __post_init__(self) -> None:
+        problem = hierarchy_problem(self.risk_hierarchy)
+        if problem:
+            raise ValueError(problem)
+        if not 0.0 <= self.indeterminate_margin < 1.0:
+            raise ValueError(f"indeterminate_margin must be in [0, 1): {self.indeterminate_margin}")
 
     @property
     def key(self) -> str:
@@ -65,8 +94,19 @@ class ModelCard:
         return next(c for c in self.classes if c.index == index)
 
     def rank(self, tier: str) -> int:
-        """Higher is more concerning; a tier the hierarchy does not name ranks below all."""
-        return len(self.risk_hierarchy) - self.risk_hierarchy.index(tier) if tier in self.risk_hierarchy else 0
+        """Higher is more concerning; a tier the hierarchy does not name ranks below all. An
+        indeterminate outcome ranks just above benign (below every positive concerning finding)."""
+        if tier == INDETERMINATE:
+            return 2 * self.rank(BENIGN) + 1 if BENIGN in self.risk_hierarchy else 1
+        return 2 * (len(self.risk_hierarchy) - self.risk_hierarchy.index(tier)) if tier in self.risk_hierarchy else 0
+
+    def concerning(self, tier: str) -> bool:
+        """A malignant or pre-malignant tier."""
+        return tier in self.risk_hierarchy and tier != BENIGN
+
+    @staticmethod
+    def malignant(tier: str) -> bool:
+        return tier not in (BENIGN, PRE_MALIGNANT, INDETERMINATE)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +139,9 @@ class ModelCard:
                 fitzpatrick_coverage=str(data.get("fitzpatrick_coverage", "")),
                 risk_hierarchy=hierarchy,
                 extra=dict(data.get("extra", {})),
+                indeterminate_margin=float(data.get("indeterminate_margin", 0.1)),
+                calibrated=bool(data.get("calibrated", False)),
+                regulatory_clearance=data.get("regulatory_clearance") or None,
                 accepts=AcceptedInputs.from_dict(dict(data.get("accepts", {}))),
             )
         except (KeyError, TypeError) as exc:

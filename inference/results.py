@@ -21,6 +21,7 @@ from inference.findings import (
     ImageContext,
     diagnosis_observation,
     done_key,
+    predicted_outcome,
     result_key,
     risk_observation,
 )
@@ -67,13 +68,15 @@ async def write_results(
     for output in card.classes:
         body = risk_observation(context, card, device_id, output, prediction.probabilities[output.index], now)
         observations.append(await _create(repo, body, result_key(context, card, f"class-{output.index}")))
-    top = card.output(prediction.top)
-    if prediction.probabilities[top.index] >= top.threshold:
-        risk_id = str(observations[card.classes.index(top)].resource["id"])
-        body = diagnosis_observation(context, card, device_id, top, prediction.probabilities[top.index], now, risk_id)
+    outcome = predicted_outcome(card, prediction.probabilities)
+    if outcome is not None:
+        risk_id = str(observations[card.classes.index(outcome.output)].resource["id"])
+        body = diagnosis_observation(context, card, device_id, outcome, outcome.probability, now, risk_id)
         observations.append(await _create(repo, body, result_key(context, card, "diagnosis")))
     targets = [f"Observation/{o.resource['id']}" for o in observations]
+    concluded = await update_case(repo, context, card, observations, now)
+    if concluded is not None:  # the report version whose conclusion the AI wrote
+        targets.append(f"DiagnosticReport/{concluded.resource['id']}/_history/{concluded.version.version}")
     provenance = ai_provenance(targets, now, device, server, model_card, context.images, context.consent_id)
     await repo.create(provenance, resource_type="Provenance", server_built=True)  # no identifier in R4
-    await update_case(repo, context, card, observations, now)
     return observations

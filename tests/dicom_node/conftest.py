@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,16 @@ from tests.server import free_port
 
 AE_TENANTS = {"STORESCU": "default", "FINDSCU": "default", "GETSCU": "default", "MOVESCU": "default",
               "ECHOSCU": "default", "PYNETDICOM": "default", "OTHERCLINIC": "north"}  # fmt: skip
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 30.0) -> bool:
+    """Whether ``condition`` becomes true within ``seconds`` (a generous bound, never a sleep to pass)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def stored_dataset(client: FhirTestClient, instance_uid: str, tenant: str = "default") -> pydicom.Dataset:

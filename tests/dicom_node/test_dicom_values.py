@@ -50,6 +50,11 @@ def test_a_lesion_is_patient_site_laterality_and_key() -> None:
     assert lesion_identifier(first, "p1", "SeriesDescription") != lesion_identifier(later, "p1", "SeriesDescription")
     body = lesion_body(first, "p1", "SeriesDescription")
     assert body["morphology"]["coding"][0]["code"] == "52988006"
+    assert body["description"] == (
+        "Skin lesion at Skin structure, Right, series 1 (Lesion 3); images grouped by SeriesDescription 'Lesion 3'"
+    )
+    by_series = lesion_body(first, "p1", "SeriesInstanceUID")["description"]
+    assert first.SeriesInstanceUID not in by_series and by_series.endswith(", Right, series 1 (Lesion 3)")
     assert body["locationQualifier"] == [{"coding": [{"system": "http://snomed.info/sct", "code": "24028007",
                                                        "display": "Right"}], "text": "Right"}]  # fmt: skip
 

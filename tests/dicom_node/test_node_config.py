@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import socket
 import ssl
 import subprocess
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pydicom
@@ -112,12 +114,17 @@ def test_dicom_tls(tmp_path: Path) -> None:
     port, tls_port = free_port(), free_port()
     settings = {"dicom_port": port, "dicom_tls_port": tls_port, "dicom_tls_certificate": cert,
                 "dicom_tls_private_key": key, "dicom_ae_tenants": AE_TENANTS}  # fmt: skip
-    with make_client(tmp_path / "var", **settings):
+    with make_client(tmp_path / "var", **settings), ExitStack() as silent_peers:
+        for _ in range(5):  # connected, and never starting their TLS handshake
+            silent_peers.enter_context(socket.create_connection(("127.0.0.1", tls_port)))
         ae = AE(ae_title="PYNETDICOM")
         ae.add_requested_context(DERMOSCOPIC_PHOTOGRAPHY, pydicom.uid.ExplicitVRLittleEndian)
+        ae.acse_timeout = ae.connection_timeout = 60
         client_tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+        started = time.monotonic()
         assoc = ae.associate("localhost", tls_port, ae_title="DERMBRIDGE", tls_args=(client_tls, "localhost"))
         assert assoc.is_established
+        assert time.monotonic() - started < 5  # handshakes are not made one after another in the accepting thread
         assert assoc.send_c_store(dermoscopic()).Status == statuses.SUCCESS
         assoc.release()
 
@@ -137,3 +144,6 @@ def test_conformance_statement_is_generated(node: DicomNode) -> None:
     assert "JPEG-LS Lossless" in text and "RLE Lossless" in text
     assert "Duplicate SOP Instance UID: **keep**" in text
     assert "`MOVEDEST`" in text
+    assert "maximum PDU received: 1048576 bytes" in text  # the limits, as configured
+    assert "at most 64 open, 8 per peer address, and 8 more reserved" in text
+    assert "ISO_IR 192" in text  # C-FIND character sets

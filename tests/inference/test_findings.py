@@ -94,7 +94,10 @@ def test_the_case_conclusion_never_drops(node: FhirTestClient, tmp_path: Path, o
     assert {f"Observation/{o['id']}" for o in observations} == {r["reference"] for r in report["result"]}
     assert len({o["focus"][0]["reference"] for o in observations}) == 1
     diagnoses = search(node, "Observation", {"subject": f"Patient/{patient_id}", "code": DIAGNOSIS})
-    assert sorted(d["valueCodeableConcept"]["coding"][0]["code"] for d in diagnoses) == ["400010006", "93655004"]
+    assert sorted(d["valueCodeableConcept"]["text"].split(" (")[0] for d in diagnoses) == [
+        "Malignant melanoma of skin", "Melanocytic nevus of skin"]  # fmt: skip
+    assert all("coding" not in d["valueCodeableConcept"] for d in diagnoses)  # a demonstration is never coded
+    assert all(d["code"]["text"].startswith("DEMONSTRATION") for d in diagnoses)
     for resource in (report, *observations):
         assert_r4(resource)
 
@@ -122,11 +125,17 @@ def test_negatives_never_carry_the_disease(node: FhirTestClient, tmp_path: Path)
         assert {r["reference"].split("/")[0] for r in observation["derivedFrom"]} == {"ImagingStudy", "Media"}
         assert observation["effectiveDateTime"] == "2024-01-05T10:15:00+01:00"  # ContentDate/Time + the offset
         assert observation["issued"] > "2026"  # analysis time, not acquisition time
-    # a suspicious image of another patient does match: the search works, negatives are not in it
+    # a suspicious image of another patient: its melanoma score is found, but the demonstration model's
+    # melanoma call is no coded diagnosis (value-concept finds nothing), only text marked DEMONSTRATION
     other = consenting_patient(node, "F-3")
     send(node, tmp_path, image("F-3", SUSPICIOUS, accession="ACC-F3"))
-    found = wait_for(node, "Observation", {"value-concept": MELANOMA})
+    found = wait_for(node, "Observation", {"code": f"{RISK}|probability-of-93655004", "value-quantity": "ge0.5"})
     assert [o["subject"]["reference"] for o in found] == [f"Patient/{other}"]
+    assert found[0]["interpretation"][0]["coding"][0]["code"] == "POS"
+    assert search(node, "Observation", {"value-concept": MELANOMA}) == []
+    called = search(node, "Observation", {"subject": f"Patient/{other}", "code": DIAGNOSIS})
+    assert called[0]["valueCodeableConcept"] == {"text": "Malignant melanoma of skin (demonstration model, not a "
+                                                         "diagnosis)"}  # fmt: skip
     suspicious = search(node, "Observation", {"subject": f"Patient/{other}", "code": EVERY_CLASS})[0]
     assert suspicious["effectiveDateTime"] == "2024-01-05T10:15:00-05:00"  # no offset: the tenant's zone
 
@@ -150,6 +159,20 @@ def test_a_late_image_on_a_final_report_appends(node: FhirTestClient, tmp_path: 
     assert_r4(appended)
 
 
+def test_a_clinicians_draft_conclusion_stays(node: FhirTestClient, tmp_path: Path) -> None:
+    patient_id = consenting_patient(node, "F-9")
+    first = image("F-9", BENIGN)
+    send(node, tmp_path, first)
+    report = report_with(node, patient_id, 1)
+    draft = {k: v for k, v in report.items() if k != "meta"} | {"conclusion": "Dysplastic naevus, excise (draft)"}
+    assert node.put(f"{BASE}/DiagnosticReport/{report['id']}", json=draft).status_code == 200
+    send(node, tmp_path, image("F-9", SUSPICIOUS, study_uid=first.StudyInstanceUID))
+    later = report_with(node, patient_id, len(report["result"]) + 1)
+    assert later["conclusion"] == "Dysplastic naevus, excise (draft)" and later["status"] == report["status"]
+    notes = [e["valueAnnotation"]["text"] for e in later["extension"] if e["url"].endswith("DiagnosticReport.note")]
+    assert any("had a clinician's conclusion" in n for n in notes)
+
+
 def test_device_model_card_and_provenance(node: FhirTestClient, tmp_path: Path) -> None:
     patient_id = consenting_patient(node, "F-5")
     send(node, tmp_path, image("F-5", SUSPICIOUS))
@@ -169,6 +192,14 @@ def test_device_model_card_and_provenance(node: FhirTestClient, tmp_path: Path) 
     diagnosis = search(node, "Observation", {"subject": f"Patient/{patient_id}", "code": DIAGNOSIS})[0]
     provenance = search(node, "Provenance", {"target": f"Observation/{diagnosis['id']}"})[0]
     assert provenance["reason"][0]["coding"][0]["code"] == "AIAST"
+    assert "security" not in provenance["meta"]  # the server's record about the AI, not an AI assertion
+    report = search(node, "DiagnosticReport", {"subject": f"Patient/{patient_id}"})[0]
+    versions = [t["reference"] for t in provenance["target"] if t["reference"].startswith("DiagnosticReport/")]
+    assert versions == [f"DiagnosticReport/{report['id']}/_history/{report['meta']['versionId']}"]
+    assert "AI analysis by " in diagnosis["method"]["text"] and diagnosis["device"]["display"].endswith("1.0.0")
+    maps = [m for m in search(node, "Media", {"subject": f"Patient/{patient_id}"})
+            if m["partOf"][0]["reference"].startswith("Media/")]  # fmt: skip
+    assert maps and all({t["code"] for t in m["meta"]["tag"]} == {"demonstration"} for m in maps)
     assert provenance["agent"][0]["role"][0]["coding"][0]["code"] == "Artificial-Intelligence"
     entities = {e["what"]["reference"].split("/")[0]: e["role"] for e in provenance["entity"]}
     assert entities == {"ImagingStudy": "derivation", "Media": "derivation", "DocumentReference": "derivation"}

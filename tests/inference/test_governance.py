@@ -16,7 +16,7 @@ def test_a_clinical_card_shows_subgroup_metrics_with_intervals() -> None:
     assert "Fitzpatrick V-VI: sensitivity (melanoma) 0.81 (95% CI 0.72-0.88), n=140" in markdown
     assert (
         "**NOT FOR CLINICAL USE.**" not in markdown
-        and "Cleared for clinical use." in markdown
+        and "Declared for clinical use by its provider" in markdown
         and f"`{'ab' * 32}`" in markdown
     )
     assert "| 1 | 93655004 | Malignant melanoma of skin | 0.5 | melanoma |" in markdown
