@@ -3,13 +3,17 @@
 - The saliency map of the top finding: a ``Media`` (``partOf`` the image's Media, ``reasonCode`` the
   finding it explains) whose ``content.url`` is a ``Binary`` holding the PNG. The Binary's
   ``securityContext`` is that Media (binary.html#security): it is sealed under the patient's data key,
-  read under the patient's access rules, and erased with the patient. Listed in the case report's
-  ``media``.
-- The dermoscopy ABCD rule (``inference.abcd``): an Observation whose ``device`` is the rule's own
+  read under the patient's access rules, and erased with the patient. Found with
+  ``Media?subject=Patient/<id>&modality=urn:dermbridge:media|saliency-map`` (the report's ``media``
+  stays the case's images).
+- The dermoscopy ABCD rule (``inference.abcd``): an Observation on the findings' skeleton (lesion,
+  images, times, and the labels of the analysis it belongs to) whose ``device`` is the rule's own
   ``Device`` (rule-based software, not the network), with its own ``Provenance``. D is not assessed, so
   it reports A, B, C, the partial score and the TDS range, never a Total Dermoscopy Score.
 
-Everything has a deterministic identifier: a redelivered event writes nothing new.
+Everything has a deterministic identifier: a redelivered event writes nothing new. They are written
+before the findings, in the same transaction, so the case's last version (the one the findings'
+Provenance names) lists them.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from fhir_server.repository import Repository, Stored
 from inference.abcd import DermoscopyAbcd
 from inference.conclusion import CLOSED, SIGNED_OFF
 from inference.findings import FINDING_SYSTEM, UCUM, ImageContext, base_observation, labelled
-from inference.governance import AIAST, PROVENANCE_AGENT, SOFTWARE_SYSTEM, Committed, create_once
+from inference.governance import PROVENANCE_AGENT, SOFTWARE_SYSTEM, Committed, create_once
 from inference.model_card import SNOMED, ModelCard, OutputClass
 
 ABCD_SYSTEM = "urn:dermbridge:abcd"
+SALIENCY_MAP = {"coding": [{"system": "urn:dermbridge:media", "code": "saliency-map", "display": "AI saliency map"}]}
 ABCD_VERSION = "2.0.0"
 DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+ABCD_NOTE = ("Not a Total Dermoscopy Score: D (differential structures) is not assessed. The category is given "
+             "only when every possible D leads to it. Rule-based software, not clinically validated.")  # fmt: skip
 CATEGORY_TEXT = {
     "benign": "benign melanocytic lesion (TDS < 4.75 for any D)",
     "suspicious": "suspicious lesion (TDS 4.75-5.45 for any D)",
@@ -61,6 +68,7 @@ async def write_saliency(
         "identifier": [{"system": FINDING_SYSTEM, "value": key}],
         "status": "completed",
         "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/media-type", "code": "image"}]},
+        "modality": SALIENCY_MAP,
         "subject": {"reference": f"Patient/{context.patient_id}"},
         "partOf": [{"reference": f"Media/{context.media_id}"}],
         "reasonCode": [{"coding": [{"system": SNOMED, "code": finding.code, "display": finding.display}]}],
@@ -81,7 +89,6 @@ async def write_saliency(
         "data": base64.b64encode(png).decode(),
     }
     await repo.update(binary, resource_type="Binary", id=binary_id, server_built=True)
-    await attach_to_case(repo, context, media=(stored, f"Saliency map of the top AI finding: {finding.display}"))
     return stored
 
 
@@ -152,16 +159,13 @@ async def write_abcd(
     device = await ensure_abcd_device(repo, committed)
     observation = base_observation(context, card, str(device.resource["id"]), now)  # the findings' skeleton
     observation.update({
-        "meta": {"security": [AIAST]},  # machine-asserted; not the model's output, so no demonstration tag
         "identifier": [{"system": FINDING_SYSTEM, "value": key}],
         "code": {"coding": [{"system": ABCD_SYSTEM, "code": "abc-partial"}],
                  "text": "Dermoscopy ABCD rule (Stolz): A, B and C; D not assessed"},
         "method": {"text": "Rule-based image analysis: field of view masked, lesion segmented, ABCD rule (Stolz 1994)"},
-        "note": [{"text": "Not a Total Dermoscopy Score: D (differential structures) is not assessed. The category "
-                          "is given only when every possible D leads to it. Rule-based software, not clinically "
-                          "validated."}],
         "component": abcd_components(abcd),
     })  # fmt: skip
+    observation.setdefault("note", []).append({"text": ABCD_NOTE})
     stored = await repo.create(observation, resource_type="Observation", server_built=True)
     provenance = {
         "resourceType": "Provenance",
@@ -174,25 +178,16 @@ async def write_abcd(
         "entity": [{"role": "source", "what": {"reference": image}} for image in context.images],
     }  # fmt: skip
     await repo.create(provenance, resource_type="Provenance", server_built=True)
-    await attach_to_case(repo, context, result=stored)
+    await attach_to_case(repo, context, stored)
     return stored
 
 
-async def attach_to_case(
-    repo: Repository, context: ImageContext, *, result: Stored | None = None, media: tuple[Stored, str] | None = None
-) -> None:
-    """List an explanation on the case report (``result`` or ``media``); a final report is never changed."""
+async def attach_to_case(repo: Repository, context: ImageContext, result: Stored) -> None:
+    """List an explanation among the case report's results; a signed-off report is never changed."""
     current = await repo.current("DiagnosticReport", context.report_id)
     if current is None or current.get("status") in (*SIGNED_OFF, *CLOSED):
         return
-    report = dict(current)
-    if result is not None:
-        reference = {"reference": f"Observation/{result.resource['id']}"}
-        if reference not in report.get("result", []):
-            report["result"] = [*report.get("result", []), reference]
-    if media is not None:
-        link = {"comment": media[1], "link": {"reference": f"Media/{media[0].resource['id']}"}}
-        if all(m.get("link") != link["link"] for m in report.get("media", [])):
-            report["media"] = [*report.get("media", []), link]
-    if report != current:
+    reference = {"reference": f"Observation/{result.resource['id']}"}
+    if reference not in current.get("result", []):
+        report = {**current, "result": [*current.get("result", []), reference]}
         await repo.update(report, resource_type="DiagnosticReport", id=context.report_id, server_built=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+from PIL import Image
 
 from inference.segmentation import SegmentationError, field_of_view, luminance, segment, working_copy
 
@@ -42,16 +42,10 @@ def _sharpness(rgb: np.ndarray, field: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian of the luminance inside the field, at full resolution."""
     height, width = rgb.shape[:2]
     top, left = max(0, (height - FOCUS_SIDE) // 2), max(0, (width - FOCUS_SIDE) // 2)
-    crop = rgb[top : top + FOCUS_SIDE, left : left + FOCUS_SIDE].astype(np.float32)
-    grey = torch.from_numpy(luminance(crop))[None, None]
-    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
-    laplacian = torch.nn.functional.conv2d(grey, kernel)[0, 0].numpy()
-    inside = np.asarray(
-        torch.nn.functional.interpolate(torch.from_numpy(field.astype(np.float32))[None, None], size=crop.shape[:2])[
-            0, 0
-        ].numpy()[1:-1, 1:-1]
-        > 0.5
-    )
+    grey = luminance(rgb[top : top + FOCUS_SIDE, left : left + FOCUS_SIDE].astype(np.float32))
+    laplacian = grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4 * grey[1:-1, 1:-1]
+    full = np.asarray(Image.fromarray(field).resize((width, height), Image.Resampling.NEAREST))
+    inside = full[top : top + FOCUS_SIDE, left : left + FOCUS_SIDE][1:-1, 1:-1]
     values = laplacian[inside] if inside.sum() > 100 else laplacian.ravel()
     return float(values.var())
 

@@ -241,13 +241,14 @@ class InferenceWorker(OutboxLoop):
         top = next(c for c in card.classes if c.index == prediction.top)
         async with repo.store.transaction() as tx:
             bound = repo.within(tx)
-            written = await write_results(bound, job.context, card, prediction, self.server_version, self.devices,
-                                          runner.model.weights_sha256)  # fmt: skip
-            if written:  # not a redelivery: the explanations go with the findings, in the same commit
-                now = datetime.now(UTC).isoformat(timespec="milliseconds")
-                await write_saliency(bound, job.context, card, top, png, now)
-                if features is not None:
-                    await write_abcd(bound, job.context, card, features, now, self.devices)
+            now = datetime.now(UTC).isoformat(timespec="milliseconds")
+            # the explanations first (each written once, by its identifier), so that the case version the
+            # findings conclude, and their Provenance names, already lists them; all in one commit
+            await write_saliency(bound, job.context, card, top, png, now)
+            if features is not None:
+                await write_abcd(bound, job.context, card, features, now, self.devices)
+            await write_results(bound, job.context, card, prediction, self.server_version, self.devices,
+                                runner.model.weights_sha256)  # fmt: skip
         await self._audit(repo, job.context, "0", f"analysed by {runner.model.card.key} in "
                           f"{(time.perf_counter() - started) * 1000:.0f} ms after the forward pass")  # fmt: skip
 

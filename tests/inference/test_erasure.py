@@ -15,7 +15,7 @@ from inference.synthetic_scenes import he_tile
 from tests.conftest import BASE, make_client
 from tests.dicom_factories import dermoscopic, with_pixels
 from tests.fhir_server.security.test_encryption import raw_bytes
-from tests.inference.test_worker import consenting_patient, lesion_instance, send, wait_for
+from tests.inference.test_worker import SALIENCY, consenting_patient, lesion_instance, send, wait_for
 
 pytestmark = pytest.mark.interop
 
@@ -31,16 +31,15 @@ def test_erase_removes_every_ai_output(tmp_path: Path) -> None:
         findings = wait_for(node, "Observation", {"subject": f"Patient/{patient_id}"}, 3)
         wait_for(node, "Observation", {"subject": f"Patient/{kept}"}, 3)
         task = wait_for(node, "Task", {"patient": f"Patient/{patient_id}", "status": "rejected"})[0]
-        report = wait_for(node, "DiagnosticReport", {"subject": f"Patient/{patient_id}", "status": "preliminary"})[0]
-        link = next(m["link"]["reference"] for m in report["media"] if m.get("comment", "").startswith("Saliency"))
-        saliency = node.get(f"{BASE}/{link}").json()
+        saliency = wait_for(node, "Media", {"subject": f"Patient/{patient_id}", "modality": SALIENCY})[0]
+        link = f"Media/{saliency['id']}"
         url = f"{BASE}/{saliency['content']['url']}"
         png = node.get(url, headers={"Accept": "image/png"}).content
         assert png.startswith(b"\x89PNG")
         provenances = [
             p["id"] for o in findings for p in wait_for(node, "Provenance", {"target": f"Observation/{o['id']}"})
         ]
-        other_report = wait_for(node, "DiagnosticReport", {"subject": f"Patient/{kept}", "status": "preliminary"})[0]
+        other = wait_for(node, "Media", {"subject": f"Patient/{kept}", "modality": SALIENCY})[0]
 
         erased = node.post(f"{BASE}/Patient/{patient_id}/$erase")
         assert erased.status_code == 200, erased.text
@@ -60,9 +59,8 @@ def test_erase_removes_every_ai_output(tmp_path: Path) -> None:
             found = node.get(f"{BASE}/Provenance", params={"target": f"Observation/{observation['id']}"}).json()
             assert found["total"] == 0  # the index rows are gone too
         assert node.get(f"{BASE}/Media", params={"subject": f"Patient/{patient_id}"}).json()["total"] == 0
-        other = next(m["link"]["reference"] for m in other_report["media"] if m.get("comment", "").startswith("Sal"))
-        other_url = node.get(f"{BASE}/{other}").json()["content"]["url"]
-        assert node.get(f"{BASE}/{other_url}", headers={"Accept": "image/png"}).status_code == 200  # not the other's
+        other_png = node.get(f"{BASE}/{other['content']['url']}", headers={"Accept": "image/png"})
+        assert other_png.status_code == 200  # another patient's map stays
 
     after = raw_bytes(data)
     encoded = base64.b64encode(png)

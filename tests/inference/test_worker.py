@@ -27,6 +27,7 @@ from tests.dicom_factories import dermoscopic, stow_body, with_pixels
 from tests.fhir_server.test_consent import AI, consent
 
 pytestmark = pytest.mark.interop
+SALIENCY = "urn:dermbridge:media|saliency-map"
 DEADLINE = 60.0
 
 
@@ -122,9 +123,10 @@ def test_storescu_image_becomes_findings(node: FhirTestClient, tmp_path: Path) -
     assert {r["reference"] for r in report["result"]} >= {f"Observation/{o['id']}" for o in (*classes, abcd)}
     assert report["conclusion"].startswith("DEMONSTRATION ONLY, NOT A DIAGNOSIS")  # the demo model
     assert "conclusionCode" not in report
-    maps = [m for m in report["media"] if m.get("comment", "").startswith("Saliency map")]
-    assert len(maps) == 1  # the saliency map of the top finding, beside the image itself
-    saliency = node.get(f"{BASE}/{maps[0]['link']['reference']}").json()
+    maps = wait_for(node, "Media", {"subject": f"Patient/{patient_id}", "modality": SALIENCY})
+    assert len(maps) == 1  # the saliency map of the top finding
+    saliency = maps[0]
+    assert saliency["partOf"] == [{"reference": classes[0]["derivedFrom"][1]["reference"]}]  # of the image
     top = max(classes, key=lambda o: o["valueQuantity"]["value"])
     assert saliency["content"]["contentType"] == "image/png"
     assert f"probability-of-{saliency['reasonCode'][0]['coding'][0]['code']}" == top["code"]["coding"][0]["code"]
