@@ -18,6 +18,7 @@ from conformance.capability import capability_statement
 from conformance.dicom import dicom_conformance
 from dermbridge import __version__
 from dermbridge.dicom import TrailSink, build_dimse, build_ingestor
+from dermbridge.identity import consent_watcher, register_identity
 from dermbridge.settings import Settings
 from dermbridge.storage import open_engine
 from dicom_node.dimse import DimseServer
@@ -109,6 +110,7 @@ async def _start_audit_loader(settings: Settings, audit: AuditTrail | None) -> L
 def create_app(settings: Settings) -> FastAPI:
     engine = open_engine(settings)
     dispatcher = OutboxDispatcher(engine)
+    dispatcher.subscribe(consent_watcher(engine).subscription())
     clients = ClientRegistry(engine)
     tokens = build_tokens(settings) if settings.auth_enabled else None
     audit = (
@@ -169,9 +171,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.dimse = dimse
     erasure = Erasure()
     erasure.hooks.append(DicomErasure(ingestor.blobs))
+    router = build_router(erasure if settings.encryption_enabled else None)
+    register_identity(router, audit)
     app.state.fhir_http = FhirHttp(
         engine,
-        build_router(erasure if settings.encryption_enabled else None),
+        router,
         max_body_bytes=settings.max_body_bytes,
         default_count=settings.default_page_size,
         max_count=settings.max_page_size,

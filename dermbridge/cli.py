@@ -12,6 +12,7 @@ from pathlib import Path
 from dermbridge.cli_clients import add_parsers
 from dermbridge.cli_keys import add_parsers as add_key_parsers
 from dermbridge.cli_models import add_parsers as add_model_parsers
+from dermbridge.cli_settings import add_parsers as add_settings_parsers
 from dermbridge.cli_support import opened_engine, settings_from
 from fhir_server.storage.sqlite.engine import check_tenant_name
 
@@ -20,6 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from dermbridge.app import create_app
+    from dermbridge.http_protocol import deadline_protocol
 
     settings = settings_from(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -51,7 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level="warning",
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
+        http=deadline_protocol(settings),
         # the caller's address is the socket's unless a configured proxy forwards it (uvicorn would
         # otherwise trust X-Forwarded-For from 127.0.0.1, letting any local caller pick its address)
         proxy_headers=bool(settings.forwarded_allow_ips),
@@ -139,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_parsers(commands)
     add_model_parsers(commands)
     add_key_parsers(commands)
+    add_settings_parsers(commands)
     return parser
 
 

@@ -19,6 +19,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("var"), description="where tenant databases and blobs live")
     default_tenant: str = "default"
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    http_header_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="a request's line and headers must arrive within this; else 408 and close"
+    )
+    http_body_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="a request body that sends nothing for this long is closed"
+    )
+    http_max_header_bytes: int = Field(65536, ge=4096, description="larger request heads get 431 and close")
     default_page_size: int = Field(20, ge=1)
     max_page_size: int = Field(1000, ge=1)
     sqlite_readers: int = Field(4, ge=1, le=64, description="concurrent read connections per tenant")

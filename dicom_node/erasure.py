@@ -8,7 +8,7 @@ import logging
 
 from dicom_node.attributes import INSTANCE, SERIES, STUDY
 from dicom_node.blobs import BlobStore
-from dicom_node.fhir_sync import DICOM_UID_SYSTEM
+from dicom_node.patient_studies import patient_study_uids
 from fhir_server.repository import Repository
 from fhir_server.storage.query import FieldMatch, RecordQuery
 
@@ -20,19 +20,13 @@ class DicomErasure:
         self.blobs = blobs
 
     async def __call__(self, repo: Repository, patient_id: str) -> None:
-        studies = await repo.find("ImagingStudy", [("subject", f"Patient/{patient_id}")], 10_000)
         tx = repo.transaction
         assert tx is not None, "erasure runs in a transaction"
-        for study in studies:
-            for identifier in study.resource.get("identifier", []):
-                value = identifier.get("value", "")
-                if identifier.get("system") != DICOM_UID_SYSTEM or not value.startswith("urn:oid:"):
-                    continue
-                uid = value.removeprefix("urn:oid:")
-                for collection in (INSTANCE, SERIES):
-                    query = RecordQuery(collection, (FieldMatch("StudyInstanceUID", "eq", (uid,)),), limit=1_000_000)
-                    for record in await tx.find_records(query):
-                        await tx.delete_record(collection, record.key)
-                await tx.delete_record(STUDY, uid)
-                removed = await asyncio.to_thread(self.blobs.remove_study, repo.tenant, uid)
-                log.info("erasure: a study's index and %d objects deleted", removed)
+        for uid in await patient_study_uids(repo, patient_id):
+            for collection in (INSTANCE, SERIES):
+                query = RecordQuery(collection, (FieldMatch("StudyInstanceUID", "eq", (uid,)),), limit=1_000_000)
+                for record in await tx.find_records(query):
+                    await tx.delete_record(collection, record.key)
+            await tx.delete_record(STUDY, uid)
+            removed = await asyncio.to_thread(self.blobs.remove_study, repo.tenant, uid)
+            log.info("erasure: a study's index and %d objects deleted", removed)

@@ -1,4 +1,5 @@
-"""Keep FHIR in step with the images (DESIGN data flow 1): the Patient resolved by identifier,
+"""Keep FHIR in step with the images (DESIGN data flow 1): the Patient resolved by identifier
+(``dicom_node.patient_match``),
 one ImagingStudy per study, one Media per image, and the case DiagnosticReport.
 
 Runs inside the ingest transaction, so a half-synced study is never visible, and two
@@ -10,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
-from urllib.parse import quote
 
 from pydicom.dataset import Dataset
 
-from dicom_node.dicom_values import acquisition_datetime, fhir_date, fhir_datetime, human_name
+from dicom_node.dicom_values import acquisition_datetime, fhir_datetime
 from dicom_node.lesions import DEFAULT_LESION_KEY, laterality, resolve_lesion, site_coding
+from dicom_node.patient_match import resolve_patient
 from dicom_node.sop_classes import ENCAPSULATED_PDF
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository, Stored
@@ -27,13 +28,6 @@ SCT_SYSTEM = "http://snomed.info/sct"
 MEDIA_TYPE_IMAGE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/media-type", "code": "image"}]}
 MEDIA_TYPE_DOCUMENT = {"text": "document (encapsulated PDF)"}
 CASE_CODE = {"system": "http://loinc.org", "code": "72170-4", "display": "Photographic image"}
-
-
-def patient_system(issuer: str | None) -> str:
-    """IssuerOfPatientID as an identifier system: itself when it is a URI, else a URN naming it."""
-    if not issuer:
-        return "urn:dermbridge:dicom-patient-id"
-    return issuer if ":" in issuer else f"urn:dermbridge:issuer:{quote(issuer, safe='')}"
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
@@ -79,31 +73,6 @@ async def _live(repo: Repository, resource_type: str, id: str | None) -> Stored 
 def _identified(stored: Stored | None, system: str, value: str) -> Stored | None:
     identifiers = stored.resource.get("identifier", []) if stored is not None else []
     return stored if any(i.get("system") == system and i.get("value") == value for i in identifiers) else None
-
-
-async def resolve_patient(repo: Repository, ds: Dataset, known: str | None = None) -> Stored:
-    """The Patient with this PatientID (and issuer), created on first sight."""
-    patient_id = _text(ds, "PatientID")
-    system = patient_system(_text(ds, "IssuerOfPatientID"))
-    if patient_id:
-        found = _identified(await _live(repo, "Patient", known), system, patient_id)
-        if found is None:
-            found = await _one(repo, "Patient", [("identifier", f"{system}|{patient_id}")])
-        if found is not None:
-            return found
-    patient: dict[str, Any] = {"resourceType": "Patient"}
-    if patient_id:
-        patient["identifier"] = [{"system": system, "value": patient_id}]
-    name = human_name(ds.get("PatientName"))
-    if name:
-        patient["name"] = name
-    sex = {"M": "male", "F": "female", "O": "other"}.get(_text(ds, "PatientSex") or "")
-    if sex:
-        patient["gender"] = sex
-    birth = fhir_date(ds.get("PatientBirthDate"))
-    if birth:
-        patient["birthDate"] = birth
-    return await repo.create(patient, resource_type="Patient", server_built=True)
 
 
 async def _endpoint(repo: Repository, dicomweb_base: str) -> str:

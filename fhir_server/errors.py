@@ -66,8 +66,8 @@ def method_not_allowed(diagnostics: str) -> OperationOutcomeError:
     return OperationOutcomeError.of(405, "not-supported", diagnostics)
 
 
-def too_costly(diagnostics: str) -> OperationOutcomeError:
-    return OperationOutcomeError.of(400, "too-costly", diagnostics)
+def too_costly(diagnostics: str, expression: list[str] | None = None) -> OperationOutcomeError:
+    return OperationOutcomeError.of(400, "too-costly", diagnostics, expression)
 
 
 def forbidden(diagnostics: str) -> OperationOutcomeError:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import jsonpatch
 import orjson
 
 from fhir_server.errors import (
@@ -27,6 +26,8 @@ from fhir_server.errors import (
     not_found,
     precondition_failed,
 )
+from fhir_server.limits import MAX_VERSION_DIGITS, whole_number
+from fhir_server.patches import apply_patch
 from fhir_server.search.extract import index_resource
 from fhir_server.search.request import SearchRequest, parse_search
 from fhir_server.storage.port import (
@@ -78,10 +79,10 @@ def parse_etag(value: str) -> int:
     text = value.strip()
     if text.startswith("W/"):
         text = text[2:]
-    text = text.strip('"')
-    if not text.isdigit():
-        raise bad_request(f'{value!r} is not a version ETag such as W/"3"')
-    return int(text)
+    number = whole_number(text.strip('"'), "If-Match", MAX_VERSION_DIGITS)
+    if number is None:
+        raise bad_request(f'{value[:100]!r} is not a version ETag such as W/"3"')
+    return number
 
 
 class Repository:
@@ -140,9 +141,10 @@ class Repository:
     async def vread(self, resource_type: str, id: str, version_id: str) -> Stored:
         """http.html#vread"""
         check_type(resource_type)
-        if not version_id.isdigit():
+        number = whole_number(version_id, "_history", MAX_VERSION_DIGITS)
+        if number is None:
             raise not_found(f"{resource_type}/{id} has no version {version_id!r}")
-        version = await self.store.vread(resource_type, id, int(version_id))
+        version = await self.store.vread(resource_type, id, number)
         if version is None:
             raise not_found(f"{resource_type}/{id} has no version {version_id}")
         if version.deleted:
@@ -257,12 +259,12 @@ class Repository:
             repo._check_if_match(current, if_match)
             return await repo._put(resource_type, current.id, resource, current, "PUT")
 
-    async def patch(self, patch: Any, *, resource_type: str, id: str, if_match: str | None = None) -> Stored:
-        """http.html#patch with a JSON Patch document (RFC 6902)."""
+    async def patch(
+        self, patch: Any, *, resource_type: str, id: str, if_match: str | None = None, content_type: str | None = None
+    ) -> Stored:
+        """http.html#patch with a JSON Patch (RFC 6902) or JSON merge patch (RFC 7386) document."""
         check_type(resource_type)
         self._append_only(resource_type)
-        if not isinstance(patch, list):
-            raise bad_request("a JSON Patch body must be an array of operations")
         async with self._transaction() as repo:
             current = await repo._reader.read(resource_type, id)
             if current is None:
@@ -270,10 +272,7 @@ class Repository:
             if current.deleted:
                 raise _gone(current)
             repo._check_if_match(current, if_match)
-            try:
-                patched = jsonpatch.apply_patch(load(current), patch)
-            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
-                raise OperationOutcomeError.of(422, "processing", f"the patch cannot be applied: {exc}") from exc
+            patched = apply_patch(load(current), patch, content_type)
             if patched.get("id") != id or patched.get("resourceType") != resource_type:
                 raise OperationOutcomeError.of(422, "processing", "a patch may not change resourceType or id")
             validate(patched, resource_type)

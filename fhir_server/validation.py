@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from fhir_server.definitions import json_schema, resource_types
 from fhir_server.errors import OperationOutcomeError, Outcome, bad_request, not_found
+from fhir_server.limits import MAX_RESOURCE_VALUES, too_large
 
 MAX_ISSUES = 20
 _FIELD_IN_MESSAGE = re.compile(r"field '(\w+)'")
@@ -90,11 +91,16 @@ def validate(resource: Any, expected_type: str | None = None, *, server_built: b
 
 def _json_rules(resource: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
     """json.html#xml: no null (outside primitive-extension arrays), no empty arrays or objects;
-    dom-2: a contained resource contains no resources itself."""
+    dom-2: a contained resource contains no resources itself. At most ``MAX_RESOURCE_VALUES`` values
+    (413 beyond): they bound the work of the schema, the model and the index extraction that follow."""
     issues: list[dict[str, Any]] = []
     stack: list[tuple[Any, list[Any], bool]] = [(resource, [], False)]
+    values = 0
     while stack and len(issues) < MAX_ISSUES:
         value, path, nulls_allowed = stack.pop()
+        values += 1
+        if values > MAX_RESOURCE_VALUES:
+            raise too_large(f"the {resource_type} has more than {MAX_RESOURCE_VALUES} JSON values", [resource_type])
         if value is None and not nulls_allowed:
             issues.append(_issue("invalid", "null is not allowed in FHIR JSON", _expression(resource_type, path)))
         elif isinstance(value, list):

@@ -62,3 +62,25 @@ async def request_human_review(repo: Repository, context: ImageContext, reason: 
     return await _task_once(
         repo, _task(context, "requested", HUMAN_REVIEW_CODE, reason), f"review-{context.instance_uid}"
     )
+
+
+REFUSED = "no AI analysis"  # how the reason of a review Task opened by a refused analysis begins (worker)
+
+
+async def note_requeued(repo: Repository, patient_id: str, why: str) -> int:
+    """The patient's open review Tasks of refused analyses say that the images were queued again
+    (a Consent arrived), so a reviewer does not read a stale "no AI analysis"; returns how many."""
+    criteria = [("patient", f"Patient/{patient_id}"), ("code", f"{TASK_SYSTEM}|clinician-review"),
+                ("status", "requested")]  # fmt: skip
+    noted = 0
+    for stored in await repo.find("Task", criteria, 100):
+        task, before = dict(stored.resource), str((stored.resource.get("statusReason") or {}).get("text", ""))
+        if not before.startswith(REFUSED):
+            continue
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        task["statusReason"] = {"text": f"AI analysis queued again: {why} (before: {before})"}
+        task["note"] = [*task.get("note", []), {"time": now, "text": f"AI analysis queued again: {why}"}]
+        task["lastModified"] = now
+        await repo.update(task, resource_type="Task", id=str(task["id"]), server_built=True)
+        noted += 1
+    return noted

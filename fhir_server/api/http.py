@@ -12,8 +12,10 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 from fhir_server.api.binary import native_response, wants_native
+from fhir_server.api.json_body import parse_json
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.router import FhirRouter
 from fhir_server.audit.events import patient_of, rest_event
@@ -27,10 +29,18 @@ from fhir_server.storage.port import Engine, TenantUnknownError
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
-_JSON_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json", "text/json")
+# application/json+fhir: the DSTU2 name, still sent by older clients (http.html#mime-type)
+_JSON_TYPES = (
+    "application/fhir+json",
+    "application/json",
+    "application/json+fhir",
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "text/json",
+)
 _FORMS = "application/x-www-form-urlencoded"
 _XML_FORMATS = ("xml", "text/xml", "application/xml", "application/fhir+xml")
-_JSON_FORMATS = ("json", "application/json", "application/fhir+json", "text/json")
+_JSON_FORMATS = ("json", "application/json", "application/fhir+json", "application/json+fhir", "text/json")
 
 
 class FhirHttp:
@@ -107,11 +117,14 @@ async def _body(request: Request, limit: int) -> tuple[Any, list[tuple[str, str]
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise OperationOutcomeError.of(413, "too-costly", f"the body is larger than {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise OperationOutcomeError.of(413, "too-costly", f"the body is larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise OperationOutcomeError.of(413, "too-costly", f"the body is larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:  # e.g. closed by dermbridge/http_protocol.py when the body stalled
+        raise bad_request("the client disconnected before the whole body arrived") from exc
     raw = b"".join(chunks)
     if not raw:
         return None, []
@@ -125,10 +138,7 @@ async def _body(request: Request, limit: int) -> tuple[Any, list[tuple[str, str]
         raise OperationOutcomeError.of(
             415, "not-supported", f"Content-Type {content_type} is not supported: send {FHIR_JSON}"
         )
-    try:
-        return orjson.loads(raw), []
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"the body is not valid JSON: {exc}") from exc
+    return parse_json(raw), []
 
 
 def _parse_query(request: Request) -> list[tuple[str, str]]:
@@ -139,7 +149,7 @@ def _parse_query(request: Request) -> list[tuple[str, str]]:
 
 
 router = APIRouter()
-_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
 @router.api_route("/fhir/{tenant}", methods=_METHODS, include_in_schema=False)
@@ -166,12 +176,13 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
         if refused is not None:
             raise refused
         params = _parse_query(request)
-        native = wants_native(request.method, segments, params, request.headers.get("accept", ""))
+        method = "GET" if request.method == "HEAD" else request.method
+        native = wants_native(method, segments, params, request.headers.get("accept", ""))
         if not native:
             _negotiate(request, params)
         body, form = await _body(request, fhir.max_body_bytes)
         fhir_request = FhirRequest(
-            method=request.method,
+            method="GET" if request.method == "HEAD" else request.method,  # RFC 9110 9.3.2: HEAD is GET without body
             path=segments,
             params=params,
             headers={k.lower(): v for k, v in request.headers.items()},
@@ -187,8 +198,16 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
     if fhir.audit is not None:
         who = access.subject if access is not None else _unauthenticated(fhir)
         await _audit(fhir.audit, repo, request, segments, params, response, who)
-    raw = native_response(response) if native else None
-    return raw or render(response, pretty)
+    rendered = (native_response(response) if native else None) or render(response, pretty)
+    return head_response(rendered) if request.method == "HEAD" else rendered
+
+
+def head_response(full: Response) -> Response:
+    """The answer to HEAD: the GET answer's status and headers (Content-Length included), no body."""
+    headers = {k: v for k, v in full.headers.items() if k.lower() != "content-length"}
+    head = Response(status_code=full.status_code, headers=headers)
+    head.headers["content-length"] = full.headers.get("content-length", "0")
+    return head
 
 
 def _unauthenticated(fhir: FhirHttp) -> str:

@@ -26,6 +26,7 @@ from fhir_server.errors import (
     not_supported,
     outcome,
 )
+from fhir_server.limits import whole_number
 from fhir_server.repository import Repository, Stored, load
 from fhir_server.search.extract import parse_local_reference
 from fhir_server.search.request import SearchRequest
@@ -215,7 +216,11 @@ class FhirRouter:
             if decision == "patient":
                 raise forbidden("a patient/ scope cannot PATCH (the result's compartment is unknown): use PUT")
             stored = await repo.patch(
-                request.body, resource_type=resource_type, id=id, if_match=request.header("if-match")
+                request.body,
+                resource_type=resource_type,
+                id=id,
+                if_match=request.header("if-match"),
+                content_type=request.header("content-type"),
             )
             return write_response(200, stored, request)
         if method == "DELETE":
@@ -398,6 +403,7 @@ def _int_param(request: FhirRequest, name: str, default: int, maximum: int) -> i
     value = request.param(name)
     if value is None:
         return default
-    if not value.isdigit():
+    number = whole_number(value, name)
+    if number is None:
         raise bad_request(f"{name} must be a whole number", [name])
-    return min(int(value), maximum)
+    return min(number, maximum)

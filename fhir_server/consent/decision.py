@@ -6,6 +6,9 @@ Rules, as the R4 provision model has them: a Consent's root provision sets the b
 provision whose conditions (purpose, actor, period) all hold decides. Among the patient's active
 Consents in force, the most recent one with an applicable provision decides. No applicable
 Consent means **deny**: no permit, no analysis.
+
+A provision speaks about the AI analysis when it names ``ai-analysis`` or a purpose the tenant maps
+to it (``fhir_server.consent.purposes``: a hospital Consent for ``TREAT`` by default).
 """
 
 from __future__ import annotations
@@ -14,14 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from fhir_server.consent.purposes import AI_ANALYSIS, PURPOSE_SYSTEM, RESEARCH, TREATMENT, Purpose, purposes_covering
 from fhir_server.repository import Repository, Stored
 from fhir_server.search.values import date_range
 
-PURPOSE_SYSTEM = "urn:dermbridge:purpose-of-use"
-AI_ANALYSIS = (PURPOSE_SYSTEM, "ai-analysis")
-V3_ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
-RESEARCH = (V3_ACT_REASON, "HRESCH")
-TREATMENT = (V3_ACT_REASON, "TREAT")
+__all__ = ["AI_ANALYSIS", "PURPOSE_SYSTEM", "RESEARCH", "TREATMENT", "Decision", "decide"]
 MAX_CONSENTS = 200
 
 
@@ -40,9 +40,9 @@ def _within(period: Any, at: float) -> bool:
     return (start is None or start[0] <= at) and (end is None or at < end[1])
 
 
-def _purpose_holds(provision: dict[str, Any], purpose: tuple[str, str]) -> bool:
-    wanted = provision.get("purpose") or []
-    return not wanted or any((c.get("system"), c.get("code")) == purpose for c in wanted if isinstance(c, dict))
+def _purpose_holds(provision: dict[str, Any], purposes: frozenset[Purpose]) -> bool:
+    named = provision.get("purpose") or []
+    return not named or any((c.get("system"), c.get("code")) in purposes for c in named if isinstance(c, dict))
 
 
 def _actor_holds(provision: dict[str, Any], actor: str | None) -> bool:
@@ -53,16 +53,16 @@ def _actor_holds(provision: dict[str, Any], actor: str | None) -> bool:
 
 
 def _decide_provision(
-    provision: dict[str, Any], purpose: tuple[str, str], actor: str | None, at: float, inherited: str | None
+    provision: dict[str, Any], purposes: frozenset[Purpose], actor: str | None, at: float, inherited: str | None
 ) -> str | None:
     """The type (permit/deny) of the deepest applicable provision, or None when none applies."""
-    applies = _within(provision.get("period"), at) and _purpose_holds(provision, purpose)
+    applies = _within(provision.get("period"), at) and _purpose_holds(provision, purposes)
     applies = applies and _actor_holds(provision, actor)
     if not applies:
         return None
     decided = provision.get("type") or inherited
     for nested in provision.get("provision") or []:
-        deeper = _decide_provision(nested, purpose, actor, at, decided)
+        deeper = _decide_provision(nested, purposes, actor, at, decided)
         if deeper is not None:
             decided = deeper  # an exception to its parent
     return decided
@@ -75,16 +75,18 @@ def _recency(stored: Stored) -> tuple[float, str]:
 
 
 async def decide(
-    repo: Repository, patient_id: str, purpose: tuple[str, str], actor: str | None = None,
+    repo: Repository, patient_id: str, purpose: Purpose, actor: str | None = None,
     at: datetime | None = None,
 ) -> Decision:  # fmt: skip
+    """consent.html#notes: whether the patient's Consents permit ``purpose`` (for ``actor``) now."""
     moment = (at or datetime.now(UTC)).timestamp()
+    purposes = await purposes_covering(repo.transaction or repo.store, purpose)
     consents = await repo.find("Consent", [("patient", f"Patient/{patient_id}"), ("status", "active")], MAX_CONSENTS)
     for stored in sorted(consents, key=_recency, reverse=True):
         provision = stored.resource.get("provision")
         if not isinstance(provision, dict):
             continue
-        decided = _decide_provision(provision, purpose, actor, moment, None)
+        decided = _decide_provision(provision, purposes, actor, moment, None)
         if decided in ("permit", "deny"):
             verb = "permits" if decided == "permit" else "denies"
             return Decision(decided == "permit", stored, f"Consent/{stored.resource['id']} {verb} {purpose[1]}")

@@ -6,9 +6,13 @@ it that no compartment holds: the ``Binary``s and ``OperationOutcome``s its reso
 saliency map's PNG, a failed analysis's outcome) and the ``Provenance``s whose target is one of
 them; the erasure hooks run (the DICOM node deletes its attribute index and objects), and the
 patient's data key is destroyed, with a marker that keeps it from coming back. Then the store is
-scrubbed: deleted rows are overwritten and the
-WAL truncated. Every older version stays in the history as ciphertext under a key that no longer
-exists. AuditEvents are kept (append-only, tenant key, references only). Idempotent.
+scrubbed: deleted rows are overwritten and the WAL truncated. Every older version stays in the
+history as ciphertext under a key that no longer exists. AuditEvents are kept (append-only, tenant
+key, references only). Idempotent.
+
+A Patient that others were merged into (``Patient/$merge``: ``link`` ``replaces``) is erased with
+them: the versions of its resources from before the merge are sealed under their keys. A merged
+record itself is not erased alone: the person's record is its survivor's.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ from fhir_server.api.compartment import compartment_clause
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.crypto.store import EncryptingTenantStore
 from fhir_server.definitions import patient_compartment, resource_types
-from fhir_server.errors import OperationOutcomeError, not_found, outcome
+from fhir_server.errors import OperationOutcomeError, conflict, not_found, outcome
+from fhir_server.identity.merge_input import linked
 from fhir_server.repository import Repository
 from fhir_server.search.extract import parse_local_reference
 from fhir_server.storage.query import ParamClause, ReferenceMatch
 
 ErasureHook = Callable[[Repository, str], Awaitable[None]]  # (repository in the transaction, patient id)
 BATCH = 500
+MAX_MERGED = 100  # records merged into one survivor, erased with it
 KEPT = frozenset({"AuditEvent"})  # the audit trail is append-only and names patients by reference only
 DEPENDENT = frozenset({"Binary", "OperationOutcome"})  # in no compartment: erased with what points at them
 
@@ -58,18 +64,39 @@ class Erasure:
             return FhirResponse(200, outcome("information", "informational", f"{ref} was already erased"))
         if await store.read("Patient", id) is None:
             raise not_found(f"{ref} is not known")
+        patients = await _merged_records(repo, id, store.keyring.erased)
+        members = [*sorted((set(patient_compartment()) & resource_types()) - KEPT - {"Patient"}), "Patient"]
         erased = _Erased()
         async with store.transaction() as tx:
             bound = repo.within(tx)
-            for hook in self.hooks:
-                await hook(bound, id)
-            for member in [*sorted((set(patient_compartment()) & resource_types()) - KEPT - {"Patient"}), "Patient"]:
-                await _tombstone_members(bound, member, id, erased)
-            await _tombstone_dependents(bound, erased)
-            await store.keyring.erase(tx, ref)
+            for patient_id in patients:
+                for hook in self.hooks:
+                    await hook(bound, patient_id)
+                for member in members:
+                    await _tombstone_members(bound, member, patient_id, erased)
+            await _tombstone_dependents(bound, erased)  # before the keys they are sealed under go
+            for patient_id in patients:
+                await store.keyring.erase(tx, f"Patient/{patient_id}")
         await store.scrub()
-        message = f"{ref} erased: {len(erased.resources)} resources tombstoned, its data key destroyed"
+        merged = f" with the {len(patients) - 1} record(s) merged into it" if len(patients) > 1 else ""
+        message = f"{ref} erased{merged}: {len(erased.resources)} resources tombstoned, data keys destroyed"
         return FhirResponse(200, outcome("information", "informational", message))
+
+
+async def _merged_records(repo: Repository, id: str, erased: set[str]) -> list[str]:
+    """The patient and, transitively, every record merged into it ($merge); 409 for a merged record."""
+    current = await repo.current("Patient", id)
+    survivors = linked(current or {}, "replaced-by")
+    if survivors:
+        raise conflict(f"Patient/{id} was merged into Patient/{survivors[0]}: erase that Patient (with it, this one)")
+    found, queue = [id], [id]
+    while queue and len(found) <= MAX_MERGED:
+        patient = await repo.current("Patient", queue.pop())
+        for other in linked(patient or {}, "replaces"):
+            if other not in found and f"Patient/{other}" not in erased:
+                found.append(other)
+                queue.append(other)
+    return found
 
 
 async def _tombstone_members(repo: Repository, resource_type: str, patient_id: str, erased: _Erased) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from fhir_server.limits import MAX_INDEXED_STRING
 from fhir_server.search.parameters import Component, SearchParameter, parameters_for
 from fhir_server.search.values import MAX_TS, MIN_TS, as_number, date_range, normalize
 from fhir_server.storage.port import IndexEntries, RangeRow, ReferenceRow, StringRow, TokenRow, UriRow
@@ -83,7 +84,8 @@ def _add(
         _tokens(entries, code, value, group)
     elif kind == "string":
         for text in _strings(value):
-            entries.strings.append(StringRow(code, normalize(text), text, group))
+            kept = text[:MAX_INDEXED_STRING]  # the rest costs a write its time and searches nothing more
+            entries.strings.append(StringRow(code, normalize(kept), kept, group))
     elif kind == "date":
         span = _date_span(value)
         if span is not None:
@@ -128,7 +130,7 @@ def _tokens(entries: IndexEntries, code: str, value: Any, group: int | None) -> 
 
 
 def _norm(text: Any) -> str | None:
-    return normalize(text) if isinstance(text, str) else None
+    return normalize(text[:MAX_INDEXED_STRING]) if isinstance(text, str) else None
 
 
 def _strings(value: Any) -> list[str]:

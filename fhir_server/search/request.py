@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
-from fhir_server.errors import OperationOutcomeError, bad_request, not_supported
+from fhir_server.errors import OperationOutcomeError, bad_request, not_supported, too_costly
+from fhir_server.limits import (
+    MAX_CHAIN_DEPTH,
+    MAX_OR_VALUES,
+    MAX_PARAMETER_REPEATS,
+    MAX_SEARCH_PARAMETERS,
+    MAX_SORT_KEYS,
+    whole_number,
+)
 from fhir_server.search.extract import parse_local_reference
 from fhir_server.search.parameters import RESULT_PARAMETERS, SPECIAL_UNSUPPORTED, SearchParameter, lookup
 from fhir_server.search.values import approximate, date_range, decimal_range, normalize, now_ts
@@ -87,6 +96,9 @@ def parse_search(
     max_count: int,
     local_base: str | None = None,
 ) -> SearchRequest:
+    """search.html: the parameters in order; with ``lenient`` (``Prefer: handling=lenient``) unknown
+    parameters and, for filters not named with ``_``, invalid values are ignored and listed in ``ignored``."""
+    check_bounds(params)
     controls = _Controls(count=default_count)
     request = SearchRequest(query=SearchQuery(resource_types))
     clauses: list[Clause] = []
@@ -100,7 +112,7 @@ def parse_search(
                 clauses.append(clause)
                 request.echo.append((name, value))
         except OperationOutcomeError:
-            if lenient and not name.startswith("_"):
+            if lenient and (not name.startswith("_") or _unknown(resource_types, name)):
                 request.ignored.append(name)
                 continue
             raise
@@ -118,10 +130,40 @@ def parse_search(
     return request
 
 
+def check_bounds(params: list[tuple[str, str]]) -> None:
+    """400 ``too-costly`` for a search beyond the bounds of fhir_server/limits.py, lenient or not:
+    each AND, OR, chained hop and sort key adds to the SQL statement, which SQLite caps in depth."""
+    if len(params) > MAX_SEARCH_PARAMETERS:
+        raise too_costly(f"the search has {len(params)} parameters: at most {MAX_SEARCH_PARAMETERS} are accepted")
+    repeats = Counter(name for name, _ in params)
+    name, times = repeats.most_common(1)[0] if repeats else ("", 0)
+    if times > MAX_PARAMETER_REPEATS:
+        raise too_costly(f"{name} is repeated {times} times: at most {MAX_PARAMETER_REPEATS} are accepted", [name])
+    for name, value in params:
+        base = name.partition(":")[0]
+        depth = name.count(".") + name.count("_has:")
+        if depth > MAX_CHAIN_DEPTH:
+            message = f"{name} chains {depth} levels (chained hops and _has): at most {MAX_CHAIN_DEPTH} are accepted"
+            raise too_costly(message, [name])
+        alternatives = len(split_or(value)) if base not in ("_elements", "_sort") else 0
+        if alternatives > MAX_OR_VALUES:
+            raise too_costly(f"{name} has {alternatives} values: at most {MAX_OR_VALUES} are accepted", [name])
+        if base == "_sort" and len(value.split(",")) > MAX_SORT_KEYS:
+            raise too_costly(f"_sort has {len(value.split(','))} keys: at most {MAX_SORT_KEYS} are accepted", [name])
+
+
+def _unknown(types: tuple[str, ...], name: str) -> bool:
+    """A ``_`` parameter this server does not know (e.g. fhirpy's ``_totalMethod``): lenient handling ignores it."""
+    code = name.partition(":")[0].partition(".")[0]
+    known = code in RESULT_PARAMETERS or code in ("_id", "_lastUpdated", "_has") or code in SPECIAL_UNSUPPORTED
+    return not known and _common_parameter(types, code) is None
+
+
 def _int(name: str, value: str, minimum: int = 0) -> int:
-    if not value.isdigit() or int(value) < minimum:
-        raise bad_request(f"{name} must be a whole number of at least {minimum}, not {value!r}", [name])
-    return int(value)
+    number = whole_number(value, name)
+    if number is None or number < minimum:
+        raise bad_request(f"{name} must be a whole number of at least {minimum}, not {value[:100]!r}", [name])
+    return number
 
 
 def _control(

@@ -56,14 +56,34 @@ def parse_scopes(text: str) -> list[Scope]:
 
 
 def grant(requested: str | None, allowed: list[Scope]) -> list[Scope]:
-    """The scopes a token gets: each requested scope some allowed scope covers; all allowed if none asked."""
+    """The scopes a token gets: each requested scope narrowed to what the allowed scopes give; all
+    allowed if none asked.
+
+    RFC 6749 section 3.3 lets the server issue less than was asked, and SMART clients ask broadly
+    (fhirclient's default is ``user/*.* patient/*.read openid profile``): ``user/*.cruds`` asked by
+    a client allowed ``user/*.rs`` gets ``user/*.rs``. A ``system/`` scope also answers a ``user/``
+    request (this server bounds neither to a patient); nothing answers a ``patient/`` request but a
+    ``patient/`` scope, since client credentials carry no patient.
+    """
     if requested is None or not requested.strip():
         return list(allowed)
     granted: list[Scope] = []
     for scope in parse_scopes(requested):
-        if any(a.covers(scope) for a in allowed) and scope not in granted:
-            granted.append(scope)
-    return granted
+        for narrowed in (_narrow(scope, a) for a in allowed):
+            if narrowed is not None and narrowed not in granted:
+                granted.append(narrowed)
+    return [s for s in granted if not any(o != s and o.covers(s) for o in granted)]
+
+
+def _narrow(requested: Scope, allowed: Scope) -> Scope | None:
+    """The part of ``requested`` that ``allowed`` gives, in the requested context, or None."""
+    if allowed.context != requested.context and (allowed.context, requested.context) != ("system", "user"):
+        return None
+    if "*" not in (allowed.resource_type, requested.resource_type) and allowed.resource_type != requested.resource_type:
+        return None
+    resource_type = requested.resource_type if allowed.resource_type == "*" else allowed.resource_type
+    permissions = "".join(p for p in ORDER if p in requested.permissions and p in allowed.permissions)
+    return Scope(requested.context, resource_type, permissions) if permissions else None
 
 
 # Roles map to the scopes a client or user holding them may ask for.

@@ -105,3 +105,45 @@ def test_decide_errors_and_get_form(client: FhirTestClient) -> None:
     statement = client.get(f"{BASE}/metadata").json()
     consent_entry = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Consent")
     assert consent_entry["operation"][0]["name"] == "decide"
+
+
+TREAT = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT", "display": "treatment"}
+
+
+def ai_purposes(client: FhirTestClient, *purposes: dict[str, str], reset: bool = False, **headers: str) -> Any:
+    parameters: list[dict[str, Any]] = [{"name": "purpose", "valueCoding": p} for p in purposes]
+    if reset:
+        parameters.append({"name": "reset", "valueBoolean": True})
+    body = {"resourceType": "Parameters", **({"parameter": parameters} if parameters else {})}
+    return client.post(f"{BASE}/Consent/$ai-purposes", json=body, headers=headers)
+
+
+def test_a_hospital_consent_for_treatment_permits_ai_analysis_per_the_tenants_mapping(client: FhirTestClient) -> None:
+    pid = new_patient(client)
+    hospital = consent(pid, {"type": "permit", "purpose": [TREAT]})
+    created = client.post(f"{BASE}/Consent", json=hospital).json()
+    permitted = decide(client, pid, AI)  # by default TREAT covers the AI analysis (it supports the patient's care)
+    assert permitted["decision"] == "permit" and permitted["consent"] == {"reference": f"Consent/{created['id']}"}
+    research_only = new_patient(client)
+    client.post(f"{BASE}/Consent", json=consent(research_only, {"type": "permit", "purpose": [RESEARCH]}))
+    assert decide(client, research_only, AI)["decision"] == "deny"  # research never is care
+
+    clinician = f"Bearer {client.token(roles=('clinician-reviewer',))}"
+    assert ai_purposes(client, AI, Authorization=clinician).status_code == 403
+    narrowed = ai_purposes(client, AI)  # this tenant wants an explicit AI consent
+    assert narrowed.status_code == 200
+    assert [p["valueCoding"]["code"] for p in narrowed.json()["parameter"]] == ["ai-analysis"]
+    assert decide(client, pid, AI)["decision"] == "deny"
+    widened = ai_purposes(client, AI, RESEARCH)
+    assert widened.status_code == 200 and decide(client, research_only, AI)["decision"] == "permit"
+    restored = ai_purposes(client, reset=True).json()["parameter"]
+    assert [p["valueCoding"]["code"] for p in restored] == ["ai-analysis", "TREAT"]
+    assert decide(client, pid, AI)["decision"] == "permit"
+    assert ai_purposes(client, {"system": "x"}).status_code == 400
+
+
+def test_a_deny_for_treatment_denies_ai_analysis_too(client: FhirTestClient) -> None:
+    pid = new_patient(client)
+    client.post(f"{BASE}/Consent", json=consent(pid, {"type": "permit", "purpose": [AI]}, date="2024-01-01"))
+    client.post(f"{BASE}/Consent", json=consent(pid, {"type": "deny", "purpose": [TREAT]}, date="2025-06-01"))
+    assert decide(client, pid, AI)["decision"] == "deny"

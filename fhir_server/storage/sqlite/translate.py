@@ -134,7 +134,9 @@ class SqlBuilder:
         head = f"SELECT {x}.rid FROM {table} {x} WHERE {x}.type IN ({self._in(types)}) AND {x}.param = ?"
         self.args.append(clause.param)
         conds = " OR ".join(self._match(x, clause.kind, m) for m in clause.matches)
-        return f"{alias}.rid {'NOT IN' if clause.negate else 'IN'} ({head} AND ({conds}))"
+        if len(clause.matches) > 1:  # a single match needs no parentheses: each nesting costs parser stack
+            conds = f"({conds})"
+        return f"{alias}.rid {'NOT IN' if clause.negate else 'IN'} ({head} AND {conds})"
 
     def _composite(
         self, alias: str, types: Sequence[str], param: str, parts: tuple[tuple[str, IndexKind, Match], ...]
@@ -184,9 +186,10 @@ class SqlBuilder:
                 self.args.append(target_type)
                 inner = self.where(r2, [target_type], match.where)
                 per_type.append(
-                    f"({x}.target_type = ? AND {x}.target_id IN (SELECT {r2}.id FROM resource {r2} WHERE {inner}))"
+                    f"{x}.target_type = ? AND {x}.target_id IN (SELECT {r2}.id FROM resource {r2} WHERE {inner})"
                 )
-            return "(" + " OR ".join(per_type) + ")"
+            # SQLite's parser stack (100 deep in 3.40) bounds the nesting: parentheses only where OR needs them
+            return per_type[0] if len(per_type) == 1 else "(" + " OR ".join(f"({p})" for p in per_type) + ")"
         raise TypeError(f"unknown match {match!r}")
 
     def _token(self, x: str, m: TokenMatch) -> str:

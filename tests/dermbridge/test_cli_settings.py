@@ -1,0 +1,26 @@
+"""``dermbridge issuer`` and ``dermbridge consent-purposes``: a tenant's settings from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.server import cli
+
+TREAT = "http://terminology.hl7.org/CodeSystem/v3-ActReason|TREAT"
+AI = "urn:dermbridge:purpose-of-use|ai-analysis"
+
+
+def test_consent_purposes_are_listed_set_and_reset(tmp_path: Path) -> None:
+    data = str(tmp_path / "var")
+    assert cli("tenant", "create", "clinic-north", "--data-dir", data).returncode == 0
+    listed = cli("consent-purposes", "list", "--tenant", "clinic-north", "--data-dir", data)
+    assert listed.stdout.split() == [AI, TREAT]
+    narrowed = cli("consent-purposes", "set", AI, "--tenant", "clinic-north", "--data-dir", data)
+    assert narrowed.returncode == 0 and narrowed.stdout.split() == [AI]
+    assert cli("consent-purposes", "list", "--tenant", "clinic-north", "--data-dir", data).stdout.split() == [AI]
+    reset = cli("consent-purposes", "reset", "--tenant", "clinic-north", "--data-dir", data)
+    assert reset.stdout.split() == [AI, TREAT]
+    bad = cli("consent-purposes", "set", "TREAT", "--tenant", "clinic-north", "--data-dir", data)
+    assert bad.returncode == 2 and "system|code" in bad.stderr
+    unknown = cli("issuer", "list", "--tenant", "nowhere", "--data-dir", data)
+    assert unknown.returncode == 2 and "no tenant" in unknown.stderr
