@@ -37,6 +37,7 @@ from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.operation import DECIDE_DEFINITION, consent_decide
 from fhir_server.crypto.erase import ERASE_DEFINITION, Erasure
 from fhir_server.errors import OperationOutcomeError
+from fhir_server.notify.config import NotifyConfig
 from fhir_server.outbox import OutboxDispatcher
 from fhir_server.search.extract import warm_up as warm_up_index
 from fhir_server.security.bearer import Authenticator
@@ -44,6 +45,10 @@ from fhir_server.security.clients import ClientRegistry
 from fhir_server.security.endpoint import TokenEndpoint
 from fhir_server.security.revocation import ClientStates
 from fhir_server.security.tokens import ExternalProvider, TokenService, load_token_signer
+from fhir_server.storage.port import Engine
+from fhir_server.subscriptions.activation import activate as activate_subscription
+from fhir_server.subscriptions.channels import Channels
+from fhir_server.subscriptions.worker import SubscriptionWorker
 from fhir_server.validation import WARM_TYPES, warm_up
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,7 @@ def build_router(erasure: Erasure | None = None) -> FhirRouter:
 
     router = FhirRouter(capability)
     router.batch_handler = BundleProcessor(router)
+    router.write_hooks["Subscription"] = activate_subscription
     router.register(Operation("decide", ("Consent",), False, consent_decide, DECIDE_DEFINITION))
     if erasure is not None:
         router.register(Operation("erase", ("Patient",), True, erasure, ERASE_DEFINITION, True, "d"))
@@ -107,6 +113,25 @@ async def _start_audit_loader(settings: Settings, audit: AuditTrail | None) -> L
     return loader
 
 
+def build_subscriptions(
+    settings: Settings, engine: Engine, audit: AuditTrail | None, clients: ClientRegistry
+) -> SubscriptionWorker | None:
+    """The Subscription delivery worker (``fhir_server.subscriptions``), when enabled."""
+    if not settings.subscriptions_enabled or settings.role == "inference":
+        return None
+    channels = Channels(NotifyConfig.load(settings.notify_config))
+    return SubscriptionWorker(
+        engine,
+        channels,
+        public_base=settings.base_url(),
+        audit=audit,
+        max_attempts=settings.subscription_max_attempts,
+        retry_seconds=settings.subscription_retry_seconds,
+        poll_seconds=settings.subscription_poll_seconds,
+        clients=clients,
+    )
+
+
 def create_app(settings: Settings) -> FastAPI:
     engine = open_engine(settings)
     dispatcher = OutboxDispatcher(engine)
@@ -122,6 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
     ingestor = build_ingestor(settings, engine, audit)
     dimse = build_dimse(settings, engine, ingestor, sink) if settings.dicom_enabled else None
     authenticator = Authenticator(tokens, ClientStates(clients))
+    subscriptions = build_subscriptions(settings, engine, audit, clients)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -134,6 +160,8 @@ def create_app(settings: Settings) -> FastAPI:
             await bootstrap_admin(clients, settings)
         await asyncio.to_thread(_warm_up)
         await dispatcher.start()
+        if subscriptions is not None:
+            await subscriptions.start()
         await app.state.auth_http.start()
         loader = await _start_audit_loader(settings, audit)
         worker = None
@@ -154,6 +182,8 @@ def create_app(settings: Settings) -> FastAPI:
                 await asyncio.to_thread(dimse.stop)
             if worker is not None:
                 await worker.stop()
+            if subscriptions is not None:
+                await subscriptions.stop()
             await dispatcher.stop()
             await app.state.auth_http.close()
             if loader is not None:
@@ -167,6 +197,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.audit = audit
     app.state.dispatcher = dispatcher
+    app.state.subscriptions = subscriptions
     app.state.ingestor = ingestor
     app.state.dimse = dimse
     erasure = Erasure()

@@ -12,6 +12,7 @@ from pathlib import Path
 from dermbridge.cli_clients import add_parsers
 from dermbridge.cli_keys import add_parsers as add_key_parsers
 from dermbridge.cli_models import add_parsers as add_model_parsers
+from dermbridge.cli_notify import add_parsers as add_notify_parsers
 from dermbridge.cli_settings import add_parsers as add_settings_parsers
 from dermbridge.cli_support import opened_engine, settings_from
 from fhir_server.storage.sqlite.engine import check_tenant_name
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_parsers(commands)
     add_key_parsers(commands)
     add_settings_parsers(commands)
+    add_notify_parsers(commands)
     return parser
 
 

@@ -101,7 +101,7 @@ class Ingestor:
                     key: bytes | None, *, new_instance: bool) -> SyncResult:  # fmt: skip
         """The FHIR resources, the attribute index and the outbox event of a new (or replacing) instance."""
         tenant = store.name
-        repo = Repository(store, local_base=self.public_url(tenant, "fhir")).within(tx)
+        repo = Repository.system(store, reason="DICOM ingest", local_base=self.public_url(tenant, "fhir"), tx=tx)
         study = await tx.get_record(STUDY, indexed.study_uid)
         so_far: dict[str, Any] = orjson.loads(study.body) if study else {}  # counts and FHIR ids
         known = KnownIds(**so_far.get("fhir", {}))

@@ -10,14 +10,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from fhir_server.storage.port import Engine, OutboxEvent
+from fhir_server.storage.port import Engine, OutboxEvent, TenantStore
 
 log = logging.getLogger(__name__)
 
 Consumer = Callable[[str, OutboxEvent], Awaitable[None]]
+
+
+async def claimed(
+    engine: Engine, consumer: str, size: int, lease_seconds: float
+) -> AsyncIterator[tuple[TenantStore, list[OutboxEvent]]]:
+    """The events due for ``consumer`` in every tenant, claimed ``size`` at a time until none is left."""
+    for tenant in await engine.tenant_names():
+        store = await engine.tenant(tenant)
+        while True:
+            events = await store.claim_events(consumer, size, lease_seconds)
+            if not events:
+                break
+            yield store, events
+            if len(events) < size:
+                break
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from dicom_node.lesions import ImagingConventions, resolve_lesion
 from dicom_node.sop_classes import ENCAPSULATED_PDF
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.decision import AI_ANALYSIS, decide
-from fhir_server.outbox import OutboxLoop
+from fhir_server.outbox import OutboxLoop, claimed
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine, OutboxEvent, TenantStore, TenantTransaction
 from inference.abcd import DermoscopyAbcd, SegmentationError, analyse, pixel_spacing_mm
@@ -98,23 +98,16 @@ class InferenceWorker(OutboxLoop):
     async def drain(self) -> int:
         """Analyse what is due now in every tenant; returns how many events were settled."""
         settled = 0
-        for tenant in await self.engine.tenant_names():
-            store = await self.engine.tenant(tenant)
-            while True:
-                events = await store.claim_events(CONSUMER, SCAN, self.lease)
-                if not events:
-                    break
-                await store.ack_events(CONSUMER, [e.seq for e in events if e.topic != TOPIC])
-                images = [e for e in events if e.topic == TOPIC]
-                for start in range(0, len(images), self.batch):
-                    settled += await self._round(store, images[start : start + self.batch])
-                if len(events) < SCAN:
-                    break
+        async for store, events in claimed(self.engine, CONSUMER, SCAN, self.lease):
+            await store.ack_events(CONSUMER, [e.seq for e in events if e.topic != TOPIC])
+            images = [e for e in events if e.topic == TOPIC]
+            for start in range(0, len(images), self.batch):
+                settled += await self._round(store, images[start : start + self.batch])
         return settled
 
     async def _round(self, store: TenantStore, events: list[OutboxEvent]) -> int:
         """One batch of image events: prepared one by one, one forward pass, results one by one."""
-        repo = Repository(store)
+        repo = Repository.system(store, reason="inference worker")
         jobs: list[Job] = []
         done: list[int] = []
         for event in events:

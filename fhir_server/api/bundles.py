@@ -16,7 +16,6 @@ from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.router import FhirRouter
 from fhir_server.errors import OperationOutcomeError, bad_request
 from fhir_server.repository import Repository
-from fhir_server.search.request import parse_search
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}
@@ -151,28 +150,24 @@ class BundleProcessor:
         return ids
 
     async def _resolve_conditional_references(self, repo: Repository, item: FhirRequest) -> None:
-        """References such as ``Practitioner?identifier=x|y`` become ``Practitioner/<id>`` (one match only)."""
+        """References such as ``Practitioner?identifier=x|y`` become ``Practitioner/<id>`` (one match only).
+
+        Resolving is a search by the caller: it needs search scope on the type (403 otherwise) and,
+        under a patient/ scope, sees only the patient's own resources."""
         for holder in _references(item.body):
             ref = holder["reference"]
             if "?" not in ref or ref.startswith(("http://", "https://", "urn:")):
                 continue
             resource_type, _, query = ref.partition("?")
-            search = parse_search(
-                (resource_type,),
-                parse_qsl(query, keep_blank_values=True),
-                lenient=False,
-                default_count=2,
-                max_count=2,
-            )
-            page = await repo.search(search)
-            if len(page.keys) != 1:
-                found = "no" if not page.keys else "more than one"
+            matches = await repo.find(resource_type, parse_qsl(query, keep_blank_values=True), 2)
+            if len(matches) != 1:
+                found = "no" if not matches else "more than one"
                 raise OperationOutcomeError.of(
-                    412 if page.keys else 404,
-                    "not-found" if not page.keys else "multiple-matches",
+                    412 if matches else 404,
+                    "not-found" if not matches else "multiple-matches",
                     f"conditional reference {ref!r} matches {found} resource",
                 )
-            holder["reference"] = f"{resource_type}/{page.keys[0].id}"
+            holder["reference"] = f"{resource_type}/{matches[0].version.id}"
 
 
 def _references(value: Any) -> list[dict[str, Any]]:

@@ -1,4 +1,7 @@
-"""The Patient compartment (compartmentdefinition.html): membership clauses and ``$everything``."""
+"""The Patient compartment (compartmentdefinition.html): membership clauses and ``$everything``.
+
+``$everything`` searches each compartment type the caller may search; the repository's policy
+narrows each search (a patient/ scope sees its own patient's resources only)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.definitions import patient_compartment, resource_types
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository, Stored
-from fhir_server.security.guard import readable
 from fhir_server.storage.query import AnyClause, Clause, IdClause, ParamClause, ReferenceMatch
 from fhir_server.validation import check_type
 
@@ -40,6 +42,7 @@ async def everything(repo: Repository, request: FhirRequest, resource_type: str 
     found: list[Stored] = [patient]
     for member in types:
         check_type(member)
+    for member in repo.searchable(types):
         clause = compartment_clause(member, id)
         if clause is None or member == "Patient":
             continue
@@ -51,13 +54,12 @@ async def everything(repo: Repository, request: FhirRequest, resource_type: str 
             raise OperationOutcomeError.of(
                 400, "too-costly", f"more than {EVERYTHING_LIMIT} resources: narrow with _type or _since"
             )
-    visible = [s for s in found if readable(request.access, s.resource)]
     bundle = {
         "resourceType": "Bundle",
         "type": "searchset",
-        "total": len(visible),
+        "total": len(found),
         "link": [{"relation": "self", "url": f"{request.base_url}/Patient/{id}/$everything"}],
-        "entry": [entry(request.base_url, s, "match", s.resource) for s in visible],
+        "entry": [entry(request.base_url, s, "match", s.resource) for s in found],
     }
     return FhirResponse(200, bundle)
 

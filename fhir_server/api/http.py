@@ -23,6 +23,7 @@ from fhir_server.audit.trail import AuditTrail, reads_audit_events
 from fhir_server.errors import OperationOutcomeError, bad_request, not_found, outcome
 from fhir_server.repository import Repository
 from fhir_server.security.bearer import Authenticator
+from fhir_server.security.policy import AccessPolicy
 from fhir_server.security.scopes import Access
 from fhir_server.storage.port import Engine, TenantUnknownError
 
@@ -169,7 +170,8 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
     except (TenantUnknownError, ValueError):
         return error_response(refused or not_found(f"unknown tenant {tenant!r}"), pretty)
     base_url = str(request.base_url).rstrip("/") + f"/fhir/{tenant}"
-    repo = Repository(store, local_base=base_url, default_count=fhir.default_count, max_count=fhir.max_count)
+    policy = _policy(fhir, access)
+    repo = Repository(store, policy, local_base=base_url, default_count=fhir.default_count, max_count=fhir.max_count)
     params: list[tuple[str, str]] = []
     native = False
     try:
@@ -200,6 +202,15 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
         await _audit(fhir.audit, repo, request, segments, params, response, who)
     rendered = (native_response(response) if native else None) or render(response, pretty)
     return head_response(rendered) if request.method == "HEAD" else rendered
+
+
+def _policy(fhir: FhirHttp, access: Access | None) -> AccessPolicy:
+    """The token's policy; with authentication turned off, the system context says so."""
+    if access is not None:
+        return AccessPolicy.of(access)
+    if not fhir.authenticator.enabled:
+        return AccessPolicy.system("authentication disabled (DERMBRIDGE_AUTH_ENABLED=false)")
+    return AccessPolicy.nobody()  # the request is refused before it reaches the repository
 
 
 def head_response(full: Response) -> Response:

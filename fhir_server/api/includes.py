@@ -1,4 +1,6 @@
-"""``_include`` and ``_revinclude``, with ``:iterate`` (search.html#include)."""
+"""``_include`` and ``_revinclude``, with ``:iterate`` (search.html#include).
+
+What the caller may not read is left out (the repository's ``read_visible``/``search_visible``)."""
 
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ async def _forward(
             if _applies(spec, stored.version.resource_type):
                 wanted |= _targets(stored, spec, repo.local_base)
     wanted -= seen
-    return await repo.read_page_keys(sorted(wanted, key=lambda k: (k.resource_type, k.id))[:MAX_INCLUDED])
+    return await repo.read_visible(sorted(wanted, key=lambda k: (k.resource_type, k.id))[:MAX_INCLUDED])
 
 
 async def _reverse(
@@ -70,9 +72,7 @@ async def _reverse(
         query = SearchQuery(
             (spec.source_type,), (ParamClause(spec.param, "reference", matches),), count=MAX_INCLUDED, total="none"
         )
-        page = await repo.store.search(query)
-        keys = [k for k in page.keys if k not in seen]
-        found.extend(await repo.read_page_keys(keys))
+        found.extend(s for s in await repo.search_visible(query) if s.version.key not in seen)
     return found
 
 

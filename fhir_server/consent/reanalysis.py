@@ -42,7 +42,7 @@ class ConsentWatcher:
         if payload.get("type") != "Consent":
             return
         store = await self.engine.tenant(tenant)
-        repo = Repository(store)
+        repo = Repository.system(store, reason="re-analysis after a permitting Consent")
         consent = await repo.current("Consent", str(payload["id"]))
         reference = ((consent or {}).get("patient") or {}).get("reference", "")
         if consent is None or consent.get("status") != "active" or not reference.startswith("Patient/"):

@@ -64,11 +64,13 @@ class Erasure:
             return FhirResponse(200, outcome("information", "informational", f"{ref} was already erased"))
         if await store.read("Patient", id) is None:
             raise not_found(f"{ref} is not known")
-        patients = await _merged_records(repo, id, store.keyring.erased)
+        # the caller was authorized for $erase of this Patient: finding and erasing its records is the system's
+        system = Repository.system(store, reason=f"$erase of {ref}", local_base=repo.local_base)
+        patients = await _merged_records(system, id, store.keyring.erased)
         members = [*sorted((set(patient_compartment()) & resource_types()) - KEPT - {"Patient"}), "Patient"]
         erased = _Erased()
         async with store.transaction() as tx:
-            bound = repo.within(tx)
+            bound = system.within(tx)
             for patient_id in patients:
                 for hook in self.hooks:
                     await hook(bound, patient_id)

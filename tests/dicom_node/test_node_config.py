@@ -3,7 +3,6 @@ generated conformance statement."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import socket
 import ssl
@@ -14,15 +13,12 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pynetdicom import AE
 
 from dicom_node import statuses
 from dicom_node.audit import DCM
 from dicom_node.sop_classes import DERMOSCOPIC_PHOTOGRAPHY
+from tests.certificates import certificate
 from tests.conftest import make_client
 from tests.dicom_factories import dermoscopic, write
 from tests.dicom_node.conftest import AE_TENANTS, DicomNode, stored_dataset
@@ -90,27 +86,8 @@ def test_audit_records_associations_and_operations(node: DicomNode, tmp_path: Pa
     assert not any("MUSTER" in json.dumps(e) for e in events)
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 def test_dicom_tls(tmp_path: Path) -> None:
-    cert, key = _certificate(tmp_path)
+    cert, key = certificate(tmp_path)
     port, tls_port = free_port(), free_port()
     settings = {"dicom_port": port, "dicom_tls_port": tls_port, "dicom_tls_certificate": cert,
                 "dicom_tls_private_key": key, "dicom_ae_tenants": AE_TENANTS}  # fmt: skip

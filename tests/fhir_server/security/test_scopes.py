@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
 
 from fhir_server.security.scopes import Access, grant, parse_scope, role_scopes
 from tests.conftest import BASE, FhirTestClient, make_client
 from tests.factories import patient
+from tests.fhir_server.security.smart import IdentityProvider
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -105,20 +101,9 @@ def test_bundles_includes_and_everything_only_show_what_is_allowed(
 
 @pytest.fixture
 def idp(tmp_path: Path) -> Any:
-    private = ec.generate_private_key(ec.SECP256R1())
-    jwk = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
-    (tmp_path / "idp.json").write_text(json.dumps({"keys": [{**jwk, "kid": "idp", "alg": "ES256"}]}))
-    settings = {"oidc_issuer": "https://idp.example", "oidc_jwks": str(tmp_path / "idp.json"),
-                "oidc_audience": "dermbridge"}  # fmt: skip
-    with make_client(tmp_path / "var", **settings) as c:
-
-        def patient_token(patient_id: str, scope: str) -> dict[str, str]:
-            now = int(time.time())
-            claims = {"iss": "https://idp.example", "aud": "dermbridge", "sub": "app", "tenant": "default",
-                      "scope": scope, "patient": patient_id, "iat": now, "exp": now + 300}  # fmt: skip
-            return bearer(jwt.encode(claims, private, algorithm="ES256", headers={"kid": "idp"}))
-
-        c.patient_token = patient_token  # type: ignore[attr-defined]
+    provider = IdentityProvider(tmp_path)
+    with make_client(tmp_path / "var", **provider.settings) as c:
+        c.patient_token = lambda patient_id, scope: provider.headers(scope, patient_id)  # type: ignore[attr-defined]
         yield c
 
 

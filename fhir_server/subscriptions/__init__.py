@@ -1,0 +1,8 @@
+"""FHIR R4 Subscriptions (subscription.html) that really deliver.
+
+- ``activation``: a Subscription written by a client is checked (criteria is a search URL the
+  client may run, a supported channel) and goes ``requested -> active``, stamped with its owner.
+- ``owner``: who created it (client id, scopes, launch patient), kept in a server-managed extension;
+  matches are evaluated with that owner's ``AccessPolicy``, never with more.
+- ``worker``: an outbox consumer that evaluates criteria on commit and delivers through ``channels``.
+"""

@@ -1,0 +1,104 @@
+"""Delivering one notification on a Subscription's channel (subscription.html#channels).
+
+- ``rest-hook`` without payload: ``POST`` to the endpoint with no body (a ping);
+  with ``application/fhir+json``: ``PUT [endpoint]/[type]/[id]`` with the resource;
+  with ``application/json``: a Slack-style webhook, ``POST {"text": ...}`` from the tenant's webhook template.
+  ``channel.header`` values are sent on every request.
+- ``email``: a message from the tenant's email template to the ``mailto:`` address, unless the
+  recipient is suppressed or has turned email off.
+
+A failure raises ``DeliveryFailed`` with the reason recorded on the Subscription.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from fhir_server.notify.config import NotifyConfig, TenantNotifications, tenant_notifications
+from fhir_server.notify.email import build_message, send_email
+from fhir_server.notify.templates import Context
+from fhir_server.storage.port import TenantReader
+from fhir_server.subscriptions.activation import parse_header
+
+FHIR_JSON = "application/fhir+json"
+WEBHOOK_JSON = "application/json"
+
+
+class DeliveryFailed(Exception):
+    """The endpoint could not be reached or refused the notification."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    key: str  # subscription id | outbox event seq: the same notification is never sent twice
+    subscription: dict[str, Any]
+    context: Context
+
+    @property
+    def channel(self) -> dict[str, Any]:
+        channel: dict[str, Any] = self.subscription.get("channel") or {}
+        return channel
+
+
+class Channels:
+    """The senders of every supported channel type, sharing one HTTP client."""
+
+    def __init__(self, config: NotifyConfig, *, timeout_seconds: float = 10.0) -> None:
+        self.config = config
+        self._http = httpx.AsyncClient(timeout=timeout_seconds, follow_redirects=False)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def send(self, notification: Notification, reader: TenantReader) -> str:
+        """Deliver; returns what was done (for the audit trail)."""
+        settings = await tenant_notifications(reader, notification.context.tenant, self.config)
+        if notification.channel.get("type") == "email":
+            return await self._email(notification, settings)
+        return await self._rest_hook(notification, settings)
+
+    async def _rest_hook(self, notification: Notification, settings: TenantNotifications) -> str:
+        channel, context = notification.channel, notification.context
+        headers = dict(parse_header(h) for h in channel.get("header") or [])
+        endpoint = str(channel["endpoint"])
+        payload = channel.get("payload")
+        if payload == FHIR_JSON:
+            url = f"{endpoint.rstrip('/')}/{context.resource_type}/{context.id}"
+            request = self._http.build_request(
+                "PUT", url, content=orjson.dumps(context.resource), headers={**headers, "Content-Type": FHIR_JSON}
+            )
+        elif payload == WEBHOOK_JSON:
+            recipient = endpoint
+            if not settings.wants(recipient, "webhook"):
+                return f"not sent: {endpoint} is suppressed"
+            _, text = settings.templates.webhook.render(context)
+            request = self._http.build_request("POST", endpoint, json={"text": text}, headers=headers)
+        else:
+            url = endpoint
+            request = self._http.build_request("POST", url, headers=headers)
+        try:
+            response = await self._http.send(request)
+        except httpx.HTTPError as exc:
+            raise DeliveryFailed(f"{request.method} {endpoint} failed: {type(exc).__name__}") from exc
+        if not response.is_success:
+            raise DeliveryFailed(f"{request.method} {request.url} answered HTTP {response.status_code}")
+        return f"{request.method} {request.url}: HTTP {response.status_code}"
+
+    async def _email(self, notification: Notification, settings: TenantNotifications) -> str:
+        context = notification.context
+        recipient = str(notification.channel["endpoint"]).removeprefix("mailto:")
+        if not settings.wants(recipient, "email"):
+            return f"not sent: {recipient} is suppressed or has turned email off"
+        if settings.smtp is None:
+            raise DeliveryFailed(f"tenant {context.tenant!r} has no SMTP server configured")
+        subject, body = settings.templates.email.render(context)
+        message = build_message(settings.smtp, recipient, subject, body, notification.key)
+        try:
+            await send_email(settings.smtp, message)
+        except (OSError, ValueError) as exc:  # smtplib.SMTPException is an OSError
+            raise DeliveryFailed(f"email to {recipient} failed: {type(exc).__name__}: {exc}"[:500]) from exc
+        return f"email sent to {recipient}"

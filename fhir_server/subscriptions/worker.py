@@ -1,0 +1,201 @@
+"""The subscription worker: evaluates every active Subscription's criteria on each committed
+change and delivers the matches (subscription.html; DESIGN "outbox").
+
+- An outbox consumer of ``resource.created`` / ``resource.updated`` / ``resource.deleted``: at least
+  once, with leases. A deleted resource no longer matches any search, so deletions notify nobody.
+- A match is a search through the real search engine, ``criteria`` plus ``_id=<changed id>``,
+  run by a ``Repository`` holding the Subscription owner's ``AccessPolicy``.
+- Idempotent: each (Subscription, event) delivered is recorded (``DELIVERED``); a redelivered
+  event skips what already went out. Changes to Subscriptions and AuditEvents notify nobody.
+- A failed delivery defers the event with exponential back-off (``retry_seconds``, twice it, ...);
+  after ``max_attempts`` the Subscription goes to ``status = error`` with the reason in ``error``.
+- A Subscription whose owning client was disabled (or revoked its tokens) after writing it is silent.
+- Every send, suppressed send and final failure is audited. A Subscription past its ``end`` is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from fhir_server.audit.trail import AuditTrail
+from fhir_server.errors import OperationOutcomeError
+from fhir_server.notify.templates import Context
+from fhir_server.outbox import OutboxLoop, claimed
+from fhir_server.repository import Repository
+from fhir_server.security.clients import ClientRegistry
+from fhir_server.storage.port import Engine, OutboxEvent, Record, TenantStore
+from fhir_server.subscriptions.audit import notification_event
+from fhir_server.subscriptions.channels import Channels, DeliveryFailed, Notification
+from fhir_server.subscriptions.criteria import Criteria, match, parse_criteria
+from fhir_server.subscriptions.owner import owner_client, owner_client_id, owner_policy
+
+log = logging.getLogger(__name__)
+CONSUMER = "subscriptions"
+TOPICS = ("resource.created", "resource.updated")
+QUIET_TYPES = ("Subscription", "AuditEvent")
+DELIVERED = "subscription-delivered"
+REASON = "subscription delivery"
+SCAN = 100
+MAX_SUBSCRIPTIONS = 1000  # active Subscriptions looked at per changed resource type
+MAX_BACKOFF = 3600.0
+
+
+class SubscriptionWorker(OutboxLoop):
+    name = "subscription-worker"
+
+    def __init__(
+        self,
+        engine: Engine,
+        channels: Channels,
+        *,
+        public_base: str,
+        audit: AuditTrail | None = None,
+        max_attempts: int = 5,
+        retry_seconds: float = 30.0,
+        lease_seconds: float = 60.0,
+        poll_seconds: float = 1.0,
+        clients: ClientRegistry | None = None,
+    ) -> None:
+        super().__init__(engine, poll_seconds)
+        self.engine = engine
+        self.channels = channels
+        self.public_base = public_base.rstrip("/")
+        self.audit = audit
+        self.max_attempts = max_attempts
+        self.retry_seconds = retry_seconds
+        self.lease = lease_seconds
+        self.clients = clients
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self.channels.close()
+
+    async def drain(self) -> int:
+        """Settle what is due now in every tenant; returns how many events were settled."""
+        settled = 0
+        async for store, events in claimed(self.engine, CONSUMER, SCAN, self.lease):
+            for event in events:
+                settled += await self.handle(store, event)
+        return settled
+
+    async def handle(self, store: TenantStore, event: OutboxEvent) -> int:
+        """Deliver one event to every matching Subscription; 1 when the event is settled (acknowledged)."""
+        resource_type = str(event.payload.get("type"))
+        if event.topic not in TOPICS or resource_type in QUIET_TYPES:
+            await store.ack_event(CONSUMER, event.seq)
+            return 1
+        system = Repository.system(store, reason=REASON)
+        failures: dict[str, tuple[dict[str, Any], str]] = {}
+        for subscription in await self._subscriptions(system, resource_type):
+            try:
+                await self._deliver(store, subscription, event)
+            except DeliveryFailed as exc:
+                failures[str(subscription["id"])] = (subscription, str(exc))
+            except Exception as exc:  # a fault of ours must not hold up the other subscriptions' events
+                log.exception("Subscription/%s: delivery of event %s failed", subscription.get("id"), event.seq)
+                failures[str(subscription["id"])] = (subscription, f"internal error: {type(exc).__name__}")
+        if not failures:
+            await store.ack_event(CONSUMER, event.seq)
+            return 1
+        if event.attempts >= self.max_attempts:
+            for subscription, reason in failures.values():
+                await self._give_up(system, subscription, event, reason)
+            await store.ack_event(CONSUMER, event.seq)
+            return 1
+        delay = min(MAX_BACKOFF, self.retry_seconds * 2 ** (event.attempts - 1))
+        await store.defer_event(CONSUMER, event.seq, delay)
+        log.warning(
+            "event %s: %d subscription(s) failed (attempt %d), retried in %.1f s",
+            event.seq,
+            len(failures),
+            event.attempts,
+            delay,
+        )
+        return 0
+
+    async def _subscriptions(self, system: Repository, resource_type: str) -> list[dict[str, Any]]:
+        """Active Subscriptions whose criteria name ``resource_type`` (``criteria`` is a string prefix search)."""
+        found = await system.find(
+            "Subscription", [("status", "active"), ("criteria", resource_type)], MAX_SUBSCRIPTIONS
+        )
+        now = datetime.now(UTC)
+        return [s.resource for s in found if _names(s.resource, resource_type) and not _ended(s.resource, now)]
+
+    async def _deliver(self, store: TenantStore, subscription: dict[str, Any], event: OutboxEvent) -> None:
+        key = f"{subscription['id']}|{event.seq}"
+        if await store.get_record(DELIVERED, key) is not None:
+            return  # sent before this event came back (a crash or another subscription's retry)
+        if await self._owner_revoked(subscription):
+            return  # the client that wrote it was disabled or revoked its tokens since: its scopes are gone
+        owner = Repository(store, owner_policy(subscription, store.name))
+        found = await match(owner, _criteria(subscription), str(event.payload["id"]))
+        if found is None:
+            return
+        context = self._context(store.name, subscription, found.resource)
+        done = await self.channels.send(Notification(key, subscription, context), store)
+        async with store.transaction() as tx:  # the record of the send and its AuditEvent commit together
+            await tx.put_record(Record(DELIVERED, key, b"{}", {"subscription": (str(subscription["id"]),)}))
+            if self.audit is not None:
+                await self.audit.record_in(store, tx, self._audit_event(subscription, context, "0", done))
+
+    async def _owner_revoked(self, subscription: dict[str, Any]) -> bool:
+        """Token revocation carried over: a registered client disabled (or that revoked its tokens)
+        after it last wrote the Subscription. External providers' subjects are not registered here."""
+        client_id = owner_client_id(subscription)
+        client = await self.clients.get(client_id) if self.clients is not None and client_id else None
+        if client is None:
+            return False
+        written = datetime.fromisoformat(str(subscription["meta"]["lastUpdated"])).timestamp()
+        return client.revokes(int(written))
+
+    async def _give_up(self, system: Repository, subscription: dict[str, Any], event: OutboxEvent, reason: str) -> None:
+        """subscription.html#errors: ``status`` = error, ``error`` = the last failure."""
+        log.error(
+            "Subscription/%s failed %d times; status set to error: %s", subscription["id"], event.attempts, reason
+        )
+        current = await system.current("Subscription", str(subscription["id"]))
+        if current is not None and current.get("status") == "active":
+            updated = {**current, "status": "error", "error": f"{reason} (after {event.attempts} attempts)"}
+            await system.update(updated, resource_type="Subscription", id=str(subscription["id"]))
+        if self.audit is not None:
+            about = f"{event.payload.get('type')}/{event.payload.get('id')}"
+            context = Context(system.tenant, "", "", about, str(subscription["id"]), {})
+            await self.audit.record(system.store, self._audit_event(subscription, context, "8", reason, about))
+
+    def _context(self, tenant: str, subscription: dict[str, Any], resource: dict[str, Any]) -> Context:
+        link = f"{self.public_base}/fhir/{tenant}/{resource['resourceType']}/{resource['id']}"
+        return Context(
+            tenant, str(resource["resourceType"]), str(resource["id"]), link, str(subscription["id"]), resource
+        )
+
+    @staticmethod
+    def _audit_event(
+        subscription: dict[str, Any], context: Context, outcome: str, description: str, about: str | None = None
+    ) -> dict[str, Any]:
+        endpoint = str((subscription.get("channel") or {}).get("endpoint") or "")
+        what = about or f"{context.resource_type}/{context.id}"
+        return notification_event(
+            str(subscription["id"]), owner_client(subscription), what, endpoint, outcome, description
+        )
+
+
+def _criteria(subscription: dict[str, Any]) -> Criteria:
+    return parse_criteria(subscription.get("criteria"))
+
+
+def _ended(subscription: dict[str, Any], now: datetime) -> bool:
+    """subscription.html: ``end`` is when the server stops delivering."""
+    end = subscription.get("end")
+    try:
+        return isinstance(end, str) and datetime.fromisoformat(end) <= now
+    except ValueError:
+        return False
+
+
+def _names(subscription: dict[str, Any], resource_type: str) -> bool:
+    try:
+        return _criteria(subscription).resource_type == resource_type
+    except OperationOutcomeError:  # stored before activation checked it: never matches
+        return False

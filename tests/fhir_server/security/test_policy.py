@@ -1,0 +1,65 @@
+"""The AccessPolicy on its own: ownership, write checks and how it bounds a search query."""
+
+from __future__ import annotations
+
+import pytest
+
+from fhir_server.errors import OperationOutcomeError
+from fhir_server.search.membership import owners
+from fhir_server.search.request import parse_search
+from fhir_server.security.policy import AccessPolicy
+from fhir_server.security.scopes import Access, parse_scopes
+from fhir_server.storage.query import ChainMatch, HasClause, IdClause, ParamClause, ReferenceMatch, SearchQuery
+from tests.factories import observation
+
+
+def policy(scopes: str, patient: str | None = None) -> AccessPolicy:
+    return AccessPolicy.of(Access("default", "app", tuple(parse_scopes(scopes)), patient=patient))
+
+
+def query(resource_type: str, *params: tuple[str, str]) -> SearchQuery:
+    return parse_search((resource_type,), list(params), lenient=False, default_count=20, max_count=100).query
+
+
+def test_owners_are_the_subject_or_patient_reference_not_the_performer() -> None:
+    performed = observation("Patient/bob", performer=[{"reference": "Patient/alice"}])
+    assert owners(performed) == {"bob"}
+    assert owners({"resourceType": "Patient", "id": "alice"}) == {"alice"}
+    assert owners({"resourceType": "Practitioner", "id": "p"}) == set()
+
+
+def test_a_patient_scope_writes_only_what_its_patient_alone_owns() -> None:
+    alice = policy("patient/Observation.cruds", patient="alice")
+    assert alice.check_write("Observation", observation("Patient/alice"), "c") == "patient"
+    for other in (observation("Patient/bob", performer=[{"reference": "Patient/alice"}]), observation("Group/g")):
+        with pytest.raises(OperationOutcomeError) as refused:
+            alice.check_write("Observation", other, "c")
+        assert refused.value.status == 403
+
+
+def test_a_chain_hop_needs_search_scope_and_is_narrowed_to_the_types_allowed() -> None:
+    crossing = query("Observation", ("subject.name", "smith"))  # Patient, Group, Device, Location have a name
+    with pytest.raises(OperationOutcomeError) as refused:
+        policy("system/Observation.rs").bound(crossing)
+    assert refused.value.status == 403
+    bounded = policy("system/Observation.rs system/Patient.rs").bound(crossing)
+    (clause,) = bounded.where
+    assert isinstance(clause, ParamClause)
+    assert [m.target_types for m in clause.matches if isinstance(m, ChainMatch)] == [("Patient",)]
+
+
+def test_a_patient_scope_bounds_the_type_each_hop_and_each_has() -> None:
+    alice = policy("patient/Observation.rs patient/Patient.rs", patient="alice")
+    bounded = alice.bound(query("Patient", ("_has:Observation:subject:code", "8867-4")))
+    owner, has = bounded.where
+    assert owner == IdClause(("alice",))
+    assert isinstance(has, HasClause)
+    assert has.where[0] == ParamClause("subject", "reference", (ReferenceMatch("Patient", "alice"),))
+    with pytest.raises(OperationOutcomeError):
+        alice.bound(SearchQuery(("Observation", "Patient")))
+
+
+def test_the_system_context_is_named_and_allows_everything() -> None:
+    system = AccessPolicy.system("a test")
+    assert system.decide("Observation", "d") == "all" and system.bound(query("Observation")) == query("Observation")
+    assert AccessPolicy.nobody().decide("Observation", "r") == "none"
