@@ -1,8 +1,19 @@
-"""The interpretable analyser: lesion segmentation and the ABCD features (asymmetry, border
-irregularity, colour count, diameter), computed with plain image geometry, no training.
+"""The dermoscopy ABCD rule (Stolz et al. 1994), computed by rule from the segmented lesion.
 
-It stands next to the network's output as an explanation a clinician can check. The numbers are
-descriptive measurements of the image, not a diagnosis.
+- A, asymmetry (0-2): the number of two perpendicular axes through the lesion's centroid about which
+  its contour or its colours are asymmetric, the axes turned to give the lowest count (as the rule says).
+- B, border (0-8): the number of the lesion's eight 45-degree border segments in which the pigment
+  ends abruptly rather than fading into the skin.
+- C, colour (1-6): how many of white, red, light brown, dark brown, blue-grey and black are present.
+- D, differential structures (1-5: pigment network, structureless areas, dots, globules, streaks):
+  **not assessed**. No honest detector of these structures exists here, so the Total Dermoscopy Score
+  (TDS = 1.3 A + 0.1 B + 0.5 C + 0.5 D) is not computed; what is reported is the partial score
+  1.3 A + 0.1 B + 0.5 C and the TDS range it allows (D from 1 to 5), with the published category
+  (< 4.75 benign, 4.75-5.45 suspicious, > 5.45 highly suspicious of melanoma) only when that whole
+  range falls in one category.
+
+The diameter is morphometry beside the rule (in mm when the pixel spacing is known). All of it is
+descriptive: a checkable explanation next to the network's output, not a diagnosis.
 """
 
 from __future__ import annotations
@@ -11,135 +22,143 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from inference.synthetic import COLOUR_ORDER, LESION_COLOURS
+from inference.segmentation import Segmentation, SegmentationError, erode, luminance, segment
+from inference.synthetic import LESION_COLOURS
 
-WORKING_SIZE = 256
-MIN_COLOUR_SHARE = 0.05  # a colour counts when it covers at least 5% of the lesion
+__all__ = ["DermoscopyAbcd", "SegmentationError", "analyse", "pixel_spacing_mm"]
 
-
-class SegmentationError(ValueError):
-    """No lesion could be separated from the skin."""
+STOLZ_COLOURS = ("white", "red", "light-brown", "dark-brown", "blue-grey", "black")
+MIN_COLOUR_SHARE = 0.05  # a colour counts when it covers at least 5 % of the lesion
+MAX_COLOUR_DISTANCE = 70.0  # farther than this from every prototype: no definite colour
+SHAPE_ASYMMETRY = 0.06  # share of the lesion not covered by its mirror image
+COLOUR_ASYMMETRY = 0.25  # total variation distance between the colour shares of the two halves
+ABRUPT = 0.55  # the share of the border's contrast crossed within 3 working pixels
+TDS_BENIGN, TDS_SUSPICIOUS = 4.75, 5.45
+TDS_WEIGHTS = (1.3, 0.1, 0.5, 0.5)
 
 
 @dataclass(frozen=True, slots=True)
-class AbcdFeatures:
-    asymmetry: float  # 0 (symmetric about both principal axes) .. 1
-    border_irregularity: float  # perimeter^2 / (4 pi area): 1 for a perfect disc, higher when ragged
-    colours: tuple[str, ...]
+class DermoscopyAbcd:
+    asymmetry: int  # A, 0-2 axes
+    border: int  # B, 0-8 abrupt segments
+    colours: tuple[str, ...]  # C, the Stolz colours present
     diameter_px: float  # greatest extent, in pixels of the original image
     diameter_mm: float | None  # when the pixel spacing is known
-    area_fraction: float
+    area_fraction: float  # of the field of view
 
     @property
     def colour_count(self) -> int:
-        return len(self.colours)
+        return max(1, len(self.colours))
+
+    @property
+    def partial_score(self) -> float:
+        """1.3 A + 0.1 B + 0.5 C: the TDS without its D term."""
+        a, b, c, _ = TDS_WEIGHTS
+        return round(a * self.asymmetry + b * self.border + c * self.colour_count, 2)
+
+    @property
+    def tds_range(self) -> tuple[float, float]:
+        """The Total Dermoscopy Score this lesion can have for any D from 1 to 5."""
+        d = TDS_WEIGHTS[3]
+        return round(self.partial_score + d * 1, 2), round(self.partial_score + d * 5, 2)
+
+    @property
+    def category(self) -> str | None:
+        """``benign``, ``suspicious`` or ``highly-suspicious`` when every possible TDS agrees, else None."""
+        low, high = (tds_category(value) for value in self.tds_range)
+        return low if low == high else None
 
 
-def _resize(rgb: np.ndarray) -> tuple[np.ndarray, float]:
-    height, width = rgb.shape[:2]
-    scale = WORKING_SIZE / max(height, width)
-    if scale >= 1:
-        return rgb.astype(np.float32), 1.0
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR), np.float32)
-    return small, scale
+def tds_category(tds: float) -> str:
+    """Stolz's cut-offs on the Total Dermoscopy Score."""
+    if tds < TDS_BENIGN:
+        return "benign"
+    return "suspicious" if tds <= TDS_SUSPICIOUS else "highly-suspicious"
 
 
-def _flood(mask: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
-    """The 4-connected region of ``mask`` that contains ``seed``: the seed grown by dilations
-    constrained to the mask (morphological reconstruction), vectorised with numpy."""
-    region = np.zeros_like(mask)
-    region[seed] = mask[seed]
-    while True:
-        grown = region.copy()
-        for _ in range(8):  # several steps between the (costlier) convergence checks
-            step = grown.copy()
-            step[1:, :] |= grown[:-1, :]
-            step[:-1, :] |= grown[1:, :]
-            step[:, 1:] |= grown[:, :-1]
-            step[:, :-1] |= grown[:, 1:]
-            grown = step & mask
-        if np.array_equal(grown, region):
-            return region
-        region = grown
+def _colour_labels(seg: Segmentation, region: np.ndarray) -> np.ndarray:
+    """Per lesion pixel the index of its Stolz colour, -1 when it is none of them."""
+    pixels = seg.small[region]
+    prototypes = np.array([LESION_COLOURS[name] for name in STOLZ_COLOURS], np.float32)
+    distances = np.linalg.norm(pixels[:, None, :] - prototypes[None, :, :], axis=-1)
+    labels = np.argmin(distances, axis=1)
+    labels[distances.min(axis=1) > MAX_COLOUR_DISTANCE] = -1
+    white = STOLZ_COLOURS.index("white")  # white is lighter than the surrounding skin, not skin itself
+    skin_light = float(seg.skin @ np.array([0.299, 0.587, 0.114]))
+    labels[(labels == white) & (luminance(pixels) < skin_light + 10)] = -1
+    return np.asarray(labels)
 
 
-def _component_at_centre(mask: np.ndarray) -> np.ndarray:
-    """The connected region of ``mask`` nearest the image centre."""
-    height, width = mask.shape
-    points = np.argwhere(mask)
-    if len(points) == 0:
-        raise SegmentationError("no region differs from the skin")
-    start = points[np.argmin(np.hypot(points[:, 0] - height / 2, points[:, 1] - width / 2))]
-    return _flood(mask, (int(start[0]), int(start[1])))
+def _colours(labels: np.ndarray) -> tuple[str, ...]:
+    shares = np.bincount(labels[labels >= 0], minlength=len(STOLZ_COLOURS)) / max(len(labels), 1)
+    return tuple(name for name, share in zip(STOLZ_COLOURS, shares, strict=True) if share >= MIN_COLOUR_SHARE)
 
 
-def _fill_holes(region: np.ndarray) -> np.ndarray:
-    padded = np.pad(~region, 1, constant_values=True)
-    outside = _flood(padded, (0, 0))[1:-1, 1:-1]
-    return ~outside
-
-
-def segment(rgb: np.ndarray) -> np.ndarray:
-    """A boolean lesion mask at the working size: the region that differs from the skin around it,
-    nearest the centre, holes filled. The dermoscope's black vignette is excluded."""
-    small, _ = _resize(rgb)
-    luminance = small @ np.array([0.299, 0.587, 0.114], np.float32)
-    lit = luminance > 20  # outside the vignette
-    height, width = luminance.shape
-    ring = np.zeros_like(lit)
-    ring[: height // 8, :] = ring[-height // 8 :, :] = ring[:, : width // 8] = ring[:, -width // 8 :] = True
-    skin = np.median(small[lit & ring], axis=0) if np.any(lit & ring) else np.median(small[lit], axis=0)
-    distance = np.linalg.norm(small - skin, axis=-1)
-    # Lesion: clearly unlike the skin around it. Otsu would split a many-coloured lesion between
-    # its own colours, so the threshold comes from the skin's own variation.
-    noise = float(np.median(distance[lit & ring])) if np.any(lit & ring) else 5.0
-    threshold = max(25.0, 4.0 * noise)
-    candidate = (distance > threshold) & lit
-    region = _fill_holes(_component_at_centre(candidate))
-    if region.sum() < 0.002 * region.size:
-        raise SegmentationError("the lesion is too small to measure")
-    return region
-
-
-def _asymmetry(region: np.ndarray) -> float:
-    """1 - the share of the lesion that its mirror image covers, about each principal axis, averaged."""
-    points = np.argwhere(region).astype(np.float64)
-    centre = points.mean(axis=0)
-    _, vectors = np.linalg.eigh(np.cov((points - centre).T))
+def _axis_asymmetric(cells: np.ndarray, labels: np.ndarray, region: np.ndarray, normal: np.ndarray) -> bool:
+    """Contour or colours asymmetric about the axis through the centroid perpendicular to ``normal``."""
     height, width = region.shape
-    scores = []
-    for axis in vectors.T:
-        reflection = 2 * np.outer(axis, axis) - np.eye(2)
-        mirrored = np.rint((points - centre) @ reflection.T + centre).astype(int)
-        inside = (mirrored[:, 0] >= 0) & (mirrored[:, 0] < height) & (mirrored[:, 1] >= 0) & (mirrored[:, 1] < width)
-        covered = np.zeros(len(points), bool)
-        covered[inside] = region[mirrored[inside, 0], mirrored[inside, 1]]
-        scores.append(1.0 - covered.mean())
-    return float(np.clip(np.mean(scores), 0, 1))
+    centre = cells.mean(axis=0)
+    side = (cells - centre) @ normal
+    mirrored = np.rint(cells - 2 * np.outer(side, normal)).astype(int)
+    inside = (mirrored[:, 0] >= 0) & (mirrored[:, 0] < height) & (mirrored[:, 1] >= 0) & (mirrored[:, 1] < width)
+    covered = np.zeros(len(cells), bool)
+    covered[inside] = region[mirrored[inside, 0], mirrored[inside, 1]]
+    if 1.0 - covered.mean() > SHAPE_ASYMMETRY:
+        return True
+    halves = [labels[(side > 0) & (labels >= 0)], labels[(side <= 0) & (labels >= 0)]]
+    shares = [np.bincount(h, minlength=len(STOLZ_COLOURS)) / max(len(h), 1) for h in halves]
+    return bool(0.5 * np.abs(shares[0] - shares[1]).sum() > COLOUR_ASYMMETRY)
 
 
-def _perimeter(region: np.ndarray) -> float:
-    padded = np.pad(region, 1)
-    edges = (padded[1:-1, 1:-1] != padded[:-2, 1:-1]).sum() + (padded[1:-1, 1:-1] != padded[2:, 1:-1]).sum()
-    edges += (padded[1:-1, 1:-1] != padded[1:-1, :-2]).sum() + (padded[1:-1, 1:-1] != padded[1:-1, 2:]).sum()
-    return float(edges) / 2 * (np.pi / 4)  # a 4-connected edge count overestimates a curve's length by 4/pi
+def _asymmetry(seg: Segmentation, core: np.ndarray) -> int:
+    """A: the lowest count over pairs of perpendicular axes turned in 10-degree steps (the rule places
+    the axes where they give the lowest score)."""
+    cells = np.argwhere(seg.lesion).astype(np.float64)
+    labels = np.full(seg.lesion.shape, -1)
+    labels[core] = _colour_labels(seg, core)
+    values = labels[seg.lesion]
+    best = 2
+    for degrees in range(0, 90, 10):
+        angle = np.radians(degrees)
+        normals = (np.array([np.cos(angle), np.sin(angle)]), np.array([-np.sin(angle), np.cos(angle)]))
+        best = min(best, sum(_axis_asymmetric(cells, values, seg.lesion, n) for n in normals))
+    return best
 
 
-def _colours(small: np.ndarray, region: np.ndarray) -> tuple[str, ...]:
-    pixels = small[region]
-    prototypes = np.array([LESION_COLOURS[name] for name in COLOUR_ORDER], np.float32)
-    nearest = np.argmin(np.linalg.norm(pixels[:, None, :] - prototypes[None, :, :], axis=-1), axis=1)
-    shares = np.bincount(nearest, minlength=len(COLOUR_ORDER)) / max(len(pixels), 1)
-    return tuple(name for name, share in zip(COLOUR_ORDER, shares, strict=True) if share >= MIN_COLOUR_SHARE)
+def _border(seg: Segmentation) -> int:
+    """B: the 45-degree segments (from the centroid, image axes) whose rays mostly cross an abrupt edge."""
+    cells = np.argwhere(seg.lesion).astype(np.float64)
+    cy, cx = cells.mean(axis=0)
+    height, width = seg.lesion.shape
+    reach = np.arange(0, max(height, width), 0.5)
+    abrupt = 0
+    for octant in range(8):
+        votes = []
+        for degrees in np.arange(octant * 45 + 2.5, octant * 45 + 45, 5.0):
+            angle = np.radians(degrees)
+            ys, xs = np.rint(cy + reach * np.sin(angle)).astype(int), np.rint(cx + reach * np.cos(angle)).astype(int)
+            keep = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
+            ys, xs = ys[keep], xs[keep]
+            ray = seg.lesion[ys, xs]
+            if ray.all() or not ray[0]:
+                continue
+            edge = int(np.argmin(ray))  # the first step out of the lesion
+            profile = seg.contrast[ys, xs]
+            step = 6  # samples: 3 working pixels
+            inner = float(np.median(profile[max(0, edge - 24) : max(1, edge - 12)]))
+            outer = float(np.median(profile[edge + 12 : edge + 24])) if edge + 12 < len(profile) else 0.0
+            span = inner - outer
+            if span <= 0 or not seg.field[ys[min(edge + 12, len(ys) - 1)], xs[min(edge + 12, len(xs) - 1)]]:
+                continue
+            drops = profile[max(0, edge - 12) : edge + 12 - step] - profile[max(0, edge - 12) + step : edge + 12]
+            votes.append(float(drops.max(initial=0.0)) / span >= ABRUPT)
+        abrupt += bool(votes) and sum(votes) > len(votes) / 2
+    return abrupt
 
 
 def _diameter(region: np.ndarray) -> float:
-    boundary = region & ~(
-        np.roll(region, 1, 0) & np.roll(region, -1, 0) & np.roll(region, 1, 1) & np.roll(region, -1, 1)
-    )
+    boundary = region & ~erode(region, 1)
     points = np.argwhere(boundary).astype(np.float64)
     if len(points) > 1500:
         points = points[np.linspace(0, len(points) - 1, 1500).astype(int)]
@@ -147,24 +166,21 @@ def _diameter(region: np.ndarray) -> float:
     return float(np.sqrt((differences**2).sum(-1)).max())
 
 
-def analyse(rgb: np.ndarray, pixel_spacing_mm: tuple[float, float] | None = None) -> AbcdFeatures:
-    """ABCD features of the lesion in an RGB image; ``pixel_spacing_mm`` (row, column) gives mm."""
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise SegmentationError("the ABCD analyser needs an RGB image")
-    small, scale = _resize(rgb)
-    region = segment(rgb)
-    area = float(region.sum())
-    diameter_px = _diameter(region) / scale
-    diameter_mm = None
-    if pixel_spacing_mm is not None:
-        diameter_mm = diameter_px * float(np.mean(pixel_spacing_mm))
-    return AbcdFeatures(
-        asymmetry=_asymmetry(region),
-        border_irregularity=_perimeter(region) ** 2 / (4 * np.pi * area),
-        colours=_colours(small, region),
+def analyse(rgb: np.ndarray, pixel_spacing_mm: tuple[float, float] | None = None) -> DermoscopyAbcd:
+    """The ABCD rule's A, B and C for the lesion in an RGB image; ``pixel_spacing_mm`` (row, column) gives mm."""
+    seg = segment(rgb)
+    core = erode(seg.lesion, 2)  # colours inside the lesion, not the blend with the skin at its rim
+    core = core if core.any() else seg.lesion
+    labels = _colour_labels(seg, core)
+    diameter_px = _diameter(seg.lesion) / seg.scale
+    diameter_mm = None if pixel_spacing_mm is None else diameter_px * float(np.mean(pixel_spacing_mm))
+    return DermoscopyAbcd(
+        asymmetry=_asymmetry(seg, core),
+        border=_border(seg),
+        colours=_colours(labels),
         diameter_px=diameter_px,
         diameter_mm=diameter_mm,
-        area_fraction=area / region.size,
+        area_fraction=float(seg.lesion.sum() / max(seg.field.sum(), 1)),
     )
 
 

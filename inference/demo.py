@@ -19,6 +19,8 @@ import monai
 import numpy as np
 import torch
 
+from dicom_node.sop_classes import DERMOSCOPIC_PHOTOGRAPHY, VL_PHOTOGRAPHIC
+from inference.accepted_inputs import COLOUR, AcceptedInputs
 from inference.model_card import InputSpec, ModelCard, OutputClass
 from inference.synthetic import lesion_image, random_spec
 
@@ -36,6 +38,14 @@ NETWORK_DEF = {
     "bn_size": 2,
 }
 MEAN, STD = (0.75, 0.55, 0.45), (0.2, 0.2, 0.2)
+ACCEPTS = AcceptedInputs(
+    sop_classes=(str(DERMOSCOPIC_PHOTOGRAPHY), str(VL_PHOTOGRAPHIC)),
+    modalities=("DMS", "XC"),  # dermoscopy; external-camera photography (dermatoscopes before the DMS IOD)
+    photometric_interpretations=COLOUR,
+    excluded_body_regions=("770802007", "113277000"),  # Nail unit structure; Oral mucous membrane structure
+    min_rows=128,
+    min_columns=128,
+)
 
 
 def demo_card(version: str, performance: tuple[dict[str, Any], ...] = ()) -> ModelCard:
@@ -62,8 +72,8 @@ def demo_card(version: str, performance: tuple[dict[str, Any], ...] = ()) -> Mod
         ),
         performance=performance,
         training="dermbridge model train-demo: synthetic lesions, seed 20261123, see inference/demo.py",
-        # Grad-CAM on this small, confident network spreads over the whole image; occlusion
-        # sensitivity points at the lesion, so the card asks for occlusion (saliency_layer None)
+        # Grad-CAM on this small, confident network spreads over the whole image; integrated
+        # gradients from a skin baseline point at the lesion, so the card names no layer
         saliency_layer=None,
         clinical_use=False,
         contraindications=(
@@ -77,6 +87,7 @@ def demo_card(version: str, performance: tuple[dict[str, Any], ...] = ()) -> Mod
             "Synthetic skin tones resembling Fitzpatrick I-III only; types IV-VI are not represented. "
             "No real patient images: no clinical subgroup metrics exist."
         ),
+        accepts=ACCEPTS,
     )
 
 

@@ -30,7 +30,7 @@ class LoadedModel:
     card: ModelCard
     network: torch.nn.Module
     source: Path
-    scripted: bool  # TorchScript or exported: no Grad-CAM hooks, saliency falls back to occlusion
+    scripted: bool  # TorchScript or exported: no Grad-CAM hooks, saliency by integrated gradients
     weights_sha256: str = ""  # of the weights file: other weights under the same id and version are another Device
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from inference.accepted_inputs import AcceptedInputs
+
 SNOMED = "http://snomed.info/sct"
 # The case conclusion's order of concern, highest first (a card may give its own): a lesion in a
 # higher tier decides the case whatever else the other lesions and images show.
@@ -64,7 +66,7 @@ class ModelCard:
     limitations: tuple[str, ...] = ()
     performance: tuple[dict[str, Any], ...] = ()  # e.g. {"subgroup": "Fitzpatrick I-III", "metric": ..., "value": ...}
     training: str = ""
-    saliency_layer: str | None = None  # a module name for Grad-CAM; None: occlusion sensitivity
+    saliency_layer: str | None = None  # a module name for Grad-CAM; None: integrated gradients
     clinical_use: bool = False
     contraindications: tuple[str, ...] = ()  # where it must not be used (sites, ages, image kinds)
     fitzpatrick_coverage: str = ""  # which skin types the training and validation data represent
@@ -74,6 +76,8 @@ class ModelCard:
     indeterminate_margin: float = 0.1
     calibrated: bool = False  # True only if the scores were calibrated (else: uncalibrated softmax scores)
     regulatory_clearance: str | None = None  # e.g. an FDA 510(k) number or a CE certificate id
+    # -- admission: the inputs the model was built for (inference.admission) --
+    accepts: AcceptedInputs = field(default_factory=AcceptedInputs)
 
     def __post_init__(self) -> None:
         problem = hierarchy_problem(self.risk_hierarchy)
@@ -138,6 +142,7 @@ class ModelCard:
                 indeterminate_margin=float(data.get("indeterminate_margin", 0.1)),
                 calibrated=bool(data.get("calibrated", False)),
                 regulatory_clearance=data.get("regulatory_clearance") or None,
+                accepts=AcceptedInputs.from_dict(dict(data.get("accepts", {}))),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a valid model card: {exc}") from exc

@@ -1,5 +1,6 @@
 """Images to class probabilities and saliency maps: MONAI pre-processing as the model card says,
-batched forward passes, Grad-CAM (or occlusion sensitivity for TorchScript models)."""
+batched forward passes, and for the top finding a saliency map: Grad-CAM on the layer the card names,
+else integrated gradients (Sundararajan et al. 2017) from a lesion-free baseline."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 from monai.transforms import Compose, NormalizeIntensity, Resize, ScaleIntensityRange
 from monai.visualize import GradCAM
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from inference.loaders import LoadedModel
 
@@ -62,60 +63,55 @@ class Runner:
         return [Prediction(tuple(float(p) for p in row)) for row in probabilities]
 
     def saliency(self, rgb: np.ndarray, class_index: int) -> np.ndarray:
-        """A (h, w) map in [0, 1] of where the image drove ``class_index``."""
-        return self.saliency_maps(rgb, (class_index,))[0]
-
-    def saliency_maps(self, rgb: np.ndarray, classes: tuple[int, ...] | None = None) -> list[np.ndarray]:
-        """One (h, w) map in [0, 1] per class (every class by default): Grad-CAM on the card's layer,
-        else occlusion sensitivity, whose occluded copies serve every class at once."""
+        """A (h, w) map in [0, 1] of where the image drove ``class_index`` (at the model's input size)."""
         batch = self.prepare(rgb)[None].to(self.device)
-        wanted = classes if classes is not None else tuple(c.index for c in self.model.card.classes)
         layer = self.model.card.saliency_layer
         if layer and not self.model.scripted:
             cam = GradCAM(nn_module=self.network, target_layers=layer)
-            heats = [torch.as_tensor(cam(x=batch, class_idx=index))[0, 0] for index in wanted]
+            heat = torch.as_tensor(cam(x=batch, class_idx=class_index))[0, 0]
         else:
-            occluded = self._occlusion(batch)
-            heats = [occluded[index] for index in wanted]
-        return [_unit(heat.detach().float().cpu().numpy()) for heat in heats]
+            heat = self._integrated_gradients(batch, class_index)
+        return _unit(heat.detach().float().cpu().numpy())
 
-    def _occlusion(self, batch: torch.Tensor, patch: int = 20, stride: int = 10) -> torch.Tensor:
-        """Occlusion sensitivity, (classes, h, w): how much each class's log-probability drops when a
-        patch is covered with the image mean (MONAI's OcclusionSensitivity relies on tensor indexing
-        newer torch deprecates)."""
-        _, _, height, width = batch.shape
-        corners = [(y, x) for y in range(0, height - patch + 1, stride) for x in range(0, width - patch + 1, stride)]
-        fill = batch.mean(dim=(2, 3), keepdim=True)
-        with torch.inference_mode():
-            reference = torch.log_softmax(self.network(batch), dim=1)[0]
-            heat = torch.zeros(reference.shape[0], height, width)
-            hits = torch.zeros(height, width)
-            for start in range(0, len(corners), 64):
-                chunk = corners[start : start + 64]
-                occluded = batch.repeat(len(chunk), 1, 1, 1)
-                for n, (y, x) in enumerate(chunk):
-                    occluded[n, :, y : y + patch, x : x + patch] = fill[0, :, :, :]
-                # log-probabilities: a confident model's drop still shows; rises are not evidence
-                drops = (reference[None] - torch.log_softmax(self.network(occluded), dim=1)).clamp(min=0).cpu()
-                for (y, x), drop in zip(chunk, drops, strict=True):
-                    heat[:, y : y + patch, x : x + patch] += drop[:, None, None]
-                    hits[y : y + patch, x : x + patch] += 1
-        return heat / hits.clamp(min=1)
+    def _integrated_gradients(self, batch: torch.Tensor, class_index: int, steps: int = 24) -> torch.Tensor:
+        """Integrated gradients of the class's logit margin (its logit less the log-sum-exp of the
+        others: unlike a probability of 1.00 it does not saturate) along the straight path from a
+        baseline of the image's median colour, the skin around the lesion, to the image. Only positive
+        evidence is kept. Where the image equals the skin the attribution is zero by construction, so
+        the map shows what in the image, compared with plain skin, drove the finding."""
+        baseline = batch.flatten(2).median(dim=2).values[:, :, None, None].expand_as(batch)
+        alphas = torch.linspace(1 / steps, 1, steps, device=batch.device)[:, None, None, None]
+        path = (baseline + alphas * (batch - baseline)).detach().requires_grad_(True)
+        with torch.enable_grad():
+            margin = _margins(self.network(path))[:, class_index]
+            (gradients,) = torch.autograd.grad(margin.sum(), path)
+        attribution = ((batch - baseline) * gradients.mean(dim=0, keepdim=True)).sum(dim=1)[0]
+        return attribution.clamp(min=0)
+
+
+def _margins(logits: torch.Tensor) -> torch.Tensor:
+    """Per class, its logit less the log-sum-exp of the other classes' (the log-odds of a softmax)."""
+    classes = logits.shape[1]
+    others = [torch.logsumexp(torch.cat([logits[:, :c], logits[:, c + 1 :]], dim=1), dim=1) for c in range(classes)]
+    return logits - torch.stack(others, dim=1)
 
 
 def _unit(values: np.ndarray) -> np.ndarray:
-    span = float(values.max() - values.min())
-    return (values - values.min()) / span if span > 0 else np.zeros_like(values)
+    """Scaled to [0, 1] by its 99th percentile (one hot pixel does not darken the rest)."""
+    top = float(np.percentile(values, 99)) if values.size else 0.0
+    return np.clip(values / top, 0, 1) if top > 0 else np.zeros_like(values)
 
 
-def saliency_png(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45, largest: int = 320) -> bytes:
-    """The heat map in red over the image (at most ``largest`` pixels a side), as PNG bytes."""
+def saliency_png(rgb: np.ndarray, heat: np.ndarray, largest: int = 320) -> bytes:
+    """The heat map over the image (at most ``largest`` pixels a side), as PNG bytes: red to yellow
+    and more opaque where the evidence is stronger; where there is none the image shows unchanged."""
     base = Image.fromarray(rgb).convert("RGB")
     base.thumbnail((largest, largest), Image.Resampling.BILINEAR)
-    heat_image = Image.fromarray((heat * 255).astype(np.uint8)).resize(base.size, Image.Resampling.BILINEAR)
-    heat_rgb = np.zeros((base.size[1], base.size[0], 3), np.uint8)
-    heat_rgb[..., 0] = np.asarray(heat_image)
-    blended = Image.blend(base, Image.fromarray(heat_rgb), alpha)
+    smooth = Image.fromarray((heat * 255).astype(np.uint8)).filter(ImageFilter.BoxBlur(1))
+    level = np.asarray(smooth.resize(base.size, Image.Resampling.BILINEAR), np.float32)[..., None] / 255
+    colour = np.concatenate([np.full_like(level, 255), 255 * level, np.zeros_like(level)], axis=-1)
+    opacity = 0.8 * np.sqrt(level)
+    blended = np.asarray(base, np.float32) * (1 - opacity) + colour * opacity
     buffer = io.BytesIO()
-    blended.save(buffer, format="PNG", compress_level=1)
+    Image.fromarray(blended.astype(np.uint8)).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()

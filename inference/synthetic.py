@@ -68,6 +68,15 @@ def _radius(theta: np.ndarray, spec: LesionSpec, rng: np.random.Generator) -> np
 
 def lesion_image(spec: LesionSpec, size: int = 256, seed: int = 0) -> np.ndarray:
     """An RGB uint8 image (size x size) of one lesion on skin, with a dermoscope's vignette."""
+    return _draw(spec, size, seed)[0]
+
+
+def lesion_mask(spec: LesionSpec, size: int = 256, seed: int = 0) -> np.ndarray:
+    """Where ``lesion_image`` drew the lesion (the ground truth a segmentation or a saliency map is checked against)."""
+    return _draw(spec, size, seed)[1]
+
+
+def _draw(spec: LesionSpec, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     skin = SKIN_TONES[rng.integers(len(SKIN_TONES))] + rng.normal(0, 5, 3).astype(np.float32)
@@ -89,4 +98,4 @@ def lesion_image(spec: LesionSpec, size: int = 256, seed: int = 0) -> np.ndarray
     image += rng.normal(0, 3, image.shape).astype(np.float32)
     vignette = np.hypot(xx - size / 2, yy - size / 2) / (0.5 * np.sqrt(2) * size)
     image *= np.clip((0.98 - vignette) / 0.05, 0, 1)[..., None]
-    return np.clip(image, 0, 255).astype(np.uint8)
+    return np.clip(image, 0, 255).astype(np.uint8), inside

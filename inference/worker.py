@@ -3,6 +3,8 @@ findings in FHIR, or a recorded reason why not.
 
 - Consent first: the patient's Consent must permit AI analysis (the consent decision service);
   otherwise no analysis, an AuditEvent, and a human review Task when the tenant's flow has one.
+- Admission next (``inference.admission``): an image a model's card does not accept, or one failing
+  the quality checks, is not scored by it; the case gets an "unsuitable image" Task instead.
 - Events claimed together are decoded together and go through the model in one batch.
 - Idempotent: results carry deterministic identifiers and are written in one transaction, so a
   redelivered event (a crash before the acknowledgement) finds them and writes nothing new.
@@ -17,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -33,8 +36,10 @@ from fhir_server.consent.decision import AI_ANALYSIS, decide
 from fhir_server.outbox import OutboxLoop, claimed
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine, OutboxEvent, TenantStore, TenantTransaction
-from inference.abcd import AbcdFeatures, SegmentationError, analyse, pixel_spacing_mm
+from inference.abcd import DermoscopyAbcd, SegmentationError, analyse, pixel_spacing_mm
+from inference.admission import admit, record_unsuitable
 from inference.events import analysis_event
+from inference.explanations import write_abcd, write_saliency
 from inference.pipeline import Prediction, Runner, saliency_png
 from inference.pixels import UndecodableImage, rgb_pixels
 from inference.results import Committed, ImageContext, done_key, write_results
@@ -53,6 +58,7 @@ class Job:
     context: ImageContext
     rgb: np.ndarray
     spacing: tuple[float, float] | None
+    refused: frozenset[str] = field(default_factory=frozenset)  # the cards (keys) that did not admit the image
 
 
 class InferenceWorker(OutboxLoop):
@@ -116,14 +122,15 @@ class InferenceWorker(OutboxLoop):
                 jobs.append(job)
         failed: set[int] = set()
         for runner in self.runners if jobs else []:
+            admitted = [job for job in jobs if runner.model.card.key not in job.refused and job.event.seq not in failed]
             try:
-                predictions = await asyncio.to_thread(runner.predict, [job.rgb for job in jobs])
+                predictions = await asyncio.to_thread(runner.predict, [job.rgb for job in admitted])
             except Exception as exc:
                 for job in jobs:
                     await self._failed_attempt(repo, job.event, exc)
                     failed.add(job.event.seq)
                 break
-            for job, prediction in zip(jobs, predictions, strict=True):
+            for job, prediction in zip(admitted, predictions, strict=True):
                 if job.event.seq in failed:
                     continue
                 try:
@@ -178,7 +185,29 @@ class InferenceWorker(OutboxLoop):
         except UndecodableImage as exc:
             await self._poison(repo, context, str(exc))
             return None
-        return Job(event, context, rgb, pixel_spacing_mm(ds))
+        refused = await self._admission(repo, context, ds, rgb)
+        if len(refused) == len(self.runners):
+            return None
+        return Job(event, context, rgb, pixel_spacing_mm(ds), refused)
+
+    async def _admission(self, repo: Repository, context: ImageContext, ds: Dataset, rgb: np.ndarray) -> frozenset[str]:
+        """The models whose cards do not admit this image; each leaves an "unsuitable image" outcome."""
+        refused = set()
+        for runner in self.runners:
+            card = runner.model.card
+            problems = await asyncio.to_thread(admit, ds, rgb, card.accepts)
+            if not problems:
+                continue
+            refused.add(card.key)
+            reasons = ", ".join(p.code for p in problems)
+            async with repo.store.transaction() as tx:
+                bound = repo.within(tx)
+                await record_unsuitable(bound, context, card.key, problems)
+                if self.human_review:
+                    await request_human_review(bound, context, f"no AI analysis: image unsuitable ({reasons})")
+                await self._audit_in(repo, tx, context, "4", f"no AI analysis by {card.key}: image unsuitable "
+                                     f"({reasons})")  # fmt: skip
+        return frozenset(refused)
 
     async def _lesion(self, repo: Repository, ds: Dataset, patient_id: str) -> str:
         """The lesion of an event that does not name it (queued before lesions existed, or re-queued)."""
@@ -197,14 +226,22 @@ class InferenceWorker(OutboxLoop):
 
     async def _finish(self, repo: Repository, runner: Runner, job: Job, prediction: Prediction) -> None:
         started = time.perf_counter()
-        maps, features = await asyncio.gather(  # two cores: the saliency maps and the ABCD analysis together
-            asyncio.to_thread(runner.saliency_maps, job.rgb), asyncio.to_thread(_abcd, job, self.abcd)
+        card = runner.model.card
+        heat, features = await asyncio.gather(  # two cores: the saliency map and the ABCD analysis together
+            asyncio.to_thread(runner.saliency, job.rgb, prediction.top), asyncio.to_thread(_abcd, job, self.abcd)
         )
-        pngs = list(await asyncio.gather(*(asyncio.to_thread(saliency_png, job.rgb, heat) for heat in maps)))
+        png = await asyncio.to_thread(saliency_png, job.rgb, heat)
+        top = next(c for c in card.classes if c.index == prediction.top)
         async with repo.store.transaction() as tx:
             bound = repo.within(tx)
-            await write_results(bound, job.context, runner.model.card, prediction, features, pngs, self.server_version,
-                                self.devices, runner.model.weights_sha256)  # fmt: skip
+            now = datetime.now(UTC).isoformat(timespec="milliseconds")
+            # the explanations first (each written once, by its identifier), so that the case version the
+            # findings conclude, and their Provenance names, already lists them; all in one commit
+            await write_saliency(bound, job.context, card, top, png, now)
+            if features is not None:
+                await write_abcd(bound, job.context, card, features, now, self.devices)
+            await write_results(bound, job.context, card, prediction, self.server_version, self.devices,
+                                runner.model.weights_sha256)  # fmt: skip
         await self._audit(repo, job.context, "0", f"analysed by {runner.model.card.key} in "
                           f"{(time.perf_counter() - started) * 1000:.0f} ms after the forward pass")  # fmt: skip
 
@@ -248,7 +285,7 @@ class InferenceWorker(OutboxLoop):
             await self.audit.record(repo.store, event)
 
 
-def _abcd(job: Job, wanted: bool) -> AbcdFeatures | None:
+def _abcd(job: Job, wanted: bool) -> DermoscopyAbcd | None:
     if not wanted:
         return None
     try:

@@ -21,7 +21,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from dicom_node.sop_classes import DERMOSCOPIC_PHOTOGRAPHY, VL_PHOTOGRAPHIC
+from dicom_node.sop_classes import DERMOSCOPIC_PHOTOGRAPHY, SECONDARY_CAPTURE, VL_PHOTOGRAPHIC
 
 ROOT = "1.2.826.0.1.3680043.8.498."
 SYNTAXES = (
@@ -111,6 +111,26 @@ def _encode(ds: Dataset, pixels: np.ndarray, syntax: UID) -> None:
         ds.PixelData = pixels.tobytes()
         ds["PixelData"].VR = "OB"
         ds.file_meta.TransferSyntaxUID = syntax
+
+
+def with_pixels(ds: Dataset, pixels: np.ndarray, *, modality: str | None = None, grey: bool = False) -> Dataset:
+    """``ds`` holding ``pixels`` (RGB uint8; ``grey``: stored MONOCHROME2 from the first channel),
+    uncompressed; a Secondary Capture gets its ConversionType (SD: a scanned document)."""
+    if modality is not None:
+        ds.Modality = modality
+    if str(ds.SOPClassUID) == str(SECONDARY_CAPTURE):
+        ds.ConversionType = "SD"
+    if grey:
+        pixels = np.ascontiguousarray(pixels[..., 0])
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        del ds.PlanarConfiguration
+    else:
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.PixelData = pixels.tobytes()
+    ds["PixelData"].VR = "OB"
+    return ds
 
 
 def write(ds: Dataset, directory: Path, name: str | None = None) -> Path:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
+from fhir_server.api.binary import native_response, wants_native
 from fhir_server.api.json_body import parse_json
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.router import FhirRouter
@@ -177,11 +178,15 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
     repo = Repository(audited.store if audited is not None else store, policy, local_base=base_url,
                       default_count=fhir.default_count, max_count=fhir.max_count)  # fmt: skip
     params: list[tuple[str, str]] = []
+    native = False
     try:
         if refused is not None:
             raise refused
         params = _parse_query(request)
-        _negotiate(request, params)
+        method = "GET" if request.method == "HEAD" else request.method
+        native = wants_native(method, segments, params, request.headers.get("accept", ""))
+        if not native:
+            _negotiate(request, params)
         body, form = await _body(request, fhir.max_body_bytes)
         fhir_request = FhirRequest(
             method="GET" if request.method == "HEAD" else request.method,  # RFC 9110 9.3.2: HEAD is GET without body
@@ -201,9 +206,8 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
         response = FhirResponse(error.status, error.outcome, dict(error.headers))
     if fhir.audit is not None and not (audited is not None and audited.recorded):
         await _audit(fhir.audit, store, request, segments, params, response, who)
-    if request.method == "HEAD":
-        return head_response(render(response, pretty))
-    return render(response, pretty)
+    rendered = (native_response(response) if native else None) or render(response, pretty)
+    return head_response(rendered) if request.method == "HEAD" else rendered
 
 
 def _policy(fhir: FhirHttp, access: Access | None) -> AccessPolicy:

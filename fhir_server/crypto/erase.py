@@ -1,13 +1,15 @@
 """``Patient/[id]/$erase``: GDPR Article 17 erasure by crypto-shredding.
 
 In one transaction: every resource of the patient's compartment gets a content-free tombstone
-(so reads answer 410 and its search-index rows are deleted), the erasure hooks run (the DICOM node
-deletes its attribute index and objects), and the patient's data key is destroyed, with a marker
-that keeps it from coming back. Then the store is scrubbed: deleted rows are overwritten and the
-WAL truncated. Every older version stays in the history as ciphertext under a key that no longer
-exists. AuditEvents are kept (append-only, tenant key, references only). Idempotent. An active
-legal hold on the patient (or a record merged into it) or one of its cases refuses it (409,
-``fhir_server.retention.holds``).
+(so reads answer 410 and its search-index rows are deleted), and so do the resources produced for
+it that no compartment holds: the ``Binary``s and ``OperationOutcome``s its resources point at (a
+saliency map's PNG, a failed analysis's outcome) and the ``Provenance``s whose target is one of
+them; the erasure hooks run (the DICOM node deletes its attribute index and objects), and the
+patient's data key is destroyed, with a marker that keeps it from coming back. Then the store is
+scrubbed: deleted rows are overwritten and the WAL truncated. Every older version stays in the
+history as ciphertext under a key that no longer exists. AuditEvents are kept (append-only, tenant
+key, references only). Idempotent. An active legal hold on the patient (or a record merged into it)
+or one of its cases refuses it (409, ``fhir_server.retention.holds``).
 
 A Patient that others were merged into (``Patient/$merge``: ``link`` ``replaces``) is erased with
 them: the versions of its resources from before the merge are sealed under their keys. A merged
@@ -16,8 +18,8 @@ record itself is not erased alone: the person's record is its survivor's.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fhir_server.api.compartment import compartment_clause
@@ -29,11 +31,20 @@ from fhir_server.errors import OperationOutcomeError, conflict, not_found, outco
 from fhir_server.identity.merge_input import linked
 from fhir_server.repository import Repository
 from fhir_server.retention.holds import held, hold_on
+from fhir_server.search.extract import parse_local_reference
+from fhir_server.storage.query import ParamClause, ReferenceMatch
 
 ErasureHook = Callable[[Repository, str], Awaitable[None]]  # (repository in the transaction, patient id)
 BATCH = 500
 MAX_MERGED = 100  # records merged into one survivor, erased with it
 KEPT = frozenset({"AuditEvent"})  # the audit trail is append-only and names patients by reference only
+DEPENDENT = frozenset({"Binary", "OperationOutcome"})  # in no compartment: erased with what points at them
+
+
+@dataclass(slots=True)
+class _Erased:
+    resources: list[tuple[str, str]] = field(default_factory=list)  # (type, id) tombstoned
+    dependents: set[tuple[str, str]] = field(default_factory=set)  # Binary / OperationOutcome they point at
 
 
 class Erasure:
@@ -64,18 +75,20 @@ class Erasure:
             if hold is not None:
                 raise held(f"Patient/{patient_id}", hold)
         members = [*sorted((set(patient_compartment()) & resource_types()) - KEPT - {"Patient"}), "Patient"]
-        erased = 0
+        erased = _Erased()
         async with repo.store.transaction() as tx:  # with the request's AuditEvent (``AuditedWrites``)
             bound = system.within(tx)
             for patient_id in patients:
                 for hook in self.hooks:
                     await hook(bound, patient_id)
                 for member in members:
-                    erased += await _tombstone_members(bound, member, patient_id)
+                    await _tombstone_members(bound, member, patient_id, erased)
+            await _tombstone_dependents(bound, erased)  # before the keys they are sealed under go
+            for patient_id in patients:
                 await store.keyring.erase(tx, f"Patient/{patient_id}")
         await store.scrub()
         merged = f" with the {len(patients) - 1} record(s) merged into it" if len(patients) > 1 else ""
-        message = f"{ref} erased{merged}: {erased} resources tombstoned, data keys destroyed"
+        message = f"{ref} erased{merged}: {len(erased.resources)} resources tombstoned, data keys destroyed"
         return FhirResponse(200, outcome("information", "informational", message))
 
 
@@ -95,20 +108,59 @@ async def _merged_records(repo: Repository, id: str, erased: set[str]) -> list[s
     return found
 
 
-async def _tombstone_members(repo: Repository, resource_type: str, patient_id: str) -> int:
+async def _tombstone_members(repo: Repository, resource_type: str, patient_id: str, erased: _Erased) -> None:
     clause = compartment_clause(resource_type, patient_id)
     if clause is None:
-        return 0
-    count = 0
+        return
     while True:
         search = repo.parse((resource_type,), [("_count", str(BATCH))])
         search.query = replace(search.query, where=(clause, *search.query.where), total="none")
         found = await repo.read_page(await repo.search(search))
         for stored in found:
             await repo.delete(resource_type, str(stored.resource["id"]))
-            count += 1
+            erased.resources.append((resource_type, str(stored.resource["id"])))
+            erased.dependents.update(_dependents(stored.resource))
         if len(found) < BATCH:
-            return count
+            return
+
+
+def _references(value: object) -> Iterator[str]:
+    """Every ``reference`` and attachment ``url`` in a resource."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("reference", "url") and isinstance(item, str):
+                yield item
+            else:
+                yield from _references(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _references(item)
+
+
+def _dependents(resource: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for reference in _references(resource):
+        target = parse_local_reference(reference)
+        if target is not None and target[0] in DEPENDENT:
+            yield target
+
+
+async def _tombstone_dependents(repo: Repository, erased: _Erased) -> None:
+    """The Binarys and OperationOutcomes the erased resources point at, and the Provenances of them."""
+    for resource_type, id in sorted(erased.dependents):
+        if await repo.current(resource_type, id) is not None:
+            await repo.delete(resource_type, id)
+            erased.resources.append((resource_type, id))
+    targets = [ReferenceMatch(t, i) for t, i in erased.resources]
+    for start in range(0, len(targets), BATCH):
+        clause = ParamClause("target", "reference", tuple(targets[start : start + BATCH]))
+        while True:
+            search = repo.parse(("Provenance",), [("_count", str(BATCH))])
+            search.query = replace(search.query, where=(clause, *search.query.where), total="none")
+            found = await repo.read_page(await repo.search(search))
+            for stored in found:
+                await repo.delete("Provenance", str(stored.resource["id"]))
+            if len(found) < BATCH:
+                break
 
 
 ERASE_DEFINITION: dict[str, Any] = {

@@ -4,7 +4,10 @@ in, and opened on its way out. Everything above the engine port sees plaintext; 
 (database files, WAL, backups) sees ciphertext, except the search index, which erasure deletes.
 
 AuditEvents are always sealed under the tenant key: they name patients only by reference, and
-must stay verifiable after a patient's erasure.
+must stay verifiable after a patient's erasure. A Binary and a Provenance outside every compartment
+are sealed under the data key of the patient that their ``securityContext`` (binary.html#security)
+or first ``target`` belongs to: a saliency map, or the record of how a finding was made, is the
+patient's data and is shredded with it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from fhir_server.crypto.envelope import aad, key_ref, open_content, seal_content
 from fhir_server.crypto.keyring import TENANT_REF, ErasedSubject, TenantKeyring
 from fhir_server.crypto.master import MasterKeys, UnwrapError, open_sealed, seal
 from fhir_server.errors import gone
+from fhir_server.search.extract import parse_local_reference
 from fhir_server.search.membership import compartment_patients
 from fhir_server.storage.port import (
     AuditCheckpoint,
@@ -52,6 +56,29 @@ def subject_ref(resource_type: str, resource: dict[str, Any]) -> str:
         return TENANT_REF
     patients = compartment_patients(resource)
     return f"Patient/{patients[0]}" if patients else TENANT_REF
+
+
+def _proxy(resource_type: str, resource: dict[str, Any]) -> tuple[str, str] | None:
+    """The resource whose subject a Binary (securityContext) or a Provenance (first target) shares."""
+    if resource_type == "Binary":
+        pointer = resource.get("securityContext")
+    elif resource_type == "Provenance":
+        pointer = next(iter(resource.get("target") or []), None)
+    else:
+        return None
+    reference = pointer.get("reference") if isinstance(pointer, dict) else None
+    target = parse_local_reference(reference) if isinstance(reference, str) else None
+    return target if target is not None and target[0] not in ("Binary", "Provenance") else None
+
+
+async def sealing_ref(reader: TenantReader, resource_type: str, resource: dict[str, Any]) -> str:
+    """``subject_ref``; for a Binary or a Provenance in no compartment, the subject of its proxy."""
+    ref = subject_ref(resource_type, resource)
+    target = _proxy(resource_type, resource) if ref == TENANT_REF else None
+    found = await reader.read(*target) if target is not None else None
+    if target is None or found is None or found.content is None:
+        return ref
+    return subject_ref(target[0], orjson.loads(found.content))
 
 
 async def _open(keyring: TenantKeyring, reader: TenantReader, version: ResourceVersion) -> ResourceVersion:
@@ -135,7 +162,7 @@ class EncryptingTransaction(_Reading):
     async def write(self, version: ResourceVersion, index: IndexEntries | None) -> None:
         self.first_written = self.first_written or version
         if version.content is not None:
-            ref = subject_ref(version.resource_type, orjson.loads(version.content))
+            ref = await sealing_ref(self, version.resource_type, orjson.loads(version.content))
             key = await self.data_key(ref)
             associated = aad(self.keyring.tenant, version.resource_type, version.id, version.version)
             version = replace(version, content=seal_content(key, ref, associated, version.content))

@@ -4,6 +4,7 @@ no results are written (no consent, poison image, failures, redelivery) ends rec
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,15 +16,18 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
 
+from dicom_node.sop_classes import SECONDARY_CAPTURE, VL_MICROSCOPIC
 from fhir_server.validation import validate
 from inference.results import AIAST
 from inference.synthetic import lesion_image, random_spec
+from inference.synthetic_scenes import blurred, document_page, he_tile, over_exposed
 from inference.worker import CONSUMER
 from tests.conftest import BASE, FhirTestClient, make_client
-from tests.dicom_factories import dermoscopic, stow_body
+from tests.dicom_factories import dermoscopic, stow_body, with_pixels
 from tests.fhir_server.test_consent import AI, consent
 
 pytestmark = pytest.mark.interop
+SALIENCY = "urn:dermbridge:media|saliency-map"
 DEADLINE = 60.0
 
 
@@ -83,7 +87,7 @@ def test_storescu_image_becomes_findings(node: FhirTestClient, tmp_path: Path) -
     send(node, tmp_path, lesion_instance("AI-1", seed=11))
     device = wait_for(node, "Device", {"identifier": "urn:dermbridge:model|dermbridge-demo-abcd@1.0.0"})[0]
     findings = wait_for(node, "Observation", {"subject": f"Patient/{patient_id}", "device": f"Device/{device['id']}"},
-                        3)  # fmt: skip
+                        2)  # fmt: skip
     classes = [o for o in findings if o["code"]["coding"][0]["system"] == "urn:dermbridge:ai-risk"]
     assert {o["code"]["coding"][0]["code"] for o in classes} == {"probability-of-400010006", "probability-of-93655004"}
     for observation in classes:
@@ -95,31 +99,51 @@ def test_storescu_image_becomes_findings(node: FhirTestClient, tmp_path: Path) -
         assert observation["focus"][0]["reference"].startswith("BodyStructure/")
         assert {r["reference"].split("/")[0] for r in observation["derivedFrom"]} == {"ImagingStudy", "Media"}
     assert sum(o["valueQuantity"]["value"] for o in classes) == pytest.approx(1, abs=1e-4)
-    abcd = next(o for o in findings if o["code"]["coding"][0]["code"] == "abcd")
-    diameter = next(c for c in abcd["component"] if c["code"]["coding"][0]["code"] == "diameter")
-    assert diameter["valueQuantity"]["unit"] == "mm" and 2 < diameter["valueQuantity"]["value"] < 12.8
+    abcd = wait_for(
+        node, "Observation", {"subject": f"Patient/{patient_id}", "code": "urn:dermbridge:abcd|abc-partial"}
+    )[0]
+    parts = {c["code"]["coding"][0]["code"]: c for c in abcd["component"]}
+    assert 0 <= parts["A"]["valueInteger"] <= 2 and 0 <= parts["B"]["valueInteger"] <= 8
+    assert 1 <= parts["C"]["valueInteger"] <= 6
+    assert parts["D"]["dataAbsentReason"]["coding"][0]["code"] == "unsupported"  # D is not assessed
+    assert "tds-range" in parts and "tds" not in parts  # never a Total Dermoscopy Score without D
+    assert parts["diameter"]["valueQuantity"]["unit"] == "mm" and 2 < parts["diameter"]["valueQuantity"]["value"] < 12
+    assert abcd["focus"][0]["reference"] == classes[0]["focus"][0]["reference"]  # the same lesion
+    rule_device = node.get(f"{BASE}/{abcd['device']['reference']}").json()
+    assert rule_device["id"] != device["id"] and "Rule-based" in rule_device["type"]["text"]
+    rule_provenance = wait_for(node, "Provenance", {"target": f"Observation/{abcd['id']}"})[0]
+    assert rule_provenance["agent"][0]["who"]["reference"] == abcd["device"]["reference"]
 
     provenance = wait_for(node, "Provenance", {"target": f"Observation/{classes[0]['id']}"})[0]
     assert provenance["agent"][0]["who"]["reference"] == f"Device/{device['id']}"
     assert provenance["entity"][0]["role"] == "derivation"
-    maps = [t["reference"] for t in provenance["target"] if t["reference"].startswith("Media/")]
-    assert len(maps) == 2  # a saliency map per class, never among the findings' derivedFrom
-    for observation in classes:
-        assert not {r["reference"] for r in observation["derivedFrom"]} & set(maps)
-    saliency = node.get(f"{BASE}/{maps[0]}").json()
-    assert saliency["content"]["contentType"] == "image/png"
-    binary = node.get(f"{BASE}/{saliency['content']['url']}").json()
-    assert binary["contentType"] == "image/png"
 
     report = wait_for(node, "DiagnosticReport", {"subject": f"Patient/{patient_id}"})[0]
     assert report["status"] == "preliminary"
-    assert {r["reference"] for r in report["result"]} >= {f"Observation/{o['id']}" for o in classes}
+    assert {r["reference"] for r in report["result"]} >= {f"Observation/{o['id']}" for o in (*classes, abcd)}
     assert report["conclusion"].startswith("DEMONSTRATION ONLY, NOT A DIAGNOSIS")  # the demo model
     assert "conclusionCode" not in report
+    maps = wait_for(node, "Media", {"subject": f"Patient/{patient_id}", "modality": SALIENCY})
+    assert len(maps) == 1  # the saliency map of the top finding
+    saliency = maps[0]
+    assert saliency["partOf"] == [{"reference": classes[0]["derivedFrom"][1]["reference"]}]  # of the image
+    top = max(classes, key=lambda o: o["valueQuantity"]["value"])
+    assert saliency["content"]["contentType"] == "image/png"
+    assert f"probability-of-{saliency['reasonCode'][0]['coding'][0]['code']}" == top["code"]["coding"][0]["code"]
+    url = saliency["content"]["url"]
+    binary = node.get(f"{BASE}/{url}", headers={"Accept": "application/fhir+json"}).json()
+    assert binary["contentType"] == "image/png"
+    assert binary["securityContext"]["reference"] == f"Media/{saliency['id']}"
+    raw = node.get(f"{BASE}/{url}", headers={"Accept": "image/png"})  # binary.html: the content itself
+    assert raw.status_code == 200 and raw.headers["content-type"] == "image/png"
+    assert raw.content.startswith(b"\x89PNG") and raw.content == base64.b64decode(binary["data"])
+    assert raw.headers["x-security-context"] == f"Media/{saliency['id']}"
+    for observation in classes:  # derived from the images, not from the saliency map
+        assert f"Media/{saliency['id']}" not in {r["reference"] for r in observation["derivedFrom"]}
     events = node.get(f"{BASE}/AuditEvent", params={"subtype": "ai-analysis"}).json()
     assert events["entry"][0]["resource"]["outcome"] == "0"
     # what the worker wrote passes the project's full validation, not only the R4 schema
-    for resource in (*findings, provenance, saliency, binary, device, report):
+    for resource in (*findings, abcd, provenance, rule_provenance, saliency, binary, device, rule_device, report):
         validate({k: v for k, v in resource.items() if k != "meta"} | {"meta": {"security": [AIAST]}})
 
 
@@ -225,3 +249,39 @@ def test_a_clinicians_final_report_is_never_overwritten(node: FhirTestClient, tm
     wait_for(node, "DiagnosticReport", {"subject": f"Patient/{patient_id}", "status": "appended"})
     kept = node.get(f"{BASE}/DiagnosticReport/{report['id']}").json()
     assert kept["status"] == "appended" and kept["conclusion"].endswith("(Dr Example)")
+
+
+def unsuitable_images() -> dict[str, tuple[pydicom.Dataset, str]]:
+    """Each image a dermoscopy model once scored "Malignant melanoma, POS, p=1.00", and the reason it must not."""
+    lesion = lesion_image(random_spec(np.random.default_rng(30), 256, True), 256, seed=30)
+    return {
+        "U-1": (with_pixels(dermoscopic(patient_id="U-1", sop_class=VL_MICROSCOPIC), he_tile(256), modality="GM"),
+                "sop-class"),
+        "U-2": (with_pixels(dermoscopic(patient_id="U-2", sop_class=SECONDARY_CAPTURE), document_page(512),
+                            modality="DOC", grey=True), "sop-class"),
+        "U-3": (with_pixels(dermoscopic(patient_id="U-3"), he_tile(256)), "no-skin"),  # H&E sent as dermoscopy
+        "U-4": (with_pixels(dermoscopic(patient_id="U-4"), blurred(lesion)), "blurred"),
+        "U-5": (with_pixels(dermoscopic(patient_id="U-5"), over_exposed(lesion)), "over-exposed"),
+    }  # fmt: skip
+
+
+def test_unsuitable_images_are_not_scored(node: FhirTestClient, tmp_path: Path) -> None:
+    images = unsuitable_images()
+    patients = {mrn: consenting_patient(node, mrn) for mrn in images}
+    send(node, tmp_path, *(ds for ds, _ in images.values()))
+    for mrn, (_, reason) in images.items():
+        task = wait_for(node, "Task", {"patient": f"Patient/{patients[mrn]}", "status": "rejected"})[0]
+        assert task["code"]["coding"][0]["code"] == "ai-analysis"
+        assert task["businessStatus"]["coding"][0]["code"] == "unsuitable-image"
+        reasons = {c["code"] for c in task["statusReason"]["coding"]}
+        assert reason in reasons, (mrn, reasons)
+        assert all(o["valueCodeableConcept"]["coding"][0]["system"] == "urn:dermbridge:image-admission"
+                   for o in task["output"])  # fmt: skip
+        assert task["focus"]["reference"].startswith("DiagnosticReport/")
+        review = wait_for(node, "Task", {"patient": f"Patient/{patients[mrn]}", "status": "requested"})[0]
+        assert "image unsuitable" in review["statusReason"]["text"]
+        observations = node.get(f"{BASE}/Observation", params={"subject": f"Patient/{patients[mrn]}"}).json()
+        assert observations["total"] == 0, mrn  # no score at all
+        report = node.get(f"{BASE}/{task['focus']['reference']}").json()
+        assert "conclusion" not in report and "conclusionCode" not in report
+        validate({k: v for k, v in task.items() if k != "meta"})

@@ -1,0 +1,96 @@
+"""Admission: what a model may see (DESIGN data flow 2, the admission check).
+
+The model card declares the inputs it was built for (``AcceptedInputs``: SOP classes, modalities,
+photometric interpretations, body regions, minimum resolution). An image outside them, or one that
+fails the pixel checks of ``inference.quality`` (exposure, focus, skin, lesion), is not scored: the
+case gets an "unsuitable image" outcome instead, a ``rejected`` AI-analysis Task whose
+``statusReason`` and ``output`` carry the coded reasons (``urn:dermbridge:image-admission``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydicom import Dataset
+
+from fhir_server.repository import Repository, Stored
+from inference.accepted_inputs import AcceptedInputs
+from inference.quality import assess
+from inference.results import ImageContext
+from inference.tasks import AI_ANALYSIS_CODE, _task, _task_once
+
+ADMISSION_SYSTEM = "urn:dermbridge:image-admission"
+SCT = "SCT"  # DICOM's coding scheme designator for SNOMED CT
+REASONS = {
+    "sop-class": "The image's SOP class is not one the model accepts",
+    "modality": "The image's modality is not one the model accepts",
+    "photometric": "The image's photometric interpretation is not one the model accepts",
+    "body-region": "The imaged body region is not one the model accepts",
+    "resolution": "The image is smaller than the model's minimum resolution",
+    "under-exposed": "Under-exposed image",
+    "over-exposed": "Over-exposed image",
+    "blurred": "Blurred (out of focus) image",
+    "no-skin": "No skin in the image (not a dermoscopic image of skin)",
+    "no-lesion": "No lesion found in the image",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Unsuitable:
+    code: str  # a key of REASONS
+    detail: str
+
+    def concept(self) -> dict[str, Any]:
+        return {"coding": [{"system": ADMISSION_SYSTEM, "code": self.code, "display": REASONS[self.code]}],
+                "text": f"{REASONS[self.code]}: {self.detail}"}  # fmt: skip
+
+
+def _regions(ds: Dataset) -> list[str]:
+    return [str(item.get("CodeValue", "")) for item in ds.get("AnatomicRegionSequence", [])
+            if str(item.get("CodingSchemeDesignator", "")) in (SCT, "SNOMED")]  # fmt: skip
+
+
+def check_attributes(ds: Dataset, accepts: AcceptedInputs) -> list[Unsuitable]:
+    """What in the image's DICOM attributes the card does not accept."""
+    problems = []
+    sop_class, modality = str(ds.get("SOPClassUID", "")), str(ds.get("Modality", ""))
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if accepts.sop_classes and sop_class not in accepts.sop_classes:
+        problems.append(Unsuitable("sop-class", f"{sop_class or 'none'} is not in {', '.join(accepts.sop_classes)}"))
+    if accepts.modalities and modality not in accepts.modalities:
+        problems.append(Unsuitable("modality", f"{modality or 'none'} is not in {', '.join(accepts.modalities)}"))
+    if accepts.photometric_interpretations and photometric not in accepts.photometric_interpretations:
+        taken = ", ".join(accepts.photometric_interpretations)
+        problems.append(Unsuitable("photometric", f"{photometric or 'none'} is not one the model takes ({taken})"))
+    regions = _regions(ds)
+    excluded = [r for r in regions if r in accepts.excluded_body_regions]
+    if excluded or (accepts.body_regions and regions and not set(regions) & set(accepts.body_regions)):
+        problems.append(Unsuitable("body-region", f"SNOMED CT {', '.join(excluded or regions)}"))
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if rows < accepts.min_rows or columns < accepts.min_columns:
+        problems.append(Unsuitable("resolution", f"{columns} x {rows} pixels, the model needs at least "
+                                                 f"{accepts.min_columns} x {accepts.min_rows}"))  # fmt: skip
+    return problems
+
+
+def admit(ds: Dataset, rgb: np.ndarray, accepts: AcceptedInputs) -> list[Unsuitable]:
+    """Why the image must not be scored by a model accepting ``accepts``; empty: it may be."""
+    problems = check_attributes(ds, accepts)
+    if problems or not accepts.quality_check:
+        return problems
+    return [Unsuitable(p.code, p.detail) for p in assess(rgb)]
+
+
+async def record_unsuitable(repo: Repository, context: ImageContext, model: str, problems: list[Unsuitable]) -> Stored:
+    """The case's "unsuitable image" outcome: a rejected AI-analysis Task with the coded reasons."""
+    summary = "; ".join(f"{REASONS[p.code]} ({p.detail})" for p in problems)
+    task = _task(context, "rejected", AI_ANALYSIS_CODE, f"Image unsuitable for {model}: {summary}")
+    task["statusReason"] = {"coding": [c for p in problems for c in p.concept()["coding"]],
+                            "text": f"Image unsuitable for {model}: {summary}"}  # fmt: skip
+    task["businessStatus"] = {"coding": [{"system": ADMISSION_SYSTEM, "code": "unsuitable-image",
+                                          "display": "Unsuitable image: not analysed"}]}  # fmt: skip
+    task["output"] = [{"type": {"coding": [{"system": ADMISSION_SYSTEM, "code": "reason"}], "text": "reason"},
+                       "valueCodeableConcept": p.concept()} for p in problems]  # fmt: skip
+    return await _task_once(repo, task, f"unsuitable-{context.instance_uid}-{model}")
