@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from datetime import timedelta
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -49,15 +50,18 @@ from fhir_server.security.endpoint import TokenEndpoint
 from fhir_server.security.revocation import ClientStates
 from fhir_server.security.tokens import ExternalProvider, TokenService, load_token_signer
 from fhir_server.storage.port import Engine
-from fhir_server.subscriptions.activation import activate as activate_subscription
+from fhir_server.subscriptions.activation import SubscriptionRules, activation_hook
 from fhir_server.subscriptions.channels import Channels
+from fhir_server.subscriptions.guard import EndpointGuard
 from fhir_server.subscriptions.worker import SubscriptionWorker
 from fhir_server.validation import WARM_TYPES, warm_up
 
 log = logging.getLogger(__name__)
 
 
-def build_router(erasure: Erasure | None = None, holds: LegalHolds | None = None) -> FhirRouter:
+def build_router(
+    erasure: Erasure | None = None, holds: LegalHolds | None = None, subscriptions: SubscriptionRules | None = None
+) -> FhirRouter:
     router: FhirRouter
 
     def capability(base_url: str) -> dict[str, Any]:
@@ -65,7 +69,7 @@ def build_router(erasure: Erasure | None = None, holds: LegalHolds | None = None
 
     router = FhirRouter(capability)
     router.batch_handler = BundleProcessor(router)
-    router.write_hooks["Subscription"] = activate_subscription
+    router.write_hooks["Subscription"] = activation_hook(subscriptions or SubscriptionRules())
     router.register(Operation("decide", ("Consent",), False, consent_decide, DECIDE_DEFINITION))
     if erasure is not None:
         router.register(Operation("erase", ("Patient",), True, erasure, ERASE_DEFINITION, True, "d"))
@@ -137,7 +141,9 @@ def build_subscriptions(
     """The Subscription delivery worker (``fhir_server.subscriptions``), when enabled."""
     if not settings.subscriptions_enabled or settings.role == "inference":
         return None
-    channels = Channels(NotifyConfig.load(settings.notify_config))
+    channels = Channels(
+        NotifyConfig.load(settings.notify_config), guard=EndpointGuard(settings.subscription_allowed_hosts)
+    )
     return SubscriptionWorker(
         engine,
         channels,
@@ -219,7 +225,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.dimse = dimse
     erasure = Erasure()
     erasure.hooks.append(DicomErasure(ingestor.blobs))
-    router = build_router(erasure if settings.encryption_enabled else None, LegalHolds(audit))
+    rules = SubscriptionRules(
+        EndpointGuard(settings.subscription_allowed_hosts), timedelta(days=settings.subscription_max_lifetime_days)
+    )
+    router = build_router(erasure if settings.encryption_enabled else None, LegalHolds(audit), rules)
     register_identity(router, audit)
     app.state.fhir_http = FhirHttp(
         engine,

@@ -135,6 +135,15 @@ class Settings(BaseSettings):
     subscription_max_attempts: int = Field(5, ge=1, le=100, description="failed deliveries before status=error")
     subscription_retry_seconds: float = Field(30.0, gt=0, le=3600, description="first retry delay, doubled each time")
     subscription_poll_seconds: float = Field(1.0, gt=0, le=60)
+    subscription_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="rest-hook hosts or CIDRs allowed although loopback/private/link-local, "
+        'e.g. ["hooks.internal", "10.1.0.0/16"]; empty: only public addresses',
+    )
+    subscription_max_lifetime_days: float = Field(
+        30.0, gt=0, le=3650, description="longest Subscription.end from its last write; later or none is capped"
+    )
     notify_config: Path | None = Field(None, description="JSON file: per-tenant SMTP, templates, suppression")
 
     @field_validator("dicom_lesion_key")

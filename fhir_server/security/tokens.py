@@ -216,5 +216,6 @@ class TokenService:
             subject=str(claims["sub"]),
             scopes=tuple(parse_scopes(text)),
             patient=str(patient) if patient else None,
+            issuer=provider.issuer,
         )
         return Verified(access, float(claims["exp"]) + LEEWAY_SECONDS)

@@ -3,12 +3,20 @@ the server moves it ``requested -> active`` once its criteria and channel are ac
 answers 4xx with an OperationOutcome. A client may set ``off``; ``error`` is the server's.
 
 Supported channels: ``rest-hook`` (an http(s) URL) and ``email`` (``mailto:``). ``websocket``,
-``sms`` and ``message`` are refused with 422 (not supported).
+``sms`` and ``message`` are refused with 422 (not supported). A rest-hook endpoint must pass the
+``EndpointGuard`` (no loopback, private, link-local... hosts unless allow-listed); hop-by-hop and
+framing headers (Host, Content-Length, Transfer-Encoding, Connection...) are refused in ``channel.header``.
+
+A Subscription is a standing grant of its owner's scopes, so its lifetime is capped
+(``SubscriptionRules.max_lifetime``): a missing or later ``end`` is set to the cap.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +25,7 @@ from fhir_server.api.messages import FhirRequest
 from fhir_server.errors import unprocessable
 from fhir_server.repository import Repository
 from fhir_server.subscriptions.criteria import check_criteria, parse_criteria
+from fhir_server.subscriptions.guard import EndpointGuard, EndpointRefused
 from fhir_server.subscriptions.owner import stamp
 
 CHANNELS = ("rest-hook", "email")
@@ -25,10 +34,51 @@ MAX_HEADERS = 16
 MAX_HEADER = 1024
 MAX_ENDPOINT = 2048
 HEADER_PATH = "Subscription.channel.header"
+ENDPOINT_PATH = "Subscription.channel.endpoint"
+HOP_BY_HOP = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    }
+)
+DEFAULT_LIFETIME = timedelta(days=30)
 
 
-async def activate(repo: Repository, request: FhirRequest) -> None:
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRules:
+    """What an operator decides about Subscriptions: the endpoint allow-list and the longest lifetime."""
+
+    guard: EndpointGuard = field(default_factory=EndpointGuard)
+    max_lifetime: timedelta = DEFAULT_LIFETIME
+    clock: Callable[[], datetime] = _utc_now
+
+
+def activation_hook(rules: SubscriptionRules) -> Callable[[Repository, FhirRequest], Awaitable[None]]:
+    """The router's write hook for Subscription under ``rules``."""
+
+    async def hook(repo: Repository, request: FhirRequest) -> None:
+        await activate(repo, request, rules)
+
+    return hook
+
+
+async def activate(repo: Repository, request: FhirRequest, rules: SubscriptionRules | None = None) -> None:
     """Router write hook for Subscription (create, update, conditional update, in bundles too)."""
+    rules = rules or SubscriptionRules()
     if request.method == "PATCH":
         raise unprocessable("a Subscription is changed by PUT (its criteria and channel are checked as a whole)")
     body = request.body
@@ -38,11 +88,39 @@ async def activate(repo: Repository, request: FhirRequest) -> None:
     if not isinstance(channel, dict):
         raise unprocessable("channel is required", ["Subscription.channel"])
     check_channel(channel)
+    await check_endpoint(channel, rules.guard)
     check_criteria(repo, parse_criteria(body.get("criteria")))
     if body.get("status") != "off":
         body["status"] = "active"
     body.pop("error", None)
-    stamp(body, repo.policy)
+    now = rules.clock()
+    body["end"] = capped_end(body.get("end"), now + rules.max_lifetime)
+    stamp(body, repo.policy, now + rules.max_lifetime)
+
+
+def capped_end(requested: object, cap: datetime) -> str:
+    """``end`` no later than ``cap`` (a missing or unreadable ``end`` is the cap)."""
+    try:
+        end = datetime.fromisoformat(str(requested)) if isinstance(requested, str) else None
+    except ValueError:
+        end = None
+    if end is not None and end.tzinfo is None:
+        end = None  # a dateTime with a time carries a zone (datatypes.html#dateTime); a bare date: the cap
+    chosen = cap if end is None or end > cap else end
+    return chosen.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+async def check_endpoint(channel: dict[str, Any], guard: EndpointGuard) -> None:
+    """A rest-hook endpoint the server may call (``EndpointGuard``); 422 otherwise."""
+    if channel.get("type") != "rest-hook":
+        return
+    parts = urlsplit(str(channel["endpoint"]))
+    try:
+        await guard.resolve(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    except EndpointRefused as exc:
+        raise unprocessable(str(exc), [ENDPOINT_PATH]) from exc
+    except ValueError as exc:  # an invalid port
+        raise unprocessable("the endpoint URL is not valid", [ENDPOINT_PATH]) from exc
 
 
 def check_channel(channel: dict[str, Any]) -> None:
@@ -80,4 +158,8 @@ def parse_header(header: object) -> tuple[str, str]:
     name, _, value = text.partition(":")
     if not HEADER_NAME.match(name.strip()) or not value.strip() or any(c in text for c in "\r\n\0"):
         raise unprocessable(f"channel.header {str(header)[:80]!r} is not 'Name: value'", [HEADER_PATH])
+    if name.strip().lower() in HOP_BY_HOP:
+        raise unprocessable(
+            f"channel.header {name.strip()!r} is set by the server, not by a Subscription", [HEADER_PATH]
+        )
     return name.strip(), value.strip()

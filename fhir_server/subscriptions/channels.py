@@ -3,11 +3,14 @@
 - ``rest-hook`` without payload: ``POST`` to the endpoint with no body (a ping);
   with ``application/fhir+json``: ``PUT [endpoint]/[type]/[id]`` with the resource;
   with ``application/json``: a Slack-style webhook, ``POST {"text": ...}`` from the tenant's webhook template.
-  ``channel.header`` values are sent on every request.
+  ``channel.header`` values are sent on every request. The endpoint's host is checked again by the
+  ``EndpointGuard`` on each delivery and the request goes to the address checked (with the original
+  ``Host`` and TLS server name), so a DNS answer changed since activation cannot redirect it.
 - ``email``: a message from the tenant's email template to the ``mailto:`` address, unless the
   recipient is suppressed or has turned email off.
 
-A failure raises ``DeliveryFailed`` with the reason recorded on the Subscription.
+A failure raises ``DeliveryFailed`` with the reason recorded on the Subscription: only the HTTP status
+or "unreachable", never the kind of network error (``Subscription.error`` must not make a scanner).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from fhir_server.notify.email import build_message, send_email
 from fhir_server.notify.templates import Context
 from fhir_server.storage.port import TenantReader
 from fhir_server.subscriptions.activation import parse_header
+from fhir_server.subscriptions.guard import EndpointGuard, EndpointRefused, Target
 
 FHIR_JSON = "application/fhir+json"
 WEBHOOK_JSON = "application/json"
@@ -47,8 +51,11 @@ class Notification:
 class Channels:
     """The senders of every supported channel type, sharing one HTTP client."""
 
-    def __init__(self, config: NotifyConfig, *, timeout_seconds: float = 10.0) -> None:
+    def __init__(
+        self, config: NotifyConfig, *, guard: EndpointGuard | None = None, timeout_seconds: float = 10.0
+    ) -> None:
         self.config = config
+        self.guard = guard or EndpointGuard()
         self._http = httpx.AsyncClient(timeout=timeout_seconds, follow_redirects=False)
 
     async def close(self) -> None:
@@ -80,13 +87,29 @@ class Channels:
         else:
             url = endpoint
             request = self._http.build_request("POST", url, headers=headers)
+        shown = f"{request.method} {request.url}"
+        await self._pin(request)
         try:
             response = await self._http.send(request)
         except httpx.HTTPError as exc:
-            raise DeliveryFailed(f"{request.method} {endpoint} failed: {type(exc).__name__}") from exc
+            raise DeliveryFailed(f"delivery failed: {shown}: endpoint unreachable") from exc
         if not response.is_success:
-            raise DeliveryFailed(f"{request.method} {request.url} answered HTTP {response.status_code}")
-        return f"{request.method} {request.url}: HTTP {response.status_code}"
+            raise DeliveryFailed(f"delivery failed: {shown}: HTTP status {response.status_code}")
+        return f"{shown}: HTTP {response.status_code}"
+
+    async def _pin(self, request: httpx.Request) -> None:
+        """Check the host now and send to the checked address (DNS rebinding); raises ``DeliveryFailed``."""
+        url = request.url
+        try:
+            target: Target = await self.guard.resolve(url.host, url.port or (443 if url.scheme == "https" else 80))
+        except EndpointRefused as exc:
+            raise DeliveryFailed(f"delivery refused: {exc}") from exc
+        if target.address is None:
+            return  # an allow-listed host name: connected as named
+        request.headers["Host"] = url.netloc.decode("ascii")
+        if url.scheme == "https":
+            request.extensions = {**request.extensions, "sni_hostname": url.host}
+        request.url = url.copy_with(host=str(target.address))
 
     async def _email(self, notification: Notification, settings: TenantNotifications) -> str:
         context = notification.context

@@ -1,5 +1,9 @@
 """The owner of a Subscription: the client whose token created or last updated it.
 
+Owners that are not registered clients (an external provider's subject, recorded with its
+``issuer``) cannot be revoked here, so their grant ends at ``authorised-until`` (the lifetime cap
+when it was written): the worker then turns the Subscription off until the owner writes it again.
+
 Kept in a server-managed extension (``OWNER_URL``): a client's own value is always replaced. The
 delivery worker evaluates criteria through a ``Repository`` built with the owner's
 ``AccessPolicy``, so a Subscription never reveals what its owner's scopes do not allow
@@ -8,6 +12,7 @@ delivery worker evaluates criteria through a ``Repository`` built with the owner
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fhir_server.security.policy import AccessPolicy
@@ -16,7 +21,7 @@ from fhir_server.security.scopes import Access, parse_scopes
 OWNER_URL = "urn:dermbridge:fhir:StructureDefinition:subscription-owner"
 
 
-def stamp(resource: dict[str, Any], policy: AccessPolicy) -> None:
+def stamp(resource: dict[str, Any], policy: AccessPolicy, authorised_until: datetime | None = None) -> None:
     """Record ``policy`` (the writer's) as the owner, replacing any owner extension sent."""
     access = policy.access
     if access is None:
@@ -26,6 +31,10 @@ def stamp(resource: dict[str, Any], policy: AccessPolicy) -> None:
         parts += [{"url": "role", "valueString": role} for role in access.roles]
         if access.patient:
             parts.append({"url": "patient", "valueString": access.patient})
+        if access.issuer:
+            parts.append({"url": "issuer", "valueString": access.issuer})
+    if authorised_until is not None:
+        parts.append({"url": "authorised-until", "valueString": authorised_until.isoformat()})
     others = [e for e in resource.get("extension") or [] if not (isinstance(e, dict) and e.get("url") == OWNER_URL)]
     resource["extension"] = [*others, {"url": OWNER_URL, "extension": parts}]
 
@@ -64,3 +73,19 @@ def owner_client(resource: dict[str, Any]) -> str:
 def owner_client_id(resource: dict[str, Any]) -> str | None:
     """The owning client's id; None when the system context wrote it."""
     return _parts(resource).get("client")
+
+
+def owner_issuer(resource: dict[str, Any]) -> str | None:
+    """The external provider that vouched for the owner; None for registered clients and the system."""
+    return _parts(resource).get("issuer")
+
+
+def reauthorisation_due(resource: dict[str, Any], now: datetime) -> bool:
+    """An external provider's subject whose grant reached ``authorised-until`` (or never recorded one)."""
+    if owner_issuer(resource) is None:
+        return False
+    until = _parts(resource).get("authorised-until")
+    try:
+        return until is None or datetime.fromisoformat(until) <= now
+    except ValueError:
+        return True

@@ -10,12 +10,15 @@ change and delivers the matches (subscription.html; DESIGN "outbox").
 - A failed delivery defers the event with exponential back-off (``retry_seconds``, twice it, ...);
   after ``max_attempts`` the Subscription goes to ``status = error`` with the reason in ``error``.
 - A Subscription whose owning client was disabled (or revoked its tokens) after writing it is silent.
+- One owned by an external provider's subject (not revocable here) is turned ``off`` once its
+  ``authorised-until`` passes, with an ``error`` asking the owner to re-authorise (write it again).
 - Every send, suppressed send and final failure is audited. A Subscription past its ``end`` is skipped.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +32,7 @@ from fhir_server.storage.port import Engine, OutboxEvent, Record, TenantStore
 from fhir_server.subscriptions.audit import notification_event
 from fhir_server.subscriptions.channels import Channels, DeliveryFailed, Notification
 from fhir_server.subscriptions.criteria import Criteria, match, parse_criteria
-from fhir_server.subscriptions.owner import owner_client, owner_client_id, owner_policy
+from fhir_server.subscriptions.owner import owner_client, owner_client_id, owner_policy, reauthorisation_due
 
 log = logging.getLogger(__name__)
 CONSUMER = "subscriptions"
@@ -40,6 +43,14 @@ REASON = "subscription delivery"
 SCAN = 100
 MAX_SUBSCRIPTIONS = 1000  # active Subscriptions looked at per changed resource type
 MAX_BACKOFF = 3600.0
+REAUTHORISE = (
+    "re-authorisation needed: the owner's grant from an external identity provider has reached the "
+    "server's maximum Subscription lifetime; the owner must write the Subscription again (PUT) to resume"
+)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class SubscriptionWorker(OutboxLoop):
@@ -57,6 +68,7 @@ class SubscriptionWorker(OutboxLoop):
         lease_seconds: float = 60.0,
         poll_seconds: float = 1.0,
         clients: ClientRegistry | None = None,
+        clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         super().__init__(engine, poll_seconds)
         self.engine = engine
@@ -67,6 +79,7 @@ class SubscriptionWorker(OutboxLoop):
         self.retry_seconds = retry_seconds
         self.lease = lease_seconds
         self.clients = clients
+        self.clock = clock
 
     async def stop(self) -> None:
         await super().stop()
@@ -120,8 +133,18 @@ class SubscriptionWorker(OutboxLoop):
         found = await system.find(
             "Subscription", [("status", "active"), ("criteria", resource_type)], MAX_SUBSCRIPTIONS
         )
-        now = datetime.now(UTC)
-        return [s.resource for s in found if _names(s.resource, resource_type) and not _ended(s.resource, now)]
+        now = self.clock()
+        live = []
+        for subscription in (s.resource for s in found if _names(s.resource, resource_type)):
+            if reauthorisation_due(subscription, now):
+                await self._turn_off(system, subscription, REAUTHORISE)
+            elif not _ended(subscription, now):
+                live.append(subscription)
+        return live
+
+    async def _turn_off(self, system: Repository, subscription: dict[str, Any], reason: str) -> None:
+        log.warning("Subscription/%s turned off: %s", subscription["id"], reason)
+        await _leave_active(system, subscription, "off", reason)
 
     async def _deliver(self, store: TenantStore, subscription: dict[str, Any], event: OutboxEvent) -> None:
         key = f"{subscription['id']}|{event.seq}"
@@ -155,10 +178,7 @@ class SubscriptionWorker(OutboxLoop):
         log.error(
             "Subscription/%s failed %d times; status set to error: %s", subscription["id"], event.attempts, reason
         )
-        current = await system.current("Subscription", str(subscription["id"]))
-        if current is not None and current.get("status") == "active":
-            updated = {**current, "status": "error", "error": f"{reason} (after {event.attempts} attempts)"}
-            await system.update(updated, resource_type="Subscription", id=str(subscription["id"]))
+        await _leave_active(system, subscription, "error", f"{reason} (after {event.attempts} attempts)")
         if self.audit is not None:
             about = f"{event.payload.get('type')}/{event.payload.get('id')}"
             context = Context(system.tenant, "", "", about, str(subscription["id"]), {})
@@ -179,6 +199,14 @@ class SubscriptionWorker(OutboxLoop):
         return notification_event(
             str(subscription["id"]), owner_client(subscription), what, endpoint, outcome, description
         )
+
+
+async def _leave_active(system: Repository, subscription: dict[str, Any], status: str, error: str) -> None:
+    """subscription.html#errors: the server sets ``status`` (off / error) and the reason in ``error``."""
+    current = await system.current("Subscription", str(subscription["id"]))
+    if current is not None and current.get("status") == "active":
+        updated = {**current, "status": status, "error": error}
+        await system.update(updated, resource_type="Subscription", id=str(subscription["id"]))
 
 
 def _criteria(subscription: dict[str, Any]) -> Criteria:

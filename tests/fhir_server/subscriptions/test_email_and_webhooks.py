@@ -18,7 +18,13 @@ from tests.fhir_server.subscriptions.endpoints import hook_server, smtp_server, 
 from tests.server import cli
 
 SENDER = "noreply@dermbridge.test"
-FAST = {"subscription_retry_seconds": 0.05, "subscription_poll_seconds": 0.05, "subscription_max_attempts": 3}
+# The hook servers listen on loopback: allow-listed as an operator would (DERMBRIDGE_SUBSCRIPTION_ALLOWED_HOSTS).
+FAST: dict[str, Any] = {
+    "subscription_retry_seconds": 0.05,
+    "subscription_poll_seconds": 0.05,
+    "subscription_max_attempts": 3,
+    "subscription_allowed_hosts": ["127.0.0.1"],
+}
 
 
 def email_subscription(criteria: str, address: str) -> dict[str, Any]:

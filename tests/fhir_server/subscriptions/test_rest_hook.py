@@ -16,7 +16,13 @@ from tests.factories import observation, patient
 from tests.fhir_server.security.smart import IdentityProvider
 from tests.fhir_server.subscriptions.endpoints import HookServer, hook_server, wait_for
 
-FAST = {"subscription_retry_seconds": 0.05, "subscription_poll_seconds": 0.05, "subscription_max_attempts": 3}
+# The hook servers listen on loopback: allow-listed as an operator would (DERMBRIDGE_SUBSCRIPTION_ALLOWED_HOSTS).
+FAST: dict[str, Any] = {
+    "subscription_retry_seconds": 0.05,
+    "subscription_poll_seconds": 0.05,
+    "subscription_max_attempts": 3,
+    "subscription_allowed_hosts": ["127.0.0.1"],
+}
 
 
 def subscription(criteria: str, endpoint: str, payload: str | None = None, **channel: Any) -> dict[str, Any]:
@@ -158,7 +164,7 @@ def test_retries_after_failures_then_error_after_repeated_failure(fhir: FhirTest
     fhir.post(f"{BASE}/Observation", json=observation(subject))
     wait_for(lambda: fhir.get(f"{BASE}/Subscription/{created['id']}").json()["status"] == "error")
     failed = fhir.get(f"{BASE}/Subscription/{created['id']}").json()
-    assert "HTTP 503" in failed["error"] and "3 attempts" in failed["error"]
+    assert "HTTP status 503" in failed["error"] and "3 attempts" in failed["error"]
     assert hook.attempts == 6 and len(hook.received) == 1
     audit = fhir.get(f"{BASE}/AuditEvent", params={"subtype": "urn:dermbridge:audit|notification"}).json()
     outcomes = sorted(e["resource"]["outcome"] for e in audit.get("entry", []))
