@@ -174,15 +174,17 @@ def test_6_a_patient_scope_cannot_erase_nor_claim_another_record_by_a_merge_link
     assert refused.status_code == 422 and "$merge" in refused.json()["issue"][0]["diagnostics"]
     clinician = c.system("user/Patient.cruds user/Observation.cruds")
     assert c.client.put(f"{BASE}/Patient/{alice}", json=claim, headers=clinician).status_code == 422
-    assert c.client.patch(f"{BASE}/Patient/{alice}", json=[{"op": "add", "path": "/link", "value": claim["link"]}],
-                          headers={**full, "Content-Type": "application/json-patch+json"}).status_code == 422  # fmt: skip
+    patch = [{"op": "add", "path": "/link", "value": claim["link"]}]
+    json_patch = {**full, "Content-Type": "application/json-patch+json"}
+    assert c.client.patch(f"{BASE}/Patient/{alice}", json=patch, headers=json_patch).status_code == 422
     erase = c.client.post(f"{BASE}/Patient/{alice}/$erase", json={"resourceType": "Parameters"}, headers=full)
     assert erase.status_code == 403 and erase.json()["issue"][0]["code"] == "forbidden"
     assert c.client.get(f"{BASE}/Patient/{bob}").status_code == 200
     assert c.client.get(f"{BASE}/Patient/{alice}").status_code == 200
-    merged = c.client.post(f"{BASE}/Patient/$merge", json={"resourceType": "Parameters", "parameter": [
-                               {"name": "source-patient", "valueReference": {"reference": f"Patient/{bob}"}},
-                               {"name": "target-patient", "valueReference": {"reference": f"Patient/{alice}"}}]})  # fmt: skip
+    merge = {"resourceType": "Parameters", "parameter": [
+        {"name": "source-patient", "valueReference": {"reference": f"Patient/{bob}"}},
+        {"name": "target-patient", "valueReference": {"reference": f"Patient/{alice}"}}]}  # fmt: skip
+    merged = c.client.post(f"{BASE}/Patient/$merge", json=merge)
     assert merged.status_code == 200, merged.text
     assert {"other": {"reference": f"Patient/{bob}"}, "type": "replaces"} in _links(c, "alice")
     unlinking = {**patient(family="alice"), "id": alice}  # nor may a write drop the link $merge set
