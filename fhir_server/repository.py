@@ -58,6 +58,9 @@ from fhir_server.storage.query import SearchQuery
 from fhir_server.validation import check_type, validate
 
 APPEND_ONLY = "AuditEvent"
+HISTORY_BATCH = 500
+MAX_OWNED_HISTORY = 10_000  # versions of one resource filtered for a patient/ scope: far above any real count
+MANAGED_LINKS = frozenset({"replaces", "replaced-by"})  # Patient.link written by $merge only
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
@@ -200,7 +203,22 @@ class Repository:
             current = await self.store.read(query.resource_type, query.id)
             if current is None or not await self._owned(decisions[query.resource_type], current):
                 raise not_found(f"{query.resource_type}/{query.id} is not known")
+        if "patient" in decisions.values():
+            return await self._owned_history(query)
         return await self.store.history(query)
+
+    async def _owned_history(self, query: HistoryQuery) -> HistoryPage:
+        """One resource's history as a patient/ scope may read it: only the versions its patient owns
+        (a deletion: as the version it deleted), as ``vread`` answers them; the total counts those."""
+        visible: list[ResourceVersion] = []
+        offset = 0
+        while True:
+            page = await self.store.history(replace(query, count=HISTORY_BATCH, offset=offset))
+            visible += [v for v in page.versions if await self._owned("patient", v)]
+            offset += len(page.versions)
+            if not page.versions or offset >= page.total or offset >= MAX_OWNED_HISTORY:
+                break
+        return HistoryPage(visible[query.offset : query.offset + query.count], len(visible))
 
     def parse(
         self, resource_types: tuple[str, ...], params: list[tuple[str, str]], *, lenient: bool = False
@@ -257,8 +275,12 @@ class Repository:
 
     def authorize_operation(self, name: str, resource_type: str | None, id: str | None, permission: Permission) -> None:
         """An operation (``$name``) needs ``permission`` on its type (``*`` at system level); under a
-        patient/ scope only on the patient's own Patient instance."""
+        patient/ scope only on the patient's own Patient instance, and never one that deletes (``$erase``)."""
         decision = self.policy.require(resource_type or "*", permission)
+        if decision == "patient" and permission == "d":
+            raise forbidden(
+                f"${name} needs a user/ or system/ scope: a patient's own erasure request goes through the organisation"
+            )
         if decision == "patient" and (resource_type, id) != ("Patient", self.policy.patient):
             raise forbidden(f"${name} needs a user/ or system/ scope here")
 
@@ -472,6 +494,8 @@ class Repository:
         assert self._tx is not None
         if self.policy.access is not None and resource_type == "Flag":
             _check_not_hold(resource, current)
+        if self.policy.access is not None and resource_type == "Patient":
+            _check_managed_links(resource, current)
         version_number = current.version + 1 if current is not None else 1
         now = new_instant()
         meta = dict(resource.get("meta") or {})
@@ -495,7 +519,7 @@ class Repository:
     async def _tombstone(self, current: ResourceVersion) -> ResourceVersion:
         """Every deletion passes here: a legal hold on the resource's patient or case refuses it (409)."""
         assert self._tx is not None
-        await check_deletable(self._tx, current)
+        await check_deletable(self._tx, current, self.policy.may)
         if self.policy.access is not None and current.resource_type == "Flag":
             _check_not_hold(None, current)
         version = ResourceVersion(current.resource_type, current.id, current.version + 1, new_instant(), None, "DELETE")
@@ -512,6 +536,26 @@ def _check_not_hold(resource: dict[str, Any] | None, current: ResourceVersion | 
     before = load(current) if current is not None and not current.deleted else None
     if is_hold(resource) or is_hold(before):
         raise conflict("a legal hold is placed and released by $legal-hold and $release-legal-hold only")
+
+
+def _managed_links(resource: dict[str, Any] | None) -> list[tuple[str, str]]:
+    links = (resource or {}).get("link") or []
+    found = [
+        (str(link.get("type")), str((link.get("other") or {}).get("reference")))
+        for link in links
+        if isinstance(link, dict) and link.get("type") in MANAGED_LINKS
+    ]
+    return sorted(found)
+
+
+def _check_managed_links(resource: dict[str, Any], current: ResourceVersion | None) -> None:
+    """``Patient.link`` of type ``replaces``/``replaced-by`` records a merge (patient-operation-merge.html):
+    written by ``$merge`` in a system context only, since ``$erase`` follows them to the merged records."""
+    before = load(current) if current is not None and not current.deleted else None
+    if _managed_links(resource) != _managed_links(before):
+        raise OperationOutcomeError.of(
+            422, "business-rule", "Patient.link of type replaces/replaced-by is written by Patient/$merge only"
+        )
 
 
 def _gone(version: ResourceVersion) -> OperationOutcomeError:

@@ -1,6 +1,9 @@
 """``Patient/[id]/$erase``: GDPR Article 17 erasure by crypto-shredding.
 
-In one transaction: every resource of the patient's compartment gets a content-free tombstone
+Only a user/ or system/ scope may erase (``Repository.authorize_operation``): a patient's own erasure
+request goes through the organisation. In one transaction: every resource the patient owns (its
+subject/patient reference, ``fhir_server.search.membership.owners``; not what merely names it as a
+performer) and the Patient itself get a content-free tombstone
 (so reads answer 410 and its search-index rows are deleted), and so do the resources produced for
 it that no compartment holds: the ``Binary``s and ``OperationOutcome``s its resources point at (a
 saliency map's PNG, a failed analysis's outcome) and the ``Provenance``s whose target is one of
@@ -22,7 +25,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fhir_server.api.compartment import compartment_clause
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.audit.audited_writes import AuditedWrites
 from fhir_server.crypto.store import EncryptingTenantStore
@@ -32,6 +34,7 @@ from fhir_server.identity.merge_input import linked
 from fhir_server.repository import Repository
 from fhir_server.retention.holds import held, hold_on
 from fhir_server.search.extract import parse_local_reference
+from fhir_server.search.membership import owner_clause
 from fhir_server.storage.query import ParamClause, ReferenceMatch
 
 ErasureHook = Callable[[Repository, str], Awaitable[None]]  # (repository in the transaction, patient id)
@@ -73,7 +76,7 @@ class Erasure:
         for patient_id in patients:  # before the hooks, which delete DICOM objects outside the transaction
             hold = await hold_on(store, {"resourceType": "Patient", "id": patient_id})
             if hold is not None:
-                raise held(f"Patient/{patient_id}", hold)
+                raise held(f"Patient/{patient_id}", hold, detailed=repo.policy.may(hold))
         members = [*sorted((set(patient_compartment()) & resource_types()) - KEPT - {"Patient"}), "Patient"]
         erased = _Erased()
         async with repo.store.transaction() as tx:  # with the request's AuditEvent (``AuditedWrites``)
@@ -109,7 +112,9 @@ async def _merged_records(repo: Repository, id: str, erased: set[str]) -> list[s
 
 
 async def _tombstone_members(repo: Repository, resource_type: str, patient_id: str, erased: _Erased) -> None:
-    clause = compartment_clause(resource_type, patient_id)
+    """The patient's own resources of ``resource_type`` (``owner_clause``: the subject/patient reference,
+    as a patient/ scope reads them), not those that merely name it (a performer, an author)."""
+    clause = owner_clause(resource_type, patient_id)
     if clause is None:
         return
     while True:

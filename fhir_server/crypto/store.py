@@ -26,7 +26,7 @@ from fhir_server.crypto.keyring import TENANT_REF, ErasedSubject, TenantKeyring
 from fhir_server.crypto.master import MasterKeys, UnwrapError, open_sealed, seal
 from fhir_server.errors import gone
 from fhir_server.search.extract import parse_local_reference
-from fhir_server.search.membership import compartment_patients
+from fhir_server.search.membership import compartment_patients, owners
 from fhir_server.storage.port import (
     AuditCheckpoint,
     AuditEntry,
@@ -51,10 +51,12 @@ TENANT_KEYED = frozenset({"AuditEvent"})
 
 
 def subject_ref(resource_type: str, resource: dict[str, Any]) -> str:
-    """The data key a resource is sealed under."""
+    """The data key a resource is sealed under: its (first) owner's, the patient whose record it is and
+    whose ``$erase`` tombstones it; a resource that merely names a patient (a performer) is not theirs."""
     if resource_type in TENANT_KEYED:
         return TENANT_REF
-    patients = compartment_patients(resource)
+    owning = owners({**resource, "resourceType": resource_type})
+    patients = [p for p in compartment_patients({**resource, "resourceType": resource_type}) if p in owning]
     return f"Patient/{patients[0]}" if patients else TENANT_REF
 
 

@@ -8,7 +8,8 @@ Patient's record joins the target's, in one transaction.
 - The merge hooks of other packages run first (the DICOM node re-seals its objects' keys under the
   target's data key and points its study records at the target).
 - The source becomes ``active: false`` with a ``replaced-by`` link; the target gets a ``replaces``
-  link and, unless ``result-patient`` says otherwise, the source's identifiers with ``use: old``.
+  link (written in a named system context: no other write may set, change or drop these links,
+  ``Repository``) and, unless ``result-patient`` says otherwise, the source's identifiers with ``use: old``.
 - An AuditEvent ("Patient Record", update) naming both patients commits with the merge.
 
 ``$erase`` of the target follows its ``replaces`` links, so the source's key and its older
@@ -142,8 +143,13 @@ class PatientMerge:
                 moved = repointed(stored.resource, source_id, target_id)
                 await bound.update(moved, resource_type=str(moved["resourceType"]), id=str(moved["id"]),
                                    server_built=True)  # fmt: skip
-            await bound.update(retired_source(merge), resource_type="Patient", id=source_id, server_built=True)
-            target = await bound.update(merged_target(merge), resource_type="Patient", id=target_id)
+            retired, merged = retired_source(merge), merged_target(merge)
+            for patient in (retired, merged):  # the caller's right to update both; the links are the server's
+                bound.policy.check_write("Patient", patient, "u")
+            system = Repository.system(repo.store, reason=f"$merge of Patient/{source_id} into Patient/{target_id}",
+                                       local_base=repo.local_base, tx=tx)  # fmt: skip
+            await system.update(retired, resource_type="Patient", id=source_id, server_built=True)
+            target = await system.update(merged, resource_type="Patient", id=target_id)
             if self.trail is not None:
                 await self.trail.record_in(repo.store, tx, merge_audit(source_id, target_id, len(members)))
         message = f"Patient/{source_id} merged into Patient/{target_id}: {len(members)} resources re-pointed"

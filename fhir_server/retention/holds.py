@@ -15,6 +15,7 @@ imaging study, media, specimens), the evidence of the case. The hold ``Flag`` it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -92,16 +93,23 @@ async def hold_on(reader: TenantReader, resource: dict[str, Any]) -> dict[str, A
     return None
 
 
-async def check_deletable(reader: TenantReader, version: ResourceVersion) -> None:
-    """409 naming the hold when an active legal hold keeps this (live) version from deletion."""
+async def check_deletable(
+    reader: TenantReader, version: ResourceVersion, may_read: Callable[[dict[str, Any]], bool]
+) -> None:
+    """409 when an active legal hold keeps this (live) version from deletion, naming the hold to a
+    caller that ``may_read`` its Flag."""
     if version.content is None:
         return
     flag = await hold_on(reader, orjson.loads(version.content))
     if flag is not None:
-        raise held(f"{version.resource_type}/{version.id}", flag)
+        raise held(f"{version.resource_type}/{version.id}", flag, detailed=may_read(flag))
 
 
-def held(what: str, flag: dict[str, Any]) -> OperationOutcomeError:
+def held(what: str, flag: dict[str, Any], *, detailed: bool) -> OperationOutcomeError:
+    """The 409 of a hold: which Flag, by whom, when and why only to a caller who may read the Flag
+    (``detailed``); any other caller learns only that a hold exists."""
+    if not detailed:
+        return conflict(f"{what} cannot be deleted or erased while under a legal hold")
     return conflict(f"{what} cannot be deleted or erased while under {describe(flag)}")
 
 

@@ -156,3 +156,74 @@ def test_a_repository_is_made_for_a_policy_or_as_the_named_system_context(tmp_pa
     assert Repository.system(store, reason="a test").policy.system_reason == "a test"
     with pytest.raises(ValueError):
         AccessPolicy(None)
+
+
+def _links(c: Clinic, who: str) -> list[dict[str, Any]]:
+    return c.client.get(f"{BASE}/Patient/{c.ids[who]}").json().get("link", [])
+
+
+def test_6_a_patient_scope_cannot_erase_nor_claim_another_record_by_a_merge_link(clinic: Clinic) -> None:
+    """A patient/ token wrote ``link replaces Patient/bob`` on its own Patient, then ``$erase``d it: Bob
+    went with it. $erase needs a user/ or system/ scope; merge links are written by $merge only."""
+    c = clinic
+    alice, bob = c.ids["alice"], c.ids["bob"]
+    full = c.provider.headers("patient/*.cruds", alice)
+    claim = {**patient(family="alice"), "id": alice, "link": [{"other": {"reference": f"Patient/{bob}"},
+                                                                 "type": "replaces"}]}  # fmt: skip
+    refused = c.client.put(f"{BASE}/Patient/{alice}", json=claim, headers=full)
+    assert refused.status_code == 422 and "$merge" in refused.json()["issue"][0]["diagnostics"]
+    clinician = c.system("user/Patient.cruds user/Observation.cruds")
+    assert c.client.put(f"{BASE}/Patient/{alice}", json=claim, headers=clinician).status_code == 422
+    patch = [{"op": "add", "path": "/link", "value": claim["link"]}]
+    json_patch = {**full, "Content-Type": "application/json-patch+json"}
+    assert c.client.patch(f"{BASE}/Patient/{alice}", json=patch, headers=json_patch).status_code == 422
+    erase = c.client.post(f"{BASE}/Patient/{alice}/$erase", json={"resourceType": "Parameters"}, headers=full)
+    assert erase.status_code == 403 and erase.json()["issue"][0]["code"] == "forbidden"
+    assert c.client.get(f"{BASE}/Patient/{bob}").status_code == 200
+    assert c.client.get(f"{BASE}/Patient/{alice}").status_code == 200
+    merge = {"resourceType": "Parameters", "parameter": [
+        {"name": "source-patient", "valueReference": {"reference": f"Patient/{bob}"}},
+        {"name": "target-patient", "valueReference": {"reference": f"Patient/{alice}"}}]}  # fmt: skip
+    merged = c.client.post(f"{BASE}/Patient/$merge", json=merge)
+    assert merged.status_code == 200, merged.text
+    assert {"other": {"reference": f"Patient/{bob}"}, "type": "replaces"} in _links(c, "alice")
+    unlinking = {**patient(family="alice"), "id": alice}  # nor may a write drop the link $merge set
+    assert c.client.put(f"{BASE}/Patient/{alice}", json=unlinking, headers=clinician).status_code == 422
+
+
+def test_7_erasure_removes_what_the_patient_owns_not_what_names_it_as_performer(clinic: Clinic) -> None:
+    c = clinic
+    alice, bob = c.ids["alice"], c.ids["bob"]
+    performed = c.obs("bob", performer=[{"reference": f"Patient/{alice}"}])
+    bobs = c.client.post(f"{BASE}/Observation", json=performed).json()["id"]
+    erased = c.client.post(f"{BASE}/Patient/{alice}/$erase", json={"resourceType": "Parameters"})
+    assert erased.status_code == 200, erased.text
+    assert c.client.get(f"{BASE}/Observation/{c.ids['alice-obs']}").status_code == 410
+    kept = c.client.get(f"{BASE}/Observation/{bobs}")
+    assert kept.status_code == 200 and kept.json()["subject"]["reference"] == f"Patient/{bob}"
+    assert c.client.get(f"{BASE}/Patient/{bob}").status_code == 200
+
+
+def test_8_history_under_a_patient_scope_holds_only_the_patients_own_versions(clinic: Clinic) -> None:
+    """An Observation first Bob's, then moved into Alice's record: its history shows Alice only v2."""
+    c = clinic
+    moved = {**c.obs("alice"), "id": c.ids["bob-obs"]}
+    assert c.client.put(f"{BASE}/Observation/{c.ids['bob-obs']}", json=moved).status_code == 200
+    history = c.client.get(f"{BASE}/Observation/{c.ids['bob-obs']}/_history", headers=c.alice).json()
+    assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == ["2"] and history["total"] == 1
+    assert c.ids["bob"] not in str(history)
+    assert c.client.get(f"{BASE}/Observation/{c.ids['bob-obs']}/_history").json()["total"] == 2  # the admin sees both
+
+
+def test_9_a_legal_hold_is_described_only_to_whom_may_read_its_flag(clinic: Clinic) -> None:
+    c = clinic
+    why = {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "litigation 2026-117"}]}
+    flag = c.client.post(f"{BASE}/Patient/{c.ids['alice']}/$legal-hold", json=why)
+    assert flag.status_code in (200, 201), flag.text
+    observations_only = c.provider.headers("patient/Observation.cruds", c.ids["alice"])
+    refused = c.client.delete(f"{BASE}/Observation/{c.ids['alice-obs']}", headers=observations_only)
+    assert refused.status_code == 409 and "legal hold" in refused.text
+    assert "litigation" not in refused.text and "Flag/" not in refused.text
+    clinician = c.system("user/Observation.cruds user/Flag.rs")
+    detailed = c.client.delete(f"{BASE}/Observation/{c.ids['alice-obs']}", headers=clinician)
+    assert detailed.status_code == 409 and "litigation 2026-117" in detailed.text and "Flag/" in detailed.text
