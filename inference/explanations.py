@@ -12,8 +12,9 @@
   it reports A, B, C, the partial score and the TDS range, never a Total Dermoscopy Score.
 
 Everything has a deterministic identifier: a redelivered event writes nothing new. They are written
-before the findings, in the same transaction, so the case's last version (the one the findings'
-Provenance names) lists them.
+after the findings, in a transaction of their own (``inference.worker``, findings first); the saliency
+Media is that step's done-key (``explained_key``). Adding the ABCD result to the case makes a new report
+version with the same conclusion: the findings' Provenance keeps naming the version the AI concluded.
 """
 
 from __future__ import annotations
@@ -52,12 +53,22 @@ async def _found(repo: Repository, resource_type: str, key: str) -> Stored | Non
     return found[0] if found else None
 
 
+def explained_key(context: ImageContext, card: ModelCard) -> str:
+    """The identifier of the saliency Media, written last in the explanations' transaction: once it
+    exists, the explanations of this image and model are committed."""
+    return f"{FINDING_SYSTEM}|{_saliency_key(context, card)}"
+
+
+def _saliency_key(context: ImageContext, card: ModelCard) -> str:
+    return _key(context, f"{card.key}|saliency")
+
+
 # -- saliency -------------------------------------------------------------------------------------------
 async def write_saliency(
     repo: Repository, context: ImageContext, card: ModelCard, finding: OutputClass, png: bytes, now: str
 ) -> Stored:
     """The saliency Media and its Binary (securityContext: the Media), in the caller's transaction."""
-    key = _key(context, f"{card.key}|saliency")
+    key = _saliency_key(context, card)
     existing = await _found(repo, "Media", key)
     if existing is not None:
         return existing

@@ -6,8 +6,14 @@ findings in FHIR, or a recorded reason why not.
 - Admission next (``inference.admission``): an image a model's card does not accept, or one failing
   the quality checks, is not scored by it; the case gets an "unsuitable image" Task instead.
 - Events claimed together are decoded together and go through the model in one batch.
-- Idempotent: results carry deterministic identifiers and are written in one transaction, so a
-  redelivered event (a crash before the acknowledgement) finds them and writes nothing new.
+- Findings first: the risk results, the predicted diagnosis, their Provenance and the case's
+  conclusion are committed right after the forward pass (step 1, one transaction, for every image of
+  the batch); the explanations (saliency map, ABCD rule) follow in a second transaction per image
+  (step 2) that adds them to the case without touching its conclusion. The event is acknowledged
+  after both steps.
+- Idempotent: each step has deterministic identifiers and a done-key (the first risk result; the
+  saliency Media), so a redelivered event (a crash before the acknowledgement, even between the two
+  steps) finds what was written and does only what is missing.
 - A transient failure leaves the event unacknowledged: it comes back after a back-off that doubles
   with each attempt (the lease, then twice it...), at most ``max_attempts`` times. A poison image
   (undecodable pixels) or a last attempt ends in a failed Task with an OperationOutcome on the
@@ -39,7 +45,7 @@ from fhir_server.storage.port import Engine, OutboxEvent, TenantStore, TenantTra
 from inference.abcd import DermoscopyAbcd, SegmentationError, analyse, pixel_spacing_mm
 from inference.admission import admit, record_unsuitable
 from inference.events import analysis_event
-from inference.explanations import write_abcd, write_saliency
+from inference.explanations import explained_key, write_abcd, write_saliency
 from inference.pipeline import Prediction, Runner, saliency_png
 from inference.pixels import UndecodableImage, rgb_pixels
 from inference.results import Committed, ImageContext, done_key, write_results
@@ -130,14 +136,16 @@ class InferenceWorker(OutboxLoop):
                     await self._failed_attempt(repo, job.event, exc)
                     failed.add(job.event.seq)
                 break
-            for job, prediction in zip(admitted, predictions, strict=True):
-                if job.event.seq in failed:
-                    continue
-                try:
-                    await self._finish(repo, runner, job, prediction)
-                except Exception as exc:
-                    await self._failed_attempt(repo, job.event, exc)
-                    failed.add(job.event.seq)
+            predicted = list(zip(admitted, predictions, strict=True))
+            for step in (self._findings, self._explain):  # every image's findings before any explanation
+                for job, prediction in predicted:
+                    if job.event.seq in failed:
+                        continue
+                    try:
+                        await step(repo, runner, job, prediction)
+                    except Exception as exc:
+                        await self._failed_attempt(repo, job.event, exc)
+                        failed.add(job.event.seq)
         done += [job.event.seq for job in jobs if job.event.seq not in failed]
         await store.ack_events(CONSUMER, done)
         return len(done)
@@ -215,18 +223,36 @@ class InferenceWorker(OutboxLoop):
         return str(lesion.resource["id"])
 
     async def _done_keys(self, repo: Repository, context: ImageContext) -> list[bool]:
+        """Per model: both steps done (its findings and its explanations are committed)."""
         done = []
         for runner in self.runners:
-            done.append(bool(await repo.find("Observation", [("identifier", done_key(context, runner.model.card))], 1)))
+            card = runner.model.card
+            found = bool(await repo.find("Observation", [("identifier", done_key(context, card))], 1))
+            done.append(found and bool(await repo.find("Media", [("identifier", explained_key(context, card))], 1)))
         return done
 
     @staticmethod
     def _already_done(done: list[bool]) -> bool:
         return bool(done) and all(done)
 
-    async def _finish(self, repo: Repository, runner: Runner, job: Job, prediction: Prediction) -> None:
+    async def _findings(self, repo: Repository, runner: Runner, job: Job, prediction: Prediction) -> None:
+        """Step 1: the risk results, the predicted diagnosis, their Provenance and the case's conclusion,
+        in one commit (nothing when a previous delivery committed them)."""
         started = time.perf_counter()
+        async with repo.store.transaction() as tx:
+            written = await write_results(repo.within(tx), job.context, runner.model.card, prediction,
+                                          self.server_version, self.devices, runner.model.weights_sha256)  # fmt: skip
+        if written:
+            await self._audit(repo, job.context, "0", f"findings of {runner.model.card.key} committed in "
+                              f"{(time.perf_counter() - started) * 1000:.0f} ms after the forward pass")  # fmt: skip
+
+    async def _explain(self, repo: Repository, runner: Runner, job: Job, prediction: Prediction) -> None:
+        """Step 2: the saliency map and the ABCD rule, in a second commit that lists the ABCD result on
+        the case (its conclusion, the AI's or a clinician's, is not changed by them)."""
         card = runner.model.card
+        if await repo.find("Media", [("identifier", explained_key(job.context, card))], 1):
+            return  # a previous delivery wrote them
+        started = time.perf_counter()
         heat, features = await asyncio.gather(  # two cores: the saliency map and the ABCD analysis together
             asyncio.to_thread(runner.saliency, job.rgb, prediction.top), asyncio.to_thread(_abcd, job, self.abcd)
         )
@@ -235,15 +261,11 @@ class InferenceWorker(OutboxLoop):
         async with repo.store.transaction() as tx:
             bound = repo.within(tx)
             now = datetime.now(UTC).isoformat(timespec="milliseconds")
-            # the explanations first (each written once, by its identifier), so that the case version the
-            # findings conclude, and their Provenance names, already lists them; all in one commit
-            await write_saliency(bound, job.context, card, top, png, now)
             if features is not None:
                 await write_abcd(bound, job.context, card, features, now, self.devices)
-            await write_results(bound, job.context, card, prediction, self.server_version, self.devices,
-                                runner.model.weights_sha256)  # fmt: skip
-        await self._audit(repo, job.context, "0", f"analysed by {runner.model.card.key} in "
-                          f"{(time.perf_counter() - started) * 1000:.0f} ms after the forward pass")  # fmt: skip
+            await write_saliency(bound, job.context, card, top, png, now)  # the step's done-key
+        await self._audit(repo, job.context, "0", f"explanations of {card.key}'s findings written in "
+                          f"{(time.perf_counter() - started) * 1000:.0f} ms")  # fmt: skip
 
     # -- outcomes other than results ----------------------------------------------------------------
     async def _failed_attempt(self, repo: Repository, event: OutboxEvent, exc: Exception) -> None:

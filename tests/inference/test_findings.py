@@ -23,7 +23,7 @@ from inference.loaders import weights_sha256
 from inference.results import AIAST
 from inference.worker import CONSUMER, TOPIC
 from tests.conftest import BASE, FhirTestClient, make_client
-from tests.inference.test_worker import DEADLINE, consenting_patient, lesion_instance, send, wait_for, worker
+from tests.inference.test_worker import DEADLINE, SALIENCY, consenting_patient, lesion_instance, send, wait_for, worker
 from tests.schema import assert_r4
 
 pytestmark = pytest.mark.interop
@@ -55,14 +55,23 @@ def search(client: FhirTestClient, url: str, params: dict[str, str]) -> list[dic
 
 
 def report_with(client: FhirTestClient, patient_id: str, results: int) -> dict[str, Any]:
-    """The case once it lists ``results`` results (written in the analysis's own transaction)."""
+    """The case once it lists ``results`` results and every analysed image's explanations are written
+    (the findings are committed first, the explanations in a second step)."""
     deadline = time.monotonic() + DEADLINE
     while True:
         reports = search(client, "DiagnosticReport", {"subject": f"Patient/{patient_id}"})
-        if reports and len(reports[0].get("result", [])) >= results:
+        if reports and len(reports[0].get("result", [])) >= results and explained(client, patient_id):
             return reports[0]
         assert time.monotonic() < deadline, f"the case never listed {results} results"
         time.sleep(0.1)
+
+
+def explained(client: FhirTestClient, patient_id: str) -> bool:
+    """Every image with risk results has its saliency map (step 2 committed)."""
+    risks = search(client, "Observation", {"subject": f"Patient/{patient_id}", "code": EVERY_CLASS})
+    images = {r["reference"] for o in risks for r in o["derivedFrom"] if r["reference"].startswith("Media/")}
+    maps = search(client, "Media", {"subject": f"Patient/{patient_id}", "modality": SALIENCY})
+    return images <= {m["partOf"][0]["reference"] for m in maps}
 
 
 def results_per_image(client: FhirTestClient, patient_id: str) -> int:
@@ -195,7 +204,14 @@ def test_device_model_card_and_provenance(node: FhirTestClient, tmp_path: Path) 
     assert "security" not in provenance["meta"]  # the server's record about the AI, not an AI assertion
     report = search(node, "DiagnosticReport", {"subject": f"Patient/{patient_id}"})[0]
     versions = [t["reference"] for t in provenance["target"] if t["reference"].startswith("DiagnosticReport/")]
-    assert versions == [f"DiagnosticReport/{report['id']}/_history/{report['meta']['versionId']}"]
+    assert len(versions) == 1 and versions[0].startswith(f"DiagnosticReport/{report['id']}/_history/")
+    concluded = node.get(f"{BASE}/{versions[0]}").json()  # the version whose conclusion the AI wrote
+    assert concluded["conclusion"] == report["conclusion"] and concluded["status"] == report["status"]
+    # the explanations came after (findings first): they only added the ABCD result, never the conclusion
+    added = {r["reference"] for r in report["result"]} - {r["reference"] for r in concluded["result"]}
+    abcd = search(node, "Observation", {"subject": f"Patient/{patient_id}", "code": "urn:dermbridge:abcd|abc-partial"})
+    assert added == {f"Observation/{o['id']}" for o in abcd} and len(abcd) == 1
+    assert f"Observation/{diagnosis['id']}" in {r["reference"] for r in concluded["result"]}
     assert "AI analysis by " in diagnosis["method"]["text"] and diagnosis["device"]["display"].endswith("1.0.0")
     maps = [m for m in search(node, "Media", {"subject": f"Patient/{patient_id}"})
             if m["partOf"][0]["reference"].startswith("Media/")]  # fmt: skip

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import BASE, FhirTestClient, make_client
 from tests.fhir_server.test_consent import AI, TREAT, ai_purposes, consent
-from tests.inference.test_worker import lesion_instance, send, wait_for, worker
+from tests.inference.test_worker import SALIENCY, lesion_instance, send, wait_for, worker
 
 pytestmark = pytest.mark.interop
 
@@ -49,6 +49,7 @@ def test_a_late_consent_gets_the_waiting_images_analysed(node: FhirTestClient, t
     hospital = consent(patient_id, {"type": "permit", "purpose": [TREAT]})  # a standard purpose, not ours
     created = node.post(f"{BASE}/Consent", json=hospital)
     assert created.status_code == 201
+    wait_for(node, "Media", {"subject": f"Patient/{patient_id}", "modality": SALIENCY})  # both steps committed
     analysed = wait_for(node, "Observation", {"subject": f"Patient/{patient_id}"}, 3)
     count = len(analysed)
     case = wait_for(node, "DiagnosticReport", {"_id": report["id"], "status": "preliminary"})[0]

@@ -154,6 +154,7 @@ def worker(client: FhirTestClient) -> Any:
 def test_redelivered_events_write_nothing_new(node: FhirTestClient, tmp_path: Path) -> None:
     patient_id = consenting_patient(node, "AI-2")
     send(node, tmp_path, lesion_instance("AI-2", seed=12))
+    wait_for(node, "Media", {"subject": f"Patient/{patient_id}", "modality": SALIENCY})  # both steps committed
     first = wait_for(node, "Observation", {"subject": f"Patient/{patient_id}"}, 3)
     store = node.portal.call(node.app.state.engine.tenant, "default")  # type: ignore[attr-defined]
 
@@ -168,6 +169,8 @@ def test_redelivered_events_write_nothing_new(node: FhirTestClient, tmp_path: Pa
     node.portal.call(worker(node).drain)
     again = node.get(f"{BASE}/Observation", params={"subject": f"Patient/{patient_id}"}).json()
     assert again["total"] == len(first)
+    maps = node.get(f"{BASE}/Media", params={"subject": f"Patient/{patient_id}", "modality": SALIENCY}).json()
+    assert maps["total"] == 1
 
 
 def test_no_consent_no_analysis_and_a_human_review(node: FhirTestClient, tmp_path: Path) -> None:
