@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydicom.datadict import tag_for_keyword
+
+
+def listed(value: Any) -> Any:
+    """A list setting from the environment: a JSON list, or values separated by commas."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 class Settings(BaseSettings):
@@ -37,7 +48,7 @@ class Settings(BaseSettings):
         description="Python's thread switch interval: short keeps DIMSE threads and the loop responsive",
     )
     public_url: str = Field("", description="base URL clients reach the HTTP API at; default http://HOST:PORT")
-    forwarded_allow_ips: list[str] = Field(
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="reverse proxies whose X-Forwarded-For/-Proto are trusted (IPs or CIDRs); empty: none",
     )
@@ -121,7 +132,7 @@ class Settings(BaseSettings):
         "all", description="all: API and inference worker; api: no worker; inference: the worker only"
     )
     inference_enabled: bool = Field(True, description="analyse every stored image with the configured models")
-    inference_models: list[Path] = Field(
+    inference_models: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="MONAI bundle directories or TorchScript files; empty: the demo model"
     )
     inference_device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:1...")
@@ -135,7 +146,7 @@ class Settings(BaseSettings):
     subscription_max_attempts: int = Field(5, ge=1, le=100, description="failed deliveries before status=error")
     subscription_retry_seconds: float = Field(30.0, gt=0, le=3600, description="first retry delay, doubled each time")
     subscription_poll_seconds: float = Field(1.0, gt=0, le=60)
-    subscription_allowed_hosts: list[str] = Field(
+    subscription_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         max_length=256,
         description="rest-hook hosts or CIDRs allowed although loopback/private/link-local, "
@@ -145,6 +156,10 @@ class Settings(BaseSettings):
         30.0, gt=0, le=3650, description="longest Subscription.end from its last write; later or none is capped"
     )
     notify_config: Path | None = Field(None, description="JSON file: per-tenant SMTP, templates, suppression")
+
+    _lists = field_validator("forwarded_allow_ips", "inference_models", "subscription_allowed_hosts", mode="before")(
+        listed
+    )
 
     @field_validator("dicom_lesion_key")
     @classmethod

@@ -235,8 +235,9 @@ class Repository:
         )
 
     def searchable(self, types: Sequence[str]) -> tuple[str, ...]:
-        """Those of ``types`` the caller may search (a search of every type covers these)."""
-        return tuple(t for t in types if self.policy.can(t, "s"))
+        """Those of ``types`` the caller may search (a search of every type covers these). Under a
+        patient/ scope a type no patient owns (e.g. Appointment) is not searchable: it is left out."""
+        return tuple(t for t in types if self.policy.can_search(t))
 
     def may(self, resource_type: str, permission: Permission) -> bool:
         """Whether the caller holds ``permission`` on ``resource_type`` at all (whole or patient-bounded)."""

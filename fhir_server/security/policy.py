@@ -66,6 +66,14 @@ class AccessPolicy:
     def can(self, resource_type: str, permission: Permission) -> bool:
         return self.decide(resource_type, permission) != "none"
 
+    def can_search(self, resource_type: str) -> bool:
+        """Whether a search of ``resource_type`` can run: granted, and under a patient/ scope owned by patients."""
+        decision = self.decide(resource_type, "s")
+        if decision == "patient":
+            assert self.patient is not None
+            return owner_clause(resource_type, self.patient) is not None
+        return decision != "none"
+
     def require(self, resource_type: str, permission: Permission) -> Decision:
         """The decision, or 403 when no scope grants ``permission`` on ``resource_type``."""
         decision = self.decide(resource_type, permission)

@@ -227,3 +227,18 @@ def test_9_a_legal_hold_is_described_only_to_whom_may_read_its_flag(clinic: Clin
     clinician = c.system("user/Observation.cruds user/Flag.rs")
     detailed = c.client.delete(f"{BASE}/Observation/{c.ids['alice-obs']}", headers=clinician)
     assert detailed.status_code == 409 and "litigation 2026-117" in detailed.text and "Flag/" in detailed.text
+
+
+def test_everything_under_a_patient_wildcard_scope_leaves_out_the_types_no_patient_owns(clinic: Clinic) -> None:
+    """``patient/*.rs`` covers types such as Appointment that no patient owns by subject/patient: the
+    patient's own ``$everything`` leaves them out instead of refusing the whole operation (found by the
+    re-test of session 7's pentest)."""
+    c = clinic
+    wildcard = c.provider.headers("patient/*.rs", c.ids["alice"])
+    answer = c.client.get(f"{BASE}/Patient/{c.ids['alice']}/$everything", headers=wildcard)
+    assert answer.status_code == 200, answer.text
+    ids = {e["resource"]["id"] for e in answer.json()["entry"]}
+    assert {c.ids["alice"], c.ids["alice-obs"]} <= ids
+    assert not ids & {c.ids["bob"], c.ids["bob-obs"]}
+    other = c.client.get(f"{BASE}/Patient/{c.ids['bob']}/$everything", headers=wildcard)
+    assert other.status_code in (403, 404)
