@@ -13,6 +13,8 @@ change and delivers the matches (subscription.html; DESIGN "outbox").
 - One owned by an external provider's subject (not revocable here) is turned ``off`` once its
   ``authorised-until`` passes, with an ``error`` asking the owner to re-authorise (write it again).
 - Every send, suppressed send and final failure is audited. A Subscription past its ``end`` is skipped.
+- ``websocket`` channels are not sent from here: the match is recorded in the ``feed`` (with the
+  DELIVERED record and the AuditEvent, in one transaction) for the process holding the socket.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from fhir_server.outbox import OutboxLoop, claimed
 from fhir_server.repository import Repository
 from fhir_server.security.clients import ClientRegistry
 from fhir_server.storage.port import Engine, OutboxEvent, Record, TenantStore
+from fhir_server.subscriptions import feed
 from fhir_server.subscriptions.audit import notification_event
 from fhir_server.subscriptions.channels import Channels, DeliveryFailed, Notification
 from fhir_server.subscriptions.criteria import Criteria, match, parse_criteria
@@ -43,6 +46,7 @@ REASON = "subscription delivery"
 SCAN = 100
 MAX_SUBSCRIPTIONS = 1000  # active Subscriptions looked at per changed resource type
 MAX_BACKOFF = 3600.0
+FED = "recorded for the Subscription's websocket bindings (a ping follows on each bound socket)"
 REAUTHORISE = (
     "re-authorisation needed: the owner's grant from an external identity provider has reached the "
     "server's maximum Subscription lifetime; the owner must write the Subscription again (PUT) to resume"
@@ -80,6 +84,7 @@ class SubscriptionWorker(OutboxLoop):
         self.lease = lease_seconds
         self.clients = clients
         self.clock = clock
+        self.feed_listeners: list[Callable[[str, str], None]] = []  # (tenant, Subscription id): a websocket entry
 
     async def stop(self) -> None:
         await super().stop()
@@ -157,11 +162,17 @@ class SubscriptionWorker(OutboxLoop):
         if found is None:
             return
         context = self._context(store.name, subscription, found.resource)
-        done = await self.channels.send(Notification(key, subscription, context), store)
+        websocket = (subscription.get("channel") or {}).get("type") == "websocket"
+        done = FED if websocket else await self.channels.send(Notification(key, subscription, context), store)
         async with store.transaction() as tx:  # the record of the send and its AuditEvent commit together
+            if websocket:  # the API process holding the socket sends the ping (``feed``)
+                await feed.publish(tx, str(subscription["id"]), event.seq, f"{context.resource_type}/{context.id}")
             await tx.put_record(Record(DELIVERED, key, b"{}", {"subscription": (str(subscription["id"]),)}))
             if self.audit is not None:
                 await self.audit.record_in(store, tx, self._audit_event(subscription, context, "0", done))
+        if websocket:
+            for listener in self.feed_listeners:
+                listener(store.name, str(subscription["id"]))
 
     async def _owner_revoked(self, subscription: dict[str, Any]) -> bool:
         """Token revocation carried over: a registered client disabled (or that revoked its tokens)
@@ -194,7 +205,8 @@ class SubscriptionWorker(OutboxLoop):
     def _audit_event(
         subscription: dict[str, Any], context: Context, outcome: str, description: str, about: str | None = None
     ) -> dict[str, Any]:
-        endpoint = str((subscription.get("channel") or {}).get("endpoint") or "")
+        channel = subscription.get("channel") or {}
+        endpoint = str(channel.get("endpoint") or channel.get("type") or "")
         what = about or f"{context.resource_type}/{context.id}"
         return notification_event(
             str(subscription["id"]), owner_client(subscription), what, endpoint, outcome, description
