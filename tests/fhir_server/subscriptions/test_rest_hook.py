@@ -96,7 +96,9 @@ def test_ping_and_payload_deliveries_carry_headers_and_only_matches(fhir: FhirTe
         (subscription("Observation?status=final", "ftp://example.org/x"), 422),
         (subscription("Observation", "http://127.0.0.1:9/hook", header=["no colon"]), 422),
         (subscription("Observation", "http://127.0.0.1:9/hook", "text/html"), 422),
-        ({**subscription("Observation", "ws://x"), "channel": {"type": "websocket"}}, 422),
+        ({**subscription("Observation", "ws://x"), "channel": {"type": "websocket", "endpoint": "ws://x"}}, 422),
+        ({**subscription("Observation", "ws://x"), "channel": {"type": "websocket", "payload": "text/plain"}}, 422),
+        ({**subscription("Observation", "ws://x"), "channel": {"type": "sms", "endpoint": "tel:+4411"}}, 422),
     ],
 )
 def test_bad_subscriptions_are_refused_with_an_outcome(fhir: FhirTestClient, body: dict[str, Any], status: int) -> None:
