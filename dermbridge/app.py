@@ -223,7 +223,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.audit = audit
     app.state.dispatcher = dispatcher
     app.state.subscriptions = subscriptions
-    app.state.sockets = SocketHub(audit, SocketLimits(poll_seconds=settings.subscription_poll_seconds))
+    limits = SocketLimits(
+        bind_seconds=settings.subscription_websocket_bind_seconds,
+        max_seconds=settings.subscription_websocket_max_seconds,
+        poll_seconds=settings.subscription_poll_seconds,
+    )
+    app.state.sockets = SocketHub(audit, limits)
     if subscriptions is not None:  # the worker in this process wakes the sockets at once
         subscriptions.feed_listeners.append(app.state.sockets.wake)
     app.state.ingestor = ingestor

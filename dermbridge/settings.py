@@ -155,6 +155,12 @@ class Settings(BaseSettings):
     subscription_max_lifetime_days: float = Field(
         30.0, gt=0, le=3650, description="longest Subscription.end from its last write; later or none is capped"
     )
+    subscription_websocket_bind_seconds: float = Field(
+        30.0, gt=0, le=3600, description="a Subscription websocket with no bind after this is closed"
+    )
+    subscription_websocket_max_seconds: float = Field(
+        3600.0, gt=0, le=86400, description="a Subscription websocket's longest life (the client reconnects)"
+    )
     notify_config: Path | None = Field(None, description="JSON file: per-tenant SMTP, templates, suppression")
 
     _lists = field_validator("forwarded_allow_ips", "inference_models", "subscription_allowed_hosts", mode="before")(

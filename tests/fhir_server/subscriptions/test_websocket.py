@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from tests.factories import observation, patient
@@ -142,3 +142,39 @@ def test_caps_on_bindings_and_sockets(site: Site) -> None:
             return False
 
     wait_for(reopens)
+
+
+def test_an_idle_socket_and_an_old_one_are_closed(tmp_path: Path) -> None:
+    limits = {
+        "DERMBRIDGE_SUBSCRIPTION_WEBSOCKET_BIND_SECONDS": "1",
+        "DERMBRIDGE_SUBSCRIPTION_WEBSOCKET_MAX_SECONDS": "3",
+    }
+    with running_server(tmp_path / "var", env=limits) as server:
+        url = server.base.replace("http://", "ws://") + "/$subscription-websocket"
+        site = Site(server, url, "")
+        with site.open() as idle:  # never binds
+            with pytest.raises(ConnectionClosed) as closed:
+                idle.recv(timeout=REPLY_SECONDS)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        subscription_id = site.subscribe("Observation")
+        with site.open() as bound:
+            assert _bind(bound, subscription_id) == f"bound {subscription_id}"
+            with pytest.raises(ConnectionClosed) as closed:
+                bound.recv(timeout=REPLY_SECONDS)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+            assert "reconnect" in closed.value.rcvd.reason
+
+
+def test_the_socket_is_served_by_a_process_without_the_worker(tmp_path: Path) -> None:
+    """The worker in one process records the match; another process, holding the socket, pings."""
+    data = tmp_path / "var"
+    socket_only = {"DERMBRIDGE_SUBSCRIPTIONS_ENABLED": "false", "DERMBRIDGE_SUBSCRIPTION_POLL_SECONDS": "0.2"}
+    with running_server(data) as worker, running_server(data, env=socket_only) as api:
+        url = api.base.replace("http://", "ws://") + "/$subscription-websocket"
+        site = Site(api, url, "")
+        subscription_id = site.subscribe("Observation?code=http://loinc.org|5555-5")
+        subject = f"Patient/{site.post('Patient', patient('Apart'))['id']}"
+        with site.open() as socket:
+            assert _bind(socket, subscription_id) == f"bound {subscription_id}"
+            Site(worker, url, "").post("Observation", observation(subject, code="5555-5"))
+            assert _recv(socket) == f"ping {subscription_id}"
