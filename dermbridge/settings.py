@@ -142,7 +142,7 @@ class Settings(BaseSettings):
         True, description="send a case to clinician review when AI analysis is not permitted or fails"
     )
 
-    subscriptions_enabled: bool = Field(True, description="deliver FHIR Subscriptions (rest-hook, email)")
+    subscriptions_enabled: bool = Field(True, description="deliver FHIR Subscriptions (rest-hook, email, websocket)")
     subscription_max_attempts: int = Field(5, ge=1, le=100, description="failed deliveries before status=error")
     subscription_retry_seconds: float = Field(30.0, gt=0, le=3600, description="first retry delay, doubled each time")
     subscription_poll_seconds: float = Field(1.0, gt=0, le=60)

@@ -158,7 +158,7 @@ def check_channel(channel: dict[str, Any]) -> None:
 
 
 def check_websocket(channel: dict[str, Any]) -> None:
-    """subscription.html#2.46.7.2: the client connects to the server's socket and binds the Subscription
+    """subscription.html, channel "websocket": the client connects to the server's socket and binds the Subscription
     there, so an endpoint, payload or header would be meaningless (422 rather than silently ignored)."""
     for name in ("endpoint", "payload", "header"):
         if channel.get(name):

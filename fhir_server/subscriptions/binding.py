@@ -1,5 +1,5 @@
-"""Who may bind a Subscription on a websocket (subscription.html#2.46.7.2, and #security: a client
-learns of matches only for what it was allowed to subscribe to).
+"""Who may bind a Subscription on a websocket (R4 subscription.html, channel "websocket", and #security:
+a client learns of matches only for what it was allowed to subscribe to).
 
 A ``bind {id}`` names a Subscription of the socket's own tenant whose channel is ``websocket``, that is
 ``active`` and not past its ``end``, and that the socket's token owns: the same client (and, for an

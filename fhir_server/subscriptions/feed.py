@@ -1,5 +1,5 @@
 """The websocket feed: how a match found by the subscription worker reaches the API process that
-holds the client's socket (subscription.html#2.46.7.2 "websockets", R4).
+holds the client's socket (R4 subscription.html, channel "websocket").
 
 The worker may run in another process than the socket, so it does not send: it records one entry
 per (Subscription, outbox event) in the tenant's database (``FEED``, keyed by Subscription id and the

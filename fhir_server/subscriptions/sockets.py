@@ -1,4 +1,4 @@
-"""One client's websocket for Subscriptions (subscription.html#2.46.7.2, R4 "websockets"):
+"""One client's websocket for Subscriptions (R4 subscription.html, channel "websocket"):
 
     client: bind {id}      server: bound {id}       (or: error {status} {reason})
                            server: ping {id}        (on each match; the client then searches)
@@ -34,7 +34,7 @@ from fhir_server.security.scopes import Access
 from fhir_server.storage.port import TenantStore
 from fhir_server.subscriptions import feed
 from fhir_server.subscriptions.audit import binding_event, notification_event
-from fhir_server.subscriptions.binding import BindRefused, check_bind
+from fhir_server.subscriptions.binding import ID, BindRefused, check_bind
 
 log = logging.getLogger(__name__)
 POLICY_VIOLATION = 1008  # RFC 6455 section 7.4.1
@@ -204,8 +204,8 @@ class Session:
             await self.hub.record(self.store, event)
 
     async def _audit_bind(self, subscription_id: str, outcome: str, description: str) -> None:
-        peer = f"websocket {self.caller.peer}"
-        event = binding_event(subscription_id[:64], self.caller.label, peer, outcome, description)
+        shown = subscription_id if ID.match(subscription_id) else "(not an id)"
+        event = binding_event(shown, self.caller.label, f"websocket {self.caller.peer}", outcome, description)
         await self.hub.record(self.store, event)
 
     async def _send(self, text: str) -> None:

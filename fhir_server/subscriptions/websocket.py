@@ -1,5 +1,5 @@
-"""The Subscription websocket endpoint, ``/fhir/{tenant}/$subscription-websocket`` (subscription.html#2.46.7.2;
-advertised in the CapabilityStatement with the ``capabilitystatement-websocket`` extension).
+"""The Subscription websocket endpoint, ``/fhir/{tenant}/$subscription-websocket`` (R4 subscription.html,
+channel "websocket"; advertised in the CapabilityStatement with the ``capabilitystatement-websocket`` extension).
 
 Security lives here, at the upgrade: the request carries ``Authorization: Bearer <access token>``
 (the same tokens and checks as every FHIR request, ``Authenticator``); without a usable token, or with

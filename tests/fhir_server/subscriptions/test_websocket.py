@@ -1,4 +1,4 @@
-"""The R4 websocket Subscription channel (subscription.html#2.46.7.2) against a real ``dermbridge serve``
+"""The R4 websocket Subscription channel (subscription.html, channel "websocket") against a real ``dermbridge serve``
 over a real socket (the ``websockets`` client): found through the CapabilityStatement, bound by the
 Subscription's owner with its bearer token, one ``ping {id}`` per match in commit order; refused
 without a token, for another client's Subscription, and past the caps; every bind and ping audited."""
