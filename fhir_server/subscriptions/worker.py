@@ -12,7 +12,8 @@ change and delivers the matches (subscription.html; DESIGN "outbox").
 - A Subscription whose owning client was disabled (or revoked its tokens) after writing it is silent.
 - One owned by an external provider's subject (not revocable here) is turned ``off`` once its
   ``authorised-until`` passes, with an ``error`` asking the owner to re-authorise (write it again).
-- Every send, suppressed send and final failure is audited. A Subscription past its ``end`` is skipped.
+- Every send, suppressed send, failed attempt (outcome 4) and final failure (8) is audited.
+  A Subscription past its ``end`` is skipped.
 - ``websocket`` channels are not sent from here: the match is recorded in the ``feed`` (with the
   DELIVERED record and the AuditEvent, in one transaction) for the process holding the socket.
 """
@@ -124,6 +125,9 @@ class SubscriptionWorker(OutboxLoop):
             return 1
         delay = min(MAX_BACKOFF, self.retry_seconds * 2 ** (event.attempts - 1))
         await store.defer_event(CONSUMER, event.seq, delay)
+        for subscription, reason in failures.values():  # each failed attempt is audited, not only the last
+            retry = f"{reason} (attempt {event.attempts}; retried in {delay:g} s)"
+            await self._audit_failure(system, subscription, event, "4", retry)
         log.warning(
             "event %s: %d subscription(s) failed (attempt %d), retried in %.1f s",
             event.seq,
@@ -190,10 +194,16 @@ class SubscriptionWorker(OutboxLoop):
             "Subscription/%s failed %d times; status set to error: %s", subscription["id"], event.attempts, reason
         )
         await _leave_active(system, subscription, "error", f"{reason} (after {event.attempts} attempts)")
+        await self._audit_failure(system, subscription, event, "8", reason)
+
+    async def _audit_failure(
+        self, system: Repository, subscription: dict[str, Any], event: OutboxEvent, outcome: str, reason: str
+    ) -> None:
+        """A failed attempt (``4``, retried) or the last one (``8``, the Subscription is in error)."""
         if self.audit is not None:
             about = f"{event.payload.get('type')}/{event.payload.get('id')}"
             context = Context(system.tenant, "", "", about, str(subscription["id"]), {})
-            await self.audit.record(system.store, self._audit_event(subscription, context, "8", reason, about))
+            await self.audit.record(system.store, self._audit_event(subscription, context, outcome, reason, about))
 
     def _context(self, tenant: str, subscription: dict[str, Any], resource: dict[str, Any]) -> Context:
         link = f"{self.public_base}/fhir/{tenant}/{resource['resourceType']}/{resource['id']}"

@@ -170,7 +170,7 @@ def test_retries_after_failures_then_error_after_repeated_failure(fhir: FhirTest
     assert hook.attempts == 6 and len(hook.received) == 1
     audit = fhir.get(f"{BASE}/AuditEvent", params={"subtype": "urn:dermbridge:audit|notification"}).json()
     outcomes = sorted(e["resource"]["outcome"] for e in audit.get("entry", []))
-    assert outcomes == ["0", "8"]
+    assert outcomes == ["0", "4", "4", "4", "4", "8"]  # every failed attempt too, not only the last
 
 
 def test_a_redelivered_event_is_not_sent_twice(fhir: FhirTestClient, hook: HookServer) -> None:
