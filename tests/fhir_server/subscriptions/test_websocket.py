@@ -178,3 +178,25 @@ def test_the_socket_is_served_by_a_process_without_the_worker(tmp_path: Path) ->
             assert _bind(socket, subscription_id) == f"bound {subscription_id}"
             Site(worker, url, "").post("Observation", observation(subject, code="5555-5"))
             assert _recv(socket) == f"ping {subscription_id}"
+
+
+def test_a_binding_ends_when_another_client_takes_the_subscription_over(site: Site) -> None:
+    subscription_id = site.subscribe("Observation?code=http://loinc.org|6666-6")
+    subject = f"Patient/{site.post('Patient', patient('Taken'))['id']}"
+    with site.open() as socket:
+        assert _bind(socket, subscription_id) == f"bound {subscription_id}"
+        url = f"{site.server.base}/Subscription/{subscription_id}"
+        current = httpx2.get(url, headers=site.server.headers, timeout=60).json()
+        other = {"Authorization": f"Bearer {site.other_token}"}
+        assert httpx2.put(url, json=current, headers=other, timeout=60).status_code == 200  # now the other's
+        site.post("Observation", observation(subject, code="6666-6"))
+        assert _recv(socket) == f"error 404 unbound: no websocket Subscription {subscription_id} of yours"
+
+
+def test_an_oversized_message_closes_the_socket(site: Site) -> None:
+    with site.open() as socket:
+        socket.send("bind " + "x" * 300)
+        assert _recv(socket).startswith("error 400 a message is text of at most 256 characters")
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.recv(timeout=REPLY_SECONDS)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
