@@ -11,7 +11,8 @@
   at most ``max_message`` characters. Dead peers are found by the websocket protocol's own pings.
 - Deliveries come from the ``feed`` (the subscription worker records matches, possibly in another
   process): after the last event delivered on each binding, at least once, in commit order.
-- Every bind (granted or refused) and every ping is audited.
+- Every bind (granted or refused) and every ping is audited; a socket is closed after
+  ``bindings_per_socket`` refused binds (probing for ids costs a read and an AuditEvent each).
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class Session:
         self.store = store
         self.caller = caller
         self.bindings: dict[str, int] = {}  # Subscription id -> the last event delivered on it
+        self.refused = 0
         self._sending = asyncio.Lock()
 
     async def run(self, wake: asyncio.Event) -> None:
@@ -153,6 +155,8 @@ class Session:
                 await self._close(MESSAGE_TOO_BIG, "message too big or not text")
                 return
             await self._handle(text.strip())
+            if self.websocket.application_state != WebSocketState.CONNECTED:
+                return
 
     async def _handle(self, text: str) -> None:
         verb, _, argument = text.partition(" ")
@@ -165,6 +169,9 @@ class Session:
         except BindRefused as exc:
             await self._send(f"error {exc.status} {exc}")
             await self._audit_bind(subscription_id, "4", str(exc))
+            self.refused += 1
+            if self.refused >= self.limits.bindings_per_socket:  # probing ids: each refusal costs a read and an audit
+                await self._close(POLICY_VIOLATION, "too many refused binds")
             return
         await self._send(f"bound {subscription_id}")
         await self._audit_bind(subscription_id, "0", "bound")

@@ -200,3 +200,12 @@ def test_an_oversized_message_closes_the_socket(site: Site) -> None:
         with pytest.raises(ConnectionClosed) as closed:
             socket.recv(timeout=REPLY_SECONDS)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+def test_probing_for_subscription_ids_closes_the_socket(site: Site) -> None:
+    with site.open(site.other_token) as socket:
+        replies = [_bind(socket, f"guess-{n}") for n in range(16)]
+        assert all(r.startswith("error 404") for r in replies)
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.recv(timeout=REPLY_SECONDS)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
