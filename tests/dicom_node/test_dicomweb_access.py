@@ -171,3 +171,27 @@ def test_another_patients_study_answers_as_one_that_does_not_exist(studies: Stud
     own = studies.own
     thumbnail = f"{base}/{own.StudyInstanceUID}/series/{own.SeriesInstanceUID}/instances/{own.SOPInstanceUID}/thumbnail"
     assert http.get(thumbnail, headers={**headers, "Accept": "image/jpeg"}).status_code == 200
+
+
+def test_a_merged_patients_studies_follow_it_to_the_target(studies: Studies) -> None:
+    """The study's patient is its ImagingStudy's subject, which Patient/$merge re-points."""
+    server, admin = studies.server, studies.client(studies.server.headers)
+    source_image, target_image = dermoscopic(patient_id="ACCESS-M1"), dermoscopic(patient_id="ACCESS-M2")
+    assert "FailedSOPSequence" not in admin.store_instances([source_image, target_image])
+    ids = {}
+    for mrn in ("ACCESS-M1", "ACCESS-M2"):
+        found = server.http.get(f"{server.base}/Patient", params={"identifier": f"urn:clinic:mrn|{mrn}"})
+        ids[mrn] = found.json()["entry"][0]["resource"]["id"]
+    target = studies.client(studies.idp.headers(READER, ids["ACCESS-M2"]))
+    assert uids(target.search_for_studies()) == {target_image.StudyInstanceUID}
+    assert status_of(lambda: target.retrieve_study_metadata(source_image.StudyInstanceUID)) == 404
+    parameters = [
+        {"name": "source-patient", "valueReference": {"reference": f"Patient/{ids['ACCESS-M1']}"}},
+        {"name": "target-patient", "valueReference": {"reference": f"Patient/{ids['ACCESS-M2']}"}},
+    ]
+    merged = server.http.post(
+        f"{server.base}/Patient/$merge", json={"resourceType": "Parameters", "parameter": parameters}
+    )
+    assert merged.status_code == 200, merged.text
+    assert uids(target.search_for_studies()) == {source_image.StudyInstanceUID, target_image.StudyInstanceUID}
+    assert status_of(lambda: target.retrieve_study_metadata(source_image.StudyInstanceUID)) == 200
