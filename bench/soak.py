@@ -179,10 +179,8 @@ def verify_trail(data_dir: Path) -> tuple[bool, str]:
 
 
 async def check(soak: Soak, clients: int) -> Findings:
-    assert soak.server is not None
-    dicomweb = soak.server.base.replace("/fhir/", "/dicomweb/")
     async with httpx2.AsyncClient(timeout=120, headers=soak.target.headers) as http:
-        return await Checker(http, soak.server.base, dicomweb, soak.ledger, clients).run()
+        return await Checker(http, soak.target, soak.ledger, clients).run()
 
 
 def summary(soak: Soak, minutes: float, findings: Findings, trail: list[tuple[str, bool, str]]) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import httpx2
 
 from bench.soak_ledger import ACKED, KEY_SYSTEM, WRITE_SYSTEM, Ledger, Write
+from bench.soak_load import Target
 
 INTERACTIONS = "http://hl7.org/fhir/restful-interaction"
 DIMSE = "urn:dermbridge:dimse"
@@ -36,8 +37,9 @@ class Findings:
 
 
 class Checker:
-    def __init__(self, http: httpx2.AsyncClient, fhir: str, dicomweb: str, ledger: Ledger, clients: int) -> None:
-        self.http, self.fhir, self.dicomweb, self.ledger = http, fhir, dicomweb, ledger
+    def __init__(self, http: httpx2.AsyncClient, target: Target, ledger: Ledger, clients: int) -> None:
+        self.http, self.target, self.ledger = http, target, ledger
+        self.fhir, self.dicomweb = target.base, target.base.replace("/fhir/", "/dicomweb/")
         self.clients = clients
         self.found = Findings()
         self.committed: list[Write] = []  # every write known to have committed
@@ -70,6 +72,10 @@ class Checker:
 
     async def get(self, url: str, **params: str) -> httpx2.Response:
         response = await self.http.get(url, params=params or None)
+        if response.status_code == 401 and self.target.refresh_token is not None:  # tokens live 5 minutes
+            await self.target.refresh_token()
+            self.http.headers.update(self.target.headers)
+            response = await self.http.get(url, params=params or None)
         if response.status_code >= 500:
             raise RuntimeError(f"GET {url} {params} -> {response.status_code}: {response.text[:300]}")
         return response
@@ -139,7 +145,7 @@ class Checker:
         for _ in range(MAX_PAGES):
             if url is None:
                 break
-            page = await self.http.get(url, params=query)
+            page = await self.get(url, **(query or {}))
             page.raise_for_status()
             bundle = page.json()
             events += [e["resource"] for e in bundle.get("entry", [])]
