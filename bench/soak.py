@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import os
 import random
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -37,40 +34,13 @@ import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.processes import crash
 from bench.soak_ledger import ACKED, UNKNOWN, Ledger
 from bench.soak_load import CALLING_AE, DicomClient, FhirClient, Target
 from bench.soak_verify import Checker, Findings
 from tests.server import Server, cli, create_client, fetch_token, free_port, running_server
 
 START_TIMEOUT_S = 180.0  # a start after a crash recovers the staging log and sweeps .incoming
-
-
-def descendants(pid: int) -> list[int]:
-    """The processes below ``pid`` (the audit loader), from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def crash(pid: int) -> int:
-    """Freeze the server and its children, then SIGKILL them all: none outlives another to tidy up."""
-    frozen = [pid, *descendants(pid)]
-    for each in frozen:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(each, signal.SIGSTOP)
-    for each in {*frozen, *descendants(pid)}:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(each, signal.SIGKILL)
-    return len(frozen)
 
 
 @dataclass
