@@ -154,7 +154,7 @@ async def check(soak: Soak, clients: int) -> Findings:
 
 
 def summary(soak: Soak, minutes: float, findings: Findings, trail: list[tuple[str, bool, str]]) -> str:
-    acked, unknown = soak.ledger.counts(ACKED), soak.ledger.counts(UNKNOWN)
+    acked, unknown = soak.ledger.counts(ACKED), soak.ledger.counts(UNKNOWN)  # a transaction counts its 3 entries
     kinds = ("create", "update", "delete", "conditional", "transaction", "c-store")
     ready = [r.ready_s for r in soak.restarts]
     rows = [
