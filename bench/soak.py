@@ -67,8 +67,9 @@ class Soak:
 
     def start(self) -> None:
         """Start the server (blocking) and point the clients at it."""
-        self._server = running_server(self.data_dir, START_TIMEOUT_S, self.env, admin=False)
-        self.server = self._server.__enter__()
+        starting = running_server(self.data_dir, START_TIMEOUT_S, self.env, admin=False)
+        self.server = starting.__enter__()  # a failed start stops its process itself
+        self._server = starting
         stdout = self.server.process.stdout
         self._drain = threading.Thread(target=self._copy, args=(stdout,), daemon=True)
         self._drain.start()  # a pipe nobody reads would block the server once full

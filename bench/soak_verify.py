@@ -77,7 +77,7 @@ class Checker:
             self.http.headers.update(self.target.headers)
             response = await self.http.get(url, params=params or None)
         if response.status_code >= 500:
-            raise RuntimeError(f"GET {url} {params} -> {response.status_code}: {response.text[:300]}")
+            self.found.missing.append(f"GET {url} {params} -> {response.status_code}: {response.text[:300]}")
         return response
 
     async def check_resource(self, ref: str) -> None:
