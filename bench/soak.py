@@ -23,12 +23,10 @@ import random
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import httpx2
 
@@ -59,36 +57,25 @@ class Soak:
     client: dict[str, str]
     target: Target
     ledger: Ledger
-    log: IO[str]
+    log: Path  # the server's stdout and stderr, appended run after run
     restarts: list[Restart] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     _server: AbstractContextManager[Server] | None = None
-    _drain: threading.Thread | None = None
     server: Server | None = None
 
     def start(self) -> None:
         """Start the server (blocking) and point the clients at it."""
-        starting = running_server(self.data_dir, START_TIMEOUT_S, self.env, admin=False)
+        starting = running_server(self.data_dir, START_TIMEOUT_S, self.env, admin=False, log=self.log)
         self.server = starting.__enter__()  # a failed start stops its process itself
         self._server = starting
-        stdout = self.server.process.stdout
-        self._drain = threading.Thread(target=self._copy, args=(stdout,), daemon=True)
-        self._drain.start()  # a pipe nobody reads would block the server once full
         self.target.base = self.server.base
         self.target.headers = {"Authorization": f"Bearer {fetch_token(self.server.root, self.client)}"}
-
-    def _copy(self, stream: IO[str] | None) -> None:
-        for line in stream or ():
-            self.log.write(line)
-        self.log.flush()
 
     def stop(self, kill: bool) -> int:
         """Kill -9 the server and its children, or stop it as Ctrl-C does; blocking."""
         killed = crash(self.server.process.pid) if kill and self.server else 0
         if self._server is not None:
             self._server.__exit__(None, None, None)
-        if self._drain is not None:
-            self._drain.join(30)
         self._server = self.server = None
         return killed
 
@@ -194,23 +181,22 @@ def run(args: argparse.Namespace, data_dir: Path) -> bool:
     env = {"DERMBRIDGE_DICOM_PORT": str(free_port()), "DERMBRIDGE_DICOM_AE_TENANTS": f'{{"{CALLING_AE}": "default"}}'}
     target = Target(dicom_port=int(env["DERMBRIDGE_DICOM_PORT"]))
     print(f"soak on {data_dir}; server output in {data_dir.parent / 'server.log'}", file=sys.stderr)
-    with (data_dir.parent / "server.log").open("a") as log:
-        soak = Soak(data_dir, env, create_client(data_dir), target, ledger, log)
-        target.refresh_token = soak.refresh_token
+    soak = Soak(data_dir, env, create_client(data_dir), target, ledger, data_dir.parent / "server.log")
+    target.refresh_token = soak.refresh_token
+    soak.start()
+    try:
+        minutes = asyncio.run(load_and_kill(soak, args))
+    finally:
+        soak.stop(kill=False)
+    trail = [("after the final clean stop", *verify_trail(data_dir))]
+    findings = Findings()
+    if not soak.failures:
         soak.start()
         try:
-            minutes = asyncio.run(load_and_kill(soak, args))
+            findings = asyncio.run(check(soak, args.clients))
         finally:
             soak.stop(kill=False)
-        trail = [("after the final clean stop", *verify_trail(data_dir))]
-        findings = Findings()
-        if not soak.failures:
-            soak.start()
-            try:
-                findings = asyncio.run(check(soak, args.clients))
-            finally:
-                soak.stop(kill=False)
-            trail.append(("after the checks", *verify_trail(data_dir)))
+        trail.append(("after the checks", *verify_trail(data_dir)))
     print(summary(soak, minutes, findings, trail))
     fivexx = [k for k in ledger.unexpected if k.rsplit("-> ", 1)[-1].startswith("5")]
     broken = [r for r in soak.restarts if not r.answered or r.verified]

@@ -90,7 +90,11 @@ def build_tokens(settings: Settings) -> TokenService:
         if not (settings.oidc_jwks and settings.oidc_audience):
             raise ValueError("DERMBRIDGE_OIDC_ISSUER needs DERMBRIDGE_OIDC_JWKS and DERMBRIDGE_OIDC_AUDIENCE too")
         external = ExternalProvider(
-            settings.oidc_issuer, settings.oidc_jwks, settings.oidc_audience, settings.oidc_tenant_claim
+            settings.oidc_issuer,
+            settings.oidc_jwks,
+            settings.oidc_audience,
+            settings.oidc_tenant_claim,
+            settings.oidc_max_token_lifetime_seconds,
         )
     signer = load_token_signer(settings.data_dir / "keys")
     return TokenService(signer, settings.base_url(), settings.auth_token_lifetime_seconds, external)

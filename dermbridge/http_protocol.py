@@ -6,6 +6,11 @@ connection (and its memory) forever. Here a request's line and headers must arri
 ``header_timeout`` of its first byte (or of the connection, for the first request) and be at most
 ``max_header_bytes`` long (else 408 or 431, then close), and its body may pause at most
 ``body_timeout`` between chunks (else the connection is closed: the handler sees a disconnect).
+
+A response that starts before its request's body has fully arrived (an early 413, or a 401 before
+the body was read) says ``Connection: close`` and the connection is closed after it (RFC 9112
+section 9.6): the rest of the body is never parsed as a next request, so nothing follows that one
+response on the connection.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import asyncio
 import logging
 from typing import Any, Literal
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from dermbridge.settings import Settings
 
@@ -46,6 +51,8 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         self._reading: _Reading = "head"
         self._head_bytes = 0
         self._tail = b""  # the last bytes of the head so far: its blank line may straddle two reads
+        self._pending: RequestResponseCycle | None = None  # the request whose body is arriving
+        self._keep_alive = True  # its own keep-alive, restored once its body is complete
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -82,16 +89,25 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._reading = "body"
         self._arm(self.body_timeout)
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle is not before:  # not a websocket upgrade
+            # uvicorn decides keep-alive when the response starts: until the body is complete, close
+            self._keep_alive, self.cycle.keep_alive = self.cycle.keep_alive, False
+            self._pending = self.cycle
 
     def on_message_complete(self) -> None:
         self._reading = "none"
         self._disarm()
+        cycle, self._pending = self._pending, None
+        if cycle is not None and not cycle.response_started:  # the usual case: the whole body was read first
+            cycle.keep_alive = self._keep_alive
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._reading, self._head_bytes, self._tail = "head", 0, b""  # the next request's bytes count from here
+        if not self.transport.is_closing():
+            self._reading, self._head_bytes, self._tail = "head", 0, b""  # the next request counts from here
 
     def _arm(self, seconds: float) -> None:
         self._disarm()

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     oidc_jwks: str | None = Field(None, description="its JWKS: a file path or an https:// URL")
     oidc_audience: str | None = None
     oidc_tenant_claim: str = "tenant"
+    oidc_max_token_lifetime_seconds: int = Field(
+        86400, ge=60, le=30 * 86400, description="provider tokens living longer (exp - iat) get 401"
+    )
 
     encryption_enabled: bool = Field(True, description="envelope encryption of every stored resource version")
     master_key: str | None = Field(

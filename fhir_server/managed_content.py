@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fhir_server.errors import OperationOutcomeError, conflict
-from fhir_server.retention.holds import is_hold
+from fhir_server.retention.holds import is_hold, looks_like_hold
 
 Content = dict[str, Any] | None
 Rule = Callable[[Content, Content], None]
@@ -38,8 +38,10 @@ def check_client_write(resource_type: str, resource: Content, before: Content) -
 
 
 def _legal_hold(resource: Content, before: Content) -> None:
-    """A legal-hold Flag is placed and released by its operations only, which keep who and why."""
-    if is_hold(resource) or is_hold(before):
+    """A legal-hold Flag is placed and released by its operations only, which keep who and why. A client
+    Flag with any mark of a hold (its tag, code or extensions, in any letter case) is refused too: it
+    would be a look-alike hold in the hold query. A look-alike written before this rule may be deleted."""
+    if looks_like_hold(resource) or is_hold(before):
         raise conflict("a legal hold is placed and released by $legal-hold and $release-legal-hold only")
 
 

@@ -29,6 +29,7 @@ class Server:
     process: subprocess.Popen[str]
     token: str = ""  # an admin access token of the default tenant (empty with admin=False)
     output: str = ""  # what the process printed, once it has stopped
+    log: Path | None = None  # the file its stdout and stderr go to
 
     @property
     def root(self) -> str:
@@ -69,9 +70,23 @@ def fetch_token(root: str, client: dict[str, str], scope: str | None = None) -> 
     return str(response.json()["access_token"])
 
 
+def _since(log: Path, offset: int) -> str:
+    with log.open("rb") as file:
+        file.seek(offset)
+        return file.read().decode("utf-8", "replace")
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
 @contextmanager
 def running_server(
-    data_dir: Path, timeout: float = 120.0, env: dict[str, str] | None = None, admin: bool = True
+    data_dir: Path,
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
+    admin: bool = True,
+    log: Path | None = None,
 ) -> Iterator[Server]:
     """Start the server, wait until /metadata answers, stop it with SIGINT (Ctrl-C) at the end.
 
@@ -79,26 +94,35 @@ def running_server(
     cores are busy has taken more than 30 s, so the default leaves room for a loaded CI machine.
 
     With ``admin`` an admin client is created first (``dermbridge client create``) and its token
-    fetched from /auth/token. The DIMSE port is a free one unless ``env`` sets DERMBRIDGE_DICOM_PORT."""
+    fetched from /auth/token. The DIMSE port is a free one unless ``env`` sets DERMBRIDGE_DICOM_PORT.
+
+    The process writes its stdout and stderr to ``log`` (appended; default ``<data_dir>.server-<port>.log``
+    beside the data directory), never to a pipe: a pipe nobody reads fills up and then blocks a server
+    that logs a lot (pentest 2, finding 4), which would stall the test. ``Server.output`` is what this
+    run wrote, read once the process has stopped; a failed start shows its tail."""
     port = free_port()
     client = create_client(data_dir) if admin else None
     command = [sys.executable, "-m", "dermbridge", "serve", "--port", str(port), "--data-dir", str(data_dir)]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", "DERMBRIDGE_DICOM_PORT": str(free_port()),
                    "DERMBRIDGE_INFERENCE_ENABLED": "false", **(env or {})}  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
-    server = Server(f"http://127.0.0.1:{port}/fhir/default", process)
+    log = log or data_dir.with_name(f"{data_dir.name}.server-{port}.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as output:
+        offset = output.tell()
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True, env=environment)
+    server = Server(f"http://127.0.0.1:{port}/fhir/default", process, log=log)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"the server exited: {process.stdout.read() if process.stdout else ''}")
+                raise RuntimeError(f"the server exited ({log}):\n{_tail(_since(log, offset))}")
             try:
                 if httpx2.get(f"{server.base}/metadata", timeout=1).status_code == 200:
                     break
             except httpx2.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError("the server did not start")
+                raise TimeoutError(f"the server did not start in {timeout} s ({log}):\n{_tail(_since(log, offset))}")
             time.sleep(0.1)
         if client is not None:
             server.token = fetch_token(server.root, client)
@@ -109,7 +133,8 @@ def running_server(
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
         try:
-            server.output, _ = process.communicate(timeout=60)
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
-            server.output, _ = process.communicate()
+            process.wait()
+        server.output = _since(log, offset)

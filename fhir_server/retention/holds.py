@@ -44,6 +44,38 @@ def is_hold(resource: dict[str, Any] | None) -> bool:
     return any(c.get("system") == FLAG_SYSTEM and c.get("code") == LEGAL_HOLD for c in codings if isinstance(c, dict))
 
 
+HOLD_EXTENSIONS = frozenset({CASE_EXTENSION, REASON_EXTENSION, RELEASED_BY_EXTENSION, RELEASE_REASON_EXTENSION})
+
+
+def looks_like_hold(resource: dict[str, Any] | None) -> bool:
+    """Whether a Flag carries any mark of a legal hold: the hold coding in ``code`` or ``meta.tag``, or
+    one of the hold extensions, system, code and URL compared case-insensitively.
+
+    Broader than :func:`is_hold` (which decides what blocks a deletion): a client writing such a Flag
+    would plant a look-alike hold that the hold query (``_tag``) and a reader would take for a real one."""
+    if resource is None or resource.get("resourceType") != "Flag":
+        return False
+    meta, code = resource.get("meta"), resource.get("code")
+    tags = _list(meta.get("tag")) if isinstance(meta, dict) else []
+    codings = [*tags, *(_list(code.get("coding")) if isinstance(code, dict) else [])]
+    if any(_is_hold_coding(c) for c in codings):
+        return True
+    extensions = [e for key in ("extension", "modifierExtension") for e in _list(resource.get(key))]
+    return any(isinstance(e, dict) and str(e.get("url", "")).lower() in HOLD_EXTENSIONS for e in extensions)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _is_hold_coding(coding: Any) -> bool:
+    return (
+        isinstance(coding, dict)
+        and str(coding.get("system", "")).lower() == FLAG_SYSTEM
+        and str(coding.get("code", "")).lower() == LEGAL_HOLD
+    )
+
+
 def extension(resource: dict[str, Any], url: str) -> Any:
     """The value of the first extension ``url`` of ``resource``, if any."""
     for ext in resource.get("extension") or []:

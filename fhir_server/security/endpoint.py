@@ -89,6 +89,7 @@ class TokenEndpoint:
         form = request.form
         if form.get("grant_type") != "client_credentials":
             raise OAuthError(400, "unsupported_grant_type", "this server issues tokens for client_credentials only")
+        _check_one_method(request)
         claimed = self._claimed_client_id(request)
         wait = None if form.get("client_assertion") else self.lockout.retry_after(claimed, request.address)
         if wait is not None:
@@ -125,6 +126,8 @@ class TokenEndpoint:
             return str(claims.get("iss") or form.get("client_id") or "")
         basic = _basic_credentials(request.authorization)
         if basic is not None:
+            if form.get("client_id") not in (None, basic[0]):
+                raise OAuthError(400, "invalid_request", "client_id differs from the Basic credentials", basic[0])
             return basic[0]
         return form.get("client_id", "")
 
@@ -179,6 +182,27 @@ class TokenEndpoint:
             raise refuse("the client assertion lives longer than 5 minutes")
         if not self.replays.first_use(client.client_id, str(claims["jti"]), float(claims["exp"])):
             raise refuse("the client assertion was already used (jti)")
+
+
+def _check_one_method(request: TokenRequest) -> None:
+    """RFC 6749 §2.3: "The client MUST NOT use more than one authentication method in each request":
+    Basic credentials (§2.3.1), a ``client_secret`` in the body (§2.3.1) and a client assertion
+    (RFC 7523 §2.2) exclude each other. A ``client_id`` in the body is no method: it may accompany
+    any of them (RFC 7521 §4.2), but must then name the same client."""
+    form = request.form
+    used = [
+        name
+        for name, present in (
+            ("client_secret_basic", (request.authorization or "").lower().startswith("basic ")),
+            ("client_secret_post", "client_secret" in form),
+            ("private_key_jwt", "client_assertion" in form),
+        )
+        if present
+    ]
+    if len(used) > 1:
+        raise OAuthError(
+            400, "invalid_request", f"one client authentication method per request, not {' and '.join(used)}"
+        )
 
 
 def _assertion_key(jwks: dict[str, Any], kid: str | None) -> Any:

@@ -68,6 +68,7 @@ class ExternalProvider:
     jwks: str  # a JWKS file path or an https:// URL
     audience: str
     tenant_claim: str = "tenant"
+    max_lifetime: int = 86400  # seconds from iat (or from now) to exp
 
     def key_for(self, token: str) -> Any:
         if self.jwks.startswith(("http://", "https://")):
@@ -78,6 +79,19 @@ class ExternalProvider:
             if kid is None or key.key_id == kid:
                 return key.key
         raise TokenRejected("the token's key is not among the provider's keys")
+
+
+def _check_lifetime(claims: dict[str, Any], max_lifetime: int) -> None:
+    """A provider token may live at most ``max_lifetime`` seconds (exp - iat, and exp - now): a leaked
+    token that lives for years is a standing credential (RFC 9068 §5 leaves the lifetime to the
+    provider; RFC 6819 §5.1.5.3 advises short-lived tokens). ``exp`` and ``iat`` are NumericDates
+    (RFC 7519 §2) that PyJWT has already checked to be numbers."""
+    lifetime = float(claims["exp"]) - min(float(claims["iat"]), time.time())
+    if lifetime > max_lifetime + LEEWAY_SECONDS:
+        raise TokenRejected(
+            f"the access token lives {int(lifetime)} s, longer than the {max_lifetime} s this server accepts"
+            " from its OpenID provider (DERMBRIDGE_OIDC_MAX_TOKEN_LIFETIME_SECONDS)"
+        )
 
 
 _JWKS_CLIENTS: dict[str, jwt.PyJWKClient] = {}
@@ -208,6 +222,7 @@ class TokenService:
             raise TokenRejected("the access token has expired") from exc
         except (jwt.PyJWTError, OSError, ValueError) as exc:
             raise TokenRejected(f"the access token is not valid: {exc}") from exc
+        _check_lifetime(claims, provider.max_lifetime)
         scope = claims.get("scope", claims.get("scp", ""))
         text = " ".join(scope) if isinstance(scope, list) else str(scope)
         patient = claims.get("patient")

@@ -26,7 +26,9 @@ DEADLINE_ENV = {
     "DERMBRIDGE_HTTP_BODY_TIMEOUT_SECONDS": "1",
     "DERMBRIDGE_DICOM_ENABLED": "false",
     "DERMBRIDGE_AUDIT_LOADER": "inline",
+    "DERMBRIDGE_MAX_BODY_BYTES": str(200_000),
 }
+MAX_BODY = 200_000
 BOUND_SECONDS = 60.0  # generous: the deadlines are 1 s; this only stops a hung test
 
 HALF_REQUESTS = {
@@ -130,3 +132,89 @@ def test_a_large_body_sent_with_its_head_is_not_counted_as_head(server: Server) 
     sock.setblocking(False)
     answer = drain_until_closed({sock: "batch"})["batch"]
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+
+
+def responses(data: bytes) -> list[bytes]:
+    """The HTTP responses in ``data``, each a head and its Content-Length body; fails on anything else."""
+    found = []
+    while data:
+        head, blank, rest = data.partition(b"\r\n\r\n")
+        assert blank and head.startswith(b"HTTP/1.1 "), data[:300]
+        length = next(
+            int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        )
+        found.append(head + blank + rest[:length])
+        data = rest[length:]
+    return found
+
+
+def send_quietly(sock: socket.socket, data: bytes) -> None:
+    """Send, ignoring a connection the server has already closed (it answered before reading it all)."""
+    sock.setblocking(True)
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        sock.sendall(data)
+    sock.setblocking(False)
+
+
+def answer_after_early_response(server: Server, head: bytes, first: bytes, rest: list[bytes]) -> list[bytes]:
+    """Send ``head`` and ``first``, wait (bounded) until the answer's head arrives, then send the rest in
+    several writes and read until the server closes: the responses on the connection."""
+    sock = connect(server)
+    send_quietly(sock, head + first)
+    sock.settimeout(BOUND_SECONDS)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, received
+        received += chunk
+    for piece in rest:
+        send_quietly(sock, piece)
+    sock.setblocking(False)
+    received += drain_until_closed({sock: "early"})["early"]
+    return responses(received)
+
+
+def post_head(server: Server, length: str, token: bool = True) -> bytes:
+    framing = f"Content-Length: {length}" if length != "chunked" else "Transfer-Encoding: chunked"
+    auth = f"Authorization: Bearer {server.token}\r\n" if token else ""
+    return (f"POST /fhir/default/Patient HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/fhir+json\r\n"
+            f"{framing}\r\n\r\n").encode()  # fmt: skip
+
+
+def test_an_early_answer_is_the_only_one_and_closes(server: Server) -> None:
+    """Pentest 2 finding 3: after an early 413 the rest of the body was read as a next request's head and
+    a second, unsolicited response (431) followed on the same connection. An answer that starts before
+    its request's body has arrived says Connection: close, and nothing follows it."""
+    body = [b"x" * 30_000] * 10
+    chunk = b"%x\r\n%s\r\n" % (30_000, b"y" * 30_000)
+    cases = {
+        "declared too large": (post_head(server, str(MAX_BODY + 100_000)), b"", body, b"413"),
+        "grows too large": (post_head(server, "chunked"), chunk * 7, [chunk] * 10 + [b"0\r\n\r\n"], b"413"),
+        "refused before reading": (post_head(server, str(300_000), token=False), b"", body, b"401"),
+    }
+    for name, (head, first, rest, status) in cases.items():
+        answers = answer_after_early_response(server, head, first, rest)
+        assert len(answers) == 1, (name, [a[:40] for a in answers])
+        assert answers[0].startswith(b"HTTP/1.1 " + status), (name, answers[0][:200])
+        assert b"connection: close" in answers[0].lower(), name
+        assert b'"resourceType":"OperationOutcome"' in answers[0].replace(b" ", b""), name
+    assert httpx2.get(f"{server.base}/metadata", timeout=BOUND_SECONDS).status_code == 200
+
+
+def test_refused_heads_and_stalled_bodies_get_one_answer_at_most(server: Server) -> None:
+    """The same desync checked on the other early answers: a head too large sent in several writes (431),
+    a head that stalls (408) and a body that stalls (closed without an answer)."""
+    sock = connect(server)
+    for _ in range(10):
+        send_quietly(
+            sock,
+            b"GET /fhir/default/metadata HTTP/1.1\r\nHost: x\r\n" if _ == 0 else b"X-Pad: " + b"a" * 10_000 + b"\r\n",
+        )
+    big = drain_until_closed({sock: "big"})["big"]
+    stalled_head, stalled_body = connect(server), connect(server)
+    send_quietly(stalled_head, HALF_REQUESTS["half the headers"])
+    send_quietly(stalled_body, post_head(server, "100") + b'{"resourceType": ')
+    stalled = drain_until_closed({stalled_head: "head", stalled_body: "body"})
+    assert [a[:12] for a in responses(big)] == [b"HTTP/1.1 431"]
+    assert [a[:12] for a in responses(stalled["head"])] == [b"HTTP/1.1 408"]
+    assert stalled["body"] == b""

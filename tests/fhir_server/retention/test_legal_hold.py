@@ -181,3 +181,57 @@ def test_each_of_two_holds_is_released_on_its_own(record: Record) -> None:
     assert record.release(f"Patient/{record.patient}").status_code == 200
     assert record.release(f"Patient/{record.patient}").status_code == 404  # nothing active is left
     assert c.delete(f"{BASE}/Observation/{record.other}").status_code in (200, 204)
+
+
+def plain_flag(subject: str, **extra: Any) -> dict[str, Any]:
+    return {"resourceType": "Flag", "status": "active", "code": {"text": "latex allergy"},
+            "subject": {"reference": subject}, **extra}  # fmt: skip
+
+
+UPPER_SYSTEM = "URN:dermbridge:record-flag"
+HOLD_CODING = {"system": "urn:dermbridge:record-flag", "code": "legal-hold"}
+LOOK_ALIKES = {
+    "hold tag, another code, reason extension (pentest-2 #5)": {
+        "meta": {"tag": [HOLD_CODING]},
+        "code": {"coding": [{"system": "urn:dermbridge:record-flag", "code": "not-a-hold"}]},
+        "extension": [{"url": "urn:dermbridge:legal-hold-reason", "valueString": "court order"}],
+    },
+    "hold tag only": {"meta": {"tag": [HOLD_CODING]}},
+    "hold code in other letter case": {"code": {"coding": [{"system": UPPER_SYSTEM, "code": "Legal-Hold"}]}},
+    "hold tag in other letter case": {"meta": {"tag": [{"system": UPPER_SYSTEM.lower(), "code": "LEGAL-HOLD"}]}},
+    "reason extension only": {"extension": [{"url": "urn:dermbridge:legal-hold-reason", "valueString": "x"}]},
+    "case extension only": {"extension": [{"url": "urn:dermbridge:legal-hold-case",
+                                           "valueReference": {"reference": "DiagnosticReport/1"}}]},
+    "release extension as a modifier": {"modifierExtension": [{"url": "URN:dermbridge:legal-hold-released-by",
+                                                               "valueString": "me"}]},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", LOOK_ALIKES)
+def test_client_flags_that_look_like_holds_are_409(
+    provider_client: tuple[FhirTestClient, IdentityProvider], variant: str
+) -> None:
+    """Pentest 2 finding 5: a client Flag carrying the hold tag, a hold code in another letter case or a
+    hold extension is refused like a real hold (409), by create, update, patch and transaction, for a
+    patient/ and a user/ scope; the hold query finds no look-alike."""
+    client, provider = provider_client
+    record = Record(client)
+    subject = f"Patient/{record.patient}"
+    look_alike = plain_flag(subject, **LOOK_ALIKES[variant])
+    for headers in (provider.headers("patient/*.cruds", record.patient), provider.headers("user/*.cruds")):
+        created = client.post(f"{BASE}/Flag", json=look_alike, headers=headers)
+        assert created.status_code == 409, created.text
+        plain = client.post(f"{BASE}/Flag", json=plain_flag(subject), headers=headers)
+        assert plain.status_code == 201, plain.text
+        flag_id = plain.json()["id"]
+        updated = client.put(f"{BASE}/Flag/{flag_id}", json={**look_alike, "id": flag_id}, headers=headers)
+        assert updated.status_code == 409, updated.text
+        patch = [{"op": "add", "path": f"/{key}", "value": value} for key, value in LOOK_ALIKES[variant].items()]
+        patched = client.patch(f"{BASE}/Flag/{flag_id}", json=patch,
+                               headers={**headers, "Content-Type": "application/json-patch+json"})  # fmt: skip
+        assert patched.status_code == 409, patched.text
+        bundle = {"resourceType": "Bundle", "type": "transaction",
+                  "entry": [{"resource": look_alike, "request": {"method": "POST", "url": "Flag"}}]}  # fmt: skip
+        assert client.post(BASE, json=bundle, headers=headers).status_code == 409
+    found = client.get(f"{BASE}/Flag", params={"subject": subject, "_tag": HOLD_TAG}).json()
+    assert found.get("total", len(found.get("entry", []))) == 0 and not found.get("entry")

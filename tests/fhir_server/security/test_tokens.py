@@ -20,6 +20,7 @@ from tests.conftest import BASE, FhirTestClient, make_client
 from tests.factories import patient
 
 TOKEN_URL = "http://testserver/auth/token"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 @pytest.fixture
@@ -103,6 +104,32 @@ def test_client_secret_basic_and_post(anonymous: FhirTestClient) -> None:
 def test_bad_token_requests(anonymous: FhirTestClient, form: dict[str, str], status: int, error: str) -> None:
     response = anonymous.post("/auth/token", data=form)
     assert response.status_code == status and response.json()["error"] == error
+
+
+def test_one_client_authentication_method_per_request(anonymous: FhirTestClient) -> None:
+    """Pentest 2: Basic credentials with another client's id in the body got a token as the Basic
+    client. RFC 6749 §2.3: one authentication method per request; a body client_id names the same client."""
+    client, secret = new_client(anonymous, ("clinician-reviewer",))
+    other, other_secret = new_client(anonymous, ("clinician-reviewer",))
+    basic = {"Authorization": "Basic " + base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()}
+    grant = {"grant_type": "client_credentials"}
+    refused = {
+        "another client_id": {**grant, "client_id": other.client_id},
+        "a second secret": {**grant, "client_secret": secret},
+        "another client's secret": {**grant, "client_id": other.client_id, "client_secret": other_secret},
+        "an assertion": {**grant, "client_assertion": "x.y.z", "client_assertion_type": ASSERTION_TYPE},
+    }
+    for name, form in refused.items():
+        response = anonymous.post("/auth/token", data=form, headers=basic)
+        assert response.status_code == 400, (name, response.text)
+        assert response.json()["error"] == "invalid_request", name
+    both = {**grant, "client_id": client.client_id, "client_secret": secret, "client_assertion": "x.y.z",
+            "client_assertion_type": ASSERTION_TYPE}  # fmt: skip
+    assert anonymous.post("/auth/token", data=both).json()["error"] == "invalid_request"
+    same = anonymous.post("/auth/token", data={**grant, "client_id": client.client_id}, headers=basic)
+    assert same.status_code == 200, same.text
+    posted = anonymous.post("/auth/token", data={**grant, "client_id": other.client_id, "client_secret": other_secret})
+    assert posted.status_code == 200, posted.text
 
 
 def test_token_request_must_be_a_form(anonymous: FhirTestClient) -> None:
@@ -225,6 +252,34 @@ def test_external_openid_provider_tokens(tmp_path: Path) -> None:
         assert c.get(f"{BASE}/Patient", headers=bearer(wrong_aud)).status_code == 401
         wrong_tenant = signed({**claims, "tenant": "other"}, private, "ES384", "k1")
         assert c.get(f"{BASE}/Patient", headers=bearer(wrong_tenant)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("settings", "lifetimes"),
+    [
+        ({}, {"ten years": (0, 10 * 365 * 86400), "25 h, 2 h of it left": (-23 * 3600, 2 * 3600)}),
+        ({"oidc_max_token_lifetime_seconds": 600}, {"15 min": (0, 900)}),
+    ],
+)  # fmt: skip
+def test_long_lived_provider_tokens_are_401(
+    tmp_path: Path, settings: dict[str, int], lifetimes: dict[str, tuple[int, int]]
+) -> None:
+    """Pentest 2: an external provider's token with a 10-year exp was accepted. A provider token may
+    live at most DERMBRIDGE_OIDC_MAX_TOKEN_LIFETIME_SECONDS (24 h by default), counted from iat."""
+    private, jwks = ec_key()
+    (tmp_path / "idp.json").write_text(json.dumps(jwks))
+    provider = {"oidc_issuer": "https://idp.example", "oidc_jwks": str(tmp_path / "idp.json"),
+                "oidc_audience": "dermbridge"}  # fmt: skip
+    with make_client(tmp_path / "var", **provider, **settings) as c:
+        now = int(time.time())
+        claims = {"iss": "https://idp.example", "aud": "dermbridge", "sub": "dr-who", "tenant": "default",
+                  "scope": "user/Patient.rs", "iat": now, "exp": now + 300}  # fmt: skip
+        assert c.get(f"{BASE}/Patient", headers=bearer(signed(claims, private, "ES384", "k1"))).status_code == 200
+        for name, (issued, expires) in lifetimes.items():
+            token = signed({**claims, "iat": now + issued, "exp": now + expires}, private, "ES384", "k1")
+            response = c.get(f"{BASE}/Patient", headers=bearer(token))
+            assert response.status_code == 401, name
+            assert "longer than the" in response.json()["issue"][0]["diagnostics"], name
 
 
 def test_insecure_development_mode_is_explicit_and_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
