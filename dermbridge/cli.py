@@ -28,6 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from dermbridge.app import create_app
     from dermbridge.http_protocol import deadline_protocol
+    from dicom_node.callers import Callers
 
     settings = settings_from(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -43,10 +44,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     print(f"DermBridge FHIR R4 API on http://{settings.host}:{settings.port}/fhir/{settings.default_tenant}")
     if settings.dicom_enabled:
-        callers = ", ".join(f"{ae}->{tenant}" for ae, tenant in settings.dicom_ae_tenants.items()) or (
+        known = Callers(settings.dicom_ae_tenants, settings.dicom_default_roles, settings.dicom_any_ae_tenant)
+        callers = ", ".join(f"{ae}->{caller.describe()}" for ae, caller in known.by_ae.items()) or (
             "none, so every caller is refused: set DERMBRIDGE_DICOM_AE_TENANTS"
         )
-        anyone = f"; any other AE -> {settings.dicom_any_ae_tenant}" if settings.dicom_any_ae_tenant else ""
+        anyone = f"; any other AE -> {known.anyone.describe()}" if known.anyone else ""
         print(
             f"DICOM DIMSE on {settings.dicom_host}:{settings.dicom_port} as AE {settings.dicom_ae_title}"
             f" (calling AEs: {callers}{anyone})"
