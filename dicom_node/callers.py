@@ -45,7 +45,7 @@ class DicomCaller(BaseModel):
     tenant: str = Field(min_length=1, max_length=64)
     roles: frozenset[Service] = Field(description="the DIMSE services it may use: echo, store, find, get, move")
     hosts: tuple[IPvAnyNetwork, ...] = Field(
-        (), max_length=256, description="addresses or networks (CIDR) it must call from; empty: any"
+        default=(), max_length=256, description="addresses or networks (CIDR) it must call from; empty: any"
     )
 
     def calls_from(self, address: str) -> bool:
