@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from dicom_node import statuses
 from tests.conftest import make_client
 from tests.dicom_factories import VL_PHOTOGRAPHIC, dermoscopic, write
 from tests.dicom_node.conftest import DicomNode
-from tests.server import free_port
+from tests.server import free_port, running_server
 
 pytestmark = pytest.mark.interop
 CALLERS: dict[str, Any] = {
@@ -211,3 +212,19 @@ def test_the_conformance_statement_states_the_restrictions_without_naming_the_ae
     statement = node.client.get("/conformance/dicom").text
     assert "0124 (Refused: Not authorized)" in statement
     assert not any(ae in statement for ae in CALLERS)
+
+
+def test_a_server_started_as_the_readme_says_applies_and_prints_the_roles(tmp_path: Path) -> None:
+    port = free_port()
+    callers = {"DERMATOSCOPE1": {"tenant": "default", "roles": ["echo", "store"]}, "STORESCU": "default",
+               "WARDPC": {"tenant": "default", "roles": ["find"], "hosts": ["10.0.0.0/24"]}}  # fmt: skip
+    env = {"DERMBRIDGE_DICOM_AE_TENANTS": json.dumps(callers), "DERMBRIDGE_DICOM_PORT": str(port)}
+    with running_server(tmp_path / "var", env=env) as server:
+        dermatoscope = ["-aet", "DERMATOSCOPE1", "-aec", "DERMBRIDGE", "127.0.0.1", str(port)]
+        assert subprocess.run(["echoscu", *dermatoscope], capture_output=True, timeout=60).returncode == 0
+        find = subprocess.run(["findscu", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientName=*", *dermatoscope],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert find.returncode != 0 and NO_CONTEXT.search(find.stderr)
+    assert "DERMATOSCOPE1->default (echo, store)" in server.output
+    assert "STORESCU->default (echo, store, find, get, move)" in server.output
+    assert "WARDPC->default (find) from 10.0.0.0/24" in server.output
