@@ -80,7 +80,8 @@ class DimseConfig:
 
 class _CallerCheckingAE(AE):
     """An AE that refuses, at association (A-ASSOCIATE-RJ, calling AE not recognised), every caller
-    not mapped to a tenant, unless a tenant takes any caller. With no caller configured it refuses all."""
+    not mapped to a tenant, unless a tenant takes any caller. With no caller configured it refuses all.
+    A backstop: ``DimseServer._on_requested`` decides first, with the caller's address and roles."""
 
     def __init__(self, config: DimseConfig) -> None:
         self._config = config
