@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from fhir_server.errors import OperationOutcomeError, unprocessable
+from fhir_server.errors import unprocessable
 from fhir_server.workflow import codes
 
 MAX_ACTIONS = 20
@@ -102,7 +102,8 @@ def _literal(expression: Any, where: str) -> Value:
     try:
         return float(text)
     except ValueError:
-        raise unprocessable(f"{where}: {text[:60]!r} is not a FHIRPath literal (a number, 'text', true)", [where])
+        pass
+    raise unprocessable(f"{where}: {text[:60]!r} is not a FHIRPath literal (a number, 'text', true)", [where])
 
 
 def _parameters(action: dict[str, Any], where: str) -> dict[str, list[Value]]:
@@ -171,8 +172,9 @@ def parse_flow(plan: dict[str, Any]) -> Flow:
     """The flow a PlanDefinition describes; a 422 OperationOutcome naming the element that is wrong."""
     product = definition_product(plan)
     if product is None or not PRODUCT_PATTERN.match(product):
+        context = ["PlanDefinition.useContext"]
         raise unprocessable(f"a workflow definition names its product: useContext of type program coded in "
-                            f"{codes.PRODUCT_SYSTEM} (lower-case letters, digits, '-')", ["PlanDefinition.useContext"])  # fmt: skip
+                            f"{codes.PRODUCT_SYSTEM} (lower-case letters, digits, '-')", context)  # fmt: skip
     if not plan.get("url") or not plan.get("version"):
         raise unprocessable("a workflow definition has a url and a version", ["PlanDefinition.version"])
     actions = plan.get("action") or []
