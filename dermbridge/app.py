@@ -22,6 +22,7 @@ from dermbridge.dicom import TrailSink, build_dimse, build_ingestor
 from dermbridge.identity import consent_watcher, register_identity
 from dermbridge.settings import Settings
 from dermbridge.storage import open_audit_trail, open_engine
+from dermbridge.workflow import flow_library, register_workflow, start_engine
 from dicom_node.dimse import DimseServer
 from dicom_node.erasure import DicomErasure
 from dicom_node.web.routes import router as dicomweb_router
@@ -160,6 +161,8 @@ def create_app(settings: Settings) -> FastAPI:
     engine = open_engine(settings)
     dispatcher = OutboxDispatcher(engine)
     dispatcher.subscribe(consent_watcher(engine).subscription())
+    flows = flow_library(settings.inference_human_review)
+    start_engine(dispatcher, engine, flows)
     clients = ClientRegistry(engine)
     tokens = build_tokens(settings) if settings.auth_enabled else None
     audit = open_audit_trail(settings) if settings.audit_enabled else None
@@ -230,6 +233,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     router = build_router(erasure if settings.encryption_enabled else None, LegalHolds(audit), rules)
     register_identity(router, audit)
+    register_workflow(router, flows)
     app.state.fhir_http = FhirHttp(
         engine,
         router,
