@@ -10,6 +10,7 @@ import pytest
 from tests.fhir_server.workflow.conftest import CASE_TASK, REVIEW, Node, consenting_patient, lesion_instance, wait_for
 
 pytestmark = pytest.mark.interop
+AI_STEP = "urn:dermbridge:workflow-step|ai-analysis"
 BENIGN_SEED, SUSPICIOUS_SEED = 26, 28  # the demo model: nevus 1.00; melanoma 0.99
 
 
@@ -24,7 +25,7 @@ def test_ai_only_with_a_demo_model_escalates_a_benign_result_to_review(node: Nod
     node.store(lesion_instance("FLOW-AI", seed=BENIGN_SEED, suspicious=False, accession="FLOW-AI"))
     report, root = node.case(patient)
     assert root["instantiatesCanonical"] == "urn:dermbridge:workflow:ai-only|1"
-    wait_for(node.client, "Task", {"code": "urn:dermbridge:workflow-step|ai-analysis", "focus": f"DiagnosticReport/{report['id']}"})
+    wait_for(node.client, "Task", {"code": AI_STEP, "focus": f"DiagnosticReport/{report['id']}"})
     assert node.total("Task", code=REVIEW, focus=f"DiagnosticReport/{report['id']}") == 0  # nothing before the AI
     assert node.analyse() >= 1
     review = wait_for(node.client, "Task", {"code": REVIEW, "focus": f"DiagnosticReport/{report['id']}"})[0]
@@ -56,7 +57,7 @@ def test_ai_then_sign_off_opens_an_urgent_review_after_the_findings(node: Node) 
     node.store(lesion_instance("FLOW-SO", seed=SUSPICIOUS_SEED, accession="FLOW-SO"))
     report, root = node.case(patient)
     focus = f"DiagnosticReport/{report['id']}"
-    waiting = wait_for(node.client, "Task", {"code": "urn:dermbridge:workflow-step|ai-analysis", "focus": focus})[0]
+    waiting = wait_for(node.client, "Task", {"code": AI_STEP, "focus": focus})[0]
     assert waiting["businessStatus"]["text"] == "awaiting findings"
     assert node.total("Task", code=REVIEW, focus=focus) == 0  # sign-off comes after the findings
     node.analyse()
