@@ -5,6 +5,8 @@ in the same running server: a new definition takes effect without a restart."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.fhir_server.workflow.conftest import CASE_TASK, REVIEW, Node, consenting_patient, lesion_instance, wait_for
@@ -14,7 +16,7 @@ AI_STEP = "urn:dermbridge:workflow-step|ai-analysis"
 BENIGN_SEED, SUSPICIOUS_SEED = 26, 28  # the demo model: nevus 1.00; melanoma 0.99
 
 
-def steps(node: Node, root: dict[str, object]) -> dict[str, dict[str, object]]:
+def steps(node: Node, root: dict[str, Any]) -> dict[str, dict[str, Any]]:
     bundle = node.get("Task", **{"part-of": f"Task/{root['id']}"})
     return {e["resource"]["code"]["coding"][0]["code"]: e["resource"] for e in bundle.get("entry", [])}
 
