@@ -162,7 +162,7 @@ def create_app(settings: Settings) -> FastAPI:
     dispatcher = OutboxDispatcher(engine)
     dispatcher.subscribe(consent_watcher(engine).subscription())
     flows = flow_library(settings.inference_human_review)
-    start_engine(dispatcher, engine, flows)
+    workflow = start_engine(dispatcher, engine, flows)
     clients = ClientRegistry(engine)
     tokens = build_tokens(settings) if settings.auth_enabled else None
     audit = open_audit_trail(settings) if settings.audit_enabled else None
@@ -223,6 +223,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.audit = audit
     app.state.dispatcher = dispatcher
+    app.state.workflow = workflow
     app.state.subscriptions = subscriptions
     app.state.ingestor = ingestor
     app.state.dimse = dimse

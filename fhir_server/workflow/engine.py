@@ -129,12 +129,14 @@ class WorkflowEngine:
         await case.notify("refused", reason)
 
     async def _image(self, case: Case, payload: dict[str, Any]) -> None:
-        if case.root["status"] in ("rejected", "completed"):  # a definition now applies, or a new image came
-            case.root.pop("contained", None), case.root.pop("output", None), case.root.pop("statusReason", None)
-            case.root["instantiatesCanonical"] = case.flow.canonical
-            case.root["status"] = "in-progress"
         event = {k: v for k, v in payload.items() if k != "requeued"}
-        if tree.record(case.root, tree.IMAGE_EVENT, event) or case.root["status"] == "in-progress":
+        new = tree.record(case.root, tree.IMAGE_EVENT, event)  # False: a redelivery, or a retry's re-run
+        before = case.root["status"]
+        if before == "rejected" or (new and before == "completed"):  # a definition now applies, or a new image
+            for element in ("contained", "output", "statusReason"):
+                case.root.pop(element, None)
+            case.root.update(status="in-progress", instantiatesCanonical=case.flow.canonical)
+        if new or case.root["status"] != before:
             case.root = await case.tree.save(case.root)
         flow = case.flow
         if flow.store_only:
@@ -153,7 +155,9 @@ class WorkflowEngine:
         if not any(not step.body_sites or sites & set(step.body_sites) for step in flow.ai):
             await self._review(case, Verdict("review", "escalated: no AI model of this flow is for this body site"))
             return
-        await case.tree.step(codes.AI_ANALYSIS, "in-progress", "awaiting findings")
+        analysis = await case.tree.get(codes.AI_ANALYSIS)
+        if new or analysis is None or analysis["status"] in ("cancelled", "failed"):
+            await case.tree.step(codes.AI_ANALYSIS, "in-progress", "awaiting findings")
 
     async def _consent(self, case: Case) -> bool:
         """The consent gate: True when the AI analysis may go on (pass branch)."""

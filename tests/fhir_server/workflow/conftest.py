@@ -3,7 +3,8 @@ drive by hand (``drain``), so "did the AI run?" is answered deterministically.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from fhir_server.workflow.library import FlowLibrary, shipped
 from inference.registry import ModelRegistry
 from inference.worker import InferenceWorker
 from tests.conftest import BASE, FhirTestClient, make_client
-from tests.inference.test_worker import consenting_patient, lesion_instance, wait_for
+from tests.inference.test_worker import DEADLINE, consenting_patient, lesion_instance, wait_for
 
 CASE_TASK = "urn:dermbridge:workflow-step|case"
 REVIEW = "urn:dermbridge:task|clinician-review"
@@ -69,6 +70,14 @@ class Node:
         assert activated.status_code == 200, activated.text
         assert activated.json()["status"] == "active"
         return dict(activated.json())
+
+    def until(self, url: str, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """The resource at ``url`` once ``check`` holds (bounded by the tests' deadline)."""
+        deadline = time.monotonic() + DEADLINE
+        while not check(resource := self.get(url)):
+            assert time.monotonic() < deadline, f"{url} did not reach the expected state in {DEADLINE} s"
+            time.sleep(0.1)
+        return dict(resource)
 
     def case(self, patient_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """The case of the patient and its root workflow Task (waited for)."""
