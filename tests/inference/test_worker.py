@@ -178,7 +178,7 @@ def test_no_consent_no_analysis_and_a_human_review(node: FhirTestClient, tmp_pat
     send(node, tmp_path, lesion_instance("AI-3", seed=13, accession="ACC-3"))
     task = wait_for(node, "Task", {"patient": f"Patient/{refused}", "status": "requested"})[0]
     assert task["code"]["coding"][0]["code"] == "clinician-review"
-    assert "Consent/" in task["statusReason"]["text"]
+    assert "Consent/" in task["reasonCode"]["text"]  # the review Task the case's workflow opened
     assert node.get(f"{BASE}/Observation", params={"subject": f"Patient/{refused}"}).json()["total"] == 0
     audit = node.get(f"{BASE}/AuditEvent", params={"subtype": "ai-analysis", "outcome": "4"}).json()
     assert audit["total"] == 1
@@ -282,7 +282,7 @@ def test_unsuitable_images_are_not_scored(node: FhirTestClient, tmp_path: Path) 
                    for o in task["output"])  # fmt: skip
         assert task["focus"]["reference"].startswith("DiagnosticReport/")
         review = wait_for(node, "Task", {"patient": f"Patient/{patients[mrn]}", "status": "requested"})[0]
-        assert "image unsuitable" in review["statusReason"]["text"]
+        assert "image unsuitable" in review["reasonCode"]["text"]
         observations = node.get(f"{BASE}/Observation", params={"subject": f"Patient/{patients[mrn]}"}).json()
         assert observations["total"] == 0, mrn  # no score at all
         report = node.get(f"{BASE}/{task['focus']['reference']}").json()
