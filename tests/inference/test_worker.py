@@ -232,7 +232,8 @@ def test_transient_failures_are_retried_then_recorded(tmp_path: Path) -> None:
         for _ in range(4):  # back-off 0.05 s, then 0.1 s, then the failure is recorded
             node.portal.call(running.drain)
             time.sleep(0.3)
-        failed = node.get(f"{BASE}/Task", params={"patient": f"Patient/{other}", "status": "failed"}).json()
+        worker_record = {"patient": f"Patient/{other}", "status": "failed", "code": "urn:dermbridge:task|ai-analysis"}
+        failed = node.get(f"{BASE}/Task", params=worker_record).json()  # (the workflow's AI step failed too)
         assert failed["total"] == 1
         store = node.portal.call(node.app.state.engine.tenant, "default")  # type: ignore[attr-defined]
         assert node.portal.call(store.claim_events, CONSUMER, 10, 60) == []  # nothing stuck
