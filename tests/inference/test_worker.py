@@ -193,7 +193,8 @@ def test_poison_image_is_a_recorded_failure(node: FhirTestClient, tmp_path: Path
     broken.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8not a jpeg\xff\xd9"])
     body, media = stow_body(broken)
     assert node.post("/dicomweb/default/studies", content=body, headers={"Content-Type": media}).status_code == 200
-    task = wait_for(node, "Task", {"patient": f"Patient/{patient_id}", "status": "failed"})[0]
+    failure = {"patient": f"Patient/{patient_id}", "status": "failed", "code": "urn:dermbridge:task|ai-analysis"}
+    task = wait_for(node, "Task", failure)[0]  # the worker's record (the workflow's AI step says failed too)
     outcome = node.get(f"{BASE}/{task['output'][0]['valueReference']['reference']}").json()
     assert "cannot be decoded" in outcome["issue"][0]["diagnostics"]
     assert task["focus"]["reference"].startswith("DiagnosticReport/")
@@ -255,17 +256,22 @@ def test_a_clinicians_final_report_is_never_overwritten(node: FhirTestClient, tm
     assert kept["status"] == "appended" and kept["conclusion"].endswith("(Dr Example)")
 
 
+def own_case(mrn: str, **kw: Any) -> pydicom.Dataset:
+    return dermoscopic(patient_id=mrn, accession=f"ACC-{mrn}", **kw)
+
+
 def unsuitable_images() -> dict[str, tuple[pydicom.Dataset, str]]:
-    """Each image a dermoscopy model once scored "Malignant melanoma, POS, p=1.00", and the reason it must not."""
+    """Each image a dermoscopy model once scored "Malignant melanoma, POS, p=1.00", and the reason it must not.
+    Each is a case of its own (its own accession): the workflow opens one review per case."""
     lesion = lesion_image(random_spec(np.random.default_rng(30), 256, True), 256, seed=30)
     return {
-        "U-1": (with_pixels(dermoscopic(patient_id="U-1", sop_class=VL_MICROSCOPIC), he_tile(256), modality="GM"),
+        "U-1": (with_pixels(own_case("U-1", sop_class=VL_MICROSCOPIC), he_tile(256), modality="GM"),
                 "sop-class"),
-        "U-2": (with_pixels(dermoscopic(patient_id="U-2", sop_class=SECONDARY_CAPTURE), document_page(512),
+        "U-2": (with_pixels(own_case("U-2", sop_class=SECONDARY_CAPTURE), document_page(512),
                             modality="DOC", grey=True), "sop-class"),
-        "U-3": (with_pixels(dermoscopic(patient_id="U-3"), he_tile(256)), "no-skin"),  # H&E sent as dermoscopy
-        "U-4": (with_pixels(dermoscopic(patient_id="U-4"), blurred(lesion)), "blurred"),
-        "U-5": (with_pixels(dermoscopic(patient_id="U-5"), over_exposed(lesion)), "over-exposed"),
+        "U-3": (with_pixels(own_case("U-3"), he_tile(256)), "no-skin"),  # H&E sent as dermoscopy
+        "U-4": (with_pixels(own_case("U-4"), blurred(lesion)), "blurred"),
+        "U-5": (with_pixels(own_case("U-5"), over_exposed(lesion)), "over-exposed"),
     }  # fmt: skip
 
 
