@@ -1,0 +1,325 @@
+"""The review queue's operations on Task (operations.html), and the guard that keeps plain writes out.
+
+- ``POST Task/{id}/$claim``, ``$release``, ``$decline`` (``reason`` a code of
+  ``urn:dermbridge:review-decline-reason``, optional ``note``) and ``$complete`` (``decision`` and its
+  parameters, ``fhir_server.workflow.review.decision``) move a review Task through its state machine
+  (``fhir_server.workflow.review.transitions``); an illegal move is 409. Each answers the Task.
+- ``GET Task/$worklist`` (``tier``, ``_count``): the caller's queue, a searchset Bundle of the Tasks of the
+  tiers they may review that they may claim (queued, or a lapsed claim) or hold, most urgent first
+  (``priority`` stat, asap, urgent, routine), then the earliest due date, then the oldest. FHIR R4 cannot
+  ``_sort`` a token by its meaning, so the order is the operation's.
+- A PUT, PATCH or POST (also in a Bundle) that would change a review Task's status, businessStatus, owner,
+  lease, declines, outputs, code, focus, subject or identifier is refused with 409 naming the operations.
+
+The caller needs update scope on Task and a fhirUser Practitioner eligible for the Task's tier
+(``fhir_server.workflow.review.reviewer``); ``$complete`` also needs update on DiagnosticReport and create on
+Observation. Writes go through the request's store, so the interaction's AuditEvent commits with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fhir_server.api.messages import FhirRequest, FhirResponse
+from fhir_server.api.parameters import named_values, one_of
+from fhir_server.api.router import FhirRouter, Operation
+from fhir_server.errors import OperationOutcomeError, bad_request, conflict, unprocessable
+from fhir_server.limits import whole_number
+from fhir_server.patches import apply_patch
+from fhir_server.repository import Repository, Stored
+from fhir_server.workflow.review import transitions
+from fhir_server.workflow.review.codes import DECISIONS, DECLINE_REASONS, TIER_SYSTEM, URGENCIES, is_review_task
+from fhir_server.workflow.review.codes import tier_of as task_tier
+from fhir_server.workflow.review.decision import decide
+from fhir_server.workflow.review.policy import ReviewPolicy, read_policy
+from fhir_server.workflow.review.reviewer import Reviewer, identify
+
+Clock = Callable[[], datetime]
+Change = Callable[
+    [Repository, dict[str, Any], Reviewer, ReviewPolicy, datetime, list[tuple[str, Any]]], Awaitable[dict[str, Any]]
+]
+MANAGED = (
+    "status",
+    "businessStatus",
+    "owner",
+    "extension",
+    "output",
+    "code",
+    "focus",
+    "for",
+    "identifier",
+    "executionPeriod",
+)
+MAX_WORKLIST = 1000
+DEFAULT_COUNT = 50
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ReviewOperations:
+    """The operation handlers; ``clock`` is injectable so tests move time instead of waiting."""
+
+    def __init__(self, clock: Clock = utc_now) -> None:
+        self.clock = clock
+
+    def register(self, router: FhirRouter) -> None:
+        for name, handler, definition in (
+            ("claim", self.claim, CLAIM_DEFINITION),
+            ("release", self.release, RELEASE_DEFINITION),
+            ("decline", self.decline, DECLINE_DEFINITION),
+            ("complete", self.complete, COMPLETE_DEFINITION),
+        ):
+            router.register(Operation(name, ("Task",), True, handler, definition, True, "u"))
+        router.register(Operation("worklist", ("Task",), False, self.worklist, WORKLIST_DEFINITION, False, "s"))
+        router.write_hooks["Task"] = guard_review_writes
+
+    async def claim(self, repo: Repository, request: FhirRequest, _type: str | None, id: str | None) -> FhirResponse:
+        async def change(
+            _: Repository,
+            task: dict[str, Any],
+            reviewer: Reviewer,
+            policy: ReviewPolicy,
+            now: datetime,
+            given: list[tuple[str, Any]],
+        ) -> dict[str, Any]:
+            return transitions.claim(task, reviewer.reference(), now, now + policy.lease())
+
+        return await self._transition(repo, request, id, "claim", change)
+
+    async def release(self, repo: Repository, request: FhirRequest, _type: str | None, id: str | None) -> FhirResponse:
+        async def change(
+            _: Repository,
+            task: dict[str, Any],
+            reviewer: Reviewer,
+            policy: ReviewPolicy,
+            now: datetime,
+            given: list[tuple[str, Any]],
+        ) -> dict[str, Any]:
+            return transitions.release(task, reviewer.reference(), now)
+
+        return await self._transition(repo, request, id, "release", change)
+
+    async def decline(self, repo: Repository, request: FhirRequest, _type: str | None, id: str | None) -> FhirResponse:
+        async def change(
+            _: Repository,
+            task: dict[str, Any],
+            reviewer: Reviewer,
+            policy: ReviewPolicy,
+            now: datetime,
+            given: list[tuple[str, Any]],
+        ) -> dict[str, Any]:
+            reason, note = one_of(given, "reason"), one_of(given, "note")
+            if isinstance(reason, dict):  # a Coding
+                reason = reason.get("code")
+            if note is not None and (not isinstance(note, str) or len(note) > 1000):
+                raise bad_request("note is a string of at most 1000 characters", ["note"])
+            return transitions.decline(task, reviewer.reference(), str(reason), note or "", now, policy.max_declines)
+
+        return await self._transition(repo, request, id, "decline", change)
+
+    async def complete(self, repo: Repository, request: FhirRequest, _type: str | None, id: str | None) -> FhirResponse:
+        repo.policy.require("DiagnosticReport", "u")
+        repo.policy.require("Observation", "c")
+
+        async def change(
+            system: Repository,
+            task: dict[str, Any],
+            reviewer: Reviewer,
+            policy: ReviewPolicy,
+            now: datetime,
+            given: list[tuple[str, Any]],
+        ) -> dict[str, Any]:
+            transitions.complete(task, reviewer.reference(), now, "decided", [])  # refuses before anything is written
+            decision = await decide(system, task, reviewer, given, now)
+            return transitions.complete(task, reviewer.reference(), now, decision.state, decision.outputs)
+
+        return await self._transition(repo, request, id, "complete", change)
+
+    async def _transition(
+        self, repo: Repository, request: FhirRequest, id: str | None, name: str, change: Change
+    ) -> FhirResponse:
+        assert id is not None
+        given = named_values(request)
+        now = self.clock()
+        policy = await read_policy(repo.store)
+        reviewer = await identify(repo, request.access, policy, now)
+        async with repo.store.transaction() as tx:
+            current = await repo.within(tx).read("Task", id)
+            if not is_review_task(current.resource):
+                raise unprocessable(f"Task/{id} is not a review Task (code {TIER_SYSTEM}|<tier>)")
+            reviewer.check(task_tier(current.resource))
+            system = Repository.system(repo.store, reason=f"${name} on Task/{id}", local_base=repo.local_base, tx=tx)
+            changed = await change(system, current.resource, reviewer, policy, now, given)
+            stored = await system.update(changed, resource_type="Task", id=id, if_match=current.etag, server_built=True)
+        return FhirResponse(200, stored.resource, {"ETag": stored.etag})
+
+    async def worklist(
+        self, repo: Repository, request: FhirRequest, _type: str | None, _id: str | None
+    ) -> FhirResponse:
+        given = named_values(request)
+        now = self.clock()
+        reviewer = await identify(repo, request.access, await read_policy(repo.store), now)
+        tiers = sorted(reviewer.tiers)
+        wanted = one_of(given, "tier")
+        if wanted is not None:
+            reviewer.check(str(wanted))
+            tiers = [str(wanted)]
+        count = whole_number(request.param("_count") or str(DEFAULT_COUNT), "_count", 4) or DEFAULT_COUNT
+        found = (
+            await repo.find(
+                "Task",
+                [("code", ",".join(f"{TIER_SYSTEM}|{t}" for t in tiers)), ("status", "requested,in-progress")],
+                MAX_WORKLIST,
+            )
+            if tiers
+            else []
+        )
+        mine = [s for s in found if _offered(s.resource, reviewer, now)]
+        listed = [await _returned(repo, s, now) for s in sorted(mine, key=_queue_order)[: min(count, MAX_WORKLIST)]]
+        entries = [
+            {
+                "fullUrl": f"{request.base_url}/Task/{s.resource['id']}",
+                "resource": s.resource,
+                "search": {"mode": "match"},
+            }
+            for s in listed
+        ]
+        return FhirResponse(200, {"resourceType": "Bundle", "type": "searchset", "total": len(mine), "entry": entries})
+
+
+def _offered(task: dict[str, Any], reviewer: Reviewer, now: datetime) -> bool:
+    if reviewer.practitioner in transitions.declined_by(task):
+        return False
+    if task.get("status") == "requested" or transitions.lapsed(task, now):
+        return True
+    return transitions.owner(task) == reviewer.practitioner
+
+
+def _queue_order(stored: Stored) -> tuple[int, str, str]:
+    task = stored.resource
+    rank = URGENCIES.index(task["priority"]) if task.get("priority") in URGENCIES else len(URGENCIES)
+    due = str(((task.get("restriction") or {}).get("period") or {}).get("end") or "9999")
+    return rank, due, str(task.get("authoredOn") or "")
+
+
+async def _returned(repo: Repository, stored: Stored, now: datetime) -> Stored:
+    """A lapsed claim, written back to the queue as it is listed (another process may have done it: kept)."""
+    queued = transitions.lapse(stored.resource, now)
+    if queued is None:
+        return stored
+    system = Repository.system(repo.store, reason="return a lapsed review claim", local_base=repo.local_base)
+    try:
+        return await system.update(
+            queued, resource_type="Task", id=queued["id"], if_match=stored.etag, server_built=True
+        )
+    except OperationOutcomeError:
+        return Stored(queued, stored.version)
+
+
+async def return_lapsed(repo: Repository, now: datetime, limit: int = MAX_WORKLIST) -> int:
+    """A sweep: every lapsed claim back in the queue; safe on several processes at once (each write is
+    conditional on the version read, a lost race is skipped). Returns how many this call returned."""
+    found = await repo.find(
+        "Task", [("status", "in-progress"), ("code", "urn:dermbridge:task|clinician-review")], limit
+    )
+    returned = 0
+    for stored in found:
+        if transitions.lapsed(stored.resource, now):
+            returned += (await _returned(repo, stored, now)) is not stored
+    return returned
+
+
+async def guard_review_writes(repo: Repository, request: FhirRequest) -> None:
+    """409 for a plain write that would move a review Task or make one: the operations do that."""
+    body = request.body if isinstance(request.body, dict) else None
+    id = request.path[1] if len(request.path) == 2 else (body or {}).get("id")
+    current = await repo.current("Task", id) if isinstance(id, str) else None
+    if request.method == "PATCH":
+        if not is_review_task(current):
+            return
+        assert current is not None
+        body = apply_patch(current, request.body, request.header("content-type"))
+    if not (is_review_task(current) or is_review_task(body)):
+        return
+    before, after = current or {}, body or {}
+    if any(before.get(k) != after.get(k) for k in MANAGED):
+        raise conflict(
+            "a review Task changes state through its operations only: POST Task/{id}/$claim, $release, $decline "
+            "or $complete (the status, owner, businessStatus, lease and outputs are theirs)"
+        )
+
+
+def _definition(
+    code: str, description: str, parameters: list[dict[str, Any]], instance: bool = True, affects_state: bool = True
+) -> dict[str, Any]:
+    return {
+        "resourceType": "OperationDefinition",
+        "id": f"task-{code}",
+        "url": f"urn:dermbridge:OperationDefinition/task-{code}",
+        "name": f"Task_{code}",
+        "status": "active",
+        "kind": "operation",
+        "description": description,
+        "code": code,
+        "resource": ["Task"],
+        "system": False,
+        "type": not instance,
+        "instance": instance,
+        "affectsState": affects_state,
+        "parameter": [
+            *parameters,
+            {"name": "return", "use": "out", "min": 1, "max": "1", "type": "Task" if instance else "Bundle"},
+        ],
+    }
+
+
+CLAIM_DEFINITION = _definition(
+    "claim",
+    "Claim a queued review Task (or renew one's own claim's lease): status "
+    "in-progress, owner the caller's Practitioner, a lease (urn:dermbridge:review-lease-end).",
+    [],
+)
+RELEASE_DEFINITION = _definition("release", "Give a claimed review Task back to the queue.", [])
+DECLINE_DEFINITION = _definition(
+    "decline",
+    "Decline a review Task with a coded reason (" + ", ".join(DECLINE_REASONS) + "); it returns to the queue, "
+    "and after the tenant's max_declines (default 3) the tier is exhausted (rejected, businessStatus tier-exhausted).",
+    [
+        {"name": "reason", "use": "in", "min": 1, "max": "1", "type": "code"},
+        {"name": "note", "use": "in", "min": 0, "max": "1", "type": "string"},
+    ],
+)
+COMPLETE_DEFINITION = _definition(
+    "complete",
+    "Record the claimed review's decision (" + ", ".join(DECISIONS) + "): the clinician's findings beside the AI's, "
+    "the case final with resultsInterpreter, a Provenance with the verifier.",
+    [
+        {"name": "decision", "use": "in", "min": 1, "max": "1", "type": "code"},
+        {
+            "name": "finding",
+            "use": "in",
+            "min": 0,
+            "max": "*",
+            "part": [
+                {"name": "lesion", "use": "in", "min": 1, "max": "1", "type": "Reference"},
+                {"name": "diagnosis", "use": "in", "min": 1, "max": "1", "type": "CodeableConcept"},
+                {"name": "urgency", "use": "in", "min": 0, "max": "1", "type": "code"},
+                {"name": "note", "use": "in", "min": 0, "max": "1", "type": "string"},
+            ],
+        },
+        {"name": "conclusion", "use": "in", "min": 0, "max": "1", "type": "string"},
+        {"name": "reason", "use": "in", "min": 0, "max": "1", "type": "string"},
+    ],
+)
+WORKLIST_DEFINITION = _definition(
+    "worklist",
+    "The caller's review queue: Tasks of the tiers they may review that they may claim or hold, most urgent "
+    "first, then earliest due, then oldest.",
+    [{"name": "tier", "use": "in", "min": 0, "max": "1", "type": "code"}],
+    instance=False,
+    affects_state=False,
+)
