@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from fhir_server.workflow.review.codes import STATE_SYSTEM
@@ -14,7 +16,7 @@ def case(client: FhirTestClient) -> ReviewCase:
     return ReviewCase(client)
 
 
-def state(task: dict) -> str:
+def state(task: dict[str, Any]) -> str:
     return next(c["code"] for c in task["businessStatus"]["coding"] if c["system"] == STATE_SYSTEM)
 
 
@@ -81,7 +83,7 @@ def test_an_expired_practitioner_role_cannot_claim(case: ReviewCase) -> None:
     assert other.get("Task/$worklist").json()["total"] == 0
 
 
-def test_tokens_without_a_practitioner_cannot_claim(case: ReviewCase, tmp_path) -> None:
+def test_tokens_without_a_practitioner_cannot_claim(case: ReviewCase) -> None:
     task = case.open()["id"]
     system = case.client.post(f"{BASE}/Task/{task}/$claim", json={"resourceType": "Parameters"})
     assert system.status_code == 403 and "fhirUser" in system.json()["issue"][0]["diagnostics"]
