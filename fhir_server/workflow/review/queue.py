@@ -25,6 +25,7 @@ from fhir_server.workflow.review.codes import (
     review_coding,
     state_concept,
     tier_coding,
+    tier_of,
 )
 from fhir_server.workflow.review.policy import ReviewPolicyError, check_tier, read_policy
 
@@ -78,6 +79,20 @@ async def open_review(
     task = _task(value, report_id, patient_id, tier, reason[:MAX_REASON], urgency, due, now)
     return await repo.create(
         task, resource_type="Task", if_none_exist=f"identifier={IDENTIFIER_SYSTEM}|{value}", server_built=True
+    )
+
+
+async def reopen_review(repo: Repository, *, report_id: str, patient_id: str, reason: str) -> Stored:
+    """A new review round for a case that changed after sign-off (its report ``appended``): the tier and
+    priority of its last review, or the tenant's first tier when it never had one."""
+    tasks = await review_tasks(repo, report_id)
+    last = tasks[-1].resource if tasks else None
+    if last is not None:
+        tier, urgency = tier_of(last), last.get("priority", "routine")
+    else:
+        tier, urgency = next(iter((await read_policy(repo.transaction or repo.store)).tiers)), "routine"
+    return await open_review(
+        repo, report_id=report_id, patient_id=patient_id, tier=tier, reason=reason, urgency=urgency, due=None
     )
 
 
