@@ -3,7 +3,8 @@
 - ``POST Task/{id}/$claim``, ``$release``, ``$decline`` (``reason`` a code of
   ``urn:dermbridge:review-decline-reason``, optional ``note``) and ``$complete`` (``decision`` and its
   parameters, ``fhir_server.workflow.review.decision``) move a review Task through its state machine
-  (``fhir_server.workflow.review.transitions``); an illegal move is 409. Each answers the Task.
+  (``fhir_server.workflow.review.transitions``); an illegal move is 409. Each answers the Task. A decline
+  that exhausts a tier opens the case's review in the tier the policy escalates it to (``escalate_to``).
 - ``GET Task/$worklist`` (``tier``, ``_count``): the caller's queue, a searchset Bundle of the Tasks of the
   tiers they may review that they may claim (queued, or a lapsed claim) or hold, most urgent first
   (``priority`` stat, asap, urgent, routine), then the earliest due date, then the oldest. FHIR R4 cannot
@@ -30,10 +31,19 @@ from fhir_server.limits import whole_number
 from fhir_server.patches import apply_patch
 from fhir_server.repository import Repository, Stored
 from fhir_server.workflow.review import transitions
-from fhir_server.workflow.review.codes import DECISIONS, DECLINE_REASONS, TIER_SYSTEM, URGENCIES, is_review_task
+from fhir_server.workflow.review.codes import (
+    DECISIONS,
+    DECLINE_REASONS,
+    TIER_EXHAUSTED,
+    TIER_SYSTEM,
+    URGENCIES,
+    is_review_task,
+    state_of,
+)
 from fhir_server.workflow.review.codes import tier_of as task_tier
 from fhir_server.workflow.review.decision import decide
 from fhir_server.workflow.review.policy import ReviewPolicy, read_policy
+from fhir_server.workflow.review.queue import open_review
 from fhir_server.workflow.review.reviewer import Reviewer, identify
 
 Clock = Callable[[], datetime]
@@ -105,7 +115,7 @@ class ReviewOperations:
 
     async def decline(self, repo: Repository, request: FhirRequest, _type: str | None, id: str | None) -> FhirResponse:
         async def change(
-            _: Repository,
+            system: Repository,
             task: dict[str, Any],
             reviewer: Reviewer,
             policy: ReviewPolicy,
@@ -117,7 +127,11 @@ class ReviewOperations:
                 reason = reason.get("code")
             if note is not None and (not isinstance(note, str) or len(note) > 1000):
                 raise bad_request("note is a string of at most 1000 characters", ["note"])
-            return transitions.decline(task, reviewer.reference(), str(reason), note or "", now, policy.max_declines)
+            declined = transitions.decline(
+                task, reviewer.reference(), str(reason), note or "", now, policy.max_declines
+            )
+            await _escalate(system, declined, policy, now)
+            return declined
 
         return await self._transition(repo, request, id, "decline", change)
 
@@ -189,6 +203,26 @@ class ReviewOperations:
             for s in listed
         ]
         return FhirResponse(200, {"resourceType": "Bundle", "type": "searchset", "total": len(mine), "entry": entries})
+
+
+async def _escalate(system: Repository, task: dict[str, Any], policy: ReviewPolicy, now: datetime) -> None:
+    """An exhausted tier hands the case to the tier the policy escalates it to, if any (same urgency)."""
+    tier = task_tier(task)
+    following = policy.tier(tier).escalate_to
+    if state_of(task) != TIER_EXHAUSTED or following is None:
+        return
+    report = str(task["focus"]["reference"]).split("/", 1)[1]
+    patient = str(task["for"]["reference"]).split("/", 1)[1]
+    await open_review(
+        system,
+        report_id=report,
+        patient_id=patient,
+        tier=following,
+        urgency=task.get("priority", "routine"),
+        reason=f"escalated: review tier {tier} exhausted",
+        due=None,
+        now=now,
+    )
 
 
 def _offered(task: dict[str, Any], reviewer: Reviewer, now: datetime) -> bool:

@@ -31,6 +31,15 @@ TIER_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 DERMATOLOGY = "http://snomed.info/sct|394582007"  # Dermatology (qualifier value), a practice-setting specialty
 DEFAULT_TIER = "dermatology"
 MAX_LEASE_MINUTES = 24 * 60
+# The urgency of a case by the AI's most concerning risk tier (the model card's risk hierarchy): a suspected
+# melanoma or SCC is an urgent suspected-cancer referral (NICE NG12, skin cancers: 2-week wait), a suspected BCC is
+# routine unless a clinician says otherwise (NG12), another malignant suspicion is urgent.
+RISK_URGENCY: dict[str, Urgency] = {
+    "melanoma": "asap",
+    "squamous-cell-carcinoma": "asap",
+    "basal-cell-carcinoma": "routine",
+    "other-malignant": "urgent",
+}
 
 
 class ReviewPolicyError(ValueError):
@@ -60,6 +69,11 @@ class ReviewPolicy:
 
     def tier(self, name: str) -> Tier:
         return self.tiers.get(name) or Tier(name)
+
+
+def urgency_for_risk(risk_tier: str | None) -> Urgency:
+    """The review urgency for the case's highest AI risk tier (``routine`` for pre-malignant, benign, none)."""
+    return RISK_URGENCY.get(risk_tier or "", "routine")
 
 
 def check_tier(name: str) -> str:

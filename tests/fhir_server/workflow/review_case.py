@@ -7,15 +7,20 @@ from functools import partial
 from typing import Any
 
 from fhir_server.repository import Repository
+from fhir_server.tenant_settings import write_setting
 from fhir_server.workflow.review import open_review
 from fhir_server.workflow.review.codes import LEASE_EXTENSION
+from fhir_server.workflow.review.policy import SETTING
 from tests.conftest import BASE, FhirTestClient
 from tests.factories import diagnostic_report, patient
 
 SNOMED = "http://snomed.info/sct"
 DERMATOLOGY = {"coding": [{"system": SNOMED, "code": "394582007", "display": "Dermatology"}]}
-MELANOMA = {"coding": [{"system": SNOMED, "code": "372244006", "display": "Malignant melanoma"}], "text": "Melanoma"}
-NAEVUS = {"coding": [{"system": SNOMED, "code": "400010006", "display": "Melanocytic naevus"}], "text": "Naevus"}
+MELANOMA = {
+    "coding": [{"system": SNOMED, "code": "93655004", "display": "Malignant melanoma of skin"}],
+    "text": "Melanoma",
+}
+NAEVUS = {"coding": [{"system": SNOMED, "code": "400010006", "display": "Melanocytic nevus of skin"}], "text": "Naevus"}
 
 
 def parameters(*items: tuple[str, Any]) -> dict[str, Any]:
@@ -104,6 +109,11 @@ class ReviewCase:
             role["period"] = {"start": "2020-01-01", "end": expires}
         self.post("PractitionerRole", role)
         return Reviewer(self.client, f"Practitioner/{practitioner}")
+
+    def set_policy(self, policy: dict[str, Any]) -> None:
+        """The tenant's review policy, set as an operator would (a tenant setting)."""
+        store = self.client.portal.call(self.client.app.state.engine.tenant, "default")  # type: ignore[attr-defined]
+        self.client.portal.call(write_setting, store, SETTING, policy)
 
     def lapse_claim(self, task_id: str) -> None:
         """Move the claim's lease end into the past through the store (no waiting)."""

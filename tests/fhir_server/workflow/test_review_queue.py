@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from fhir_server.workflow.review.codes import STATE_SYSTEM
+from fhir_server.workflow.review.policy import DERMATOLOGY
 from tests.conftest import BASE, FhirTestClient
 from tests.fhir_server.workflow.review_case import ReviewCase
 
@@ -29,7 +30,8 @@ def test_open_review_is_idempotent_and_urgent_cases_get_the_two_week_due_date(ca
     assert routine["id"] != first["id"] and "restriction" not in routine
 
 
-def test_claim_then_three_declines_exhaust_the_tier(case: ReviewCase) -> None:
+def test_claim_then_three_declines_exhaust_the_tier_and_escalate(case: ReviewCase) -> None:
+    case.set_policy({"tiers": {"dermatology": {"specialties": [DERMATOLOGY], "escalate_to": "consultant"}}})
     task = case.open()["id"]
     reviewers = [case.reviewer(name) for name in ("Dr A", "Dr B", "Dr C")]
     for number, reviewer in enumerate(reviewers, 1):
@@ -43,6 +45,12 @@ def test_claim_then_three_declines_exhaust_the_tier(case: ReviewCase) -> None:
         expected = ("requested", "queued") if number < 3 else ("rejected", "tier-exhausted")
         assert (declined.json()["status"], state(declined.json())) == expected
     assert reviewers[0].op(task, "claim").status_code == 409
+    escalated = case.client.get(
+        f"{BASE}/Task?focus=DiagnosticReport/{case.case}&code=urn:dermbridge:review-tier|consultant"
+    )
+    (consultant,) = [e["resource"] for e in escalated.json()["entry"]]
+    assert consultant["status"] == "requested" and consultant["priority"] == "asap"
+    assert "dermatology exhausted" in consultant["reasonCode"]["text"]
 
 
 def test_a_claim_is_exclusive_and_only_its_owner_releases_or_completes(case: ReviewCase) -> None:
