@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from fhir_server.storage.port import TenantReader
-from fhir_server.tenant_settings import read_setting
+from fhir_server.storage.port import TenantReader, TenantStore
+from fhir_server.tenant_settings import read_setting, write_setting
 from fhir_server.workflow.review.codes import URGENCIES, Urgency
 
 SETTING = "review.policy"
@@ -118,3 +118,26 @@ def _tier(name: str, spec: Any) -> Tier:
 async def read_policy(reader: TenantReader) -> ReviewPolicy:
     """The tenant's review policy (the defaults when none is set)."""
     return parse_policy(await read_setting(reader, SETTING))
+
+
+async def set_policy(store: TenantStore, value: Any) -> ReviewPolicy:
+    """Keep the tenant's review policy (None: back to the defaults) once it parses; returns it."""
+    policy = parse_policy(value)
+    await write_setting(store, SETTING, value)
+    return policy
+
+
+def describe_policy(policy: ReviewPolicy) -> list[str]:
+    """The policy as lines an operator reads."""
+    lines = [
+        f"tier {t.name}: specialties {', '.join(t.specialties) or '(PractitionerRole.code only)'}"
+        + (f"; escalates to {t.escalate_to}" if t.escalate_to else "")
+        for t in policy.tiers.values()
+    ]
+    due = ", ".join(f"{u} {d} days" for u, d in policy.due_days.items())
+    return [
+        *lines,
+        f"due: {due}",
+        f"lease: {policy.lease_minutes} minutes",
+        f"declines to exhaust: {policy.max_declines}",
+    ]
