@@ -130,3 +130,17 @@ def test_the_queue_is_searchable_by_status_priority_owner_and_tier(case: ReviewC
     assert ids("code=urn:dermbridge:review-tier|dermatology-routine") == {routine}
     assert ids("business-status=urn:dermbridge:review-state|claimed") == {urgent}
     assert ids(f"focus=DiagnosticReport/{case.case}&performer=urn:dermbridge:review-tier|dermatology") == {urgent}
+
+
+def test_the_worklist_puts_the_most_urgent_first_then_the_oldest(case: ReviewCase) -> None:
+    routine = case.open(urgency="routine")["id"]
+    later = ReviewCase(case.client)
+    asap = later.open(urgency="asap")["id"]
+    urgent = ReviewCase(case.client).open(urgency="urgent")["id"]
+    asap_too = ReviewCase(case.client).open(urgency="asap")["id"]
+    reviewer = case.reviewer("Dr A")
+    listed = reviewer.get("Task/$worklist").json()
+    assert [e["resource"]["id"] for e in listed["entry"]] == [asap, asap_too, urgent, routine]
+    assert reviewer.op(asap, "decline", ("reason", "conflict-of-interest")).status_code == 200
+    again = reviewer.get("Task/$worklist?_count=2").json()  # what they declined is not offered to them again
+    assert [e["resource"]["id"] for e in again["entry"]] == [asap_too, urgent] and again["total"] == 3
