@@ -6,10 +6,12 @@ from typing import Any
 
 import pytest
 
+from fhir_server.validation import validate
 from fhir_server.workflow.review.codes import STATE_SYSTEM
 from fhir_server.workflow.review.policy import DERMATOLOGY
 from tests.conftest import BASE, FhirTestClient
 from tests.fhir_server.workflow.review_case import ReviewCase
+from tests.schema import assert_r4
 
 
 @pytest.fixture
@@ -144,3 +146,13 @@ def test_the_worklist_puts_the_most_urgent_first_then_the_oldest(case: ReviewCas
     assert reviewer.op(asap, "decline", ("reason", "conflict-of-interest")).status_code == 200
     again = reviewer.get("Task/$worklist?_count=2").json()  # what they declined is not offered to them again
     assert [e["resource"]["id"] for e in again["entry"]] == [asap_too, urgent] and again["total"] == 3
+
+
+def test_the_operations_declare_valid_definitions_in_the_capability_statement(client: FhirTestClient) -> None:
+    operations = client.app.state.fhir_http.router.operations  # type: ignore[attr-defined]
+    task = next(r for r in client.get(f"{BASE}/metadata").json()["rest"][0]["resource"] if r["type"] == "Task")
+    for name in ("claim", "release", "decline", "complete", "worklist"):
+        definition = operations[name].definition
+        validate(definition, "OperationDefinition")
+        assert_r4(definition)
+        assert {"name": name, "definition": definition["url"]} in task["operation"]
