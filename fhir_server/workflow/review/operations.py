@@ -20,6 +20,7 @@ Observation. Writes go through the request's store, so the interaction's AuditEv
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,9 +48,8 @@ from fhir_server.workflow.review.queue import open_review
 from fhir_server.workflow.review.reviewer import Reviewer, identify
 
 Clock = Callable[[], datetime]
-Change = Callable[
-    [Repository, dict[str, Any], Reviewer, ReviewPolicy, datetime, list[tuple[str, Any]]], Awaitable[dict[str, Any]]
-]
+Change = Callable[["Move"], Awaitable[dict[str, Any]]]
+# what only the operations change on a review Task
 MANAGED = (
     "status",
     "businessStatus",
@@ -88,74 +88,24 @@ class ReviewOperations:
         router.write_hooks["Task"] = guard_review_writes
 
     async def claim(self, repo: Repository, request: FhirRequest, _type: str | None, id: str | None) -> FhirResponse:
-        async def change(
-            _: Repository,
-            task: dict[str, Any],
-            reviewer: Reviewer,
-            policy: ReviewPolicy,
-            now: datetime,
-            given: list[tuple[str, Any]],
-        ) -> dict[str, Any]:
-            return transitions.claim(task, reviewer.reference(), now, now + policy.lease())
-
-        return await self._transition(repo, request, id, "claim", change)
+        return await self._transition(repo, request, id, "claim", _claim)
 
     async def release(self, repo: Repository, request: FhirRequest, _type: str | None, id: str | None) -> FhirResponse:
-        async def change(
-            _: Repository,
-            task: dict[str, Any],
-            reviewer: Reviewer,
-            policy: ReviewPolicy,
-            now: datetime,
-            given: list[tuple[str, Any]],
-        ) -> dict[str, Any]:
-            return transitions.release(task, reviewer.reference(), now)
-
-        return await self._transition(repo, request, id, "release", change)
+        return await self._transition(repo, request, id, "release", _release)
 
     async def decline(self, repo: Repository, request: FhirRequest, _type: str | None, id: str | None) -> FhirResponse:
-        async def change(
-            system: Repository,
-            task: dict[str, Any],
-            reviewer: Reviewer,
-            policy: ReviewPolicy,
-            now: datetime,
-            given: list[tuple[str, Any]],
-        ) -> dict[str, Any]:
-            reason, note = one_of(given, "reason"), one_of(given, "note")
-            if isinstance(reason, dict):  # a Coding
-                reason = reason.get("code")
-            if note is not None and (not isinstance(note, str) or len(note) > 1000):
-                raise bad_request("note is a string of at most 1000 characters", ["note"])
-            declined = transitions.decline(
-                task, reviewer.reference(), str(reason), note or "", now, policy.max_declines
-            )
-            await _escalate(system, declined, policy, now)
-            return declined
-
-        return await self._transition(repo, request, id, "decline", change)
+        return await self._transition(repo, request, id, "decline", _decline)
 
     async def complete(self, repo: Repository, request: FhirRequest, _type: str | None, id: str | None) -> FhirResponse:
         repo.policy.require("DiagnosticReport", "u")
         repo.policy.require("Observation", "c")
-
-        async def change(
-            system: Repository,
-            task: dict[str, Any],
-            reviewer: Reviewer,
-            policy: ReviewPolicy,
-            now: datetime,
-            given: list[tuple[str, Any]],
-        ) -> dict[str, Any]:
-            transitions.complete(task, reviewer.reference(), now, "decided", [])  # refuses before anything is written
-            decision = await decide(system, task, reviewer, given, now)
-            return transitions.complete(task, reviewer.reference(), now, decision.state, decision.outputs)
-
-        return await self._transition(repo, request, id, "complete", change)
+        return await self._transition(repo, request, id, "complete", _complete)
 
     async def _transition(
         self, repo: Repository, request: FhirRequest, id: str | None, name: str, change: Change
     ) -> FhirResponse:
+        """Read the Task, check the reviewer may review its tier, apply ``change`` and write it back in one
+        transaction (conditional on the version read: a concurrent move makes this one 409)."""
         assert id is not None
         given = named_values(request)
         now = self.clock()
@@ -167,8 +117,10 @@ class ReviewOperations:
                 raise unprocessable(f"Task/{id} is not a review Task (code {TIER_SYSTEM}|<tier>)")
             reviewer.check(task_tier(current.resource))
             system = Repository.system(repo.store, reason=f"${name} on Task/{id}", local_base=repo.local_base, tx=tx)
-            changed = await change(system, current.resource, reviewer, policy, now, given)
-            stored = await system.update(changed, resource_type="Task", id=id, if_match=current.etag, server_built=True)
+            move = Move(system, current.resource, reviewer, policy, now, given)
+            stored = await system.update(
+                await change(move), resource_type="Task", id=id, if_match=current.etag, server_built=True
+            )
         return FhirResponse(200, stored.resource, {"ETag": stored.etag})
 
     async def worklist(
@@ -223,6 +175,46 @@ async def _escalate(system: Repository, task: dict[str, Any], policy: ReviewPoli
         due=None,
         now=now,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """What a transition works with: the system context in the request's transaction, the Task, who moves
+    it under which policy, when, and the operation's parameters."""
+
+    system: Repository
+    task: dict[str, Any]
+    reviewer: Reviewer
+    policy: ReviewPolicy
+    now: datetime
+    given: list[tuple[str, Any]]
+
+
+async def _claim(move: Move) -> dict[str, Any]:
+    return transitions.claim(move.task, move.reviewer.reference(), move.now, move.now + move.policy.lease())
+
+
+async def _release(move: Move) -> dict[str, Any]:
+    return transitions.release(move.task, move.reviewer.reference(), move.now)
+
+
+async def _decline(move: Move) -> dict[str, Any]:
+    reason, note = one_of(move.given, "reason"), one_of(move.given, "note")
+    if isinstance(reason, dict):  # a Coding
+        reason = reason.get("code")
+    if note is not None and (not isinstance(note, str) or len(note) > 1000):
+        raise bad_request("note is a string of at most 1000 characters", ["note"])
+    who = move.reviewer.reference()
+    declined = transitions.decline(move.task, who, str(reason), note or "", move.now, move.policy.max_declines)
+    await _escalate(move.system, declined, move.policy, move.now)
+    return declined
+
+
+async def _complete(move: Move) -> dict[str, Any]:
+    who = move.reviewer.reference()
+    transitions.complete(move.task, who, move.now, "decided", [])  # refuses before anything is written
+    decision = await decide(move.system, move.task, move.reviewer, move.given, move.now)
+    return transitions.complete(move.task, who, move.now, decision.state, decision.outputs)
 
 
 def _offered(task: dict[str, Any], reviewer: Reviewer, now: datetime) -> bool:
