@@ -9,8 +9,8 @@
   tiers they may review that they may claim (queued, or a lapsed claim) or hold, most urgent first
   (``priority`` stat, asap, urgent, routine), then the earliest due date, then the oldest. FHIR R4 cannot
   ``_sort`` a token by its meaning, so the order is the operation's.
-- A PUT, PATCH or POST (also in a Bundle) that would change a review Task's status, businessStatus, owner,
-  lease, declines, outputs, code, focus, subject or identifier is refused with 409 naming the operations.
+- A client's PUT, PATCH, POST or DELETE (also in a Bundle) that would move, make or delete a review Task is
+  refused with 409 naming the operations (``fhir_server.workflow.review.guard``, a managed-content rule).
 
 The caller needs update scope on Task and a fhirUser Practitioner eligible for the Task's tier
 (``fhir_server.workflow.review.reviewer``); ``$complete`` also needs update on DiagnosticReport and create on
@@ -24,17 +24,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from fhir_server import managed_content
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.parameters import named_values, one_of
 from fhir_server.api.router import FhirRouter, Operation
-from fhir_server.errors import OperationOutcomeError, bad_request, conflict, unprocessable
+from fhir_server.errors import OperationOutcomeError, bad_request, unprocessable
 from fhir_server.limits import whole_number
-from fhir_server.patches import apply_patch
 from fhir_server.repository import Repository, Stored
 from fhir_server.workflow.review import transitions
 from fhir_server.workflow.review.codes import (
-    DECISIONS,
-    DECLINE_REASONS,
     TIER_EXHAUSTED,
     TIER_SYSTEM,
     URGENCIES,
@@ -43,25 +41,20 @@ from fhir_server.workflow.review.codes import (
 )
 from fhir_server.workflow.review.codes import tier_of as task_tier
 from fhir_server.workflow.review.decision import decide
+from fhir_server.workflow.review.definitions import (
+    CLAIM_DEFINITION,
+    COMPLETE_DEFINITION,
+    DECLINE_DEFINITION,
+    RELEASE_DEFINITION,
+    WORKLIST_DEFINITION,
+)
+from fhir_server.workflow.review.guard import review_state_rule
 from fhir_server.workflow.review.policy import ReviewPolicy, read_policy
 from fhir_server.workflow.review.queue import open_review
 from fhir_server.workflow.review.reviewer import Reviewer, identify
 
 Clock = Callable[[], datetime]
 Change = Callable[["Move"], Awaitable[dict[str, Any]]]
-# what only the operations change on a review Task
-MANAGED = (
-    "status",
-    "businessStatus",
-    "owner",
-    "extension",
-    "output",
-    "code",
-    "focus",
-    "for",
-    "identifier",
-    "executionPeriod",
-)
 MAX_WORKLIST = 1000
 DEFAULT_COUNT = 50
 
@@ -85,7 +78,7 @@ class ReviewOperations:
         ):
             router.register(Operation(name, ("Task",), True, handler, definition, True, "u"))
         router.register(Operation("worklist", ("Task",), False, self.worklist, WORKLIST_DEFINITION, False, "s"))
-        router.write_hooks["Task"] = guard_review_writes
+        managed_content.register("Task", review_state_rule)
 
     async def claim(self, repo: Repository, request: FhirRequest, _type: str | None, id: str | None) -> FhirResponse:
         return await self._transition(repo, request, id, "claim", _claim)
@@ -257,95 +250,3 @@ async def return_lapsed(repo: Repository, now: datetime, limit: int = MAX_WORKLI
         if transitions.lapsed(stored.resource, now):
             returned += (await _returned(repo, stored, now)) is not stored
     return returned
-
-
-async def guard_review_writes(repo: Repository, request: FhirRequest) -> None:
-    """409 for a plain write that would move a review Task or make one: the operations do that."""
-    body = request.body if isinstance(request.body, dict) else None
-    id = request.path[1] if len(request.path) == 2 else (body or {}).get("id")
-    current = await repo.current("Task", id) if isinstance(id, str) else None
-    if request.method == "PATCH":
-        if not is_review_task(current):
-            return
-        assert current is not None
-        body = apply_patch(current, request.body, request.header("content-type"))
-    if not (is_review_task(current) or is_review_task(body)):
-        return
-    before, after = current or {}, body or {}
-    if any(before.get(k) != after.get(k) for k in MANAGED):
-        raise conflict(
-            "a review Task changes state through its operations only: POST Task/{id}/$claim, $release, $decline "
-            "or $complete (the status, owner, businessStatus, lease and outputs are theirs)"
-        )
-
-
-def _definition(
-    code: str, description: str, parameters: list[dict[str, Any]], instance: bool = True, affects_state: bool = True
-) -> dict[str, Any]:
-    return {
-        "resourceType": "OperationDefinition",
-        "id": f"task-{code}",
-        "url": f"urn:dermbridge:OperationDefinition/task-{code}",
-        "name": f"Task_{code}",
-        "status": "active",
-        "kind": "operation",
-        "description": description,
-        "code": code,
-        "resource": ["Task"],
-        "system": False,
-        "type": not instance,
-        "instance": instance,
-        "affectsState": affects_state,
-        "parameter": [
-            *parameters,
-            {"name": "return", "use": "out", "min": 1, "max": "1", "type": "Task" if instance else "Bundle"},
-        ],
-    }
-
-
-CLAIM_DEFINITION = _definition(
-    "claim",
-    "Claim a queued review Task (or renew one's own claim's lease): status "
-    "in-progress, owner the caller's Practitioner, a lease (urn:dermbridge:review-lease-end).",
-    [],
-)
-RELEASE_DEFINITION = _definition("release", "Give a claimed review Task back to the queue.", [])
-DECLINE_DEFINITION = _definition(
-    "decline",
-    "Decline a review Task with a coded reason (" + ", ".join(DECLINE_REASONS) + "); it returns to the queue, "
-    "and after the tenant's max_declines (default 3) the tier is exhausted (rejected, businessStatus tier-exhausted).",
-    [
-        {"name": "reason", "use": "in", "min": 1, "max": "1", "type": "code"},
-        {"name": "note", "use": "in", "min": 0, "max": "1", "type": "string"},
-    ],
-)
-COMPLETE_DEFINITION = _definition(
-    "complete",
-    "Record the claimed review's decision (" + ", ".join(DECISIONS) + "): the clinician's findings beside the AI's, "
-    "the case final with resultsInterpreter, a Provenance with the verifier.",
-    [
-        {"name": "decision", "use": "in", "min": 1, "max": "1", "type": "code"},
-        {
-            "name": "finding",
-            "use": "in",
-            "min": 0,
-            "max": "*",
-            "part": [
-                {"name": "lesion", "use": "in", "min": 1, "max": "1", "type": "Reference"},
-                {"name": "diagnosis", "use": "in", "min": 1, "max": "1", "type": "CodeableConcept"},
-                {"name": "urgency", "use": "in", "min": 0, "max": "1", "type": "code"},
-                {"name": "note", "use": "in", "min": 0, "max": "1", "type": "string"},
-            ],
-        },
-        {"name": "conclusion", "use": "in", "min": 0, "max": "1", "type": "string"},
-        {"name": "reason", "use": "in", "min": 0, "max": "1", "type": "string"},
-    ],
-)
-WORKLIST_DEFINITION = _definition(
-    "worklist",
-    "The caller's review queue: Tasks of the tiers they may review that they may claim or hold, most urgent "
-    "first, then earliest due, then oldest.",
-    [{"name": "tier", "use": "in", "min": 0, "max": "1", "type": "code"}],
-    instance=False,
-    affects_state=False,
-)

@@ -111,6 +111,7 @@ def test_plain_writes_cannot_move_a_review_task(case: ReviewCase) -> None:
     assert patched.status_code == 409
     made = case.client.post(f"{BASE}/Task", json={k: v for k, v in task.items() if k not in ("id", "meta")})
     assert made.status_code == 409
+    assert case.client.delete(f"{BASE}/Task/{task['id']}").status_code == 409
     noted = case.client.put(f"{BASE}/Task/{task['id']}", json={**task, "description": "a note on the case"})
     assert noted.status_code == 200
 
