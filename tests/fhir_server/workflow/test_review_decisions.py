@@ -53,6 +53,9 @@ def test_confirm_snapshots_the_ai_findings_and_signs_the_case_off(case: ReviewCa
     assert provenance["agent"][0]["type"]["coding"][0]["code"] == "verifier"
     assert provenance["agent"][0]["who"]["reference"] == reviewer.practitioner
     assert {"role": "source", "what": {"reference": f"Observation/{case.ai}/_history/1"}} in provenance["entity"]
+    audited = case.client.get(f"{BASE}/AuditEvent?entity=Task/{task}").json()
+    operations = [e["resource"] for e in audited["entry"] if e["resource"]["subtype"][0]["code"] == "operation"]
+    assert len(operations) == 2  # $claim and $complete, each recorded with its writes
     # the AI result changes later: neither the AI version confirmed nor the clinician's copy change
     ai = read(case, f"Observation/{case.ai}")
     assert (

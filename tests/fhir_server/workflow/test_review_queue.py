@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from fhir_server.validation import validate
 from fhir_server.workflow.review.codes import STATE_SYSTEM
+from fhir_server.workflow.review.operations import return_lapsed
 from fhir_server.workflow.review.policy import DERMATOLOGY
 from tests.conftest import BASE, FhirTestClient
 from tests.fhir_server.workflow.review_case import ReviewCase
@@ -157,3 +159,16 @@ def test_the_operations_declare_valid_definitions_in_the_capability_statement(cl
         validate(definition, "OperationDefinition")
         assert_r4(definition)
         assert {"name": name, "definition": definition["url"]} in task["operation"]
+
+
+def test_a_sweep_returns_lapsed_claims_once_however_many_processes_run_it(case: ReviewCase) -> None:
+    task = case.open()["id"]
+    reviewer = case.reviewer("Dr A")
+    assert reviewer.op(task, "claim").status_code == 200
+    now = datetime.now(UTC)
+    assert case.client.portal.call(return_lapsed, case.system(), now) == 0  # the lease still runs
+    case.lapse_claim(task)
+    assert case.client.portal.call(return_lapsed, case.system(), now) == 1
+    assert case.client.portal.call(return_lapsed, case.system(), now) == 0
+    swept = case.client.get(f"{BASE}/Task/{task}").json()
+    assert swept["status"] == "requested" and "owner" not in swept and "lapsed" in swept["note"][-1]["text"]
