@@ -116,7 +116,7 @@ def test_bad_decisions_are_refused_before_anything_is_written(case: ReviewCase) 
     assert read(case, f"DiagnosticReport/{case.case}")["status"] == "preliminary"
 
 
-def test_a_patient_token_cannot_claim(tmp_path: Any) -> None:
+def test_a_patient_token_cannot_claim_an_external_user_token_can(tmp_path: Any) -> None:
     idp = IdentityProvider(tmp_path)
     with make_client(tmp_path / "var", **idp.settings) as client:
         case = ReviewCase(client)
@@ -124,3 +124,7 @@ def test_a_patient_token_cannot_claim(tmp_path: Any) -> None:
         headers = idp.headers("patient/*.cruds", patient=case.patient)
         refused = client.post(f"{BASE}/Task/{task}/$claim", json={"resourceType": "Parameters"}, headers=headers)
         assert refused.status_code == 403
+        practitioner = case.reviewer("Dr External").practitioner  # an EHR's user token names its fhirUser
+        user = idp.headers("user/Task.cruds user/*.rs", fhir_user=f"https://ehr.example/fhir/{practitioner}")
+        claimed = client.post(f"{BASE}/Task/{task}/$claim", json={"resourceType": "Parameters"}, headers=user)
+        assert claimed.status_code == 200 and claimed.json()["owner"]["reference"] == practitioner
