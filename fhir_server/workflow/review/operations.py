@@ -28,7 +28,7 @@ from fhir_server import managed_content
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.parameters import named_values, one_of
 from fhir_server.api.router import FhirRouter, Operation
-from fhir_server.errors import OperationOutcomeError, bad_request, unprocessable
+from fhir_server.errors import OperationOutcomeError, bad_request, conflict, unprocessable
 from fhir_server.limits import whole_number
 from fhir_server.repository import Repository, Stored
 from fhir_server.workflow.review import transitions
@@ -111,9 +111,15 @@ class ReviewOperations:
             reviewer.check(task_tier(current.resource))
             system = Repository.system(repo.store, reason=f"${name} on Task/{id}", local_base=repo.local_base, tx=tx)
             move = Move(system, current.resource, reviewer, policy, now, given)
-            stored = await system.update(
-                await change(move), resource_type="Task", id=id, if_match=current.etag, server_built=True
-            )
+            changed = await change(move)
+            try:
+                stored = await system.update(
+                    changed, resource_type="Task", id=id, if_match=current.etag, server_built=True
+                )
+            except OperationOutcomeError as error:
+                if error.status != 412:
+                    raise
+                raise conflict(f"Task/{id} was changed by someone else meanwhile: read it again") from error
         return FhirResponse(200, stored.resource, {"ETag": stored.etag})
 
     async def worklist(
