@@ -57,7 +57,8 @@ async def open_review(
     now: datetime | None = None,
 ) -> Stored:
     """The case's open review Task of ``tier``, created (``requested``, businessStatus ``queued``) when
-    there is none; the last one when the case has not changed since it was closed.
+    there is none (made more urgent when ``urgency`` is); the last one when the case has not changed
+    since it was closed.
 
     ``due`` defaults to the tenant policy's due date for ``urgency`` (``review.policy``)."""
     try:
@@ -67,13 +68,13 @@ async def open_review(
     if urgency not in URGENCIES:
         raise bad_request(f"urgency must be one of {', '.join(URGENCIES)}", ["priority"])
     tasks = await review_tasks(repo, report_id, tier)
-    for stored in tasks:
-        if stored.resource.get("status") in OPEN:
-            return stored
-    if tasks and not await _changed_since_sign_off(repo, report_id):
-        return tasks[-1]
     now = now or datetime.now(UTC)
     policy = await read_policy(repo.transaction or repo.store)
+    for stored in tasks:
+        if stored.resource.get("status") in OPEN:
+            return await _raised(repo, stored, urgency, due or policy.due(urgency, now), reason, now)
+    if tasks and not await _changed_since_sign_off(repo, report_id):
+        return tasks[-1]
     due = due or policy.due(urgency, now)
     value = f"{report_id}/{tier}/{len(tasks) + 1}"
     task = _task(value, report_id, patient_id, tier, reason[:MAX_REASON], urgency, due, now)
@@ -94,6 +95,20 @@ async def reopen_review(repo: Repository, *, report_id: str, patient_id: str, re
     return await open_review(
         repo, report_id=report_id, patient_id=patient_id, tier=tier, reason=reason, urgency=urgency, due=None
     )
+
+
+async def _raised(
+    repo: Repository, stored: Stored, urgency: Urgency, due: datetime | None, reason: str, now: datetime
+) -> Stored:
+    """The open Task, made more urgent when the case now is (e.g. the AI's result came after a routine
+    review was queued): its priority, due date and reason; a less urgent call changes nothing."""
+    task = stored.resource
+    if URGENCIES.index(urgency) >= URGENCIES.index(task.get("priority", "routine")):
+        return stored
+    raised = {**task, "priority": urgency, "lastModified": instant(now), "reasonCode": {"text": reason[:MAX_REASON]}}
+    if due is not None:
+        raised["restriction"] = {"period": {"end": instant(due)}}
+    return await repo.update(raised, resource_type="Task", id=task["id"], if_match=stored.etag, server_built=True)
 
 
 async def _changed_since_sign_off(repo: Repository, report_id: str) -> bool:

@@ -32,6 +32,9 @@ def test_open_review_is_idempotent_and_urgent_cases_get_the_two_week_due_date(ca
     assert first["restriction"]["period"]["end"][:10] > first["authoredOn"][:10]
     routine = case.open(tier="gp", urgency="routine")
     assert routine["id"] != first["id"] and "restriction" not in routine
+    raised = case.open(tier="gp", urgency="asap")  # the AI's suspicion came after a routine review was queued
+    assert raised["id"] == routine["id"] and raised["priority"] == "asap" and raised["restriction"]["period"]["end"]
+    assert case.open(tier="gp", urgency="routine")["priority"] == "asap"  # never lowered
 
 
 def test_claim_then_three_declines_exhaust_the_tier_and_escalate(case: ReviewCase) -> None:
