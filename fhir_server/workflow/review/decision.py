@@ -1,10 +1,11 @@
 """A reviewer's decision on a case (``$complete``): the clinician's findings beside the AI's, the case
 signed off, and a Provenance naming the verifier (provenance.html, diagnosticreport.html).
 
-- ``confirm``: each AI result of the case is copied into a clinician Observation (same code, value,
-  lesion ``focus`` and body site; ``performer`` the Practitioner; ``derivedFrom`` the AI result *at its
-  version*, ``Observation/1/_history/2``). The copy is the snapshot: a later change to the AI result
-  changes neither the copy nor what the report says was confirmed.
+- ``confirm``: each AI predicted diagnosis of the case (or, when there is none, each AI result) is
+  copied into a clinician Observation (same code, value, lesion ``focus`` and body site; ``performer``
+  the Practitioner; ``derivedFrom`` the AI result *at its version*, ``Observation/1/_history/2``). The
+  copy is the snapshot: a later change to the AI result changes neither the copy nor what the
+  Provenance says was confirmed (it lists every AI result used, at its version).
 - ``override``: one Observation per lesion the reviewer names (``finding`` parts ``lesion``, ``diagnosis``
   a SNOMED CT concept, optional ``urgency`` and ``note``): code SNOMED 439401001 |Diagnosis|, the value
   the reviewer's diagnosis, ``focus`` the lesion's BodyStructure, the urgency as a component.
@@ -89,7 +90,7 @@ async def decide(
     if kind == "confirm":
         if not ai:
             raise unprocessable("the case has no AI findings to confirm: override with the reviewer's findings")
-        findings = [_confirmed(s, reviewer, now) for s in ai]
+        findings = [_confirmed(s, reviewer, now) for s in _confirmable(ai)]
     else:
         findings = [await _overridden(repo, report, part, reviewer, now) for part in _finding_parts(given)]
     written = [await repo.create(f, resource_type="Observation", server_built=True) for f in findings]
@@ -142,6 +143,13 @@ async def _ai_results(repo: Repository, report: Stored) -> list[Stored]:
             if "device" in observation.resource:
                 found.append(observation)
     return found
+
+
+def _confirmable(ai: list[Stored]) -> list[Stored]:
+    """What a confirmation copies: the AI's predicted diagnoses; when it predicted none (no class above its
+    threshold), its results themselves. Every AI result used stays listed, at its version, in the Provenance."""
+    diagnoses = [s for s in ai if DIAGNOSIS["code"] in {c.get("code") for c in s.resource["code"].get("coding", [])}]
+    return diagnoses or ai
 
 
 def _clinician(reviewer: Reviewer, now: datetime) -> dict[str, Any]:

@@ -64,12 +64,29 @@ class ReviewCase:
                 "device": {"reference": f"Device/{device}"},
             },
         )
+        self.score = self.post(  # a risk result beside the predicted diagnosis
+            "Observation",
+            {
+                "resourceType": "Observation",
+                "status": "preliminary",
+                "subject": subject,
+                "code": {"coding": [{"system": "urn:dermbridge:ai-risk", "code": "probability-of-93655004"}]},
+                "focus": [{"reference": f"BodyStructure/{self.lesion}"}],
+                "valueQuantity": {
+                    "value": 0.91,
+                    "unit": "probability",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "1",
+                },
+                "device": {"reference": f"Device/{device}"},
+            },
+        )
         self.case = self.post(
             "DiagnosticReport",
             diagnostic_report(
                 f"Patient/{self.patient}",
                 status="preliminary",
-                result=[{"reference": f"Observation/{self.ai}"}],
+                result=[{"reference": f"Observation/{self.ai}"}, {"reference": f"Observation/{self.score}"}],
                 conclusion="AI (preliminary, skin model): melanoma. Awaiting clinician review.",
             ),
         )

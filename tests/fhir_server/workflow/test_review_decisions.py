@@ -47,12 +47,14 @@ def test_confirm_snapshots_the_ai_findings_and_signs_the_case_off(case: ReviewCa
     assert finding["derivedFrom"] == [{"reference": f"Observation/{case.ai}/_history/1"}]
     report = read(case, f"DiagnosticReport/{case.case}")
     assert report["status"] == "final" and report["resultsInterpreter"][0]["reference"] == reviewer.practitioner
-    assert {r["reference"] for r in report["result"]} == {f"Observation/{case.ai}", f"Observation/{finding['id']}"}
+    ai_results = {f"Observation/{case.ai}", f"Observation/{case.score}"}  # the diagnosis is copied, not the score
+    assert {r["reference"] for r in report["result"]} == {*ai_results, f"Observation/{finding['id']}"}
     assert "Awaiting clinician review" not in report["conclusion"]
     provenance = read(case, outputs(done.json(), "provenance")[0]["valueReference"]["reference"])
     assert provenance["agent"][0]["type"]["coding"][0]["code"] == "verifier"
     assert provenance["agent"][0]["who"]["reference"] == reviewer.practitioner
-    assert {"role": "source", "what": {"reference": f"Observation/{case.ai}/_history/1"}} in provenance["entity"]
+    for used in ai_results:  # every AI result used, at its version
+        assert {"role": "source", "what": {"reference": f"{used}/_history/1"}} in provenance["entity"]
     audited = case.client.get(f"{BASE}/AuditEvent?entity=Task/{task}").json()
     operations = [e["resource"] for e in audited["entry"] if e["resource"]["subtype"][0]["code"] == "operation"]
     assert len(operations) == 2  # $claim and $complete, each recorded with its writes
