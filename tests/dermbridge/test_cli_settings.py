@@ -30,9 +30,9 @@ def test_review_policy_is_shown_set_and_reset(tmp_path: Path) -> None:
     data = str(tmp_path / "var")
     assert cli("tenant", "create", "clinic-north", "--data-dir", data).returncode == 0
     shown = cli("review-policy", "show", "--tenant", "clinic-north", "--data-dir", data)
-    assert "tier dermatology" in shown.stdout and "asap 14 days" in shown.stdout
+    assert "tier dermatologist" in shown.stdout and "asap 14 days" in shown.stdout
     policy = tmp_path / "policy.json"
-    policy.write_text('{"tiers": {"gp": {"escalate_to": "dermatology"}, "dermatology": {}}, "lease_minutes": 20}')
+    policy.write_text('{"tiers": {"gp": {"escalate_to": "dermatologist"}, "dermatologist": {}}, "lease_minutes": 20}')
     changed = cli("review-policy", "set", "--file", str(policy), "--tenant", "clinic-north", "--data-dir", data)
     assert changed.returncode == 0 and "tier gp" in changed.stdout and "lease: 20 minutes" in changed.stdout
     policy.write_text('{"max_declines": 0}')

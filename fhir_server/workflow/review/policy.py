@@ -3,7 +3,7 @@
 Kept as the tenant setting ``review.policy`` (``fhir_server.tenant_settings``), so a change is seen by
 every process on its next read, with no restart::
 
-    {"tiers": {"dermatology": {"specialties": ["http://snomed.info/sct|394582007"],
+    {"tiers": {"dermatologist": {"specialties": ["http://snomed.info/sct|394582007"],
                                "escalate_to": "consultant"}},
      "due_days": {"stat": 1, "asap": 14, "urgent": 14},
      "lease_minutes": 30, "max_declines": 3}
@@ -29,7 +29,7 @@ from fhir_server.workflow.review.codes import URGENCIES, Urgency
 SETTING = "review.policy"
 TIER_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 DERMATOLOGY = "http://snomed.info/sct|394582007"  # Dermatology (qualifier value), a practice-setting specialty
-DEFAULT_TIER = "dermatology"
+DEFAULT_TIER = "dermatologist"
 MAX_LEASE_MINUTES = 24 * 60
 # The urgency of a case by the AI's most concerning risk tier (the model card's risk hierarchy): a suspected
 # melanoma or SCC is an urgent suspected-cancer referral (NICE NG12, skin cancers: 2-week wait), a suspected BCC is

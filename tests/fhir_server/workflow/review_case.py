@@ -101,7 +101,7 @@ class ReviewCase:
         store = self.client.portal.call(app.state.engine.tenant, "default")  # type: ignore[attr-defined]
         return Repository.system(store, reason="test")
 
-    def open(self, tier: str = "dermatology", urgency: str = "asap") -> dict[str, Any]:
+    def open(self, tier: str = "dermatologist", urgency: str = "asap") -> dict[str, Any]:
         call = partial(
             open_review,
             self.system(),

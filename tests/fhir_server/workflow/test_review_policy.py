@@ -16,20 +16,20 @@ def test_defaults_give_suspected_melanoma_and_scc_the_two_week_wait() -> None:
     assert urgency_for_risk("basal-cell-carcinoma") == urgency_for_risk("benign") == urgency_for_risk(None) == "routine"
     assert policy.due("asap", authored) == authored + timedelta(days=14)
     assert policy.due("routine", authored) is None
-    assert policy.tiers["dermatology"].specialties == ("http://snomed.info/sct|394582007",)
+    assert policy.tiers["dermatologist"].specialties == ("http://snomed.info/sct|394582007",)
 
 
 def test_a_tenant_sets_its_own_tiers_due_dates_and_leases() -> None:
     policy = parse_policy(
         {
-            "tiers": {"gp": {"escalate_to": "dermatology"}, "dermatology": {}},
+            "tiers": {"gp": {"escalate_to": "dermatologist"}, "dermatologist": {}},
             "due_days": {"asap": 7, "routine": 42},
             "lease_minutes": 10,
             "max_declines": 2,
         }
     )
     assert policy.due("asap", datetime(2026, 1, 1, tzinfo=UTC)) == datetime(2026, 1, 8, tzinfo=UTC)
-    assert policy.tier("gp").escalate_to == "dermatology" and policy.lease() == timedelta(minutes=10)
+    assert policy.tier("gp").escalate_to == "dermatologist" and policy.lease() == timedelta(minutes=10)
 
 
 @pytest.mark.parametrize(

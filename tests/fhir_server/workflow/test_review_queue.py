@@ -38,7 +38,7 @@ def test_open_review_is_idempotent_and_urgent_cases_get_the_two_week_due_date(ca
 
 
 def test_claim_then_three_declines_exhaust_the_tier_and_escalate(case: ReviewCase) -> None:
-    case.set_policy({"tiers": {"dermatology": {"specialties": [DERMATOLOGY], "escalate_to": "consultant"}}})
+    case.set_policy({"tiers": {"dermatologist": {"specialties": [DERMATOLOGY], "escalate_to": "consultant"}}})
     task = case.open()["id"]
     reviewers = [case.reviewer(name) for name in ("Dr A", "Dr B", "Dr C")]
     for number, reviewer in enumerate(reviewers, 1):
@@ -57,7 +57,7 @@ def test_claim_then_three_declines_exhaust_the_tier_and_escalate(case: ReviewCas
     )
     (consultant,) = [e["resource"] for e in escalated.json()["entry"]]
     assert consultant["status"] == "requested" and consultant["priority"] == "asap"
-    assert "dermatology exhausted" in consultant["reasonCode"]["text"]
+    assert "dermatologist exhausted" in consultant["reasonCode"]["text"]
 
 
 def test_a_claim_is_exclusive_and_only_its_owner_releases_or_completes(case: ReviewCase) -> None:
@@ -137,7 +137,7 @@ def test_the_queue_is_searchable_by_status_priority_owner_and_tier(case: ReviewC
     assert ids("priority=asap") == {urgent}
     assert ids("code=urn:dermbridge:review-tier|dermatology-routine") == {routine}
     assert ids("business-status=urn:dermbridge:review-state|claimed") == {urgent}
-    assert ids(f"focus=DiagnosticReport/{case.case}&performer=urn:dermbridge:review-tier|dermatology") == {urgent}
+    assert ids(f"focus=DiagnosticReport/{case.case}&performer=urn:dermbridge:review-tier|dermatologist") == {urgent}
 
 
 def test_the_worklist_puts_the_most_urgent_first_then_the_oldest(case: ReviewCase) -> None:
