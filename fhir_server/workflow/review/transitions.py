@@ -129,7 +129,9 @@ def complete(task: Task, reviewer: dict[str, str], now: datetime, state: str, ou
 
 def _require(task: Task, states: tuple[str, ...], verb: str) -> None:
     if task.get("status") not in states:
-        raise conflict(f"a review Task that is {task.get('status')} cannot be {verb}ed (it must be {'/'.join(states)})")
+        raise conflict(
+            f"${verb}: a review Task that is {task.get('status')} cannot take it (it must be {'/'.join(states)})"
+        )
 
 
 def _require_owner(task: Task, reviewer: dict[str, str], verb: str) -> None:

@@ -51,7 +51,11 @@ def test_claim_then_three_declines_exhaust_the_tier_and_escalate(case: ReviewCas
         assert declined.status_code == 200, declined.text
         expected = ("requested", "queued") if number < 3 else ("rejected", "tier-exhausted")
         assert (declined.json()["status"], state(declined.json())) == expected
-    assert reviewers[0].op(task, "claim").status_code == 409
+    closed = reviewers[0].op(task, "claim")
+    assert (
+        closed.status_code == 409
+        and "$claim: a review Task that is rejected" in closed.json()["issue"][0]["diagnostics"]
+    )
     escalated = case.client.get(
         f"{BASE}/Task?focus=DiagnosticReport/{case.case}&code=urn:dermbridge:review-tier|consultant"
     )
