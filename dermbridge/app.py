@@ -56,6 +56,7 @@ from fhir_server.subscriptions.channels import Channels
 from fhir_server.subscriptions.guard import EndpointGuard
 from fhir_server.subscriptions.worker import SubscriptionWorker
 from fhir_server.validation import WARM_TYPES, warm_up
+from fhir_server.workflow.review.operations import ReviewOperations
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def build_router(
     router.batch_handler = BundleProcessor(router)
     router.write_hooks["Subscription"] = activation_hook(subscriptions or SubscriptionRules())
     router.register(Operation("decide", ("Consent",), False, consent_decide, DECIDE_DEFINITION))
+    ReviewOperations().register(router)
     if erasure is not None:
         router.register(Operation("erase", ("Patient",), True, erasure, ERASE_DEFINITION, True, "d"))
     if holds is not None:

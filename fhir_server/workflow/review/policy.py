@@ -3,7 +3,7 @@
 Kept as the tenant setting ``review.policy`` (``fhir_server.tenant_settings``), so a change is seen by
 every process on its next read, with no restart::
 
-    {"tiers": {"dermatology": {"specialties": ["http://snomed.info/sct|394582007"],
+    {"tiers": {"dermatologist": {"specialties": ["http://snomed.info/sct|394582007"],
                                "escalate_to": "consultant"}},
      "due_days": {"stat": 1, "asap": 14, "urgent": 14},
      "lease_minutes": 30, "max_declines": 3}
@@ -22,15 +22,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from fhir_server.storage.port import TenantReader
-from fhir_server.tenant_settings import read_setting
+from fhir_server.storage.port import TenantReader, TenantStore
+from fhir_server.tenant_settings import read_setting, write_setting
 from fhir_server.workflow.review.codes import URGENCIES, Urgency
 
 SETTING = "review.policy"
 TIER_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 DERMATOLOGY = "http://snomed.info/sct|394582007"  # Dermatology (qualifier value), a practice-setting specialty
-DEFAULT_TIER = "dermatology"
+DEFAULT_TIER = "dermatologist"
 MAX_LEASE_MINUTES = 24 * 60
+# The urgency of a case by the AI's most concerning risk tier (the model card's risk hierarchy): a suspected
+# melanoma or SCC is an urgent suspected-cancer referral (NICE NG12, skin cancers: 2-week wait), a suspected BCC is
+# routine unless a clinician says otherwise (NG12), another malignant suspicion is urgent.
+RISK_URGENCY: dict[str, Urgency] = {
+    "melanoma": "asap",
+    "squamous-cell-carcinoma": "asap",
+    "basal-cell-carcinoma": "routine",
+    "other-malignant": "urgent",
+}
 
 
 class ReviewPolicyError(ValueError):
@@ -60,6 +69,11 @@ class ReviewPolicy:
 
     def tier(self, name: str) -> Tier:
         return self.tiers.get(name) or Tier(name)
+
+
+def urgency_for_risk(risk_tier: str | None) -> Urgency:
+    """The review urgency for the case's highest AI risk tier (``routine`` for pre-malignant, benign, none)."""
+    return RISK_URGENCY.get(risk_tier or "", "routine")
 
 
 def check_tier(name: str) -> str:
@@ -104,3 +118,26 @@ def _tier(name: str, spec: Any) -> Tier:
 async def read_policy(reader: TenantReader) -> ReviewPolicy:
     """The tenant's review policy (the defaults when none is set)."""
     return parse_policy(await read_setting(reader, SETTING))
+
+
+async def set_policy(store: TenantStore, value: Any) -> ReviewPolicy:
+    """Keep the tenant's review policy (None: back to the defaults) once it parses; returns it."""
+    policy = parse_policy(value)
+    await write_setting(store, SETTING, value)
+    return policy
+
+
+def describe_policy(policy: ReviewPolicy) -> list[str]:
+    """The policy as lines an operator reads."""
+    lines = [
+        f"tier {t.name}: specialties {', '.join(t.specialties) or '(PractitionerRole.code only)'}"
+        + (f"; escalates to {t.escalate_to}" if t.escalate_to else "")
+        for t in policy.tiers.values()
+    ]
+    due = ", ".join(f"{u} {d} days" for u, d in policy.due_days.items())
+    return [
+        *lines,
+        f"due: {due}",
+        f"lease: {policy.lease_minutes} minutes",
+        f"declines to exhaust: {policy.max_declines}",
+    ]

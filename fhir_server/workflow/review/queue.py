@@ -25,6 +25,7 @@ from fhir_server.workflow.review.codes import (
     review_coding,
     state_concept,
     tier_coding,
+    tier_of,
 )
 from fhir_server.workflow.review.policy import ReviewPolicyError, check_tier, read_policy
 
@@ -56,7 +57,8 @@ async def open_review(
     now: datetime | None = None,
 ) -> Stored:
     """The case's open review Task of ``tier``, created (``requested``, businessStatus ``queued``) when
-    there is none; the last one when the case has not changed since it was closed.
+    there is none (made more urgent when ``urgency`` is); the last one when the case has not changed
+    since it was closed.
 
     ``due`` defaults to the tenant policy's due date for ``urgency`` (``review.policy``)."""
     try:
@@ -66,19 +68,47 @@ async def open_review(
     if urgency not in URGENCIES:
         raise bad_request(f"urgency must be one of {', '.join(URGENCIES)}", ["priority"])
     tasks = await review_tasks(repo, report_id, tier)
-    for stored in tasks:
-        if stored.resource.get("status") in OPEN:
-            return stored
-    if tasks and not await _changed_since_sign_off(repo, report_id):
-        return tasks[-1]
     now = now or datetime.now(UTC)
     policy = await read_policy(repo.transaction or repo.store)
+    for stored in tasks:
+        if stored.resource.get("status") in OPEN:
+            return await _raised(repo, stored, urgency, due or policy.due(urgency, now), reason, now)
+    if tasks and not await _changed_since_sign_off(repo, report_id):
+        return tasks[-1]
     due = due or policy.due(urgency, now)
     value = f"{report_id}/{tier}/{len(tasks) + 1}"
     task = _task(value, report_id, patient_id, tier, reason[:MAX_REASON], urgency, due, now)
     return await repo.create(
         task, resource_type="Task", if_none_exist=f"identifier={IDENTIFIER_SYSTEM}|{value}", server_built=True
     )
+
+
+async def reopen_review(repo: Repository, *, report_id: str, patient_id: str, reason: str) -> Stored:
+    """A new review round for a case that changed after sign-off (its report ``appended``): the tier and
+    priority of its last review, or the tenant's first tier when it never had one."""
+    tasks = await review_tasks(repo, report_id)
+    last = tasks[-1].resource if tasks else None
+    if last is not None:
+        tier, urgency = tier_of(last), last.get("priority", "routine")
+    else:
+        tier, urgency = next(iter((await read_policy(repo.transaction or repo.store)).tiers)), "routine"
+    return await open_review(
+        repo, report_id=report_id, patient_id=patient_id, tier=tier, reason=reason, urgency=urgency, due=None
+    )
+
+
+async def _raised(
+    repo: Repository, stored: Stored, urgency: Urgency, due: datetime | None, reason: str, now: datetime
+) -> Stored:
+    """The open Task, made more urgent when the case now is (e.g. the AI's result came after a routine
+    review was queued): its priority, due date and reason; a less urgent call changes nothing."""
+    task = stored.resource
+    if URGENCIES.index(urgency) >= URGENCIES.index(task.get("priority", "routine")):
+        return stored
+    raised = {**task, "priority": urgency, "lastModified": instant(now), "reasonCode": {"text": reason[:MAX_REASON]}}
+    if due is not None:
+        raised["restriction"] = {"period": {"end": instant(due)}}
+    return await repo.update(raised, resource_type="Task", id=task["id"], if_match=stored.etag, server_built=True)
 
 
 async def _changed_since_sign_off(repo: Repository, report_id: str) -> bool:
