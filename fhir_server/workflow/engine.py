@@ -36,7 +36,8 @@ from fhir_server.workflow.events import (
 )
 from fhir_server.workflow.library import Choice, FlowLibrary
 from fhir_server.workflow.review import open_review
-from fhir_server.workflow.review.codes import Urgency
+from fhir_server.workflow.review.codes import URGENCIES
+from fhir_server.workflow.review.policy import urgency_for_risk
 from fhir_server.workflow.routing import site_codes
 
 log = logging.getLogger(__name__)
@@ -202,11 +203,12 @@ class WorkflowEngine:
         """Open (or keep) the case's review of the flow's tier; urgent when the verdict says so."""
         review = case.flow.review
         assert review is not None
-        urgency: Urgency = "urgent" if verdict.urgent else "routine"
+        urgency = urgency_for_risk(verdict.risk) if verdict.urgent else "routine"
         step = await case.tree.get(codes.HUMAN_REVIEW)
-        opened = step is not None and step["status"] not in CLOSED
-        if opened and (not verdict.urgent or str((step or {})["businessStatus"]["text"]).startswith("urgent")):
-            return  # opened already, as urgently as this verdict asks
+        if step is not None and step["status"] not in CLOSED:
+            before = str(step["businessStatus"]["text"]).split(" ", 1)[0]
+            if before in URGENCIES and URGENCIES.index(before) <= URGENCIES.index(urgency):
+                return  # opened already, as urgently as this verdict asks
         task = await open_review(case.repo, report_id=case.tree.report_id, patient_id=case.tree.patient_id,
                                  tier=review.tier, reason=verdict.reason, urgency=urgency)  # fmt: skip
         reference = {"reference": f"Task/{task.resource['id']}"}

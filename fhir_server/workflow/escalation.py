@@ -23,6 +23,7 @@ class Verdict:
     action: str  # REVIEW (escalated), DISCHARGE (the AI may settle it), SIGN_OFF (routine review)
     reason: str
     urgent: bool = False
+    risk: str | None = None  # the risk tier of the class that escalated it (the review's urgency follows it)
 
     @property
     def escalated(self) -> bool:
@@ -36,7 +37,7 @@ def judge(flow: Flow, findings: FindingsCommitted) -> Verdict:
     if escalation is not None and malignant >= escalation.malignant_above:
         worst = max((c for c in findings.classes if c.malignant), key=lambda c: c.probability)
         return Verdict(REVIEW, f"escalated: {worst.display} probability {malignant:.2f} is at or above "
-                       f"{escalation.malignant_above:.2f} ({findings.model})", urgent=True)  # fmt: skip
+                       f"{escalation.malignant_above:.2f} ({findings.model})", True, worst.tier)  # fmt: skip
     if escalation is not None and escalation.equivocal and findings.equivocal:
         return Verdict(REVIEW, f"escalated: the AI's call is equivocal ({findings.model})")
     why_not = _why_not_discharged(flow, findings)

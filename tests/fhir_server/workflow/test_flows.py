@@ -65,11 +65,11 @@ def test_ai_then_sign_off_opens_an_urgent_review_after_the_findings(node: Node) 
     node.analyse()
     assert node.total("Observation", subject=f"Patient/{patient}") >= 2
     review = wait_for(node.client, "Task", {"code": REVIEW, "focus": focus})[0]
-    assert review["priority"] == "urgent"  # melanoma probability 0.99 >= 0.3
+    assert review["priority"] == "asap"  # melanoma probability 0.99 >= 0.3: the 2-week wait
     tree = steps(node, root)
     assert tree["consent-gate"]["businessStatus"] == {"text": "passed"}
     assert tree["ai-analysis"]["status"] == "completed"
-    assert str(tree["human-review"]["businessStatus"]["text"]).startswith("urgent review opened: escalated")
+    assert str(tree["human-review"]["businessStatus"]["text"]).startswith("asap review opened: escalated")
     assert tree["human-review"]["output"][0]["valueReference"]["reference"] == f"Task/{review['id']}"
 
 
