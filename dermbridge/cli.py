@@ -16,6 +16,7 @@ from dermbridge.cli_notify import add_parsers as add_notify_parsers
 from dermbridge.cli_retention import add_parsers as add_retention_parsers
 from dermbridge.cli_settings import add_parsers as add_settings_parsers
 from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
+from dermbridge.cli_workflow import add_parsers as add_workflow_parsers
 from dermbridge.storage import open_audit_trail
 from fhir_server.audit.verify import VerifyReport
 from fhir_server.storage.sqlite.engine import check_tenant_name
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_retention_parsers(commands)
     add_settings_parsers(commands)
     add_notify_parsers(commands)
+    add_workflow_parsers(commands)
     return parser
 
 
@@ -165,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "tenant" and args.action == "create" and not args.name:
         parser.error("tenant create needs a NAME")
+    if args.command == "workflow" and args.action != "list" and not args.name:
+        parser.error(f"workflow {args.action} needs a NAME")
     if args.command == "retention" and args.action in ("set", "unset") and not args.type:
         parser.error(f"retention {args.action} needs a resource TYPE")
     try:
