@@ -85,7 +85,7 @@ def demo_card(version: str, performance: tuple[dict[str, Any], ...] = ()) -> Mod
         clinical_use=False,
         contraindications=(
             "Any clinical use: this is a demonstration model with no clinical validation.",
-            "Lip and mucosal lesions (oral, genital, conjunctival mucosa) and genital skin.",
+            "Mucosal lesions (oral, genital, conjunctival mucosa); lip and genital skin.",
             "Nail and nail-bed (subungual) lesions; acral (palm, sole) lesions.",
             "Patients under 18 years.",
             "Images other than dermoscopy of a single lesion (clinical overview photographs, histology).",
