@@ -55,9 +55,9 @@ def image(mrn: str, study: str, date: str, *, side: str = "L", label: str = "", 
     return ds
 
 
-def store(port: int, *datasets: Dataset) -> None:
+def store(port: int, *datasets: Dataset, calling: str = "DERMATOSCOPE") -> None:
     """C-STORE over a real association; every store must succeed."""
-    ae = AE(ae_title="DERMATOSCOPE")
+    ae = AE(ae_title=calling)
     for ds in datasets:
         ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
     assoc = ae.associate("127.0.0.1", port, ae_title="DERMBRIDGE")
@@ -143,3 +143,21 @@ def test_a_stable_label_decides_identity(by_label: tuple[FhirTestClient, int]) -
     assert set(found) == {"Lesion 1", "Lesion 2"}
     assert visits(found["Lesion 1"]) == 2 and visits(found["Lesion 2"]) == 1
     assert not any("Not linked" in lesion["description"] for lesion in found.values())
+
+
+def test_each_tenant_keys_its_own_way(tmp_path: Path) -> None:
+    """One node, two tenants: the same two visits make one lesion where the key is the series (the
+    site is unambiguous) and two where the devices label lesions and the labels differ."""
+    port = free_port()
+    settings: dict[str, Any] = {"dicom_port": port, "dicom_ae_tenants": {"CAM": "default", "NORTHCAM": "north"},
+                                "dicom_lesion_key": {"north": "SeriesDescription"}}  # fmt: skip
+    with make_client(tmp_path / "var", **settings) as client:
+        client.portal.call(client.app.state.engine.create_tenant, "north")  # type: ignore[attr-defined]
+        north = {"Authorization": f"Bearer {client.token('north')}"}
+        for calling in ("CAM", "NORTHCAM"):
+            first, later = visit(), visit()
+            store(port, image("L-7", first, "20240105", label="Lesion 1"), calling=calling)
+            store(port, image("L-7", later, "20250110", label="Lesion 2"), calling=calling)
+        assert len(lesions(client)) == 1
+        bundle = client.get("/fhir/north/BodyStructure", headers=north).json()
+        assert len(bundle["entry"]) == 2
