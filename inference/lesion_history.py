@@ -5,8 +5,8 @@ A risk result of a later visit refers to the same lesion's most recent risk resu
 by the same model (name and version) from an earlier visit, FHIR-natively: the R4 core extension
 ``observation-sequelTo`` ("this observation follows the target observation",
 extension-observation-sequelto.html) references it, a component carries the earlier probability,
-and a note says the change in words ("Malignant melanoma of skin at the earlier visit (2024-01-05):
-0.02, Negative; now 0.99, Positive"), so a dermatologist reading the result sees change over time.
+and a note says the change in words ("Compared with the earlier visit: Malignant melanoma of skin at
+2024-01-05: 0.02, Negative; now 0.91, Positive."), so a dermatologist reading the result sees change over time.
 Results of the same visit (another image of the lesion in the same study) are not compared: they
 are not change over time. Nothing is compared across models or model versions: their scores differ.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server.repository import Repository
-from inference.findings import FINDING_SYSTEM, RISK_SYSTEM, ImageContext, model_label, probability
+from inference.findings import FINDING_SYSTEM, RISK_SYSTEM, ImageContext, model_label, probability, shown
 from inference.model_card import ModelCard
 
 SEQUEL_TO = "http://hl7.org/fhir/StructureDefinition/observation-sequelTo"
@@ -66,14 +66,28 @@ def compared(observation: dict[str, Any], earlier: dict[str, Any] | None) -> dic
     day = _when(earlier)[:10] or "date unknown"
     observation.setdefault("extension", []).append(
         {"url": SEQUEL_TO, "valueReference": {"reference": f"Observation/{earlier['id']}",
-                                              "display": f"earlier visit {day}: {before:.2f} {earlier_reading}"}}
+                                              "display": f"earlier visit {day}: {shown(before)} {earlier_reading}"}}
     )  # fmt: skip
     observation.setdefault("component", []).append(
         {"code": {"coding": [EARLIER], "text": f"probability at the earlier visit ({day})"},
-         "valueQuantity": probability(before)}
+         "valueQuantity": probability(before), "interpretation": earlier.get("interpretation", [])[:1]}
     )  # fmt: skip
     observation.setdefault("note", []).append(
-        {"text": f"Compared with the earlier visit: {assessed} at {day}: {before:.2f}, {earlier_reading}; "
-                 f"now {now:.2f}, {reading}."}
+        {"text": f"Compared with the earlier visit: {assessed} at {day}: {shown(before)}, {earlier_reading}; "
+                 f"now {shown(now)}, {reading}."}
     )  # fmt: skip
     return observation
+
+
+def change_since_earlier(result: dict[str, Any]) -> str:
+    """'0.02, Negative at 2024-01-05; now 0.99, Positive' when a risk result's reading differs from the
+    earlier visit's (a threshold crossed either way), else ""."""
+    earlier = next((c for c in result.get("component", []) if c["code"]["coding"][0] == EARLIER), None)
+    if earlier is None or not earlier.get("interpretation"):
+        return ""
+    before, now = earlier["interpretation"][0]["coding"][0], result["interpretation"][0]["coding"][0]
+    if before.get("code") == now.get("code"):
+        return ""
+    day = earlier["code"]["text"].rsplit("(", 1)[-1].rstrip(")")
+    was, is_now = shown(earlier["valueQuantity"]["value"]), shown(result["valueQuantity"]["value"])
+    return f"{was}, {before.get('display')} at {day}; now {is_now}, {now.get('display')}"

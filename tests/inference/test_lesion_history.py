@@ -39,9 +39,15 @@ def test_a_later_visit_is_compared_with_the_earlier_one(node: FhirTestClient, tm
     assert before["valueQuantity"]["value"] == first["valueQuantity"]["value"] < 0.5
     assert later["valueQuantity"]["value"] >= 0.5
     note = " ".join(n["text"] for n in later["note"])
-    assert "Compared with the earlier visit: Malignant melanoma of skin at 2024-01-05:" in note
-    assert "Negative; now" in note and note.rstrip().endswith("Positive.")
+    assert (
+        "Compared with the earlier visit: Malignant melanoma of skin at 2024-01-05: ≤0.01, Negative; now ≥0.99, "
+        "Positive." in note
+    )
     assert_r4(later)
+    conclusions = " ".join(r.get("conclusion", "") for r in wait_for(node, "DiagnosticReport", {}, 2))
+    change = (f"Since an earlier visit, Probability of Malignant melanoma of skin on the lesion at Skin structure "
+              f"(BodyStructure/{lesion['id']}): ≤0.01, Negative at 2024-01-05; now ≥0.99, Positive.")  # fmt: skip
+    assert change in conclusions
 
 
 def test_images_of_one_visit_are_not_compared_with_each_other(node: FhirTestClient, tmp_path: Path) -> None:  # noqa: F811
