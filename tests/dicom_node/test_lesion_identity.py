@@ -143,6 +143,9 @@ def test_a_stable_label_decides_identity(by_label: tuple[FhirTestClient, int]) -
     assert set(found) == {"Lesion 1", "Lesion 2"}
     assert visits(found["Lesion 1"]) == 2 and visits(found["Lesion 2"]) == 1
     assert not any("Not linked" in lesion["description"] for lesion in found.values())
+    store(port, image("L-6", visit(), "20260112"))  # no label: the series decides, the site is ambiguous
+    unlabelled = [lesion for lesion in lesions(client) if lesion["id"] not in {b["id"] for b in found.values()}]
+    assert len(unlabelled) == 1 and "2 lesions of the patient lie at this site" in unlabelled[0]["description"]
 
 
 def test_each_tenant_keys_its_own_way(tmp_path: Path) -> None:
