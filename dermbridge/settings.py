@@ -11,6 +11,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydicom.datadict import tag_for_keyword
 
+from dicom_node.callers import SERVICES, DicomCaller, Service
+
 
 def listed(value: Any) -> Any:
     """A list setting from the environment: a JSON list, or values separated by commas."""
@@ -93,8 +95,17 @@ class Settings(BaseSettings):
     dicom_ae_title: str = Field("DERMBRIDGE", max_length=16)
     dicom_host: str = "127.0.0.1"
     dicom_port: int = Field(11112, ge=0, le=65535)
-    dicom_ae_tenants: dict[str, str] = Field(
-        default_factory=dict, description='calling AE title -> tenant, e.g. {"DERMATOSCOPE1": "default"}'
+    dicom_ae_tenants: dict[str, str | DicomCaller] = Field(
+        default_factory=dict,
+        max_length=4096,
+        description='calling AE title -> tenant, e.g. {"PACS": "default"}, or -> tenant, the DIMSE services it may'
+        ' use and optionally the addresses it must call from, e.g. {"DERMATOSCOPE1": {"tenant": "default",'
+        ' "roles": ["echo", "store"], "hosts": ["10.0.0.0/24"]}}',
+    )
+    dicom_default_roles: list[Service] = Field(
+        list(SERVICES),
+        description='the DIMSE services of AEs mapped in the plain form {"AE": "tenant"} and of DICOM_ANY_AE_TENANT'
+        " callers (default all five, as before per-AE roles existed)",
     )
     dicom_any_ae_tenant: str | None = Field(None, description="tenant for callers not listed; unset: refuse them")
     dicom_move_destinations: dict[str, str] = Field(
@@ -143,7 +154,7 @@ class Settings(BaseSettings):
         True, description="send a case to clinician review when AI analysis is not permitted or fails"
     )
 
-    subscriptions_enabled: bool = Field(True, description="deliver FHIR Subscriptions (rest-hook, email)")
+    subscriptions_enabled: bool = Field(True, description="deliver FHIR Subscriptions (rest-hook, email, websocket)")
     subscription_max_attempts: int = Field(5, ge=1, le=100, description="failed deliveries before status=error")
     subscription_retry_seconds: float = Field(30.0, gt=0, le=3600, description="first retry delay, doubled each time")
     subscription_poll_seconds: float = Field(1.0, gt=0, le=60)
@@ -155,6 +166,12 @@ class Settings(BaseSettings):
     )
     subscription_max_lifetime_days: float = Field(
         30.0, gt=0, le=3650, description="longest Subscription.end from its last write; later or none is capped"
+    )
+    subscription_websocket_bind_seconds: float = Field(
+        30.0, gt=0, le=3600, description="a Subscription websocket with no bind after this is closed"
+    )
+    subscription_websocket_max_seconds: float = Field(
+        3600.0, gt=0, le=86400, description="a Subscription websocket's longest life (the client reconnects)"
     )
     notify_config: Path | None = Field(None, description="JSON file: per-tenant SMTP, templates, suppression")
 
