@@ -127,7 +127,8 @@ class Settings(BaseSettings):
     )
     dicom_lesion_key: dict[str, str] = Field(
         default_factory=dict,
-        description="tenant -> the DICOM attribute grouping images into lesions (default SeriesInstanceUID), "
+        description="tenant -> the DICOM attribute grouping images into lesions (default SeriesInstanceUID: one "
+        "series per lesion, a later visit linked by an unambiguous site; a label attribute is the identity), "
         'e.g. {"default": "SeriesDescription"}',
     )
     dicom_timezone: dict[str, str] = Field(

@@ -15,7 +15,8 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from dicom_node.dicom_values import acquisition_datetime, fhir_datetime
-from dicom_node.lesions import DEFAULT_LESION_KEY, laterality, resolve_lesion, site_coding
+from dicom_node.lesion_identity import resolve_lesion
+from dicom_node.lesions import DEFAULT_LESION_KEY, laterality, site_coding
 from dicom_node.patient_match import resolve_patient
 from dicom_node.sop_classes import ENCAPSULATED_PDF
 from fhir_server.errors import OperationOutcomeError

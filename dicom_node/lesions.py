@@ -12,7 +12,12 @@ per lesion, and the site comes from the DICOM object alone, so the worker needs 
 - Identity: which images show the same lesion is decided by one DICOM attribute, the tenant's
   ``lesion key`` (SeriesInstanceUID by default: one series per lesion). Patient + site + laterality +
   that attribute's value make the lesion's identifier, so a later study whose images carry the same
-  site and key value (e.g. a SeriesDescription "Lesion 3", if the tenant keys on it) joins it.
+  site and key value (e.g. a SeriesDescription "Lesion 3", or the TrackingID (0062,0020) of PS3.3
+  C.8.20.4, "a text label used for tracking a finding ... over time", if the tenant keys on it) joins it.
+  A UID key is new at every visit: there ``dicom_node.lesion_identity`` links a later visit's series
+  to an earlier lesion only when the site names exactly one (never two lesions merged silently).
+- ``identifier``: one ``urn:dermbridge:lesion`` value per key value that showed the lesion, and one
+  ``urn:dermbridge:lesion-visit`` value per study (visit) that imaged it.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ from urllib.parse import quote
 from pydicom.dataset import Dataset
 
 from dicom_node.dicom_values import zone_named
-from fhir_server.repository import Repository, Stored
 
 LESION_SYSTEM = "urn:dermbridge:lesion"
+VISIT_SYSTEM = "urn:dermbridge:lesion-visit"  # the studies that imaged the lesion
 SCT = "http://snomed.info/sct"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 CODING_SCHEMES = {"SCT": SCT, "SRT": SCT, "DCM": DCM, "LN": "http://loinc.org"}
@@ -83,7 +88,7 @@ def laterality(ds: Dataset) -> dict[str, Any] | None:
     return LATERALITY.get(value)
 
 
-def _qualifiers(ds: Dataset) -> list[dict[str, Any]]:
+def qualifiers(ds: Dataset) -> list[dict[str, Any]]:
     item = region(ds)
     modifiers = [coded(m) for m in (item.get("AnatomicRegionModifierSequence") or [])] if item is not None else []
     found = [m for m in modifiers if m is not None]
@@ -95,9 +100,9 @@ def _qualifiers(ds: Dataset) -> list[dict[str, Any]]:
 
 def lesion_identifier(ds: Dataset, patient_id: str, key_attribute: str) -> str:
     site = site_coding(ds) or {}
-    qualifiers = sorted(f"{q['coding'][0]['system']}|{q['coding'][0]['code']}" for q in _qualifiers(ds))
+    modifiers = sorted(f"{q['coding'][0]['system']}|{q['coding'][0]['code']}" for q in qualifiers(ds))
     key_value = str(ds.get(key_attribute) or ds.get(DEFAULT_LESION_KEY) or "").strip()
-    parts = [patient_id, f"{site.get('system', '')}|{site.get('code', '')}", *qualifiers, key_attribute, key_value]
+    parts = [patient_id, f"{site.get('system', '')}|{site.get('code', '')}", *modifiers, key_attribute, key_value]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
@@ -116,31 +121,35 @@ def lesion_description(ds: Dataset, key_attribute: str, where: str) -> str:
     return text
 
 
-def lesion_body(ds: Dataset, patient_id: str, key_attribute: str) -> dict[str, Any]:
+def visit_identifier(ds: Dataset, patient_id: str) -> str:
+    """The visit (study) an image belongs to, as a lesion identifier value."""
+    return hashlib.sha256(f"{patient_id}\x1f{ds.get('StudyInstanceUID', '')}".encode()).hexdigest()[:32]
+
+
+def per_visit_key(ds: Dataset, key_attribute: str) -> bool:
+    """A key whose value a device makes anew at every visit (a UID, or the series UID it falls back to)."""
+    return key_attribute.endswith("UID") or not str(ds.get(key_attribute) or "").strip()
+
+
+def lesion_body(ds: Dataset, patient_id: str, key_attribute: str, why_new: str = "") -> dict[str, Any]:
+    """``why_new``: why no earlier lesion of the patient was linked (said in the description)."""
     site = site_coding(ds)
-    qualifiers = _qualifiers(ds)
+    found = qualifiers(ds)
     where = ", ".join([site.get("display", site["code"]) if site else "site not recorded"]
-                      + [q["text"] for q in qualifiers])  # fmt: skip
+                      + [q["text"] for q in found])  # fmt: skip
     body: dict[str, Any] = {
         "resourceType": "BodyStructure",
-        "identifier": [{"system": LESION_SYSTEM, "value": lesion_identifier(ds, patient_id, key_attribute)}],
+        "identifier": [
+            {"system": LESION_SYSTEM, "value": lesion_identifier(ds, patient_id, key_attribute)},
+            {"system": VISIT_SYSTEM, "value": visit_identifier(ds, patient_id)},
+        ],
         "active": True,
         "morphology": LESION_MORPHOLOGY,
-        "description": lesion_description(ds, key_attribute, where),
+        "description": lesion_description(ds, key_attribute, where) + (f". {why_new}" if why_new else ""),
         "patient": {"reference": f"Patient/{patient_id}"},
     }
     if site is not None:
         body["location"] = {"coding": [site], "text": site.get("display", site["code"])}
-    if qualifiers:
-        body["locationQualifier"] = qualifiers
-    return body
-
-
-async def resolve_lesion(repo: Repository, ds: Dataset, patient_id: str, key_attribute: str) -> Stored:
-    """The patient's lesion these images show, created on first sight."""
-    value = lesion_identifier(ds, patient_id, key_attribute)
-    found = await repo.find("BodyStructure", [("identifier", f"{LESION_SYSTEM}|{value}")])
     if found:
-        return found[0]
-    return await repo.create(lesion_body(ds, patient_id, key_attribute), resource_type="BodyStructure",
-                             server_built=True)  # fmt: skip
+        body["locationQualifier"] = found
+    return body

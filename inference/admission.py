@@ -1,7 +1,9 @@
 """Admission: what a model may see (DESIGN data flow 2, the admission check).
 
 The model card declares the inputs it was built for (``AcceptedInputs``: SOP classes, modalities,
-photometric interpretations, body regions, minimum resolution). An image outside them, or one that
+photometric interpretations, body regions, minimum resolution). Body regions match by hierarchy
+(``inference.body_regions``): a nail unit of a thumb is refused by a card that excludes the nail unit,
+and accepted by a card that takes nail units. An image outside them, or one that
 fails the pixel checks of ``inference.quality`` (exposure, focus, skin, lesion), is not scored: the
 case gets an "unsuitable image" outcome instead, a ``rejected`` AI-analysis Task whose
 ``statusReason`` and ``output`` carry the coded reasons (``urn:dermbridge:image-admission``).
@@ -17,6 +19,7 @@ from pydicom import Dataset
 
 from fhir_server.repository import Repository, Stored
 from inference.accepted_inputs import AcceptedInputs
+from inference.body_regions import excluding, meaning
 from inference.quality import assess
 from inference.results import ImageContext
 from inference.tasks import AI_ANALYSIS_CODE, _task, _task_once
@@ -52,6 +55,15 @@ def _regions(ds: Dataset) -> list[str]:
             if str(item.get("CodingSchemeDesignator", "")) in (SCT, "SNOMED")]  # fmt: skip
 
 
+def _excluded(region: str, accepts: AcceptedInputs) -> str:
+    """Why a region is refused: it is, or lies within, a region the card excludes (``body_regions``)."""
+    code = excluding(region, accepts.excluded_body_regions)
+    named = f"SNOMED CT {region} {meaning(region)}".rstrip()
+    if code == region:
+        return f"{named} is contraindicated for the model"
+    return f"{named} lies within {code} {meaning(str(code))}, contraindicated for the model"
+
+
 def check_attributes(ds: Dataset, accepts: AcceptedInputs) -> list[Unsuitable]:
     """What in the image's DICOM attributes the card does not accept."""
     problems = []
@@ -65,9 +77,11 @@ def check_attributes(ds: Dataset, accepts: AcceptedInputs) -> list[Unsuitable]:
         taken = ", ".join(accepts.photometric_interpretations)
         problems.append(Unsuitable("photometric", f"{photometric or 'none'} is not one the model takes ({taken})"))
     regions = _regions(ds)
-    excluded = [r for r in regions if r in accepts.excluded_body_regions]
-    if excluded or (accepts.body_regions and regions and not set(regions) & set(accepts.body_regions)):
-        problems.append(Unsuitable("body-region", f"SNOMED CT {', '.join(excluded or regions)}"))
+    excluded = [_excluded(r, accepts) for r in regions if excluding(r, accepts.excluded_body_regions)]
+    if excluded:
+        problems.append(Unsuitable("body-region", "; ".join(excluded)))
+    elif accepts.body_regions and regions and not any(excluding(r, accepts.body_regions) for r in regions):
+        problems.append(Unsuitable("body-region", f"SNOMED CT {', '.join(regions)} is not a region the model takes"))
     rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if rows < accepts.min_rows or columns < accepts.min_columns:
         problems.append(Unsuitable("resolution", f"{columns} x {rows} pixels, the model needs at least "

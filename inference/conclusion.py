@@ -10,7 +10,9 @@ model card's risk hierarchy across every lesion and image of the case.
   named is the one that produced the deciding finding (``Observation.device``).
 - The text counts the case's analysed lesions, names a lesion by its BodyStructure location and
   qualifiers, says how many of the case's images have no AI result, never shows a score as 1.00 or
-  0.00, and a benign conclusion also gives the highest malignant-class score.
+  0.00, and a benign conclusion also gives the highest malignant-class score. A risk result whose
+  reading crossed its threshold since the lesion's earlier visit is named with both scores
+  (``inference.lesion_history``).
 - AI-written ``conclusion`` / ``conclusionCode`` carry the AIAST inline security label (the AI
   Transparency IG's labelling example: the DS4P ``extension-inline-sec-label``, and
   PROCESSINLINELABEL on the report).
@@ -29,8 +31,9 @@ from typing import Any
 
 from fhir_server.repository import Repository, Stored
 from fhir_server.workflow.review import reopen_review
-from inference.findings import DEMO_NOTE, DEMO_TAG, DIAGNOSIS, ImageContext, component_value
+from inference.findings import DEMO_NOTE, DEMO_TAG, DIAGNOSIS, ImageContext, component_value, shown
 from inference.governance import AIAST
+from inference.lesion_history import change_since_earlier
 from inference.model_card import ModelCard
 
 INLINE_LABEL = "http://hl7.org/fhir/uv/security-label-ds4p/StructureDefinition/extension-inline-sec-label"
@@ -63,11 +66,6 @@ def _add_security(report: dict[str, Any], label: dict[str, str], key: str = "sec
     labels = report.setdefault("meta", {}).setdefault(key, [])
     if not any(existing.get("code") == label["code"] for existing in labels):
         labels.append(label)
-
-
-def shown(value: float) -> str:
-    """A score for people: never 1.00 or 0.00 (a softmax score is not certainty)."""
-    return "≥0.99" if value >= 0.99 else "≤0.01" if value <= 0.01 else f"{value:.2f}"
 
 
 def is_demonstration(result: dict[str, Any]) -> bool:
@@ -124,6 +122,13 @@ def _not_analysed(report: dict[str, Any], pool: list[dict[str, Any]]) -> str:
     return f" {len(missing)} of {len(images)} image(s) of the case have no AI result ({NO_RESULT})." if missing else ""
 
 
+def _changes(pool: list[dict[str, Any]], lesions: dict[str, str]) -> str:
+    """Risk results whose reading crossed a threshold since the lesion's earlier visit (lesion_history)."""
+    changed = [(r, text) for r in pool if not is_diagnosis(r) and (text := change_since_earlier(r))]
+    return "".join(f" Since an earlier visit, {r['code']['coding'][0].get('display', '')} on {_where(r, lesions)}: "
+                   f"{text}." for r, text in changed)  # fmt: skip
+
+
 def _finding(card: ModelCard, pool: list[dict[str, Any]], top: dict[str, Any] | None, lesions: dict[str, str]) -> str:
     count = len({_focus(r) for r in pool})
     if top is None:
@@ -147,7 +152,7 @@ def conclude(
     models = sorted({_model(r) for r in pool}) or [f"{card.name} {card.version}"]
     model = _model(top) if top is not None else ", ".join(models)
     finding = _finding(card, pool, top, lesions) + "."
-    rest = _not_analysed(report, pool)
+    rest = _changes(pool, lesions) + _not_analysed(report, pool)
     report.pop("conclusionCode", None)
     if clinical or (not results and card.clinical_use):
         if clinical and len(clinical) < len(results):

@@ -38,11 +38,16 @@ NETWORK_DEF = {
     "bn_size": 2,
 }
 MEAN, STD = (0.75, 0.55, 0.45), (0.2, 0.2, 0.2)
+EXCLUDED_REGIONS = ("770802007", "113277000", "123851003", "48477009", "60944009", "90418005", "86969008",
+                    "29445007", "70887009", "35739000", "52953006")  # fmt: skip
 ACCEPTS = AcceptedInputs(
     sop_classes=(str(DERMOSCOPIC_PHOTOGRAPHY), str(VL_PHOTOGRAPHIC)),
     modalities=("DMS", "XC"),  # dermoscopy; external-camera photography (dermatoscopes before the DMS IOD)
     photometric_interpretations=COLOUR,
-    excluded_body_regions=("770802007", "113277000"),  # Nail unit structure; Oral mucous membrane structure
+    # the contraindicated sites, matched with every DICOM sub-region (inference.body_regions): nail unit,
+    # oral mucosa, mouth, lip, skin of external genitalia, male and female external genitalia,
+    # conjunctiva, skin of palm, skin of the lateral and medial border of the sole
+    excluded_body_regions=EXCLUDED_REGIONS,
     min_rows=128,
     min_columns=128,
 )
@@ -58,9 +63,11 @@ def demo_card(version: str, performance: tuple[dict[str, Any], ...] = ()) -> Mod
             "procedurally generated dermoscopy-like images, never on real lesions."
         ),
         input=InputSpec(SIZE, SIZE, "RGB", 255.0, MEAN, STD),
-        # skin-specific SNOMED CT concepts: melanoma *of skin*, not melanoma of any site
+        # melanoma *of skin*, not melanoma of any site. A naevus is 400096001 |Melanocytic nevus (disorder)|
+        # (confirmed in the SNOMED CT browser): its skin-specific child's id could not be confirmed, and an
+        # unconfirmed id is worse than the confirmed parent
         classes=(
-            OutputClass(0, "400010006", "Melanocytic nevus of skin", 0.5, "benign"),
+            OutputClass(0, "400096001", "Melanocytic nevus", 0.5, "benign"),
             OutputClass(1, "93655004", "Malignant melanoma of skin", 0.5, "melanoma"),
         ),
         limitations=(
@@ -78,7 +85,7 @@ def demo_card(version: str, performance: tuple[dict[str, Any], ...] = ()) -> Mod
         clinical_use=False,
         contraindications=(
             "Any clinical use: this is a demonstration model with no clinical validation.",
-            "Mucosal lesions (lips, oral, genital, conjunctival mucosa).",
+            "Mucosal lesions (oral, genital, conjunctival mucosa); lip and genital skin.",
             "Nail and nail-bed (subungual) lesions; acral (palm, sole) lesions.",
             "Patients under 18 years.",
             "Images other than dermoscopy of a single lesion (clinical overview photographs, histology).",

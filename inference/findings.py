@@ -140,6 +140,11 @@ def probability(value: float) -> dict[str, Any]:
     return {"value": round(value, 6), "unit": "probability", "system": UCUM, "code": "1"}
 
 
+def shown(value: float) -> str:
+    """A score for people: never 1.00 or 0.00 (a softmax score is not certainty)."""
+    return "≥0.99" if value >= 0.99 else "≤0.01" if value <= 0.01 else f"{value:.2f}"
+
+
 def class_concept(card: ModelCard, output: OutputClass) -> dict[str, Any]:
     """The class as a SNOMED CT concept; a demonstration model's as text only (never found by code)."""
     if not card.clinical_use:

@@ -1,7 +1,8 @@
 """AI findings into FHIR (IHE AI Results in spirit; the HL7 AI Transparency IG for governance).
 
 Per analysed image and model: a risk result per class and a predicted diagnosis above threshold
-(``inference.findings``), focused on the lesion; an AI Provenance (``inference.governance``); and the
+(``inference.findings``), focused on the lesion and compared with its earlier visits
+(``inference.lesion_history``); an AI Provenance (``inference.governance``); and the
 case updated (``inference.conclusion``). The explanations (the saliency map, the dermoscopy ABCD rule)
 are written by ``inference.explanations``.
 Everything the model asserted carries ``meta.security`` AIAST. Every result has a deterministic
@@ -33,6 +34,7 @@ from inference.governance import (
     ensure_model_card,
     ensure_server_device,
 )
+from inference.lesion_history import compared, earlier_results
 from inference.model_card import ModelCard
 from inference.pipeline import Prediction
 
@@ -65,8 +67,10 @@ async def write_results(
     server = await ensure_server_device(repo, server_version, committed)
     device_id = str(device.resource["id"])
     observations = []
+    earlier = await earlier_results(repo, context, card)
     for output in card.classes:
         body = risk_observation(context, card, device_id, output, prediction.probabilities[output.index], now)
+        body = compared(body, earlier.get(f"probability-of-{output.code}"))
         observations.append(await _create(repo, body, result_key(context, card, f"class-{output.index}")))
     outcome = predicted_outcome(card, prediction.probabilities)
     if outcome is not None:

@@ -36,7 +36,8 @@ from pydicom.errors import InvalidDicomError
 from dicom_node.attributes import INSTANCE
 from dicom_node.blobs import BlobStore
 from dicom_node.instance_files import InstanceFiles, ObjectErased
-from dicom_node.lesions import ImagingConventions, resolve_lesion
+from dicom_node.lesion_identity import resolve_lesion
+from dicom_node.lesions import ImagingConventions
 from dicom_node.sop_classes import ENCAPSULATED_PDF
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.decision import AI_ANALYSIS, decide

@@ -16,7 +16,7 @@ from inference.findings import ImageContext, diagnosis_observation, risk_observa
 from inference.governance import AIAST
 from inference.model_card import ModelCard, OutputClass
 
-CLASSES = (OutputClass(0, "400010006", "Melanocytic nevus of skin", 0.5, "benign"),
+CLASSES = (OutputClass(0, "400096001", "Melanocytic nevus", 0.5, "benign"),
            OutputClass(1, "254701007", "Basal cell carcinoma of skin", 0.5, "basal-cell-carcinoma"),
            OutputClass(2, "93655004", "Malignant melanoma of skin", 0.5, "melanoma"))  # fmt: skip
 
@@ -77,7 +77,7 @@ def test_only_clinical_models_conclude_and_the_deciding_model_is_named() -> None
     demo_melanoma, clinical_nevus = diagnosis(DEMO, 1, 1, 0.9998), diagnosis(CLINICAL, 2, 0, 0.8)
     report: dict[str, Any] = {}
     conclude(report, CLINICAL, [demo_melanoma, clinical_nevus])
-    assert [c["code"] for c in report["conclusionCode"][0]["coding"]] == ["400010006"]
+    assert [c["code"] for c in report["conclusionCode"][0]["coding"]] == ["400096001"]
     assert report["conclusion"].startswith(f"{AI_PREFIX}Clinical model 2.0)")
     assert "demonstration model's results in this case are not part of this conclusion" in report["conclusion"]
     report = {}
@@ -96,7 +96,7 @@ def test_the_text_names_lesions_by_site_counts_images_and_never_says_certain() -
     conclude(report, CLINICAL, found, {"BodyStructure/b1": "Skin structure of back, Left"})
     text = report["conclusion"]
     assert "across 2 lesion(s) analysed" in text  # lesion b2 has no predicted diagnosis and still counts
-    assert "Melanocytic nevus of skin (probability ≥0.99) on the lesion at Skin structure of back, Left" in text
+    assert "Melanocytic nevus (probability ≥0.99) on the lesion at Skin structure of back, Left" in text
     assert "1.00" not in text
     assert "highest malignant-class score: Probability of Malignant melanoma of skin 0.12" in text  # benign call
     assert "1 of 3 image(s) of the case have no AI result" in text

@@ -33,7 +33,7 @@ def runner() -> Runner:
 def test_the_demo_card_says_what_it_is(runner: Runner) -> None:
     card = runner.model.card
     assert not card.clinical_use and "NOT FOR CLINICAL USE" in card.intended_use
-    assert [c.code for c in card.classes] == ["400010006", "93655004"]  # skin-specific SNOMED CT concepts
+    assert [c.code for c in card.classes] == ["400096001", "93655004"]  # SNOMED CT concepts confirmed in the browser
     assert [c.risk_tier for c in card.classes] == ["benign", "melanoma"]
     assert any("skin" in limit.lower() for limit in card.limitations)
     assert ModelCard.from_dict(card.to_dict()) == card

@@ -13,7 +13,7 @@ from inference.findings import ImageContext, diagnosis_observation, predicted_ou
 from inference.governance import card_markdown
 from inference.model_card import OutputClass
 
-CLASSES = (OutputClass(0, "400010006", "Melanocytic nevus of skin", 0.5, "benign"),
+CLASSES = (OutputClass(0, "400096001", "Melanocytic nevus", 0.5, "benign"),
            OutputClass(1, "254701007", "Basal cell carcinoma of skin", 0.5, "basal-cell-carcinoma"),
            OutputClass(2, "93655004", "Malignant melanoma of skin", 0.3, "melanoma"))  # fmt: skip
 CLINICAL = dataclasses.replace(demo_card("1"), id="clin", name="Clinical model", version="2.0", classes=CLASSES,
@@ -30,7 +30,7 @@ NOW = "2026-11-30T12:00:00Z"
         ((0.25, 0.05, 0.70), "93655004", False),
         ((0.50, 0.45, 0.05), "254701007", True),  # a nevus call withheld: BCC within 0.1 of its threshold
         ((0.62, 0.10, 0.28), "93655004", True),
-        ((0.80, 0.15, 0.05), "400010006", False),
+        ((0.80, 0.15, 0.05), "400096001", False),
     ],
 )
 def test_the_predicted_diagnosis_is_the_highest_risk_over_its_threshold(

@@ -89,7 +89,7 @@ def test_storescu_image_becomes_findings(node: FhirTestClient, tmp_path: Path) -
     findings = wait_for(node, "Observation", {"subject": f"Patient/{patient_id}", "device": f"Device/{device['id']}"},
                         2)  # fmt: skip
     classes = [o for o in findings if o["code"]["coding"][0]["system"] == "urn:dermbridge:ai-risk"]
-    assert {o["code"]["coding"][0]["code"] for o in classes} == {"probability-of-400010006", "probability-of-93655004"}
+    assert {o["code"]["coding"][0]["code"] for o in classes} == {"probability-of-400096001", "probability-of-93655004"}
     for observation in classes:
         assert observation["status"] == "preliminary"
         assert observation["meta"]["security"][0]["code"] == "AIAST"
@@ -272,7 +272,14 @@ def unsuitable_images() -> dict[str, tuple[pydicom.Dataset, str]]:
         "U-3": (with_pixels(own_case("U-3"), he_tile(256)), "no-skin"),  # H&E sent as dermoscopy
         "U-4": (with_pixels(own_case("U-4"), blurred(lesion)), "blurred"),
         "U-5": (with_pixels(own_case("U-5"), over_exposed(lesion)), "over-exposed"),
+        "U-6": (thumb_nail(with_pixels(own_case("U-6"), lesion)), "body-region"),  # a nail unit
     }  # fmt: skip
+
+
+def thumb_nail(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """Coded Nail unit of thumb (CID 4029): within the demo card's contraindicated nail unit."""
+    ds.AnatomicRegionSequence[0].CodeValue, ds.AnatomicRegionSequence[0].CodeMeaning = "770810008", "Nail unit of thumb"
+    return ds
 
 
 def test_unsuitable_images_are_not_scored(node: FhirTestClient, tmp_path: Path) -> None:
