@@ -40,11 +40,15 @@ NETWORK_DEF = {
 MEAN, STD = (0.75, 0.55, 0.45), (0.2, 0.2, 0.2)
 ACCEPTS = AcceptedInputs(
     sop_classes=(str(DERMOSCOPIC_PHOTOGRAPHY), str(VL_PHOTOGRAPHIC)),
-    modalities=("DMS", "XC"),  # dermoscopy; external-camera photography (dermatoscopes before the DMS IOD)
+    # dermoscopy; external-camera photography from dermatoscopes that predate the DMS IOD, taken only when
+    # the picture shows the dermatoscope's field of view (dermoscopy_only: no clinical overview photographs)
+    modalities=("DMS", "XC"),
     photometric_interpretations=COLOUR,
     excluded_body_regions=("770802007", "113277000"),  # Nail unit structure; Oral mucous membrane structure
     min_rows=128,
     min_columns=128,
+    min_age_years=18,  # the card's contraindication "Patients under 18 years", enforced
+    dermoscopy_only=True,
 )
 
 

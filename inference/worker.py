@@ -201,18 +201,16 @@ class InferenceWorker(OutboxLoop):
     async def _admission(self, repo: Repository, context: ImageContext, ds: Dataset, rgb: np.ndarray) -> frozenset[str]:
         """The models whose cards do not admit this image; each leaves an "unsuitable image" outcome."""
         refused = set()
+        born = (await repo.current("Patient", context.patient_id) or {}).get("birthDate")  # the card's minimum age
         for runner in self.runners:
             card = runner.model.card
-            problems = await asyncio.to_thread(admit, ds, rgb, card.accepts)
+            problems = await asyncio.to_thread(admit, ds, rgb, card.accepts, born)
             if not problems:
                 continue
             refused.add(card.key)
             reasons = ", ".join(p.code for p in problems)
-            async with repo.store.transaction() as tx:
-                bound = repo.within(tx)
-                await record_unsuitable(bound, context, card.key, problems)
-                if self.human_review:
-                    await request_human_review(bound, context, f"no AI analysis: image unsuitable ({reasons})")
+            async with repo.store.transaction() as tx:  # one Task per refused image: the review, or the record
+                await record_unsuitable(repo.within(tx), context, card.key, problems, review=self.human_review)
                 await self._audit_in(repo, tx, context, "4", f"no AI analysis by {card.key}: image unsuitable "
                                      f"({reasons})")  # fmt: skip
         return frozenset(refused)

@@ -273,16 +273,17 @@ def test_unsuitable_images_are_not_scored(node: FhirTestClient, tmp_path: Path) 
     patients = {mrn: consenting_patient(node, mrn) for mrn in images}
     send(node, tmp_path, *(ds for ds, _ in images.values()))
     for mrn, (_, reason) in images.items():
-        task = wait_for(node, "Task", {"patient": f"Patient/{patients[mrn]}", "status": "rejected"})[0]
-        assert task["code"]["coding"][0]["code"] == "ai-analysis"
+        tasks = wait_for(node, "Task", {"patient": f"Patient/{patients[mrn]}"})
+        assert len(tasks) == 1, mrn  # one Task per refused image: the clinician review, with the coded reasons
+        task = tasks[0]
+        assert task["status"] == "requested" and task["code"]["coding"][0]["code"] == "clinician-review"
         assert task["businessStatus"]["coding"][0]["code"] == "unsuitable-image"
         reasons = {c["code"] for c in task["statusReason"]["coding"]}
         assert reason in reasons, (mrn, reasons)
         assert all(o["valueCodeableConcept"]["coding"][0]["system"] == "urn:dermbridge:image-admission"
                    for o in task["output"])  # fmt: skip
         assert task["focus"]["reference"].startswith("DiagnosticReport/")
-        review = wait_for(node, "Task", {"patient": f"Patient/{patients[mrn]}", "status": "requested"})[0]
-        assert "image unsuitable" in review["statusReason"]["text"]
+        assert task["statusReason"]["text"].startswith("no AI analysis: image unsuitable for dermbridge-demo-abcd")
         observations = node.get(f"{BASE}/Observation", params={"subject": f"Patient/{patients[mrn]}"}).json()
         assert observations["total"] == 0, mrn  # no score at all
         report = node.get(f"{BASE}/{task['focus']['reference']}").json()
