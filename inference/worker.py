@@ -44,6 +44,7 @@ from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine, OutboxEvent, TenantStore, TenantTransaction
 from inference.abcd import DermoscopyAbcd, SegmentationError, analyse, pixel_spacing_mm
 from inference.admission import admit, record_unsuitable
+from inference.conclusion import refresh_conclusion
 from inference.events import analysis_event
 from inference.explanations import explained_key, write_abcd, write_saliency
 from inference.pipeline import Prediction, Runner, saliency_png
@@ -211,6 +212,7 @@ class InferenceWorker(OutboxLoop):
             reasons = ", ".join(p.code for p in problems)
             async with repo.store.transaction() as tx:  # one Task per refused image: the review, or the record
                 await record_unsuitable(repo.within(tx), context, card.key, problems, review=self.human_review)
+                await refresh_conclusion(repo.within(tx), context, card)  # its count of images without a result
                 await self._audit_in(repo, tx, context, "4", f"no AI analysis by {card.key}: image unsuitable "
                                      f"({reasons})")  # fmt: skip
         return frozenset(refused)
