@@ -85,7 +85,9 @@ def check_attributes(ds: Dataset, accepts: AcceptedInputs, patient_birth_date: s
     return problems
 
 
-def admit(ds: Dataset, rgb: np.ndarray, accepts: AcceptedInputs, patient_birth_date: str | None = None) -> list[Unsuitable]:
+def admit(
+    ds: Dataset, rgb: np.ndarray, accepts: AcceptedInputs, patient_birth_date: str | None = None
+) -> list[Unsuitable]:
     """Why the image must not be scored by a model accepting ``accepts``; empty: it may be."""
     problems = check_attributes(ds, accepts, patient_birth_date)
     kind = kind_problem(ds, rgb, accepts)

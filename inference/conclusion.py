@@ -120,9 +120,9 @@ def _lesions_called(pool: list[dict[str, Any]], top: dict[str, Any], lesions: di
     first: a case with three melanoma calls names all three, not the first."""
     best: dict[str, dict[str, Any]] = {}
     for result in pool:
-        if is_diagnosis(result) and _tier(result) == _tier(top) and _called(result) == _called(top):
-            if _focus(result) not in best or _score(result) > _score(best[_focus(result)]):
-                best[_focus(result)] = result
+        same = is_diagnosis(result) and _tier(result) == _tier(top) and _called(result) == _called(top)
+        if same and (_focus(result) not in best or _score(result) > _score(best[_focus(result)])):
+            best[_focus(result)] = result
     ordered = sorted(best.values(), key=_score, reverse=True)
     return [f"{_where(r, lesions)} (image {_image(r)}, probability {shown(_score(r))})" for r in ordered]
 
@@ -224,8 +224,10 @@ def _late_note(current: dict[str, Any], context: ImageContext) -> str:
     state = f"was {current['status']}" if current.get("status") in SIGNED_OFF else "had a clinician's conclusion"
     author = ("still the AI's preliminary conclusion (AI-labelled; no clinician rewrote it)"
               if ai_wrote_conclusion(current) else "the clinician's")  # fmt: skip
-    return (f"AI results of an image received after the report {state} (Media/{context.media_id}) were appended; "
-            f"the conclusion above is {author} and does not include them: clinician review needed.")
+    return (
+        f"AI results of an image received after the report {state} (Media/{context.media_id}) were appended; "
+        f"the conclusion above is {author} and does not include them: clinician review needed."
+    )
 
 
 def _dates(report: dict[str, Any], context: ImageContext, now: str) -> None:

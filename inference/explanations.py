@@ -1,7 +1,8 @@
 """The explanations beside an image's AI findings, in FHIR.
 
 - The saliency map of the top finding: a ``Media`` (``partOf`` the image's Media, ``reasonCode`` the
-  finding it explains, in words only: never a disease code) whose ``content.url`` is a ``Binary`` holding the PNG. The Binary's
+  finding it explains, in words only: never a disease code) whose ``content.url`` is a ``Binary``
+  holding the PNG. The Binary's
   ``securityContext`` is that Media (binary.html#security): it is sealed under the patient's data key,
   read under the patient's access rules, and erased with the patient. Found with
   ``Media?subject=Patient/<id>&modality=urn:dermbridge:media|saliency-map`` (the report's ``media``
@@ -46,7 +47,7 @@ CATEGORY_BAND = {
     "suspicious": ("tds-4.75-to-5.45", "TDS 4.75 to 5.45 for any D"),
     "highly-suspicious": ("tds-above-5.45", "TDS above 5.45 for any D"),
 }
-BAND_TEXT = "Stolz TDS cut-off band (dermoscopy scoring aid with the published cut-offs 4.75 / 5.45; not validated here)"
+BAND_TEXT = "Stolz TDS cut-off band (a dermoscopy scoring aid, published cut-offs 4.75 / 5.45; not validated here)"
 SCORING_AID = "not a diagnosis: a dermoscopy scoring aid, not validated here"
 
 

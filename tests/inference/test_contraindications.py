@@ -29,7 +29,8 @@ def patient(client: FhirTestClient, mrn: str, born: str | None) -> str:
     if born:
         body["birthDate"] = born
     patient_id = str(client.post(f"{BASE}/Patient", json=body).json()["id"])
-    assert client.post(f"{BASE}/Consent", json=consent(patient_id, {"type": "permit", "purpose": [AI]})).status_code == 201
+    permit = consent(patient_id, {"type": "permit", "purpose": [AI]})
+    assert client.post(f"{BASE}/Consent", json=permit).status_code == 201
     return patient_id
 
 
