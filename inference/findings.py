@@ -81,6 +81,25 @@ class ImageContext:
         return f"BodyStructure/{self.lesion_id}" if self.lesion_id else f"Media/{self.media_id}"
 
 
+BODY_SITE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/bodySite"  # R4: Reference(BodyStructure)
+
+
+def lesion_site(lesion: dict[str, Any] | None, fallback: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """An Observation's or Media's ``bodySite`` for the lesion: its location's coding, the location and its
+    qualifiers (laterality, modifiers) in the text, and the R4 ``bodySite`` extension referring to the
+    BodyStructure (extension-bodysite.html), since a CodeableConcept's codings cannot carry laterality."""
+    if lesion is None or "id" not in lesion:
+        return fallback
+    location = lesion.get("location") or fallback or {}
+    words = [location.get("text") or "site not recorded"]
+    words += [q.get("text", "") for q in lesion.get("locationQualifier", [])]
+    site: dict[str, Any] = {"text": ", ".join(w for w in words if w)}
+    if location.get("coding"):
+        site["coding"] = location["coding"]
+    site["extension"] = [{"url": BODY_SITE_EXTENSION, "valueReference": {"reference": f"BodyStructure/{lesion['id']}"}}]
+    return site
+
+
 def result_key(context: ImageContext, card: ModelCard, part: str) -> str:
     return hashlib.sha256(f"{context.instance_uid}|{card.key}|{part}".encode()).hexdigest()[:32]
 

@@ -47,6 +47,7 @@ from inference.admission import admit, record_unsuitable
 from inference.conclusion import refresh_conclusion
 from inference.events import analysis_event
 from inference.explanations import explained_key, write_abcd, write_saliency
+from inference.findings import lesion_site
 from inference.pipeline import Prediction, Runner, saliency_png
 from inference.pixels import UndecodableImage, rgb_pixels
 from inference.results import Committed, ImageContext, done_key, write_results
@@ -187,7 +188,8 @@ class InferenceWorker(OutboxLoop):
         media = await repo.current("Media", context.media_id) or {}
         consent_id = str(decision.consent.resource["id"]) if decision.consent is not None else None
         lesion_id = context.lesion_id or await self._lesion(repo, ds, context.patient_id)
-        context = replace(context, body_site=media.get("bodySite"), acquired=media.get("createdDateTime"),
+        site = lesion_site(await repo.current("BodyStructure", lesion_id), media.get("bodySite"))  # with laterality
+        context = replace(context, body_site=site, acquired=media.get("createdDateTime"),
                           consent_id=consent_id, lesion_id=lesion_id)  # fmt: skip
         try:
             rgb = await asyncio.to_thread(rgb_pixels, ds)

@@ -244,7 +244,12 @@ def test_a_clinicians_final_report_is_never_overwritten(node: FhirTestClient, tm
     first = lesion_instance("AI-8", seed=18, accession="ACC-8")
     send(node, tmp_path, first)
     report = wait_for(node, "DiagnosticReport", {"subject": f"Patient/{patient_id}", "status": "preliminary"})[0]
-    final = {**report, "status": "final", "conclusion": "Benign naevus on dermoscopy (Dr Example)"}
+    final = {
+        **report,
+        "status": "final",
+        "conclusion": "Benign naevus on dermoscopy (Dr Example)",
+        "resultsInterpreter": [{"reference": f"Practitioner/{practitioner(node)}"}],
+    }
     final.pop("meta")
     assert node.put(f"{BASE}/DiagnosticReport/{report['id']}", json=final).status_code == 200
     second = lesion_instance("AI-8", seed=19, accession="ACC-8", study_uid=first.StudyInstanceUID,
@@ -253,6 +258,12 @@ def test_a_clinicians_final_report_is_never_overwritten(node: FhirTestClient, tm
     wait_for(node, "DiagnosticReport", {"subject": f"Patient/{patient_id}", "status": "appended"})
     kept = node.get(f"{BASE}/DiagnosticReport/{report['id']}").json()
     assert kept["status"] == "appended" and kept["conclusion"].endswith("(Dr Example)")
+
+
+def practitioner(client: FhirTestClient) -> str:
+    """A clinician who signs reports off (resultsInterpreter)."""
+    body = {"resourceType": "Practitioner", "name": [{"family": "Example", "prefix": ["Dr"]}]}
+    return str(client.post(f"{BASE}/Practitioner", json=body).json()["id"])
 
 
 def unsuitable_images() -> dict[str, tuple[pydicom.Dataset, str]]:
