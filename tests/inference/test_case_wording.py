@@ -7,6 +7,7 @@ Real app; images sent with dcmtk's storescu."""
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 import pydicom
 import pytest
