@@ -24,6 +24,7 @@ R4 DiagnosticReport has no ``note``; notes use the R5 element's cross-version ex
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 from fhir_server.repository import Repository, Stored
@@ -251,6 +252,7 @@ async def refresh_conclusion(repo: Repository, context: ImageContext, card: Mode
     conclude(report, card, found, await lesion_sites(repo, found))
     if report == current:
         return None
+    report["issued"] = datetime.now(UTC).isoformat(timespec="milliseconds")  # an AI update of the report
     return await repo.update(report, resource_type="DiagnosticReport", id=context.report_id, server_built=True)
 
 
