@@ -8,15 +8,19 @@ model card's risk hierarchy across every lesion and image of the case.
   by ``inference.findings``) never reach ``conclusionCode`` nor a clinical conclusion. When the case has
   only demonstration results, the conclusion is the demonstration's, labelled as such. The model
   named is the one that produced the deciding finding (``Observation.device``).
-- The text counts the case's analysed lesions, names a lesion by its BodyStructure location and
-  qualifiers, says how many of the case's images have no AI result, never shows a score as 1.00 or
-  0.00, and a benign conclusion also gives the highest malignant-class score.
+- The text names every lesion with the deciding finding (of the lesions analysed), each by its
+  BodyStructure location, qualifiers and series with its image and score, never by a bare resource
+  id; says how many of the case's images have no AI result (recounted when an image is refused:
+  ``refresh_conclusion``), never shows a score as 1.00 or 0.00, and a benign conclusion also gives
+  the highest malignant-class score. ``effectiveDateTime`` is the first analysed image's acquisition
+  time, ``issued`` the last AI update.
 - AI-written ``conclusion`` / ``conclusionCode`` carry the AIAST inline security label (the AI
   Transparency IG's labelling example: the DS4P ``extension-inline-sec-label``, and
   PROCESSINLINELABEL on the report).
 - A clinician's conclusion is never overwritten: a report a clinician made ``final`` (amended,
-  corrected) becomes ``appended`` with the late results; a draft whose conclusion the AI did not write
-  gets the results and a note, its conclusion stays.
+  corrected; a clinician must sign it off, ``fhir_server.report_sign_off``) becomes ``appended`` with the
+  late results; a draft whose conclusion the AI did not write gets the results and a note, its
+  conclusion stays. The note says whose the conclusion is (the clinician's, or still the AI's).
 
 R4 DiagnosticReport has no ``note``; notes use the R5 element's cross-version extension.
 """
