@@ -54,7 +54,7 @@ def patient(n: int) -> dict[str, Any]:
 
 
 def report(patient_id: str, n: int) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "status": random.choice(["registered", "preliminary", "final"]),
         "code": {"coding": [{"system": "http://loinc.org", "code": "72170-4", "display": "Photographic image"}]},
@@ -62,6 +62,9 @@ def report(patient_id: str, n: int) -> dict[str, Any]:
         "effectiveDateTime": f"2025-{1 + n % 12:02d}-{1 + n % 28:02d}T10:00:00Z",
         "identifier": [{"system": "urn:bench:accession", "value": f"ACC{n:08d}"}],
     }
+    if body["status"] == "final":  # a final report names the clinician who signed it off (report_sign_off)
+        body["resultsInterpreter"] = [{"reference": "Practitioner/bench-signer"}]
+    return body
 
 
 def observation(patient_id: str, n: int) -> dict[str, Any]:

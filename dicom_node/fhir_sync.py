@@ -196,9 +196,10 @@ async def _media(
         value = ds.get(keyword)
         if value is not None and int(value) > 0:
             media[element] = int(value)
-    site = site_coding(ds)
-    if site is not None:
-        media["bodySite"] = {"coding": [site], **({"text": site["display"]} if "display" in site else {})}
+    site, side = site_coding(ds), laterality(ds)
+    if site is not None:  # the side in the text: a CodeableConcept's codings are one concept, not site + side
+        words = [site.get("display", site["code"]), *([side.get("display", side["code"])] if side else [])]
+        media["bodySite"] = {"coding": [site], "text": ", ".join(words)}
     if found is None:
         return await repo.create(media, resource_type="Media", server_built=True)
     media_id = str(found.resource["id"])

@@ -37,7 +37,8 @@ VISIT_SYSTEM = "urn:dermbridge:lesion-visit"  # the studies that imaged the lesi
 SCT = "http://snomed.info/sct"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 CODING_SCHEMES = {"SCT": SCT, "SRT": SCT, "DCM": DCM, "LN": "http://loinc.org"}
-LESION_MORPHOLOGY = {"coding": [{"system": SCT, "code": "52988006", "display": "Lesion"}], "text": "Skin lesion"}
+# "Lesion", not "Skin lesion": a nail unit or a mucosa is not skin, and the location says where it is
+LESION_MORPHOLOGY = {"coding": [{"system": SCT, "code": "52988006", "display": "Lesion"}], "text": "Lesion"}
 LATERALITY = {  # CID 244
     "R": {"system": SCT, "code": "24028007", "display": "Right"},
     "L": {"system": SCT, "code": "7771000", "display": "Left"},

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fhir_server.errors import OperationOutcomeError, conflict
+from fhir_server.report_sign_off import require_signer
 from fhir_server.retention.holds import is_hold, looks_like_hold
 
 Content = dict[str, Any] | None
@@ -67,3 +68,4 @@ def _merge_links(resource: Content, before: Content) -> None:
 
 register("Flag", _legal_hold)
 register("Patient", _merge_links)
+register("DiagnosticReport", require_signer)  # final/amended/corrected only with a clinician signing off

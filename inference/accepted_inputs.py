@@ -20,6 +20,8 @@ class AcceptedInputs:
     min_rows: int = 0
     min_columns: int = 0
     quality_check: bool = True  # run the pixel checks of inference.quality
+    min_age_years: int = 0  # patients younger at acquisition are contraindicated (inference.contraindications)
+    dermoscopy_only: bool = False  # clinical overview photographs are contraindicated (inference.contraindications)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AcceptedInputs:

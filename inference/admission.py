@@ -5,8 +5,11 @@ photometric interpretations, body regions, minimum resolution). Body regions mat
 (``inference.body_regions``): a nail unit of a thumb is refused by a card that excludes the nail unit,
 and accepted by a card that takes nail units. An image outside them, or one that
 fails the pixel checks of ``inference.quality`` (exposure, focus, skin, lesion), is not scored: the
-case gets an "unsuitable image" outcome instead, a ``rejected`` AI-analysis Task whose
-``statusReason`` and ``output`` carry the coded reasons (``urn:dermbridge:image-admission``).
+case gets an "unsuitable image" outcome instead: one Task per image (a clinician-review request, or a
+``rejected`` AI-analysis Task when the tenant has no human review) whose ``statusReason`` and
+``output`` carry the coded reasons (``urn:dermbridge:image-admission``). The model card's
+contraindications beyond DICOM attribute values (the patient's age, clinical overview photographs)
+are ``inference.contraindications``.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from pydicom import Dataset
 from fhir_server.repository import Repository, Stored
 from inference.accepted_inputs import AcceptedInputs
 from inference.body_regions import excluding, meaning
+from inference.contraindications import age_problem, kind_problem
 from inference.quality import assess
 from inference.results import ImageContext
-from inference.tasks import AI_ANALYSIS_CODE, _task, _task_once
+from inference.tasks import AI_ANALYSIS_CODE, HUMAN_REVIEW_CODE, REFUSED, _task, _task_once
 
 ADMISSION_SYSTEM = "urn:dermbridge:image-admission"
 SCT = "SCT"  # DICOM's coding scheme designator for SNOMED CT
@@ -37,6 +41,8 @@ REASONS = {
     "blurred": "Blurred (out of focus) image",
     "no-skin": "No skin in the image (not a dermoscopic image of skin)",
     "no-lesion": "No lesion found in the image",
+    "patient-age": "The patient's age is contraindicated for the model",
+    "not-dermoscopy": "Not a dermoscopic image (the model is for dermoscopy)",
 }
 
 
@@ -64,9 +70,13 @@ def _excluded(region: str, accepts: AcceptedInputs) -> str:
     return f"{named} lies within {code} {meaning(str(code))}, contraindicated for the model"
 
 
-def check_attributes(ds: Dataset, accepts: AcceptedInputs) -> list[Unsuitable]:
-    """What in the image's DICOM attributes the card does not accept."""
+def check_attributes(ds: Dataset, accepts: AcceptedInputs, patient_birth_date: str | None = None) -> list[Unsuitable]:
+    """What in the image's DICOM attributes (and the patient's age: ``patient_birth_date`` from the
+    matched FHIR Patient, else the image's) the card does not accept."""
     problems = []
+    age = age_problem(ds, accepts, patient_birth_date)
+    if age is not None:
+        problems.append(Unsuitable("patient-age", age))
     sop_class, modality = str(ds.get("SOPClassUID", "")), str(ds.get("Modality", ""))
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if accepts.sop_classes and sop_class not in accepts.sop_classes:
@@ -89,22 +99,33 @@ def check_attributes(ds: Dataset, accepts: AcceptedInputs) -> list[Unsuitable]:
     return problems
 
 
-def admit(ds: Dataset, rgb: np.ndarray, accepts: AcceptedInputs) -> list[Unsuitable]:
+def admit(
+    ds: Dataset, rgb: np.ndarray, accepts: AcceptedInputs, patient_birth_date: str | None = None
+) -> list[Unsuitable]:
     """Why the image must not be scored by a model accepting ``accepts``; empty: it may be."""
-    problems = check_attributes(ds, accepts)
+    problems = check_attributes(ds, accepts, patient_birth_date)
+    kind = kind_problem(ds, rgb, accepts)
+    if kind is not None:
+        problems.append(Unsuitable("not-dermoscopy", kind))
     if problems or not accepts.quality_check:
         return problems
     return [Unsuitable(p.code, p.detail) for p in assess(rgb)]
 
 
-async def record_unsuitable(repo: Repository, context: ImageContext, model: str, problems: list[Unsuitable]) -> Stored:
-    """The case's "unsuitable image" outcome: a rejected AI-analysis Task with the coded reasons."""
+async def record_unsuitable(
+    repo: Repository, context: ImageContext, model: str, problems: list[Unsuitable], *, review: bool = True
+) -> Stored:
+    """The case's "unsuitable image" outcome, one Task per image with the coded reasons in plain words:
+    a clinician-review request when the tenant's flow has human review (the lesion needs a clinician's
+    eyes without AI), else a rejected AI-analysis Task."""
     summary = "; ".join(f"{REASONS[p.code]} ({p.detail})" for p in problems)
-    task = _task(context, "rejected", AI_ANALYSIS_CODE, f"Image unsuitable for {model}: {summary}")
-    task["statusReason"] = {"coding": [c for p in problems for c in p.concept()["coding"]],
-                            "text": f"Image unsuitable for {model}: {summary}"}  # fmt: skip
+    reason = f"{REFUSED}: image unsuitable for {model}: {summary}"
+    status, code = ("requested", HUMAN_REVIEW_CODE) if review else ("rejected", AI_ANALYSIS_CODE)
+    task = _task(context, status, code, reason)
+    task["statusReason"] = {"coding": [c for p in problems for c in p.concept()["coding"]], "text": reason}
     task["businessStatus"] = {"coding": [{"system": ADMISSION_SYSTEM, "code": "unsuitable-image",
                                           "display": "Unsuitable image: not analysed"}]}  # fmt: skip
     task["output"] = [{"type": {"coding": [{"system": ADMISSION_SYSTEM, "code": "reason"}], "text": "reason"},
                        "valueCodeableConcept": p.concept()} for p in problems]  # fmt: skip
-    return await _task_once(repo, task, f"unsuitable-{context.instance_uid}-{model}")
+    key = f"review-{context.instance_uid}" if review else f"unsuitable-{context.instance_uid}-{model}"
+    return await _task_once(repo, task, key)

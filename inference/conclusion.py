@@ -8,18 +8,22 @@ model card's risk hierarchy across every lesion and image of the case.
   by ``inference.findings``) never reach ``conclusionCode`` nor a clinical conclusion. When the case has
   only demonstration results, the conclusion is the demonstration's, labelled as such. The model
   named is the one that produced the deciding finding (``Observation.device``).
-- The text counts the case's analysed lesions, names a lesion by its BodyStructure location and
-  qualifiers, says how many of the case's images have no AI result, never shows a score as 1.00 or
-  0.00, and a benign conclusion also gives the highest malignant-class score. A risk result whose
-  reading crossed its threshold since the lesion's earlier visit is named with both scores
-  (``inference.lesion_history``).
+- The text names every lesion with the deciding finding (of the lesions analysed), each by its
+  BodyStructure location, qualifiers and series with its image and score, never by a bare resource
+  id; says how many of the case's images have no AI result (recounted when an image is refused:
+  ``refresh_conclusion``), never shows a score as 1.00 or 0.00, and a benign conclusion also gives
+  the highest malignant-class score. A risk result whose reading crossed its threshold since the
+  lesion's earlier visit is named with both scores (``inference.lesion_history``).
+  ``effectiveDateTime`` is the first analysed image's acquisition time, ``issued`` the last AI update.
 - AI-written ``conclusion`` / ``conclusionCode`` carry the AIAST inline security label (the AI
   Transparency IG's labelling example: the DS4P ``extension-inline-sec-label``, and
   PROCESSINLINELABEL on the report).
 - A clinician's conclusion is never overwritten: a report a clinician made ``final`` (amended,
-  corrected) becomes ``appended`` with the late results; a draft whose conclusion the AI did not write
-  gets the results and a note, its conclusion stays. An ``appended`` case is back in the review queue
-  (``fhir_server.workflow.review.reopen_review``: a new round of its last review's tier).
+  corrected; a clinician must sign it off, ``fhir_server.report_sign_off``) becomes ``appended`` with the
+  late results; a draft whose conclusion the AI did not write gets the results and a note, its
+  conclusion stays. The note says whose the conclusion is (the clinician's, or still the AI's). An
+  ``appended`` case is back in the review queue (``fhir_server.workflow.review.reopen_review``: a new
+  round of its last review's tier).
 
 R4 DiagnosticReport has no ``note``; notes use the R5 element's cross-version extension.
 """
@@ -27,6 +31,7 @@ R4 DiagnosticReport has no ``note``; notes use the R5 element's cross-version ex
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 from fhir_server.repository import Repository, Stored
@@ -101,9 +106,30 @@ def _model(result: dict[str, Any]) -> str:
 
 
 def _where(result: dict[str, Any], lesions: dict[str, str]) -> str:
-    focus = _focus(result)
-    name = lesions.get(focus) or result.get("bodySite", {}).get("text")
-    return f"the lesion at {name} ({focus})" if name else focus
+    """The lesion for people (site, laterality, series), never a bare resource id."""
+    name = lesions.get(_focus(result)) or result.get("bodySite", {}).get("text")
+    return f"the lesion at {name}" if name else "a lesion whose site is not recorded"
+
+
+def _image(result: dict[str, Any]) -> str:
+    return next((str(d["reference"]) for d in result.get("derivedFrom", [])
+                 if str(d.get("reference", "")).startswith("Media/")), "image not recorded")  # fmt: skip
+
+
+def _called(result: dict[str, Any]) -> str:
+    return str(result.get("valueCodeableConcept", {}).get("text", ""))
+
+
+def _lesions_called(pool: list[dict[str, Any]], top: dict[str, Any], lesions: dict[str, str]) -> list[str]:
+    """Every lesion whose predicted diagnosis is the deciding one's (its best image first), most concerning
+    first: a case with three melanoma calls names all three, not the first."""
+    best: dict[str, dict[str, Any]] = {}
+    for result in pool:
+        same = is_diagnosis(result) and _tier(result) == _tier(top) and _called(result) == _called(top)
+        if same and (_focus(result) not in best or _score(result) > _score(best[_focus(result)])):
+            best[_focus(result)] = result
+    ordered = sorted(best.values(), key=_score, reverse=True)
+    return [f"{_where(r, lesions)} (image {_image(r)}, probability {shown(_score(r))})" for r in ordered]
 
 
 def _highest_malignant(card: ModelCard, pool: list[dict[str, Any]], lesions: dict[str, str]) -> str:
@@ -135,8 +161,9 @@ def _finding(card: ModelCard, pool: list[dict[str, Any]], top: dict[str, Any] | 
         finding = (f"no class reached its decision threshold on the {count} lesion(s) analysed" if pool
                    else "no lesion image analysed yet")  # fmt: skip
         return finding + _highest_malignant(card, pool, lesions)
-    finding = (f"most concerning finding across {count} lesion(s) analysed: {top['valueCodeableConcept']['text']} "
-               f"(probability {shown(_score(top))}) on {_where(top, lesions)}")  # fmt: skip
+    called = _lesions_called(pool, top, lesions)
+    finding = (f"most concerning finding, {_called(top)}, on {len(called)} of {count} lesion(s) analysed: "
+               + "; ".join(called))  # fmt: skip
     return finding + (_highest_malignant(card, pool, lesions) if _tier(top) == "benign" else "")
 
 
@@ -190,14 +217,54 @@ async def case_results(repo: Repository, report: dict[str, Any]) -> list[dict[st
 
 
 async def lesion_sites(repo: Repository, results: list[dict[str, Any]]) -> dict[str, str]:
-    """Each lesion's site as a dermatologist names it: BodyStructure location and its qualifiers."""
+    """Each lesion as a dermatologist names it: BodyStructure location and its qualifiers (laterality),
+    and the series that shows it (its description), so two lesions at one site are told apart."""
     sites = {}
     for focus in sorted({_focus(r) for r in results if _focus(r).startswith("BodyStructure/")}):
         lesion = await repo.current("BodyStructure", focus.split("/", 1)[1])
         if lesion is not None:
             parts = [lesion.get("location", {}).get("text") or "site not recorded"]
-            sites[focus] = ", ".join(parts + [q.get("text", "") for q in lesion.get("locationQualifier", [])])
+            parts += [q.get("text", "") for q in lesion.get("locationQualifier", [])]
+            series = str(lesion.get("description", "")).partition(", series ")[2]
+            sites[focus] = ", ".join(parts + ([f"series {series}"] if series else []))
     return sites
+
+
+def _late_note(current: dict[str, Any], context: ImageContext) -> str:
+    """Why late results are not in the conclusion, naming who wrote that conclusion: a clinician, or
+    the AI (a report made final without changing the AI's words keeps them, and says so)."""
+    state = f"was {current['status']}" if current.get("status") in SIGNED_OFF else "had a clinician's conclusion"
+    author = ("still the AI's preliminary conclusion (AI-labelled; no clinician rewrote it)"
+              if ai_wrote_conclusion(current) else "the clinician's")  # fmt: skip
+    return (
+        f"AI results of an image received after the report {state} (Media/{context.media_id}) were appended; "
+        f"the conclusion above is {author} and does not include them: clinician review needed."
+    )
+
+
+def _dates(report: dict[str, Any], context: ImageContext, now: str) -> None:
+    """``effectiveDateTime``: when the case's images were taken (the first image's acquisition time);
+    ``issued``: this version, the last AI update of the report (diagnosticreport.html)."""
+    if context.acquired and "effectiveDateTime" not in report and "effectivePeriod" not in report:
+        report["effectiveDateTime"] = context.acquired
+    report["issued"] = now
+
+
+async def refresh_conclusion(repo: Repository, context: ImageContext, card: ModelCard) -> Stored | None:
+    """Recount the AI's conclusion after an image of the case was refused (unsuitable, no consent):
+    the images without an AI result are counted on every refusal, not only when a result arrives."""
+    current = await repo.current("DiagnosticReport", context.report_id)
+    if current is None or current.get("status") in (*SIGNED_OFF, *CLOSED) or not current.get("conclusion"):
+        return None
+    if not ai_wrote_conclusion(current):
+        return None
+    report = copy.deepcopy(current)
+    found = await case_results(repo, report)
+    conclude(report, card, found, await lesion_sites(repo, found))
+    if report == current:
+        return None
+    report["issued"] = datetime.now(UTC).isoformat(timespec="milliseconds")  # an AI update of the report
+    return await repo.update(report, resource_type="DiagnosticReport", id=context.report_id, server_built=True)
 
 
 async def update_case(
@@ -219,10 +286,7 @@ async def update_case(
             return None
         if current.get("status") in SIGNED_OFF:
             report["status"] = "appended"
-        state = f"was {current['status']}" if current.get("status") in SIGNED_OFF else "had a clinician's conclusion"
-        _add_note(report, f"AI results of an image received after the report {state} "
-                  f"(Media/{context.media_id}) were appended; the conclusion above is the clinician's and "
-                  "does not include them: clinician review needed.", now)  # fmt: skip
+        _add_note(report, _late_note(current, context), now)
     else:
         report["status"] = "preliminary"
         found = await case_results(repo, report)
@@ -230,6 +294,7 @@ async def update_case(
         concluded = True
     if report == current:
         return None
+    _dates(report, context, now)
     stored = await repo.update(report, resource_type="DiagnosticReport", id=context.report_id, server_built=True)
     if report["status"] == "appended":  # images after sign-off: the case goes back to the review queue
         await reopen_review(

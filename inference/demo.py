@@ -42,7 +42,9 @@ EXCLUDED_REGIONS = ("770802007", "113277000", "123851003", "48477009", "60944009
                     "29445007", "70887009", "35739000", "52953006")  # fmt: skip
 ACCEPTS = AcceptedInputs(
     sop_classes=(str(DERMOSCOPIC_PHOTOGRAPHY), str(VL_PHOTOGRAPHIC)),
-    modalities=("DMS", "XC"),  # dermoscopy; external-camera photography (dermatoscopes before the DMS IOD)
+    # dermoscopy; external-camera photography from dermatoscopes that predate the DMS IOD, taken only when
+    # the picture shows the dermatoscope's field of view (dermoscopy_only: no clinical overview photographs)
+    modalities=("DMS", "XC"),
     photometric_interpretations=COLOUR,
     # the contraindicated sites, matched with every DICOM sub-region (inference.body_regions): nail unit,
     # oral mucosa, mouth, lip, skin of external genitalia, male and female external genitalia,
@@ -50,6 +52,8 @@ ACCEPTS = AcceptedInputs(
     excluded_body_regions=EXCLUDED_REGIONS,
     min_rows=128,
     min_columns=128,
+    min_age_years=18,  # the card's contraindication "Patients under 18 years", enforced
+    dermoscopy_only=True,
 )
 
 

@@ -1,7 +1,8 @@
 """The explanations beside an image's AI findings, in FHIR.
 
 - The saliency map of the top finding: a ``Media`` (``partOf`` the image's Media, ``reasonCode`` the
-  finding it explains) whose ``content.url`` is a ``Binary`` holding the PNG. The Binary's
+  finding it explains, in words only: never a disease code) whose ``content.url`` is a ``Binary``
+  holding the PNG. The Binary's
   ``securityContext`` is that Media (binary.html#security): it is sealed under the patient's data key,
   read under the patient's access rules, and erased with the patient. Found with
   ``Media?subject=Patient/<id>&modality=urn:dermbridge:media|saliency-map`` (the report's ``media``
@@ -27,21 +28,27 @@ from typing import Any
 from fhir_server.repository import Repository, Stored
 from inference.abcd import DermoscopyAbcd
 from inference.conclusion import CLOSED, SIGNED_OFF
-from inference.findings import FINDING_SYSTEM, UCUM, ImageContext, base_observation, labelled
-from inference.governance import PROVENANCE_AGENT, SOFTWARE_SYSTEM, Committed, create_once
-from inference.model_card import SNOMED, ModelCard, OutputClass
+from inference.findings import FINDING_SYSTEM, UCUM, ImageContext, base_observation, demo_text, labelled
+from inference.governance import AIAST, PROVENANCE_AGENT, SOFTWARE_SYSTEM, Committed, create_once
+from inference.model_card import ModelCard, OutputClass
 
 ABCD_SYSTEM = "urn:dermbridge:abcd"
 SALIENCY_MAP = {"coding": [{"system": "urn:dermbridge:media", "code": "saliency-map", "display": "AI saliency map"}]}
 ABCD_VERSION = "2.0.0"
+ABCD_DEVICE_NAME = "DermBridge dermoscopy ABCD rule (Stolz)"
 DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
-ABCD_NOTE = ("Not a Total Dermoscopy Score: D (differential structures) is not assessed. The category is given "
-             "only when every possible D leads to it. Rule-based software, not clinically validated.")  # fmt: skip
-CATEGORY_TEXT = {
-    "benign": "benign melanocytic lesion (TDS < 4.75 for any D)",
-    "suspicious": "suspicious lesion (TDS 4.75-5.45 for any D)",
-    "highly-suspicious": "highly suspicious of melanoma (TDS > 5.45 for any D)",
+ABCD_NOTE = ("Not a Total Dermoscopy Score: D (differential structures) is not assessed. The TDS band is given "
+             "only when every possible D leads to it. A scoring aid from rule-based software with no intended "
+             "use of its own, not clinically validated: not a diagnosis.")  # fmt: skip
+# The TDS band (Stolz's published cut-offs) named as a score band of a scoring aid, never as what the
+# lesion is: the rule has no intended use of its own and is not validated here.
+CATEGORY_BAND = {
+    "benign": ("tds-below-4.75", "TDS below 4.75 for any D"),
+    "suspicious": ("tds-4.75-to-5.45", "TDS 4.75 to 5.45 for any D"),
+    "highly-suspicious": ("tds-above-5.45", "TDS above 5.45 for any D"),
 }
+BAND_TEXT = "Stolz TDS cut-off band (a dermoscopy scoring aid, published cut-offs 4.75 / 5.45; not validated here)"
+SCORING_AID = "not a diagnosis: a dermoscopy scoring aid, not validated here"
 
 
 def _key(context: ImageContext, part: str) -> str:
@@ -82,7 +89,10 @@ async def write_saliency(
         "modality": SALIENCY_MAP,
         "subject": {"reference": f"Patient/{context.patient_id}"},
         "partOf": [{"reference": f"Media/{context.media_id}"}],
-        "reasonCode": [{"coding": [{"system": SNOMED, "code": finding.code, "display": finding.display}]}],
+        # why the map exists: the finding it explains, in words (Media.reasonCode is why the image was
+        # taken; a disease code here would read as a diagnosis, and a demonstration never writes one)
+        "reasonCode": [{"text": f"Explains the AI finding '{demo_text(card, f'probability of {finding.display}')}' "
+                                "(an explanation of a model score, not a diagnosis)"}],
         "createdDateTime": now,
         "content": {"contentType": "image/png", "url": f"Binary/{binary_id}",
                     "title": f"Saliency map: {finding.display} ({card.name} {card.version})"},
@@ -109,7 +119,7 @@ async def ensure_abcd_device(repo: Repository, committed: Committed) -> Stored:
     device = {
         "resourceType": "Device",
         "status": "active",
-        "deviceName": [{"name": "DermBridge dermoscopy ABCD rule (Stolz)", "type": "model-name"}],
+        "deviceName": [{"name": ABCD_DEVICE_NAME, "type": "model-name"}],
         "type": {"text": "Rule-based image analysis software (no machine learning)"},
         "version": [{"value": ABCD_VERSION}],
         "note": [{"text": "Computes A (asymmetry axes 0-2), B (abrupt border segments 0-8) and C (colours 1-6) of "
@@ -144,12 +154,13 @@ def abcd_components(abcd: DermoscopyAbcd) -> list[dict[str, Any]]:
                    valueRange={"low": _number(low), "high": _number(high)}),
     ]  # fmt: skip
     if category is not None:
-        concept = {"coding": [{"system": ABCD_SYSTEM, "code": category}], "text": CATEGORY_TEXT[category]}
-        components.append(_component("category", "ABCD rule category", valueCodeableConcept=concept))
+        code, band = CATEGORY_BAND[category]
+        concept = {"coding": [{"system": ABCD_SYSTEM, "code": code}], "text": f"{band} ({SCORING_AID})"}
+        components.append(_component("tds-band", BAND_TEXT, valueCodeableConcept=concept))
     else:
         unknown = {"coding": [{"system": DATA_ABSENT, "code": "unknown"}]}
-        text = "ABCD rule category: depends on D, which is not assessed"
-        components.append(_component("category", text, dataAbsentReason=unknown))
+        components.append(_component("tds-band", f"{BAND_TEXT}: depends on D, which is not assessed",
+                                     dataAbsentReason=unknown))  # fmt: skip
     if abcd.diameter_mm is not None:
         components.append(_component("diameter", "greatest diameter", valueQuantity=_number(
             round(abcd.diameter_mm, 2), "mm", "mm")))  # fmt: skip
@@ -171,8 +182,9 @@ async def write_abcd(
     observation = base_observation(context, card, str(device.resource["id"]), now)  # the findings' skeleton
     observation.update({
         "identifier": [{"system": FINDING_SYSTEM, "value": key}],
+        "device": {"reference": f"Device/{device.resource['id']}", "display": ABCD_DEVICE_NAME},
         "code": {"coding": [{"system": ABCD_SYSTEM, "code": "abc-partial"}],
-                 "text": "Dermoscopy ABCD rule (Stolz): A, B and C; D not assessed"},
+                 "text": demo_text(card, "Dermoscopy ABCD rule (Stolz): A, B and C; D not assessed")},
         "method": {"text": "Rule-based image analysis: field of view masked, lesion segmented, ABCD rule (Stolz 1994)"},
         "component": abcd_components(abcd),
     })  # fmt: skip
@@ -187,7 +199,10 @@ async def write_abcd(
         "agent": [{"type": {"coding": [{"system": PROVENANCE_AGENT, "code": "author"}]},
                    "who": {"reference": f"Device/{device.resource['id']}"}}],
         "entity": [{"role": "source", "what": {"reference": image}} for image in context.images],
+        "reason": [{"coding": [AIAST]}],  # labelled like the model's results it sits beside
     }  # fmt: skip
+    if context.consent_id:
+        provenance["policy"] = [f"Consent/{context.consent_id}"]  # the Consent that permitted the analysis
     await repo.create(provenance, resource_type="Provenance", server_built=True)
     await attach_to_case(repo, context, stored)
     return stored

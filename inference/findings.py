@@ -2,10 +2,12 @@
 
 - one **risk result** per class of the model card: an Observation whose ``code`` is what was assessed
   ("probability of <class>", a DermBridge code naming the class's SNOMED CT concept) and whose
-  ``valueQuantity`` is the probability (UCUM ``1``), with the card's decision threshold as a
-  component. The disease is never a value here, so ``value-concept=<disease>`` finds no negative;
-  ``interpretation`` (v3-ObservationInterpretation) says POS at or above the threshold, IND in the
-  card's indeterminate band just under it (malignant and pre-malignant classes), NEG otherwise;
+  ``valueQuantity`` is the probability (UCUM ``1``; beyond 0.001 / 0.999 written with ``comparator``
+  "<" / ">", never 0.0 or 1.0), with the card's decision threshold and the class's risk tier as
+  components. The disease is never a value here, so ``value-concept=<disease>`` finds no negative;
+  ``interpretation`` (v3-ObservationInterpretation), for malignant and pre-malignant classes only, says
+  POS at or above the threshold, IND in the card's indeterminate band just under it, NEG otherwise: a
+  benign class's score has none (an EHR highlights POS as abnormal);
 - at most one **predicted diagnosis** (``predicted_outcome``): among the classes at or above their own
   thresholds, the highest risk tier, then the highest probability. A benign call is withheld while a
   malignant or pre-malignant class lies within the card's ``indeterminate_margin`` under its threshold:
@@ -46,8 +48,10 @@ INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpreta
 POSITIVE = {"system": INTERPRETATION, "code": "POS", "display": "Positive"}
 NEGATIVE = {"system": INTERPRETATION, "code": "NEG", "display": "Negative"}
 INDETERMINATE_READING = {"system": INTERPRETATION, "code": "IND", "display": "Indeterminate"}
+CLASS_TIER = "class risk tier (model card): the tier of the class assessed, not a finding"
 UNCALIBRATED_NOTE = ("'probability' is the model's softmax score, not a calibrated probability of disease: "
                      "compare it with the decision threshold only.")  # fmt: skip
+SCORE_BOUNDS = (0.001, 0.999)  # a score outside is written as "< 0.001" / "> 0.999" (Quantity.comparator)
 DEMO_TAG = {"system": "urn:dermbridge:ai-use", "code": "demonstration",
             "display": "Demonstration model output: not for clinical use"}  # fmt: skip
 DEMO_NOTE = ("DEMONSTRATION model output (trained on synthetic images, no clinical validation): "
@@ -75,6 +79,25 @@ class ImageContext:
     @property
     def focus(self) -> str:
         return f"BodyStructure/{self.lesion_id}" if self.lesion_id else f"Media/{self.media_id}"
+
+
+BODY_SITE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/bodySite"  # R4: Reference(BodyStructure)
+
+
+def lesion_site(lesion: dict[str, Any] | None, fallback: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """An Observation's or Media's ``bodySite`` for the lesion: its location's coding, the location and its
+    qualifiers (laterality, modifiers) in the text, and the R4 ``bodySite`` extension referring to the
+    BodyStructure (extension-bodysite.html), since a CodeableConcept's codings cannot carry laterality."""
+    if lesion is None or "id" not in lesion:
+        return fallback
+    location = lesion.get("location") or fallback or {}
+    words = [location.get("text") or "site not recorded"]
+    words += [q.get("text", "") for q in lesion.get("locationQualifier", [])]
+    site: dict[str, Any] = {"text": ", ".join(w for w in words if w)}
+    if location.get("coding"):
+        site["coding"] = location["coding"]
+    site["extension"] = [{"url": BODY_SITE_EXTENSION, "valueReference": {"reference": f"BodyStructure/{lesion['id']}"}}]
+    return site
 
 
 def result_key(context: ImageContext, card: ModelCard, part: str) -> str:
@@ -137,7 +160,16 @@ def labelled(resource: dict[str, Any], card: ModelCard) -> dict[str, Any]:
 
 
 def probability(value: float) -> dict[str, Any]:
-    return {"value": round(value, 6), "unit": "probability", "system": UCUM, "code": "1"}
+    """A score as a Quantity (UCUM ``1``), never 1.0 or 0.0: an uncalibrated softmax is not certainty.
+    Past the bounds the Quantity says "more than 0.999" / "less than 0.001" with R4 ``comparator``
+    (datatypes.html#Quantity: "the real value is > stated value"); ``value-quantity`` search indexes the
+    stated value, so ``ge0.5`` still finds a ">0.999"."""
+    quantity: dict[str, Any] = {"value": round(value, 6), "unit": "probability", "system": UCUM, "code": "1"}
+    if value > SCORE_BOUNDS[1]:
+        quantity.update(value=SCORE_BOUNDS[1], comparator=">")
+    elif value < SCORE_BOUNDS[0]:
+        quantity.update(value=SCORE_BOUNDS[0], comparator="<")
+    return quantity
 
 
 def shown(value: float) -> str:
@@ -191,21 +223,22 @@ def risk_observation(
         "text": demo_text(card, f"AI probability of {output.display} (SNOMED CT {output.code})"),
     }  # fmt: skip
     observation["valueQuantity"] = probability(value)
-    observation["interpretation"] = [{"coding": [reading(card, output, value)]}]
+    if card.concerning(output.risk_tier):  # a benign class's score over its threshold is no abnormal finding
+        observation["interpretation"] = [{"coding": [reading(card, output, value)]}]
     observation["component"] = [
         {"code": {"coding": [{"system": FINDING_SYSTEM, "code": "threshold", "display": "Decision threshold"}],
                   "text": "decision threshold (model card)"},
          "valueQuantity": probability(output.threshold)},
-        tier_component(output.risk_tier),
+        tier_component(output.risk_tier, CLASS_TIER),
     ]  # fmt: skip
     if not card.calibrated:
         observation.setdefault("note", []).append({"text": UNCALIBRATED_NOTE})
     return observation
 
 
-def tier_component(tier: str) -> dict[str, Any]:
+def tier_component(tier: str, text: str = "risk tier of the predicted diagnosis (model card)") -> dict[str, Any]:
     return {"code": {"coding": [{"system": FINDING_SYSTEM, "code": "risk-tier", "display": "Risk tier"}],
-                     "text": "risk tier (model card)"},
+                     "text": text},
             "valueCodeableConcept": {"coding": [{"system": RISK_TIER_SYSTEM, "code": tier}], "text": tier}}  # fmt: skip
 
 

@@ -37,6 +37,7 @@ from inference.governance import (
 from inference.lesion_history import compared, earlier_results
 from inference.model_card import ModelCard
 from inference.pipeline import Prediction
+from inference.tasks import complete_requeued
 
 __all__ = ["AIAST", "FINDING_SYSTEM", "Committed", "ImageContext", "done_key", "write_results"]
 
@@ -79,6 +80,7 @@ async def write_results(
         observations.append(await _create(repo, body, result_key(context, card, "diagnosis")))
     targets = [f"Observation/{o.resource['id']}" for o in observations]
     concluded = await update_case(repo, context, card, observations, now)
+    await complete_requeued(repo, context, now)  # a review Task waiting on this analysis is done
     if concluded is not None:  # the report version whose conclusion the AI wrote
         targets.append(f"DiagnosticReport/{concluded.resource['id']}/_history/{concluded.version.version}")
     provenance = ai_provenance(targets, now, device, server, model_card, context.images, context.consent_id)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fhir_server.repository import Repository, Stored
-from inference.results import FINDING_SYSTEM, ImageContext
+from inference.findings import FINDING_SYSTEM, ImageContext
 
 TASK_SYSTEM = "urn:dermbridge:task"
 AI_ANALYSIS_CODE = {"coding": [{"system": TASK_SYSTEM, "code": "ai-analysis", "display": "AI analysis"}]}
@@ -64,6 +64,7 @@ async def request_human_review(repo: Repository, context: ImageContext, reason: 
     )
 
 
+REQUEUED = "AI analysis queued again"  # how a requeued refusal's review Task reads until the image is analysed
 REFUSED = "no AI analysis"  # how the reason of a review Task opened by a refused analysis begins (worker)
 
 
@@ -79,9 +80,24 @@ async def note_requeued(repo: Repository, patient_id: str, why: str) -> int:
         if not before.startswith(REFUSED):
             continue
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        task["statusReason"] = {"text": f"AI analysis queued again: {why} (before: {before})"}
-        task["note"] = [*task.get("note", []), {"time": now, "text": f"AI analysis queued again: {why}"}]
+        task["statusReason"] = {"text": f"{REQUEUED}: {why} (before: {before})"}
+        task["note"] = [*task.get("note", []), {"time": now, "text": f"{REQUEUED}: {why}"}]
         task["lastModified"] = now
         await repo.update(task, resource_type="Task", id=str(task["id"]), server_built=True)
         noted += 1
     return noted
+
+
+async def complete_requeued(repo: Repository, context: ImageContext, now: str) -> Stored | None:
+    """The review Task of an image refused then queued again (a Consent arrived) is completed once the
+    image is analysed: a reviewer does not wait on an analysis that is done."""
+    found = await repo.find("Task", [("identifier", f"{FINDING_SYSTEM}|review-{context.instance_uid}")], 1)
+    if not found or found[0].resource.get("status") != "requested":
+        return None
+    task = dict(found[0].resource)
+    if not str((task.get("statusReason") or {}).get("text", "")).startswith(REQUEUED):
+        return None  # still a refusal that stands (e.g. an unsuitable image)
+    done = f"AI analysis done on {now}: the results are on the case"
+    task.update(status="completed", statusReason={"text": done}, lastModified=now)
+    task["note"] = [*task.get("note", []), {"time": now, "text": done}]
+    return await repo.update(task, resource_type="Task", id=str(task["id"]), server_built=True)

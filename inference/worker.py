@@ -48,8 +48,10 @@ from fhir_server.workflow.library import FlowLibrary
 from fhir_server.workflow.routing import ai_models
 from inference.abcd import DermoscopyAbcd, SegmentationError, analyse, pixel_spacing_mm
 from inference.admission import admit, record_unsuitable
+from inference.conclusion import refresh_conclusion
 from inference.events import analysis_event
 from inference.explanations import explained_key, write_abcd, write_saliency
+from inference.findings import lesion_site
 from inference.flow_events import append_findings, append_not_analysed, findings_committed
 from inference.pipeline import Prediction, Runner, saliency_png
 from inference.pixels import UndecodableImage, rgb_pixels
@@ -197,7 +199,8 @@ class InferenceWorker(OutboxLoop):
             return None
         consent_id = str(decision.consent.resource["id"]) if decision.consent is not None else None
         lesion_id = context.lesion_id or await self._lesion(repo, ds, context.patient_id)
-        context = replace(context, body_site=media.get("bodySite"), acquired=media.get("createdDateTime"),
+        site = lesion_site(await repo.current("BodyStructure", lesion_id), media.get("bodySite"))  # with laterality
+        context = replace(context, body_site=site, acquired=media.get("createdDateTime"),
                           consent_id=consent_id, lesion_id=lesion_id)  # fmt: skip
         try:
             rgb = await asyncio.to_thread(rgb_pixels, ds)
@@ -220,22 +223,22 @@ class InferenceWorker(OutboxLoop):
         """The models not routed to or whose cards do not admit this image; each of the latter leaves an
         "unsuitable image" outcome and an ``ai.not-analysed`` event."""
         refused = {runner.model.card.key for runner in self.runners if runner.model.card.key not in routed}
+        born = (await repo.current("Patient", context.patient_id) or {}).get("birthDate")  # the card's minimum age
         for runner in self.runners:
             card = runner.model.card
             if card.key not in routed:
                 continue
-            problems = await asyncio.to_thread(admit, ds, rgb, card.accepts)
+            problems = await asyncio.to_thread(admit, ds, rgb, card.accepts, born)
             if not problems:
                 continue
             refused.add(card.key)
             reasons = ", ".join(p.code for p in problems)
-            async with repo.store.transaction() as tx:
+            async with repo.store.transaction() as tx:  # one Task per refused image: the review, or the record
                 bound = repo.within(tx)
-                await record_unsuitable(bound, context, card.key, problems)
+                await record_unsuitable(bound, context, card.key, problems, review=self.human_review)
+                await refresh_conclusion(bound, context, card)  # its count of images without a result
                 await append_not_analysed(tx, context, "unsuitable", f"image unsuitable for {card.key} ({reasons})",
                                           card.key)  # fmt: skip
-                if self.human_review:
-                    await request_human_review(bound, context, f"no AI analysis: image unsuitable ({reasons})")
                 await self._audit_in(repo, tx, context, "4", f"no AI analysis by {card.key}: image unsuitable "
                                      f"({reasons})")  # fmt: skip
         return frozenset(refused)

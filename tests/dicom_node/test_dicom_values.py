@@ -50,6 +50,9 @@ def test_a_lesion_is_patient_site_laterality_and_key() -> None:
     assert lesion_identifier(first, "p1", "SeriesDescription") != lesion_identifier(later, "p1", "SeriesDescription")
     body = lesion_body(first, "p1", "SeriesDescription")
     assert body["morphology"]["coding"][0]["code"] == "52988006"
+    nail = dermoscopic(seed=3)
+    nail.AnatomicRegionSequence[0].CodeValue, nail.AnatomicRegionSequence[0].CodeMeaning = "770802007", "Nail unit"
+    assert lesion_body(nail, "p1", "SeriesInstanceUID")["morphology"]["text"] == "Lesion"  # a nail is not skin
     assert body["description"] == (
         "Skin lesion at Skin structure, Right, series 1 (Lesion 3); images grouped by SeriesDescription 'Lesion 3'"
     )

@@ -51,7 +51,7 @@ def test_the_most_concerning_finding_decides_in_any_order() -> None:
         outcomes.add(report["conclusion"])
         assert report["conclusionCode"][0]["coding"][0]["code"] == "93655004"  # a melanoma at 0.61 beats a BCC at 0.97
         assert report["conclusionCode"][0]["extension"] == [{"url": INLINE_LABEL, "valueCoding": AIAST}]
-    assert len(outcomes) == 1 and "across 4 lesion(s)" in outcomes.pop()
+    assert len(outcomes) == 1 and "on 1 of 4 lesion(s) analysed" in outcomes.pop()
 
 
 def test_the_hierarchy_is_the_cards() -> None:
@@ -95,11 +95,32 @@ def test_the_text_names_lesions_by_site_counts_images_and_never_says_certain() -
              risk(CLINICAL, 2, 0, 0.41), risk(CLINICAL, 2, 2, 0.05)]  # fmt: skip
     conclude(report, CLINICAL, found, {"BodyStructure/b1": "Skin structure of back, Left"})
     text = report["conclusion"]
-    assert "across 2 lesion(s) analysed" in text  # lesion b2 has no predicted diagnosis and still counts
-    assert "Melanocytic nevus (probability ≥0.99) on the lesion at Skin structure of back, Left" in text
+    assert "on 1 of 2 lesion(s) analysed" in text  # lesion b2 has no predicted diagnosis and still counts
+    assert "the lesion at Skin structure of back, Left (image Media/m1, probability ≥0.99)" in text
+    assert "BodyStructure/" not in text  # a lesion by its site, never a bare id
     assert "1.00" not in text
     assert "highest malignant-class score: Probability of Malignant melanoma of skin 0.12" in text  # benign call
     assert "1 of 3 image(s) of the case have no AI result" in text
+
+
+def test_every_lesion_with_the_deciding_finding_is_named() -> None:
+    """derm review 1, finding 3: six lesions on the back, three called melanoma: all three are named, by
+    site and series, with their image and score, the highest first; not only the most concerning one."""
+    scores = ((0, 0.9), (2, 0.971), (2, 0.997), (0, 0.8), (2, 0.6), (1, 0.9))  # (class, score) of lesions 1-6
+    found = [diagnosis(CLINICAL, n, index, score) for n, (index, score) in enumerate(scores, start=1)]
+    sites = {f"BodyStructure/b{n}": f"Back, series {n} (Lesion {n})" for n in range(1, 7)}
+    report: dict[str, Any] = {}
+    conclude(report, CLINICAL, found, sites)
+    text = report["conclusion"]
+    assert "most concerning finding, Malignant melanoma of skin, on 3 of 6 lesion(s) analysed: " in text
+    named = [
+        "Back, series 3 (Lesion 3) (image Media/m3, probability ≥0.99",
+        "Back, series 2 (Lesion 2) (image Media/m2, probability 0.97",
+        "Back, series 5 (Lesion 5) (image Media/m5",
+    ]
+    positions = [text.index(n) for n in named]
+    assert positions == sorted(positions)  # the highest score first
+    assert "Lesion 1" not in text and "Lesion 6" not in text and "BodyStructure/" not in text
 
 
 def test_a_clinicians_draft_is_not_the_ais_to_rewrite() -> None:

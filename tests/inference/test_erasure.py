@@ -30,7 +30,7 @@ def test_erase_removes_every_ai_output(tmp_path: Path) -> None:
         send(node, tmp_path, first, unsuitable, lesion_instance("ER-2", seed=42, accession="ACC-K"))
         findings = wait_for(node, "Observation", {"subject": f"Patient/{patient_id}"}, 3)
         wait_for(node, "Observation", {"subject": f"Patient/{kept}"}, 3)
-        task = wait_for(node, "Task", {"patient": f"Patient/{patient_id}", "status": "rejected"})[0]
+        task = wait_for(node, "Task", {"patient": f"Patient/{patient_id}", "status": "requested"})[0]
         saliency = wait_for(node, "Media", {"subject": f"Patient/{patient_id}", "modality": SALIENCY})[0]
         link = f"Media/{saliency['id']}"
         url = f"{BASE}/{saliency['content']['url']}"

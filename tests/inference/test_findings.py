@@ -23,7 +23,16 @@ from inference.loaders import weights_sha256
 from inference.results import AIAST
 from inference.worker import CONSUMER, TOPIC
 from tests.conftest import BASE, FhirTestClient, make_client
-from tests.inference.test_worker import DEADLINE, SALIENCY, consenting_patient, lesion_instance, send, wait_for, worker
+from tests.inference.test_worker import (
+    DEADLINE,
+    SALIENCY,
+    consenting_patient,
+    lesion_instance,
+    practitioner,
+    send,
+    wait_for,
+    worker,
+)
 from tests.schema import assert_r4
 
 pytestmark = pytest.mark.interop
@@ -157,6 +166,7 @@ def test_a_late_image_on_a_final_report_appends(node: FhirTestClient, tmp_path: 
     signed = {k: v for k, v in report.items() if k != "meta"} | {
         "status": "final",
         "conclusion": "Benign naevus (Dr Example)",
+        "resultsInterpreter": [{"reference": f"Practitioner/{practitioner(node)}"}],
     }
     assert node.put(f"{BASE}/DiagnosticReport/{report['id']}", json=signed).status_code == 200
     send(node, tmp_path, image("F-4", SUSPICIOUS, study_uid=first.StudyInstanceUID))

@@ -59,7 +59,7 @@ def test_an_equivocal_outcome_is_coded_as_such() -> None:
 
 
 @pytest.mark.parametrize(("index", "value", "reading"), [(2, 0.30, "POS"), (2, 0.22, "IND"), (2, 0.1, "NEG"),
-                                                         (0, 0.45, "NEG"), (0, 0.5, "POS")])  # fmt: skip
+                                                         (1, 0.5, "POS"), (1, 0.45, "IND")])  # fmt: skip
 def test_risk_results_are_interpreted_against_their_threshold(index: int, value: float, reading: str) -> None:
     body = risk_observation(CONTEXT, CLINICAL, "d1", CLASSES[index], value, NOW)
     assert body["interpretation"][0]["coding"][0]["code"] == reading
@@ -89,3 +89,26 @@ def test_the_card_claims_no_clearance_it_does_not_carry() -> None:
     assert "uncalibrated softmax scores" in markdown
     cleared = card_markdown(dataclasses.replace(CLINICAL, regulatory_clearance="FDA 510(k) K000000"), "")
     assert "Regulatory clearance: FDA 510(k) K000000." in cleared
+
+
+@pytest.mark.parametrize("value", [0.45, 0.5, 0.99])
+def test_a_benign_class_is_never_flagged_positive(value: float) -> None:
+    """derm review 1, finding 9: an EHR highlights POS as abnormal; a naevus score is no abnormal finding."""
+    body = risk_observation(CONTEXT, CLINICAL, "d1", CLASSES[0], value, NOW)
+    assert "interpretation" not in body
+    tier = next(c for c in body["component"] if c["code"]["coding"][0]["code"] == "risk-tier")
+    assert tier["code"]["text"].startswith("class risk tier")
+
+
+@pytest.mark.parametrize(("value", "stated", "comparator"), [(1.0, 0.999, ">"), (0.99996, 0.999, ">"),
+                                                              (1.1e-05, 0.001, "<"), (0.0, 0.001, "<"),
+                                                              (0.42, 0.42, None)])  # fmt: skip
+def test_a_score_is_never_written_as_certainty(value: float, stated: float, comparator: str | None) -> None:
+    """derm review 1, finding 7: an uncalibrated softmax 1.0 / 0.0 is written as "> 0.999" / "< 0.001"."""
+    body = risk_observation(CONTEXT, CLINICAL, "d1", CLASSES[2], value, NOW)
+    assert body["valueQuantity"]["value"] == stated and body["valueQuantity"].get("comparator") == comparator
+    outcome = predicted_outcome(CLINICAL, (0.0, 0.0, value))
+    if outcome is not None:
+        called = diagnosis_observation(CONTEXT, CLINICAL, "d1", outcome, outcome.probability, NOW, "r1")
+        score = next(c for c in called["component"] if c["code"]["coding"][0]["code"] == "probability")
+        assert score["valueQuantity"]["value"] == stated

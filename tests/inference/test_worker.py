@@ -129,7 +129,8 @@ def test_storescu_image_becomes_findings(node: FhirTestClient, tmp_path: Path) -
     assert saliency["partOf"] == [{"reference": classes[0]["derivedFrom"][1]["reference"]}]  # of the image
     top = max(classes, key=lambda o: o["valueQuantity"]["value"])
     assert saliency["content"]["contentType"] == "image/png"
-    assert f"probability-of-{saliency['reasonCode'][0]['coding'][0]['code']}" == top["code"]["coding"][0]["code"]
+    assert top["code"]["coding"][0]["display"].lower() in saliency["reasonCode"][0]["text"].lower()
+    assert "coding" not in saliency["reasonCode"][0]  # the finding it explains, never a disease code
     url = saliency["content"]["url"]
     binary = node.get(f"{BASE}/{url}", headers={"Accept": "application/fhir+json"}).json()
     assert binary["contentType"] == "image/png"
@@ -245,7 +246,12 @@ def test_a_clinicians_final_report_is_never_overwritten(node: FhirTestClient, tm
     first = lesion_instance("AI-8", seed=18, accession="ACC-8")
     send(node, tmp_path, first)
     report = wait_for(node, "DiagnosticReport", {"subject": f"Patient/{patient_id}", "status": "preliminary"})[0]
-    final = {**report, "status": "final", "conclusion": "Benign naevus on dermoscopy (Dr Example)"}
+    final = {
+        **report,
+        "status": "final",
+        "conclusion": "Benign naevus on dermoscopy (Dr Example)",
+        "resultsInterpreter": [{"reference": f"Practitioner/{practitioner(node)}"}],
+    }
     final.pop("meta")
     assert node.put(f"{BASE}/DiagnosticReport/{report['id']}", json=final).status_code == 200
     second = lesion_instance("AI-8", seed=19, accession="ACC-8", study_uid=first.StudyInstanceUID,
@@ -258,6 +264,12 @@ def test_a_clinicians_final_report_is_never_overwritten(node: FhirTestClient, tm
 
 def own_case(mrn: str, **kw: Any) -> pydicom.Dataset:
     return dermoscopic(patient_id=mrn, accession=f"ACC-{mrn}", **kw)
+
+
+def practitioner(client: FhirTestClient) -> str:
+    """A clinician who signs reports off (resultsInterpreter)."""
+    body = {"resourceType": "Practitioner", "name": [{"family": "Example", "prefix": ["Dr"]}]}
+    return str(client.post(f"{BASE}/Practitioner", json=body).json()["id"])
 
 
 def unsuitable_images() -> dict[str, tuple[pydicom.Dataset, str]]:
@@ -287,8 +299,10 @@ def test_unsuitable_images_are_not_scored(node: FhirTestClient, tmp_path: Path) 
     patients = {mrn: consenting_patient(node, mrn) for mrn in images}
     send(node, tmp_path, *(ds for ds, _ in images.values()))
     for mrn, (_, reason) in images.items():
-        task = wait_for(node, "Task", {"patient": f"Patient/{patients[mrn]}", "status": "rejected"})[0]
-        assert task["code"]["coding"][0]["code"] == "ai-analysis"
+        tasks = wait_for(node, "Task", {"patient": f"Patient/{patients[mrn]}"})
+        assert len(tasks) == 1, mrn  # one Task per refused image: the clinician review, with the coded reasons
+        task = tasks[0]
+        assert task["status"] == "requested" and task["code"]["coding"][0]["code"] == "clinician-review"
         assert task["businessStatus"]["coding"][0]["code"] == "unsuitable-image"
         reasons = {c["code"] for c in task["statusReason"]["coding"]}
         assert reason in reasons, (mrn, reasons)

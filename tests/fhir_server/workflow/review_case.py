@@ -20,7 +20,7 @@ MELANOMA = {
     "coding": [{"system": SNOMED, "code": "93655004", "display": "Malignant melanoma of skin"}],
     "text": "Melanoma",
 }
-NAEVUS = {"coding": [{"system": SNOMED, "code": "400010006", "display": "Melanocytic nevus of skin"}], "text": "Naevus"}
+NAEVUS = {"coding": [{"system": SNOMED, "code": "400096001", "display": "Melanocytic nevus"}], "text": "Naevus"}
 
 
 def parameters(*items: tuple[str, Any]) -> dict[str, Any]:

@@ -173,9 +173,9 @@ def test_autonomous_discharge_only_with_a_card_cleared_for_clinical_use(node: No
     node.store(lesion_instance("ENG-DIS", seed=BENIGN_SEED, suspicious=False, accession="ENG-DIS"))
     report, root = node.case(patient)
     wait_for(node.client, "Task", {"code": AI_STEP, "focus": f"DiagnosticReport/{report['id']}"})
-    nevus = ClassScore("400010006", "Melanocytic nevus of skin", "benign", 0.97, False)
+    nevus = ClassScore("400096001", "Melanocytic nevus", "benign", 0.97, False)
     melanoma = ClassScore("93655004", "Malignant melanoma of skin", "melanoma", 0.03, True)
-    findings = FindingsCommitted(report["id"], patient, "1.2.3", "cleared@1", True, (nevus, melanoma), "400010006",
+    findings = FindingsCommitted(report["id"], patient, "1.2.3", "cleared@1", True, (nevus, melanoma), "400096001",
                                  False, routed=("cleared@1",))  # fmt: skip
 
     async def run() -> None:

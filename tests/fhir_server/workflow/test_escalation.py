@@ -16,9 +16,9 @@ AI_ONLY, SIGN_OFF_FLOW = parse_flow(shipped("ai-only")), parse_flow(shipped("ai-
 
 
 def findings(nevus: float, melanoma: float, *, cleared: bool = True, equivocal: bool = False) -> FindingsCommitted:
-    scores = (ClassScore("400010006", "Melanocytic nevus of skin", "benign", nevus, False),
+    scores = (ClassScore("400096001", "Melanocytic nevus", "benign", nevus, False),
               ClassScore("93655004", "Malignant melanoma of skin", "melanoma", melanoma, True))  # fmt: skip
-    top = "400010006" if nevus >= melanoma else "93655004"
+    top = "400096001" if nevus >= melanoma else "93655004"
     return FindingsCommitted("r", "p", "1.2", "m@1", cleared, scores, top, equivocal, routed=("m@1",))
 
 
