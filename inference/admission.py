@@ -17,7 +17,7 @@ from pydicom import Dataset
 
 from fhir_server.repository import Repository, Stored
 from inference.accepted_inputs import AcceptedInputs
-from inference.quality import assess
+from inference.quality import QualityReport, inspect
 from inference.results import ImageContext
 from inference.tasks import AI_ANALYSIS_CODE, _task, _task_once
 
@@ -75,12 +75,16 @@ def check_attributes(ds: Dataset, accepts: AcceptedInputs) -> list[Unsuitable]:
     return problems
 
 
-def admit(ds: Dataset, rgb: np.ndarray, accepts: AcceptedInputs) -> list[Unsuitable]:
-    """Why the image must not be scored by a model accepting ``accepts``; empty: it may be."""
+def admit(
+    ds: Dataset, rgb: np.ndarray, accepts: AcceptedInputs, quality: QualityReport | None = None
+) -> list[Unsuitable]:
+    """Why the image must not be scored by a model accepting ``accepts``; empty: it may be.
+    ``quality``: the pixel checks already run on ``rgb`` (``inference.quality.inspect``), not run again."""
     problems = check_attributes(ds, accepts)
     if problems or not accepts.quality_check:
         return problems
-    return [Unsuitable(p.code, p.detail) for p in assess(rgb)]
+    report = quality if quality is not None else inspect(rgb)
+    return [Unsuitable(p.code, p.detail) for p in report.problems]
 
 
 async def record_unsuitable(repo: Repository, context: ImageContext, model: str, problems: list[Unsuitable]) -> Stored:

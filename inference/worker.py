@@ -43,12 +43,14 @@ from fhir_server.outbox import OutboxLoop, claimed
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine, OutboxEvent, TenantStore, TenantTransaction
 from inference.abcd import DermoscopyAbcd, SegmentationError, analyse, pixel_spacing_mm
-from inference.admission import admit, record_unsuitable
+from inference.admission import admit, check_attributes, record_unsuitable
 from inference.events import analysis_event
 from inference.explanations import explained_key, write_abcd, write_saliency
 from inference.pipeline import Prediction, Runner, saliency_png
 from inference.pixels import UndecodableImage, rgb_pixels
+from inference.quality import QualityReport, inspect
 from inference.results import Committed, ImageContext, done_key, write_results
+from inference.segmentation import Segmentation
 from inference.tasks import record_failure, request_human_review
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,9 @@ class Job:
     context: ImageContext
     rgb: np.ndarray
     spacing: tuple[float, float] | None
+    ds: Dataset
     refused: frozenset[str] = field(default_factory=frozenset)  # the cards (keys) that did not admit the image
+    segmentation: Segmentation | None = None  # the lesion the quality gate found: the one the ABCD rule measures
 
 
 class InferenceWorker(OutboxLoop):
@@ -112,7 +116,8 @@ class InferenceWorker(OutboxLoop):
         return settled
 
     async def _round(self, store: TenantStore, events: list[OutboxEvent]) -> int:
-        """One batch of image events: prepared one by one, one forward pass, results one by one."""
+        """One batch of image events: prepared one by one; then the pixel checks (one thread) beside
+        the forward passes (the other core); then results one by one, for the admitted images only."""
         repo = Repository.system(store, reason="inference worker")
         jobs: list[Job] = []
         done: list[int] = []
@@ -126,19 +131,37 @@ class InferenceWorker(OutboxLoop):
                 done.append(event.seq)
             else:
                 jobs.append(job)
+        if not jobs:
+            await store.ack_events(CONSUMER, done)
+            return len(done)
         failed: set[int] = set()
-        for runner in self.runners if jobs else []:
-            admitted = [job for job in jobs if runner.model.card.key not in job.refused and job.event.seq not in failed]
+        gate = asyncio.ensure_future(asyncio.to_thread(self._inspect, jobs))
+        predicted: list[tuple[Runner, list[tuple[Job, Prediction]]]] = []
+        try:
+            for runner in self.runners:
+                scored = [job for job in jobs if runner.model.card.key not in job.refused]
+                try:
+                    predictions = await asyncio.to_thread(runner.predict, [job.rgb for job in scored])
+                except Exception as exc:
+                    for job in jobs:
+                        await self._failed_attempt(repo, job.event, exc)
+                        failed.add(job.event.seq)
+                    break
+                predicted.append((runner, list(zip(scored, predictions, strict=True))))
+        finally:
+            reports = await gate
+        for job, report in zip(jobs, reports, strict=True):
+            if job.event.seq in failed:
+                continue
             try:
-                predictions = await asyncio.to_thread(runner.predict, [job.rgb for job in admitted])
+                job.refused = await self._admission(repo, job, report)
             except Exception as exc:
-                for job in jobs:
-                    await self._failed_attempt(repo, job.event, exc)
-                    failed.add(job.event.seq)
-                break
-            predicted = list(zip(admitted, predictions, strict=True))
+                await self._failed_attempt(repo, job.event, exc)
+                failed.add(job.event.seq)
+        for runner, scores in predicted:
+            admitted = [(job, p) for job, p in scores if runner.model.card.key not in job.refused]
             for step in (self._findings, self._explain):  # every image's findings before any explanation
-                for job, prediction in predicted:
+                for job, prediction in admitted:
                     if job.event.seq in failed:
                         continue
                     try:
@@ -149,6 +172,18 @@ class InferenceWorker(OutboxLoop):
         done += [job.event.seq for job in jobs if job.event.seq not in failed]
         await store.ack_events(CONSUMER, done)
         return len(done)
+
+    def _inspect(self, jobs: list[Job]) -> list[QualityReport | Exception | None]:
+        """The pixel checks of each image that a model with a quality check would score (None: no
+        model asks for them); an image whose check raises fails its attempt alone."""
+        reports: list[QualityReport | Exception | None] = []
+        for job in jobs:
+            cards = [r.model.card for r in self.runners if r.model.card.key not in job.refused]
+            try:
+                reports.append(inspect(job.rgb) if any(card.accepts.quality_check for card in cards) else None)
+            except Exception as exc:
+                reports.append(exc)
+        return reports
 
     async def _prepare(self, repo: Repository, event: OutboxEvent) -> Job | None:
         """The decoded image of an event, or None when the event is settled without a model run."""
@@ -193,17 +228,20 @@ class InferenceWorker(OutboxLoop):
         except UndecodableImage as exc:
             await self._poison(repo, context, str(exc))
             return None
-        refused = await self._admission(repo, context, ds, rgb)
-        if len(refused) == len(self.runners):
-            return None
-        return Job(event, context, rgb, pixel_spacing_mm(ds), refused)
+        by_attributes = frozenset(r.model.card.key for r in self.runners if check_attributes(ds, r.model.card.accepts))
+        return Job(event, context, rgb, pixel_spacing_mm(ds), ds, by_attributes)
 
-    async def _admission(self, repo: Repository, context: ImageContext, ds: Dataset, rgb: np.ndarray) -> frozenset[str]:
-        """The models whose cards do not admit this image; each leaves an "unsuitable image" outcome."""
-        refused = set()
+    async def _admission(self, repo: Repository, job: Job, report: QualityReport | Exception | None) -> frozenset[str]:
+        """The models whose cards do not admit this image (its attributes, or the pixel checks'
+        ``report``); each leaves an "unsuitable image" outcome."""
+        if isinstance(report, Exception):
+            raise report
+        job.segmentation = report.segmentation if report is not None else None
+        refused: set[str] = set()
+        context = job.context
         for runner in self.runners:
             card = runner.model.card
-            problems = await asyncio.to_thread(admit, ds, rgb, card.accepts)
+            problems = admit(job.ds, job.rgb, card.accepts, report)
             if not problems:
                 continue
             refused.add(card.key)
@@ -311,6 +349,6 @@ def _abcd(job: Job, wanted: bool) -> DermoscopyAbcd | None:
     if not wanted:
         return None
     try:
-        return analyse(job.rgb, job.spacing)
+        return analyse(job.rgb, job.spacing, job.segmentation)
     except SegmentationError:
         return None
