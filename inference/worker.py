@@ -17,7 +17,8 @@ findings in FHIR, or a recorded reason why not.
 - A transient failure leaves the event unacknowledged: it comes back after a back-off that doubles
   with each attempt (the lease, then twice it...), at most ``max_attempts`` times. A poison image
   (undecodable pixels) or a last attempt ends in a failed Task with an OperationOutcome on the
-  case, never a stuck queue.
+  case, never a stuck queue. When only step 2 failed, that Task says the explanations are
+  unavailable and the committed findings stand (``inference.explanation_failure``), not "analysis failed".
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ from fhir_server.storage.port import Engine, OutboxEvent, TenantStore, TenantTra
 from inference.abcd import DermoscopyAbcd, SegmentationError, analyse, pixel_spacing_mm
 from inference.admission import admit, check_attributes, record_unsuitable
 from inference.events import analysis_event
+from inference.explanation_failure import (
+    EXPLANATIONS_UNAVAILABLE,
+    FINDINGS_STAND,
+    record_explanations_unavailable,
+)
 from inference.explanations import explained_key, write_abcd, write_saliency
 from inference.pipeline import Prediction, Runner, saliency_png
 from inference.pixels import UndecodableImage, rgb_pixels
@@ -158,16 +164,16 @@ class InferenceWorker(OutboxLoop):
             except Exception as exc:
                 await self._failed_attempt(repo, job.event, exc)
                 failed.add(job.event.seq)
-        for runner, scores in predicted:
-            admitted = [(job, p) for job, p in scores if runner.model.card.key not in job.refused]
-            for step in (self._findings, self._explain):  # every image's findings before any explanation
-                for job, prediction in admitted:
-                    if job.event.seq in failed:
+        for step in (self._findings, self._explain):  # every image's findings, by every model, before any explanation
+            for runner, scores in predicted:
+                for job, prediction in scores:
+                    if job.event.seq in failed or runner.model.card.key in job.refused:
                         continue
                     try:
                         await step(repo, runner, job, prediction)
                     except Exception as exc:
-                        await self._failed_attempt(repo, job.event, exc)
+                        explaining = step == self._explain  # the image's findings are all committed
+                        await self._failed_attempt(repo, job.event, exc, findings_committed=explaining)
                         failed.add(job.event.seq)
         done += [job.event.seq for job in jobs if job.event.seq not in failed]
         await store.ack_events(CONSUMER, done)
@@ -306,14 +312,21 @@ class InferenceWorker(OutboxLoop):
                           f"{(time.perf_counter() - started) * 1000:.0f} ms")  # fmt: skip
 
     # -- outcomes other than results ----------------------------------------------------------------
-    async def _failed_attempt(self, repo: Repository, event: OutboxEvent, exc: Exception) -> None:
+    async def _failed_attempt(
+        self, repo: Repository, event: OutboxEvent, exc: Exception, *, findings_committed: bool = False
+    ) -> None:
+        """A transient failure: retried after a back-off, recorded on the last attempt. When only the
+        explanations failed (``findings_committed``), the record says so: the findings stand."""
         if event.attempts >= self.max_attempts:
             log.error("event %s failed %d times; recording the failure", event.seq, event.attempts)
             payload = event.payload
             context = ImageContext(str(payload.get("instance")), str(payload.get("patient")),
                                    str(payload.get("media")), str(payload.get("imagingStudy")),
                                    str(payload.get("report")))  # fmt: skip
-            await self._poison(repo, context, f"analysis failed {event.attempts} times: {type(exc).__name__}")
+            if findings_committed:
+                await self._unexplained(repo, context, f"failed {event.attempts} times: {type(exc).__name__}")
+            else:
+                await self._poison(repo, context, f"analysis failed {event.attempts} times: {type(exc).__name__}")
             await repo.store.ack_event(CONSUMER, event.seq)
         else:
             delay = min(MAX_BACKOFF, self.lease * 2 ** (event.attempts - 1))
@@ -325,6 +338,11 @@ class InferenceWorker(OutboxLoop):
         async with repo.store.transaction() as tx:  # the failed Task and its AuditEvent in one commit
             await record_failure(repo.within(tx), context, reason)
             await self._audit_in(repo, tx, context, "8", f"analysis failed: {reason}")
+
+    async def _unexplained(self, repo: Repository, context: ImageContext, reason: str) -> None:
+        async with repo.store.transaction() as tx:  # the Task and its AuditEvent in one commit
+            await record_explanations_unavailable(repo.within(tx), context, reason)
+            await self._audit_in(repo, tx, context, "4", f"{EXPLANATIONS_UNAVAILABLE} ({reason}); {FINDINGS_STAND}")
 
     async def _refused(self, repo: Repository, context: ImageContext, reason: str) -> None:
         async with repo.store.transaction() as tx:  # the review Task and the AuditEvent in one commit
