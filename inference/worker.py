@@ -1,7 +1,9 @@
 """The inference worker (DESIGN data flow 2): every ``imaging.instance-stored`` event becomes AI
 findings in FHIR, or a recorded reason why not.
 
-- Consent first: the patient's Consent must permit AI analysis (the consent decision service);
+- Identity first: an image of a study whose patient identity review is not completed is held
+  (``inference.identity_hold``), not analysed under a Consent that may not be its patient's.
+- Consent next: the patient's Consent must permit AI analysis (the consent decision service);
   otherwise no analysis, an AuditEvent, and a human review Task when the tenant's flow has one.
 - Admission next (``inference.admission``): an image a model's card does not accept, or one failing
   the quality checks, is not scored by it; the case gets an "unsuitable image" Task instead.
@@ -41,7 +43,7 @@ from dicom_node.sop_classes import ENCAPSULATED_PDF
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.decision import AI_ANALYSIS, decide
 from fhir_server.outbox import OutboxLoop, claimed
-from fhir_server.repository import Repository
+from fhir_server.repository import Repository, Stored
 from fhir_server.storage.port import Engine, OutboxEvent, TenantStore, TenantTransaction
 from inference.abcd import DermoscopyAbcd, SegmentationError, analyse, pixel_spacing_mm
 from inference.admission import admit, check_attributes, record_unsuitable
@@ -52,6 +54,7 @@ from inference.explanation_failure import (
     record_explanations_unavailable,
 )
 from inference.explanations import explained_key, write_abcd, write_saliency
+from inference.identity_hold import hold_reason, record_hold, unresolved_review
 from inference.pipeline import Prediction, Runner, saliency_png
 from inference.pixels import UndecodableImage, rgb_pixels
 from inference.quality import QualityReport, inspect
@@ -210,6 +213,10 @@ class InferenceWorker(OutboxLoop):
             return None
         if record.fields.get("SOPClassUID") == (ENCAPSULATED_PDF,) or not record.fields.get("Rows"):
             return None  # documents and objects without pixels are not for the image models
+        review = await unresolved_review(repo, context.patient_id, str(payload.get("study", "")))
+        if review is not None:  # not under this Patient's Consent while the image may be someone else's
+            await self._held(repo, context, review)
+            return None
         decision = await decide(repo, context.patient_id, AI_ANALYSIS)  # before reading: a refusal is cheap
         if not decision.permit:
             await self._refused(repo, context, decision.reason)
@@ -343,6 +350,11 @@ class InferenceWorker(OutboxLoop):
         async with repo.store.transaction() as tx:  # the Task and its AuditEvent in one commit
             await record_explanations_unavailable(repo.within(tx), context, reason)
             await self._audit_in(repo, tx, context, "4", f"{EXPLANATIONS_UNAVAILABLE} ({reason}); {FINDINGS_STAND}")
+
+    async def _held(self, repo: Repository, context: ImageContext, review: Stored) -> None:
+        async with repo.store.transaction() as tx:  # the hold Task and its AuditEvent in one commit
+            await record_hold(repo.within(tx), context, review)
+            await self._audit_in(repo, tx, context, "4", f"no AI analysis: {hold_reason(review)}")
 
     async def _refused(self, repo: Repository, context: ImageContext, reason: str) -> None:
         async with repo.store.transaction() as tx:  # the review Task and the AuditEvent in one commit
