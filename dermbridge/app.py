@@ -19,7 +19,7 @@ from conformance.capability import capability_statement
 from conformance.dicom import dicom_conformance
 from dermbridge import __version__
 from dermbridge.dicom import TrailSink, build_dimse, build_ingestor
-from dermbridge.identity import consent_watcher, identity_review_watcher, register_identity
+from dermbridge.identity import consent_watcher, register_identity
 from dermbridge.settings import Settings
 from dermbridge.storage import open_audit_trail, open_engine
 from dicom_node.dimse import DimseServer
@@ -160,7 +160,6 @@ def create_app(settings: Settings) -> FastAPI:
     engine = open_engine(settings)
     dispatcher = OutboxDispatcher(engine)
     dispatcher.subscribe(consent_watcher(engine).subscription())
-    dispatcher.subscribe(identity_review_watcher(engine).subscription())
     clients = ClientRegistry(engine)
     tokens = build_tokens(settings) if settings.auth_enabled else None
     audit = open_audit_trail(settings) if settings.audit_enabled else None

@@ -1,7 +1,6 @@
 """Wiring of patient identity and consent follow-ups: ``Patient/$merge`` (with the DICOM node's
 part), ``$issuer-systems``, ``Consent/$ai-purposes``, ``DiagnosticReport/$analyze``, and the
-consent watcher that re-queues a patient's images once a Consent permits their analysis, and the
-identity review watcher that re-queues a study's held images once its patient identity is confirmed."""
+consent watcher that re-queues a patient's images once a Consent permits their analysis."""
 
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ from fhir_server.identity.merge import PatientMerge
 from fhir_server.identity.merge_input import MERGE_DEFINITION
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine
-from inference.identity_hold import IdentityReviewWatcher
 from inference.tasks import note_requeued
 
 
@@ -39,8 +37,3 @@ async def _requeue_after_consent(repo: Repository, patient_id: str) -> int:
 
 def consent_watcher(engine: Engine) -> ConsentWatcher:
     return ConsentWatcher(engine, _requeue_after_consent)
-
-
-def identity_review_watcher(engine: Engine) -> IdentityReviewWatcher:
-    """Releases the images held while their patient identity was under review."""
-    return IdentityReviewWatcher(engine)

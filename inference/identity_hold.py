@@ -14,8 +14,10 @@ Patient's record, could be both unlawful and clinically wrong. So:
   (``dicom_node.analysis_queue``, the path ``$analyze`` and a late Consent use), the consent gate
   applies as for a new image, and the hold Tasks are completed with the reason.
 
-``IdentityReviewWatcher`` is an outbox consumer of ``resource.updated`` (FHIR Task and Patient);
-idempotent: each Task version releases at most once (a marker record commits with the events).
+``release_held`` handles the ``resource.updated`` events (FHIR Task and Patient) that the
+inference worker claims anyway (no consumer of its own: one more would add a claim and an
+acknowledgement, two writes, to every commit, in the findings' latency path); idempotent: each Task
+version and each merge releases at most once (a marker record commits with the events).
 """
 
 from __future__ import annotations
@@ -29,9 +31,8 @@ import orjson
 from dicom_node.analysis_queue import requeue_study
 from dicom_node.patient_match import DICOM_UID_SYSTEM, IDENTITY_REVIEW
 from fhir_server.identity.merge_input import linked
-from fhir_server.outbox import Subscription
 from fhir_server.repository import Repository, Stored
-from fhir_server.storage.port import Engine, OutboxEvent, Record
+from fhir_server.storage.port import OutboxEvent, Record, TenantStore
 from inference.results import ImageContext
 from inference.tasks import TASK_SYSTEM, _task, _task_once
 
@@ -103,59 +104,51 @@ async def release(repo: Repository, review: dict[str, Any], why: str) -> int:
     return count
 
 
-class IdentityReviewWatcher:
-    """Releases held images when their identity review is completed or a merge settles it."""
+async def release_held(store: TenantStore, event: OutboxEvent) -> None:
+    """Act on a ``resource.updated`` event: a completed identity review releases its studies' held
+    images; a Patient retired by ``$merge`` (``replaced-by``) completes its and its survivor's
+    unresolved reviews (whose own events then release the images)."""
+    kind = event.payload.get("type")
+    if kind not in ("Task", "Patient"):
+        return
+    repo = Repository.system(store, reason="release of images held for patient identity review")
+    current = await repo.current(str(kind), str(event.payload["id"]))
+    if current is None:
+        return
+    if kind == "Patient":
+        await _merged(repo, current)
+    elif current.get("status") == "completed" and _is_review(current):
+        await _completed(repo, current, str(event.payload.get("version")))
 
-    name = "identity-review-release"
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def subscription(self) -> Subscription:
-        return Subscription(self.name, ("resource.updated",), self.handle)
-
-    async def handle(self, tenant: str, event: OutboxEvent) -> None:
-        kind = event.payload.get("type")
-        if kind not in ("Task", "Patient"):
+async def _merged(repo: Repository, source: dict[str, Any]) -> None:
+    survivors = linked(source, "replaced-by")
+    if not survivors:
+        return
+    why = f"Patient/{source['id']} was merged into Patient/{survivors[0]} (Patient/$merge)"
+    marker = f"merge/Patient/{source['id']}"  # once per merge, not on later edits of the retired record
+    async with repo.store.transaction() as tx:
+        if await tx.get_record(RELEASED, marker) is not None:
             return
-        store = await self.engine.tenant(tenant)
-        repo = Repository.system(store, reason="release of images held for patient identity review")
-        current = await repo.current(str(kind), str(event.payload["id"]))
-        if current is None:
-            return
-        if kind == "Patient":
-            await self._merged(repo, current)
-        elif current.get("status") == "completed" and _is_review(current):
-            await self._completed(repo, current, str(event.payload.get("version")))
+        bound = repo.within(tx)
+        reviews = {str(stored.resource["id"]): stored for patient in (str(source["id"]), survivors[0])
+                   for stored in await bound.find("Task", [("patient", f"Patient/{patient}"),
+                                                           ("code", REVIEW_CODE)], MAX_TASKS)}.values()  # fmt: skip
+        await tx.put_record(Record(RELEASED, marker, orjson.dumps({"reviews": len(reviews)}), {}))
+        for stored in reviews:
+            if stored.resource.get("status") != "completed":
+                await _complete(bound, stored, note=f"Resolved: {why}")
 
-    async def _merged(self, repo: Repository, source: dict[str, Any]) -> None:
-        """A source Patient of ``$merge`` (``replaced-by``): the survivor's unresolved reviews are completed."""
-        survivors = linked(source, "replaced-by")
-        if not survivors:
-            return
-        why = f"Patient/{source['id']} was merged into Patient/{survivors[0]} (Patient/$merge)"
-        marker = f"merge/Patient/{source['id']}"  # once per merge, not on later edits of the retired record
-        async with repo.store.transaction() as tx:
-            if await tx.get_record(RELEASED, marker) is not None:
-                return
-            bound = repo.within(tx)
-            reviews = {str(stored.resource["id"]): stored for patient in (str(source["id"]), survivors[0])
-                       for stored in await bound.find("Task", [("patient", f"Patient/{patient}"),
-                                                               ("code", REVIEW_CODE)], MAX_TASKS)}.values()  # fmt: skip
-            await tx.put_record(Record(RELEASED, marker, orjson.dumps({"reviews": len(reviews)}), {}))
-            for stored in reviews:
-                if stored.resource.get("status") != "completed":
-                    await _complete(bound, stored, note=f"Resolved: {why}")
 
-    async def _completed(self, repo: Repository, review: dict[str, Any], version: str) -> None:
-        marker = f"Task/{review['id']}/{version}"
-        async with repo.store.transaction() as tx:
-            if await tx.get_record(RELEASED, marker) is not None:
-                return
-            why = f"the patient identity review Task/{review['id']} was completed"
-            count = await release(repo.within(tx), review, why)
-            await tx.put_record(Record(RELEASED, marker, orjson.dumps({"images": count}), {}))
-        log.info("%s completed: %d held case(s) queued for analysis again", marker, count)
+async def _completed(repo: Repository, review: dict[str, Any], version: str) -> None:
+    marker = f"Task/{review['id']}/{version}"
+    async with repo.store.transaction() as tx:
+        if await tx.get_record(RELEASED, marker) is not None:
+            return
+        why = f"the patient identity review Task/{review['id']} was completed"
+        count = await release(repo.within(tx), review, why)
+        await tx.put_record(Record(RELEASED, marker, orjson.dumps({"images": count}), {}))
+    log.info("%s completed: %d held image(s) queued for analysis again", marker, count)
 
 
 def _is_review(task: dict[str, Any]) -> bool:

@@ -54,7 +54,7 @@ from inference.explanation_failure import (
     record_explanations_unavailable,
 )
 from inference.explanations import explained_key, write_abcd, write_saliency
-from inference.identity_hold import hold_reason, record_hold, unresolved_review
+from inference.identity_hold import hold_reason, record_hold, release_held, unresolved_review
 from inference.pipeline import Prediction, Runner, saliency_png
 from inference.pixels import UndecodableImage, rgb_pixels
 from inference.quality import QualityReport, inspect
@@ -65,6 +65,7 @@ from inference.tasks import record_failure, request_human_review
 log = logging.getLogger(__name__)
 CONSUMER = "inference"
 TOPIC = "imaging.instance-stored"
+UPDATED = "resource.updated"  # a completed identity review or a merge releases held images
 MAX_BACKOFF = 600.0  # seconds: retries wait lease, 2 x lease, 4 x lease ... up to this
 SCAN = 256  # events claimed at a time; the image events among them are analysed in batches
 
@@ -118,10 +119,25 @@ class InferenceWorker(OutboxLoop):
         """Analyse what is due now in every tenant; returns how many events were settled."""
         settled = 0
         async for store, events in claimed(self.engine, CONSUMER, SCAN, self.lease):
-            await store.ack_events(CONSUMER, [e.seq for e in events if e.topic != TOPIC])
+            released = await self._release_holds(store, [e for e in events if e.topic == UPDATED])
+            await store.ack_events(CONSUMER, [e.seq for e in events if e.topic not in (TOPIC, UPDATED)] + released)
             images = [e for e in events if e.topic == TOPIC]
             for start in range(0, len(images), self.batch):
                 settled += await self._round(store, images[start : start + self.batch])
+        return settled
+
+    async def _release_holds(self, store: TenantStore, events: list[OutboxEvent]) -> list[int]:
+        """Held images back in the queue when their identity review was completed or a merge settled
+        it (read from this consumer's own claim: no other consumer's writes on every commit); returns
+        the events settled. One that fails comes back after its lease."""
+        settled = []
+        for event in events:
+            try:
+                await release_held(store, event)
+            except Exception:
+                log.exception("releasing the images held by event %s failed; retried after the lease", event.seq)
+                continue
+            settled.append(event.seq)
         return settled
 
     async def _round(self, store: TenantStore, events: list[OutboxEvent]) -> int:
