@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck pytest install system-deps clean bench bench-dicom bench-inference
+.PHONY: run test lint typecheck pytest install system-deps clean bench bench-dicom bench-inference soak
 
 install: $(STAMP)
 
@@ -40,8 +40,11 @@ test: lint typecheck pytest
 # one runs (several minutes) cannot change what it measures. ARGS are passed on, e.g.
 # `make bench ARGS="--modes secure,open"`.
 BENCH_TREE := /tmp/dermbridge-benchtree
+SOAK_TREE := /tmp/dermbridge-soaktree
+# $(call bench_clone,DIR) clones into DIR instead (the soak's own, so a bench can run beside it)
 define bench_clone
-	rm -rf $(BENCH_TREE) && git clone -q . $(BENCH_TREE) && ln -s $(abspath $(VENV)) $(BENCH_TREE)/.venv
+	rm -rf $(or $(1),$(BENCH_TREE)) && git clone -q . $(or $(1),$(BENCH_TREE)) && \
+		ln -s $(abspath $(VENV)) $(or $(1),$(BENCH_TREE))/.venv
 endef
 
 bench: $(STAMP)
@@ -55,6 +58,12 @@ bench-dicom: $(STAMP)
 bench-inference: $(STAMP)
 	$(bench_clone)
 	cd $(BENCH_TREE) && .venv/bin/python bench/inference_bench.py $(ARGS)
+
+# 30 minutes of mixed load with a kill -9 every minute or so, then: nothing acknowledged lost,
+# every write audited, the audit trail intact. E.g. `make soak ARGS="--minutes 3 --kill-every 40"`.
+soak: $(STAMP)
+	$(call bench_clone,$(SOAK_TREE))
+	cd $(SOAK_TREE) && .venv/bin/python bench/soak.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
 import os
 import random
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +35,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.processes import settle
 from fhir_server.storage.port import ResourceVersion
 from fhir_server.storage.sqlite import SqliteEngine
-from tests.server import running_server
+from tests.server import Server, running_server
 
 DEADLINE_S = 600.0
 
@@ -119,7 +126,7 @@ class Phase:
         }
 
 
-async def run_phase(name: str, clients: int, ops: int, op) -> Phase:  # type: ignore[no-untyped-def]
+async def run_phase(name: str, clients: int, ops: int, op: Any) -> Phase:
     phase = Phase(name)
     counter = iter(range(ops))
     deadline = time.monotonic() + DEADLINE_S
@@ -138,49 +145,69 @@ async def run_phase(name: str, clients: int, ops: int, op) -> Phase:  # type: ig
     return phase
 
 
-async def http_phases(base: str, clients: int, ops: int, patient_ids: list[str], auth: dict[str, str]) -> list[Phase]:
-    limits = httpx2.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx2.AsyncClient(limits=limits, timeout=60, headers=auth) as client:
-        created: list[dict[str, Any]] = []
+class Workload:
+    """One server's phases, with the state they hand on (the Observations the creates made)."""
 
-        async def create(n: int) -> None:
-            response = await client.post(f"{base}/Observation", json=observation(random.choice(patient_ids), n))
-            assert response.status_code == 201, response.text
-            created.append(response.json())
+    def __init__(self, label: str, base: str, auth: dict[str, str], clients: int, patient_ids: list[str]) -> None:
+        self.label, self.base, self.clients, self.patient_ids = label, base, clients, patient_ids
+        limits = httpx2.Limits(max_connections=clients, max_keepalive_connections=clients)
+        self.client = httpx2.AsyncClient(limits=limits, timeout=60, headers=auth)
+        self.created: list[dict[str, Any]] = []
 
-        async def read(n: int) -> None:
-            response = await client.get(f"{base}/Observation/{created[n % len(created)]['id']}")
-            assert response.status_code == 200
+    def phases(self, ops: int) -> list[tuple[str, int, Any]]:
+        """(name, operations, operation) in the order they run: reads and updates need the creates."""
+        return [("create", ops, self.create), ("read", ops, self.read), ("update", ops // 2, self.update),
+                ("search subject=", ops // 2, self.search_subject),
+                ("search identifier=", ops // 2, self.search_identifier),
+                ("search chained", ops // 4, self.search_chain)]  # fmt: skip
 
-        async def update(n: int) -> None:
-            body = dict(created[n % len(created)])
-            body["status"] = "final"
-            response = await client.put(f"{base}/Observation/{body['id']}", json=body)
-            assert response.status_code == 200, response.text
+    async def create(self, n: int) -> None:
+        response = await self.client.post(
+            f"{self.base}/Observation", json=observation(random.choice(self.patient_ids), n)
+        )
+        assert response.status_code == 201, response.text
+        self.created.append(response.json())
 
-        async def search_subject(n: int) -> None:
-            response = await client.get(
-                f"{base}/Observation", params={"subject": f"Patient/{random.choice(patient_ids)}"}
-            )
-            assert response.status_code == 200
+    async def read(self, n: int) -> None:
+        response = await self.client.get(f"{self.base}/Observation/{self.created[n % len(self.created)]['id']}")
+        assert response.status_code == 200
 
-        async def search_identifier(n: int) -> None:
-            response = await client.get(f"{base}/Patient", params={"identifier": f"urn:bench:mrn|MRN{n:07d}"})
-            assert response.status_code == 200
+    async def update(self, n: int) -> None:
+        body = dict(self.created[n % len(self.created)])
+        body["status"] = "final"
+        response = await self.client.put(f"{self.base}/Observation/{body['id']}", json=body)
+        assert response.status_code == 200, response.text
 
-        async def search_chain(n: int) -> None:
-            response = await client.get(
-                f"{base}/DiagnosticReport", params={"subject:Patient.identifier": f"urn:bench:mrn|MRN{n:07d}"}
-            )
-            assert response.status_code == 200
+    async def search_subject(self, n: int) -> None:
+        params = {"subject": f"Patient/{random.choice(self.patient_ids)}"}
+        response = await self.client.get(f"{self.base}/Observation", params=params)
+        assert response.status_code == 200
 
-        phases = [await run_phase("create", clients, ops, create)]
-        phases.append(await run_phase("read", clients, ops, read))
-        phases.append(await run_phase("update", clients, ops // 2, update))
-        phases.append(await run_phase("search subject=", clients, ops // 2, search_subject))
-        phases.append(await run_phase("search identifier=", clients, ops // 2, search_identifier))
-        phases.append(await run_phase("search chained", clients, ops // 4, search_chain))
-        return phases
+    async def search_identifier(self, n: int) -> None:
+        response = await self.client.get(f"{self.base}/Patient", params={"identifier": f"urn:bench:mrn|MRN{n:07d}"})
+        assert response.status_code == 200
+
+    async def search_chain(self, n: int) -> None:
+        params = {"subject:Patient.identifier": f"urn:bench:mrn|MRN{n:07d}"}
+        response = await self.client.get(f"{self.base}/DiagnosticReport", params=params)
+        assert response.status_code == 200
+
+
+async def interleaved(workloads: list[Workload], ops: int, settle_pids: list[int]) -> list[dict[str, Any]]:
+    """Each phase on every server in turn (the order rotating from phase to phase), the servers'
+    processes left to go idle before each: both sides of a comparison see the same machine."""
+    rows: dict[str, list[dict[str, Any]]] = {w.label: [] for w in workloads}
+    for index in range(len(workloads[0].phases(ops))):
+        for workload in workloads[index % len(workloads) :] + workloads[: index % len(workloads)]:
+            if settle_pids:
+                await asyncio.to_thread(settle, settle_pids)
+            name, count, op = workload.phases(ops)[index]
+            row = (await run_phase(name, workload.clients, count, op)).row()
+            row["phase"] = f"{name} ({workload.label})" if len(workloads) > 1 or workload.label else name
+            rows[workload.label].append(row)
+    for workload in workloads:
+        await workload.client.aclose()
+    return [row for label_rows in rows.values() for row in label_rows]
 
 
 async def floor_phases(clients: int, ops: int) -> list[Phase]:
@@ -221,6 +248,11 @@ MODES = {
                    "DERMBRIDGE_ENCRYPTION_ENABLED": "false"},
     "open": {"DERMBRIDGE_AUTH_ENABLED": "false", "DERMBRIDGE_AUDIT_ENABLED": "false",
              "DERMBRIDGE_ENCRYPTION_ENABLED": "false"},
+    # as shipped, but the audit chain's head is (in effect) never signed: no head every 256 events
+    # nor every 10 s; against "secure", the cost of the signed-head cadence
+    "no-heads": {"DERMBRIDGE_AUTH_ENABLED": "true", "DERMBRIDGE_AUDIT_ENABLED": "true",
+                 "DERMBRIDGE_ENCRYPTION_ENABLED": "true", "DERMBRIDGE_AUDIT_CHECKPOINT_EVERY": "1000000000",
+                 "DERMBRIDGE_AUDIT_CHECKPOINT_INTERVAL_S": "3600"},
 }  # fmt: skip
 
 
@@ -241,32 +273,82 @@ def table(rows: list[dict[str, Any]], floor: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def ratios(rows: list[dict[str, Any]], labels: list[str]) -> str:
+    """Each other server against the first, phase by phase: ops/s and p50 as ratios first / other."""
+    first, lines = labels[0], []
+    for other in labels[1:]:
+        lines += [f"\n**{first} / {other}** (ops/s above 1: {first} faster; p50 above 1: {first} slower)\n",
+                  f"| phase | ops/s {first} | ops/s {other} | ratio | p50 ms {first} | p50 ms {other} | ratio |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        by_phase = {row["phase"]: row for row in rows}
+        phases = [row["phase"].removesuffix(f" ({first})") for row in rows if row["phase"].endswith(f" ({first})")]
+        for phase in phases:
+            a, b = by_phase[f"{phase} ({first})"], by_phase[f"{phase} ({other})"]
+            speed = a["ops_per_s"] / b["ops_per_s"] if b["ops_per_s"] else 0.0
+            latency = a["p50_ms"] / b["p50_ms"] if b["p50_ms"] else 0.0
+            lines.append(f"| {phase} | {a['ops_per_s']:,.0f} | {b['ops_per_s']:,.0f} | {speed:.2f} | "
+                         f"{a['p50_ms']:.2f} | {b['p50_ms']:.2f} | {latency:.2f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def baseline_tree(revision: str, into: Path) -> Path:
+    """The repository at ``revision`` (``git archive``), for ``python -m dermbridge`` run inside it."""
+    repo = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", revision], capture_output=True,
+                             check=True, timeout=120).stdout  # fmt: skip
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    found = subprocess.run([sys.executable, "-c", "import dermbridge; print(dermbridge.__file__)"], cwd=into,
+                           capture_output=True, text=True, timeout=120, check=True).stdout.strip()  # fmt: skip
+    if not found.startswith(str(into)):
+        raise RuntimeError(f"in {into}, dermbridge is imported from {found}")
+    return into
+
+
+@contextmanager
+def spawned(data_dir: Path, env: dict[str, str], tree: Path | None) -> Iterator[Server]:
+    """``running_server``, from ``tree`` when given: its CLI and server run with it as working
+    directory, so ``python -m dermbridge`` imports that tree (the working directory comes first)."""
+    secure = env["DERMBRIDGE_AUTH_ENABLED"] == "true"
+    with contextlib.ExitStack() as stack:
+        with contextlib.chdir(tree) if tree else contextlib.nullcontext():
+            server = stack.enter_context(running_server(data_dir, 180, env, secure))
+        yield server
+
+
 async def main_async(args: argparse.Namespace) -> None:
     random.seed(7)
     floor = {p.name: p.row() for p in await floor_phases(args.clients, args.ops)}
 
-    async def against(base: str, auth: dict[str, str]) -> list[dict[str, Any]]:
+    async def loaded(label: str, base: str, auth: dict[str, str]) -> Workload:
         async with httpx2.AsyncClient(timeout=300, headers=auth) as client:
             patient_ids = await preload(client, base, args.preload) if args.preload else []
-            if not patient_ids:
-                patient_ids = [str(uuid.uuid4())]
-        return [p.row() for p in await http_phases(base, args.clients, args.ops, patient_ids, auth)]
+        return Workload(label, base, auth, args.clients, patient_ids or [str(uuid.uuid4())])
 
     if args.url:
         token = {"Authorization": f"Bearer {args.token}"} if args.token else {}
-        rows = await against(args.url, token)
+        rows = await interleaved([await loaded("", args.url, token)], args.ops, [])
+        labels = [""]
     else:
-        rows = []
-        for mode in args.modes.split(","):
-            env = MODES[mode]
-            secure = env["DERMBRIDGE_AUTH_ENABLED"] == "true"
-            with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp) / "var", 60, env, secure) as server:
-                for row in await against(server.base, server.headers):
-                    row["phase"] = f"{row['phase']} ({mode})"
-                    rows.append(row)
+        servers: list[tuple[str, dict[str, str], Path | None]] = [(m, MODES[m], None) for m in args.modes.split(",")]
+        with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+            if args.baseline:
+                tree = baseline_tree(args.baseline, Path(tmp) / "baseline")
+                servers.append((f"{servers[0][0]} @{args.baseline}", servers[0][1], tree))
+            running = [stack.enter_context(spawned(Path(tmp) / f"var{n}", env, tree))
+                       for n, (_, env, tree) in enumerate(servers)]  # fmt: skip
+            pids = [server.process.pid for server in running]
+            workloads = []
+            for (label, _, _), server in zip(servers, running, strict=True):
+                workloads.append(await loaded(label, server.base, server.headers))
+            rows = await interleaved(workloads, args.ops, pids)
+            labels = [label for label, _, _ in servers]
     rows = list(floor.values()) + rows
     print(table(rows, floor))
-    print(json.dumps({"clients": args.clients, "preload": args.preload, "cpus": os.cpu_count(), "rows": rows}))
+    if len(labels) > 1:
+        print(ratios(rows, labels))
+    print(json.dumps({"clients": args.clients, "preload": args.preload, "cpus": os.cpu_count(),
+                      "baseline": args.baseline, "rows": rows}))  # fmt: skip
 
 
 def main() -> None:
@@ -279,6 +361,11 @@ def main() -> None:
     parser.add_argument("--token", help="a bearer token for --url")
     parser.add_argument(
         "--modes", default="secure,open", help=f"servers to compare, from {', '.join(MODES)} (one run, side by side)"
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also a server built from git revision REV (the first mode's settings), e.g. 20c1d71",
     )
     asyncio.run(main_async(parser.parse_args()))
 

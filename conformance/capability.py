@@ -9,6 +9,7 @@ from fhir_server import FHIR_VERSION
 from fhir_server.api.router import FhirRouter
 from fhir_server.definitions import resource_types, unsupported_r4_types
 from fhir_server.search.parameters import parameters_for
+from fhir_server.subscriptions.websocket import websocket_url
 
 INTERACTIONS = (
     "read",
@@ -22,6 +23,7 @@ INTERACTIONS = (
     "search-type",
 )
 _NOT_INDEXED = {"_text", "_content", "_query"}
+WEBSOCKET = "http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket"  # on CapabilityStatement.rest
 
 
 def _resource(resource_type: str, router: FhirRouter) -> dict[str, Any]:
@@ -77,6 +79,7 @@ def capability_statement(base_url: str, router: FhirRouter, software_version: st
         "patchFormat": ["application/json-patch+json"],
         "rest": [
             {
+                "extension": [{"url": WEBSOCKET, "valueUri": websocket_url(base_url)}],
                 "mode": "server",
                 "documentation": (
                     "FHIR R4 (4.0.1) JSON. Resource types R4 has but R4B dropped are not served: " + left_out + "."

@@ -53,6 +53,8 @@ from fhir_server.storage.port import Engine
 from fhir_server.subscriptions.activation import SubscriptionRules, activation_hook
 from fhir_server.subscriptions.channels import Channels
 from fhir_server.subscriptions.guard import EndpointGuard
+from fhir_server.subscriptions.sockets import SocketHub, SocketLimits
+from fhir_server.subscriptions.websocket import router as subscription_websocket_router
 from fhir_server.subscriptions.worker import SubscriptionWorker
 from fhir_server.validation import WARM_TYPES, warm_up
 
@@ -221,6 +223,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.audit = audit
     app.state.dispatcher = dispatcher
     app.state.subscriptions = subscriptions
+    limits = SocketLimits(
+        bind_seconds=settings.subscription_websocket_bind_seconds,
+        max_seconds=settings.subscription_websocket_max_seconds,
+        poll_seconds=settings.subscription_poll_seconds,
+    )
+    app.state.sockets = SocketHub(audit, limits)
+    if subscriptions is not None:  # the worker in this process wakes the sockets at once
+        subscriptions.feed_listeners.append(app.state.sockets.wake)
     app.state.ingestor = ingestor
     app.state.dimse = dimse
     erasure = Erasure()
@@ -252,6 +262,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(auth_router)
     app.include_router(fhir_http_router)
     app.include_router(dicomweb_router)
+    app.include_router(subscription_websocket_router)
     _install_conformance(app, settings, dimse)
     _install_error_handlers(app)
     return app

@@ -20,6 +20,8 @@ from dermbridge.storage import open_audit_trail
 from fhir_server.audit.verify import VerifyReport
 from fhir_server.storage.sqlite.engine import check_tenant_name
 
+WS_MAX_FRAME = 4096  # a client only sends "bind {id}"
+
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
@@ -58,6 +60,8 @@ def _serve(args: argparse.Namespace) -> int:
         log_level="warning",
         loop="uvloop" if sys.platform != "win32" else "asyncio",
         http=deadline_protocol(settings),
+        ws="websockets",  # the Subscription websocket channel (fhir_server/subscriptions/websocket.py)
+        ws_max_size=WS_MAX_FRAME,
         # the caller's address is the socket's unless a configured proxy forwards it (uvicorn would
         # otherwise trust X-Forwarded-For from 127.0.0.1, letting any local caller pick its address)
         proxy_headers=bool(settings.forwarded_allow_ips),

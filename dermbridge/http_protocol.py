@@ -45,6 +45,7 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._reading: _Reading = "head"
         self._head_bytes = 0
+        self._tail = b""  # the last bytes of the head so far: its blank line may straddle two reads
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -58,13 +59,21 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         if self._reading == "head":
             if self._deadline is None:  # the first bytes after a keep-alive pause
                 self._arm(self.header_timeout)
-            self._head_bytes += len(data)
+            self._head_bytes += self._head_part(data)
             if self._head_bytes > self.max_header_bytes:
                 self._refuse(b"431 Request Header Fields Too Large", "the request head is too large")
                 return
         super().data_received(data)
         if self._reading == "body":
             self._arm(self.body_timeout)
+
+    def _head_part(self, data: bytes) -> int:
+        """How many of ``data``'s bytes belong to the head: up to its blank line (RFC 9112 section 2.1).
+        A read may bring the head and the start of the body together; the body is not the head."""
+        seen = self._tail + data
+        end = seen.find(b"\r\n\r\n")
+        self._tail = seen[-3:]
+        return len(data) if end < 0 else max(0, end + 4 - (len(seen) - len(data)))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()  # called from data_received, after its bytes were counted
@@ -82,7 +91,7 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._reading, self._head_bytes = "head", 0  # the next request's bytes count from here
+        self._reading, self._head_bytes, self._tail = "head", 0, b""  # the next request's bytes count from here
 
     def _arm(self, seconds: float) -> None:
         self._disarm()

@@ -142,7 +142,7 @@ class Settings(BaseSettings):
         True, description="send a case to clinician review when AI analysis is not permitted or fails"
     )
 
-    subscriptions_enabled: bool = Field(True, description="deliver FHIR Subscriptions (rest-hook, email)")
+    subscriptions_enabled: bool = Field(True, description="deliver FHIR Subscriptions (rest-hook, email, websocket)")
     subscription_max_attempts: int = Field(5, ge=1, le=100, description="failed deliveries before status=error")
     subscription_retry_seconds: float = Field(30.0, gt=0, le=3600, description="first retry delay, doubled each time")
     subscription_poll_seconds: float = Field(1.0, gt=0, le=60)
@@ -154,6 +154,12 @@ class Settings(BaseSettings):
     )
     subscription_max_lifetime_days: float = Field(
         30.0, gt=0, le=3650, description="longest Subscription.end from its last write; later or none is capped"
+    )
+    subscription_websocket_bind_seconds: float = Field(
+        30.0, gt=0, le=3600, description="a Subscription websocket with no bind after this is closed"
+    )
+    subscription_websocket_max_seconds: float = Field(
+        3600.0, gt=0, le=86400, description="a Subscription websocket's longest life (the client reconnects)"
     )
     notify_config: Path | None = Field(None, description="JSON file: per-tenant SMTP, templates, suppression")
 

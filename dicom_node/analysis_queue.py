@@ -18,6 +18,7 @@ from dicom_node.fhir_sync import DICOM_UID_SYSTEM
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.consent.decision import AI_ANALYSIS, decide
 from fhir_server.errors import outcome
+from fhir_server.operation_definitions import operation_definition, returns
 from fhir_server.repository import Repository
 
 INSTANCE_STORED = "imaging.instance-stored"
@@ -97,20 +98,11 @@ async def analyze(repo: Repository, request: FhirRequest, resource_type: str | N
     return FhirResponse(200, {"resourceType": "OperationOutcome", "issue": issues})
 
 
-ANALYZE_DEFINITION: dict[str, Any] = {
-    "resourceType": "OperationDefinition",
-    "id": "DiagnosticReport-analyze",
-    "url": "urn:dermbridge:OperationDefinition/DiagnosticReport-analyze",
-    "name": "Analyze",
-    "status": "active",
-    "kind": "operation",
-    "description": "Puts the case's images back in the AI analysis queue (e.g. once a Consent permits it). Images "
+ANALYZE_DEFINITION = operation_definition(
+    "analyze",
+    level="instance",
+    resource=["DiagnosticReport"],
+    description="Puts the case's images back in the AI analysis queue (e.g. once a Consent permits it). Images "
     "that have their results are not analysed again; the consent gate applies as for a new image.",
-    "code": "analyze",
-    "resource": ["DiagnosticReport"],
-    "system": False,
-    "type": False,
-    "instance": True,
-    "affectsState": True,
-    "parameter": [{"name": "return", "use": "out", "min": 1, "max": "1", "type": "OperationOutcome"}],
-}
+    parameters=[returns("OperationOutcome")],
+)

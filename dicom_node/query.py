@@ -89,8 +89,10 @@ def _clean(vr: str, text: str, upper: bool = False) -> str:
     return cleaned
 
 
-def record_query(level: str, keys: dict[str, str], limit: int = MAX_MATCHES, offset: int = 0) -> RecordQuery:
-    """Hierarchical matching: the keys of the level, and the unique keys of the levels above."""
+def record_query(level: str, keys: dict[str, str], limit: int = MAX_MATCHES, offset: int = 0,
+                 studies: tuple[str, ...] | None = None) -> RecordQuery:  # fmt: skip
+    """Hierarchical matching: the keys of the level, and the unique keys of the levels above;
+    ``studies``: only within these studies (what the caller may see), None for every study."""
     if level not in LEVELS:
         raise QueryError(f"unknown QueryRetrieveLevel {level!r}")
     allowed = set(_KEYS[level]) | {"ModalitiesInStudy"} if level in ("STUDY", "PATIENT") else set(_KEYS[level])
@@ -103,6 +105,8 @@ def record_query(level: str, keys: dict[str, str], limit: int = MAX_MATCHES, off
         match = field_match(keyword, value)
         if match is not None:
             matches.append(match)
+    if studies is not None:
+        matches.append(FieldMatch("StudyInstanceUID", "in", studies))
     return RecordQuery(_COLLECTION[level], tuple(matches), limit, offset)
 
 
@@ -132,8 +136,8 @@ def _hex(keyword: str) -> str:
 
 
 async def find(reader: TenantReader, level: str, keys: dict[str, str], limit: int = MAX_MATCHES,
-               offset: int = 0) -> list[Match]:  # fmt: skip
-    records = await reader.find_records(record_query(level, keys, limit, offset))
+               offset: int = 0, studies: tuple[str, ...] | None = None) -> list[Match]:  # fmt: skip
+    records = await reader.find_records(record_query(level, keys, limit, offset, studies))
     if level == "PATIENT":
         seen: dict[str, Record] = {}
         for record in records:

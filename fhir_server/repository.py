@@ -37,8 +37,9 @@ from fhir_server.errors import (
     precondition_failed,
 )
 from fhir_server.limits import MAX_VERSION_DIGITS, whole_number
+from fhir_server.managed_content import check_client_write
 from fhir_server.patches import apply_patch
-from fhir_server.retention.holds import check_deletable, is_hold
+from fhir_server.retention.holds import check_deletable
 from fhir_server.search.extract import index_resource, parse_local_reference
 from fhir_server.search.request import SearchRequest, parse_search
 from fhir_server.security.policy import AccessPolicy, Decision
@@ -60,7 +61,6 @@ from fhir_server.validation import check_type, validate
 APPEND_ONLY = "AuditEvent"
 HISTORY_BATCH = 500
 MAX_OWNED_HISTORY = 10_000  # versions of one resource filtered for a patient/ scope: far above any real count
-MANAGED_LINKS = frozenset({"replaces", "replaced-by"})  # Patient.link written by $merge only
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
@@ -493,10 +493,8 @@ class Repository:
         index: IndexEntries | None = None,
     ) -> Stored:
         assert self._tx is not None
-        if self.policy.access is not None and resource_type == "Flag":
-            _check_not_hold(resource, current)
-        if self.policy.access is not None and resource_type == "Patient":
-            _check_managed_links(resource, current)
+        if self.policy.access is not None:
+            check_client_write(resource_type, resource, _content(current))
         version_number = current.version + 1 if current is not None else 1
         now = new_instant()
         meta = dict(resource.get("meta") or {})
@@ -521,8 +519,8 @@ class Repository:
         """Every deletion passes here: a legal hold on the resource's patient or case refuses it (409)."""
         assert self._tx is not None
         await check_deletable(self._tx, current, self.policy.may)
-        if self.policy.access is not None and current.resource_type == "Flag":
-            _check_not_hold(None, current)
+        if self.policy.access is not None:
+            check_client_write(current.resource_type, None, _content(current))
         version = ResourceVersion(current.resource_type, current.id, current.version + 1, new_instant(), None, "DELETE")
         await self._tx.write(version, None)
         await self._tx.append_event(
@@ -532,31 +530,8 @@ class Repository:
         return version
 
 
-def _check_not_hold(resource: dict[str, Any] | None, current: ResourceVersion | None) -> None:
-    """A legal-hold Flag is placed and released by its operations only, which keep who and why."""
-    before = load(current) if current is not None and not current.deleted else None
-    if is_hold(resource) or is_hold(before):
-        raise conflict("a legal hold is placed and released by $legal-hold and $release-legal-hold only")
-
-
-def _managed_links(resource: dict[str, Any] | None) -> list[tuple[str, str]]:
-    links = (resource or {}).get("link") or []
-    found = [
-        (str(link.get("type")), str((link.get("other") or {}).get("reference")))
-        for link in links
-        if isinstance(link, dict) and link.get("type") in MANAGED_LINKS
-    ]
-    return sorted(found)
-
-
-def _check_managed_links(resource: dict[str, Any], current: ResourceVersion | None) -> None:
-    """``Patient.link`` of type ``replaces``/``replaced-by`` records a merge (patient-operation-merge.html):
-    written by ``$merge`` in a system context only, since ``$erase`` follows them to the merged records."""
-    before = load(current) if current is not None and not current.deleted else None
-    if _managed_links(resource) != _managed_links(before):
-        raise OperationOutcomeError.of(
-            422, "business-rule", "Patient.link of type replaces/replaced-by is written by Patient/$merge only"
-        )
+def _content(current: ResourceVersion | None) -> dict[str, Any] | None:
+    return load(current) if current is not None and not current.deleted else None
 
 
 def _gone(version: ResourceVersion) -> OperationOutcomeError:

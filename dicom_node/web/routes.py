@@ -16,7 +16,6 @@ from dicom_node.query import QueryError
 from dicom_node.web import multipart
 from dicom_node.web.rendering import FORMATS, NotRenderable, render
 from dicom_node.web.service import DicomWeb, NotFound
-from fhir_server.errors import forbidden
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.policy import AccessPolicy
 from fhir_server.storage.port import TenantUnknownError
@@ -33,17 +32,40 @@ FRAME_MEDIA = {
 }  # fmt: skip
 
 
-async def authorize(request: Request, tenant: str) -> None:
-    """DICOMweb needs a token of the tenant with read (QIDO, WADO) or create (STOW) on ImagingStudy."""
+async def caller(request: Request, tenant: str) -> AccessPolicy:
+    """The policy of the request's token of the tenant (401 without one, 404 for another tenant's); with
+    authentication turned off, the system context says so. Every decision is then the policy's."""
     authenticator: Authenticator = request.app.state.fhir_http.authenticator
     access = await authenticator.access(request.headers.get("authorization"), tenant)
-    if access is None:  # authentication is turned off
-        return
-    if AccessPolicy.of(access).require("ImagingStudy", "c" if request.method == "POST" else "r") == "patient":
-        raise forbidden("DICOMweb needs a user/ or system/ scope on ImagingStudy")
+    if access is None:
+        return AccessPolicy.system("authentication disabled (DERMBRIDGE_AUTH_ENABLED=false)")
+    return AccessPolicy.of(access)
 
 
-router = APIRouter(prefix="/dicomweb/{tenant}", include_in_schema=False, dependencies=[Depends(authorize)])
+CallerDep = Annotated[AccessPolicy, Depends(caller)]
+
+
+async def searcher(policy: CallerDep) -> AccessPolicy:
+    """QIDO-RS: 403 before anything else unless the policy allows searching DICOM objects."""
+    policy.read_dicom("s")
+    return policy
+
+
+async def reader(policy: CallerDep) -> AccessPolicy:
+    """WADO-RS: 403 before anything else unless the policy allows reading DICOM objects."""
+    policy.read_dicom("r")
+    return policy
+
+
+async def storer(policy: CallerDep) -> AccessPolicy:
+    """STOW-RS: 403 before the body is read unless the policy allows storing DICOM objects."""
+    policy.store_dicom()
+    return policy
+
+
+SearchDep = Annotated[AccessPolicy, Depends(searcher)]
+ReadDep = Annotated[AccessPolicy, Depends(reader)]
+router = APIRouter(prefix="/dicomweb/{tenant}", include_in_schema=False, dependencies=[Depends(caller)])
 
 
 async def get_dicomweb(request: Request) -> DicomWeb:  # async: a sync dependency costs a thread hop
@@ -108,52 +130,58 @@ async def _stow(service: DicomWeb, tenant: str, request: Request, study: str | N
     return Response(orjson.dumps(result.body), result.status, media_type=DICOM_JSON)
 
 
-@router.post("/studies")
+@router.post("/studies", dependencies=[Depends(storer)])
 async def stow_studies(tenant: str, request: Request, service: DicomWebDep) -> Response:
     return await _guard(_stow(service, tenant, request, None))
 
 
-@router.post("/studies/{study}")
+@router.post("/studies/{study}", dependencies=[Depends(storer)])
 async def stow_study(tenant: str, study: str, request: Request, service: DicomWebDep) -> Response:
     return await _guard(_stow(service, tenant, request, study))
 
 
 # -- QIDO-RS ---------------------------------------------------------------------------------------
-async def _search(service: DicomWeb, tenant: str, request: Request, level: str, fixed: dict[str, str]) -> Response:
+async def _search(
+    service: DicomWeb, tenant: str, policy: AccessPolicy, request: Request, level: str, fixed: dict[str, str]
+) -> Response:
     params = parse_qsl(request.url.query, keep_blank_values=True)
-    found = await service.search(tenant, level, fixed, params)
+    found = await service.search(tenant, policy, level, fixed, params)
     return dicom_json(found) if found else Response(status_code=204)
 
 
 @router.get("/studies")
-async def search_studies(tenant: str, request: Request, service: DicomWebDep) -> Response:
-    return await _guard(_search(service, tenant, request, "STUDY", {}))
+async def search_studies(tenant: str, request: Request, service: DicomWebDep, policy: SearchDep) -> Response:
+    return await _guard(_search(service, tenant, policy, request, "STUDY", {}))
 
 
 @router.get("/series")
-async def search_all_series(tenant: str, request: Request, service: DicomWebDep) -> Response:
-    return await _guard(_search(service, tenant, request, "SERIES", {}))
+async def search_all_series(tenant: str, request: Request, service: DicomWebDep, policy: SearchDep) -> Response:
+    return await _guard(_search(service, tenant, policy, request, "SERIES", {}))
 
 
 @router.get("/studies/{study}/series")
-async def search_series(tenant: str, study: str, request: Request, service: DicomWebDep) -> Response:
-    return await _guard(_search(service, tenant, request, "SERIES", {"StudyInstanceUID": study}))
+async def search_series(tenant: str, study: str, request: Request, service: DicomWebDep, policy: SearchDep) -> Response:
+    return await _guard(_search(service, tenant, policy, request, "SERIES", {"StudyInstanceUID": study}))
 
 
 @router.get("/instances")
-async def search_all_instances(tenant: str, request: Request, service: DicomWebDep) -> Response:
-    return await _guard(_search(service, tenant, request, "IMAGE", {}))
+async def search_all_instances(tenant: str, request: Request, service: DicomWebDep, policy: SearchDep) -> Response:
+    return await _guard(_search(service, tenant, policy, request, "IMAGE", {}))
 
 
 @router.get("/studies/{study}/instances")
-async def search_study_instances(tenant: str, study: str, request: Request, service: DicomWebDep) -> Response:
-    return await _guard(_search(service, tenant, request, "IMAGE", {"StudyInstanceUID": study}))
+async def search_study_instances(
+    tenant: str, study: str, request: Request, service: DicomWebDep, policy: SearchDep
+) -> Response:
+    return await _guard(_search(service, tenant, policy, request, "IMAGE", {"StudyInstanceUID": study}))
 
 
 @router.get("/studies/{study}/series/{series}/instances")
-async def search_instances(tenant: str, study: str, series: str, request: Request, service: DicomWebDep) -> Response:
+async def search_instances(
+    tenant: str, study: str, series: str, request: Request, service: DicomWebDep, policy: SearchDep
+) -> Response:
     fixed = {"StudyInstanceUID": study, "SeriesInstanceUID": series}
-    return await _guard(_search(service, tenant, request, "IMAGE", fixed))
+    return await _guard(_search(service, tenant, policy, request, "IMAGE", fixed))
 
 
 # -- WADO-RS: instances ----------------------------------------------------------------------------
@@ -165,11 +193,18 @@ def _accepts_dicom(request: Request) -> bool:
     )
 
 
-async def _retrieve(service: DicomWeb, tenant: str, request: Request, study: str, series: str | None = None,
-                    instance: str | None = None) -> Response:  # fmt: skip
+async def _retrieve(
+    service: DicomWeb,
+    tenant: str,
+    policy: AccessPolicy,
+    request: Request,
+    study: str,
+    series: str | None = None,
+    instance: str | None = None,
+) -> Response:
     if not _accepts_dicom(request):
         return problem(406, 'WADO-RS retrieves as multipart/related; type="application/dicom"')
-    records = await service.instances(tenant, study, series, instance)
+    records = await service.instances(tenant, policy, study, series, instance)
     parts = [multipart.Part("application/dicom", await service.read_bytes(tenant, r)) for r in records]
     body, boundary = multipart.build(parts)
     media = f'multipart/related; type="application/dicom"; boundary={boundary}'
@@ -177,51 +212,57 @@ async def _retrieve(service: DicomWeb, tenant: str, request: Request, study: str
 
 
 @router.get("/studies/{study}")
-async def retrieve_study(tenant: str, study: str, request: Request, service: DicomWebDep) -> Response:
-    return await _guard(_retrieve(service, tenant, request, study))
+async def retrieve_study(tenant: str, study: str, request: Request, service: DicomWebDep, policy: ReadDep) -> Response:
+    return await _guard(_retrieve(service, tenant, policy, request, study))
 
 
 @router.get("/studies/{study}/series/{series}")
-async def retrieve_series(tenant: str, study: str, series: str, request: Request, service: DicomWebDep) -> Response:
-    return await _guard(_retrieve(service, tenant, request, study, series))
+async def retrieve_series(
+    tenant: str, study: str, series: str, request: Request, service: DicomWebDep, policy: ReadDep
+) -> Response:
+    return await _guard(_retrieve(service, tenant, policy, request, study, series))
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}")
 async def retrieve_instance(
-    tenant: str, study: str, series: str, instance: str, request: Request, service: DicomWebDep
+    tenant: str, study: str, series: str, instance: str, request: Request, service: DicomWebDep, policy: ReadDep
 ) -> Response:
-    return await _guard(_retrieve(service, tenant, request, study, series, instance))
+    return await _guard(_retrieve(service, tenant, policy, request, study, series, instance))
 
 
 # -- WADO-RS: metadata -----------------------------------------------------------------------------
-async def _metadata(service: DicomWeb, tenant: str, study: str, series: str | None = None,
+async def _metadata(service: DicomWeb, tenant: str, policy: AccessPolicy, study: str, series: str | None = None,
                     instance: str | None = None) -> Response:  # fmt: skip
-    records = await service.instances(tenant, study, series, instance)
+    records = await service.instances(tenant, policy, study, series, instance)
     return dicom_json([service.metadata(tenant, r) for r in records])
 
 
 @router.get("/studies/{study}/metadata")
-async def study_metadata(tenant: str, study: str, service: DicomWebDep) -> Response:
-    return await _guard(_metadata(service, tenant, study))
+async def study_metadata(tenant: str, study: str, service: DicomWebDep, policy: ReadDep) -> Response:
+    return await _guard(_metadata(service, tenant, policy, study))
 
 
 @router.get("/studies/{study}/series/{series}/metadata")
-async def series_metadata(tenant: str, study: str, series: str, service: DicomWebDep) -> Response:
-    return await _guard(_metadata(service, tenant, study, series))
+async def series_metadata(tenant: str, study: str, series: str, service: DicomWebDep, policy: ReadDep) -> Response:
+    return await _guard(_metadata(service, tenant, policy, study, series))
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/metadata")
-async def instance_metadata(tenant: str, study: str, series: str, instance: str, service: DicomWebDep) -> Response:
-    return await _guard(_metadata(service, tenant, study, series, instance))
+async def instance_metadata(
+    tenant: str, study: str, series: str, instance: str, service: DicomWebDep, policy: ReadDep
+) -> Response:
+    return await _guard(_metadata(service, tenant, policy, study, series, instance))
 
 
 # -- WADO-RS: frames and rendered ------------------------------------------------------------------
-async def _frames(service: DicomWeb, tenant: str, study: str, series: str, instance: str, frame_list: str) -> Response:
+async def _frames(
+    service: DicomWeb, tenant: str, policy: AccessPolicy, study: str, series: str, instance: str, frame_list: str
+) -> Response:
     try:
         wanted = [int(f) for f in frame_list.split(",")]
     except ValueError:
         return problem(400, "frames are numbers separated by commas")
-    record = (await service.instances(tenant, study, series, instance))[0]
+    record = (await service.instances(tenant, policy, study, series, instance))[0]
     ds = await service.read_dataset(tenant, record)
     if "PixelData" not in ds:
         return problem(400, "the instance has no pixel data")
@@ -243,9 +284,9 @@ async def _frames(service: DicomWeb, tenant: str, study: str, series: str, insta
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frame_list}")
 async def retrieve_frames(
-    tenant: str, study: str, series: str, instance: str, frame_list: str, service: DicomWebDep
+    tenant: str, study: str, series: str, instance: str, frame_list: str, service: DicomWebDep, policy: ReadDep
 ) -> Response:
-    return await _guard(_frames(service, tenant, study, series, instance, frame_list))
+    return await _guard(_frames(service, tenant, policy, study, series, instance, frame_list))
 
 
 def _image_type(request: Request) -> str | None:
@@ -259,15 +300,16 @@ def _image_type(request: Request) -> str | None:
     return None
 
 
-async def _rendered(service: DicomWeb, tenant: str, request: Request, ids: tuple[str, str, str],
-                    thumbnail: bool) -> Response:  # fmt: skip
+async def _rendered(
+    service: DicomWeb, tenant: str, policy: AccessPolicy, request: Request, ids: tuple[str, str, str], thumbnail: bool
+) -> Response:
     media = _image_type(request)
     if media is None:
         return problem(406, "rendered images are image/jpeg or image/png")
     frame_text = request.query_params.get("frame", "1")
     if not frame_text.isdigit():
         return problem(400, "frame must be a number")
-    record = (await service.instances(tenant, *ids))[0]
+    record = (await service.instances(tenant, policy, *ids))[0]
     ds = await service.read_dataset(tenant, record)
     image = render(ds, media, frame=int(frame_text), thumbnail=thumbnail)
     return Response(image, 200, media_type=media)
@@ -275,13 +317,13 @@ async def _rendered(service: DicomWeb, tenant: str, request: Request, ids: tuple
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/rendered")
 async def rendered(
-    tenant: str, study: str, series: str, instance: str, request: Request, service: DicomWebDep
+    tenant: str, study: str, series: str, instance: str, request: Request, service: DicomWebDep, policy: ReadDep
 ) -> Response:
-    return await _guard(_rendered(service, tenant, request, (study, series, instance), thumbnail=False))
+    return await _guard(_rendered(service, tenant, policy, request, (study, series, instance), thumbnail=False))
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/thumbnail")
 async def thumbnail(
-    tenant: str, study: str, series: str, instance: str, request: Request, service: DicomWebDep
+    tenant: str, study: str, series: str, instance: str, request: Request, service: DicomWebDep, policy: ReadDep
 ) -> Response:
-    return await _guard(_rendered(service, tenant, request, (study, series, instance), thumbnail=True))
+    return await _guard(_rendered(service, tenant, policy, request, (study, series, instance), thumbnail=True))

@@ -18,6 +18,9 @@ from dicom_node.errors import DicomNodeError, InvalidInstance
 from dicom_node.ingest import Ingestor
 from dicom_node.instance_files import InstanceFiles
 from dicom_node.query import Match, QueryError, find
+from dicom_node.web.access import may_read_study, searchable_studies
+from fhir_server.repository import Repository
+from fhir_server.security.policy import AccessPolicy
 from fhir_server.storage.port import Engine, Record, TenantStore
 from fhir_server.storage.query import FieldMatch, RecordQuery
 
@@ -26,6 +29,7 @@ REFERENCED_SOP_SEQUENCE = "00081199"
 FAILED_SOP_SEQUENCE = "00081198"
 FAILURE_REASON = "00081197"
 MAX_QIDO_LIMIT = 1000
+NO_SUCH_OBJECT = "no such study, series or instance"
 _CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
 
 
@@ -60,6 +64,10 @@ class DicomWeb:
 
     async def _store(self, tenant: str) -> TenantStore:
         return await self._engine.tenant(tenant)
+
+    async def _repository(self, tenant: str, policy: AccessPolicy) -> Repository:
+        """The tenant's resources as the caller may see them: every access decision is the policy's."""
+        return Repository(await self._store(tenant), policy)
 
     def base(self, tenant: str) -> str:
         return str(self._public_url(tenant, "dicomweb"))
@@ -118,8 +126,9 @@ class DicomWeb:
 
     # -- QIDO-RS (PS3.18 10.6) ----------------------------------------------------------------
     async def search(
-        self, tenant: str, level: str, fixed: dict[str, str], params: list[tuple[str, str]]
+        self, tenant: str, policy: AccessPolicy, level: str, fixed: dict[str, str], params: list[tuple[str, str]]
     ) -> list[dict[str, Any]]:
+        """The matches of the studies the caller may search (``searchable_studies``), filtered in the query."""
         keys = dict(fixed)
         limit, offset = MAX_QIDO_LIMIT, 0
         for name, value in params:
@@ -134,7 +143,11 @@ class DicomWeb:
                 if keyword is None:
                     raise QueryError(f"unknown attribute {name!r}")
                 keys[keyword] = value
-        matches = await find(await self._store(tenant), level, keys, limit, offset)
+        repo = await self._repository(tenant, policy)
+        studies = await searchable_studies(repo)
+        if studies == ():
+            return []
+        matches = await find(repo.store, level, keys, limit, offset, studies)
         return [self._qido_entry(tenant, level, match) for match in matches]
 
     def _qido_entry(self, tenant: str, level: str, match: Match) -> dict[str, Any]:
@@ -151,19 +164,24 @@ class DicomWeb:
 
     # -- WADO-RS (PS3.18 10.4) ----------------------------------------------------------------
     async def instances(
-        self, tenant: str, study: str, series: str | None = None, instance: str | None = None
+        self, tenant: str, policy: AccessPolicy, study: str, series: str | None = None, instance: str | None = None
     ) -> list[Record]:
+        """The instances of a study, series or one instance; another patient's answer as absent ones do
+        (404, as a FHIR read of another patient's resource)."""
         where = [FieldMatch("StudyInstanceUID", "eq", (study,))]
         if series is not None:
             where.append(FieldMatch("SeriesInstanceUID", "eq", (series,)))
-        store = await self._store(tenant)
+        repo = await self._repository(tenant, policy)
+        if not await may_read_study(repo, study):
+            raise NotFound(NO_SUCH_OBJECT)
+        store = repo.store
         if instance is not None:
             record = await store.get_record(INSTANCE, instance)
             found = [record] if record is not None and _belongs(record, study, series) else []
         else:
             found = await store.find_records(RecordQuery(INSTANCE, tuple(where), limit=100_000))
         if not found:
-            raise NotFound("no such study, series or instance")
+            raise NotFound(NO_SUCH_OBJECT)
         return found
 
     async def read_bytes(self, tenant: str, record: Record) -> bytes:

@@ -6,12 +6,12 @@ narrows each search (a patient/ scope sees its own patient's resources only)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from fhir_server.api.links import entry
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.definitions import patient_compartment, resource_types
 from fhir_server.errors import OperationOutcomeError
+from fhir_server.operation_definitions import operation_definition, parameter, returns
 from fhir_server.repository import Repository, Stored
 from fhir_server.storage.query import AnyClause, Clause, IdClause, ParamClause, ReferenceMatch
 from fhir_server.validation import check_type
@@ -64,22 +64,14 @@ async def everything(repo: Repository, request: FhirRequest, resource_type: str 
     return FhirResponse(200, bundle)
 
 
-EVERYTHING_DEFINITION: dict[str, Any] = {
-    "resourceType": "OperationDefinition",
-    "id": "Patient-everything",
-    "url": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-    "name": "everything",
-    "status": "active",
-    "kind": "operation",
-    "code": "everything",
-    "resource": ["Patient"],
-    "system": False,
-    "type": False,
-    "instance": True,
-    "affectsState": False,
-    "parameter": [
-        {"name": "_since", "use": "in", "min": 0, "max": "1", "type": "instant"},
-        {"name": "_type", "use": "in", "min": 0, "max": "*", "type": "code"},
-        {"name": "return", "use": "out", "min": 1, "max": "1", "type": "Bundle"},
-    ],
-}
+EVERYTHING_DEFINITION = operation_definition(
+    "everything",
+    level="instance",
+    resource=["Patient"],
+    affects_state=False,
+    name="everything",
+    url="http://hl7.org/fhir/OperationDefinition/Patient-everything",
+    description="The patient's record: every resource of its compartment the caller may read, in one Bundle.",
+    parameters=[parameter("_since", "in", "instant"), parameter("_type", "in", "code", max="*"),
+                returns("Bundle")],
+)  # fmt: skip

@@ -7,6 +7,7 @@ from typing import Any
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.consent.decision import decide
 from fhir_server.errors import bad_request
+from fhir_server.operation_definitions import operation_definition, parameter
 from fhir_server.repository import Repository
 
 
@@ -55,25 +56,19 @@ async def consent_decide(
     return FhirResponse(200, {"resourceType": "Parameters", "parameter": output})
 
 
-DECIDE_DEFINITION: dict[str, Any] = {
-    "resourceType": "OperationDefinition",
-    "id": "Consent-decide",
-    "url": "urn:dermbridge:OperationDefinition/Consent-decide",
-    "name": "decide",
-    "status": "active",
-    "kind": "operation",
-    "code": "decide",
-    "resource": ["Consent"],
-    "system": False,
-    "type": True,
-    "instance": False,
-    "affectsState": False,
-    "parameter": [
-        {"name": "patient", "use": "in", "min": 1, "max": "1", "type": "Reference"},
-        {"name": "purpose", "use": "in", "min": 1, "max": "1", "type": "Coding"},
-        {"name": "actor", "use": "in", "min": 0, "max": "1", "type": "Reference"},
-        {"name": "decision", "use": "out", "min": 1, "max": "1", "type": "code"},
-        {"name": "reason", "use": "out", "min": 1, "max": "1", "type": "string"},
-        {"name": "consent", "use": "out", "min": 0, "max": "1", "type": "Reference"},
+DECIDE_DEFINITION = operation_definition(
+    "decide",
+    level="type",
+    resource=["Consent"],
+    affects_state=False,
+    description="The consent decision for a patient, a purpose of use and an optional actor: permit or deny, "
+    "why, and the Consent that decided.",
+    parameters=[
+        parameter("patient", "in", "Reference", min=1),
+        parameter("purpose", "in", "Coding", min=1),
+        parameter("actor", "in", "Reference"),
+        parameter("decision", "out", "code", min=1),
+        parameter("reason", "out", "string", min=1),
+        parameter("consent", "out", "Reference"),
     ],
-}
+)

@@ -15,6 +15,7 @@ from typing import Any
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.parameters import named_values, values_of
 from fhir_server.errors import bad_request
+from fhir_server.operation_definitions import operation_definition, parameter
 from fhir_server.repository import Repository
 from fhir_server.security.admin import require_admin
 from fhir_server.storage.port import TenantReader, TenantStore
@@ -90,25 +91,16 @@ async def ai_purposes_operation(
     return FhirResponse(200, {"resourceType": "Parameters", "parameter": output})
 
 
-AI_PURPOSES_DEFINITION: dict[str, Any] = {
-    "resourceType": "OperationDefinition",
-    "id": "Consent-ai-purposes",
-    "url": "urn:dermbridge:OperationDefinition/Consent-ai-purposes",
-    "name": "AiPurposes",
-    "status": "active",
-    "kind": "operation",
-    "description": "The purposes of use (e.g. v3-ActReason TREAT) whose permit in a Consent covers the AI analysis "
+AI_PURPOSES_DEFINITION = operation_definition(
+    "ai-purposes",
+    level="type",
+    resource=["Consent"],
+    description="The purposes of use (e.g. v3-ActReason TREAT) whose permit in a Consent covers the AI analysis "
     "of the patient's images in this tenant. Given purposes (admin scope) replace the list, reset restores the "
     "default (ai-analysis and TREAT); without parameters the list is answered.",
-    "code": "ai-purposes",
-    "resource": ["Consent"],
-    "system": False,
-    "type": True,
-    "instance": False,
-    "affectsState": True,
-    "parameter": [
-        {"name": "purpose", "use": "in", "min": 0, "max": "*", "type": "Coding"},
-        {"name": "reset", "use": "in", "min": 0, "max": "1", "type": "boolean"},
-        {"name": "purpose", "use": "out", "min": 1, "max": "*", "type": "Coding"},
+    parameters=[
+        parameter("purpose", "in", "Coding", max="*"),
+        parameter("reset", "in", "boolean"),
+        parameter("purpose", "out", "Coding", min=1, max="*"),
     ],
-}
+)

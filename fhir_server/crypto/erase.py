@@ -31,6 +31,7 @@ from fhir_server.crypto.store import EncryptingTenantStore
 from fhir_server.definitions import patient_compartment, resource_types
 from fhir_server.errors import OperationOutcomeError, conflict, not_found, outcome
 from fhir_server.identity.merge_input import linked
+from fhir_server.operation_definitions import operation_definition, returns
 from fhir_server.repository import Repository
 from fhir_server.retention.holds import held, hold_on
 from fhir_server.search.extract import parse_local_reference
@@ -168,20 +169,11 @@ async def _tombstone_dependents(repo: Repository, erased: _Erased) -> None:
                 break
 
 
-ERASE_DEFINITION: dict[str, Any] = {
-    "resourceType": "OperationDefinition",
-    "id": "Patient-erase",
-    "url": "urn:dermbridge:OperationDefinition/Patient-erase",
-    "name": "erase",
-    "status": "active",
-    "kind": "operation",
-    "description": "GDPR Article 17 erasure: destroys the patient's data key, tombstones its compartment "
+ERASE_DEFINITION = operation_definition(
+    "erase",
+    level="instance",
+    resource=["Patient"],
+    description="GDPR Article 17 erasure: destroys the patient's data key, tombstones its compartment "
     "and deletes its search-index entries and DICOM objects. Idempotent.",
-    "code": "erase",
-    "resource": ["Patient"],
-    "system": False,
-    "type": False,
-    "instance": True,
-    "affectsState": True,
-    "parameter": [{"name": "return", "use": "out", "min": 1, "max": "1", "type": "OperationOutcome"}],
-}
+    parameters=[returns("OperationOutcome")],
+)

@@ -10,11 +10,11 @@ with no ``system`` removes) its entry, with an admin scope; with no parameters i
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.parameters import named_values, one_of
 from fhir_server.errors import bad_request
+from fhir_server.operation_definitions import operation_definition, parameter
 from fhir_server.repository import Repository
 from fhir_server.security.admin import require_admin
 from fhir_server.storage.port import TenantReader, TenantStore
@@ -83,27 +83,17 @@ async def issuer_systems_operation(
     return _answer(await set_issuer_system(repo.store, issuer, system))
 
 
-ISSUER_SYSTEMS_DEFINITION: dict[str, Any] = {
-    "resourceType": "OperationDefinition",
-    "id": "issuer-systems",
-    "url": "urn:dermbridge:OperationDefinition/issuer-systems",
-    "name": "IssuerSystems",
-    "status": "active",
-    "kind": "operation",
-    "description": "The tenant's mapping from an assigning authority's name (DICOM IssuerOfPatientID) to the "
+ISSUER_SYSTEMS_DEFINITION = operation_definition(
+    "issuer-systems",
+    level="system",
+    description="The tenant's mapping from an assigning authority's name (DICOM IssuerOfPatientID) to the "
     "identifier system of its patient ids. With an issuer (admin scope) it maps the issuer, or removes its "
     "entry when no system is given; without parameters it answers the mapping. Effective for the next image, "
     "without a restart.",
-    "code": "issuer-systems",
-    "system": True,
-    "type": False,
-    "instance": False,
-    "affectsState": True,
-    "parameter": [
-        {"name": "issuer", "use": "in", "min": 0, "max": "1", "type": "string"},
-        {"name": "system", "use": "in", "min": 0, "max": "1", "type": "uri"},
-        {"name": "mapping", "use": "out", "min": 0, "max": "*",
-         "part": [{"name": "issuer", "use": "out", "min": 1, "max": "1", "type": "string"},
-                  {"name": "system", "use": "out", "min": 1, "max": "1", "type": "uri"}]},
+    parameters=[
+        parameter("issuer", "in", "string"),
+        parameter("system", "in", "uri"),
+        parameter("mapping", "out", max="*",
+                  part=[parameter("issuer", "out", "string", min=1), parameter("system", "out", "uri", min=1)]),
     ],
-}  # fmt: skip
+)  # fmt: skip

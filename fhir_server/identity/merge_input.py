@@ -10,6 +10,7 @@ from typing import Any
 from fhir_server.api.messages import FhirRequest
 from fhir_server.api.parameters import named_values, one_of, values_of
 from fhir_server.errors import OperationOutcomeError, bad_request, unprocessable
+from fhir_server.operation_definitions import operation_definition, parameter
 from fhir_server.repository import Repository, Stored
 from fhir_server.search.escaping import token
 
@@ -103,36 +104,26 @@ async def merge_input(repo: Repository, request: FhirRequest) -> MergeInput:
     return MergeInput(source, target, result, _preview(one_of(given, "preview")))
 
 
-MERGE_DEFINITION: dict[str, Any] = {
-    "resourceType": "OperationDefinition",
-    "id": "Patient-merge",
-    "url": "urn:dermbridge:OperationDefinition/Patient-merge",
-    "name": "Merge",
-    "title": "Patient Merge (R5 Patient-merge on R4)",
-    "status": "active",
-    "kind": "operation",
-    "description": "Merges the source Patient into the target (R5 http://hl7.org/fhir/OperationDefinition/"
+PATIENT = ["http://hl7.org/fhir/StructureDefinition/Patient"]
+MERGE_DEFINITION = operation_definition(
+    "merge",
+    level="type",
+    resource=["Patient"],
+    title="Patient Merge (R5 Patient-merge on R4)",
+    description="Merges the source Patient into the target (R5 http://hl7.org/fhir/OperationDefinition/"
     "Patient-merge): every resource of the source's compartment is re-pointed to the target (its images and "
     "Consents with it, re-encrypted under the target's key), the source becomes inactive with a replaced-by link, "
     "the target gets a replaces link and the source's identifiers (use old). Audited. Erasing the target erases "
     "the records it replaces too.",
-    "code": "merge",
-    "resource": ["Patient"],
-    "system": False,
-    "type": True,
-    "instance": False,
-    "affectsState": True,
-    "parameter": [
-        {"name": "source-patient", "use": "in", "min": 0, "max": "1", "type": "Reference",
-         "targetProfile": ["http://hl7.org/fhir/StructureDefinition/Patient"]},
-        {"name": "source-patient-identifier", "use": "in", "min": 0, "max": "*", "type": "Identifier"},
-        {"name": "target-patient", "use": "in", "min": 0, "max": "1", "type": "Reference",
-         "targetProfile": ["http://hl7.org/fhir/StructureDefinition/Patient"]},
-        {"name": "target-patient-identifier", "use": "in", "min": 0, "max": "*", "type": "Identifier"},
-        {"name": "result-patient", "use": "in", "min": 0, "max": "1", "type": "Patient"},
-        {"name": "preview", "use": "in", "min": 0, "max": "1", "type": "boolean"},
-        {"name": "input", "use": "out", "min": 1, "max": "1", "type": "Parameters"},
-        {"name": "outcome", "use": "out", "min": 1, "max": "1", "type": "OperationOutcome"},
-        {"name": "result", "use": "out", "min": 0, "max": "1", "type": "Patient"},
+    parameters=[
+        parameter("source-patient", "in", "Reference", targetProfile=PATIENT),
+        parameter("source-patient-identifier", "in", "Identifier", max="*"),
+        parameter("target-patient", "in", "Reference", targetProfile=PATIENT),
+        parameter("target-patient-identifier", "in", "Identifier", max="*"),
+        parameter("result-patient", "in", "Patient"),
+        parameter("preview", "in", "boolean"),
+        parameter("input", "out", "Parameters", min=1),
+        parameter("outcome", "out", "OperationOutcome", min=1),
+        parameter("result", "out", "Patient"),
     ],
-}  # fmt: skip
+)

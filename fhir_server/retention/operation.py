@@ -14,6 +14,7 @@ from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.operation import operation_parameters
 from fhir_server.errors import bad_request, forbidden, not_found, unprocessable
+from fhir_server.operation_definitions import operation_definition, parameter, returns
 from fhir_server.repository import Repository, new_instant
 from fhir_server.retention import holds
 from fhir_server.retention.audit import hold_event
@@ -134,36 +135,27 @@ def _who(request: FhirRequest) -> str:
 
 
 def _definition(code: str, description: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "resourceType": "OperationDefinition",
-        "id": code,
-        "url": f"urn:dermbridge:OperationDefinition/{code}",
-        "name": code.replace("-", "_"),
-        "status": "active",
-        "kind": "operation",
-        "description": description,
-        "code": code,
-        "resource": list(TARGETS),
-        "system": False,
-        "type": False,
-        "instance": True,
-        "affectsState": True,
-        "parameter": [{"name": "reason", "use": "in", "min": 1, "max": "1", "type": "string"}, *parameters],
-    }
+    return operation_definition(
+        code,
+        level="instance",
+        resource=TARGETS,
+        description=description,
+        parameters=[parameter("reason", "in", "string", min=1), *parameters],
+    )
 
 
 LEGAL_HOLD_DEFINITION = _definition(
     "legal-hold",
     "Places a legal hold on a patient or a case: while it is active, $erase and the deletion of what it "
     "covers answer 409. Returns the hold, a Flag coded urn:dermbridge:record-flag|legal-hold.",
-    [{"name": "return", "use": "out", "min": 1, "max": "1", "type": "Flag"}],
+    [returns("Flag")],
 )
 RELEASE_DEFINITION = _definition(
     "release-legal-hold",
     "Releases the active legal holds on a patient (or a case), or the one named by hold; records who, why "
     "and the end of the hold's period.",
     [
-        {"name": "hold", "use": "in", "min": 0, "max": "1", "type": "Reference"},
-        {"name": "released", "use": "out", "min": 1, "max": "*", "type": "Reference"},
+        parameter("hold", "in", "Reference"),
+        parameter("released", "out", "Reference", min=1, max="*"),
     ],
 )

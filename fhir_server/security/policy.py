@@ -100,6 +100,20 @@ class AccessPolicy:
             )
         return decision
 
+    # -- DICOM objects (DICOMweb, PS3.18) ------------------------------------------------------
+    def read_dicom(self, permission: Permission) -> Decision:
+        """Reading DICOM objects (QIDO-RS ``s``, WADO-RS ``r``): an object carries its Patient module
+        (PS3.3 C.7.1.1: name, birth date, sex), so it needs ``permission`` on ImagingStudy and read on
+        Patient; the narrower decision of the two (``patient``: the launch patient's studies only)."""
+        study, person = self.require("ImagingStudy", permission), self.require("Patient", "r")
+        return "patient" if "patient" in (study, person) else "all"
+
+    def store_dicom(self) -> None:
+        """Storing DICOM objects (STOW-RS): create on ImagingStudy under a user/ or system/ scope. The
+        object's PatientID, not the token, decides whose record it joins, so a patient/ scope cannot store."""
+        if self.require("ImagingStudy", "c") == "patient":
+            raise forbidden("STOW-RS needs a user/ or system/ scope on ImagingStudy: a patient/ scope cannot store")
+
     # -- search ---------------------------------------------------------------------------------
     def bound(self, query: SearchQuery) -> SearchQuery:
         """``query`` as this caller may run it: search scope on every type it names or crosses

@@ -2,8 +2,9 @@
 the server moves it ``requested -> active`` once its criteria and channel are acceptable, or
 answers 4xx with an OperationOutcome. A client may set ``off``; ``error`` is the server's.
 
-Supported channels: ``rest-hook`` (an http(s) URL) and ``email`` (``mailto:``). ``websocket``,
-``sms`` and ``message`` are refused with 422 (not supported). A rest-hook endpoint must pass the
+Supported channels: ``rest-hook`` (an http(s) URL), ``email`` (``mailto:``) and ``websocket`` (no
+endpoint, payload or header: the client binds it on the server's socket, ``websocket.py``). ``sms`` and
+``message`` are refused with 422 (not supported). A rest-hook endpoint must pass the
 ``EndpointGuard`` (no loopback, private, link-local... hosts unless allow-listed); hop-by-hop and
 framing headers (Host, Content-Length, Transfer-Encoding, Connection...) are refused in ``channel.header``.
 
@@ -28,8 +29,12 @@ from fhir_server.subscriptions.criteria import check_criteria, parse_criteria
 from fhir_server.subscriptions.guard import EndpointGuard, EndpointRefused
 from fhir_server.subscriptions.owner import stamp
 
-CHANNELS = ("rest-hook", "email")
-PAYLOADS = {"rest-hook": (None, "application/fhir+json", "application/json"), "email": (None, "text/plain")}
+CHANNELS = ("rest-hook", "email", "websocket")
+PAYLOADS = {
+    "rest-hook": (None, "application/fhir+json", "application/json"),
+    "email": (None, "text/plain"),
+    "websocket": (None,),  # R4 websocket notifications are "ping {id}": no content
+}
 MAX_HEADERS = 16
 MAX_HEADER = 1024
 MAX_ENDPOINT = 2048
@@ -130,6 +135,9 @@ def check_channel(channel: dict[str, Any]) -> None:
             f"channel type {kind!r} is not supported here; use one of {', '.join(CHANNELS)}",
             ["Subscription.channel.type"],
         )
+    if kind == "websocket":
+        check_websocket(channel)
+        return
     endpoint = channel.get("endpoint")
     if not isinstance(endpoint, str) or len(endpoint) > MAX_ENDPOINT:
         raise unprocessable("channel.endpoint is required", ["Subscription.channel.endpoint"])
@@ -147,6 +155,18 @@ def check_channel(channel: dict[str, Any]) -> None:
         raise unprocessable(f"at most {MAX_HEADERS} channel.header values", ["Subscription.channel.header"])
     for header in headers:
         parse_header(header)
+
+
+def check_websocket(channel: dict[str, Any]) -> None:
+    """subscription.html, channel "websocket": the client connects to the server's socket and binds the Subscription
+    there, so an endpoint, payload or header would be meaningless (422 rather than silently ignored)."""
+    for name in ("endpoint", "payload", "header"):
+        if channel.get(name):
+            raise unprocessable(
+                f"a websocket channel has no {name}: the client binds it on the server's websocket "
+                "(CapabilityStatement.rest extension capabilitystatement-websocket)",
+                [f"Subscription.channel.{name}"],
+            )
 
 
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")

@@ -48,3 +48,15 @@ def notification_event(
             {"what": {"reference": about}, "type": {"system": ENTITY_TYPE, "code": "2"}},
         ],
     }
+
+
+BIND_SUBTYPE = {"system": "urn:dermbridge:audit", "code": "websocket-bind", "display": "Websocket bind"}
+
+
+def binding_event(subscription_id: str, client: str, peer: str, outcome: str, description: str) -> dict[str, Any]:
+    """A ``bind {id}`` on a websocket (subscription.html, channel "websocket"), granted (``0``) or refused (``4``)."""
+    event = notification_event(subscription_id, client, f"Subscription/{subscription_id}", peer, outcome, description)
+    event["type"] = {"system": DCM, "code": "110100", "display": "Application Activity"}
+    event["subtype"] = [BIND_SUBTYPE]
+    event["entity"] = event["entity"][:1]
+    return event

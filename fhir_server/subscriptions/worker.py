@@ -12,7 +12,10 @@ change and delivers the matches (subscription.html; DESIGN "outbox").
 - A Subscription whose owning client was disabled (or revoked its tokens) after writing it is silent.
 - One owned by an external provider's subject (not revocable here) is turned ``off`` once its
   ``authorised-until`` passes, with an ``error`` asking the owner to re-authorise (write it again).
-- Every send, suppressed send and final failure is audited. A Subscription past its ``end`` is skipped.
+- Every send, suppressed send, failed attempt (outcome 4) and final failure (8) is audited.
+  A Subscription past its ``end`` is skipped.
+- ``websocket`` channels are not sent from here: the match is recorded in the ``feed`` (with the
+  DELIVERED record and the AuditEvent, in one transaction) for the process holding the socket.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from fhir_server.outbox import OutboxLoop, claimed
 from fhir_server.repository import Repository
 from fhir_server.security.clients import ClientRegistry
 from fhir_server.storage.port import Engine, OutboxEvent, Record, TenantStore
+from fhir_server.subscriptions import feed
 from fhir_server.subscriptions.audit import notification_event
 from fhir_server.subscriptions.channels import Channels, DeliveryFailed, Notification
 from fhir_server.subscriptions.criteria import Criteria, match, parse_criteria
@@ -43,6 +47,7 @@ REASON = "subscription delivery"
 SCAN = 100
 MAX_SUBSCRIPTIONS = 1000  # active Subscriptions looked at per changed resource type
 MAX_BACKOFF = 3600.0
+FED = "recorded for the Subscription's websocket bindings (a ping follows on each bound socket)"
 REAUTHORISE = (
     "re-authorisation needed: the owner's grant from an external identity provider has reached the "
     "server's maximum Subscription lifetime; the owner must write the Subscription again (PUT) to resume"
@@ -80,6 +85,7 @@ class SubscriptionWorker(OutboxLoop):
         self.lease = lease_seconds
         self.clients = clients
         self.clock = clock
+        self.feed_listeners: list[Callable[[str, str], None]] = []  # (tenant, Subscription id): a websocket entry
 
     async def stop(self) -> None:
         await super().stop()
@@ -119,6 +125,9 @@ class SubscriptionWorker(OutboxLoop):
             return 1
         delay = min(MAX_BACKOFF, self.retry_seconds * 2 ** (event.attempts - 1))
         await store.defer_event(CONSUMER, event.seq, delay)
+        for subscription, reason in failures.values():  # each failed attempt is audited, not only the last
+            retry = f"{reason} (attempt {event.attempts}; retried in {delay:g} s)"
+            await self._audit_failure(system, subscription, event, "4", retry)
         log.warning(
             "event %s: %d subscription(s) failed (attempt %d), retried in %.1f s",
             event.seq,
@@ -157,11 +166,17 @@ class SubscriptionWorker(OutboxLoop):
         if found is None:
             return
         context = self._context(store.name, subscription, found.resource)
-        done = await self.channels.send(Notification(key, subscription, context), store)
+        websocket = (subscription.get("channel") or {}).get("type") == "websocket"
+        done = FED if websocket else await self.channels.send(Notification(key, subscription, context), store)
         async with store.transaction() as tx:  # the record of the send and its AuditEvent commit together
+            if websocket:  # the API process holding the socket sends the ping (``feed``)
+                await feed.publish(tx, str(subscription["id"]), event.seq, f"{context.resource_type}/{context.id}")
             await tx.put_record(Record(DELIVERED, key, b"{}", {"subscription": (str(subscription["id"]),)}))
             if self.audit is not None:
                 await self.audit.record_in(store, tx, self._audit_event(subscription, context, "0", done))
+        if websocket:
+            for listener in self.feed_listeners:
+                listener(store.name, str(subscription["id"]))
 
     async def _owner_revoked(self, subscription: dict[str, Any]) -> bool:
         """Token revocation carried over: a registered client disabled (or that revoked its tokens)
@@ -179,10 +194,16 @@ class SubscriptionWorker(OutboxLoop):
             "Subscription/%s failed %d times; status set to error: %s", subscription["id"], event.attempts, reason
         )
         await _leave_active(system, subscription, "error", f"{reason} (after {event.attempts} attempts)")
+        await self._audit_failure(system, subscription, event, "8", reason)
+
+    async def _audit_failure(
+        self, system: Repository, subscription: dict[str, Any], event: OutboxEvent, outcome: str, reason: str
+    ) -> None:
+        """A failed attempt (``4``, retried) or the last one (``8``, the Subscription is in error)."""
         if self.audit is not None:
             about = f"{event.payload.get('type')}/{event.payload.get('id')}"
             context = Context(system.tenant, "", "", about, str(subscription["id"]), {})
-            await self.audit.record(system.store, self._audit_event(subscription, context, "8", reason, about))
+            await self.audit.record(system.store, self._audit_event(subscription, context, outcome, reason, about))
 
     def _context(self, tenant: str, subscription: dict[str, Any], resource: dict[str, Any]) -> Context:
         link = f"{self.public_base}/fhir/{tenant}/{resource['resourceType']}/{resource['id']}"
@@ -194,7 +215,8 @@ class SubscriptionWorker(OutboxLoop):
     def _audit_event(
         subscription: dict[str, Any], context: Context, outcome: str, description: str, about: str | None = None
     ) -> dict[str, Any]:
-        endpoint = str((subscription.get("channel") or {}).get("endpoint") or "")
+        channel = subscription.get("channel") or {}
+        endpoint = str(channel.get("endpoint") or channel.get("type") or "")
         what = about or f"{context.resource_type}/{context.id}"
         return notification_event(
             str(subscription["id"]), owner_client(subscription), what, endpoint, outcome, description

@@ -28,10 +28,10 @@ class IdentityProvider:
         """The server settings that trust this provider."""
         return {"oidc_issuer": ISSUER, "oidc_jwks": str(self.jwks), "oidc_audience": AUDIENCE}
 
-    def headers(self, scope: str, patient: str | None = None) -> dict[str, str]:
-        """An Authorization header with a token of the default tenant carrying ``scope`` (and ``patient``)."""
+    def headers(self, scope: str, patient: str | None = None, tenant: str = "default") -> dict[str, str]:
+        """An Authorization header with a token of ``tenant`` carrying ``scope`` (and ``patient``)."""
         now = int(time.time())
-        claims: dict[str, Any] = {"iss": ISSUER, "aud": AUDIENCE, "sub": "app", "tenant": "default", "scope": scope,
+        claims: dict[str, Any] = {"iss": ISSUER, "aud": AUDIENCE, "sub": "app", "tenant": tenant, "scope": scope,
                                   "iat": now, "exp": now + 600}  # fmt: skip
         if patient is not None:
             claims["patient"] = patient

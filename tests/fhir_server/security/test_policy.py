@@ -63,3 +63,25 @@ def test_the_system_context_is_named_and_allows_everything() -> None:
     system = AccessPolicy.system("a test")
     assert system.decide("Observation", "d") == "all" and system.bound(query("Observation")) == query("Observation")
     assert AccessPolicy.nobody().decide("Observation", "r") == "none"
+
+
+def test_reading_dicom_needs_imaging_study_and_patient_read_and_takes_the_narrower() -> None:
+    assert policy("system/ImagingStudy.rs system/Patient.r").read_dicom("s") == "all"
+    assert policy("user/ImagingStudy.rs user/Patient.r").read_dicom("r") == "all"
+    assert policy("patient/ImagingStudy.rs patient/Patient.r", patient="alice").read_dicom("r") == "patient"
+    assert policy("system/ImagingStudy.rs patient/Patient.r", patient="alice").read_dicom("s") == "patient"
+    assert policy("patient/ImagingStudy.rs system/Patient.r", patient="alice").read_dicom("r") == "patient"
+    assert AccessPolicy.system("a test").read_dicom("r") == "all"
+    for refused in ("system/ImagingStudy.rs", "system/Patient.rs", "system/ImagingStudy.c system/Patient.r"):
+        with pytest.raises(OperationOutcomeError) as error:
+            policy(refused).read_dicom("r")
+        assert error.value.status == 403
+
+
+def test_storing_dicom_needs_create_on_imaging_study_under_a_user_or_system_scope() -> None:
+    policy("system/ImagingStudy.c").store_dicom()
+    policy("user/ImagingStudy.c").store_dicom()
+    for refused in (policy("patient/ImagingStudy.c", patient="alice"), policy("system/ImagingStudy.rs")):
+        with pytest.raises(OperationOutcomeError) as error:
+            refused.store_dicom()
+        assert error.value.status == 403

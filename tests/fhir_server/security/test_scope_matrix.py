@@ -1,11 +1,15 @@
-"""The scope matrix, generated: every FHIR interaction x scope kind (patient/, user/, system/, none for
-the type) x the launch patient's own data or another patient's, each asked of the real HTTP app and
-classified as allowed (the caller saw or changed the target) or denied (403/404, or the target
-absent from what came back; never another patient's data).
+"""The scope matrix, generated: every FHIR and DICOMweb interaction x scope kind (patient/, user/,
+system/, imaging, none for the type) x the launch patient's own data or another patient's, each asked
+of the real HTTP app and classified as allowed (the caller saw or changed the target) or denied
+(403/404, or the target absent from what came back; never another patient's data).
 
 The expected answer follows one rule (``expected``): user/ and system/ scopes reach every patient's
 data; a patient/ scope reaches only what its launch patient owns, and never matches on criteria
-(conditional update and delete) or reads a whole type's history; no scope on the type, nothing.
+(conditional update and delete), reads a whole type's history or stores DICOM (STOW-RS); no scope on
+the type, nothing. A DICOMweb interaction reaches a patient's study (synced to the ImagingStudy of the
+Patient its PatientID names) by the same rule, with ImagingStudy and Patient scopes together; the
+``imaging`` kind (ImagingStudy without Patient, a device's scope) stores DICOM but reads none of it:
+a DICOM object carries its patient's name and birth date.
 """
 
 from __future__ import annotations
@@ -17,15 +21,18 @@ from typing import Literal
 
 import httpx2
 import pytest
+from pydicom import Dataset
 
 from tests.conftest import BASE, FhirTestClient, make_client
+from tests.dicom_factories import dermoscopic, stow_body
 from tests.factories import observation, patient
 from tests.fhir_server.security.smart import IdentityProvider
 
-Kind = Literal["patient", "user", "system", "none"]
+Kind = Literal["patient", "user", "system", "imaging", "none"]
 Owner = Literal["own", "other"]
 MRN = "urn:dermbridge:test-mrn"
-SCOPES = "{kind}/Patient.cruds {kind}/Observation.cruds"
+SCOPES = "{kind}/Patient.cruds {kind}/Observation.cruds {kind}/ImagingStudy.cruds"
+DICOMWEB = "/dicomweb/default"
 
 
 @dataclass
@@ -36,6 +43,7 @@ class World:
     patients: dict[Owner, str]
     families: dict[Owner, str]
     tokens: dict[Kind, dict[str, str]]
+    images: dict[Owner, Dataset]  # an instance of a study of each patient, stored by the admin
 
     def observation(self, owner: Owner) -> str:
         """A fresh Observation of ``owner``'s patient, made by the admin."""
@@ -47,6 +55,16 @@ class World:
         """Whether the admin still sees Observation ``id`` live and with ``status``."""
         found = self.client.get(f"{BASE}/Observation/{id}")
         return found.status_code == 200 and found.json()["status"] == status
+
+    def image(self, owner: Owner) -> Dataset:
+        """A new instance of ``owner``'s patient (its PatientID is the patient's identifier)."""
+        ds = dermoscopic(patient_id=self.families[owner])
+        ds.IssuerOfPatientID = MRN
+        return ds
+
+    def stow(self, datasets: list[Dataset], headers: dict[str, str] | None = None) -> httpx2.Response:
+        body, media = stow_body(*datasets)
+        return self.client.post(f"{DICOMWEB}/studies", content=body, headers={**(headers or {}), "Content-Type": media})
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +82,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "patient": provider.headers(SCOPES.format(kind="patient"), patients["own"]),
             "user": provider.headers(SCOPES.format(kind="user")),
             "system": {"Authorization": f"Bearer {client.token(scope=SCOPES.format(kind='system'))}"},
+            "imaging": {"Authorization": f"Bearer {client.token(scope='system/ImagingStudy.cruds')}"},
             "none": {"Authorization": f"Bearer {client.token(scope='system/Practitioner.cruds')}"},
         }
-        yield World(client, patients, families, tokens)
+        world = World(client, patients, families, tokens, {})
+        world.images = {owner: world.image(owner) for owner in OWNERS}
+        assert world.stow(list(world.images.values())).status_code == 200
+        yield world
 
 
 # -- the probes: each does one interaction on the target patient's data and says allowed or denied -----
@@ -217,6 +239,65 @@ def everything(w: World, h: dict[str, str], owner: Owner) -> Verdict:
     return _shows(w.client.get(f"{BASE}/Patient/{w.patients[owner]}/$everything", headers=h), id)
 
 
+# DICOMweb (PS3.18): a search shows the target patient's study or not; a retrieval answers it or not
+def _instance_url(w: World, owner: Owner) -> str:
+    ds = w.images[owner]
+    return f"{DICOMWEB}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+
+
+def _shows_study(response: httpx2.Response, w: World, owner: Owner) -> Verdict:
+    if response.status_code in (*DENIED, 204):
+        return "denied"
+    assert response.status_code == 200, response.text
+    found = {entry["0020000D"]["Value"][0] for entry in response.json()}
+    return "allowed" if w.images[owner].StudyInstanceUID in found else "denied"
+
+
+def qido_studies(w: World, h: dict[str, str], owner: Owner) -> Verdict:
+    params = {"PatientID": w.families[owner]}
+    return _shows_study(w.client.get(f"{DICOMWEB}/studies", params=params, headers=h), w, owner)
+
+
+def qido_study_by_uid(w: World, h: dict[str, str], owner: Owner) -> Verdict:
+    params = {"StudyInstanceUID": w.images[owner].StudyInstanceUID}
+    return _shows_study(w.client.get(f"{DICOMWEB}/studies", params=params, headers=h), w, owner)
+
+
+def qido_series(w: World, h: dict[str, str], owner: Owner) -> Verdict:
+    url = f"{DICOMWEB}/studies/{w.images[owner].StudyInstanceUID}/series"
+    return _shows_study(w.client.get(url, headers=h), w, owner)
+
+
+def qido_instances(w: World, h: dict[str, str], owner: Owner) -> Verdict:
+    params = {"StudyInstanceUID": w.images[owner].StudyInstanceUID}
+    return _shows_study(w.client.get(f"{DICOMWEB}/instances", params=params, headers=h), w, owner)
+
+
+def wado_study(w: World, h: dict[str, str], owner: Owner) -> Verdict:
+    url = f"{DICOMWEB}/studies/{w.images[owner].StudyInstanceUID}"
+    return _status(w.client.get(url, headers={**h, "Accept": 'multipart/related; type="application/dicom"'}), (200,))
+
+
+def wado_metadata(w: World, h: dict[str, str], owner: Owner) -> Verdict:
+    return _status(w.client.get(f"{_instance_url(w, owner)}/metadata", headers=h), (200,))
+
+
+def wado_frames(w: World, h: dict[str, str], owner: Owner) -> Verdict:
+    return _status(w.client.get(f"{_instance_url(w, owner)}/frames/1", headers=h), (200,))
+
+
+def wado_rendered(w: World, h: dict[str, str], owner: Owner) -> Verdict:
+    return _status(w.client.get(f"{_instance_url(w, owner)}/rendered", headers={**h, "Accept": "image/png"}), (200,))
+
+
+def stow(w: World, h: dict[str, str], owner: Owner) -> Verdict:
+    ds = w.image(owner)
+    verdict = _status(w.stow([ds], h), (200,))
+    found = w.client.get(f"{DICOMWEB}/instances", params={"SOPInstanceUID": ds.SOPInstanceUID})
+    assert (found.status_code == 200) == (verdict == "allowed")  # a refused object is not stored
+    return verdict
+
+
 PROBES: dict[str, Probe] = {
     "read": read,
     "vread": vread,
@@ -236,9 +317,18 @@ PROBES: dict[str, Probe] = {
     "conditional-delete": conditional_delete,
     "batch-conditional-reference": batch_conditional_reference,
     "everything": everything,
+    "dicomweb-qido-studies": qido_studies,
+    "dicomweb-qido-study-by-uid": qido_study_by_uid,
+    "dicomweb-qido-series": qido_series,
+    "dicomweb-qido-instances": qido_instances,
+    "dicomweb-wado-study": wado_study,
+    "dicomweb-wado-metadata": wado_metadata,
+    "dicomweb-wado-frames": wado_frames,
+    "dicomweb-wado-rendered": wado_rendered,
+    "dicomweb-stow": stow,
 }
-PATIENT_NEVER = frozenset({"history-type", "conditional-update", "conditional-delete"})
-KINDS: tuple[Kind, ...] = ("patient", "user", "system", "none")
+PATIENT_NEVER = frozenset({"history-type", "conditional-update", "conditional-delete", "dicomweb-stow"})
+KINDS: tuple[Kind, ...] = ("patient", "user", "system", "imaging", "none")
 OWNERS: tuple[Owner, ...] = ("own", "other")
 
 
@@ -246,6 +336,8 @@ def expected(interaction: str, kind: Kind, owner: Owner) -> Verdict:
     """The rule the server must follow (see the module docstring)."""
     if kind == "none":
         return "denied"
+    if kind == "imaging":  # no Patient scope: stores images, reads nothing (objects carry the Patient module)
+        return "allowed" if interaction == "dicomweb-stow" else "denied"
     if kind == "patient":
         return "allowed" if owner == "own" and interaction not in PATIENT_NEVER else "denied"
     return "allowed"

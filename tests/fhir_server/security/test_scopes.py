@@ -144,8 +144,11 @@ def test_dicomweb_needs_imaging_scopes(client: FhirTestClient) -> None:
     assert no_token.status_code == 401 and no_token.headers["www-authenticate"].startswith("Bearer")
     reader = bearer(client.token(scope="system/Patient.rs"))
     assert client.get("/dicomweb/default/studies", headers=reader).status_code == 403
-    imaging = bearer(client.token(roles=("imaging-device",)))
-    assert client.get("/dicomweb/default/studies", headers=imaging).status_code == 204
+    imaging = bearer(client.token(roles=("imaging-device",)))  # system/ImagingStudy.crs: stores, reads no names
+    assert client.get("/dicomweb/default/studies", headers=imaging).status_code == 403
+    both = bearer(client.token(scope="system/ImagingStudy.rs system/Patient.r"))
+    assert client.get("/dicomweb/default/studies", headers=both).status_code == 204
     body = b"--x\r\nContent-Type: application/dicom\r\n\r\nx\r\n--x--\r\n"
     stow = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=x'}
     assert client.post("/dicomweb/default/studies", content=body, headers={**stow, **reader}).status_code == 403
+    assert client.post("/dicomweb/default/studies", content=body, headers={**stow, **imaging}).status_code == 409

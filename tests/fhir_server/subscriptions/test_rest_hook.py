@@ -96,7 +96,9 @@ def test_ping_and_payload_deliveries_carry_headers_and_only_matches(fhir: FhirTe
         (subscription("Observation?status=final", "ftp://example.org/x"), 422),
         (subscription("Observation", "http://127.0.0.1:9/hook", header=["no colon"]), 422),
         (subscription("Observation", "http://127.0.0.1:9/hook", "text/html"), 422),
-        ({**subscription("Observation", "ws://x"), "channel": {"type": "websocket"}}, 422),
+        ({**subscription("Observation", "ws://x"), "channel": {"type": "websocket", "endpoint": "ws://x"}}, 422),
+        ({**subscription("Observation", "ws://x"), "channel": {"type": "websocket", "payload": "text/plain"}}, 422),
+        ({**subscription("Observation", "ws://x"), "channel": {"type": "sms", "endpoint": "tel:+4411"}}, 422),
     ],
 )
 def test_bad_subscriptions_are_refused_with_an_outcome(fhir: FhirTestClient, body: dict[str, Any], status: int) -> None:
@@ -168,7 +170,7 @@ def test_retries_after_failures_then_error_after_repeated_failure(fhir: FhirTest
     assert hook.attempts == 6 and len(hook.received) == 1
     audit = fhir.get(f"{BASE}/AuditEvent", params={"subtype": "urn:dermbridge:audit|notification"}).json()
     outcomes = sorted(e["resource"]["outcome"] for e in audit.get("entry", []))
-    assert outcomes == ["0", "8"]
+    assert outcomes == ["0", "4", "4", "4", "4", "8"]  # every failed attempt too, not only the last
 
 
 def test_a_redelivered_event_is_not_sent_twice(fhir: FhirTestClient, hook: HookServer) -> None:
