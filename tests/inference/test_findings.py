@@ -59,12 +59,13 @@ def report_with(client: FhirTestClient, patient_id: str, results: int) -> dict[s
     (the findings are committed first, the explanations in a second step)."""
     deadline = time.monotonic() + DEADLINE
     while True:
-        # explained first, then the report: the saliency map commits with the ABCD result's place on
-        # the case, so a report read after it lists it (read before, it might not, and pass the count)
-        reports = search(client, "DiagnosticReport", {"subject": f"Patient/{patient_id}"}) if explained(
-            client, patient_id) else []  # fmt: skip
-        if reports and len(reports[0].get("result", [])) >= results:
-            return reports[0]
+        # the report, then the explanations, then the report unchanged: one state in which both hold
+        # (read once, a step might commit between the reads and the report miss its results)
+        reports = search(client, "DiagnosticReport", {"subject": f"Patient/{patient_id}"})
+        if reports and len(reports[0].get("result", [])) >= results and explained(client, patient_id):
+            again = search(client, "DiagnosticReport", {"subject": f"Patient/{patient_id}"})
+            if again[0].get("result") == reports[0].get("result"):
+                return again[0]
         assert time.monotonic() < deadline, f"the case never listed {results} results"
         time.sleep(0.1)
 
