@@ -46,9 +46,10 @@ START_TIMEOUT_S = 180.0  # a start after a crash recovers the staging log and sw
 @dataclass
 class Restart:
     at_s: float  # seconds into the soak
-    ready_s: float  # from the kill to /metadata answering
+    ready_s: float  # from the start (after the kill and a verify) to /metadata answering
     processes: int = 0  # killed at once
     answered: bool = False  # a read of an acknowledged resource answered after the restart
+    verified: str = ""  # what `audit verify` said of the data as the crash left it ("" : intact)
 
 
 @dataclass
@@ -106,13 +107,15 @@ class Soak:
             self.target.up.clear()
             t0 = time.monotonic()
             processes = await asyncio.to_thread(self.stop, True)
+            intact, said = await asyncio.to_thread(verify_trail, self.data_dir)  # as the crash left it
+            t1 = time.monotonic()
             try:
                 await asyncio.to_thread(self.start)
             except (RuntimeError, TimeoutError) as exc:
                 self.failures.append(f"the server did not come back after kill {len(self.restarts) + 1}: {exc}")
                 self.target.deadline = 0  # the clients stop
                 return
-            restart = Restart(t0 - started, time.monotonic() - t0, processes)
+            restart = Restart(t0 - started, time.monotonic() - t1, processes, verified="" if intact else said)
             restart.answered = await self.answers()
             self.restarts.append(restart)
             print(f"  kill {len(self.restarts)} at {restart.at_s:.0f} s: {processes} processes, back in "
@@ -161,8 +164,12 @@ def summary(soak: Soak, minutes: float, findings: Findings, trail: list[tuple[st
     rows = [
         ("minutes of load", f"{minutes:.1f}"),
         ("kill -9 (server and audit loader at once)", f"{len(soak.restarts)}"),
-        ("restart to /metadata, max s", f"{max(ready):.1f}" if ready else "-"),
+        ("start to /metadata after a kill, max s", f"{max(ready):.1f}" if ready else "-"),
         ("server answered after each restart", f"{sum(r.answered for r in soak.restarts)}/{len(soak.restarts)}"),
+        (
+            "audit verify intact after each kill, before the restart",
+            f"{sum(not r.verified for r in soak.restarts)}/{len(soak.restarts)}",
+        ),
         *((f"acknowledged {kind}", f"{acked[kind]:,}") for kind in kinds),
         ("unknown outcomes (in flight at a kill)", ", ".join(f"{k} {unknown[k]}" for k in kinds if unknown[k]) or "0"),
         ("  of which found committed", ", ".join(f"{k} {n}" for k, n in findings.committed_unknown.items()) or "0"),
@@ -174,7 +181,9 @@ def summary(soak: Soak, minutes: float, findings: Findings, trail: list[tuple[st
         ("unexpected answers", ", ".join(f"{k} x{n}" for k, n in soak.ledger.unexpected.items()) or "0"),
     ]
     lines = ["| soak | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
+    crashed = [f"kill {n}: {r.verified}" for n, r in enumerate(soak.restarts, 1) if r.verified]
     for title, items in (("missing", findings.missing), ("unaudited", findings.unaudited),
+                         ("audit verify after a kill", crashed),
                          ("unexpected", soak.ledger.examples), ("failures", soak.failures)):  # fmt: skip
         lines += [f"\n{title} (first 20 of {len(items)}):", *(f"  {item}" for item in items[:20])] if items else []
     return "\n".join(lines)
@@ -204,7 +213,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> bool:
             trail.append(("after the checks", *verify_trail(data_dir)))
     print(summary(soak, minutes, findings, trail))
     fivexx = [k for k in ledger.unexpected if k.rsplit("-> ", 1)[-1].startswith("5")]
-    broken = [r for r in soak.restarts if not r.answered]
+    broken = [r for r in soak.restarts if not r.answered or r.verified]
     return not (findings.missing or findings.unaudited or soak.failures or fivexx or broken
                 or not all(ok for _, ok, _ in trail))  # fmt: skip
 

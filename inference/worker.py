@@ -30,6 +30,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -45,6 +46,8 @@ from fhir_server.consent.decision import AI_ANALYSIS, decide
 from fhir_server.outbox import OutboxLoop, claimed
 from fhir_server.repository import Repository, Stored
 from fhir_server.storage.port import Engine, OutboxEvent, TenantStore, TenantTransaction
+from fhir_server.workflow.library import FlowLibrary
+from fhir_server.workflow.routing import ai_models
 from inference.abcd import DermoscopyAbcd, SegmentationError, analyse, pixel_spacing_mm
 from inference.admission import admit, check_attributes, record_unsuitable
 from inference.events import analysis_event
@@ -54,6 +57,7 @@ from inference.explanation_failure import (
     record_explanations_unavailable,
 )
 from inference.explanations import explained_key, write_abcd, write_saliency
+from inference.flow_events import append_findings, append_not_analysed, findings_committed
 from inference.identity_hold import hold_reason, record_hold, release_held, unresolved_review
 from inference.pipeline import Prediction, Runner, saliency_png
 from inference.pixels import UndecodableImage, rgb_pixels
@@ -79,6 +83,7 @@ class Job:
     ds: Dataset
     refused: frozenset[str] = field(default_factory=frozenset)  # the cards (keys) that did not admit the image
     segmentation: Segmentation | None = None  # the lesion the quality gate found: the one the ABCD rule measures
+    routed: tuple[str, ...] = ()  # the models the case's workflow runs on the image
 
 
 class InferenceWorker(OutboxLoop):
@@ -99,6 +104,7 @@ class InferenceWorker(OutboxLoop):
         abcd: bool = True,
         poll_seconds: float = 1.0,
         conventions: ImagingConventions | None = None,
+        flows: FlowLibrary | None = None,
     ) -> None:
         super().__init__(engine, poll_seconds)
         self.engine = engine
@@ -113,6 +119,7 @@ class InferenceWorker(OutboxLoop):
         self.human_review = human_review
         self.abcd = abcd
         self.conventions = conventions or ImagingConventions()
+        self.flows = flows  # the workflow definitions: which models a case's flow runs (None: every model)
 
     # -- one round --------------------------------------------------------------------------------
     async def drain(self) -> int:
@@ -233,6 +240,10 @@ class InferenceWorker(OutboxLoop):
         if review is not None:  # not under this Patient's Consent while the image may be someone else's
             await self._held(repo, context, review)
             return None
+        media = await repo.current("Media", context.media_id) or {}
+        routed = await self._routed(repo, context, media)
+        if not routed:
+            return None  # the case's flow runs no AI on this image
         decision = await decide(repo, context.patient_id, AI_ANALYSIS)  # before reading: a refusal is cheap
         if not decision.permit:
             await self._refused(repo, context, decision.reason)
@@ -247,7 +258,6 @@ class InferenceWorker(OutboxLoop):
             return None
         if "PixelData" not in ds:
             return None
-        media = await repo.current("Media", context.media_id) or {}
         consent_id = str(decision.consent.resource["id"]) if decision.consent is not None else None
         lesion_id = context.lesion_id or await self._lesion(repo, ds, context.patient_id)
         context = replace(context, body_site=media.get("bodySite"), acquired=media.get("createdDateTime"),
@@ -257,19 +267,29 @@ class InferenceWorker(OutboxLoop):
         except UndecodableImage as exc:
             await self._poison(repo, context, str(exc))
             return None
-        by_attributes = frozenset(r.model.card.key for r in self.runners if check_attributes(ds, r.model.card.accepts))
-        return Job(event, context, rgb, pixel_spacing_mm(ds), ds, by_attributes)
+        refused = frozenset(r.model.card.key for r in self.runners if r.model.card.key not in routed
+                            or check_attributes(ds, r.model.card.accepts))  # fmt: skip
+        return Job(event, context, rgb, pixel_spacing_mm(ds), ds, refused=refused, routed=routed)
+
+    async def _routed(self, repo: Repository, context: ImageContext, media: dict[str, Any]) -> tuple[str, ...]:
+        keys = [runner.model.card.key for runner in self.runners]
+        if self.flows is None:
+            return tuple(keys)
+        return tuple(await ai_models(self.flows, repo, context.report_id, keys, media.get("bodySite")))
 
     async def _admission(self, repo: Repository, job: Job, report: QualityReport | Exception | None) -> frozenset[str]:
-        """The models whose cards do not admit this image (its attributes, or the pixel checks'
-        ``report``); each leaves an "unsuitable image" outcome."""
+        """The models not routed to or whose cards do not admit this image (its attributes, or the pixel
+        checks' ``report``); each of the latter leaves an "unsuitable image" outcome and an
+        ``ai.not-analysed`` event."""
         if isinstance(report, Exception):
             raise report
         job.segmentation = report.segmentation if report is not None else None
-        refused: set[str] = set()
+        refused = {runner.model.card.key for runner in self.runners if runner.model.card.key not in job.routed}
         context = job.context
         for runner in self.runners:
             card = runner.model.card
+            if card.key not in job.routed:
+                continue
             problems = admit(job.ds, job.rgb, card.accepts, report)
             if not problems:
                 continue
@@ -278,6 +298,8 @@ class InferenceWorker(OutboxLoop):
             async with repo.store.transaction() as tx:
                 bound = repo.within(tx)
                 await record_unsuitable(bound, context, card.key, problems)
+                await append_not_analysed(tx, context, "unsuitable", f"image unsuitable for {card.key} ({reasons})",
+                                          card.key)  # fmt: skip
                 if self.human_review:
                     await request_human_review(bound, context, f"no AI analysis: image unsuitable ({reasons})")
                 await self._audit_in(repo, tx, context, "4", f"no AI analysis by {card.key}: image unsuitable "
@@ -309,6 +331,8 @@ class InferenceWorker(OutboxLoop):
         async with repo.store.transaction() as tx:
             written = await write_results(repo.within(tx), job.context, runner.model.card, prediction,
                                           self.server_version, self.devices, runner.model.weights_sha256)  # fmt: skip
+            if written:  # the workflow hears of the findings in their own commit
+                await append_findings(tx, findings_committed(job.context, runner.model.card, prediction, job.routed))
         if written:
             await self._audit(repo, job.context, "0", f"findings of {runner.model.card.key} committed in "
                               f"{(time.perf_counter() - started) * 1000:.0f} ms after the forward pass")  # fmt: skip
@@ -360,6 +384,7 @@ class InferenceWorker(OutboxLoop):
     async def _poison(self, repo: Repository, context: ImageContext, reason: str) -> None:
         async with repo.store.transaction() as tx:  # the failed Task and its AuditEvent in one commit
             await record_failure(repo.within(tx), context, reason)
+            await append_not_analysed(tx, context, "failed", reason)
             await self._audit_in(repo, tx, context, "8", f"analysis failed: {reason}")
 
     async def _unexplained(self, repo: Repository, context: ImageContext, reason: str) -> None:
