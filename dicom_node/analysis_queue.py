@@ -5,6 +5,8 @@ inference worker analyses what it has not analysed yet (it skips images that hav
 - ``POST DiagnosticReport/{id}/$analyze`` re-queues one case, e.g. after its Consent arrived.
 - ``requeue_patient`` re-queues every open case (registered, partial, preliminary) of a patient:
   the consent watcher calls it when a Consent that permits the AI analysis arrives or changes.
+- ``requeue_study`` re-queues the case of one study: the images held while the study's patient
+  identity was under review (``inference.identity_hold``) once it is confirmed or merged.
 """
 
 from __future__ import annotations
@@ -69,6 +71,16 @@ async def requeue_patient(repo: Repository, patient_id: str) -> int:
     for report in await repo.find("DiagnosticReport", criteria, MAX_CASES):
         count += await requeue_case(repo, report.resource)
     return count
+
+
+async def requeue_study(repo: Repository, study_uid: str) -> dict[str, int]:
+    """Re-queue the images of the case of one DICOM study (e.g. once its patient's identity is
+    confirmed), in the repository's transaction; returns the images re-queued per case."""
+    criteria = [("identifier", f"{DICOM_UID_SYSTEM}|urn:oid:{study_uid}")]
+    return {
+        str(r.resource["id"]): await requeue_case(repo, r.resource)
+        for r in await repo.find("DiagnosticReport", criteria, 10)
+    }
 
 
 async def analyze(repo: Repository, request: FhirRequest, resource_type: str | None, id: str | None) -> FhirResponse:

@@ -166,9 +166,12 @@ def _diameter(region: np.ndarray) -> float:
     return float(np.sqrt((differences**2).sum(-1)).max())
 
 
-def analyse(rgb: np.ndarray, pixel_spacing_mm: tuple[float, float] | None = None) -> DermoscopyAbcd:
-    """The ABCD rule's A, B and C for the lesion in an RGB image; ``pixel_spacing_mm`` (row, column) gives mm."""
-    seg = segment(rgb)
+def analyse(
+    rgb: np.ndarray, pixel_spacing_mm: tuple[float, float] | None = None, segmentation: Segmentation | None = None
+) -> DermoscopyAbcd:
+    """The ABCD rule's A, B and C for the lesion in an RGB image; ``pixel_spacing_mm`` (row, column) gives mm.
+    ``segmentation``: the lesion already segmented in this image (by the quality gate), measured as it is."""
+    seg = segmentation if segmentation is not None else segment(rgb)
     core = erode(seg.lesion, 2)  # colours inside the lesion, not the blend with the skin at its rim
     core = core if core.any() else seg.lesion
     labels = _colour_labels(seg, core)

@@ -24,7 +24,7 @@ from fhir_server.repository import Repository, Stored
 from inference.accepted_inputs import AcceptedInputs
 from inference.body_regions import excluding, meaning
 from inference.contraindications import age_problem, kind_problem
-from inference.quality import assess
+from inference.quality import QualityReport, inspect
 from inference.results import ImageContext
 from inference.tasks import AI_ANALYSIS_CODE, HUMAN_REVIEW_CODE, REFUSED, _task, _task_once
 
@@ -100,16 +100,22 @@ def check_attributes(ds: Dataset, accepts: AcceptedInputs, patient_birth_date: s
 
 
 def admit(
-    ds: Dataset, rgb: np.ndarray, accepts: AcceptedInputs, patient_birth_date: str | None = None
+    ds: Dataset,
+    rgb: np.ndarray,
+    accepts: AcceptedInputs,
+    patient_birth_date: str | None = None,
+    quality: QualityReport | None = None,
 ) -> list[Unsuitable]:
-    """Why the image must not be scored by a model accepting ``accepts``; empty: it may be."""
+    """Why the image must not be scored by a model accepting ``accepts``; empty: it may be.
+    ``quality``: the pixel checks already run on ``rgb`` (``inference.quality.inspect``), not run again."""
     problems = check_attributes(ds, accepts, patient_birth_date)
     kind = kind_problem(ds, rgb, accepts)
     if kind is not None:
         problems.append(Unsuitable("not-dermoscopy", kind))
     if problems or not accepts.quality_check:
         return problems
-    return [Unsuitable(p.code, p.detail) for p in assess(rgb)]
+    report = quality if quality is not None else inspect(rgb)
+    return [Unsuitable(p.code, p.detail) for p in report.problems]
 
 
 async def record_unsuitable(

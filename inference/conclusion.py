@@ -211,8 +211,12 @@ def ai_wrote_conclusion(report: dict[str, Any]) -> bool:
 async def case_results(repo: Repository, report: dict[str, Any]) -> list[dict[str, Any]]:
     """The AI results (risk results and predicted diagnoses) among the report's results."""
     listed = {r.get("reference") for r in report.get("result", [])}
+    ids = sorted(str(r).removeprefix("Observation/") for r in listed if str(r).startswith("Observation/"))
+    if not ids:
+        return []
     subject = report.get("subject", {}).get("reference", "")
-    found = await repo.find("Observation", [("subject", subject)], MAX_RESULTS)
+    # the listed ones only (not every Observation of the patient's history), in the search's order
+    found = await repo.find("Observation", [("subject", subject), ("_id", ",".join(ids))], MAX_RESULTS)
     return [s.resource for s in found if f"Observation/{s.resource['id']}" in listed and "device" in s.resource]
 
 

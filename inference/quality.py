@@ -13,6 +13,8 @@ In order, on the pixels alone (the DICOM attributes are ``inference.admission``'
 5. lesion: a lesion is segmented within the field (``inference.segmentation``).
 
 Each failed check is a ``QualityProblem`` with a code; an image with any problem is not scored.
+``inspect`` also hands on what the checks found: the image is resized and its field of view found
+once, and the lesion the gate segmented is the one the explanations measure (no second segmentation).
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from inference.segmentation import SegmentationError, field_of_view, luminance, segment, working_copy
+from inference.segmentation import (
+    Segmentation,
+    SegmentationError,
+    field_of_view,
+    luminance,
+    segment_within,
+    working_copy,
+)
 
 MIN_FIELD = 0.2  # of the frame
 DARK_MEAN, BRIGHT_MEAN = 45.0, 225.0  # luminance of the field
@@ -58,13 +67,27 @@ def _skin_share(small: np.ndarray, field: np.ndarray) -> float:
     return float(skin[field].mean())
 
 
+@dataclass(frozen=True, slots=True)
+class QualityReport:
+    """The checks' verdict, and the lesion they found when every check passed."""
+
+    problems: list[QualityProblem]
+    segmentation: Segmentation | None = None
+
+
 def assess(rgb: np.ndarray) -> list[QualityProblem]:
     """What makes this RGB image unfit for a dermoscopy model; empty when it is fit."""
-    small, _ = working_copy(rgb)
+    return inspect(rgb).problems
+
+
+def inspect(rgb: np.ndarray) -> QualityReport:
+    """``assess``, with the lesion segmentation of a fit image (None when a check failed)."""
+    small, scale = working_copy(rgb)
     field = field_of_view(small)
     share = float(field.mean())
     if share < MIN_FIELD:
-        return [QualityProblem("under-exposed", f"only {share:.0%} of the frame is lit: no field of view to analyse")]
+        return QualityReport([QualityProblem("under-exposed", f"only {share:.0%} of the frame is lit: no field of "
+                                                              "view to analyse")])  # fmt: skip
     light = luminance(small)[field]
     problems = []
     clipped_high = float((small[field].max(axis=-1) >= 250).mean())
@@ -82,9 +105,8 @@ def assess(rgb: np.ndarray) -> list[QualityProblem]:
     if skin < MIN_SKIN:
         problems.append(QualityProblem("no-skin", f"{skin:.0%} of the field has the colour of skin"))
     if problems:
-        return problems
+        return QualityReport(problems)
     try:
-        segment(rgb)
+        return QualityReport([], segment_within(small, scale, field))
     except SegmentationError as exc:
-        return [QualityProblem("no-lesion", str(exc))]
-    return []
+        return QualityReport([QualityProblem("no-lesion", str(exc))])

@@ -1,7 +1,9 @@
 """The inference worker (DESIGN data flow 2): every ``imaging.instance-stored`` event becomes AI
 findings in FHIR, or a recorded reason why not.
 
-- Consent first: the patient's Consent must permit AI analysis (the consent decision service);
+- Identity first: an image of a study whose patient identity review is not completed is held
+  (``inference.identity_hold``), not analysed under a Consent that may not be its patient's.
+- Consent next: the patient's Consent must permit AI analysis (the consent decision service);
   otherwise no analysis, an AuditEvent, and a human review Task when the tenant's flow has one.
 - Admission next (``inference.admission``): an image a model's card does not accept, or one failing
   the quality checks, is not scored by it; the case gets an "unsuitable image" Task instead.
@@ -17,7 +19,8 @@ findings in FHIR, or a recorded reason why not.
 - A transient failure leaves the event unacknowledged: it comes back after a back-off that doubles
   with each attempt (the lease, then twice it...), at most ``max_attempts`` times. A poison image
   (undecodable pixels) or a last attempt ends in a failed Task with an OperationOutcome on the
-  case, never a stuck queue.
+  case, never a stuck queue. When only step 2 failed, that Task says the explanations are
+  unavailable and the committed findings stand (``inference.explanation_failure``), not "analysis failed".
 """
 
 from __future__ import annotations
@@ -42,25 +45,34 @@ from dicom_node.sop_classes import ENCAPSULATED_PDF
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.decision import AI_ANALYSIS, decide
 from fhir_server.outbox import OutboxLoop, claimed
-from fhir_server.repository import Repository
+from fhir_server.repository import Repository, Stored
 from fhir_server.storage.port import Engine, OutboxEvent, TenantStore, TenantTransaction
 from fhir_server.workflow.library import FlowLibrary
 from fhir_server.workflow.routing import ai_models
 from inference.abcd import DermoscopyAbcd, SegmentationError, analyse, pixel_spacing_mm
-from inference.admission import admit, record_unsuitable
+from inference.admission import admit, check_attributes, record_unsuitable
 from inference.conclusion import refresh_conclusion
 from inference.events import analysis_event
+from inference.explanation_failure import (
+    EXPLANATIONS_UNAVAILABLE,
+    FINDINGS_STAND,
+    record_explanations_unavailable,
+)
 from inference.explanations import explained_key, write_abcd, write_saliency
 from inference.findings import lesion_site
 from inference.flow_events import append_findings, append_not_analysed, findings_committed
+from inference.identity_hold import hold_reason, record_hold, release_held, unresolved_review
 from inference.pipeline import Prediction, Runner, saliency_png
 from inference.pixels import UndecodableImage, rgb_pixels
+from inference.quality import QualityReport, inspect
 from inference.results import Committed, ImageContext, done_key, write_results
+from inference.segmentation import Segmentation
 from inference.tasks import record_failure, request_human_review
 
 log = logging.getLogger(__name__)
 CONSUMER = "inference"
 TOPIC = "imaging.instance-stored"
+UPDATED = "resource.updated"  # a completed identity review or a merge releases held images
 MAX_BACKOFF = 600.0  # seconds: retries wait lease, 2 x lease, 4 x lease ... up to this
 SCAN = 256  # events claimed at a time; the image events among them are analysed in batches
 
@@ -71,8 +83,11 @@ class Job:
     context: ImageContext
     rgb: np.ndarray
     spacing: tuple[float, float] | None
+    ds: Dataset
     refused: frozenset[str] = field(default_factory=frozenset)  # the cards (keys) that did not admit the image
+    segmentation: Segmentation | None = None  # the lesion the quality gate found: the one the ABCD rule measures
     routed: tuple[str, ...] = ()  # the models the case's workflow runs on the image
+    born: str | None = None  # the matched Patient's birthDate: the cards' minimum age is checked against it
 
 
 class InferenceWorker(OutboxLoop):
@@ -115,14 +130,30 @@ class InferenceWorker(OutboxLoop):
         """Analyse what is due now in every tenant; returns how many events were settled."""
         settled = 0
         async for store, events in claimed(self.engine, CONSUMER, SCAN, self.lease):
-            await store.ack_events(CONSUMER, [e.seq for e in events if e.topic != TOPIC])
+            released = await self._release_holds(store, [e for e in events if e.topic == UPDATED])
+            await store.ack_events(CONSUMER, [e.seq for e in events if e.topic not in (TOPIC, UPDATED)] + released)
             images = [e for e in events if e.topic == TOPIC]
             for start in range(0, len(images), self.batch):
                 settled += await self._round(store, images[start : start + self.batch])
         return settled
 
+    async def _release_holds(self, store: TenantStore, events: list[OutboxEvent]) -> list[int]:
+        """Held images back in the queue when their identity review was completed or a merge settled
+        it (read from this consumer's own claim: no other consumer's writes on every commit); returns
+        the events settled. One that fails comes back after its lease."""
+        settled = []
+        for event in events:
+            try:
+                await release_held(store, event)
+            except Exception:
+                log.exception("releasing the images held by event %s failed; retried after the lease", event.seq)
+                continue
+            settled.append(event.seq)
+        return settled
+
     async def _round(self, store: TenantStore, events: list[OutboxEvent]) -> int:
-        """One batch of image events: prepared one by one, one forward pass, results one by one."""
+        """One batch of image events: prepared one by one; then the pixel checks (one thread) beside
+        the forward passes (the other core); then results one by one, for the admitted images only."""
         repo = Repository.system(store, reason="inference worker")
         jobs: list[Job] = []
         done: list[int] = []
@@ -136,29 +167,59 @@ class InferenceWorker(OutboxLoop):
                 done.append(event.seq)
             else:
                 jobs.append(job)
+        if not jobs:
+            await store.ack_events(CONSUMER, done)
+            return len(done)
         failed: set[int] = set()
-        for runner in self.runners if jobs else []:
-            admitted = [job for job in jobs if runner.model.card.key not in job.refused and job.event.seq not in failed]
+        gate = asyncio.ensure_future(asyncio.to_thread(self._inspect, jobs))
+        predicted: list[tuple[Runner, list[tuple[Job, Prediction]]]] = []
+        try:
+            for runner in self.runners:
+                scored = [job for job in jobs if runner.model.card.key not in job.refused]
+                try:
+                    predictions = await asyncio.to_thread(runner.predict, [job.rgb for job in scored])
+                except Exception as exc:
+                    for job in jobs:
+                        await self._failed_attempt(repo, job.event, exc)
+                        failed.add(job.event.seq)
+                    break
+                predicted.append((runner, list(zip(scored, predictions, strict=True))))
+        finally:
+            reports = await gate
+        for job, report in zip(jobs, reports, strict=True):
+            if job.event.seq in failed:
+                continue
             try:
-                predictions = await asyncio.to_thread(runner.predict, [job.rgb for job in admitted])
+                job.refused = await self._admission(repo, job, report)
             except Exception as exc:
-                for job in jobs:
-                    await self._failed_attempt(repo, job.event, exc)
-                    failed.add(job.event.seq)
-                break
-            predicted = list(zip(admitted, predictions, strict=True))
-            for step in (self._findings, self._explain):  # every image's findings before any explanation
-                for job, prediction in predicted:
-                    if job.event.seq in failed:
+                await self._failed_attempt(repo, job.event, exc)
+                failed.add(job.event.seq)
+        for step in (self._findings, self._explain):  # every image's findings, by every model, before any explanation
+            for runner, scores in predicted:
+                for job, prediction in scores:
+                    if job.event.seq in failed or runner.model.card.key in job.refused:
                         continue
                     try:
                         await step(repo, runner, job, prediction)
                     except Exception as exc:
-                        await self._failed_attempt(repo, job.event, exc)
+                        explaining = step == self._explain  # the image's findings are all committed
+                        await self._failed_attempt(repo, job.event, exc, findings_committed=explaining)
                         failed.add(job.event.seq)
         done += [job.event.seq for job in jobs if job.event.seq not in failed]
         await store.ack_events(CONSUMER, done)
         return len(done)
+
+    def _inspect(self, jobs: list[Job]) -> list[QualityReport | Exception | None]:
+        """The pixel checks of each image that a model with a quality check would score (None: no
+        model asks for them); an image whose check raises fails its attempt alone."""
+        reports: list[QualityReport | Exception | None] = []
+        for job in jobs:
+            cards = [r.model.card for r in self.runners if r.model.card.key not in job.refused]
+            try:
+                reports.append(inspect(job.rgb) if any(card.accepts.quality_check for card in cards) else None)
+            except Exception as exc:
+                reports.append(exc)
+        return reports
 
     async def _prepare(self, repo: Repository, event: OutboxEvent) -> Job | None:
         """The decoded image of an event, or None when the event is settled without a model run."""
@@ -179,6 +240,10 @@ class InferenceWorker(OutboxLoop):
             return None
         if record.fields.get("SOPClassUID") == (ENCAPSULATED_PDF,) or not record.fields.get("Rows"):
             return None  # documents and objects without pixels are not for the image models
+        review = await unresolved_review(repo, context.patient_id, str(payload.get("study", "")))
+        if review is not None:  # not under this Patient's Consent while the image may be someone else's
+            await self._held(repo, context, review)
+            return None
         media = await repo.current("Media", context.media_id) or {}
         routed = await self._routed(repo, context, media)
         if not routed:
@@ -207,10 +272,10 @@ class InferenceWorker(OutboxLoop):
         except UndecodableImage as exc:
             await self._poison(repo, context, str(exc))
             return None
-        refused = await self._admission(repo, context, ds, rgb, routed)
-        if len(refused) == len(self.runners):
-            return None
-        return Job(event, context, rgb, pixel_spacing_mm(ds), refused, routed)
+        born = (await repo.current("Patient", context.patient_id) or {}).get("birthDate")
+        refused = frozenset(r.model.card.key for r in self.runners if r.model.card.key not in routed
+                            or check_attributes(ds, r.model.card.accepts, born))  # fmt: skip
+        return Job(event, context, rgb, pixel_spacing_mm(ds), ds, refused=refused, routed=routed, born=born)
 
     async def _routed(self, repo: Repository, context: ImageContext, media: dict[str, Any]) -> tuple[str, ...]:
         keys = [runner.model.card.key for runner in self.runners]
@@ -218,17 +283,20 @@ class InferenceWorker(OutboxLoop):
             return tuple(keys)
         return tuple(await ai_models(self.flows, repo, context.report_id, keys, media.get("bodySite")))
 
-    async def _admission(self, repo: Repository, context: ImageContext, ds: Dataset, rgb: np.ndarray,
-                         routed: tuple[str, ...]) -> frozenset[str]:  # fmt: skip
-        """The models not routed to or whose cards do not admit this image; each of the latter leaves an
-        "unsuitable image" outcome and an ``ai.not-analysed`` event."""
-        refused = {runner.model.card.key for runner in self.runners if runner.model.card.key not in routed}
-        born = (await repo.current("Patient", context.patient_id) or {}).get("birthDate")  # the card's minimum age
+    async def _admission(self, repo: Repository, job: Job, report: QualityReport | Exception | None) -> frozenset[str]:
+        """The models not routed to or whose cards do not admit this image (its attributes, or the pixel
+        checks' ``report``); each of the latter leaves an "unsuitable image" outcome and an
+        ``ai.not-analysed`` event."""
+        if isinstance(report, Exception):
+            raise report
+        job.segmentation = report.segmentation if report is not None else None
+        refused = {runner.model.card.key for runner in self.runners if runner.model.card.key not in job.routed}
+        context = job.context
         for runner in self.runners:
             card = runner.model.card
-            if card.key not in routed:
+            if card.key not in job.routed:
                 continue
-            problems = await asyncio.to_thread(admit, ds, rgb, card.accepts, born)
+            problems = admit(job.ds, job.rgb, card.accepts, job.born, report)
             if not problems:
                 continue
             refused.add(card.key)
@@ -296,14 +364,21 @@ class InferenceWorker(OutboxLoop):
                           f"{(time.perf_counter() - started) * 1000:.0f} ms")  # fmt: skip
 
     # -- outcomes other than results ----------------------------------------------------------------
-    async def _failed_attempt(self, repo: Repository, event: OutboxEvent, exc: Exception) -> None:
+    async def _failed_attempt(
+        self, repo: Repository, event: OutboxEvent, exc: Exception, *, findings_committed: bool = False
+    ) -> None:
+        """A transient failure: retried after a back-off, recorded on the last attempt. When only the
+        explanations failed (``findings_committed``), the record says so: the findings stand."""
         if event.attempts >= self.max_attempts:
             log.error("event %s failed %d times; recording the failure", event.seq, event.attempts)
             payload = event.payload
             context = ImageContext(str(payload.get("instance")), str(payload.get("patient")),
                                    str(payload.get("media")), str(payload.get("imagingStudy")),
                                    str(payload.get("report")))  # fmt: skip
-            await self._poison(repo, context, f"analysis failed {event.attempts} times: {type(exc).__name__}")
+            if findings_committed:
+                await self._unexplained(repo, context, f"failed {event.attempts} times: {type(exc).__name__}")
+            else:
+                await self._poison(repo, context, f"analysis failed {event.attempts} times: {type(exc).__name__}")
             await repo.store.ack_event(CONSUMER, event.seq)
         else:
             delay = min(MAX_BACKOFF, self.lease * 2 ** (event.attempts - 1))
@@ -316,6 +391,16 @@ class InferenceWorker(OutboxLoop):
             await record_failure(repo.within(tx), context, reason)
             await append_not_analysed(tx, context, "failed", reason)
             await self._audit_in(repo, tx, context, "8", f"analysis failed: {reason}")
+
+    async def _unexplained(self, repo: Repository, context: ImageContext, reason: str) -> None:
+        async with repo.store.transaction() as tx:  # the Task and its AuditEvent in one commit
+            await record_explanations_unavailable(repo.within(tx), context, reason)
+            await self._audit_in(repo, tx, context, "4", f"{EXPLANATIONS_UNAVAILABLE} ({reason}); {FINDINGS_STAND}")
+
+    async def _held(self, repo: Repository, context: ImageContext, review: Stored) -> None:
+        async with repo.store.transaction() as tx:  # the hold Task and its AuditEvent in one commit
+            await record_hold(repo.within(tx), context, review)
+            await self._audit_in(repo, tx, context, "4", f"no AI analysis: {hold_reason(review)}")
 
     async def _refused(self, repo: Repository, context: ImageContext, reason: str) -> None:
         async with repo.store.transaction() as tx:  # the review Task and the AuditEvent in one commit
@@ -340,6 +425,6 @@ def _abcd(job: Job, wanted: bool) -> DermoscopyAbcd | None:
     if not wanted:
         return None
     try:
-        return analyse(job.rgb, job.spacing)
+        return analyse(job.rgb, job.spacing, job.segmentation)
     except SegmentationError:
         return None

@@ -68,9 +68,13 @@ def report_with(client: FhirTestClient, patient_id: str, results: int) -> dict[s
     (the findings are committed first, the explanations in a second step)."""
     deadline = time.monotonic() + DEADLINE
     while True:
+        # the report, then the explanations, then the report unchanged: one state in which both hold
+        # (read once, a step might commit between the reads and the report miss its results)
         reports = search(client, "DiagnosticReport", {"subject": f"Patient/{patient_id}"})
         if reports and len(reports[0].get("result", [])) >= results and explained(client, patient_id):
-            return reports[0]
+            again = search(client, "DiagnosticReport", {"subject": f"Patient/{patient_id}"})
+            if again[0].get("result") == reports[0].get("result"):
+                return again[0]
         assert time.monotonic() < deadline, f"the case never listed {results} results"
         time.sleep(0.1)
 

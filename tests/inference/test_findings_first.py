@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,49 @@ def test_findings_are_searchable_before_the_explanations_and_a_crash_between_doe
     texts = sorted(e["resource"]["outcomeDesc"].split(" ", 1)[0] for e in audits.get("entry", []))
     assert texts == ["explanations", "findings"]  # one record per step, none repeated
     assert node.portal.call(fresh.drain) == 0  # settled: nothing left to deliver
+
+
+def test_explanations_failing_on_the_last_attempt_leave_the_findings_standing(
+    node: FhirTestClient, tmp_path: Path
+) -> None:
+    """Step 2 fails every time (a model card naming a Grad-CAM layer the network does not have): the
+    case does not say "analysis failed"; it says the explanations are unavailable and the findings stand."""
+    settings = node.app.state.settings  # type: ignore[attr-defined]
+    loaded = ModelRegistry.load(settings.inference_models).runners(settings.inference_device)
+    broken = [Runner(replace(r.model, card=replace(r.model.card, saliency_layer="features.no_such_layer")), r.device)
+              for r in loaded]  # fmt: skip
+    worker = new_worker(node, broken, InferenceWorker, lease=0.05)
+    worker.max_attempts = 2
+    patient_id = consenting_patient(node, "FF-2")
+    send(node, tmp_path, lesion_instance("FF-2", seed=14))
+    subject = {"subject": f"Patient/{patient_id}"}
+    unavailable = {"patient": f"Patient/{patient_id}", "code": "urn:dermbridge:task|ai-explanations"}
+    deadline = time.monotonic() + DEADLINE
+    while not search(node, "Task", unavailable):  # attempt 1, its back-off, attempt 2 (the last)
+        assert time.monotonic() < deadline, "the explanations' failure was never recorded"
+        node.portal.call(worker.drain)
+        time.sleep(0.05)
+
+    task = search(node, "Task", unavailable)[0]
+    assert task["status"] == "failed"
+    assert "explanations unavailable" in task["statusReason"]["text"]
+    assert "findings of this image were committed and stand" in task["statusReason"]["text"]
+    outcome = node.get(f"{BASE}/{task['output'][0]['valueReference']['reference']}").json()
+    assert outcome["issue"][0]["severity"] == "warning" and outcome["issue"][0]["code"] == "incomplete"
+    assert search(node, "Task", {"patient": f"Patient/{patient_id}", "code": "urn:dermbridge:task|ai-analysis"}) == []
+    # the findings stand: searchable, listed on the case, which keeps its conclusion
+    risks = search(node, "Observation", {**subject, "code": EVERY_CLASS})
+    diagnoses = search(node, "Observation", {**subject, "code": DIAGNOSIS})
+    assert len(risks) == 2 and len(diagnoses) == 1
+    report = search(node, "DiagnosticReport", subject)[0]
+    assert task["focus"]["reference"] == f"DiagnosticReport/{report['id']}"
+    assert {f"Observation/{o['id']}" for o in (*risks, *diagnoses)} <= {r["reference"] for r in report["result"]}
+    assert "Malignant melanoma of skin" in report["conclusion"]
+    assert search(node, "Media", {**subject, "modality": SALIENCY}) == []
+    audits = node.get(f"{BASE}/AuditEvent", params={"subtype": "ai-analysis", "_count": "50"}).json()
+    texts = [e["resource"]["outcomeDesc"] for e in audits.get("entry", [])]
+    assert not any("analysis failed" in text for text in texts)
+    assert any(text.startswith("AI explanations unavailable") for text in texts)
+    store = node.portal.call(node.app.state.engine.tenant, "default")  # type: ignore[attr-defined]
+    left = node.portal.call(store.claim_events, "inference", 100, 60)
+    assert [e for e in left if e.topic == "imaging.instance-stored"] == []  # settled, nothing stuck
