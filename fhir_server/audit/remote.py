@@ -121,7 +121,8 @@ class LoaderProcess:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 process.stdin.close()
         try:
-            await asyncio.wait_for(process.wait(), CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):  # not wait_for: see fhir_server.waiting
+                await process.wait()
         except TimeoutError:
             log.error("the audit loader did not finish within %.0f s; stopping it", CLOSE_TIMEOUT_S)
             process.kill()
