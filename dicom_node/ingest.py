@@ -94,6 +94,7 @@ class Ingestor:
                 async with store.transaction() as tx:
                     if audit is not None and self.trail is not None:
                         await self.trail.record_in(store, tx, audit)
+                    await _refuse_foreign(self._repository(store, tx, "DICOM ingest"), tx, ds, indexed)
                     existing = await tx.get_record(INSTANCE, indexed.instance_uid)
                     sync = None
                     if existing is None or self.duplicates == "replace":
@@ -114,11 +115,10 @@ class Ingestor:
                     key: bytes | None, *, new_instance: bool) -> SyncResult:  # fmt: skip
         """The FHIR resources, the attribute index and the outbox event of a new (or replacing) instance."""
         tenant = store.name
-        repo = Repository.system(store, reason="DICOM ingest", local_base=self.public_url(tenant, "fhir"), tx=tx)
+        repo = self._repository(store, tx, "DICOM ingest")
         study = await tx.get_record(STUDY, indexed.study_uid)
         so_far: dict[str, Any] = orjson.loads(study.body) if study else {}  # counts and FHIR ids
         known = KnownIds(**so_far.get("fhir", {}))
-        await _refuse_foreign(tx, repo, ds, indexed, study, known)
         try:
             sync = await sync_instance(repo, ds, self.public_url(tenant, "dicomweb"), known,
                                        lesion_key=self.conventions.lesion_key(tenant),
@@ -130,11 +130,13 @@ class Ingestor:
         await tx.append_event("imaging.instance-stored", self._event(tenant, indexed, sync))
         return sync
 
+    def _repository(self, store: TenantStore, tx: TenantTransaction, reason: str) -> Repository:
+        return Repository.system(store, reason=reason, local_base=self.public_url(store.name, "fhir"), tx=tx)
+
     async def _review(self, store: TenantStore, ds: Dataset, refused: ForeignStudy) -> None:
         """The identity-review Task of a refused instance, for the tenant to resolve."""
         async with store.transaction() as tx:
-            repo = Repository.system(store, reason="DICOM ingest: identity review",
-                                     local_base=self.public_url(store.name, "fhir"), tx=tx)  # fmt: skip
+            repo = self._repository(store, tx, "DICOM ingest: identity review")
             await flag_foreign_study(repo, ds, refused.uid, refused.owner, refused.claimed)
         log.warning("ingest: an instance refused, %s (identity review opened)", refused.comment)
 
@@ -185,11 +187,11 @@ class Ingestor:
         }
 
 
-async def _refuse_foreign(tx: TenantTransaction, repo: Repository, ds: Dataset, indexed: IndexedInstance,
-                          study: Record | None, known: KnownIds) -> None:  # fmt: skip
+async def _refuse_foreign(repo: Repository, tx: TenantTransaction, ds: Dataset, indexed: IndexedInstance) -> None:
     """The identifier decides whose record an image joins (DESIGN data flow 1), never its UIDs: an image
     whose Study, Series or SOP Instance UID was filed under another Patient than the one its PatientID
-    names is refused (PS3.4 B.2.3 failure A900, "Data Set does not match SOP Class")."""
+    names is refused (PS3.4 B.2.3 failure A900, "Data Set does not match SOP Class"), a duplicate too."""
+    study = await tx.get_record(STUDY, indexed.study_uid)
     filed = (
         ("StudyInstanceUID", study),
         ("SeriesInstanceUID", await tx.get_record(SERIES, indexed.series_uid)),
@@ -198,7 +200,7 @@ async def _refuse_foreign(tx: TenantTransaction, repo: Repository, ds: Dataset, 
     owners = [(uid, owner) for uid, record in filed if (owner := recorded_patient(record)) is not None]
     if not owners:
         return
-    named = await identified_patient(repo, ds, known.patient)
+    named = await identified_patient(repo, ds, recorded_patient(study))
     claimed = str(named.resource["id"]) if named is not None else None
     for uid, owner in owners:
         if owner != claimed:

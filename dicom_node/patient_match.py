@@ -220,8 +220,8 @@ async def flag_foreign_study(repo: Repository, ds: Dataset, uid: str, owner: str
     named = f"Patient/{claimed}" if claimed else "a patient not on record"
     description = (
         f"A DICOM instance ({ds.SOPInstanceUID}) with identifier {_shown_identifier(ds, None)} (= {named}) "
-        f"carries the {uid} of images filed under Patient/{owner}; it was refused, so that no image of one "
-        "patient joins another's study. Correct the images' patient or study UID (DICOM) and send them again, "
+        f"carries the {uid} {ds.get(uid)} of images filed under Patient/{owner}, and was refused so that no image "
+        "of one patient joins another's study. Correct the images' patient or study UID (DICOM) and send them again, "
         "or merge records (Patient/$merge) if both are the same person."
     )
     key = f"{owner}/{ds.StudyInstanceUID}/{claimed or dicom_text(ds, 'PatientID')}"
