@@ -34,6 +34,12 @@ def dicom_conformance(config: DimseConfig, duplicates: str, dicomweb: bool = Tru
         "- Calling AE titles are mapped to tenants by configuration; an unmapped caller is rejected at association"
         " (A-ASSOCIATE-RJ, reason: calling AE title not recognised)"
         + (f", except that tenant `{config.any_ae_tenant}` takes any caller." if config.any_ae_tenant else "."),
+        "- Each calling AE may use only the DIMSE services of its roles (echo, store, find, get, move) and, where"
+        " configured, only from listed addresses (else A-ASSOCIATE-RJ, calling AE title not recognised). Presentation"
+        " contexts of other services are rejected at association (result 3, abstract syntax not supported); storage"
+        " contexts stay offered to an AE that may C-GET, and a C-STORE on them from an AE that may not store is"
+        " answered 0124 (Refused: Not authorized) with an ErrorComment. (The AE titles themselves are not listed"
+        " here: on DIMSE they are the callers' credentials.)",
         f"- TCP_NODELAY is set on accepted connections; maximum PDU received: {limits.max_pdu} bytes (longer PDUs:"
         f" A-ABORT at the header; an A-ASSOCIATE-RQ over {ASSOCIATE_RQ_MAX_BYTES} bytes: A-ASSOCIATE-RJ).",
         f"- Associations: at most {limits.max_associations} open, {limits.per_peer} per peer address, and"

@@ -22,6 +22,7 @@ from dermbridge.dicom import TrailSink, build_dimse, build_ingestor
 from dermbridge.identity import consent_watcher, register_identity
 from dermbridge.settings import Settings
 from dermbridge.storage import open_audit_trail, open_engine
+from dermbridge.workflow import flow_library, register_workflow, start_engine
 from dicom_node.dimse import DimseServer
 from dicom_node.erasure import DicomErasure
 from dicom_node.web.routes import router as dicomweb_router
@@ -57,6 +58,7 @@ from fhir_server.subscriptions.sockets import SocketHub, SocketLimits
 from fhir_server.subscriptions.websocket import router as subscription_websocket_router
 from fhir_server.subscriptions.worker import SubscriptionWorker
 from fhir_server.validation import WARM_TYPES, warm_up
+from fhir_server.workflow.review.operations import ReviewOperations
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ def build_router(
     router.batch_handler = BundleProcessor(router)
     router.write_hooks["Subscription"] = activation_hook(subscriptions or SubscriptionRules())
     router.register(Operation("decide", ("Consent",), False, consent_decide, DECIDE_DEFINITION))
+    ReviewOperations().register(router)
     if erasure is not None:
         router.register(Operation("erase", ("Patient",), True, erasure, ERASE_DEFINITION, True, "d"))
     if holds is not None:
@@ -162,6 +165,8 @@ def create_app(settings: Settings) -> FastAPI:
     engine = open_engine(settings)
     dispatcher = OutboxDispatcher(engine)
     dispatcher.subscribe(consent_watcher(engine).subscription())
+    flows = flow_library(settings.inference_human_review)
+    workflow = start_engine(dispatcher, engine, flows)
     clients = ClientRegistry(engine)
     tokens = build_tokens(settings) if settings.auth_enabled else None
     audit = open_audit_trail(settings) if settings.audit_enabled else None
@@ -222,6 +227,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.audit = audit
     app.state.dispatcher = dispatcher
+    app.state.workflow = workflow
     app.state.subscriptions = subscriptions
     limits = SocketLimits(
         bind_seconds=settings.subscription_websocket_bind_seconds,
@@ -240,6 +246,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     router = build_router(erasure if settings.encryption_enabled else None, LegalHolds(audit), rules)
     register_identity(router, audit)
+    register_workflow(router, flows)
     app.state.fhir_http = FhirHttp(
         engine,
         router,

@@ -16,6 +16,7 @@ from dermbridge.cli_notify import add_parsers as add_notify_parsers
 from dermbridge.cli_retention import add_parsers as add_retention_parsers
 from dermbridge.cli_settings import add_parsers as add_settings_parsers
 from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
+from dermbridge.cli_workflow import add_parsers as add_workflow_parsers
 from dermbridge.storage import open_audit_trail
 from fhir_server.audit.verify import VerifyReport
 from fhir_server.storage.sqlite.engine import check_tenant_name
@@ -28,6 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from dermbridge.app import create_app
     from dermbridge.http_protocol import deadline_protocol
+    from dicom_node.callers import Callers
 
     settings = settings_from(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -43,10 +45,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     print(f"DermBridge FHIR R4 API on http://{settings.host}:{settings.port}/fhir/{settings.default_tenant}")
     if settings.dicom_enabled:
-        callers = ", ".join(f"{ae}->{tenant}" for ae, tenant in settings.dicom_ae_tenants.items()) or (
+        known = Callers(settings.dicom_ae_tenants, settings.dicom_default_roles, settings.dicom_any_ae_tenant)
+        callers = ", ".join(f"{ae}->{caller.describe()}" for ae, caller in known.by_ae.items()) or (
             "none, so every caller is refused: set DERMBRIDGE_DICOM_AE_TENANTS"
         )
-        anyone = f"; any other AE -> {settings.dicom_any_ae_tenant}" if settings.dicom_any_ae_tenant else ""
+        anyone = f"; any other AE -> {known.anyone.describe()}" if known.anyone else ""
         print(
             f"DICOM DIMSE on {settings.dicom_host}:{settings.dicom_port} as AE {settings.dicom_ae_title}"
             f" (calling AEs: {callers}{anyone})"
@@ -155,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_retention_parsers(commands)
     add_settings_parsers(commands)
     add_notify_parsers(commands)
+    add_workflow_parsers(commands)
     return parser
 
 
@@ -163,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "tenant" and args.action == "create" and not args.name:
         parser.error("tenant create needs a NAME")
+    if args.command == "workflow" and args.action != "list" and not args.name:
+        parser.error(f"workflow {args.action} needs a NAME")
     if args.command == "retention" and args.action in ("set", "unset") and not args.type:
         parser.error(f"retention {args.action} needs a resource TYPE")
     try:

@@ -34,7 +34,12 @@ def client_command(args: argparse.Namespace) -> int:
             try:
                 if args.action == "create":
                     client, secret = await clients.create(
-                        args.tenant, args.name, args.role or ["integration"], secret=not args.no_secret, jwks=jwks
+                        args.tenant,
+                        args.name,
+                        args.role or ["integration"],
+                        secret=not args.no_secret,
+                        jwks=jwks,
+                        fhir_user=args.fhir_user,
                     )
                     shown = {"client_id": client.client_id, "tenant": client.tenant, "roles": list(client.roles)}
                     if secret:
@@ -103,6 +108,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     client.add_argument("--name", default="client")
     client.add_argument("--role", action="append", choices=sorted(ROLES), help="repeat for several roles")
     client.add_argument("--jwks", help="a JWKS file of the client's public keys (SMART Backend Services)")
+    client.add_argument("--fhir-user", help="the user the client acts for, e.g. Practitioner/123 (fhirUser claim)")
     client.add_argument("--no-secret", action="store_true", help="authenticate with --jwks keys only")
     client.add_argument("--client-id", help="the client to disable or enable")
     client.add_argument("--data-dir", type=Path)

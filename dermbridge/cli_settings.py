@@ -1,11 +1,12 @@
-"""``dermbridge issuer ...`` and ``dermbridge consent-purposes ...``: a tenant's patient identifier
-mapping and the purposes of use that permit AI analysis. Both are kept in the tenant's database,
-so a running server uses the change for its next image, without a restart."""
+"""``dermbridge issuer ...``, ``dermbridge consent-purposes ...`` and ``dermbridge review-policy ...``: a
+tenant's patient identifier mapping, the purposes of use that permit AI analysis and its review policy. All
+are kept in the tenant's database, so a running server uses a change at once, without a restart."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,6 +21,8 @@ from fhir_server.identity.issuers import SETTING as ISSUER_SETTING
 from fhir_server.identity.issuers import issuer_systems, set_issuer_system
 from fhir_server.storage.port import TenantStore, TenantUnknownError
 from fhir_server.tenant_settings import SECURITY_CONFIGURATION, SOFTWARE_CONFIGURATION, setting_event
+from fhir_server.workflow.review.policy import SETTING as REVIEW_SETTING
+from fhir_server.workflow.review.policy import describe_policy, read_policy, set_policy
 
 Change = tuple[str, dict[str, str]]  # (setting name, audit subtype) of a command that changes it
 
@@ -83,6 +86,28 @@ def purposes_command(args: argparse.Namespace) -> int:
     return _on_tenant(args, act, None if args.action == "list" else (PURPOSES_SETTING, SECURITY_CONFIGURATION))
 
 
+def review_policy_command(args: argparse.Namespace) -> int:
+    if args.action == "set" and not args.file:
+        print("usage: dermbridge review-policy set --file policy.json", file=sys.stderr)
+        return 2
+
+    try:
+        value = json.loads(Path(args.file).read_text()) if args.action == "set" else None
+    except (OSError, ValueError) as exc:
+        print(f"cannot read the review policy: {exc}", file=sys.stderr)
+        return 2
+
+    async def act(store: TenantStore) -> list[str]:
+        if args.action == "show":
+            return describe_policy(await read_policy(store))
+        try:
+            return describe_policy(await set_policy(store, value))
+        except ValueError as exc:  # ReviewPolicyError
+            raise OperationOutcomeError.of(400, "invalid", f"the review policy is not usable: {exc}") from exc
+
+    return _on_tenant(args, act, None if args.action == "show" else (REVIEW_SETTING, SOFTWARE_CONFIGURATION))
+
+
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     issuer = commands.add_parser("issuer", help="map DICOM IssuerOfPatientID to the EHR's identifier system")
     issuer.add_argument("action", choices=["list", "set", "remove"])
@@ -98,3 +123,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     purposes.add_argument("--tenant", default="default")
     purposes.add_argument("--data-dir", type=Path)
     purposes.set_defaults(func=purposes_command)
+    review = commands.add_parser("review-policy", help="review tiers, due dates by urgency, claim leases, declines")
+    review.add_argument("action", choices=["show", "set", "reset"])
+    review.add_argument("--file", help="set: a JSON policy (see README, Review queue)")
+    review.add_argument("--tenant", default="default")
+    review.add_argument("--data-dir", type=Path)
+    review.set_defaults(func=review_policy_command)

@@ -108,6 +108,7 @@ def build_dimse(settings: Settings, engine: Engine, ingestor: Ingestor, sink: Tr
         port=settings.dicom_port,
         ae_tenants=dict(settings.dicom_ae_tenants),
         any_ae_tenant=settings.dicom_any_ae_tenant,
+        default_roles=frozenset(settings.dicom_default_roles),
         move_destinations=_destinations(settings),
         tls=_tls(settings),
         tls_port=settings.dicom_tls_port,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dermbridge import __version__
 from dermbridge.settings import Settings
+from dermbridge.workflow import flow_library
 from dicom_node.blobs import BlobStore
 from dicom_node.lesions import ImagingConventions
 from fhir_server.audit.trail import AuditTrail
@@ -22,7 +23,8 @@ def build_worker(settings: Settings, engine: Engine, audit: AuditTrail | None) -
         audit=audit,
         server_version=__version__,
         batch=settings.inference_batch,
-        human_review=settings.inference_human_review,
+        human_review=False,  # the case's workflow opens reviews (fhir_server.workflow), not the worker
+        flows=flow_library(settings.inference_human_review),
         abcd=settings.inference_abcd,
         conventions=ImagingConventions(settings.dicom_lesion_key, settings.dicom_timezone),
     )

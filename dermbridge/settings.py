@@ -11,6 +11,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydicom.datadict import tag_for_keyword
 
+from dicom_node.callers import SERVICES, DicomCaller, Service
+
 
 def listed(value: Any) -> Any:
     """A list setting from the environment: a JSON list, or values separated by commas."""
@@ -93,8 +95,17 @@ class Settings(BaseSettings):
     dicom_ae_title: str = Field("DERMBRIDGE", max_length=16)
     dicom_host: str = "127.0.0.1"
     dicom_port: int = Field(11112, ge=0, le=65535)
-    dicom_ae_tenants: dict[str, str] = Field(
-        default_factory=dict, description='calling AE title -> tenant, e.g. {"DERMATOSCOPE1": "default"}'
+    dicom_ae_tenants: dict[str, str | DicomCaller] = Field(
+        default_factory=dict,
+        max_length=4096,
+        description='calling AE title -> tenant, e.g. {"PACS": "default"}, or -> tenant, the DIMSE services it may'
+        ' use and optionally the addresses it must call from, e.g. {"DERMATOSCOPE1": {"tenant": "default",'
+        ' "roles": ["echo", "store"], "hosts": ["10.0.0.0/24"]}}',
+    )
+    dicom_default_roles: list[Service] = Field(
+        list(SERVICES),
+        description='the DIMSE services of AEs mapped in the plain form {"AE": "tenant"} and of DICOM_ANY_AE_TENANT'
+        " callers (default all five, as before per-AE roles existed)",
     )
     dicom_any_ae_tenant: str | None = Field(None, description="tenant for callers not listed; unset: refuse them")
     dicom_move_destinations: dict[str, str] = Field(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import socket
 import ssl
@@ -21,32 +22,31 @@ import pydicom.config
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node import charsets, listener, statuses
 from dicom_node.admission import Admission, AssociationLimits
 from dicom_node.audit import DicomAudit, audit_event
+from dicom_node.callers import (
+    DIMSE_NAMES,
+    SERVICES,
+    Callers,
+    DicomCaller,
+    Service,
+    context_services,
+    service_of,
+    withheld,
+)
 from dicom_node.errors import InvalidInstance
 from dicom_node.ingest import Ingestor
 from dicom_node.instance_files import InstanceFiles, ObjectErased
 from dicom_node.query import QueryError, find, identifier_keys, response_dataset
-from dicom_node.sop_classes import STORAGE_CLASSES, TRANSFER_SYNTAXES
+from dicom_node.sop_classes import QR_FIND, QR_GET, QR_MOVE, STORAGE_CLASSES, TRANSFER_SYNTAXES
 from fhir_server.storage.port import Engine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 HANDLER_TIMEOUT_S = 120.0
-QR_FIND = (PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind)
-QR_GET = (PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet)
-QR_MOVE = (PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +61,17 @@ class DimseConfig:
     ae_title: str = "DERMBRIDGE"
     host: str = "127.0.0.1"
     port: int = 11112
-    ae_tenants: dict[str, str] = field(default_factory=dict)  # calling AE title -> tenant
+    ae_tenants: dict[str, str | DicomCaller] = field(default_factory=dict)  # calling AE title -> tenant (and roles)
     any_ae_tenant: str | None = None  # tenant for callers not in ae_tenants; None: refuse them
+    default_roles: frozenset[Service] = frozenset(SERVICES)  # of plain {"AE": "tenant"} entries and any-AE callers
     move_destinations: dict[str, MoveDestination] = field(default_factory=dict)
     tls: ssl.SSLContext | None = None
     tls_port: int | None = None
     limits: AssociationLimits = field(default_factory=AssociationLimits)
+    callers: Callers = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.callers = Callers(self.ae_tenants, self.default_roles, self.any_ae_tenant)
 
     def is_mapped(self, calling_ae: str) -> bool:
         """Whether the calling AE title is mapped to a tenant by name (it may use reserved slots)."""
@@ -75,7 +80,8 @@ class DimseConfig:
 
 class _CallerCheckingAE(AE):
     """An AE that refuses, at association (A-ASSOCIATE-RJ, calling AE not recognised), every caller
-    not mapped to a tenant, unless a tenant takes any caller. With no caller configured it refuses all."""
+    not mapped to a tenant, unless a tenant takes any caller. With no caller configured it refuses all.
+    A backstop: ``DimseServer._on_requested`` decides first, with the caller's address and roles."""
 
     def __init__(self, config: DimseConfig) -> None:
         self._config = config
@@ -137,6 +143,7 @@ class DimseServer:
             (evt.EVT_C_GET, self._on_get),
             (evt.EVT_C_MOVE, self._on_move),
             (evt.EVT_CONN_OPEN, self._on_connection),
+            (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_RELEASED, self._on_released),
@@ -167,10 +174,10 @@ class DimseServer:
 
     def tenant_of(self, assoc: Association) -> str:
         calling = assoc.requestor.ae_title.strip()
-        tenant = self.config.ae_tenants.get(calling, self.config.any_ae_tenant)
-        if tenant is None:  # require_calling_aet normally refused the association already
+        caller = self.config.callers.named(calling)
+        if caller is None:  # the association was refused already (_on_requested, require_calling_aet)
             raise InvalidInstance(statuses.CANNOT_UNDERSTAND, f"calling AE {calling} is not configured")
-        return tenant
+        return caller.tenant
 
     def _entry(self, event: Any, action: str, outcome: str, detail: str = "") -> dict[str, Any]:
         assoc = event.assoc
@@ -180,7 +187,7 @@ class DimseServer:
             calling_ae=assoc.requestor.ae_title.strip(),
             called_ae=assoc.acceptor.ae_title.strip(),
             peer=f"{assoc.requestor.address}:{assoc.requestor.port}",
-            tenant=self.config.ae_tenants.get(assoc.requestor.ae_title.strip(), self.config.any_ae_tenant),
+            tenant=caller.tenant if (caller := self.config.callers.named(assoc.requestor.ae_title)) else None,
             detail=detail,
         )
 
@@ -197,8 +204,36 @@ class DimseServer:
         except (OSError, AttributeError):
             log.debug("could not set TCP_NODELAY", exc_info=True)
 
+    def _on_requested(self, event: Any) -> None:
+        """The association's admission (PS3.8 §9.3.3), before pynetdicom negotiates it: a calling AE that
+        is not configured, or calls from an address its entry does not list, is rejected (A-ASSOCIATE-RJ,
+        rejected-permanent, calling AE title not recognised); else only the presentation contexts of the
+        services its roles allow are offered. Fails closed: any error offers no context at all."""
+        assoc = event.assoc
+        try:
+            calling = assoc.requestor.primitive.calling_ae_title.strip()
+            assoc.requestor.ae_title = calling  # as pynetdicom's negotiation would: the audit names the caller
+            caller = self.config.callers.admit(calling, str(assoc.requestor.address))
+            if caller is None:
+                assoc.acse.send_reject(0x01, 0x01, 0x03)
+                evt.trigger(assoc, evt.EVT_REJECTED, {})
+                assoc.kill()
+                return
+            offered = context_services(caller.roles)
+            contexts = assoc.acceptor.supported_contexts
+            assoc.acceptor.supported_contexts = [cx for cx in contexts if service_of(cx.abstract_syntax) in offered]
+        except Exception:
+            log.exception("DICOM association admission failed; no presentation context is offered")
+            with contextlib.suppress(Exception):
+                assoc.acceptor.supported_contexts = []
+
     def _on_accepted(self, event: Any) -> None:
-        self._record(event, "association", "accepted", wait=False)
+        assoc = event.assoc
+        caller = self.config.callers.named(assoc.requestor.ae_title)
+        proposed = [cx.abstract_syntax for cx in assoc.requestor.primitive.presentation_context_definition_list]
+        refused = withheld(caller, proposed) if caller is not None else []
+        detail = f"not permitted for this AE: {', '.join(refused)}" if refused else ""
+        self._record(event, "association", "accepted", detail, wait=False)
 
     def _on_rejected(self, event: Any) -> None:
         self._record(event, "association", "rejected", wait=False)
@@ -216,6 +251,8 @@ class DimseServer:
 
     def _on_store(self, event: Any) -> int | Dataset:
         """PS3.4 B.2: Success only once the instance is durable and indexed."""
+        if (refusal := self._refusal(event, "store")) is not None:
+            return refusal
         try:
             tenant = self.tenant_of(event.assoc)
             ds = event.dataset
@@ -239,6 +276,17 @@ class DimseServer:
             return failure(statuses.OUT_OF_RESOURCES, "the instance could not be stored")
         self._audit.log(success)
         return statuses.SUCCESS
+
+    def _refusal(self, event: Any, service: Service) -> Dataset | None:
+        """0124 Refused: Not authorized (PS3.7 Annex C), audited, if the caller's roles lack ``service``;
+        reached for C-STORE on a storage context kept for C-GET sub-operations (``callers``)."""
+        calling = event.assoc.requestor.ae_title.strip()
+        caller = self.config.callers.named(calling)
+        if caller is not None and service in caller.roles:
+            return None
+        action = DIMSE_NAMES[service]
+        self._record(event, action, "failure", f"not authorized: AE {calling} may not use {action}")
+        return failure(statuses.NOT_AUTHORIZED, f"AE {calling} may not use {action}")
 
     def _matches(self, event: Any) -> tuple[str, list[Any], list[str]]:
         tenant = self.tenant_of(event.assoc)

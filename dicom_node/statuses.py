@@ -4,6 +4,7 @@ SUCCESS = 0x0000
 PENDING = 0xFF00
 PENDING_WARNING = 0xFF01  # C-FIND: optional keys not supported
 CANCEL = 0xFE00
+NOT_AUTHORIZED = 0x0124  # PS3.7 Annex C general status: Refused: Not authorized
 
 # C-STORE (PS3.4 B.2.3)
 OUT_OF_RESOURCES = 0xA700

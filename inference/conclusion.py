@@ -16,7 +16,8 @@ model card's risk hierarchy across every lesion and image of the case.
   PROCESSINLINELABEL on the report).
 - A clinician's conclusion is never overwritten: a report a clinician made ``final`` (amended,
   corrected) becomes ``appended`` with the late results; a draft whose conclusion the AI did not write
-  gets the results and a note, its conclusion stays.
+  gets the results and a note, its conclusion stays. An ``appended`` case is back in the review queue
+  (``fhir_server.workflow.review.reopen_review``: a new round of its last review's tier).
 
 R4 DiagnosticReport has no ``note``; notes use the R5 element's cross-version extension.
 """
@@ -27,6 +28,7 @@ import copy
 from typing import Any
 
 from fhir_server.repository import Repository, Stored
+from fhir_server.workflow.review import reopen_review
 from inference.findings import DEMO_NOTE, DEMO_TAG, DIAGNOSIS, ImageContext, component_value
 from inference.governance import AIAST
 from inference.model_card import ModelCard
@@ -224,4 +226,11 @@ async def update_case(
     if report == current:
         return None
     stored = await repo.update(report, resource_type="DiagnosticReport", id=context.report_id, server_built=True)
+    if report["status"] == "appended":  # images after sign-off: the case goes back to the review queue
+        await reopen_review(
+            repo,
+            report_id=context.report_id,
+            patient_id=context.patient_id,
+            reason=f"images received after sign-off (Media/{context.media_id})",
+        )
     return stored if concluded else None

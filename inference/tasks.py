@@ -74,7 +74,8 @@ async def note_requeued(repo: Repository, patient_id: str, why: str) -> int:
                 ("status", "requested")]  # fmt: skip
     noted = 0
     for stored in await repo.find("Task", criteria, 100):
-        task, before = dict(stored.resource), str((stored.resource.get("statusReason") or {}).get("text", ""))
+        task = dict(stored.resource)  # the workflow's review Tasks keep their reason in reasonCode
+        before = str((task.get("statusReason") or task.get("reasonCode") or {}).get("text", ""))
         if not before.startswith(REFUSED):
             continue
         now = datetime.now(UTC).isoformat(timespec="milliseconds")

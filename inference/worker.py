@@ -27,6 +27,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -42,10 +43,13 @@ from fhir_server.consent.decision import AI_ANALYSIS, decide
 from fhir_server.outbox import OutboxLoop, claimed
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine, OutboxEvent, TenantStore, TenantTransaction
+from fhir_server.workflow.library import FlowLibrary
+from fhir_server.workflow.routing import ai_models
 from inference.abcd import DermoscopyAbcd, SegmentationError, analyse, pixel_spacing_mm
 from inference.admission import admit, record_unsuitable
 from inference.events import analysis_event
 from inference.explanations import explained_key, write_abcd, write_saliency
+from inference.flow_events import append_findings, append_not_analysed, findings_committed
 from inference.pipeline import Prediction, Runner, saliency_png
 from inference.pixels import UndecodableImage, rgb_pixels
 from inference.results import Committed, ImageContext, done_key, write_results
@@ -65,6 +69,7 @@ class Job:
     rgb: np.ndarray
     spacing: tuple[float, float] | None
     refused: frozenset[str] = field(default_factory=frozenset)  # the cards (keys) that did not admit the image
+    routed: tuple[str, ...] = ()  # the models the case's workflow runs on the image
 
 
 class InferenceWorker(OutboxLoop):
@@ -85,6 +90,7 @@ class InferenceWorker(OutboxLoop):
         abcd: bool = True,
         poll_seconds: float = 1.0,
         conventions: ImagingConventions | None = None,
+        flows: FlowLibrary | None = None,
     ) -> None:
         super().__init__(engine, poll_seconds)
         self.engine = engine
@@ -99,6 +105,7 @@ class InferenceWorker(OutboxLoop):
         self.human_review = human_review
         self.abcd = abcd
         self.conventions = conventions or ImagingConventions()
+        self.flows = flows  # the workflow definitions: which models a case's flow runs (None: every model)
 
     # -- one round --------------------------------------------------------------------------------
     async def drain(self) -> int:
@@ -169,6 +176,10 @@ class InferenceWorker(OutboxLoop):
             return None
         if record.fields.get("SOPClassUID") == (ENCAPSULATED_PDF,) or not record.fields.get("Rows"):
             return None  # documents and objects without pixels are not for the image models
+        media = await repo.current("Media", context.media_id) or {}
+        routed = await self._routed(repo, context, media)
+        if not routed:
+            return None  # the case's flow runs no AI on this image
         decision = await decide(repo, context.patient_id, AI_ANALYSIS)  # before reading: a refusal is cheap
         if not decision.permit:
             await self._refused(repo, context, decision.reason)
@@ -183,7 +194,6 @@ class InferenceWorker(OutboxLoop):
             return None
         if "PixelData" not in ds:
             return None
-        media = await repo.current("Media", context.media_id) or {}
         consent_id = str(decision.consent.resource["id"]) if decision.consent is not None else None
         lesion_id = context.lesion_id or await self._lesion(repo, ds, context.patient_id)
         context = replace(context, body_site=media.get("bodySite"), acquired=media.get("createdDateTime"),
@@ -193,16 +203,26 @@ class InferenceWorker(OutboxLoop):
         except UndecodableImage as exc:
             await self._poison(repo, context, str(exc))
             return None
-        refused = await self._admission(repo, context, ds, rgb)
+        refused = await self._admission(repo, context, ds, rgb, routed)
         if len(refused) == len(self.runners):
             return None
-        return Job(event, context, rgb, pixel_spacing_mm(ds), refused)
+        return Job(event, context, rgb, pixel_spacing_mm(ds), refused, routed)
 
-    async def _admission(self, repo: Repository, context: ImageContext, ds: Dataset, rgb: np.ndarray) -> frozenset[str]:
-        """The models whose cards do not admit this image; each leaves an "unsuitable image" outcome."""
-        refused = set()
+    async def _routed(self, repo: Repository, context: ImageContext, media: dict[str, Any]) -> tuple[str, ...]:
+        keys = [runner.model.card.key for runner in self.runners]
+        if self.flows is None:
+            return tuple(keys)
+        return tuple(await ai_models(self.flows, repo, context.report_id, keys, media.get("bodySite")))
+
+    async def _admission(self, repo: Repository, context: ImageContext, ds: Dataset, rgb: np.ndarray,
+                         routed: tuple[str, ...]) -> frozenset[str]:  # fmt: skip
+        """The models not routed to or whose cards do not admit this image; each of the latter leaves an
+        "unsuitable image" outcome and an ``ai.not-analysed`` event."""
+        refused = {runner.model.card.key for runner in self.runners if runner.model.card.key not in routed}
         for runner in self.runners:
             card = runner.model.card
+            if card.key not in routed:
+                continue
             problems = await asyncio.to_thread(admit, ds, rgb, card.accepts)
             if not problems:
                 continue
@@ -211,6 +231,8 @@ class InferenceWorker(OutboxLoop):
             async with repo.store.transaction() as tx:
                 bound = repo.within(tx)
                 await record_unsuitable(bound, context, card.key, problems)
+                await append_not_analysed(tx, context, "unsuitable", f"image unsuitable for {card.key} ({reasons})",
+                                          card.key)  # fmt: skip
                 if self.human_review:
                     await request_human_review(bound, context, f"no AI analysis: image unsuitable ({reasons})")
                 await self._audit_in(repo, tx, context, "4", f"no AI analysis by {card.key}: image unsuitable "
@@ -242,6 +264,8 @@ class InferenceWorker(OutboxLoop):
         async with repo.store.transaction() as tx:
             written = await write_results(repo.within(tx), job.context, runner.model.card, prediction,
                                           self.server_version, self.devices, runner.model.weights_sha256)  # fmt: skip
+            if written:  # the workflow hears of the findings in their own commit
+                await append_findings(tx, findings_committed(job.context, runner.model.card, prediction, job.routed))
         if written:
             await self._audit(repo, job.context, "0", f"findings of {runner.model.card.key} committed in "
                               f"{(time.perf_counter() - started) * 1000:.0f} ms after the forward pass")  # fmt: skip
@@ -286,6 +310,7 @@ class InferenceWorker(OutboxLoop):
     async def _poison(self, repo: Repository, context: ImageContext, reason: str) -> None:
         async with repo.store.transaction() as tx:  # the failed Task and its AuditEvent in one commit
             await record_failure(repo.within(tx), context, reason)
+            await append_not_analysed(tx, context, "failed", reason)
             await self._audit_in(repo, tx, context, "8", f"analysis failed: {reason}")
 
     async def _refused(self, repo: Repository, context: ImageContext, reason: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,7 @@ from fhir_server.storage.port import Engine, Record, TenantUnknownError
 from fhir_server.storage.query import RecordQuery
 
 COLLECTION = "auth.client"
+FHIR_USER = re.compile(r"^(Practitioner|PractitionerRole|Patient|RelatedPerson|Person)/[A-Za-z0-9\-.]{1,64}$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
@@ -93,8 +95,10 @@ class ClientRegistry:
         *,
         secret: bool = True,
         jwks: dict[str, Any] | None = None,
+        fhir_user: str | None = None,
     ) -> tuple[Client, str | None]:
-        """A new client and its secret (shown once, never stored in clear)."""
+        """A new client and its secret (shown once, never stored in clear); ``fhir_user`` (``Practitioner/1``)
+        is the user it acts for, carried as its tokens' ``fhirUser`` claim."""
         unknown = [r for r in roles if r not in ROLES]
         if unknown or not roles:
             raise ClientError(f"roles must be some of {', '.join(ROLES)}; not {', '.join(unknown) or 'none'}")
@@ -102,6 +106,8 @@ class ClientRegistry:
             raise ClientError("a client needs a secret or a JWKS to authenticate with")
         if jwks is not None and not (isinstance(jwks.get("keys"), list) and jwks["keys"]):
             raise ClientError("the JWKS must hold a non-empty 'keys' list")
+        if fhir_user is not None and not FHIR_USER.match(fhir_user):
+            raise ClientError("fhirUser is a reference such as Practitioner/123")
         store = await self.engine.tenant(tenant)
         plain = secrets.token_urlsafe(32) if secret else None
         client = Client(
@@ -112,6 +118,7 @@ class ClientRegistry:
             secret_hash=hash_secret(plain) if plain else None,
             jwks=jwks,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
+            extra={"fhirUser": fhir_user} if fhir_user else {},
         )
         async with store.transaction() as tx:
             await tx.put_record(_record(client))

@@ -104,7 +104,11 @@ class TokenEndpoint:
         if not scopes:
             raise OAuthError(400, "invalid_scope", "none of the requested scopes is allowed to this client", claimed)
         token, lifetime = self.tokens.mint(
-            tenant=client.tenant, client_id=client.client_id, scopes=scopes, roles=client.roles
+            tenant=client.tenant,
+            client_id=client.client_id,
+            scopes=scopes,
+            roles=client.roles,
+            fhir_user=client.extra.get("fhirUser"),
         )
         body = {
             "access_token": token,

@@ -133,6 +133,7 @@ class Access:
     patient: str | None = None  # the launch context patient id of patient/ scopes
     roles: tuple[str, ...] = field(default_factory=tuple)
     issuer: str | None = None  # an external provider's issuer; None: this server's own tokens (registered clients)
+    fhir_user: str | None = None  # the SMART ``fhirUser`` claim: the user's own resource (``Practitioner/123``)
 
     def decide(self, resource_type: str, permission: Permission) -> Literal["all", "patient", "none"]:
         """``all``: any instance; ``patient``: only the context patient's compartment; ``none``."""

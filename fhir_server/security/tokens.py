@@ -2,7 +2,8 @@
 including tokens of an external OpenID provider when one is configured (RFC 9068 in spirit).
 
 Claims: ``iss`` this server, ``aud`` the tenant's FHIR base, ``sub`` and ``client_id`` the client,
-``tenant``, ``scope`` (space separated), ``roles``, ``iat``/``nbf``/``exp`` and a ``jti``.
+``tenant``, ``scope`` (space separated), ``roles``, ``iat``/``nbf``/``exp`` and a ``jti``; ``fhirUser``
+(SMART App Launch 2.x, scopes-and-launch-context.html#fhiruser) when the client acts for a registered user.
 """
 
 from __future__ import annotations
@@ -118,7 +119,9 @@ class TokenService:
     def jwks(self) -> dict[str, Any]:
         return {"keys": [self.signer.public_jwk()]}
 
-    def mint(self, *, tenant: str, client_id: str, scopes: list[Scope], roles: tuple[str, ...]) -> tuple[str, int]:
+    def mint(
+        self, *, tenant: str, client_id: str, scopes: list[Scope], roles: tuple[str, ...], fhir_user: str | None = None
+    ) -> tuple[str, int]:
         now = int(time.time())
         claims = {
             "iss": self.issuer,
@@ -133,6 +136,8 @@ class TokenService:
             "exp": now + self.lifetime,
             "jti": secrets.token_urlsafe(16),
         }
+        if fhir_user:
+            claims["fhirUser"] = fhir_user
         return self.signer.sign(claims), self.lifetime
 
     def verify(self, token: str, tenant: str) -> Access:
@@ -189,6 +194,7 @@ class TokenService:
             subject=str(claims["sub"]),
             scopes=tuple(parse_scopes(str(claims.get("scope", "")))),
             roles=tuple(claims.get("roles") or ()),
+            fhir_user=_fhir_user(claims),
         )
         client_id = str(claims.get("client_id") or claims["sub"])
         return Verified(access, float(claims["exp"]) + LEEWAY_SECONDS, client_id, int(claims["iat"]))
@@ -217,5 +223,11 @@ class TokenService:
             scopes=tuple(parse_scopes(text)),
             patient=str(patient) if patient else None,
             issuer=provider.issuer,
+            fhir_user=_fhir_user(claims),
         )
         return Verified(access, float(claims["exp"]) + LEEWAY_SECONDS)
+
+
+def _fhir_user(claims: dict[str, Any]) -> str | None:
+    value = claims.get("fhirUser")
+    return value[:1000] if isinstance(value, str) and value else None

@@ -24,3 +24,20 @@ def test_consent_purposes_are_listed_set_and_reset(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "system|code" in bad.stderr
     unknown = cli("issuer", "list", "--tenant", "nowhere", "--data-dir", data)
     assert unknown.returncode == 2 and "no tenant" in unknown.stderr
+
+
+def test_review_policy_is_shown_set_and_reset(tmp_path: Path) -> None:
+    data = str(tmp_path / "var")
+    assert cli("tenant", "create", "clinic-north", "--data-dir", data).returncode == 0
+    shown = cli("review-policy", "show", "--tenant", "clinic-north", "--data-dir", data)
+    assert "tier dermatologist" in shown.stdout and "asap 14 days" in shown.stdout
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"tiers": {"gp": {"escalate_to": "dermatologist"}, "dermatologist": {}}, "lease_minutes": 20}')
+    changed = cli("review-policy", "set", "--file", str(policy), "--tenant", "clinic-north", "--data-dir", data)
+    assert changed.returncode == 0 and "tier gp" in changed.stdout and "lease: 20 minutes" in changed.stdout
+    policy.write_text('{"max_declines": 0}')
+    bad = cli("review-policy", "set", "--file", str(policy), "--tenant", "clinic-north", "--data-dir", data)
+    assert bad.returncode == 2 and "max_declines" in bad.stderr
+    assert "lease: 20 minutes" in cli("review-policy", "show", "--tenant", "clinic-north", "--data-dir", data).stdout
+    reset = cli("review-policy", "reset", "--tenant", "clinic-north", "--data-dir", data)
+    assert "lease: 30 minutes" in reset.stdout

@@ -166,6 +166,8 @@ def test_a_late_image_on_a_final_report_appends(node: FhirTestClient, tmp_path: 
     notes = [e["valueAnnotation"] for e in appended["extension"] if e["url"].endswith("DiagnosticReport.note")]
     assert any("after the report was final" in n["text"] and "time" in n for n in notes)
     assert_r4(appended)
+    review = {"focus": f"DiagnosticReport/{report['id']}", "code": "urn:dermbridge:review-tier|dermatologist"}
+    assert [t["status"] for t in search(node, "Task", review)] == ["requested"]  # back in the review queue
 
 
 def test_a_clinicians_draft_conclusion_stays(node: FhirTestClient, tmp_path: Path) -> None:

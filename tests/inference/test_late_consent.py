@@ -37,7 +37,7 @@ def refused_case(client: FhirTestClient, tmp_path: Path, mrn: str, seed: int) ->
     patient_id = ehr_patient(client, mrn)
     send(client, tmp_path, lesion_instance(mrn, seed=seed, accession=f"ACC-{mrn}"))
     task = wait_for(client, "Task", {"patient": f"Patient/{patient_id}", "status": "requested"})[0]
-    assert "no AI analysis" in task["statusReason"]["text"]
+    assert "no AI analysis" in task["reasonCode"]["text"]
     assert findings(client, patient_id) == 0
     report = client.get(f"{BASE}/{task['focus']['reference']}").json()
     return patient_id, report

@@ -178,7 +178,7 @@ def test_no_consent_no_analysis_and_a_human_review(node: FhirTestClient, tmp_pat
     send(node, tmp_path, lesion_instance("AI-3", seed=13, accession="ACC-3"))
     task = wait_for(node, "Task", {"patient": f"Patient/{refused}", "status": "requested"})[0]
     assert task["code"]["coding"][0]["code"] == "clinician-review"
-    assert "Consent/" in task["statusReason"]["text"]
+    assert "Consent/" in task["reasonCode"]["text"]  # the review Task the case's workflow opened
     assert node.get(f"{BASE}/Observation", params={"subject": f"Patient/{refused}"}).json()["total"] == 0
     audit = node.get(f"{BASE}/AuditEvent", params={"subtype": "ai-analysis", "outcome": "4"}).json()
     assert audit["total"] == 1
@@ -193,7 +193,8 @@ def test_poison_image_is_a_recorded_failure(node: FhirTestClient, tmp_path: Path
     broken.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8not a jpeg\xff\xd9"])
     body, media = stow_body(broken)
     assert node.post("/dicomweb/default/studies", content=body, headers={"Content-Type": media}).status_code == 200
-    task = wait_for(node, "Task", {"patient": f"Patient/{patient_id}", "status": "failed"})[0]
+    failure = {"patient": f"Patient/{patient_id}", "status": "failed", "code": "urn:dermbridge:task|ai-analysis"}
+    task = wait_for(node, "Task", failure)[0]  # the worker's record (the workflow's AI step says failed too)
     outcome = node.get(f"{BASE}/{task['output'][0]['valueReference']['reference']}").json()
     assert "cannot be decoded" in outcome["issue"][0]["diagnostics"]
     assert task["focus"]["reference"].startswith("DiagnosticReport/")
@@ -232,7 +233,8 @@ def test_transient_failures_are_retried_then_recorded(tmp_path: Path) -> None:
         for _ in range(4):  # back-off 0.05 s, then 0.1 s, then the failure is recorded
             node.portal.call(running.drain)
             time.sleep(0.3)
-        failed = node.get(f"{BASE}/Task", params={"patient": f"Patient/{other}", "status": "failed"}).json()
+        worker_record = {"patient": f"Patient/{other}", "status": "failed", "code": "urn:dermbridge:task|ai-analysis"}
+        failed = node.get(f"{BASE}/Task", params=worker_record).json()  # (the workflow's AI step failed too)
         assert failed["total"] == 1
         store = node.portal.call(node.app.state.engine.tenant, "default")  # type: ignore[attr-defined]
         assert node.portal.call(store.claim_events, CONSUMER, 10, 60) == []  # nothing stuck
@@ -254,17 +256,22 @@ def test_a_clinicians_final_report_is_never_overwritten(node: FhirTestClient, tm
     assert kept["status"] == "appended" and kept["conclusion"].endswith("(Dr Example)")
 
 
+def own_case(mrn: str, **kw: Any) -> pydicom.Dataset:
+    return dermoscopic(patient_id=mrn, accession=f"ACC-{mrn}", **kw)
+
+
 def unsuitable_images() -> dict[str, tuple[pydicom.Dataset, str]]:
-    """Each image a dermoscopy model once scored "Malignant melanoma, POS, p=1.00", and the reason it must not."""
+    """Each image a dermoscopy model once scored "Malignant melanoma, POS, p=1.00", and the reason it must not.
+    Each is a case of its own (its own accession): the workflow opens one review per case."""
     lesion = lesion_image(random_spec(np.random.default_rng(30), 256, True), 256, seed=30)
     return {
-        "U-1": (with_pixels(dermoscopic(patient_id="U-1", sop_class=VL_MICROSCOPIC), he_tile(256), modality="GM"),
+        "U-1": (with_pixels(own_case("U-1", sop_class=VL_MICROSCOPIC), he_tile(256), modality="GM"),
                 "sop-class"),
-        "U-2": (with_pixels(dermoscopic(patient_id="U-2", sop_class=SECONDARY_CAPTURE), document_page(512),
+        "U-2": (with_pixels(own_case("U-2", sop_class=SECONDARY_CAPTURE), document_page(512),
                             modality="DOC", grey=True), "sop-class"),
-        "U-3": (with_pixels(dermoscopic(patient_id="U-3"), he_tile(256)), "no-skin"),  # H&E sent as dermoscopy
-        "U-4": (with_pixels(dermoscopic(patient_id="U-4"), blurred(lesion)), "blurred"),
-        "U-5": (with_pixels(dermoscopic(patient_id="U-5"), over_exposed(lesion)), "over-exposed"),
+        "U-3": (with_pixels(own_case("U-3"), he_tile(256)), "no-skin"),  # H&E sent as dermoscopy
+        "U-4": (with_pixels(own_case("U-4"), blurred(lesion)), "blurred"),
+        "U-5": (with_pixels(own_case("U-5"), over_exposed(lesion)), "over-exposed"),
     }  # fmt: skip
 
 
@@ -282,7 +289,7 @@ def test_unsuitable_images_are_not_scored(node: FhirTestClient, tmp_path: Path) 
                    for o in task["output"])  # fmt: skip
         assert task["focus"]["reference"].startswith("DiagnosticReport/")
         review = wait_for(node, "Task", {"patient": f"Patient/{patients[mrn]}", "status": "requested"})[0]
-        assert "image unsuitable" in review["statusReason"]["text"]
+        assert "image unsuitable" in review["reasonCode"]["text"]
         observations = node.get(f"{BASE}/Observation", params={"subject": f"Patient/{patients[mrn]}"}).json()
         assert observations["total"] == 0, mrn  # no score at all
         report = node.get(f"{BASE}/{task['focus']['reference']}").json()

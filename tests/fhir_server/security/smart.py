@@ -28,12 +28,16 @@ class IdentityProvider:
         """The server settings that trust this provider."""
         return {"oidc_issuer": ISSUER, "oidc_jwks": str(self.jwks), "oidc_audience": AUDIENCE}
 
-    def headers(self, scope: str, patient: str | None = None, tenant: str = "default") -> dict[str, str]:
-        """An Authorization header with a token of ``tenant`` carrying ``scope`` (and ``patient``)."""
+    def headers(
+        self, scope: str, patient: str | None = None, tenant: str = "default", fhir_user: str | None = None
+    ) -> dict[str, str]:
+        """An Authorization header with a token of ``tenant`` carrying ``scope`` (and ``patient``, ``fhirUser``)."""
         now = int(time.time())
         claims: dict[str, Any] = {"iss": ISSUER, "aud": AUDIENCE, "sub": "app", "tenant": tenant, "scope": scope,
                                   "iat": now, "exp": now + 600}  # fmt: skip
         if patient is not None:
             claims["patient"] = patient
+        if fhir_user is not None:
+            claims["fhirUser"] = fhir_user
         token = jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": "idp"})
         return {"Authorization": f"Bearer {token}"}
