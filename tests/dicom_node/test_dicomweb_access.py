@@ -194,6 +194,8 @@ def test_a_merged_patients_studies_follow_it_to_the_target(studies: Studies) -> 
     )
     assert merged.status_code == 200, merged.text
     assert uids(target.search_for_studies()) == {source_image.StudyInstanceUID, target_image.StudyInstanceUID}
+    both = {source_image.StudyInstanceUID, target_image.StudyInstanceUID}
+    assert uids(target.search_for_series()) == uids(target.search_for_instances()) == both  # every level re-filed
     assert status_of(lambda: target.retrieve_study_metadata(source_image.StudyInstanceUID)) == 200
 
 
