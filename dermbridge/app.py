@@ -23,6 +23,7 @@ from dermbridge.identity import consent_watcher, register_identity
 from dermbridge.settings import Settings
 from dermbridge.storage import open_audit_trail, open_engine
 from dermbridge.workflow import flow_library, register_workflow, start_engine
+from dicom_node.backfill import backfill_tenants
 from dicom_node.dimse import DimseServer
 from dicom_node.erasure import DicomErasure
 from dicom_node.web.routes import router as dicomweb_router
@@ -185,6 +186,7 @@ def create_app(settings: Settings) -> FastAPI:
         await engine.open()
         await engine.create_tenant(settings.default_tenant)
         await asyncio.to_thread(ingestor.blobs.sweep_incoming)  # remains of stores cut short by a crash
+        await backfill_tenants(engine)  # index records of earlier versions get their owner (once)
         if tokens is None:
             log.warning("INSECURE development mode: authentication is off, every request is unrestricted")
         elif settings.auth_bootstrap_admin:
