@@ -6,8 +6,10 @@ done, later starts skip the scan (the tenant setting marks it)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
+import orjson
 import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
@@ -47,6 +49,20 @@ async def _as_older_version(data_dir: Path, *, unmark: bool) -> int:
         await engine.close()
 
 
+async def _forget_patient(data_dir: Path, study_uid: str) -> None:
+    """A study record whose body names no Patient (``fhir`` left out): its owner cannot be told."""
+    engine = SqliteEngine(data_dir)
+    await engine.open()
+    try:
+        async with (await engine.tenant("default")).transaction() as tx:
+            study = await tx.get_record(STUDY, study_uid)
+            assert study is not None
+            body = {key: value for key, value in orjson.loads(study.body).items() if key != "fhir"}
+            await tx.put_record(Record(STUDY, study.key, orjson.dumps(body), study.fields))
+    finally:
+        await engine.close()
+
+
 async def _backfill_again(data_dir: Path) -> tuple[int, object]:
     engine = SqliteEngine(data_dir)
     await engine.open()
@@ -61,7 +77,7 @@ def _uids(found: list[dict[str, object]]) -> set[str]:
     return {entry["0020000D"]["Value"][0] for entry in found}  # type: ignore[index]
 
 
-def test_studies_of_an_earlier_version_are_listed_to_their_patient_after_a_restart(tmp_path: Path) -> None:
+def test_older_studies_reach_their_patient_after_a_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     idp = IdentityProvider(tmp_path)
     env = {"DERMBRIDGE_OIDC_ISSUER": "https://idp.example", "DERMBRIDGE_OIDC_JWKS": str(idp.jwks),
            "DERMBRIDGE_OIDC_AUDIENCE": "dermbridge"}  # fmt: skip
@@ -100,3 +116,11 @@ def test_studies_of_an_earlier_version_are_listed_to_their_patient_after_a_resta
     assert asyncio.run(_as_older_version(data_dir, unmark=True)) == 6
     assert asyncio.run(_backfill_again(data_dir)) == (2, VERSION)
     assert asyncio.run(_backfill_again(data_dir)) == (0, VERSION)
+    # a study whose patient cannot be told stays without the field, counted in one warning
+    assert asyncio.run(_as_older_version(data_dir, unmark=True)) == 6
+    asyncio.run(_forget_patient(data_dir, other.StudyInstanceUID))
+    with caplog.at_level(logging.WARNING, logger="dicom_node.backfill"):
+        assert asyncio.run(_backfill_again(data_dir)) == (1, VERSION)
+    assert [r.getMessage() for r in caplog.records if r.name == "dicom_node.backfill"] == [
+        "tenant default: 1 DICOM studies name no Patient and stay out of patient/ access"
+    ]
