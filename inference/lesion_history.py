@@ -60,30 +60,35 @@ def compared(observation: dict[str, Any], earlier: dict[str, Any] | None) -> dic
     if earlier is None:
         return observation
     before, now = earlier["valueQuantity"]["value"], observation["valueQuantity"]["value"]
-    reading = observation["interpretation"][0]["coding"][0]["display"]
-    earlier_reading = (earlier.get("interpretation") or [{}])[0].get("coding", [{}])[0].get("display", "")
+    reading, earlier_reading = _reading(observation), _reading(earlier)  # a benign class carries no flag
     assessed = observation["code"]["coding"][0]["display"].removeprefix("Probability of ")
     day = _when(earlier)[:10] or "date unknown"
     observation.setdefault("extension", []).append(
         {"url": SEQUEL_TO, "valueReference": {"reference": f"Observation/{earlier['id']}",
-                                              "display": f"earlier visit {day}: {shown(before)} {earlier_reading}"}}
+                                              "display": f"earlier visit {day}: {shown(before)}{earlier_reading}"}}
     )  # fmt: skip
     observation.setdefault("component", []).append(
         {"code": {"coding": [EARLIER], "text": f"probability at the earlier visit ({day})"},
          "valueQuantity": probability(before), "interpretation": earlier.get("interpretation", [])[:1]}
     )  # fmt: skip
     observation.setdefault("note", []).append(
-        {"text": f"Compared with the earlier visit: {assessed} at {day}: {shown(before)}, {earlier_reading}; "
-                 f"now {shown(now)}, {reading}."}
+        {"text": f"Compared with the earlier visit: {assessed} at {day}: {shown(before)}{earlier_reading}; "
+                 f"now {shown(now)}{reading}."}
     )  # fmt: skip
     return observation
+
+
+def _reading(result: dict[str, Any]) -> str:
+    """ ", Positive" (the result's flag, for words), or "" when it has none (a benign class)."""
+    display = (result.get("interpretation") or [{}])[0].get("coding", [{}])[0].get("display", "")
+    return f", {display}" if display else ""
 
 
 def change_since_earlier(result: dict[str, Any]) -> str:
     """'0.02, Negative at 2024-01-05; now 0.99, Positive' when a risk result's reading differs from the
     earlier visit's (a threshold crossed either way), else ""."""
     earlier = next((c for c in result.get("component", []) if c["code"]["coding"][0] == EARLIER), None)
-    if earlier is None or not earlier.get("interpretation"):
+    if earlier is None or not earlier.get("interpretation") or not result.get("interpretation"):
         return ""
     before, now = earlier["interpretation"][0]["coding"][0], result["interpretation"][0]["coding"][0]
     if before.get("code") == now.get("code"):

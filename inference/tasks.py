@@ -80,7 +80,8 @@ async def note_requeued(repo: Repository, patient_id: str, why: str) -> int:
         if not before.startswith(REFUSED):
             continue
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        task["statusReason"] = {"text": f"{REQUEUED}: {why} (before: {before})"}
+        field = "reasonCode" if "reasonCode" in task else "statusReason"  # the workflow's: the engine rewrites it
+        task[field] = {"text": f"{REQUEUED}: {why} (before: {before})"}  # when the findings arrive
         task["note"] = [*task.get("note", []), {"time": now, "text": f"{REQUEUED}: {why}"}]
         task["lastModified"] = now
         await repo.update(task, resource_type="Task", id=str(task["id"]), server_built=True)

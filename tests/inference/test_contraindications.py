@@ -34,9 +34,12 @@ def patient(client: FhirTestClient, mrn: str, born: str | None) -> str:
     return patient_id
 
 
+UNSUITABLE = "urn:dermbridge:image-admission|unsuitable-image"
+
+
 def refusal(client: FhirTestClient, patient_id: str) -> dict:
-    tasks = wait_for(client, "Task", {"patient": f"Patient/{patient_id}", "status": "requested"})
-    assert len(tasks) == 1  # one Task per refused image
+    tasks = wait_for(client, "Task", {"patient": f"Patient/{patient_id}", "business-status": UNSUITABLE})
+    assert len(tasks) == 1  # one Task per refused image (the review itself is the workflow's, per case)
     return tasks[0]
 
 

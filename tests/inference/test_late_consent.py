@@ -43,6 +43,9 @@ def refused_case(client: FhirTestClient, tmp_path: Path, mrn: str, seed: int) ->
     return patient_id, report
 
 
+REVIEW = "urn:dermbridge:task|clinician-review"
+
+
 def test_a_late_consent_gets_the_waiting_images_analysed(node: FhirTestClient, tmp_path: Path) -> None:
     patient_id, report = refused_case(node, tmp_path, "LATE-1", seed=21)
     assert report["status"] == "registered"
@@ -54,10 +57,10 @@ def test_a_late_consent_gets_the_waiting_images_analysed(node: FhirTestClient, t
     count = len(analysed)
     case = wait_for(node, "DiagnosticReport", {"_id": report["id"], "status": "preliminary"})[0]
     # the reviewer reads what happened, and does not wait on an analysis that is done (derm review 1, finding 14)
-    review = wait_for(node, "Task", {"patient": f"Patient/{patient_id}", "status": "completed"})[0]
-    assert review["statusReason"]["text"].startswith("AI analysis done on")
-    assert node.get(f"{BASE}/Task", params={"patient": f"Patient/{patient_id}", "status": "requested"}).json()[
-        "total"] == 0  # fmt: skip
+    # the case's review stays open for a clinician, now for the findings (the workflow escalated them)
+    review = wait_for(node, "Task", {"patient": f"Patient/{patient_id}", "code": REVIEW, "status": "requested"})[0]
+    assert review["reasonCode"]["text"].startswith("escalated"), review["reasonCode"]
+    assert "statusReason" not in review or not review["statusReason"]["text"].startswith("AI analysis queued")
     notes = [n["text"] for n in review["note"]]
     assert any(n.startswith("AI analysis queued again: a Consent now permits it") for n in notes)
     assert {f"Observation/{o['id']}" for o in analysed} <= {r["reference"] for r in case["result"]}

@@ -272,6 +272,9 @@ def practitioner(client: FhirTestClient) -> str:
     return str(client.post(f"{BASE}/Practitioner", json=body).json()["id"])
 
 
+UNSUITABLE = "urn:dermbridge:image-admission|unsuitable-image"
+
+
 def unsuitable_images() -> dict[str, tuple[pydicom.Dataset, str]]:
     """Each image a dermoscopy model once scored "Malignant melanoma, POS, p=1.00", and the reason it must not.
     Each is a case of its own (its own accession): the workflow opens one review per case."""
@@ -299,11 +302,10 @@ def test_unsuitable_images_are_not_scored(node: FhirTestClient, tmp_path: Path) 
     patients = {mrn: consenting_patient(node, mrn) for mrn in images}
     send(node, tmp_path, *(ds for ds, _ in images.values()))
     for mrn, (_, reason) in images.items():
-        tasks = wait_for(node, "Task", {"patient": f"Patient/{patients[mrn]}"})
-        assert len(tasks) == 1, mrn  # one Task per refused image: the clinician review, with the coded reasons
-        task = tasks[0]
-        assert task["status"] == "requested" and task["code"]["coding"][0]["code"] == "clinician-review"
-        assert task["businessStatus"]["coding"][0]["code"] == "unsuitable-image"
+        tasks = wait_for(node, "Task", {"patient": f"Patient/{patients[mrn]}", "business-status": UNSUITABLE})
+        assert len(tasks) == 1, mrn  # one record per refused image, with the coded reasons
+        task = tasks[0]  # the review of the case is the workflow's (below), so this one is the AI step's record
+        assert task["status"] == "rejected" and task["code"]["coding"][0]["code"] == "ai-analysis"
         reasons = {c["code"] for c in task["statusReason"]["coding"]}
         assert reason in reasons, (mrn, reasons)
         assert all(o["valueCodeableConcept"]["coding"][0]["system"] == "urn:dermbridge:image-admission"
