@@ -9,11 +9,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from fhir_server.audit.remote import LoaderProcess
+from tests.conftest import make_client
 
 # Never reads its stdin; a grandchild keeps the read end of that pipe open after it is gone, as
 # anything holding a copy of the descriptor would (the grandchild ends by itself after 120 s).
@@ -65,3 +69,15 @@ def test_a_loader_that_never_finishes_is_terminated(tmp_path: Path) -> None:
 def test_a_loader_that_ignores_terminate_is_killed(tmp_path: Path) -> None:
     took, loader = asyncio.run(stop_a_stuck_loader(tmp_path, ignore_term=True))
     assert took < 30 and not loader.alive
+
+
+def test_a_failed_start_leaves_no_loader_behind(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        client = make_client(tmp_path / "var", dicom_port=taken.getsockname()[1], audit_loader="process")
+        with pytest.raises(OSError), client:
+            pass  # the DIMSE listener cannot bind: the app does not start
+    loader = client.app.state.audit.loader  # type: ignore[attr-defined]
+    assert loader is not None and not loader.alive
+    assert loader.pid is None  # stopped and reaped, not left running on a pipe nobody closes
