@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from fhir_server.storage.port import Engine, OutboxEvent, TenantStore
+from fhir_server.waiting import woken
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,7 @@ class OutboxLoop:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
+            await woken(self._wake, self.poll)  # not wait_for: it can swallow stop()'s cancel (3.11)
             self._wake.clear()
             try:
                 await self.drain()

@@ -152,7 +152,8 @@ class LoaderProcess:
 async def _exited(process: asyncio.subprocess.Process, seconds: float) -> bool:
     """Whether ``process`` exits within ``seconds``."""
     try:
-        await asyncio.wait_for(process.wait(), seconds)
+        async with asyncio.timeout(seconds):  # not wait_for: it can swallow a cancel (3.11)
+            await process.wait()
     except TimeoutError:
         return False
     return True

@@ -36,6 +36,7 @@ from fhir_server.storage.port import TenantStore
 from fhir_server.subscriptions import feed
 from fhir_server.subscriptions.audit import binding_event, notification_event
 from fhir_server.subscriptions.binding import ID, BindRefused, check_bind
+from fhir_server.waiting import woken
 
 log = logging.getLogger(__name__)
 POLICY_VIOLATION = 1008  # RFC 6455 section 7.4.1
@@ -143,7 +144,8 @@ class Session:
         while True:
             timeout = None if self.bindings else max(0.0, opened + self.limits.bind_seconds - time.monotonic())
             try:
-                message = await asyncio.wait_for(self.websocket.receive(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel (3.11)
+                    message = await self.websocket.receive()
             except TimeoutError:
                 await self._close(POLICY_VIOLATION, f"no bind within {self.limits.bind_seconds:g} s")
                 return
@@ -186,8 +188,7 @@ class Session:
 
     async def _deliver(self, wake: asyncio.Event) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.limits.poll_seconds)
+            await woken(wake, self.limits.poll_seconds)
             wake.clear()  # before reading: an entry recorded during the read wakes the next round
             for subscription_id, last in list(self.bindings.items()):
                 await self._deliver_one(subscription_id, last)
