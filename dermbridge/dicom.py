@@ -15,8 +15,10 @@ from dicom_node.blobs import BlobStore
 from dicom_node.dimse import HANDLER_TIMEOUT_S, DimseConfig, DimseServer, MoveDestination
 from dicom_node.ingest import Ingestor
 from dicom_node.lesions import ImagingConventions
+from dicom_node.uid_claims import UID_RECORDS, guard_dicom_uids
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.storage.port import Engine, TenantUnknownError
+from fhir_server.write_guards import register_guard
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ def build_ingestor(settings: Settings, engine: Engine, trail: AuditTrail | None 
     def public_url(tenant: str, api: str) -> str:
         return f"{base}/{api}/{tenant}"
 
+    for resource_type in UID_RECORDS:  # clients may not forge the links ingest follows between images and FHIR
+        register_guard(resource_type, guard_dicom_uids)
     blobs = BlobStore(settings.blob_root())
     conventions = ImagingConventions(settings.dicom_lesion_key, settings.dicom_timezone)
     return Ingestor(engine, blobs, public_url=public_url, duplicates=settings.dicom_duplicates,

@@ -32,6 +32,7 @@ INSTANCE_KEYS = (
     "SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "NumberOfFrames", "ContentDate",
     "ContentTime", "ImageLaterality", "PhotometricInterpretation", "SamplesPerPixel", "BitsAllocated",
 )  # fmt: skip
+PATIENT_FIELD = "fhir.patient"  # the Patient id ingest filed the record under: written by the server only
 CASE_FOLDED = frozenset({"PatientName", "StudyDescription", "SeriesDescription", "ReferringPhysicianName"})
 BULK_THRESHOLD = 1024
 
@@ -77,6 +78,26 @@ class IndexedInstance:
     study: Record
     series: Record
     instance: Record
+
+
+def filed_under(record: Record, patient_id: str) -> Record:
+    """The record with the Patient its instance was filed under (``PATIENT_FIELD``): the owner DICOMweb
+    access and the study-UID rule go by, never client-writable FHIR content."""
+    return Record(record.collection, record.key, record.body, {**record.fields, PATIENT_FIELD: (patient_id,)})
+
+
+def recorded_patient(record: Record | None) -> str | None:
+    """The Patient a study, series or instance record was filed under, None when unknown."""
+    if record is None:
+        return None
+    values = record.fields.get(PATIENT_FIELD)
+    if values:
+        return values[0]
+    if record.collection == STUDY:  # a study record written before the field: its body keeps the ids
+        fhir = orjson.loads(record.body).get("fhir")
+        patient = fhir.get("patient") if isinstance(fhir, dict) else None
+        return patient if isinstance(patient, str) and patient else None
+    return None
 
 
 def _fields(ds: Dataset, keywords: tuple[str, ...]) -> dict[str, tuple[str, ...]]:

@@ -18,3 +18,14 @@ class InvalidInstance(DicomNodeError):
 
 class UnknownCaller(DicomNodeError):
     """No tenant is configured for the calling AE title."""
+
+
+class ForeignStudy(InvalidInstance):
+    """The instance's identifier names one patient, but its Study, Series or SOP Instance UID belongs to
+    what the node filed under another (``uid``: which of the three): refused, the identifier decides."""
+
+    def __init__(self, status: int, uid: str, owner: str, claimed: str | None) -> None:
+        super().__init__(status, f"{uid} belongs to another patient")
+        self.uid = uid
+        self.owner = owner
+        self.claimed = claimed

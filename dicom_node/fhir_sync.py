@@ -57,9 +57,24 @@ class KnownIds:
     report: str | None = None
 
 
+MAX_CANDIDATES = 20
+
+
 async def _one(repo: Repository, resource_type: str, criteria: list[tuple[str, str]]) -> Stored | None:
     found = await repo.find(resource_type, criteria)
     return found[0] if found else None
+
+
+async def _patients(
+    repo: Repository, resource_type: str, criteria: list[tuple[str, str]], patient_id: str
+) -> Stored | None:
+    """The first match whose subject is ``Patient/patient_id``: a resource a client wrote with this
+    image's UID for another patient is never adopted (the image's own is created instead)."""
+    subject = f"Patient/{patient_id}"
+    for stored in await repo.find(resource_type, criteria, MAX_CANDIDATES):
+        if (stored.resource.get("subject") or {}).get("reference") == subject:
+            return stored
+    return None
 
 
 async def _live(repo: Repository, resource_type: str, id: str | None) -> Stored | None:
@@ -105,7 +120,8 @@ async def _imaging_study(
     study_uid, series_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
     found = _identified(await _live(repo, "ImagingStudy", known), DICOM_UID_SYSTEM, _uid(study_uid))
     if found is None:
-        found = await _one(repo, "ImagingStudy", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(study_uid)}")])
+        found = await _patients(repo, "ImagingStudy", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(study_uid)}")],
+                                patient_id)  # fmt: skip
     modality = {"system": DCM_SYSTEM, "code": str(ds.Modality)}
     instance: dict[str, Any] = {
         "uid": sop_uid,
@@ -174,7 +190,7 @@ async def _media(
     """The image as Media; an encapsulated PDF points at the DICOM object, an image at its rendering."""
     sop_uid = str(ds.SOPInstanceUID)
     is_pdf = str(ds.SOPClassUID) == ENCAPSULATED_PDF
-    found = await _one(repo, "Media", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(sop_uid)}")])
+    found = await _patients(repo, "Media", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(sop_uid)}")], patient_id)
     media: dict[str, Any] = {
         "resourceType": "Media",
         "identifier": [{"system": DICOM_UID_SYSTEM, "value": _uid(sop_uid)}],
@@ -217,7 +233,8 @@ async def _case(
     if found is not None and study_ref not in found.resource.get("imagingStudy", []):
         found = None
     if found is None:
-        found = await _one(repo, "DiagnosticReport", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(study_uid)}")])
+        found = await _patients(repo, "DiagnosticReport", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(study_uid)}")],
+                                patient_id)  # fmt: skip
     accession = _text(ds, "AccessionNumber")
     if found is None and accession:
         found = await _one(repo, "DiagnosticReport", [("identifier", f"{ACCESSION_SYSTEM}|{accession}")])

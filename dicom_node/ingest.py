@@ -15,13 +15,22 @@ import orjson
 from pydicom.dataset import Dataset
 
 from dicom_node import statuses
-from dicom_node.attributes import INSTANCE, SERIES, STUDY, IndexedInstance, index_instance
+from dicom_node.attributes import (
+    INSTANCE,
+    SERIES,
+    STUDY,
+    IndexedInstance,
+    filed_under,
+    index_instance,
+    recorded_patient,
+)
 from dicom_node.blobs import BlobStore
-from dicom_node.errors import InvalidInstance
+from dicom_node.errors import ForeignStudy, InvalidInstance
 from dicom_node.fhir_sync import KnownIds, SyncResult, sync_instance
 from dicom_node.instance_files import new_object_key, seal_object, seal_object_key, with_object_key
 from dicom_node.iod import check_instance
 from dicom_node.lesions import ImagingConventions
+from dicom_node.patient_match import flag_foreign_study, identified_patient
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.crypto.store import EncryptingTenantStore
 from fhir_server.errors import OperationOutcomeError
@@ -81,15 +90,20 @@ class Ingestor:
         staging = asyncio.ensure_future(asyncio.to_thread(self.blobs.stage, tenant, payload))
         published = False
         try:
-            async with store.transaction() as tx:
-                if audit is not None and self.trail is not None:
-                    await self.trail.record_in(store, tx, audit)
-                existing = await tx.get_record(INSTANCE, indexed.instance_uid)
-                sync = None
-                if existing is None or self.duplicates == "replace":
-                    sync = await self._sync(tx, store, ds, indexed, key, new_instance=existing is None)
-                    await asyncio.to_thread(self.blobs.publish, await staging, target)
-                    published = True
+            try:
+                async with store.transaction() as tx:
+                    if audit is not None and self.trail is not None:
+                        await self.trail.record_in(store, tx, audit)
+                    await _refuse_foreign(self._repository(store, tx, "DICOM ingest"), tx, ds, indexed)
+                    existing = await tx.get_record(INSTANCE, indexed.instance_uid)
+                    sync = None
+                    if existing is None or self.duplicates == "replace":
+                        sync = await self._sync(tx, store, ds, indexed, key, new_instance=existing is None)
+                        await asyncio.to_thread(self.blobs.publish, await staging, target)
+                        published = True
+            except ForeignStudy as refused:  # rolled back; the review Task commits on its own
+                await self._review(store, ds, refused)
+                raise
         finally:
             if not published:
                 staged = await asyncio.shield(staging)
@@ -101,7 +115,7 @@ class Ingestor:
                     key: bytes | None, *, new_instance: bool) -> SyncResult:  # fmt: skip
         """The FHIR resources, the attribute index and the outbox event of a new (or replacing) instance."""
         tenant = store.name
-        repo = Repository.system(store, reason="DICOM ingest", local_base=self.public_url(tenant, "fhir"), tx=tx)
+        repo = self._repository(store, tx, "DICOM ingest")
         study = await tx.get_record(STUDY, indexed.study_uid)
         so_far: dict[str, Any] = orjson.loads(study.body) if study else {}  # counts and FHIR ids
         known = KnownIds(**so_far.get("fhir", {}))
@@ -116,6 +130,16 @@ class Ingestor:
         await tx.append_event("imaging.instance-stored", self._event(tenant, indexed, sync))
         return sync
 
+    def _repository(self, store: TenantStore, tx: TenantTransaction, reason: str) -> Repository:
+        return Repository.system(store, reason=reason, local_base=self.public_url(store.name, "fhir"), tx=tx)
+
+    async def _review(self, store: TenantStore, ds: Dataset, refused: ForeignStudy) -> None:
+        """The identity-review Task of a refused instance, for the tenant to resolve."""
+        async with store.transaction() as tx:
+            repo = self._repository(store, tx, "DICOM ingest: identity review")
+            await flag_foreign_study(repo, ds, refused.uid, refused.owner, refused.claimed)
+        log.warning("ingest: an instance refused, %s (identity review opened)", refused.comment)
+
     async def _index(self, tx: TenantTransaction, indexed: IndexedInstance, study: Record | None,
                      so_far: dict[str, Any], sync: SyncResult, *, new_instance: bool,
                      object_key: dict[str, str] | None) -> None:  # fmt: skip
@@ -129,18 +153,19 @@ class Ingestor:
         modalities = set(study.fields.get("ModalitiesInStudy", ())) if study else set()
         modalities.update(indexed.series.fields.get("Modality", ()))
         added = 1 if new_instance else 0
-        await tx.put_record(self._with_counts(indexed.series, instances=series_count + added))
+        patient = sync.patient_id
+        await tx.put_record(filed_under(self._with_counts(indexed.series, instances=series_count + added), patient))
         study_record = self._with_counts(
             indexed.study,
             series=study_series + (0 if series else 1),
             instances=study_instances + added,
             fhir={"patient": sync.patient_id, "imaging_study": sync.imaging_study_id, "report": sync.report_id},
         )
-        await tx.put_record(
+        await tx.put_record(filed_under(
             Record(study_record.collection, study_record.key, study_record.body,
-                   {**study_record.fields, "ModalitiesInStudy": tuple(sorted(modalities))})
+                   {**study_record.fields, "ModalitiesInStudy": tuple(sorted(modalities))}), patient)
         )  # fmt: skip
-        await tx.put_record(with_object_key(indexed.instance, object_key))
+        await tx.put_record(filed_under(with_object_key(indexed.instance, object_key), patient))
 
     @staticmethod
     def _with_counts(record: Record, **extra: Any) -> Record:
@@ -160,3 +185,23 @@ class Ingestor:
             "report": sync.report_id,
             "lesion": sync.lesion_id,
         }
+
+
+async def _refuse_foreign(repo: Repository, tx: TenantTransaction, ds: Dataset, indexed: IndexedInstance) -> None:
+    """The identifier decides whose record an image joins (DESIGN data flow 1), never its UIDs: an image
+    whose Study, Series or SOP Instance UID was filed under another Patient than the one its PatientID
+    names is refused (PS3.4 B.2.3 failure A900, "Data Set does not match SOP Class"), a duplicate too."""
+    study = await tx.get_record(STUDY, indexed.study_uid)
+    filed = (
+        ("StudyInstanceUID", study),
+        ("SeriesInstanceUID", await tx.get_record(SERIES, indexed.series_uid)),
+        ("SOPInstanceUID", await tx.get_record(INSTANCE, indexed.instance_uid)),
+    )
+    owners = [(uid, owner) for uid, record in filed if (owner := recorded_patient(record)) is not None]
+    if not owners:
+        return
+    named = await identified_patient(repo, ds, recorded_patient(study))
+    claimed = str(named.resource["id"]) if named is not None else None
+    for uid, owner in owners:
+        if owner != claimed:
+            raise ForeignStudy(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, uid, owner, claimed)

@@ -1,7 +1,8 @@
 """The DICOM side of ``Patient/$merge`` (fhir_server.identity.merge): the source's studies follow
 the target. Each instance's object key, sealed under the source's data key, is sealed again under
-the target's (the object itself, sealed under its own key, is not rewritten), and the study records
-name the target as their Patient, so later images of those studies join it."""
+the target's (the object itself, sealed under its own key, is not rewritten), and the study, series and
+instance records name the target as their Patient (``attributes.PATIENT_FIELD``), so later images of those
+studies join it and the target's patient/ tokens see them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 
 import orjson
 
-from dicom_node.attributes import INSTANCE, STUDY
+from dicom_node.attributes import INSTANCE, SERIES, STUDY, filed_under
 from dicom_node.patient_studies import patient_study_uids
 from fhir_server.crypto.store import EncryptingTransaction
 from fhir_server.repository import Repository
@@ -19,16 +20,16 @@ from fhir_server.storage.query import FieldMatch, RecordQuery
 log = logging.getLogger(__name__)
 
 
-async def _reseal(tx: TenantTransaction, record: Record, target: str) -> None:
+async def _reseal(tx: TenantTransaction, record: Record, target: str) -> Record:
     body = orjson.loads(record.body)
     sealed = body.get("objectKey")
     if not isinstance(tx, EncryptingTransaction) or not isinstance(sealed, dict) or sealed.get("ref") == target:
-        return
+        return record
     key = await tx.open_secret(sealed, record.key.encode())
     if key is None:  # its patient was erased: nothing left to move
-        return
+        return record
     body["objectKey"] = await tx.seal_secret(target, key, record.key.encode())
-    await tx.put_record(Record(record.collection, record.key, orjson.dumps(body), record.fields))
+    return Record(record.collection, record.key, orjson.dumps(body), record.fields)
 
 
 async def _repoint_study(tx: TenantTransaction, uid: str, target_id: str) -> None:
@@ -38,7 +39,7 @@ async def _repoint_study(tx: TenantTransaction, uid: str, target_id: str) -> Non
     body = orjson.loads(study.body)
     if isinstance(body.get("fhir"), dict):
         body["fhir"]["patient"] = target_id
-        await tx.put_record(Record(study.collection, study.key, orjson.dumps(body), study.fields))
+    await tx.put_record(filed_under(Record(study.collection, study.key, orjson.dumps(body), study.fields), target_id))
 
 
 async def merge_dicom(repo: Repository, source_id: str, target_id: str) -> None:
@@ -47,8 +48,10 @@ async def merge_dicom(repo: Repository, source_id: str, target_id: str) -> None:
     assert tx is not None, "a merge runs in a transaction"
     uids = await patient_study_uids(repo, source_id)
     for uid in uids:
-        query = RecordQuery(INSTANCE, (FieldMatch("StudyInstanceUID", "eq", (uid,)),), limit=1_000_000)
-        for record in await tx.find_records(query):
-            await _reseal(tx, record, f"Patient/{target_id}")
+        in_study = (FieldMatch("StudyInstanceUID", "eq", (uid,)),)
+        for record in await tx.find_records(RecordQuery(INSTANCE, in_study, limit=1_000_000)):
+            await tx.put_record(filed_under(await _reseal(tx, record, f"Patient/{target_id}"), target_id))
+        for record in await tx.find_records(RecordQuery(SERIES, in_study, limit=1_000_000)):
+            await tx.put_record(filed_under(record, target_id))
         await _repoint_study(tx, uid, target_id)
     log.info("merge: %d studies moved to the target patient", len(uids))

@@ -168,25 +168,12 @@ def _uid_input(what: str, uid: str) -> dict[str, Any]:
     return {"type": {"text": what}, "valueIdentifier": {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{uid}"}}
 
 
-async def flag_differences(repo: Repository, ds: Dataset, patient: Stored) -> Stored | None:
-    """A requested identity review Task when the image contradicts the record (one per study)."""
-    found = differences(ds, patient.resource)
-    if not found:
-        return None
-    patient_id, study_uid = str(patient.resource["id"]), str(ds.StudyInstanceUID)
-    key = f"{patient_id}/{study_uid}"
-    value = dicom_text(ds, "PatientID")
-    identifier = next((f"{i.get('system')}|{value}" for i in patient.resource.get("identifier", [])
-                       if i.get("value") == value), str(value))  # fmt: skip
+async def _review_task(repo: Repository, ds: Dataset, key: str, patient_id: str, description: str) -> Stored:
+    """A requested identity review Task about ``Patient/patient_id`` (one per ``key``)."""
     existing = await repo.find("Task", [("identifier", f"{REVIEW_KEY_SYSTEM}|{key}")])
     if existing:
         return existing[0]
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
-    description = (
-        f"DICOM study {study_uid} was matched to Patient/{patient_id} by its identifier {identifier}, but its "
-        f"demographics differ ({'; '.join(found)}). The images were filed under this Patient and the record was "
-        "not changed: confirm the identity, or correct the images' patient (DICOM) or merge records (Patient/$merge)."
-    )
     task = {
         "resourceType": "Task",
         "identifier": [{"system": REVIEW_KEY_SYSTEM, "value": key}],
@@ -199,18 +186,64 @@ async def flag_differences(repo: Repository, ds: Dataset, patient: Stored) -> St
         "for": {"reference": f"Patient/{patient_id}"},
         "authoredOn": now,
         "lastModified": now,
-        "input": [_uid_input("DICOM study", study_uid), _uid_input("DICOM instance", str(ds.SOPInstanceUID))],
-    }
+        "input": [_uid_input("DICOM study", str(ds.StudyInstanceUID)),
+                  _uid_input("DICOM instance", str(ds.SOPInstanceUID))],
+    }  # fmt: skip
     return await repo.create(task, resource_type="Task", server_built=True)
+
+
+def _shown_identifier(ds: Dataset, patient: dict[str, Any] | None) -> str:
+    value = dicom_text(ds, "PatientID")
+    identifiers = (patient or {}).get("identifier", [])
+    return next((f"{i.get('system')}|{value}" for i in identifiers if i.get("value") == value), str(value))
+
+
+async def flag_differences(repo: Repository, ds: Dataset, patient: Stored) -> Stored | None:
+    """A requested identity review Task when the image contradicts the record (one per study)."""
+    found = differences(ds, patient.resource)
+    if not found:
+        return None
+    patient_id, study_uid = str(patient.resource["id"]), str(ds.StudyInstanceUID)
+    description = (
+        f"DICOM study {study_uid} was matched to Patient/{patient_id} by its identifier "
+        f"{_shown_identifier(ds, patient.resource)}, but its demographics differ ({'; '.join(found)}). The images "
+        "were filed under this Patient and the record was not changed: confirm the identity, or correct the "
+        "images' patient (DICOM) or merge records (Patient/$merge)."
+    )
+    return await _review_task(repo, ds, f"{patient_id}/{study_uid}", patient_id, description)
+
+
+async def flag_foreign_study(repo: Repository, ds: Dataset, uid: str, owner: str, claimed: str | None) -> Stored:
+    """A requested identity review Task when an image's identifier names another patient than the one its
+    ``uid`` (StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID) was filed under: the image was refused
+    (one Task per study, owner and named patient)."""
+    named = f"Patient/{claimed}" if claimed else "a patient not on record"
+    description = (
+        f"A DICOM instance ({ds.SOPInstanceUID}) with identifier {_shown_identifier(ds, None)} (= {named}) "
+        f"carries the {uid} {ds.get(uid)} of images filed under Patient/{owner}, and was refused so that no image "
+        "of one patient joins another's study. Correct the images' patient or study UID (DICOM) and send them again, "
+        "or merge records (Patient/$merge) if both are the same person."
+    )
+    key = f"{owner}/{ds.StudyInstanceUID}/{claimed or dicom_text(ds, 'PatientID')}"
+    return await _review_task(repo, ds, key, owner, description)
+
+
+async def identified_patient(repo: Repository, ds: Dataset, known: str | None = None) -> Stored | None:
+    """The Patient on record that the image's PatientID names (none is created); an image without a
+    PatientID stands for ``known`` (the Patient its study was filed under), if live."""
+    patient_id = dicom_text(ds, "PatientID")
+    if not patient_id:
+        return await _live(repo, known) if known else None
+    return await _find(repo, await identifier_systems(repo, ds), patient_id, known)
 
 
 async def resolve_patient(repo: Repository, ds: Dataset, known: str | None = None) -> Stored:
     """The Patient with this PatientID (in the issuer's system), created on first sight."""
-    patient_id = dicom_text(ds, "PatientID")
-    systems = await identifier_systems(repo, ds)
-    if patient_id:
-        found = await _find(repo, systems, patient_id, known)
-        if found is not None:
+    found = await identified_patient(repo, ds, known)
+    if found is not None:
+        if dicom_text(ds, "PatientID"):
             await flag_differences(repo, ds, found)
-            return found
-    return await repo.create(new_patient(ds, systems[0], patient_id), resource_type="Patient", server_built=True)
+        return found
+    systems = await identifier_systems(repo, ds)
+    return await repo.create(new_patient(ds, systems[0], dicom_text(ds, "PatientID")), resource_type="Patient",
+                             server_built=True)  # fmt: skip

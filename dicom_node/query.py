@@ -16,6 +16,7 @@ from dicom_node.attributes import (
     CASE_FOLDED,
     INSTANCE,
     INSTANCE_KEYS,
+    PATIENT_FIELD,
     PATIENT_KEYS,
     SERIES,
     SERIES_KEYS,
@@ -90,9 +91,10 @@ def _clean(vr: str, text: str, upper: bool = False) -> str:
 
 
 def record_query(level: str, keys: dict[str, str], limit: int = MAX_MATCHES, offset: int = 0,
-                 studies: tuple[str, ...] | None = None) -> RecordQuery:  # fmt: skip
+                 patient: str | None = None) -> RecordQuery:  # fmt: skip
     """Hierarchical matching: the keys of the level, and the unique keys of the levels above;
-    ``studies``: only within these studies (what the caller may see), None for every study."""
+    ``patient``: only the records ingest filed under this Patient (what a patient/ caller may see,
+    ``attributes.PATIENT_FIELD``), None for every record."""
     if level not in LEVELS:
         raise QueryError(f"unknown QueryRetrieveLevel {level!r}")
     allowed = set(_KEYS[level]) | {"ModalitiesInStudy"} if level in ("STUDY", "PATIENT") else set(_KEYS[level])
@@ -105,8 +107,8 @@ def record_query(level: str, keys: dict[str, str], limit: int = MAX_MATCHES, off
         match = field_match(keyword, value)
         if match is not None:
             matches.append(match)
-    if studies is not None:
-        matches.append(FieldMatch("StudyInstanceUID", "in", studies))
+    if patient is not None:
+        matches.append(FieldMatch(PATIENT_FIELD, "eq", (patient,)))
     return RecordQuery(_COLLECTION[level], tuple(matches), limit, offset)
 
 
@@ -136,8 +138,8 @@ def _hex(keyword: str) -> str:
 
 
 async def find(reader: TenantReader, level: str, keys: dict[str, str], limit: int = MAX_MATCHES,
-               offset: int = 0, studies: tuple[str, ...] | None = None) -> list[Match]:  # fmt: skip
-    records = await reader.find_records(record_query(level, keys, limit, offset, studies))
+               offset: int = 0, patient: str | None = None) -> list[Match]:  # fmt: skip
+    records = await reader.find_records(record_query(level, keys, limit, offset, patient))
     if level == "PATIENT":
         seen: dict[str, Record] = {}
         for record in records:

@@ -54,6 +54,7 @@ class OutboxLoop:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
         engine.add_commit_listener(self._on_commit)
 
     def _on_commit(self, tenant: str) -> None:
@@ -62,18 +63,20 @@ class OutboxLoop:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
         if self._task is not None:
+            self._stopping = True  # ends the loop at its next round even if the cancellation were lost
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
 
     async def _run(self) -> None:
-        while True:
-            await woken(self._wake, self.poll)  # not wait_for: it can swallow stop()'s cancel (3.11)
+        while not self._stopping:
+            await woken(self._wake, self.poll)
             self._wake.clear()
             try:
                 await self.drain()

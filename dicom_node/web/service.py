@@ -18,7 +18,9 @@ from dicom_node.errors import DicomNodeError, InvalidInstance
 from dicom_node.ingest import Ingestor
 from dicom_node.instance_files import InstanceFiles
 from dicom_node.query import Match, QueryError, find
-from dicom_node.web.access import may_read_study, searchable_studies
+from dicom_node.web.access import may_read_study, searchable_patient
+from fhir_server.errors import OperationOutcomeError
+from fhir_server.limits import MAX_NUMBER_DIGITS, whole_number
 from fhir_server.repository import Repository
 from fhir_server.security.policy import AccessPolicy
 from fhir_server.storage.port import Engine, Record, TenantStore
@@ -128,14 +130,14 @@ class DicomWeb:
     async def search(
         self, tenant: str, policy: AccessPolicy, level: str, fixed: dict[str, str], params: list[tuple[str, str]]
     ) -> list[dict[str, Any]]:
-        """The matches of the studies the caller may search (``searchable_studies``), filtered in the query."""
+        """The matches of the studies the caller may search (``searchable_patient``), filtered in the query."""
         keys = dict(fixed)
         limit, offset = MAX_QIDO_LIMIT, 0
         for name, value in params:
             if name == "limit":
-                limit = min(int(value), MAX_QIDO_LIMIT) if value.isdigit() else _bad("limit")
+                limit = min(_whole(name, value), MAX_QIDO_LIMIT)
             elif name == "offset":
-                offset = int(value) if value.isdigit() else _bad("offset")
+                offset = _whole(name, value)
             elif name in _CONTROL:
                 continue
             else:
@@ -144,10 +146,7 @@ class DicomWeb:
                     raise QueryError(f"unknown attribute {name!r}")
                 keys[keyword] = value
         repo = await self._repository(tenant, policy)
-        studies = await searchable_studies(repo)
-        if studies == ():
-            return []
-        matches = await find(repo.store, level, keys, limit, offset, studies)
+        matches = await find(repo.store, level, keys, limit, offset, searchable_patient(repo))
         return [self._qido_entry(tenant, level, match) for match in matches]
 
     def _qido_entry(self, tenant: str, level: str, match: Match) -> dict[str, Any]:
@@ -217,5 +216,13 @@ def _belongs(record: Record, study: str, series: str | None) -> bool:
     return series is None or record.fields.get("SeriesInstanceUID", ("",))[0] == series
 
 
-def _bad(name: str) -> int:
-    raise QueryError(f"{name} must be a whole number")
+def _whole(name: str, value: str) -> int:
+    """QIDO-RS ``limit``/``offset`` (PS3.18 8.3.4.4): a whole number, bounded like FHIR ``_offset``
+    (``fhir_server.limits``; SQLite integers stop at 2**63-1)."""
+    try:
+        number = whole_number(value, name)
+    except OperationOutcomeError as exc:
+        raise QueryError(f"{name} must be a whole number of at most {MAX_NUMBER_DIGITS} digits") from exc
+    if number is None:
+        raise QueryError(f"{name} must be a whole number (0, 1, 2, ...), not {value[:40]!r}")
+    return number

@@ -152,7 +152,7 @@ class LoaderProcess:
 async def _exited(process: asyncio.subprocess.Process, seconds: float) -> bool:
     """Whether ``process`` exits within ``seconds``."""
     try:
-        async with asyncio.timeout(seconds):  # not wait_for: it can swallow a cancel (3.11)
+        async with asyncio.timeout(seconds):  # not wait_for: see fhir_server.waiting
             await process.wait()
     except TimeoutError:
         return False

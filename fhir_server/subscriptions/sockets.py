@@ -144,7 +144,7 @@ class Session:
         while True:
             timeout = None if self.bindings else max(0.0, opened + self.limits.bind_seconds - time.monotonic())
             try:
-                async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel (3.11)
+                async with asyncio.timeout(timeout):  # not wait_for: see fhir_server.waiting
                     message = await self.websocket.receive()
             except TimeoutError:
                 await self._close(POLICY_VIOLATION, f"no bind within {self.limits.bind_seconds:g} s")

@@ -194,4 +194,98 @@ def test_a_merged_patients_studies_follow_it_to_the_target(studies: Studies) -> 
     )
     assert merged.status_code == 200, merged.text
     assert uids(target.search_for_studies()) == {source_image.StudyInstanceUID, target_image.StudyInstanceUID}
+    both = {source_image.StudyInstanceUID, target_image.StudyInstanceUID}
+    assert uids(target.search_for_series()) == uids(target.search_for_instances()) == both  # every level re-filed
     assert status_of(lambda: target.retrieve_study_metadata(source_image.StudyInstanceUID)) == 200
+
+
+def patient_id_of(studies: Studies, mrn: str) -> str:
+    found = studies.server.http.get(f"{studies.server.base}/Patient", params={"identifier": f"urn:clinic:mrn|{mrn}"})
+    return str(found.json()["entry"][0]["resource"]["id"])
+
+
+def test_a_client_written_imaging_study_grants_no_access_to_another_patients_images(studies: Studies) -> None:
+    """pentest-2 finding 1: visibility comes from the Patient ingest filed a study under, never from an
+    ImagingStudy identifier a client wrote; and such identifiers cannot claim another patient's images."""
+    server, other = studies.server, studies.other
+    fake = {"resourceType": "ImagingStudy", "status": "available", "subject": {"reference": f"Patient/{studies.alice}"},
+            "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{other.StudyInstanceUID}"}]}  # fmt: skip
+    as_patient = server.http.post(f"{server.base}/ImagingStudy", json=fake,
+                                  headers=studies.idp.headers("patient/*.cruds", studies.alice))  # fmt: skip
+    assert (as_patient.status_code, as_patient.json()["resourceType"]) == (403, "OperationOutcome")
+    system = studies.idp.headers("system/ImagingStudy.cruds")
+    as_system = server.http.post(f"{server.base}/ImagingStudy", json=fake, headers=system)
+    assert (as_system.status_code, as_system.json()["resourceType"]) == (409, "OperationOutcome")
+    bobs = server.http.get(f"{server.base}/ImagingStudy",
+                           params={"identifier": f"urn:dicom:uid|urn:oid:{other.StudyInstanceUID}"}).json()  # fmt: skip
+    taken_over = {**bobs["entry"][0]["resource"], "subject": {"reference": f"Patient/{studies.alice}"}}
+    moved = server.http.put(f"{server.base}/ImagingStudy/{taken_over['id']}", json=taken_over, headers=system)
+    assert moved.status_code == 409
+    alice = studies.patient_client("patient/*.cruds")
+    calls = retrievals(alice, other, bulkdata_uri(studies, other))
+    assert {name: status_of(call) for name, call in calls.items()} == dict.fromkeys(calls, 404)
+    assert alice.search_for_studies(search_filters={"StudyInstanceUID": other.StudyInstanceUID}) == []
+    assert alice.search_for_series(study_instance_uid=other.StudyInstanceUID) == []
+    assert alice.search_for_instances(study_instance_uid=other.StudyInstanceUID) == []
+
+
+def test_ingest_never_adopts_a_client_written_imaging_study_of_another_patient(studies: Studies) -> None:
+    """A UID no image carries yet may be written; the images that later arrive with it for another patient
+    get their own ImagingStudy, and the client's stays empty and grants nothing."""
+    server, uid = studies.server, pydicom.uid.generate_uid()
+    claim = {"resourceType": "ImagingStudy", "status": "registered",
+             "subject": {"reference": f"Patient/{studies.alice}"},
+             "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{uid}"}]}  # fmt: skip
+    created = server.http.post(f"{server.base}/ImagingStudy", json=claim,
+                               headers=studies.idp.headers("system/ImagingStudy.cruds"))  # fmt: skip
+    assert created.status_code == 201, created.text
+    device = studies.client(studies.idp.headers("system/ImagingStudy.c"))
+    assert stow_status(device, dermoscopic(patient_id="ACCESS-B", study_uid=uid, seed=9)) == 200
+    found = server.http.get(f"{server.base}/ImagingStudy", params={"identifier": f"urn:dicom:uid|urn:oid:{uid}"})
+    subjects = {e["resource"]["subject"]["reference"]: e["resource"].get("numberOfInstances", 0)
+                for e in found.json()["entry"]}  # fmt: skip
+    assert subjects == {f"Patient/{studies.alice}": 0, f"Patient/{patient_id_of(studies, 'ACCESS-B')}": 1}
+    assert studies.patient_client().search_for_studies(search_filters={"StudyInstanceUID": uid}) == []
+
+
+def test_stow_of_an_image_naming_one_patient_into_anothers_study_is_refused(studies: Studies) -> None:
+    """pentest-2 finding 2 (STOW-RS, PS3.18 10.5.3): the failed SOP says why (FailureReason A900, ErrorComment);
+    the study keeps its patient's images only."""
+    other = studies.other
+    device = studies.client(studies.idp.headers("system/ImagingStudy.crs"))
+    intruder = dermoscopic(patient_id="ACCESS-A", patient_name="OWN^ALICE", study_uid=other.StudyInstanceUID,
+                           series_uid=other.SeriesInstanceUID, seed=7)  # fmt: skip
+    with pytest.raises(HTTPError) as refused:
+        device.store_instances([intruder])
+    assert refused.value.response.status_code == 409
+    failed = refused.value.response.json()["00081198"]["Value"]
+    assert [(f["00081155"]["Value"], f["00081197"]["Value"], f["00000902"]["Value"]) for f in failed] == [
+        ([intruder.SOPInstanceUID], [0xA900], ["StudyInstanceUID belongs to another patient"])
+    ]
+    bob = studies.client(studies.idp.headers(READER, patient_id_of(studies, "ACCESS-B")))
+    metadata = bob.retrieve_study_metadata(other.StudyInstanceUID)
+    assert [m["00100020"]["Value"] for m in metadata] == [["ACCESS-B"]]  # PatientID: bob's image only
+
+
+QIDO_ROUTES = ("studies", "series", "instances", "studies/{study}/series", "studies/{study}/instances",
+               "studies/{study}/series/{series}/instances")  # fmt: skip
+BAD_NUMBERS = (str(2**63), str(2**64), "9" * 19, "9" * 5000, "-1", "abc", "1e3", "\u00b2", "")
+
+
+@pytest.mark.parametrize("route", QIDO_ROUTES)
+def test_qido_offset_and_limit_out_of_bounds_answer_400(studies: Studies, route: str) -> None:
+    """pentest-2 finding 4: offset/limit at or beyond 2**63 (and negative, non-numeric) are 400 with a message,
+    bounded like FHIR ``_offset`` (fhir_server.limits), not a 500; the server answers the next request."""
+    own = studies.own
+    path = route.format(study=own.StudyInstanceUID, series=own.SeriesInstanceUID)
+    url = f"{studies.server.root}/dicomweb/default/{path}"
+    headers = studies.server.headers
+    for name in ("offset", "limit"):
+        for value in BAD_NUMBERS:
+            answer = studies.server.http.get(url, params={name: value}, headers=headers)
+            assert answer.status_code == 400, (name, value[:20], answer.status_code)
+            assert name in answer.json()["message"]
+    assert (
+        studies.server.http.get(url, params={"offset": "0", "limit": str(10**18 - 1)}, headers=headers).status_code
+        == 200
+    )

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
-from fhir_server.outbox import OutboxLoop, Subscription
+from fhir_server.outbox import Subscription
 from fhir_server.storage.port import OutboxEvent
 from tests.conftest import BASE, FhirTestClient
 from tests.factories import patient
@@ -44,34 +43,3 @@ def test_events_follow_writes_and_failed_consumers_get_them_again(client: FhirTe
     wait_for(lambda: sorted(received) == sorted(expected))
     time.sleep(0.5)
     assert sorted(received) == sorted(expected)  # acknowledged events are not delivered again
-
-
-class IdleLoop(OutboxLoop):
-    """An outbox loop with nothing to drain: it only waits for wake-ups, as an idle dispatcher does."""
-
-    name = "idle-loop"
-
-    async def drain(self) -> int:
-        return 0
-
-
-def test_a_commit_as_a_loop_stops_does_not_keep_it_running(client: FhirTestClient) -> None:
-    """A commit's wake-up in the same loop iteration as ``stop()``'s cancel: under load it happens at
-    every shutdown now and then, and the loop then ran on while the shutdown awaited it forever."""
-
-    async def wake_and_stop() -> bool:
-        loop = IdleLoop(client.app.state.engine)  # type: ignore[attr-defined]
-        await loop.start()
-        for _ in range(5):
-            await asyncio.sleep(0)  # the loop is parked on its wake-up event
-        loop._on_commit("default")  # what the engine calls on a commit (from its writer thread)
-        await asyncio.sleep(0)  # the wake-up is delivered ...
-        running = loop._task
-        stopping = asyncio.create_task(loop.stop())  # ... and the cancel comes in the same iteration
-        stopped, _ = await asyncio.wait({stopping}, timeout=10)
-        if not stopped and running is not None:  # the old loop ran on: end it for this test's shutdown
-            running.cancel()
-            await asyncio.gather(running, stopping, return_exceptions=True)
-        return bool(stopped)
-
-    assert client.portal.call(wake_and_stop), "the loop swallowed its cancel and kept running"  # type: ignore[union-attr]

@@ -51,7 +51,14 @@ def test_a_case_of_three_lesions_reads_right(node: FhirTestClient, tmp_path: Pat
     spoiled = lesion_image(random_spec(np.random.default_rng(30), 256, True), 256, seed=30)
     late = with_pixels(dermoscopic(patient_id="W-1", study_uid=first.StudyInstanceUID), blurred(spoiled))
     send(node, tmp_path, late)
-    wait_for(node, "Task", {"patient": f"Patient/{patient_id}", "status": "requested"})
+    wait_for(
+        node,
+        "Task",
+        {
+            "patient": f"Patient/{patient_id}",  # the refusal's own record, in the same commit
+            "business-status": "urn:dermbridge:image-admission|unsuitable-image",
+        },
+    )
     recounted = node.get(f"{BASE}/DiagnosticReport/{report['id']}").json()
     assert "1 of 4 image(s) of the case have no AI result" in recounted["conclusion"]
 
