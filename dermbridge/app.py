@@ -199,16 +199,21 @@ def create_app(settings: Settings) -> FastAPI:
         await app.state.auth_http.start()
         loader = await _start_audit_loader(settings, audit)
         worker = None
-        if settings.inference_enabled and settings.role == "all":
-            from dermbridge.inference import build_worker  # torch and MONAI load only when needed
+        try:
+            if settings.inference_enabled and settings.role == "all":
+                from dermbridge.inference import build_worker  # torch and MONAI load only when needed
 
-            worker = await asyncio.to_thread(build_worker, settings, engine, audit)
-            await worker.start()
-        app.state.inference = worker
-        if sink is not None:
-            sink.loop = asyncio.get_running_loop()
-        if dimse is not None:
-            dimse.start(asyncio.get_running_loop())
+                worker = await asyncio.to_thread(build_worker, settings, engine, audit)
+                await worker.start()
+            app.state.inference = worker
+            if sink is not None:
+                sink.loop = asyncio.get_running_loop()
+            if dimse is not None:
+                dimse.start(asyncio.get_running_loop())
+        except BaseException:
+            if loader is not None:
+                await loader.close()  # a failed start leaves no loader process behind
+            raise
         try:
             yield
         finally:

@@ -71,7 +71,9 @@ class DimseListener(ThreadedAssociationServer):
 
     def server_close(self) -> None:
         super().server_close()
-        self.greeter.stop()
+        greeter = getattr(self, "greeter", None)  # none yet when binding failed: the OSError is the answer
+        if greeter is not None:
+            greeter.stop()
 
 
 class _AdmittedRequestHandler(RequestHandler):

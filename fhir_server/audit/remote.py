@@ -27,7 +27,8 @@ import orjson
 log = logging.getLogger(__name__)
 HEADER = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024
-CLOSE_TIMEOUT_S = 60.0
+CLOSE_TIMEOUT_S = 60.0  # to load what is staged once its stdin closes
+STOP_TIMEOUT_S = 10.0  # to exit after SIGTERM, and again after SIGKILL
 NOTIFY_EVERY_S = 0.25
 
 
@@ -51,9 +52,17 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
 class LoaderProcess:
     """The API's end: starts the loader process, tells it which tenants have staged events."""
 
-    def __init__(self, command: Sequence[str], init: Any) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        init: Any,
+        close_timeout: float = CLOSE_TIMEOUT_S,
+        stop_timeout: float = STOP_TIMEOUT_S,
+    ) -> None:
         self._command = list(command)
         self._init = init
+        self._close_timeout = close_timeout
+        self._stop_timeout = stop_timeout
         self._process: asyncio.subprocess.Process | None = None
         self._watch: asyncio.Task[None] | None = None
         self._notified: dict[str, float] = {}
@@ -108,7 +117,13 @@ class LoaderProcess:
         self.alive = False
 
     async def close(self) -> None:
-        """Ask the loader to finish (it loads what is staged) and wait for it to exit."""
+        """Ask the loader to finish (it loads what is staged) and wait for it to exit; past
+        ``close_timeout`` terminate it, then kill it, each waited for at most ``stop_timeout``.
+
+        Every wait is bounded: a loader stopped early loses nothing, since its events stay staged
+        (durably) and this process loads every tenant it recorded in ``AuditTrail.close``. The
+        stdin pipe is dropped before the signals: asyncio's ``wait()`` also waits for that pipe to
+        close, which a loader that no longer reads it (or a process holding a copy of it) prevents."""
         process = self._process
         if process is None:
             return
@@ -117,18 +132,38 @@ class LoaderProcess:
         for handle in self._trailing.values():
             handle.cancel()  # the loader loads everything staged as it stops
         self._trailing.clear()
-        if process.stdin is not None:
+        stdin = process.stdin
+        if stdin is not None:
             with contextlib.suppress(ConnectionError, RuntimeError):
-                process.stdin.close()
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):  # not wait_for: see fhir_server.waiting
-                await process.wait()
-        except TimeoutError:
-            log.error("the audit loader did not finish within %.0f s; stopping it", CLOSE_TIMEOUT_S)
-            process.kill()
-            await process.wait()
+                stdin.close()
+        if not await _exited(process, self._close_timeout):
+            log.error("the audit loader did not finish within %.0f s; terminating it", self._close_timeout)
+            if stdin is not None:
+                stdin.transport.abort()  # unsent notices: this process loads what it recorded
+            if not await _stopped(process, process.terminate, self._stop_timeout):
+                log.error("the audit loader did not exit on SIGTERM within %.0f s; killing it", self._stop_timeout)
+                if not await _stopped(process, process.kill, self._stop_timeout):
+                    log.error("the audit loader (pid %d) did not exit on SIGKILL; left behind", process.pid)
         if self._watch is not None:
+            self._watch.cancel()  # done unless the loader could not be reaped
             await asyncio.gather(self._watch, return_exceptions=True)
+
+
+async def _exited(process: asyncio.subprocess.Process, seconds: float) -> bool:
+    """Whether ``process`` exits within ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):  # not wait_for: see fhir_server.waiting
+            await process.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _stopped(process: asyncio.subprocess.Process, send: Callable[[], None], seconds: float) -> bool:
+    """Whether ``process`` exits within ``seconds`` of the signal ``send`` sends."""
+    with contextlib.suppress(ProcessLookupError):  # it is gone already
+        send()
+    return await _exited(process, seconds)
 
 
 async def serve(reader: asyncio.StreamReader, on_tenant: Callable[[str], Awaitable[None]]) -> None:
