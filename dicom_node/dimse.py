@@ -323,6 +323,8 @@ class DimseServer:
         """Readers of the stored objects a retrieve's identifier names, at any level."""
         tenant = self.tenant_of(event.assoc)
         level, keys, _ = identifier_keys(event.identifier)
+        if level not in ("PATIENT", "STUDY", "SERIES", "IMAGE"):
+            raise QueryError(f"unknown QueryRetrieveLevel {level!r}")
         files = InstanceFiles(self._ingestor.blobs)
 
         async def work() -> list[Callable[[], Coroutine[Any, Any, Dataset]]]:
@@ -351,7 +353,7 @@ class DimseServer:
             readers = self._instances(event)
         except (QueryError, InvalidInstance) as exc:
             self._record(event, action, "failure", str(exc))
-            yield 0
+            yield 1  # not 0: pynetdicom answers Success to zero sub-operations without asking for a status
             yield failure(statuses.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
             return
         self._record(event, action, "success", f"{len(readers)} instances{detail}")

@@ -149,3 +149,20 @@ def test_encapsulated_pdf_is_stored_and_linked(association: Association, node: D
     status = store(association, report)
     assert status.Status == statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS
     assert "MIMEType" in status.ErrorComment
+
+
+def test_a_retrieve_with_a_malformed_identifier_fails_with_a_comment(node: DicomNode) -> None:
+    from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelGet  # type: ignore[attr-defined]
+
+    ae = AE(ae_title="PYNETDICOM")
+    ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="DERMBRIDGE")
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "NOT-A-LEVEL"
+    try:
+        answers = [status for status, _ in assoc.send_c_get(query, PatientRootQueryRetrieveInformationModelGet)]
+    finally:
+        assoc.release()
+    assert answers and answers[-1].Status == statuses.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS  # not Success
+    assert answers[-1].ErrorComment
