@@ -139,15 +139,16 @@ class PatientMerge:
                 return self._answer(request, f"{message} {len(members)} resources", merged_target(merge))
             for hook in self.hooks:
                 await hook(bound, source_id, target_id)
-            for stored in members:
-                moved = repointed(stored.resource, source_id, target_id)
-                await bound.update(moved, resource_type=str(moved["resourceType"]), id=str(moved["id"]),
-                                   server_built=True)  # fmt: skip
+            system = Repository.system(repo.store, reason=f"$merge of Patient/{source_id} into Patient/{target_id}",
+                                       local_base=repo.local_base, tx=tx)  # fmt: skip
+            for stored in members:  # the caller's right to update each; what the server manages in them (a
+                moved = repointed(stored.resource, source_id, target_id)  # review Task's subject) moves too
+                bound.policy.check_write(str(moved["resourceType"]), moved, "u")
+                await system.update(moved, resource_type=str(moved["resourceType"]), id=str(moved["id"]),
+                                    server_built=True)  # fmt: skip
             retired, merged = retired_source(merge), merged_target(merge)
             for patient in (retired, merged):  # the caller's right to update both; the links are the server's
                 bound.policy.check_write("Patient", patient, "u")
-            system = Repository.system(repo.store, reason=f"$merge of Patient/{source_id} into Patient/{target_id}",
-                                       local_base=repo.local_base, tx=tx)  # fmt: skip
             await system.update(retired, resource_type="Patient", id=source_id, server_built=True)
             target = await system.update(merged, resource_type="Patient", id=target_id)
             if self.trail is not None:
