@@ -35,16 +35,72 @@ KEYWORDS = (  # words (prefixes at a word boundary); first match wins: a sole of
     ("palm or sole", ("palm", "sole of foot")),
     ("nail unit", ("nail unit",)),
     ("genital", ("genitalia", "perineum", "anus", "penis", "scrotum", "labium", "vulva")),
-    ("head and neck", ("scalp", "antitragus", "postauricular", "preauricular", "face", "forehead", "ear", "helix", "tragus", "concha", "auricular", "auditory", "intertragal", "nose", "nasi",
-                       "nasolabial", "philtrum", "lip", "perioral", "cheek", "chin", "jawline", "eyelid", "eyebrow",
-                       "eye region", "canthus", "temporal", "occipital", "parietal", "neck", "nuchal", "submental", "submandibular",
-                       "head")),
-    ("upper limb", ("upper arm", "forearm", "elbow", "antecubital", "wrist", "hand", "axilla", "upper extremity",
-                    "arm")),
+    (
+        "head and neck",
+        (
+            "scalp",
+            "antitragus",
+            "postauricular",
+            "preauricular",
+            "face",
+            "forehead",
+            "ear",
+            "helix",
+            "tragus",
+            "concha",
+            "auricular",
+            "auditory",
+            "intertragal",
+            "nose",
+            "nasi",
+            "nasolabial",
+            "philtrum",
+            "lip",
+            "perioral",
+            "cheek",
+            "chin",
+            "jawline",
+            "eyelid",
+            "eyebrow",
+            "eye region",
+            "canthus",
+            "temporal",
+            "occipital",
+            "parietal",
+            "neck",
+            "nuchal",
+            "submental",
+            "submandibular",
+            "head",
+        ),
+    ),
+    (
+        "upper limb",
+        ("upper arm", "forearm", "elbow", "antecubital", "wrist", "hand", "axilla", "upper extremity", "arm"),
+    ),
     ("lower limb", ("thigh", "knee", "popliteal", "leg", "ankle", "heel", "foot", "toe", "lower extremity")),
-    ("trunk", ("back", "chest", "thora", "abdomen", "trunk", "umbilicus", "epigastric", "hypogastric", "areola",
-               "nipple", "buttock", "gluteal", "inguinal", "groin", "sternal", "infraclavicular")),
-)  # fmt: skip
+    (
+        "trunk",
+        (
+            "back",
+            "chest",
+            "thora",
+            "abdomen",
+            "trunk",
+            "umbilicus",
+            "epigastric",
+            "hypogastric",
+            "areola",
+            "nipple",
+            "buttock",
+            "gluteal",
+            "inguinal",
+            "groin",
+            "sternal",
+            "infraclavicular",
+        ),
+    ),
+)
 
 
 def _by_words(meaning: str) -> str:
@@ -59,8 +115,9 @@ def _dicom_meanings() -> dict[str, str]:
     from pydicom.sr._concepts_dict import concepts
 
     found: dict[str, str] = {}
+    sct: dict[str, dict[str, tuple[str, list[int]]]] = concepts["SCT"]  # type: ignore[assignment]
     for keyword in cid_concepts[4029].get("SCT", []):
-        for code, (meaning, _cids) in concepts["SCT"][keyword].items():
+        for code, (meaning, _cids) in sct[keyword].items():
             found[code] = meaning
     return found
 

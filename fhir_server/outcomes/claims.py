@@ -53,7 +53,7 @@ def claim_of(entry: Any) -> Claim | None:
         return None
     dimension, values = next(iter(stratum.items()), ("all", ["all"]))
     values = [values] if isinstance(values, str) else values
-    if dimension != "all" and dimension not in DIMENSIONS or not isinstance(values, list) or not values:
+    if (dimension != "all" and dimension not in DIMENSIONS) or not isinstance(values, list) or not values:
         return None
     label = str(entry.get("subgroup") or ("all" if dimension == "all" else f"{dimension} {', '.join(values)}"))
     return Claim(entry["metric"], entry["condition"], float(value), dimension, tuple(str(v) for v in values), label)

@@ -81,5 +81,5 @@ def category(concepts: list[Any]) -> str | None:
 
 def fitzpatrick_type(concept: Any) -> str | None:
     """I to VI from a CID 4401 (NCIt) or SNOMED CT skin phototype coding."""
-    return next((FITZPATRICK_VALUES[(c.get("system"), c.get("code"))] for c in codings(concept)
-                 if (c.get("system"), c.get("code")) in FITZPATRICK_VALUES), None)  # fmt: skip
+    keys = [(str(c.get("system")), str(c.get("code"))) for c in codings(concept)]
+    return next((FITZPATRICK_VALUES[k] for k in keys if k in FITZPATRICK_VALUES), None)

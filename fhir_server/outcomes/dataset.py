@@ -181,7 +181,8 @@ async def _skin_types(repo: Repository, patients: Iterable[str]) -> dict[str, st
     latest: dict[str, tuple[str, str]] = {}
     for chunk in _chunks(patients):
         subjects = ("subject", ",".join(f"Patient/{p}" for p in chunk))
-        for observation in await _find_all(repo, "Observation", [("code", f"{FITZPATRICK['system']}|{FITZPATRICK['code']}"), subjects]):  # fmt: skip
+        code = ("code", f"{FITZPATRICK['system']}|{FITZPATRICK['code']}")
+        for observation in await _find_all(repo, "Observation", [code, subjects]):
             patient, kind = (
                 _ref_id(observation.get("subject"), "Patient"),
                 fitzpatrick_type(observation.get("valueCodeableConcept")),

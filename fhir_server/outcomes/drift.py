@@ -50,8 +50,11 @@ class Evaluation:
         what = f"{self.claim.metric} for {CONDITION_DISPLAY[self.claim.condition].lower()} ({self.claim.label})"
         if self.estimate is None or self.lower is None or self.upper is None:
             return f"{what}: {self.successes}/{self.n} lesions, too few to compare with the card's {self.claim.value:g}"
-        return (f"{what}: {self.estimate:.2f} (95% CI {self.lower:.2f}-{self.upper:.2f}, {self.successes}/{self.n} "
-                f"lesions, against histopathology, {start} to {end}); the model card says {self.claim.value:g}")  # fmt: skip
+        interval = f"95% CI {self.lower:.2f}-{self.upper:.2f}, {self.successes}/{self.n} lesions"
+        return (
+            f"{what}: {self.estimate:.2f} ({interval}, against histopathology, {start} to {end}); "
+            f"the model card says {self.claim.value:g}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +134,8 @@ async def raise_alert(
         found = await repo.find("DetectedIssue", [("identifier", f"{DRIFT_IDENTIFIER}|{key}")], 1)
         if found:
             return f"DetectedIssue/{found[0].resource['id']}"
-        stored = await repo.create(_issue(device, evaluation, key, detail, _card(device)), resource_type="DetectedIssue",
-                                   server_built=True)  # fmt: skip
+        issue = _issue(device, evaluation, key, detail, _card(device))
+        stored = await repo.create(issue, resource_type="DetectedIssue", server_built=True)
         reference = f"DetectedIssue/{stored.resource['id']}"
         await tx.append_event(
             TOPIC, DriftEvent(f"Device/{device['id']}", evaluation.claim.key, reference, detail).payload()
@@ -168,3 +171,31 @@ async def check_device(
             evaluation = replace(evaluation, issue=issue)
         evaluations.append(evaluation)
     return evaluations
+
+
+def default_window(now: datetime) -> tuple[str, str]:
+    """The last twelve calendar months up to the end of the current one: stable within a month, so a drift
+    that persists is raised once a month, not at every check."""
+    month = now.year * 12 + now.month - 1
+    start, end = month - 11, month + 1
+    return f"{start // 12:04d}-{start % 12 + 1:02d}-01", f"{end // 12:04d}-{end % 12 + 1:02d}-01"
+
+
+async def model_devices(store: TenantStore, reference: str | None = None) -> list[dict[str, Any]]:
+    """The AI model Devices of the tenant (those with a model identifier), or the one ``reference`` names."""
+    repo = Repository.system(store, reason="AI performance drift check")
+    if reference:
+        kind, _, id = reference.partition("/")
+        device = await repo.current("Device", id) if kind == "Device" else None
+        return [device] if device is not None else []
+    return [s.resource for s in await repo.find("Device", [("identifier", "urn:dermbridge:model|")], 100)]
+
+
+async def devices_of_lesions(store: TenantStore, lesions: list[str]) -> list[dict[str, Any]]:
+    """The model Devices whose results are about these lesions (a histology result arrived for them)."""
+    repo = Repository.system(store, reason="AI performance drift check")
+    focus = ",".join(f"BodyStructure/{lesion}" for lesion in lesions[:100])
+    found = await repo.find("Observation", [("focus", focus)], 1000)
+    ids = {str(s.resource.get("device", {}).get("reference", "")).removeprefix("Device/") for s in found}
+    devices = [await repo.current("Device", i) for i in sorted(ids) if i]
+    return [d for d in devices if d is not None]

@@ -248,8 +248,8 @@ async def link(repo: Repository, report: dict[str, Any]) -> list[str]:
             continue
         if await _put(repo, ground_truth(report, lesion, status)):
             changed.append(lesion_id)
-    earlier = await repo.find("Observation", [("derived-from", f"DiagnosticReport/{report['id']}"),
-                                              ("code", f"{OUTCOME_SYSTEM}|{GROUND_TRUTH_CODE}")], MAX_LINKS * 2)  # fmt: skip
+    criteria = [("derived-from", f"DiagnosticReport/{report['id']}"), ("code", f"{OUTCOME_SYSTEM}|{GROUND_TRUTH_CODE}")]
+    earlier = await repo.find("Observation", criteria, MAX_LINKS * 2)
     for stored in earlier:
         focus = str(stored.resource.get("focus", [{}])[0].get("reference", ""))
         if focus.removeprefix("BodyStructure/") not in lesions and stored.resource.get("status") != "entered-in-error":

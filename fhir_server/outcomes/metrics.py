@@ -42,9 +42,10 @@ def by_clinician_without_histology(record: LesionRecord) -> str | None:
     return record.clinician
 
 
+HISTOLOGY = "histopathology (pathology reports linked to the lesion)"
 COMPARISONS: dict[tuple[str, str], tuple[Test, Reference, str]] = {
-    ("ai", "histology"): (ai_call, by_histology, "histopathology (pathology reports linked to the lesion)"),
-    ("clinician", "histology"): (clinician_call, by_histology, "histopathology (pathology reports linked to the lesion)"),
+    ("ai", "histology"): (ai_call, by_histology, HISTOLOGY),
+    ("clinician", "histology"): (clinician_call, by_histology, HISTOLOGY),
     ("ai", "clinician"): (ai_call, by_clinician_without_histology,
                           "the clinician's diagnosis, on lesions without histopathology only"),
 }  # fmt: skip
@@ -97,7 +98,7 @@ def ai_category(record: LesionRecord) -> str:
 def agreement(records: list[LesionRecord], comparison: tuple[str, str]) -> Proportion | None:
     """How often the test's category equals the reference's (conditions the model does not assess count as
     other for the AI's comparisons, since it cannot name them)."""
-    test, reference, _ = COMPARISONS[comparison]
+    _, reference, _ = COMPARISONS[comparison]
     conditions = assessed(records) if comparison[0] == "ai" else CONDITIONS
     agreed = total = 0
     for record in records:
