@@ -57,8 +57,11 @@ def model_card(performance: list[dict[str, Any]]) -> dict[str, Any]:
     """An AI Model-Card DocumentReference whose JSON attachment is the card (as inference.governance writes)."""
     card = {"id": "test-model", "version": "1.0", "performance": performance}
     data = base64.b64encode(json.dumps(card).encode()).decode()
-    return {"resourceType": "DocumentReference", "status": "current",
-            "content": [{"attachment": {"contentType": "application/json", "data": data}}]}  # fmt: skip
+    return {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "content": [{"attachment": {"contentType": "application/json", "data": data}}],
+    }
 
 
 class Cohort:
@@ -67,10 +70,16 @@ class Cohort:
     def __init__(self, client: FhirTestClient, performance: list[dict[str, Any]] | None = None) -> None:
         self.client = client
         card = self.post("DocumentReference", model_card(performance or []))
-        self.device = self.post("Device", {
-            "resourceType": "Device", "identifier": [{"system": "urn:dermbridge:model", "value": "test-model@1.0"}],
-            "deviceName": [{"name": "Test model", "type": "model-name"}], "version": [{"value": "1.0"}],
-            "extension": [{"url": CARD_EXTENSION, "valueReference": {"reference": f"DocumentReference/{card}"}}]})  # fmt: skip
+        self.device = self.post(
+            "Device",
+            {
+                "resourceType": "Device",
+                "identifier": [{"system": "urn:dermbridge:model", "value": "test-model@1.0"}],
+                "deviceName": [{"name": "Test model", "type": "model-name"}],
+                "version": [{"value": "1.0"}],
+                "extension": [{"url": CARD_EXTENSION, "valueReference": {"reference": f"DocumentReference/{card}"}}],
+            },
+        )
         self.pathologist = self.post("Practitioner", {"resourceType": "Practitioner", "name": [{"text": "Dr Path"}]})
         self.reviewer = self.post("Practitioner", {"resourceType": "Practitioner", "name": [{"text": "Dr Derm"}]})
         self.lesions: list[str] = []
@@ -87,23 +96,44 @@ class Cohort:
         patient = self.post("Patient", {"resourceType": "Patient", "birthDate": lesion.born})
         subject = {"reference": f"Patient/{patient}"}
         if lesion.skin:
-            self.post("Observation", {
-                "resourceType": "Observation", "status": "final", "subject": subject,
-                "code": {"coding": [{"system": "http://loinc.org", "code": "66555-4"}]},
-                "valueCodeableConcept": {"coding": [{"system": NCIT, "code": FITZPATRICK[lesion.skin]}]}})  # fmt: skip
-        body = self.post("BodyStructure", {"resourceType": "BodyStructure", "patient": subject,
-                                           "location": {"coding": [FACE if lesion.face else TRUNK]}})  # fmt: skip
+            self.post(
+                "Observation",
+                {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "subject": subject,
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "66555-4"}]},
+                    "valueCodeableConcept": {"coding": [{"system": NCIT, "code": FITZPATRICK[lesion.skin]}]},
+                },
+            )
+        body = self.post(
+            "BodyStructure",
+            {
+                "resourceType": "BodyStructure",
+                "patient": subject,
+                "location": {"coding": [FACE if lesion.face else TRUNK]},
+            },
+        )
         when = (WHEN + timedelta(hours=index)).isoformat()
         self.post("Observation", ai_result(subject, body, self.device, lesion.ai_melanoma, when))
         if lesion.clinician:
-            self.post("Observation", {
-                "resourceType": "Observation", "status": "final", "subject": subject,
-                "code": {"coding": [{"system": SNOMED, "code": "439401001"}]},
-                "focus": [{"reference": f"BodyStructure/{body}"}], "performer": [{"reference": f"Practitioner/{self.reviewer}"}],
-                "valueCodeableConcept": {"coding": [lesion.clinician]}})  # fmt: skip
+            self.post(
+                "Observation",
+                {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "subject": subject,
+                    "code": {"coding": [{"system": SNOMED, "code": "439401001"}]},
+                    "focus": [{"reference": f"BodyStructure/{body}"}],
+                    "performer": [{"reference": f"Practitioner/{self.reviewer}"}],
+                    "valueCodeableConcept": {"coding": [lesion.clinician]},
+                },
+            )
         if lesion.histology:
-            self.post("DiagnosticReport", pathology(subject, f"BodyStructure/{body}", lesion.histology,
-                                                    f"Practitioner/{self.pathologist}"))  # fmt: skip
+            self.post(
+                "DiagnosticReport",
+                pathology(subject, f"BodyStructure/{body}", lesion.histology, f"Practitioner/{self.pathologist}"),
+            )
         self.lesions.append(body)
         self.patients.append(patient)
 
@@ -111,8 +141,10 @@ class Cohort:
         """Runs the outbox consumers until every pathology report has its ground truth (bounded)."""
         dispatcher = self.client.app.state.dispatcher  # type: ignore[attr-defined]
         for _ in range(50):
-            found = self.client.get(f"{BASE}/Observation", params={
-                "code": "urn:dermbridge:outcome|histology-ground-truth", "_total": "accurate"}).json()  # fmt: skip
+            found = self.client.get(
+                f"{BASE}/Observation",
+                params={"code": "urn:dermbridge:outcome|histology-ground-truth", "_total": "accurate"},
+            ).json()
             if found["total"] >= sum(1 for lesion in COHORT if lesion.histology):
                 return
             self.client.portal.call(dispatcher.drain)
@@ -128,26 +160,43 @@ def ai_result(subject: dict[str, str], lesion: str, device: str, positive: bool,
     tier = {"system": "urn:dermbridge:risk-tier", "code": "melanoma"}
     reading = "POS" if positive else "NEG"
     return {
-        "resourceType": "Observation", "status": "preliminary", "subject": subject,
+        "resourceType": "Observation",
+        "status": "preliminary",
+        "subject": subject,
         "code": {"coding": [{"system": "urn:dermbridge:ai-risk", "code": "probability-of-93655004"}]},
-        "focus": [{"reference": f"BodyStructure/{lesion}"}], "device": {"reference": f"Device/{device}"},
+        "focus": [{"reference": f"BodyStructure/{lesion}"}],
+        "device": {"reference": f"Device/{device}"},
         "effectiveDateTime": when,
         "valueQuantity": {"value": 0.9 if positive else 0.1, "system": "http://unitsofmeasure.org", "code": "1"},
-        "interpretation": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
-                                        "code": reading}]}],
-        "component": [{"code": {"coding": [{"system": "urn:dermbridge:ai-result", "code": "risk-tier"}]},
-                       "valueCodeableConcept": {"coding": [tier]}}],
-    }  # fmt: skip
+        "interpretation": [
+            {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": reading}
+                ]
+            }
+        ],
+        "component": [
+            {
+                "code": {"coding": [{"system": "urn:dermbridge:ai-result", "code": "risk-tier"}]},
+                "valueCodeableConcept": {"coding": [tier]},
+            }
+        ],
+    }
 
 
 def pathology(subject: dict[str, str], of: str, diagnosis: dict[str, str], pathologist: str) -> dict[str, Any]:
     """A pathology report as a laboratory sends it, linked to the lesion it examined."""
     return {
-        "resourceType": "DiagnosticReport", "status": "final", "subject": subject,
+        "resourceType": "DiagnosticReport",
+        "status": "final",
+        "subject": subject,
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "PAT"}]}],
         "code": {"coding": [{"system": "http://loinc.org", "code": "11526-1", "display": "Pathology study"}]},
-        "extension": [{"url": "urn:dermbridge:fhir:StructureDefinition:histology-of", "valueReference": {"reference": of}}],
-        "effectiveDateTime": (WHEN + timedelta(days=7)).isoformat(), "issued": (WHEN + timedelta(days=8)).isoformat(),
+        "extension": [
+            {"url": "urn:dermbridge:fhir:StructureDefinition:histology-of", "valueReference": {"reference": of}}
+        ],
+        "effectiveDateTime": (WHEN + timedelta(days=7)).isoformat(),
+        "issued": (WHEN + timedelta(days=8)).isoformat(),
         "resultsInterpreter": [{"reference": pathologist}],
         "conclusionCode": [{"coding": [diagnosis]}],
-    }  # fmt: skip
+    }

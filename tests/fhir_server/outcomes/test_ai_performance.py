@@ -5,12 +5,11 @@ subgroups, the withheld figures of small strata, the bounds, and who may ask."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import BASE, FhirTestClient, make_client
+from tests.conftest import BASE, make_client
 from tests.fhir_server.outcomes.cohort import Cohort
 from tests.fhir_server.security.smart import IdentityProvider
 
