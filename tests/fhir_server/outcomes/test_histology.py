@@ -31,8 +31,10 @@ def post(client: FhirTestClient, resource_type: str, resource: dict[str, Any]) -
 def patient_with_lesions(client: FhirTestClient, count: int = 1) -> tuple[dict[str, str], list[str]]:
     subject = {"reference": f"Patient/{post(client, 'Patient', {'resourceType': 'Patient'})}"}
     site = {"coding": [{"system": "http://snomed.info/sct", "code": "66643007", "display": "Skin of back"}]}
-    lesions = [post(client, "BodyStructure", {"resourceType": "BodyStructure", "patient": subject, "location": site})
-               for _ in range(count)]  # fmt: skip
+    lesions = [
+        post(client, "BodyStructure", {"resourceType": "BodyStructure", "patient": subject, "location": site})
+        for _ in range(count)
+    ]
     return subject, lesions
 
 
@@ -44,10 +46,12 @@ def truths(client: FhirTestClient, lesion: str) -> list[dict[str, Any]]:
 def linked(client: FhirTestClient, lesion: str, status: str = "final") -> list[dict[str, Any]]:
     """The lesion's ground truth once one has ``status`` (the outbox consumers run meanwhile; bounded)."""
     deadline = time.monotonic() + 30
-    while not any(t["status"] == status for t in (found := truths(client, lesion))):
+    while True:
+        found = truths(client, lesion)
+        if any(t["status"] == status for t in found):
+            return found
         assert time.monotonic() < deadline, f"no {status} ground truth of BodyStructure/{lesion}: {found}"
         client.portal.call(client.app.state.dispatcher.drain)  # type: ignore[attr-defined]
-    return found
 
 
 def pathologist(client: FhirTestClient) -> str:
@@ -80,14 +84,29 @@ def test_a_case_with_one_lesion_and_a_specimens_body_site_link_too(client: FhirT
     subject, (lesion,) = patient_with_lesions(client)
     device = post(client, "Device", {"resourceType": "Device"})
     result = post(client, "Observation", ai_result(subject, lesion, device, True, WHEN.isoformat()))
-    case = post(client, "DiagnosticReport", {"resourceType": "DiagnosticReport", "status": "preliminary",
-                                            "code": {"text": "skin lesion case"}, "subject": subject,
-                                            "result": [{"reference": f"Observation/{result}"}]})  # fmt: skip
+    case = post(
+        client,
+        "DiagnosticReport",
+        {
+            "resourceType": "DiagnosticReport",
+            "status": "preliminary",
+            "code": {"text": "skin lesion case"},
+            "subject": subject,
+            "result": [{"reference": f"Observation/{result}"}],
+        },
+    )
     post(client, "DiagnosticReport", pathology(subject, f"DiagnosticReport/{case}", MELANOMA, pathologist(client)))
     assert len(linked(client, lesion)) == 1
     subject, (other,) = patient_with_lesions(client)
-    site = {"text": "back", "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/bodySite",
-                                           "valueReference": {"reference": f"BodyStructure/{other}"}}]}  # fmt: skip
+    site = {
+        "text": "back",
+        "extension": [
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/bodySite",
+                "valueReference": {"reference": f"BodyStructure/{other}"},
+            }
+        ],
+    }
     specimen = post(
         client, "Specimen", {"resourceType": "Specimen", "subject": subject, "collection": {"bodySite": site}}
     )
@@ -101,7 +120,7 @@ def test_a_case_with_one_lesion_and_a_specimens_body_site_link_too(client: FhirT
 
 def test_links_that_name_no_lesion_of_the_patient_are_refused(client: FhirTestClient) -> None:
     subject, (lesion,) = patient_with_lesions(client)
-    stranger, (theirs,) = patient_with_lesions(client)
+    _, (theirs,) = patient_with_lesions(client)
     who = pathologist(client)
     refused = client.post(f"{BASE}/DiagnosticReport", json=pathology(subject, f"BodyStructure/{theirs}", MELANOMA, who))
     assert refused.status_code == 422 and "is not a lesion of" in refused.text
@@ -115,9 +134,17 @@ def test_links_that_name_no_lesion_of_the_patient_are_refused(client: FhirTestCl
     subject, lesions = patient_with_lesions(client, 2)
     device = post(client, "Device", {"resourceType": "Device"})
     results = [post(client, "Observation", ai_result(subject, x, device, True, WHEN.isoformat())) for x in lesions]
-    case = post(client, "DiagnosticReport", {"resourceType": "DiagnosticReport", "status": "preliminary",
-                                            "code": {"text": "case"}, "subject": subject,
-                                            "result": [{"reference": f"Observation/{r}"} for r in results]})  # fmt: skip
+    case = post(
+        client,
+        "DiagnosticReport",
+        {
+            "resourceType": "DiagnosticReport",
+            "status": "preliminary",
+            "code": {"text": "case"},
+            "subject": subject,
+            "result": [{"reference": f"Observation/{r}"} for r in results],
+        },
+    )
     refused = client.post(
         f"{BASE}/DiagnosticReport", json=pathology(subject, f"DiagnosticReport/{case}", MELANOMA, who)
     )
@@ -133,8 +160,13 @@ def test_only_the_server_writes_ground_truth_and_not_before_the_report_is_final(
     post(client, "DiagnosticReport", pathology(subject, f"BodyStructure/{later}", NAEVUS, pathologist(client)))
     assert len(linked(client, later)) == 1
     assert truths(client, lesion) == []
-    forged = {"resourceType": "Observation", "status": "final", "subject": subject,
-              "code": {"coding": [{"system": "urn:dermbridge:outcome", "code": "histology-ground-truth"}]},
-              "focus": [{"reference": f"BodyStructure/{lesion}"}], "valueCodeableConcept": {"coding": [NAEVUS]}}  # fmt: skip
+    forged = {
+        "resourceType": "Observation",
+        "status": "final",
+        "subject": subject,
+        "code": {"coding": [{"system": "urn:dermbridge:outcome", "code": "histology-ground-truth"}]},
+        "focus": [{"reference": f"BodyStructure/{lesion}"}],
+        "valueCodeableConcept": {"coding": [NAEVUS]},
+    }
     refused = client.post(f"{BASE}/Observation", json=forged)
     assert refused.status_code == 409, refused.text
