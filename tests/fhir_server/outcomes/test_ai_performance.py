@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
+from fhir_server.outcomes.operation import AI_PERFORMANCE_DEFINITION
 from tests.conftest import BASE, make_client
 from tests.fhir_server.outcomes.cohort import Cohort
 from tests.fhir_server.security.smart import IdentityProvider
+from tests.schema import assert_r4
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +133,10 @@ def test_a_patient_token_is_refused_and_other_tenants_see_nothing(cohort: Cohort
     answer = client.get("/fhir/other/$ai-performance", params=params, headers=other)
     assert answer.status_code == 404  # the other tenant has no such model: nothing crosses tenants
     assert client.get(f"{BASE}/$ai-performance", params=params, headers=other).status_code in (401, 403, 404)
+
+
+def test_the_capability_statement_declares_the_operation(cohort: Cohort) -> None:
+    statement = cohort.client.get(f"{BASE}/metadata").json()
+    declared = {o["name"]: o["definition"] for o in statement["rest"][0]["operation"]}
+    assert declared["ai-performance"] == AI_PERFORMANCE_DEFINITION["url"]
+    assert_r4(AI_PERFORMANCE_DEFINITION)
