@@ -13,6 +13,7 @@ from pathlib import Path
 from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
 from dermbridge.outcomes import MIN_CASES
 from dermbridge.storage import open_audit_trail
+from fhir_server.errors import OperationOutcomeError
 from fhir_server.outcomes.drift import check_device, default_window, device_label, model_devices
 from inference.body_site_groups import site_group
 
@@ -35,8 +36,12 @@ def check_command(args: argparse.Namespace) -> int:
                     return 2
                 drifts = 0
                 for device in devices:
-                    found = await check_device(store, device, start, end, site_group=site_group,
-                                               min_cases=args.min_cases, trail=trail)  # fmt: skip
+                    try:
+                        found = await check_device(store, device, start, end, site_group=site_group,
+                                                   min_cases=args.min_cases, trail=trail)  # fmt: skip
+                    except OperationOutcomeError as error:
+                        print(f"skipped\t{device_label(device)}: {error} (narrow --from/--to)")
+                        continue
                     for evaluation in found:
                         drifts += evaluation.status == "drift"
                         if args.json:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from fhir_server.api.router import FhirRouter
 from fhir_server.audit.trail import AuditTrail
+from fhir_server.errors import OperationOutcomeError
 from fhir_server.outbox import OutboxDispatcher
 from fhir_server.outcomes.drift import check_device, default_window, devices_of_lesions
 from fhir_server.outcomes.histology import HistologyLinker
@@ -34,9 +35,14 @@ class DriftOnHistology:
     async def __call__(self, store: TenantStore, lesions: list[str]) -> None:
         start, end = default_window(datetime.now(UTC))
         for device in await devices_of_lesions(store, lesions):
-            for evaluation in await check_device(
-                store, device, start, end, site_group=site_group, min_cases=self.min_cases, trail=self.audit
-            ):
+            try:
+                found = await check_device(
+                    store, device, start, end, site_group=site_group, min_cases=self.min_cases, trail=self.audit
+                )
+            except OperationOutcomeError as error:  # e.g. too many results in the window: the CLI says so too
+                log.warning("AI performance drift check of Device/%s skipped: %s", device.get("id"), error)
+                continue
+            for evaluation in found:
                 if evaluation.issue:
                     log.warning("AI performance drift: %s (%s)", evaluation.sentence(start, end), evaluation.issue)
 

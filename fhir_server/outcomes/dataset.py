@@ -38,6 +38,8 @@ RISK_SYSTEM = "urn:dermbridge:ai-risk"
 RISK_TIER_SYSTEM = "urn:dermbridge:risk-tier"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 FINAL = ("final", "amended", "corrected")
+WITHDRAWN = ("entered-in-error", "cancelled")
+DEMO_SYSTEM = "urn:dermbridge:ai-use"  # inference.findings.DEMO_TAG
 CHUNK = 100  # values of one comma-separated search parameter (fhir_server.limits)
 MAX_PER_CHUNK = 5000
 UNKNOWN = "not recorded"
@@ -64,6 +66,7 @@ class Dataset:
     records: list[LesionRecord]
     truncated: bool
     excluded: dict[str, int]
+    demonstration: bool = False  # a demonstration model's results (inference.findings.DEMO_TAG)
 
 
 def _ref_id(reference: Any, kind: str) -> str | None:
@@ -101,7 +104,7 @@ async def _find_all(repo: Repository, resource_type: str, criteria: list[tuple[s
 
 async def ai_records(
     repo: Repository, devices: list[str], start: str, end: str, max_results: int, max_cases: int
-) -> tuple[list[LesionRecord], bool, dict[str, int]]:
+) -> tuple[list[LesionRecord], bool, dict[str, int], bool]:
     """The model's risk results in [start, end), grouped by (lesion, device), oldest first."""
     criteria = [("device", ",".join(f"Device/{d}" for d in devices)), ("date", f"ge{start}"), ("date", f"lt{end}"),
                 ("_sort", "date")]  # fmt: skip
@@ -112,10 +115,16 @@ async def ai_records(
         )
     records: dict[tuple[str, str], LesionRecord] = {}
     excluded: dict[str, int] = {}
+    demonstration = False
     for stored in found:
         observation = stored.resource
-        if not any(c.get("system") == RISK_SYSTEM for c in codings(observation.get("code"))):
+        risk = any(c.get("system") == RISK_SYSTEM for c in codings(observation.get("code")))
+        if not risk or observation.get("status") in WITHDRAWN:
             continue
+        demonstration = demonstration or any(
+            t.get("system") == DEMO_SYSTEM and t.get("code") == "demonstration"
+            for t in (observation.get("meta") or {}).get("tag") or []
+        )
         lesion = next((i for i in (_ref_id(f, "BodyStructure") for f in observation.get("focus") or []) if i), None)
         device = _ref_id(observation.get("device"), "Device")
         tier = _tier(observation)
@@ -128,7 +137,7 @@ async def ai_records(
         if tier in CONDITIONS:
             record.ai_positive[tier] = record.ai_positive.get(tier, False) or _positive(observation)
     ordered = sorted(records.values(), key=lambda r: (r.first_seen, r.lesion, r.device))
-    return ordered[:max_cases], len(ordered) > max_cases, excluded
+    return ordered[:max_cases], len(ordered) > max_cases, excluded, demonstration
 
 
 def _latest(observations: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -210,7 +219,9 @@ async def collect(
     max_results: int, max_cases: int,
 ) -> Dataset:  # fmt: skip
     """The dataset of ``devices`` (id -> display) in [start, end)."""
-    records, truncated, excluded = await ai_records(repo, sorted(devices), start, end, max_results, max_cases)
+    records, truncated, excluded, demonstration = await ai_records(
+        repo, sorted(devices), start, end, max_results, max_cases
+    )
     lesions = await _by_id(repo, "BodyStructure", (r.lesion for r in records))
     for record in records:
         record.patient = _ref_id((lesions.get(record.lesion) or {}).get("patient"), "Patient") or ""
@@ -230,4 +241,4 @@ async def collect(
             "body-site": site_group((lesions.get(record.lesion) or {}).get("location")),
             "device": devices.get(record.device, f"Device/{record.device}"),
         }
-    return Dataset(records, truncated, excluded)
+    return Dataset(records, truncated, excluded, demonstration)

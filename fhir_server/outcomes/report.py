@@ -13,6 +13,10 @@ from fhir_server.outcomes.dataset import Dataset, LesionRecord
 from fhir_server.outcomes.metrics import COMPARISONS, Counts, agreement, assessed, tabulate
 from fhir_server.outcomes.wilson import Proportion
 
+DEMONSTRATION = (
+    "DEMONSTRATION model: trained on synthetic images, not for clinical use; these figures show the monitoring "
+    "working and are no clinical performance claim"
+)
 DIMENSIONS = ("fitzpatrick", "age-band", "body-site", "device")
 RISK_TIER_SYSTEM = "urn:dermbridge:risk-tier"
 METHOD = (
@@ -96,6 +100,8 @@ def performance_parameters(scope: Scope, data: Dataset, covered_to: str | None) 
         _value("min-count", "Integer", scope.min_count),
         _value("method", "String", METHOD),
     ]
+    if data.demonstration:
+        parameters.append(_value("warning", "String", DEMONSTRATION))
     if data.truncated and covered_to:
         parameters.append(_value("covered-to", "DateTime", covered_to))
     parameters += [{"name": "excluded", "part": [_value("reason", "String", reason), _value("count", "Integer", n)]}

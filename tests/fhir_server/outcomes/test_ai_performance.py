@@ -11,7 +11,7 @@ import pytest
 
 from fhir_server.outcomes.operation import AI_PERFORMANCE_DEFINITION
 from tests.conftest import BASE, make_client
-from tests.fhir_server.outcomes.cohort import Cohort
+from tests.fhir_server.outcomes.cohort import WHEN, Cohort, ai_result
 from tests.fhir_server.security.smart import IdentityProvider
 from tests.schema import assert_r4
 
@@ -140,3 +140,16 @@ def test_the_capability_statement_declares_the_operation(cohort: Cohort) -> None
     declared = {o["name"]: o["definition"] for o in statement["rest"][0]["operation"]}
     assert declared["ai-performance"] == AI_PERFORMANCE_DEFINITION["url"]
     assert_r4(AI_PERFORMANCE_DEFINITION)
+
+
+def test_a_demonstration_model_is_named_and_withdrawn_results_are_not_counted(cohort: Cohort) -> None:
+    demo = cohort.post("Device", {"resourceType": "Device", "deviceName": [{"name": "Demo", "type": "model-name"}]})
+    subject = {"reference": f"Patient/{cohort.patients[0]}"}
+    shown, withdrawn = (ai_result(subject, lesion, demo, True, WHEN.isoformat()) for lesion in cohort.lesions[:2])
+    shown["meta"] = {"tag": [{"system": "urn:dermbridge:ai-use", "code": "demonstration"}]}
+    withdrawn["status"] = "entered-in-error"
+    cohort.post("Observation", shown)
+    cohort.post("Observation", withdrawn)
+    body = cohort.performance(model=f"Device/{demo}").json()
+    assert top(body, "lesions") == 1
+    assert top(body, "warning").startswith("DEMONSTRATION model")
