@@ -54,7 +54,6 @@ Reader = Callable[[str, str], Awaitable[dict[str, Any] | None]]
 AfterLink = Callable[[TenantStore, list[str]], Awaitable[None]]  # the lesions given a new ground truth
 CONSUMER = "outcomes-histology"
 SIGNED = {"final": "final", "amended": "amended", "corrected": "corrected"}
-WITHDRAWN = ("entered-in-error", "cancelled")
 MAX_LINKS = 20
 GROUND_TRUTH = {
     "system": OUTCOME_SYSTEM,
@@ -233,8 +232,9 @@ def ground_truth(report: dict[str, Any], lesion: dict[str, Any], status: str) ->
 
 
 async def link(repo: Repository, report: dict[str, Any]) -> list[str]:
-    """Write (or withdraw) the ground truth of a pathology report's lesions in ``repo``'s transaction; the
-    lesions whose ground truth is new or changed."""
+    """Write the ground truth of a pathology report's lesions in ``repo``'s transaction, and withdraw what the
+    report no longer supports (a status other than final, amended or corrected links no lesion); the lesions
+    whose ground truth is new or changed."""
     status = SIGNED.get(str(report.get("status")))
     try:
         lesions = await lesions_of(repo.current, report, specimens=True) if status else []
@@ -290,8 +290,6 @@ class HistologyLinker:
         report = await repo.current("DiagnosticReport", str(event.payload["id"]))
         if report is None or not is_pathology(report):
             return
-        if str(report.get("status")) in WITHDRAWN:
-            report = {**report, "status": "withdrawn"}  # no lesion stays linked
         async with store.transaction() as tx:
             changed = await link(repo.within(tx), report)
         if changed and self.after_link is not None:

@@ -16,21 +16,46 @@ from fhir_server.outcomes.drift import TOPIC, check_device, default_window
 from inference.body_site_groups import site_group
 from tests.conftest import BASE, make_client
 from tests.fhir_server.outcomes.cohort import Cohort
+from tests.fhir_server.subscriptions.endpoints import HookServer, hook_server, wait_for
+from tests.fhir_server.subscriptions.test_rest_hook import FAST
 from tests.server import cli
 
 DRIFT = "urn:dermbridge:outcome|ai-performance-drift"
 CLAIMS = [
     {"subgroup": "all lesions", "metric": "sensitivity", "condition": "melanoma", "value": 0.99},  # 4/5: 0.38-0.96
     {"subgroup": "all lesions", "metric": "specificity", "condition": "melanoma", "value": 0.6},  # 5/7: 0.36-0.92
-    {"subgroup": "Fitzpatrick V-VI", "metric": "sensitivity", "condition": "melanoma", "value": 0.95,
-     "stratum": {"fitzpatrick": ["V", "VI"]}},  # 3/3: too few
+    {
+        "subgroup": "Fitzpatrick V-VI",
+        "metric": "sensitivity",
+        "condition": "melanoma",
+        "value": 0.95,
+        "stratum": {"fitzpatrick": ["V", "VI"]},
+    },  # 3/3: too few
     {"subgroup": "all", "metric": "accuracy", "value": 0.9},  # not a claim this server checks
-]  # fmt: skip
+]
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cohort]:
-    with make_client(tmp_path_factory.mktemp("drift") / "var") as client:
+def hook() -> Iterator[HookServer]:
+    with hook_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory, hook: HookServer) -> Iterator[Cohort]:
+    with make_client(tmp_path_factory.mktemp("drift") / "var", **FAST) as client:
+        channel = {"type": "rest-hook", "endpoint": hook.url, "payload": "application/fhir+json"}
+        subscribed = client.post(
+            f"{BASE}/Subscription",
+            json={
+                "resourceType": "Subscription",
+                "status": "requested",
+                "reason": "AI drift alerts",
+                "criteria": f"DetectedIssue?code={DRIFT}",
+                "channel": channel,
+            },
+        )
+        assert subscribed.json()["status"] == "active", subscribed.text
         built = Cohort(client, CLAIMS)
         built.linked()
         yield built
@@ -46,8 +71,16 @@ def device(cohort: Cohort) -> dict[str, Any]:
 
 def check(cohort: Cohort, min_cases: int) -> list[Any]:
     start, end = default_window(datetime.now(UTC))
-    run = partial(check_device, store(cohort), device(cohort), start, end, site_group=site_group, min_cases=min_cases,
-                  trail=cohort.client.app.state.audit)  # type: ignore[attr-defined]  # fmt: skip
+    run = partial(
+        check_device,
+        store(cohort),
+        device(cohort),
+        start,
+        end,
+        site_group=site_group,
+        min_cases=min_cases,
+        trail=cohort.client.app.state.audit,
+    )  # type: ignore[attr-defined]
     return list(cohort.client.portal.call(run))
 
 
@@ -71,7 +104,7 @@ def test_histology_arriving_checks_the_lesions_models(cohort: Cohort) -> None:
     assert len(issues(cohort)) == 1  # the first drift alert of the module is raised here
 
 
-def test_a_drift_below_the_cards_figure_is_raised_once(cohort: Cohort) -> None:
+def test_a_drift_below_the_cards_figure_is_raised_once(cohort: Cohort, hook: HookServer) -> None:
     evaluations = {(e.claim.metric, e.claim.dimension): e for e in check(cohort, min_cases=5)}
     drift = evaluations[("sensitivity", "all")]
     assert (drift.status, drift.successes, drift.n, round(drift.upper or 0, 4)) == ("drift", 4, 5, 0.9638)
@@ -82,6 +115,7 @@ def test_a_drift_below_the_cards_figure_is_raised_once(cohort: Cohort) -> None:
     assert issue["status"] == "final" and issue["severity"] == "high"
     assert "0.80 (95% CI 0.38-0.96, 4/5 lesions, against histopathology" in issue["detail"]
     assert "model card says 0.99" in issue["detail"]
+    wait_for(lambda: any(r.path == f"/hook/DetectedIssue/{issue['id']}" for r in hook.received))  # the subscriber
     check(cohort, min_cases=5)  # the same drift in the same period (the hook raised it already): no second alert
     assert len(issues(cohort)) == 1
     events = cohort.client.portal.call(store(cohort).claim_events, "drift-probe", 100_000, 600)
@@ -94,8 +128,11 @@ def test_a_drift_below_the_cards_figure_is_raised_once(cohort: Cohort) -> None:
 
 
 def test_clients_cannot_raise_or_change_a_drift_alert(cohort: Cohort) -> None:
-    forged = {"resourceType": "DetectedIssue", "status": "final", "code": {"coding": [
-        {"system": "urn:dermbridge:outcome", "code": "ai-performance-drift"}]}}  # fmt: skip
+    forged = {
+        "resourceType": "DetectedIssue",
+        "status": "final",
+        "code": {"coding": [{"system": "urn:dermbridge:outcome", "code": "ai-performance-drift"}]},
+    }
     assert cohort.client.post(f"{BASE}/DetectedIssue", json=forged).status_code == 409
 
 
