@@ -45,8 +45,8 @@ def _value(name: str, kind: str, value: Any) -> dict[str, Any]:
 def _rate(name: str, found: Proportion | None, denominator: str, min_count: int) -> list[dict[str, Any]]:
     if found is None or found.n < min_count:
         have = 0 if found is None else found.n
-        return [_value(f"{name}-status", "String", f"insufficient data: {have} lesion(s) {denominator} by the "
-                       f"reference, fewer than {min_count}; no figure given")]  # fmt: skip
+        return [_value(f"{name}-status", "String", f"insufficient data: {have} lesion(s) {denominator}, fewer "
+                       f"than {min_count}; no figure given")]  # fmt: skip
     lower, upper = found.interval
     return [_value(name, "Decimal", round(found.estimate, 4)), _value(f"{name}-ci95-lower", "Decimal", round(lower, 4)),
             _value(f"{name}-ci95-upper", "Decimal", round(upper, 4))]  # fmt: skip
@@ -66,8 +66,8 @@ def figure(counts: Counts, condition: str, comparison: tuple[str, str], stratum:
         _value("reference-standard", "String", COMPARISONS[comparison][2]), *stratum,
         _value("n", "Integer", counts.n), _value("tp", "Integer", counts.tp), _value("fp", "Integer", counts.fp),
         _value("tn", "Integer", counts.tn), _value("fn", "Integer", counts.fn),
-        *_rate("sensitivity", counts.sensitivity, "with the condition", min_count),
-        *_rate("specificity", counts.specificity, "without the condition", min_count),
+        *_rate("sensitivity", counts.sensitivity, "with the condition by the reference", min_count),
+        *_rate("specificity", counts.specificity, "without the condition by the reference", min_count),
     ]  # fmt: skip
     return {"name": "figure", "part": parts}
 
