@@ -48,6 +48,6 @@ class DriftOnHistology:
 
 
 def start_linker(dispatcher: OutboxDispatcher, engine: Engine, audit: AuditTrail | None) -> HistologyLinker:
-    linker = HistologyLinker(engine, after_link=DriftOnHistology(audit))
+    linker = HistologyLinker(engine, audit, after_link=DriftOnHistology(audit))
     dispatcher.subscribe(linker.subscription())
     return linker

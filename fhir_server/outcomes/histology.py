@@ -25,8 +25,11 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
+from fhir_server.audit.events import ENTITY_TYPE, OBJECT_ROLE, REST_TYPE
+from fhir_server.audit.trail import AuditTrail
 from fhir_server.errors import OperationOutcomeError, conflict, unprocessable
 from fhir_server.outbox import Subscription
 from fhir_server.outcomes.codes import (
@@ -272,11 +275,34 @@ async def _put(repo: Repository, observation: dict[str, Any]) -> bool:
     return True
 
 
+def linked_event(report: dict[str, Any], lesions: list[str]) -> dict[str, Any]:
+    """The AuditEvent of ground truth written from a pathology report (references only)."""
+
+    def entity(reference: str, kind: str) -> dict[str, Any]:
+        return {"what": {"reference": reference}, "type": {"system": ENTITY_TYPE, "code": kind}}
+
+    patient = entity(str(report["subject"]["reference"]), "1")
+    patient["role"] = {"system": OBJECT_ROLE, "code": "1"}
+    return {
+        "resourceType": "AuditEvent",
+        "type": REST_TYPE,
+        "subtype": [{"system": "urn:dermbridge:audit-subtype", "code": "histology-ground-truth"}],
+        "action": "C",
+        "recorded": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "outcome": "0",
+        "agent": [{"who": {"display": "DermBridge histology linker"}, "requestor": False}],
+        "source": {"observer": {"display": "DermBridge outcomes monitoring"}},
+        "entity": [entity(f"DiagnosticReport/{report['id']}", "2"), patient]
+        + [entity(f"BodyStructure/{lesion}", "2") for lesion in lesions],
+    }
+
+
 class HistologyLinker:
     """The outbox consumer that keeps each lesion's ground truth in step with its pathology reports."""
 
-    def __init__(self, engine: Engine, after_link: AfterLink | None = None) -> None:
+    def __init__(self, engine: Engine, audit: AuditTrail | None = None, after_link: AfterLink | None = None) -> None:
         self.engine = engine
+        self.audit = audit
         self.after_link = after_link
 
     def subscription(self) -> Subscription:
@@ -292,5 +318,7 @@ class HistologyLinker:
             return
         async with store.transaction() as tx:
             changed = await link(repo.within(tx), report)
+            if changed and self.audit is not None:
+                await self.audit.record_in(store, tx, linked_event(report, changed))
         if changed and self.after_link is not None:
             await self.after_link(store, changed)

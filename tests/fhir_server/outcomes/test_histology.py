@@ -69,6 +69,9 @@ def test_a_final_pathology_report_becomes_the_lesions_ground_truth(client: FhirT
     assert truth["performer"] == [{"reference": who}] and truth["subject"] == subject
     assert truth["method"]["coding"][0]["code"] == "714797009"  # Histologic test
     assert truth["bodySite"]["extension"][0]["valueReference"] == {"reference": f"BodyStructure/{lesion}"}
+    subtype = "urn:dermbridge:audit-subtype|histology-ground-truth"
+    audited = client.get(f"{BASE}/AuditEvent", params={"subtype": subtype, "entity": f"BodyStructure/{lesion}"})
+    assert len(audited.json()["entry"]) == 1  # the server's write is audited, naming the report and the lesion
     # the report amended: the ground truth follows; withdrawn: it is entered-in-error
     amended = client.get(f"{BASE}/DiagnosticReport/{report}").json()
     amended.update(status="amended", conclusionCode=[{"coding": [NAEVUS]}])
