@@ -48,7 +48,7 @@ from fhir_server.outbox import OutboxLoop, claimed
 from fhir_server.repository import Repository, Stored
 from fhir_server.storage.port import Engine, OutboxEvent, TenantStore, TenantTransaction
 from fhir_server.workflow.library import FlowLibrary
-from fhir_server.workflow.routing import ai_models
+from fhir_server.workflow.routing import Image, ai_models
 from inference.abcd import DermoscopyAbcd, SegmentationError, analyse, pixel_spacing_mm
 from inference.admission import admit, check_attributes, record_unsuitable
 from inference.conclusion import refresh_conclusion
@@ -245,7 +245,7 @@ class InferenceWorker(OutboxLoop):
             await self._held(repo, context, review)
             return None
         media = await repo.current("Media", context.media_id) or {}
-        routed = await self._routed(repo, context, media)
+        routed = await self._routed(repo, context, media, str((record.fields.get("SOPClassUID") or ("",))[0]))
         if not routed:
             return None  # the case's flow runs no AI on this image
         decision = await decide(repo, context.patient_id, AI_ANALYSIS)  # before reading: a refusal is cheap
@@ -277,11 +277,14 @@ class InferenceWorker(OutboxLoop):
                             or check_attributes(ds, r.model.card.accepts, born))  # fmt: skip
         return Job(event, context, rgb, pixel_spacing_mm(ds), ds, refused=refused, routed=routed, born=born)
 
-    async def _routed(self, repo: Repository, context: ImageContext, media: dict[str, Any]) -> tuple[str, ...]:
+    async def _routed(
+        self, repo: Repository, context: ImageContext, media: dict[str, Any], sop_class: str
+    ) -> tuple[str, ...]:
         keys = [runner.model.card.key for runner in self.runners]
         if self.flows is None:
             return tuple(keys)
-        return tuple(await ai_models(self.flows, repo, context.report_id, keys, media.get("bodySite")))
+        image = Image.of(media, sop_class)
+        return tuple(await ai_models(self.flows, repo, context.report_id, keys, image))
 
     async def _admission(self, repo: Repository, job: Job, report: QualityReport | Exception | None) -> frozenset[str]:
         """The models not routed to or whose cards do not admit this image (its attributes, or the pixel

@@ -38,7 +38,7 @@ from fhir_server.workflow.library import Choice, FlowLibrary
 from fhir_server.workflow.review import open_review
 from fhir_server.workflow.review.codes import URGENCIES
 from fhir_server.workflow.review.policy import urgency_for_risk
-from fhir_server.workflow.routing import site_codes
+from fhir_server.workflow.routing import Image, uncovered
 
 log = logging.getLogger(__name__)
 CONSUMER = "workflow"
@@ -152,9 +152,9 @@ class WorkflowEngine:
         if flow.consent_on_refused is not None and not await self._consent(case):
             return
         media = await case.repo.current("Media", str(payload.get("media") or "")) or {}
-        sites = site_codes(media.get("bodySite"))
-        if not any(not step.body_sites or sites & set(step.body_sites) for step in flow.ai):
-            await self._review(case, Verdict("review", "escalated: no AI model of this flow is for this body site"))
+        unrouted = uncovered(flow, Image.of(media, str(payload.get("sopClass") or "")))
+        if unrouted is not None:
+            await self._review(case, Verdict("review", f"escalated: {unrouted}"))
             return
         analysis = await case.tree.get(codes.AI_ANALYSIS)
         if new or analysis is None or analysis["status"] in ("cancelled", "failed"):
