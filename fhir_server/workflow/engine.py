@@ -94,13 +94,13 @@ class WorkflowEngine:
         store = await self.engine.tenant(tenant)
         if topic == RESUMED:
             topic, payload = str(payload["topic"]), dict(payload["payload"])
+        if topic == RESOURCE_CREATED:  # read before any write transaction: most reports start nothing
+            opened = await _created_case(Repository.system(store, reason="workflow engine"), str(payload.get("id")))
+            if opened is None:
+                return
+            topic, payload = CASE_OPENED, opened
         async with store.transaction() as tx:
             repo = Repository.system(store, reason="workflow engine", tx=tx)
-            if topic == RESOURCE_CREATED:
-                opened = await _created_case(repo, str(payload.get("id") or ""))
-                if opened is None:
-                    return
-                topic, payload = CASE_OPENED, opened
             await self.run(repo, topic, payload)
 
     async def run(self, repo: Repository, topic: str, payload: dict[str, Any]) -> None:
