@@ -289,7 +289,7 @@ class InferenceWorker(OutboxLoop):
         self, repo: Repository, context: ImageContext, sop_class: str
     ) -> tuple[dict[str, Any], tuple[str, ...]]:
         """The image's Media and the models its case's flow runs on it (by its site, modality and SOP class; an
-        event from before ingest named the SOP class: read from the instance's record)."""
+        event written before ingest named the SOP class has it read from the instance's record)."""
         if not sop_class:
             record = await repo.store.get_record(INSTANCE, context.instance_uid)
             sop_class = str((record.fields.get("SOPClassUID") or ("",))[0]) if record is not None else ""
