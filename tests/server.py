@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -81,6 +82,24 @@ def crash(pid: int) -> int:
         with contextlib.suppress(ProcessLookupError):
             os.kill(each, signal.SIGKILL)
     return len(frozen)
+
+
+def pending_events(
+    data_dir: Path, consumers: tuple[str, ...] = ("workflow", "inference", "subscriptions"), tenant: str = "default"
+) -> int:
+    """Outbox events one of ``consumers`` has not acknowledged yet (deferred retries included), read from
+    the tenant's SQLite file (read only): the condition for "every consumer has handled every event"."""
+    path = data_dir / "tenants" / f"{tenant}.sqlite"
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+        return sum(
+            db.execute(
+                "SELECT COUNT(*) FROM outbox o LEFT JOIN outbox_delivery d ON d.consumer = ? AND d.seq = o.seq "
+                "WHERE o.seq > COALESCE((SELECT acked_through FROM outbox_cursor WHERE consumer = ?), 0) "
+                "AND COALESCE(d.acked, 0) = 0",
+                (consumer, consumer),
+            ).fetchone()[0]
+            for consumer in consumers
+        )
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,6 @@ Waits are on conditions with generous bounds, never fixed sleeps. ``settled`` re
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from pynetdicom import AE
 
 from fhir_server.workflow.library import shipped
 from tests.fhir_server.test_consent import AI, consent
-from tests.server import Server, cli, fetch_token
+from tests.server import Server, cli, fetch_token, pending_events
 
 T = TypeVar("T")
 DEADLINE = 240.0  # seconds: a restart after kill -9 waits for the lapsed leases (30-60 s) of the dead process
@@ -34,7 +33,6 @@ CASE_TASK = "urn:dermbridge:workflow-step|case"
 REVIEW = "urn:dermbridge:task|clinician-review"
 SNOMED = "http://snomed.info/sct"
 DERMATOLOGY = {"coding": [{"system": SNOMED, "code": "394582007", "display": "Dermatology"}]}
-CONSUMERS = ("workflow", "inference", "subscriptions")
 # Fast Subscription retries (the endpoints here refuse on purpose), loopback endpoints allowed as an
 # operator would, tokens that outlive a slow machine's restarts, any calling AE title to the default tenant.
 SERVER_ENV = {
@@ -55,20 +53,6 @@ def until(probe: Callable[[], T | None], what: str, timeout: float = DEADLINE) -
         assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
         time.sleep(0.05)
     return found
-
-
-def pending_events(data_dir: Path, consumers: tuple[str, ...] = CONSUMERS, tenant: str = "default") -> int:
-    """Outbox events some consumer has not acknowledged yet (deferred retries included)."""
-    with sqlite3.connect(f"file:{data_dir / 'tenants' / f'{tenant}.sqlite'}?mode=ro", uri=True, timeout=30) as db:
-        return sum(
-            db.execute(
-                "SELECT COUNT(*) FROM outbox o LEFT JOIN outbox_delivery d ON d.consumer = ? AND d.seq = o.seq "
-                "WHERE o.seq > COALESCE((SELECT acked_through FROM outbox_cursor WHERE consumer = ?), 0) "
-                "AND COALESCE(d.acked, 0) = 0",
-                (consumer, consumer),
-            ).fetchone()[0]
-            for consumer in consumers
-        )
 
 
 def parameters(*items: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +121,7 @@ class Clinic:
 
     def storescu(self, path: Path) -> None:
         """dcmtk's storescu; exit 0 means C-STORE Success, i.e. the image is durable."""
-        command = ["storescu", "-aet", "DERMATOSCOPE", "-aec", "DERMBRIDGE", "127.0.0.1", str(self.dimse_port)]
+        command = ["storescu", "-R", "-aet", "DERMATOSCOPE", "-aec", "DERMBRIDGE", "127.0.0.1", str(self.dimse_port)]
         sent = subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=120)
         assert sent.returncode == 0, sent.stderr
 
