@@ -169,8 +169,12 @@ def test_ai_then_signoff_claim_decline_reclaim_and_confirm(site: Site) -> None:
     declined = ada.must(task["id"], "decline", {"name": "reason", "valueCode": "outside-expertise"})
     assert declined["status"] == "requested" and "owner" not in declined
     assert task["id"] not in [t["id"] for t in ada.worklist()]  # not offered again to who declined it
+    clinic.settled()  # each state reaches the Subscription worker before the next (it matches the current one)
+    assert len(ehr.emails(task["id"])) == 2  # back in the queue: the team is told again
     ben.must(task["id"], "claim")
+    clinic.settled()
     assert ben.must(task["id"], "release")["status"] == "requested"
+    clinic.settled()
     ben.must(task["id"], "claim")  # re-claimed
     done = ben.must(task["id"], "complete", {"name": "decision", "valueCode": "confirm"})
     assert done["status"] == "completed"
