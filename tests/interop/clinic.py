@@ -66,10 +66,16 @@ class Reviewer:
     practitioner: str
     http: httpx2.Client
     clinic: Clinic  # its base follows the server across restarts
+    credentials: dict[str, str]
 
     @property
     def base(self) -> str:
         return self.clinic.base
+
+    def sign_in(self) -> None:
+        """A token from the server as it runs now (its issuer is its URL: a restart on another port)."""
+        token = fetch_token(self.clinic.server.root, self.credentials)
+        self.http.headers["Authorization"] = f"Bearer {token}"
 
     def op(self, task_id: str, name: str, *items: dict[str, Any]) -> httpx2.Response:
         return self.http.post(f"{self.base}/Task/{task_id}/${name}", json=parameters(*items))
@@ -171,6 +177,6 @@ class Clinic:
         created = cli("client", "create", "--tenant", "default", "--role", "clinician-reviewer", "--name", name,
                       "--fhir-user", reference, "--data-dir", str(self.data_dir))  # fmt: skip
         assert created.returncode == 0, created.stderr
-        token = fetch_token(self.server.root, json.loads(created.stdout))
-        http = httpx2.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60)
-        return Reviewer(reference, http, self)
+        reviewer = Reviewer(reference, httpx2.Client(timeout=60), self, json.loads(created.stdout))
+        reviewer.sign_in()
+        return reviewer

@@ -267,6 +267,7 @@ def test_kill_9_mid_flow_resumes_without_a_second_task_or_notification(tmp_path:
             crash(first.process.pid)  # at once: the engine and the AI are on it, or about to be
         with running_server(data, env=env) as second:
             clinic.server = second
+            reviewer.sign_in()
             ehr.refuse(False)
             report, root = clinic.case(patient)
             task = clinic.review(report["id"])
