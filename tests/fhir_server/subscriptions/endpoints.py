@@ -34,6 +34,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.time)  # when it arrived (wall clock: compared with meta.lastUpdated)
 
 
 @dataclass
