@@ -161,9 +161,9 @@ async def seed(data_dir: Path, count: int) -> float:
                     await open_review(repo, report_id=f"bench-{n}", patient_id=patients[n % 100],
                                       tier="dermatologist", reason="bench", urgency=urgency,
                                       now=base + timedelta(seconds=n))  # fmt: skip
-            if start + 500 >= count:  # the newest case is the most urgent: the worklist must show it first
-                await open_review(repo, report_id="bench-stat", patient_id=patients[0], tier="dermatologist",
-                                  reason="bench", urgency="stat")  # fmt: skip
+                if start + 500 >= count:  # the newest case is the most urgent: the worklist must list it first
+                    await open_review(repo, report_id="bench-stat", patient_id=patients[0], tier="dermatologist",
+                                      reason="bench", urgency="stat")  # fmt: skip
     return time.monotonic() - started
 
 
@@ -196,7 +196,7 @@ def queue_phase(tmp: Path, open_tasks: int, queries: int) -> list[dict[str, Any]
         rows = [
             row(f"GET Task/$worklist?_count=20 at {open_tasks} open review Tasks",
                 timed(lambda: reviewer.worklist(_count="20"), queries), most_urgent_first=urgent_first),
-            row(f"GET Task?status=requested&code=...|dermatologist&_count=20 at {open_tasks}",
+            row(f"GET Task?status=requested&code=...\\|dermatologist&_count=20 at {open_tasks}",
                 timed(search, queries)),
         ]  # fmt: skip
         total = clinic.get("Task", code=REVIEW, status="requested", _summary="count")["total"]
