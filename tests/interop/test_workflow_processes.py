@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 
 from tests.fhir_server.subscriptions.endpoints import HookServer, _Inbox, hook_server, smtp_server
@@ -80,9 +81,11 @@ def subscribe(clinic: Clinic, hook: HookServer) -> None:
         assert clinic.post("Subscription", body)["status"] == "active"
 
 
-def image(tmp: Path, mrn: str, seed: int, suspicious: bool = True) -> Path:
-    path = tmp / f"{mrn}.dcm"
-    lesion_instance(mrn, seed=seed, suspicious=suspicious, accession=mrn).save_as(path, enforce_file_format=True)
+def image(tmp: Path, name: str, seed: int, suspicious: bool = True, mrn: str = "", **study: Any) -> Path:
+    """A dermoscopic image of patient ``mrn`` (default ``name``) in a file ``name``.dcm."""
+    path = tmp / f"{name}.dcm"
+    ds = lesion_instance(mrn or name, seed=seed, suspicious=suspicious, accession=mrn or name, **study)
+    ds.save_as(path, enforce_file_format=True)
     return path
 
 
@@ -159,7 +162,7 @@ def test_ai_then_signoff_claim_decline_reclaim_and_confirm(site: Site) -> None:
     clinic.settled()
     task = clinic.get(f"Task/{task['id']}")
     assert task["status"] == "requested" and task["priority"] == "asap"  # melanoma 0.99: the 2-week wait
-    ai = clinic.found("Observation", subject=f"Patient/{patient}", code="urn:dermbridge:ai-risk|")
+    ai = risks(clinic, patient)
     assert len(ehr.emails(task["id"])) == 1 and ehr.puts(report["id"]) == []
 
     assert task["id"] in [t["id"] for t in ada.worklist()]
@@ -252,11 +255,15 @@ def test_store_only_activated_by_the_cli_runs_nothing_and_notifies_nobody(site: 
 
 
 def test_kill_9_mid_flow_resumes_without_a_second_task_or_notification(tmp_path: Path) -> None:
+    """Three kills: right after an image is acknowledged; right after ``$resume`` of a halted case hands the
+    engine the events that waited (a second image and its findings); while the final report's notification
+    is owed. The endpoints refuse until each restart, so no delivery is cut short by a kill (that one would
+    be sent again: delivery is at least once); what is counted is what the server does twice by itself."""
     data, dimse = tmp_path / "var", free_port()
     with ehr_endpoints() as (ehr, smtp_port):
         env = {**SERVER_ENV, "DERMBRIDGE_DICOM_PORT": str(dimse),
                "DERMBRIDGE_NOTIFY_CONFIG": str(notify_config(tmp_path, smtp_port))}  # fmt: skip
-        ehr.refuse(True)  # nothing is delivered before a kill: a delivery cut short would be sent again
+        ehr.refuse(True)
         with running_server(data, env=env) as first:
             clinic = Clinic(first, data, dimse)
             clinic.activate("ai-then-signoff")
@@ -267,7 +274,6 @@ def test_kill_9_mid_flow_resumes_without_a_second_task_or_notification(tmp_path:
             crash(first.process.pid)  # at once: the engine and the AI are on it, or about to be
         with running_server(data, env=env) as second:
             clinic.server = second
-            reviewer.sign_in()
             ehr.refuse(False)
             report, root = clinic.case(patient)
             task = clinic.review(report["id"])
@@ -275,18 +281,37 @@ def test_kill_9_mid_flow_resumes_without_a_second_task_or_notification(tmp_path:
             clinic.settled()
             assert_one_tree(clinic, report["id"], root)
             assert count(clinic, "Task", code=REVIEW, focus=f"DiagnosticReport/{report['id']}") == 1
-            risks = clinic.found("Observation", subject=f"Patient/{patient}", code="urn:dermbridge:ai-risk|")
-            assert len(risks) == 2  # one result per class of the demo model, not one set per attempt
+            assert len(risks(clinic, patient)) == 2  # one result per class of the demo model, not per attempt
             assert len(ehr.emails(task["id"])) == 1
+
+            ehr.refuse(True)
+            clinic.post(f"Task/{root['id']}/$halt", reason("a second image is on its way"))
+            study = pydicom.dcmread(tmp_path / "E2E-KILL.dcm").StudyInstanceUID
+            clinic.storescu(image(tmp_path, "E2E-KILL-2", SUSPICIOUS_SEED + 1, mrn="E2E-KILL", study_uid=study))
+            clinic.settled()  # the second image's events wait on the halted case's root Task
+            assert "deferred-event" in json.dumps(clinic.get(f"Task/{root['id']}")["input"])
+            clinic.post(f"Task/{root['id']}/$resume", reason("the images are complete"))
+            crash(second.process.pid)  # the engine is on the events that waited, or about to be
+        with running_server(data, env=env) as third:
+            clinic.server = third
+            reviewer.sign_in()
+            ehr.refuse(False)
+            clinic.settled()
+            assert clinic.get(f"Task/{root['id']}")["status"] == "in-progress"
+            assert len(risks(clinic, patient)) == 4  # both images analysed, each once
+            assert count(clinic, "Task", code=REVIEW, focus=f"DiagnosticReport/{report['id']}") == 1
+            assert clinic.get(f"Task/{task['id']}")["status"] == "requested"
+            assert len(ehr.emails(task["id"])) == 1  # the open review was kept, not opened again
+            assert_one_tree(clinic, report["id"], root)
 
             reviewer.must(task["id"], "claim")
             ehr.refuse(True)
             refused = ehr.hook.attempts
             reviewer.must(task["id"], "complete", {"name": "decision", "valueCode": "confirm"})  # committed
             until(lambda: ehr.hook.attempts > refused, "a refused delivery of the final report")
-            crash(second.process.pid)  # the notification is owed and not sent
-        with running_server(data, env=env) as third:
-            clinic.server = third
+            crash(third.process.pid)  # the notification is owed and not sent
+        with running_server(data, env=env) as fourth:
+            clinic.server = fourth
             ehr.refuse(False)
             until(lambda: ehr.puts(report["id"]), "the final report at the EHR after the restart")
             clinic.settled()
@@ -295,3 +320,11 @@ def test_kill_9_mid_flow_resumes_without_a_second_task_or_notification(tmp_path:
             assert clinic.get(f"Task/{task['id']}")["status"] == "completed"
             assert_one_tree(clinic, report["id"], root)
         reviewer.http.close()
+
+
+def reason(text: str) -> dict[str, Any]:
+    return {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": text}]}
+
+
+def risks(clinic: Clinic, patient: str) -> list[dict[str, Any]]:
+    return clinic.found("Observation", subject=f"Patient/{patient}", code="urn:dermbridge:ai-risk|")
