@@ -14,7 +14,8 @@ the server process, as ``tests/interop/test_workflow_processes.py`` runs it.
    benign); ``--reviewers`` reviewer threads (clients acting for their Practitioner, each with a Dermatology
    PractitionerRole) loop: ``GET Task/$worklist?_count=10``, ``$claim`` the first queued Task (another
    reviewer's claim answers 409: the next one), ``$complete`` with ``confirm``. Cases/s is the cases signed
-   off over the time from the first C-STORE to the last sign-off; per case, C-STORE success to signed off.
+   off over the time from the first C-STORE to the last sign-off; per case, C-STORE success to signed off;
+   and each reviewer call's duration (``$worklist``, ``$claim``, ``$complete``).
 2. **Notification latency under that load**: each final report's rest-hook receipt time minus its
    ``meta.lastUpdated`` (set in the writing transaction, just before its commit; one machine, one clock).
 3. **Quiet notification latency**: ``--notifications`` Observations written one at a time to a Subscription
@@ -40,7 +41,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dermbridge.cli_support import opened_engine
@@ -53,6 +54,8 @@ from tests.inference.test_worker import lesion_instance
 from tests.interop.clinic import REVIEW, SERVER_ENV, Clinic, Reviewer, until
 from tests.server import free_port, running_server
 
+T = TypeVar("T")
+CONFIRM = {"name": "decision", "valueCode": "confirm"}
 TIER = "urn:dermbridge:review-tier|dermatologist"
 DEADLINE = 900.0  # seconds for any phase
 # the tests' server settings without their fast Subscription retries and polls: the defaults a site runs
@@ -81,18 +84,29 @@ def subscribe(clinic: Clinic, criteria: str, hook: HookServer) -> None:
     assert clinic.post("Subscription", body)["status"] == "active"
 
 
-def review_loop(reviewer: Reviewer, signed: dict[str, float], wanted: int, lock: threading.Lock) -> None:
-    """Claim the first queued Task of the worklist, confirm it; until ``wanted`` cases are signed off."""
+def review_loop(
+    reviewer: Reviewer, signed: dict[str, float], wanted: int, lock: threading.Lock, calls: dict[str, list[float]]
+) -> None:
+    """Claim the first queued Task of the worklist, confirm it; until ``wanted`` cases are signed off.
+    ``calls`` gets each call's duration by operation."""
+
+    def call(name: str, request: Callable[[], T]) -> T:
+        t0 = time.perf_counter()
+        answer = request()
+        calls[name].append(time.perf_counter() - t0)  # list.append is atomic: no lock needed
+        return answer
+
     deadline = time.monotonic() + DEADLINE
     while len(signed) < wanted and time.monotonic() < deadline:
-        queued = [t for t in reviewer.worklist(_count="10") if t["status"] == "requested"]
+        listed = call("$worklist", lambda: reviewer.worklist(_count="10"))
+        queued = [t for t in listed if t["status"] == "requested"]
         if not queued:
             time.sleep(0.02)  # the bench polls its queue as a reviewer's app would
             continue
         for task in queued:
-            if reviewer.op(task["id"], "claim").status_code != 200:
+            if call("$claim", lambda t=task: reviewer.op(t["id"], "claim")).status_code != 200:
                 continue  # another reviewer was first
-            reviewer.must(task["id"], "complete", {"name": "decision", "valueCode": "confirm"})
+            call("$complete (confirm)", lambda t=task: reviewer.must(t["id"], "complete", CONFIRM))
             with lock:
                 signed[task["for"]["reference"]] = time.time()
             break
@@ -108,7 +122,8 @@ def review_phase(clinic: Clinic, hook: HookServer, cases: int, reviewers: int) -
     stored: dict[str, float] = {}
     signed: dict[str, float] = {}
     lock = threading.Lock()
-    threads = [threading.Thread(target=review_loop, args=(r, signed, cases, lock)) for r in team]
+    calls: dict[str, list[float]] = {"$worklist": [], "$claim": [], "$complete (confirm)": []}
+    threads = [threading.Thread(target=review_loop, args=(r, signed, cases, lock, calls)) for r in team]
     for thread in threads:
         thread.start()
     started = time.time()
@@ -128,6 +143,7 @@ def review_phase(clinic: Clinic, hook: HookServer, cases: int, reviewers: int) -
             "notification: final report, commit -> rest-hook receipt (under review load)",
             [since_commit(r) for r in hook.received],
         ),
+        *(row(f"reviewer call {name} (under review load)", spent) for name, spent in calls.items()),
     ]
 
 
