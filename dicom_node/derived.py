@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from dicom_node.attributes import INSTANCE, STUDY, IndexedInstance, index_instance, recorded_patient
@@ -68,8 +69,9 @@ async def store_derived(
 ) -> bool:  # fmt: skip
     """Store ``ds`` into its study (which must be on record); False when it was stored already. ``linked``
     runs in the same transaction (the FHIR links to it), ``audit`` too (with the transaction)."""
-    check_ai_result(ds)
     data = await asyncio.to_thread(encoded, ds)
+    ds = await asyncio.to_thread(dcmread, io.BytesIO(data))  # indexed as stored (plain values, as a peer sends them)
+    check_ai_result(ds)
     indexed = index_instance(ds, str(ds.file_meta.TransferSyntaxUID), len(data))
     key = new_object_key() if isinstance(store, EncryptingTenantStore) else None
     payload = seal_object(data, key, indexed.instance_uid) if key is not None else data

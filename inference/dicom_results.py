@@ -194,6 +194,22 @@ def _equipment(card: ModelCard, server_version: str, weights_sha256: str) -> dic
     }
 
 
+SPACINGS = frozenset({"PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"})
+
+
+def _without_spacing(source: Dataset) -> Dataset:
+    """The image as the SEG's source, without its Pixel Spacing: highdicom would copy it into a Pixel
+    Measures Sequence without Slice Thickness (right for a photograph: PS3.3 C.7.6.16.2.1, type 1C for
+    volumes only) which its own reader (segread) then refuses. The mask's pixels are the image's, whose
+    spacing a viewer reads from the image."""
+    copy = Dataset()  # the elements shared, the source itself unchanged
+    for element in source:
+        if element.keyword not in SPACINGS:
+            copy.add(element)
+    copy.file_meta = source.file_meta
+    return copy
+
+
 def build_segmentation(source: Dataset, card: ModelCard, mask: np.ndarray, server_version: str,
                        weights_sha256: str, lesion: TrackedLesion) -> Dataset:  # fmt: skip
     """The BINARY SEG of the lesion, referencing the image (PS3.3 A.51)."""
@@ -214,7 +230,7 @@ def build_segmentation(source: Dataset, card: ModelCard, mask: np.ndarray, serve
     )  # fmt: skip
     equipment = _equipment(card, server_version, weights_sha256)
     seg = hd.seg.Segmentation(
-        source_images=[source],
+        source_images=[_without_spacing(source)],
         pixel_array=mask[np.newaxis].astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[description],
