@@ -200,11 +200,13 @@ def test_a_peer_cannot_store_an_sr_and_admission_refuses_one(node: FhirTestClien
     [sr] = _c_get(dimse_port(node), study[8:], _value(sr_series, "0020000E"))
     sr.SOPInstanceUID = pydicom.uid.generate_uid()
     sr.file_meta.MediaStorageSOPInstanceUID = sr.SOPInstanceUID
-    path = tmp_path / "peer-sr.dcm"
-    sr.save_as(path, enforce_file_format=True)
-    command = ["storescu", "-R", "-aet", "PEER", "-aec", "DERMBRIDGE", "127.0.0.1", str(dimse_port(node)), str(path)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    assert "0xa900" in (result.stdout + result.stderr).lower() or "SOP class not supported" in result.stderr
+    ae = AE(ae_title="PEER")
+    ae.add_requested_context(COMPREHENSIVE_3D_SR, str(sr.file_meta.TransferSyntaxUID))
+    assoc = ae.associate("127.0.0.1", dimse_port(node), ae_title="DERMBRIDGE")
+    assert assoc.is_established
+    status = assoc.send_c_store(sr)
+    assoc.release()
+    assert (int(status.Status), status.ErrorComment) == (0xA900, "SOP class not supported")
     assert len(_qido(node, f"studies/{study[8:]}/series/{_value(sr_series, '0020000E')}/instances")) == 1
     for sop_class in (COMPREHENSIVE_3D_SR, SEGMENTATION):  # whatever a card accepts (here: anything)
         ds = Dataset()
