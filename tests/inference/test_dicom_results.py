@@ -8,6 +8,7 @@ from __future__ import annotations
 import email.parser
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from inference.dicom_output import DICOM_SR_EXTENSION, write_dicom_results
 from inference.findings import ImageContext
 from inference.pipeline import Prediction
 from inference.registry import ModelRegistry
-from tests.conftest import BASE, FhirTestClient
+from tests.conftest import FhirTestClient, make_client
 from tests.inference.test_findings import DIAGNOSIS, EVERY_CLASS, search
 from tests.inference.test_worker import (
     DEADLINE,
@@ -36,13 +37,18 @@ from tests.inference.test_worker import (
     consenting_patient,
     dimse_port,
     lesion_instance,
-    node,  # noqa: F401 (the fixture)
     send,
     wait_for,
 )
 
 pytestmark = pytest.mark.interop
 DICOMWEB = "/dicomweb/default"
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[FhirTestClient]:
+    with make_client(tmp_path / "var", inference_enabled=True, dicom_any_ae_tenant="default") as client:
+        yield client
 
 
 def _qido(client: FhirTestClient, path: str) -> list[dict[str, Any]]:
@@ -57,7 +63,8 @@ def _value(item: dict[str, Any], tag: str) -> Any:
 
 def _wado(client: FhirTestClient, study: str, series: str, instance: str) -> Dataset:
     accept = 'multipart/related; type="application/dicom"'
-    response = client.get(f"{DICOMWEB}/studies/{study}/series/{series}/instances/{instance}", headers={"Accept": accept})
+    url = f"{DICOMWEB}/studies/{study}/series/{series}/instances/{instance}"
+    response = client.get(url, headers={"Accept": accept})
     assert response.status_code == 200, response.text
     head = f"Content-Type: {response.headers['content-type']}\r\n\r\n".encode()
     message = email.parser.BytesParser().parsebytes(head + response.content)
@@ -124,8 +131,8 @@ def test_the_study_gets_an_sr_and_a_seg_found_retrieved_parsed_and_linked(node: 
     [seg] = _c_get(dimse_port(node), study, seg_series)
     assert _wado(node, study, sr_series, sr_uid).SOPInstanceUID == sr.SOPInstanceUID == sr_uid
     for derived in (sr, seg):  # same patient and study, new series, DermBridge + the model as equipment
-        assert (derived.PatientID, derived.StudyInstanceUID, derived.IssuerOfPatientID) == ("SR-1", study,
-                                                                                             "urn:clinic:mrn")  # fmt: skip
+        identity = (derived.PatientID, derived.StudyInstanceUID, derived.IssuerOfPatientID)
+        assert identity == ("SR-1", study, "urn:clinic:mrn")
         assert derived.SeriesInstanceUID != image.SeriesInstanceUID and derived.Manufacturer == "DermBridge"
         assert "demo-abcd" in " ".join(derived.SoftwareVersions)
         check_ai_result(derived)  # the IOD check the node applies before storing them
@@ -164,7 +171,8 @@ def test_the_study_gets_an_sr_and_a_seg_found_retrieved_parsed_and_linked(node: 
     assert 0.01 < mask.mean() < 0.8
     assert luminance[mask].mean() < luminance[~mask].mean() - 30  # the dark lesion, not the skin
     rows, columns = np.nonzero(mask)
-    assert abs(rows.mean() - image.Rows / 2) < image.Rows / 4 and abs(columns.mean() - image.Columns / 2) < image.Columns / 4
+    assert abs(rows.mean() - image.Rows / 2) < image.Rows / 4  # around the middle, where the lesion was drawn
+    assert abs(columns.mean() - image.Columns / 2) < image.Columns / 4
 
     # FHIR: the ImagingStudy lists them, the case references that ImagingStudy, the results name the SR
     imaging = search(node, "ImagingStudy", subject)[0]
@@ -232,8 +240,9 @@ def test_a_failure_to_make_them_is_recorded_and_the_findings_stand(node: FhirTes
     async def attempt() -> Any:
         store = await node.app.state.engine.tenant("default")  # type: ignore[attr-defined]
         repo = Repository.system(store, reason="test")
-        return await write_dicom_results(repo, node.app.state.inference.files.blobs, elsewhere, context, card,  # type: ignore[attr-defined]
-                                         Prediction((0.2, 0.8)), None, server_version="test", weights_sha256="")  # fmt: skip
+        blobs = node.app.state.inference.files.blobs  # type: ignore[attr-defined]
+        return await write_dicom_results(repo, blobs, elsewhere, context, card, Prediction((0.2, 0.8)), None,
+                                         server_version="test", weights_sha256="")  # fmt: skip
 
     assert node.portal.call(attempt) is None
     deadline = time.monotonic() + DEADLINE
