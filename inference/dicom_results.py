@@ -24,13 +24,14 @@ whose meaning says "demonstration model, not a diagnosis"), and both objects say
 series description, the algorithm name, a Comment of the report (TID 1500 qualitative evaluations) and
 the SEG's content description and segment label.
 
-UIDs are derived from the image and the model (``generate_uid`` with entropy sources), so a redelivered
+UIDs are derived from the image and the model (``derived_uid``: name-based), so a redelivered
 event builds the same objects. The series are per source series and model: a lesion's SRs share one
 series, its SEGs another.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import highdicom as hd
@@ -38,7 +39,6 @@ import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
 from inference.findings import INDETERMINATE_READING, NEGATIVE, POSITIVE, SCORE_BOUNDS, predicted_outcome, reading
 from inference.model_card import ModelCard, OutputClass
@@ -62,6 +62,7 @@ IMAGING_PROCEDURE = codes.SCT.ImagingProcedure  # 363679005 (CID 100)
 QUALITATIVE_EVALUATIONS = hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")  # TID 1500 row 12
 DEMO = "DEMONSTRATION, not for clinical use"
 SR_SERIES, SEG_SERIES = 1000, 2000  # added to the source's SeriesNumber
+UID_NAMESPACE = uuid.UUID("6d1f3c52-3b9e-5b7a-9a8e-2f6b1e0c4d21")  # DermBridge's AI result objects
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +81,19 @@ class AiResultObjects:
     seg: Dataset | None
 
 
+def derived_uid(*parts: str) -> str:
+    """A UID made from names (PS3.5 B.2: "2.25." and the decimal of a UUID, here a name-based UUID v5), so
+    the same image and model give the same UIDs. (pydicom's ``generate_uid`` ignores its entropy sources
+    without a prefix: a random UUID.)"""
+    return f"2.25.{uuid.uuid5(UID_NAMESPACE, chr(31).join(parts)).int}"
+
+
 def _uid(source: Dataset, card: ModelCard, part: str) -> str:
-    return str(generate_uid(prefix=None, entropy_srcs=[str(source.SOPInstanceUID), card.key, part]))
+    return derived_uid(str(source.SOPInstanceUID), card.key, part)
 
 
 def _series_uid(source: Dataset, card: ModelCard, part: str) -> str:
-    return str(generate_uid(prefix=None, entropy_srcs=[str(source.SeriesInstanceUID), card.key, part]))
+    return derived_uid(str(source.SeriesInstanceUID), card.key, part)
 
 
 def _meaning(text: str) -> str:
@@ -112,7 +120,7 @@ def _algorithm(card: ModelCard, weights_sha256: str) -> hd.sr.AlgorithmIdentific
 
 def _device(card: ModelCard, weights_sha256: str) -> hd.sr.ObservationContext:
     """The model as the report's device observer (TID 1004)."""
-    uid = str(generate_uid(prefix=None, entropy_srcs=[card.key, weights_sha256]))
+    uid = derived_uid("device", card.key, weights_sha256)
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=uid, name=_labelled(card, card.name), manufacturer_name=MANUFACTURER, model_name=card.key[:64]
     )
@@ -310,7 +318,7 @@ def build(source: Dataset, card: ModelCard, probabilities: list[float], segmenta
     """The SR (and SEG, when the lesion was segmented) of one image's analysis by one model; ``lesion``
     names the lesion for people, ``lesion_key`` identifies it (its BodyStructure id: one Tracking UID for
     every report on the lesion, across images and visits)."""
-    tracked = TrackedLesion(lesion, str(generate_uid(prefix=None, entropy_srcs=["lesion", lesion_key])))
+    tracked = TrackedLesion(lesion, derived_uid("lesion", lesion_key))
     seg = None
     if segmentation is not None:
         mask = full_mask(segmentation, int(source.Rows), int(source.Columns))

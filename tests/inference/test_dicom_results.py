@@ -28,7 +28,7 @@ from inference.admission import check_attributes
 from inference.dicom_output import DICOM_SR_EXTENSION, write_dicom_results
 from inference.findings import ImageContext
 from inference.pipeline import Prediction
-from inference.registry import ModelRegistry
+from inference.segmentation import Segmentation, segment
 from tests.conftest import FhirTestClient, make_client
 from tests.inference.test_findings import DIAGNOSIS, EVERY_CLASS, search
 from tests.inference.test_worker import (
@@ -184,12 +184,36 @@ def test_the_study_gets_an_sr_and_a_seg_found_retrieved_parsed_and_linked(node: 
         links = [e for e in result.get("extension", []) if e["url"] == DICOM_SR_EXTENSION]
         assert links == [{"url": DICOM_SR_EXTENSION,
                           "valueIdentifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{sr_uid}"}}]  # fmt: skip
+    # made again (a redelivered event): the same UIDs, so nothing is stored or linked twice
+    versions = {o["id"]: o["meta"]["versionId"] for o in search(node, "Observation", subject)}
+    context = ImageContext(str(image.SOPInstanceUID), patient_id, search(node, "Media", subject)[0]["id"],
+                           imaging["id"], case["id"], lesion_id=lesion_id)  # fmt: skip
+    again = _write(node, image, context, segment(np.asarray(image.pixel_array)))
+    assert again is not None and again.sr.SOPInstanceUID == sr_uid
+    assert len(_qido(node, f"studies/{study}/series/{sr_series}/instances")) == 1
+    assert {o["id"]: o["meta"]["versionId"] for o in search(node, "Observation", subject)} == versions
+
     # nothing else: no Media, lesion, identity review or second analysis for the SR and SEG
     assert len(search(node, "Media", subject)) == 2  # the image and its saliency map
     assert len(search(node, "BodyStructure", {"patient": f"Patient/{patient_id}"})) == 1
     assert search(node, "Task", {"code": "urn:dermbridge:task|patient-identity-review"}) == []
     assert search(node, "Task", {"code": "urn:dermbridge:task|ai-dicom-results"}) == []
     assert len(search(node, "Observation", {**subject, "code": EVERY_CLASS})) == 2
+
+
+def _write(node: FhirTestClient, image: Dataset, context: ImageContext, lesion: Segmentation | None) -> Any:
+    """The worker's DICOM output for ``image``, run as the worker runs it (its blobs, a system context)."""
+    worker = node.app.state.inference  # type: ignore[attr-defined]
+    runner = worker.runners[0]
+
+    async def run() -> Any:
+        store = await node.app.state.engine.tenant("default")  # type: ignore[attr-defined]
+        repo = Repository.system(store, reason="test")
+        return await write_dicom_results(repo, worker.files.blobs, image, context, runner.model.card,
+                                         Prediction((0.2, 0.8)), lesion, server_version=worker.server_version,
+                                         weights_sha256=runner.model.weights_sha256)  # fmt: skip
+
+    return node.portal.call(run)
 
 
 def _saved(ds: Dataset, tmp_path: Path) -> Path:
@@ -235,16 +259,8 @@ def test_a_failure_to_make_them_is_recorded_and_the_findings_stand(node: FhirTes
     case = search(node, "DiagnosticReport", subject)[0]
     elsewhere = lesion_instance("SR-3", seed=23)  # the same pixels in a study the node never stored
     context = ImageContext(str(elsewhere.SOPInstanceUID), patient_id, media["id"], imaging["id"], case["id"])
-    card = ModelRegistry.load(node.app.state.settings.inference_models).runners("cpu")[0].model.card  # type: ignore[attr-defined]
 
-    async def attempt() -> Any:
-        store = await node.app.state.engine.tenant("default")  # type: ignore[attr-defined]
-        repo = Repository.system(store, reason="test")
-        blobs = node.app.state.inference.files.blobs  # type: ignore[attr-defined]
-        return await write_dicom_results(repo, blobs, elsewhere, context, card, Prediction((0.2, 0.8)), None,
-                                         server_version="test", weights_sha256="")  # fmt: skip
-
-    assert node.portal.call(attempt) is None
+    assert _write(node, elsewhere, context, None) is None
     deadline = time.monotonic() + DEADLINE
     while not (tasks := search(node, "Task", {"code": "urn:dermbridge:task|ai-dicom-results"})):
         assert time.monotonic() < deadline
