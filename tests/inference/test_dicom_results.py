@@ -18,7 +18,10 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+)
 
 from dicom_node.iod import check_ai_result
 from dicom_node.sop_classes import COMPREHENSIVE_3D_SR, SEGMENTATION
@@ -100,6 +103,19 @@ def _c_get(port: int, study: str, series: str) -> list[Dataset]:
     return received
 
 
+def _c_find_modalities(port: int, study: str) -> list[str]:
+    ae = AE(ae_title="VIEWER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", port, ae_title="DERMBRIDGE")
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel, query.StudyInstanceUID, query.Modality = "SERIES", study, ""
+    found = [str(ds.Modality) for status, ds in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+             if ds is not None and int(status.Status) in (0xFF00, 0xFF01)]  # fmt: skip
+    assoc.release()
+    return sorted(found)
+
+
 def _dcmdump(ds: Dataset, tmp_path: Path) -> str:
     path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
     ds.save_as(path, enforce_file_format=True)
@@ -125,6 +141,9 @@ def test_the_study_gets_an_sr_and_a_seg_found_retrieved_parsed_and_linked(node: 
     sr_series, seg_series = _value(series["SR"], "0020000E"), _value(series["SEG"], "0020000E")
     [sr_item] = _qido(node, f"studies/{study}/series/{sr_series}/instances")
     sr_uid = _value(sr_item, "00080018")
+
+    # a real C-FIND (pynetdicom as SCU) finds the same three series
+    assert _c_find_modalities(dimse_port(node), study) == ["DMS", "SEG", "SR"]
 
     # a real C-GET of each series, and WADO-RS: the same objects
     [sr] = _c_get(dimse_port(node), study, sr_series)
