@@ -89,7 +89,7 @@ def test_configuration_callers_and_security_follow_the_config() -> None:
         ae_title="SKINNODE",
         port=4242,
         ae_tenants={
-            "WARDPC7": DicomCaller(tenant="default", roles=frozenset({"find"}), hosts=("10.0.0.0/24",)),
+            "WARDPC7": DicomCaller.model_validate({"tenant": "default", "roles": ["find"], "hosts": ["10.0.0.0/24"]}),
             "ARCHIVE9": "default",
         },
         move_destinations={"VIEWER": MoveDestination("VIEWER", "10.0.0.9", 104)},
