@@ -46,10 +46,13 @@ from fhir_server.retention.operation import LEGAL_HOLD_DEFINITION, RELEASE_DEFIN
 from fhir_server.retention.operation import TARGETS as HOLD_TARGETS
 from fhir_server.retention.schedule import RetentionSchedule
 from fhir_server.search.extract import warm_up as warm_up_index
+from fhir_server.security.api_keys import ApiKeys
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.clients import ClientRegistry
 from fhir_server.security.endpoint import TokenEndpoint
+from fhir_server.security.lockout import Lockout
 from fhir_server.security.revocation import ClientStates
+from fhir_server.security.standing import StandingCredentials
 from fhir_server.security.tokens import ExternalProvider, TokenService, load_token_signer
 from fhir_server.storage.port import Engine
 from fhir_server.subscriptions.activation import SubscriptionRules, activation_hook
@@ -178,7 +181,9 @@ def create_app(settings: Settings) -> FastAPI:
     sink = TrailSink(engine, audit, settings.default_tenant) if audit is not None else None
     ingestor = build_ingestor(settings, engine, audit)
     dimse = build_dimse(settings, engine, ingestor, sink) if settings.dicom_enabled else None
-    authenticator = Authenticator(tokens, ClientStates(clients))
+    lockout = Lockout()  # failed attempts at the token endpoint and with standing credentials count together
+    standing = StandingCredentials(clients, ApiKeys(engine), lockout)
+    authenticator = Authenticator(tokens, ClientStates(clients), standing)
     subscriptions = build_subscriptions(settings, engine, audit, clients)
 
     @asynccontextmanager
@@ -271,7 +276,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.auth_http = AuthHttp(
         engine,
         authenticator,
-        TokenEndpoint(clients, tokens) if tokens is not None else None,
+        TokenEndpoint(clients, tokens, lockout) if tokens is not None else None,
         audit,
         settings.default_tenant,
         settings.base_url(),

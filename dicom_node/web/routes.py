@@ -36,7 +36,8 @@ async def caller(request: Request, tenant: str) -> AccessPolicy:
     """The policy of the request's token of the tenant (401 without one, 404 for another tenant's); with
     authentication turned off, the system context says so. Every decision is then the policy's."""
     authenticator: Authenticator = request.app.state.fhir_http.authenticator
-    access = await authenticator.access(request.headers.get("authorization"), tenant)
+    address = request.client.host if request.client else ""
+    access = await authenticator.access(request.headers.get("authorization"), tenant, address)
     if access is None:
         return AccessPolicy.system("authentication disabled (DERMBRIDGE_AUTH_ENABLED=false)")
     return AccessPolicy.of(access)
