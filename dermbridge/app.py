@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -28,6 +29,7 @@ from dicom_node.dimse import DimseServer
 from dicom_node.erasure import DicomErasure
 from dicom_node.web.routes import router as dicomweb_router
 from dicom_node.web.service import DicomWeb
+from dicom_node.web.wado_uri import router as wado_uri_router
 from fhir_server.api.auth_http import AuthHttp
 from fhir_server.api.auth_http import router as auth_router
 from fhir_server.api.bundles import BundleProcessor
@@ -281,14 +283,30 @@ def create_app(settings: Settings) -> FastAPI:
         settings.default_tenant,
         settings.base_url(),
     )
-    app.state.dicomweb = DicomWeb(engine, ingestor, ingestor.public_url)
+    app.state.dicomweb = DicomWeb(engine, ingestor, ingestor.public_url, audit)
     app.include_router(auth_router)
     app.include_router(fhir_http_router)
     app.include_router(dicomweb_router)
+    app.include_router(wado_uri_router)
+    _install_cors(app, settings)
     app.include_router(subscription_websocket_router)
     _install_conformance(app, settings, dimse)
     _install_error_handlers(app)
     return app
+
+
+def _install_cors(app: FastAPI, settings: Settings) -> None:
+    """CORS (Fetch standard §3.2) for the listed origins only, so a browser viewer on another origin (OHIF)
+    can call DICOMweb and FHIR with its Authorization header; no origins listed: no preflight is answered."""
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["authorization", "accept", "content-type", "if-match", "if-none-exist", "prefer"],
+            expose_headers=["content-location", "etag", "last-modified", "location", "retry-after", "warning"],
+            max_age=600,
+        )
 
 
 def _install_conformance(app: FastAPI, settings: Settings, dimse: DimseServer | None) -> None:
