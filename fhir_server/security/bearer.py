@@ -62,6 +62,14 @@ class Authenticator:
             raise unauthorized("the access token was revoked: its client is disabled or revoked its tokens")
         return verified.access
 
+    def expires(self, authorization: str | None, tenant: str) -> float | None:
+        """When the bearer token of an accepted request expires; None for standing credentials (Basic, API
+        keys: they hold until revoked) and with authentication off."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if self.tokens is None or scheme.lower() != "bearer" or split_key(token.strip()) is not None:
+            return None
+        return self.tokens.verified(token.strip(), tenant).expires
+
     async def _revoked(self, verified: Verified) -> bool:
         if verified.client_id is None or self.clients is None:
             return False  # an external provider's token: that provider revokes its own
