@@ -266,7 +266,8 @@ class DimseServer:
             return failure(statuses.CANNOT_UNDERSTAND, f"cannot decode the dataset: {type(exc).__name__}")
         success = self._entry(event, "C-STORE", "success", f"{ds.get('StudyInstanceUID')}/{ds.get('SOPInstanceUID')}")
         try:  # the success's AuditEvent commits with the instance: durable before the sender hears Success
-            self._run(lambda: self._ingestor.store(tenant, ds, encoded, transfer_syntax, audit_event(success)))
+            calling = event.assoc.requestor.ae_title.strip()
+            self._run(lambda: self._ingestor.store(tenant, ds, encoded, transfer_syntax, audit_event(success), calling))
         except InvalidInstance as exc:
             self._record(event, "C-STORE", "failure", exc.comment)
             return failure(exc.status, exc.comment)

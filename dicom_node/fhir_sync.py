@@ -21,6 +21,7 @@ from dicom_node.patient_match import resolve_patient
 from dicom_node.sop_classes import ENCAPSULATED_PDF
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository, Stored
+from fhir_server.workflow.codes import PRODUCT_SYSTEM
 
 DICOM_UID_SYSTEM = "urn:dicom:uid"
 ACCESSION_SYSTEM = "urn:dermbridge:accession"
@@ -223,10 +224,12 @@ async def _media(
 
 
 async def _case(
-    repo: Repository, ds: Dataset, patient_id: str, study: Stored, media: Stored, known: str | None
-) -> Stored:
+    repo: Repository, ds: Dataset, patient_id: str, study: Stored, media: Stored, known: str | None,
+    product: str | None,
+) -> Stored:  # fmt: skip
     """The case: the one this study's earlier instances joined, else found by the study UID or
-    by AccessionNumber (an order's accession), else opened."""
+    by AccessionNumber (an order's accession), else opened (tagged with ``product`` when the tenant's
+    product rules name one)."""
     study_uid = str(ds.StudyInstanceUID)
     study_ref = {"reference": f"ImagingStudy/{study.resource['id']}"}
     found = await _live(repo, "DiagnosticReport", known)
@@ -254,6 +257,8 @@ async def _case(
         }
         if accession:
             report["identifier"].append({"system": ACCESSION_SYSTEM, "value": accession})
+        if product:
+            report["meta"] = {"tag": [{"system": PRODUCT_SYSTEM, "code": product}]}
         return await repo.create(report, resource_type="DiagnosticReport", server_built=True)
     report = dict(found.resource)
     changed = False
@@ -270,10 +275,11 @@ async def _case(
 
 async def sync_instance(
     repo: Repository, ds: Dataset, dicomweb_base: str, known: KnownIds = KnownIds(), *,
-    lesion_key: str = DEFAULT_LESION_KEY, zone: tzinfo | None = None,
+    lesion_key: str = DEFAULT_LESION_KEY, zone: tzinfo | None = None, product: str | None = None,
 ) -> SyncResult:  # fmt: skip
     """``lesion_key``: the DICOM attribute that groups images into lesions; ``zone``: the devices'
-    local zone when the objects carry no TimezoneOffsetFromUTC (both per tenant)."""
+    local zone when the objects carry no TimezoneOffsetFromUTC (both per tenant); ``product``: the
+    product of a case this instance opens (``dicom_node.case_product``)."""
     patient = await resolve_patient(repo, ds, known.patient)
     patient_id = str(patient.resource["id"])
     study = await _imaging_study(repo, ds, patient_id, dicomweb_base, known.imaging_study, zone)
@@ -281,7 +287,7 @@ async def sync_instance(
         f"{dicomweb_base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
     )
     media = await _media(repo, ds, patient_id, study, instance_url, zone)
-    report = await _case(repo, ds, patient_id, study, media, known.report)
+    report = await _case(repo, ds, patient_id, study, media, known.report, product)
     lesion_id = ""
     if str(ds.SOPClassUID) != ENCAPSULATED_PDF:
         lesion_id = str((await resolve_lesion(repo, ds, patient_id, lesion_key)).resource["id"])

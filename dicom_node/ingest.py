@@ -25,6 +25,7 @@ from dicom_node.attributes import (
     recorded_patient,
 )
 from dicom_node.blobs import BlobStore
+from dicom_node.case_product import case_product
 from dicom_node.errors import ForeignStudy, InvalidInstance
 from dicom_node.fhir_sync import KnownIds, SyncResult, sync_instance
 from dicom_node.instance_files import new_object_key, seal_object, seal_object_key, with_object_key
@@ -74,12 +75,13 @@ class Ingestor:
         self.conventions = conventions or ImagingConventions()
 
     async def store(
-        self, tenant: str, ds: Dataset, encoded: bytes, transfer_syntax: str, audit: dict[str, Any] | None = None
-    ) -> StoredInstance:
+        self, tenant: str, ds: Dataset, encoded: bytes, transfer_syntax: str, audit: dict[str, Any] | None = None,
+        calling_ae: str | None = None,
+    ) -> StoredInstance:  # fmt: skip
         """Store one instance; raises InvalidInstance for what the sender must be told is wrong.
 
         ``audit``: the AuditEvent of this store's success, committed with the instance (when
-        the node has an audit trail)."""
+        the node has an audit trail); ``calling_ae``: the DIMSE sender, for the tenant's product rules."""
         check_instance(ds, str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", "")))
         store = await self._engine.tenant(tenant)
         indexed = index_instance(ds, transfer_syntax, len(encoded))
@@ -98,7 +100,8 @@ class Ingestor:
                     existing = await tx.get_record(INSTANCE, indexed.instance_uid)
                     sync = None
                     if existing is None or self.duplicates == "replace":
-                        sync = await self._sync(tx, store, ds, indexed, key, new_instance=existing is None)
+                        sync = await self._sync(tx, store, ds, indexed, key, new_instance=existing is None,
+                                                calling_ae=calling_ae)  # fmt: skip
                         await asyncio.to_thread(self.blobs.publish, await staging, target)
                         published = True
             except ForeignStudy as refused:  # rolled back; the review Task commits on its own
@@ -112,7 +115,7 @@ class Ingestor:
                               existing is not None, sync)  # fmt: skip
 
     async def _sync(self, tx: TenantTransaction, store: TenantStore, ds: Dataset, indexed: IndexedInstance,
-                    key: bytes | None, *, new_instance: bool) -> SyncResult:  # fmt: skip
+                    key: bytes | None, *, new_instance: bool, calling_ae: str | None) -> SyncResult:  # fmt: skip
         """The FHIR resources, the attribute index and the outbox event of a new (or replacing) instance."""
         tenant = store.name
         repo = self._repository(store, tx, "DICOM ingest")
@@ -122,7 +125,8 @@ class Ingestor:
         try:
             sync = await sync_instance(repo, ds, self.public_url(tenant, "dicomweb"), known,
                                        lesion_key=self.conventions.lesion_key(tenant),
-                                       zone=self.conventions.zone(tenant))  # fmt: skip
+                                       zone=self.conventions.zone(tenant),
+                                       product=await case_product(tx, ds, calling_ae))  # fmt: skip
         except OperationOutcomeError as exc:  # attributes that cannot become valid FHIR
             raise InvalidInstance(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"not mappable: {exc}") from exc
         sealed = await seal_object_key(tx, sync.patient_id, key, indexed.instance_uid) if key else None
@@ -184,6 +188,7 @@ class Ingestor:
             "media": sync.media_id,
             "report": sync.report_id,
             "lesion": sync.lesion_id,
+            "sopClass": str(indexed.instance.fields.get("SOPClassUID", ("",))[0]),
         }
 
 

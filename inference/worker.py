@@ -48,7 +48,7 @@ from fhir_server.outbox import OutboxLoop, claimed
 from fhir_server.repository import Repository, Stored
 from fhir_server.storage.port import Engine, OutboxEvent, TenantStore, TenantTransaction
 from fhir_server.workflow.library import FlowLibrary
-from fhir_server.workflow.routing import ai_models
+from fhir_server.workflow.routing import Image, ai_models
 from inference.abcd import DermoscopyAbcd, SegmentationError, analyse, pixel_spacing_mm
 from inference.admission import admit, check_attributes, record_unsuitable
 from inference.conclusion import refresh_conclusion
@@ -241,7 +241,7 @@ class InferenceWorker(OutboxLoop):
             self._done_keys(repo, context),
             repo.store.get_record(INSTANCE, context.instance_uid),
             unresolved_review(repo, context.patient_id, str(payload.get("study", ""))),
-            self._media_and_models(repo, context),
+            self._media_and_models(repo, context, str(payload.get("sopClass") or "")),  # from ingest's event
             decide(repo, context.patient_id, AI_ANALYSIS),
             repo.current("Patient", context.patient_id),
         )
@@ -286,17 +286,24 @@ class InferenceWorker(OutboxLoop):
         return Job(event, context, rgb, pixel_spacing_mm(ds), ds, refused=refused, routed=routed, born=born)
 
     async def _media_and_models(
-        self, repo: Repository, context: ImageContext
+        self, repo: Repository, context: ImageContext, sop_class: str
     ) -> tuple[dict[str, Any], tuple[str, ...]]:
-        """The image's Media and the models its case's flow runs on it."""
+        """The image's Media and the models its case's flow runs on it (by its site, modality and SOP class; an
+        event written before ingest named the SOP class has it read from the instance's record)."""
+        if not sop_class:
+            record = await repo.store.get_record(INSTANCE, context.instance_uid)
+            sop_class = str((record.fields.get("SOPClassUID") or ("",))[0]) if record is not None else ""
         media = await repo.current("Media", context.media_id) or {}
-        return media, await self._routed(repo, context, media)
+        return media, await self._routed(repo, context, media, sop_class)
 
-    async def _routed(self, repo: Repository, context: ImageContext, media: dict[str, Any]) -> tuple[str, ...]:
+    async def _routed(
+        self, repo: Repository, context: ImageContext, media: dict[str, Any], sop_class: str
+    ) -> tuple[str, ...]:
         keys = [runner.model.card.key for runner in self.runners]
         if self.flows is None:
             return tuple(keys)
-        return tuple(await ai_models(self.flows, repo, context.report_id, keys, media.get("bodySite")))
+        image = Image.of(media, sop_class)
+        return tuple(await ai_models(self.flows, repo, context.report_id, keys, image))
 
     async def _admission(self, repo: Repository, job: Job, report: QualityReport | Exception | None) -> frozenset[str]:
         """The models not routed to or whose cards do not admit this image (its attributes, or the pixel

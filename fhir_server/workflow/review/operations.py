@@ -52,6 +52,7 @@ from fhir_server.workflow.review.guard import review_state_rule
 from fhir_server.workflow.review.policy import ReviewPolicy, read_policy
 from fhir_server.workflow.review.queue import open_review
 from fhir_server.workflow.review.reviewer import Reviewer, identify
+from fhir_server.workflow.review.sweep import return_lapsed_claims
 
 Clock = Callable[[], datetime]
 Change = Callable[["Move"], Awaitable[dict[str, Any]]]
@@ -246,13 +247,6 @@ async def _returned(repo: Repository, stored: Stored, now: datetime) -> Stored:
 
 
 async def return_lapsed(repo: Repository, now: datetime, limit: int = MAX_WORKLIST) -> int:
-    """A sweep: every lapsed claim back in the queue; safe on several processes at once (each write is
-    conditional on the version read, a lost race is skipped). Returns how many this call returned."""
-    found = await repo.find(
-        "Task", [("status", "in-progress"), ("code", "urn:dermbridge:task|clinician-review")], limit
-    )
-    returned = 0
-    for stored in found:
-        if transitions.lapsed(stored.resource, now):
-            returned += (await _returned(repo, stored, now)) is not stored
-    return returned
+    """A sweep of the repository's tenant (``fhir_server.workflow.review.sweep``, which the server runs on a
+    schedule): how many lapsed claims this call returned to the queue."""
+    return len(await return_lapsed_claims(repo.store, now, None, limit))
