@@ -118,18 +118,11 @@ def _uid(uid: str) -> str:
 async def _imaging_study(
     repo: Repository, ds: Dataset, patient_id: str, dicomweb_base: str, known: str | None, zone: tzinfo | None
 ) -> Stored:
-    study_uid, series_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+    study_uid = str(ds.StudyInstanceUID)
     found = _identified(await _live(repo, "ImagingStudy", known), DICOM_UID_SYSTEM, _uid(study_uid))
     if found is None:
         found = await _patients(repo, "ImagingStudy", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(study_uid)}")],
                                 patient_id)  # fmt: skip
-    modality = {"system": DCM_SYSTEM, "code": str(ds.Modality)}
-    instance: dict[str, Any] = {
-        "uid": sop_uid,
-        "sopClass": {"system": "urn:ietf:rfc:3986", "code": _uid(str(ds.SOPClassUID))},
-    }
-    if ds.get("InstanceNumber") is not None:
-        instance["number"] = int(ds.InstanceNumber)
     body: dict[str, Any]
     if found is None:
         body = {
@@ -154,25 +147,55 @@ async def _imaging_study(
             body["description"] = description
     else:
         body = dict(found.resource)
+    _add_instance(body, ds)
+    if found is None:
+        return await repo.create(body, resource_type="ImagingStudy", server_built=True)
+    return await repo.update(body, resource_type="ImagingStudy", id=str(found.resource["id"]), server_built=True)
+
+
+def _instance(ds: Dataset) -> dict[str, Any]:
+    instance: dict[str, Any] = {
+        "uid": str(ds.SOPInstanceUID),
+        "sopClass": {"system": "urn:ietf:rfc:3986", "code": _uid(str(ds.SOPClassUID))},
+    }
+    if ds.get("InstanceNumber") is not None:
+        instance["number"] = int(ds.InstanceNumber)
+    return instance
+
+
+def _add_instance(body: dict[str, Any], ds: Dataset, title: str | None = None) -> None:
+    """The instance in its series of the ImagingStudy ``body`` (the series added when new), and the counts."""
+    series_uid, instance = str(ds.SeriesInstanceUID), _instance(ds)
+    if title:
+        instance["title"] = title
     series = next((s for s in body["series"] if s["uid"] == series_uid), None)
     if series is None:
-        series = {"uid": series_uid, "modality": modality, "instance": []}
+        series = {"uid": series_uid, "modality": {"system": DCM_SYSTEM, "code": str(ds.Modality)}, "instance": []}
         if ds.get("SeriesNumber") is not None:
             series["number"] = int(ds.SeriesNumber)
         if _text(ds, "SeriesDescription"):
             series["description"] = _text(ds, "SeriesDescription")
         body["series"].append(series)
     _series_site(series, ds)
-    if not any(i["uid"] == sop_uid for i in series["instance"]):
+    if not any(i["uid"] == instance["uid"] for i in series["instance"]):
         series["instance"].append(instance)
     series["numberOfInstances"] = len(series["instance"])
     body["numberOfSeries"] = len(body["series"])
     body["numberOfInstances"] = sum(len(s["instance"]) for s in body["series"])
     codes = {(s["modality"]["system"], s["modality"]["code"]) for s in body["series"]}
     body["modality"] = [{"system": system, "code": code} for system, code in sorted(codes)]
+
+
+async def add_derived_instance(repo: Repository, ds: Dataset, imaging_study_id: str, title: str) -> Stored | None:
+    """A DICOM object the server derived from the study's images (an AI result's SR or SEG) listed in the
+    study's ImagingStudy, in its own series (imagingstudy.html#ImagingStudy.series); None when the
+    ImagingStudy is gone."""
+    found = await _live(repo, "ImagingStudy", imaging_study_id)
     if found is None:
-        return await repo.create(body, resource_type="ImagingStudy", server_built=True)
-    return await repo.update(body, resource_type="ImagingStudy", id=str(found.resource["id"]), server_built=True)
+        return None
+    body = dict(found.resource)
+    _add_instance(body, ds, title)
+    return await repo.update(body, resource_type="ImagingStudy", id=imaging_study_id, server_built=True)
 
 
 def _series_site(series: dict[str, Any], ds: Dataset) -> None:

@@ -130,7 +130,7 @@ class Ingestor:
         except OperationOutcomeError as exc:  # attributes that cannot become valid FHIR
             raise InvalidInstance(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"not mappable: {exc}") from exc
         sealed = await seal_object_key(tx, sync.patient_id, key, indexed.instance_uid) if key else None
-        await self._index(tx, indexed, study, so_far, sync, new_instance=new_instance, object_key=sealed)
+        await index_records(tx, indexed, study, so_far, sync, new_instance=new_instance, object_key=sealed)
         await tx.append_event("imaging.instance-stored", self._event(tenant, indexed, sync))
         return sync
 
@@ -143,38 +143,6 @@ class Ingestor:
             repo = self._repository(store, tx, "DICOM ingest: identity review")
             await flag_foreign_study(repo, ds, refused.uid, refused.owner, refused.claimed)
         log.warning("ingest: an instance refused, %s (identity review opened)", refused.comment)
-
-    async def _index(self, tx: TenantTransaction, indexed: IndexedInstance, study: Record | None,
-                     so_far: dict[str, Any], sync: SyncResult, *, new_instance: bool,
-                     object_key: dict[str, str] | None) -> None:  # fmt: skip
-        """The instance's, series' and study's records; the study's keeps the FHIR ids (``KnownIds``).
-
-        ``study``: the study's record before this instance, ``so_far`` its parsed body."""
-        series = await tx.get_record(SERIES, indexed.series_uid)
-        series_count = _count(series.body, "instances") if series else 0
-        study_series = int(so_far.get("series", 0))
-        study_instances = int(so_far.get("instances", 0))
-        modalities = set(study.fields.get("ModalitiesInStudy", ())) if study else set()
-        modalities.update(indexed.series.fields.get("Modality", ()))
-        added = 1 if new_instance else 0
-        patient = sync.patient_id
-        await tx.put_record(filed_under(self._with_counts(indexed.series, instances=series_count + added), patient))
-        study_record = self._with_counts(
-            indexed.study,
-            series=study_series + (0 if series else 1),
-            instances=study_instances + added,
-            fhir={"patient": sync.patient_id, "imaging_study": sync.imaging_study_id, "report": sync.report_id},
-        )
-        await tx.put_record(filed_under(
-            Record(study_record.collection, study_record.key, study_record.body,
-                   {**study_record.fields, "ModalitiesInStudy": tuple(sorted(modalities))}), patient)
-        )  # fmt: skip
-        await tx.put_record(filed_under(with_object_key(indexed.instance, object_key), patient))
-
-    @staticmethod
-    def _with_counts(record: Record, **extra: Any) -> Record:
-        body: dict[str, Any] = {"attributes": orjson.loads(record.body), **extra}
-        return Record(record.collection, record.key, orjson.dumps(body), record.fields)
 
     @staticmethod
     def _event(tenant: str, indexed: IndexedInstance, sync: SyncResult) -> dict[str, Any]:
@@ -210,3 +178,37 @@ async def _refuse_foreign(repo: Repository, tx: TenantTransaction, ds: Dataset, 
     for uid, owner in owners:
         if owner != claimed:
             raise ForeignStudy(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, uid, owner, claimed)
+
+
+async def index_records(
+    tx: TenantTransaction, indexed: IndexedInstance, study: Record | None, so_far: dict[str, Any], sync: SyncResult,
+    *, new_instance: bool, object_key: dict[str, str] | None,
+) -> None:  # fmt: skip
+    """The instance's, series' and study's records; the study's keeps the FHIR ids (``KnownIds``).
+
+    ``study``: the study's record before this instance, ``so_far`` its parsed body."""
+    series = await tx.get_record(SERIES, indexed.series_uid)
+    series_count = _count(series.body, "instances") if series else 0
+    study_series = int(so_far.get("series", 0))
+    study_instances = int(so_far.get("instances", 0))
+    modalities = set(study.fields.get("ModalitiesInStudy", ())) if study else set()
+    modalities.update(indexed.series.fields.get("Modality", ()))
+    added = 1 if new_instance else 0
+    patient = sync.patient_id
+    await tx.put_record(filed_under(_with_counts(indexed.series, instances=series_count + added), patient))
+    study_record = _with_counts(
+        indexed.study,
+        series=study_series + (0 if series else 1),
+        instances=study_instances + added,
+        fhir={"patient": sync.patient_id, "imaging_study": sync.imaging_study_id, "report": sync.report_id},
+    )
+    await tx.put_record(filed_under(
+        Record(study_record.collection, study_record.key, study_record.body,
+               {**study_record.fields, "ModalitiesInStudy": tuple(sorted(modalities))}), patient)
+    )  # fmt: skip
+    await tx.put_record(filed_under(with_object_key(indexed.instance, object_key), patient))
+
+
+def _with_counts(record: Record, **extra: Any) -> Record:
+    body: dict[str, Any] = {"attributes": orjson.loads(record.body), **extra}
+    return Record(record.collection, record.key, orjson.dumps(body), record.fields)
