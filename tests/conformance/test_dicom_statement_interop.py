@@ -53,8 +53,11 @@ def test_a_c_move_proposes_what_the_statement_says(tmp_path: Path) -> None:
     handlers: list[Any] = [(evt.EVT_REQUESTED, on_requested), (evt.EVT_C_STORE, lambda event: 0x0000)]
     server = destination.start_server(("127.0.0.1", destination_port), block=False, evt_handlers=handlers)
     assert server is not None
-    settings: dict[str, Any] = {"dicom_port": port, "dicom_ae_tenants": {"DERMATOSCOPE": "default", "VIEWERQR": "default"},
-                "dicom_move_destinations": {"VIEWER": f"127.0.0.1:{destination_port}"}}  # fmt: skip
+    settings: dict[str, Any] = {
+        "dicom_port": port,
+        "dicom_ae_tenants": {"DERMATOSCOPE": "default", "VIEWERQR": "default"},
+        "dicom_move_destinations": {"VIEWER": f"127.0.0.1:{destination_port}"},
+    }
     try:
         with make_client(tmp_path / "var", **settings) as client:
             ds = dermoscopic()
