@@ -42,11 +42,15 @@ async def lookup(resolver: Resolver, system: str, code: str, version: str | None
             parts.insert(-1, _part("use", {"valueCoding": designation["use"]}))
         items.append(("designation", {"part": parts}))
     for name, codes in (("parent", concept.parents), ("child", concept.children)):
-        items.extend(("property", {"part": [_part("code", {"valueCode": name}), _part("value", {"valueCode": c})]})
-                     for c in codes)  # fmt: skip
+        items.extend(
+            ("property", {"part": [_part("code", {"valueCode": name}), _part("value", {"valueCode": c})]})
+            for c in codes
+        )
     for prop in concept.properties:
         value = {k: v for k, v in prop.items() if k.startswith("value")}
-        items.append(("property", {"part": [_part("code", {"valueCode": prop.get("code", "")}), _part("value", value)]}))
+        items.append(
+            ("property", {"part": [_part("code", {"valueCode": prop.get("code", "")}), _part("value", value)]})
+        )
     return parameters(*items)
 
 
@@ -112,8 +116,9 @@ async def validate_code(
     name = value_set.get("url") or value_set.get("id") or "the value set"
     if match is None:
         where = f"{system}#{code}" if system else code
-        return parameters(("result", {"valueBoolean": False}),
-                          ("message", {"valueString": f"{where} is not in {name}"}))  # fmt: skip
+        return parameters(
+            ("result", {"valueBoolean": False}), ("message", {"valueString": f"{where} is not in {name}"})
+        )
     display_item = ("display", {"valueString": match.display}) if match.display else None
     if display is not None and match.display is not None and display.casefold() != match.display.casefold():
         message = f"the display {display!r} is not the display of {match.system}#{code}: {match.display!r}"
@@ -160,8 +165,14 @@ def _matches(concept_map: dict[str, Any], system: str, code: str, target_system:
                 concept = {"system": group.get("target"), "code": target.get("code")} if target.get("code") else None
                 if concept is not None and target.get("display"):
                     concept["display"] = target["display"]
-                found.append({"equivalence": target.get("equivalence", "equivalent"), "concept": concept,
-                              "comment": target.get("comment"), "source": source})  # fmt: skip
+                found.append(
+                    {
+                        "equivalence": target.get("equivalence", "equivalent"),
+                        "concept": concept,
+                        "comment": target.get("comment"),
+                        "source": source,
+                    }
+                )
     return found
 
 

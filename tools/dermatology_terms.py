@@ -37,12 +37,19 @@ DISORDERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "43116000": ("Eczema", ()),
     "24079001": ("Atopic dermatitis", ()),
     "398909004": ("Rosacea", ()),
-}  # fmt: skip
+}
 QUALIFIERS = {
-    "439401001": "Diagnosis", "42425007": "Equivocal", "82334004": "Indeterminate", "52988006": "Lesion",
-    "394582007": "Dermatology", "24028007": "Right", "7771000": "Left", "51440002": "Right and left",
-    "66459002": "Unilateral", "39937001": "Skin",
-}  # fmt: skip
+    "439401001": "Diagnosis",
+    "42425007": "Equivocal",
+    "82334004": "Indeterminate",
+    "52988006": "Lesion",
+    "394582007": "Dermatology",
+    "24028007": "Right",
+    "7771000": "Left",
+    "51440002": "Right and left",
+    "66459002": "Unilateral",
+    "39937001": "Skin",
+}
 # SNOMED CT -> ICD-10 (WHO 2019): (code, title, equivalence); "wider": the ICD-10 category is broader
 ICD10_MAP: dict[str, tuple[str, str, str]] = {
     "93655004": ("C43.9", "Malignant melanoma of skin, unspecified", "equivalent"),
@@ -59,7 +66,7 @@ ICD10_MAP: dict[str, tuple[str, str, str]] = {
     "43116000": ("L30.9", "Dermatitis, unspecified", "wider"),
     "24079001": ("L20.9", "Atopic dermatitis, unspecified", "equivalent"),
     "398909004": ("L71.9", "Rosacea, unspecified", "equivalent"),
-}  # fmt: skip
+}
 LOINC_CODES = {"72170-4": "Photographic image"}
 
 
@@ -97,30 +104,50 @@ def snomed_fragment() -> dict[str, Any]:
     known = {c["code"] for c in concepts}
     concepts += [_concept(c, d) for c, d in sorted(_body_sites().items()) if c not in known]
     return {
-        "resourceType": "CodeSystem", "id": "snomed-ct-dermatology", "url": SNOMED, "version": SNOMED_VERSION,
-        "name": "SNOMEDCTDermatologyFragment", "title": "SNOMED CT (dermatology fragment shipped by DermBridge)",
-        "status": "active", "content": "fragment", "caseSensitive": False, "hierarchyMeaning": "is-a",
+        "resourceType": "CodeSystem",
+        "id": "snomed-ct-dermatology",
+        "url": SNOMED,
+        "version": SNOMED_VERSION,
+        "name": "SNOMEDCTDermatologyFragment",
+        "title": "SNOMED CT (dermatology fragment shipped by DermBridge)",
+        "status": "active",
+        "content": "fragment",
+        "caseSensitive": False,
+        "hierarchyMeaning": "is-a",
         "copyright": "This material includes SNOMED Clinical Terms (SNOMED CT) used by permission of SNOMED "
         "International. All rights reserved. Use of SNOMED CT needs an Affiliate Licence from SNOMED "
         "International or a national release centre (free in member countries).",
         "property": [{"code": "parent", "uri": "http://hl7.org/fhir/concept-properties#parent", "type": "code"}],
         "concept": concepts,
-    }  # fmt: skip
+    }
 
 
 def _code_system(id: str, url: str, title: str, copyright: str, concepts: dict[str, str]) -> dict[str, Any]:
     return {
-        "resourceType": "CodeSystem", "id": id, "url": url, "name": title.replace(" ", "").replace("-", ""),
-        "title": title, "status": "active", "content": "fragment", "caseSensitive": True, "copyright": copyright,
+        "resourceType": "CodeSystem",
+        "id": id,
+        "url": url,
+        "name": title.replace(" ", "").replace("-", ""),
+        "title": title,
+        "status": "active",
+        "content": "fragment",
+        "caseSensitive": True,
+        "copyright": copyright,
         "concept": [_concept(c, d) for c, d in concepts.items()],
-    }  # fmt: skip
+    }
 
 
 def _value_set(id: str, title: str, includes: list[dict[str, Any]], description: str) -> dict[str, Any]:
     return {
-        "resourceType": "ValueSet", "id": id, "url": f"{CANONICAL}/ValueSet/{id}", "name": title.replace(" ", ""),
-        "title": title, "status": "active", "description": description, "compose": {"include": includes},
-    }  # fmt: skip
+        "resourceType": "ValueSet",
+        "id": id,
+        "url": f"{CANONICAL}/ValueSet/{id}",
+        "name": title.replace(" ", ""),
+        "title": title,
+        "status": "active",
+        "description": description,
+        "compose": {"include": includes},
+    }
 
 
 def _dicom_value_set(cid: int, id: str, systems: dict[str, str]) -> dict[str, Any]:
@@ -135,41 +162,66 @@ def _dicom_value_set(cid: int, id: str, systems: dict[str, str]) -> dict[str, An
 
 def _concept_map() -> dict[str, Any]:
     elements = [
-        {"code": code, "display": DISORDERS[code][0],
-         "target": [{"code": icd, "display": title, "equivalence": equivalence}]}
+        {
+            "code": code,
+            "display": DISORDERS[code][0],
+            "target": [{"code": icd, "display": title, "equivalence": equivalence}],
+        }
         for code, (icd, title, equivalence) in ICD10_MAP.items()
-    ]  # fmt: skip
+    ]
     return {
-        "resourceType": "ConceptMap", "id": "snomed-to-icd10-dermatology",
-        "url": f"{CANONICAL}/ConceptMap/snomed-to-icd10-dermatology", "name": "SnomedToIcd10Dermatology",
-        "title": "SNOMED CT to ICD-10 (WHO) for the dermatology diagnoses DermBridge ships", "status": "active",
-        "sourceUri": f"{CANONICAL}/ValueSet/skin-lesion-diagnoses", "targetUri": "http://hl7.org/fhir/sid/icd-10",
+        "resourceType": "ConceptMap",
+        "id": "snomed-to-icd10-dermatology",
+        "url": f"{CANONICAL}/ConceptMap/snomed-to-icd10-dermatology",
+        "name": "SnomedToIcd10Dermatology",
+        "title": "SNOMED CT to ICD-10 (WHO) for the dermatology diagnoses DermBridge ships",
+        "status": "active",
+        "sourceUri": f"{CANONICAL}/ValueSet/skin-lesion-diagnoses",
+        "targetUri": "http://hl7.org/fhir/sid/icd-10",
         "group": [{"source": SNOMED, "target": ICD10, "element": elements}],
-    }  # fmt: skip
+    }
 
 
 def dermatology_resources() -> list[dict[str, Any]]:
     """Every resource of ``terminology/data/dermatology.json``."""
     icd10 = {icd: title for icd, title, _ in ICD10_MAP.values()}
-    diagnoses = [{"system": SNOMED, "filter": [{"property": "concept", "op": "is-a", "value": c}]}
-                 for c in ("93655004", "109266006", "400096001", "254701007", "254651007", "201101007", "400210000")]  # fmt: skip
+    diagnoses = [
+        {"system": SNOMED, "filter": [{"property": "concept", "op": "is-a", "value": c}]}
+        for c in ("93655004", "109266006", "400096001", "254701007", "254651007", "201101007", "400210000")
+    ]
     return [
         snomed_fragment(),
-        _code_system("icd-10-dermatology", ICD10, "ICD-10 (dermatology fragment)",
-                     "ICD-10 codes and titles are copyright the World Health Organization (WHO); they are "
-                     "referenced here, not redistributed as a classification.", icd10),  # fmt: skip
-        _code_system("loinc-dermatology", LOINC, "LOINC (the codes DermBridge writes)",
-                     "This material contains content from LOINC (http://loinc.org). LOINC is copyright "
-                     "Regenstrief Institute, Inc. and the Logical Observation Identifiers Names and Codes "
-                     "(LOINC) Committee and is available at no cost under the license at "
-                     "http://loinc.org/license. LOINC is a registered United States trademark of "
-                     "Regenstrief Institute, Inc.", LOINC_CODES),  # fmt: skip
-        _value_set("skin-lesion-diagnoses", "Skin lesion diagnoses", diagnoses,
-                   "The lesion diagnoses of DermBridge's SNOMED CT fragment and their descendants in it."),
-        _value_set("inflammatory-skin-diseases", "Inflammatory skin diseases",
-                   [{"system": SNOMED, "concept": [{"code": c} for c in ("9014002", "43116000", "24079001",
-                                                                         "398909004")]}],
-                   "Psoriasis, eczema, atopic dermatitis and rosacea (SNOMED CT)."),  # fmt: skip
+        _code_system(
+            "icd-10-dermatology",
+            ICD10,
+            "ICD-10 (dermatology fragment)",
+            "ICD-10 codes and titles are copyright the World Health Organization (WHO); they are "
+            "referenced here, not redistributed as a classification.",
+            icd10,
+        ),
+        _code_system(
+            "loinc-dermatology",
+            LOINC,
+            "LOINC (the codes DermBridge writes)",
+            "This material contains content from LOINC (http://loinc.org). LOINC is copyright "
+            "Regenstrief Institute, Inc. and the Logical Observation Identifiers Names and Codes "
+            "(LOINC) Committee and is available at no cost under the license at "
+            "http://loinc.org/license. LOINC is a registered United States trademark of "
+            "Regenstrief Institute, Inc.",
+            LOINC_CODES,
+        ),
+        _value_set(
+            "skin-lesion-diagnoses",
+            "Skin lesion diagnoses",
+            diagnoses,
+            "The lesion diagnoses of DermBridge's SNOMED CT fragment and their descendants in it.",
+        ),
+        _value_set(
+            "inflammatory-skin-diseases",
+            "Inflammatory skin diseases",
+            [{"system": SNOMED, "concept": [{"code": c} for c in ("9014002", "43116000", "24079001", "398909004")]}],
+            "Psoriasis, eczema, atopic dermatitis and rosacea (SNOMED CT).",
+        ),
         _dicom_value_set(4029, "dicom-cid-4029", {"SCT": SNOMED, "FMA": FMA, "DCM": DCM}),
         _dicom_value_set(4401, "dicom-cid-4401", {"LN": NCIT}),
         _dicom_value_set(244, "dicom-cid-244", {"SCT": SNOMED}),

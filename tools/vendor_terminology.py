@@ -21,14 +21,32 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dermatology_terms import dermatology_resources  # noqa: E402
+from dermatology_terms import dermatology_resources
 
-from fhir_server.definitions import resource_types  # noqa: E402
+from fhir_server.definitions import resource_types
 
 OUT = Path(__file__).resolve().parent.parent / "terminology" / "data"
-KEEP = ("resourceType", "id", "url", "version", "name", "title", "status", "experimental", "publisher",
-        "description", "copyright", "caseSensitive", "valueSet", "hierarchyMeaning", "content", "count",
-        "property", "concept", "compose")  # fmt: skip
+KEEP = (
+    "resourceType",
+    "id",
+    "url",
+    "version",
+    "name",
+    "title",
+    "status",
+    "experimental",
+    "publisher",
+    "description",
+    "copyright",
+    "caseSensitive",
+    "valueSet",
+    "hierarchyMeaning",
+    "content",
+    "count",
+    "property",
+    "concept",
+    "compose",
+)
 
 
 def _entries(source: Path, name: str) -> list[dict[str, Any]]:

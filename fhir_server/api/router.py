@@ -33,7 +33,7 @@ class Operation:
 
     name: str
     resource_types: tuple[str, ...]  # empty: system level
-    instance: bool
+    instance: bool | None  # None: invoked on the type and on an instance alike (e.g. ValueSet/$expand)
     handler: OperationHandler
     definition: dict[str, Any]
     affects_state: bool = False
@@ -103,7 +103,7 @@ class FhirRouter:
         operation = self.operations.get(name)
         if operation is None or (operation.resource_types and resource_type not in operation.resource_types):
             raise not_found(f"operation ${name} is not supported here")
-        if operation.instance != (id is not None):
+        if operation.instance is not None and operation.instance != (id is not None):
             raise not_found(f"operation ${name} is invoked on {'an instance' if operation.instance else 'a type'}")
         if operation.affects_state and request.method != "POST":
             raise method_not_allowed(f"${name} is invoked with POST")
