@@ -44,7 +44,7 @@ class TenantTerminology:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
 
-    async def _find(self, resource_type: str, url: str, version: str | None) -> Stored | None:
+    async def find_stored(self, resource_type: str, url: str, version: str | None) -> Stored | None:
         if not self.repo.may(resource_type, "r"):
             return None
         criteria = [("url", url)] + ([("version", version)] if version else [])
@@ -52,18 +52,18 @@ class TenantTerminology:
         return found[0] if found else None
 
     async def code_system(self, url: str, version: str | None = None) -> CodeSystemIndex | None:
-        stored = await self._find("CodeSystem", url, version)
+        stored = await self.find_stored("CodeSystem", url, version)
         if stored is None:
             return None
         key = (self.repo.tenant, str(stored.resource.get("id")), str(stored.version.version))
         return _indexes.get(key, stored.resource)
 
     async def value_set(self, url: str, version: str | None = None) -> dict[str, Any] | None:
-        stored = await self._find("ValueSet", url, version)
+        stored = await self.find_stored("ValueSet", url, version)
         return stored.resource if stored is not None else None
 
     async def concept_map(self, url: str) -> dict[str, Any] | None:
-        stored = await self._find("ConceptMap", url, None)
+        stored = await self.find_stored("ConceptMap", url, None)
         return stored.resource if stored is not None else None
 
     async def concept_maps(self, source_system: str | None) -> list[dict[str, Any]]:
