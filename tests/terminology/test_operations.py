@@ -136,8 +136,11 @@ def test_unknown_system_version_and_code_are_errors_with_their_expression(shapes
         run(operations.subsumes(shapes, SYSTEM, "square", "hexagon"))
     assert (caught.value.status, caught.value.expression) == (400, ["codeB"])
     with pytest.raises(TerminologyError) as caught:
-        run(operations.expand(shapes, value_set({"system": SYSTEM, "filter": [{"property": "concept",
-                                                                                  "op": "regex", "value": "."}]})))
+        run(
+            operations.expand(
+                shapes, value_set({"system": SYSTEM, "filter": [{"property": "concept", "op": "regex", "value": "."}]})
+            )
+        )
     assert (caught.value.status, caught.value.code) == (400, "not-supported")
 
 
