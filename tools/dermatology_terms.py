@@ -1,6 +1,7 @@
 """The hand-checked dermatology terminology DermBridge ships (terminology/README.md says where each code
 was checked). Only codes whose identifier and meaning were confirmed are listed; a code that could not
-be confirmed is left out rather than guessed (seborrhoeic keratosis and dermatofibroma, for now)."""
+be confirmed is left out rather than guessed (seborrhoeic keratosis, dermatofibroma and the vascular
+lesions, for now: see terminology/README.md)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ DISORDERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "716274007": ("Nodular basal cell carcinoma of skin", ("254701007",)),
     "254651007": ("Squamous cell carcinoma of skin", ()),
     "201101007": ("Actinic keratosis", ()),
-    "400210000": ("Hemangioma", ()),
     "9014002": ("Psoriasis", ()),
     "43116000": ("Eczema", ()),
     "24079001": ("Atopic dermatitis", ()),
@@ -61,7 +61,6 @@ ICD10_MAP: dict[str, tuple[str, str, str]] = {
     "716274007": ("C44.9", "Malignant neoplasm of skin, unspecified", "wider"),
     "254651007": ("C44.9", "Malignant neoplasm of skin, unspecified", "wider"),
     "201101007": ("L57.0", "Actinic keratosis", "equivalent"),
-    "400210000": ("D18.0", "Haemangioma, any site", "equivalent"),
     "9014002": ("L40.9", "Psoriasis, unspecified", "equivalent"),
     "43116000": ("L30.9", "Dermatitis, unspecified", "wider"),
     "24079001": ("L20.9", "Atopic dermatitis, unspecified", "equivalent"),
@@ -187,7 +186,7 @@ def dermatology_resources() -> list[dict[str, Any]]:
     icd10 = {icd: title for icd, title, _ in ICD10_MAP.values()}
     diagnoses = [
         {"system": SNOMED, "filter": [{"property": "concept", "op": "is-a", "value": c}]}
-        for c in ("93655004", "109266006", "400096001", "254701007", "254651007", "201101007", "400210000")
+        for c in ("93655004", "109266006", "400096001", "254701007", "254651007", "201101007")
     ]
     return [
         snomed_fragment(),
