@@ -208,7 +208,8 @@ class SqlBuilder:
         return " AND ".join(conds) or "1"
 
     def _token_set(self, x: str, m: TokenSetMatch) -> str:
-        """One ``system = ? AND code IN (...)`` per system: flat, whatever the number of codes."""
+        """One ``system = ? AND code IN (...)`` per system: flat, whatever the number of codes. A row without
+        a system is a ``code`` element (``Patient.gender``), whose system its binding implies: its code counts."""
         by_system: dict[str, list[str]] = {}
         for system, code in m.codes:
             by_system.setdefault(system, []).append(code)
@@ -216,7 +217,7 @@ class SqlBuilder:
         for system, codes in by_system.items():
             self.args.append(system)
             self.args.extend(codes)
-            conds.append(f"({x}.system = ? AND {x}.code IN ({', '.join('?' * len(codes))}))")
+            conds.append(f"(({x}.system = ? OR {x}.system IS NULL) AND {x}.code IN ({', '.join('?' * len(codes))}))")
         return "(" + " OR ".join(conds) + ")" if conds else "0"
 
     def _string(self, x: str, m: StringMatch) -> str:
