@@ -35,6 +35,7 @@ class CodeSystemIndex:
     case_sensitive: bool
     concepts: dict[str, Concept]
     resource_id: str | None = None
+    order: dict[str, int] = field(default_factory=dict)  # code -> position in the resource
 
     @classmethod
     def of(cls, resource: dict[str, Any]) -> CodeSystemIndex:
@@ -87,6 +88,7 @@ class CodeSystemIndex:
                 if target is not None and concept.code not in target.parents:
                     target.parents.append(concept.code)
             concept.children = []
+        self.order = {code: i for i, code in enumerate(self.concepts)}
         for concept in self.concepts.values():
             concept.parents = [p for p in dict.fromkeys(concept.parents) if p in self.concepts]
             for parent in concept.parents:

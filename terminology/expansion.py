@@ -112,7 +112,7 @@ class Expander:
         for item in filters:
             matched = self._filter(index, item)
             codes = matched if codes is None else codes & matched
-        return [_entry(index, c) for c in index.concepts if codes is not None and c in codes]
+        return [_entry(index, c) for c in sorted(codes or (), key=index.order.__getitem__)]
 
     def _filter(self, index: CodeSystemIndex, item: dict[str, Any]) -> set[str]:
         """codesystem-filter-operator: one filter's codes."""
