@@ -6,6 +6,7 @@ resources as the caller may see them and turns a ``TerminologyError`` into an Op
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable
 from typing import Any
 
@@ -22,7 +23,7 @@ from fhir_server.tenant_terminology import (
     resolver_for,
 )
 from terminology import operations
-from terminology.content import base_content
+from terminology.content import TYPES, base_content
 from terminology.errors import TerminologyError, unknown
 from terminology.resolver import Resolver, require_code_system, require_value_set, split_canonical
 
@@ -226,7 +227,13 @@ HANDLERS = {
 }
 
 
+def _shipped(resource_type: str, id: str) -> dict[str, Any] | None:
+    return base_content().read(resource_type, id)
+
+
 def register_terminology(router: FhirRouter) -> None:
     """Each terminology operation, at type and instance level, for callers who may read its resource type."""
     for name, (types, handler) in HANDLERS.items():
         router.register(Operation(name, types, None, handler, DEFINITIONS[name]))
+    for resource_type in TYPES:
+        router.read_fallbacks[resource_type] = functools.partial(_shipped, resource_type)

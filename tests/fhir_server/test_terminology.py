@@ -102,6 +102,18 @@ def test_expand_shipped_value_set_by_url_and_by_id_with_filter_and_paging(client
     assert get(client, "ValueSet/no-such-id/$expand", 404)["issue"][0]["code"] == "not-found"
 
 
+def test_shipped_content_is_read_by_id_unless_the_tenant_has_its_own(client: FhirTestClient) -> None:
+    shipped = get(client, "ValueSet/skin-lesion-diagnoses")
+    assert shipped["url"] == DIAGNOSES
+    assert get(client, "CodeSystem/snomed-ct-dermatology")["content"] == "fragment"
+    assert get(client, "ConceptMap/no-such-map", 404)["issue"][0]["code"] == "not-found"
+    own = {**VALUE_SET, "id": "skin-lesion-diagnoses"}
+    assert client.put(f"{BASE}/ValueSet/skin-lesion-diagnoses", json=own).status_code == 201
+    assert get(client, "ValueSet/skin-lesion-diagnoses")["url"] == "urn:example:polygons"
+    patient_reader = {"Authorization": f"Bearer {client.token(scope='system/Patient.rs')}"}
+    assert client.get(f"{BASE}/CodeSystem/snomed-ct-dermatology", headers=patient_reader).status_code == 403
+
+
 def test_tenant_code_system_and_value_set_take_part_and_updates_are_seen(client: FhirTestClient) -> None:
     system_id = create(client, CODE_SYSTEM)
     vs_id = create(client, VALUE_SET)
