@@ -16,6 +16,7 @@ from terminology.resolver import Resolver, require_code_system, require_value_se
 
 MAX_EXPANSION = 10_000  # codes one expansion may hold before text filter and paging
 MAX_NESTING = 5  # value sets including value sets
+MAX_VALUE_SETS = 50  # value sets one expansion may expand, nested ones included
 FILTER_OPS = ("is-a", "descendent-of", "is-not-a", "generalizes", "in", "not-in", "=", "exists")
 
 
@@ -43,11 +44,15 @@ class Expander:
     def __init__(self, resolver: Resolver, limit: int = MAX_EXPANSION) -> None:
         self.resolver = resolver
         self.limit = limit
+        self.expanded = 0
 
     async def expand(self, value_set: dict[str, Any], depth: int = 0) -> list[Entry]:
         """The codes of ``value_set`` in compose order, each once; an existing expansion is used as is."""
-        if depth > MAX_NESTING:
-            raise too_costly(f"value sets nest more than {MAX_NESTING} deep", "valueSet")
+        self.expanded += 1
+        if depth > MAX_NESTING or self.expanded > MAX_VALUE_SETS:
+            raise too_costly(
+                f"value sets nest more than {MAX_NESTING} deep or number more than {MAX_VALUE_SETS}", "valueSet"
+            )
         compose = value_set.get("compose")
         if not isinstance(compose, dict):
             contains = (value_set.get("expansion") or {}).get("contains")

@@ -22,6 +22,7 @@ from fhir_server.tenant_terminology import (
     read_terminology_resource,
     resolver_for,
 )
+from fhir_server.validation import validate
 from terminology import operations
 from terminology.content import TYPES, base_content
 from terminology.errors import TerminologyError, unknown
@@ -61,7 +62,7 @@ def _resource(given: Given, name: str, resource_type: str) -> dict[str, Any] | N
         return None
     if not isinstance(value, dict) or value.get("resourceType") != resource_type:
         raise bad_request(f"{name} must be a {resource_type} resource", [name])
-    return value
+    return validate(value, resource_type)
 
 
 def _codings(given: Given, coding_name: str = "coding") -> list[dict[str, Any]]:
@@ -69,9 +70,9 @@ def _codings(given: Given, coding_name: str = "coding") -> list[dict[str, Any]]:
     coding = one_of(given, coding_name)
     concept = one_of(given, "codeableConcept")
     if isinstance(coding, dict):
-        return [coding]
+        return [coding] if isinstance(coding.get("code"), str) else []
     if isinstance(concept, dict):
-        return [c for c in concept.get("coding") or [] if isinstance(c, dict)]
+        return [c for c in concept.get("coding") or [] if isinstance(c, dict) and isinstance(c.get("code"), str)]
     if coding is not None or concept is not None:
         raise bad_request(f"{coding_name} must be a Coding and codeableConcept a CodeableConcept", [coding_name])
     code = _text(given, "code")

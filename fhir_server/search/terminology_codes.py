@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from fhir_server.errors import OperationOutcomeError, bad_request, too_costly
-from fhir_server.limits import MAX_MODIFIER_CODES
+from fhir_server.limits import MAX_MODIFIER_CODES, MAX_SEARCH_CODES
 from fhir_server.repository import Repository, Stored
 from fhir_server.search.parameters import lookup
 from fhir_server.search.request import TERMINOLOGY_MODIFIERS, split_or, split_pipe, unescape
@@ -110,4 +110,9 @@ async def terminology_codes(
             continue  # the parser reports it
         for alternative in split_or(value):
             found[(code, modifier, alternative)] = await _resolve(repo, modifier, alternative, code)
+            total = sum(len(codes) for codes in found.values())
+            if total > MAX_SEARCH_CODES:
+                raise too_costly(
+                    f"the terminology modifiers of this search stand for more than {MAX_SEARCH_CODES} codes"
+                )
     return found

@@ -266,3 +266,27 @@ def test_modifier_errors(client: FhirTestClient) -> None:
         "invalid",
         "not-supported",
     )
+
+
+def test_hostile_inputs_are_refused_with_an_outcome(client: FhirTestClient) -> None:
+    looping = {
+        "resourceType": "ValueSet",
+        "url": "urn:example:loop",
+        "status": "active",
+        "compose": {"include": [{"valueSet": ["urn:example:loop"] * 3}]},
+    }
+    create(client, looping)
+    assert get(client, "ValueSet/$expand", 400, url="urn:example:loop")["issue"][0]["code"] == "too-costly"
+    broken = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {
+                "name": "valueSet",
+                "resource": {"resourceType": "ValueSet", "status": "active", "compose": {"include": 7}},
+            }
+        ],
+    }
+    response = client.post(f"{BASE}/ValueSet/$expand", json=broken)
+    assert response.status_code in (400, 422) and response.json()["resourceType"] == "OperationOutcome"
+    no_code = {"resourceType": "Parameters", "parameter": [{"name": "coding", "valueCoding": {"system": SNOMED}}]}
+    assert client.post(f"{BASE}/CodeSystem/$lookup", json=no_code).status_code == 400
