@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from terminology.codesystem import CodeSystemIndex
 from terminology.errors import TerminologyError, invalid, unknown
 from terminology.expansion import Entry, Expander
 from terminology.resolver import Resolver, require_code_system
@@ -116,13 +117,29 @@ async def validate_code(
     name = value_set.get("url") or value_set.get("id") or "the value set"
     if match is None:
         where = f"{system}#{code}" if system else code
-        return parameters(
-            ("result", {"valueBoolean": False}), ("message", {"valueString": f"{where} is not in {name}"})
-        )
+        return _invalid(f"{where} is not in {name}")
+    return _judged(match, code, display)
+
+
+def validate_in_code_system(index: CodeSystemIndex, code: str, display: str | None = None) -> dict[str, Any]:
+    """codesystem-operation-validate-code.html: the code looked up directly (no expansion, any size)."""
+    concept = index.get(code)
+    if concept is None:
+        return _invalid(f"{code} is not a code of {index.url}")
+    return _judged(Entry(index.url, concept.code, concept.display), code, display)
+
+
+def _invalid(message: str, *rest: tuple[str, Any] | None) -> dict[str, Any]:
+    return parameters(("result", {"valueBoolean": False}), ("message", {"valueString": message}), *rest)
+
+
+def _judged(match: Entry, code: str, display: str | None) -> dict[str, Any]:
+    """A code found: valid unless ``display`` is given and is not its display (case-insensitive)."""
     display_item = ("display", {"valueString": match.display}) if match.display else None
     if display is not None and match.display is not None and display.casefold() != match.display.casefold():
-        message = f"the display {display!r} is not the display of {match.system}#{code}: {match.display!r}"
-        return parameters(("result", {"valueBoolean": False}), ("message", {"valueString": message}), display_item)
+        return _invalid(
+            f"the display {display!r} is not the display of {match.system}#{code}: {match.display!r}", display_item
+        )
     return parameters(("result", {"valueBoolean": True}), display_item)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, TypeVar
 
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.parameters import named_values, one_of
@@ -31,11 +31,19 @@ from terminology.resolver import Resolver, require_code_system, require_value_se
 Given = list[tuple[str, Any]]
 
 
-async def _answer(work: Awaitable[dict[str, Any]]) -> FhirResponse:
+T = TypeVar("T")
+
+
+async def _run(work: Awaitable[T]) -> T:
+    """The terminology package's work, its errors as OperationOutcomes."""
     try:
-        return FhirResponse(200, await work)
+        return await work
     except TerminologyError as error:
         raise as_outcome_error(error) from error
+
+
+async def _answer(work: Awaitable[dict[str, Any]]) -> FhirResponse:
+    return FhirResponse(200, await _run(work))
 
 
 def _text(given: Given, name: str) -> str | None:
@@ -127,10 +135,7 @@ async def _value_set(repo: Repository, given: Given, id: str | None, resolver: R
     if url is None:
         raise bad_request("name the value set: url, valueSet, or invoke the operation on a ValueSet", ["url"])
     base, version = split_canonical(url, _text(given, "valueSetVersion"))
-    try:
-        return await require_value_set(resolver, base, version, "url")
-    except TerminologyError as error:
-        raise as_outcome_error(error) from error
+    return await _run(require_value_set(resolver, base, version, "url"))
 
 
 async def expand(repo: Repository, request: FhirRequest, resource_type: str | None, id: str | None) -> FhirResponse:
@@ -153,36 +158,32 @@ async def validate_code(
     codings = _codings(given)
     if not codings:
         raise bad_request("$validate-code needs code (with system), coding or codeableConcept", ["code"])
-    resolver = resolver_for(repo)
     if resource_type == "CodeSystem":
-        pinned = await _pinned(repo, "CodeSystem", id)
-        url = (pinned or {}).get("url") or _text(given, "url") or codings[0].get("system")
-        if not url:
-            raise bad_request("name the code system: url, or invoke the operation on a CodeSystem", ["url"])
-        value_set: dict[str, Any] = {"url": url, "compose": {"include": [{"system": url}]}}
-        resolver = resolver_for(repo, pinned)
-        try:
-            await require_code_system(resolver, url, _text(given, "version"), "url")
-        except TerminologyError as error:
-            raise as_outcome_error(error) from error
-    else:
-        value_set = await _value_set(repo, given, id, resolver)
+        return await _answer(_validate_in_code_system(repo, given, id, codings))
+    resolver = resolver_for(repo)
+    value_set = await _value_set(repo, given, id, resolver)
     answer: dict[str, Any] = {}
     for coding in codings:
-        answer = await _answer_of(
-            operations.validate_code(
-                resolver, value_set, coding.get("system"), str(coding.get("code")), coding.get("display")
-            )
+        display = coding.get("display")
+        answer = await _run(
+            operations.validate_code(resolver, value_set, coding.get("system"), coding["code"], display)
         )
         if answer["parameter"][0]["valueBoolean"]:
             break
     return FhirResponse(200, answer)
 
 
-async def _answer_of(work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
-    response = await _answer(work)
-    assert response.body is not None
-    return response.body
+async def _validate_in_code_system(
+    repo: Repository, given: Given, id: str | None, codings: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """codesystem-operation-validate-code.html: the first coding's code looked up in the code system."""
+    pinned = await _pinned(repo, "CodeSystem", id)
+    url = (pinned or {}).get("url") or _text(given, "url") or codings[0].get("system")
+    if not url:
+        raise bad_request("name the code system: url, or invoke the operation on a CodeSystem", ["url"])
+    index = await require_code_system(resolver_for(repo, pinned), url, _text(given, "version"), "url")
+    coding = codings[0]
+    return operations.validate_in_code_system(index, coding["code"], coding.get("display"))
 
 
 async def _concept_maps(repo: Repository, given: Given, id: str | None, system: str) -> list[dict[str, Any]]:
