@@ -64,7 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level="warning",
         loop="uvloop" if sys.platform != "win32" else "asyncio",
         http=deadline_protocol(settings),
-        ws="websockets",  # the Subscription websocket channel (fhir_server/subscriptions/websocket.py)
+        ws="websockets-sansio",  # the Subscription websocket channel (fhir_server/subscriptions/websocket.py)
         ws_max_size=WS_MAX_FRAME,
         # the caller's address is the socket's unless a configured proxy forwards it (uvicorn would
         # otherwise trust X-Forwarded-For from 127.0.0.1, letting any local caller pick its address)

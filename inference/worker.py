@@ -131,10 +131,11 @@ class InferenceWorker(OutboxLoop):
         settled = 0
         async for store, events in claimed(self.engine, CONSUMER, SCAN, self.lease):
             released = await self._release_holds(store, [e for e in events if e.topic == UPDATED])
-            await store.ack_events(CONSUMER, [e.seq for e in events if e.topic not in (TOPIC, UPDATED)] + released)
             images = [e for e in events if e.topic == TOPIC]
             for start in range(0, len(images), self.batch):
                 settled += await self._round(store, images[start : start + self.batch])
+            # the other topics' events after the images': their acknowledgement waits for no image
+            await store.ack_events(CONSUMER, [e.seq for e in events if e.topic not in (TOPIC, UPDATED)] + released)
         return settled
 
     async def _release_holds(self, store: TenantStore, events: list[OutboxEvent]) -> list[int]:
@@ -222,7 +223,11 @@ class InferenceWorker(OutboxLoop):
         return reports
 
     async def _prepare(self, repo: Repository, event: OutboxEvent) -> Job | None:
-        """The decoded image of an event, or None when the event is settled without a model run."""
+        """The decoded image of an event, or None when the event is settled without a model run.
+
+        What decides whether the image is analysed is read at once (each read on its own reader) and
+        weighed in order: done already, gone, held for an identity review, not routed to a model, no
+        Consent; the stored object is read and decoded only for an image that passes all of them."""
         payload = event.payload
         context = ImageContext(
             instance_uid=str(payload["instance"]),
@@ -232,23 +237,26 @@ class InferenceWorker(OutboxLoop):
             report_id=str(payload["report"]),
             lesion_id=str(payload.get("lesion") or ""),
         )
-        if self._already_done(await self._done_keys(repo, context)):
+        done, record, review, (media, routed), decision, patient = await asyncio.gather(
+            self._done_keys(repo, context),
+            repo.store.get_record(INSTANCE, context.instance_uid),
+            unresolved_review(repo, context.patient_id, str(payload.get("study", ""))),
+            self._media_and_models(repo, context),
+            decide(repo, context.patient_id, AI_ANALYSIS),
+            repo.current("Patient", context.patient_id),
+        )
+        if self._already_done(done):
             return None
-        record = await repo.store.get_record(INSTANCE, context.instance_uid)
         if record is None:
             log.info("instance of event %s is gone (replaced or erased); nothing to analyse", event.seq)
             return None
         if record.fields.get("SOPClassUID") == (ENCAPSULATED_PDF,) or not record.fields.get("Rows"):
             return None  # documents and objects without pixels are not for the image models
-        review = await unresolved_review(repo, context.patient_id, str(payload.get("study", "")))
         if review is not None:  # not under this Patient's Consent while the image may be someone else's
             await self._held(repo, context, review)
             return None
-        media = await repo.current("Media", context.media_id) or {}
-        routed = await self._routed(repo, context, media)
         if not routed:
             return None  # the case's flow runs no AI on this image
-        decision = await decide(repo, context.patient_id, AI_ANALYSIS)  # before reading: a refusal is cheap
         if not decision.permit:
             await self._refused(repo, context, decision.reason)
             return None
@@ -263,19 +271,26 @@ class InferenceWorker(OutboxLoop):
         if "PixelData" not in ds:
             return None
         consent_id = str(decision.consent.resource["id"]) if decision.consent is not None else None
+        decoding = asyncio.ensure_future(asyncio.to_thread(_decoded, ds))  # beside the lesion's reads
         lesion_id = context.lesion_id or await self._lesion(repo, ds, context.patient_id)
         site = lesion_site(await repo.current("BodyStructure", lesion_id), media.get("bodySite"))  # with laterality
         context = replace(context, body_site=site, acquired=media.get("createdDateTime"),
                           consent_id=consent_id, lesion_id=lesion_id)  # fmt: skip
-        try:
-            rgb = await asyncio.to_thread(rgb_pixels, ds)
-        except UndecodableImage as exc:
-            await self._poison(repo, context, str(exc))
+        rgb = await decoding
+        if isinstance(rgb, UndecodableImage):
+            await self._poison(repo, context, str(rgb))
             return None
-        born = (await repo.current("Patient", context.patient_id) or {}).get("birthDate")
+        born = (patient or {}).get("birthDate")
         refused = frozenset(r.model.card.key for r in self.runners if r.model.card.key not in routed
                             or check_attributes(ds, r.model.card.accepts, born))  # fmt: skip
         return Job(event, context, rgb, pixel_spacing_mm(ds), ds, refused=refused, routed=routed, born=born)
+
+    async def _media_and_models(
+        self, repo: Repository, context: ImageContext
+    ) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """The image's Media and the models its case's flow runs on it."""
+        media = await repo.current("Media", context.media_id) or {}
+        return media, await self._routed(repo, context, media)
 
     async def _routed(self, repo: Repository, context: ImageContext, media: dict[str, Any]) -> tuple[str, ...]:
         keys = [runner.model.card.key for runner in self.runners]
@@ -419,6 +434,14 @@ class InferenceWorker(OutboxLoop):
         if self.audit is not None:
             event = analysis_event(context.patient_id, context.media_id, outcome, description)
             await self.audit.record(repo.store, event)
+
+
+def _decoded(ds: Dataset) -> np.ndarray | UndecodableImage:
+    """The image's RGB pixels, or why they cannot be decoded (returned: the decoding runs as a task)."""
+    try:
+        return rgb_pixels(ds)
+    except UndecodableImage as exc:
+        return exc
 
 
 def _abcd(job: Job, wanted: bool) -> DermoscopyAbcd | None:

@@ -286,19 +286,24 @@ class SqliteTenantStore:
         staged = await self._staging.run(audit.staged_seqs, low, high)  # then the chain: a load moves them there
         return staged | await self._on_reader(audit.chained_staged_seqs, low, high)
 
+    # A delivery's lease and acknowledgement do not wait for the disk (``undurable``): the outbox is
+    # at-least-once, so every consumer already handles an event delivered again (a crash between its
+    # work and its acknowledgement), and that is all a lease or an acknowledgement undone by a crash of
+    # the machine can cause. A process killed -9 loses neither: the commit is in the OS's cache. The
+    # events themselves commit durably with the writes that raise them.
     async def claim_events(self, consumer: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
-        return await self._main.locked(in_transaction, ops.claim_events, consumer, limit, lease_seconds)
+        return await self._main.locked(undurable, ops.claim_events, consumer, limit, lease_seconds)
 
     async def ack_event(self, consumer: str, seq: int) -> None:
         await self.ack_events(consumer, (seq,))
 
     async def defer_event(self, consumer: str, seq: int, seconds: float) -> None:
-        await self._main.locked(in_transaction, ops.defer_event, consumer, seq, seconds)
+        await self._main.locked(undurable, ops.defer_event, consumer, seq, seconds)
 
     async def ack_events(self, consumer: str, seqs: Sequence[int]) -> None:
         if not seqs:
             return
-        await self._main.locked(in_transaction, ops.ack_events, consumer, seqs)
+        await self._main.locked(undurable, ops.ack_events, consumer, seqs)
 
     def close(self) -> None:
         self._main.close()
