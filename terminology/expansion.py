@@ -26,10 +26,15 @@ class Entry:
     code: str
     display: str | None = None
     version: str | None = None
+    other_terms: tuple[str, ...] = ()  # designations (e.g. en-GB "naevus"), for the text filter
 
     @property
     def key(self) -> tuple[str, str]:
         return self.system, self.code
+
+    def mentions(self, needle: str) -> bool:
+        """Whether the casefolded ``needle`` is in the code, the display or another term of it."""
+        return any(needle in term.casefold() for term in (self.code, self.display or "", *self.other_terms))
 
     def contains(self) -> dict[str, Any]:
         item: dict[str, Any] = {"system": self.system, "code": self.code}
@@ -168,7 +173,9 @@ def _property_values(index: CodeSystemIndex, code: str, prop: Any) -> set[str]:
 
 
 def _entry(index: CodeSystemIndex, code: str) -> Entry:
-    return Entry(index.url, code, index.concepts[code].display, index.version)
+    concept = index.concepts[code]
+    terms = tuple(str(d["value"]) for d in concept.designations if isinstance(d.get("value"), str))
+    return Entry(index.url, code, concept.display, index.version, terms)
 
 
 def _enumerated(system: str, concept: dict[str, Any], index: CodeSystemIndex | None) -> Entry:

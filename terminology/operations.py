@@ -75,7 +75,7 @@ async def expand(
     count: int | None = None,
 ) -> dict[str, Any]:
     """valueset-operation-expand.html: the value set with an ``expansion``; ``text`` keeps the codes
-    whose display or code contains it (case-insensitive), ``offset``/``count`` page the result."""
+    whose code, display or designations contain it (case-insensitive), ``offset``/``count`` page the result."""
     if text is not None and len(text) > MAX_FILTER:
         raise invalid(f"filter is longer than {MAX_FILTER} characters", "filter")
     count = MAX_COUNT if count is None else count
@@ -84,7 +84,7 @@ async def expand(
     entries = await Expander(resolver).expand(value_set)
     if text:
         needle = text.casefold()
-        entries = [e for e in entries if needle in (e.display or "").casefold() or needle in e.code.casefold()]
+        entries = [e for e in entries if e.mentions(needle)]
     expansion: dict[str, Any] = {
         "identifier": f"urn:uuid:{uuid.uuid4()}",
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),

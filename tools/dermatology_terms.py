@@ -17,6 +17,7 @@ LOINC = "http://loinc.org"
 NCIT = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
 FMA = "http://purl.org/sig/ont/fma"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
+SYNONYM = {"system": "http://snomed.info/sct", "code": "900000000000013009", "display": "Synonym"}
 SNOMED_VERSION = "http://snomed.info/sct/900000000000207008"  # International Edition, no date pinned
 
 # code -> (display, parents within this fragment). Displays are the ones DermBridge writes where it writes
@@ -38,6 +39,11 @@ DISORDERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "24079001": ("Atopic dermatitis", ()),
     "398909004": ("Rosacea", ()),
 }
+# British-spelling synonyms seen in the SNOMED CT browser, shipped as designations (use: Synonym)
+GB_TERMS = {
+    "400096001": "Melanocytic naevus", "400010006": "Melanocytic naevus of skin",
+    "254818000": "Dysplastic naevus of skin", "1197294001": "Malignant melanoma arising in melanocytic naevus",
+}  # fmt: skip
 QUALIFIERS = {
     "439401001": "Diagnosis",
     "42425007": "Equivocal",
@@ -92,6 +98,8 @@ def _body_sites() -> dict[str, str]:
 
 def _concept(code: str, display: str, parents: tuple[str, ...] = ()) -> dict[str, Any]:
     concept: dict[str, Any] = {"code": code, "display": display}
+    if code in GB_TERMS:
+        concept["designation"] = [{"language": "en", "use": SYNONYM, "value": GB_TERMS[code]}]
     if parents:
         concept["property"] = [{"code": "parent", "valueCode": p} for p in parents]
     return concept

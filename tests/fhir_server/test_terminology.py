@@ -94,6 +94,8 @@ def test_expand_shipped_value_set_by_url_and_by_id_with_filter_and_paging(client
     by_url = get(client, "ValueSet/$expand", url=DIAGNOSES, filter="nevus")
     # the nevi under is-a 400096001, and the melanoma that arises in one
     assert codes(by_url) == ["1197294001", "400096001", "400010006", "254818000"]
+    british = get(client, "ValueSet/$expand", url=DIAGNOSES, filter="NAEVUS")  # designations count too
+    assert codes(british) == ["1197294001", "400096001", "400010006", "254818000"]
     page = get(client, "ValueSet/skin-lesion-diagnoses/$expand", offset=1, count=2)
     assert page["expansion"]["total"] == 10
     assert codes(page) == ["1197294001", "109266006"]
