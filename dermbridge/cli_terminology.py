@@ -17,6 +17,7 @@ from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
 from dermbridge.storage import open_audit_trail
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository
+from fhir_server.search.escaping import escape
 from fhir_server.tenant_settings import SOFTWARE_CONFIGURATION, setting_event
 from terminology.errors import TerminologyError
 from terminology.package import read_terminology
@@ -66,7 +67,8 @@ async def load(repo: Repository, resources: list[dict[str, Any]]) -> tuple[Count
             print(f"{kind}/{resource.get('id', '?')}: no url, skipped", file=sys.stderr)
             failed += 1
             continue
-        criteria = {"url": url} | ({"version": resource["version"]} if isinstance(resource.get("version"), str) else {})
+        version = resource.get("version")
+        criteria = {"url": escape(url)} | ({"version": escape(version)} if isinstance(version, str) else {})
         body = {k: v for k, v in resource.items() if k not in ("id", "meta", "text")}
         try:
             await repo.conditional_update(body, resource_type=kind, criteria=urlencode(criteria))

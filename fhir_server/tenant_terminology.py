@@ -12,6 +12,7 @@ from typing import Any
 
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository, Stored
+from fhir_server.search.escaping import escape
 from terminology.codesystem import CodeSystemIndex
 from terminology.content import BaseContent, base_content
 from terminology.errors import TerminologyError
@@ -47,7 +48,7 @@ class TenantTerminology:
     async def find_stored(self, resource_type: str, url: str, version: str | None) -> Stored | None:
         if not self.repo.may(resource_type, "r"):
             return None
-        criteria = [("url", url)] + ([("version", version)] if version else [])
+        criteria = [("url", escape(url))] + ([("version", escape(version))] if version else [])
         found = await self.repo.find(resource_type, criteria, 1)
         return found[0] if found else None
 
@@ -69,7 +70,7 @@ class TenantTerminology:
     async def concept_maps(self, source_system: str | None) -> list[dict[str, Any]]:
         if not self.repo.may("ConceptMap", "r"):
             return []
-        criteria = [("source-system", source_system)] if source_system else []
+        criteria = [("source-system", escape(source_system))] if source_system else []
         return [s.resource for s in await self.repo.find("ConceptMap", criteria, MAX_MAPS)]
 
 

@@ -139,6 +139,12 @@ def test_tenant_code_system_and_value_set_take_part_and_updates_are_seen(client:
     ]
 
 
+def test_a_canonical_url_with_search_syntax_in_it_is_found(client: FhirTestClient) -> None:
+    odd = {**CODE_SYSTEM, "url": "urn:example:a,b|c$d"}
+    create(client, odd)
+    assert value(get(client, "CodeSystem/$lookup", system=odd["url"], code="circle"), "display") == "Circle"
+
+
 def test_validate_code_in_a_value_set_and_in_a_code_system(client: FhirTestClient) -> None:
     valid = get(client, "ValueSet/$validate-code", url=DIAGNOSES, system=SNOMED, code="254651007")
     assert value(valid, "result") is True
