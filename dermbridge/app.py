@@ -20,6 +20,8 @@ from conformance.dicom import dicom_conformance
 from dermbridge import __version__
 from dermbridge.dicom import TrailSink, build_dimse, build_ingestor
 from dermbridge.identity import consent_watcher, register_identity
+from dermbridge.outcomes import register as register_outcomes
+from dermbridge.outcomes import start_linker
 from dermbridge.settings import Settings
 from dermbridge.storage import open_audit_trail, open_engine
 from dermbridge.workflow import flow_library, register_workflow, start_engine
@@ -178,6 +180,7 @@ def create_app(settings: Settings) -> FastAPI:
     tokens = build_tokens(settings) if settings.auth_enabled else None
     audit = open_audit_trail(settings) if settings.audit_enabled else None
     sink = TrailSink(engine, audit, settings.default_tenant) if audit is not None else None
+    start_linker(dispatcher, engine, audit)
     ingestor = build_ingestor(settings, engine, audit)
     dimse = build_dimse(settings, engine, ingestor, sink) if settings.dicom_enabled else None
     authenticator = Authenticator(tokens, ClientStates(clients))
@@ -260,6 +263,7 @@ def create_app(settings: Settings) -> FastAPI:
     router = build_router(erasure if settings.encryption_enabled else None, LegalHolds(audit), rules)
     register_identity(router, audit)
     register_workflow(router, flows)
+    register_outcomes(router)
     app.state.fhir_http = FhirHttp(
         engine,
         router,

@@ -13,6 +13,7 @@ from dermbridge.cli_clients import add_parsers
 from dermbridge.cli_keys import add_parsers as add_key_parsers
 from dermbridge.cli_models import add_parsers as add_model_parsers
 from dermbridge.cli_notify import add_parsers as add_notify_parsers
+from dermbridge.cli_outcomes import add_parsers as add_outcomes_parsers
 from dermbridge.cli_retention import add_parsers as add_retention_parsers
 from dermbridge.cli_settings import add_parsers as add_settings_parsers
 from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
@@ -161,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_notify_parsers(commands)
     add_workflow_parsers(commands)
     add_terminology_parsers(commands)
+    add_outcomes_parsers(commands)
     return parser
 
 
