@@ -55,6 +55,7 @@ QUALIFIERS = {
     "51440002": "Right and left",
     "66459002": "Unilateral",
     "39937001": "Skin",
+    "714797009": "Histologic test",
 }
 # SNOMED CT -> ICD-10 (WHO 2019): (code, title, equivalence); "wider": the ICD-10 category is broader
 ICD10_MAP: dict[str, tuple[str, str, str]] = {
@@ -72,7 +73,7 @@ ICD10_MAP: dict[str, tuple[str, str, str]] = {
     "24079001": ("L20.9", "Atopic dermatitis, unspecified", "equivalent"),
     "398909004": ("L71.9", "Rosacea, unspecified", "equivalent"),
 }
-LOINC_CODES = {"72170-4": "Photographic image"}
+LOINC_CODES = {"72170-4": "Photographic image", "66555-4": "Skin type [Fitzpatrick Classification Scale]"}
 
 
 def _cid(cid: int) -> list[tuple[str, str, str]]:

@@ -14,6 +14,7 @@ from pydicom.sr._concepts_dict import concepts
 
 from dicom_node.fhir_sync import CASE_CODE
 from dicom_node.lesions import LATERALITY, LESION_MORPHOLOGY
+from fhir_server.outcomes.codes import FITZPATRICK, HISTOLOGIC_TEST
 from inference.body_regions import WITHIN
 from inference.demo import demo_card
 from inference.findings import DIAGNOSIS, EQUIVOCAL
@@ -67,7 +68,7 @@ def test_every_shipped_snomed_code_is_a_well_formed_concept_identifier() -> None
 def written_codings() -> list[dict[str, Any]]:
     """The SNOMED CT codings DermBridge writes, taken from the modules that write them."""
     card = demo_card("0")
-    codings = [DIAGNOSIS, EQUIVOCAL, *LESION_MORPHOLOGY["coding"], *LATERALITY.values()]
+    codings = [DIAGNOSIS, EQUIVOCAL, HISTOLOGIC_TEST, *LESION_MORPHOLOGY["coding"], *LATERALITY.values()]
     codings += [{"system": SNOMED, "code": c.code, "display": c.display} for c in card.classes]
     for code, (meaning, parts) in WITHIN.items():
         codings.append({"system": SNOMED, "code": code, "display": meaning})
@@ -82,10 +83,11 @@ def test_every_snomed_code_the_server_writes_is_shipped_with_the_display_it_writ
     assert {"400096001", "93655004"} <= shipped.keys()
 
 
-def test_the_loinc_case_code_is_shipped() -> None:
+def test_the_loinc_codes_the_server_uses_are_shipped() -> None:
     index = base_content().index("http://loinc.org")
     assert index is not None
-    assert index.concepts[CASE_CODE["code"]].display == CASE_CODE["display"]
+    for coding in (CASE_CODE, FITZPATRICK):
+        assert index.concepts[coding["code"]].display == coding["display"]
 
 
 @pytest.mark.parametrize("cid", [4029, 4401, 244])
