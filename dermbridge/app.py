@@ -63,6 +63,7 @@ from fhir_server.subscriptions.websocket import router as subscription_websocket
 from fhir_server.subscriptions.worker import SubscriptionWorker
 from fhir_server.validation import WARM_TYPES, warm_up
 from fhir_server.workflow.review.operations import ReviewOperations
+from fhir_server.workflow.review.sweep import LapsedClaimSweep
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,15 @@ def _start_retention(settings: Settings, engine: Engine, audit: AuditTrail | Non
     return schedule
 
 
+def _start_review_sweep(settings: Settings, engine: Engine, audit: AuditTrail | None) -> LapsedClaimSweep | None:
+    """The lapsed-claim sweep (``fhir_server.workflow.review.sweep``), unless DERMBRIDGE_REVIEW_SWEEP_SECONDS is 0."""
+    if settings.review_sweep_seconds <= 0 or settings.role == "inference":
+        return None
+    sweep = LapsedClaimSweep(engine, audit, settings.review_sweep_seconds)
+    sweep.start()
+    return sweep
+
+
 def build_subscriptions(
     settings: Settings, engine: Engine, audit: AuditTrail | None, clients: ClientRegistry
 ) -> SubscriptionWorker | None:
@@ -199,6 +209,7 @@ def create_app(settings: Settings) -> FastAPI:
         await asyncio.to_thread(_warm_up)
         await dispatcher.start()
         retention = _start_retention(settings, engine, audit)
+        review_sweep = _start_review_sweep(settings, engine, audit)
         if subscriptions is not None:
             await subscriptions.start()
         await app.state.auth_http.start()
@@ -228,6 +239,8 @@ def create_app(settings: Settings) -> FastAPI:
                 await worker.stop()
             if retention is not None:
                 await retention.stop()
+            if review_sweep is not None:
+                await review_sweep.stop()
             if subscriptions is not None:
                 await subscriptions.stop()
             await dispatcher.stop()

@@ -162,7 +162,7 @@ class SubscriptionWorker(OutboxLoop):
         if await self._owner_revoked(subscription):
             return  # the client that wrote it was disabled or revoked its tokens since: its scopes are gone
         owner = Repository(store, owner_policy(subscription, store.name))
-        found = await match(owner, _criteria(subscription), str(event.payload["id"]))
+        found = await match(owner, _criteria(subscription), str(event.payload["id"]), event.payload.get("version"))
         if found is None:
             return
         context = self._context(store.name, subscription, found.resource)

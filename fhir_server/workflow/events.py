@@ -6,6 +6,7 @@ by producer and consumer (a typed seam, not a dict parsed in two places).
 - ``ai.not-analysed``: an image a model did not score (unsuitable for its card, or a failed analysis).
 - ``workflow.notification``: what the engine tells subscribers (review opened, discharged, ...).
 - ``workflow.resumed``: a halted case resumed, or a step retried: the engine runs what is still to do.
+- ``resource.created`` (the repository's own event) of a ``DiagnosticReport``: a case the EHR created.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ FINDINGS_COMMITTED = "ai.findings-committed"
 NOT_ANALYSED = "ai.not-analysed"
 NOTIFICATION = "workflow.notification"
 RESUMED = "workflow.resumed"
-TOPICS = (INSTANCE_STORED, FINDINGS_COMMITTED, NOT_ANALYSED, RESUMED)
+RESOURCE_CREATED = "resource.created"  # the repository's event of every create: a FHIR-created case opens its flow
+CASE_OPENED = "workflow.case-opened"  # what the engine makes of a case's creation (never in the outbox)
+TOPICS = (INSTANCE_STORED, FINDINGS_COMMITTED, NOT_ANALYSED, RESUMED, RESOURCE_CREATED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,18 +55,29 @@ class SqliteTransaction:
     Writes are buffered and sent to the writer thread with the next read or with the commit,
     so that a plain create costs one thread hop, not one per statement. A transaction that
     reads takes the store's write lock at its first read and keeps it until it ends; one that
-    only writes never holds it: it joins a group commit.
+    only writes never holds it: it joins a group commit. Once it has ended, any use raises: a write
+    buffered after the commit would otherwise be dropped without a word.
     """
 
     def __init__(self, store: SqliteTenantStore) -> None:
         self._store = store
+        self._ended = False
         self._pending: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._begun = False
         self._locked = False
         self.events = 0
         self.first_written: ResourceVersion | None = None
 
+    def _add(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._check_open()
+        self._pending.append((fn, args))
+
+    def _check_open(self) -> None:
+        if self._ended:
+            raise RuntimeError("the storage transaction has ended: a write or read after its commit is a bug")
+
     async def _flush_then(self, fn: Callable[..., T] | None, *args: Any) -> T | None:
+        self._check_open()
         if not self._locked:
             await self._store._main.lock.acquire()
             self._locked = True
@@ -97,23 +108,23 @@ class SqliteTransaction:
         return await self._read(records.find, query)
 
     async def put_record(self, record: Record) -> None:
-        self._pending.append((records.put, (record,)))
+        self._add(records.put, record)
 
     async def chain_audit(self, resource_id: str, content: bytes) -> None:
-        self._pending.append((audit.append, (resource_id, content)))
+        self._add(audit.append, resource_id, content)
 
     async def append_audit(self, entry: AuditEntry) -> None:
-        self._pending.append((audit.log, (entry,)))
+        self._add(audit.log, entry)
 
     async def delete_record(self, collection: str, key: str) -> None:
-        self._pending.append((records.delete, (collection, key)))
+        self._add(records.delete, collection, key)
 
     async def write(self, version: ResourceVersion, index: IndexEntries | None) -> None:
-        self._pending.append((ops.write, (version, index)))
+        self._add(ops.write, version, index)
         self.first_written = self.first_written or version
 
     async def append_event(self, topic: str, payload: dict[str, Any]) -> None:
-        self._pending.append((ops.append_event, (topic, payload)))
+        self._add(ops.append_event, topic, payload)
         self.events += 1
 
     async def commit(self) -> None:
@@ -132,6 +143,7 @@ class SqliteTransaction:
             await self._store._on_writer(execute, "ROLLBACK")
 
     def release(self) -> None:
+        self._ended = True
         if self._locked:
             self._locked = False
             self._store._main.lock.release()
