@@ -6,55 +6,40 @@ the licence of what is loaded is the user's."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
-from dermbridge.storage import open_audit_trail
+from dermbridge.cli_support import run_on_tenant
+from fhir_server.audit.trail import AuditTrail
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository
 from fhir_server.search.escaping import escape
+from fhir_server.storage.port import TenantStore
 from fhir_server.tenant_settings import SOFTWARE_CONFIGURATION, setting_event
 from terminology.errors import TerminologyError
 from terminology.package import read_terminology
 
 
 def terminology_command(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
     try:
         resources = read_terminology(args.file)
     except (TerminologyError, OSError) as exc:
         print(f"{args.file}: {exc}", file=sys.stderr)
         return 2
 
-    async def run() -> int:
-        async with opened_engine(settings) as engine:
-            store = await tenant_or_none(engine, args.tenant)
-            if store is None:
-                return 2
-            repo = Repository.system(store, reason="dermbridge terminology CLI")
-            loaded, failed = await load(repo, resources)
-            summary = ", ".join(f"{n} {t}" for t, n in sorted(loaded.items())) or "nothing"
-            print(f"{args.tenant}: loaded {summary} from {args.file.name}" + (f"; {failed} refused" if failed else ""))
-            if loaded and settings.audit_enabled:
-                trail = open_audit_trail(settings)
-                try:
-                    event = setting_event(
-                        "terminology",
-                        SOFTWARE_CONFIGURATION,
-                        "dermbridge CLI",
-                        f"loaded {summary} from {args.file.name}",
-                    )
-                    await trail.record(store, event)
-                finally:
-                    await trail.close()
-            return 1 if failed else 0
+    async def act(store: TenantStore, trail: AuditTrail | None) -> int:
+        loaded, failed = await load(Repository.system(store, reason="dermbridge terminology CLI"), resources)
+        summary = ", ".join(f"{n} {t}" for t, n in sorted(loaded.items())) or "nothing"
+        print(f"{args.tenant}: loaded {summary} from {args.file.name}" + (f"; {failed} refused" if failed else ""))
+        if loaded and trail is not None:
+            change = f"loaded {summary} from {args.file.name}"
+            await trail.record(store, setting_event("terminology", SOFTWARE_CONFIGURATION, "dermbridge CLI", change))
+        return 1 if failed else 0
 
-    return asyncio.run(run())
+    return run_on_tenant(args, act)
 
 
 async def load(repo: Repository, resources: list[dict[str, Any]]) -> tuple[Counter[str], int]:
