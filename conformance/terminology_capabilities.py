@@ -42,11 +42,12 @@ def terminology_capabilities(
     if listed:
         statement["codeSystem"] = [_code_system(uri, listed[uri]) for uri in sorted(listed)]
     if "expand" in operations:
-        statement["expansion"] = {"hierarchical": False, "paging": True, "textFilter": "matches the display"}
+        text_filter = "matches displays and designations"
+        statement["expansion"] = {"hierarchical": False, "paging": True, "textFilter": text_filter}
     if "validate-code" in operations:
         statement["validateCode"] = {"translations": False}
     if "translate" in operations:
-        statement["translation"] = {"needsMap": True}
+        statement["translation"] = {"needsMap": False}  # without a map: those whose source is the coding's system
     if "closure" in operations:
         statement["closure"] = {"translation": False}
     return statement

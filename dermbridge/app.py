@@ -72,6 +72,7 @@ from fhir_server.subscriptions.worker import SubscriptionWorker
 from fhir_server.validation import WARM_TYPES, warm_up
 from fhir_server.workflow.review.operations import ReviewOperations
 from fhir_server.workflow.review.sweep import LapsedClaimSweep
+from terminology.content import base_content
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def build_router(
 
     def capability(base_url: str, mode: str | None = None) -> dict[str, Any]:
         if mode == "terminology":
-            return terminology_capabilities(base_url, router, __version__)
+            return terminology_capabilities(base_url, router, __version__, _shipped_code_systems)
         return capability_statement(base_url, router, __version__)
 
     router = FhirRouter(capability)
@@ -101,6 +102,11 @@ def build_router(
         ):
             router.register(Operation(name, HOLD_TARGETS, True, handler, definition, True, "u"))
     return router
+
+
+def _shipped_code_systems() -> list[tuple[str, str | None]]:
+    """The read-only base content's code systems (terminology/README.md), which every tenant can read."""
+    return [(cs["url"], cs.get("version")) for cs in base_content().resources("CodeSystem")]
 
 
 def build_tokens(settings: Settings) -> TokenService:

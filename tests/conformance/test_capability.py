@@ -66,6 +66,9 @@ def test_terminology_capabilities_at_metadata(client: FhirTestClient) -> None:
     registered = client.app.state.fhir_http.router.operations  # type: ignore[attr-defined]
     assert ("expansion" in statement) == ("expand" in registered)
     assert ("translation" in statement) == ("translate" in registered)
+    systems = {entry["uri"] for entry in statement.get("codeSystem", [])}
+    assert {"http://snomed.info/sct", "http://loinc.org", "http://hl7.org/fhir/sid/icd-10"} <= systems  # shipped
+    assert "http://hl7.org/fhir/administrative-gender" in systems  # the R4 code systems the server binds
     assert client.get(f"{BASE}/metadata").json()["resourceType"] == "CapabilityStatement"
 
 
