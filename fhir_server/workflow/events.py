@@ -31,6 +31,7 @@ class ClassScore:
     tier: str  # the card's risk tier (melanoma, ..., benign)
     probability: float
     malignant: bool
+    threshold: float | None = None  # the card's decision threshold for the class (None: events before it was sent)
 
 
 @dataclass(frozen=True, slots=True)
