@@ -80,7 +80,7 @@ def hook_server() -> Iterator[HookServer]:
         server.server_close()
 
 
-class _Inbox:
+class Inbox:
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], EmailMessage]] = []
 
@@ -92,9 +92,9 @@ class _Inbox:
 
 
 @contextmanager
-def smtp_server(tls: str = "none", certificate: tuple[Path, Path] | None = None) -> Iterator[tuple[int, _Inbox]]:
+def smtp_server(tls: str = "none", certificate: tuple[Path, Path] | None = None) -> Iterator[tuple[int, Inbox]]:
     """An SMTP server; ``tls`` starttls (required before mail) or implicit needs ``certificate``."""
-    inbox = _Inbox()
+    inbox = Inbox()
     port = free_port()
     options: dict[str, Any] = {}
     if tls != "none":
