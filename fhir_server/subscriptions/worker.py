@@ -138,13 +138,14 @@ class SubscriptionWorker(OutboxLoop):
         for subscription, reason in failures.values():  # each failed attempt is audited, not only the last
             retry = f"{reason} (attempt {event.attempts}; retried in {delay:g} s)"
             await self._audit_failure(system, subscription, event, "4", retry)
-        log.warning(
-            "event %s: %d subscription(s) failed (attempt %d), retried in %.1f s",
-            event.seq,
-            len(failures),
-            event.attempts,
-            delay,
-        )
+        if failures:
+            log.warning(
+                "event %s: %d subscription(s) failed (attempt %d), retried in %.1f s",
+                event.seq,
+                len(failures),
+                event.attempts,
+                delay,
+            )
         return 0
 
     async def _targets(self, system: Repository, event: OutboxEvent) -> list[dict[str, Any]] | None:
