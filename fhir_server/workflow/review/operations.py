@@ -166,16 +166,11 @@ async def _escalate(system: Repository, task: dict[str, Any], policy: ReviewPoli
         return
     report = str(task["focus"]["reference"]).split("/", 1)[1]
     patient = str(task["for"]["reference"]).split("/", 1)[1]
-    await open_review(
-        system,
-        report_id=report,
-        patient_id=patient,
-        tier=following,
-        urgency=task.get("priority", "routine"),
-        reason=f"escalated: review tier {tier} exhausted",
-        due=None,
-        now=now,
-    )
+    reason = f"escalated: review tier {tier} exhausted"
+    opened = await open_review(system, report_id=report, patient_id=patient, tier=following,
+                               urgency=task.get("priority", "routine"), reason=reason, due=None, now=now)  # fmt: skip
+    extra = {"urgency": str(opened.resource.get("priority")), "tier": following, "review": str(opened.resource["id"])}
+    await _announce(system, Notification("review-opened", report, patient, "", reason, extra))
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +218,12 @@ async def _complete(move: Move) -> dict[str, Any]:
 async def _signed_off(system: Repository, task: dict[str, Any], who: str) -> None:
     report = str(task["focus"]["reference"]).removeprefix("DiagnosticReport/")
     patient = str((task.get("for") or {}).get("reference") or "").removeprefix("Patient/")
-    message = Notification(SIGNED_OFF, report, patient, "", f"signed off by {who}", {"review": str(task["id"])})
+    await _announce(system, Notification(SIGNED_OFF, report, patient, "", f"signed off by {who}",
+                                         {"review": str(task["id"])}))  # fmt: skip
+
+
+async def _announce(system: Repository, message: Notification) -> None:
+    """A ``workflow.notification`` committed with the move (topic Subscriptions, reviewer email)."""
     assert system.transaction is not None
     await system.transaction.append_event(NOTIFICATION, message.payload())
 

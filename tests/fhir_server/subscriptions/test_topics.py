@@ -17,8 +17,8 @@ from fhir_server.workflow.events import NOTIFICATION, SIGNED_OFF, Notification
 from tests.conftest import BASE, FhirTestClient, make_client
 from tests.factories import diagnostic_report, patient
 from tests.fhir_server.security.smart import IdentityProvider
-from tests.fhir_server.subscriptions.endpoints import smtp_server, wait_for
-from tests.fhir_server.workflow.review_case import DERMATOLOGY
+from tests.fhir_server.subscriptions.endpoints import hook_server, smtp_server, wait_for
+from tests.fhir_server.workflow.review_case import DERMATOLOGY, ReviewCase
 from tests.server import free_port
 
 FAST: dict[str, Any] = {
@@ -147,6 +147,24 @@ def test_reviewer_emails_that_fail_are_retried_then_given_up_and_audited(tmp_pat
         outcomes = sorted(e["resource"]["outcome"] for e in audit["entry"])
         assert outcomes == ["4", "4", "8"]  # each failed attempt, then the last (max attempts 3)
         assert all(e["resource"]["entity"][1]["what"]["reference"] == "Task/r1" for e in audit["entry"])
+
+
+def test_an_exhausted_tier_announces_the_next_tiers_review(fhir: FhirTestClient) -> None:
+    case = ReviewCase(fhir)
+    case.set_policy({"tiers": {"dermatologist": {"specialties": ["http://snomed.info/sct|394582007"],
+                                                 "escalate_to": "consultant"}}})  # fmt: skip
+    task = case.open()["id"]  # opened directly (no workflow event): nothing is announced for it
+    with hook_server() as hook:
+        channel = {"type": "rest-hook", "endpoint": hook.url, "payload": "application/fhir+json"}
+        body = topic_subscription("urgent-finding", channel=channel, filters=(f"DiagnosticReport?_id={case.case}",))
+        assert fhir.post(f"{BASE}/Subscription", json=body).status_code == 201
+        for name in ("Dr A", "Dr B", "Dr C"):
+            assert case.reviewer(name).op(task, "decline", ("reason", "outside-expertise")).status_code == 200
+        wait_for(lambda: len(hook.received) == 1)
+        consultant = fhir.get(f"{BASE}/Task", params={"code": "urn:dermbridge:review-tier|consultant"}).json()
+        status = json.loads(hook.received[0].body)["entry"][0]["resource"]["parameter"][-1]["part"]
+        context = next(p["valueReference"]["reference"] for p in status if p["name"] == "additional-context")
+        assert context.endswith(f"/Task/{consultant['entry'][0]['resource']['id']}")
 
 
 def _audited(fhir: FhirTestClient, entity: str) -> int:
