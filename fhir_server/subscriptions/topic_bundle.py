@@ -33,10 +33,15 @@ NOTIFICATION_PROFILE = BACKPORT + "backport-subscription-notification-r4"
 EVENT_COUNT = "subscription-event-count"
 
 
+async def delivered_count(reader: TenantReader, subscription_id: str) -> int:
+    """How many notifications the Subscription has been sent (``events-since-subscription-start``)."""
+    record = await reader.get_record(EVENT_COUNT, subscription_id)
+    return int(orjson.loads(record.body)["count"]) if record is not None else 0
+
+
 async def next_event_number(reader: TenantReader, subscription_id: str) -> int:
     """The number of the Subscription's next notification (1 for the first)."""
-    record = await reader.get_record(EVENT_COUNT, subscription_id)
-    return int(orjson.loads(record.body)["count"]) + 1 if record is not None else 1
+    return await delivered_count(reader, subscription_id) + 1
 
 
 def event_count(subscription_id: str, number: int) -> Record:

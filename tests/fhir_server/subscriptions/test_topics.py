@@ -126,6 +126,21 @@ def test_a_topic_email_carries_the_case_link_only(tmp_path: Path) -> None:
             body = message.get_content()
             assert f"/fhir/default/DiagnosticReport/{report}" in body
             assert "Emailed" not in body and "Quentin" not in body and subject not in body
+            status = fhir.get(f"{BASE}/Subscription/{created.json()['id']}/$status")
+            assert status.status_code == 200, status.text
+            parameters = {p["name"]: p for p in status.json()["entry"][0]["resource"]["parameter"]}
+            assert parameters["type"]["valueCode"] == "query-status"
+            assert parameters["topic"]["valueCanonical"] == "urn:dermbridge:topic:case-finalised"
+            assert parameters["events-since-subscription-start"]["valueString"] == "1"
+
+
+def test_status_is_for_topic_subscriptions(fhir: FhirTestClient) -> None:
+    body = topic_subscription("urgent-finding", channel={"type": "rest-hook", "endpoint": HOOK})
+    body["criteria"] = "Observation?status=final"
+    created = fhir.post(f"{BASE}/Subscription", json=body).json()["id"]
+    refused = fhir.get(f"{BASE}/Subscription/{created}/$status")
+    assert refused.status_code == 422 and "not topic-based" in refused.text
+    assert fhir.get(f"{BASE}/Subscription/nope/$status").status_code == 404
 
 
 def test_reviewer_emails_that_fail_are_retried_then_given_up_and_audited(tmp_path: Path) -> None:

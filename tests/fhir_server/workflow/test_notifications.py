@@ -28,6 +28,7 @@ from tests.fhir_server.workflow.conftest import (
     wait_for,
 )
 from tests.fhir_server.workflow.review_case import DERMATOLOGY, Reviewer
+from tests.schema import assert_r4
 
 pytestmark = pytest.mark.interop
 BENIGN_SEED, SUSPICIOUS_SEED = 26, 28  # the demo model: nevus 1.00; melanoma 0.99
@@ -114,6 +115,7 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting]:
 def bundle_of(received: Received) -> dict[str, Any]:
     assert received.method == "POST" and received.headers["content-type"] == "application/fhir+json"
     bundle: dict[str, Any] = json.loads(received.body)
+    assert_r4(bundle)
     assert bundle["type"] == "history" and bundle["meta"]["profile"] == [NOTIFICATION_PROFILE]
     return bundle
 
