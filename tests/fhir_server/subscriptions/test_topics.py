@@ -12,13 +12,16 @@ from typing import Any
 
 import pytest
 
+from fhir_server.subscriptions.status import STATUS_DEFINITION
 from fhir_server.subscriptions.topics import CATALOGUE, FILTER_CRITERIA, PAYLOAD_CONTENT, TOPIC_CANONICAL
+from fhir_server.validation import validate
 from fhir_server.workflow.events import NOTIFICATION, SIGNED_OFF, Notification
 from tests.conftest import BASE, FhirTestClient, make_client
 from tests.factories import diagnostic_report, patient
 from tests.fhir_server.security.smart import IdentityProvider
 from tests.fhir_server.subscriptions.endpoints import hook_server, smtp_server, wait_for
 from tests.fhir_server.workflow.review_case import DERMATOLOGY, ReviewCase
+from tests.schema import assert_r4
 from tests.server import free_port
 
 FAST: dict[str, Any] = {
@@ -58,6 +61,9 @@ def test_the_capability_statement_lists_the_topics(fhir: FhirTestClient) -> None
     advertised = [e["valueCanonical"] for e in entry["extension"] if e["url"] == TOPIC_CANONICAL]
     assert advertised == [t.canonical for t in CATALOGUE]
     assert "urn:dermbridge:topic:urgent-finding" in advertised and "urn:dermbridge:topic:case-finalised" in advertised
+    validate(STATUS_DEFINITION, "OperationDefinition")
+    assert_r4(STATUS_DEFINITION)
+    assert {"name": "status", "definition": STATUS_DEFINITION["url"]} in entry["operation"]
 
 
 @pytest.mark.parametrize(
