@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck pytest install system-deps clean bench bench-dicom bench-inference soak
+.PHONY: run test lint typecheck pytest install system-deps clean bench bench-dicom bench-inference bench-workflow soak
 
 install: $(STAMP)
 
@@ -58,6 +58,10 @@ bench-dicom: $(STAMP)
 bench-inference: $(STAMP)
 	$(bench_clone)
 	cd $(BENCH_TREE) && .venv/bin/python bench/inference_bench.py $(ARGS)
+
+bench-workflow: $(STAMP)
+	$(bench_clone)
+	cd $(BENCH_TREE) && .venv/bin/python bench/workflow_bench.py $(ARGS)
 
 # 30 minutes of mixed load with a kill -9 every minute or so, then: nothing acknowledged lost,
 # every write audited, the audit trail intact. E.g. `make soak ARGS="--minutes 3 --kill-every 40"`.

@@ -5,44 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
-from pathlib import Path
 
+from tests.server import crash, descendants, proc_stat
+
+__all__ = ["cpu_seconds", "crash", "descendants", "settle"]
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str]:
-    """/proc/PID/stat's fields after the command name (which may hold spaces): state is [0]."""
-    return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-
-
-def descendants(pid: int) -> list[int]:
-    """The processes below ``pid``."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def crash(pid: int) -> int:
-    """Freeze ``pid`` and its children, then SIGKILL them all: none outlives another to tidy up
-    (the audit loader would otherwise load what is staged when the API's pipe closes)."""
-    frozen = [pid, *descendants(pid)]
-    for each in frozen:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(each, signal.SIGSTOP)
-    for each in {*frozen, *descendants(pid)}:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(each, signal.SIGKILL)
-    return len(frozen)
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -50,7 +18,7 @@ def cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in {p for root in pids for p in (root, *descendants(root))}:
         with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = _stat(pid)
+            fields = proc_stat(pid)
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / TICKS
 

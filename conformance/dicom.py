@@ -8,7 +8,7 @@ from pydicom.uid import UID
 from dicom_node.admission import ASSOCIATE_RQ_MAX_BYTES
 from dicom_node.attributes import INSTANCE_KEYS, SERIES_KEYS, STUDY_KEYS
 from dicom_node.dimse import QR_FIND, QR_GET, QR_MOVE, DimseConfig
-from dicom_node.sop_classes import STORAGE_CLASSES, TRANSFER_SYNTAXES
+from dicom_node.sop_classes import AI_RESULT_CLASSES, STORAGE_CLASSES, TRANSFER_SYNTAXES
 
 
 def _uid_rows(uids: list[UID] | tuple[UID, ...], names: dict[UID, str] | None = None) -> list[str]:
@@ -93,6 +93,14 @@ def dicom_conformance(config: DimseConfig, duplicates: str, dicomweb: bool = Tru
         f"- C-MOVE destinations: {_destinations(config)}. Unknown destinations: A801.",
         "- C-FIND responses carry Specific Character Set (0008,0005): the query's when it can encode every"
         " value of the response, else ISO_IR 192 (UTF-8), also when the query names none.",
+        "- Also retrieved (C-GET, C-MOVE, WADO-RS) and found (C-FIND, QIDO-RS), never accepted from a peer"
+        " (C-STORE: A900 \"SOP class not supported\"): the server's own AI results, created in the study of"
+        " the analysed image as new series (IHE AI Results), in Explicit/Implicit VR Little Endian:",
+        "",
+        "| SOP class | UID |",
+        "|---|---|",
+        *_uid_rows(list(AI_RESULT_CLASSES), dict(AI_RESULT_CLASSES)),
+        "",
         "",
     ]  # fmt: skip
     if dicomweb:

@@ -20,6 +20,8 @@ from conformance.dicom import dicom_conformance
 from dermbridge import __version__
 from dermbridge.dicom import TrailSink, build_dimse, build_ingestor
 from dermbridge.identity import consent_watcher, register_identity
+from dermbridge.outcomes import register as register_outcomes
+from dermbridge.outcomes import start_linker
 from dermbridge.settings import Settings
 from dermbridge.storage import open_audit_trail, open_engine
 from dermbridge.workflow import flow_library, register_workflow, start_engine
@@ -61,6 +63,7 @@ from fhir_server.subscriptions.websocket import router as subscription_websocket
 from fhir_server.subscriptions.worker import SubscriptionWorker
 from fhir_server.validation import WARM_TYPES, warm_up
 from fhir_server.workflow.review.operations import ReviewOperations
+from fhir_server.workflow.review.sweep import LapsedClaimSweep
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +150,15 @@ def _start_retention(settings: Settings, engine: Engine, audit: AuditTrail | Non
     return schedule
 
 
+def _start_review_sweep(settings: Settings, engine: Engine, audit: AuditTrail | None) -> LapsedClaimSweep | None:
+    """The lapsed-claim sweep (``fhir_server.workflow.review.sweep``), unless DERMBRIDGE_REVIEW_SWEEP_SECONDS is 0."""
+    if settings.review_sweep_seconds <= 0 or settings.role == "inference":
+        return None
+    sweep = LapsedClaimSweep(engine, audit, settings.review_sweep_seconds)
+    sweep.start()
+    return sweep
+
+
 def build_subscriptions(
     settings: Settings, engine: Engine, audit: AuditTrail | None, clients: ClientRegistry
 ) -> SubscriptionWorker | None:
@@ -178,6 +190,7 @@ def create_app(settings: Settings) -> FastAPI:
     tokens = build_tokens(settings) if settings.auth_enabled else None
     audit = open_audit_trail(settings) if settings.audit_enabled else None
     sink = TrailSink(engine, audit, settings.default_tenant) if audit is not None else None
+    start_linker(dispatcher, engine, audit)
     ingestor = build_ingestor(settings, engine, audit)
     dimse = build_dimse(settings, engine, ingestor, sink) if settings.dicom_enabled else None
     authenticator = Authenticator(tokens, ClientStates(clients))
@@ -196,6 +209,7 @@ def create_app(settings: Settings) -> FastAPI:
         await asyncio.to_thread(_warm_up)
         await dispatcher.start()
         retention = _start_retention(settings, engine, audit)
+        review_sweep = _start_review_sweep(settings, engine, audit)
         if subscriptions is not None:
             await subscriptions.start()
         await app.state.auth_http.start()
@@ -225,6 +239,8 @@ def create_app(settings: Settings) -> FastAPI:
                 await worker.stop()
             if retention is not None:
                 await retention.stop()
+            if review_sweep is not None:
+                await review_sweep.stop()
             if subscriptions is not None:
                 await subscriptions.stop()
             await dispatcher.stop()
@@ -260,6 +276,7 @@ def create_app(settings: Settings) -> FastAPI:
     router = build_router(erasure if settings.encryption_enabled else None, LegalHolds(audit), rules)
     register_identity(router, audit)
     register_workflow(router, flows)
+    register_outcomes(router)
     app.state.fhir_http = FhirHttp(
         engine,
         router,

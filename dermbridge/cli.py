@@ -13,6 +13,7 @@ from dermbridge.cli_clients import add_parsers
 from dermbridge.cli_keys import add_parsers as add_key_parsers
 from dermbridge.cli_models import add_parsers as add_model_parsers
 from dermbridge.cli_notify import add_parsers as add_notify_parsers
+from dermbridge.cli_outcomes import add_parsers as add_outcomes_parsers
 from dermbridge.cli_retention import add_parsers as add_retention_parsers
 from dermbridge.cli_settings import add_parsers as add_settings_parsers
 from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
@@ -63,7 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level="warning",
         loop="uvloop" if sys.platform != "win32" else "asyncio",
         http=deadline_protocol(settings),
-        ws="websockets",  # the Subscription websocket channel (fhir_server/subscriptions/websocket.py)
+        ws="websockets-sansio",  # the Subscription websocket channel (fhir_server/subscriptions/websocket.py)
         ws_max_size=WS_MAX_FRAME,
         # the caller's address is the socket's unless a configured proxy forwards it (uvicorn would
         # otherwise trust X-Forwarded-For from 127.0.0.1, letting any local caller pick its address)
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_parsers(commands)
     add_notify_parsers(commands)
     add_workflow_parsers(commands)
+    add_outcomes_parsers(commands)
     return parser
 
 

@@ -12,13 +12,16 @@ from typing import Any
 
 from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
 from dermbridge.storage import open_audit_trail
+from dicom_node.case_product import is_keyword
 from fhir_server.api.messages import FhirRequest
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository
+from fhir_server.storage.port import TenantStore
 from fhir_server.tenant_settings import SOFTWARE_CONFIGURATION, setting_event
 from fhir_server.workflow.definition import definition_product
 from fhir_server.workflow.library import SHIPPED, shipped
 from fhir_server.workflow.lifecycle import activate, definition_hook, is_workflow_definition, retire
+from fhir_server.workflow.product_rules import describe_rules, read_rules, set_rules
 
 MAX_FILE_BYTES = 1_000_000
 
@@ -50,6 +53,8 @@ def workflow_command(args: argparse.Namespace) -> int:
 
 
 async def _act(args: argparse.Namespace, repo: Repository) -> tuple[int, str]:
+    if args.action == "product-rules":
+        return await _product_rules(args, repo.store)
     if args.action == "list":
         for name in SHIPPED:
             print(_line(shipped(name), f"shipped:{name}"))
@@ -78,6 +83,23 @@ async def _act(args: argparse.Namespace, repo: Repository) -> tuple[int, str]:
     return 0, f"{args.action} PlanDefinition/{args.name} ({resource.get('url')}|{resource.get('version')})"
 
 
+async def _product_rules(args: argparse.Namespace, store: TenantStore) -> tuple[int, str]:
+    """``product-rules show|set --file rules.json|reset``: the tenant's rules for the product of a DICOM case."""
+    if args.name not in ("show", "set", "reset") or (args.name == "set" and not args.file):
+        print("usage: dermbridge workflow product-rules show | set --file rules.json | reset", file=sys.stderr)
+        return 2, ""
+    if args.name == "show":
+        rules = await read_rules(store)
+    else:
+        value = _load_json(args.file) if args.name == "set" else None
+        if args.name == "set" and value is None:
+            return 2, ""
+        rules = await set_rules(store, value, is_keyword)
+    lines = describe_rules(rules) or ["(no rules: cases DICOM ingest opens take the tenant's default product)"]
+    print("\n".join(lines))
+    return 0, "" if args.name == "show" else f"product rules now: {'; '.join(lines)}"
+
+
 async def _named(repo: Repository, name: str) -> dict[str, Any]:
     if name.startswith("shipped:") and name.removeprefix("shipped:") in SHIPPED:
         return shipped(name.removeprefix("shipped:"))
@@ -91,19 +113,26 @@ def _load(name: str) -> dict[str, Any] | None:
             print(f"no shipped definition {name!r}; shipped: {', '.join(SHIPPED)}", file=sys.stderr)
             return None
         return shipped(name.removeprefix("shipped:"))
-    path = Path(name)
-    if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
-        print(f"{name}: not a file of at most {MAX_FILE_BYTES} bytes", file=sys.stderr)
-        return None
-    try:
-        body = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        print(f"{name}: not JSON: {exc}", file=sys.stderr)
+    body = _load_json(name)
+    if body is None:
         return None
     if not isinstance(body, dict) or body.get("resourceType") != "PlanDefinition":
         print(f"{name}: not a PlanDefinition", file=sys.stderr)
         return None
     return body
+
+
+def _load_json(name: str) -> Any | None:
+    """A JSON file of at most MAX_FILE_BYTES (None, said on stderr, when it is not)."""
+    path = Path(name)
+    if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
+        print(f"{name}: not a file of at most {MAX_FILE_BYTES} bytes", file=sys.stderr)
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        print(f"{name}: not JSON: {exc}", file=sys.stderr)
+        return None
 
 
 def _line(plan: dict[str, Any], where: str) -> str:
@@ -112,10 +141,12 @@ def _line(plan: dict[str, Any], where: str) -> str:
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    workflow = commands.add_parser("workflow", help="list, show, import, activate or retire workflow definitions")
-    workflow.add_argument("action", choices=["list", "show", "import", "activate", "retire"])
+    workflow = commands.add_parser("workflow", help="list, show, import, activate or retire workflow definitions; "
+                                   "show, set or reset the product rules of DICOM cases")  # fmt: skip
+    workflow.add_argument("action", choices=["list", "show", "import", "activate", "retire", "product-rules"])
     workflow.add_argument("name", nargs="?", help="show: shipped:NAME or an id; import: shipped:NAME or a JSON file; "
-                          "activate/retire: the PlanDefinition id")  # fmt: skip
+                          "activate/retire: the PlanDefinition id; product-rules: show, set or reset")  # fmt: skip
+    workflow.add_argument("--file", help="product-rules set: a JSON file of rules (see README, Workflows)")
     workflow.add_argument("--tenant", default="default")
     workflow.add_argument("--data-dir", type=Path)
     workflow.set_defaults(func=workflow_command)

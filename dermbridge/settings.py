@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     retention_every_hours: float = Field(
         24.0, ge=0, le=24 * 366, description="run the retention job every N hours in the server; 0: never"
     )
+    review_sweep_seconds: float = Field(
+        60.0, ge=0, le=86400, description="return lapsed review claims to the queue every N seconds; 0: never"
+    )
 
     audit_enabled: bool = Field(True, description="an AuditEvent for every FHIR interaction")
     audit_checkpoint_every: int = Field(256, ge=1, description="sign the audit chain head every N events")

@@ -46,7 +46,8 @@ async def _image_event(repo: Repository, report_id: str, media_id: str) -> dict[
         return None  # erased, replaced, or not a DICOM image of this node
     return {"tenant": repo.tenant, "study": record.fields["StudyInstanceUID"][0],
             "series": record.fields["SeriesInstanceUID"][0], "instance": record.key, "patient": patient,
-            "imagingStudy": study, "media": media_id, "report": report_id, "requeued": True}  # fmt: skip
+            "imagingStudy": study, "media": media_id, "report": report_id, "requeued": True,
+            "sopClass": (record.fields.get("SOPClassUID") or ("",))[0]}  # fmt: skip
 
 
 async def requeue_case(repo: Repository, report: dict[str, Any]) -> int:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork
 from pydicom.uid import UID
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from dicom_node.sop_classes import QR_FIND, QR_GET, QR_MOVE, STORAGE_CLASSES
+from dicom_node.sop_classes import QR_FIND, QR_GET, QR_MOVE, RETRIEVABLE_CLASSES
 
 Service = Literal["echo", "store", "find", "get", "move"]
 SERVICES: tuple[Service, ...] = ("echo", "store", "find", "get", "move")
@@ -30,7 +30,7 @@ DIMSE_NAMES: dict[Service, str] = {"echo": "C-ECHO", "store": "C-STORE", "find":
                                    "move": "C-MOVE"}  # fmt: skip
 _SERVICE_OF: dict[str, Service] = {
     str(Verification): "echo",
-    **{str(uid): "store" for uid in STORAGE_CLASSES},
+    **{str(uid): "store" for uid in RETRIEVABLE_CLASSES},  # the AI results' classes: C-GET answers arrive on them
     **{str(uid): "find" for uid in QR_FIND},
     **{str(uid): "get" for uid in QR_GET},
     **{str(uid): "move" for uid in QR_MOVE},

@@ -41,7 +41,16 @@ from dicom_node.errors import InvalidInstance
 from dicom_node.ingest import Ingestor
 from dicom_node.instance_files import InstanceFiles, ObjectErased
 from dicom_node.query import QueryError, find, identifier_keys, response_dataset
-from dicom_node.sop_classes import QR_FIND, QR_GET, QR_MOVE, STORAGE_CLASSES, TRANSFER_SYNTAXES
+from dicom_node.sop_classes import (
+    AI_RESULT_CLASSES,
+    AI_RESULT_SYNTAXES,
+    QR_FIND,
+    QR_GET,
+    QR_MOVE,
+    RETRIEVABLE_CLASSES,
+    STORAGE_CLASSES,
+    TRANSFER_SYNTAXES,
+)
 from fhir_server.storage.port import Engine
 
 log = logging.getLogger(__name__)
@@ -121,13 +130,16 @@ class DimseServer:
         ae.dimse_timeout = 120
         ae.network_timeout = 120
         ae.add_supported_context(Verification)
-        for sop_class in STORAGE_CLASSES:
+        for sop_class in RETRIEVABLE_CLASSES:  # a C-STORE of an AI result class is refused (iod: not supported)
             # scp_role/scu_role: we also send these classes back on C-GET associations
             ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES), scu_role=True, scp_role=True)
         for sop_class in (*QR_FIND, *QR_GET, *QR_MOVE):
             ae.add_supported_context(sop_class)
         for sop_class in STORAGE_CLASSES:  # C-MOVE sub-associations: one context per syntax, sent as stored
             for syntax in TRANSFER_SYNTAXES:
+                ae.add_requested_context(sop_class, syntax)
+        for sop_class in AI_RESULT_CLASSES:  # stored in explicit VR LE: two contexts each (128 at most in all)
+            for syntax in AI_RESULT_SYNTAXES:
                 ae.add_requested_context(sop_class, syntax)
         return ae
 
@@ -266,7 +278,8 @@ class DimseServer:
             return failure(statuses.CANNOT_UNDERSTAND, f"cannot decode the dataset: {type(exc).__name__}")
         success = self._entry(event, "C-STORE", "success", f"{ds.get('StudyInstanceUID')}/{ds.get('SOPInstanceUID')}")
         try:  # the success's AuditEvent commits with the instance: durable before the sender hears Success
-            self._run(lambda: self._ingestor.store(tenant, ds, encoded, transfer_syntax, audit_event(success)))
+            calling = event.assoc.requestor.ae_title.strip()
+            self._run(lambda: self._ingestor.store(tenant, ds, encoded, transfer_syntax, audit_event(success), calling))
         except InvalidInstance as exc:
             self._record(event, "C-STORE", "failure", exc.comment)
             return failure(exc.status, exc.comment)

@@ -15,12 +15,14 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from dicom_node.dicom_values import acquisition_datetime, fhir_datetime
+from dicom_node.imaging_device import imaging_device, reference
 from dicom_node.lesion_identity import resolve_lesion
 from dicom_node.lesions import DEFAULT_LESION_KEY, laterality, site_coding
 from dicom_node.patient_match import resolve_patient
 from dicom_node.sop_classes import ENCAPSULATED_PDF
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository, Stored
+from fhir_server.workflow.codes import PRODUCT_SYSTEM
 
 DICOM_UID_SYSTEM = "urn:dicom:uid"
 ACCESSION_SYSTEM = "urn:dermbridge:accession"
@@ -117,18 +119,11 @@ def _uid(uid: str) -> str:
 async def _imaging_study(
     repo: Repository, ds: Dataset, patient_id: str, dicomweb_base: str, known: str | None, zone: tzinfo | None
 ) -> Stored:
-    study_uid, series_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+    study_uid = str(ds.StudyInstanceUID)
     found = _identified(await _live(repo, "ImagingStudy", known), DICOM_UID_SYSTEM, _uid(study_uid))
     if found is None:
         found = await _patients(repo, "ImagingStudy", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(study_uid)}")],
                                 patient_id)  # fmt: skip
-    modality = {"system": DCM_SYSTEM, "code": str(ds.Modality)}
-    instance: dict[str, Any] = {
-        "uid": sop_uid,
-        "sopClass": {"system": "urn:ietf:rfc:3986", "code": _uid(str(ds.SOPClassUID))},
-    }
-    if ds.get("InstanceNumber") is not None:
-        instance["number"] = int(ds.InstanceNumber)
     body: dict[str, Any]
     if found is None:
         body = {
@@ -153,25 +148,55 @@ async def _imaging_study(
             body["description"] = description
     else:
         body = dict(found.resource)
+    _add_instance(body, ds)
+    if found is None:
+        return await repo.create(body, resource_type="ImagingStudy", server_built=True)
+    return await repo.update(body, resource_type="ImagingStudy", id=str(found.resource["id"]), server_built=True)
+
+
+def _instance(ds: Dataset) -> dict[str, Any]:
+    instance: dict[str, Any] = {
+        "uid": str(ds.SOPInstanceUID),
+        "sopClass": {"system": "urn:ietf:rfc:3986", "code": _uid(str(ds.SOPClassUID))},
+    }
+    if ds.get("InstanceNumber") is not None:
+        instance["number"] = int(ds.InstanceNumber)
+    return instance
+
+
+def _add_instance(body: dict[str, Any], ds: Dataset, title: str | None = None) -> None:
+    """The instance in its series of the ImagingStudy ``body`` (the series added when new), and the counts."""
+    series_uid, instance = str(ds.SeriesInstanceUID), _instance(ds)
+    if title:
+        instance["title"] = title
     series = next((s for s in body["series"] if s["uid"] == series_uid), None)
     if series is None:
-        series = {"uid": series_uid, "modality": modality, "instance": []}
+        series = {"uid": series_uid, "modality": {"system": DCM_SYSTEM, "code": str(ds.Modality)}, "instance": []}
         if ds.get("SeriesNumber") is not None:
             series["number"] = int(ds.SeriesNumber)
         if _text(ds, "SeriesDescription"):
             series["description"] = _text(ds, "SeriesDescription")
         body["series"].append(series)
     _series_site(series, ds)
-    if not any(i["uid"] == sop_uid for i in series["instance"]):
+    if not any(i["uid"] == instance["uid"] for i in series["instance"]):
         series["instance"].append(instance)
     series["numberOfInstances"] = len(series["instance"])
     body["numberOfSeries"] = len(body["series"])
     body["numberOfInstances"] = sum(len(s["instance"]) for s in body["series"])
     codes = {(s["modality"]["system"], s["modality"]["code"]) for s in body["series"]}
     body["modality"] = [{"system": system, "code": code} for system, code in sorted(codes)]
+
+
+async def add_derived_instance(repo: Repository, ds: Dataset, imaging_study_id: str, title: str) -> Stored | None:
+    """A DICOM object the server derived from the study's images (an AI result's SR or SEG) listed in the
+    study's ImagingStudy, in its own series (imagingstudy.html#ImagingStudy.series); None when the
+    ImagingStudy is gone."""
+    found = await _live(repo, "ImagingStudy", imaging_study_id)
     if found is None:
-        return await repo.create(body, resource_type="ImagingStudy", server_built=True)
-    return await repo.update(body, resource_type="ImagingStudy", id=str(found.resource["id"]), server_built=True)
+        return None
+    body = dict(found.resource)
+    _add_instance(body, ds, title)
+    return await repo.update(body, resource_type="ImagingStudy", id=imaging_study_id, server_built=True)
 
 
 def _series_site(series: dict[str, Any], ds: Dataset) -> None:
@@ -212,6 +237,9 @@ async def _media(
         value = ds.get(keyword)
         if value is not None and int(value) > 0:
             media[element] = int(value)
+    device = await imaging_device(repo, ds)
+    if device is not None:
+        media["device"] = reference(device, ds)
     site, side = site_coding(ds), laterality(ds)
     if site is not None:  # the side in the text: a CodeableConcept's codings are one concept, not site + side
         words = [site.get("display", site["code"]), *([side.get("display", side["code"])] if side else [])]
@@ -223,10 +251,12 @@ async def _media(
 
 
 async def _case(
-    repo: Repository, ds: Dataset, patient_id: str, study: Stored, media: Stored, known: str | None
-) -> Stored:
+    repo: Repository, ds: Dataset, patient_id: str, study: Stored, media: Stored, known: str | None,
+    product: str | None,
+) -> Stored:  # fmt: skip
     """The case: the one this study's earlier instances joined, else found by the study UID or
-    by AccessionNumber (an order's accession), else opened."""
+    by AccessionNumber (an order's accession), else opened (tagged with ``product`` when the tenant's
+    product rules name one)."""
     study_uid = str(ds.StudyInstanceUID)
     study_ref = {"reference": f"ImagingStudy/{study.resource['id']}"}
     found = await _live(repo, "DiagnosticReport", known)
@@ -254,6 +284,8 @@ async def _case(
         }
         if accession:
             report["identifier"].append({"system": ACCESSION_SYSTEM, "value": accession})
+        if product:
+            report["meta"] = {"tag": [{"system": PRODUCT_SYSTEM, "code": product}]}
         return await repo.create(report, resource_type="DiagnosticReport", server_built=True)
     report = dict(found.resource)
     changed = False
@@ -270,10 +302,11 @@ async def _case(
 
 async def sync_instance(
     repo: Repository, ds: Dataset, dicomweb_base: str, known: KnownIds = KnownIds(), *,
-    lesion_key: str = DEFAULT_LESION_KEY, zone: tzinfo | None = None,
+    lesion_key: str = DEFAULT_LESION_KEY, zone: tzinfo | None = None, product: str | None = None,
 ) -> SyncResult:  # fmt: skip
     """``lesion_key``: the DICOM attribute that groups images into lesions; ``zone``: the devices'
-    local zone when the objects carry no TimezoneOffsetFromUTC (both per tenant)."""
+    local zone when the objects carry no TimezoneOffsetFromUTC (both per tenant); ``product``: the
+    product of a case this instance opens (``dicom_node.case_product``)."""
     patient = await resolve_patient(repo, ds, known.patient)
     patient_id = str(patient.resource["id"])
     study = await _imaging_study(repo, ds, patient_id, dicomweb_base, known.imaging_study, zone)
@@ -281,7 +314,7 @@ async def sync_instance(
         f"{dicomweb_base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
     )
     media = await _media(repo, ds, patient_id, study, instance_url, zone)
-    report = await _case(repo, ds, patient_id, study, media, known.report)
+    report = await _case(repo, ds, patient_id, study, media, known.report, product)
     lesion_id = ""
     if str(ds.SOPClassUID) != ENCAPSULATED_PDF:
         lesion_id = str((await resolve_lesion(repo, ds, patient_id, lesion_key)).resource["id"])

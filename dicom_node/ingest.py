@@ -25,6 +25,7 @@ from dicom_node.attributes import (
     recorded_patient,
 )
 from dicom_node.blobs import BlobStore
+from dicom_node.case_product import case_product
 from dicom_node.errors import ForeignStudy, InvalidInstance
 from dicom_node.fhir_sync import KnownIds, SyncResult, sync_instance
 from dicom_node.instance_files import new_object_key, seal_object, seal_object_key, with_object_key
@@ -74,12 +75,13 @@ class Ingestor:
         self.conventions = conventions or ImagingConventions()
 
     async def store(
-        self, tenant: str, ds: Dataset, encoded: bytes, transfer_syntax: str, audit: dict[str, Any] | None = None
-    ) -> StoredInstance:
+        self, tenant: str, ds: Dataset, encoded: bytes, transfer_syntax: str, audit: dict[str, Any] | None = None,
+        calling_ae: str | None = None,
+    ) -> StoredInstance:  # fmt: skip
         """Store one instance; raises InvalidInstance for what the sender must be told is wrong.
 
         ``audit``: the AuditEvent of this store's success, committed with the instance (when
-        the node has an audit trail)."""
+        the node has an audit trail); ``calling_ae``: the DIMSE sender, for the tenant's product rules."""
         check_instance(ds, str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", "")))
         store = await self._engine.tenant(tenant)
         indexed = index_instance(ds, transfer_syntax, len(encoded))
@@ -98,7 +100,8 @@ class Ingestor:
                     existing = await tx.get_record(INSTANCE, indexed.instance_uid)
                     sync = None
                     if existing is None or self.duplicates == "replace":
-                        sync = await self._sync(tx, store, ds, indexed, key, new_instance=existing is None)
+                        sync = await self._sync(tx, store, ds, indexed, key, new_instance=existing is None,
+                                                calling_ae=calling_ae)  # fmt: skip
                         await asyncio.to_thread(self.blobs.publish, await staging, target)
                         published = True
             except ForeignStudy as refused:  # rolled back; the review Task commits on its own
@@ -112,7 +115,7 @@ class Ingestor:
                               existing is not None, sync)  # fmt: skip
 
     async def _sync(self, tx: TenantTransaction, store: TenantStore, ds: Dataset, indexed: IndexedInstance,
-                    key: bytes | None, *, new_instance: bool) -> SyncResult:  # fmt: skip
+                    key: bytes | None, *, new_instance: bool, calling_ae: str | None) -> SyncResult:  # fmt: skip
         """The FHIR resources, the attribute index and the outbox event of a new (or replacing) instance."""
         tenant = store.name
         repo = self._repository(store, tx, "DICOM ingest")
@@ -122,11 +125,12 @@ class Ingestor:
         try:
             sync = await sync_instance(repo, ds, self.public_url(tenant, "dicomweb"), known,
                                        lesion_key=self.conventions.lesion_key(tenant),
-                                       zone=self.conventions.zone(tenant))  # fmt: skip
+                                       zone=self.conventions.zone(tenant),
+                                       product=await case_product(tx, ds, calling_ae))  # fmt: skip
         except OperationOutcomeError as exc:  # attributes that cannot become valid FHIR
             raise InvalidInstance(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"not mappable: {exc}") from exc
         sealed = await seal_object_key(tx, sync.patient_id, key, indexed.instance_uid) if key else None
-        await self._index(tx, indexed, study, so_far, sync, new_instance=new_instance, object_key=sealed)
+        await index_records(tx, indexed, study, so_far, sync, new_instance=new_instance, object_key=sealed)
         await tx.append_event("imaging.instance-stored", self._event(tenant, indexed, sync))
         return sync
 
@@ -140,38 +144,6 @@ class Ingestor:
             await flag_foreign_study(repo, ds, refused.uid, refused.owner, refused.claimed)
         log.warning("ingest: an instance refused, %s (identity review opened)", refused.comment)
 
-    async def _index(self, tx: TenantTransaction, indexed: IndexedInstance, study: Record | None,
-                     so_far: dict[str, Any], sync: SyncResult, *, new_instance: bool,
-                     object_key: dict[str, str] | None) -> None:  # fmt: skip
-        """The instance's, series' and study's records; the study's keeps the FHIR ids (``KnownIds``).
-
-        ``study``: the study's record before this instance, ``so_far`` its parsed body."""
-        series = await tx.get_record(SERIES, indexed.series_uid)
-        series_count = _count(series.body, "instances") if series else 0
-        study_series = int(so_far.get("series", 0))
-        study_instances = int(so_far.get("instances", 0))
-        modalities = set(study.fields.get("ModalitiesInStudy", ())) if study else set()
-        modalities.update(indexed.series.fields.get("Modality", ()))
-        added = 1 if new_instance else 0
-        patient = sync.patient_id
-        await tx.put_record(filed_under(self._with_counts(indexed.series, instances=series_count + added), patient))
-        study_record = self._with_counts(
-            indexed.study,
-            series=study_series + (0 if series else 1),
-            instances=study_instances + added,
-            fhir={"patient": sync.patient_id, "imaging_study": sync.imaging_study_id, "report": sync.report_id},
-        )
-        await tx.put_record(filed_under(
-            Record(study_record.collection, study_record.key, study_record.body,
-                   {**study_record.fields, "ModalitiesInStudy": tuple(sorted(modalities))}), patient)
-        )  # fmt: skip
-        await tx.put_record(filed_under(with_object_key(indexed.instance, object_key), patient))
-
-    @staticmethod
-    def _with_counts(record: Record, **extra: Any) -> Record:
-        body: dict[str, Any] = {"attributes": orjson.loads(record.body), **extra}
-        return Record(record.collection, record.key, orjson.dumps(body), record.fields)
-
     @staticmethod
     def _event(tenant: str, indexed: IndexedInstance, sync: SyncResult) -> dict[str, Any]:
         return {
@@ -184,6 +156,7 @@ class Ingestor:
             "media": sync.media_id,
             "report": sync.report_id,
             "lesion": sync.lesion_id,
+            "sopClass": str(indexed.instance.fields.get("SOPClassUID", ("",))[0]),
         }
 
 
@@ -205,3 +178,37 @@ async def _refuse_foreign(repo: Repository, tx: TenantTransaction, ds: Dataset, 
     for uid, owner in owners:
         if owner != claimed:
             raise ForeignStudy(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, uid, owner, claimed)
+
+
+async def index_records(
+    tx: TenantTransaction, indexed: IndexedInstance, study: Record | None, so_far: dict[str, Any], sync: SyncResult,
+    *, new_instance: bool, object_key: dict[str, str] | None,
+) -> None:  # fmt: skip
+    """The instance's, series' and study's records; the study's keeps the FHIR ids (``KnownIds``).
+
+    ``study``: the study's record before this instance, ``so_far`` its parsed body."""
+    series = await tx.get_record(SERIES, indexed.series_uid)
+    series_count = _count(series.body, "instances") if series else 0
+    study_series = int(so_far.get("series", 0))
+    study_instances = int(so_far.get("instances", 0))
+    modalities = set(study.fields.get("ModalitiesInStudy", ())) if study else set()
+    modalities.update(indexed.series.fields.get("Modality", ()))
+    added = 1 if new_instance else 0
+    patient = sync.patient_id
+    await tx.put_record(filed_under(_with_counts(indexed.series, instances=series_count + added), patient))
+    study_record = _with_counts(
+        indexed.study,
+        series=study_series + (0 if series else 1),
+        instances=study_instances + added,
+        fhir={"patient": sync.patient_id, "imaging_study": sync.imaging_study_id, "report": sync.report_id},
+    )
+    await tx.put_record(filed_under(
+        Record(study_record.collection, study_record.key, study_record.body,
+               {**study_record.fields, "ModalitiesInStudy": tuple(sorted(modalities))}), patient)
+    )  # fmt: skip
+    await tx.put_record(filed_under(with_object_key(indexed.instance, object_key), patient))
+
+
+def _with_counts(record: Record, **extra: Any) -> Record:
+    body: dict[str, Any] = {"attributes": orjson.loads(record.body), **extra}
+    return Record(record.collection, record.key, orjson.dumps(body), record.fields)

@@ -9,11 +9,13 @@ from pydicom.dataset import Dataset
 from dicom_node import statuses
 from dicom_node.errors import InvalidInstance
 from dicom_node.sop_classes import (
+    COMPREHENSIVE_3D_SR,
     ENCAPSULATED_PDF,
     MULTIFRAME_GRAYSCALE_BYTE_SC,
     MULTIFRAME_GRAYSCALE_WORD_SC,
     MULTIFRAME_SINGLE_BIT_SC,
     MULTIFRAME_TRUE_COLOR_SC,
+    SEGMENTATION,
     STORAGE_CLASSES,
     VIDEO_PHOTOGRAPHIC,
 )
@@ -26,8 +28,8 @@ _IMAGE_PIXEL = (
     "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "PixelData",
 )  # fmt: skip
 _MULTI_FRAME = frozenset(
-    {VIDEO_PHOTOGRAPHIC, MULTIFRAME_SINGLE_BIT_SC, MULTIFRAME_GRAYSCALE_BYTE_SC, MULTIFRAME_GRAYSCALE_WORD_SC,
-     MULTIFRAME_TRUE_COLOR_SC}
+    {VIDEO_PHOTOGRAPHIC, SEGMENTATION, MULTIFRAME_SINGLE_BIT_SC, MULTIFRAME_GRAYSCALE_BYTE_SC,
+     MULTIFRAME_GRAYSCALE_WORD_SC, MULTIFRAME_TRUE_COLOR_SC}
 )  # fmt: skip
 
 
@@ -48,6 +50,42 @@ def _value(ds: Dataset, keyword: str) -> object:
 
 def check_instance(ds: Dataset, sop_class: str, sop_instance: str) -> None:
     """Raise InvalidInstance with the failure status and an ErrorComment saying what is wrong."""
+    _check_identity(ds)
+    if str(ds.SOPClassUID) != sop_class:
+        raise _fail("SOPClassUID differs from the request's")
+    if str(ds.SOPInstanceUID) != sop_instance:
+        raise _fail("SOPInstanceUID differs from the request's")
+    if sop_class not in STORAGE_CLASSES:
+        raise _fail("SOP class not supported")
+    if sop_class == ENCAPSULATED_PDF:
+        _check_pdf(ds)
+    else:
+        _check_image(ds, sop_class)
+
+
+def check_ai_result(ds: Dataset) -> None:
+    """The server's own AI result objects, before they are stored: an SR's document (PS3.3 C.17.2/C.17.3:
+    a CONTAINER root with its title, the completion and verification flags), a SEG's binary pixels and
+    segments (C.8.20.2); both with the identifying attributes of any instance."""
+    _check_identity(ds)
+    sop_class = str(ds.SOPClassUID)
+    if sop_class == COMPREHENSIVE_3D_SR:
+        for keyword in ("ValueType", "ConceptNameCodeSequence", "ContentSequence", "CompletionFlag",
+                        "VerificationFlag", "CurrentRequestedProcedureEvidenceSequence"):  # fmt: skip
+            if not _value(ds, keyword):
+                raise _fail(f"missing required {keyword} (SR Document Content / General modules)")
+        if str(ds.ValueType) != "CONTAINER":
+            raise _fail("the SR's root content item must be a CONTAINER")
+    elif sop_class == SEGMENTATION:
+        for keyword in ("SegmentSequence", "SegmentationType", "ReferencedSeriesSequence", "NumberOfFrames"):
+            if not _value(ds, keyword):
+                raise _fail(f"missing required {keyword} (Segmentation Image module)")
+        _check_image(ds, sop_class)
+    else:
+        raise _fail("not an AI result SOP class (Comprehensive 3D SR, Segmentation)")
+
+
+def _check_identity(ds: Dataset) -> None:
     for keyword in _TYPE1_COMMON:
         value = _value(ds, keyword)
         if value is None or str(value).strip() == "":
@@ -59,16 +97,6 @@ def check_instance(ds: Dataset, sop_class: str, sop_instance: str) -> None:
         uid = str(_value(ds, keyword))
         if len(uid) > 64 or not UID_PATTERN.match(uid):
             raise _fail(f"{keyword} is not a valid UID")
-    if str(ds.SOPClassUID) != sop_class:
-        raise _fail("SOPClassUID differs from the request's")
-    if str(ds.SOPInstanceUID) != sop_instance:
-        raise _fail("SOPInstanceUID differs from the request's")
-    if sop_class not in STORAGE_CLASSES:
-        raise _fail("SOP class not supported")
-    if sop_class == ENCAPSULATED_PDF:
-        _check_pdf(ds)
-    else:
-        _check_image(ds, sop_class)
 
 
 def _check_pdf(ds: Dataset) -> None:

@@ -66,6 +66,18 @@ TRANSFER_SYNTAXES: tuple[UID, ...] = (
 
 NON_IMAGE_CLASSES = frozenset({ENCAPSULATED_PDF})
 
+# The server's own objects: the AI results as DICOM (inference.dicom_results), stored by
+# ``dicom_node.derived`` and sent on C-GET/C-MOVE, never accepted from a peer (not in STORAGE_CLASSES)
+# and never analysed.
+COMPREHENSIVE_3D_SR = UID("1.2.840.10008.5.1.4.1.1.88.34")
+SEGMENTATION = UID("1.2.840.10008.5.1.4.1.1.66.4")
+AI_RESULT_CLASSES: dict[UID, str] = {
+    COMPREHENSIVE_3D_SR: "Comprehensive 3D SR Storage (AI results, TID 1500)",
+    SEGMENTATION: "Segmentation Storage (AI lesion mask)",
+}
+AI_RESULT_SYNTAXES: tuple[UID, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+RETRIEVABLE_CLASSES: dict[UID, str] = {**STORAGE_CLASSES, **AI_RESULT_CLASSES}
+
 QR_FIND = (PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind)
 QR_GET = (PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet)
 QR_MOVE = (PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove)

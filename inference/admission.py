@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 from pydicom import Dataset
+from pydicom.uid import UID
 
+from dicom_node.sop_classes import AI_RESULT_CLASSES
 from fhir_server.repository import Repository, Stored
 from inference.accepted_inputs import AcceptedInputs
 from inference.body_regions import excluding, meaning
@@ -79,7 +81,9 @@ def check_attributes(ds: Dataset, accepts: AcceptedInputs, patient_birth_date: s
         problems.append(Unsuitable("patient-age", age))
     sop_class, modality = str(ds.get("SOPClassUID", "")), str(ds.get("Modality", ""))
     photometric = str(ds.get("PhotometricInterpretation", ""))
-    if accepts.sop_classes and sop_class not in accepts.sop_classes:
+    if sop_class in AI_RESULT_CLASSES:  # whatever a card accepts: the AI never analyses its own results
+        problems.append(Unsuitable("sop-class", f"{AI_RESULT_CLASSES[UID(sop_class)]} holds AI results, not an image"))
+    elif accepts.sop_classes and sop_class not in accepts.sop_classes:
         problems.append(Unsuitable("sop-class", f"{sop_class or 'none'} is not in {', '.join(accepts.sop_classes)}"))
     if accepts.modalities and modality not in accepts.modalities:
         problems.append(Unsuitable("modality", f"{modality or 'none'} is not in {', '.join(accepts.modalities)}"))

@@ -64,7 +64,9 @@ class ModelCard:
     input: InputSpec
     classes: tuple[OutputClass, ...]
     limitations: tuple[str, ...] = ()
-    performance: tuple[dict[str, Any], ...] = ()  # e.g. {"subgroup": "Fitzpatrick I-III", "metric": ..., "value": ...}
+    # e.g. {"subgroup": "Fitzpatrick I-III", "metric": ..., "value": ...}; an entry with metric sensitivity or
+    # specificity, a condition (risk tier) and a stratum is a claim checked for drift (fhir_server.outcomes.claims)
+    performance: tuple[dict[str, Any], ...] = ()
     training: str = ""
     saliency_layer: str | None = None  # a module name for Grad-CAM; None: integrated gradients
     clinical_use: bool = False

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from monai.transforms import Compose, NormalizeIntensity, Resize, ScaleIntensityRange
+from monai.utils import convert_to_tensor
 from monai.visualize import GradCAM
 from PIL import Image, ImageFilter
 
@@ -50,8 +51,8 @@ class Runner:
     def prepare(self, rgb: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 -> the (3, h, w) float tensor the model takes."""
         channels_first = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float()
-        prepared: torch.Tensor = self.transform(channels_first)
-        return torch.as_tensor(prepared).float()
+        prepared = convert_to_tensor(self.transform(channels_first), dtype=torch.float32, track_meta=False)
+        return torch.as_tensor(prepared)
 
     def predict(self, images: list[np.ndarray]) -> list[Prediction]:
         """One forward pass for the whole batch."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 WORKING_SIZE = 256
 DARK = 35.0  # luminance below which a pixel may belong to the vignette
@@ -49,28 +50,14 @@ def luminance(small: np.ndarray) -> np.ndarray:
     return np.asarray(small @ LUMINANCE, np.float32)
 
 
-def _along_rows(region: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Every horizontal run of ``mask`` that holds a pixel of ``region``, whole."""
-    starts = mask.copy()
-    starts[:, 1:] &= ~mask[:, :-1]  # a run starts where the pixel to its left is outside (or at the edge)
-    runs = np.cumsum(starts.ravel())  # the run of each pixel of the mask
-    reached = np.zeros(int(runs[-1]) + 1, bool)
-    reached[runs[region.ravel()]] = True
-    return mask & reached[runs].reshape(mask.shape)
-
-
 def flood(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """The 4-connected parts of ``mask`` that hold a seed (morphological reconstruction): whole runs of
-    the rows, then of the columns, in turn, until nothing changes (a round per turn of the paths, not
-    per pixel of their length)."""
-    region = seeds & mask
-    columns = np.ascontiguousarray(mask.T)
-    while True:
-        grown = _along_rows(region, mask)
-        grown = np.ascontiguousarray(_along_rows(np.ascontiguousarray(grown.T), columns).T)
-        if np.array_equal(grown, region):
-            return region
-        region = grown
+    """The 4-connected parts of ``mask`` that hold a seed (morphological reconstruction), from the
+    connected components scipy labels."""
+    labels, _ = ndimage.label(mask)  # the default structure: 4-connectivity
+    reached = np.zeros(int(labels.max()) + 1, bool)
+    reached[labels[seeds & mask]] = True
+    reached[0] = False  # the background
+    return np.asarray(reached[labels])
 
 
 def erode(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -128,7 +115,8 @@ def segment_within(small: np.ndarray, scale: float, field: np.ndarray) -> Segmen
         raise SegmentationError("no field of view: the image is mostly dark")
     ring = field & ~erode(field, max(2, round(0.12 * max(field.shape))))
     skin = np.median(small[ring], axis=0)
-    contrast = np.linalg.norm(small - skin, axis=-1)
+    difference = small - skin
+    contrast = np.sqrt(np.einsum("ijk,ijk->ij", difference, difference))  # the Euclidean norm, without a temporary
     # the threshold comes from the skin's own variation: Otsu would split a many-coloured lesion
     noise = float(np.median(contrast[ring]))
     candidate = (contrast > max(30.0, 4.0 * noise)) & field

@@ -11,7 +11,8 @@ findings in FHIR, or a recorded reason why not.
 - Findings first: the risk results, the predicted diagnosis, their Provenance and the case's
   conclusion are committed right after the forward pass (step 1, one transaction, for every image of
   the batch); the explanations (saliency map, ABCD rule) follow in a second transaction per image
-  (step 2) that adds them to the case without touching its conclusion. The event is acknowledged
+  (step 2) that adds them to the case without touching its conclusion; step 2 also stores the
+  results as DICOM SR and SEG in the study (``inference.dicom_output``). The event is acknowledged
   after both steps.
 - Idempotent: each step has deterministic identifiers and a done-key (the first risk result; the
   saliency Media), so a redelivered event (a crash before the acknowledgement, even between the two
@@ -41,17 +42,18 @@ from dicom_node.blobs import BlobStore
 from dicom_node.instance_files import InstanceFiles, ObjectErased
 from dicom_node.lesion_identity import resolve_lesion
 from dicom_node.lesions import ImagingConventions
-from dicom_node.sop_classes import ENCAPSULATED_PDF
+from dicom_node.sop_classes import AI_RESULT_CLASSES, ENCAPSULATED_PDF
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.decision import AI_ANALYSIS, decide
 from fhir_server.outbox import OutboxLoop, claimed
 from fhir_server.repository import Repository, Stored
 from fhir_server.storage.port import Engine, OutboxEvent, TenantStore, TenantTransaction
 from fhir_server.workflow.library import FlowLibrary
-from fhir_server.workflow.routing import ai_models
+from fhir_server.workflow.routing import Image, ai_models
 from inference.abcd import DermoscopyAbcd, SegmentationError, analyse, pixel_spacing_mm
 from inference.admission import admit, check_attributes, record_unsuitable
 from inference.conclusion import refresh_conclusion
+from inference.dicom_output import write_dicom_results
 from inference.events import analysis_event
 from inference.explanation_failure import (
     EXPLANATIONS_UNAVAILABLE,
@@ -75,6 +77,7 @@ TOPIC = "imaging.instance-stored"
 UPDATED = "resource.updated"  # a completed identity review or a merge releases held images
 MAX_BACKOFF = 600.0  # seconds: retries wait lease, 2 x lease, 4 x lease ... up to this
 SCAN = 256  # events claimed at a time; the image events among them are analysed in batches
+NOT_ANALYSED = frozenset({ENCAPSULATED_PDF, *AI_RESULT_CLASSES})
 
 
 @dataclass(slots=True)
@@ -131,10 +134,11 @@ class InferenceWorker(OutboxLoop):
         settled = 0
         async for store, events in claimed(self.engine, CONSUMER, SCAN, self.lease):
             released = await self._release_holds(store, [e for e in events if e.topic == UPDATED])
-            await store.ack_events(CONSUMER, [e.seq for e in events if e.topic not in (TOPIC, UPDATED)] + released)
             images = [e for e in events if e.topic == TOPIC]
             for start in range(0, len(images), self.batch):
                 settled += await self._round(store, images[start : start + self.batch])
+            # the other topics' events after the images': their acknowledgement waits for no image
+            await store.ack_events(CONSUMER, [e.seq for e in events if e.topic not in (TOPIC, UPDATED)] + released)
         return settled
 
     async def _release_holds(self, store: TenantStore, events: list[OutboxEvent]) -> list[int]:
@@ -222,7 +226,11 @@ class InferenceWorker(OutboxLoop):
         return reports
 
     async def _prepare(self, repo: Repository, event: OutboxEvent) -> Job | None:
-        """The decoded image of an event, or None when the event is settled without a model run."""
+        """The decoded image of an event, or None when the event is settled without a model run.
+
+        What decides whether the image is analysed is read at once (each read on its own reader) and
+        weighed in order: done already, gone, held for an identity review, not routed to a model, no
+        Consent; the stored object is read and decoded only for an image that passes all of them."""
         payload = event.payload
         context = ImageContext(
             instance_uid=str(payload["instance"]),
@@ -232,23 +240,26 @@ class InferenceWorker(OutboxLoop):
             report_id=str(payload["report"]),
             lesion_id=str(payload.get("lesion") or ""),
         )
-        if self._already_done(await self._done_keys(repo, context)):
+        done, record, review, (media, routed), decision, patient = await asyncio.gather(
+            self._done_keys(repo, context),
+            repo.store.get_record(INSTANCE, context.instance_uid),
+            unresolved_review(repo, context.patient_id, str(payload.get("study", ""))),
+            self._media_and_models(repo, context, str(payload.get("sopClass") or "")),  # from ingest's event
+            decide(repo, context.patient_id, AI_ANALYSIS),
+            repo.current("Patient", context.patient_id),
+        )
+        if self._already_done(done):
             return None
-        record = await repo.store.get_record(INSTANCE, context.instance_uid)
         if record is None:
             log.info("instance of event %s is gone (replaced or erased); nothing to analyse", event.seq)
             return None
-        if record.fields.get("SOPClassUID") == (ENCAPSULATED_PDF,) or not record.fields.get("Rows"):
-            return None  # documents and objects without pixels are not for the image models
-        review = await unresolved_review(repo, context.patient_id, str(payload.get("study", "")))
+        if (record.fields.get("SOPClassUID") or ("",))[0] in NOT_ANALYSED or not record.fields.get("Rows"):
+            return None  # documents, the AI's own SR/SEG and objects without pixels are not for the image models
         if review is not None:  # not under this Patient's Consent while the image may be someone else's
             await self._held(repo, context, review)
             return None
-        media = await repo.current("Media", context.media_id) or {}
-        routed = await self._routed(repo, context, media)
         if not routed:
             return None  # the case's flow runs no AI on this image
-        decision = await decide(repo, context.patient_id, AI_ANALYSIS)  # before reading: a refusal is cheap
         if not decision.permit:
             await self._refused(repo, context, decision.reason)
             return None
@@ -263,25 +274,39 @@ class InferenceWorker(OutboxLoop):
         if "PixelData" not in ds:
             return None
         consent_id = str(decision.consent.resource["id"]) if decision.consent is not None else None
+        decoding = asyncio.ensure_future(asyncio.to_thread(_decoded, ds))  # beside the lesion's reads
         lesion_id = context.lesion_id or await self._lesion(repo, ds, context.patient_id)
         site = lesion_site(await repo.current("BodyStructure", lesion_id), media.get("bodySite"))  # with laterality
         context = replace(context, body_site=site, acquired=media.get("createdDateTime"),
                           consent_id=consent_id, lesion_id=lesion_id)  # fmt: skip
-        try:
-            rgb = await asyncio.to_thread(rgb_pixels, ds)
-        except UndecodableImage as exc:
-            await self._poison(repo, context, str(exc))
+        rgb = await decoding
+        if isinstance(rgb, UndecodableImage):
+            await self._poison(repo, context, str(rgb))
             return None
-        born = (await repo.current("Patient", context.patient_id) or {}).get("birthDate")
+        born = (patient or {}).get("birthDate")
         refused = frozenset(r.model.card.key for r in self.runners if r.model.card.key not in routed
                             or check_attributes(ds, r.model.card.accepts, born))  # fmt: skip
         return Job(event, context, rgb, pixel_spacing_mm(ds), ds, refused=refused, routed=routed, born=born)
 
-    async def _routed(self, repo: Repository, context: ImageContext, media: dict[str, Any]) -> tuple[str, ...]:
+    async def _media_and_models(
+        self, repo: Repository, context: ImageContext, sop_class: str
+    ) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """The image's Media and the models its case's flow runs on it (by its site, modality and SOP class; an
+        event written before ingest named the SOP class has it read from the instance's record)."""
+        if not sop_class:
+            record = await repo.store.get_record(INSTANCE, context.instance_uid)
+            sop_class = str((record.fields.get("SOPClassUID") or ("",))[0]) if record is not None else ""
+        media = await repo.current("Media", context.media_id) or {}
+        return media, await self._routed(repo, context, media, sop_class)
+
+    async def _routed(
+        self, repo: Repository, context: ImageContext, media: dict[str, Any], sop_class: str
+    ) -> tuple[str, ...]:
         keys = [runner.model.card.key for runner in self.runners]
         if self.flows is None:
             return tuple(keys)
-        return tuple(await ai_models(self.flows, repo, context.report_id, keys, media.get("bodySite")))
+        image = Image.of(media, sop_class)
+        return tuple(await ai_models(self.flows, repo, context.report_id, keys, image))
 
     async def _admission(self, repo: Repository, job: Job, report: QualityReport | Exception | None) -> frozenset[str]:
         """The models not routed to or whose cards do not admit this image (its attributes, or the pixel
@@ -353,6 +378,10 @@ class InferenceWorker(OutboxLoop):
             asyncio.to_thread(runner.saliency, job.rgb, prediction.top), asyncio.to_thread(_abcd, job, self.abcd)
         )
         png = await asyncio.to_thread(saliency_png, job.rgb, heat)
+        # the SR and SEG (stored, or a recorded failure) before the step's done-key: a redelivery makes them
+        await write_dicom_results(repo, self.files.blobs, job.ds, job.context, card, prediction, job.segmentation,
+                                  server_version=self.server_version, weights_sha256=runner.model.weights_sha256,
+                                  audit=self.audit)  # fmt: skip
         top = next(c for c in card.classes if c.index == prediction.top)
         async with repo.store.transaction() as tx:
             bound = repo.within(tx)
@@ -419,6 +448,14 @@ class InferenceWorker(OutboxLoop):
         if self.audit is not None:
             event = analysis_event(context.patient_id, context.media_id, outcome, description)
             await self.audit.record(repo.store, event)
+
+
+def _decoded(ds: Dataset) -> np.ndarray | UndecodableImage:
+    """The image's RGB pixels, or why they cannot be decoded (returned: the decoding runs as a task)."""
+    try:
+        return rgb_pixels(ds)
+    except UndecodableImage as exc:
+        return exc
 
 
 def _abcd(job: Job, wanted: bool) -> DermoscopyAbcd | None:

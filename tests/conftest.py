@@ -53,6 +53,7 @@ def make_client(data_dir: Path, roles: tuple[str, ...] = ("admin",), **settings:
     settings.setdefault("dicom_port", 0)
     settings.setdefault("inference_enabled", False)  # tests/inference/ turn the worker on
     settings.setdefault("retention_every_hours", 0)  # tests/fhir_server/retention/ turn the schedule on
+    settings.setdefault("review_sweep_seconds", 0)  # tests/fhir_server/workflow/test_review_sweep.py turns it on
     client = FhirTestClient(create_app(Settings(data_dir=data_dir, **settings)), raise_server_exceptions=True)
     client.roles = roles
     return client

@@ -20,7 +20,7 @@ from fhir_server.api.json_body import parse_json
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.router import FhirRouter
 from fhir_server.audit.audited_writes import AuditedWrites, written_resource
-from fhir_server.audit.events import patient_of, rest_event
+from fhir_server.audit.events import Requestor, patient_of, rest_event
 from fhir_server.audit.trail import AuditTrail, reads_audit_events
 from fhir_server.errors import OperationOutcomeError, bad_request, not_found, outcome
 from fhir_server.repository import Repository
@@ -172,7 +172,7 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
     except (TenantUnknownError, ValueError):
         return error_response(refused or not_found(f"unknown tenant {tenant!r}"), pretty)
     base_url = str(request.base_url).rstrip("/") + f"/fhir/{tenant}"
-    who = access.subject if access is not None else _unauthenticated(fhir)
+    who = Requestor(access.subject, access.fhir_user) if access is not None else Requestor(_unauthenticated(fhir))
     audited = AuditedWrites(store, fhir.audit) if fhir.audit is not None else None
     policy = _policy(fhir, access)
     repo = Repository(audited.store if audited is not None else store, policy, local_base=base_url,
@@ -238,7 +238,7 @@ async def _audit(
     segments: list[str],
     params: list[tuple[str, str]],
     response: FhirResponse,
-    who: str,
+    who: Requestor,
 ) -> None:
     """Record the interaction before answering: no answer leaves without its AuditEvent."""
     body = response.body
@@ -252,7 +252,7 @@ async def _audit(
 
 
 def _write_event(
-    trail: AuditTrail, request: Request, segments: list[str], params: list[tuple[str, str]], who: str,
+    trail: AuditTrail, request: Request, segments: list[str], params: list[tuple[str, str]], who: Requestor,
     first: ResourceVersion,
 ) -> dict[str, Any]:  # fmt: skip
     """The AuditEvent of an interaction whose first write is committing (``AuditedWrites``)."""
@@ -264,19 +264,20 @@ def _write_event(
 
 
 def _event(
-    trail: AuditTrail, request: Request, segments: list[str], params: list[tuple[str, str]], who: str, status: int,
-    entity: str | None, body: Any,
+    trail: AuditTrail, request: Request, segments: list[str], params: list[tuple[str, str]], who: Requestor,
+    status: int, entity: str | None, body: Any,
 ) -> dict[str, Any]:  # fmt: skip
     return rest_event(
         method=request.method,
         path=segments,
         params=params,
         status=status,
-        who=who,
+        who=who.client,
         address=request.client.host if request.client else None,
         entity=entity,
         patient=patient_of(segments, params, body),
         query_key=trail.signer.query_key,
+        fhir_user=who.fhir_user,
     )
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +19,48 @@ OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 ACTIONS = {"create": "C", "read": "R", "vread": "R", "search-type": "E", "search-system": "E", "history": "R",
            "update": "U", "patch": "U", "delete": "D", "transaction": "E", "batch": "E", "operation": "E",
            "capabilities": "R"}  # fmt: skip
+
+
+# R4 AuditEvent.agent.who: Reference(PractitionerRole | Practitioner | Organization | Device | Patient | RelatedPerson)
+AGENT_REFERENCE = re.compile(
+    r"^(https?://[^\s]{1,400}/)?(Practitioner|PractitionerRole|Patient|RelatedPerson)/[A-Za-z0-9\-.]{1,64}$"
+)
+ROLE_CLASS = "http://terminology.hl7.org/CodeSystem/v3-RoleClass"
+PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+SOURCE_ROLE = {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110153", "display": "Source Role ID"}
+
+
+@dataclass(frozen=True, slots=True)
+class Requestor:
+    """Who asks: the client (its id, or the user's subject for an external provider's token) and the user its
+    token acts for (the SMART ``fhirUser`` claim), if any."""
+
+    client: str
+    fhir_user: str | None = None
+
+
+def requestor_agents(
+    client: str, fhir_user: str | None, address: str | None = None, action: str = "E"
+) -> list[dict[str, Any]]:
+    """Who made a request (IHE BALP, OAuth access token use): the client (``who.display`` its id, the network
+    address it called from) and, when the token acts for a user (its SMART ``fhirUser`` claim,
+    scopes-and-launch-context.html#fhiruser), the user as the requestor: ``who`` the ``Practitioner`` (or
+    PractitionerRole, Patient, RelatedPerson) it names, typed as BALP's user agent (``AGNT`` for a change,
+    ``IRCP`` for what is read). Every AuditEvent of a request builds its agents here."""
+    user = _user_agent(fhir_user, action) if fhir_user else None
+    agent: dict[str, Any] = {"who": {"display": client}, "requestor": user is None}
+    if user is not None:
+        agent["type"] = {"coding": [SOURCE_ROLE]}
+    if address:
+        agent["network"] = {"address": address, "type": "2"}
+    return [user, agent] if user is not None else [agent]
+
+
+def _user_agent(fhir_user: str, action: str) -> dict[str, Any]:
+    kind = {"system": ROLE_CLASS, "code": "AGNT", "display": "agent"} if action in ("C", "U", "D") else \
+        {"system": PARTICIPATION, "code": "IRCP", "display": "information recipient"}  # fmt: skip
+    who = {"reference": fhir_user} if AGENT_REFERENCE.match(fhir_user) else {"display": f"fhirUser {fhir_user[:200]}"}
+    return {"type": {"coding": [kind]}, "who": who, "requestor": True}
 
 
 def interaction(method: str, path: list[str], params: list[tuple[str, str]]) -> str:
@@ -50,8 +94,10 @@ def rest_event(
     entity: str | None,
     patient: str | None,
     query_key: bytes = b"",
+    fhir_user: str | None = None,
 ) -> dict[str, Any]:
-    """The AuditEvent of a REST interaction; a search's query is kept as ``pseudonymous_query``."""
+    """The AuditEvent of a REST interaction; a search's query is kept as ``pseudonymous_query``; ``who`` the
+    client, ``fhir_user`` the user its token acts for (``requestor_agents``)."""
     code = interaction(method, path, params)
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
@@ -60,14 +106,12 @@ def rest_event(
         "action": ACTIONS.get(code, "E"),
         "recorded": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "outcome": _outcome(status),
-        "agent": [{"who": {"display": who}, "requestor": True}],
+        "agent": requestor_agents(who, fhir_user, address, ACTIONS.get(code, "E")),
         "source": {"observer": {"display": "DermBridge FHIR server"},
                    "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}]},
     }  # fmt: skip
     if status >= 400:
         event["outcomeDesc"] = f"HTTP {status}"
-    if address:
-        event["agent"][0]["network"] = {"address": address, "type": "2"}
     entities: list[dict[str, Any]] = []
     if entity:
         entities.append({"what": {"reference": entity}, "type": {"system": ENTITY_TYPE, "code": "2"}})

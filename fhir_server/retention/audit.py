@@ -8,14 +8,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fhir_server.audit.events import ENTITY_TYPE, INTERACTION_SYSTEM, OBJECT_ROLE, REST_TYPE
+from fhir_server.audit.events import ENTITY_TYPE, INTERACTION_SYSTEM, OBJECT_ROLE, REST_TYPE, requestor_agents
 
 SUBTYPE_SYSTEM = "urn:dermbridge:audit-subtype"
 SOURCE = {"observer": {"display": "DermBridge retention and legal hold"},
           "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}]}  # fmt: skip
 
 
-def _event(subtype: dict[str, str], action: str, who: str, entities: list[dict[str, Any]]) -> dict[str, Any]:
+def _event(
+    subtype: dict[str, str], action: str, who: str, entities: list[dict[str, Any]], fhir_user: str | None = None
+) -> dict[str, Any]:
     return {
         "resourceType": "AuditEvent",
         "type": REST_TYPE,
@@ -23,7 +25,7 @@ def _event(subtype: dict[str, str], action: str, who: str, entities: list[dict[s
         "action": action,
         "recorded": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "outcome": "0",
-        "agent": [{"who": {"display": who}, "requestor": True}],
+        "agent": requestor_agents(who, fhir_user, None, action),
         "source": SOURCE,
         "entity": entities,
     }
@@ -34,13 +36,16 @@ def _patient(patient: str) -> dict[str, Any]:
             "role": {"system": OBJECT_ROLE, "code": "1"}}  # fmt: skip
 
 
-def hold_event(operation: str, flag: dict[str, Any], who: str, reason: str) -> dict[str, Any]:
-    """``$legal-hold`` (the Flag created) or ``$release-legal-hold`` (updated), by ``who``, for ``reason``."""
+def hold_event(
+    operation: str, flag: dict[str, Any], who: str, reason: str, fhir_user: str | None = None
+) -> dict[str, Any]:
+    """``$legal-hold`` (the Flag created) or ``$release-legal-hold`` (updated), by ``who`` (the client, acting
+    for ``fhir_user`` if its token names one), for ``reason``."""
     entity = {"what": {"reference": f"Flag/{flag['id']}"}, "type": {"system": ENTITY_TYPE, "code": "2"},
               "detail": [{"type": "reason", "valueString": reason}]}  # fmt: skip
     action = "C" if operation == "legal-hold" else "U"
     subtype = {"system": SUBTYPE_SYSTEM, "code": operation}
-    return _event(subtype, action, who, [entity, _patient(flag["subject"]["reference"])])
+    return _event(subtype, action, who, [entity, _patient(flag["subject"]["reference"])], fhir_user)
 
 
 def deletion_event(reference: str, patients: set[str], who: str) -> dict[str, Any]:

@@ -51,7 +51,7 @@ class LegalHolds:
         async with repo.store.transaction() as tx:
             system = Repository.system(repo.store, reason=f"$legal-hold on {target}", local_base=repo.local_base, tx=tx)
             stored = await system.create(flag, resource_type="Flag")
-            await self._record(repo, tx, hold_event("legal-hold", stored.resource, who, reason))
+            await self._record(repo, tx, hold_event("legal-hold", stored.resource, who, reason, _user(request)))
         return FhirResponse(201, stored.resource, {"Location": f"{request.base_url}/Flag/{stored.resource['id']}"})
 
     async def release(
@@ -69,7 +69,8 @@ class LegalHolds:
             for flag in await holds.active_holds(tx, {patient.split("/", 1)[1]}):
                 if _covers(flag, resource_type, target) and wanted in (None, flag["id"], f"Flag/{flag['id']}"):
                     released.append(await _release(system, flag, who, reason))
-                    await self._record(repo, tx, hold_event("release-legal-hold", released[-1], who, reason))
+                    await self._record(repo, tx, hold_event("release-legal-hold", released[-1], who, reason,
+                                                                   _user(request)))  # fmt: skip
             if not released:
                 raise not_found(f"{target} has no active legal hold" + (f" {wanted}" if wanted else ""))
         output = [{"name": "released", "valueReference": {"reference": f"Flag/{f['id']}"}} for f in released]
@@ -128,6 +129,10 @@ def _reason(request: FhirRequest) -> str:
     if len(reason) > MAX_REASON:
         raise bad_request(f"the reason is longer than {MAX_REASON} characters", ["Parameters.parameter"])
     return reason.strip()
+
+
+def _user(request: FhirRequest) -> str | None:
+    return request.access.fhir_user if request.access is not None else None
 
 
 def _who(request: FhirRequest) -> str:

@@ -35,11 +35,17 @@ def check_criteria(repo: Repository, criteria: Criteria) -> None:
     repo.policy.bound(request.query)
 
 
-async def match(repo: Repository, criteria: Criteria, id: str) -> Stored | None:
+async def match(repo: Repository, criteria: Criteria, id: str, version: int | None = None) -> Stored | None:
     """The resource ``id`` when it matches the criteria as ``repo``'s caller may see it
-    (the real search engine, with ``_id`` added), else None."""
+    (the real search engine, with ``_id`` added), else None.
+
+    ``version`` is the version the change event is about: search sees only the current version, so when
+    the resource has changed since, None; the later change's own event is matched instead, and a version
+    is never notified twice (nor an event's notification sent with another version's content)."""
     try:
         found = await repo.find(criteria.resource_type, [*criteria.params, ("_id", id)], 1)
     except OperationOutcomeError:  # the owner's scopes no longer allow the search: nothing matches
         return None
-    return found[0] if found else None
+    if not found or (version is not None and found[0].version.version != version):
+        return None
+    return found[0]

@@ -209,7 +209,8 @@ class SubscriptionWorker(OutboxLoop):
         owner = Repository(store, owner_policy(subscription, store.name))
         topic = topics.topic_of(subscription)
         if topic is None:
-            found = await match(owner, _criteria(subscription), str(event.payload["id"]))
+            version = event.payload.get("version")
+            found = await match(owner, _criteria(subscription), str(event.payload["id"]), version)
         else:
             found = await topics.focus_of(owner, subscription, WorkflowNotice.of(event.payload))
         if found is None:

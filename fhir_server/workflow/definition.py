@@ -26,6 +26,8 @@ STRING_LITERAL = re.compile(r"^'((?:[^'\\]|\\.){0,200})'$")
 NOTIFY_EVENTS = ("review-opened", "discharged", "stored", "refused", "escalated")
 REVIEW_WHEN = ("always", "escalated")
 ON_REFUSED = ("review", "stop")
+IMAGE_TYPES = ("dermoscopic", "clinical")  # routing.image_type; "macroscopic" is read as "clinical"
+UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")  # PS3.5 9.1
 Value = str | float | bool
 
 
@@ -33,6 +35,8 @@ Value = str | float | bool
 class AiStep:
     models: tuple[str, ...] = ()  # model keys (id@version); empty: every loaded model
     body_sites: tuple[str, ...] = ()  # SNOMED CT codes; empty: any site
+    image_types: tuple[str, ...] = ()  # IMAGE_TYPES; empty: any image
+    sop_classes: tuple[str, ...] = ()  # SOP Class UIDs; empty: any
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +204,14 @@ def _read_step(parts: dict[str, Any], step: str, values: dict[str, list[Value]],
     if step == codes.CONSENT_GATE:
         parts["consent"] = _Params(values, where, ("onRefused",)).text("onRefused", "review", ON_REFUSED)
     elif step == codes.AI_ANALYSIS:
-        p = _Params(values, where, ("model", "bodySite"))
-        parts["ai"].append(AiStep(p.texts("model"), p.texts("bodySite")))
+        p = _Params(values, where, ("model", "bodySite", "imageType", "sopClass"))
+        kinds = tuple(dict.fromkeys("clinical" if t == "macroscopic" else t for t in p.texts("imageType")))
+        if set(kinds) - set(IMAGE_TYPES):
+            raise unprocessable(f"{where}: imageType is one of {[*IMAGE_TYPES, 'macroscopic']}", [where])
+        uids = p.texts("sopClass")
+        if not all(len(uid) <= 64 and UID_PATTERN.match(uid) for uid in uids):
+            raise unprocessable(f"{where}: sopClass takes SOP Class UIDs (PS3.5 9.1)", [where])
+        parts["ai"].append(AiStep(p.texts("model"), p.texts("bodySite"), kinds, uids))
     elif step == codes.ESCALATION:
         p = _Params(values, where, ("malignantAbove", "equivocal"))
         parts["escalation"] = Escalation(p.number("malignantAbove", 0.3) or 0.0, p.flag("equivocal", True))

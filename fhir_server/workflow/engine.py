@@ -6,6 +6,10 @@
   which consumes the same event directly (no hop before the model).
 - ``ai.findings-committed`` / ``ai.not-analysed``: escalation -> review, autonomous discharge or sign-off.
 - ``workflow.resumed``: an event deferred while the case was halted, appended again by ``$resume``/``$retry``.
+- ``resource.created`` of a case the EHR created through FHIR (a ``DiagnosticReport`` naming its product in
+  ``meta.tag``, open, with no image yet): the flow starts at once. Human only: the review opens before any
+  image; a flow with AI waits for the images ("awaiting images"). The image path finds what creation did:
+  the same review Task, the same root, nothing twice.
 
 Each event is handled in one transaction (Task tree, review Task, notifications together), with Tasks
 of deterministic ids: a redelivered event (a crash before the acknowledgement) changes nothing twice.
@@ -24,25 +28,30 @@ from fhir_server.workflow import codes, tree
 from fhir_server.workflow.definition import Flow
 from fhir_server.workflow.escalation import DISCHARGE, Verdict, judge
 from fhir_server.workflow.events import (
+    CASE_OPENED,
     FINDINGS_COMMITTED,
     INSTANCE_STORED,
     NOT_ANALYSED,
     NOTIFICATION,
+    RESOURCE_CREATED,
     RESUMED,
     TOPICS,
     FindingsCommitted,
     NotAnalysed,
     Notification,
 )
-from fhir_server.workflow.library import Choice, FlowLibrary
+from fhir_server.workflow.library import Choice, FlowLibrary, tagged_product
 from fhir_server.workflow.review import open_review
 from fhir_server.workflow.review.codes import URGENCIES
 from fhir_server.workflow.review.policy import urgency_for_risk
-from fhir_server.workflow.routing import site_codes
+from fhir_server.workflow.routing import Image, uncovered
 
 log = logging.getLogger(__name__)
 CONSUMER = "workflow"
 CLOSED = ("cancelled", "completed", "failed", "entered-in-error")
+OPEN_CASE = ("registered", "partial", "preliminary")  # diagnosticreport.html status: not yet final
+AWAITING_IMAGES = "awaiting images"
+HUMAN_ONLY = Verdict("sign-off", "human review (this flow has no AI analysis)")
 
 
 class Case:
@@ -80,10 +89,17 @@ class WorkflowEngine:
         return Subscription(CONSUMER, TOPICS, self.handle)
 
     async def handle(self, tenant: str, event: OutboxEvent) -> None:
-        store = await self.engine.tenant(tenant)
         topic, payload = event.topic, dict(event.payload)
+        if topic == RESOURCE_CREATED and payload.get("type") != "DiagnosticReport":
+            return  # every creation comes here: only a case's is the engine's business
+        store = await self.engine.tenant(tenant)
         if topic == RESUMED:
             topic, payload = str(payload["topic"]), dict(payload["payload"])
+        if topic == RESOURCE_CREATED:  # read before any write transaction: most reports start nothing
+            opened = await _created_case(Repository.system(store, reason="workflow engine"), str(payload.get("id")))
+            if opened is None:
+                return
+            topic, payload = CASE_OPENED, opened
         async with store.transaction() as tx:
             repo = Repository.system(store, reason="workflow engine", tx=tx)
             await self.run(repo, topic, payload)
@@ -107,7 +123,9 @@ class WorkflowEngine:
         if choice.flow is None:
             await self._refuse(case)
             return
-        if topic == INSTANCE_STORED:
+        if topic == CASE_OPENED:
+            await self._opened(case)
+        elif topic == INSTANCE_STORED:
             await self._image(case, payload)
         elif topic == FINDINGS_COMMITTED:
             await self._findings(case, FindingsCommitted.of(payload))
@@ -130,15 +148,27 @@ class WorkflowEngine:
         await case.finish("rejected", "refused: no workflow")
         await case.notify("refused", reason)
 
+    async def _opened(self, case: Case) -> None:
+        """A case the EHR created: human only opens its review now; other flows wait for the images."""
+        if case.flow.store_only or case.flow.runs_ai:
+            if case.root["businessStatus"]["text"] == tree.STARTED:
+                case.root["businessStatus"] = {"text": AWAITING_IMAGES}
+                case.root = await case.tree.save(case.root)
+            return
+        await self._review(case, HUMAN_ONLY)
+
     async def _image(self, case: Case, payload: dict[str, Any]) -> None:
         event = {k: v for k, v in payload.items() if k != "requeued"}
         new = tree.record(case.root, tree.IMAGE_EVENT, event)  # False: a redelivery, or a retry's re-run
+        arrived = case.root["businessStatus"]["text"] == AWAITING_IMAGES  # the first image of an EHR's case
+        if arrived:
+            case.root["businessStatus"] = {"text": tree.STARTED}
         before = case.root["status"]
         if before == "rejected" or (new and before == "completed"):  # a definition now applies, or a new image
             for element in ("contained", "output", "statusReason"):
                 case.root.pop(element, None)
             case.root.update(status="in-progress", instantiatesCanonical=case.flow.canonical)
-        if new or case.root["status"] != before:
+        if new or arrived or case.root["status"] != before:
             case.root = await case.tree.save(case.root)
         flow = case.flow
         if flow.store_only:
@@ -148,14 +178,14 @@ class WorkflowEngine:
                 await case.notify("stored", "images stored; this flow runs nothing else")
             return
         if not flow.runs_ai:
-            await self._review(case, Verdict("sign-off", "human review (this flow has no AI analysis)"))
+            await self._review(case, HUMAN_ONLY)
             return
         if flow.consent_on_refused is not None and not await self._consent(case):
             return
         media = await case.repo.current("Media", str(payload.get("media") or "")) or {}
-        sites = site_codes(media.get("bodySite"))
-        if not any(not step.body_sites or sites & set(step.body_sites) for step in flow.ai):
-            await self._review(case, Verdict("review", "escalated: no AI model of this flow is for this body site"))
+        unrouted = uncovered(flow, Image.of(media, str(payload.get("sopClass") or "")))
+        if unrouted is not None:
+            await self._review(case, Verdict("review", f"escalated: {unrouted}"))
             return
         analysis = await case.tree.get(codes.AI_ANALYSIS)
         if new or analysis is None or analysis["status"] in ("cancelled", "failed"):
@@ -223,6 +253,21 @@ class WorkflowEngine:
         await case.notify("review-opened", verdict.reason, opened)
         if verdict.escalated:
             await case.notify("escalated", verdict.reason, opened)
+
+
+async def _created_case(repo: Repository, report_id: str) -> dict[str, str] | None:
+    """The ids of a case the EHR just created through FHIR, when its flow starts now: it names its product,
+    it is open, it has no image yet (ingest opens cases with their first image, whose event follows), and
+    its subject is a Patient. None otherwise (another report, or a case whose images start it)."""
+    report = await repo.current("DiagnosticReport", report_id) if report_id else None
+    if report is None or tagged_product(report) is None or report.get("status") not in OPEN_CASE:
+        return None
+    if report.get("media") or report.get("imagingStudy"):
+        return None
+    subject = str((report.get("subject") or {}).get("reference") or "")
+    if not subject.startswith("Patient/"):
+        return None
+    return {"report": report_id, "patient": subject.removeprefix("Patient/")}
 
 
 def _output(kind: str, value: str) -> dict[str, Any]:

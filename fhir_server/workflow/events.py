@@ -8,6 +8,7 @@ by producer and consumer (a typed seam, not a dict parsed in two places).
   reviewer's sign-off tells them (``signed-off``); the subscription worker delivers it to topic-based
   Subscriptions (``fhir_server.subscriptions.topics``) and, for an urgent review, emails the tier's reviewers.
 - ``workflow.resumed``: a halted case resumed, or a step retried: the engine runs what is still to do.
+- ``resource.created`` (the repository's own event) of a ``DiagnosticReport``: a case the EHR created.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ NOT_ANALYSED = "ai.not-analysed"
 NOTIFICATION = "workflow.notification"
 RESUMED = "workflow.resumed"
 SIGNED_OFF = "signed-off"  # a reviewer's decision made the case final (not a flow's notify event: always sent)
-TOPICS = (INSTANCE_STORED, FINDINGS_COMMITTED, NOT_ANALYSED, RESUMED)
+RESOURCE_CREATED = "resource.created"  # the repository's event of every create: a FHIR-created case opens its flow
+CASE_OPENED = "workflow.case-opened"  # what the engine makes of a case's creation (never in the outbox)
+TOPICS = (INSTANCE_STORED, FINDINGS_COMMITTED, NOT_ANALYSED, RESUMED, RESOURCE_CREATED)
 
 
 @dataclass(frozen=True, slots=True)

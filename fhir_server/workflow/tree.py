@@ -18,6 +18,7 @@ from fhir_server.workflow import codes
 
 MAX_INPUTS = 500  # recorded image events and deferred events of one case
 IMAGE_EVENT, DEFERRED = "image-event", "deferred-event"
+STARTED = "started"  # the root Task's businessStatus when it is opened
 OPEN = ("requested", "accepted", "ready", "in-progress", "on-hold")
 
 
@@ -67,7 +68,7 @@ class Tree:
         found = await self.get(codes.CASE)
         if found is not None:
             return found
-        task = self.new(codes.CASE, "in-progress", "started")
+        task = self.new(codes.CASE, "in-progress", STARTED)
         if canonical is not None:
             task["instantiatesCanonical"] = canonical
         if report is not None and report.get("basedOn"):

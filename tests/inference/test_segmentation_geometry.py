@@ -1,5 +1,5 @@
 """The segmentation's two geometric primitives against plain references on random masks: the flood
-fill (4-connected reconstruction, now by whole row and column runs) and the square erosion (now a
+fill (4-connected reconstruction, from scipy.ndimage's connected components) and the square erosion (now a
 summed-area table), including mazes whose paths turn many times and radii wider than the mask."""
 
 from __future__ import annotations

@@ -55,18 +55,29 @@ class SqliteTransaction:
     Writes are buffered and sent to the writer thread with the next read or with the commit,
     so that a plain create costs one thread hop, not one per statement. A transaction that
     reads takes the store's write lock at its first read and keeps it until it ends; one that
-    only writes never holds it: it joins a group commit.
+    only writes never holds it: it joins a group commit. Once it has ended, any use raises: a write
+    buffered after the commit would otherwise be dropped without a word.
     """
 
     def __init__(self, store: SqliteTenantStore) -> None:
         self._store = store
+        self._ended = False
         self._pending: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._begun = False
         self._locked = False
         self.events = 0
         self.first_written: ResourceVersion | None = None
 
+    def _add(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._check_open()
+        self._pending.append((fn, args))
+
+    def _check_open(self) -> None:
+        if self._ended:
+            raise RuntimeError("the storage transaction has ended: a write or read after its commit is a bug")
+
     async def _flush_then(self, fn: Callable[..., T] | None, *args: Any) -> T | None:
+        self._check_open()
         if not self._locked:
             await self._store._main.lock.acquire()
             self._locked = True
@@ -97,23 +108,23 @@ class SqliteTransaction:
         return await self._read(records.find, query)
 
     async def put_record(self, record: Record) -> None:
-        self._pending.append((records.put, (record,)))
+        self._add(records.put, record)
 
     async def chain_audit(self, resource_id: str, content: bytes) -> None:
-        self._pending.append((audit.append, (resource_id, content)))
+        self._add(audit.append, resource_id, content)
 
     async def append_audit(self, entry: AuditEntry) -> None:
-        self._pending.append((audit.log, (entry,)))
+        self._add(audit.log, entry)
 
     async def delete_record(self, collection: str, key: str) -> None:
-        self._pending.append((records.delete, (collection, key)))
+        self._add(records.delete, collection, key)
 
     async def write(self, version: ResourceVersion, index: IndexEntries | None) -> None:
-        self._pending.append((ops.write, (version, index)))
+        self._add(ops.write, version, index)
         self.first_written = self.first_written or version
 
     async def append_event(self, topic: str, payload: dict[str, Any]) -> None:
-        self._pending.append((ops.append_event, (topic, payload)))
+        self._add(ops.append_event, topic, payload)
         self.events += 1
 
     async def commit(self) -> None:
@@ -132,6 +143,7 @@ class SqliteTransaction:
             await self._store._on_writer(execute, "ROLLBACK")
 
     def release(self) -> None:
+        self._ended = True
         if self._locked:
             self._locked = False
             self._store._main.lock.release()
@@ -286,19 +298,24 @@ class SqliteTenantStore:
         staged = await self._staging.run(audit.staged_seqs, low, high)  # then the chain: a load moves them there
         return staged | await self._on_reader(audit.chained_staged_seqs, low, high)
 
+    # A delivery's lease and acknowledgement do not wait for the disk (``undurable``): the outbox is
+    # at-least-once, so every consumer already handles an event delivered again (a crash between its
+    # work and its acknowledgement), and that is all a lease or an acknowledgement undone by a crash of
+    # the machine can cause. A process killed -9 loses neither: the commit is in the OS's cache. The
+    # events themselves commit durably with the writes that raise them.
     async def claim_events(self, consumer: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
-        return await self._main.locked(in_transaction, ops.claim_events, consumer, limit, lease_seconds)
+        return await self._main.locked(undurable, ops.claim_events, consumer, limit, lease_seconds)
 
     async def ack_event(self, consumer: str, seq: int) -> None:
         await self.ack_events(consumer, (seq,))
 
     async def defer_event(self, consumer: str, seq: int, seconds: float) -> None:
-        await self._main.locked(in_transaction, ops.defer_event, consumer, seq, seconds)
+        await self._main.locked(undurable, ops.defer_event, consumer, seq, seconds)
 
     async def ack_events(self, consumer: str, seqs: Sequence[int]) -> None:
         if not seqs:
             return
-        await self._main.locked(in_transaction, ops.ack_events, consumer, seqs)
+        await self._main.locked(undurable, ops.ack_events, consumer, seqs)
 
     def close(self) -> None:
         self._main.close()

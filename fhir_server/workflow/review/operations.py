@@ -54,6 +54,7 @@ from fhir_server.workflow.review.guard import review_state_rule
 from fhir_server.workflow.review.policy import ReviewPolicy, read_policy
 from fhir_server.workflow.review.queue import open_review
 from fhir_server.workflow.review.reviewer import Reviewer, identify
+from fhir_server.workflow.review.sweep import return_lapsed_claims
 
 Clock = Callable[[], datetime]
 Change = Callable[["Move"], Awaitable[dict[str, Any]]]
@@ -136,16 +137,7 @@ class ReviewOperations:
             reviewer.check(str(wanted))
             tiers = [str(wanted)]
         count = whole_number(request.param("_count") or str(DEFAULT_COUNT), "_count", 4) or DEFAULT_COUNT
-        found = (
-            await repo.find(
-                "Task",
-                [("code", ",".join(f"{TIER_SYSTEM}|{t}" for t in tiers)), ("status", "requested,in-progress")],
-                MAX_WORKLIST,
-            )
-            if tiers
-            else []
-        )
-        mine = [s for s in found if _offered(s.resource, reviewer, now)]
+        mine, whole = await _offered_by_urgency(repo, tiers, reviewer, now, count) if tiers else ([], True)
         listed = [await _returned(repo, s, now) for s in sorted(mine, key=_queue_order)[: min(count, MAX_WORKLIST)]]
         entries = [
             {
@@ -155,7 +147,10 @@ class ReviewOperations:
             }
             for s in listed
         ]
-        return FhirResponse(200, {"resourceType": "Bundle", "type": "searchset", "total": len(mine), "entry": entries})
+        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "entry": entries}
+        if whole:  # a queue longer than one search's worth is listed by urgency band: no exact count (optional)
+            bundle["total"] = len(mine)
+        return FhirResponse(200, bundle)
 
 
 async def _escalate(system: Repository, task: dict[str, Any], policy: ReviewPolicy, now: datetime) -> None:
@@ -228,6 +223,27 @@ async def _announce(system: Repository, message: Notification) -> None:
     await system.transaction.append_event(NOTIFICATION, message.payload())
 
 
+async def _offered_by_urgency(
+    repo: Repository, tiers: list[str], reviewer: Reviewer, now: datetime, count: int
+) -> tuple[list[Stored], bool]:
+    """The Tasks of ``tiers`` offered to the reviewer, read band by band of ``priority`` (most urgent first;
+    in a band the oldest first, at most ``MAX_WORKLIST``) until ``MAX_WORKLIST`` Tasks were read and ``count``
+    offered: a queue longer than one search never hides a newer urgent case behind older routine ones.
+    True with them when every band was read whole (the count of offered Tasks is exact)."""
+    codes = ",".join(f"{TIER_SYSTEM}|{t}" for t in tiers)
+    offered: list[Stored] = []
+    read, whole = 0, True
+    for priority in URGENCIES:
+        if read >= MAX_WORKLIST and len(offered) >= count:
+            return offered, False
+        criteria = [("code", codes), ("status", "requested,in-progress"), ("priority", priority)]
+        band = await repo.find("Task", [*criteria, ("_sort", "authored-on")], MAX_WORKLIST)
+        read += len(band)
+        whole = whole and len(band) < MAX_WORKLIST
+        offered += [s for s in band if _offered(s.resource, reviewer, now)]
+    return offered, whole
+
+
 def _offered(task: dict[str, Any], reviewer: Reviewer, now: datetime) -> bool:
     if reviewer.practitioner in transitions.declined_by(task):
         return False
@@ -258,13 +274,6 @@ async def _returned(repo: Repository, stored: Stored, now: datetime) -> Stored:
 
 
 async def return_lapsed(repo: Repository, now: datetime, limit: int = MAX_WORKLIST) -> int:
-    """A sweep: every lapsed claim back in the queue; safe on several processes at once (each write is
-    conditional on the version read, a lost race is skipped). Returns how many this call returned."""
-    found = await repo.find(
-        "Task", [("status", "in-progress"), ("code", "urn:dermbridge:task|clinician-review")], limit
-    )
-    returned = 0
-    for stored in found:
-        if transitions.lapsed(stored.resource, now):
-            returned += (await _returned(repo, stored, now)) is not stored
-    return returned
+    """A sweep of the repository's tenant (``fhir_server.workflow.review.sweep``, which the server runs on a
+    schedule): how many lapsed claims this call returned to the queue."""
+    return len(await return_lapsed_claims(repo.store, now, None, limit))

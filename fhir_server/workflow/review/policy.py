@@ -12,7 +12,8 @@ every process on its next read, with no restart::
 cancer referral is seen within two weeks), for the urgencies the AI gives a melanoma/SCC suspicion
 (``asap``) and other malignant suspicions (``urgent``); a routine case has no due date unless set.
 A reviewer is eligible for a tier through a PractitionerRole coded with the tier
-(``urn:dermbridge:review-tier|<tier>`` in ``PractitionerRole.code``) or with one of the tier's specialties.
+(``urn:dermbridge:review-tier|<tier>`` in ``PractitionerRole.code``) or with one of the tier's specialties;
+a tier's ``licence`` (``fhir_server.workflow.review.licence``) also asks for a current licence in a jurisdiction.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from fhir_server.storage.port import TenantReader, TenantStore
 from fhir_server.tenant_settings import read_setting, write_setting
 from fhir_server.workflow.review.codes import URGENCIES, Urgency
+from fhir_server.workflow.review.licence import LicenceRequirement, LicenceRequirementError, parse_requirement
 
 SETTING = "review.policy"
 TIER_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -51,6 +53,7 @@ class Tier:
     name: str
     specialties: tuple[str, ...] = ()  # "system|code" of PractitionerRole.specialty codings that qualify
     escalate_to: str | None = None  # the tier a case goes to when this one is exhausted
+    licence: LicenceRequirement | None = None  # a current licence in a jurisdiction (None: none needed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,11 @@ def _tier(name: str, spec: Any) -> Tier:
     if not isinstance(specialties, list) or not all(isinstance(s, str) and "|" in s for s in specialties):
         raise ReviewPolicyError(f"tier {name}: specialties are 'system|code' strings")
     escalate_to = spec.get("escalate_to")
-    return Tier(name, tuple(specialties), check_tier(str(escalate_to)) if escalate_to else None)
+    try:
+        licence = parse_requirement(name, spec.get("licence"))
+    except LicenceRequirementError as exc:
+        raise ReviewPolicyError(str(exc)) from exc
+    return Tier(name, tuple(specialties), check_tier(str(escalate_to)) if escalate_to else None, licence)
 
 
 async def read_policy(reader: TenantReader) -> ReviewPolicy:
@@ -132,6 +139,7 @@ def describe_policy(policy: ReviewPolicy) -> list[str]:
     lines = [
         f"tier {t.name}: specialties {', '.join(t.specialties) or '(PractitionerRole.code only)'}"
         + (f"; escalates to {t.escalate_to}" if t.escalate_to else "")
+        + (f"; needs a current licence: {t.licence.describe()}" if t.licence else "")
         for t in policy.tiers.values()
     ]
     due = ", ".join(f"{u} {d} days" for u, d in policy.due_days.items())

@@ -5,24 +5,27 @@ The caller is the user of the access token: its SMART ``fhirUser`` claim
 A tier is open to them through a PractitionerRole of theirs that is ``active``, whose ``period`` covers
 now (the end is the credential's expiry: an expired role cannot claim) and that is coded with the tier
 (``PractitionerRole.code`` ``urn:dermbridge:review-tier|<tier>``) or has one of the tier's specialties
-(the tenant's ``review.policy``). Only user tokens review: a system client has no fhirUser, a patient/
-token is refused before this by the operation's scope check.
+(the tenant's ``review.policy``), and, when the tier requires a licence, who holds a current one
+(``Practitioner.qualification``, ``fhir_server.workflow.review.licence``). Only user tokens review: a
+system client has no fhirUser, a patient/ token is refused before this by the operation's scope check.
 """
 
 from __future__ import annotations
 
-import calendar
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from fhir_server.errors import OperationOutcomeError, forbidden
+from fhir_server.errors import forbidden
 from fhir_server.repository import Repository
 from fhir_server.security.scopes import Access
 from fhir_server.workflow.review.codes import TIER_SYSTEM, codes_of
+from fhir_server.workflow.review.licence import licence_refusal
+from fhir_server.workflow.review.periods import refusal_of
 from fhir_server.workflow.review.policy import ReviewPolicy
 
 MAX_ROLES = 100
+ROLE_PERIOD = "PractitionerRole.period"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,16 +42,19 @@ class Reviewer:
     practitioner: str  # Practitioner/id
     display: str
     roles: tuple[RoleStanding, ...]
+    unlicensed: dict[str, str] = field(default_factory=dict)  # tier -> why the reviewer lacks its licence
 
     @property
     def tiers(self) -> frozenset[str]:
         """The tiers the reviewer may review now."""
-        return frozenset(t for r in self.roles if r.refusal is None for t in r.tiers)
+        return frozenset(t for r in self.roles if r.refusal is None for t in r.tiers if t not in self.unlicensed)
 
     def check(self, tier: str) -> None:
         """403 with the reason unless the reviewer may review ``tier`` now."""
         if tier in self.tiers:
             return
+        if tier in self.unlicensed and any(r.refusal is None and tier in r.tiers for r in self.roles):
+            raise forbidden(f"{self.practitioner} cannot review tier {tier!r}: {self.unlicensed[tier]}")
         lapsed = [f"{r.reference}: {r.refusal}" for r in self.roles if tier in r.tiers and r.refusal]
         if lapsed:
             raise forbidden(f"{self.practitioner} cannot review tier {tier!r}: " + "; ".join(lapsed))
@@ -92,7 +98,13 @@ async def identify(repo: Repository, access: Access | None, policy: ReviewPolicy
         raise forbidden(f"{reference} is not active")
     found = await system.find("PractitionerRole", [("practitioner", reference)], MAX_ROLES)
     roles = tuple(standing(s.resource, policy, now) for s in found)
-    return Reviewer(reference, _name(person), roles)
+    unlicensed: dict[str, str] = {}
+    for tier in {t for r in roles for t in r.tiers}:
+        requirement = policy.tier(tier).licence
+        why = await licence_refusal(system, reference, person, requirement, now) if requirement else None
+        if why is not None:
+            unlicensed[tier] = why
+    return Reviewer(reference, _name(person), roles, unlicensed)
 
 
 def standing(role: dict[str, Any], policy: ReviewPolicy, now: datetime) -> RoleStanding:
@@ -107,31 +119,9 @@ def _refusal(role: dict[str, Any], now: datetime) -> str | None:
     if role.get("active") is False:
         return "the role is not active"
     period = role.get("period") or {}
-    start, end = _moment(period.get("start"), last=False), _moment(period.get("end"), last=True)
-    if start is not None and start > now:
-        return f"the role starts on {period['start']}"
-    if end is not None and end < now:
-        return f"the role (credential) expired on {period['end']}"
-    return None
-
-
-def _moment(value: Any, *, last: bool) -> datetime | None:
-    """A FHIR dateTime as an instant; a date, month or year alone as its first or ``last`` moment."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        if len(value) > 10:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-        parts = [int(p) for p in value.split("-")]
-        if last:
-            year, month = parts[0], parts[1] if len(parts) > 1 else 12
-            day = parts[2] if len(parts) > 2 else calendar.monthrange(year, month)[1]
-            return datetime(year, month, day, 23, 59, 59, 999999, tzinfo=UTC)
-        month, day = [*parts[1:], 1, 1][:2]
-        return datetime(parts[0], month, day, tzinfo=UTC)
-    except (ValueError, IndexError) as exc:
-        raise OperationOutcomeError.of(422, "invalid", f"PractitionerRole.period has {value[:40]!r}") from exc
+    return refusal_of({"start": period.get("start")}, "the role", ROLE_PERIOD, now) or refusal_of(
+        {"end": period.get("end")}, "the role (credential)", ROLE_PERIOD, now
+    )
 
 
 def _name(person: dict[str, Any]) -> str:

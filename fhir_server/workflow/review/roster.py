@@ -1,7 +1,8 @@
 """Who may review a tier now, and how to reach them by email (practitionerrole.html, practitioner.html).
 
 The same eligibility as a claim (``reviewer.standing``): an active PractitionerRole whose period covers now
-and which is coded with the tier or holds one of its specialties, of an active Practitioner. Their email is
+and which is coded with the tier or holds one of its specialties, of an active Practitioner holding the
+licence the tier requires, if any (``licence``). Their email is
 the first ``Practitioner.telecom`` of system ``email`` (not ``use`` ``old``, not past its ``period``);
 a Practitioner without one is left out.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository
+from fhir_server.workflow.review.licence import licence_refusal
 from fhir_server.workflow.review.policy import ReviewPolicy
 from fhir_server.workflow.review.reviewer import standing
 
@@ -40,9 +42,14 @@ async def eligible_reviewers(repo: Repository, tier: str, policy: ReviewPolicy, 
         if usable and reference not in practitioners:
             practitioners.append(reference)
     contacts = []
+    licence = policy.tier(tier).licence
     for reference in practitioners:
         person = await repo.current("Practitioner", reference.removeprefix("Practitioner/"))
-        email = _email(person, now) if person is not None and person.get("active") is not False else None
+        if person is None or person.get("active") is False:
+            continue
+        if licence is not None and await licence_refusal(repo, reference, person, licence, now) is not None:
+            continue  # the tier requires a current licence the Practitioner does not hold: they could not claim
+        email = _email(person, now)
         if email is not None:
             contacts.append(Contact(reference, email))
     return contacts

@@ -163,3 +163,41 @@ def test_references_are_repointed_in_every_form_and_nothing_else() -> None:
     assert moved["subject"] == {"reference": "Patient/tgt", "display": "Patient/src"}
     assert moved["performer"][0]["reference"] == "http://example.org/fhir/default/Patient/tgt"
     assert moved["focus"] == resource["focus"] and moved["note"] == resource["note"]
+
+
+def test_an_open_review_task_follows_the_merged_patient(client: FhirTestClient) -> None:
+    """A patient whose case waits in the review queue can be merged: the review Task is re-pointed to
+    the survivor (by the merge's named system context) and stays in the queue as it was."""
+    from fhir_server.repository import Repository
+    from fhir_server.workflow.review import open_review
+
+    source_id = client.post(f"{BASE}/Patient", json={"resourceType": "Patient", "name": [{"family": "Twin"}]}).json()[
+        "id"
+    ]
+    target_id = client.post(f"{BASE}/Patient", json={"resourceType": "Patient", "name": [{"family": "Keeper"}]}).json()[
+        "id"
+    ]
+    case = {"resourceType": "DiagnosticReport", "status": "preliminary", "code": {"text": "skin lesion assessment"},
+            "subject": {"reference": f"Patient/{source_id}"}}  # fmt: skip
+    report_id = client.post(f"{BASE}/DiagnosticReport", json=case).json()["id"]
+
+    async def queued() -> str:
+        store = await client.app.state.engine.tenant("default")  # type: ignore[attr-defined]
+        repo = Repository.system(store, reason="test: a case waiting for review")
+        task = await open_review(repo, report_id=report_id, patient_id=source_id, tier="dermatologist",
+                                 reason="the AI flagged a lesion", urgency="asap")  # fmt: skip
+        return str(task.resource["id"])
+
+    task_id = client.portal.call(queued)
+    before = client.get(f"{BASE}/Task/{task_id}").json()
+    assert before["for"]["reference"] == f"Patient/{source_id}" and before["status"] == "requested"
+
+    merged = merge(client, {"name": "source-patient", "valueReference": {"reference": f"Patient/{source_id}"}},
+                   target(target_id))  # fmt: skip
+    assert merged.status_code == 200, merged.text
+    after = client.get(f"{BASE}/Task/{task_id}").json()
+    assert after["for"]["reference"] == f"Patient/{target_id}"
+    assert (after["status"], after["priority"], after["businessStatus"]) == (
+        before["status"], before["priority"], before["businessStatus"])  # fmt: skip
+    report = client.get(f"{BASE}/DiagnosticReport/{report_id}").json()
+    assert report["subject"]["reference"] == f"Patient/{target_id}"

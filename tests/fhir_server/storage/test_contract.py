@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -337,3 +338,23 @@ async def test_audit_events_written_in_a_transaction_are_chained_at_once_and_ind
     assert [k.id for k in (await store.search(query(("AuditEvent",), outcome="4"))).keys] == ["ae1"]
     assert [e.resource_id for e in await store.pending_audit(0, 10)] == ["ae2"]
     assert (await (await engine.tenant("beta")).pending_audit(0, 10)) == []
+
+
+def test_a_sqlite_transaction_refuses_use_after_it_ended(tmp_path: Path) -> None:
+    """A write buffered after the commit used to be dropped silently; now it raises."""
+    from fhir_server.storage.sqlite.engine import SqliteEngine
+
+    async def scenario() -> None:
+        engine = SqliteEngine(tmp_path)
+        await engine.open()
+        await engine.create_tenant("default")
+        store = await engine.tenant("default")
+        async with store.transaction() as tx:
+            await tx.append_event("test.topic", {"n": 1})
+        with pytest.raises(RuntimeError, match="has ended"):
+            await tx.append_event("test.topic", {"n": 2})
+        with pytest.raises(RuntimeError, match="has ended"):
+            await tx.get_record("c", "k")
+        await engine.close()
+
+    asyncio.run(scenario())

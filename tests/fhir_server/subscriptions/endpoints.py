@@ -34,6 +34,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.time)  # when it arrived (wall clock: compared with meta.lastUpdated)
 
 
 @dataclass
@@ -83,8 +84,13 @@ def hook_server() -> Iterator[HookServer]:
 class Inbox:
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], EmailMessage]] = []
+        self.refusing = False  # answer 451 (try again later, RFC 5321 4.2.5) to every message
+        self.attempts = 0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.attempts += 1
+        if self.refusing:
+            return "451 4.3.0 Mailbox temporarily unavailable"
         message = message_from_bytes(envelope.content, policy=policy.default)
         assert isinstance(message, EmailMessage)
         self.messages.append((list(envelope.rcpt_tos), message))
