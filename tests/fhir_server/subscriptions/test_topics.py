@@ -170,6 +170,34 @@ def test_reviewer_emails_that_fail_are_retried_then_given_up_and_audited(tmp_pat
         assert all(e["resource"]["entity"][1]["what"]["reference"] == "Task/r1" for e in audit["entry"])
 
 
+def test_reviewer_emails_go_to_the_reviewers_holding_the_tiers_licence(tmp_path: Path) -> None:
+    md = {"system": "http://terminology.hl7.org/CodeSystem/v2-0360", "code": "MD"}
+    with smtp_server() as (port, inbox):
+        config = tmp_path / "notify.json"
+        smtp = {"host": "127.0.0.1", "port": port, "tls": "none", "sender": "noreply@dermbridge.test"}
+        config.write_text(json.dumps({"default": {"smtp": smtp, "reviewer_email": {}}}))
+        with make_client(tmp_path / "var", notify_config=config, **FAST) as fhir:
+            case = ReviewCase(fhir)
+            case.set_policy({"tiers": {"dermatologist": {"specialties": ["http://snomed.info/sct|394582007"],
+                                                         "licence": {"codes": ["|".join(md.values())]}}}})  # fmt: skip
+            for address, qualification in (("licensed@example.org", [{"code": {"coding": [md]}}]),
+                                           ("unlicensed@example.org", [])):  # fmt: skip
+                person: dict[str, Any] = {"resourceType": "Practitioner",
+                                          "telecom": [{"system": "email", "value": address}]}  # fmt: skip
+                if qualification:
+                    person["qualification"] = qualification
+                who = fhir.post(f"{BASE}/Practitioner", json=person).json()["id"]
+                role = {"resourceType": "PractitionerRole", "practitioner": {"reference": f"Practitioner/{who}"},
+                        "specialty": [DERMATOLOGY]}  # fmt: skip
+                assert fhir.post(f"{BASE}/PractitionerRole", json=role).status_code == 201
+            extra = {"urgency": "asap", "tier": "dermatologist", "review": "r2"}
+            announce(fhir, Notification("review-opened", case.case, case.patient, "", extra=extra))
+            wait_for(lambda: len(inbox.messages) >= 1)
+            announce(fhir, Notification("review-opened", case.case, case.patient, "", extra={**extra, "review": "r3"}))
+            wait_for(lambda: len(inbox.messages) >= 2)  # the first event is settled by then (commit order)
+            assert [rcpt for rcpt, _ in inbox.messages] == [["licensed@example.org"], ["licensed@example.org"]]
+
+
 def test_an_exhausted_tier_announces_the_next_tiers_review(fhir: FhirTestClient) -> None:
     case = ReviewCase(fhir)
     case.set_policy({"tiers": {"dermatologist": {"specialties": ["http://snomed.info/sct|394582007"],
