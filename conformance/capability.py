@@ -11,6 +11,7 @@ from fhir_server.api.router import FhirRouter
 from fhir_server.definitions import resource_types, unsupported_r4_types
 from fhir_server.operation_definitions import canonical
 from fhir_server.search.parameters import parameters_for
+from fhir_server.subscriptions.topics import CATALOGUE, SUBSCRIPTION_PROFILE, TOPIC_CANONICAL
 from fhir_server.subscriptions.websocket import websocket_url
 
 INTERACTIONS = (
@@ -79,6 +80,9 @@ def _resource(resource_type: str, router: FhirRouter, base_url: str) -> dict[str
     }
     if operations := _operations(router, base_url, resource_type):
         entry["operation"] = operations
+    if resource_type == "Subscription":  # Subscriptions Backport IG: R4 servers advertise their topics here
+        entry["extension"] = [{"url": TOPIC_CANONICAL, "valueCanonical": t.canonical} for t in CATALOGUE]
+        entry["supportedProfile"] = [SUBSCRIPTION_PROFILE]
     return entry
 
 

@@ -67,6 +67,7 @@ from fhir_server.subscriptions.activation import SubscriptionRules, activation_h
 from fhir_server.subscriptions.channels import Channels
 from fhir_server.subscriptions.guard import EndpointGuard
 from fhir_server.subscriptions.sockets import SocketHub, SocketLimits
+from fhir_server.subscriptions.status import STATUS_DEFINITION, subscription_status
 from fhir_server.subscriptions.websocket import router as subscription_websocket_router
 from fhir_server.subscriptions.worker import SubscriptionWorker
 from fhir_server.validation import WARM_TYPES, warm_up
@@ -91,6 +92,7 @@ def build_router(
     router.batch_handler = BundleProcessor(router)
     router.write_hooks["Subscription"] = activation_hook(subscriptions or SubscriptionRules())
     router.register(Operation("decide", ("Consent",), False, consent_decide, DECIDE_DEFINITION))
+    router.register(Operation("status", ("Subscription",), True, subscription_status, STATUS_DEFINITION))
     ReviewOperations().register(router)
     register_terminology(router)
     if erasure is not None:
