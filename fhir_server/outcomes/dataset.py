@@ -5,8 +5,8 @@ The unit is the **lesion analysed by one model Device** (a ``BodyStructure`` its
 lesion's several images count once. The AI calls a condition (melanoma, SCC, BCC: the model card's risk
 tier of the class) when any of its risk results for a class of that tier on the lesion is ``POS`` (score at
 or above the card's threshold; an ``IND`` result, just under it, is not a positive call). The clinician's
-diagnosis is the latest final ``Observation`` (code 439401001 |Diagnosis|) about the lesion with a
-``performer`` and no ``device``: the review queue's confirm or override, or a clinician's own entry. The
+diagnosis is the latest final ``Observation`` (code 439401001 |Diagnosis|) about the lesion written by the
+review queue's confirm or override (``fhir_server.outcomes.sources``: only the server writes those). The
 histology is the lesion's latest ground truth (``fhir_server.outcomes.histology``).
 
 Everything is read through the caller's repository (its access policy applies); every read is bounded.
@@ -32,9 +32,9 @@ from fhir_server.outcomes.codes import (
     fitzpatrick_type,
     has_coding,
 )
+from fhir_server.outcomes.sources import is_ai_risk, is_review_decision
 from fhir_server.repository import Repository
 
-RISK_SYSTEM = "urn:dermbridge:ai-risk"
 RISK_TIER_SYSTEM = "urn:dermbridge:risk-tier"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 FINAL = ("final", "amended", "corrected")
@@ -119,8 +119,7 @@ async def ai_records(
     demonstration = False
     for stored in found:
         observation = stored.resource
-        risk = any(c.get("system") == RISK_SYSTEM for c in codings(observation.get("code")))
-        if not risk or observation.get("status") in WITHDRAWN:
+        if not is_ai_risk(observation) or observation.get("status") in WITHDRAWN:
             continue
         demonstration = demonstration or any(
             t.get("system") == DEMO_SYSTEM and t.get("code") == "demonstration"
@@ -160,11 +159,8 @@ def _latest(observations: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _is_clinician(observation: dict[str, Any]) -> bool:
-    people = [
-        p for p in observation.get("performer") or [] if _ref_id(p, "Practitioner") or _ref_id(p, "PractitionerRole")
-    ]
-    return bool(people) and "device" not in observation and not has_coding(
-        observation.get("code"), OUTCOME_SYSTEM, GROUND_TRUTH_CODE)  # fmt: skip
+    """A review decision (only the server writes those: ``fhir_server.outcomes.sources``)."""
+    return is_review_decision(observation) and "device" not in observation
 
 
 async def _references(repo: Repository, lesions: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:

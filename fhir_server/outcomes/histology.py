@@ -30,7 +30,7 @@ from typing import Any
 
 from fhir_server.audit.events import ENTITY_TYPE, OBJECT_ROLE, REST_TYPE
 from fhir_server.audit.trail import AuditTrail
-from fhir_server.errors import OperationOutcomeError, conflict, unprocessable
+from fhir_server.errors import OperationOutcomeError, conflict, forbidden, unprocessable
 from fhir_server.outbox import Subscription
 from fhir_server.outcomes.codes import (
     BODY_SITE_EXTENSION,
@@ -91,16 +91,19 @@ def _split(reference: str) -> tuple[str, str]:
     return kind, id
 
 
-async def _case_lesions(read: Reader, case: dict[str, Any]) -> set[str]:
-    """The lesions of a case: the BodyStructures its results are about."""
+async def _case_lesions(read: Reader, case: dict[str, Any], subject: str) -> set[str]:
+    """The lesions of a case: the BodyStructures its results are about, of the report's ``subject`` only (a
+    result naming another patient's lesion never gives that lesion ground truth nor leaks its site)."""
     lesions: set[str] = set()
     for item in (case.get("result") or [])[:500]:
         kind, id = _split(str((item or {}).get("reference", "")))
         observation = await read("Observation", id) if kind == "Observation" and id else None
         for focus in (observation or {}).get("focus") or []:
             target, lesion = _split(str((focus or {}).get("reference", "")))
-            if target == "BodyStructure" and lesion:
-                lesions.add(lesion)
+            if target == "BodyStructure" and lesion and lesion not in lesions:
+                body = await read("BodyStructure", lesion)
+                if body is not None and (body.get("patient") or {}).get("reference") == subject:
+                    lesions.add(lesion)
     return lesions
 
 
@@ -116,7 +119,7 @@ async def _linked_lesion(read: Reader, reference: str, subject: str) -> str:
         case = await read("DiagnosticReport", id)
         if case is None or (case.get("subject") or {}).get("reference") != subject or is_pathology(case):
             raise unprocessable(f"histology-of {reference[:80]!r} is not a case of {subject}", where)
-        lesions = await _case_lesions(read, case)
+        lesions = await _case_lesions(read, case, subject)
         if len(lesions) != 1:
             raise unprocessable(
                 f"the case {reference} has {len(lesions)} lesions with AI or clinician findings: name the lesion "
@@ -166,8 +169,16 @@ async def guard_pathology_report(
     reader: TenantReader, policy: AccessPolicy, resource_type: str, resource: dict[str, Any] | None, _: Any
 ) -> None:
     """A write guard (``fhir_server.write_guards``) on DiagnosticReport: a pathology report's histology-of
-    links must hold, and a linked report must carry its SNOMED CT diagnosis."""
-    if resource is None or not is_pathology(resource) or not _links(resource):
+    links must hold, and a linked report must carry its SNOMED CT diagnosis. A pathology report is never
+    written under a ``patient/`` scope (403): a patient's own "pathology report" would be ground truth."""
+    if resource is None or not is_pathology(resource):
+        return
+    if "all" not in (policy.decide(resource_type, "c"), policy.decide(resource_type, "u")):
+        raise forbidden(
+            "a pathology DiagnosticReport (category PAT/SP) is sent by the laboratory or a clinician "
+            "(user/ or system/ scope), not under a patient/ scope"
+        )
+    if not _links(resource):
         return
     await lesions_of(_reader(reader), resource, specimens=False)
     if not any(snomed_codes(c) for c in resource.get("conclusionCode") or []):

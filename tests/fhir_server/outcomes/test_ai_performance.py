@@ -11,7 +11,7 @@ import pytest
 
 from fhir_server.outcomes.operation import AI_PERFORMANCE_DEFINITION
 from tests.conftest import BASE, make_client
-from tests.fhir_server.outcomes.cohort import WHEN, Cohort, ai_result
+from tests.fhir_server.outcomes.cohort import NAEVUS, WHEN, Cohort, ai_result, pathology, server_write
 from tests.fhir_server.security.smart import IdentityProvider
 from tests.schema import assert_r4
 
@@ -148,8 +148,42 @@ def test_a_demonstration_model_is_named_and_withdrawn_results_are_not_counted(co
     shown, withdrawn = (ai_result(subject, lesion, demo, True, WHEN.isoformat()) for lesion in cohort.lesions[:2])
     shown["meta"] = {"tag": [{"system": "urn:dermbridge:ai-use", "code": "demonstration"}]}
     withdrawn["status"] = "entered-in-error"
-    cohort.post("Observation", shown)
-    cohort.post("Observation", withdrawn)
+    server_write(cohort.client, shown)
+    server_write(cohort.client, withdrawn)
     body = cohort.performance(model=f"Device/{demo}").json()
     assert top(body, "lesions") == 1
     assert top(body, "warning").startswith("DEMONSTRATION model")
+
+
+def test_what_a_client_forges_is_refused_or_not_counted(cohort: Cohort) -> None:
+    """Pentest 3: a patient's own pathology report, client-written AI results and clinician diagnoses."""
+    client, idp = cohort.client, cohort.idp
+    before = cohort.performance(minCount="1").json()
+    index = 12  # no histology, AI positive, the clinician said melanoma
+    subject, lesion = {"reference": f"Patient/{cohort.patients[index]}"}, cohort.lesions[index]
+    own = idp.headers("patient/*.cruds", patient=cohort.patients[index])
+    report = pathology(subject, f"BodyStructure/{lesion}", NAEVUS, f"Practitioner/{cohort.pathologist}")
+    refused = client.post(f"{BASE}/DiagnosticReport", json=report, headers=own)
+    assert refused.status_code == 403 and "patient/" in refused.text, refused.text
+    forged_ai = ai_result(subject, lesion, cohort.device, False, WHEN.isoformat())
+    admin: dict[str, str] = {}
+    for headers in (own, admin):  # neither a patient nor even an admin client writes an AI result
+        refused = client.post(f"{BASE}/Observation", json=forged_ai, headers=headers)
+        assert refused.status_code == 409 and "urn:dermbridge:ai-risk" in refused.text, refused.text
+    diagnosis = {
+        "resourceType": "Observation",
+        "status": "final",
+        "subject": subject,
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "439401001"}]},
+        "focus": [{"reference": f"BodyStructure/{lesion}"}],
+        "performer": [{"reference": f"Practitioner/{cohort.reviewer}"}],
+        "issued": "2099-01-01T00:00:00Z",
+        "valueCodeableConcept": {"coding": [NAEVUS]},
+    }
+    assert client.post(f"{BASE}/Observation", json=diagnosis, headers=own).status_code == 201  # not counted
+    diagnosis["method"] = {"coding": [{"system": "urn:dermbridge:method", "code": "clinician-review"}]}
+    refused = client.post(f"{BASE}/Observation", json=diagnosis, headers=own)
+    assert refused.status_code == 409 and "$complete" in refused.text
+    cohort.linked()
+    after = cohort.performance(minCount="1").json()
+    assert [p for p in after["parameter"] if p["name"] != "to"] == [p for p in before["parameter"] if p["name"] != "to"]
