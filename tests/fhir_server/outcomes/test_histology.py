@@ -197,3 +197,18 @@ def test_a_case_naming_another_patients_lesion_gives_it_no_ground_truth(client: 
     refused = client.post(f"{BASE}/DiagnosticReport", json=pathology(subject, of, MELANOMA, pathologist(client)))
     assert refused.status_code == 422 and "has 0 lesions" in refused.text, refused.text
     assert truths(client, theirs) == []
+
+
+def test_one_report_for_several_lesions_with_several_diagnoses_is_refused(client: FhirTestClient) -> None:
+    """Derm review 3 H1: a report naming lesions A and B with melanoma and naevus gave both melanoma."""
+    subject, (first, second) = patient_with_lesions(client, 2)
+    report = pathology(subject, f"BodyStructure/{first}", MELANOMA, pathologist(client))
+    report["extension"].append(dict(report["extension"][0], valueReference={"reference": f"BodyStructure/{second}"}))
+    report["conclusionCode"].append({"coding": [NAEVUS]})
+    refused = client.post(f"{BASE}/DiagnosticReport", json=report)
+    assert refused.status_code == 422 and "one report per lesion" in refused.text, refused.text
+    assert refused.json()["issue"][0]["expression"] == ["DiagnosticReport.conclusionCode"]
+    report["conclusionCode"] = [{"coding": [NAEVUS]}]  # both lesions share the one diagnosis: accepted
+    post(client, "DiagnosticReport", report)
+    for lesion in (first, second):
+        assert [t["valueCodeableConcept"]["coding"] for t in linked(client, lesion)] == [[NAEVUS]]
