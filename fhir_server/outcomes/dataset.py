@@ -7,7 +7,8 @@ tier of the class) when any of its risk results for a class of that tier on the 
 or above the card's threshold; an ``IND`` result, just under it, is not a positive call). The clinician's
 diagnosis is the latest final ``Observation`` (code 439401001 |Diagnosis|) about the lesion written by the
 review queue's confirm or override (``fhir_server.outcomes.sources``: only the server writes those). The
-histology is the lesion's latest ground truth (``fhir_server.outcomes.histology``).
+histology is the lesion's latest ground truth (``fhir_server.outcomes.histology``); one dated before the
+lesion's first imaging in the period is no ground truth for the AI's call (excluded and counted).
 
 Everything is read through the caller's repository (its access policy applies); every read is bounded.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from fhir_server.errors import too_costly
@@ -57,6 +58,7 @@ class LesionRecord:
     patient: str = ""
     histology: str | None = None  # a category of fhir_server.outcomes.codes, None: no histology
     histology_unclassified: bool = False
+    histology_before_imaging: bool = False  # dated before first_seen: not ground truth for the AI's call
     clinician: str | None = None
     clinician_unclassified: bool = False
     strata: dict[str, str] = field(default_factory=dict)  # dimension -> value
@@ -202,6 +204,28 @@ async def _skin_types(repo: Repository, patients: Iterable[str]) -> dict[str, st
     return {p: kind for p, (_, kind) in latest.items()}
 
 
+def _moment(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def dated_before(histology: dict[str, Any], seen: str) -> bool:
+    """Whether the histology (its effective time, else its issue time) is dated before ``seen``, the lesion's
+    first imaging: it then describes what was there before (the imaged lesion may be a scar or a recurrence, or
+    the link is wrong). A partial date (YYYY, YYYY-MM, YYYY-MM-DD) is before only when all of it is."""
+    period = histology.get("effectivePeriod") or {}
+    when = str(histology.get("effectiveDateTime") or period.get("start") or histology.get("issued") or "")
+    if not when or not seen:
+        return False
+    if len(when) <= 10:
+        return when < seen[: len(when)]
+    moment, first = _moment(when), _moment(seen)
+    return moment is not None and first is not None and moment < first
+
+
 def imaging_device(images: list[dict[str, Any] | None]) -> str:
     """The device the lesion's images were taken with (``Media.device``, named by DICOM ingest from the
     images' General Equipment module): "several devices" when they differ, "not recorded" without one."""
@@ -237,7 +261,9 @@ async def collect(
     histology, clinician = await _references(repo, [r.lesion for r in records])
     media = await _by_id(repo, "Media", {image for r in records for image in r.images})
     for record in records:
-        if record.lesion in histology:
+        if record.lesion in histology and dated_before(histology[record.lesion], record.first_seen):
+            record.histology_before_imaging = True
+        elif record.lesion in histology:
             record.histology = category([histology[record.lesion].get("valueCodeableConcept")])
             record.histology_unclassified = record.histology is None
         if record.lesion in clinician:

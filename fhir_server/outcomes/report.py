@@ -120,7 +120,9 @@ def _excluded(data: Dataset) -> dict[str, int]:
     for reason, flag in (("histology diagnosis not classifiable (not melanoma, SCC, BCC or a listed other diagnosis)",
                           lambda r: r.histology_unclassified),
                          ("clinician diagnosis not classifiable (e.g. equivocal, or a demonstration model's text)",
-                          lambda r: r.clinician_unclassified)):  # fmt: skip
+                          lambda r: r.clinician_unclassified),
+                         ("histology dated before the lesion's first imaging (a scar, a recurrence or a wrong link): "
+                          "no ground truth for the AI's call", lambda r: r.histology_before_imaging)):  # fmt: skip
         found = sum(1 for r in data.records if flag(r))
         if found:
             counts[reason] = found

@@ -5,15 +5,18 @@ subgroups, the withheld figures of small strata, the bounds, and who may ask."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from fhir_server.outcomes.operation import AI_PERFORMANCE_DEFINITION
 from tests.conftest import BASE, make_client
-from tests.fhir_server.outcomes.cohort import NAEVUS, WHEN, Cohort, ai_result, pathology, server_write
+from tests.fhir_server.outcomes.cohort import MELANOMA, NAEVUS, WHEN, Cohort, ai_result, pathology, server_write
 from tests.fhir_server.security.smart import IdentityProvider
 from tests.schema import assert_r4
+
+GROUND_TRUTH = "urn:dermbridge:outcome|histology-ground-truth"
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +190,26 @@ def test_what_a_client_forges_is_refused_or_not_counted(cohort: Cohort) -> None:
     cohort.linked()
     after = cohort.performance(minCount="1").json()
     assert [p for p in after["parameter"] if p["name"] != "to"] == [p for p in before["parameter"] if p["name"] != "to"]
+
+
+def test_histology_dated_before_the_imaging_is_excluded(cohort: Cohort) -> None:
+    """Derm review 3 H4: a report dated 400 days before the image was counted as a true positive."""
+    client = cohort.client
+    device = cohort.post("Device", {"resourceType": "Device", "deviceName": [{"name": "Other", "type": "model-name"}]})
+    subject = {"reference": f"Patient/{cohort.post('Patient', {'resourceType': 'Patient'})}"}
+    lesion = cohort.post("BodyStructure", {"resourceType": "BodyStructure", "patient": subject})
+    server_write(client, ai_result(subject, lesion, device, True, WHEN.isoformat()))
+    earlier = pathology(subject, f"BodyStructure/{lesion}", MELANOMA, f"Practitioner/{cohort.pathologist}")
+    before = WHEN - timedelta(days=400)
+    earlier.update(effectiveDateTime=before.isoformat(), issued=(before + timedelta(days=1)).isoformat())
+    cohort.post("DiagnosticReport", earlier)
+    for _ in range(50):  # the outbox consumer links it (bounded)
+        found = client.get(f"{BASE}/Observation", params={"focus": f"BodyStructure/{lesion}", "code": GROUND_TRUTH})
+        if found.json().get("entry"):
+            break
+        client.portal.call(client.app.state.dispatcher.drain)  # type: ignore[attr-defined]
+    body = cohort.performance(model=f"Device/{device}", minCount="1").json()
+    ai = figure(body, "ai", "histology")
+    assert (ai["tp"], ai["n"]) == (0, 0)
+    excluded = {parts(p)["reason"]: parts(p)["count"] for p in body["parameter"] if p["name"] == "excluded"}
+    assert [n for reason, n in excluded.items() if "before the lesion's first imaging" in reason] == [1], excluded
