@@ -33,7 +33,7 @@ from fhir_server.outcomes.codes import (
     fitzpatrick_type,
     has_coding,
 )
-from fhir_server.outcomes.sources import is_ai_risk, is_review_decision
+from fhir_server.outcomes.sources import is_ai_risk, is_confirmation, is_review_decision
 from fhir_server.repository import Repository
 
 RISK_TIER_SYSTEM = "urn:dermbridge:risk-tier"
@@ -61,6 +61,7 @@ class LesionRecord:
     histology_before_imaging: bool = False  # dated before first_seen: not ground truth for the AI's call
     clinician: str | None = None
     clinician_unclassified: bool = False
+    clinician_confirmed: bool | None = None  # True: the reviewer confirmed (copied) the AI; False: overrode it
     strata: dict[str, str] = field(default_factory=dict)  # dimension -> value
 
 
@@ -269,6 +270,7 @@ async def collect(
         if record.lesion in clinician:
             record.clinician = category([clinician[record.lesion].get("valueCodeableConcept")])
             record.clinician_unclassified = record.clinician is None
+            record.clinician_confirmed = is_confirmation(clinician[record.lesion])
         record.strata = {
             "fitzpatrick": skin.get(record.patient, UNKNOWN),
             "age-band": age_band((patients.get(record.patient) or {}).get("birthDate"), record.first_seen),

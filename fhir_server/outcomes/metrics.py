@@ -48,7 +48,8 @@ COMPARISONS: dict[tuple[str, str], tuple[Test, Reference, str]] = {
     ("ai", "histology"): (ai_call, by_histology, HISTOLOGY),
     ("clinician", "histology"): (clinician_call, by_histology, HISTOLOGY),
     ("ai", "clinician"): (ai_call, by_clinician_without_histology,
-                          "the clinician's diagnosis, on lesions without histopathology only"),
+                          "the clinician's review decision (AI-assisted: the reviewer saw the AI's output), on "
+                          "lesions without histopathology only"),
 }  # fmt: skip
 
 

@@ -51,6 +51,8 @@ AI_PERFORMANCE_DEFINITION = operation_definition(
         parameter("model", "out", "Reference", min=1),
         parameter("lesions", "out", "integer", min=1),
         parameter("truncated", "out", "boolean", min=1),
+        parameter("clinician-confirmed", "out", "integer"),
+        parameter("clinician-overridden", "out", "integer"),
         parameter("figure", "out", min=0, max="*"),
         parameter("agreement", "out", min=0, max="*"),
         parameter("excluded", "out", min=0, max="*"),

@@ -32,12 +32,13 @@ class Lesion:
     skin: str | None = None  # Fitzpatrick type
     face: bool = False  # else the back
     born: str = "1970-05-02"
+    confirmed: bool = False  # the clinician's diagnosis is a confirm of the AI's call (else an override)
 
 
 # melanoma against histology: TP 4, FN 1, FP 2, TN 5; the clinician against histology: TP 1, FP 1;
-# without histology, the AI against the clinician: TP 1, FN 1, TN 1.
+# without histology, the AI against the clinician: TP 1, FN 1, TN 1. Two clinician reads confirm the AI.
 COHORT = [
-    Lesion(MELANOMA, True, MELANOMA, skin="V"),
+    Lesion(MELANOMA, True, MELANOMA, skin="V", confirmed=True),
     Lesion(MELANOMA, True, skin="V"),
     Lesion(MELANOMA, True, skin="V", face=True),
     Lesion(MELANOMA, True, skin="I"),
@@ -49,7 +50,7 @@ COHORT = [
     Lesion(NAEVUS, False),
     Lesion(NAEVUS, False),
     Lesion(NAEVUS, False, born="1940-01-01"),
-    Lesion(None, True, MELANOMA),
+    Lesion(None, True, MELANOMA, confirmed=True),
     Lesion(None, False, MELANOMA),
     Lesion(None, False, NAEVUS),
 ]
@@ -117,9 +118,12 @@ class Cohort:
             },
         )
         when = (WHEN + timedelta(hours=index)).isoformat()
-        server_write(self.client, ai_result(subject, body, self.device, lesion.ai_melanoma, when))
+        ai = server_write(self.client, ai_result(subject, body, self.device, lesion.ai_melanoma, when))
         if lesion.clinician:
-            server_write(self.client, review_decision(subject, body, f"Practitioner/{self.reviewer}", lesion.clinician))
+            decision = review_decision(
+                subject, body, f"Practitioner/{self.reviewer}", lesion.clinician, ai if lesion.confirmed else None
+            )
+            server_write(self.client, decision)
         if lesion.histology:
             self.post(
                 "DiagnosticReport",

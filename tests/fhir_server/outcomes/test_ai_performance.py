@@ -213,3 +213,15 @@ def test_histology_dated_before_the_imaging_is_excluded(cohort: Cohort) -> None:
     assert (ai["tp"], ai["n"]) == (0, 0)
     excluded = {parts(p)["reason"]: parts(p)["count"] for p in body["parameter"] if p["name"] == "excluded"}
     assert [n for reason, n in excluded.items() if "before the lesion's first imaging" in reason] == [1], excluded
+
+
+def test_the_method_states_the_biases_and_reads_are_split_into_confirmed_and_overridden(cohort: Cohort) -> None:
+    """Derm review 3 H3 and H5: AI-assisted clinician reads, partial verification, the operating point."""
+    body = cohort.performance(minCount="1").json()
+    assert (top(body, "clinician-confirmed"), top(body, "clinician-overridden")) == (2, 3)
+    method = top(body, "method")
+    for said in ("AI-assisted", "Partial verification", "sensitivity against histology is overestimated",
+                 "malignantAbove", "in situ and invasive melanoma are counted together", "latest histopathology",
+                 "before the lesion's first imaging"):  # fmt: skip
+        assert said in method, said
+    assert "AI-assisted" in figure(body, "ai", "clinician")["reference-standard"]
