@@ -225,3 +225,14 @@ def test_the_method_states_the_biases_and_reads_are_split_into_confirmed_and_ove
                  "before the lesion's first imaging"):  # fmt: skip
         assert said in method, said
     assert "AI-assisted" in figure(body, "ai", "clinician")["reference-standard"]
+
+
+def test_extreme_years_with_an_offset_are_400_not_500(cohort: Cohort) -> None:
+    """Pentest 3 finding 9: year 1 or 9999 with a timezone offset overflowed on conversion to UTC (500)."""
+    extremes = (({"from": "0001-01-01T00:00:00+01:00"}, "from"), ({"to": "9999-12-31T23:59:59-01:00"}, "to"),
+                ({"from": "1800-01-01"}, "from"))  # fmt: skip
+    for params, expression in extremes:
+        response = cohort.performance(**params)
+        assert response.status_code == 400, response.text
+        outcome = response.json()
+        assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["expression"] == [expression]
