@@ -5,9 +5,10 @@ The unit is the **lesion analysed by one model Device** (a ``BodyStructure`` its
 lesion's several images count once. The AI calls a condition (melanoma, SCC, BCC: the model card's risk
 tier of the class) when any of its risk results for a class of that tier on the lesion is ``POS`` (score at
 or above the card's threshold; an ``IND`` result, just under it, is not a positive call). The clinician's
-diagnosis is the latest final ``Observation`` (code 439401001 |Diagnosis|) about the lesion with a
-``performer`` and no ``device``: the review queue's confirm or override, or a clinician's own entry. The
-histology is the lesion's latest ground truth (``fhir_server.outcomes.histology``).
+diagnosis is the latest final ``Observation`` (code 439401001 |Diagnosis|) about the lesion written by the
+review queue's confirm or override (``fhir_server.outcomes.sources``: only the server writes those). The
+histology is the lesion's latest ground truth (``fhir_server.outcomes.histology``); one dated before the
+lesion's first imaging in the period is no ground truth for the AI's call (excluded and counted).
 
 Everything is read through the caller's repository (its access policy applies); every read is bounded.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from fhir_server.errors import too_costly
@@ -32,9 +33,9 @@ from fhir_server.outcomes.codes import (
     fitzpatrick_type,
     has_coding,
 )
+from fhir_server.outcomes.sources import is_ai_risk, is_confirmation, is_review_decision
 from fhir_server.repository import Repository
 
-RISK_SYSTEM = "urn:dermbridge:ai-risk"
 RISK_TIER_SYSTEM = "urn:dermbridge:risk-tier"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 FINAL = ("final", "amended", "corrected")
@@ -57,8 +58,10 @@ class LesionRecord:
     patient: str = ""
     histology: str | None = None  # a category of fhir_server.outcomes.codes, None: no histology
     histology_unclassified: bool = False
+    histology_before_imaging: bool = False  # dated before first_seen: not ground truth for the AI's call
     clinician: str | None = None
     clinician_unclassified: bool = False
+    clinician_confirmed: bool | None = None  # True: the reviewer confirmed (copied) the AI; False: overrode it
     strata: dict[str, str] = field(default_factory=dict)  # dimension -> value
 
 
@@ -119,8 +122,7 @@ async def ai_records(
     demonstration = False
     for stored in found:
         observation = stored.resource
-        risk = any(c.get("system") == RISK_SYSTEM for c in codings(observation.get("code")))
-        if not risk or observation.get("status") in WITHDRAWN:
+        if not is_ai_risk(observation) or observation.get("status") in WITHDRAWN:
             continue
         demonstration = demonstration or any(
             t.get("system") == DEMO_SYSTEM and t.get("code") == "demonstration"
@@ -160,11 +162,8 @@ def _latest(observations: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _is_clinician(observation: dict[str, Any]) -> bool:
-    people = [
-        p for p in observation.get("performer") or [] if _ref_id(p, "Practitioner") or _ref_id(p, "PractitionerRole")
-    ]
-    return bool(people) and "device" not in observation and not has_coding(
-        observation.get("code"), OUTCOME_SYSTEM, GROUND_TRUTH_CODE)  # fmt: skip
+    """A review decision (only the server writes those: ``fhir_server.outcomes.sources``)."""
+    return is_review_decision(observation) and "device" not in observation
 
 
 async def _references(repo: Repository, lesions: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -206,6 +205,28 @@ async def _skin_types(repo: Repository, patients: Iterable[str]) -> dict[str, st
     return {p: kind for p, (_, kind) in latest.items()}
 
 
+def _moment(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def dated_before(histology: dict[str, Any], seen: str) -> bool:
+    """Whether the histology (its effective time, else its issue time) is dated before ``seen``, the lesion's
+    first imaging: it then describes what was there before (the imaged lesion may be a scar or a recurrence, or
+    the link is wrong). A partial date (YYYY, YYYY-MM, YYYY-MM-DD) is before only when all of it is."""
+    period = histology.get("effectivePeriod") or {}
+    when = str(histology.get("effectiveDateTime") or period.get("start") or histology.get("issued") or "")
+    if not when or not seen:
+        return False
+    if len(when) <= 10:
+        return when < seen[: len(when)]
+    moment, first = _moment(when), _moment(seen)
+    return moment is not None and first is not None and moment < first
+
+
 def imaging_device(images: list[dict[str, Any] | None]) -> str:
     """The device the lesion's images were taken with (``Media.device``, named by DICOM ingest from the
     images' General Equipment module): "several devices" when they differ, "not recorded" without one."""
@@ -241,12 +262,15 @@ async def collect(
     histology, clinician = await _references(repo, [r.lesion for r in records])
     media = await _by_id(repo, "Media", {image for r in records for image in r.images})
     for record in records:
-        if record.lesion in histology:
+        if record.lesion in histology and dated_before(histology[record.lesion], record.first_seen):
+            record.histology_before_imaging = True
+        elif record.lesion in histology:
             record.histology = category([histology[record.lesion].get("valueCodeableConcept")])
             record.histology_unclassified = record.histology is None
         if record.lesion in clinician:
             record.clinician = category([clinician[record.lesion].get("valueCodeableConcept")])
             record.clinician_unclassified = record.clinician is None
+            record.clinician_confirmed = is_confirmation(clinician[record.lesion])
         record.strata = {
             "fitzpatrick": skin.get(record.patient, UNKNOWN),
             "age-band": age_band((patients.get(record.patient) or {}).get("birthDate"), record.first_seen),

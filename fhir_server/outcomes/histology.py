@@ -11,13 +11,17 @@ pathologist (a final report needs one: ``fhir_server.report_sign_off``), and wha
   to the lesion (extension-bodysite.html), as a laboratory records where a specimen was taken.
 
 A client's write is checked (a guard, 422 naming the element): an extension link must name a lesion or a
-case of the report's subject, a case must have one lesion, and a linked report needs a SNOMED CT
-``conclusionCode``. The server then writes, per lesion, one ground-truth ``Observation`` (the outbox
-consumer ``HistologyLinker``): code SNOMED CT 439401001 |Diagnosis| and ``urn:dermbridge:outcome|
-histology-ground-truth``, ``method`` 714797009 |Histologic test|, ``focus`` the BodyStructure,
-``derivedFrom`` the report, ``performer`` the pathologist, the value the report's diagnosis. It follows the
-report: amended or corrected reports amend it, an ``entered-in-error`` or ``cancelled`` report (or a link
-dropped) makes it ``entered-in-error``; a report not yet final links nothing. Clients cannot write it.
+case of the report's subject, a case must have one lesion, a linked report needs a SNOMED CT
+``conclusionCode``, and a report linked to several lesions has one diagnosis for all of them (which of
+several diagnoses is which lesion's is not recorded: one report per lesion or specimen). A pathology report
+is never written under a ``patient/`` scope (403).
+
+The server then writes, per lesion, one ground-truth ``Observation`` (the outbox consumer
+``HistologyLinker``): code SNOMED CT 439401001 |Diagnosis| and
+``urn:dermbridge:outcome|histology-ground-truth``, ``method`` 714797009 |Histologic test|, ``focus`` the
+BodyStructure, ``derivedFrom`` the report, ``performer`` the pathologist, the value the report's diagnosis. It
+follows the report: amended or corrected reports amend it, an ``entered-in-error`` or ``cancelled`` report (or
+a link dropped) makes it ``entered-in-error``; a report not yet final links nothing. Clients cannot write it.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 
 from fhir_server.audit.events import ENTITY_TYPE, OBJECT_ROLE, REST_TYPE
 from fhir_server.audit.trail import AuditTrail
-from fhir_server.errors import OperationOutcomeError, conflict, unprocessable
+from fhir_server.errors import OperationOutcomeError, conflict, forbidden, unprocessable
 from fhir_server.outbox import Subscription
 from fhir_server.outcomes.codes import (
     BODY_SITE_EXTENSION,
@@ -91,16 +95,19 @@ def _split(reference: str) -> tuple[str, str]:
     return kind, id
 
 
-async def _case_lesions(read: Reader, case: dict[str, Any]) -> set[str]:
-    """The lesions of a case: the BodyStructures its results are about."""
+async def _case_lesions(read: Reader, case: dict[str, Any], subject: str) -> set[str]:
+    """The lesions of a case: the BodyStructures its results are about, of the report's ``subject`` only (a
+    result naming another patient's lesion never gives that lesion ground truth nor leaks its site)."""
     lesions: set[str] = set()
     for item in (case.get("result") or [])[:500]:
         kind, id = _split(str((item or {}).get("reference", "")))
         observation = await read("Observation", id) if kind == "Observation" and id else None
         for focus in (observation or {}).get("focus") or []:
             target, lesion = _split(str((focus or {}).get("reference", "")))
-            if target == "BodyStructure" and lesion:
-                lesions.add(lesion)
+            if target == "BodyStructure" and lesion and lesion not in lesions:
+                body = await read("BodyStructure", lesion)
+                if body is not None and (body.get("patient") or {}).get("reference") == subject:
+                    lesions.add(lesion)
     return lesions
 
 
@@ -116,7 +123,7 @@ async def _linked_lesion(read: Reader, reference: str, subject: str) -> str:
         case = await read("DiagnosticReport", id)
         if case is None or (case.get("subject") or {}).get("reference") != subject or is_pathology(case):
             raise unprocessable(f"histology-of {reference[:80]!r} is not a case of {subject}", where)
-        lesions = await _case_lesions(read, case)
+        lesions = await _case_lesions(read, case, subject)
         if len(lesions) != 1:
             raise unprocessable(
                 f"the case {reference} has {len(lesions)} lesions with AI or clinician findings: name the lesion "
@@ -166,15 +173,33 @@ async def guard_pathology_report(
     reader: TenantReader, policy: AccessPolicy, resource_type: str, resource: dict[str, Any] | None, _: Any
 ) -> None:
     """A write guard (``fhir_server.write_guards``) on DiagnosticReport: a pathology report's histology-of
-    links must hold, and a linked report must carry its SNOMED CT diagnosis."""
-    if resource is None or not is_pathology(resource) or not _links(resource):
+    links must hold, and a linked report must carry its SNOMED CT diagnosis. A pathology report is never
+    written under a ``patient/`` scope (403): a patient's own "pathology report" would be ground truth."""
+    if resource is None or not is_pathology(resource):
         return
-    await lesions_of(_reader(reader), resource, specimens=False)
-    if not any(snomed_codes(c) for c in resource.get("conclusionCode") or []):
+    if "all" not in (policy.decide(resource_type, "c"), policy.decide(resource_type, "u")):
+        raise forbidden(
+            "a pathology DiagnosticReport (category PAT/SP) is sent by the laboratory or a clinician "
+            "(user/ or system/ scope), not under a patient/ scope"
+        )
+    lesions = await lesions_of(_reader(reader), resource, specimens=True)
+    if _links(resource) and not any(snomed_codes(c) for c in resource.get("conclusionCode") or []):
         raise unprocessable(
             "a pathology report linked to a lesion needs its diagnosis as a SNOMED CT conclusionCode",
             ["DiagnosticReport.conclusionCode"],
         )
+    if len(lesions) > 1 and len(_diagnoses(resource)) > 1:
+        raise unprocessable(
+            f"a pathology report linked to {len(lesions)} lesions has {len(_diagnoses(resource))} diagnoses, and "
+            "which lesion has which is not recorded: send one report per lesion (or per specimen), or link "
+            "several lesions only when they share the one diagnosis",
+            ["DiagnosticReport.conclusionCode"],
+        )
+
+
+def _diagnoses(report: dict[str, Any]) -> set[tuple[str, ...]]:
+    """The distinct SNOMED CT diagnoses of a report (its coded conclusionCodes)."""
+    return {tuple(sorted(snomed_codes(c))) for c in report.get("conclusionCode") or [] if snomed_codes(c)}
 
 
 def ground_truth_rule(resource: dict[str, Any] | None, before: dict[str, Any] | None) -> None:
@@ -243,6 +268,9 @@ async def link(repo: Repository, report: dict[str, Any]) -> list[str]:
         lesions = await lesions_of(repo.current, report, specimens=True) if status else []
     except OperationOutcomeError as error:  # the links changed since the write was accepted
         log.warning("pathology DiagnosticReport/%s: no ground truth written: %s", report.get("id"), error)
+        lesions = []
+    if len(lesions) > 1 and len(_diagnoses(report)) > 1:  # a specimen re-pointed since: which is which is unknown
+        log.warning("pathology DiagnosticReport/%s: several lesions and diagnoses, no ground truth", report.get("id"))
         lesions = []
     changed = []
     for lesion_id in lesions:

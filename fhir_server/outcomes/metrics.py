@@ -5,7 +5,8 @@ Three comparisons, never mixed:
 - ``ai`` against ``histology``: lesions with a classifiable histopathology diagnosis;
 - ``clinician`` against ``histology``: the same, where the clinician also gave a classifiable diagnosis;
 - ``ai`` against ``clinician``: only lesions **without** any histology (a lesion with histology is judged
-  by it; one whose histology is unclassified is in neither), where the clinician's diagnosis is classifiable.
+  by it; one whose histology is unclassified or predates the imaging is in neither), where the clinician's
+  diagnosis is classifiable.
 
 A sensitivity (specificity) is reported only when at least ``min_count`` lesions have (lack) the condition
 by the reference; otherwise the counts are given with a status saying the figure would mislead.
@@ -37,7 +38,7 @@ def by_histology(record: LesionRecord) -> str | None:
 
 
 def by_clinician_without_histology(record: LesionRecord) -> str | None:
-    if record.histology is not None or record.histology_unclassified:
+    if record.histology is not None or record.histology_unclassified or record.histology_before_imaging:
         return None
     return record.clinician
 
@@ -47,7 +48,8 @@ COMPARISONS: dict[tuple[str, str], tuple[Test, Reference, str]] = {
     ("ai", "histology"): (ai_call, by_histology, HISTOLOGY),
     ("clinician", "histology"): (clinician_call, by_histology, HISTOLOGY),
     ("ai", "clinician"): (ai_call, by_clinician_without_histology,
-                          "the clinician's diagnosis, on lesions without histopathology only"),
+                          "the clinician's review decision (AI-assisted: the reviewer saw the AI's output), on "
+                          "lesions without histopathology only"),
 }  # fmt: skip
 
 

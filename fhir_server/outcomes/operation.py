@@ -31,6 +31,7 @@ MAX_RESULTS = 20_000
 MAX_DEVICES = 20
 DEFAULT_CASES, MAX_CASES = 2000, 10_000
 DEFAULT_MIN_COUNT, MAX_MIN_COUNT = 10, 1000
+YEARS = (1900, 2100)
 
 AI_PERFORMANCE_DEFINITION = operation_definition(
     "ai-performance",
@@ -51,6 +52,8 @@ AI_PERFORMANCE_DEFINITION = operation_definition(
         parameter("model", "out", "Reference", min=1),
         parameter("lesions", "out", "integer", min=1),
         parameter("truncated", "out", "boolean", min=1),
+        parameter("clinician-confirmed", "out", "integer"),
+        parameter("clinician-overridden", "out", "integer"),
         parameter("figure", "out", min=0, max="*"),
         parameter("agreement", "out", min=0, max="*"),
         parameter("excluded", "out", min=0, max="*"),
@@ -59,12 +62,19 @@ AI_PERFORMANCE_DEFINITION = operation_definition(
 
 
 def _instant(value: Any, name: str) -> str:
-    text = str(value or "").strip()
+    """The instant in UTC; 400 for anything else, and for a year outside ``YEARS`` (year 1 or 9999 with an
+    offset would leave the range of a date on conversion to UTC)."""
+    text = str(value or "").strip()[:64]
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00")) if len(text) > 10 else datetime.fromisoformat(text)
-    except ValueError:
-        raise bad_request(f"{name} is a date or dateTime, e.g. 2026-01-01 or 2026-01-01T00:00:00Z", [name]) from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+        if not YEARS[0] <= moment.year <= YEARS[1]:
+            raise ValueError(text)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+    except (ValueError, OverflowError):
+        raise bad_request(
+            f"{name} is a date or dateTime in the years {YEARS[0]}-{YEARS[1]}, e.g. 2026-01-01 or 2026-01-01T00:00:00Z",
+            [name],
+        ) from None
 
 
 def _bounded(value: Any, name: str, default: int, most: int) -> int:

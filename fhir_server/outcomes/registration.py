@@ -8,6 +8,7 @@ from fhir_server.outcomes.dataset import SiteGroup
 from fhir_server.outcomes.drift import drift_rule
 from fhir_server.outcomes.histology import ground_truth_rule, guard_pathology_report
 from fhir_server.outcomes.operation import AI_PERFORMANCE_DEFINITION, AiPerformance
+from fhir_server.outcomes.sources import server_written_rule
 from fhir_server.write_guards import register_guard
 
 
@@ -17,4 +18,5 @@ def register_outcomes(router: FhirRouter, site_group: SiteGroup) -> None:
     router.register(Operation("ai-performance", (), False, operation, AI_PERFORMANCE_DEFINITION, False, "r"))
     register_guard("DiagnosticReport", guard_pathology_report)
     managed_content.register("Observation", ground_truth_rule)
+    managed_content.register("Observation", server_written_rule)
     managed_content.register("DetectedIssue", drift_rule)

@@ -20,13 +20,23 @@ DEMONSTRATION = (
 DIMENSIONS = ("fitzpatrick", "age-band", "body-site", "device", "imaging-device")
 RISK_TIER_SYSTEM = "urn:dermbridge:risk-tier"
 METHOD = (
-    "Unit: a lesion (BodyStructure) analysed by the model, its images counted once. AI positive for a condition: "
-    "any of the model's risk results for a class of that risk tier on the lesion at or above the card's threshold "
-    "(interpretation POS; IND, just under it, is negative). Reference standards, never mixed: 'histology' is the "
-    "lesion's latest histopathology ground truth; 'clinician' is the latest clinician diagnosis, used only for "
-    "lesions without histopathology. Melanoma in situ counts as melanoma. Diagnoses not recognised as melanoma, "
-    "SCC, BCC or a listed other diagnosis are excluded (see 'excluded'). 95% intervals: Wilson score. A figure "
-    "whose denominator is below min-count is not given (its counts are)."
+    "Unit: a lesion (BodyStructure) analysed by the model, its images counted once. Only what the server wrote "
+    "counts: AI risk results from its inference worker, and clinician diagnoses from the review queue's $complete "
+    "(confirm or override); a diagnosis entered any other way is not counted (who wrote it is not recorded). "
+    "AI positive for a condition: any of the model's risk results for a class of that risk tier on the lesion at "
+    "or above the model card's decision threshold (interpretation POS; IND, just under it, is negative). This is "
+    "the card's operating point, not the review workflow's: the workflow escalates at its own threshold "
+    "(malignantAbove, default 0.3) and on equivocal calls, so these are not the figures of the escalation pathway. "
+    "Reference standards, never mixed: 'histology' is the lesion's latest histopathology ground truth (a later "
+    "report replaces an earlier one, e.g. a re-excision); histology dated before the lesion's first imaging is "
+    "excluded. Partial verification: only excised or biopsied lesions have histology, and the AI's positive calls "
+    "drive excision, so sensitivity against histology is overestimated and specificity holds for excised lesions "
+    "only. 'clinician' is the latest review decision, used only for lesions without histopathology; it is "
+    "AI-assisted (the reviewer saw the AI's output) and a confirm copies the AI's call, so AI-vs-clinician "
+    "agreement on confirmed lesions is high by construction (see clinician-confirmed and clinician-overridden). "
+    "Melanoma in situ and invasive melanoma are counted together as melanoma. Diagnoses not recognised as "
+    "melanoma, SCC, BCC or a listed other diagnosis are excluded (see 'excluded'). 95% intervals: Wilson score. "
+    "A figure whose denominator is below min-count is not given (its counts are)."
 )
 
 
@@ -99,6 +109,8 @@ def performance_parameters(scope: Scope, data: Dataset, covered_to: str | None) 
         _value("truncated", "Boolean", data.truncated),
         _value("min-count", "Integer", scope.min_count),
         _value("method", "String", METHOD),
+        _value("clinician-confirmed", "Integer", _read(data, True)),
+        _value("clinician-overridden", "Integer", _read(data, False)),
     ]
     if data.demonstration:
         parameters.append(_value("warning", "String", DEMONSTRATION))
@@ -115,12 +127,19 @@ def performance_parameters(scope: Scope, data: Dataset, covered_to: str | None) 
     return {"resourceType": "Parameters", "parameter": parameters}
 
 
+def _read(data: Dataset, confirmed: bool) -> int:
+    """Lesions whose counted review decision confirmed (copied) the AI's call, or overrode it."""
+    return sum(1 for r in data.records if r.clinician_confirmed is confirmed)
+
+
 def _excluded(data: Dataset) -> dict[str, int]:
     counts = dict(data.excluded)
     for reason, flag in (("histology diagnosis not classifiable (not melanoma, SCC, BCC or a listed other diagnosis)",
                           lambda r: r.histology_unclassified),
                          ("clinician diagnosis not classifiable (e.g. equivocal, or a demonstration model's text)",
-                          lambda r: r.clinician_unclassified)):  # fmt: skip
+                          lambda r: r.clinician_unclassified),
+                         ("histology dated before the lesion's first imaging (a scar, a recurrence or a wrong link): "
+                          "no ground truth for the AI's call", lambda r: r.histology_before_imaging)):  # fmt: skip
         found = sum(1 for r in data.records if flag(r))
         if found:
             counts[reason] = found

@@ -7,8 +7,10 @@ import base64
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
+from fhir_server.repository import Repository
 from tests.conftest import BASE, FhirTestClient
 
 SNOMED = "http://snomed.info/sct"
@@ -30,12 +32,13 @@ class Lesion:
     skin: str | None = None  # Fitzpatrick type
     face: bool = False  # else the back
     born: str = "1970-05-02"
+    confirmed: bool = False  # the clinician's diagnosis is a confirm of the AI's call (else an override)
 
 
 # melanoma against histology: TP 4, FN 1, FP 2, TN 5; the clinician against histology: TP 1, FP 1;
-# without histology, the AI against the clinician: TP 1, FN 1, TN 1.
+# without histology, the AI against the clinician: TP 1, FN 1, TN 1. Two clinician reads confirm the AI.
 COHORT = [
-    Lesion(MELANOMA, True, MELANOMA, skin="V"),
+    Lesion(MELANOMA, True, MELANOMA, skin="V", confirmed=True),
     Lesion(MELANOMA, True, skin="V"),
     Lesion(MELANOMA, True, skin="V", face=True),
     Lesion(MELANOMA, True, skin="I"),
@@ -47,7 +50,7 @@ COHORT = [
     Lesion(NAEVUS, False),
     Lesion(NAEVUS, False),
     Lesion(NAEVUS, False, born="1940-01-01"),
-    Lesion(None, True, MELANOMA),
+    Lesion(None, True, MELANOMA, confirmed=True),
     Lesion(None, False, MELANOMA),
     Lesion(None, False, NAEVUS),
 ]
@@ -115,20 +118,12 @@ class Cohort:
             },
         )
         when = (WHEN + timedelta(hours=index)).isoformat()
-        self.post("Observation", ai_result(subject, body, self.device, lesion.ai_melanoma, when))
+        ai = server_write(self.client, ai_result(subject, body, self.device, lesion.ai_melanoma, when))
         if lesion.clinician:
-            self.post(
-                "Observation",
-                {
-                    "resourceType": "Observation",
-                    "status": "final",
-                    "subject": subject,
-                    "code": {"coding": [{"system": SNOMED, "code": "439401001"}]},
-                    "focus": [{"reference": f"BodyStructure/{body}"}],
-                    "performer": [{"reference": f"Practitioner/{self.reviewer}"}],
-                    "valueCodeableConcept": {"coding": [lesion.clinician]},
-                },
+            decision = review_decision(
+                subject, body, f"Practitioner/{self.reviewer}", lesion.clinician, ai if lesion.confirmed else None
             )
+            server_write(self.client, decision)
         if lesion.histology:
             self.post(
                 "DiagnosticReport",
@@ -153,6 +148,36 @@ class Cohort:
     def performance(self, **params: Any) -> Any:
         query = {"model": f"Device/{self.device}", "from": (WHEN - timedelta(days=1)).date().isoformat(), **params}
         return self.client.get(f"{BASE}/$ai-performance", params=query)
+
+
+def server_write(client: FhirTestClient, observation: dict[str, Any]) -> str:
+    """An Observation only the server writes (an AI result, a review decision), written as the inference worker
+    and ``$complete`` do: through a system repository (clients are refused: fhir_server.outcomes.sources)."""
+    app = client.app
+    store = client.portal.call(app.state.engine.tenant, "default")  # type: ignore[attr-defined]
+    repo = Repository.system(store, reason="test: what the server writes")
+    stored = client.portal.call(partial(repo.create, observation, resource_type="Observation", server_built=True))
+    return str(stored.resource["id"])
+
+
+def review_decision(
+    subject: dict[str, str], lesion: str, reviewer: str, diagnosis: dict[str, str], ai: str | None = None
+) -> dict[str, Any]:
+    """A clinician's diagnosis as ``$complete`` writes it (fhir_server.workflow.review.decision): an override,
+    or with ``ai`` (the AI Observation copied) a confirmation."""
+    observation: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "subject": subject,
+        "code": {"coding": [{"system": SNOMED, "code": "439401001"}]},
+        "focus": [{"reference": f"BodyStructure/{lesion}"}],
+        "performer": [{"reference": reviewer}],
+        "method": {"coding": [{"system": "urn:dermbridge:method", "code": "clinician-review"}]},
+        "valueCodeableConcept": {"coding": [diagnosis]},
+    }
+    if ai:
+        observation["derivedFrom"] = [{"reference": f"Observation/{ai}/_history/1"}]
+    return observation
 
 
 def ai_result(subject: dict[str, str], lesion: str, device: str, positive: bool, when: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ subgroups, the withheld figures of small strata, the bounds, and who may ask."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,9 +13,11 @@ import pytest
 from fhir_server.operation_definitions import canonical
 from fhir_server.outcomes.operation import AI_PERFORMANCE_DEFINITION
 from tests.conftest import BASE, make_client
-from tests.fhir_server.outcomes.cohort import WHEN, Cohort, ai_result
+from tests.fhir_server.outcomes.cohort import MELANOMA, NAEVUS, WHEN, Cohort, ai_result, pathology, server_write
 from tests.fhir_server.security.smart import IdentityProvider
 from tests.schema import assert_r4
+
+GROUND_TRUTH = "urn:dermbridge:outcome|histology-ground-truth"
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +152,88 @@ def test_a_demonstration_model_is_named_and_withdrawn_results_are_not_counted(co
     shown, withdrawn = (ai_result(subject, lesion, demo, True, WHEN.isoformat()) for lesion in cohort.lesions[:2])
     shown["meta"] = {"tag": [{"system": "urn:dermbridge:ai-use", "code": "demonstration"}]}
     withdrawn["status"] = "entered-in-error"
-    cohort.post("Observation", shown)
-    cohort.post("Observation", withdrawn)
+    server_write(cohort.client, shown)
+    server_write(cohort.client, withdrawn)
     body = cohort.performance(model=f"Device/{demo}").json()
     assert top(body, "lesions") == 1
     assert top(body, "warning").startswith("DEMONSTRATION model")
+
+
+def test_what_a_client_forges_is_refused_or_not_counted(cohort: Cohort) -> None:
+    """Pentest 3: a patient's own pathology report, client-written AI results and clinician diagnoses."""
+    client, idp = cohort.client, cohort.idp
+    before = cohort.performance(minCount="1").json()
+    index = 12  # no histology, AI positive, the clinician said melanoma
+    subject, lesion = {"reference": f"Patient/{cohort.patients[index]}"}, cohort.lesions[index]
+    own = idp.headers("patient/*.cruds", patient=cohort.patients[index])
+    report = pathology(subject, f"BodyStructure/{lesion}", NAEVUS, f"Practitioner/{cohort.pathologist}")
+    refused = client.post(f"{BASE}/DiagnosticReport", json=report, headers=own)
+    assert refused.status_code == 403 and "patient/" in refused.text, refused.text
+    forged_ai = ai_result(subject, lesion, cohort.device, False, WHEN.isoformat())
+    admin: dict[str, str] = {}
+    for headers in (own, admin):  # neither a patient nor even an admin client writes an AI result
+        refused = client.post(f"{BASE}/Observation", json=forged_ai, headers=headers)
+        assert refused.status_code == 409 and "urn:dermbridge:ai-risk" in refused.text, refused.text
+    diagnosis = {
+        "resourceType": "Observation",
+        "status": "final",
+        "subject": subject,
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "439401001"}]},
+        "focus": [{"reference": f"BodyStructure/{lesion}"}],
+        "performer": [{"reference": f"Practitioner/{cohort.reviewer}"}],
+        "issued": "2099-01-01T00:00:00Z",
+        "valueCodeableConcept": {"coding": [NAEVUS]},
+    }
+    assert client.post(f"{BASE}/Observation", json=diagnosis, headers=own).status_code == 201  # not counted
+    diagnosis["method"] = {"coding": [{"system": "urn:dermbridge:method", "code": "clinician-review"}]}
+    refused = client.post(f"{BASE}/Observation", json=diagnosis, headers=own)
+    assert refused.status_code == 409 and "$complete" in refused.text
+    cohort.linked()
+    after = cohort.performance(minCount="1").json()
+    assert [p for p in after["parameter"] if p["name"] != "to"] == [p for p in before["parameter"] if p["name"] != "to"]
+
+
+def test_histology_dated_before_the_imaging_is_excluded(cohort: Cohort) -> None:
+    """Derm review 3 H4: a report dated 400 days before the image was counted as a true positive."""
+    client = cohort.client
+    device = cohort.post("Device", {"resourceType": "Device", "deviceName": [{"name": "Other", "type": "model-name"}]})
+    subject = {"reference": f"Patient/{cohort.post('Patient', {'resourceType': 'Patient'})}"}
+    lesion = cohort.post("BodyStructure", {"resourceType": "BodyStructure", "patient": subject})
+    server_write(client, ai_result(subject, lesion, device, True, WHEN.isoformat()))
+    earlier = pathology(subject, f"BodyStructure/{lesion}", MELANOMA, f"Practitioner/{cohort.pathologist}")
+    before = WHEN - timedelta(days=400)
+    earlier.update(effectiveDateTime=before.isoformat(), issued=(before + timedelta(days=1)).isoformat())
+    cohort.post("DiagnosticReport", earlier)
+    for _ in range(50):  # the outbox consumer links it (bounded)
+        found = client.get(f"{BASE}/Observation", params={"focus": f"BodyStructure/{lesion}", "code": GROUND_TRUTH})
+        if found.json().get("entry"):
+            break
+        client.portal.call(client.app.state.dispatcher.drain)  # type: ignore[attr-defined]
+    body = cohort.performance(model=f"Device/{device}", minCount="1").json()
+    ai = figure(body, "ai", "histology")
+    assert (ai["tp"], ai["n"]) == (0, 0)
+    excluded = {parts(p)["reason"]: parts(p)["count"] for p in body["parameter"] if p["name"] == "excluded"}
+    assert [n for reason, n in excluded.items() if "before the lesion's first imaging" in reason] == [1], excluded
+
+
+def test_the_method_states_the_biases_and_reads_are_split_into_confirmed_and_overridden(cohort: Cohort) -> None:
+    """Derm review 3 H3 and H5: AI-assisted clinician reads, partial verification, the operating point."""
+    body = cohort.performance(minCount="1").json()
+    assert (top(body, "clinician-confirmed"), top(body, "clinician-overridden")) == (2, 3)
+    method = top(body, "method")
+    for said in ("AI-assisted", "Partial verification", "sensitivity against histology is overestimated",
+                 "malignantAbove", "in situ and invasive melanoma are counted together", "latest histopathology",
+                 "before the lesion's first imaging"):  # fmt: skip
+        assert said in method, said
+    assert "AI-assisted" in figure(body, "ai", "clinician")["reference-standard"]
+
+
+def test_extreme_years_with_an_offset_are_400_not_500(cohort: Cohort) -> None:
+    """Pentest 3 finding 9: year 1 or 9999 with a timezone offset overflowed on conversion to UTC (500)."""
+    extremes = (({"from": "0001-01-01T00:00:00+01:00"}, "from"), ({"to": "9999-12-31T23:59:59-01:00"}, "to"),
+                ({"from": "1800-01-01"}, "from"))  # fmt: skip
+    for params, expression in extremes:
+        response = cohort.performance(**params)
+        assert response.status_code == 400, response.text
+        outcome = response.json()
+        assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["expression"] == [expression]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import BASE, FhirTestClient, make_client
-from tests.fhir_server.outcomes.cohort import MELANOMA, NAEVUS, WHEN, ai_result, pathology
+from tests.fhir_server.outcomes.cohort import MELANOMA, NAEVUS, WHEN, ai_result, pathology, server_write
 
 GROUND_TRUTH = "urn:dermbridge:outcome|histology-ground-truth"
 
@@ -86,7 +86,7 @@ def test_a_final_pathology_report_becomes_the_lesions_ground_truth(client: FhirT
 def test_a_case_with_one_lesion_and_a_specimens_body_site_link_too(client: FhirTestClient) -> None:
     subject, (lesion,) = patient_with_lesions(client)
     device = post(client, "Device", {"resourceType": "Device"})
-    result = post(client, "Observation", ai_result(subject, lesion, device, True, WHEN.isoformat()))
+    result = server_write(client, ai_result(subject, lesion, device, True, WHEN.isoformat()))
     case = post(
         client,
         "DiagnosticReport",
@@ -136,7 +136,7 @@ def test_links_that_name_no_lesion_of_the_patient_are_refused(client: FhirTestCl
     ]
     subject, lesions = patient_with_lesions(client, 2)
     device = post(client, "Device", {"resourceType": "Device"})
-    results = [post(client, "Observation", ai_result(subject, x, device, True, WHEN.isoformat())) for x in lesions]
+    results = [server_write(client, ai_result(subject, x, device, True, WHEN.isoformat())) for x in lesions]
     case = post(
         client,
         "DiagnosticReport",
@@ -173,3 +173,42 @@ def test_only_the_server_writes_ground_truth_and_not_before_the_report_is_final(
     }
     refused = client.post(f"{BASE}/Observation", json=forged)
     assert refused.status_code == 409, refused.text
+
+
+def test_a_case_naming_another_patients_lesion_gives_it_no_ground_truth(client: FhirTestClient) -> None:
+    """Pentest 3: a case (subject A) whose result is about B's lesion must not link B's lesion through A's report."""
+    subject, _ = patient_with_lesions(client)
+    _, (theirs,) = patient_with_lesions(client)
+    planted = {
+        "resourceType": "Observation",
+        "status": "final",
+        "subject": subject,
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "439401001"}]},
+        "focus": [{"reference": f"BodyStructure/{theirs}"}],
+    }
+    case = {
+        "resourceType": "DiagnosticReport",
+        "status": "preliminary",
+        "code": {"text": "case"},
+        "subject": subject,
+        "result": [{"reference": f"Observation/{post(client, 'Observation', planted)}"}],
+    }
+    of = f"DiagnosticReport/{post(client, 'DiagnosticReport', case)}"
+    refused = client.post(f"{BASE}/DiagnosticReport", json=pathology(subject, of, MELANOMA, pathologist(client)))
+    assert refused.status_code == 422 and "has 0 lesions" in refused.text, refused.text
+    assert truths(client, theirs) == []
+
+
+def test_one_report_for_several_lesions_with_several_diagnoses_is_refused(client: FhirTestClient) -> None:
+    """Derm review 3 H1: a report naming lesions A and B with melanoma and naevus gave both melanoma."""
+    subject, (first, second) = patient_with_lesions(client, 2)
+    report = pathology(subject, f"BodyStructure/{first}", MELANOMA, pathologist(client))
+    report["extension"].append(dict(report["extension"][0], valueReference={"reference": f"BodyStructure/{second}"}))
+    report["conclusionCode"].append({"coding": [NAEVUS]})
+    refused = client.post(f"{BASE}/DiagnosticReport", json=report)
+    assert refused.status_code == 422 and "one report per lesion" in refused.text, refused.text
+    assert refused.json()["issue"][0]["expression"] == ["DiagnosticReport.conclusionCode"]
+    report["conclusionCode"] = [{"coding": [NAEVUS]}]  # both lesions share the one diagnosis: accepted
+    post(client, "DiagnosticReport", report)
+    for lesion in (first, second):
+        assert [t["valueCodeableConcept"]["coding"] for t in linked(client, lesion)] == [[NAEVUS]]

@@ -13,6 +13,7 @@ from fhir_server.workflow.review.codes import LEASE_EXTENSION
 from fhir_server.workflow.review.policy import SETTING
 from tests.conftest import BASE, FhirTestClient
 from tests.factories import diagnostic_report, patient
+from tests.fhir_server.outcomes.cohort import server_write
 
 SNOMED = "http://snomed.info/sct"
 DERMATOLOGY = {"coding": [{"system": SNOMED, "code": "394582007", "display": "Dermatology"}]}
@@ -64,8 +65,8 @@ class ReviewCase:
                 "device": {"reference": f"Device/{device}"},
             },
         )
-        self.score = self.post(  # a risk result beside the predicted diagnosis
-            "Observation",
+        self.score = server_write(  # a risk result beside the predicted diagnosis (only the server writes one)
+            self.client,
             {
                 "resourceType": "Observation",
                 "status": "preliminary",
