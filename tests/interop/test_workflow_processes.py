@@ -22,7 +22,7 @@ from typing import Any
 import pydicom
 import pytest
 
-from tests.fhir_server.subscriptions.endpoints import HookServer, _Inbox, hook_server, smtp_server
+from tests.fhir_server.subscriptions.endpoints import HookServer, Inbox, hook_server, smtp_server
 from tests.inference.test_worker import lesion_instance
 from tests.interop.clinic import CASE_TASK, REVIEW, SERVER_ENV, SNOMED, Clinic, Reviewer, until
 from tests.server import cli, crash, free_port, running_server
@@ -38,7 +38,7 @@ QUEUED = f"Task?code={REVIEW}&status=requested"
 @dataclass
 class Ehr:
     hook: HookServer
-    inbox: _Inbox
+    inbox: Inbox
 
     def puts(self, report_id: str) -> list[dict[str, Any]]:
         """The final reports the rest-hook endpoint received for the case."""
