@@ -17,7 +17,7 @@ from tests.dicom_node.conftest import DicomNode, wait_for
 pytestmark = pytest.mark.interop
 
 
-def _store_over_one_context(node: DicomNode, ds: pydicom.Dataset, proposed: list[UID]) -> tuple[UID, int]:
+def _store_over_one_context(node: DicomNode, ds: pydicom.Dataset, proposed: list[str | UID]) -> tuple[UID, int]:
     """C-STORE ``ds`` from a pynetdicom SCU proposing ``proposed`` in one presentation context: the syntax
     the node accepted and the status it answered."""
     ae = AE(ae_title="PYNETDICOM")
