@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLSLossless
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGLSLossless,
+    RLELossless,
+)
 from pynetdicom import AE, build_context
 
 from tests.dicom_factories import VL_PHOTOGRAPHIC, dermoscopic, write
@@ -110,3 +117,33 @@ def _move_when_listening(node: DicomNode, ds: pydicom.Dataset) -> subprocess.Com
 
     assert wait_for(moved)
     return attempts[-1]
+
+
+def _store_refused(node: DicomNode, dataset: pydicom.Dataset | Path, sop_class: str, syntax: UID) -> pydicom.Dataset:
+    ae = AE(ae_title="PYNETDICOM")
+    ae.requested_contexts = [build_context(sop_class, syntax)]
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="DERMBRIDGE")
+    assert assoc.is_established
+    try:
+        response: pydicom.Dataset = assoc.send_c_store(dataset)
+        return response
+    finally:
+        assoc.release()
+
+
+def test_compressed_pixels_sent_in_an_uncompressed_syntax_are_refused_saying_so(node: DicomNode) -> None:
+    ds = dermoscopic(syntax=JPEGBaseline8Bit)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # the JPEG stream, labelled uncompressed
+    response = _store_refused(node, ds, ds.SOPClassUID, ExplicitVRLittleEndian)
+    assert response.Status == 0xC000
+    assert "compressed but the syntax is uncompressed" in response.ErrorComment
+
+
+def test_native_pixels_sent_in_a_compressed_syntax_are_refused_saying_so(node: DicomNode, tmp_path: Path) -> None:
+    ds = dermoscopic()
+    path = write(ds, tmp_path)
+    # the same file with its File Meta saying RLE Lossless (UIDs of equal length): the pixels stay native
+    path.write_bytes(path.read_bytes().replace(b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.1.2.5\x00", 1))
+    response = _store_refused(node, path, ds.SOPClassUID, RLELossless)
+    assert response.Status == 0xC000
+    assert "not encapsulated" in response.ErrorComment
