@@ -60,8 +60,9 @@ def dicom_conformance(config: DimseConfig, duplicates: str, dicomweb: bool = Tru
         "|---|---|",
         *_uid_rows(list(STORAGE_CLASSES), dict(STORAGE_CLASSES)),
         "",
-        "Transfer syntaxes accepted for every storage SOP class; objects are stored exactly as received"
-        " (no transcoding):",
+        "Transfer syntaxes accepted for every storage SOP class, in the order the requestor proposes them"
+        " (at equal rank: as listed); objects are stored exactly as received, and decompressed for a C-GET"
+        " or C-MOVE peer that accepts only uncompressed syntaxes:",
         "",
         "| Transfer syntax | UID |",
         "|---|---|",
