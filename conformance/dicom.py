@@ -111,7 +111,9 @@ def dicom_conformance(config: DimseConfig, duplicates: str, dicomweb: bool = Tru
             "Base `/dicomweb/{tenant}`: STOW-RS (`POST /studies[/{study}]`, multipart/related application/dicom),"
             " QIDO-RS (`/studies`, `/series`, `/instances` and their nested forms; `limit`, `offset`),"
             " WADO-RS (study, series, instance as multipart/related application/dicom; `metadata`;"
-            " `frames/{n}`; `rendered` and `thumbnail` as image/jpeg or image/png).",
+            " `frames/{n}`; `rendered` (instance and series) and `thumbnail` as image/jpeg or image/png);"
+            " WADO-URI (`/wado?requestType=WADO`, PS3.18 chapter 9); HEAD on QIDO/WADO; DELETE of studies,"
+            " series and instances.",
             "",
         ]
     return "\n".join(lines)

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,12 +31,14 @@ from dicom_node.dimse import DimseServer
 from dicom_node.erasure import DicomErasure
 from dicom_node.web.routes import router as dicomweb_router
 from dicom_node.web.service import DicomWeb
+from dicom_node.web.wado_uri import router as wado_uri_router
 from fhir_server.api.auth_http import AuthHttp
 from fhir_server.api.auth_http import router as auth_router
 from fhir_server.api.bundles import BundleProcessor
 from fhir_server.api.http import FhirHttp, error_response, unexpected_error_response
 from fhir_server.api.http import router as fhir_http_router
 from fhir_server.api.router import FhirRouter, Operation
+from fhir_server.api.terminology_operations import register_terminology
 from fhir_server.audit.remote import LoaderProcess
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.operation import DECIDE_DEFINITION, consent_decide
@@ -48,10 +51,13 @@ from fhir_server.retention.operation import LEGAL_HOLD_DEFINITION, RELEASE_DEFIN
 from fhir_server.retention.operation import TARGETS as HOLD_TARGETS
 from fhir_server.retention.schedule import RetentionSchedule
 from fhir_server.search.extract import warm_up as warm_up_index
+from fhir_server.security.api_keys import ApiKeys
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.clients import ClientRegistry
 from fhir_server.security.endpoint import TokenEndpoint
+from fhir_server.security.lockout import Lockout
 from fhir_server.security.revocation import ClientStates
+from fhir_server.security.standing import StandingCredentials
 from fhir_server.security.tokens import ExternalProvider, TokenService, load_token_signer
 from fhir_server.storage.port import Engine
 from fhir_server.subscriptions.activation import SubscriptionRules, activation_hook
@@ -80,6 +86,7 @@ def build_router(
     router.write_hooks["Subscription"] = activation_hook(subscriptions or SubscriptionRules())
     router.register(Operation("decide", ("Consent",), False, consent_decide, DECIDE_DEFINITION))
     ReviewOperations().register(router)
+    register_terminology(router)
     if erasure is not None:
         router.register(Operation("erase", ("Patient",), True, erasure, ERASE_DEFINITION, True, "d"))
     if holds is not None:
@@ -191,7 +198,9 @@ def create_app(settings: Settings) -> FastAPI:
     start_linker(dispatcher, engine, audit)
     ingestor = build_ingestor(settings, engine, audit)
     dimse = build_dimse(settings, engine, ingestor, sink) if settings.dicom_enabled else None
-    authenticator = Authenticator(tokens, ClientStates(clients))
+    lockout = Lockout()  # failed attempts at the token endpoint and with standing credentials count together
+    standing = StandingCredentials(clients, ApiKeys(engine), lockout)
+    authenticator = Authenticator(tokens, ClientStates(clients), standing)
     subscriptions = build_subscriptions(settings, engine, audit, clients)
 
     @asynccontextmanager
@@ -288,19 +297,35 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.auth_http = AuthHttp(
         engine,
         authenticator,
-        TokenEndpoint(clients, tokens) if tokens is not None else None,
+        TokenEndpoint(clients, tokens, lockout) if tokens is not None else None,
         audit,
         settings.default_tenant,
         settings.base_url(),
     )
-    app.state.dicomweb = DicomWeb(engine, ingestor, ingestor.public_url)
+    app.state.dicomweb = DicomWeb(engine, ingestor, ingestor.public_url, audit)
     app.include_router(auth_router)
     app.include_router(fhir_http_router)
     app.include_router(dicomweb_router)
+    app.include_router(wado_uri_router)
+    _install_cors(app, settings)
     app.include_router(subscription_websocket_router)
     _install_conformance(app, settings, dimse)
     _install_error_handlers(app)
     return app
+
+
+def _install_cors(app: FastAPI, settings: Settings) -> None:
+    """CORS (Fetch standard §3.2) for the listed origins only, so a browser viewer on another origin (OHIF)
+    can call DICOMweb and FHIR with its Authorization header; no origins listed: no preflight is answered."""
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["authorization", "accept", "content-type", "if-match", "if-none-exist", "prefer"],
+            expose_headers=["content-location", "etag", "last-modified", "location", "retry-after", "warning"],
+            max_age=600,
+        )
 
 
 def _install_conformance(app: FastAPI, settings: Settings, dimse: DimseServer | None) -> None:

@@ -4,58 +4,48 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
+from dermbridge.cli_support import run_on_tenant
 from dermbridge.outcomes import MIN_CASES
-from dermbridge.storage import open_audit_trail
+from fhir_server.audit.trail import AuditTrail
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.outcomes.drift import check_device, default_window, device_label, model_devices
+from fhir_server.storage.port import TenantStore
 from inference.body_site_groups import site_group
 
 
 def check_command(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    trail = open_audit_trail(settings) if settings.audit_enabled else None
     start, end = default_window(datetime.now(UTC))
     start, end = args.start or start, args.end or end
 
-    async def run() -> int:
-        async with opened_engine(settings) as engine:
-            store = await tenant_or_none(engine, args.tenant)
-            if store is None:
-                return 2
+    async def check(store: TenantStore, trail: AuditTrail | None) -> int:
+        devices = await model_devices(store, args.model)
+        if args.model and not devices:
+            print(f"no Device {args.model!r} in tenant {args.tenant!r}")
+            return 2
+        drifts = 0
+        for device in devices:
             try:
-                devices = await model_devices(store, args.model)
-                if args.model and not devices:
-                    print(f"no Device {args.model!r} in tenant {args.tenant!r}")
-                    return 2
-                drifts = 0
-                for device in devices:
-                    try:
-                        found = await check_device(store, device, start, end, site_group=site_group,
-                                                   min_cases=args.min_cases, trail=trail)  # fmt: skip
-                    except OperationOutcomeError as error:
-                        print(f"skipped\t{device_label(device)}: {error} (narrow --from/--to)")
-                        continue
-                    for evaluation in found:
-                        drifts += evaluation.status == "drift"
-                        if args.json:
-                            print(json.dumps({**asdict(evaluation), "device": f"Device/{device['id']}"}))
-                        else:
-                            where = f" -> {evaluation.issue}" if evaluation.issue else ""
-                            line = evaluation.sentence(start, end)
-                            print(f"{evaluation.status}\t{device_label(device)}: {line}{where}")
-                return 1 if drifts else 0
-            finally:
-                if trail is not None:
-                    await trail.close()
+                found = await check_device(store, device, start, end, site_group=site_group,
+                                           min_cases=args.min_cases, trail=trail)  # fmt: skip
+            except OperationOutcomeError as error:
+                print(f"skipped\t{device_label(device)}: {error} (narrow --from/--to)")
+                continue
+            for evaluation in found:
+                drifts += evaluation.status == "drift"
+                if args.json:
+                    print(json.dumps({**asdict(evaluation), "device": f"Device/{device['id']}"}))
+                else:
+                    where = f" -> {evaluation.issue}" if evaluation.issue else ""
+                    line = evaluation.sentence(start, end)
+                    print(f"{evaluation.status}\t{device_label(device)}: {line}{where}")
+        return 1 if drifts else 0
 
-    return asyncio.run(run())
+    return run_on_tenant(args, check)
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
-from dermbridge.storage import open_audit_trail
+from dermbridge.cli_support import run_on_tenant
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.retention.job import RetentionJob, RunReport
 from fhir_server.retention.policies import (
@@ -28,21 +26,7 @@ from fhir_server.tenant_settings import SOFTWARE_CONFIGURATION, setting_event
 
 
 def retention_command(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    trail = open_audit_trail(settings) if settings.audit_enabled else None
-
-    async def run() -> int:
-        async with opened_engine(settings) as engine:
-            store = await tenant_or_none(engine, args.tenant)
-            if store is None:
-                return 2
-            try:
-                return await _act(args, store, trail)
-            finally:
-                if trail is not None:
-                    await trail.close()
-
-    return asyncio.run(run())
+    return run_on_tenant(args, lambda store, trail: _act(args, store, trail))
 
 
 async def _act(args: argparse.Namespace, store: TenantStore, trail: AuditTrail | None) -> int:

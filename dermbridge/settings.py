@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -179,11 +180,26 @@ class Settings(BaseSettings):
     subscription_websocket_max_seconds: float = Field(
         3600.0, gt=0, le=86400, description="a Subscription websocket's longest life (the client reconnects)"
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        max_length=64,
+        description="browser origins (https://viewer.example) allowed cross-origin calls; none: no CORS",
+    )
     notify_config: Path | None = Field(None, description="JSON file: per-tenant SMTP, templates, suppression")
 
-    _lists = field_validator("forwarded_allow_ips", "inference_models", "subscription_allowed_hosts", mode="before")(
-        listed
-    )
+    _lists = field_validator(
+        "forwarded_allow_ips", "inference_models", "subscription_allowed_hosts", "cors_origins", mode="before"
+    )(listed)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        """Each an origin (RFC 6454 §7: scheme://host[:port], no path); ``*`` is refused: with
+        credentials in the Authorization header, any site could then act as the user's viewer."""
+        bad = [o for o in value if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", o)]
+        if bad:
+            raise ValueError(f"not origins (scheme://host[:port], '*' is not allowed): {bad}")
+        return value
 
     @field_validator("dicom_lesion_key")
     @classmethod

@@ -15,6 +15,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from dicom_node.dicom_values import acquisition_datetime, fhir_datetime
+from dicom_node.imaging_device import imaging_device, reference
 from dicom_node.lesion_identity import resolve_lesion
 from dicom_node.lesions import DEFAULT_LESION_KEY, laterality, site_coding
 from dicom_node.patient_match import resolve_patient
@@ -236,6 +237,9 @@ async def _media(
         value = ds.get(keyword)
         if value is not None and int(value) > 0:
             media[element] = int(value)
+    device = await imaging_device(repo, ds)
+    if device is not None:
+        media["device"] = reference(device, ds)
     site, side = site_coding(ds), laterality(ds)
     if site is not None:  # the side in the text: a CodeableConcept's codings are one concept, not site + side
         words = [site.get("display", site["code"]), *([side.get("display", side["code"])] if side else [])]

@@ -20,6 +20,8 @@ MAX_INDEXED_STRING = 1024  # characters of a string the search index keeps (stri
 MAX_SEARCH_PARAMETERS = 100  # parameters of one search, result parameters included
 MAX_PARAMETER_REPEATS = 20  # the same parameter name ANDed
 MAX_OR_VALUES = 100  # comma-separated alternatives of one parameter
+MAX_MODIFIER_CODES = 1_000  # codes one :in, :not-in, :above or :below value may stand for
+MAX_SEARCH_CODES = 5_000  # codes all the terminology modifiers of one search stand for together
 MAX_CHAIN_DEPTH = 3  # chained hops and _has levels, nested in one another
 MAX_SORT_KEYS = 5  # keys of _sort
 

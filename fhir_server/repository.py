@@ -41,7 +41,7 @@ from fhir_server.managed_content import check_client_write
 from fhir_server.patches import apply_patch
 from fhir_server.retention.holds import check_deletable
 from fhir_server.search.extract import index_resource, parse_local_reference
-from fhir_server.search.request import SearchRequest, parse_search
+from fhir_server.search.request import SearchRequest, TerminologyCodes, parse_search
 from fhir_server.security.policy import AccessPolicy, Decision
 from fhir_server.security.scopes import Permission
 from fhir_server.storage.port import (
@@ -222,7 +222,12 @@ class Repository:
         return HistoryPage(visible[query.offset : query.offset + query.count], len(visible))
 
     def parse(
-        self, resource_types: tuple[str, ...], params: list[tuple[str, str]], *, lenient: bool = False
+        self,
+        resource_types: tuple[str, ...],
+        params: list[tuple[str, str]],
+        *,
+        lenient: bool = False,
+        codes: TerminologyCodes | None = None,
     ) -> SearchRequest:
         for resource_type in resource_types:
             check_type(resource_type)
@@ -233,6 +238,7 @@ class Repository:
             default_count=self.default_count,
             max_count=self.max_count,
             local_base=self.local_base,
+            codes=codes,
         )
 
     def searchable(self, types: Sequence[str]) -> tuple[str, ...]:

@@ -25,6 +25,9 @@ from fhir_server.storage.port import TenantUnknownError
 
 log = logging.getLogger(__name__)
 DICOM_JSON = "application/dicom+json"
+READ_METHODS = ["GET", "HEAD"]  # RFC 9110 §9.3.2: HEAD answers as GET without the body (uvicorn drops it)
+_QIDO_MEDIA = ("application/dicom+json", "application/json", "*/*", "application/*")
+MAX_RENDERED_PARTS = 100  # images of one series rendered in one answer
 MAX_STOW_BYTES = 1 << 30  # 1 GiB in one request; send larger studies in several
 
 
@@ -32,7 +35,8 @@ async def caller(request: Request, tenant: str) -> AccessPolicy:
     """The policy of the request's token of the tenant (401 without one, 404 for another tenant's); with
     authentication turned off, the system context says so. Every decision is then the policy's."""
     authenticator: Authenticator = request.app.state.fhir_http.authenticator
-    access = await authenticator.access(request.headers.get("authorization"), tenant)
+    address = request.client.host if request.client else ""
+    access = await authenticator.access(request.headers.get("authorization"), tenant, address)
     if access is None:
         return AccessPolicy.system("authentication disabled (DERMBRIDGE_AUTH_ENABLED=false)")
     return AccessPolicy.of(access)
@@ -80,7 +84,7 @@ def dicom_json(body: Any) -> Response:
     return Response(orjson.dumps(body), 200, media_type=DICOM_JSON)
 
 
-async def _guard(coro: Any) -> Response:
+async def guarded(coro: Any) -> Response:
     """Turn the service's errors into HTTP answers: a client error is never a 500."""
     try:
         response: Response = await coro
@@ -128,56 +132,64 @@ async def _stow(service: DicomWeb, tenant: str, request: Request, study: str | N
 
 @router.post("/studies", dependencies=[Depends(storer)])
 async def stow_studies(tenant: str, request: Request, service: DicomWebDep) -> Response:
-    return await _guard(_stow(service, tenant, request, None))
+    return await guarded(_stow(service, tenant, request, None))
 
 
 @router.post("/studies/{study}", dependencies=[Depends(storer)])
 async def stow_study(tenant: str, study: str, request: Request, service: DicomWebDep) -> Response:
-    return await _guard(_stow(service, tenant, request, study))
+    return await guarded(_stow(service, tenant, request, study))
 
 
 # -- QIDO-RS ---------------------------------------------------------------------------------------
 async def _search(
     service: DicomWeb, tenant: str, policy: AccessPolicy, request: Request, level: str, fixed: dict[str, str]
 ) -> Response:
+    if not _accepts(request, _QIDO_MEDIA):
+        return problem(406, "QIDO-RS answers in application/dicom+json only (PS3.18 8.7.3): not in dicom+xml")
     params = parse_qsl(request.url.query, keep_blank_values=True)
     found = await service.search(tenant, policy, level, fixed, params)
     return dicom_json(found) if found else Response(status_code=204)
 
 
-@router.get("/studies")
+@router.api_route("/studies", methods=READ_METHODS)
 async def search_studies(tenant: str, request: Request, service: DicomWebDep, policy: SearchDep) -> Response:
-    return await _guard(_search(service, tenant, policy, request, "STUDY", {}))
+    return await guarded(_search(service, tenant, policy, request, "STUDY", {}))
 
 
-@router.get("/series")
+@router.api_route("/series", methods=READ_METHODS)
 async def search_all_series(tenant: str, request: Request, service: DicomWebDep, policy: SearchDep) -> Response:
-    return await _guard(_search(service, tenant, policy, request, "SERIES", {}))
+    return await guarded(_search(service, tenant, policy, request, "SERIES", {}))
 
 
-@router.get("/studies/{study}/series")
+@router.api_route("/studies/{study}/series", methods=READ_METHODS)
 async def search_series(tenant: str, study: str, request: Request, service: DicomWebDep, policy: SearchDep) -> Response:
-    return await _guard(_search(service, tenant, policy, request, "SERIES", {"StudyInstanceUID": study}))
+    return await guarded(_search(service, tenant, policy, request, "SERIES", {"StudyInstanceUID": study}))
 
 
-@router.get("/instances")
+@router.api_route("/instances", methods=READ_METHODS)
 async def search_all_instances(tenant: str, request: Request, service: DicomWebDep, policy: SearchDep) -> Response:
-    return await _guard(_search(service, tenant, policy, request, "IMAGE", {}))
+    return await guarded(_search(service, tenant, policy, request, "IMAGE", {}))
 
 
-@router.get("/studies/{study}/instances")
+@router.api_route("/studies/{study}/instances", methods=READ_METHODS)
 async def search_study_instances(
     tenant: str, study: str, request: Request, service: DicomWebDep, policy: SearchDep
 ) -> Response:
-    return await _guard(_search(service, tenant, policy, request, "IMAGE", {"StudyInstanceUID": study}))
+    return await guarded(_search(service, tenant, policy, request, "IMAGE", {"StudyInstanceUID": study}))
 
 
-@router.get("/studies/{study}/series/{series}/instances")
+@router.api_route("/studies/{study}/series/{series}/instances", methods=READ_METHODS)
 async def search_instances(
     tenant: str, study: str, series: str, request: Request, service: DicomWebDep, policy: SearchDep
 ) -> Response:
     fixed = {"StudyInstanceUID": study, "SeriesInstanceUID": series}
-    return await _guard(_search(service, tenant, policy, request, "IMAGE", fixed))
+    return await guarded(_search(service, tenant, policy, request, "IMAGE", fixed))
+
+
+def _accepts(request: Request, media: tuple[str, ...]) -> bool:
+    """Whether the Accept header (RFC 9110 §12.5.1; none: anything) names one of ``media``."""
+    accept = request.headers.get("accept", "*/*") or "*/*"
+    return any(token.split(";")[0].strip().lower() in media for token in accept.split(","))
 
 
 # -- WADO-RS: instances ----------------------------------------------------------------------------
@@ -203,23 +215,23 @@ async def _retrieve(
     return Response(body, 200, headers={"Content-Type": media})
 
 
-@router.get("/studies/{study}")
+@router.api_route("/studies/{study}", methods=READ_METHODS)
 async def retrieve_study(tenant: str, study: str, request: Request, service: DicomWebDep, policy: ReadDep) -> Response:
-    return await _guard(_retrieve(service, tenant, policy, request, study))
+    return await guarded(_retrieve(service, tenant, policy, request, study))
 
 
-@router.get("/studies/{study}/series/{series}")
+@router.api_route("/studies/{study}/series/{series}", methods=READ_METHODS)
 async def retrieve_series(
     tenant: str, study: str, series: str, request: Request, service: DicomWebDep, policy: ReadDep
 ) -> Response:
-    return await _guard(_retrieve(service, tenant, policy, request, study, series))
+    return await guarded(_retrieve(service, tenant, policy, request, study, series))
 
 
-@router.get("/studies/{study}/series/{series}/instances/{instance}")
+@router.api_route("/studies/{study}/series/{series}/instances/{instance}", methods=READ_METHODS)
 async def retrieve_instance(
     tenant: str, study: str, series: str, instance: str, request: Request, service: DicomWebDep, policy: ReadDep
 ) -> Response:
-    return await _guard(_retrieve(service, tenant, policy, request, study, series, instance))
+    return await guarded(_retrieve(service, tenant, policy, request, study, series, instance))
 
 
 # -- WADO-RS: metadata -----------------------------------------------------------------------------
@@ -229,21 +241,21 @@ async def _metadata(service: DicomWeb, tenant: str, policy: AccessPolicy, study:
     return dicom_json([service.metadata(tenant, r) for r in records])
 
 
-@router.get("/studies/{study}/metadata")
+@router.api_route("/studies/{study}/metadata", methods=READ_METHODS)
 async def study_metadata(tenant: str, study: str, service: DicomWebDep, policy: ReadDep) -> Response:
-    return await _guard(_metadata(service, tenant, policy, study))
+    return await guarded(_metadata(service, tenant, policy, study))
 
 
-@router.get("/studies/{study}/series/{series}/metadata")
+@router.api_route("/studies/{study}/series/{series}/metadata", methods=READ_METHODS)
 async def series_metadata(tenant: str, study: str, series: str, service: DicomWebDep, policy: ReadDep) -> Response:
-    return await _guard(_metadata(service, tenant, policy, study, series))
+    return await guarded(_metadata(service, tenant, policy, study, series))
 
 
-@router.get("/studies/{study}/series/{series}/instances/{instance}/metadata")
+@router.api_route("/studies/{study}/series/{series}/instances/{instance}/metadata", methods=READ_METHODS)
 async def instance_metadata(
     tenant: str, study: str, series: str, instance: str, service: DicomWebDep, policy: ReadDep
 ) -> Response:
-    return await _guard(_metadata(service, tenant, policy, study, series, instance))
+    return await guarded(_metadata(service, tenant, policy, study, series, instance))
 
 
 # -- WADO-RS: frames and rendered ------------------------------------------------------------------
@@ -283,12 +295,12 @@ def _frame_bytes(ds: Dataset, count: int, wanted: list[int]) -> list[bytes]:
     return [ds.PixelData[(f - 1) * size : f * size] for f in wanted]
 
 
-@router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frame_list}")
+@router.api_route("/studies/{study}/series/{series}/instances/{instance}/frames/{frame_list}", methods=READ_METHODS)
 async def retrieve_frames(
     tenant: str, study: str, series: str, instance: str, frame_list: str, request: Request, service: DicomWebDep,
     policy: ReadDep,
 ) -> Response:  # fmt: skip
-    return await _guard(_frames(service, tenant, policy, request, study, series, instance, frame_list))
+    return await guarded(_frames(service, tenant, policy, request, study, series, instance, frame_list))
 
 
 def _image_type(request: Request) -> str | None:
@@ -317,15 +329,68 @@ async def _rendered(
     return Response(image, 200, media_type=media)
 
 
-@router.get("/studies/{study}/series/{series}/instances/{instance}/rendered")
+async def _rendered_series(
+    service: DicomWeb, tenant: str, policy: AccessPolicy, request: Request, study: str, series: str
+) -> Response:
+    """A series rendered (PS3.18 10.4.1.1.3): each image's first frame, one part each, in the order
+    the series was stored; at most ``MAX_RENDERED_PARTS`` (ask for the instances beyond one by one)."""
+    media = _image_type(request)
+    if media is None:
+        return problem(406, "rendered images are image/jpeg or image/png")
+    records = await service.instances(tenant, policy, study, series)
+    parts = []
+    for record in [r for r in records if int(r.fields.get("Rows", ("0",))[0] or 0) > 0][:MAX_RENDERED_PARTS]:
+        image = render(await service.read_dataset(tenant, record), media)
+        parts.append(multipart.Part(media, image))
+    if not parts:
+        return problem(400, "the series has no image to render")
+    body, boundary = multipart.build(parts)
+    return Response(body, 200, headers={"Content-Type": f'multipart/related; type="{media}"; boundary={boundary}'})
+
+
+@router.api_route("/studies/{study}/series/{series}/rendered", methods=READ_METHODS)
+async def rendered_series(
+    tenant: str, study: str, series: str, request: Request, service: DicomWebDep, policy: ReadDep
+) -> Response:
+    return await guarded(_rendered_series(service, tenant, policy, request, study, series))
+
+
+@router.api_route("/studies/{study}/series/{series}/instances/{instance}/rendered", methods=READ_METHODS)
 async def rendered(
     tenant: str, study: str, series: str, instance: str, request: Request, service: DicomWebDep, policy: ReadDep
 ) -> Response:
-    return await _guard(_rendered(service, tenant, policy, request, (study, series, instance), thumbnail=False))
+    return await guarded(_rendered(service, tenant, policy, request, (study, series, instance), thumbnail=False))
 
 
-@router.get("/studies/{study}/series/{series}/instances/{instance}/thumbnail")
+@router.api_route("/studies/{study}/series/{series}/instances/{instance}/thumbnail", methods=READ_METHODS)
 async def thumbnail(
     tenant: str, study: str, series: str, instance: str, request: Request, service: DicomWebDep, policy: ReadDep
 ) -> Response:
-    return await _guard(_rendered(service, tenant, policy, request, (study, series, instance), thumbnail=True))
+    return await guarded(_rendered(service, tenant, policy, request, (study, series, instance), thumbnail=True))
+
+
+# -- DELETE (dcm4chee, Google Cloud Healthcare API; dicom_node.web.deletion) -----------------------
+async def _delete(service: DicomWeb, tenant: str, policy: AccessPolicy, request: Request,
+                  uids: tuple[str, str | None, str | None]) -> Response:  # fmt: skip
+    who = policy.access.subject if policy.access is not None else "(authentication disabled)"
+    await service.delete(tenant, policy, who, request.client.host if request.client else "", uids)
+    return Response(status_code=204)
+
+
+@router.delete("/studies/{study}")
+async def delete_study(tenant: str, study: str, request: Request, service: DicomWebDep, policy: CallerDep) -> Response:
+    return await guarded(_delete(service, tenant, policy, request, (study, None, None)))
+
+
+@router.delete("/studies/{study}/series/{series}")
+async def delete_series(
+    tenant: str, study: str, series: str, request: Request, service: DicomWebDep, policy: CallerDep
+) -> Response:
+    return await guarded(_delete(service, tenant, policy, request, (study, series, None)))
+
+
+@router.delete("/studies/{study}/series/{series}/instances/{instance}")
+async def delete_instance(
+    tenant: str, study: str, series: str, instance: str, request: Request, service: DicomWebDep, policy: CallerDep
+) -> Response:
+    return await guarded(_delete(service, tenant, policy, request, (study, series, instance)))

@@ -19,6 +19,8 @@ from dicom_node.ingest import Ingestor
 from dicom_node.instance_files import InstanceFiles
 from dicom_node.query import Match, QueryError, find
 from dicom_node.web.access import may_read_study, searchable_patient
+from dicom_node.web.deletion import DicomDeletion
+from fhir_server.audit.trail import AuditTrail
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.limits import MAX_NUMBER_DIGITS, whole_number
 from fhir_server.repository import Repository
@@ -58,11 +60,12 @@ def _keyword(name: str) -> str | None:
 
 
 class DicomWeb:
-    def __init__(self, engine: Engine, ingestor: Ingestor, public_url: Any) -> None:
+    def __init__(self, engine: Engine, ingestor: Ingestor, public_url: Any, audit: AuditTrail | None = None) -> None:
         self._engine = engine
         self._files = InstanceFiles(ingestor.blobs)
         self._ingestor = ingestor
         self._public_url = public_url
+        self._deletion = DicomDeletion(engine, ingestor.blobs, audit)
 
     async def _store(self, tenant: str) -> TenantStore:
         return await self._engine.tenant(tenant)
@@ -182,6 +185,14 @@ class DicomWeb:
         if not found:
             raise NotFound(NO_SUCH_OBJECT)
         return found
+
+    async def delete(
+        self, tenant: str, policy: AccessPolicy, who: str, address: str, uids: tuple[str, str | None, str | None]
+    ) -> int:
+        """Delete a study, series or instance (``deletion``): 403 unless the policy allows it, 404 when absent."""
+        policy.delete_dicom()
+        found = await self.instances(tenant, AccessPolicy.system("DICOMweb DELETE: the caller may delete"), *uids)
+        return await self._deletion.delete(tenant, found, who, address)
 
     async def read_bytes(self, tenant: str, record: Record) -> bytes:
         return await self._files.read_bytes(await self._engine.tenant(tenant), tenant, record)

@@ -164,7 +164,8 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
     refused: OperationOutcomeError | None = None
     try:  # before the tenant lookup: no token, no hint of which tenants exist
         if segments != ["metadata"]:
-            access = await fhir.authenticator.access(request.headers.get("authorization"), tenant)
+            address = request.client.host if request.client else ""
+            access = await fhir.authenticator.access(request.headers.get("authorization"), tenant, address)
     except OperationOutcomeError as error:
         refused = error
     try:

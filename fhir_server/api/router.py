@@ -16,7 +16,7 @@ from fhir_server.api import interactions, searching
 from fhir_server.api.compartment import EVERYTHING_DEFINITION, everything
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.routes import PathArgs, RouteTable
-from fhir_server.errors import method_not_allowed, not_found
+from fhir_server.errors import OperationOutcomeError, method_not_allowed, not_found
 from fhir_server.repository import Repository
 from fhir_server.security.scopes import Permission
 from fhir_server.validation import check_type
@@ -24,6 +24,7 @@ from fhir_server.validation import check_type
 OperationHandler = Callable[[Repository, FhirRequest, str | None, str | None], Awaitable[FhirResponse]]
 CapabilityProvider = Callable[[str], dict[str, Any]]
 WriteHook = Callable[[Repository, FhirRequest], Awaitable[None]]  # checks or completes a write's body
+ReadFallback = Callable[[str], dict[str, Any] | None]  # id -> a shipped resource the tenant has not stored
 WRITES = ("POST", "PUT", "PATCH")
 
 
@@ -33,7 +34,7 @@ class Operation:
 
     name: str
     resource_types: tuple[str, ...]  # empty: system level
-    instance: bool
+    instance: bool | None  # None: invoked on the type and on an instance alike (e.g. ValueSet/$expand)
     handler: OperationHandler
     definition: dict[str, Any]
     affects_state: bool = False
@@ -46,6 +47,7 @@ class FhirRouter:
         self.operations: dict[str, Operation] = {}
         self.batch_handler: Callable[[Repository, FhirRequest], Awaitable[FhirResponse]] | None = None
         self.write_hooks: dict[str, WriteHook] = {}  # by resource type, e.g. Subscription activation
+        self.read_fallbacks: dict[str, ReadFallback] = {}  # by resource type, e.g. shipped ValueSets
         self.register(Operation("everything", ("Patient",), True, everything, EVERYTHING_DEFINITION, False))
         self.routes = self._table()
 
@@ -76,7 +78,7 @@ class FhirRouter:
         table.add("POST", ":type/_search", searching.search_type)
         table.add("GET", ":type/_history", searching.history)
         table.add("GET POST", ":type/$op", self._operation)
-        table.add("GET", ":type/:id", interactions.read)
+        table.add("GET", ":type/:id", self._read)
         table.add("PUT", ":type/:id", interactions.update)
         table.add("PATCH", ":type/:id", interactions.patch)
         table.add("DELETE", ":type/:id", interactions.delete)
@@ -94,6 +96,18 @@ class FhirRouter:
     async def _metadata(self, repo: Repository, request: FhirRequest, args: PathArgs) -> FhirResponse:
         return FhirResponse(200, self._capability(request.base_url))
 
+    async def _read(self, repo: Repository, request: FhirRequest, args: PathArgs) -> FhirResponse:
+        """http.html#read; a type with shipped read-only content (terminology) answers it when the tenant
+        has no resource of that id, to a caller who may read the type."""
+        try:
+            return await interactions.read(repo, request, args)
+        except OperationOutcomeError as error:
+            fallback = self.read_fallbacks.get(args["type"])
+            shipped = fallback(args["id"]) if fallback is not None and error.status == 404 else None
+            if shipped is None:
+                raise
+            return FhirResponse(200, shipped)
+
     async def _compartment(self, repo: Repository, request: FhirRequest, args: PathArgs) -> FhirResponse:
         return await searching.search_compartment(repo, request, {"id": args["id"], "type": args["compartment"]})
 
@@ -103,7 +117,7 @@ class FhirRouter:
         operation = self.operations.get(name)
         if operation is None or (operation.resource_types and resource_type not in operation.resource_types):
             raise not_found(f"operation ${name} is not supported here")
-        if operation.instance != (id is not None):
+        if operation.instance is not None and operation.instance != (id is not None):
             raise not_found(f"operation ${name} is invoked on {'an instance' if operation.instance else 'a type'}")
         if operation.affects_state and request.method != "POST":
             raise method_not_allowed(f"${name} is invoked with POST")

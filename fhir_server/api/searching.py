@@ -18,6 +18,7 @@ from fhir_server.errors import bad_request, not_supported, outcome
 from fhir_server.limits import whole_number
 from fhir_server.repository import Repository, Stored, load
 from fhir_server.search.request import SearchRequest
+from fhir_server.search.terminology_codes import terminology_codes
 from fhir_server.search.values import date_range
 from fhir_server.storage.port import HistoryQuery
 from fhir_server.storage.query import Clause
@@ -66,7 +67,8 @@ async def _search(
 ) -> FhirResponse:
     lenient = prefer(request, "handling") == "lenient"
     params = [(k, v) for k, v in _search_params(request) if k != "_type" or len(types) == 1]
-    search = repo.parse(types, params, lenient=lenient)
+    codes = await terminology_codes(repo, types, params)
+    search = repo.parse(types, params, lenient=lenient, codes=codes)
     if extra:
         search.query = replace(search.query, where=extra + search.query.where)
     page = await repo.search(search)

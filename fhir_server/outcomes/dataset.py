@@ -52,6 +52,7 @@ class LesionRecord:
     lesion: str
     device: str
     first_seen: str  # the earliest effective time of the AI's results on the lesion
+    images: set[str] = field(default_factory=set)  # the Media the AI's results were derived from
     ai_positive: dict[str, bool] = field(default_factory=dict)  # per condition the model assesses
     patient: str = ""
     histology: str | None = None  # a category of fhir_server.outcomes.codes, None: no histology
@@ -134,6 +135,7 @@ async def ai_records(
             continue
         record = records.setdefault((lesion, device), LesionRecord(lesion, device, _when(observation)))
         record.first_seen = min(record.first_seen, _when(observation))
+        record.images.update(i for i in (_ref_id(d, "Media") for d in observation.get("derivedFrom") or []) if i)
         if tier in CONDITIONS:
             record.ai_positive[tier] = record.ai_positive.get(tier, False) or _positive(observation)
     ordered = sorted(records.values(), key=lambda r: (r.first_seen, r.lesion, r.device))
@@ -204,6 +206,15 @@ async def _skin_types(repo: Repository, patients: Iterable[str]) -> dict[str, st
     return {p: kind for p, (_, kind) in latest.items()}
 
 
+def imaging_device(images: list[dict[str, Any] | None]) -> str:
+    """The device the lesion's images were taken with (``Media.device``, named by DICOM ingest from the
+    images' General Equipment module): "several devices" when they differ, "not recorded" without one."""
+    names = {str((m or {}).get("device", {}).get("display") or "") for m in images} - {""}
+    if not names:
+        return UNKNOWN
+    return names.pop() if len(names) == 1 else "several devices"
+
+
 def age_band(birth_date: Any, seen: str) -> str:
     """The age band at the time the lesion was imaged; a partial birth date gives no band (it could straddle one)."""
     try:
@@ -228,6 +239,7 @@ async def collect(
     patients = await _by_id(repo, "Patient", (r.patient for r in records if r.patient))
     skin = await _skin_types(repo, patients)
     histology, clinician = await _references(repo, [r.lesion for r in records])
+    media = await _by_id(repo, "Media", {image for r in records for image in r.images})
     for record in records:
         if record.lesion in histology:
             record.histology = category([histology[record.lesion].get("valueCodeableConcept")])
@@ -240,5 +252,6 @@ async def collect(
             "age-band": age_band((patients.get(record.patient) or {}).get("birthDate"), record.first_seen),
             "body-site": site_group((lesions.get(record.lesion) or {}).get("location")),
             "device": devices.get(record.device, f"Device/{record.device}"),
+            "imaging-device": imaging_device([media.get(image) for image in sorted(record.images)]),
         }
     return Dataset(records, truncated, excluded, demonstration)

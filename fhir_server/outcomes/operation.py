@@ -8,7 +8,7 @@ it the answer says ``truncated`` and ``covered-to``), ``minCount`` (the smallest
 given for; default 10). At most 20,000 AI results are read (more: 400 ``too-costly``, narrow the period).
 
 It reads every patient's records, so it needs a ``user/`` or ``system/`` scope with read and search on
-Observation, DiagnosticReport, BodyStructure, Patient and Device; a ``patient/`` token gets 403.
+Observation, DiagnosticReport, BodyStructure, Patient, Device and Media; a ``patient/`` token gets 403.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from fhir_server.outcomes.report import Scope, performance_parameters
 from fhir_server.repository import Repository
 
 MODEL_SYSTEM = "urn:dermbridge:model"  # the Device identifier inference.governance writes (id@version)
-READ_TYPES = ("Observation", "DiagnosticReport", "BodyStructure", "Patient", "Device")
+READ_TYPES = ("Observation", "DiagnosticReport", "BodyStructure", "Patient", "Device", "Media")
 MAX_RESULTS = 20_000
 MAX_DEVICES = 20
 DEFAULT_CASES, MAX_CASES = 2000, 10_000

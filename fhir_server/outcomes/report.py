@@ -17,7 +17,7 @@ DEMONSTRATION = (
     "DEMONSTRATION model: trained on synthetic images, not for clinical use; these figures show the monitoring "
     "working and are no clinical performance claim"
 )
-DIMENSIONS = ("fitzpatrick", "age-band", "body-site", "device")
+DIMENSIONS = ("fitzpatrick", "age-band", "body-site", "device", "imaging-device")
 RISK_TIER_SYSTEM = "urn:dermbridge:risk-tier"
 METHOD = (
     "Unit: a lesion (BodyStructure) analysed by the model, its images counted once. AI positive for a condition: "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
@@ -37,6 +38,7 @@ from fhir_server.storage.query import (
     SortKey,
     StringMatch,
     TokenMatch,
+    TokenSetMatch,
     TokenTextMatch,
     TotalMode,
     UriMatch,
@@ -47,6 +49,9 @@ SUMMARY_MODES = ("true", "text", "data", "count", "false")
 _UNESCAPED_COMMA = re.compile(r"(?<!\\),")
 _UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+TERMINOLOGY_MODIFIERS = ("in", "not-in", "above", "below")
+# (parameter code, modifier, one OR alternative as given) -> the codes a terminology gave for it
+TerminologyCodes = Mapping[tuple[str, str, str], tuple[tuple[str, str], ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,11 @@ def split_or(value: str) -> list[str]:
     return [v for v in _UNESCAPED_COMMA.split(value)]
 
 
+def split_pipe(value: str) -> list[str]:
+    """``system|code`` into its parts at unescaped ``|`` (still escaped)."""
+    return _UNESCAPED_PIPE.split(value)
+
+
 def unescape(value: str) -> str:
     return value.replace("\\,", ",").replace("\\|", "|").replace("\\$", "$").replace("\\\\", "\\")
 
@@ -95,14 +105,17 @@ def parse_search(
     default_count: int,
     max_count: int,
     local_base: str | None = None,
+    codes: TerminologyCodes | None = None,
 ) -> SearchRequest:
     """search.html: the parameters in order; with ``lenient`` (``Prefer: handling=lenient``) unknown
-    parameters and, for filters not named with ``_``, invalid values are ignored and listed in ``ignored``."""
+    parameters and, for filters not named with ``_``, invalid values are ignored and listed in ``ignored``.
+    ``codes`` holds the code lists of the token modifiers that need a terminology (``:in``, ``:below``...),
+    resolved beforehand (``fhir_server.search.terminology_codes``)."""
     check_bounds(params)
     controls = _Controls(count=default_count)
     request = SearchRequest(query=SearchQuery(resource_types))
     clauses: list[Clause] = []
-    parser = _ClauseParser(local_base)
+    parser = _ClauseParser(local_base, codes or {})
     for name, value in params:
         try:
             if _control(request, controls, resource_types, name, value, max_count):
@@ -248,8 +261,9 @@ def _common_parameter(types: tuple[str, ...], code: str) -> SearchParameter | No
 
 
 class _ClauseParser:
-    def __init__(self, local_base: str | None) -> None:
+    def __init__(self, local_base: str | None, codes: TerminologyCodes) -> None:
         self.local_base = local_base
+        self.codes = codes
 
     def clause(self, types: tuple[str, ...], name: str, value: str) -> Clause | None:
         if name.startswith("_has:"):
@@ -323,6 +337,8 @@ class _ClauseParser:
         code = param.code
         if kind == "token" and modifier == "not":
             negate, modifier = True, ""
+        elif kind == "token" and modifier == "not-in":
+            negate = True
         elif kind == "token" and modifier == "of-type":
             code, modifier = f"{param.code}:of-type", "of-type"
         elif kind == "reference" and modifier == "identifier":
@@ -353,7 +369,9 @@ class _ClauseParser:
                 if len(parts) != 3:
                     raise bad_request(f"{param.code}:of-type takes system|code|value", [param.code])
                 return TokenMatch(unescape(parts[0]) or None, f"{unescape(parts[1])}|{unescape(parts[2])}")
-            self._no_modifier(param, modifier, ("in", "not-in", "above", "below"))
+            if modifier in TERMINOLOGY_MODIFIERS:
+                return self._coded(param, modifier, value)
+            self._no_modifier(param, modifier, ())
             return self._token(value)
         if kind == "string":
             self._no_modifier(param, modifier, ())
@@ -374,6 +392,13 @@ class _ClauseParser:
             mode = cast(Literal["exact", "above", "below"], modifier or "exact")
             return UriMatch(unescape(value), mode)
         raise bad_request(f"cannot search on {param.code}")
+
+    def _coded(self, param: SearchParameter, modifier: str, value: str) -> TokenSetMatch:
+        """search.html#modifiers: ``:in``/``:not-in`` a value set, ``:below``/``:above`` a code (is-a)."""
+        found = self.codes.get((param.code, modifier, value))
+        if found is None:
+            raise not_supported(f":{modifier} on {param.code} is supported on the searched type's own parameters only")
+        return TokenSetMatch(found)
 
     def _no_modifier(self, param: SearchParameter, modifier: str, unsupported: tuple[str, ...]) -> None:
         allowed = {"token": ("",), "string": ("", "exact", "contains")}.get(param.type, ("",))

@@ -1,12 +1,16 @@
-"""Bearer tokens on requests (RFC 6750): from the Authorization header to an :class:`Access`."""
+"""Bearer tokens on requests (RFC 6750): from the Authorization header to an :class:`Access`; and the
+standing credentials of systems that cannot refresh tokens (HTTP Basic, API keys:
+:mod:`fhir_server.security.standing`), which end as the same Access."""
 
 from __future__ import annotations
 
 import logging
 
 from fhir_server.errors import not_found, unauthorized
+from fhir_server.security.api_keys import split_key
 from fhir_server.security.revocation import ClientStates
 from fhir_server.security.scopes import Access
+from fhir_server.security.standing import StandingCredentials
 from fhir_server.security.tokens import TokenRejected, TokenService, Verified, WrongTenant
 
 log = logging.getLogger(__name__)
@@ -21,19 +25,31 @@ class Authenticator:
     """Checks bearer tokens, and that the client of a token issued here still holds it; with
     ``tokens=None`` (the explicit insecure development mode) every request is let through unrestricted."""
 
-    def __init__(self, tokens: TokenService | None, clients: ClientStates | None = None) -> None:
+    def __init__(
+        self,
+        tokens: TokenService | None,
+        clients: ClientStates | None = None,
+        standing: StandingCredentials | None = None,
+    ) -> None:
         self.tokens = tokens
         self.clients = clients
+        self.standing = standing
 
     @property
     def enabled(self) -> bool:
         return self.tokens is not None
 
-    async def access(self, authorization: str | None, tenant: str) -> Access | None:
-        """The caller's Access on ``tenant``: 401 without a usable token, 404 for another tenant's."""
+    async def access(self, authorization: str | None, tenant: str, address: str = "") -> Access | None:
+        """The caller's Access on ``tenant``: 401 without a usable token, 404 for another tenant's.
+        ``address`` (the caller's) bounds the attempts of standing credentials."""
         if self.tokens is None:
             return None
         scheme, _, token = (authorization or "").partition(" ")
+        if self.standing is not None:
+            if scheme.lower() == "basic":
+                return await self.standing.basic(token.strip(), tenant, address)
+            if scheme.lower() == "bearer" and split_key(token.strip()) is not None:
+                return await self.standing.api_key(token.strip(), tenant, address)
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized(f"this endpoint needs a bearer access token (see {discovery_path(tenant)})", "")
         try:
@@ -45,6 +61,14 @@ class Authenticator:
         if await self._revoked(verified):
             raise unauthorized("the access token was revoked: its client is disabled or revoked its tokens")
         return verified.access
+
+    def expires(self, authorization: str | None, tenant: str) -> float | None:
+        """When the bearer token of an accepted request expires; None for standing credentials (Basic, API
+        keys: they hold until revoked) and with authentication off."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if self.tokens is None or scheme.lower() != "bearer" or split_key(token.strip()) is not None:
+            return None
+        return self.tokens.verified(token.strip(), tenant).expires
 
     async def _revoked(self, verified: Verified) -> bool:
         if verified.client_id is None or self.clients is None:

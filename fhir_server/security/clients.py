@@ -47,9 +47,10 @@ class Client:
     active: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     tokens_not_before: int = 0  # tokens issued (iat) before this Unix time are revoked
+    basic_auth: bool = False  # may send its id and secret as HTTP Basic on every request (off by default)
 
     def check_secret(self, secret: str) -> bool:
-        return _matches(self.secret_hash, secret)
+        return secret_matches(self.secret_hash, secret)
 
     def revokes(self, issued_at: int) -> bool:
         """Whether a token this client got at ``issued_at`` may no longer be used."""
@@ -64,7 +65,7 @@ def hash_secret(secret: str) -> str:
 _DECOY_HASH = hash_secret(secrets.token_urlsafe(32))  # same cost parameters as every real hash
 
 
-def _matches(secret_hash: str | None, secret: str) -> bool:
+def secret_matches(secret_hash: str | None, secret: str) -> bool:
     """The scrypt check, run in full even when there is no hash to match (against a decoy)."""
     salt_hex, digest_hex = (secret_hash or _DECOY_HASH).split("$", 1)
     digest = hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt_hex), dklen=32, **_SCRYPT)
@@ -75,7 +76,7 @@ async def verify_secret(client: Client | None, secret: str) -> bool:
     """Whether ``secret`` authenticates ``client`` (an active one with a secret), at the same cost
     for an unknown, disabled or secret-less client; off the event loop (scrypt takes tens of ms)."""
     secret_hash = client.secret_hash if client is not None and client.active else None
-    return await asyncio.to_thread(_matches, secret_hash, secret)
+    return await asyncio.to_thread(secret_matches, secret_hash, secret)
 
 
 def tenant_of(client_id: str) -> str | None:
@@ -147,6 +148,19 @@ class ClientRegistry:
         changes: dict[str, Any] = {"active": active}
         if not active:  # iat has whole seconds: a token of this very second is revoked too
             changes["tokens_not_before"] = int(time.time()) + 1
+        return await self._change(client, changes)
+
+    async def set_basic_auth(self, client_id: str, allowed: bool) -> Client:
+        """Allow or forbid HTTP Basic with the client's id and secret on FHIR and DICOMweb requests
+        (:mod:`fhir_server.security.standing`); read on every request, so forbidding it holds at once."""
+        client = await self.get(client_id)
+        if client is None:
+            raise ClientError(f"no client {client_id}")
+        if allowed and client.secret_hash is None:
+            raise ClientError(f"{client_id} has no secret to send as HTTP Basic")
+        return await self._change(client, {"basic_auth": allowed})
+
+    async def _change(self, client: Client, changes: dict[str, Any]) -> Client:
         changed = Client(**{**asdict(client), **changes})
         store = await self.engine.tenant(client.tenant)
         async with store.transaction() as tx:

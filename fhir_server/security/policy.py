@@ -114,6 +114,13 @@ class AccessPolicy:
         if self.require("ImagingStudy", "c") == "patient":
             raise forbidden("STOW-RS needs a user/ or system/ scope on ImagingStudy: a patient/ scope cannot store")
 
+    def delete_dicom(self) -> None:
+        """Deleting DICOM objects (DICOMweb DELETE of a study, series or instance): delete on ImagingStudy
+        under a user/ or system/ scope; like storing, never under a patient/ scope (a patient's portal
+        does not remove the clinic's images)."""
+        if self.require("ImagingStudy", "d") == "patient":
+            raise forbidden("deleting DICOM objects needs a user/ or system/ scope on ImagingStudy, not patient/")
+
     # -- search ---------------------------------------------------------------------------------
     def bound(self, query: SearchQuery) -> SearchQuery:
         """``query`` as this caller may run it: search scope on every type it names or crosses

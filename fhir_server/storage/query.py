@@ -27,6 +27,13 @@ class TokenMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenSetMatch:
+    """Any of the (system, code) pairs: the codes a terminology gave for ``:in``, ``:above``, ``:below``."""
+
+    codes: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class TokenTextMatch:
     text: str  # normalized; matches the start of any word of the display/text
 
@@ -76,7 +83,7 @@ class ChainMatch:
     where: tuple[Clause, ...]
 
 
-Match = TokenMatch | TokenTextMatch | StringMatch | RangeMatch | ReferenceMatch | UriMatch | ChainMatch
+Match = TokenMatch | TokenSetMatch | TokenTextMatch | StringMatch | RangeMatch | ReferenceMatch | UriMatch | ChainMatch
 IndexKind = Literal["token", "string", "date", "number", "quantity", "reference", "uri"]
 
 

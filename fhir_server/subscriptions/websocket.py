@@ -66,9 +66,7 @@ async def _caller(websocket: WebSocket, tenant: str) -> Caller:
     authenticator: Authenticator = websocket.app.state.fhir_http.authenticator
     authorization = websocket.headers.get("authorization")
     access = await authenticator.access(authorization, tenant)
-    expires = None
-    if authenticator.tokens is not None and authorization:
-        expires = authenticator.tokens.verified(authorization.partition(" ")[2].strip(), tenant).expires
+    expires = authenticator.expires(authorization, tenant)
     peer = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else "unknown"
     return Caller(access, expires, peer)
 

@@ -12,13 +12,13 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE
 
 from dicom_node.case_product import attribute_texts, is_keyword
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.workflow.product_rules import parse_rules
 from tests.dicom_factories import VL_PHOTOGRAPHIC, dermoscopic, write
 from tests.dicom_node.conftest import DicomNode
+from tests.dicom_scu import c_store
 from tests.server import cli
 
 pytestmark = pytest.mark.interop
@@ -37,15 +37,7 @@ def product_rules(data: Path, *args: str, ok: bool = True) -> str:
 
 
 def store_with_pynetdicom(node: DicomNode, ds: Dataset) -> None:
-    ae = AE(ae_title="PYNETDICOM")
-    ae.add_requested_context(ds.SOPClassUID, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", node.port, ae_title="DERMBRIDGE")
-    assert assoc.is_established
-    try:
-        status = assoc.send_c_store(ds)
-    finally:
-        assoc.release()
-    assert status.Status == 0x0000, status
+    c_store(node.port, ds, calling_ae="PYNETDICOM")
 
 
 def case_of(node: DicomNode, patient_mrn: str) -> dict[str, Any]:

@@ -221,13 +221,21 @@ def test_post_search_with_form_body(synthea_client: FhirTestClient) -> None:
         ({"_include": "Encounter:subject"}, 400),
         ({"general-practitioner.bogus": "x"}, 400),
         ({"_text": "x"}, 400),
-        ({"gender:in": "http://hl7.org/fhir/ValueSet/administrative-gender"}, 400),
+        ({"gender:below": "female"}, 400),  # :below on a token needs system|code
     ],
 )
 def test_bad_search_parameters_are_400(synthea_client: FhirTestClient, params: dict[str, str], status: int) -> None:
     response = synthea_client.get(f"{BASE}/Patient", params=params)
     assert response.status_code == status
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_in_a_shipped_r4_value_set_matches_what_has_a_code_of_it(synthea_client: FhirTestClient) -> None:
+    genders = "http://hl7.org/fhir/ValueSet/administrative-gender"
+    coded = search(synthea_client, "Patient", **{"gender:missing": "false", "_total": "accurate"})["total"]
+    assert coded > 0
+    assert search(synthea_client, "Patient", **{"gender:in": genders, "_total": "accurate"})["total"] == coded
+    assert search(synthea_client, "Patient", **{"gender:not-in": genders, "_total": "accurate"})["total"] == 0
 
 
 def test_lenient_handling_reports_ignored_parameters(synthea_client: FhirTestClient) -> None:

@@ -20,10 +20,9 @@ from typing import Any, TypeVar
 
 import httpx2
 import pydicom
-from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE
 
 from fhir_server.workflow.library import shipped
+from tests.dicom_scu import c_store
 from tests.fhir_server.test_consent import AI, consent
 from tests.server import Server, cli, fetch_token, pending_events
 
@@ -133,15 +132,7 @@ class Clinic:
 
     def store(self, ds: pydicom.Dataset) -> None:
         """C-STORE with pynetdicom as the SCU (the bench: many images, no process per image)."""
-        ae = AE(ae_title="DERMATOSCOPE")
-        ae.add_requested_context(ds.SOPClassUID, ExplicitVRLittleEndian)
-        assoc = ae.associate("127.0.0.1", self.dimse_port, ae_title="DERMBRIDGE")
-        assert assoc.is_established
-        try:
-            status = assoc.send_c_store(ds)
-        finally:
-            assoc.release()
-        assert status.Status == 0x0000, status
+        c_store(self.dimse_port, ds)
 
     def activate(self, name: str) -> dict[str, Any]:
         """The tenant's own copy of a shipped definition, written as a draft, then ``$activate``."""

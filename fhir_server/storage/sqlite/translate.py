@@ -23,6 +23,7 @@ from fhir_server.storage.query import (
     SortKey,
     StringMatch,
     TokenMatch,
+    TokenSetMatch,
     TokenTextMatch,
     UriMatch,
 )
@@ -161,6 +162,8 @@ class SqlBuilder:
     def _match(self, x: str, kind: IndexKind, match: Match) -> str:
         if isinstance(match, TokenMatch):
             return self._token(x, match)
+        if isinstance(match, TokenSetMatch):
+            return self._token_set(x, match)
         if isinstance(match, TokenTextMatch):
             self.args.extend([like_escape(match.text) + "%", "% " + like_escape(match.text) + "%"])
             return f"({x}.text LIKE ? ESCAPE '\\' OR {x}.text LIKE ? ESCAPE '\\')"
@@ -203,6 +206,19 @@ class SqlBuilder:
             conds.append(f"{x}.system = ?")
             self.args.append(m.system)
         return " AND ".join(conds) or "1"
+
+    def _token_set(self, x: str, m: TokenSetMatch) -> str:
+        """One ``system = ? AND code IN (...)`` per system: flat, whatever the number of codes. A row without
+        a system is a ``code`` element (``Patient.gender``), whose system its binding implies: its code counts."""
+        by_system: dict[str, list[str]] = {}
+        for system, code in m.codes:
+            by_system.setdefault(system, []).append(code)
+        conds = []
+        for system, codes in by_system.items():
+            self.args.append(system)
+            self.args.extend(codes)
+            conds.append(f"(({x}.system = ? OR {x}.system IS NULL) AND {x}.code IN ({', '.join('?' * len(codes))}))")
+        return "(" + " OR ".join(conds) + ")" if conds else "0"
 
     def _string(self, x: str, m: StringMatch) -> str:
         if m.mode == "exact":

@@ -22,7 +22,9 @@ def parts(parameter: dict[str, Any]) -> dict[str, Any]:
 
 def test_the_workers_findings_are_judged_by_the_pathology_report(node: Node) -> None:
     patient = consenting_patient(node.client, "OUTCOME-1")
-    node.store(lesion_instance("OUTCOME-1", seed=SUSPICIOUS_SEED, accession="OUTCOME-1"))
+    image = lesion_instance("OUTCOME-1", seed=SUSPICIOUS_SEED, accession="OUTCOME-1")
+    image.Manufacturer, image.ManufacturerModelName, image.DeviceSerialNumber = "Acme Optics", "DermScope 5", "SN-77"
+    node.store(image)
     node.case(patient)
     assert node.analyse() >= 1
     results = wait_for(node.client, "Observation", {"subject": f"Patient/{patient}", "code:text": "probability"})
@@ -42,3 +44,10 @@ def test_the_workers_findings_are_judged_by_the_pathology_report(node: Node) -> 
     ]  # fmt: skip
     assert (figure["condition"]["code"], figure["tp"], figure["n"]) == ("melanoma", 1, 1)
     assert figure["sensitivity"] == 1.0
+    # the subgroup of the camera the image was taken with, named by ingest from its General Equipment module
+    (by_camera,) = [
+        parts(p) for p in answer["parameter"] if p["name"] == "figure" and parts(p)["stratum"] == "imaging-device"
+        and parts(p)["test"] == "ai" and parts(p)["reference"] == "histology"
+        and parts(p)["condition"]["code"] == "melanoma"
+    ]  # fmt: skip
+    assert (by_camera["stratum-value"], by_camera["tp"]) == ("Acme Optics DermScope 5", 1)

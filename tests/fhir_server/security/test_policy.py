@@ -85,3 +85,12 @@ def test_storing_dicom_needs_create_on_imaging_study_under_a_user_or_system_scop
         with pytest.raises(OperationOutcomeError) as error:
             refused.store_dicom()
         assert error.value.status == 403
+
+
+def test_deleting_dicom_needs_delete_on_imaging_study_under_a_user_or_system_scope() -> None:
+    policy("system/ImagingStudy.d").delete_dicom()
+    policy("user/ImagingStudy.rds").delete_dicom()
+    for refused in (policy("patient/ImagingStudy.cruds", patient="alice"), policy("system/ImagingStudy.crus")):
+        with pytest.raises(OperationOutcomeError) as error:
+            refused.delete_dicom()
+        assert error.value.status == 403

@@ -11,8 +11,6 @@ from typing import Any
 
 import pydicom
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE
 
 from dermbridge import __version__
 from dicom_node.blobs import BlobStore
@@ -20,6 +18,7 @@ from fhir_server.workflow.library import FlowLibrary, shipped
 from inference.registry import ModelRegistry
 from inference.worker import InferenceWorker
 from tests.conftest import BASE, FhirTestClient, make_client
+from tests.dicom_scu import c_store
 from tests.inference.test_worker import DEADLINE, consenting_patient, lesion_instance, wait_for
 
 CASE_TASK = "urn:dermbridge:workflow-step|case"
@@ -36,16 +35,7 @@ class Node:
 
     def store(self, ds: pydicom.Dataset) -> None:
         """C-STORE with pynetdicom as the SCU; Success (0x0000) only once the instance is durable."""
-        ae = AE(ae_title="DERMATOSCOPE")
-        ae.add_requested_context(ds.SOPClassUID, ExplicitVRLittleEndian)
-        port = int(self.client.app.state.dimse.ports[0])  # type: ignore[attr-defined]
-        assoc = ae.associate("127.0.0.1", port, ae_title="DERMBRIDGE")
-        assert assoc.is_established
-        try:
-            status = assoc.send_c_store(ds)
-        finally:
-            assoc.release()
-        assert status.Status == 0x0000, status
+        c_store(int(self.client.app.state.dimse.ports[0]), ds)  # type: ignore[attr-defined]
 
     def analyse(self) -> int:
         """One round of the inference worker over what is queued."""

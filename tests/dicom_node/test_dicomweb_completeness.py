@@ -1,0 +1,189 @@
+"""DICOMweb beyond STOW/QIDO/WADO-RS, against a real server: HEAD, CORS for listed origins only,
+series-level rendered, WADO-URI (PS3.18 chapter 9), an honest 406 for application/dicom+xml, and
+DELETE of studies, series and instances (index, files and FHIR together; audited; scoped)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pydicom
+import pytest
+from dicomweb_client.api import DICOMwebClient
+from PIL import Image
+
+from tests.dicom_factories import dermoscopic
+from tests.fhir_server.security.smart import IdentityProvider
+from tests.server import Server, running_server
+
+pytestmark = pytest.mark.interop
+VIEWER = "https://viewer.example"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    directory = tmp_path_factory.mktemp("dicomweb-complete")
+    idp = IdentityProvider(directory)
+    env = {"DERMBRIDGE_CORS_ORIGINS": VIEWER, "DERMBRIDGE_OIDC_ISSUER": "https://idp.example",
+           "DERMBRIDGE_OIDC_JWKS": str(idp.jwks), "DERMBRIDGE_OIDC_AUDIENCE": "dermbridge"}  # fmt: skip
+    with running_server(directory / "var", env=env) as running:
+        running.idp = idp  # type: ignore[attr-defined]
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> DICOMwebClient:
+    return DICOMwebClient(f"{server.root}/dicomweb/default", headers=server.headers)
+
+
+def a_study(
+    client: DICOMwebClient, series: int = 1, per_series: int = 2, patient: str = "WEB-C"
+) -> list[pydicom.Dataset]:
+    study_uid = pydicom.uid.generate_uid()
+    datasets = []
+    for s in range(series):
+        series_uid = pydicom.uid.generate_uid()
+        datasets += [dermoscopic(study_uid=study_uid, series_uid=series_uid, seed=s * 10 + n, patient_id=patient)
+                     for n in range(per_series)]  # fmt: skip
+    assert "FailedSOPSequence" not in client.store_instances(datasets)
+    return datasets
+
+
+def web(server: Server, path: str = "") -> str:
+    return f"{server.root}/dicomweb/default{path}"
+
+
+def test_head_answers_like_get_without_a_body(server: Server, client: DICOMwebClient) -> None:
+    ds = a_study(client)[0]
+    for path in ("/studies", f"/studies/{ds.StudyInstanceUID}/metadata", f"/studies/{ds.StudyInstanceUID}"):
+        got = server.http.get(web(server, path))
+        head = server.http.head(web(server, path))
+        assert (head.status_code, head.content) == (200, b"")
+        assert head.headers["content-type"] == got.headers["content-type"].replace(
+            got.headers["content-type"], head.headers["content-type"]
+        )
+        assert head.headers["content-length"] == str(len(got.content))
+    assert server.http.head(web(server, "/studies/1.2.3.999/metadata")).status_code == 404
+    assert httpx2.head(web(server, "/studies")).status_code == 401
+
+
+def test_cors_preflight_is_answered_only_for_a_listed_origin(server: Server) -> None:
+    ask = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}
+    listed = httpx2.options(web(server, "/studies"), headers={"Origin": VIEWER, **ask})
+    assert listed.status_code == 200
+    assert listed.headers["access-control-allow-origin"] == VIEWER
+    assert "authorization" in listed.headers["access-control-allow-headers"].lower()
+    other = httpx2.options(web(server, "/studies"), headers={"Origin": "https://evil.example", **ask})
+    assert "access-control-allow-origin" not in other.headers
+    simple = server.http.get(web(server, "/studies"), headers={"Origin": VIEWER})
+    assert simple.headers["access-control-allow-origin"] == VIEWER
+
+
+def test_no_cors_by_default(tmp_path: Path) -> None:
+    with running_server(tmp_path / "var", admin=False) as plain:
+        ask = {"Origin": VIEWER, "Access-Control-Request-Method": "GET"}
+        preflight = httpx2.options(web(plain, "/studies"), headers=ask)
+        assert preflight.status_code in (401, 405) and "access-control-allow-origin" not in preflight.headers
+
+
+def test_series_rendered_is_one_image_per_instance(server: Server, client: DICOMwebClient) -> None:
+    datasets = a_study(client, per_series=3)
+    ds = datasets[0]
+    url = web(server, f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/rendered")
+    answer = server.http.get(url, headers={"Accept": "image/png"})
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("multipart/related")
+    assert 'type="image/png"' in answer.headers["content-type"]
+    boundary = answer.headers["content-type"].split("boundary=")[1]
+    images = [p for p in answer.content.split(b"--" + boundary.encode()) if b"\x89PNG" in p]
+    assert len(images) == 3
+    png = images[0][images[0].index(b"\x89PNG") :].rstrip(b"\r\n")
+    assert Image.open(io.BytesIO(png)).size == (ds.Columns, ds.Rows)
+    assert server.http.get(url, headers={"Accept": "application/pdf"}).status_code == 406
+
+
+def test_wado_uri_returns_the_object_or_a_rendering(server: Server, client: DICOMwebClient) -> None:
+    ds = a_study(client)[0]
+    uids = {"requestType": "WADO", "studyUID": ds.StudyInstanceUID, "seriesUID": ds.SeriesInstanceUID,
+            "objectUID": ds.SOPInstanceUID}  # fmt: skip
+    jpeg = server.http.get(web(server, "/wado"), params=uids)
+    assert (jpeg.status_code, jpeg.headers["content-type"]) == (200, "image/jpeg")
+    assert Image.open(io.BytesIO(jpeg.content)).format == "JPEG"
+    dicom = server.http.get(web(server, "/wado"), params={**uids, "contentType": "application/dicom"})
+    assert dicom.headers["content-type"] == "application/dicom"
+    assert pydicom.dcmread(io.BytesIO(dicom.content)).SOPInstanceUID == ds.SOPInstanceUID
+    other_syntax = {**uids, "contentType": "application/dicom", "transferSyntax": "1.2.840.10008.1.2.4.50"}
+    assert server.http.get(web(server, "/wado"), params=other_syntax).status_code == 406
+    assert server.http.get(web(server, "/wado"), params={**uids, "requestType": "X"}).status_code == 400
+    assert server.http.get(web(server, "/wado"), params={**uids, "objectUID": "1.2.3.999"}).status_code == 404
+    assert httpx2.get(web(server, "/wado"), params=uids).status_code == 401
+
+
+def test_qido_refuses_dicom_xml_honestly(server: Server) -> None:
+    xml = server.http.get(web(server, "/studies"), headers={"Accept": "application/dicom+xml"})
+    assert xml.status_code == 406 and "dicom+json" in xml.json()["message"]
+    either = server.http.get(
+        web(server, "/studies"), headers={"Accept": "application/dicom+xml, application/dicom+json"}
+    )
+    assert either.status_code in (200, 204)
+
+
+def fhir_count(server: Server, resource: str, uid: str) -> int:
+    found = server.http.get(f"{server.base}/{resource}", params={"identifier": f"urn:dicom:uid|urn:oid:{uid}"})
+    return int(found.json()["total"])
+
+
+def stored_files(server: Server, study: str) -> set[str]:
+    """The object files of ``study`` on disk (the blob tree: <data>/blobs/<tenant>/<study>/<series>/<sop>.dcm)."""
+    assert server.log is not None
+    root = server.log.parent / "var" / "blobs" / "default" / study
+    return {path.stem for path in root.rglob("*.dcm")}
+
+
+def test_delete_instance_series_and_study(server: Server, client: DICOMwebClient) -> None:
+    datasets = a_study(client, series=2, per_series=2)
+    first, second, third = datasets[0], datasets[1], datasets[2]
+    study = first.StudyInstanceUID
+    assert stored_files(server, study) == {ds.SOPInstanceUID for ds in datasets}
+    instance = f"/studies/{study}/series/{first.SeriesInstanceUID}/instances/{first.SOPInstanceUID}"
+    assert server.http.delete(web(server, instance)).status_code == 204
+    assert server.http.get(web(server, f"{instance}/metadata")).status_code == 404
+    assert first.SOPInstanceUID not in stored_files(server, study) and len(stored_files(server, study)) == 3
+    assert (
+        fhir_count(server, "Media", first.SOPInstanceUID) == 0
+        and fhir_count(server, "Media", second.SOPInstanceUID) == 1
+    )
+    imaging = server.http.get(f"{server.base}/ImagingStudy", params={"identifier": f"urn:dicom:uid|urn:oid:{study}"})
+    assert imaging.json()["entry"][0]["resource"]["numberOfInstances"] == 3
+    found = client.search_for_studies(search_filters={"StudyInstanceUID": study})
+    assert found[0]["00201208"]["Value"] == [3]  # NumberOfStudyRelatedInstances
+    assert server.http.delete(web(server, f"/studies/{study}/series/{first.SeriesInstanceUID}")).status_code == 204
+    assert (
+        client.search_for_series(study_instance_uid=study) != []
+        and fhir_count(server, "Media", second.SOPInstanceUID) == 0
+    )
+    assert server.http.delete(web(server, f"/studies/{study}")).status_code == 204
+    assert client.search_for_studies(search_filters={"StudyInstanceUID": study}) == []
+    assert fhir_count(server, "ImagingStudy", study) == 0 and fhir_count(server, "Media", third.SOPInstanceUID) == 0
+    assert stored_files(server, study) == set()
+    assert server.http.delete(web(server, f"/studies/{study}")).status_code == 404
+    events = server.http.get(f"{server.base}/AuditEvent", params={"type": "110105", "_count": "20"}).json()
+    assert len(events.get("entry", [])) >= 3
+
+
+def test_delete_needs_imaging_study_delete_under_user_or_system(server: Server, client: DICOMwebClient) -> None:
+    ds = a_study(client, patient="WEB-D")[0]
+    idp: IdentityProvider = server.idp  # type: ignore[attr-defined]
+    url = web(server, f"/studies/{ds.StudyInstanceUID}")
+    reader = idp.headers("system/ImagingStudy.rs system/Patient.rs")
+    assert httpx2.delete(url, headers=reader).status_code == 403
+    found = server.http.get(f"{server.base}/Patient", params={"identifier": "urn:clinic:mrn|WEB-D"})
+    patient = found.json()["entry"][0]["resource"]["id"]
+    assert (
+        httpx2.delete(url, headers=idp.headers("patient/ImagingStudy.cruds patient/Patient.rs", patient)).status_code
+        == 403
+    )
+    assert server.http.get(f"{url}/metadata").status_code == 200
+    assert httpx2.delete(url, headers=idp.headers("system/ImagingStudy.d")).status_code == 204
+    assert server.http.get(f"{url}/metadata").status_code == 404
