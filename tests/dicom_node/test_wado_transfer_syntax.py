@@ -109,3 +109,14 @@ def test_frames_asked_uncompressed_come_back_as_octet_stream(client: DICOMwebCli
     assert content_type.startswith("application/octet-stream")
     ((content_type, data),) = _parts(server, f"{_url(server, jpeg)}/frames/1", 'multipart/related; type="image/jpeg"')
     assert content_type == f"image/jpeg; transfer-syntax={JPEGBaseline8Bit}" and data.startswith(b"\xff\xd8")
+
+
+def test_wado_uri_decompresses_for_an_uncompressed_transfer_syntax(server: Server, jpeg: pydicom.Dataset) -> None:
+    params = {"requestType": "WADO", "studyUID": jpeg.StudyInstanceUID, "seriesUID": jpeg.SeriesInstanceUID,
+              "objectUID": jpeg.SOPInstanceUID, "contentType": "application/dicom",
+              "transferSyntax": str(ExplicitVRLittleEndian)}  # fmt: skip
+    response = server.http.get(f"{server.root}/dicomweb/default/wado", params=params)
+    assert response.status_code == 200, response.text
+    got = pydicom.dcmread(io.BytesIO(response.content))
+    assert got.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian and got.SOPInstanceUID == jpeg.SOPInstanceUID
+    assert (got.pixel_array == jpeg.pixel_array).all()
