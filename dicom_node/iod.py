@@ -129,9 +129,11 @@ def _check_image(ds: Dataset, sop_class: str) -> None:
 
 
 def _check_encapsulated(ds: Dataset) -> None:
-    """Pixel Data of a compressed transfer syntax is encapsulated (PS3.5 A.4: undefined length, items);
-    the node stores objects as received, so one whose pixels do not match its syntax is refused (C000)."""
-    if not ds["PixelData"].is_undefined_length:
+    """Pixel Data of a compressed transfer syntax is encapsulated (PS3.5 A.4: items, of undefined length;
+    a defined length around the items, as pydicom writes when not told otherwise, is tolerated); the
+    node stores objects as received, so one whose pixels do not match its syntax is refused (C000)."""
+    element = ds["PixelData"]
+    if not element.is_undefined_length and bytes(element.value[:4]) != _ITEM_TAG:
         syntax = ds.file_meta.TransferSyntaxUID
         raise InvalidInstance(statuses.CANNOT_UNDERSTAND, f"Pixel Data is not encapsulated as {syntax.name} needs")
 
