@@ -108,16 +108,18 @@ def _initiation(ae: AE, config: DimseConfig) -> list[str]:
         " destinations: A801. Proposed presentation contexts:",
         "",
         *proposed_contexts(ae),
-        "Each object is sent in the transfer syntax it was stored in (no transcoding), on the proposed context"
-        " of its class and syntax the destination accepted; an object for which none was accepted is a failed"
-        " sub-operation. The C-MOVE's final response counts completed, failed and warning sub-operations"
-        " (PS3.4 C.4.2.3): 0000 when all succeeded, B000 (warning) when some failed, A702 when all failed, the"
-        " last two with the Failed SOP Instance UID List.",
+        "Each object is sent in the transfer syntax it was stored in when the destination accepted that context,"
+        " else decompressed (native Pixel Data; a lossy image keeps Lossy Image Compression 01 and its"
+        " SOP Instance UID) into an uncompressed syntax it accepted for the class; an object for which neither was"
+        " accepted, or that cannot be decoded, is a failed sub-operation. The C-MOVE's final response counts"
+        " completed, failed and warning sub-operations (PS3.4 C.4.2.3): 0000 when all succeeded, B000 (warning)"
+        " when some failed, A702 when all failed, the last two with the Failed SOP Instance UID List.",
         "",
         "###### Activity: send the objects of a C-GET",
         "",
         "No new association: the C-STOREs go back on the requestor's own association, on the storage contexts it"
-        " proposed with SCP/SCU role selection (the node taking the SCU role), in the stored transfer syntax;"
+        " proposed with SCP/SCU role selection (the node taking the SCU role), in the stored transfer syntax or"
+        " decompressed as for C-MOVE;"
         " the final response counts the sub-operations as for C-MOVE.",
         "",
     ]
@@ -133,7 +135,9 @@ def _acceptance(ae: AE) -> list[str]:
         "",
         *accepted_contexts(ae),
         "- Transfer syntax selection policy: for each proposed context, the first transfer syntax of the requestor's"
-        " list that the node supports for that abstract syntax is accepted (the requestor's preference wins).",
+        " list that the node supports for that abstract syntax is accepted (the requestor's preference wins;"
+        " syntaxes a requestor ranks equally across several contexts of one abstract syntax are taken in the"
+        " node's order, compressed ones first).",
         "- Extended negotiation: SCP/SCU Role Selection (PS3.7 D.3.3.4) is accepted on the storage contexts, for"
         " C-GET. No SOP Class Extended or Common Extended Negotiation, no User Identity Negotiation (the calling"
         " AE title and peer address are the credentials, section 4).",

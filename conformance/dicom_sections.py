@@ -27,7 +27,8 @@ def storage(duplicates: str) -> list[str]:
         " Patient, ImagingStudy, Media and case DiagnosticReport are committed with it.",
         "- Each instance is checked for its IOD's identifying and Image Pixel attributes; failures:"
         " A900 (data set does not match SOP class) with an ErrorComment naming the attribute, C000"
-        " (cannot understand) for undecodable data, A700 (out of resources) if it cannot be stored.",
+        " (cannot understand) for undecodable data or Pixel Data whose encoding contradicts the transfer syntax,"
+        " A700 (out of resources) if it cannot be stored.",
         "- The AI result classes (SR, SEG) are the node's own objects: a C-STORE of one is answered A900.",
         f"- Duplicate SOP Instance UID: **{duplicates}** "
         + (kept if duplicates == "keep" else "(the new object replaces the stored one)."),

@@ -22,9 +22,10 @@ import pydicom.config
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from dicom_node import charsets, listener, statuses
+from dicom_node import charsets, listener, statuses, transcoding
 from dicom_node.admission import Admission, AssociationLimits
 from dicom_node.audit import DicomAudit, audit_event
 from dicom_node.callers import (
@@ -55,6 +56,7 @@ from fhir_server.storage.port import Engine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+AcceptedSyntaxes = Callable[[str], list[str]]  # SOP class UID -> the syntaxes the peer accepted for it
 HANDLER_TIMEOUT_S = 120.0
 
 
@@ -105,6 +107,26 @@ class _CallerCheckingAE(AE):
     @require_calling_aet.setter
     def require_calling_aet(self, value: list[str]) -> None:
         pass  # the configuration decides
+
+
+def _prefer_proposed(supported: list[PresentationContext], proposed: list[PresentationContext]) -> None:
+    """Order each supported context's syntaxes as the requestor proposed them (``transcoding.preference``).
+    The contexts are this association's own copies (pynetdicom deep-copies them per association)."""
+    proposals: dict[str, list[list[str]]] = {}
+    for context in proposed:
+        proposals.setdefault(str(context.abstract_syntax), []).append(list(context.transfer_syntax))
+    for context in supported:
+        if len(context.transfer_syntax) > 1:
+            ordered = transcoding.preference(context.transfer_syntax, proposals.get(str(context.abstract_syntax), []))
+            context.transfer_syntax = list(ordered)
+
+
+def _accepted_syntaxes(assoc: Association, sop_class: str) -> list[str]:
+    """The transfer syntaxes ``assoc`` accepted for ``sop_class`` with the node as Storage SCU (on a C-GET
+    association: the requestor took the SCP role, PS3.7 D.3.3.4; on a C-MOVE sub-association: by default)."""
+    return [
+        str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts if cx.abstract_syntax == sop_class and cx.as_scu
+    ]
 
 
 def failure(status: int, comment: str) -> Dataset:
@@ -239,8 +261,9 @@ class DimseServer:
                 assoc.kill()
                 return
             offered = context_services(caller.roles)
-            contexts = assoc.acceptor.supported_contexts
-            assoc.acceptor.supported_contexts = [cx for cx in contexts if service_of(cx.abstract_syntax) in offered]
+            contexts = [cx for cx in assoc.acceptor.supported_contexts if service_of(cx.abstract_syntax) in offered]
+            _prefer_proposed(contexts, assoc.requestor.primitive.presentation_context_definition_list)
+            assoc.acceptor.supported_contexts = contexts
         except Exception:
             log.exception("DICOM association admission failed; no presentation context is offered")
             with contextlib.suppress(Exception):
@@ -367,8 +390,9 @@ class DimseServer:
 
         return self._run(work)
 
-    def _sub_operations(self, event: Any, action: str, detail: str) -> Iterator[Any]:
-        """The retrieve's count of sub-operations, then one (Pending, dataset) per matching instance."""
+    def _sub_operations(self, event: Any, action: str, detail: str, accepted: AcceptedSyntaxes) -> Iterator[Any]:
+        """The retrieve's count of sub-operations, then one (Pending, dataset) per matching instance, each
+        decompressed when the peer accepted only native syntaxes for its SOP class (``accepted``)."""
         try:
             readers = self._instances(event)
         except (QueryError, InvalidInstance) as exc:
@@ -384,13 +408,18 @@ class DimseServer:
                 return
             try:
                 dataset = self._run(read)
+                dataset = transcoding.deliverable(dataset, accepted(str(dataset.SOPClassUID)))
             except ObjectErased:  # erased since the query: left out (counted as a failed sub-operation)
                 continue
+            except transcoding.TranscodingError as exc:  # sent as stored: the peer refuses it, a failed sub-operation
+                log.warning("%s sub-operation: %s", action, exc)
             yield statuses.PENDING, dataset
 
     def _on_get(self, event: Any) -> Iterator[Any]:
         """PS3.4 C.4.3: the number of sub-operations, then one C-STORE per instance on this association."""
-        yield from self._sub_operations(event, "C-GET", "")
+        yield from self._sub_operations(
+            event, "C-GET", "", lambda sop_class: _accepted_syntaxes(event.assoc, sop_class)
+        )
 
     def _on_move(self, event: Any) -> Iterator[Any]:
         """PS3.4 C.4.2: sub-operations on a new association to a configured destination."""
@@ -399,5 +428,11 @@ class DimseServer:
             self._record(event, "C-MOVE", "failure", f"unknown destination {event.move_destination}")
             yield None, None
             return
-        yield destination.host, destination.port, {"ae_title": destination.ae_title}
-        yield from self._sub_operations(event, "C-MOVE", f" to {destination.ae_title}")
+        sub_association: list[Association] = []  # pynetdicom opens it once given the destination
+        on_accepted = (evt.EVT_ACCEPTED, lambda accepted: sub_association.append(accepted.assoc))
+        yield destination.host, destination.port, {"ae_title": destination.ae_title, "evt_handlers": [on_accepted]}
+
+        def accepted(sop_class: str) -> list[str]:
+            return _accepted_syntaxes(sub_association[0], sop_class) if sub_association else []
+
+        yield from self._sub_operations(event, "C-MOVE", f" to {destination.ae_title}", accepted)

@@ -33,6 +33,9 @@ _MULTI_FRAME = frozenset(
 )  # fmt: skip
 
 
+_ITEM_TAG = b"\xfe\xff\x00\xe0"  # (FFFE,E000) in little endian: the first item of encapsulated Pixel Data
+
+
 def _fail(comment: str) -> InvalidInstance:
     return InvalidInstance(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, comment)
 
@@ -125,9 +128,20 @@ def _check_image(ds: Dataset, sop_class: str) -> None:
     _check_pixel_length(ds, samples, frames)
 
 
+def _check_encapsulated(ds: Dataset) -> None:
+    """Pixel Data of a compressed transfer syntax is encapsulated (PS3.5 A.4: items, of undefined length;
+    a defined length around the items, as pydicom writes when not told otherwise, is tolerated); the
+    node stores objects as received, so one whose pixels do not match its syntax is refused (C000)."""
+    element = ds["PixelData"]
+    if not element.is_undefined_length and bytes(element.value[:4]) != _ITEM_TAG:
+        syntax = ds.file_meta.TransferSyntaxUID
+        raise InvalidInstance(statuses.CANNOT_UNDERSTAND, f"Pixel Data is not encapsulated as {syntax.name} needs")
+
+
 def _check_pixel_length(ds: Dataset, samples: int, frames: int) -> None:
     """Native pixel data must hold every frame; a truncated object is refused."""
     if ds.file_meta.get("TransferSyntaxUID") is not None and ds.file_meta.TransferSyntaxUID.is_compressed:
+        _check_encapsulated(ds)
         return
     rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
     if min(rows, columns, bits, samples, frames) <= 0:
@@ -136,5 +150,7 @@ def _check_pixel_length(ds: Dataset, samples: int, frames: int) -> None:
         samples = 2  # chroma subsampled horizontally: two samples a pixel on average
     expected = (rows * columns * samples * frames * bits + 7) // 8
     actual = len(ds.PixelData)
+    if actual < expected and bytes(ds.PixelData[:4]) == _ITEM_TAG:  # PS3.5 A.4: compressed, in a native syntax
+        raise InvalidInstance(statuses.CANNOT_UNDERSTAND, "Pixel Data is compressed but the syntax is uncompressed")
     if actual < expected:
         raise _fail(f"PixelData has {actual} bytes, the image needs {expected}")

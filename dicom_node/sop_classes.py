@@ -49,19 +49,21 @@ STORAGE_CLASSES: dict[UID, str] = {
     ENCAPSULATED_PDF: "Encapsulated PDF Storage",
 }
 
-# Accepted and stored exactly as received: no transcoding.
+# Accepted and stored exactly as received: no transcoding on the way in. When a requestor proposes
+# several in one context at the same rank, the first here wins (``transcoding.preference``): the
+# compressed ones, lossless first, so an object already compressed is sent as it is.
 TRANSFER_SYNTAXES: tuple[UID, ...] = (
+    JPEGLSLossless,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    RLELossless,
+    JPEGLSNearLossless,
+    JPEG2000,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     DeflatedExplicitVRLittleEndian,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    JPEG2000,
-    RLELossless,
 )
 
 NON_IMAGE_CLASSES = frozenset({ENCAPSULATED_PDF})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -9,11 +10,13 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from pydicom import Dataset
 from pydicom.encaps import generate_frames
 
+from dicom_node import transcoding
 from dicom_node.instance_files import ObjectErased
 from dicom_node.query import QueryError
-from dicom_node.web import multipart
+from dicom_node.web import multipart, representation
 from dicom_node.web.rendering import FORMATS, NotRenderable, render
 from dicom_node.web.service import DicomWeb, NotFound
 from fhir_server.security.bearer import Authenticator
@@ -26,13 +29,6 @@ READ_METHODS = ["GET", "HEAD"]  # RFC 9110 §9.3.2: HEAD answers as GET without 
 _QIDO_MEDIA = ("application/dicom+json", "application/json", "*/*", "application/*")
 MAX_RENDERED_PARTS = 100  # images of one series rendered in one answer
 MAX_STOW_BYTES = 1 << 30  # 1 GiB in one request; send larger studies in several
-FRAME_MEDIA = {
-    "1.2.840.10008.1.2.4.50": "image/jpeg", "1.2.840.10008.1.2.4.51": "image/jpeg",
-    "1.2.840.10008.1.2.4.57": "image/jpeg", "1.2.840.10008.1.2.4.70": "image/jpeg",
-    "1.2.840.10008.1.2.4.80": "image/jls", "1.2.840.10008.1.2.4.81": "image/jls",
-    "1.2.840.10008.1.2.4.90": "image/jp2", "1.2.840.10008.1.2.4.91": "image/jp2",
-    "1.2.840.10008.1.2.5": "image/dicom-rle",
-}  # fmt: skip
 
 
 async def caller(request: Request, tenant: str) -> AccessPolicy:
@@ -197,10 +193,6 @@ def _accepts(request: Request, media: tuple[str, ...]) -> bool:
 
 
 # -- WADO-RS: instances ----------------------------------------------------------------------------
-def _accepts_dicom(request: Request) -> bool:
-    return _accepts(request, ("multipart/related", "*/*", "application/dicom", "multipart/*"))
-
-
 async def _retrieve(
     service: DicomWeb,
     tenant: str,
@@ -210,10 +202,14 @@ async def _retrieve(
     series: str | None = None,
     instance: str | None = None,
 ) -> Response:
-    if not _accepts_dicom(request):
-        return problem(406, 'WADO-RS retrieves as multipart/related; type="application/dicom"')
     records = await service.instances(tenant, policy, study, series, instance)
-    parts = [multipart.Part("application/dicom", await service.read_bytes(tenant, r)) for r in records]
+    try:
+        stored = map(representation.stored_syntax, records)
+        chosen = representation.choose(request.headers.get("accept", ""), "instance", stored)
+        objects = [await representation.read_as(service, tenant, record, chosen) for record in records]
+    except transcoding.TranscodingError as exc:
+        return problem(406, str(exc))
+    parts = [multipart.Part(f"application/dicom; transfer-syntax={syntax}", data) for syntax, data in objects]
     body, boundary = multipart.build(parts)
     media = f'multipart/related; type="application/dicom"; boundary={boundary}'
     return Response(body, 200, headers={"Content-Type": media})
@@ -264,8 +260,9 @@ async def instance_metadata(
 
 # -- WADO-RS: frames and rendered ------------------------------------------------------------------
 async def _frames(
-    service: DicomWeb, tenant: str, policy: AccessPolicy, study: str, series: str, instance: str, frame_list: str
-) -> Response:
+    service: DicomWeb, tenant: str, policy: AccessPolicy, request: Request, study: str, series: str, instance: str,
+    frame_list: str,
+) -> Response:  # fmt: skip
     try:
         wanted = [int(f) for f in frame_list.split(",")]
     except ValueError:
@@ -277,24 +274,33 @@ async def _frames(
     count = int(ds.get("NumberOfFrames", 1) or 1)
     if any(not 1 <= f <= count for f in wanted):
         return problem(404, f"the instance has {count} frame(s)")
-    syntax = str(ds.file_meta.TransferSyntaxUID)
+    stored = str(ds.file_meta.TransferSyntaxUID)
+    try:
+        chosen = representation.choose(request.headers.get("accept", ""), "frame", [stored])
+        ds = await asyncio.to_thread(transcoding.transcoded, ds, chosen.target(stored))
+    except transcoding.TranscodingError as exc:
+        return problem(406, str(exc))
+    parts = [multipart.Part(chosen.frame_media(stored), frame) for frame in _frame_bytes(ds, count, wanted)]
+    body, boundary = multipart.build(parts)
+    media = parts[0].content_type.split(";")[0]
+    return Response(body, 200, headers={"Content-Type": f'multipart/related; type="{media}"; boundary={boundary}'})
+
+
+def _frame_bytes(ds: Dataset, count: int, wanted: list[int]) -> list[bytes]:
+    """The ``wanted`` frames (1-based) of ``ds``'s Pixel Data, encapsulated or native (PS3.5 8.2, A.4)."""
     if ds.file_meta.TransferSyntaxUID.is_compressed:
         frames = list(generate_frames(ds.PixelData, number_of_frames=count))
-        media = FRAME_MEDIA.get(syntax, "application/octet-stream")
-        parts = [multipart.Part(f"{media}; transfer-syntax={syntax}", frames[f - 1]) for f in wanted]
-    else:
-        size = len(ds.PixelData) // count
-        parts = [multipart.Part("application/octet-stream", ds.PixelData[(f - 1) * size : f * size]) for f in wanted]
-        media = "application/octet-stream"
-    body, boundary = multipart.build(parts)
-    return Response(body, 200, headers={"Content-Type": f'multipart/related; type="{media}"; boundary={boundary}'})
+        return [frames[f - 1] for f in wanted]
+    size = len(ds.PixelData) // count
+    return [ds.PixelData[(f - 1) * size : f * size] for f in wanted]
 
 
 @router.api_route("/studies/{study}/series/{series}/instances/{instance}/frames/{frame_list}", methods=READ_METHODS)
 async def retrieve_frames(
-    tenant: str, study: str, series: str, instance: str, frame_list: str, service: DicomWebDep, policy: ReadDep
-) -> Response:
-    return await guarded(_frames(service, tenant, policy, study, series, instance, frame_list))
+    tenant: str, study: str, series: str, instance: str, frame_list: str, request: Request, service: DicomWebDep,
+    policy: ReadDep,
+) -> Response:  # fmt: skip
+    return await guarded(_frames(service, tenant, policy, request, study, series, instance, frame_list))
 
 
 def _image_type(request: Request) -> str | None:

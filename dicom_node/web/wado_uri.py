@@ -2,7 +2,7 @@
 &objectUID=..``, the single-object retrieval that older viewers and PACS links still use.
 
 ``contentType`` (9.1.2.1.1... 9.1.2.3.1) chooses between the object itself (``application/dicom``, as
-stored: a ``transferSyntax`` other than the stored one is refused, this server does not transcode)
+stored, or in ``transferSyntax`` when the node can produce it: ``representation``, else 406)
 and a rendered image (``image/jpeg``, the default for an image; ``image/png``), of ``frameNumber``
 (default 1). Access is that of WADO-RS: the same AccessPolicy decision, the same 404 for another
 patient's object. Other optional parameters (rows, region, windowing, annotation) are not applied.
@@ -13,6 +13,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from dicom_node import transcoding
+from dicom_node.web import representation
 from dicom_node.web.rendering import FORMATS, render
 from dicom_node.web.routes import READ_METHODS, DicomWebDep, ReadDep, caller, guarded, problem
 from dicom_node.web.service import DicomWeb
@@ -52,11 +54,14 @@ async def _wado(service: DicomWeb, tenant: str, policy: AccessPolicy, request: R
     if not frame.isdigit():
         return problem(400, "frameNumber must be a number")
     if media == DICOM:
-        wanted = query.get("transferSyntax")
-        kept = str((await service.read_dataset(tenant, record)).file_meta.TransferSyntaxUID) if wanted else None
-        if wanted and wanted != kept:
-            return problem(406, f"the object is kept in {kept}; this server does not transcode it")
-        return Response(await service.read_bytes(tenant, record), 200, media_type=DICOM)
+        chosen = representation.Representation(DICOM, query.get("transferSyntax") or representation.AS_STORED)
+        try:
+            if not chosen.producible(stored := representation.stored_syntax(record)):
+                raise transcoding.TranscodingError(f"cannot produce {chosen.syntax} from the stored {stored}")
+            _, data = await representation.read_as(service, tenant, record, chosen)
+        except transcoding.TranscodingError as exc:
+            return problem(406, str(exc))
+        return Response(data, 200, media_type=DICOM)
     image = render(await service.read_dataset(tenant, record), media, frame=int(frame))
     return Response(image, 200, media_type=media)
 
