@@ -90,7 +90,8 @@ def looks_like_drift(resource: dict[str, Any] | None) -> bool:
     coded = any(
         (str(c.get("system")).lower(), str(c.get("code")).lower()) == mark for c in codings(resource.get("code"))
     )
-    identifiers = resource.get("identifier") if isinstance(resource.get("identifier"), list) else []
+    identifiers = resource.get("identifier")
+    identifiers = identifiers if isinstance(identifiers, list) else []
     systems = {str(i.get("system")).lower() for i in identifiers if isinstance(i, dict)}
     return coded or DRIFT_IDENTIFIER.lower() in systems
 
