@@ -18,6 +18,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conformance.capability import capability_statement
 from conformance.dicom import dicom_conformance
+from conformance.http import ConformanceSources
+from conformance.http import router as conformance_router
+from conformance.terminology_capabilities import terminology_capabilities
 from dermbridge import __version__
 from dermbridge.dicom import TrailSink, build_dimse, build_ingestor
 from dermbridge.identity import consent_watcher, register_identity
@@ -64,11 +67,13 @@ from fhir_server.subscriptions.activation import SubscriptionRules, activation_h
 from fhir_server.subscriptions.channels import Channels
 from fhir_server.subscriptions.guard import EndpointGuard
 from fhir_server.subscriptions.sockets import SocketHub, SocketLimits
+from fhir_server.subscriptions.status import STATUS_DEFINITION, subscription_status
 from fhir_server.subscriptions.websocket import router as subscription_websocket_router
 from fhir_server.subscriptions.worker import SubscriptionWorker
 from fhir_server.validation import WARM_TYPES, warm_up
 from fhir_server.workflow.review.operations import ReviewOperations
 from fhir_server.workflow.review.sweep import LapsedClaimSweep
+from terminology.content import base_content
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +83,16 @@ def build_router(
 ) -> FhirRouter:
     router: FhirRouter
 
-    def capability(base_url: str) -> dict[str, Any]:
+    def capability(base_url: str, mode: str | None = None) -> dict[str, Any]:
+        if mode == "terminology":
+            return terminology_capabilities(base_url, router, __version__, _shipped_code_systems)
         return capability_statement(base_url, router, __version__)
 
     router = FhirRouter(capability)
     router.batch_handler = BundleProcessor(router)
     router.write_hooks["Subscription"] = activation_hook(subscriptions or SubscriptionRules())
     router.register(Operation("decide", ("Consent",), False, consent_decide, DECIDE_DEFINITION))
+    router.register(Operation("status", ("Subscription",), True, subscription_status, STATUS_DEFINITION))
     ReviewOperations().register(router)
     register_terminology(router)
     if erasure is not None:
@@ -96,6 +104,11 @@ def build_router(
         ):
             router.register(Operation(name, HOLD_TARGETS, True, handler, definition, True, "u"))
     return router
+
+
+def _shipped_code_systems() -> list[tuple[str, str | None]]:
+    """The read-only base content's code systems (terminology/README.md), which every tenant can read."""
+    return [(cs["url"], cs.get("version")) for cs in base_content().resources("CodeSystem")]
 
 
 def build_tokens(settings: Settings) -> TokenService:
@@ -309,7 +322,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(wado_uri_router)
     _install_cors(app, settings)
     app.include_router(subscription_websocket_router)
-    _install_conformance(app, settings, dimse)
+    _install_conformance(app, settings, dimse, router)
     _install_error_handlers(app)
     return app
 
@@ -328,13 +341,15 @@ def _install_cors(app: FastAPI, settings: Settings) -> None:
         )
 
 
-def _install_conformance(app: FastAPI, settings: Settings, dimse: DimseServer | None) -> None:
-    @app.get("/conformance/dicom", include_in_schema=False)
-    async def dicom_conformance_statement() -> Response:
-        if dimse is None:
-            return Response("DIMSE is disabled on this server\n", 404, media_type="text/plain")
-        text = dicom_conformance(dimse.config, settings.dicom_duplicates)
-        return Response(text, media_type="text/markdown; charset=utf-8")
+def _install_conformance(app: FastAPI, settings: Settings, dimse: DimseServer | None, router: FhirRouter) -> None:
+    base_url = f"{settings.base_url()}/fhir/{settings.default_tenant}"
+    app.state.conformance = ConformanceSources(
+        capability=lambda: capability_statement(base_url, router, __version__),
+        dicom=None
+        if dimse is None
+        else lambda: dicom_conformance(dimse.config, settings.dicom_duplicates, version=__version__),
+    )
+    app.include_router(conformance_router)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

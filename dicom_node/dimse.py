@@ -115,6 +115,28 @@ def failure(status: int, comment: str) -> Dataset:
     return response
 
 
+def application_entity(config: DimseConfig) -> AE:
+    """The node's AE: the presentation contexts it accepts and, for C-MOVE sub-associations, proposes
+    (the DICOM conformance statement is generated from it)."""
+    ae = _CallerCheckingAE(config)
+    ae.dimse_timeout = 120
+    ae.network_timeout = 120
+    ae.maximum_pdu_size = config.limits.max_pdu  # also announced on C-MOVE sub-associations
+    ae.add_supported_context(Verification)
+    for sop_class in RETRIEVABLE_CLASSES:  # a C-STORE of an AI result class is refused (iod: not supported)
+        # scp_role/scu_role: we also send these classes back on C-GET associations
+        ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES), scu_role=True, scp_role=True)
+    for sop_class in (*QR_FIND, *QR_GET, *QR_MOVE):
+        ae.add_supported_context(sop_class)
+    for sop_class in STORAGE_CLASSES:  # C-MOVE sub-associations: one context per syntax, sent as stored
+        for syntax in TRANSFER_SYNTAXES:
+            ae.add_requested_context(sop_class, syntax)
+    for sop_class in AI_RESULT_CLASSES:  # stored in explicit VR LE: two contexts each (128 at most in all)
+        for syntax in AI_RESULT_SYNTAXES:
+            ae.add_requested_context(sop_class, syntax)
+    return ae
+
+
 class DimseServer:
     def __init__(self, config: DimseConfig, engine: Engine, ingestor: Ingestor, audit: DicomAudit) -> None:
         self.config = config
@@ -126,22 +148,7 @@ class DimseServer:
 
     # -- lifecycle -------------------------------------------------------------------------
     def _application_entity(self) -> AE:
-        ae = _CallerCheckingAE(self.config)
-        ae.dimse_timeout = 120
-        ae.network_timeout = 120
-        ae.add_supported_context(Verification)
-        for sop_class in RETRIEVABLE_CLASSES:  # a C-STORE of an AI result class is refused (iod: not supported)
-            # scp_role/scu_role: we also send these classes back on C-GET associations
-            ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES), scu_role=True, scp_role=True)
-        for sop_class in (*QR_FIND, *QR_GET, *QR_MOVE):
-            ae.add_supported_context(sop_class)
-        for sop_class in STORAGE_CLASSES:  # C-MOVE sub-associations: one context per syntax, sent as stored
-            for syntax in TRANSFER_SYNTAXES:
-                ae.add_requested_context(sop_class, syntax)
-        for sop_class in AI_RESULT_CLASSES:  # stored in explicit VR LE: two contexts each (128 at most in all)
-            for syntax in AI_RESULT_SYNTAXES:
-                ae.add_requested_context(sop_class, syntax)
-        return ae
+        return application_entity(self.config)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         # The node checks what it needs itself (iod.py); pydicom's own warnings on odd values

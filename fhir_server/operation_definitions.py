@@ -59,3 +59,15 @@ def operation_definition(
     if resource:
         definition["resource"] = list(resource)
     return definition
+
+
+def canonical(definition: dict[str, Any], base_url: str) -> str:
+    """The definition's canonical URL: HL7's own where the operation is HL7's (``Patient-everything``),
+    else the server's ``{base}/OperationDefinition/{id}``, which ``GET`` resolves (operations.html#defining)."""
+    url = str(definition["url"])
+    return f"{base_url}/OperationDefinition/{definition['id']}" if url.startswith(BASE) else url
+
+
+def served(definition: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """The definition as ``GET OperationDefinition/{id}`` answers it, its ``url`` the canonical one."""
+    return definition | {"url": canonical(definition, base_url)}

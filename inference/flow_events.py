@@ -15,7 +15,7 @@ def findings_committed(context: ImageContext, card: ModelCard, prediction: Predi
                        routed: tuple[str, ...]) -> FindingsCommitted:  # fmt: skip
     outcome = predicted_outcome(card, prediction.probabilities)
     scores = tuple(ClassScore(c.code, c.display, c.risk_tier, round(float(prediction.probabilities[c.index]), 4),
-                              card.malignant(c.risk_tier)) for c in card.classes)  # fmt: skip
+                              card.malignant(c.risk_tier), c.threshold) for c in card.classes)  # fmt: skip
     return FindingsCommitted(context.report_id, context.patient_id, context.instance_uid, card.key, card.clinical_use,
                              scores, outcome.output.code if outcome is not None else None,
                              outcome is None or outcome.indeterminate, context.lesion_id, routed)  # fmt: skip

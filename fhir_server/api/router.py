@@ -15,6 +15,7 @@ from typing import Any
 from fhir_server.api import interactions, searching
 from fhir_server.api.compartment import EVERYTHING_DEFINITION, everything
 from fhir_server.api.messages import FhirRequest, FhirResponse
+from fhir_server.api.operation_definitions import definition_reader
 from fhir_server.api.routes import PathArgs, RouteTable
 from fhir_server.errors import OperationOutcomeError, method_not_allowed, not_found
 from fhir_server.repository import Repository
@@ -22,7 +23,7 @@ from fhir_server.security.scopes import Permission
 from fhir_server.validation import check_type
 
 OperationHandler = Callable[[Repository, FhirRequest, str | None, str | None], Awaitable[FhirResponse]]
-CapabilityProvider = Callable[[str], dict[str, Any]]
+CapabilityProvider = Callable[[str, str | None], dict[str, Any]]  # base URL, mode (capabilitystatement.html#mode)
 WriteHook = Callable[[Repository, FhirRequest], Awaitable[None]]  # checks or completes a write's body
 ReadFallback = Callable[[str], dict[str, Any] | None]  # id -> a shipped resource the tenant has not stored
 WRITES = ("POST", "PUT", "PATCH")
@@ -68,6 +69,11 @@ class FhirRouter:
         table.add("POST", "", self._batch)
         table.add("GET", "", searching.search_system)
         table.add("GET", "metadata", self._metadata)
+        table.add(
+            "GET",
+            "OperationDefinition/:id",
+            definition_reader(lambda: (o.definition for o in self.operations.values())),
+        )
         table.add("GET", "_history", searching.history)
         table.add("POST", "_search", searching.search_system)
         table.add("GET POST", "$op", self._operation)
@@ -94,7 +100,7 @@ class FhirRouter:
         return await self.batch_handler(repo, request)
 
     async def _metadata(self, repo: Repository, request: FhirRequest, args: PathArgs) -> FhirResponse:
-        return FhirResponse(200, self._capability(request.base_url))
+        return FhirResponse(200, self._capability(request.base_url, request.param("mode")))
 
     async def _read(self, repo: Repository, request: FhirRequest, args: PathArgs) -> FhirResponse:
         """http.html#read; a type with shipped read-only content (terminology) answers it when the tenant

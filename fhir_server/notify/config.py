@@ -8,7 +8,13 @@ the JSON file ``DERMBRIDGE_NOTIFY_CONFIG`` (read at start), else the built-in te
        "templates": {"email": {"subject": "...", "body": "...", "personal_data": false},
                      "webhook": {"body": "...", "personal_data": false}},
        "suppressed": ["left@example.org"],
-       "preferences": {"gp@example.org": {"email": false}}}}
+       "preferences": {"gp@example.org": {"email": false}},
+       "reviewer_email": {"urgencies": ["stat", "asap", "urgent"],
+                          "template": {"subject": "...", "body": "... $link", "personal_data": false}}}}
+
+``reviewer_email`` is opt-in (absent: no reviewer is emailed): when a review of one of ``urgencies`` opens
+for a tier, each Practitioner who may review the tier now (an active, unexpired PractitionerRole for it) is
+emailed at their ``Practitioner.telecom`` email, unless suppressed or their preference turns email off.
 
 A tenant without an entry gets the built-in templates and no SMTP server (email subscriptions
 then fail and end in ``error``). Passwords are named by environment variable, never written here.
@@ -23,7 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fhir_server.notify.templates import DEFAULT_EMAIL, DEFAULT_WEBHOOK, Template
+from fhir_server.notify.templates import DEFAULT_EMAIL, DEFAULT_REVIEWER_EMAIL, DEFAULT_WEBHOOK, Template
 from fhir_server.storage.port import TenantReader, TenantStore
 from fhir_server.tenant_settings import read_setting, write_setting
 
@@ -54,10 +60,22 @@ class Templates(BaseModel):
     webhook: Template = DEFAULT_WEBHOOK
 
 
+Urgency = Literal["stat", "asap", "urgent", "routine"]
+
+
+class ReviewerEmail(BaseModel):
+    """Opt-in email to the eligible reviewers when a review of these urgencies opens (request-priority codes)."""
+
+    model_config = ConfigDict(extra="forbid")
+    urgencies: list[Urgency] = Field(default_factory=lambda: list[Urgency](["stat", "asap", "urgent"]), max_length=4)
+    template: Template = DEFAULT_REVIEWER_EMAIL
+
+
 class TenantNotifications(BaseModel):
     model_config = ConfigDict(extra="forbid")
     smtp: SmtpSettings | None = None
     templates: Templates = Templates()
+    reviewer_email: ReviewerEmail | None = None
     suppressed: list[str] = Field(default_factory=list, max_length=100_000)
     preferences: dict[str, dict[Literal["email", "webhook"], bool]] = Field(default_factory=dict)
 

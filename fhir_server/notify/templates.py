@@ -1,8 +1,8 @@
 """Notification templates (``string.Template``: ``$name`` placeholders).
 
 Every template may use ``$tenant``, ``$resource_type``, ``$id``, ``$link`` (the resource's URL on
-this server, readable only with a token) and ``$subscription``. Only a template flagged
-``personal_data: true`` may use ``$resource`` (the resource's JSON) or ``$summary`` (its
+this server, readable only with a token), ``$subscription`` and ``$topic`` (a topic-based Subscription's
+topic). Only a template flagged ``personal_data: true`` may use ``$resource`` (the resource's JSON) or ``$summary`` (its
 narrative text): by default a notification carries a link, never clinical content.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-NEUTRAL = frozenset({"tenant", "resource_type", "id", "link", "subscription"})
+NEUTRAL = frozenset({"tenant", "resource_type", "id", "link", "subscription", "topic"})
 PERSONAL = frozenset({"resource", "summary"})
 
 
@@ -28,6 +28,7 @@ class Context:
     link: str
     subscription: str
     resource: dict[str, Any]
+    topic: str = ""
 
     def values(self, personal: bool) -> dict[str, str]:
         values = {
@@ -36,6 +37,7 @@ class Context:
             "id": self.id,
             "link": self.link,
             "subscription": self.subscription,
+            "topic": self.topic,
         }
         if personal:
             div = str((self.resource.get("text") or {}).get("div") or "")
@@ -73,3 +75,8 @@ DEFAULT_EMAIL = Template(
     "(Subscription/$subscription; this message carries no clinical details.)\n",
 )
 DEFAULT_WEBHOOK = Template(subject="", body="DermBridge: a $resource_type you subscribed to has changed: $link")
+DEFAULT_REVIEWER_EMAIL = Template(
+    subject="DermBridge: an urgent case is waiting for review",
+    body="An urgent case is waiting in your DermBridge review queue.\n\nOpen it: $link\n\n"
+    "(This message carries no clinical details.)\n",
+)

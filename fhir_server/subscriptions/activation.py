@@ -8,6 +8,8 @@ endpoint, payload or header: the client binds it on the server's socket, ``webso
 ``EndpointGuard`` (no loopback, private, link-local... hosts unless allow-listed); hop-by-hop and
 framing headers (Host, Content-Length, Transfer-Encoding, Connection...) are refused in ``channel.header``.
 
+``criteria`` is a search URL (R4) or a topic's canonical URL (Subscriptions Backport IG, ``topics``).
+
 A Subscription is a standing grant of its owner's scopes, so its lifetime is capped
 (``SubscriptionRules.max_lifetime``): a missing or later ``end`` is set to the cap.
 """
@@ -25,6 +27,7 @@ from urllib.parse import urlsplit
 from fhir_server.api.messages import FhirRequest
 from fhir_server.errors import unprocessable
 from fhir_server.repository import Repository
+from fhir_server.subscriptions import topics
 from fhir_server.subscriptions.criteria import check_criteria, parse_criteria
 from fhir_server.subscriptions.guard import EndpointGuard, EndpointRefused
 from fhir_server.subscriptions.owner import stamp
@@ -94,7 +97,10 @@ async def activate(repo: Repository, request: FhirRequest, rules: SubscriptionRu
         raise unprocessable("channel is required", ["Subscription.channel"])
     check_channel(channel)
     await check_endpoint(channel, rules.guard)
-    check_criteria(repo, parse_criteria(body.get("criteria")))
+    if topics.looks_like_topic(body.get("criteria")):
+        topics.check_topic_subscription(repo, body)  # Subscriptions Backport IG: criteria is a topic canonical
+    else:
+        check_criteria(repo, parse_criteria(body.get("criteria")))
     if body.get("status") != "off":
         body["status"] = "active"
     body.pop("error", None)

@@ -1,7 +1,8 @@
 """Delivering one notification on a Subscription's channel (subscription.html#channels).
 
 - ``rest-hook`` without payload: ``POST`` to the endpoint with no body (a ping);
-  with ``application/fhir+json``: ``PUT [endpoint]/[type]/[id]`` with the resource;
+  with ``application/fhir+json``: ``PUT [endpoint]/[type]/[id]`` with the resource, or, for a topic-based
+  Subscription, ``POST`` of the notification Bundle to the endpoint (Backport IG, "rest-hook");
   with ``application/json``: a Slack-style webhook, ``POST {"text": ...}`` from the tenant's webhook template.
   ``channel.header`` values are sent on every request. The endpoint's host is checked again by the
   ``EndpointGuard`` on each delivery and the request goes to the address checked (with the original
@@ -23,7 +24,7 @@ import orjson
 
 from fhir_server.notify.config import NotifyConfig, TenantNotifications, tenant_notifications
 from fhir_server.notify.email import build_message, send_email
-from fhir_server.notify.templates import Context
+from fhir_server.notify.templates import Context, Template
 from fhir_server.storage.port import TenantReader
 from fhir_server.subscriptions.activation import parse_header
 from fhir_server.subscriptions.guard import EndpointGuard, EndpointRefused, Target
@@ -41,6 +42,7 @@ class Notification:
     key: str  # subscription id | outbox event seq: the same notification is never sent twice
     subscription: dict[str, Any]
     context: Context
+    bundle: dict[str, Any] | None = None  # a topic-based Subscription's notification Bundle
 
     @property
     def channel(self) -> dict[str, Any]:
@@ -73,7 +75,12 @@ class Channels:
         headers = dict(parse_header(h) for h in channel.get("header") or [])
         endpoint = str(channel["endpoint"])
         payload = channel.get("payload")
-        if payload == FHIR_JSON:
+        if payload == FHIR_JSON and notification.bundle is not None:
+            content = orjson.dumps(notification.bundle)
+            request = self._http.build_request(
+                "POST", endpoint, content=content, headers={**headers, "Content-Type": FHIR_JSON}
+            )
+        elif payload == FHIR_JSON:
             url = f"{endpoint.rstrip('/')}/{context.resource_type}/{context.id}"
             request = self._http.build_request(
                 "PUT", url, content=orjson.dumps(context.resource), headers={**headers, "Content-Type": FHIR_JSON}
@@ -112,14 +119,19 @@ class Channels:
         request.url = url.copy_with(host=str(target.address))
 
     async def _email(self, notification: Notification, settings: TenantNotifications) -> str:
-        context = notification.context
         recipient = str(notification.channel["endpoint"]).removeprefix("mailto:")
+        return await self.email(settings, settings.templates.email, recipient, notification.context, notification.key)
+
+    async def email(
+        self, settings: TenantNotifications, template: Template, recipient: str, context: Context, key: str
+    ) -> str:
+        """One email from ``template`` unless the recipient is suppressed or has turned email off."""
         if not settings.wants(recipient, "email"):
             return f"not sent: {recipient} is suppressed or has turned email off"
         if settings.smtp is None:
             raise DeliveryFailed(f"tenant {context.tenant!r} has no SMTP server configured")
-        subject, body = settings.templates.email.render(context)
-        message = build_message(settings.smtp, recipient, subject, body, notification.key)
+        subject, body = template.render(context)
+        message = build_message(settings.smtp, recipient, subject, body, key)
         try:
             await send_email(settings.smtp, message)
         except (OSError, ValueError) as exc:  # smtplib.SMTPException is an OSError

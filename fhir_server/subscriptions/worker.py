@@ -3,6 +3,9 @@ change and delivers the matches (subscription.html; DESIGN "outbox").
 
 - An outbox consumer of ``resource.created`` / ``resource.updated`` / ``resource.deleted``: at least
   once, with leases. A deleted resource no longer matches any search, so deletions notify nobody.
+- And of ``workflow.notification``: topic-based Subscriptions (``topics``, Backport IG) whose topic the
+  event triggers get the notification Bundle (``topic_bundle``), when the case matches their filters as
+  their owner sees it; an urgent review's reviewers are emailed if the tenant opted in (``reviewer_mail``).
 - A match is a search through the real search engine, ``criteria`` plus ``_id=<changed id>``,
   run by a ``Repository`` holding the Subscription owner's ``AccessPolicy``.
 - Idempotent: each (Subscription, event) delivered is recorded (``DELIVERED``); a redelivered
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,14 +33,18 @@ from fhir_server.audit.trail import AuditTrail
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.notify.templates import Context
 from fhir_server.outbox import OutboxLoop, claimed
-from fhir_server.repository import Repository
+from fhir_server.repository import Repository, Stored
 from fhir_server.security.clients import ClientRegistry
 from fhir_server.storage.port import Engine, OutboxEvent, Record, TenantStore
-from fhir_server.subscriptions import feed
+from fhir_server.subscriptions import feed, topics
 from fhir_server.subscriptions.audit import notification_event
 from fhir_server.subscriptions.channels import Channels, DeliveryFailed, Notification
 from fhir_server.subscriptions.criteria import Criteria, match, parse_criteria
 from fhir_server.subscriptions.owner import owner_client, owner_client_id, owner_policy, reauthorisation_due
+from fhir_server.subscriptions.reviewer_mail import ReviewerMail
+from fhir_server.subscriptions.topic_bundle import event_count, next_event_number, notification_bundle
+from fhir_server.workflow.events import NOTIFICATION
+from fhir_server.workflow.events import Notification as WorkflowNotice
 
 log = logging.getLogger(__name__)
 CONSUMER = "subscriptions"
@@ -86,6 +94,7 @@ class SubscriptionWorker(OutboxLoop):
         self.clients = clients
         self.clock = clock
         self.feed_listeners: list[Callable[[str, str], None]] = []  # (tenant, Subscription id): a websocket entry
+        self.reviewers = ReviewerMail(channels, self.public_base, audit)
 
     async def stop(self) -> None:
         await super().stop()
@@ -101,13 +110,13 @@ class SubscriptionWorker(OutboxLoop):
 
     async def handle(self, store: TenantStore, event: OutboxEvent) -> int:
         """Deliver one event to every matching Subscription; 1 when the event is settled (acknowledged)."""
-        resource_type = str(event.payload.get("type"))
-        if event.topic not in TOPICS or resource_type in QUIET_TYPES:
+        system = Repository.system(store, reason=REASON)
+        targets = await self._targets(system, event)
+        if targets is None:
             await store.ack_event(CONSUMER, event.seq)
             return 1
-        system = Repository.system(store, reason=REASON)
         failures: dict[str, tuple[dict[str, Any], str]] = {}
-        for subscription in await self._subscriptions(system, resource_type):
+        for subscription in targets:
             try:
                 await self._deliver(store, subscription, event)
             except DeliveryFailed as exc:
@@ -115,7 +124,8 @@ class SubscriptionWorker(OutboxLoop):
             except Exception as exc:  # a fault of ours must not hold up the other subscriptions' events
                 log.exception("Subscription/%s: delivery of event %s failed", subscription.get("id"), event.seq)
                 failures[str(subscription["id"])] = (subscription, f"internal error: {type(exc).__name__}")
-        if not failures:
+        mailed = await self._reviewer_mail(store, event)
+        if not failures and mailed:
             await store.ack_event(CONSUMER, event.seq)
             return 1
         if event.attempts >= self.max_attempts:
@@ -128,23 +138,58 @@ class SubscriptionWorker(OutboxLoop):
         for subscription, reason in failures.values():  # each failed attempt is audited, not only the last
             retry = f"{reason} (attempt {event.attempts}; retried in {delay:g} s)"
             await self._audit_failure(system, subscription, event, "4", retry)
-        log.warning(
-            "event %s: %d subscription(s) failed (attempt %d), retried in %.1f s",
-            event.seq,
-            len(failures),
-            event.attempts,
-            delay,
-        )
+        if failures:
+            log.warning(
+                "event %s: %d subscription(s) failed (attempt %d), retried in %.1f s",
+                event.seq,
+                len(failures),
+                event.attempts,
+                delay,
+            )
         return 0
+
+    async def _targets(self, system: Repository, event: OutboxEvent) -> list[dict[str, Any]] | None:
+        """The Subscriptions an event may notify; None when it notifies nobody (acknowledged at once)."""
+        if event.topic == NOTIFICATION:
+            return await self._topic_subscriptions(system, WorkflowNotice.of(event.payload))
+        resource_type = str(event.payload.get("type"))
+        if event.topic not in TOPICS or resource_type in QUIET_TYPES:
+            return None
+        return await self._subscriptions(system, resource_type)
+
+    async def _reviewer_mail(self, store: TenantStore, event: OutboxEvent) -> bool:
+        """The reviewer emails of a workflow notification (``reviewer_mail``); False when one failed."""
+        if event.topic != NOTIFICATION:
+            return True
+        try:
+            last = event.attempts >= self.max_attempts
+            await self.reviewers.send(store, WorkflowNotice.of(event.payload), event.seq, last_attempt=last)
+        except DeliveryFailed as exc:
+            log.warning("event %s: reviewer email failed (attempt %d): %s", event.seq, event.attempts, exc)
+            return False
+        return True
 
     async def _subscriptions(self, system: Repository, resource_type: str) -> list[dict[str, Any]]:
         """Active Subscriptions whose criteria name ``resource_type`` (``criteria`` is a string prefix search)."""
         found = await system.find(
             "Subscription", [("status", "active"), ("criteria", resource_type)], MAX_SUBSCRIPTIONS
         )
+        return await self._live(system, [s.resource for s in found if _names(s.resource, resource_type)])
+
+    async def _topic_subscriptions(self, system: Repository, notice: WorkflowNotice) -> list[dict[str, Any]]:
+        """Active topic-based Subscriptions of the topics the workflow notification triggers (Backport IG)."""
+        found: list[dict[str, Any]] = []
+        for topic in topics.topics_for(notice):
+            criteria = [("status", "active"), ("criteria", topic.canonical)]
+            found += [s.resource for s in await system.find("Subscription", criteria, MAX_SUBSCRIPTIONS)
+                      if s.resource.get("criteria") == topic.canonical]  # fmt: skip
+        return await self._live(system, found)
+
+    async def _live(self, system: Repository, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Those not past their ``end``; an external owner's whose grant lapsed is turned off."""
         now = self.clock()
         live = []
-        for subscription in (s.resource for s in found if _names(s.resource, resource_type)):
+        for subscription in found:
             if reauthorisation_due(subscription, now):
                 await self._turn_off(system, subscription, REAUTHORISE)
             elif not _ended(subscription, now):
@@ -162,21 +207,52 @@ class SubscriptionWorker(OutboxLoop):
         if await self._owner_revoked(subscription):
             return  # the client that wrote it was disabled or revoked its tokens since: its scopes are gone
         owner = Repository(store, owner_policy(subscription, store.name))
-        found = await match(owner, _criteria(subscription), str(event.payload["id"]), event.payload.get("version"))
+        topic = topics.topic_of(subscription)
+        if topic is None:
+            version = event.payload.get("version")
+            found = await match(owner, _criteria(subscription), str(event.payload["id"]), version)
+        else:
+            found = await topics.focus_of(owner, subscription, WorkflowNotice.of(event.payload))
         if found is None:
             return
         context = self._context(store.name, subscription, found.resource)
+        bundle, number = None, 0
+        if topic is not None:
+            number = await next_event_number(store, str(subscription["id"]))
+            bundle = await self._bundle(store.name, owner, subscription, topic, number, found, event)
+            context = replace(context, topic=topic.canonical)
         websocket = (subscription.get("channel") or {}).get("type") == "websocket"
-        done = FED if websocket else await self.channels.send(Notification(key, subscription, context), store)
+        notification = Notification(key, subscription, context, bundle)
+        done = FED if websocket else await self.channels.send(notification, store)
         async with store.transaction() as tx:  # the record of the send and its AuditEvent commit together
             if websocket:  # the API process holding the socket sends the ping (``feed``)
                 await feed.publish(tx, str(subscription["id"]), event.seq, f"{context.resource_type}/{context.id}")
             await tx.put_record(Record(DELIVERED, key, b"{}", {"subscription": (str(subscription["id"]),)}))
+            if number:
+                await tx.put_record(event_count(str(subscription["id"]), number))
             if self.audit is not None:
                 await self.audit.record_in(store, tx, self._audit_event(subscription, context, "0", done))
         if websocket:
             for listener in self.feed_listeners:
                 listener(store.name, str(subscription["id"]))
+
+    async def _bundle(
+        self,
+        tenant: str,
+        owner: Repository,
+        subscription: dict[str, Any],
+        topic: topics.Topic,
+        number: int,
+        focus: Stored,
+        event: OutboxEvent,
+    ) -> dict[str, Any]:
+        """The Backport IG notification Bundle: the case, and the review Task when the owner may read it."""
+        notice = WorkflowNotice.of(event.payload)
+        review = await topics.review_of(owner, notice)
+        base = f"{self.public_base}/fhir/{tenant}"
+        content = topics.payload_content(subscription)
+        references = [focus, *([review] if review is not None else [])]
+        return notification_bundle(base, str(subscription["id"]), topic, number, notice.at, content, references)
 
     async def _owner_revoked(self, subscription: dict[str, Any]) -> bool:
         """Token revocation carried over: a registered client disabled (or that revoked its tokens)

@@ -68,9 +68,10 @@ class Case:
         assert self.choice.flow is not None
         return self.choice.flow
 
-    async def notify(self, event: str, detail: str) -> None:
+    async def notify(self, event: str, detail: str, extra: dict[str, Any] | None = None) -> None:
         if self.choice.flow is None or event in self.flow.notify or event == "refused":
-            message = Notification(event, self.tree.report_id, self.tree.patient_id, str(self.root.get("id")), detail)
+            root = str(self.root.get("id"))
+            message = Notification(event, self.tree.report_id, self.tree.patient_id, root, detail, extra or {})
             assert self.repo.transaction is not None
             await self.repo.transaction.append_event(NOTIFICATION, message.payload())
 
@@ -248,9 +249,10 @@ class WorkflowEngine:
             case.root["status"] = "in-progress"
         case.root["businessStatus"] = {"text": "in review"}
         case.root = await case.tree.save(case.root)
-        await case.notify("review-opened", verdict.reason)
+        opened = {"urgency": urgency, "tier": review.tier, "review": str(task.resource["id"])}
+        await case.notify("review-opened", verdict.reason, opened)
         if verdict.escalated:
-            await case.notify("escalated", verdict.reason)
+            await case.notify("escalated", verdict.reason, opened)
 
 
 async def _created_case(repo: Repository, report_id: str) -> dict[str, str] | None:

@@ -2,7 +2,8 @@
 "confidence-based escalation" and "autonomous discharge").
 
 A human reads the case, even in an AI-only flow, when any malignant-tier probability reaches the flow's
-``malignantAbove`` (urgently), when the call is equivocal, or when the image could not be scored. The AI
+``malignantAbove`` (urgently, unless the model's card does not allow clinical use: a demonstration model's
+scores set no urgency), when the call is equivocal, or when the image could not be scored. The AI
 discharges a case only with a model whose card allows clinical use, and only for a class the definition
 names at or above its ``minProbability``; otherwise a flow that reviews only escalations still sends the
 case to a human, saying why the AI did not settle it: no case ends unread by mistake.
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fhir_server.workflow.definition import Flow
-from fhir_server.workflow.events import FindingsCommitted
+from fhir_server.workflow.events import ClassScore, FindingsCommitted
 
 REVIEW, DISCHARGE, SIGN_OFF = "review", "discharge", "sign-off"
 
@@ -36,8 +37,11 @@ def judge(flow: Flow, findings: FindingsCommitted) -> Verdict:
     malignant = findings.top_malignant
     if escalation is not None and malignant >= escalation.malignant_above:
         worst = max((c for c in findings.classes if c.malignant), key=lambda c: c.probability)
-        return Verdict(REVIEW, f"escalated: {worst.display} probability {malignant:.2f} is at or above "
-                       f"{escalation.malignant_above:.2f} ({findings.model})", True, worst.tier)  # fmt: skip
+        reason = (f"escalated: {worst.display} probability {malignant:.2f} is at or above this flow's escalation "
+                  f"threshold {escalation.malignant_above:.2f}{_below_decision(worst)} ({findings.model})")  # fmt: skip
+        if not findings.clinical_use:  # a score of a model not for clinical use is no ground for urgency
+            return Verdict(REVIEW, f"{reason}; a demonstration model (not for clinical use): no urgency from it")
+        return Verdict(REVIEW, reason, True, worst.tier)
     if escalation is not None and escalation.equivocal and findings.equivocal:
         return Verdict(REVIEW, f"escalated: the AI's call is equivocal ({findings.model})")
     why_not = _why_not_discharged(flow, findings)
@@ -48,6 +52,14 @@ def judge(flow: Flow, findings: FindingsCommitted) -> Verdict:
     if flow.review is not None and flow.review.when == "always":
         return Verdict(SIGN_OFF, f"clinician sign-off of the AI's findings ({findings.model})")
     return Verdict(REVIEW, f"escalated: the AI cannot settle this case: {why_not}")
+
+
+def _below_decision(score: ClassScore) -> str:
+    """The model's own reading, when the escalation threshold is lower than the card's decision threshold:
+    the result then reads negative while the case is escalated, and the reviewer must see why."""
+    if score.threshold is None or score.probability >= score.threshold:
+        return ""
+    return f", under the model's decision threshold {score.threshold:.2f} (the AI result reads negative)"
 
 
 def _why_not_discharged(flow: Flow, findings: FindingsCommitted) -> str | None:

@@ -3,6 +3,7 @@ the CapabilityStatement where a client looks for them."""
 
 from __future__ import annotations
 
+from fhir_server.operation_definitions import canonical
 from fhir_server.validation import validate
 from tests.conftest import BASE, FhirTestClient
 from tests.schema import assert_r4
@@ -22,4 +23,4 @@ def test_identity_operations_are_declared(client: FhirTestClient) -> None:
             if resource_type is None
             else next(r for r in statement["resource"] if r["type"] == resource_type)["operation"]
         )
-        assert {"name": name, "definition": definition["url"]} in declared
+        assert {"name": name, "definition": canonical(definition, f"http://testserver{BASE}")} in declared

@@ -76,7 +76,9 @@ def test_step_two_measures_the_gates_mask(node: FhirTestClient, tmp_path: Path) 
     consenting_patient(node, "GR-1")
     instance = lesion_instance("GR-1", seed=21)
     send(node, tmp_path, instance)
-    assert node.portal.call(worker.drain) == 1
+    # one image event; a second may be the Consent's late-consent requeue of the same image when its consumer
+    # runs after the image arrived (a busy machine): it finds the image analysed and settles without a model run
+    assert node.portal.call(worker.drain) >= 1
     pixels = np.frombuffer(instance.PixelData, np.uint8).reshape(instance.Rows, instance.Columns, 3)
     assert len(worker.seen) == 1 and worker.seen[0] is not None  # the gate's, handed on
     assert np.array_equal(worker.seen[0].lesion, segment(pixels).lesion)

@@ -31,8 +31,10 @@ from fhir_server.api.router import FhirRouter, Operation
 from fhir_server.errors import OperationOutcomeError, bad_request, conflict, unprocessable
 from fhir_server.limits import whole_number
 from fhir_server.repository import Repository, Stored
+from fhir_server.workflow.events import NOTIFICATION, SIGNED_OFF, Notification
 from fhir_server.workflow.review import transitions
 from fhir_server.workflow.review.codes import (
+    DECIDED,
     TIER_EXHAUSTED,
     TIER_SYSTEM,
     URGENCIES,
@@ -164,16 +166,11 @@ async def _escalate(system: Repository, task: dict[str, Any], policy: ReviewPoli
         return
     report = str(task["focus"]["reference"]).split("/", 1)[1]
     patient = str(task["for"]["reference"]).split("/", 1)[1]
-    await open_review(
-        system,
-        report_id=report,
-        patient_id=patient,
-        tier=following,
-        urgency=task.get("priority", "routine"),
-        reason=f"escalated: review tier {tier} exhausted",
-        due=None,
-        now=now,
-    )
+    reason = f"escalated: review tier {tier} exhausted"
+    opened = await open_review(system, report_id=report, patient_id=patient, tier=following,
+                               urgency=task.get("priority", "routine"), reason=reason, due=None, now=now)  # fmt: skip
+    extra = {"urgency": str(opened.resource.get("priority")), "tier": following, "review": str(opened.resource["id"])}
+    await _announce(system, Notification("review-opened", report, patient, "", reason, extra))
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +210,22 @@ async def _complete(move: Move) -> dict[str, Any]:
     who = move.reviewer.reference()
     transitions.complete(move.task, who, move.now, "decided", [])  # refuses before anything is written
     decision = await decide(move.system, move.task, move.reviewer, move.given, move.now)
+    if decision.state == DECIDED:  # the case is final: its subscribers hear it with the decision's commit
+        await _signed_off(move.system, move.task, who["reference"])
     return transitions.complete(move.task, who, move.now, decision.state, decision.outputs)
+
+
+async def _signed_off(system: Repository, task: dict[str, Any], who: str) -> None:
+    report = str(task["focus"]["reference"]).removeprefix("DiagnosticReport/")
+    patient = str((task.get("for") or {}).get("reference") or "").removeprefix("Patient/")
+    await _announce(system, Notification(SIGNED_OFF, report, patient, "", f"signed off by {who}",
+                                         {"review": str(task["id"])}))  # fmt: skip
+
+
+async def _announce(system: Repository, message: Notification) -> None:
+    """A ``workflow.notification`` committed with the move (topic Subscriptions, reviewer email)."""
+    assert system.transaction is not None
+    await system.transaction.append_event(NOTIFICATION, message.payload())
 
 
 async def _offered_by_urgency(

@@ -97,7 +97,7 @@ async def identify(repo: Repository, access: Access | None, policy: ReviewPolicy
     if person.get("active") is False:
         raise forbidden(f"{reference} is not active")
     found = await system.find("PractitionerRole", [("practitioner", reference)], MAX_ROLES)
-    roles = tuple(_standing(s.resource, policy, now) for s in found)
+    roles = tuple(standing(s.resource, policy, now) for s in found)
     unlicensed: dict[str, str] = {}
     for tier in {t for r in roles for t in r.tiers}:
         requirement = policy.tier(tier).licence
@@ -107,7 +107,8 @@ async def identify(repo: Repository, access: Access | None, policy: ReviewPolicy
     return Reviewer(reference, _name(person), roles, unlicensed)
 
 
-def _standing(role: dict[str, Any], policy: ReviewPolicy, now: datetime) -> RoleStanding:
+def standing(role: dict[str, Any], policy: ReviewPolicy, now: datetime) -> RoleStanding:
+    """The tiers a PractitionerRole covers and, when it cannot be used now, why."""
     coded = {c for concept in role.get("code") or [] for c in codes_of(concept, TIER_SYSTEM)}
     held = {f"{c.get('system')}|{c.get('code')}" for s in role.get("specialty") or [] for c in s.get("coding") or []}
     by_specialty = {name for name, tier in policy.tiers.items() if held & set(tier.specialties)}

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from fhir_server.operation_definitions import canonical
 from fhir_server.outcomes.operation import AI_PERFORMANCE_DEFINITION
 from tests.conftest import BASE, make_client
 from tests.fhir_server.outcomes.cohort import WHEN, Cohort, ai_result
@@ -138,7 +139,7 @@ def test_a_patient_token_is_refused_and_other_tenants_see_nothing(cohort: Cohort
 def test_the_capability_statement_declares_the_operation(cohort: Cohort) -> None:
     statement = cohort.client.get(f"{BASE}/metadata").json()
     declared = {o["name"]: o["definition"] for o in statement["rest"][0]["operation"]}
-    assert declared["ai-performance"] == AI_PERFORMANCE_DEFINITION["url"]
+    assert declared["ai-performance"] == canonical(AI_PERFORMANCE_DEFINITION, f"http://testserver{BASE}")
     assert_r4(AI_PERFORMANCE_DEFINITION)
 
 

@@ -81,7 +81,7 @@ def hook_server() -> Iterator[HookServer]:
         server.server_close()
 
 
-class _Inbox:
+class Inbox:
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], EmailMessage]] = []
         self.refusing = False  # answer 451 (try again later, RFC 5321 4.2.5) to every message
@@ -98,9 +98,9 @@ class _Inbox:
 
 
 @contextmanager
-def smtp_server(tls: str = "none", certificate: tuple[Path, Path] | None = None) -> Iterator[tuple[int, _Inbox]]:
+def smtp_server(tls: str = "none", certificate: tuple[Path, Path] | None = None) -> Iterator[tuple[int, Inbox]]:
     """An SMTP server; ``tls`` starttls (required before mail) or implicit needs ``certificate``."""
-    inbox = _Inbox()
+    inbox = Inbox()
     port = free_port()
     options: dict[str, Any] = {}
     if tls != "none":

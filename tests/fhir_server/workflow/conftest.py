@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +77,33 @@ class Node:
         return report, root
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    tmp = tmp_path_factory.mktemp("workflow")
-    with make_client(tmp / "var", dicom_any_ae_tenant="default") as client:
-        settings = client.app.state.settings  # type: ignore[attr-defined]
-        runners = ModelRegistry.load(settings.inference_models).runners(settings.inference_device)
-        worker = InferenceWorker(client.app.state.engine, BlobStore(settings.blob_root()), runners,  # type: ignore[attr-defined]
+@contextmanager
+def running_node(tmp: Path, **settings: Any) -> Iterator[Node]:
+    """The server (DIMSE from any AE title into ``default``) with ``settings``, and a hand-driven worker."""
+    with make_client(tmp / "var", dicom_any_ae_tenant="default", **settings) as client:
+        configured = client.app.state.settings  # type: ignore[attr-defined]
+        runners = ModelRegistry.load(configured.inference_models).runners(configured.inference_device)
+        worker = InferenceWorker(client.app.state.engine, BlobStore(configured.blob_root()), runners,  # type: ignore[attr-defined]
                                  audit=client.app.state.audit, server_version=__version__,  # type: ignore[attr-defined]
                                  human_review=False, flows=FlowLibrary())  # fmt: skip
         yield Node(client, worker, tmp)
+
+
+@contextmanager
+def cleared_models(node: Node) -> Iterator[None]:
+    """Within: the worker's cards say they allow clinical use (the demo's weights as a stand-in for a cleared
+    model, whose scores set a review's urgency; a demonstration model's do not)."""
+    models = [runner.model for runner in node.worker.runners]
+    for runner in node.worker.runners:
+        runner.model = replace(runner.model, card=replace(runner.model.card, clinical_use=True))
+    try:
+        yield
+    finally:
+        for runner, model in zip(node.worker.runners, models, strict=True):
+            runner.model = model
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    with running_node(tmp_path_factory.mktemp("workflow")) as running:
+        yield running

@@ -19,8 +19,8 @@ AI_ONLY, SIGN_OFF_FLOW = parse_flow(shipped("ai-only")), parse_flow(shipped("ai-
 
 
 def findings(nevus: float, melanoma: float, *, cleared: bool = True, equivocal: bool = False) -> FindingsCommitted:
-    scores = (ClassScore("400096001", "Melanocytic nevus", "benign", nevus, False),
-              ClassScore("93655004", "Malignant melanoma of skin", "melanoma", melanoma, True))  # fmt: skip
+    scores = (ClassScore("400096001", "Melanocytic nevus", "benign", nevus, False, 0.5),
+              ClassScore("93655004", "Malignant melanoma of skin", "melanoma", melanoma, True, 0.5))  # fmt: skip
     top = "400096001" if nevus >= melanoma else "93655004"
     return FindingsCommitted("r", "p", "1.2", "m@1", cleared, scores, top, equivocal, routed=("m@1",))
 
@@ -32,6 +32,8 @@ def findings(nevus: float, melanoma: float, *, cleared: bool = True, equivocal: 
         (findings(0.95, 0.05, cleared=False), REVIEW, False, "does not allow clinical use"),
         (findings(0.85, 0.15), REVIEW, False, "under 0.90"),
         (findings(0.6, 0.4), REVIEW, True, "Malignant melanoma of skin probability 0.40"),
+        (findings(0.6, 0.4), REVIEW, True, "under the model's decision threshold 0.50 (the AI result reads negative)"),
+        (findings(0.3, 0.7, cleared=False), REVIEW, False, "a demonstration model (not for clinical use): no urgency"),
         (findings(0.95, 0.05, equivocal=True), REVIEW, False, "equivocal"),
     ],
 )

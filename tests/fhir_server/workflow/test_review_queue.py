@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from fhir_server.operation_definitions import canonical
 from fhir_server.validation import validate
 from fhir_server.workflow.review.codes import STATE_SYSTEM
 from fhir_server.workflow.review.operations import return_lapsed
@@ -195,7 +196,7 @@ def test_the_operations_declare_valid_definitions_in_the_capability_statement(cl
         definition = operations[name].definition
         validate(definition, "OperationDefinition")
         assert_r4(definition)
-        assert {"name": name, "definition": definition["url"]} in task["operation"]
+        assert {"name": name, "definition": canonical(definition, f"http://testserver{BASE}")} in task["operation"]
 
 
 def test_a_sweep_returns_lapsed_claims_once_however_many_processes_run_it(case: ReviewCase) -> None:
