@@ -5,12 +5,14 @@ skin-cancer product (ai-then-signoff, or ai-only when false); a tenant's active 
 
 from __future__ import annotations
 
+from fhir_server import managed_content
 from fhir_server.api.messages import FhirRequest
 from fhir_server.api.router import FhirRouter, Operation, WriteHook
 from fhir_server.outbox import OutboxDispatcher
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine
 from fhir_server.workflow.engine import WorkflowEngine
+from fhir_server.workflow.guard import workflow_task_rule
 from fhir_server.workflow.interventions import DEFINITIONS, intervene
 from fhir_server.workflow.library import FlowLibrary
 from fhir_server.workflow.lifecycle import ACTIVATE_DEFINITION, RETIRE_DEFINITION, activate, case_hook, definition_hook
@@ -39,6 +41,7 @@ def register_workflow(router: FhirRouter, library: FlowLibrary) -> None:
     router.register(Operation("retire", ("PlanDefinition",), True, retire_definition, RETIRE_DEFINITION, True, "u"))
     for name, definition in DEFINITIONS.items():
         router.register(Operation(name, ("Task",), True, intervene, definition, True, "u"))
+    managed_content.register("Task", workflow_task_rule)  # the case's Task tree: the engine's only
 
 
 def start_engine(dispatcher: OutboxDispatcher, engine: Engine, library: FlowLibrary) -> WorkflowEngine:

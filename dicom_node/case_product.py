@@ -8,7 +8,7 @@ a procedure code with or without its scheme.
 
 from __future__ import annotations
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -17,11 +17,19 @@ from fhir_server.storage.port import TenantReader
 from fhir_server.workflow.product_rules import product_for, read_rules, wanted_attributes
 
 MAX_ITEMS = 20  # items of a code sequence looked at
+BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})  # PS3.5 6.2: binary data, never a rule's text
 
 
 def is_keyword(keyword: str) -> bool:
-    """Whether ``keyword`` names an attribute of the DICOM dictionary (PS3.6), for checking rules when set."""
-    return tag_for_keyword(keyword) is not None
+    """Whether ``keyword`` names an attribute of the DICOM dictionary (PS3.6) a rule can compare as text,
+    for checking rules when set: not bulk data (``PixelData``...) nor a sequence other than a code sequence."""
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        return False
+    vrs = set(dictionary_VR(tag).replace(" or ", "/").split("/"))
+    if vrs & BULK_VRS:
+        return False
+    return "SQ" not in vrs or keyword.endswith("CodeSequence")
 
 
 def attribute_texts(ds: Dataset, keyword: str) -> list[str]:

@@ -2,7 +2,9 @@
 
 Each consumer has a name; an event is delivered to every consumer and acknowledged by each
 separately. A consumer that raises leaves the event unacknowledged: it is delivered again
-once its lease expires. Consumers must therefore be idempotent.
+once its lease expires. Consumers must therefore be idempotent. An event a consumer has failed on
+``max_attempts`` times is given up for that consumer (acknowledged, logged as an error with its
+sequence number), so a poison event is not delivered for ever.
 """
 
 from __future__ import annotations
@@ -93,9 +95,16 @@ class OutboxDispatcher(OutboxLoop):
     name = "outbox-dispatcher"
 
     def __init__(
-        self, engine: Engine, *, lease_seconds: float = 30.0, poll_seconds: float = 1.0, batch: int = 100
+        self,
+        engine: Engine,
+        *,
+        lease_seconds: float = 30.0,
+        poll_seconds: float = 1.0,
+        batch: int = 100,
+        max_attempts: int = 10,
     ) -> None:
         super().__init__(engine, poll_seconds)
+        self.max_attempts = max_attempts
         self._engine = engine
         self._subscriptions: list[Subscription] = []
         self._lease = lease_seconds
@@ -124,10 +133,15 @@ class OutboxDispatcher(OutboxLoop):
                         try:
                             await subscription.handle(tenant, event)
                         except Exception:
-                            log.exception(
-                                "consumer %s failed on event %s; it will be redelivered", subscription.name, event.seq
-                            )
-                            continue
+                            if event.attempts < self.max_attempts:
+                                log.exception(
+                                    "consumer %s failed on event %s; it will be redelivered",
+                                    subscription.name,
+                                    event.seq,
+                                )
+                                continue
+                            log.exception("consumer %s failed on event %s %d times: given up (dead letter)",
+                                          subscription.name, event.seq, event.attempts)  # fmt: skip
                         await store.ack_event(subscription.name, event.seq)
                         handled += 1
                     if len(events) < self._batch:

@@ -37,7 +37,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from dicom_node.attributes import INSTANCE
+from dicom_node.attributes import INSTANCE, recorded_patient
 from dicom_node.blobs import BlobStore
 from dicom_node.instance_files import InstanceFiles, ObjectErased
 from dicom_node.lesion_identity import resolve_lesion
@@ -253,6 +253,10 @@ class InferenceWorker(OutboxLoop):
         if record is None:
             log.info("instance of event %s is gone (replaced or erased); nothing to analyse", event.seq)
             return None
+        filed = recorded_patient(record)
+        if filed is not None and filed != context.patient_id:  # the index, never the event, says whose it is
+            await self._misdirected(repo, replace(context, patient_id=filed), event)
+            return None
         if (record.fields.get("SOPClassUID") or ("",))[0] in NOT_ANALYSED or not record.fields.get("Rows"):
             return None  # documents, the AI's own SR/SEG and objects without pixels are not for the image models
         if review is not None:  # not under this Patient's Consent while the image may be someone else's
@@ -425,6 +429,14 @@ class InferenceWorker(OutboxLoop):
         async with repo.store.transaction() as tx:  # the Task and its AuditEvent in one commit
             await record_explanations_unavailable(repo.within(tx), context, reason)
             await self._audit_in(repo, tx, context, "4", f"{EXPLANATIONS_UNAVAILABLE} ({reason}); {FINDINGS_STAND}")
+
+    async def _misdirected(self, repo: Repository, context: ImageContext, event: OutboxEvent) -> None:
+        """An event naming another patient than the one the image is filed under: settled, not analysed."""
+        log.warning("event %s names another patient than instance %s is filed under: not analysed",
+                    event.seq, context.instance_uid)  # fmt: skip
+        async with repo.store.transaction() as tx:
+            await self._audit_in(repo, tx, context, "8", "no AI analysis: the event names another patient than the "
+                                                         "one the image is filed under")  # fmt: skip
 
     async def _held(self, repo: Repository, context: ImageContext, review: Stored) -> None:
         async with repo.store.transaction() as tx:  # the hold Task and its AuditEvent in one commit

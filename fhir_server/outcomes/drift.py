@@ -23,7 +23,7 @@ from fhir_server.audit.events import ENTITY_TYPE, REST_TYPE
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.errors import conflict
 from fhir_server.outcomes.claims import Claim, model_claims
-from fhir_server.outcomes.codes import CONDITION_DISPLAY, DRIFT, DRIFT_IDENTIFIER, OUTCOME_SYSTEM, has_coding
+from fhir_server.outcomes.codes import CONDITION_DISPLAY, DRIFT, DRIFT_IDENTIFIER, OUTCOME_SYSTEM, codings, has_coding
 from fhir_server.outcomes.dataset import LesionRecord, SiteGroup, collect
 from fhir_server.outcomes.metrics import ai_call, by_histology, tabulate
 from fhir_server.repository import Repository
@@ -81,10 +81,31 @@ def evaluate(records: list[LesionRecord], device: str, claim: Claim, min_cases: 
     return Evaluation(device, claim, status, found.successes, found.n, found.estimate, lower, upper)
 
 
+def looks_like_drift(resource: dict[str, Any] | None) -> bool:
+    """Any mark of a drift alert: its code or its identifier system, compared case-insensitively (a look-alike
+    would be taken for the server's alert, or stand in the place of the one the check raises)."""
+    if resource is None:
+        return False
+    mark = (OUTCOME_SYSTEM.lower(), str(DRIFT["code"]).lower())
+    coded = any(
+        (str(c.get("system")).lower(), str(c.get("code")).lower()) == mark for c in codings(resource.get("code"))
+    )
+    identifiers = resource.get("identifier")
+    identifiers = identifiers if isinstance(identifiers, list) else []
+    systems = {str(i.get("system")).lower() for i in identifiers if isinstance(i, dict)}
+    return coded or DRIFT_IDENTIFIER.lower() in systems
+
+
 def drift_rule(resource: dict[str, Any] | None, before: dict[str, Any] | None) -> None:
-    """A managed-content rule on DetectedIssue: drift alerts are the server's."""
-    if any(r is not None and has_coding(r.get("code"), OUTCOME_SYSTEM, DRIFT["code"]) for r in (resource, before)):
+    """A managed-content rule on DetectedIssue: drift alerts (code or identifier system) are the server's."""
+    if looks_like_drift(resource) or looks_like_drift(before):
         raise conflict("an AI performance drift DetectedIssue is raised by the server's check only")
+
+
+def _is_alert_of(issue: dict[str, Any], device_id: str) -> bool:
+    """The server's alert for the device: the drift code and the model Device implicated (not a look-alike)."""
+    implicated = [str(i.get("reference")) for i in issue.get("implicated") or [] if isinstance(i, dict)]
+    return has_coding(issue.get("code"), OUTCOME_SYSTEM, DRIFT["code"]) and f"Device/{device_id}" in implicated
 
 
 def _issue(device: dict[str, Any], evaluation: Evaluation, key: str, detail: str, card: str | None) -> dict[str, Any]:
@@ -131,7 +152,8 @@ async def raise_alert(
     detail = f"{device_label(device)}: {evaluation.sentence(start, end)}"
     async with store.transaction() as tx:
         repo = Repository.system(store, reason="raise an AI performance drift alert", tx=tx)
-        found = await repo.find("DetectedIssue", [("identifier", f"{DRIFT_IDENTIFIER}|{key}")], 1)
+        criteria = [("identifier", f"{DRIFT_IDENTIFIER}|{key}"), ("code", f"{OUTCOME_SYSTEM}|{DRIFT['code']}")]
+        found = [s for s in await repo.find("DetectedIssue", criteria, 20) if _is_alert_of(s.resource, device["id"])]
         if found:
             return f"DetectedIssue/{found[0].resource['id']}"
         issue = _issue(device, evaluation, key, detail, _card(device))

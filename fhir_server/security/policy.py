@@ -23,6 +23,7 @@ from fhir_server.security.scopes import Access, Permission
 from fhir_server.storage.query import AnyClause, ChainMatch, Clause, HasClause, Match, ParamClause, SearchQuery
 
 Decision = Literal["all", "patient", "none"]
+SERVER_RECORDS = frozenset({"AuditEvent"})  # never written under a patient/ scope (BALP: the record of others' acts)
 VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
@@ -93,6 +94,8 @@ class AccessPolicy:
     def check_write(self, resource_type: str, resource: dict[str, Any], permission: Permission) -> Decision:
         """403 unless ``permission`` holds on the type and, under ``patient/``, the patient is the one owner."""
         decision = self.require(resource_type, permission)
+        if decision == "patient" and resource_type in SERVER_RECORDS:
+            raise forbidden(f"a patient/ scope cannot write {resource_type}: the audit trail records who did what")
         if decision == "patient" and owners({**resource, "resourceType": resource_type}) != {self.patient}:
             raise forbidden(
                 "a patient/ scope writes only its patient's own record: the subject/patient reference "

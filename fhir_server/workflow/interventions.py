@@ -78,7 +78,8 @@ async def intervene(repo: Repository, request: FhirRequest, resource_type: str |
     act = Intervention(repo, request, id, name)
     async with repo.store.transaction() as tx:
         bound = repo.within(tx)
-        root = await act.root(bound)
+        root = await act.root(bound)  # read with the caller's access; written by the server (guard.py)
+        system = Repository.system(repo.store, reason=f"${name} on Task/{id}", local_base=repo.local_base, tx=tx)
         status = root["status"]
         if name == "halt":
             if status not in ("requested", "in-progress"):
@@ -95,14 +96,14 @@ async def intervene(repo: Repository, request: FhirRequest, resource_type: str |
             if status in ("cancelled", "completed", "failed"):
                 raise conflict(f"the case's workflow is {status} already")
             detail = await _replacement(act, bound) if name == "supersede" else ""
-            await _close_steps(bound, root, f"{name}led: {act.reason}" if name == "cancel" else f"superseded{detail}")
+            await _close_steps(system, root, f"{name}led: {act.reason}" if name == "cancel" else f"superseded{detail}")
             root.update(status="cancelled", businessStatus={"text": "cancelled" if name == "cancel" else
                                                             f"superseded{detail}"})  # fmt: skip
         else:
-            await _retry(act, bound, root)
+            await _retry(act, system, root)
         tree.note(root, act.who, f"{name}: {act.reason}")
         root["statusReason"] = {"text": f"{name} by {act.who}: {act.reason}"[:1000]}
-        return await _save(bound, root)
+        return await _save(system, root)
 
 
 async def _replacement(act: Intervention, repo: Repository) -> str:

@@ -35,6 +35,7 @@ SETTING = "workflow.product-rules"
 MAX_RULES = 50
 MAX_VALUE = 64  # a DICOM LO/UI value's length (PS3.5 6.2); a code value is at most 16
 AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 6.2 AE: 16 characters, no backslash
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no control character in a value compared with DICOM text
 KEYWORD = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
 FIELDS = ("product", "callingAE", "attribute", "value")
 KeywordCheck = Callable[[str], bool]
@@ -79,10 +80,13 @@ def _rule(spec: Any, n: int, is_keyword: KeywordCheck) -> ProductRule:
         raise unprocessable(f"{where}: a value needs the attribute it is a value of", [f"{where}.attribute"])
     if attribute is not None and (not isinstance(attribute, str) or not KEYWORD.match(attribute)
                                   or not is_keyword(attribute)):  # fmt: skip
-        raise unprocessable(f"{where}.attribute: {str(attribute)[:70]!r} is not a DICOM keyword (PS3.6)",
+        raise unprocessable(f"{where}.attribute: {str(attribute)[:70]!r} is not a DICOM keyword (PS3.6) of text: "
+                            "no bulk data, no sequence but a code sequence",
                             [f"{where}.attribute"])  # fmt: skip
-    if attribute is not None and (not isinstance(value, str) or not value.strip() or len(value) > MAX_VALUE):
-        raise unprocessable(f"{where}.value: the attribute's value, 1 to {MAX_VALUE} characters", [f"{where}.value"])
+    if attribute is not None and (not isinstance(value, str) or not value.strip() or len(value) > MAX_VALUE
+                                  or CONTROL.search(value)):  # fmt: skip
+        raise unprocessable(f"{where}.value: the attribute's value, 1 to {MAX_VALUE} characters, no control characters",
+                            [f"{where}.value"])  # fmt: skip
     if ae is None and attribute is None:
         raise unprocessable(f"{where}: a rule names a callingAE, an attribute and its value, or both", [where])
     return ProductRule(product, ae.strip() if ae else None, attribute, value.strip() if value else None)

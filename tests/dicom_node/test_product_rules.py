@@ -88,6 +88,9 @@ def test_the_calling_ae_and_the_sop_class_name_the_product_of_a_new_case(node: D
         ({"rules": [{"product": "x"}]}, "names a callingAE"),
         ({"rules": [{"product": "x", "callingAE": "A" * 17}]}, "AE title of 1 to 16"),
         ({"rules": [{"product": "x", "callingAE": "CAM"}] * 51}, "at most 50"),
+        ({"rules": [{"product": "x", "attribute": "PixelData", "value": "1"}]}, "no bulk data"),  # pentest 3, 9
+        ({"rules": [{"product": "x", "attribute": "IconImageSequence", "value": "1"}]}, "no bulk data"),
+        ({"rules": [{"product": "x", "attribute": "StudyDescription", "value": "Rash\x00"}]}, "no control"),
     ],
 )
 def test_invalid_rules_are_refused_with_a_422_naming_the_rule(rules: dict[str, Any], words: str) -> None:

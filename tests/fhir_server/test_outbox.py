@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 from fhir_server.outbox import Subscription
@@ -43,3 +44,32 @@ def test_events_follow_writes_and_failed_consumers_get_them_again(client: FhirTe
     wait_for(lambda: sorted(received) == sorted(expected))
     time.sleep(0.5)
     assert sorted(received) == sorted(expected)  # acknowledged events are not delivered again
+
+
+def test_a_poison_event_is_given_up_after_the_attempt_limit(client: FhirTestClient) -> None:
+    """Pentest 3, finding 1: a consumer failing on an event for ever got it again every lease, with no end."""
+    tries: dict[str, int] = {}
+
+    async def failing(tenant: str, event: OutboxEvent) -> None:
+        if event.payload["type"] == "Patient":
+            tries[event.payload["id"]] = tries.get(event.payload["id"], 0) + 1
+            raise TypeError("unexpected keyword argument")
+
+    dispatcher = client.app.state.dispatcher  # type: ignore[attr-defined]
+    dispatcher._lease, dispatcher.max_attempts = 0.05, 3
+    dispatcher.subscribe(Subscription("poisoned-consumer", ("resource.created",), failing))
+    created = client.post(f"{BASE}/Patient", json=patient()).json()["id"]
+    wait_for(lambda: tries.get(created, 0) >= 3)
+    database = client.app.state.settings.data_dir / "tenants" / "default.sqlite"  # type: ignore[attr-defined]
+
+    def given_up() -> bool:  # acknowledged for this consumer (read beside the server, as any reader may)
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+            (seq,) = conn.execute("SELECT seq FROM outbox WHERE topic = 'resource.created' AND payload LIKE ?",
+                                  (f'%"{created}"%',)).fetchone()  # fmt: skip
+            cursor = conn.execute("SELECT acked_through FROM outbox_cursor WHERE consumer = 'poisoned-consumer'")
+            acked = conn.execute("SELECT acked FROM outbox_delivery WHERE consumer = 'poisoned-consumer' AND seq = ?",
+                                 (seq,)).fetchone()  # fmt: skip
+            return seq <= ((cursor.fetchone() or (0,))[0]) or acked == (1,)
+
+    wait_for(given_up)
+    assert tries[created] == 3

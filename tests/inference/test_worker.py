@@ -318,3 +318,26 @@ def test_unsuitable_images_are_not_scored(node: FhirTestClient, tmp_path: Path) 
         report = node.get(f"{BASE}/{task['focus']['reference']}").json()
         assert "conclusion" not in report and "conclusionCode" not in report
         validate({k: v for k, v in task.items() if k != "meta"})
+
+
+def test_an_event_naming_another_patient_than_the_images_is_not_analysed(node: FhirTestClient, tmp_path: Path) -> None:
+    """Pentest 3, finding 1: a re-emitted event naming patient A with patient B's image (B refused consent) had
+    B's image analysed under A's Consent and filed in A's chart. The index record says whose the image is."""
+    consenting = consenting_patient(node, "AI-MIS-A")
+    refusing = consenting_patient(node, "AI-MIS-B", permit=False)
+    send(node, tmp_path, lesion_instance("AI-MIS-B", seed=17, accession="ACC-MIS-B"))
+    wait_for(node, "Task", {"patient": f"Patient/{refusing}", "status": "requested"})  # settled: B refused
+    store = node.portal.call(node.app.state.engine.tenant, "default")  # type: ignore[attr-defined]
+
+    async def forge() -> None:
+        events = await store.claim_events("forging-reader", 1000, 60)
+        (image,) = [e for e in events if e.topic == "imaging.instance-stored" and e.payload["patient"] == refusing]
+        async with store.transaction() as tx:
+            await tx.append_event(image.topic, {**image.payload, "patient": consenting, "requeued": True})
+
+    node.portal.call(forge)
+    node.portal.call(worker(node).drain)
+    audit = wait_for(node, "AuditEvent", {"subtype": "ai-analysis", "outcome": "8"})[0]
+    assert "another patient" in str(audit)
+    for patient in (consenting, refusing):
+        assert node.get(f"{BASE}/Observation", params={"subject": f"Patient/{patient}"}).json()["total"] == 0

@@ -51,13 +51,14 @@ from fhir_server.workflow.review.definitions import (
     WORKLIST_DEFINITION,
 )
 from fhir_server.workflow.review.guard import review_state_rule
-from fhir_server.workflow.review.policy import ReviewPolicy, read_policy
+from fhir_server.workflow.review.policy import TIER_PATTERN, ReviewPolicy, read_policy
 from fhir_server.workflow.review.queue import open_review
 from fhir_server.workflow.review.reviewer import Reviewer, identify
 from fhir_server.workflow.review.sweep import return_lapsed_claims
 
 Clock = Callable[[], datetime]
 Change = Callable[["Move"], Awaitable[dict[str, Any]]]
+MAX_TIER = 64  # a tier parameter beyond this, or not a tier name, is refused (never echoed back)
 MAX_WORKLIST = 1000
 DEFAULT_COUNT = 50
 
@@ -134,6 +135,10 @@ class ReviewOperations:
         tiers = sorted(reviewer.tiers)
         wanted = one_of(given, "tier")
         if wanted is not None:
+            if not isinstance(wanted, str) or len(wanted) > MAX_TIER or not TIER_PATTERN.match(wanted):
+                raise bad_request(
+                    f"tier is a tier name ({TIER_PATTERN.pattern}, at most {MAX_TIER} characters)", ["tier"]
+                )
             reviewer.check(str(wanted))
             tiers = [str(wanted)]
         count = whole_number(request.param("_count") or str(DEFAULT_COUNT), "_count", 4) or DEFAULT_COUNT

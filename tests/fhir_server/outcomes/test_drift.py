@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from dermbridge.outcomes import DriftOnHistology
-from fhir_server.outcomes.drift import TOPIC, check_device, default_window
+from fhir_server.outcomes.codes import DRIFT_IDENTIFIER
+from fhir_server.outcomes.drift import TOPIC, check_device, default_window, raise_alert
+from fhir_server.repository import Repository
 from inference.body_site_groups import site_group
 from tests.conftest import BASE, make_client
 from tests.fhir_server.outcomes.cohort import Cohort
@@ -134,6 +136,33 @@ def test_clients_cannot_raise_or_change_a_drift_alert(cohort: Cohort) -> None:
         "code": {"coding": [{"system": "urn:dermbridge:outcome", "code": "ai-performance-drift"}]},
     }
     assert cohort.client.post(f"{BASE}/DetectedIssue", json=forged).status_code == 409
+
+
+def test_a_look_alike_alert_neither_enters_nor_stands_for_the_drift(cohort: Cohort) -> None:
+    """Pentest 3, finding 2: a client pre-created a DetectedIssue with the alert's predictable identifier, and
+    the check took it for the alert already raised (found by identifier alone): no alert, no notification."""
+    (drift,) = [e for e in check(cohort, min_cases=5) if (e.claim.metric, e.claim.dimension) == ("sensitivity", "all")]
+    start, end = "2001-01-01", "2001-02-01"
+    key = f"{cohort.device}/{drift.claim.key}/{start}/{end}"
+    look_alike = {"resourceType": "DetectedIssue", "status": "final", "detail": "nothing to see",
+                  "identifier": [{"system": DRIFT_IDENTIFIER, "value": key}]}  # fmt: skip
+    refused = cohort.client.post(f"{BASE}/DetectedIssue", json=look_alike)
+    assert refused.status_code == 409 and "server" in refused.json()["issue"][0]["diagnostics"]
+    shouted = {**look_alike, "identifier": [{"system": DRIFT_IDENTIFIER.upper(), "value": key}]}
+    assert cohort.client.post(f"{BASE}/DetectedIssue", json=shouted).status_code == 409
+
+    tenant = store(cohort)
+
+    async def planted() -> str:  # as one written before the rule was there
+        repo = Repository.system(tenant, reason="test: a look-alike written before the rule")
+        return str((await repo.create(look_alike, resource_type="DetectedIssue")).resource["id"])
+
+    fake = f"DetectedIssue/{cohort.client.portal.call(planted)}"
+    raised = cohort.client.portal.call(raise_alert, store(cohort), device(cohort), drift, start, end, None)
+    assert raised != fake
+    alert = cohort.client.get(f"{BASE}/{raised}").json()
+    assert alert["implicated"] == [{"reference": f"Device/{cohort.device}"}] and alert["detail"] != "nothing to see"
+    assert cohort.client.portal.call(raise_alert, store(cohort), device(cohort), drift, start, end, None) == raised
 
 
 def test_the_cli_reports_each_claim_and_exits_1_on_a_drift(cohort: Cohort) -> None:

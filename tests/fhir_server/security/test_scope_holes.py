@@ -242,3 +242,23 @@ def test_everything_under_a_patient_wildcard_scope_leaves_out_the_types_no_patie
     assert not ids & {c.ids["bob"], c.ids["bob-obs"]}
     other = c.client.get(f"{BASE}/Patient/{c.ids['bob']}/$everything", headers=wildcard)
     assert other.status_code in (403, 404)
+
+
+def test_10_a_patient_scope_cannot_write_an_audit_event(clinic: Clinic) -> None:
+    """Pentest 3, finding 6: a patient/ token created an AuditEvent saying a named clinician opened the
+    record, indistinguishable from the server's own. A system client's AuditEvent stays accepted (README)."""
+    c = clinic
+    alice = c.provider.headers("patient/*.cruds", c.ids["alice"])
+    forged = {
+        "resourceType": "AuditEvent",
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+        "action": "R",
+        "recorded": "2026-11-30T10:00:00Z",
+        "outcome": "0",
+        "agent": [{"who": {"reference": "Practitioner/bob"}, "requestor": True}],
+        "source": {"observer": {"display": "DermBridge"}},
+        "entity": [{"what": {"reference": f"Patient/{c.ids['alice']}"}}],
+    }
+    refused = c.client.post(f"{BASE}/AuditEvent", json=forged, headers=alice)
+    assert refused.status_code == 403 and "AuditEvent" in refused.json()["issue"][0]["diagnostics"]
+    assert c.client.post(f"{BASE}/AuditEvent", json=forged, headers=c.system("system/AuditEvent.c")).status_code == 201

@@ -194,3 +194,30 @@ def test_autonomous_discharge_only_with_a_card_cleared_for_clinical_use(node: No
 
 
 BASE = "/fhir/default"
+
+
+def test_workflow_tasks_are_written_by_the_workflow_only(node: Node) -> None:
+    """Pentest 3, findings 1 and 4: a client could add a forged event to a root Task's ``input`` (re-emitted by
+    ``$retry``/``$resume``), make a "root" Task of its own, or cancel and delete a case's tree."""
+    patient = consenting_patient(node.client, "ENG-GUARD")
+    node.store(lesion_instance("ENG-GUARD", seed=SUSPICIOUS_SEED, accession="ENG-GUARD"))
+    _, root = node.case(patient)
+    url = f"{BASE}/Task/{root['id']}"
+    forged = {"type": {"text": "image-event"}, "valueString": '{"patient": "someone-else"}'}
+    put = node.client.put(url, json={**root, "input": [*root.get("input", []), forged]})
+    assert put.status_code == 409 and "$resume" in put.json()["issue"][0]["diagnostics"]
+    assert node.client.put(url, json={**root, "status": "cancelled"}).status_code == 409
+    patch = [{"op": "replace", "path": "/status", "value": "cancelled"}]
+    headers = {"Content-Type": "application/json-patch+json"}
+    assert node.client.patch(url, json=patch, headers=headers).status_code == 409
+    assert node.client.delete(url).status_code == 409
+    made = {k: v for k, v in root.items() if k not in ("id", "meta", "identifier")}
+    assert node.client.post(f"{BASE}/Task", json={**made, "status": "on-hold"}).status_code == 409
+    entry = {"resource": {**root, "status": "cancelled"}, "request": {"method": "PUT", "url": f"Task/{root['id']}"}}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+    assert node.client.post(BASE, json=bundle).status_code == 409
+    halt = {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "guard test"}]}
+    halted = node.client.post(f"{url}/$halt", json=halt)  # the operations still write it
+    assert halted.status_code == 200 and halted.json()["status"] == "on-hold", halted.text
+    other = node.client.post(f"{BASE}/Task", json={"resourceType": "Task", "status": "requested", "intent": "order"})
+    assert other.status_code == 201  # a plain Task stays a client's

@@ -122,8 +122,38 @@ def test_plain_writes_cannot_move_a_review_task(case: ReviewCase) -> None:
     made = case.client.post(f"{BASE}/Task", json={k: v for k, v in task.items() if k not in ("id", "meta")})
     assert made.status_code == 409
     assert case.client.delete(f"{BASE}/Task/{task['id']}").status_code == 409
-    noted = case.client.put(f"{BASE}/Task/{task['id']}", json={**task, "description": "a note on the case"})
-    assert noted.status_code == 200
+    unchanged = case.client.put(f"{BASE}/Task/{task['id']}", json=task)
+    assert unchanged.status_code == 200  # writing it back as it is changes nothing
+
+
+def test_plain_writes_cannot_reorder_hide_or_annotate_a_review_task(case: ReviewCase) -> None:
+    """Pentest 3, finding 4: a plain write dropped ``priority`` (the Task left every worklist), moved the due
+    date, or replaced the note history under another reviewer's name. The review code alone is managed too."""
+    task = case.open()
+    hidden = {k: v for k, v in task.items() if k != "priority"}
+    note = [{"authorString": "Dr Bob Roberts", "text": "benign, no hurry"}]
+    for changed in (
+        hidden,
+        {**task, "priority": "routine"},
+        {**task, "note": note},
+        {**task, "description": "x"},
+        {**task, "restriction": {"period": {"end": "2027-12-31"}}},
+        {**task, "authoredOn": "2030-01-01"},
+    ):
+        put = case.client.put(f"{BASE}/Task/{task['id']}", json=changed)
+        assert put.status_code == 409 and "$claim" in put.json()["issue"][0]["diagnostics"], put.text
+    untiered = {"resourceType": "Task", "status": "requested", "intent": "order",
+                "code": {"coding": [{"system": "urn:dermbridge:task", "code": "clinician-review"}]}}  # fmt: skip
+    assert case.client.post(f"{BASE}/Task", json=untiered).status_code == 409
+    assert case.reviewer("Dr Q").get("Task/$worklist").json()["entry"][0]["resource"]["id"] == task["id"]
+
+
+def test_the_worklist_tier_is_bounded_and_never_echoed(case: ReviewCase) -> None:
+    """Pentest 3, finding 9: a 5,000-character ``tier`` came back whole in the 403's diagnostics."""
+    reviewer = case.reviewer("Dr T")
+    for tier in ("x" * 5000, "Not A Tier", "a" * 65):
+        refused = reviewer.get(f"Task/$worklist?tier={tier}")
+        assert refused.status_code == 400 and tier not in refused.text, refused.text[:300]
 
 
 def test_the_queue_is_searchable_by_status_priority_owner_and_tier(case: ReviewCase) -> None:
