@@ -2,8 +2,7 @@
 "confidence-based escalation" and "autonomous discharge").
 
 A human reads the case, even in an AI-only flow, when any malignant-tier probability reaches the flow's
-``malignantAbove`` (urgently, unless the model's card does not allow clinical use: a demonstration model's
-scores set no urgency), when the call is equivocal, or when the image could not be scored. The AI
+``malignantAbove`` (urgently), when the call is equivocal, or when the image could not be scored. The AI
 discharges a case only with a model whose card allows clinical use, and only for a class the definition
 names at or above its ``minProbability``; otherwise a flow that reviews only escalations still sends the
 case to a human, saying why the AI did not settle it: no case ends unread by mistake.
@@ -39,8 +38,6 @@ def judge(flow: Flow, findings: FindingsCommitted) -> Verdict:
         worst = max((c for c in findings.classes if c.malignant), key=lambda c: c.probability)
         reason = (f"escalated: {worst.display} probability {malignant:.2f} is at or above this flow's escalation "
                   f"threshold {escalation.malignant_above:.2f}{_below_decision(worst)} ({findings.model})")  # fmt: skip
-        if not findings.clinical_use:  # a score of a model not for clinical use is no ground for urgency
-            return Verdict(REVIEW, f"{reason}; a demonstration model (not for clinical use): no urgency from it")
         return Verdict(REVIEW, reason, True, worst.tier)
     if escalation is not None and escalation.equivocal and findings.equivocal:
         return Verdict(REVIEW, f"escalated: the AI's call is equivocal ({findings.model})")

@@ -4,6 +4,7 @@ one asking; ``DiagnosticReport/$analyze`` re-queues a case by hand."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 
 from tests.conftest import BASE, FhirTestClient, make_client
 from tests.fhir_server.test_consent import AI, TREAT, ai_purposes, consent
-from tests.inference.test_worker import SALIENCY, lesion_instance, send, wait_for, worker
+from tests.inference.test_worker import DEADLINE, SALIENCY, lesion_instance, send, wait_for, worker
 
 pytestmark = pytest.mark.interop
 
@@ -46,6 +47,17 @@ def refused_case(client: FhirTestClient, tmp_path: Path, mrn: str, seed: int) ->
 REVIEW = "urn:dermbridge:task|clinician-review"
 
 
+def escalated_review(node: FhirTestClient, patient_id: str) -> dict[str, Any]:
+    """The patient's open review Task once its reason is the workflow's escalation (bounded wait)."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        review = wait_for(node, "Task", {"patient": f"Patient/{patient_id}", "code": REVIEW, "status": "requested"})[0]
+        if review["reasonCode"]["text"].startswith("escalated"):
+            return review
+        assert time.monotonic() < deadline, review["reasonCode"]
+        time.sleep(0.1)
+
+
 def test_a_late_consent_gets_the_waiting_images_analysed(node: FhirTestClient, tmp_path: Path) -> None:
     patient_id, report = refused_case(node, tmp_path, "LATE-1", seed=21)
     assert report["status"] == "registered"
@@ -58,8 +70,7 @@ def test_a_late_consent_gets_the_waiting_images_analysed(node: FhirTestClient, t
     case = wait_for(node, "DiagnosticReport", {"_id": report["id"], "status": "preliminary"})[0]
     # the reviewer reads what happened, and does not wait on an analysis that is done (derm review 1, finding 14)
     # the case's review stays open for a clinician, now for the findings (the workflow escalated them)
-    review = wait_for(node, "Task", {"patient": f"Patient/{patient_id}", "code": REVIEW, "status": "requested"})[0]
-    assert review["reasonCode"]["text"].startswith("escalated"), review["reasonCode"]
+    review = escalated_review(node, patient_id)  # the workflow hears of the findings after their commit
     assert "statusReason" not in review or not review["statusReason"]["text"].startswith("AI analysis queued")
     notes = [n["text"] for n in review["note"]]
     assert any(n.startswith("AI analysis queued again: a Consent now permits it") for n in notes)

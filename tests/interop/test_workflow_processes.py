@@ -161,8 +161,7 @@ def test_ai_then_signoff_claim_decline_reclaim_and_confirm(site: Site) -> None:
     task = clinic.review(report["id"])
     clinic.settled()
     task = clinic.get(f"Task/{task['id']}")
-    # melanoma 0.99 escalates; the demo model (not for clinical use) sets no urgency
-    assert task["status"] == "requested" and task["priority"] == "routine"
+    assert task["status"] == "requested" and task["priority"] == "asap"  # melanoma 0.99: the 2-week wait
     ai = risks(clinic, patient)
     assert len(ehr.emails(task["id"])) == 1 and ehr.puts(report["id"]) == []
 

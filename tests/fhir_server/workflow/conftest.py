@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,20 +87,6 @@ def running_node(tmp: Path, **settings: Any) -> Iterator[Node]:
                                  audit=client.app.state.audit, server_version=__version__,  # type: ignore[attr-defined]
                                  human_review=False, flows=FlowLibrary())  # fmt: skip
         yield Node(client, worker, tmp)
-
-
-@contextmanager
-def cleared_models(node: Node) -> Iterator[None]:
-    """Within: the worker's cards say they allow clinical use (the demo's weights as a stand-in for a cleared
-    model, whose scores set a review's urgency; a demonstration model's do not)."""
-    models = [runner.model for runner in node.worker.runners]
-    for runner in node.worker.runners:
-        runner.model = replace(runner.model, card=replace(runner.model.card, clinical_use=True))
-    try:
-        yield
-    finally:
-        for runner, model in zip(node.worker.runners, models, strict=True):
-            runner.model = model
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,6 @@ def findings(nevus: float, melanoma: float, *, cleared: bool = True, equivocal: 
         (findings(0.85, 0.15), REVIEW, False, "under 0.90"),
         (findings(0.6, 0.4), REVIEW, True, "Malignant melanoma of skin probability 0.40"),
         (findings(0.6, 0.4), REVIEW, True, "under the model's decision threshold 0.50 (the AI result reads negative)"),
-        (findings(0.3, 0.7, cleared=False), REVIEW, False, "a demonstration model (not for clinical use): no urgency"),
         (findings(0.95, 0.05, equivocal=True), REVIEW, False, "equivocal"),
     ],
 )

@@ -53,7 +53,7 @@ def test_human_only_opens_review_without_ai(node: Node) -> None:
     assert root["instantiatesCanonical"] == "urn:dermbridge:workflow:human-only|1"
 
 
-def test_ai_then_sign_off_opens_the_review_after_the_findings(node: Node) -> None:
+def test_ai_then_sign_off_opens_an_urgent_review_after_the_findings(node: Node) -> None:
     node.activate("ai-then-signoff")
     patient = consenting_patient(node.client, "FLOW-SO")
     node.store(lesion_instance("FLOW-SO", seed=SUSPICIOUS_SEED, accession="FLOW-SO"))
@@ -65,13 +65,11 @@ def test_ai_then_sign_off_opens_the_review_after_the_findings(node: Node) -> Non
     node.analyse()
     assert node.total("Observation", subject=f"Patient/{patient}") >= 2
     review = wait_for(node.client, "Task", {"code": REVIEW, "focus": focus})[0]
-    # melanoma probability 0.99 >= 0.3 escalates, but the demo model is not for clinical use: no urgency
-    assert review["priority"] == "routine"
+    assert review["priority"] == "asap"  # melanoma probability 0.99 >= 0.3: the 2-week wait
     tree = steps(node, root)
     assert tree["consent-gate"]["businessStatus"] == {"text": "passed"}
     assert tree["ai-analysis"]["status"] == "completed"
-    said = str(tree["human-review"]["businessStatus"]["text"])
-    assert said.startswith("routine review opened: escalated") and "demonstration model" in said
+    assert str(tree["human-review"]["businessStatus"]["text"]).startswith("asap review opened: escalated")
     assert tree["human-review"]["output"][0]["valueReference"]["reference"] == f"Task/{review['id']}"
 
 
