@@ -13,7 +13,8 @@ the server process, as ``tests/interop/test_workflow_processes.py`` runs it.
    images (pynetdicom, one association each, one consenting patient each, alternately suspicious and
    benign); ``--reviewers`` reviewer threads (clients acting for their Practitioner, each with a Dermatology
    PractitionerRole) loop: ``GET Task/$worklist?_count=10``, ``$claim`` the first queued Task (another
-   reviewer's claim answers 409: the next one), ``$complete`` with ``confirm``. Cases/s is the cases signed
+   reviewer's claim answers 409: the next one), reads the patient's lesion and ``$complete``s with an
+   ``override`` (the demo model's output cannot be confirmed). Cases/s is the cases signed
    off over the time from the first C-STORE to the last sign-off; per case, C-STORE success to signed off;
    and each reviewer call's duration (``$worklist``, ``$claim``, ``$complete``).
 2. **Notification latency under that load**: each final report's rest-hook receipt time minus its
@@ -51,11 +52,10 @@ from fhir_server.workflow.review import open_review
 from tests.factories import observation
 from tests.fhir_server.subscriptions.endpoints import HookServer, Received, hook_server
 from tests.inference.test_worker import lesion_instance
-from tests.interop.clinic import REVIEW, SERVER_ENV, Clinic, Reviewer, until
+from tests.interop.clinic import NAEVUS, REVIEW, SERVER_ENV, Clinic, Reviewer, override, until
 from tests.server import free_port, running_server
 
 T = TypeVar("T")
-CONFIRM = {"name": "decision", "valueCode": "confirm"}
 TIER = "urn:dermbridge:review-tier|dermatologist"
 DEADLINE = 900.0  # seconds for any phase
 # the tests' server settings without their fast Subscription retries and polls: the defaults a site runs
@@ -87,7 +87,7 @@ def subscribe(clinic: Clinic, criteria: str, hook: HookServer) -> None:
 def review_loop(
     reviewer: Reviewer, signed: dict[str, float], wanted: int, lock: threading.Lock, calls: dict[str, list[float]]
 ) -> None:
-    """Claim the first queued Task of the worklist, confirm it; until ``wanted`` cases are signed off.
+    """Claim the first queued Task of the worklist, decide it (override); until ``wanted`` cases are signed off.
     ``calls`` gets each call's duration by operation."""
 
     def call(name: str, request: Callable[[], T]) -> T:
@@ -106,7 +106,9 @@ def review_loop(
         for task in queued:
             if call("$claim", lambda t=task: reviewer.op(t["id"], "claim")).status_code != 200:
                 continue  # another reviewer was first
-            call("$complete (confirm)", lambda t=task: reviewer.must(t["id"], "complete", CONFIRM))
+            lesion = call("BodyStructure?patient=", lambda t=task: reviewer.lesions(t))[0]
+            decision = override(lesion, NAEVUS, "routine")  # the demo model's output cannot be confirmed
+            call("$complete (override)", lambda t=task, d=decision: reviewer.must(t["id"], "complete", *d))
             with lock:
                 signed[task["for"]["reference"]] = time.time()
             break
@@ -122,7 +124,12 @@ def review_phase(clinic: Clinic, hook: HookServer, cases: int, reviewers: int) -
     stored: dict[str, float] = {}
     signed: dict[str, float] = {}
     lock = threading.Lock()
-    calls: dict[str, list[float]] = {"$worklist": [], "$claim": [], "$complete (confirm)": []}
+    calls: dict[str, list[float]] = {
+        "$worklist": [],
+        "$claim": [],
+        "BodyStructure?patient=": [],
+        "$complete (override)": [],
+    }
     threads = [threading.Thread(target=review_loop, args=(r, signed, cases, lock, calls)) for r in team]
     for thread in threads:
         thread.start()

@@ -31,6 +31,7 @@ DEADLINE = 240.0  # seconds: a restart after kill -9 waits for the lapsed leases
 CASE_TASK = "urn:dermbridge:workflow-step|case"
 REVIEW = "urn:dermbridge:task|clinician-review"
 SNOMED = "http://snomed.info/sct"
+NAEVUS = {"coding": [{"system": SNOMED, "code": "400096001", "display": "Melanocytic nevus"}]}
 DERMATOLOGY = {"coding": [{"system": SNOMED, "code": "394582007", "display": "Dermatology"}]}
 # Fast Subscription retries (the endpoints here refuse on purpose), loopback endpoints allowed as an
 # operator would, tokens that outlive a slow machine's restarts, any calling AE title to the default tenant.
@@ -83,6 +84,12 @@ class Reviewer:
         response = self.op(task_id, name, *items)
         assert response.status_code == 200, response.text
         return dict(response.json())
+
+    def lesions(self, task: dict[str, Any]) -> list[str]:
+        """The lesions (BodyStructure references) of the Task's patient, as a reviewer's app reads them."""
+        response = self.http.get(f"{self.base}/BodyStructure", params={"patient": task["for"]["reference"]})
+        assert response.status_code == 200, response.text
+        return [f"BodyStructure/{e['resource']['id']}" for e in response.json().get("entry", [])]
 
     def worklist(self, **params: str) -> list[dict[str, Any]]:
         response = self.http.get(f"{self.base}/Task/$worklist", params=params)
@@ -171,3 +178,12 @@ class Clinic:
         reviewer = Reviewer(reference, httpx2.Client(timeout=60), self, json.loads(created.stdout))
         reviewer.sign_in()
         return reviewer
+
+
+def override(lesion: str, diagnosis: dict[str, Any], urgency: str, conclusion: str = "") -> list[dict[str, Any]]:
+    """``$complete`` parameters of an override: the reviewer's own diagnosis of one lesion."""
+    finding = {"name": "finding", "part": [{"name": "lesion", "valueReference": {"reference": lesion}},
+                                           {"name": "diagnosis", "valueCodeableConcept": diagnosis},
+                                           {"name": "urgency", "valueCode": urgency}]}  # fmt: skip
+    said = [{"name": "conclusion", "valueString": conclusion}] if conclusion else []
+    return [{"name": "decision", "valueCode": "override"}, finding, *said]

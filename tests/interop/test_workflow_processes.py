@@ -24,13 +24,14 @@ import pytest
 
 from tests.fhir_server.subscriptions.endpoints import HookServer, Inbox, hook_server, smtp_server
 from tests.inference.test_worker import lesion_instance
-from tests.interop.clinic import CASE_TASK, REVIEW, SERVER_ENV, SNOMED, Clinic, Reviewer, until
+from tests.interop.clinic import CASE_TASK, NAEVUS, REVIEW, SERVER_ENV, SNOMED, Clinic, Reviewer, override, until
 from tests.server import cli, crash, free_port, running_server
 
 pytestmark = pytest.mark.interop
 BENIGN_SEED, SUSPICIOUS_SEED = 26, 28  # the demo model: nevus 1.00; melanoma 0.99
 TEAM = "dermatology-team@example.org"
-NAEVUS = {"coding": [{"system": SNOMED, "code": "400096001", "display": "Melanocytic nevus"}]}
+MELANOMA = {"coding": [{"system": SNOMED, "code": "93655004", "display": "Malignant melanoma of skin"}]}
+BENIGN = "Benign melanocytic naevus; no follow-up needed."
 FINAL = "DiagnosticReport?status=final"
 QUEUED = f"Task?code={REVIEW}&status=requested"
 
@@ -132,14 +133,6 @@ def lesion_of(clinic: Clinic, patient_id: str) -> str:
     return f"BodyStructure/{lesion['id']}"
 
 
-def override(lesion: str, diagnosis: dict[str, Any], urgency: str) -> list[dict[str, Any]]:
-    finding = {"name": "finding", "part": [{"name": "lesion", "valueReference": {"reference": lesion}},
-                                           {"name": "diagnosis", "valueCodeableConcept": diagnosis},
-                                           {"name": "urgency", "valueCode": urgency}]}  # fmt: skip
-    return [{"name": "decision", "valueCode": "override"}, finding,
-            {"name": "conclusion", "valueString": "Benign melanocytic naevus; no follow-up needed."}]  # fmt: skip
-
-
 def assert_signed_off(site: Site, report_id: str, reviewer: Reviewer) -> dict[str, Any]:
     """The case is final with the reviewer as interpreter, and the EHR got it exactly once."""
     site.clinic.settled()
@@ -151,7 +144,7 @@ def assert_signed_off(site: Site, report_id: str, reviewer: Reviewer) -> dict[st
     return report
 
 
-def test_ai_then_signoff_claim_decline_reclaim_and_confirm(site: Site) -> None:
+def test_ai_then_signoff_claim_decline_reclaim_and_decide(site: Site) -> None:
     clinic, ehr, ada, ben = site.clinic, site.ehr, site.reviewers["Dr Ada"], site.reviewers["Dr Ben"]
     plan = clinic.activate("ai-then-signoff")
     patient = clinic.consenting_patient("E2E-SO")
@@ -179,14 +172,17 @@ def test_ai_then_signoff_claim_decline_reclaim_and_confirm(site: Site) -> None:
     assert ben.must(task["id"], "release")["status"] == "requested"
     clinic.settled()
     ben.must(task["id"], "claim")  # re-claimed
-    done = ben.must(task["id"], "complete", {"name": "decision", "valueCode": "confirm"})
+    # the demo model's output is no diagnosis to confirm: the reviewer records their own
+    refused = ben.op(task["id"], "complete", {"name": "decision", "valueCode": "confirm"})
+    assert refused.status_code == 422 and "demonstration model" in refused.json()["issue"][0]["diagnostics"]
+    done = ben.must(task["id"], "complete", *override(lesion_of(clinic, patient), MELANOMA, "asap"))
     assert done["status"] == "completed"
 
     signed = assert_signed_off(site, report["id"], ben)
     clinician = [clinic.get(r["reference"]) for r in signed["result"]]
     assert {o["id"] for o in ai} <= {o["id"] for o in clinician}  # the AI's results stay beside the clinician's
-    confirmed = [o for o in clinician if any(p["reference"] == ben.practitioner for p in o.get("performer", []))]
-    assert confirmed and all(o["derivedFrom"][0]["reference"].split("/")[0] == "Observation" for o in confirmed)
+    decided = [o for o in clinician if any(p["reference"] == ben.practitioner for p in o.get("performer", []))]
+    assert [o["valueCodeableConcept"]["coding"][0]["code"] for o in decided] == ["93655004"]
     outputs = [o["valueReference"]["reference"] for o in done["output"] if "valueReference" in o]
     provenance = clinic.get(next(r for r in outputs if r.startswith("Provenance/")))
     assert provenance["agent"][0]["who"]["reference"] == ben.practitioner
@@ -208,7 +204,7 @@ def test_ai_only_with_the_demo_model_goes_to_a_reviewer_who_overrides(site: Site
     assert clinic.get(f"Task/{task['id']}")["priority"] == "routine"  # benign, but not cleared for clinical use
     assert len(ehr.emails(task["id"])) == 1
     ada.must(task["id"], "claim")
-    done = ada.must(task["id"], "complete", *override(lesion_of(clinic, patient), NAEVUS, "routine"))
+    done = ada.must(task["id"], "complete", *override(lesion_of(clinic, patient), NAEVUS, "routine", BENIGN))
     assert done["status"] == "completed"
     signed = assert_signed_off(site, report["id"], ada)
     assert signed["conclusion"] == "Benign melanocytic naevus; no follow-up needed."
@@ -227,7 +223,7 @@ def test_human_only_runs_no_ai_and_the_reviewer_decides(site: Site) -> None:
     assert root["instantiatesCanonical"].startswith("urn:dermbridge:workflow:human-only|")
     assert count(clinic, "Observation", subject=f"Patient/{patient}") == 0  # no model ran
     ben.must(task["id"], "claim")
-    ben.must(task["id"], "complete", *override(lesion_of(clinic, patient), NAEVUS, "routine"))
+    ben.must(task["id"], "complete", *override(lesion_of(clinic, patient), NAEVUS, "routine", BENIGN))
     assert_signed_off(site, report["id"], ben)
     assert len(ehr.emails(task["id"])) == 1
     assert_one_tree(clinic, report["id"], root)
@@ -307,7 +303,7 @@ def test_kill_9_mid_flow_resumes_without_a_second_task_or_notification(tmp_path:
             reviewer.must(task["id"], "claim")
             ehr.refuse(True)
             refused = ehr.hook.attempts
-            reviewer.must(task["id"], "complete", {"name": "decision", "valueCode": "confirm"})  # committed
+            reviewer.must(task["id"], "complete", *override(lesion_of(clinic, patient), NAEVUS, "routine"))  # committed
             until(lambda: ehr.hook.attempts > refused, "a refused delivery of the final report")
             crash(third.process.pid)  # the notification is owed and not sent
         with running_server(data, env=env) as fourth:

@@ -1,11 +1,13 @@
 """A reviewer's decision on a case (``$complete``): the clinician's findings beside the AI's, the case
 signed off, and a Provenance naming the verifier (provenance.html, diagnosticreport.html).
 
-- ``confirm``: each AI predicted diagnosis of the case (or, when there is none, each AI result) is
-  copied into a clinician Observation (same code, value, lesion ``focus`` and body site; ``performer``
-  the Practitioner; ``derivedFrom`` the AI result *at its version*, ``Observation/1/_history/2``). The
-  copy is the snapshot: a later change to the AI result changes neither the copy nor what the
-  Provenance says was confirmed (it lists every AI result used, at its version).
+- ``confirm``: refused (422) for a demonstration model's output (a model card with ``clinical_use: false``):
+  it is no diagnosis to confirm. Otherwise each AI predicted diagnosis of the case (or, when there is none,
+  each AI result) is copied into a clinician Observation (same code, value, lesion ``focus`` and body
+  site; ``performer`` the Practitioner; ``derivedFrom`` the AI result *at its version*,
+  ``Observation/1/_history/2``). The copy is the snapshot: a later change to the AI result changes
+  neither the copy nor what the Provenance says was confirmed (it lists every AI result used, at its
+  version).
 - ``override``: one Observation per lesion the reviewer names (``finding`` parts ``lesion``, ``diagnosis``
   a SNOMED CT concept, optional ``urgency`` and ``note``): code SNOMED 439401001 |Diagnosis|, the value
   the reviewer's diagnosis, ``focus`` the lesion's BodyStructure, the urgency as a component.
@@ -55,6 +57,7 @@ COPIED = ("category", "code", "subject", "focus", "bodySite", "interpretation", 
 MAX_FINDINGS = 50
 MAX_TEXT = 2000
 AI_AWAITING = " Awaiting clinician review."
+DEMONSTRATION = ("urn:dermbridge:ai-use", "demonstration")  # the tag of a demonstration model's output (inference)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,7 @@ async def decide(
     if kind == "confirm":
         if not ai:
             raise unprocessable("the case has no AI findings to confirm: override with the reviewer's findings")
+        _refuse_demonstration(_confirmable(ai))
         findings = [_confirmed(s, reviewer, now) for s in _confirmable(ai)]
     else:
         findings = [await _overridden(repo, report, part, reviewer, now) for part in _finding_parts(given)]
@@ -150,6 +154,18 @@ def _confirmable(ai: list[Stored]) -> list[Stored]:
     threshold), its results themselves. Every AI result used stays listed, at its version, in the Provenance."""
     diagnoses = [s for s in ai if DIAGNOSIS["code"] in {c.get("code") for c in s.resource["code"].get("coding", [])}]
     return diagnoses or ai
+
+
+def _refuse_demonstration(ai: list[Stored]) -> None:
+    """A demonstration model's output (card ``clinical_use: false``) is no diagnosis: confirming it would sign
+    a final report that asserts one. The reviewer records their own findings instead (``override``)."""
+    for stored in ai:
+        tags = (stored.resource.get("meta") or {}).get("tag") or []
+        if any((t.get("system"), t.get("code")) == DEMONSTRATION for t in tags if isinstance(t, dict)):
+            raise unprocessable(
+                f"Observation/{stored.resource['id']} is a demonstration model's output (not for clinical use): it "
+                "cannot be confirmed as a diagnosis; record the reviewer's own findings with decision override"
+            )
 
 
 def _clinician(reviewer: Reviewer, now: datetime) -> dict[str, Any]:

@@ -130,3 +130,20 @@ def test_a_patient_token_cannot_claim_an_external_user_token_can(tmp_path: Any) 
         user = idp.headers("user/Task.cruds user/*.rs", fhir_user=f"https://ehr.example/fhir/{practitioner}")
         claimed = client.post(f"{BASE}/Task/{task}/$claim", json={"resourceType": "Parameters"}, headers=user)
         assert claimed.status_code == 200 and claimed.json()["owner"]["reference"] == practitioner
+
+
+def test_a_demonstration_models_output_cannot_be_confirmed(case: ReviewCase) -> None:
+    """Confirming it would sign a final report asserting a diagnosis the model cannot make (derm review 3, H2)."""
+    ai = case.client.get(f"{BASE}/Observation/{case.ai}").json()
+    ai["meta"] = {"tag": [{"system": "urn:dermbridge:ai-use", "code": "demonstration"}]}
+    assert case.client.put(f"{BASE}/Observation/{case.ai}", json=ai).status_code == 200
+    task, reviewer = claimed(case)
+    refused = reviewer.op(task, "complete", ("decision", "confirm"))
+    assert refused.status_code == 422, refused.text
+    assert "demonstration model" in refused.json()["issue"][0]["diagnostics"]
+    report = case.client.get(f"{BASE}/DiagnosticReport/{case.case}").json()
+    assert report["status"] == "preliminary"  # nothing was signed
+    finding = [("lesion", {"reference": f"BodyStructure/{case.lesion}"}),
+               ("diagnosis", {"coding": [{"system": "http://snomed.info/sct", "code": "400096001"}]})]  # fmt: skip
+    done = reviewer.op(task, "complete", ("decision", "override"), ("finding", finding))
+    assert done.status_code == 200, done.text
