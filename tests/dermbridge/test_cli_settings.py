@@ -30,7 +30,7 @@ def test_review_policy_is_shown_set_and_reset(tmp_path: Path) -> None:
     data = str(tmp_path / "var")
     assert cli("tenant", "create", "clinic-north", "--data-dir", data).returncode == 0
     shown = cli("review-policy", "show", "--tenant", "clinic-north", "--data-dir", data)
-    assert "tier dermatologist" in shown.stdout and "asap 14 days" in shown.stdout
+    assert "tier dermatologist" in shown.stdout and "asap 2 days" in shown.stdout
     policy = tmp_path / "policy.json"
     policy.write_text('{"tiers": {"gp": {"escalate_to": "dermatologist"}, "dermatologist": {}}, "lease_minutes": 20}')
     changed = cli("review-policy", "set", "--file", str(policy), "--tenant", "clinic-north", "--data-dir", data)

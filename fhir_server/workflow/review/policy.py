@@ -5,12 +5,14 @@ every process on its next read, with no restart::
 
     {"tiers": {"dermatologist": {"specialties": ["http://snomed.info/sct|394582007"],
                                "escalate_to": "consultant"}},
-     "due_days": {"stat": 1, "asap": 14, "urgent": 14},
+     "due_days": {"stat": 1, "asap": 2, "urgent": 3, "routine": 7},
      "lease_minutes": 30, "max_declines": 3}
 
-``due_days`` defaults to the UK's 2-week-wait for suspected skin cancer (NICE NG12: an urgent suspected
-cancer referral is seen within two weeks), for the urgencies the AI gives a melanoma/SCC suspicion
-(``asap``) and other malignant suspicions (``urgent``); a routine case has no due date unless set.
+``due_days`` is the time for the *review* (the triage read), counted from when its Task is opened. Its
+defaults leave room for the UK's 2-week-wait for suspected skin cancer (NICE NG12: an urgent suspected
+cancer referral is *seen* within two weeks of the referral): a melanoma/SCC suspicion (``asap``) is
+read within 2 days, another malignant suspicion (``urgent``) within 3, a routine case within 7; a
+tenant sets its own service levels.
 A reviewer is eligible for a tier through a PractitionerRole coded with the tier
 (``urn:dermbridge:review-tier|<tier>`` in ``PractitionerRole.code``) or with one of the tier's specialties;
 a tier's ``licence`` (``fhir_server.workflow.review.licence``) also asks for a current licence in a jurisdiction.
@@ -59,7 +61,7 @@ class Tier:
 @dataclass(frozen=True, slots=True)
 class ReviewPolicy:
     tiers: dict[str, Tier] = field(default_factory=lambda: {DEFAULT_TIER: Tier(DEFAULT_TIER, (DERMATOLOGY,))})
-    due_days: dict[str, int] = field(default_factory=lambda: {"stat": 1, "asap": 14, "urgent": 14})
+    due_days: dict[str, int] = field(default_factory=lambda: {"stat": 1, "asap": 2, "urgent": 3, "routine": 7})
     lease_minutes: int = 30
     max_declines: int = 3
 

@@ -9,13 +9,13 @@ import pytest
 from fhir_server.workflow.review.policy import ReviewPolicyError, parse_policy, urgency_for_risk
 
 
-def test_defaults_give_suspected_melanoma_and_scc_the_two_week_wait() -> None:
+def test_defaults_read_suspected_melanoma_and_scc_in_time_for_the_two_week_wait() -> None:
     policy = parse_policy(None)
     authored = datetime(2026, 11, 30, tzinfo=UTC)
     assert urgency_for_risk("melanoma") == urgency_for_risk("squamous-cell-carcinoma") == "asap"
     assert urgency_for_risk("basal-cell-carcinoma") == urgency_for_risk("benign") == urgency_for_risk(None) == "routine"
-    assert policy.due("asap", authored) == authored + timedelta(days=14)
-    assert policy.due("routine", authored) is None
+    assert policy.due("asap", authored) == authored + timedelta(days=2)  # the triage read: room for the 2-week wait
+    assert policy.due("routine", authored) == authored + timedelta(days=7)  # every case gets a due date
     assert policy.tiers["dermatologist"].specialties == ("http://snomed.info/sct|394582007",)
 
 

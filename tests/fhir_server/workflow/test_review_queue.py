@@ -26,13 +26,14 @@ def state(task: dict[str, Any]) -> str:
     return next(c["code"] for c in task["businessStatus"]["coding"] if c["system"] == STATE_SYSTEM)
 
 
-def test_open_review_is_idempotent_and_urgent_cases_get_the_two_week_due_date(case: ReviewCase) -> None:
+def test_open_review_is_idempotent_and_urgent_cases_are_due_first(case: ReviewCase) -> None:
     first, again = case.open(), case.open()
     assert first["id"] == again["id"] and first["status"] == "requested" and state(first) == "queued"
     assert first["priority"] == "asap" and first["focus"]["reference"] == f"DiagnosticReport/{case.case}"
     assert first["restriction"]["period"]["end"][:10] > first["authoredOn"][:10]
     routine = case.open(tier="gp", urgency="routine")
-    assert routine["id"] != first["id"] and "restriction" not in routine
+    assert routine["id"] != first["id"]
+    assert routine["restriction"]["period"]["end"] > first["restriction"]["period"]["end"]  # 7 days, not 2
     raised = case.open(tier="gp", urgency="asap")  # the AI's suspicion came after a routine review was queued
     assert raised["id"] == routine["id"] and raised["priority"] == "asap" and raised["restriction"]["period"]["end"]
     assert case.open(tier="gp", urgency="routine")["priority"] == "asap"  # never lowered
