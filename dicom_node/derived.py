@@ -28,6 +28,7 @@ from dicom_node.fhir_sync import SyncResult, add_derived_instance
 from dicom_node.ingest import index_records
 from dicom_node.instance_files import new_object_key, seal_object, seal_object_key
 from dicom_node.iod import check_ai_result
+from dicom_node.sop_classes import AI_RESULT_CLASSES
 from fhir_server.crypto.store import EncryptingTenantStore
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Record, TenantStore
@@ -63,11 +64,17 @@ def _study_as_indexed(indexed: IndexedInstance, study: Record) -> IndexedInstanc
                            indexed.instance)  # fmt: skip
 
 
+class UidTaken(RuntimeError):
+    """An AI result object's UID is held by an object a peer stored (its UIDs are derived from the image's:
+    a peer could store one first); the failure is recorded, never a silent skip."""
+
+
 async def store_derived(
     store: TenantStore, blobs: BlobStore, ds: Dataset, home: StudyHome, *, title: str, linked: Linked | None = None,
     audit: Callable[[Any], Awaitable[None]] | None = None,
 ) -> bool:  # fmt: skip
-    """Store ``ds`` into its study (which must be on record); False when it was stored already. ``linked``
+    """Store ``ds`` into its study (which must be on record); False when it was stored already (``UidTaken``
+    when another object holds its UID). ``linked``
     runs in the same transaction (the FHIR links to it), ``audit`` too (with the transaction)."""
     data = await asyncio.to_thread(encoded, ds)
     ds = await asyncio.to_thread(dcmread, io.BytesIO(data))  # indexed as stored (plain values, as a peer sends them)
@@ -82,8 +89,12 @@ async def store_derived(
             study = await tx.get_record(STUDY, indexed.study_uid)
             if study is None:
                 raise LookupError(f"study {indexed.study_uid} is not on record")
-            if await tx.get_record(INSTANCE, indexed.instance_uid) is not None:
-                return False
+            held = await tx.get_record(INSTANCE, indexed.instance_uid)
+            if held is not None:
+                if str((held.fields.get("SOPClassUID") or ("",))[0]) in AI_RESULT_CLASSES:
+                    return False  # stored by an earlier delivery (only the server stores these classes)
+                raise UidTaken(f"the UID {indexed.instance_uid} of the AI's {title} is held by another object "
+                               f"(SOP class {(held.fields.get('SOPClassUID') or ('?',))[0]}): not stored")  # fmt: skip
             patient = recorded_patient(study) or home.patient_id  # the node's own record of whose study it is
             repo = Repository.system(store, reason=REASON, tx=tx)
             await add_derived_instance(repo, ds, home.imaging_study_id, title)

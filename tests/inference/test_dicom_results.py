@@ -287,3 +287,25 @@ def test_a_failure_to_make_them_is_recorded_and_the_findings_stand(node: FhirTes
     assert tasks[0]["status"] == "failed" and "findings of this image were committed and stand" in tasks[0][
         "statusReason"]["text"]  # fmt: skip
     assert [o["id"] for o in search(node, "Observation", {**subject, "code": EVERY_CLASS})] == [o["id"] for o in before]
+
+
+def test_an_object_stored_first_under_the_srs_uid_is_a_recorded_failure(node: FhirTestClient, tmp_path: Path) -> None:
+    """The SR's and SEG's UIDs derive from the image's: a peer storing an object under one first does not make
+    the node skip its SR in silence (pentest 3, finding 5): the case gets a failed Task, the findings stand."""
+    from inference.dicom_results import derived_uid
+
+    patient_id = consenting_patient(node, "SR-9")
+    image = lesion_instance("SR-9", seed=21)
+    decoy = lesion_instance("OTHER-9", seed=40)
+    decoy.SOPInstanceUID = derived_uid(str(image.SOPInstanceUID), "dermbridge-demo-abcd@1.0.0", "sr")
+    decoy.file_meta.MediaStorageSOPInstanceUID = decoy.SOPInstanceUID
+    send(node, tmp_path, decoy)
+    send(node, tmp_path, image)
+    subject = {"subject": f"Patient/{patient_id}"}
+    wait_for(node, "Media", {**subject, "modality": SALIENCY})
+    deadline = time.monotonic() + DEADLINE
+    while not (tasks := search(node, "Task", {"code": "urn:dermbridge:task|ai-dicom-results"})):
+        assert time.monotonic() < deadline, "no failure recorded for the SR whose UID another object holds"
+        time.sleep(0.05)
+    assert tasks[0]["status"] == "failed" and "held by another object" in str(tasks[0])
+    assert search(node, "Observation", {**subject, "code": EVERY_CLASS})  # the findings stand
