@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from fhir_server.errors import OperationOutcomeError, forbidden
+from fhir_server.report_sign_off import SIGNED_STATUSES
 from fhir_server.search.membership import owner_clause, owners
 from fhir_server.security.scopes import Access, Permission
 from fhir_server.storage.query import AnyClause, ChainMatch, Clause, HasClause, Match, ParamClause, SearchQuery
@@ -96,12 +97,28 @@ class AccessPolicy:
         decision = self.require(resource_type, permission)
         if decision == "patient" and resource_type in SERVER_RECORDS:
             raise forbidden(f"a patient/ scope cannot write {resource_type}: the audit trail records who did what")
+        if resource_type == "DiagnosticReport":
+            self._signs_as_self(resource)
         if decision == "patient" and owners({**resource, "resourceType": resource_type}) != {self.patient}:
             raise forbidden(
                 "a patient/ scope writes only its patient's own record: the subject/patient reference "
                 f"must be Patient/{self.patient} and no other patient"
             )
         return decision
+
+    def _signs_as_self(self, report: dict[str, Any]) -> None:
+        """A user (a token with ``fhirUser``) who makes a report final, amended or corrected signs it in their
+        own name: ``resultsInterpreter`` names them (a reviewer cannot sign as another clinician). A system
+        client (an EHR interface) has no ``fhirUser`` and signs for whom it says."""
+        user = self.access.fhir_user if self.access is not None else None
+        if not user or report.get("status") not in SIGNED_STATUSES:
+            return
+        named = {str(r.get("reference", "")) for r in report.get("resultsInterpreter") or [] if isinstance(r, dict)}
+        if user not in named:
+            raise forbidden(
+                f"a report is signed off in the signer's own name: resultsInterpreter must name {user}, the user "
+                "of this token"
+            )
 
     # -- DICOM objects (DICOMweb, PS3.18) ------------------------------------------------------
     def read_dicom(self, permission: Permission) -> Decision:
