@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -38,6 +40,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # our audit trail records associations
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
+    if hasattr(signal, "SIGUSR1"):  # an operator (or a test) asks for every thread's stack: kill -USR1 <pid>
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     if settings.role == "inference":
         from dermbridge.inference import run_standalone
 

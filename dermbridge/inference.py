@@ -12,6 +12,8 @@ from fhir_server.storage.port import Engine
 from inference.registry import ModelRegistry
 from inference.worker import InferenceWorker
 
+STOP_SECONDS = 20.0
+
 
 def build_worker(settings: Settings, engine: Engine, audit: AuditTrail | None) -> InferenceWorker:
     """Loads the models (seconds: call it off the event loop)."""
@@ -47,6 +49,10 @@ async def run_standalone(settings: Settings) -> None:
     try:
         await asyncio.Event().wait()
     finally:
-        await worker.stop()
+        try:
+            async with asyncio.timeout(STOP_SECONDS):  # a round in progress ends at its next await
+                await worker.stop()
+        except TimeoutError:
+            logging.getLogger(__name__).error("the inference worker did not stop within %s s; closing", STOP_SECONDS)
         await audit.close()
         await engine.close()

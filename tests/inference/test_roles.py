@@ -53,6 +53,13 @@ def test_worker_process_beside_an_api_process(tmp_path: Path) -> None:
             assert total == 4
         finally:
             worker.send_signal(signal.SIGINT)
-            output, _ = worker.communicate(timeout=30)
+            try:
+                output, _ = worker.communicate(timeout=60)
+            except subprocess.TimeoutExpired:  # a stall: every thread's stack (faulthandler), then kill it
+                worker.send_signal(signal.SIGUSR1)
+                time.sleep(1)
+                worker.kill()
+                output, _ = worker.communicate()
+                pytest.fail(f"the inference worker did not stop within 60 s of SIGINT:\n{output[-20000:]}")
         assert worker.returncode == 0, output
         assert "inference worker" in output
