@@ -16,6 +16,13 @@ from tests.fhir_server.test_consent import AI, consent
 from tests.inference.test_worker import lesion_instance
 from tests.server import free_port, running_server
 
+
+def _interruptible() -> None:
+    """In the child before exec: SIGINT back to its default (a shell's background job ignores it, and an
+    ignored signal stays ignored across exec), so Ctrl-C semantics are what the test checks."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 pytestmark = pytest.mark.interop
 
 
@@ -34,6 +41,7 @@ def test_worker_process_beside_an_api_process(tmp_path: Path) -> None:
             [sys.executable, "-m", "dermbridge", "serve", "--role", "inference", "--data-dir", str(data)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "DERMBRIDGE_INFERENCE_ENABLED": "true"},
+            preexec_fn=_interruptible,  # a suite started in the background (`cmd &`) passes SIGINT on ignored
         )  # fmt: skip
         try:
             path = tmp_path / "lesion.dcm"

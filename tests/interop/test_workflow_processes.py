@@ -129,8 +129,9 @@ def assert_one_tree(clinic: Clinic, report_id: str, root: dict[str, Any]) -> Non
 
 
 def lesion_of(clinic: Clinic, patient_id: str) -> str:
-    (lesion,) = clinic.found("BodyStructure", patient=f"Patient/{patient_id}")
-    return f"BodyStructure/{lesion['id']}"
+    """The patient's lesion (the first, when a study's images show several)."""
+    lesions = clinic.found("BodyStructure", patient=f"Patient/{patient_id}")
+    return f"BodyStructure/{lesions[0]['id']}"
 
 
 def assert_signed_off(site: Site, report_id: str, reviewer: Reviewer) -> dict[str, Any]:

@@ -176,7 +176,10 @@ def test_ai_then_signoff_notifies_each_topic_once_and_emails_the_eligible_review
 
     ada = Reviewer(node.client, next(p for p in _practitioners(node) if p[1] == "Dr Ada")[0])
     assert ada.op(review["id"], "claim").status_code == 200
-    done = ada.op(review["id"], "complete", ("decision", "confirm"))
+    lesion = node.client.get(f"{BASE}/BodyStructure", params={"patient": f"Patient/{patient}"}).json()["entry"][0]
+    finding = [("lesion", {"reference": f"BodyStructure/{lesion['resource']['id']}"}),
+               ("diagnosis", {"coding": [{"system": "http://snomed.info/sct", "code": "400096001"}]})]  # fmt: skip
+    done = ada.op(review["id"], "complete", ("decision", "override"), ("finding", finding))  # no demo confirm
     assert done.status_code == 200, done.text
     wait_until(lambda: len(setting.received("final")) == 1)
     setting.settle()
