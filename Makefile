@@ -17,12 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/dermbridge serve
 
-# dcmtk's tools (storescu, findscu, ...) drive the DICOM interop tests.
+# Debian packages the tests drive (dcmtk, PostgreSQL, Orthanc, HAProxy): tools/system_deps.sh lists them.
 system-deps:
-	@command -v storescu >/dev/null 2>&1 || { \
-		echo "installing dcmtk (Debian package) for the DICOM interop tests"; \
-		SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dcmtk >/dev/null; }
+	@bash tools/system_deps.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
