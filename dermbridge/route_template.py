@@ -10,7 +10,7 @@ is a placeholder, so the set of templates is bounded whatever the clients send.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from fhir_server.definitions import resource_types
@@ -27,7 +27,7 @@ class RouteTemplates:
         self.operations = frozenset(f"${name}" for name in operations) | {"$validate", "$meta", "$everything"}
         self.types = resource_types()
 
-    def of(self, scope: dict[str, Any]) -> str:
+    def of(self, scope: Mapping[str, Any]) -> str:
         """The template of a routed request's scope (Starlette puts the matched route in it)."""
         route = scope.get("route")
         path = getattr(route, "path", None)

@@ -53,7 +53,6 @@ from fhir_server.workflow.routing import Image, ai_models
 from inference.abcd import DermoscopyAbcd, SegmentationError, analyse, pixel_spacing_mm
 from inference.admission import admit, check_attributes, record_unsuitable
 from inference.conclusion import refresh_conclusion
-from inference.metrics import STEP_SECONDS
 from inference.dicom_output import write_dicom_results
 from inference.events import analysis_event
 from inference.explanation_failure import (
@@ -65,6 +64,7 @@ from inference.explanations import explained_key, write_abcd, write_saliency
 from inference.findings import lesion_site
 from inference.flow_events import append_findings, append_not_analysed, findings_committed
 from inference.identity_hold import hold_reason, record_hold, release_held, unresolved_review
+from inference.metrics import STEP_SECONDS
 from inference.pipeline import Prediction, Runner, saliency_png
 from inference.pixels import UndecodableImage, rgb_pixels
 from inference.quality import QualityReport, inspect
