@@ -54,9 +54,9 @@ def test_probes_metrics_and_logs_name_routes_never_people(tmp_path: Path) -> Non
         _store(dimse, NAME, MRN)
 
         exposition = httpx2.get(f"{server.root}/metrics").text  # loopback
-        refused = httpx2.get(f"{server.root}/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
-        forwarded = httpx2.get(f"{server.root}/metrics", headers={"X-Forwarded-For": "203.0.113.9",
-                                                                  "Authorization": f"Bearer {METRICS_TOKEN}"})  # fmt: skip
+        remote = {"X-Forwarded-For": "203.0.113.9"}  # through the trusted proxy: the caller is not on loopback
+        refused = httpx2.get(f"{server.root}/metrics", headers=remote)
+        forwarded = httpx2.get(f"{server.root}/metrics", headers={**remote, "Authorization": f"Bearer {METRICS_TOKEN}"})
     assert refused.status_code == 403 and forwarded.status_code == 200
 
     samples = [line for line in exposition.splitlines() if not line.startswith("#")]
