@@ -3,6 +3,7 @@ sockets: httpx2 against ``dermbridge serve``, pynetdicom as the DICOM client).""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 import httpx2
 from pynetdicom import AE
 
+from dermbridge.health import readiness
+from fhir_server.storage.sqlite import SqliteEngine
 from tests.dicom_factories import dermoscopic
 from tests.server import free_port, running_server
 
@@ -98,3 +101,16 @@ def _store(port: int, name: str, patient_id: str) -> None:
         assert assoc.send_c_store(ds).Status == 0x0000
     finally:
         assoc.release()
+
+
+def test_readiness_names_what_is_not_ready(tmp_path: Path) -> None:
+    async def checks() -> dict[str, str]:
+        engine = SqliteEngine(tmp_path)
+        await engine.open()
+        try:
+            return await readiness(engine, "absent", {"consumers": lambda: False, "dimse": lambda: True})
+        finally:
+            await engine.close()
+
+    assert asyncio.run(checks()) == {"database": "unreachable: TenantUnknownError", "consumers": "not running",
+                                     "dimse": "ok"}  # fmt: skip
