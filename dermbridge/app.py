@@ -26,6 +26,7 @@ from dermbridge.dicom import TrailSink, build_dimse, build_ingestor
 from dermbridge.identity import consent_watcher, register_identity
 from dermbridge.outcomes import register as register_outcomes
 from dermbridge.outcomes import start_linker
+from dermbridge.profiles import register_conformance_profiles
 from dermbridge.settings import Settings
 from dermbridge.storage import open_audit_trail, open_engine
 from dermbridge.workflow import flow_library, register_workflow, start_engine
@@ -96,6 +97,7 @@ def build_router(
     router.register(Operation("status", ("Subscription",), True, subscription_status, STATUS_DEFINITION))
     ReviewOperations().register(router)
     register_terminology(router)
+    register_conformance_profiles(router)
     if erasure is not None:
         router.register(Operation("erase", ("Patient",), True, erasure, ERASE_DEFINITION, True, "d"))
     if holds is not None:
