@@ -7,9 +7,9 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from fhir_server.operation_definitions import CANONICAL
+from fhir_server.declared_profiles import CANONICAL_BASE
 
-_OWN = f"{CANONICAL}/OperationDefinition/"
+_OWN = f"{CANONICAL_BASE}/OperationDefinition/"
 
 
 def _codes(entries: list[dict[str, Any]], key: str = "code") -> str:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from fhir_server.declared_profiles import CANONICAL_BASE
+
 Level = Literal["system", "type", "instance"]
-BASE = "urn:dermbridge:OperationDefinition"  # how the code names its own definitions; served as CANONICAL's
-CANONICAL = "https://dermbridge.org/fhir"  # the implementation guide's canonical base (conformance/ig/)
+BASE = "urn:dermbridge:OperationDefinition"  # how the code names its own definitions; served under the IG's canonical
 
 
 def parameter(name: str, use: Literal["in", "out"], type: str | None = None, *, min: int = 0, max: str = "1",
@@ -64,10 +65,11 @@ def operation_definition(
 
 def canonical(definition: dict[str, Any]) -> str:
     """The definition's canonical URL: HL7's own where the operation is HL7's (``Patient-everything``), else
-    the implementation guide's ``{CANONICAL}/OperationDefinition/{id}``; either way ``GET [base]/OperationDefinition/
-    {id}`` on the server answers it (operations.html#defining), and the IG package holds the server's own."""
+    the implementation guide's ``{CANONICAL_BASE}/OperationDefinition/{id}``; either way
+    ``GET [base]/OperationDefinition/{id}`` on the server answers it (operations.html#defining), and the IG
+    package holds the server's own."""
     url = str(definition["url"])
-    return f"{CANONICAL}/OperationDefinition/{definition['id']}" if url.startswith(BASE) else url
+    return f"{CANONICAL_BASE}/OperationDefinition/{definition['id']}" if url.startswith(BASE) else url
 
 
 def served(definition: dict[str, Any]) -> dict[str, Any]:

@@ -10,20 +10,22 @@ from typing import Any
 
 from conformance.capability import requirements_statement
 from conformance.ig.profiles import profiles
+from conformance.profiles import all_value_sets
 from fhir_server.api.router import FhirRouter
+from fhir_server.declared_profiles import CANONICAL_BASE
 from fhir_server.definitions import search_parameter_definitions
-from fhir_server.operation_definitions import CANONICAL, served
+from fhir_server.operation_definitions import served
 from terminology.content import TYPES, base_content
 
 
 def _own(resource: dict[str, Any]) -> bool:
-    return str(resource.get("url", "")).startswith(f"{CANONICAL}/")
+    return str(resource.get("url", "")).startswith(f"{CANONICAL_BASE}/")
 
 
 def terminology() -> list[dict[str, Any]]:
-    """The shipped CodeSystems, ValueSets and ConceptMaps DermBridge defines."""
+    """The CodeSystems, ValueSets and ConceptMaps DermBridge defines: the shipped ones and those the profiles bind."""
     content = base_content()
-    return [r for kind in TYPES for r in content.resources(kind) if _own(r)]
+    return [*(r for kind in TYPES for r in content.resources(kind) if _own(r)), *all_value_sets()]
 
 
 def search_parameters() -> list[dict[str, Any]]:

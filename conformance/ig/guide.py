@@ -8,11 +8,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from fhir_server import FHIR_VERSION
-from fhir_server.operation_definitions import CANONICAL
+from fhir_server.declared_profiles import CANONICAL_BASE
 
 PACKAGE_ID = "dermbridge.fhir"
-IG_URL = f"{CANONICAL}/ImplementationGuide/{PACKAGE_ID}"  # packages.html: {canonical}/ImplementationGuide/{id}
-SERVER_STATEMENT = f"{CANONICAL}/CapabilityStatement/dermbridge-server"  # kind requirements, in the package
+IG_URL = f"{CANONICAL_BASE}/ImplementationGuide/{PACKAGE_ID}"  # packages.html: {canonical}/ImplementationGuide/{id}
+SERVER_STATEMENT = f"{CANONICAL_BASE}/CapabilityStatement/dermbridge-server"  # kind requirements, in the package
 CORE_PACKAGE = ("hl7.fhir.r4.core", "4.0.1")
 LICENSE = "CC0-1.0"
 TITLE = "DermBridge FHIR R4 Implementation Guide"
@@ -34,8 +34,8 @@ def package_json(version: str) -> dict[str, Any]:
         "name": PACKAGE_ID,
         "version": version,
         "type": "fhir.ig",
-        "canonical": CANONICAL,
-        "url": CANONICAL,
+        "canonical": CANONICAL_BASE,
+        "url": CANONICAL_BASE,
         "title": TITLE,
         "description": DESCRIPTION,
         "fhirVersions": [FHIR_VERSION],
