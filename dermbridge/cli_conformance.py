@@ -5,12 +5,16 @@ HAPI, Firely or SUSHI to load."""
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from pathlib import Path
 
 from conformance.ig.build import build_package
 from conformance.ig.guide import PACKAGE_ID
+from conformance.ig.profiles import profiles
 from dermbridge import __version__
 from dermbridge.app import served_router
+from dermbridge.ig_examples import server_examples
 from dermbridge.workflow import flow_library
 from fhir_server.api.router import FhirRouter
 from fhir_server.crypto.erase import Erasure
@@ -23,8 +27,12 @@ def package_router() -> FhirRouter:
 
 
 def package_command(args: argparse.Namespace) -> int:
-    path = build_package(package_router(), __version__, args.out)
-    print(f"wrote {PACKAGE_ID}#{__version__} to {path}")
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    examples = server_examples(profiles())  # a case through a server in this process (dermbridge.ig_examples)
+    for url, why in examples.missing.items():
+        print(f"no example of {url}: {why}", file=sys.stderr)
+    path = build_package(package_router(), __version__, examples.resources, args.out)
+    print(f"wrote {PACKAGE_ID}#{__version__} to {path} ({len(examples.resources)} examples)")
     return 0
 
 

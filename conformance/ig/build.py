@@ -6,26 +6,23 @@ from pathlib import Path
 from typing import Any
 
 from conformance.ig.content import definitions
-from conformance.ig.examples import examples
 from conformance.ig.guide import implementation_guide, package_json
 from conformance.ig.npm import package_files, write_package
-from conformance.ig.profiles import profiles
 from fhir_server.api.router import FhirRouter
 
 PACKAGE_FILE = "package.tgz"
 
 
-def package_contents(router: FhirRouter, version: str) -> dict[str, bytes]:
-    """Path in the archive -> content: the ImplementationGuide, every definition, one example per profile."""
+def package_contents(router: FhirRouter, version: str, examples: list[dict[str, Any]]) -> dict[str, bytes]:
+    """Path in the archive -> content: the ImplementationGuide, every definition, the examples."""
     resources = definitions(router, version)
-    shown: list[dict[str, Any]] = examples(profiles())
-    guide = implementation_guide(version, resources, shown)
-    return package_files(package_json(version), [guide, *resources], shown)
+    guide = implementation_guide(version, resources, examples)
+    return package_files(package_json(version), [guide, *resources], examples)
 
 
-def build_package(router: FhirRouter, version: str, out: Path) -> Path:
+def build_package(router: FhirRouter, version: str, examples: list[dict[str, Any]], out: Path) -> Path:
     """Write ``out/package.tgz`` and answer its path."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / PACKAGE_FILE
-    write_package(path, package_contents(router, version))
+    write_package(path, package_contents(router, version, examples))
     return path
