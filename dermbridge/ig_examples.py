@@ -40,6 +40,7 @@ REVIEW = "urn:dermbridge:task|clinician-review"
 DERMATOLOGY = {"coding": [{"system": SNOMED, "code": "394582007", "display": "Dermatology"}]}
 NAEVUS = {"coding": [{"system": SNOMED, "code": "400096001", "display": "Melanocytic nevus"}]}
 SUSPICIOUS_SEED = 11  # a synthetic lesion the demonstration model finds suspicious
+PUBLIC_URL = "https://dermbridge.example.org"  # RFC 2606: the examples' URLs name no real server
 
 
 @dataclass
@@ -60,7 +61,7 @@ async def _run(profiles: list[dict[str, Any]], tmp: Path) -> Examples:
     app = create_app(Settings(**_settings(tmp)))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://dermbridge.invalid", timeout=120) as http:
+        async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL, timeout=120) as http:
             clinic = _Clinic(http, app.state.clients)
             await clinic.sign_in("ig examples", ["admin"])
             await clinic.case(app.state.ingestor)
@@ -74,7 +75,7 @@ async def _run(profiles: list[dict[str, Any]], tmp: Path) -> Examples:
 
 def _settings(tmp: Path) -> dict[str, Any]:
     """The example server: its own data, the demonstration model, a clinician's review; nothing it sends out."""
-    return {"data_dir": tmp / "var", "dicom_enabled": False, "subscriptions_enabled": False,
+    return {"data_dir": tmp / "var", "public_url": PUBLIC_URL, "dicom_enabled": False, "subscriptions_enabled": False,
             "retention_every_hours": 0, "review_sweep_seconds": 0, "auth_bootstrap_admin": False,
             "audit_loader": "inline", "inference_enabled": True, "inference_human_review": True}  # fmt: skip
 
@@ -127,10 +128,16 @@ class _Clinic:
         task = await _until(lambda: self._first("Task", code=REVIEW, patient=f"Patient/{patient['id']}"), "review")
         await self.call("POST", f"Task/{task['id']}/$claim", reviewer, json=_parameters())
         lesion = (await self.found("BodyStructure", patient=f"Patient/{patient['id']}"))[0]
-        finding = [{"name": "lesion", "valueReference": {"reference": f"BodyStructure/{lesion['id']}"}},
-                   {"name": "diagnosis", "valueCodeableConcept": NAEVUS}, {"name": "urgency", "valueCode": "routine"}]
-        decision = _parameters({"name": "decision", "valueCode": "override"}, {"name": "finding", "part": finding},
-                               {"name": "conclusion", "valueString": "Benign melanocytic naevus on dermoscopy."})
+        finding = [
+            {"name": "lesion", "valueReference": {"reference": f"BodyStructure/{lesion['id']}"}},
+            {"name": "diagnosis", "valueCodeableConcept": NAEVUS},
+            {"name": "urgency", "valueCode": "routine"},
+        ]
+        decision = _parameters(
+            {"name": "decision", "valueCode": "override"},
+            {"name": "finding", "part": finding},
+            {"name": "conclusion", "valueString": "Benign melanocytic naevus on dermoscopy."},
+        )
         await self.call("POST", f"Task/{task['id']}/$complete", reviewer, json=decision)  # fmt: skip
 
     async def _first(self, path: str, **params: str) -> dict[str, Any] | None:
@@ -138,8 +145,11 @@ class _Clinic:
 
     async def _dermatologist(self) -> dict[str, str]:
         """A Practitioner with an active Dermatology PractitionerRole, and a token acting for them."""
-        practitioner = await self.call("POST", "Practitioner", json={
-            "resourceType": "Practitioner", "name": [{"family": "Example", "given": ["Dana"], "prefix": ["Dr"]}]})
+        practitioner = await self.call(
+            "POST",
+            "Practitioner",
+            json={"resourceType": "Practitioner", "name": [{"family": "Example", "given": ["Dana"], "prefix": ["Dr"]}]},
+        )
         reference = f"Practitioner/{practitioner['id']}"
         await self.call("POST", "PractitionerRole", json={"resourceType": "PractitionerRole", "active": True,
                         "practitioner": {"reference": reference}, "specialty": [DERMATOLOGY]})  # fmt: skip

@@ -1,7 +1,7 @@
 """The IG package (``dermbridge conformance package``) loads in a third-party tool: fhir-package-loader,
 the FSH team's FHIR package loader (what SUSHI loads dependencies with), installed by ``make install`` under
 the venv. Offline: its own cache extracts the tarball, then it loads and lists the profiles and value sets
-the code registers."""
+the code registers. The package's examples validate (R4 schema, the server's ``$validate``)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from conformance.ig.guide import PACKAGE_ID
 from conformance.ig.profiles import profiles
 from dermbridge import __version__
 from dermbridge.cli_conformance import package_router
+from tests.conftest import BASE, make_client
+from tests.schema import assert_r4
 
 pytestmark = pytest.mark.interop
 LOADER = Path(sys.prefix, "node", "node_modules", "fhir-package-loader")
@@ -84,3 +86,28 @@ def test_the_archive_follows_the_package_layout(package: Path) -> None:
         "package/.index.json",
     }
     assert index["index-version"] == 2
+
+
+def test_one_example_per_profile_and_each_validates(package: Path, tmp_path: Path) -> None:
+    """Each example is listed in the ImplementationGuide with the profile it shows, passes the R4 schema and
+    passes ``$validate`` against that profile on another server."""
+    with tarfile.open(package, "r:gz") as archive:
+        files = {m.name: archive.extractfile(m) for m in archive.getmembers() if m.name.endswith(".json")}
+        documents = {name: json.load(handle) for name, handle in files.items() if handle is not None}
+    examples = [doc for name, doc in documents.items() if name.startswith("package/example/") and "resourceType" in doc]
+    by_profile = {example["meta"]["profile"][0]: example for example in examples}
+    resource_profiles = {p["url"]: p for p in profiles() if p["kind"] == "resource" and p["derivation"] == "constraint"}
+    assert len(examples) == len(by_profile) and set(by_profile) == set(resource_profiles)
+    guide = documents[f"package/ImplementationGuide-{PACKAGE_ID}.json"]
+    shown = {e["reference"]["reference"]: e.get("exampleCanonical") for e in guide["definition"]["resource"]}
+    with make_client(tmp_path / "var") as client:
+        for url, example in by_profile.items():
+            assert shown[f"{example['resourceType']}/{example['id']}"] == url
+            assert_r4(example)
+            assert example["resourceType"] == resource_profiles[url]["type"]
+            answer = client.post(f"{BASE}/{example['resourceType']}/$validate", params={"profile": url}, json=example)
+            assert answer.status_code == 200, answer.text
+            errors = [i for i in answer.json()["issue"] if i["severity"] in ("error", "fatal")]
+            assert not errors, (url, errors)
+            claimed = client.post(f"{BASE}/{example['resourceType']}/$validate", json=example)  # by meta.profile
+            assert not [i for i in claimed.json()["issue"] if i["severity"] in ("error", "fatal")], url
