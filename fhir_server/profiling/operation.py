@@ -22,7 +22,7 @@ from fhir_server.repository import Repository
 from fhir_server.validation import validate
 
 MODES = ("create", "update", "delete")
-ALL_OK = issue("information", "informational", "no issues found", "")
+ALL_OK = issue("information", "informational", "no issues found")
 
 
 def _inputs(request: FhirRequest, resource_type: str) -> tuple[dict[str, Any] | None, str | None, str | None]:
@@ -86,7 +86,7 @@ async def validate_operation(
         if id is None:
             raise bad_request("mode delete validates the deletion of an instance: [type]/[id]/$validate", ["mode"])
         await repo.read(resource_type, id)  # 404 / 410 as a read would say
-        found = [] if repo.may(resource_type, "d") else [issue("error", "forbidden", "you may not delete it", "")]
+        found = [] if repo.may(resource_type, "d") else [issue("error", "forbidden", "you may not delete it")]
         return _answer(found)
     if resource is None:
         if id is None:

@@ -23,8 +23,9 @@ MAX_ISSUES = 50
 Issue = dict[str, Any]
 
 
-def issue(severity: str, code: str, diagnostics: str, expression: str) -> Issue:
-    return {"severity": severity, "code": code, "diagnostics": diagnostics, "expression": [expression]}
+def issue(severity: str, code: str, diagnostics: str, expression: str = "") -> Issue:
+    found: Issue = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    return found | ({"expression": [expression]} if expression else {})
 
 
 def _max(element: Element) -> int | None:
