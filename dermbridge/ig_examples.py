@@ -74,10 +74,14 @@ async def _run(profiles: list[dict[str, Any]], tmp: Path) -> Examples:
 
 
 def _settings(tmp: Path) -> dict[str, Any]:
-    """The example server: its own data, the demonstration model, a clinician's review; nothing it sends out."""
-    return {"data_dir": tmp / "var", "public_url": PUBLIC_URL, "dicom_enabled": False, "subscriptions_enabled": False,
-            "retention_every_hours": 0, "review_sweep_seconds": 0, "auth_bootstrap_admin": False,
-            "audit_loader": "inline", "inference_enabled": True, "inference_human_review": True}  # fmt: skip
+    """The example server: its own data, the demonstration model, a clinician's review; nothing it sends out.
+    No DERMBRIDGE_* variable or .env file reaches it (an operator's database, keys or model must stay untouched)."""
+    return {
+        "_env_prefix": "DERMBRIDGE_IG_EXAMPLE_SERVER_", "_env_file": None, "data_dir": tmp / "var",
+        "public_url": PUBLIC_URL, "dicom_enabled": False, "subscriptions_enabled": False, "retention_every_hours": 0,
+        "review_sweep_seconds": 0, "auth_bootstrap_admin": False, "audit_loader": "inline",
+        "inference_enabled": True, "inference_human_review": True,
+    }  # fmt: skip
 
 
 async def _until(probe: Callable[[], Awaitable[T | None]], what: str) -> T:

@@ -6,6 +6,7 @@ the code registers. The package's examples validate (R4 schema, the server's ``$
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -30,12 +31,19 @@ SCRIPT = Path(__file__).with_name("fhir_package_loader.js")
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ig")
+    operator = out / "operator-var"  # an operator's settings never reach the example server
+    env = os.environ | {"DERMBRIDGE_BLOB_DIR": str(operator), "DERMBRIDGE_AUTH_ENABLED": "false"}
     done = subprocess.run(
         [sys.executable, "-m", "dermbridge", "conformance", "package", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True, text=True, timeout=600, check=False, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert f"wrote {PACKAGE_ID}#{__version__}" in done.stdout
+    assert f"wrote {PACKAGE_ID}#{__version__}" in done.stdout and "no example of" not in done.stderr
+    assert not operator.exists()
+    raw = (out / "package.tgz").read_bytes()
+    with tarfile.open(out / "package.tgz", "r:gz") as archive:
+        text = b"".join(archive.extractfile(m).read() for m in archive.getmembers() if m.isfile())  # type: ignore[union-attr]
+    assert b"127.0.0.1" not in text and raw
     return out / "package.tgz"
 
 
