@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def test_probes_metrics_and_logs_name_routes_never_people(tmp_path: Path) -> Non
         assert http.get(f"{server.base}/{NAME}/{MRN}").status_code == 404  # a typed path: no template of its own
         _store(dimse, NAME, MRN)
 
-        exposition = httpx2.get(f"{server.root}/metrics").text  # loopback
+        exposition = _scraped(server.root, 'dermbridge_outbox_pending_events{consumer="workflow"}')  # loopback
         remote = {"X-Forwarded-For": "203.0.113.9"}  # through the trusted proxy: the caller is not on loopback
         refused = httpx2.get(f"{server.root}/metrics", headers=remote)
         forwarded = httpx2.get(f"{server.root}/metrics", headers={**remote, "Authorization": f"Bearer {METRICS_TOKEN}"})
@@ -89,6 +90,15 @@ def test_probes_metrics_and_logs_name_routes_never_people(tmp_path: Path) -> Non
     association = next(line for line in lines if line.get("event") == "dicom.association")
     assert association["calling_ae"] == "DERMATOSCOPE" and association["tenant"] == "default"
     assert association["status"] == "released" and association["operations"] == {"C-STORE success": 1}
+
+
+def _scraped(root: str, series: str) -> str:
+    """/metrics once ``series`` is in it (the workflow consumer has claimed its first events)."""
+    deadline = time.monotonic() + 60
+    while series not in (exposition := httpx2.get(f"{root}/metrics").text):
+        assert time.monotonic() < deadline, f"{series} never appeared in /metrics"
+        time.sleep(0.1)
+    return exposition
 
 
 def _store(port: int, name: str, patient_id: str) -> None:
