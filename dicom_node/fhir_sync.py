@@ -270,12 +270,10 @@ async def _case(
         found = await _patients(repo, "DiagnosticReport", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(study_uid)}")],
                                 patient_id)  # fmt: skip
     accession = _text(ds, "AccessionNumber")
-    if found is None and accession:  # the order's case, of this patient only: an accession is no patient identity
-        found = await _patients(repo, "DiagnosticReport", [("identifier", f"{ACCESSION_SYSTEM}|{accession}")],
-                                patient_id)  # fmt: skip
+    if found is None and accession:
+        found = await _one(repo, "DiagnosticReport", [("identifier", f"{ACCESSION_SYSTEM}|{accession}")])
         if found is None:
-            found = await _patients(repo, "DiagnosticReport", [("based-on:ServiceRequest.identifier", accession)],
-                                    patient_id)  # fmt: skip
+            found = await _one(repo, "DiagnosticReport", [("based-on:ServiceRequest.identifier", accession)])
     media_ref = {"link": {"reference": f"Media/{media.resource['id']}"}}
     if found is None:
         report: dict[str, Any] = {
