@@ -219,6 +219,9 @@ class EncryptingTenantStore(_Reading):
     async def rewrap_tenant_keys(self) -> int:
         return await self.keyring.rewrap_tenant_keys(self._store)
 
+    async def record_collections(self) -> list[str]:
+        return await self._store.record_collections()
+
     async def vread(self, resource_type: str, id: str, version: int) -> ResourceVersion | None:
         found = await self._store.vread(resource_type, id, version)
         return None if found is None else await _open(self.keyring, self._store, found)

@@ -150,6 +150,7 @@ class AuditLink:
     resource_id: str
     content_hash: str
     chain_hash: str
+    staged_seq: int | None = None  # the intake seq it was loaded from (None: chained at once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +260,12 @@ class RecordReader(Protocol):
         ...
 
 
+class RecordStore(RecordReader, Protocol):
+    async def record_collections(self) -> list[str]:
+        """Every collection holding a record, sorted (what a copy of the tenant walks)."""
+        ...
+
+
 class RecordWriter(Protocol):
     async def put_record(self, record: Record) -> None:
         """Insert or replace the record with this collection and key."""
@@ -297,7 +304,8 @@ class TenantTransaction(TenantReader, RecordWriter, Protocol):
 
     async def append_audit(self, entry: AuditEntry) -> None:
         """``AuditLog.append_audit`` in this transaction: the event is stored and chained with its writes
-        (indexed by the next ``settle_audit``)."""
+        (indexed by the next ``settle_audit``). A nonzero ``entry.seq`` is the intake seq the event had
+        where it was first recorded (``dermbridge storage copy`` keeps it: the signed heads cover it)."""
         ...
 
 
@@ -387,7 +395,7 @@ class AuditLog(Protocol):
         ...
 
 
-class TenantStore(ResourceStore, TenantReader, Outbox, AuditLog, Protocol):
+class TenantStore(ResourceStore, TenantReader, RecordStore, Outbox, AuditLog, Protocol):
     """All of a tenant's storage, for callers that need several parts; depend on the smallest part used."""
 
 
@@ -409,3 +417,11 @@ class Engine(Protocol):
     def add_commit_listener(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(tenant)`` after each commit that appended outbox events (in-process wake-ups)."""
         ...
+
+
+class MigratingEngine(Engine, Protocol):
+    """An engine with a schema of its own to bring up to date (``dermbridge storage migrate``): versioned,
+    idempotent, safe when several processes run it at once. SQLite needs none (each tenant file is
+    brought up to date when it is opened)."""
+
+    async def migrate(self) -> None: ...

@@ -219,6 +219,9 @@ class SqliteTenantStore:
     async def find_records(self, query: RecordQuery) -> list[Record]:
         return await self._on_reader(records.find, query)
 
+    async def record_collections(self) -> list[str]:
+        return await self._on_reader(records.collections)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTransaction]:
         tx = SqliteTransaction(self)
