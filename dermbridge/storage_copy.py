@@ -23,11 +23,15 @@ from fhir_server.storage.port import (
     AuditEntry,
     AuditIndexer,
     AuditLink,
+    AuditLog,
     Engine,
     HistoryQuery,
     IndexEntries,
     Record,
+    RecordReader,
     ResourceKey,
+    ResourceReader,
+    ResourceStore,
     ResourceVersion,
     TenantStore,
 )
@@ -111,7 +115,7 @@ async def counts(store: TenantStore) -> Counts:
     return Counts(versions, records, links, head, len(await store.audit_checkpoints()))
 
 
-async def _records(store: TenantStore, collection: str) -> AsyncIterator[Record]:
+async def _records(store: RecordReader, collection: str) -> AsyncIterator[Record]:
     offset = 0
     while page := await store.find_records(RecordQuery(collection, limit=PAGE, offset=offset)):
         for record in page:
@@ -119,7 +123,7 @@ async def _records(store: TenantStore, collection: str) -> AsyncIterator[Record]
         offset += len(page)
 
 
-async def _links(store: TenantStore) -> AsyncIterator[AuditLink]:
+async def _links(store: AuditLog) -> AsyncIterator[AuditLink]:
     after = 0
     while page := await store.audit_links(after, PAGE):
         for link in page:
@@ -138,14 +142,14 @@ async def _copy_records(source: TenantStore, target: TenantStore) -> None:
         await _put(target, batch)
 
 
-async def _put(target: TenantStore, records: list[Record]) -> None:
+async def _put(target: ResourceStore, records: list[Record]) -> None:
     if records:
         async with target.transaction() as tx:
             for record in records:
                 await tx.put_record(record)
 
 
-async def _copy_resources(source: TenantStore, readable: TenantStore, target: TenantStore, base: str) -> None:
+async def _copy_resources(source: ResourceStore, readable: ResourceReader, target: ResourceStore, base: str) -> None:
     """Each resource's versions in order, the current one with its index rows (from its plaintext)."""
     keys = sorted(await _resource_keys(source), key=lambda k: (k.resource_type, k.id))
     for start in range(0, len(keys), RESOURCES_PER_TRANSACTION):
@@ -160,7 +164,7 @@ async def _copy_resources(source: TenantStore, readable: TenantStore, target: Te
                 await tx.write(history[-1], _index(current, base))
 
 
-async def _resource_keys(store: TenantStore) -> set[ResourceKey]:
+async def _resource_keys(store: ResourceStore) -> set[ResourceKey]:
     keys: set[ResourceKey] = set()
     offset = 0
     while (page := await store.history(HistoryQuery(count=PAGE, offset=offset))).versions:
@@ -169,7 +173,7 @@ async def _resource_keys(store: TenantStore) -> set[ResourceKey]:
     return keys
 
 
-async def _versions(store: TenantStore, key: ResourceKey) -> list[ResourceVersion]:
+async def _versions(store: ResourceStore, key: ResourceKey) -> list[ResourceVersion]:
     """Oldest first."""
     found: list[ResourceVersion] = []
     while page := (
@@ -203,7 +207,7 @@ async def _copy_trail(source: TenantStore, target: TenantStore) -> None:
         await target.add_audit_checkpoint(checkpoint)
 
 
-async def _append(target: TenantStore, entries: list[AuditEntry]) -> None:
+async def _append(target: ResourceStore, entries: list[AuditEntry]) -> None:
     if entries:
         async with target.transaction() as tx:
             for entry in entries:
