@@ -43,6 +43,8 @@ def test_a_tenant_copied_to_new_files_is_served_the_same_and_its_trail_verifies(
 
     migrated = dermbridge("storage", "migrate", "--data-dir", str(data))
     assert migrated.returncode == 0 and "1 tenant database(s) up to date" in migrated.stdout, migrated.stderr
+    made = dermbridge("tenant", "create", "default", "--data-dir", str(data), storage=f"sqlite:///{target}")
+    assert made.returncode == 0, made.stderr  # a tenant made beforehand holds only its key: copied into
     copied = dermbridge("storage", "copy", "--from", f"sqlite:///{data}", "--to", f"sqlite:///{target}",
                         "--data-dir", str(data))  # fmt: skip
     assert copied.returncode == 0, copied.stderr
