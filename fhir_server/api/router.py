@@ -56,6 +56,21 @@ class FhirRouter:
     def register(self, operation: Operation) -> None:
         self.operations[operation.name] = operation
 
+    def is_public(self, method: str, path: list[str]) -> bool:
+        """Whether a request reads public conformance content, which needs no token: the CapabilityStatement
+        (``metadata``) and the definitions of the registered operations (``OperationDefinition/{id}``), the
+        canonicals the CapabilityStatement names. Configuration only, never patient or tenant data; any other
+        read, of a stored OperationDefinition too, still needs a token."""
+        if method not in ("GET", "HEAD"):
+            return False
+        if path == ["metadata"]:
+            return True
+        return (
+            len(path) == 2
+            and path[0] == "OperationDefinition"
+            and any(op.definition["id"] == path[1] for op in self.operations.values())
+        )
+
     async def dispatch(self, repo: Repository, request: FhirRequest) -> FhirResponse:
         handler, args = self.routes.match(request.method, request.path)
         if "type" in args:

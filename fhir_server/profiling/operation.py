@@ -122,4 +122,4 @@ VALIDATE_DEFINITION = operation_definition(
         returns("OperationOutcome"),
     ],
 )
-VALIDATE_DEFINITION["instance"] = True
+VALIDATE_DEFINITION.update(instance=True, resource=["Resource"])  # every type, and each instance

@@ -219,3 +219,12 @@ def test_unknown_profiles_are_refused_and_enforcement_is_per_tenant(client: Fhir
     assert validate(client, broken)[0]["expression"] == ["Consent.patient"]  # $validate checks known claims always
     bad = {"resourceType": "Parameters", "parameter": [{"name": "known", "valueCode": "sometimes"}]}
     assert client.post(f"{BASE}/StructureDefinition/$profile-enforcement", json=bad).status_code == 400
+
+
+def test_a_patch_that_breaks_a_claimed_profile_is_refused(client: FhirTestClient) -> None:
+    stored = client.post(f"{BASE}/Consent", json=ai_consent(client)).json()
+    patch = [{"op": "remove", "path": "/patient"}]
+    headers = {"Content-Type": "application/json-patch+json"}
+    refused = client.patch(f"{BASE}/Consent/{stored['id']}", content=json.dumps(patch), headers=headers)
+    assert refused.status_code == 422 and expressions(refused.json()["issue"]) == {"Consent.patient"}
+    assert client.get(f"{BASE}/Consent/{stored['id']}").json()["meta"]["versionId"] == "1"
