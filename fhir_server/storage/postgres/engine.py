@@ -1,0 +1,247 @@
+"""The PostgreSQL engine: one schema per tenant, a connection pool per tenant, LISTEN/NOTIFY wake-ups.
+
+Each tenant's pool opens its connections with ``search_path`` set to the tenant's schema (a startup
+parameter, so it survives the pool's reset between uses) and ``synchronous_commit = on``: a commit
+returns once its WAL is flushed. Statements name tables unqualified; the pool decides the tenant.
+The engine keeps one more connection, LISTENing on the outbox channel: a commit that appended events
+in any process wakes this process's commit listeners (no polling).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from fhir_server.storage.port import (
+    AuditCheckpoint,
+    AuditEntry,
+    AuditLink,
+    AuditStaging,
+    HistoryPage,
+    HistoryQuery,
+    IndexEntries,
+    OutboxEvent,
+    Record,
+    ResourceKey,
+    ResourceVersion,
+    SearchPage,
+    TenantUnknownError,
+)
+from fhir_server.storage.postgres import audit, outbox, records, resources, schema
+from fhir_server.storage.postgres.group import GroupCommit
+from fhir_server.storage.postgres.transaction import PostgresTransaction
+from fhir_server.storage.query import RecordQuery, SearchQuery
+
+log = logging.getLogger(__name__)
+SERVER_SETTINGS = {"synchronous_commit": "on", "application_name": "dermbridge"}
+
+
+class PostgresTenantStore:
+    def __init__(self, name: str, pool: asyncpg.Pool) -> None:
+        self.name = name
+        self.pool = pool
+        self._stager = GroupCommit(self._stage)
+
+    async def _stage(self, entries: list[AuditEntry]) -> None:
+        async with self.pool.acquire() as conn:
+            await audit.stage(conn, entries)
+
+    async def read(self, resource_type: str, id: str) -> ResourceVersion | None:
+        async with self.pool.acquire() as conn:
+            return await resources.read(conn, resource_type, id)
+
+    async def read_many(self, keys: Sequence[ResourceKey]) -> list[ResourceVersion]:
+        async with self.pool.acquire() as conn:
+            return await resources.read_many(conn, keys)
+
+    async def vread(self, resource_type: str, id: str, version: int) -> ResourceVersion | None:
+        async with self.pool.acquire() as conn:
+            return await resources.vread(conn, resource_type, id, version)
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        async with self.pool.acquire() as conn:
+            return await resources.history(conn, query)
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        async with self.pool.acquire() as conn:
+            return await resources.search(conn, query)
+
+    async def search_versions(self, query: SearchQuery) -> list[ResourceVersion]:
+        async with self.pool.acquire() as conn:
+            return await resources.search_versions(conn, query)
+
+    async def get_record(self, collection: str, key: str) -> Record | None:
+        async with self.pool.acquire() as conn:
+            return await records.get(conn, collection, key)
+
+    async def find_records(self, query: RecordQuery) -> list[Record]:
+        async with self.pool.acquire() as conn:
+            return await records.find(conn, query)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+        tx = PostgresTransaction(self)
+        try:
+            yield tx
+            await asyncio.shield(tx.commit())
+        except BaseException:
+            await asyncio.shield(tx.rollback())
+            raise
+        finally:
+            await asyncio.shield(tx.release())
+
+    async def claim_events(self, consumer: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
+        async with self.pool.acquire() as conn:
+            return await outbox.claim(conn, consumer, limit, lease_seconds)
+
+    async def ack_event(self, consumer: str, seq: int) -> None:
+        await self.ack_events(consumer, (seq,))
+
+    async def ack_events(self, consumer: str, seqs: Sequence[int]) -> None:
+        if seqs:
+            async with self.pool.acquire() as conn:
+                await outbox.ack(conn, consumer, seqs)
+
+    async def defer_event(self, consumer: str, seq: int, seconds: float) -> None:
+        async with self.pool.acquire() as conn:
+            await outbox.defer(conn, consumer, seq, seconds)
+
+    async def audit_links(self, after_seq: int, limit: int) -> list[AuditLink]:
+        async with self.pool.acquire() as conn:
+            return await audit.links(conn, after_seq, limit)
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        await self._stager.add(entry)
+
+    async def staged_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
+        async with self.pool.acquire() as conn:
+            return await audit.staged(conn, after_seq, limit)
+
+    async def load_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
+        if not items:
+            return 0
+        async with self.pool.acquire() as conn:
+            return await audit.load(conn, self.name, items)
+
+    async def pending_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
+        async with self.pool.acquire() as conn:
+            return await audit.pending(conn, after_seq, limit)
+
+    async def index_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
+        async with self.pool.acquire() as conn:
+            return await audit.index(conn, items)
+
+    async def add_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        async with self.pool.acquire() as conn:
+            await audit.add_checkpoint(conn, checkpoint)
+
+    async def audit_checkpoints(self) -> list[AuditCheckpoint]:
+        async with self.pool.acquire() as conn:
+            return await audit.checkpoints(conn)
+
+    async def latest_audit_checkpoint(self) -> AuditCheckpoint | None:
+        async with self.pool.acquire() as conn:
+            return await audit.latest_checkpoint(conn)
+
+    async def audit_staging(self) -> AuditStaging:
+        async with self.pool.acquire() as conn:
+            loaded, staged = await audit.staging(conn)
+        return AuditStaging(loaded, staged)
+
+    async def audit_staged_seqs(self, low: int, high: int) -> set[int]:
+        async with self.pool.acquire() as conn:
+            return await audit.staged_seqs(conn, low, high)
+
+    async def scrub(self) -> None:
+        """VACUUM the tenant's tables: dead row versions (an erased patient's) are removed from them.
+
+        PostgreSQL does not zero the freed space nor the WAL; GDPR erasure relies on the destroyed data
+        key (everything left is ciphertext), as it does for backups."""
+        async with self.pool.acquire() as conn:
+            for table in ("resource", "history", "record", "record_field", *resources.INDEX_TABLE_NAMES):
+                await conn.execute(f"VACUUM {table}")
+
+
+class PostgresEngine:
+    """Tenants as schemas of one PostgreSQL database (``dsn``: ``postgresql://user@host:port/db``)."""
+
+    def __init__(self, dsn: str, *, pool_size: int = 10, control_pool_size: int = 2) -> None:
+        self.dsn = dsn
+        self._pool_size = pool_size
+        self._control_pool_size = control_pool_size
+        self._control: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._stores: dict[str, PostgresTenantStore] = {}
+        self._listeners: list[Callable[[str], None]] = []
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Connect, migrate (idempotent, one process at a time) and LISTEN for other processes' commits."""
+        self._control = await asyncpg.create_pool(
+            self.dsn, min_size=1, max_size=self._control_pool_size, server_settings=SERVER_SETTINGS
+        )
+        await self.migrate()
+        self._listener = await asyncpg.connect(self.dsn, server_settings=SERVER_SETTINGS)
+        await self._listener.add_listener(outbox.NOTIFY_CHANNEL, self._on_notify)
+
+    async def migrate(self) -> None:
+        """Bring the control schema and every tenant schema to this version (``dermbridge storage migrate``)."""
+        async with self._control_pool().acquire() as conn:
+            await schema.migrate(conn)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+        for store in self._stores.values():
+            await store.pool.close()
+        self._stores.clear()
+        if self._control is not None:
+            await self._control.close()
+            self._control = None
+
+    def _control_pool(self) -> asyncpg.Pool:
+        if self._control is None:
+            raise RuntimeError("the PostgreSQL engine is not open")
+        return self._control
+
+    async def create_tenant(self, name: str) -> None:
+        schema.check_tenant_name(name)
+        async with self._control_pool().acquire() as conn:
+            await schema.create_tenant(conn, name)
+
+    async def tenant_names(self) -> list[str]:
+        async with self._control_pool().acquire() as conn:
+            return await schema.tenant_names(conn)
+
+    async def tenant(self, name: str) -> PostgresTenantStore:
+        store = self._stores.get(name)
+        if store is not None:
+            return store
+        async with self._lock:
+            if name not in self._stores:
+                if name not in await self.tenant_names():
+                    raise TenantUnknownError(name)
+                pool = await asyncpg.create_pool(
+                    self.dsn,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    server_settings={**SERVER_SETTINGS, "search_path": schema.quote_ident(name)},
+                )
+                self._stores[name] = PostgresTenantStore(name, pool)
+            return self._stores[name]
+
+    def add_commit_listener(self, listener: Callable[[str], None]) -> None:
+        self._listeners.append(listener)
+
+    def _on_notify(self, connection: Any, pid: int, channel: str, tenant: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(tenant)
+            except Exception:
+                log.exception("commit listener failed")
