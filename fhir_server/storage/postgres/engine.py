@@ -10,6 +10,7 @@ in any process wakes this process's commit listeners (no polling).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -176,6 +177,8 @@ class PostgresEngine:
         self._control_pool_size = control_pool_size
         self._control: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
+        self._relistening: asyncio.Future[None] | None = None
+        self._closing = False
         self._stores: dict[str, PostgresTenantStore] = {}
         self._listeners: list[Callable[[str], None]] = []
         self._lock = asyncio.Lock()
@@ -186,8 +189,35 @@ class PostgresEngine:
             self.dsn, min_size=1, max_size=self._control_pool_size, server_settings=SERVER_SETTINGS
         )
         await self.migrate()
-        self._listener = await asyncpg.connect(self.dsn, server_settings=SERVER_SETTINGS)
-        await self._listener.add_listener(outbox.NOTIFY_CHANNEL, self._on_notify)
+        self._closing = False
+        await self._listen()
+
+    async def _listen(self) -> None:
+        listener = await asyncpg.connect(self.dsn, server_settings=SERVER_SETTINGS)
+        listener.add_termination_listener(self._on_listener_lost)
+        await listener.add_listener(outbox.NOTIFY_CHANNEL, self._on_notify)
+        self._listener = listener
+
+    def _on_listener_lost(self, connection: Any) -> None:
+        if not self._closing and connection is self._listener:
+            self._listener = None
+            self._relistening = asyncio.ensure_future(self._relisten())
+
+    async def _relisten(self) -> None:
+        """LISTEN again after the connection was lost (a server restart, a failover), backing off up to
+        5 s; then wake every listener once, for the commits it may have missed meanwhile."""
+        delay = 0.1
+        while not self._closing:
+            try:
+                await self._listen()
+                break
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("LISTEN connection lost, reconnecting in %.1f s: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if not self._closing:
+            for tenant in await self.tenant_names():
+                self._on_notify(None, 0, outbox.NOTIFY_CHANNEL, tenant)
 
     async def migrate(self) -> None:
         """Bring the control schema and every tenant schema to this version (``dermbridge storage migrate``)."""
@@ -195,6 +225,11 @@ class PostgresEngine:
             await schema.migrate(conn)
 
     async def close(self) -> None:
+        self._closing = True
+        if self._relistening is not None:
+            self._relistening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._relistening
         if self._listener is not None:
             await self._listener.close()
             self._listener = None

@@ -1,11 +1,13 @@
 """The outbox of one tenant schema: events appended in the writer's transaction, claimed with leases.
 
 Appends take the tenant's outbox lock (a transaction-scoped advisory lock) just before the commit, so
-events become visible in ``seq`` order: a consumer's acknowledged-through cursor never passes an
-event that commits later with a smaller seq. The commit's ``pg_notify`` wakes every process's
-listeners (LISTEN/NOTIFY: delivered only if the transaction commits). Claims lock the events they
-lease ``FOR UPDATE SKIP LOCKED``: two workers of one consumer never lease the same event. Leases use
-the database's clock, shared by every node.
+events become visible in ``seq`` order. Each consumer has a delivery row per event: new events get
+theirs in one short step under the consumer's cursor row (``_materialise``: safe because of that
+order), and a claim leases open delivery rows ``FOR UPDATE SKIP LOCKED``, so workers of one consumer in
+any number of processes never lease the same event and never wait for each other. An acknowledgement
+marks the rows, moves the consumer's cursor past the acknowledged prefix and drops the rows behind it.
+The commit's ``pg_notify`` wakes every process's listeners (LISTEN/NOTIFY: sent only if the
+transaction commits). Leases use the database's clock, shared by every node.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fhir_server.storage.port import OutboxEvent
 from fhir_server.storage.postgres.schema import xact_lock
 
 NOTIFY_CHANNEL = "dermbridge_outbox"
+MATERIALISE_BATCH = 10_000
 _NOW = "extract(epoch FROM clock_timestamp())"
 
 
@@ -35,33 +38,55 @@ async def append_events(conn: asyncpg.Connection, tenant: str, events: Sequence[
     await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, tenant)
 
 
-async def _acked_through(conn: asyncpg.Connection, consumer: str) -> int:
-    value = await conn.fetchval("SELECT acked_through FROM outbox_cursor WHERE consumer = $1", consumer)
-    return int(value or 0)
+async def _cursor(conn: asyncpg.Connection, consumer: str) -> asyncpg.Record:
+    """The consumer's cursor row, created when missing, locked to the end of the transaction."""
+    await conn.execute(
+        "INSERT INTO outbox_cursor (consumer, acked_through, materialised_through) VALUES ($1, 0, 0) "
+        "ON CONFLICT (consumer) DO NOTHING",
+        consumer,
+    )
+    row: asyncpg.Record = await conn.fetchrow(
+        "SELECT acked_through, materialised_through FROM outbox_cursor WHERE consumer = $1 FOR UPDATE", consumer
+    )
+    return row
+
+
+async def _materialise(conn: asyncpg.Connection, consumer: str) -> None:
+    """Delivery rows for the events committed since the consumer's last step (when there are any)."""
+    behind = await conn.fetchval(
+        "SELECT COALESCE((SELECT MAX(seq) FROM outbox), 0) > "
+        "COALESCE((SELECT materialised_through FROM outbox_cursor WHERE consumer = $1), 0)",
+        consumer,
+    )
+    if not behind:
+        return
+    async with conn.transaction():
+        cursor = await _cursor(conn, consumer)
+        last = await conn.fetchval(
+            "WITH added AS (INSERT INTO outbox_delivery (consumer, seq, lease_until, attempts) "
+            "SELECT $1, seq, 0, 0 FROM outbox WHERE seq > $2 ORDER BY seq LIMIT $3 RETURNING seq) "
+            "SELECT MAX(seq) FROM added",
+            consumer,
+            cursor["materialised_through"],
+            MATERIALISE_BATCH,
+        )
+        if last is not None:
+            await conn.execute("UPDATE outbox_cursor SET materialised_through = $2 WHERE consumer = $1", consumer, last)
 
 
 async def claim(conn: asyncpg.Connection, consumer: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
-    async with conn.transaction():
-        rows = await conn.fetch(
-            "SELECT o.seq, o.topic, o.payload, COALESCE(d.attempts, 0) AS attempts FROM outbox o "
-            "LEFT JOIN outbox_delivery d ON d.consumer = $1 AND d.seq = o.seq "
-            f"WHERE o.seq > $2 AND (d.seq IS NULL OR (NOT d.acked AND d.lease_until < {_NOW})) "
-            "ORDER BY o.seq LIMIT $3 FOR UPDATE OF o SKIP LOCKED",
-            consumer,
-            await _acked_through(conn, consumer),
-            limit,
-        )
-        if rows:
-            await conn.execute(
-                "INSERT INTO outbox_delivery (consumer, seq, lease_until, attempts) "
-                f"SELECT $1, s, {_NOW} + $3, 1 FROM unnest($2::int8[]) AS s "
-                "ON CONFLICT (consumer, seq) DO UPDATE SET lease_until = excluded.lease_until, "
-                "attempts = outbox_delivery.attempts + 1",
-                consumer,
-                [row["seq"] for row in rows],
-                lease_seconds,
-            )
-    return [OutboxEvent(row["seq"], row["topic"], json.loads(row["payload"]), row["attempts"] + 1) for row in rows]
+    await _materialise(conn, consumer)
+    rows = await conn.fetch(
+        "WITH open AS (SELECT seq FROM outbox_delivery "
+        f"WHERE consumer = $1 AND NOT acked AND lease_until < {_NOW} ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED), "
+        f"leased AS (UPDATE outbox_delivery d SET lease_until = {_NOW} + $3, attempts = d.attempts + 1 "
+        "FROM open WHERE d.consumer = $1 AND d.seq = open.seq RETURNING d.seq, d.attempts) "
+        "SELECT l.seq, l.attempts, o.topic, o.payload FROM leased l JOIN outbox o ON o.seq = l.seq ORDER BY l.seq",
+        consumer,
+        limit,
+        lease_seconds,
+    )
+    return [OutboxEvent(row["seq"], row["topic"], json.loads(row["payload"]), row["attempts"]) for row in rows]
 
 
 async def defer(conn: asyncpg.Connection, consumer: str, seq: int, seconds: float) -> None:
@@ -74,27 +99,19 @@ async def defer(conn: asyncpg.Connection, consumer: str, seq: int, seconds: floa
 
 
 async def ack(conn: asyncpg.Connection, consumer: str, seqs: Sequence[int]) -> None:
-    """Mark the events acknowledged, then move the consumer's cursor past every acknowledged prefix."""
+    """Mark the events acknowledged, then move the consumer's cursor past the acknowledged prefix and drop
+    the delivery rows behind it. The cursor row's lock serialises a consumer's acknowledgements."""
     async with conn.transaction():
+        cursor = await _cursor(conn, consumer)
         await conn.execute(
             "UPDATE outbox_delivery SET acked = true WHERE consumer = $1 AND seq = ANY($2::int8[])",
             consumer,
             list(seqs),
         )
-        through = await _acked_through(conn, consumer)
-        row = await conn.fetchrow(  # one statement, one snapshot: no event committed in between is passed
-            "SELECT (SELECT MIN(o.seq) FROM outbox o LEFT JOIN outbox_delivery d ON d.consumer = $1 AND d.seq = o.seq "
-            "WHERE o.seq > $2 AND NOT COALESCE(d.acked, false)) AS first_open, "
-            "(SELECT COALESCE(MAX(seq), 0) FROM outbox) AS last",
-            consumer,
-            through,
+        first_open = await conn.fetchval(
+            "SELECT MIN(seq) FROM outbox_delivery WHERE consumer = $1 AND NOT acked", consumer
         )
-        new_through = int(row["last"]) if row["first_open"] is None else int(row["first_open"]) - 1
-        if new_through > through:
-            await conn.execute(
-                "INSERT INTO outbox_cursor (consumer, acked_through) VALUES ($1, $2) ON CONFLICT (consumer) "
-                "DO UPDATE SET acked_through = GREATEST(outbox_cursor.acked_through, excluded.acked_through)",
-                consumer,
-                new_through,
-            )
-            await conn.execute("DELETE FROM outbox_delivery WHERE consumer = $1 AND seq <= $2", consumer, new_through)
+        through = cursor["materialised_through"] if first_open is None else int(first_open) - 1
+        if through > cursor["acked_through"]:
+            await conn.execute("UPDATE outbox_cursor SET acked_through = $2 WHERE consumer = $1", consumer, through)
+            await conn.execute("DELETE FROM outbox_delivery WHERE consumer = $1 AND seq <= $2", consumer, through)

@@ -142,6 +142,7 @@ CREATE TABLE {s}.outbox (
     payload jsonb NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+-- a consumer's row per event from materialised_through down to acked_through: what claims lock
 CREATE TABLE {s}.outbox_delivery (
     consumer text COLLATE "C" NOT NULL,
     seq bigint NOT NULL,
@@ -150,9 +151,11 @@ CREATE TABLE {s}.outbox_delivery (
     acked boolean NOT NULL DEFAULT false,
     PRIMARY KEY (consumer, seq)
 );
+CREATE INDEX outbox_delivery_open ON {s}.outbox_delivery (consumer, seq) WHERE NOT acked;
 CREATE TABLE {s}.outbox_cursor (
     consumer text COLLATE "C" PRIMARY KEY,
-    acked_through bigint NOT NULL
+    acked_through bigint NOT NULL,
+    materialised_through bigint NOT NULL
 );
 
 CREATE TABLE {s}.audit_chain (
