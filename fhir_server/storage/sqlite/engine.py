@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from fhir_server.storage.port import (
     AuditCheckpoint,
     AuditEntry,
+    AuditIndexer,
     AuditLink,
     AuditStaging,
     HistoryPage,
@@ -67,6 +68,7 @@ class SqliteTransaction:
         self._locked = False
         self.events = 0
         self.first_written: ResourceVersion | None = None
+        self.encryption: None = None  # plaintext: ``fhir_server.crypto.store`` wraps an engine to encrypt
 
     def _add(self, fn: Callable[..., Any], *args: Any) -> None:
         self._check_open()
@@ -167,6 +169,7 @@ class SqliteTenantStore:
     def __init__(self, name: str, path: Path, readers: int, on_commit: Callable[[str], None]) -> None:
         self.name = name
         self.path = path
+        self.encryption: None = None
         self._on_commit = on_commit
         self._main = SerialWriter(path, f"sqlite-w-{name}", self._count_group)
         initialise(self._main.conn)
@@ -216,6 +219,9 @@ class SqliteTenantStore:
     async def find_records(self, query: RecordQuery) -> list[Record]:
         return await self._on_reader(records.find, query)
 
+    async def record_collections(self) -> list[str]:
+        return await self._on_reader(records.collections)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTransaction]:
         tx = SqliteTransaction(self)
@@ -258,6 +264,12 @@ class SqliteTenantStore:
 
     async def staged_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
         return await self._staging.run(audit.staged, after_seq, limit)
+
+    async def settle_audit(self, indexer: AuditIndexer, batch: int) -> int:
+        """Load the staging log into the chain (``load_audit``), then index the events chained inside
+        callers' transactions (``pending_audit``, ``index_audit``)."""
+        loaded = await _drain(self.staged_audit, self.load_audit, indexer, batch)
+        return loaded + await _drain(self.pending_audit, self.index_audit, indexer, batch)
 
     async def load_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
         if not items:
@@ -323,6 +335,19 @@ class SqliteTenantStore:
         while not self._readers.empty():
             self._readers.get_nowait().close()
         self._read_threads.shutdown()
+
+
+_Source = Callable[[int, int], Awaitable[list[AuditEntry]]]
+_Sink = Callable[[Sequence[tuple[int, IndexEntries | None]]], Awaitable[int]]
+
+
+async def _drain(source: _Source, sink: _Sink, indexer: AuditIndexer, batch: int) -> int:
+    """Every entry of ``source``, ``batch`` at a time, given its index rows and handed to ``sink``."""
+    done, after = 0, 0
+    while entries := await source(after, batch):
+        after = entries[-1].seq
+        done += await sink([(entry.seq, await indexer(entry)) for entry in entries])
+    return done
 
 
 class SqliteEngine:
