@@ -1,10 +1,11 @@
-"""The audit hash chain, its signed checkpoints and the staging log, in one tenant schema.
+"""The audit hash chain and its signed checkpoints in one tenant schema.
 
-The chain is serialised per tenant by a transaction-scoped advisory lock (``audit_lock``): each link
-hashes the one before it. The staging log's seqs come from the one-row ``audit_state`` (an UPDATE
-under its row lock, in the staging transaction): gapless and given in commit order, which
-``dermbridge audit verify`` relies on (a missing staging seq is a deleted event). Loading moves staged
-events into the store, the chain and the index, and drops them from the log, in one transaction.
+Events are chained as they are recorded: PostgreSQL has no single writer to keep them waiting, so this
+engine needs no intake (its ``staged_audit`` is empty) and records concurrent events in one group
+commit instead. The chain is serialised per tenant by a transaction-scoped advisory lock
+(``audit_lock``): each link hashes the one before it. Index rows follow at the next ``settle_audit``.
+Links copied from an engine with an intake keep their intake seq (``staged_seq``): the signed heads
+that cover those seqs still verify here.
 """
 
 from __future__ import annotations
@@ -52,66 +53,25 @@ def stored_version(entry: AuditEntry) -> ResourceVersion:
     return ResourceVersion("AuditEvent", entry.resource_id, 1, entry.last_updated, entry.content, "POST")
 
 
-async def stage(conn: asyncpg.Connection, entries: Sequence[AuditEntry]) -> None:
-    """Append finished AuditEvents to the staging log (one transaction for a whole group)."""
+async def record(conn: asyncpg.Connection, tenant: str, entries: Sequence[AuditEntry]) -> None:
+    """Store and chain finished AuditEvents in one transaction (a group commit); indexed later."""
     async with conn.transaction():
-        through = await conn.fetchval(
-            "UPDATE audit_state SET staged_through = staged_through + $1 WHERE id = 0 RETURNING staged_through",
-            len(entries),
-        )
-        first = int(through) - len(entries) + 1
-        await conn.execute(
-            "INSERT INTO audit_staged (seq, resource_id, last_updated, content, content_hash) "
-            "SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::bytea[], $5::text[])",
-            list(range(first, first + len(entries))),
-            [e.resource_id for e in entries],
-            [e.last_updated for e in entries],
-            [e.content for e in entries],
-            [e.content_hash for e in entries],
-        )
+        await append(conn, tenant, [(e.resource_id, e.content_hash, e) for e in entries])
 
 
-_STAGED = "SELECT seq, resource_id, last_updated, content, content_hash FROM audit_staged"
+async def append(conn: asyncpg.Connection, tenant: str, events: Sequence[tuple[str, str, AuditEntry | None]]) -> None:
+    """Chain (resource id, content hash, entry) in the caller's transaction; an entry is stored as the
+    AuditEvent's version 1 and left to index, None chains an event the transaction wrote itself."""
+    await audit_lock(conn, tenant)
+    stored = [entry for _, _, entry in events if entry is not None]
+    await resources.write_batch(conn, [(stored_version(entry), None) for entry in stored])
+    await link(
+        conn, [(rid, digest, entry is None, entry.seq or None if entry else None) for rid, digest, entry in events]
+    )
 
 
 def _entry(row: asyncpg.Record) -> AuditEntry:
     return AuditEntry(row[0], row[1], row[2], row[3], row[4])
-
-
-async def staged(conn: asyncpg.Connection, after_seq: int, limit: int) -> list[AuditEntry]:
-    return [_entry(r) for r in await conn.fetch(f"{_STAGED} WHERE seq > $1 ORDER BY seq LIMIT $2", after_seq, limit)]
-
-
-async def load(conn: asyncpg.Connection, tenant: str, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
-    """Store, chain and index staged events in staging order, then unstage them; one transaction.
-
-    ``loaded_through`` moves in the same transaction: events loaded already (by another process) are
-    skipped, and so is an event whose id is stored already (staged twice)."""
-    async with conn.transaction():
-        await audit_lock(conn, tenant)
-        through = int(await conn.fetchval("SELECT loaded_through FROM audit_state WHERE id = 0 FOR UPDATE"))
-        seqs = sorted(seq for seq, _ in items if seq > through)
-        index_of = dict(items)
-        rows = await conn.fetch(f"{_STAGED} WHERE seq = ANY($1::int8[]) ORDER BY seq", seqs)
-        entries = [_entry(row) for row in rows]
-        stored = {
-            row["id"]
-            for row in await conn.fetch(
-                "SELECT id FROM resource WHERE type = 'AuditEvent' AND id = ANY($1::text[])",
-                [e.resource_id for e in entries],
-            )
-        }
-        fresh: dict[str, AuditEntry] = {}
-        for entry in entries:
-            if entry.resource_id not in stored and entry.resource_id not in fresh:
-                fresh[entry.resource_id] = entry
-        await resources.write_batch(conn, [(stored_version(e), index_of[e.seq]) for e in fresh.values()])
-        await link(conn, [(e.resource_id, e.content_hash, True, e.seq) for e in fresh.values()])
-        if seqs:
-            await conn.execute("UPDATE audit_state SET loaded_through = $1 WHERE id = 0", seqs[-1])
-        if items:
-            await conn.execute("DELETE FROM audit_staged WHERE seq <= $1", max(seq for seq, _ in items))
-    return len(fresh)
 
 
 _UNINDEXED = (
@@ -149,11 +109,12 @@ async def index(conn: asyncpg.Connection, items: Sequence[tuple[int, IndexEntrie
 
 async def links(conn: asyncpg.Connection, after_seq: int, limit: int) -> list[AuditLink]:
     rows = await conn.fetch(
-        "SELECT seq, resource_id, content_hash, chain_hash FROM audit_chain WHERE seq > $1 ORDER BY seq LIMIT $2",
+        "SELECT seq, resource_id, content_hash, chain_hash, staged_seq FROM audit_chain WHERE seq > $1 "
+        "ORDER BY seq LIMIT $2",
         after_seq,
         limit,
     )
-    return [AuditLink(row[0], row[1], row[2], row[3]) for row in rows]
+    return [AuditLink(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
 
 _CHECKPOINT = "seq, chain_hash, signature, algorithm, key_id, staged_seq, loaded_seq, signed_at"
@@ -187,18 +148,12 @@ async def latest_checkpoint(conn: asyncpg.Connection) -> AuditCheckpoint | None:
     return None if row is None else _checkpoint(row)
 
 
-async def staging(conn: asyncpg.Connection) -> tuple[int, int]:
-    """(loaded through, staged through), read together."""
-    row = await conn.fetchrow("SELECT loaded_through, staged_through FROM audit_state WHERE id = 0")
-    return int(row[0]), int(row[1])
+async def copied_intake(conn: asyncpg.Connection) -> int:
+    """The highest intake seq among links copied from an engine with an intake (0: none)."""
+    return int(await conn.fetchval("SELECT COALESCE(MAX(staged_seq), 0) FROM audit_chain WHERE staged_seq > 0"))
 
 
 async def staged_seqs(conn: asyncpg.Connection, low: int, high: int) -> set[int]:
-    """Staging seqs in (low, high] still staged or chained: one statement, so a load in between is seen once."""
-    rows = await conn.fetch(
-        "SELECT seq FROM audit_staged WHERE seq > $1 AND seq <= $2 "
-        "UNION SELECT staged_seq FROM audit_chain WHERE staged_seq > $1 AND staged_seq <= $2",
-        low,
-        high,
-    )
+    """The copied links' intake seqs in (low, high]."""
+    rows = await conn.fetch("SELECT staged_seq FROM audit_chain WHERE staged_seq > $1 AND staged_seq <= $2", low, high)
     return {row[0] for row in rows}

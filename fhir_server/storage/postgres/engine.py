@@ -14,18 +14,20 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from fhir_server.storage.port import (
     AuditCheckpoint,
     AuditEntry,
+    AuditIndexer,
     AuditLink,
     AuditStaging,
     HistoryPage,
     HistoryQuery,
     IndexEntries,
+    MigratingEngine,
     OutboxEvent,
     Record,
     ResourceKey,
@@ -37,6 +39,7 @@ from fhir_server.storage.postgres import audit, outbox, records, resources, sche
 from fhir_server.storage.postgres.group import GroupCommit
 from fhir_server.storage.postgres.transaction import PostgresTransaction
 from fhir_server.storage.query import RecordQuery, SearchQuery
+from fhir_server.storage.settle import drain
 
 log = logging.getLogger(__name__)
 SERVER_SETTINGS = {"synchronous_commit": "on", "application_name": "dermbridge"}
@@ -46,11 +49,8 @@ class PostgresTenantStore:
     def __init__(self, name: str, pool: asyncpg.Pool) -> None:
         self.name = name
         self.pool = pool
-        self._stager = GroupCommit(self._stage)
-
-    async def _stage(self, entries: list[AuditEntry]) -> None:
-        async with self.pool.acquire() as conn:
-            await audit.stage(conn, entries)
+        self.encryption: None = None  # plaintext: ``fhir_server.crypto.store`` wraps an engine to encrypt
+        self._recorder = GroupCommit(self._record)
 
     async def read(self, resource_type: str, id: str) -> ResourceVersion | None:
         async with self.pool.acquire() as conn:
@@ -83,6 +83,10 @@ class PostgresTenantStore:
     async def find_records(self, query: RecordQuery) -> list[Record]:
         async with self.pool.acquire() as conn:
             return await records.find(conn, query)
+
+    async def record_collections(self) -> list[str]:
+        async with self.pool.acquire() as conn:
+            return await records.collections(conn)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
@@ -117,25 +121,27 @@ class PostgresTenantStore:
             return await audit.links(conn, after_seq, limit)
 
     async def append_audit(self, entry: AuditEntry) -> None:
-        await self._stager.add(entry)
+        """Stored and chained at once, with the events recorded concurrently (one group commit)."""
+        await self._recorder.add(entry)
 
-    async def staged_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
+    async def _record(self, entries: list[AuditEntry]) -> None:
         async with self.pool.acquire() as conn:
-            return await audit.staged(conn, after_seq, limit)
+            await audit.record(conn, self.name, entries)
 
-    async def load_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
-        if not items:
-            return 0
-        async with self.pool.acquire() as conn:
-            return await audit.load(conn, self.name, items)
+    async def settle_audit(self, indexer: AuditIndexer, batch: int) -> int:
+        """Index the chained events not yet indexed (there is no intake to load)."""
+        return await drain(self._pending_audit, self._index_audit, indexer, batch)
 
-    async def pending_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
+    async def _pending_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
         async with self.pool.acquire() as conn:
             return await audit.pending(conn, after_seq, limit)
 
-    async def index_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
+    async def _index_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
         async with self.pool.acquire() as conn:
             return await audit.index(conn, items)
+
+    async def staged_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
+        return []
 
     async def add_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
         async with self.pool.acquire() as conn:
@@ -150,9 +156,10 @@ class PostgresTenantStore:
             return await audit.latest_checkpoint(conn)
 
     async def audit_staging(self) -> AuditStaging:
+        """No intake: loaded and staged are both the last intake seq of links copied from one (or 0)."""
         async with self.pool.acquire() as conn:
-            loaded, staged = await audit.staging(conn)
-        return AuditStaging(loaded, staged)
+            copied = await audit.copied_intake(conn)
+        return AuditStaging(copied, copied)
 
     async def audit_staged_seqs(self, low: int, high: int) -> set[int]:
         async with self.pool.acquire() as conn:
@@ -280,3 +287,7 @@ class PostgresEngine:
                 listener(tenant)
             except Exception:
                 log.exception("commit listener failed")
+
+
+if TYPE_CHECKING:  # the engine keeps the port (checked by mypy, nothing at run time)
+    _PORT_CHECK: MigratingEngine = PostgresEngine("")

@@ -95,3 +95,7 @@ async def find(conn: asyncpg.Connection, query: RecordQuery) -> list[Record]:
         *args,
     )
     return await _with_fields(conn, query.collection, rows)
+
+
+async def collections(conn: asyncpg.Connection) -> list[str]:
+    return [row[0] for row in await conn.fetch("SELECT DISTINCT collection FROM record ORDER BY collection")]

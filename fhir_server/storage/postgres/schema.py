@@ -168,20 +168,6 @@ CREATE TABLE {s}.audit_chain (
 );
 CREATE INDEX audit_chain_staged ON {s}.audit_chain (staged_seq) WHERE staged_seq IS NOT NULL;
 CREATE INDEX audit_chain_unindexed ON {s}.audit_chain (seq) WHERE NOT indexed;
-CREATE TABLE {s}.audit_staged (
-    seq bigint PRIMARY KEY,
-    resource_id text NOT NULL,
-    last_updated text NOT NULL,
-    content bytea NOT NULL,
-    content_hash text NOT NULL
-);
--- one row: the last staging seq given to an event, the last loaded into the chain (gapless, transactional)
-CREATE TABLE {s}.audit_state (
-    id integer PRIMARY KEY CHECK (id = 0),
-    staged_through bigint NOT NULL,
-    loaded_through bigint NOT NULL
-);
-INSERT INTO {s}.audit_state VALUES (0, 0, 0);
 CREATE TABLE {s}.audit_checkpoint (
     seq bigint PRIMARY KEY,
     chain_hash text NOT NULL,

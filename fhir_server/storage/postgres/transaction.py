@@ -57,6 +57,7 @@ class PostgresTransaction:
         self._pending: list[Op] = []
         self._audit: list[tuple[str, str, AuditEntry | None]] = []  # (resource id, content hash, entry to store)
         self._events: list[tuple[str, dict[str, Any]]] = []
+        self.encryption: None = None  # plaintext: ``fhir_server.crypto.store`` wraps an engine to encrypt
         self._locked = False
         self._ended = False
         self.first_written: ResourceVersion | None = None
@@ -124,7 +125,7 @@ class PostgresTransaction:
         self._audit.append((resource_id, audit.content_hash(content), None))
 
     async def append_audit(self, entry: AuditEntry) -> None:
-        """Stored and chained at the commit; indexed later (``index_audit``)."""
+        """Stored and chained at the commit; indexed by the next ``settle_audit``."""
         self._check_open()
         self._audit.append((entry.resource_id, entry.content_hash, entry))
 
@@ -133,10 +134,7 @@ class PostgresTransaction:
             return
         conn = await self._flushed(False)
         if self._audit:
-            await audit.audit_lock(conn, self._store.name)
-            stored = [entry for _, _, entry in self._audit if entry is not None]
-            await resources.write_batch(conn, [(audit.stored_version(entry), None) for entry in stored])
-            await audit.link(conn, [(rid, digest, entry is None, None) for rid, digest, entry in self._audit])
+            await audit.append(conn, self._store.name, self._audit)
         if self._events:
             await outbox.append_events(conn, self._store.name, self._events)
         assert self._tx is not None

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,6 +35,7 @@ from fhir_server.storage.port import (
     TenantUnknownError,
 )
 from fhir_server.storage.query import RecordQuery, SearchQuery
+from fhir_server.storage.settle import drain
 from fhir_server.storage.sqlite import audit, ops, records, schema
 from fhir_server.storage.sqlite.schema import connect, initialise, initialise_staging, staging_path
 from fhir_server.storage.sqlite.writer import SerialWriter, Unit, execute, in_transaction, undurable
@@ -268,8 +269,8 @@ class SqliteTenantStore:
     async def settle_audit(self, indexer: AuditIndexer, batch: int) -> int:
         """Load the staging log into the chain (``load_audit``), then index the events chained inside
         callers' transactions (``pending_audit``, ``index_audit``)."""
-        loaded = await _drain(self.staged_audit, self.load_audit, indexer, batch)
-        return loaded + await _drain(self.pending_audit, self.index_audit, indexer, batch)
+        loaded = await drain(self.staged_audit, self.load_audit, indexer, batch)
+        return loaded + await drain(self.pending_audit, self.index_audit, indexer, batch)
 
     async def load_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
         if not items:
@@ -335,19 +336,6 @@ class SqliteTenantStore:
         while not self._readers.empty():
             self._readers.get_nowait().close()
         self._read_threads.shutdown()
-
-
-_Source = Callable[[int, int], Awaitable[list[AuditEntry]]]
-_Sink = Callable[[Sequence[tuple[int, IndexEntries | None]]], Awaitable[int]]
-
-
-async def _drain(source: _Source, sink: _Sink, indexer: AuditIndexer, batch: int) -> int:
-    """Every entry of ``source``, ``batch`` at a time, given its index rows and handed to ``sink``."""
-    done, after = 0, 0
-    while entries := await source(after, batch):
-        after = entries[-1].seq
-        done += await sink([(entry.seq, await indexer(entry)) for entry in entries])
-    return done
 
 
 class SqliteEngine:
