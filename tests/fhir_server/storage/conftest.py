@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -10,18 +10,11 @@ import pytest
 from fhir_server.storage.port import Engine
 from fhir_server.storage.postgres import PostgresEngine
 from fhir_server.storage.sqlite import SqliteEngine
-from tests.postgres import ThrowawayPostgres, throwaway_postgres
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[ThrowawayPostgres]:
-    with throwaway_postgres() as server:
-        yield server
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
