@@ -43,12 +43,20 @@ from fhir_server.storage.settle import drain
 
 log = logging.getLogger(__name__)
 SERVER_SETTINGS = {"synchronous_commit": "on", "application_name": "dermbridge"}
+OUTBOX_POOL_SIZE = 3
+
+
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's reset between uses, beyond rolling back an open transaction (which asyncpg always does):
+    nothing. The engine keeps no session state (its locks are transaction-scoped, its settings startup
+    parameters), and the default reset cost a round trip per use."""
 
 
 class PostgresTenantStore:
-    def __init__(self, name: str, pool: asyncpg.Pool) -> None:
+    def __init__(self, name: str, pool: asyncpg.Pool, outbox_pool: asyncpg.Pool) -> None:
         self.name = name
         self.pool = pool
+        self._outbox_pool = outbox_pool  # leases and acknowledgements: synchronous_commit off
         self.encryption: None = None  # plaintext: ``fhir_server.crypto.store`` wraps an engine to encrypt
         self._recorder = GroupCommit(self._record)
 
@@ -101,7 +109,7 @@ class PostgresTenantStore:
             await asyncio.shield(tx.release())
 
     async def claim_events(self, consumer: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
-        async with self.pool.acquire() as conn:
+        async with self._outbox_pool.acquire() as conn:
             return await outbox.claim(conn, consumer, limit, lease_seconds)
 
     async def ack_event(self, consumer: str, seq: int) -> None:
@@ -109,11 +117,11 @@ class PostgresTenantStore:
 
     async def ack_events(self, consumer: str, seqs: Sequence[int]) -> None:
         if seqs:
-            async with self.pool.acquire() as conn:
+            async with self._outbox_pool.acquire() as conn:
                 await outbox.ack(conn, consumer, seqs)
 
     async def defer_event(self, consumer: str, seq: int, seconds: float) -> None:
-        async with self.pool.acquire() as conn:
+        async with self._outbox_pool.acquire() as conn:
             await outbox.defer(conn, consumer, seq, seconds)
 
     async def audit_links(self, after_seq: int, limit: int) -> list[AuditLink]:
@@ -164,6 +172,10 @@ class PostgresTenantStore:
     async def audit_staged_seqs(self, low: int, high: int) -> set[int]:
         async with self.pool.acquire() as conn:
             return await audit.staged_seqs(conn, low, high)
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await self._outbox_pool.close()
 
     async def scrub(self) -> None:
         """VACUUM the tenant's tables: dead row versions (an erased patient's) are removed from them.
@@ -241,7 +253,7 @@ class PostgresEngine:
             await self._listener.close()
             self._listener = None
         for store in self._stores.values():
-            await store.pool.close()
+            await store.close()
         self._stores.clear()
         if self._control is not None:
             await self._control.close()
@@ -269,14 +281,22 @@ class PostgresEngine:
             if name not in self._stores:
                 if name not in await self.tenant_names():
                     raise TenantUnknownError(name)
-                pool = await asyncpg.create_pool(
-                    self.dsn,
-                    min_size=1,
-                    max_size=self._pool_size,
-                    server_settings={**SERVER_SETTINGS, "search_path": schema.quote_ident(name)},
-                )
-                self._stores[name] = PostgresTenantStore(name, pool)
+                pool = await self._pool(name, self._pool_size, synchronous_commit="on")
+                outbox_pool = await self._pool(name, OUTBOX_POOL_SIZE, synchronous_commit="off")
+                self._stores[name] = PostgresTenantStore(name, pool, outbox_pool)
             return self._stores[name]
+
+    async def _pool(self, tenant: str, size: int, synchronous_commit: str) -> asyncpg.Pool:
+        """Connections whose ``search_path`` is the tenant's schema (a startup parameter, so the pool's reset
+        keeps it)."""
+        settings = {
+            **SERVER_SETTINGS,
+            "search_path": schema.quote_ident(tenant),
+            "synchronous_commit": synchronous_commit,
+        }
+        return await asyncpg.create_pool(
+            self.dsn, min_size=1, max_size=size, server_settings=settings, reset=keep_session
+        )
 
     def add_commit_listener(self, listener: Callable[[str], None]) -> None:
         self._listeners.append(listener)

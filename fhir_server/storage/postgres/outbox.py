@@ -3,9 +3,12 @@
 Appends take the tenant's outbox lock (a transaction-scoped advisory lock) just before the commit, so
 events become visible in ``seq`` order. Each consumer has a delivery row per event: new events get
 theirs in one short step under the consumer's cursor row (``_materialise``: safe because of that
-order), and a claim leases open delivery rows ``FOR UPDATE SKIP LOCKED``, so workers of one consumer in
-any number of processes never lease the same event and never wait for each other. An acknowledgement
-marks the rows, moves the consumer's cursor past the acknowledged prefix and drops the rows behind it.
+order), which also drops the rows of the acknowledged prefix; a claim leases open delivery rows
+``FOR UPDATE SKIP LOCKED``, so workers of one consumer in any number of processes never lease the same
+event and never wait for each other; an acknowledgement marks rows, in one statement.
+Leases and acknowledgements commit without waiting for the WAL flush (the store's outbox pool has
+``synchronous_commit = off``), as in the SQLite engine: a crash can only undo one, and that redelivers
+an event, which every consumer handles (at-least-once). The events themselves commit durably.
 The commit's ``pg_notify`` wakes every process's listeners (LISTEN/NOTIFY: sent only if the
 transaction commits). Leases use the database's clock, shared by every node.
 """
@@ -39,20 +42,20 @@ async def append_events(conn: asyncpg.Connection, tenant: str, events: Sequence[
 
 
 async def _cursor(conn: asyncpg.Connection, consumer: str) -> asyncpg.Record:
-    """The consumer's cursor row, created when missing, locked to the end of the transaction."""
-    await conn.execute(
-        "INSERT INTO outbox_cursor (consumer, acked_through, materialised_through) VALUES ($1, 0, 0) "
-        "ON CONFLICT (consumer) DO NOTHING",
-        consumer,
-    )
+    """The consumer's cursor row, created when missing, locked to the end of the transaction (one statement:
+    the upsert locks the row and returns its newest version)."""
     row: asyncpg.Record = await conn.fetchrow(
-        "SELECT acked_through, materialised_through FROM outbox_cursor WHERE consumer = $1 FOR UPDATE", consumer
+        "INSERT INTO outbox_cursor (consumer, acked_through, materialised_through) VALUES ($1, 0, 0) "
+        "ON CONFLICT (consumer) DO UPDATE SET consumer = excluded.consumer "
+        "RETURNING acked_through, materialised_through",
+        consumer,
     )
     return row
 
 
 async def _materialise(conn: asyncpg.Connection, consumer: str) -> None:
-    """Delivery rows for the events committed since the consumer's last step (when there are any)."""
+    """Delivery rows for the events committed since the consumer's last step (when there are any), and
+    the rows of the acknowledged prefix dropped (the cursor moves past it)."""
     behind = await conn.fetchval(
         "SELECT COALESCE((SELECT MAX(seq) FROM outbox), 0) > "
         "COALESCE((SELECT materialised_through FROM outbox_cursor WHERE consumer = $1), 0)",
@@ -62,7 +65,7 @@ async def _materialise(conn: asyncpg.Connection, consumer: str) -> None:
         return
     async with conn.transaction():
         cursor = await _cursor(conn, consumer)
-        last = await conn.fetchval(
+        added = await conn.fetchval(
             "WITH added AS (INSERT INTO outbox_delivery (consumer, seq, lease_until, attempts) "
             "SELECT $1, seq, 0, 0 FROM outbox WHERE seq > $2 ORDER BY seq LIMIT $3 RETURNING seq) "
             "SELECT MAX(seq) FROM added",
@@ -70,8 +73,23 @@ async def _materialise(conn: asyncpg.Connection, consumer: str) -> None:
             cursor["materialised_through"],
             MATERIALISE_BATCH,
         )
-        if last is not None:
-            await conn.execute("UPDATE outbox_cursor SET materialised_through = $2 WHERE consumer = $1", consumer, last)
+        materialised = cursor["materialised_through"] if added is None else int(added)
+        # acknowledged before this statement: the rows just added are not visible to it, so they are left out
+        first_open = await conn.fetchval(
+            "SELECT MIN(seq) FROM outbox_delivery WHERE consumer = $1 AND NOT acked AND seq <= $2",
+            consumer,
+            cursor["materialised_through"],
+        )
+        through = cursor["materialised_through"] if first_open is None else int(first_open) - 1
+        await conn.execute(
+            "WITH gone AS (DELETE FROM outbox_delivery WHERE consumer = $1 AND seq > $4 AND seq <= $3) "
+            "UPDATE outbox_cursor SET materialised_through = $2, acked_through = GREATEST(acked_through, $3) "
+            "WHERE consumer = $1",
+            consumer,
+            materialised,
+            through,
+            cursor["acked_through"],
+        )
 
 
 async def claim(conn: asyncpg.Connection, consumer: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
@@ -99,19 +117,9 @@ async def defer(conn: asyncpg.Connection, consumer: str, seq: int, seconds: floa
 
 
 async def ack(conn: asyncpg.Connection, consumer: str, seqs: Sequence[int]) -> None:
-    """Mark the events acknowledged, then move the consumer's cursor past the acknowledged prefix and drop
-    the delivery rows behind it. The cursor row's lock serialises a consumer's acknowledgements."""
-    async with conn.transaction():
-        cursor = await _cursor(conn, consumer)
-        await conn.execute(
-            "UPDATE outbox_delivery SET acked = true WHERE consumer = $1 AND seq = ANY($2::int8[])",
-            consumer,
-            list(seqs),
-        )
-        first_open = await conn.fetchval(
-            "SELECT MIN(seq) FROM outbox_delivery WHERE consumer = $1 AND NOT acked", consumer
-        )
-        through = cursor["materialised_through"] if first_open is None else int(first_open) - 1
-        if through > cursor["acked_through"]:
-            await conn.execute("UPDATE outbox_cursor SET acked_through = $2 WHERE consumer = $1", consumer, through)
-            await conn.execute("DELETE FROM outbox_delivery WHERE consumer = $1 AND seq <= $2", consumer, through)
+    """Mark the events acknowledged: one statement. The next ``_materialise`` moves the cursor past them."""
+    await conn.execute(
+        "UPDATE outbox_delivery SET acked = true WHERE consumer = $1 AND seq = ANY($2::int8[]) AND NOT acked",
+        consumer,
+        list(seqs),
+    )

@@ -94,19 +94,39 @@ async def history(conn: asyncpg.Connection, query: HistoryQuery) -> HistoryPage:
 
 
 async def search(conn: asyncpg.Connection, query: SearchQuery) -> SearchPage:
+    """One page of keys; the first page's statement also gives the snapshot later pages pass back."""
     snapshot = query.snapshot
+    keys: list[ResourceKey] = []
+    if query.count > 0:
+        page_sql, page_args, _, _ = search_statements(query)
+        rows = await conn.fetch(page_sql, *page_args)
+        keys = [ResourceKey(row[0], row[1]) for row in rows]
+        if snapshot is None and rows:
+            snapshot = int(rows[0]["snapshot"])
     if snapshot is None:
         snapshot = int(await conn.fetchval("SELECT COALESCE(MAX(rid), 0) FROM resource"))
-        query = replace(query, snapshot=snapshot)
-    page_sql, page_args, count_sql, count_args = search_statements(query)
-    keys = [ResourceKey(row[0], row[1]) for row in await conn.fetch(page_sql, *page_args)] if query.count > 0 else []
-    total = None if query.total == "none" else int(await conn.fetchval(count_sql, *count_args))
-    return SearchPage(keys, total, snapshot)
+    if query.total == "none":
+        return SearchPage(keys, None, snapshot)
+    _, _, count_sql, count_args = search_statements(replace(query, snapshot=snapshot))
+    return SearchPage(keys, int(await conn.fetchval(count_sql, *count_args)), snapshot)
+
+
+UNBOUNDED = 2**63 - 1  # a snapshot no rid passes: the search sees every committed resource
 
 
 async def search_versions(conn: asyncpg.Connection, query: SearchQuery) -> list[ResourceVersion]:
-    page = await search(conn, replace(query, total="none"))
-    return await read_many(conn, page.keys)
+    """The page's current versions in one statement (the page keys joined to their versions, in order)."""
+    if query.count <= 0:
+        return []
+    bounded = replace(query, total="none", snapshot=UNBOUNDED if query.snapshot is None else query.snapshot)
+    page_sql, page_args, _, _ = search_statements(bounded)
+    rows = await conn.fetch(
+        f"SELECT {_VERSION_COLUMNS} FROM (SELECT p.type, p.id, row_number() OVER () AS n FROM ({page_sql}) p) p "
+        "JOIN resource r ON r.type = p.type AND r.id = p.id JOIN history h ON h.rid = r.rid AND h.version = r.version "
+        "ORDER BY p.n",
+        *page_args,
+    )
+    return [_version(row) for row in rows]
 
 
 # index kind -> (table, its value columns with their array types, the row attributes that fill them)
