@@ -44,6 +44,7 @@ from fhir_server.storage.settle import drain
 log = logging.getLogger(__name__)
 SERVER_SETTINGS = {"synchronous_commit": "on", "application_name": "dermbridge"}
 OUTBOX_POOL_SIZE = 3
+ACQUIRE_TIMEOUT_S = 30.0
 
 
 async def keep_session(connection: asyncpg.Connection) -> None:
@@ -61,39 +62,44 @@ class PostgresTenantStore:
         self._recorder = GroupCommit(self._record)
 
     async def read(self, resource_type: str, id: str) -> ResourceVersion | None:
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             return await resources.read(conn, resource_type, id)
 
     async def read_many(self, keys: Sequence[ResourceKey]) -> list[ResourceVersion]:
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             return await resources.read_many(conn, keys)
 
     async def vread(self, resource_type: str, id: str, version: int) -> ResourceVersion | None:
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             return await resources.vread(conn, resource_type, id, version)
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             return await resources.history(conn, query)
 
     async def search(self, query: SearchQuery) -> SearchPage:
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             return await resources.search(conn, query)
 
     async def search_versions(self, query: SearchQuery) -> list[ResourceVersion]:
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             return await resources.search_versions(conn, query)
 
     async def get_record(self, collection: str, key: str) -> Record | None:
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             return await records.get(conn, collection, key)
 
     async def find_records(self, query: RecordQuery) -> list[Record]:
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             return await records.find(conn, query)
 
+    def acquire(self) -> Any:
+        """A connection of the pool, waited for at most ``ACQUIRE_TIMEOUT_S``: an exhausted pool (say, every
+        connection held by a transaction that waits for another) fails the request instead of stalling it."""
+        return self.pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
+
     async def record_collections(self) -> list[str]:
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             return await records.collections(conn)
 
     @asynccontextmanager
@@ -109,7 +115,7 @@ class PostgresTenantStore:
             await asyncio.shield(tx.release())
 
     async def claim_events(self, consumer: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
-        async with self._outbox_pool.acquire() as conn:
+        async with self._outbox_pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
             return await outbox.claim(conn, consumer, limit, lease_seconds)
 
     async def ack_event(self, consumer: str, seq: int) -> None:
@@ -117,15 +123,15 @@ class PostgresTenantStore:
 
     async def ack_events(self, consumer: str, seqs: Sequence[int]) -> None:
         if seqs:
-            async with self._outbox_pool.acquire() as conn:
+            async with self._outbox_pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
                 await outbox.ack(conn, consumer, seqs)
 
     async def defer_event(self, consumer: str, seq: int, seconds: float) -> None:
-        async with self._outbox_pool.acquire() as conn:
+        async with self._outbox_pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
             await outbox.defer(conn, consumer, seq, seconds)
 
     async def audit_links(self, after_seq: int, limit: int) -> list[AuditLink]:
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             return await audit.links(conn, after_seq, limit)
 
     async def append_audit(self, entry: AuditEntry) -> None:
@@ -133,7 +139,7 @@ class PostgresTenantStore:
         await self._recorder.add(entry)
 
     async def _record(self, entries: list[AuditEntry]) -> None:
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             await audit.record(conn, self.name, entries)
 
     async def settle_audit(self, indexer: AuditIndexer, batch: int) -> int:
@@ -141,36 +147,36 @@ class PostgresTenantStore:
         return await drain(self._pending_audit, self._index_audit, indexer, batch)
 
     async def _pending_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             return await audit.pending(conn, after_seq, limit)
 
     async def _index_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             return await audit.index(conn, items)
 
     async def staged_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
         return []
 
     async def add_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             await audit.add_checkpoint(conn, checkpoint)
 
     async def audit_checkpoints(self) -> list[AuditCheckpoint]:
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             return await audit.checkpoints(conn)
 
     async def latest_audit_checkpoint(self) -> AuditCheckpoint | None:
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             return await audit.latest_checkpoint(conn)
 
     async def audit_staging(self) -> AuditStaging:
         """No intake: loaded and staged are both the last intake seq of links copied from one (or 0)."""
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             copied = await audit.copied_intake(conn)
         return AuditStaging(copied, copied)
 
     async def audit_staged_seqs(self, low: int, high: int) -> set[int]:
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             return await audit.staged_seqs(conn, low, high)
 
     async def close(self) -> None:
@@ -182,7 +188,7 @@ class PostgresTenantStore:
 
         PostgreSQL does not zero the freed space nor the WAL; GDPR erasure relies on the destroyed data
         key (everything left is ciphertext), as it does for backups."""
-        async with self.pool.acquire() as conn:
+        async with self.acquire() as conn:
             for table in ("resource", "history", "record", "record_field", *resources.INDEX_TABLE_NAMES):
                 await conn.execute(f"VACUUM {table}")
 
@@ -190,7 +196,7 @@ class PostgresTenantStore:
 class PostgresEngine:
     """Tenants as schemas of one PostgreSQL database (``dsn``: ``postgresql://user@host:port/db``)."""
 
-    def __init__(self, dsn: str, *, pool_size: int = 10, control_pool_size: int = 2) -> None:
+    def __init__(self, dsn: str, *, pool_size: int = 20, control_pool_size: int = 2) -> None:
         self.dsn = dsn
         self._pool_size = pool_size
         self._control_pool_size = control_pool_size

@@ -73,7 +73,7 @@ class PostgresTransaction:
     async def _flushed(self, lock: bool) -> asyncpg.Connection:
         self._check_open()
         if self._conn is None:
-            self._conn = await self._store.pool.acquire()
+            self._conn = await self._store.acquire()
             self._tx = self._conn.transaction()
             await self._tx.start()
         if lock and not self._locked:
