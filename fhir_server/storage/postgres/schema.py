@@ -16,16 +16,6 @@ from fhir_server.storage.sqlite.engine import check_tenant_name as check_portabl
 CONTROL_SCHEMA = "_dermbridge"  # a leading "_" is no valid tenant name: it never collides with one
 MIGRATION_LOCK = "dermbridge:migrate"
 
-INDEX_TABLES = {
-    "token": "idx_token",
-    "string": "idx_string",
-    "date": "idx_date",
-    "number": "idx_number",
-    "quantity": "idx_quantity",
-    "reference": "idx_reference",
-    "uri": "idx_uri",
-}
-
 
 def check_tenant_name(name: str) -> None:
     """The engines' tenant name rule (at most 63: PostgreSQL's identifier length); ``public`` is taken."""
