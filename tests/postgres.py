@@ -40,11 +40,12 @@ class ThrowawayPostgres:
         for program in ("initdb", "pg_ctl", "postgres"):
             if not (BIN_DIR / program).exists():
                 raise PostgresUnavailableError(f"{BIN_DIR / program} is missing: run `make system-deps`")
-        self.root = Path(tempfile.mkdtemp(prefix="dermbridge-pg-"))
+        self._as_root = os.geteuid() == 0
+        # as root, under /tmp: the postgres user must reach it, and a TMPDIR under /root it could not
+        self.root = Path(tempfile.mkdtemp(prefix="dermbridge-pg-", dir="/tmp" if self._as_root else None))
         self.data = self.root / "data"
         self.sockets = self.root / "sockets"
         self.port = _free_port()
-        self._as_root = os.geteuid() == 0
 
     def _run(self, *args: str | Path, timeout: float) -> None:
         command = [str(a) for a in args]
