@@ -240,9 +240,15 @@ class PostgresEngine:
                 log.warning("LISTEN connection lost, reconnecting in %.1f s: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        if not self._closing:
-            for tenant in await self.tenant_names():
-                self._on_notify(None, 0, outbox.NOTIFY_CHANNEL, tenant)
+        if self._closing:
+            return
+        try:
+            tenants = await self.tenant_names()
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("after listening again, the tenants could not be listed to wake their listeners: %s", exc)
+            return
+        for tenant in tenants:
+            self._on_notify(None, 0, outbox.NOTIFY_CHANNEL, tenant)
 
     async def migrate(self) -> None:
         """Bring the control schema and every tenant schema to this version (``dermbridge storage migrate``)."""

@@ -62,10 +62,6 @@ class PostgresTransaction:
         self._ended = False
         self.first_written: ResourceVersion | None = None
 
-    @property
-    def events(self) -> int:
-        return len(self._events)
-
     def _check_open(self) -> None:
         if self._ended:
             raise RuntimeError("the storage transaction has ended: a write or read after its commit is a bug")
