@@ -53,7 +53,7 @@ class Counts:
     records: dict[str, int]
     links: int
     chain_head: str
-    checkpoints: int
+    checkpoints: int  # signed heads covering at least one event
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +112,8 @@ async def counts(store: TenantStore) -> Counts:
     links, head = 0, ""
     async for link in _links(store):
         links, head = links + 1, link.chain_hash
-    return Counts(versions, records, links, head, len(await store.audit_checkpoints()))
+    heads = [c for c in await store.audit_checkpoints() if c.seq > 0]  # one at 0 (``tenant create``) covers nothing
+    return Counts(versions, records, links, head, len(heads))
 
 
 async def _records(store: RecordReader, collection: str) -> AsyncIterator[Record]:

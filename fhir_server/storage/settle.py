@@ -1,4 +1,6 @@
-"""Settling AuditEvents in batches, the same in every engine: read a page, index it, write it."""
+"""Settling an audit intake (``AuditLog.settle_audit``) for engines that keep one: the entries of a source
+(the intake, or chained events without index rows), a batch at a time, given their index rows by the
+caller's indexer and handed to a sink that stores, chains or indexes them in one transaction."""
 
 from __future__ import annotations
 
@@ -6,11 +8,11 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from fhir_server.storage.port import AuditEntry, AuditIndexer, IndexEntries
 
-Source = Callable[[int, int], Awaitable[list[AuditEntry]]]
-Sink = Callable[[Sequence[tuple[int, IndexEntries | None]]], Awaitable[int]]
+AuditSource = Callable[[int, int], Awaitable[list[AuditEntry]]]  # (after seq, limit) -> entries in seq order
+AuditSink = Callable[[Sequence[tuple[int, IndexEntries | None]]], Awaitable[int]]  # -> how many it took
 
 
-async def drain(source: Source, sink: Sink, indexer: AuditIndexer, batch: int) -> int:
+async def drain(source: AuditSource, sink: AuditSink, indexer: AuditIndexer, batch: int) -> int:
     """Every entry of ``source``, ``batch`` at a time, given its index rows and handed to ``sink``."""
     done, after = 0, 0
     while entries := await source(after, batch):

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx2
+import pytest
 
+from dermbridge.settings import Settings
+from dermbridge.storage import encrypted, open_audit_trail
+from dermbridge.storage_copy import CopyRefused, Sides, copy_tenant
+from fhir_server.audit.events import rest_event
+from fhir_server.storage.sqlite import SqliteEngine
 from tests.server import create_client, fetch_token, running_server
 
 
@@ -36,6 +43,8 @@ def test_a_tenant_copied_to_new_files_is_served_the_same_and_its_trail_verifies(
 
     migrated = dermbridge("storage", "migrate", "--data-dir", str(data))
     assert migrated.returncode == 0 and "1 tenant database(s) up to date" in migrated.stdout, migrated.stderr
+    made = dermbridge("tenant", "create", "default", "--data-dir", str(data), storage=f"sqlite:///{target}")
+    assert made.returncode == 0, made.stderr  # a tenant made beforehand holds only its key: copied into
     copied = dermbridge("storage", "copy", "--from", f"sqlite:///{data}", "--to", f"sqlite:///{target}",
                         "--data-dir", str(data))  # fmt: skip
     assert copied.returncode == 0, copied.stderr
@@ -61,9 +70,44 @@ def test_a_tenant_copied_to_new_files_is_served_the_same_and_its_trail_verifies(
     assert verified.returncode == 0 and "intact" in verified.stdout, verified.stdout + verified.stderr
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
 def test_copy_refuses_one_storage_as_both_ends_and_a_bad_url(tmp_path: Path) -> None:
     data = tmp_path / "var"
     same = dermbridge("storage", "copy", "--to", f"sqlite:///{data}", "--data-dir", str(data))
     assert same.returncode == 2 and "the same storage" in same.stderr
     bad = dermbridge("storage", "copy", "--to", "mysql://db/x", "--data-dir", str(data))
     assert bad.returncode == 2 and "storage must be sqlite:///" in bad.stderr
+
+
+@pytest.mark.anyio
+async def test_a_source_whose_audit_trail_was_altered_is_not_copied(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path / "var")
+    trail = open_audit_trail(settings)
+    plains = [SqliteEngine(tmp_path / "var"), SqliteEngine(tmp_path / "copy")]
+    source, target = (Sides(plain, encrypted(plain, settings)) for plain in plains)
+    for side in (source, target):
+        await side.readable.open()
+    try:
+        await source.readable.create_tenant("alpha")
+        store = await source.readable.tenant("alpha")
+        ids = [await trail.record(store, rest_event(method="GET", path=["Patient", "p1"], params=[], status=200,
+                                                     who="alpha.client", address="127.0.0.1", entity="Patient/p1",
+                                                     patient="Patient/p1")) for _ in range(3)]  # fmt: skip
+        await trail.flush(store)
+        await trail.checkpoint(store)
+        with sqlite3.connect(tmp_path / "var" / "tenants" / "alpha.sqlite") as conn:  # ciphertext edited on disk
+            content = conn.execute("SELECT content FROM history WHERE id = ?", (ids[1],)).fetchone()[0]
+            conn.execute(
+                "UPDATE history SET content = ? WHERE id = ?", (content[:-1] + bytes([content[-1] ^ 1]), ids[1])
+            )
+        with pytest.raises(CopyRefused, match="the source's audit trail does not verify"):
+            await copy_tenant("alpha", source, target, trail, lambda tenant: f"http://127.0.0.1/fhir/{tenant}")
+        assert await target.plain.tenant_names() == []  # refused before anything was written
+    finally:
+        await trail.close()
+        for side in (source, target):
+            await side.readable.close()
