@@ -11,7 +11,7 @@ T = TypeVar("T")
 
 class GroupCommit(Generic[T]):
     """``add`` returns once ``write`` has committed the item with whatever else was waiting (or raises
-    its error). One group is written at a time; items arriving meanwhile form the next group."""
+    its own error). One group is written at a time; items arriving meanwhile form the next group."""
 
     def __init__(self, write: Callable[[list[T]], Awaitable[None]]) -> None:
         self._write = write
@@ -31,15 +31,32 @@ class GroupCommit(Generic[T]):
     async def _lead(self) -> None:
         async with self._writing:
             group, self._waiting = self._waiting, []
-            if not group:
+            if group:
+                await self._commit(group)
+
+    async def _commit(self, group: list[tuple[T, asyncio.Future[None]]]) -> None:
+        """The group in one transaction; when that fails, each item in its own, so that one bad item fails
+        alone (as a savepoint per unit does in the SQLite engine's group commit)."""
+        try:
+            await self._write([item for item, _ in group])
+        except Exception as exc:
+            if len(group) > 1:
+                for unit in group:
+                    await self._commit([unit])
                 return
-            try:
-                await self._write([item for item, _ in group])
-            except BaseException as exc:
-                for _, future in group:
-                    if not future.done():
-                        future.set_exception(exc)
-                return
-            for _, future in group:
-                if not future.done():
-                    future.set_result(None)
+            _settle(group, exc)
+        except BaseException as exc:
+            _settle(group, exc)
+            raise
+        else:
+            _settle(group, None)
+
+
+def _settle(group: list[tuple[T, asyncio.Future[None]]], error: BaseException | None) -> None:
+    for _, future in group:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)

@@ -6,6 +6,7 @@ Each ``PostgresEngine`` here stands for one DermBridge process (its own pools an
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -13,7 +14,7 @@ import orjson
 import pytest
 
 from fhir_server.search.extract import index_resource
-from fhir_server.storage.port import ResourceVersion
+from fhir_server.storage.port import AuditEntry, ResourceVersion
 from fhir_server.storage.postgres import PostgresEngine
 from fhir_server.storage.postgres.schema import SCHEMA_VERSION
 from tests.postgres import ThrowawayPostgres
@@ -139,3 +140,20 @@ async def test_scrub_vacuums_the_dead_rows_of_a_delete_away(processes: list[Post
     assert (dead, vacuumed) == (0, 1)
     deleted = await store.read("Patient", "p1")
     assert deleted is not None and deleted.deleted
+
+
+async def test_a_bad_audit_event_recorded_with_others_fails_alone(processes: list[PostgresEngine]) -> None:
+    """Concurrent AuditEvents share one transaction (group commit); one that cannot be stored must not
+    take the others with it."""
+    store = await processes[0].tenant("clinic-a")
+
+    def entry(n: int, id: str) -> AuditEntry:
+        content = orjson.dumps({"resourceType": "AuditEvent", "id": id, "outcome": str(n)})
+        return AuditEntry(0, id, "2026-01-01T00:00:00.000+00:00", content, hashlib.sha256(content).hexdigest())
+
+    entries = [entry(n, f"ae{n}") for n in range(8)] + [entry(99, "ae3")]  # ae3 twice: version 1 exists
+    results = await asyncio.gather(*(store.append_audit(e) for e in entries), return_exceptions=True)
+    assert [isinstance(r, asyncpg.UniqueViolationError) for r in results] == [False] * 8 + [True]
+    links = await store.audit_links(0, 100)
+    assert sorted(link.resource_id for link in links) == [f"ae{n}" for n in range(8)]
+    assert [link.seq for link in links] == list(range(1, 9))
