@@ -101,10 +101,12 @@ def parse_request(action_type: int | None, dataset: Dataset | None) -> Commitmen
     if len(items) > MAX_REFERENCES:
         raise InvalidCommitmentRequest(RESOURCE_LIMITATION, f"more than {MAX_REFERENCES} instances in one request")
     references = tuple(
-        Reference(_uid(item.get("ReferencedSOPClassUID"), "SOP Class UID"),
-                  _uid(item.get("ReferencedSOPInstanceUID"), "SOP Instance UID"))
+        Reference(
+            _uid(item.get("ReferencedSOPClassUID"), "SOP Class UID"),
+            _uid(item.get("ReferencedSOPInstanceUID"), "SOP Instance UID"),
+        )
         for item in items
-    )  # fmt: skip
+    )
     return CommitmentRequest(transaction, references)
 
 
@@ -158,8 +160,9 @@ def _sent(assoc: Association, result: CommitmentResult, info: Dataset) -> bool:
     status, _ = assoc.send_n_event_report(info, result.event_type, STORAGE_COMMITMENT, WELL_KNOWN_INSTANCE)
     code = int(status.get("Status", -1)) if status else -1
     if code != 0:
-        log.warning("storage commitment %s: the device answered the report with status %#06x",
-                    result.transaction_uid, code)  # fmt: skip
+        log.warning(
+            "storage commitment %s: the device answered the report with status %#06x", result.transaction_uid, code
+        )
     return code == 0
 
 
@@ -170,8 +173,9 @@ def report_on(assoc: Association, result: CommitmentResult, info: Dataset) -> bo
     try:
         return _sent(assoc, result, info)
     except Exception:
-        log.warning("storage commitment %s: the report on the same association failed", result.transaction_uid,
-                    exc_info=True)  # fmt: skip
+        log.warning(
+            "storage commitment %s: the report on the same association failed", result.transaction_uid, exc_info=True
+        )
         return False
 
 
@@ -183,8 +187,9 @@ def report_anew(ae_title: str, peer: tuple[str, int, str], result: CommitmentRes
     host, port, called = peer
     assoc = ae.associate(host, port, ae_title=called, ext_neg=[build_role(STORAGE_COMMITMENT, scp_role=True)])
     if not assoc.is_established:
-        log.warning("storage commitment %s: no association with %s at %s:%d", result.transaction_uid, called,
-                    host, port)  # fmt: skip
+        log.warning(
+            "storage commitment %s: no association with %s at %s:%d", result.transaction_uid, called, host, port
+        )
         return False
     try:
         return _sent(assoc, result, info)

@@ -74,6 +74,7 @@ DEMONSTRATION_OUTPUT = hd.sr.CodedConcept(
     "demonstration", SCHEME, "DEMONSTRATION model: not a diagnosis, not for clinical use"
 )
 SR_SERIES, SEG_SERIES = 1000, 2000  # added to the source's SeriesNumber
+DICOM_SR_EXTENSION = "urn:dermbridge:dicom-sr"  # a result Observation's link to its SR (dicom_output)
 UID_NAMESPACE = uuid.UUID("6d1f3c52-3b9e-5b7a-9a8e-2f6b1e0c4d21")  # DermBridge's AI result objects
 
 
@@ -344,14 +345,14 @@ def build(source: Dataset, card: ModelCard, probabilities: list[float], segmenta
     sr = build_report(source, card, probabilities, seg, server_version, weights_sha256, tracked)
     for derived in (sr, seg):
         if derived is not None:
-            _carry_context(source, derived)
+            carry_context(source, derived)
     return AiResultObjects(sr, seg)
 
 
 CARRIED = ("IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence", "StudyDescription", "TimezoneOffsetFromUTC")
 
 
-def _carry_context(source: Dataset, derived: Dataset) -> None:
+def carry_context(source: Dataset, derived: Dataset) -> None:
     """Patient and study attributes of the image that highdicom does not copy (PS3.3 C.7.1.1, C.7.2.1): a
     PACS files the objects with the images and their patient."""
     for keyword in CARRIED:

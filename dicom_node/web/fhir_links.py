@@ -34,8 +34,10 @@ class Removed:
 
 
 def _marker(reference: str, uid: str, kind: str, today: str) -> dict[str, Any]:
-    marker: dict[str, Any] = {"type": reference.split("/", 1)[0],
-                              "display": f"{kind} deleted over DICOMweb on {today} (no longer available)"}  # fmt: skip
+    marker: dict[str, Any] = {
+        "type": reference.split("/", 1)[0],
+        "display": f"{kind} deleted over DICOMweb on {today} (no longer available)",
+    }
     if uid:
         marker["identifier"] = {"system": DICOM_UID_SYSTEM, "value": uid}
     return marker
