@@ -38,6 +38,7 @@ from inference.clinician_sr import (
     CONFIRMED,
     NO_AI,
     OVERRODE,
+    OWN_DEMO,
     OWN_SAME,
     Instance,
     LesionDecision,
@@ -87,6 +88,8 @@ def _person_name(practitioner: dict[str, Any] | None, fallback: str) -> str:
         family, given = str(name.get("family") or ""), " ".join(name.get("given") or [])
         if family or given:
             return f"{family}^{given}".rstrip("^")[:64]
+        if name.get("text"):
+            return str(name["text"])[:64]  # one component: the name as written
     return (fallback or "Unknown reviewer")[:64]
 
 
@@ -192,7 +195,7 @@ class SignOffExport:
             str(d.get("reference", "")).startswith("Observation/") for d in observation.get("derivedFrom") or []
         )
         ai_codes = {c.value for o in ai if _is_diagnosis(o) and (c := _snomed(o.get("valueCodeableConcept")))}
-        decision = CONFIRMED if copied else NO_AI if not ai else OWN_SAME if diagnosis.value in ai_codes else OVERRODE
+        decision = _decided(copied, ai, diagnosis.value in ai_codes)
         body = (
             await repo.current("BodyStructure", lesion.split("/", 1)[1])
             if lesion.startswith("BodyStructure/")
@@ -234,6 +237,18 @@ class SignOffExport:
         if not records or await store.get_record(STUDY, study_uid) is None:
             return None
         return await self.files.read_dataset(store, store.name, records[0])
+
+
+def _decided(copied: bool, ai: list[dict[str, Any]], same_as_ai: bool) -> hd.sr.CodedConcept:
+    """Confirmed (a copy of an AI result), else the clinician's own diagnosis: with no AI result, beside a
+    demonstration model's output (never a diagnosis to agree or disagree with), the same as the AI's, or not."""
+    if copied:
+        return CONFIRMED
+    if not ai:
+        return NO_AI
+    if any(_tagged_demo(o) for o in ai):
+        return OWN_DEMO
+    return OWN_SAME if same_as_ai else OVERRODE
 
 
 def _signer(report: dict[str, Any] | None) -> str | None:

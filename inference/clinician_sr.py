@@ -10,7 +10,8 @@ with highdicom, in the study of the images, as a new series.
   SCT 52988006 Lesion, the lesion's site, the key images as source images, and qualitative evaluations:
   SCT 439401001 Diagnosis = the clinician's SNOMED CT diagnosis (a clinician's, never the AI's), the
   clinician's decision ("Confirmed the AI result" / "Overrode the AI result: the clinician disagreed" /
-  "Recorded the clinician's own diagnosis (same as the AI's)") and, for a demonstration model, a
+  "Clinician's own diagnosis (same as the AI's)" / "... (AI was a demonstration)" / "... (no AI result for
+  the lesion)") and, for a demonstration model, a
   qualitative evaluation saying the AI output was a DEMONSTRATION model's, not used as a diagnosis.
 - TID 1500 row 12 "Qualitative Evaluations" at the root: TEXT items a viewer shows as the report's text:
   who signed off and when, the report's conclusion, each lesion's decision in words, and which AI SR
@@ -40,19 +41,21 @@ from inference.dicom_results import (
     derived_uid,
 )
 
-SIGN_OFF_SERIES = 9000  # added to nothing: one series per study for the signed-off reports
+SIGN_OFF_SERIES = 9000  # one series per study for its signed-off reports (the AI's: source + 1000, + 2000)
 DECISION = hd.sr.CodedConcept("clinician-decision", SCHEME, "Clinician decision on the AI result")
 CONFIRMED = hd.sr.CodedConcept("confirmed-ai", SCHEME, "Confirmed the AI result")
 OVERRODE = hd.sr.CodedConcept("overrode-ai", SCHEME, "Overrode the AI result: the clinician disagreed")
 OWN_SAME = hd.sr.CodedConcept("own-same-as-ai", SCHEME, "Clinician's own diagnosis (same as the AI's)")
 AI_OUTPUT_USE = hd.sr.CodedConcept("ai-output-use", SCHEME, "Intended use of this AI output")
 NO_AI = hd.sr.CodedConcept("no-ai-result", SCHEME, "Clinician's own diagnosis (no AI result for the lesion)")
+OWN_DEMO = hd.sr.CodedConcept("own-demo-ai", SCHEME, "Clinician's own diagnosis (AI was a demonstration)")
 URGENCY = hd.sr.CodedConcept("referral-urgency", SCHEME, "Referral urgency")
 WORDS = {
     CONFIRMED.value: "confirmed the AI result",
     OVERRODE.value: "overrode the AI result (the clinician disagreed with it)",
     OWN_SAME.value: "recorded their own diagnosis, the same as the AI's",
     NO_AI.value: "recorded their own diagnosis (the AI gave no result for this lesion)",
+    OWN_DEMO.value: "recorded their own diagnosis (the AI's output was a demonstration, not a diagnosis)",
 }
 
 
