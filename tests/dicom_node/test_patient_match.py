@@ -134,8 +134,13 @@ def test_dicom_names_dates_and_issuers_read_with_pydicom() -> None:
     ds = Dataset()
     ds.PatientName = "Müller^Anna^Maria^Dr.^PhD=ミュラー^アンナ"
     ds.PatientBirthDate = "19850714"
-    assert image_name(ds) == [{"text": "Dr. Anna Maria Müller PhD", "family": "Müller", "given": ["Anna", "Maria"],
-                               "prefix": ["Dr."], "suffix": ["PhD"]}]  # fmt: skip
+    representation = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation"
+    assert image_name(ds) == [
+        {"text": "Dr. Anna Maria Müller PhD", "family": "Müller", "given": ["Anna", "Maria"], "prefix": ["Dr."],
+         "suffix": ["PhD"], "extension": [{"url": representation, "valueCode": "ABC"}]},
+        {"text": "ミュラー アンナ", "family": "ミュラー", "given": ["アンナ"],
+         "extension": [{"url": representation, "valueCode": "IDE"}]},
+    ]  # fmt: skip
     assert birth_date(ds) == "1985-07-14"
     with pydicom.config.disable_value_validation():
         ds.PatientBirthDate = "1985"  # as some devices send it
