@@ -1,7 +1,8 @@
 """A signed-off case exported to DICOM (``clinician_sr``): when a DiagnosticReport becomes ``final``,
 ``amended`` or ``corrected`` with a Practitioner in ``resultsInterpreter`` (the review workflow's ``$complete``
 or a client's sign-off, ``fhir_server.report_sign_off``), the clinician's decision per lesion is stored as a
-verified SR in each study of the case, as a new series (``dicom_node.derived``: durable, indexed, found by
+verified SR in each study of the case, with a Key Object Selection of the key images (title "Of Interest",
+naming the SR too), as new series (``dicom_node.derived``: durable, indexed, found by
 C-FIND/QIDO-RS, retrieved by C-GET/C-MOVE/WADO-RS) and listed in the study's ImagingStudy, which the report's
 ``imagingStudy`` names. An outbox consumer of ``resource.updated``: retried by the dispatcher, idempotent
 (the SR's UID derives from what was signed: the same signing stores nothing twice, a new one a new SR).
@@ -21,6 +22,7 @@ from functools import partial
 from typing import Any
 
 import highdicom as hd
+from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from dicom_node.attributes import INSTANCE, STUDY
@@ -43,6 +45,7 @@ from inference.clinician_sr import (
     Instance,
     LesionDecision,
     SignOff,
+    build_key_images,
     build_sign_off_report,
 )
 from inference.dicom_results import DICOM_SR_EXTENSION
@@ -59,6 +62,7 @@ LATERALITY = {"7771000": codes.cid244.Left, "24028007": codes.cid244.Right, "514
 REASON = "DICOM export of a signed-off report"
 MAX_RESULTS = 200
 TITLE = "Clinician review: signed-off diagnosis"
+KEY_IMAGES = "Clinician review: key images"
 
 
 def _snomed(concept: Any) -> hd.sr.CodedConcept | None:
@@ -153,11 +157,14 @@ class SignOffExport:
             source = await self._source(store, study_uid, lesions)
             if source is None:
                 continue
-            sr = build_sign_off_report(source, _in_study(sign_off, study_uid), self.server_version)
+            decided = _in_study(sign_off, study_uid)
+            sr = build_sign_off_report(source, decided, self.server_version)
+            kos = build_key_images(source, decided, sr)
             home = StudyHome(str(report["subject"]["reference"]).split("/", 1)[1], imaging_study, str(report["id"]))
-
-            audit = partial(self._recorded, store, _audit_event(report, home.patient_id, str(sr.SOPInstanceUID)))
-            stored += await store_derived(store, self.blobs, sr, home, title=TITLE, audit=audit)
+            for made, title in ((sr, TITLE), (kos, KEY_IMAGES)):
+                if made is not None:
+                    audit = partial(self._recorded, store, _audit_event(report, home.patient_id, made))
+                    stored += await store_derived(store, self.blobs, made, home, title=title, audit=audit)
         return stored
 
     async def _recorded(self, store: TenantStore, event: dict[str, Any], tx: TenantTransaction) -> None:
@@ -330,9 +337,10 @@ async def _studies(repo: Repository, report: dict[str, Any]) -> list[tuple[str, 
     return found
 
 
-def _audit_event(report: dict[str, Any], patient: str, sr_uid: str) -> dict[str, Any]:
-    """DICOM "DICOM Instances Accessed" (110103), action Create: the server made the signed-off SR."""
-    event = analysis_event(patient, "", "0", f"signed-off DiagnosticReport/{report['id']} stored as DICOM SR {sr_uid}")
+def _audit_event(report: dict[str, Any], patient: str, made: Dataset) -> dict[str, Any]:
+    """DICOM "DICOM Instances Accessed" (110103), action Create: the server made the signed-off SR (or KOS)."""
+    what = f"{made.Modality} {made.SOPInstanceUID}"
+    event = analysis_event(patient, "", "0", f"signed-off DiagnosticReport/{report['id']} stored as DICOM {what}")
     event["type"] = {"system": DCM, "code": "110103", "display": "DICOM Instances Accessed"}
     event["subtype"] = [
         {"system": "urn:dermbridge:audit", "code": "sign-off-dicom", "display": "Signed-off report as DICOM"}

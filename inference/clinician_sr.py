@@ -17,6 +17,9 @@ with highdicom, in the study of the images, as a new series.
   who signed off and when, the report's conclusion, each lesion's decision in words, and which AI SR
   (SOP Instance UID) it confirms or overrides. The AI SRs are listed in the evidence (Current Requested
   Procedure Evidence Sequence) beside the key images.
+- A Key Object Selection document (``build_key_images``, PS3.3 A.35.4) in a series of its own: the key images
+  of the decided lesions and the signed-off SR, title DCM 113000 "Of Interest", the reviewer as observer, so
+  that a PACS flags the images the diagnosis rests on.
 """
 
 from __future__ import annotations
@@ -209,3 +212,33 @@ def build_sign_off_report(source: Dataset, sign_off: SignOff, server_version: st
     )
     carry_context(source, sr)
     return sr
+
+
+def build_key_images(source: Dataset, sign_off: SignOff, report: Dataset) -> Dataset | None:
+    """The Key Object Selection (PS3.3 A.35.4, TID 2010) of the signed-off decision: title DCM 113000 "Of
+    Interest", the reviewer as observer, the lesions' key images and the signed-off SR (``report``); None when
+    no lesion has an image on record."""
+    images = {i.sop_instance: i for lesion in sign_off.lesions for i in lesion.images}
+    if not images:
+        return None
+    referenced = [source if uid == source.SOPInstanceUID else i.dataset() for uid, i in images.items()]
+    person = hd.sr.PersonObserverIdentifyingAttributes(name=sign_off.reviewer)
+    content = hd.ko.KeyObjectSelection(
+        document_title=codes.DCM.OfInterest,
+        referenced_objects=[*referenced, report],
+        observer_person_context=hd.sr.ObserverContext(codes.DCM.Person, person),
+        description=f"Key images of the signed-off diagnosis (DiagnosticReport/{sign_off.report_id})"[:1024],
+    )
+    study = str(source.StudyInstanceUID)
+    kos = hd.ko.KeyObjectSelectionDocument(
+        evidence=[*referenced, report],
+        content=content,
+        series_instance_uid=derived_uid(study, "clinician-key-images"),
+        series_number=SIGN_OFF_SERIES + 1,
+        sop_instance_uid=derived_uid(study, sign_off.report_id, sign_off.content_key, "clinician-key-images"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        series_description="Clinician review: key images",
+    )
+    carry_context(source, kos)
+    return kos

@@ -21,7 +21,15 @@ from dicom_node.iod import check_ai_result
 from dicom_node.sop_classes import COMPREHENSIVE_3D_SR
 from fhir_server.repository import Repository
 from fhir_server.workflow.review import open_review
-from inference.clinician_sr import OVERRODE, OWN_DEMO, Instance, LesionDecision, SignOff, build_sign_off_report
+from inference.clinician_sr import (
+    OVERRODE,
+    OWN_DEMO,
+    Instance,
+    LesionDecision,
+    SignOff,
+    build_key_images,
+    build_sign_off_report,
+)
 from inference.dicom_results import derived_uid
 from tests.conftest import BASE, FhirTestClient
 from tests.fhir_server.workflow.review_case import DERMATOLOGY, NAEVUS, Reviewer
@@ -90,6 +98,24 @@ def test_an_override_reads_as_the_clinicians_verified_disagreement(tmp_path: Pat
     }
     assert {ai_sr, image.SOPInstanceUID} <= evidence
     assert "Clinician review" in sr.SeriesDescription and "E:" not in _dcmdump(sr, tmp_path)
+
+
+def test_the_key_images_are_marked_with_the_signed_off_report(tmp_path: Path) -> None:
+    image = lesion_instance("CSR-3", seed=7)
+    decided = _decision(OVERRODE, False, image, pydicom.uid.generate_uid())
+    sr = build_sign_off_report(image, decided, "test")
+    kos = build_key_images(image, decided, sr)
+    assert kos is not None and kos.Modality == "KO" and kos.PatientID == image.PatientID
+    check_ai_result(kos)
+    assert kos.ConceptNameCodeSequence[0].CodeValue == "113000"  # Of Interest
+    referenced = {
+        str(i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+        for i in kos.ContentSequence
+        if "ReferencedSOPSequence" in i
+    }
+    assert referenced == {image.SOPInstanceUID, sr.SOPInstanceUID}
+    assert build_key_images(image, SignOff("c", "k", "A^B", "t", "", "", ()), sr) is None  # no images, no KOS
+    assert "E:" not in _dcmdump(kos, tmp_path)
 
 
 def test_beside_a_demonstration_model_the_diagnosis_is_the_clinicians_own(tmp_path: Path) -> None:
@@ -173,7 +199,8 @@ def test_a_signed_off_review_reaches_the_pacs_as_a_verified_sr(node: FhirTestCli
     assert "93655004" not in str(sr)  # no melanoma asserted anywhere: neither the AI's nor the clinician's
     words = " ".join(_texts(sr))
     assert _value(ai_sr, "00080018") in words and "DEMONSTRATION" in words
-    assert _c_find_modalities(dimse_port(node), study).count("SR") == 2  # the AI's series and the clinician's
+    modalities = _c_find_modalities(dimse_port(node), study)
+    assert modalities.count("SR") == 2 and "KO" in modalities  # the AI's SR, the clinician's SR and key images
     imaging = node.get(f"{BASE}/ImagingStudy", params={"identifier": f"urn:dicom:uid|urn:oid:{study}"}).json()
     series = imaging["entry"][0]["resource"]["series"]
     assert any(s["uid"] == sr.SeriesInstanceUID and s["modality"]["code"] == "SR" for s in series)
