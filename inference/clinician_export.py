@@ -28,6 +28,7 @@ from pydicom.sr.codedict import codes
 from dicom_node.attributes import INSTANCE, STUDY
 from dicom_node.blobs import BlobStore
 from dicom_node.derived import StudyHome, UidTaken, store_derived
+from dicom_node.errors import InvalidInstance
 from dicom_node.instance_files import InstanceFiles
 from dicom_node.sop_classes import AI_RESULT_CLASSES
 from fhir_server.audit.events import DCM, ENTITY_TYPE
@@ -63,6 +64,7 @@ REASON = "DICOM export of a signed-off report"
 MAX_RESULTS = 200
 TITLE = "Clinician review: signed-off diagnosis"
 KEY_IMAGES = "Clinician review: key images"
+SUBTYPE = {"system": "urn:dermbridge:audit", "code": "sign-off-dicom", "display": "Signed-off report as DICOM"}
 
 
 def _snomed(concept: Any) -> hd.sr.CodedConcept | None:
@@ -89,12 +91,17 @@ def _tagged_demo(observation: dict[str, Any]) -> bool:
 def _person_name(practitioner: dict[str, Any] | None, fallback: str) -> str:
     """The Practitioner's name as a DICOM PN (Family^Given), else the reference's display."""
     for name in (practitioner or {}).get("name") or []:
-        family, given = str(name.get("family") or ""), " ".join(name.get("given") or [])
+        family, given = str(name.get("family") or "").replace("^", " "), " ".join(name.get("given") or [])
         if family or given:
-            return f"{family}^{given}".rstrip("^")[:64]
+            return f"{family}^{given.replace('^', ' ')}"[:64]
         if name.get("text"):
-            return str(name["text"])[:64]  # one component: the name as written
-    return (fallback or "Unknown reviewer")[:64]
+            return _one_component(str(name["text"]))
+    return _one_component(fallback or "Unknown reviewer")
+
+
+def _one_component(text: str) -> str:
+    """A name as written, as one PN component (the trailing caret says so: PS3.5 6.2.1.2)."""
+    return text.replace("^", " ").strip()[:63] + "^"
 
 
 def _site(body: dict[str, Any] | None) -> hd.sr.FindingSite | None:
@@ -135,8 +142,9 @@ class SignOffExport:
             return
         try:
             await self.export(store, repo, report, signer)
-        except UidTaken as exc:
-            log.warning("the signed-off report %s was not exported to DICOM: %s", report["id"], exc)
+        except (UidTaken, InvalidInstance, ValueError, TypeError) as exc:  # would fail again: recorded, not retried
+            log.exception("the signed-off report %s was not exported to DICOM", report["id"])
+            await self._record_failure(store, report, f"{type(exc).__name__}: {exc}"[:500])
 
     async def export(self, store: TenantStore, repo: Repository, report: dict[str, Any], signer: str) -> int:
         """The SR of the signed-off ``report`` in each of its studies on record; how many were stored."""
@@ -152,20 +160,31 @@ class SignOffExport:
             conclusion=str(report.get("conclusion") or ""),
             lesions=tuple(lesions),
         )
+        patient = str((report.get("subject") or {}).get("reference", "")).removeprefix("Patient/")
         stored = 0
-        for imaging_study, study_uid in await _studies(repo, report):
+        for imaging_study, study_uid in await _studies(repo, report) if patient else []:
             source = await self._source(store, study_uid, lesions)
             if source is None:
                 continue
             decided = _in_study(sign_off, study_uid)
             sr = build_sign_off_report(source, decided, self.server_version)
             kos = build_key_images(source, decided, sr)
-            home = StudyHome(str(report["subject"]["reference"]).split("/", 1)[1], imaging_study, str(report["id"]))
+            home = StudyHome(patient, imaging_study, str(report["id"]))
             for made, title in ((sr, TITLE), (kos, KEY_IMAGES)):
                 if made is not None:
                     audit = partial(self._recorded, store, _audit_event(report, home.patient_id, made))
                     stored += await store_derived(store, self.blobs, made, home, title=title, audit=audit)
         return stored
+
+    async def _record_failure(self, store: TenantStore, report: dict[str, Any], reason: str) -> None:
+        if self.audit is None:
+            return
+        patient = str((report.get("subject") or {}).get("reference", "")).removeprefix("Patient/")
+        event = analysis_event(patient, "", "8", f"DiagnosticReport/{report['id']} not exported to DICOM: {reason}")
+        event["subtype"] = [SUBTYPE]
+        event["entity"][0] = _report_entity(report)
+        async with store.transaction() as tx:
+            await self.audit.record_in(store, tx, event)
 
     async def _recorded(self, store: TenantStore, event: dict[str, Any], tx: TenantTransaction) -> None:
         if self.audit is not None:
@@ -342,12 +361,11 @@ def _audit_event(report: dict[str, Any], patient: str, made: Dataset) -> dict[st
     what = f"{made.Modality} {made.SOPInstanceUID}"
     event = analysis_event(patient, "", "0", f"signed-off DiagnosticReport/{report['id']} stored as DICOM {what}")
     event["type"] = {"system": DCM, "code": "110103", "display": "DICOM Instances Accessed"}
-    event["subtype"] = [
-        {"system": "urn:dermbridge:audit", "code": "sign-off-dicom", "display": "Signed-off report as DICOM"}
-    ]
+    event["subtype"] = [SUBTYPE]
     event["action"] = "C"
-    event["entity"][0] = {
-        "what": {"reference": f"DiagnosticReport/{report['id']}"},
-        "type": {"system": ENTITY_TYPE, "code": "2"},
-    }
+    event["entity"][0] = _report_entity(report)
     return event
+
+
+def _report_entity(report: dict[str, Any]) -> dict[str, Any]:
+    return {"what": {"reference": f"DiagnosticReport/{report['id']}"}, "type": {"system": ENTITY_TYPE, "code": "2"}}

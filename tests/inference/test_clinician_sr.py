@@ -21,6 +21,7 @@ from dicom_node.iod import check_ai_result
 from dicom_node.sop_classes import COMPREHENSIVE_3D_SR
 from fhir_server.repository import Repository
 from fhir_server.workflow.review import open_review
+from inference.clinician_export import _person_name
 from inference.clinician_sr import (
     OVERRODE,
     OWN_DEMO,
@@ -207,3 +208,9 @@ def test_a_signed_off_review_reaches_the_pacs_as_a_verified_sr(node: FhirTestCli
     final = node.get(f"{BASE}/DiagnosticReport/{report['id']}").json()
     assert final["status"] == "final"
     assert {"reference": f"ImagingStudy/{imaging['entry'][0]['resource']['id']}"} in final["imagingStudy"]
+
+
+def test_the_reviewers_name_is_a_valid_person_name() -> None:
+    assert _person_name({"name": [{"family": "Lovelace", "given": ["Ada", "King"]}]}, "") == "Lovelace^Ada King"
+    assert _person_name({"name": [{"text": "Dr Ada Lovelace"}]}, "") == "Dr Ada Lovelace^"  # one component, said so
+    assert _person_name(None, "A^B") == "A B^"
