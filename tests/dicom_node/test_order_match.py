@@ -83,3 +83,22 @@ def test_an_image_of_another_patient_never_enters_the_ehr_s_case(node: DicomNode
     (own,) = cases_of(node, b)
     assert own["id"] != opened["id"] and len(own["media"]) == 1
     assert_mismatch_recorded(node, b, a, opened["id"])
+
+
+def test_a_case_of_a_record_merged_into_the_image_s_patient_is_joined(node: DicomNode, tmp_path: Path) -> None:
+    """The order names a record that ``Patient/$merge`` retired into the image's Patient: the same person."""
+    client = node.client
+    retired, survivor = (client.post(f"{BASE}/Patient", json={"resourceType": "Patient", "identifier": [
+        {"system": "urn:clinic:mrn", "value": mrn}]}).json()["id"] for mrn in ("ORD-OLD", "ORD-NEW"))  # fmt: skip
+    merged = client.post(f"{BASE}/Patient/$merge", json={"resourceType": "Parameters", "parameter": [
+        {"name": "source-patient", "valueReference": {"reference": f"Patient/{retired}"}},
+        {"name": "target-patient", "valueReference": {"reference": f"Patient/{survivor}"}}]})  # fmt: skip
+    assert merged.status_code == 200, merged.text
+    case = {"resourceType": "DiagnosticReport", "status": "registered", "code": {"text": "Dermoscopy review"},
+            "identifier": [{"system": "urn:dermbridge:accession", "value": "ORDER-M"}],
+            "subject": {"reference": f"Patient/{retired}"}}  # fmt: skip
+    opened = client.post(f"{BASE}/DiagnosticReport", json=case)
+    assert opened.status_code == 201, opened.text
+    node.run("storescu", str(write(dermoscopic(patient_id="ORD-NEW", accession="ORDER-M"), tmp_path)), check=True)
+    assert len(client.get(f"{BASE}/DiagnosticReport/{opened.json()['id']}").json()["media"]) == 1
+    assert client.get(f"{BASE}/Task", params={"code": REVIEW}).json()["total"] == 0
