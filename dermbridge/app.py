@@ -26,6 +26,7 @@ from dermbridge.dicom import TrailSink, build_dimse, build_ingestor
 from dermbridge.identity import consent_watcher, register_identity
 from dermbridge.outcomes import register as register_outcomes
 from dermbridge.outcomes import start_linker
+from dermbridge.people import install_people
 from dermbridge.profiles import register_conformance_profiles
 from dermbridge.settings import Settings
 from dermbridge.storage import open_audit_trail, open_engine
@@ -318,10 +319,13 @@ def create_app(settings: Settings) -> FastAPI:
         authenticator=authenticator,
     )
     app.state.clients = clients
+    token_endpoint = TokenEndpoint(clients, tokens, lockout) if tokens is not None else None
+    if token_endpoint is not None:
+        install_people(app, settings, engine, clients, token_endpoint, authenticator, audit)
     app.state.auth_http = AuthHttp(
         engine,
         authenticator,
-        TokenEndpoint(clients, tokens, lockout) if tokens is not None else None,
+        token_endpoint,
         audit,
         settings.default_tenant,
         settings.base_url(),

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         True, description="false: the insecure development mode, every request unrestricted (warned on each start)"
     )
     auth_token_lifetime_seconds: int = Field(300, ge=30, le=86400)
+    auth_session_lifetime_seconds: int = Field(
+        8 * 3600, ge=60, le=7 * 86400, description="a person's browser session ends this long after sign-in"
+    )
+    auth_refresh_lifetime_seconds: int = Field(
+        8 * 3600, ge=60, le=90 * 86400, description="a SMART app's refresh token (rotated at each use) lives this long"
+    )
     auth_bootstrap_admin: bool = Field(True, description="create and print an admin client on a fresh data dir")
     oidc_issuer: str | None = Field(None, description="an external OpenID provider whose access tokens are accepted")
     oidc_jwks: str | None = Field(None, description="its JWKS: a file path or an https:// URL")
