@@ -1,0 +1,225 @@
+"""The whole SMART App Launch code flow over real sockets: a ``dermbridge serve`` process driven by httpx
+(authorize -> login form -> consent -> code -> token with PKCE -> FHIR read), and what must be refused."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import jwt
+import pyotp
+import pytest
+
+from tests.server import Server, running_server
+
+REDIRECT = "http://127.0.0.1:9/callback"
+PASSWORD = "correct horse battery"
+
+
+def dermbridge(data_dir: Path, *args: str, stdin: str = "") -> dict[str, object]:
+    command = [sys.executable, "-m", "dermbridge", *args, "--data-dir", str(data_dir)]
+    done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.strip()
+    return json.loads(out) if out.startswith("{") else {}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path, dict[str, str]]]:
+    data_dir = tmp_path_factory.mktemp("people") / "var"
+    with running_server(data_dir) as server:
+        for pid in ("p1", "p2", "p3", "p4"):
+            put = server.http.put(f"{server.base}/Practitioner/{pid}", json={"resourceType": "Practitioner", "id": pid})
+            assert put.status_code in (200, 201), put.text
+        for name, pid in (("alice", "p1"), ("bob", "p2"), ("carol", "p3"), ("dave", "p4")):
+            dermbridge(data_dir, "user", "create", "--username", name, "--practitioner", pid, "--password-stdin",
+                       stdin=PASSWORD + "\n")  # fmt: skip
+        app = dermbridge(data_dir, "client", "create", "--name", "Third party app", "--role", "clinician-reviewer",
+                         "--no-secret", "--redirect-uri", REDIRECT)  # fmt: skip
+        own = dermbridge(data_dir, "client", "create", "--name", "Hospital app", "--role", "clinician-reviewer",
+                         "--no-secret", "--redirect-uri", REDIRECT, "--first-party")  # fmt: skip
+        yield server, data_dir, {"app": str(app["client_id"]), "own": str(own["client_id"])}
+
+
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def authorize_url(server: Server, client_id: str, challenge: str, scope: str, **extra: str) -> str:
+    params = {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT, "scope": scope,
+              "state": "st-1", "aud": server.base, "code_challenge": challenge, "code_challenge_method": "S256",
+              **extra}  # fmt: skip
+    return f"{server.root}/auth/authorize?{urlencode(params)}"
+
+
+def hidden(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', html.replace("&amp;", "&")))
+
+
+def sign_in(browser: httpx.Client, root: str, location: str, username: str, code: str = "") -> httpx.Response:
+    page = browser.get(location if location.startswith("http") else root + location)
+    assert page.status_code == 200
+    assert "Content-Security-Policy" in page.headers and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert '<label for="username">' in page.text and '<label for="password">' in page.text
+    form = {**hidden(page.text), "username": username, "password": PASSWORD, "code": code}
+    return browser.post(f"{root}/auth/login", data=form)
+
+
+def code_of(response: httpx.Response) -> str:
+    assert response.status_code in (302, 303), response.text
+    location = response.headers["location"]
+    assert location.startswith(REDIRECT)
+    query = parse_qs(urlsplit(location).query)
+    assert query["state"] == ["st-1"]
+    return query["code"][0]
+
+
+def exchange(server: Server, client_id: str, code: str, verifier: str) -> httpx.Response:
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": client_id,
+            "code_verifier": verifier}  # fmt: skip
+    return httpx.post(f"{server.root}/auth/token", data=form)
+
+
+def test_code_flow_with_consent_pkce_and_a_fhir_read(world: tuple[Server, Path, dict[str, str]]) -> None:
+    server, _, clients = world
+    verifier, challenge = pkce()
+    scope = "openid fhirUser offline_access user/Practitioner.rs user/Patient.cruds"
+    with httpx.Client() as browser:
+        start = browser.get(authorize_url(server, clients["app"], challenge, scope))
+        assert start.status_code == 303 and start.headers["location"].startswith("/auth/login?")
+        signed = sign_in(browser, server.root, start.headers["location"], "alice")
+        assert signed.status_code == 303, signed.text
+        cookie = signed.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax")
+        consent = browser.get(server.root + signed.headers["location"])
+        assert consent.status_code == 200 and "Third party app" in consent.text
+        assert "user/Patient.rs" in consent.text  # narrowed to what a clinician reviewer may do
+        assert "127.0.0.1:9" in consent.headers["content-security-policy"]  # the form may end at the app
+        fields = hidden(consent.text)
+        forged = browser.post(f"{server.root}/auth/authorize", data={**fields, "csrf": "forged", "decision": "allow"})
+        assert forged.status_code == 403
+        code = code_of(browser.post(f"{server.root}/auth/authorize", data={**fields, "decision": "allow"}))
+    token = exchange(server, clients["app"], code, verifier)
+    assert token.status_code == 200, token.text
+    body = token.json()
+    assert "user/Patient.rs" in body["scope"] and "user/Patient.cruds" not in body["scope"]
+    jwks = httpx.get(f"{server.root}/.well-known/jwks.json").json()
+    key = jwt.PyJWKSet.from_dict(jwks).keys[0].key
+    id_token = jwt.decode(body["id_token"], key, algorithms=["EdDSA"], audience=clients["app"])
+    assert id_token["fhirUser"] == f"{server.base}/Practitioner/p1"
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["fhirUser"] == "Practitioner/p1"
+    read = httpx.get(f"{server.base}/Practitioner/p1", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert read.status_code == 200 and read.json()["id"] == "p1"
+    write = httpx.put(f"{server.base}/Practitioner/p1", json={"resourceType": "Practitioner", "id": "p1"},
+                      headers={"Authorization": f"Bearer {body['access_token']}"})  # fmt: skip
+    assert write.status_code == 403  # the one access layer decides, with the user's scopes
+
+    reused = exchange(server, clients["app"], code, verifier)
+    assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+    refreshed = httpx.post(f"{server.root}/auth/token", data={"grant_type": "refresh_token",
+                           "refresh_token": body["refresh_token"], "client_id": clients["app"]})  # fmt: skip
+    assert refreshed.status_code == 400, "a reused code ends the refresh token its first use gave"
+
+
+def test_refresh_tokens_rotate(world: tuple[Server, Path, dict[str, str]]) -> None:
+    server, _, clients = world
+    verifier, challenge = pkce()
+    with httpx.Client() as browser:
+        start = browser.get(authorize_url(server, clients["own"], challenge, "offline_access user/Patient.rs"))
+        signed = sign_in(browser, server.root, start.headers["location"], "alice")
+        code = code_of(browser.get(server.root + signed.headers["location"]))  # first party: no consent
+    first = exchange(server, clients["own"], code, verifier).json()
+
+    def refresh(token: str) -> httpx.Response:
+        form = {"grant_type": "refresh_token", "refresh_token": token, "client_id": clients["own"]}
+        return httpx.post(f"{server.root}/auth/token", data=form)
+
+    second = refresh(first["refresh_token"])
+    assert second.status_code == 200 and second.json()["refresh_token"] != first["refresh_token"]
+    assert refresh(first["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_wrong_pkce_verifier_and_unregistered_redirect_are_refused(world: tuple[Server, Path, dict[str, str]]) -> None:
+    server, _, clients = world
+    _, challenge = pkce()
+    with httpx.Client() as browser:
+        start = browser.get(authorize_url(server, clients["own"], challenge, "user/Patient.rs"))
+        signed = sign_in(browser, server.root, start.headers["location"], "alice")
+        code = code_of(browser.get(server.root + signed.headers["location"]))
+        other_verifier, _ = pkce()
+        wrong = exchange(server, clients["own"], code, other_verifier)
+        assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
+        elsewhere = browser.get(authorize_url(server, clients["own"], challenge, "user/Patient.rs").replace(
+            "127.0.0.1%3A9", "evil.example"))  # fmt: skip
+        assert elsewhere.status_code == 400 and "location" not in elsewhere.headers
+        plain = browser.get(authorize_url(server, clients["own"], challenge, "user/Patient.rs",
+                                          code_challenge_method="plain"))  # fmt: skip
+        assert plain.status_code == 302
+        assert parse_qs(urlsplit(plain.headers["location"]).query)["error"] == ["invalid_request"]
+
+
+def test_ehr_launch_gives_the_patient(world: tuple[Server, Path, dict[str, str]]) -> None:
+    server, _, clients = world
+    launch = httpx.post(f"{server.root}/auth/launch", data={"tenant": "default", "patient": "pat1"},
+                        headers=server.headers).json()["launch"]  # fmt: skip
+    verifier, challenge = pkce()
+    with httpx.Client() as browser:
+        start = browser.get(authorize_url(server, clients["own"], challenge, "launch patient/Patient.rs openid fhirUser",
+                                          launch=launch))  # fmt: skip
+        signed = sign_in(browser, server.root, start.headers["location"], "alice")
+        code = code_of(browser.get(server.root + signed.headers["location"]))
+    body = exchange(server, clients["own"], code, verifier).json()
+    assert body["patient"] == "pat1" and "patient/Patient.rs" in body["scope"]
+    smart = httpx.get(f"{server.base}/.well-known/smart-configuration").json()
+    assert smart["authorization_endpoint"] == f"{server.root}/auth/authorize"
+    assert {"launch-ehr", "client-public", "sso-openid-connect"} <= set(smart["capabilities"])
+    assert smart["code_challenge_methods_supported"] == ["S256"]
+
+
+def test_lockout_totp_disabled_user_and_sign_out(world: tuple[Server, Path, dict[str, str]]) -> None:
+    server, data_dir, _ = world
+    with httpx.Client() as browser:
+        page = browser.get(f"{server.root}/auth/login")
+        for _ in range(5):
+            wrong = browser.post(f"{server.root}/auth/login",
+                                 data={**hidden(page.text), "username": "bob", "password": "not the password"})  # fmt: skip
+            assert wrong.status_code == 401
+        locked = browser.post(f"{server.root}/auth/login",
+                              data={**hidden(page.text), "username": "bob", "password": PASSWORD})  # fmt: skip
+        assert locked.status_code == 401, "locked, even with the right password"
+    totp = dermbridge(data_dir, "user", "totp", "--username", "carol")
+    with httpx.Client() as browser:
+        assert sign_in(browser, server.root, "/auth/login", "carol").status_code == 401
+        now = pyotp.TOTP(str(totp["totp_secret"])).now()
+        assert sign_in(browser, server.root, "/auth/login", "carol", now).status_code == 303
+        assert browser.get(f"{server.root}/auth/session").json()["fhirUser"] == "Practitioner/p3"
+    with httpx.Client() as browser:
+        assert sign_in(browser, server.root, "/auth/login", "dave").status_code == 303
+        assert browser.get(f"{server.root}/auth/session").status_code == 200
+        dermbridge(data_dir, "user", "disable", "--username", "dave")
+        assert browser.get(f"{server.root}/auth/session").status_code == 401
+        assert sign_in(browser, server.root, "/auth/login", "dave").status_code == 401
+    with httpx.Client() as browser:
+        assert sign_in(browser, server.root, "/auth/login", "alice").status_code == 303
+        session = browser.get(f"{server.root}/auth/session").json()
+        assert session["username"] == "alice"
+        no_csrf = browser.post(f"{server.root}/auth/logout", data={"csrf": "nope"})
+        assert no_csrf.status_code == 403
+    events = server.http.get(f"{server.base}/AuditEvent", params={"_count": "500"}).json()
+    logins = [e["resource"] for e in events.get("entry", []) if e["resource"].get("subtype", [{}])[0].get("code") == "110122"]
+    assert any(e["outcome"] == "4" and e["agent"][0]["who"].get("reference") == "Practitioner/p2" for e in logins)
+    assert any(e["outcome"] == "0" and e["agent"][0]["who"].get("reference") == "Practitioner/p3" for e in logins)
+    assert PASSWORD not in json.dumps(events)
