@@ -231,7 +231,8 @@ async def logout(request: Request) -> Response:
 
 @router.get("/auth/session")
 async def current_session(request: Request) -> Response:
-    """Who is signed in (for pages and scripts of this origin): 401 without a live session."""
+    """Who is signed in, and the session's CSRF token for its form posts (for pages and scripts of this origin,
+    which alone get the cookie: SameSite=Lax, no credentialed CORS): 401 without a live session."""
     session = await _people(request).sessions.current(request.cookies.get(COOKIE))
     if session is None:
         return JSONResponse({"error": "not signed in"}, 401, headers={"Cache-Control": "no-store"})
@@ -241,6 +242,7 @@ async def current_session(request: Request) -> Response:
         "fhirUser": session.user.fhir_user,
         "roles": list(session.user.roles),
         "expires": int(session.expires),
+        "csrf": session.csrf,
     }
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 

@@ -42,12 +42,42 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Pa
             put = server.http.put(f"{server.base}/Practitioner/{pid}", json={"resourceType": "Practitioner", "id": pid})
             assert put.status_code in (200, 201), put.text
         for name, pid in (("alice", "p1"), ("bob", "p2"), ("carol", "p3"), ("dave", "p4")):
-            dermbridge(data_dir, "user", "create", "--username", name, "--practitioner", pid, "--password-stdin",
-                       stdin=PASSWORD + "\n")  # fmt: skip
-        app = dermbridge(data_dir, "client", "create", "--name", "Third party app", "--role", "clinician-reviewer",
-                         "--no-secret", "--redirect-uri", REDIRECT)  # fmt: skip
-        own = dermbridge(data_dir, "client", "create", "--name", "Hospital app", "--role", "clinician-reviewer",
-                         "--no-secret", "--redirect-uri", REDIRECT, "--first-party")  # fmt: skip
+            dermbridge(
+                data_dir,
+                "user",
+                "create",
+                "--username",
+                name,
+                "--practitioner",
+                pid,
+                "--password-stdin",
+                stdin=PASSWORD + "\n",
+            )
+        app = dermbridge(
+            data_dir,
+            "client",
+            "create",
+            "--name",
+            "Third party app",
+            "--role",
+            "clinician-reviewer",
+            "--no-secret",
+            "--redirect-uri",
+            REDIRECT,
+        )
+        own = dermbridge(
+            data_dir,
+            "client",
+            "create",
+            "--name",
+            "Hospital app",
+            "--role",
+            "clinician-reviewer",
+            "--no-secret",
+            "--redirect-uri",
+            REDIRECT,
+            "--first-party",
+        )
         yield server, data_dir, {"app": str(app["client_id"]), "own": str(own["client_id"])}
 
 
@@ -58,9 +88,17 @@ def pkce() -> tuple[str, str]:
 
 
 def authorize_url(server: Server, client_id: str, challenge: str, scope: str, **extra: str) -> str:
-    params = {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT, "scope": scope,
-              "state": "st-1", "aud": server.base, "code_challenge": challenge, "code_challenge_method": "S256",
-              **extra}  # fmt: skip
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": REDIRECT,
+        "scope": scope,
+        "state": "st-1",
+        "aud": server.base,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **extra,
+    }
     return f"{server.root}/auth/authorize?{urlencode(params)}"
 
 
@@ -71,7 +109,10 @@ def hidden(html: str) -> dict[str, str]:
 def sign_in(browser: httpx.Client, root: str, location: str, username: str, code: str = "") -> httpx.Response:
     page = browser.get(location if location.startswith("http") else root + location)
     assert page.status_code == 200
-    assert "Content-Security-Policy" in page.headers and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert (
+        "Content-Security-Policy" in page.headers
+        and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    )
     assert '<label for="username">' in page.text and '<label for="password">' in page.text
     form = {**hidden(page.text), "username": username, "password": PASSWORD, "code": code}
     return browser.post(f"{root}/auth/login", data=form)
@@ -87,8 +128,13 @@ def code_of(response: httpx.Response) -> str:
 
 
 def exchange(server: Server, client_id: str, code: str, verifier: str) -> httpx.Response:
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": client_id,
-            "code_verifier": verifier}  # fmt: skip
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "client_id": client_id,
+        "code_verifier": verifier,
+    }
     return httpx.post(f"{server.root}/auth/token", data=form)
 
 
@@ -123,14 +169,19 @@ def test_code_flow_with_consent_pkce_and_a_fhir_read(world: tuple[Server, Path, 
     assert claims["fhirUser"] == "Practitioner/p1"
     read = httpx.get(f"{server.base}/Practitioner/p1", headers={"Authorization": f"Bearer {body['access_token']}"})
     assert read.status_code == 200 and read.json()["id"] == "p1"
-    write = httpx.put(f"{server.base}/Practitioner/p1", json={"resourceType": "Practitioner", "id": "p1"},
-                      headers={"Authorization": f"Bearer {body['access_token']}"})  # fmt: skip
+    write = httpx.put(
+        f"{server.base}/Practitioner/p1",
+        json={"resourceType": "Practitioner", "id": "p1"},
+        headers={"Authorization": f"Bearer {body['access_token']}"},
+    )
     assert write.status_code == 403  # the one access layer decides, with the user's scopes
 
     reused = exchange(server, clients["app"], code, verifier)
     assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
-    refreshed = httpx.post(f"{server.root}/auth/token", data={"grant_type": "refresh_token",
-                           "refresh_token": body["refresh_token"], "client_id": clients["app"]})  # fmt: skip
+    refreshed = httpx.post(
+        f"{server.root}/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"], "client_id": clients["app"]},
+    )
     assert refreshed.status_code == 400, "a reused code ends the refresh token its first use gave"
 
 
@@ -162,23 +213,27 @@ def test_wrong_pkce_verifier_and_unregistered_redirect_are_refused(world: tuple[
         other_verifier, _ = pkce()
         wrong = exchange(server, clients["own"], code, other_verifier)
         assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
-        elsewhere = browser.get(authorize_url(server, clients["own"], challenge, "user/Patient.rs").replace(
-            "127.0.0.1%3A9", "evil.example"))  # fmt: skip
+        elsewhere = browser.get(
+            authorize_url(server, clients["own"], challenge, "user/Patient.rs").replace("127.0.0.1%3A9", "evil.example")
+        )
         assert elsewhere.status_code == 400 and "location" not in elsewhere.headers
-        plain = browser.get(authorize_url(server, clients["own"], challenge, "user/Patient.rs",
-                                          code_challenge_method="plain"))  # fmt: skip
+        plain = browser.get(
+            authorize_url(server, clients["own"], challenge, "user/Patient.rs", code_challenge_method="plain")
+        )
         assert plain.status_code == 302
         assert parse_qs(urlsplit(plain.headers["location"]).query)["error"] == ["invalid_request"]
 
 
 def test_ehr_launch_gives_the_patient(world: tuple[Server, Path, dict[str, str]]) -> None:
     server, _, clients = world
-    launch = httpx.post(f"{server.root}/auth/launch", data={"tenant": "default", "patient": "pat1"},
-                        headers=server.headers).json()["launch"]  # fmt: skip
+    launch = httpx.post(
+        f"{server.root}/auth/launch", data={"tenant": "default", "patient": "pat1"}, headers=server.headers
+    ).json()["launch"]
     verifier, challenge = pkce()
     with httpx.Client() as browser:
-        start = browser.get(authorize_url(server, clients["own"], challenge, "launch patient/Patient.rs openid fhirUser",
-                                          launch=launch))  # fmt: skip
+        start = browser.get(
+            authorize_url(server, clients["own"], challenge, "launch patient/Patient.rs openid fhirUser", launch=launch)
+        )
         signed = sign_in(browser, server.root, start.headers["location"], "alice")
         code = code_of(browser.get(server.root + signed.headers["location"]))
     body = exchange(server, clients["own"], code, verifier).json()
@@ -194,11 +249,14 @@ def test_lockout_totp_disabled_user_and_sign_out(world: tuple[Server, Path, dict
     with httpx.Client() as browser:
         page = browser.get(f"{server.root}/auth/login")
         for _ in range(5):
-            wrong = browser.post(f"{server.root}/auth/login",
-                                 data={**hidden(page.text), "username": "bob", "password": "not the password"})  # fmt: skip
+            wrong = browser.post(
+                f"{server.root}/auth/login",
+                data={**hidden(page.text), "username": "bob", "password": "not the password"},
+            )
             assert wrong.status_code == 401
-        locked = browser.post(f"{server.root}/auth/login",
-                              data={**hidden(page.text), "username": "bob", "password": PASSWORD})  # fmt: skip
+        locked = browser.post(
+            f"{server.root}/auth/login", data={**hidden(page.text), "username": "bob", "password": PASSWORD}
+        )
         assert locked.status_code == 401, "locked, even with the right password"
     totp = dermbridge(data_dir, "user", "totp", "--username", "carol")
     with httpx.Client() as browser:
@@ -218,8 +276,15 @@ def test_lockout_totp_disabled_user_and_sign_out(world: tuple[Server, Path, dict
         assert session["username"] == "alice"
         no_csrf = browser.post(f"{server.root}/auth/logout", data={"csrf": "nope"})
         assert no_csrf.status_code == 403
+        out = browser.post(f"{server.root}/auth/logout", data={"csrf": session["csrf"]})
+        assert out.status_code == 303
+        assert browser.get(f"{server.root}/auth/session").status_code == 401
     events = server.http.get(f"{server.base}/AuditEvent", params={"_count": "500"}).json()
-    logins = [e["resource"] for e in events.get("entry", []) if e["resource"].get("subtype", [{}])[0].get("code") == "110122"]
+    logins = [
+        e["resource"] for e in events.get("entry", []) if e["resource"].get("subtype", [{}])[0].get("code") == "110122"
+    ]
     assert any(e["outcome"] == "4" and e["agent"][0]["who"].get("reference") == "Practitioner/p2" for e in logins)
     assert any(e["outcome"] == "0" and e["agent"][0]["who"].get("reference") == "Practitioner/p3" for e in logins)
+    logouts = [e["resource"] for e in events.get("entry", []) if e["resource"]["subtype"][0]["code"] == "110123"]
+    assert logouts and logouts[0]["agent"][0]["who"]["reference"] == "Practitioner/p1"
     assert PASSWORD not in json.dumps(events)
