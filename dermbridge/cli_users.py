@@ -52,9 +52,10 @@ def user_command(args: argparse.Namespace) -> int:
                         f"no Practitioner/{args.practitioner} in tenant {args.tenant}: create it first", file=sys.stderr
                     )
                     return 2
-                password, generated = _password(args)
+                password, generated = (None, False) if args.no_password else _password(args)
+                roles = args.role or ["clinician-reviewer"]
                 user = await users.create(
-                    args.tenant, args.username, args.practitioner, args.role or ["clinician-reviewer"], password
+                    args.tenant, args.username, args.practitioner, roles, password, args.oidc_subject
                 )
                 shown = {"username": user.username, "fhirUser": user.fhir_user, "roles": list(user.roles)}
                 print(json.dumps({**shown, **({"password": password} if generated else {})}, indent=2))
@@ -89,6 +90,8 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     user.add_argument("--practitioner", help="create: the id of the user's Practitioner in the tenant")
     user.add_argument("--role", action="append", choices=sorted(ROLES), help="create: repeat for several roles")
     user.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    user.add_argument("--oidc-subject", help="create: the user's sub at the OpenID provider (signs in there)")
+    user.add_argument("--no-password", action="store_true", help="create: sign in only at the OpenID provider")
     user.add_argument("--off", action="store_true", help="totp: turn the second factor off")
     user.add_argument("--data-dir", type=Path)
     user.set_defaults(func=user_command)

@@ -12,6 +12,7 @@ from dermbridge.settings import Settings
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.people.authorize import Authorizer
 from fhir_server.people.code_exchange import CodeExchange
+from fhir_server.people.provider_login import ProviderLogin
 from fhir_server.people.routes import People
 from fhir_server.people.routes import router as people_router
 from fhir_server.people.sessions import Sessions
@@ -44,6 +45,14 @@ def install_people(
     app.state.people = People(
         engine, users, sessions, authorizer, launches, authenticator, audit, settings.default_tenant
     )
+    if settings.oidc_issuer and settings.oidc_login_client_id:
+        app.state.people.provider = ProviderLogin(
+            settings.oidc_issuer,
+            settings.oidc_login_client_id,
+            settings.oidc_login_client_secret,
+            f"{settings.base_url()}/auth/oidc/callback",
+            Tickets(engine, "auth.oidc-state"),
+        )
     app.include_router(people_router)
 
     @app.exception_handler(SignInRequired)

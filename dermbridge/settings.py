@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     oidc_jwks: str | None = Field(None, description="its JWKS: a file path or an https:// URL")
     oidc_audience: str | None = None
     oidc_tenant_claim: str = "tenant"
+    oidc_login_client_id: str | None = Field(
+        None, description="this server's client id at the OpenID provider: people sign in there in the browser"
+    )
+    oidc_login_client_secret: str | None = Field(None, description="its client secret at the provider")
     oidc_max_token_lifetime_seconds: int = Field(
         86400, ge=60, le=30 * 86400, description="provider tokens living longer (exp - iat) get 401"
     )

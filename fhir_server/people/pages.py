@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from html import escape
+from urllib.parse import urlencode
 
 from starlette.responses import HTMLResponse
 
@@ -44,8 +45,14 @@ def _hidden(fields: dict[str, str]) -> str:
     return "".join(f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">' for k, v in fields.items())
 
 
-def login_page(tenant: str, next_url: str, csrf: str, message: str | None = None, status: int = 200) -> HTMLResponse:
+def login_page(
+    tenant: str, next_url: str, csrf: str, message: str | None = None, status: int = 200, provider: bool = False
+) -> HTMLResponse:
     alert = f'<p role="alert">{escape(message)}</p>' if message else ""
+    if provider:
+        link = f"/auth/oidc/login?{urlencode({'tenant': tenant, 'next': next_url})}"
+        alert += f'<p><a href="{escape(link)}">Sign in with your hospital account</a></p>'
+
     body = (
         f'{alert}<form method="post" action="/auth/login">'
         f"{_hidden({'tenant': tenant, 'next': next_url, 'csrf': csrf})}"

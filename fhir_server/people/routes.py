@@ -24,9 +24,10 @@ from fhir_server.errors import OperationOutcomeError
 from fhir_server.people.audit import sign_in_event
 from fhir_server.people.authorize import LAUNCH_SECONDS, AuthorizationRequest, AuthorizeError, Authorizer
 from fhir_server.people.pages import consent_page, error_page, login_page
+from fhir_server.people.provider_login import ProviderLogin, ProviderLoginError
 from fhir_server.people.sessions import COOKIE, Session, Sessions
 from fhir_server.people.tickets import Tickets
-from fhir_server.people.users import SignInRefused, UserDirectory
+from fhir_server.people.users import SignInRefused, User, UserDirectory
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.endpoint import OAuthError
 from fhir_server.storage.port import Engine, TenantUnknownError
@@ -58,6 +59,7 @@ class People:
         self.authenticator = authenticator
         self.audit = audit
         self.default_tenant = default_tenant
+        self.provider: ProviderLogin | None = None  # sign-in at the hospital's OpenID provider, when configured
 
     async def record(self, tenant: str, event: dict[str, Any]) -> None:
         if self.audit is not None:
@@ -163,7 +165,9 @@ async def login_form(request: Request) -> Response:
     people = _people(request)
     csrf = secrets.token_urlsafe(32)
     tenant = request.query_params.get("tenant") or people.default_tenant
-    response = login_page(tenant[:64], safe_next(request.query_params.get("next")), csrf)
+    response = login_page(
+        tenant[:64], safe_next(request.query_params.get("next")), csrf, provider=people.provider is not None
+    )
     _set_cookie(request, response, LOGIN_CSRF, csrf, 3600)
     return response
 
@@ -197,14 +201,65 @@ async def login(request: Request) -> Response:
         )
         await people.record(tenant, event)
         return login_page(tenant[:64], next_url, form["csrf"], FAILED, 401)
+    return await _signed_in(request, people, tenant, user, next_url)
+
+
+async def _signed_in(request: Request, people: People, tenant: str, user: User, next_url: str) -> Response:
+    """A new session for ``user``: the cookie, the Login AuditEvent, back to ``next_url``."""
     secret = await people.sessions.open(tenant, user)
     await people.record(
         tenant, sign_in_event("login", username=user.username, fhir_user=user.fhir_user, address=_address(request))
     )
-    response = RedirectResponse(next_url, 303)
+    response = RedirectResponse(safe_next(next_url), 303)
     _set_cookie(request, response, COOKIE, secret, int(people.sessions.lifetime))
     response.delete_cookie(LOGIN_CSRF, path="/")
     return response
+
+
+@router.get("/auth/oidc/login")
+async def provider_login(request: Request) -> Response:
+    """Off to the hospital's OpenID provider (OpenID Connect Core §3.1.2.1)."""
+    people = _people(request)
+    if people.provider is None:
+        return error_page("no OpenID provider is configured for sign-in", 404)
+    tenant = request.query_params.get("tenant") or people.default_tenant
+    try:
+        await people.engine.tenant(tenant)
+        return RedirectResponse(await people.provider.start(tenant, safe_next(request.query_params.get("next"))), 303)
+    except (TenantUnknownError, ValueError):
+        return error_page("unknown organisation", 404)
+    except ProviderLoginError as error:
+        log.warning("OpenID provider sign-in cannot start: %s", error)
+        return error_page("the hospital's sign-in service cannot be reached; try again later", 502)
+
+
+@router.get("/auth/oidc/callback")
+async def provider_callback(request: Request) -> Response:
+    """Back from the provider (OpenID Connect Core §3.1.2.5): the person it names signs in here."""
+    people = _people(request)
+    if people.provider is None:
+        return error_page("no OpenID provider is configured for sign-in", 404)
+    params = request.query_params
+    if "error" in params or not params.get("code") or not params.get("state"):
+        return error_page(f"the hospital's sign-in did not succeed: {params.get('error', 'no code')[:100]}", 400)
+    try:
+        identity = await people.provider.finish(params["code"][:2000], params["state"][:2000])
+    except ProviderLoginError as error:
+        log.info("OpenID provider sign-in refused: %s", error)
+        return error_page("the hospital's sign-in could not be checked; start again", 400)
+    user = await people.users.by_subject(identity.tenant, identity.subject)
+    if user is None or not user.active:
+        failure = f"sign-in refused: the provider's subject {identity.subject[:100]!r} is no active user here"
+        event = sign_in_event(
+            "login",
+            username=identity.subject,
+            fhir_user=user.fhir_user if user else None,
+            address=_address(request),
+            failure=failure,
+        )
+        await people.record(identity.tenant, event)
+        return error_page("your hospital account is not registered for DermBridge, or it is disabled", 403)
+    return await _signed_in(request, people, identity.tenant, user, identity.next_url)
 
 
 @router.post("/auth/logout")

@@ -24,7 +24,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from fhir_server.security.scopes import ROLES
 from fhir_server.storage.port import Engine, Record, TenantStore
-from fhir_server.storage.query import RecordQuery
+from fhir_server.storage.query import FieldMatch, RecordQuery
 
 COLLECTION = "auth.user"
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
@@ -63,6 +63,7 @@ class User:
     failures: int = 0
     locked_until: float = 0.0
     sessions_not_before: float = 0.0  # sessions and refresh tokens created earlier are void (disable, reset)
+    oidc_subject: str | None = None  # the ``sub`` of this person at the hospital's OpenID provider
 
     @property
     def fhir_user(self) -> str:
@@ -76,7 +77,7 @@ def check_password_rules(password: str) -> None:
 
 def _password_ok(password_hash: str | None, password: str) -> bool:
     try:
-        return _HASHER.verify(password_hash or _DECOY, password[:MAX_PASSWORD]) and password_hash is not None
+        return _HASHER.verify(password_hash or _DECOY, password[:MAX_PASSWORD]) and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -101,7 +102,16 @@ class UserDirectory:
         records = await (await self._store(tenant)).find_records(RecordQuery(COLLECTION))
         return [_user(r.body) for r in records]
 
-    async def create(self, tenant: str, username: str, practitioner: str, roles: list[str], password: str) -> User:
+    async def create(
+        self,
+        tenant: str,
+        username: str,
+        practitioner: str,
+        roles: list[str],
+        password: str | None,
+        oidc_subject: str | None = None,
+    ) -> User:
+        """A new user; ``password`` None: one who signs in only through the OpenID provider (``oidc_subject``)."""
         if not USERNAME.match(username):
             raise UserError("a username is 1 to 64 lower-case letters, digits and . _ @ -")
         if not PRACTITIONER_ID.match(practitioner):
@@ -109,17 +119,32 @@ class UserDirectory:
         unknown = [r for r in roles if r not in ROLES]
         if unknown or not roles:
             raise UserError(f"roles must be some of {', '.join(ROLES)}; not {', '.join(unknown) or 'none'}")
-        check_password_rules(password)
+        if password is None and not oidc_subject:
+            raise UserError("a user needs a password or an OpenID provider subject to sign in with")
+        if password is not None:
+            check_password_rules(password)
+        if oidc_subject is not None and (
+            not 0 < len(oidc_subject) <= 255 or await self.by_subject(tenant, oidc_subject)
+        ):
+            raise UserError("the OpenID subject is empty, too long or another user's")
         if await self.get(tenant, username) is not None:
             raise UserError(f"the user {username} exists already")
-        user = User(username, practitioner, tuple(roles), await asyncio.to_thread(_HASHER.hash, password))
+        hashed = await asyncio.to_thread(_HASHER.hash, password) if password is not None else ""
+        user = User(username, practitioner, tuple(roles), hashed, oidc_subject=oidc_subject)
         await self._put(tenant, user)
         return user
 
     async def _put(self, tenant: str, user: User) -> None:
         store = await self._store(tenant)
         async with store.transaction() as tx:
-            await tx.put_record(Record(COLLECTION, user.username, orjson.dumps(asdict(user)), {}))
+            fields: dict[str, tuple[str, ...]] = {"oidc_subject": (user.oidc_subject,)} if user.oidc_subject else {}
+            await tx.put_record(Record(COLLECTION, user.username, orjson.dumps(asdict(user)), fields))
+
+    async def by_subject(self, tenant: str, subject: str) -> User | None:
+        """The user the OpenID provider's ``sub`` names."""
+        query = RecordQuery(COLLECTION, (FieldMatch("oidc_subject", "eq", (subject,)),), limit=1)
+        found = await (await self._store(tenant)).find_records(query)
+        return _user(found[0].body) if found else None
 
     async def _existing(self, tenant: str, username: str) -> User:
         user = await self.get(tenant, username)
