@@ -20,6 +20,7 @@ import jwt
 import pyotp
 import pytest
 
+from tests.fhir_server.people.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
 from tests.server import Server, running_server
 
 REDIRECT = "http://127.0.0.1:9/callback"
@@ -37,8 +38,8 @@ def dermbridge(data_dir: Path, *args: str, stdin: str = "") -> dict[str, object]
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path, dict[str, str]]]:
     data_dir = tmp_path_factory.mktemp("people") / "var"
-    with running_server(data_dir) as server:
-        for pid in ("p1", "p2", "p3", "p4"):
+    with running_provider() as provider, running_server(data_dir, env=provider_env(provider)) as server:
+        for pid in ("p1", "p2", "p3", "p4", "p5"):
             put = server.http.put(f"{server.base}/Practitioner/{pid}", json={"resourceType": "Practitioner", "id": pid})
             assert put.status_code in (200, 201), put.text
         for name, pid in (("alice", "p1"), ("bob", "p2"), ("carol", "p3"), ("dave", "p4")):
@@ -53,6 +54,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Pa
                 "--password-stdin",
                 stdin=PASSWORD + "\n",
             )
+        dermbridge(
+            data_dir,
+            "user",
+            "create",
+            "--username",
+            "erin",
+            "--practitioner",
+            "p5",
+            "--no-password",
+            "--oidc-subject",
+            "hospital-user-1",
+        )
         app = dermbridge(
             data_dir,
             "client",
@@ -78,7 +91,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Pa
             REDIRECT,
             "--first-party",
         )
+        server.provider = provider  # type: ignore[attr-defined]
         yield server, data_dir, {"app": str(app["client_id"]), "own": str(own["client_id"])}
+
+
+def provider_env(provider: Provider) -> dict[str, str]:
+    return {
+        "DERMBRIDGE_OIDC_ISSUER": provider.issuer,
+        "DERMBRIDGE_OIDC_JWKS": f"{provider.issuer}/jwks",
+        "DERMBRIDGE_OIDC_AUDIENCE": "dermbridge",
+        "DERMBRIDGE_OIDC_LOGIN_CLIENT_ID": CLIENT_ID,
+        "DERMBRIDGE_OIDC_LOGIN_CLIENT_SECRET": CLIENT_SECRET,
+    }
 
 
 def pkce() -> tuple[str, str]:
@@ -285,6 +309,39 @@ def test_lockout_totp_disabled_user_and_sign_out(world: tuple[Server, Path, dict
     ]
     assert any(e["outcome"] == "4" and e["agent"][0]["who"].get("reference") == "Practitioner/p2" for e in logins)
     assert any(e["outcome"] == "0" and e["agent"][0]["who"].get("reference") == "Practitioner/p3" for e in logins)
-    logouts = [e["resource"] for e in events.get("entry", []) if e["resource"].get("subtype", [{}])[0].get("code") == "110123"]
+    logouts = [
+        e["resource"] for e in events.get("entry", []) if e["resource"].get("subtype", [{}])[0].get("code") == "110123"
+    ]
     assert logouts and logouts[0]["agent"][0]["who"]["reference"] == "Practitioner/p1"
     assert PASSWORD not in json.dumps(events)
+
+
+def test_sign_in_at_the_hospital_openid_provider(world: tuple[Server, Path, dict[str, str]]) -> None:
+    server, _, clients = world
+    provider: Provider = server.provider  # type: ignore[attr-defined]
+    verifier, challenge = pkce()
+    with httpx.Client() as browser:
+        start = browser.get(authorize_url(server, clients["own"], challenge, "user/Patient.rs openid fhirUser"))
+        page = browser.get(server.root + start.headers["location"])
+        link = re.search(r'href="(/auth/oidc/login\?[^"]+)"', page.text)
+        assert link is not None, "the sign-in page offers the hospital account"
+        to_provider = browser.get(server.root + link.group(1).replace("&amp;", "&"))
+        assert to_provider.status_code == 303 and to_provider.headers["location"].startswith(provider.issuer)
+        back = browser.get(to_provider.headers["location"])  # the provider signs the person in and sends them back
+        assert back.status_code == 302
+        signed = browser.get(back.headers["location"])
+        assert signed.status_code == 303, signed.text
+        assert browser.get(f"{server.root}/auth/session").json()["fhirUser"] == "Practitioner/p5"
+        code = code_of(browser.get(server.root + signed.headers["location"]))
+        replayed = browser.get(back.headers["location"])  # the same state and code again
+        assert replayed.status_code == 400
+    token = exchange(server, clients["own"], code, verifier).json()
+    assert jwt.decode(token["access_token"], options={"verify_signature": False})["fhirUser"] == "Practitioner/p5"
+
+    provider.subject = "someone-not-registered"
+    with httpx.Client() as browser:
+        to_provider = browser.get(f"{server.root}/auth/oidc/login?tenant=default")
+        back = browser.get(to_provider.headers["location"])
+        refused = browser.get(back.headers["location"])
+        assert refused.status_code == 403
+        assert browser.get(f"{server.root}/auth/session").status_code == 401
