@@ -35,6 +35,7 @@ def install_people(
     audit: AuditTrail | None,
 ) -> None:
     users = UserDirectory(engine)
+    authenticator.user_revoked = users.revoked  # a disabled user's tokens stop working at once
     codes = Tickets(engine, "auth.code")
     launches = Tickets(engine, "auth.launch")
     CodeExchange(

@@ -288,10 +288,18 @@ def test_lockout_totp_disabled_user_and_sign_out(world: tuple[Server, Path, dict
         now = pyotp.TOTP(str(totp["totp_secret"])).now()
         assert sign_in(browser, server.root, "/auth/login", "carol", now).status_code == 303
         assert browser.get(f"{server.root}/auth/session").json()["fhirUser"] == "Practitioner/p3"
+    verifier, challenge = pkce()
     with httpx.Client() as browser:
-        assert sign_in(browser, server.root, "/auth/login", "dave").status_code == 303
+        start = browser.get(authorize_url(server, world[2]["own"], challenge, "user/Practitioner.rs"))
+        signed = sign_in(browser, server.root, start.headers["location"], "dave")
+        assert signed.status_code == 303
         assert browser.get(f"{server.root}/auth/session").status_code == 200
+        code = code_of(browser.get(server.root + signed.headers["location"]))
+        token = exchange(server, world[2]["own"], code, verifier).json()["access_token"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{server.base}/Practitioner/p4", headers=bearer).status_code == 200
         dermbridge(data_dir, "user", "disable", "--username", "dave")
+        assert httpx.get(f"{server.base}/Practitioner/p4", headers=bearer).status_code == 401, "its token too"
         assert browser.get(f"{server.root}/auth/session").status_code == 401
         assert sign_in(browser, server.root, "/auth/login", "dave").status_code == 401
     with httpx.Client() as browser:
