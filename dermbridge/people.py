@@ -46,6 +46,7 @@ def install_people(
     app.state.people = People(
         engine, users, sessions, authorizer, launches, authenticator, audit, settings.default_tenant
     )
+    app.state.people.lockout = endpoint.lockout  # one count of failures per address, with the token endpoint
     if settings.oidc_issuer and settings.oidc_login_client_id:
         app.state.people.provider = ProviderLogin(
             settings.oidc_issuer,
