@@ -126,6 +126,8 @@ async def _approve(people: People, checked: AuthorizationRequest, session: Sessi
 @router.get("/auth/authorize")
 async def authorize(request: Request) -> Response:
     people = _people(request)
+    if len(request.query_params.multi_items()) != len(request.query_params):
+        return error_page("invalid_request: a parameter is repeated (RFC 6749 §3.1)")
     checked = await _checked(people, _query(request))
     if isinstance(checked, Response):
         return checked

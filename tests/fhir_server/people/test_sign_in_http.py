@@ -241,6 +241,8 @@ def test_wrong_pkce_verifier_and_unregistered_redirect_are_refused(world: tuple[
             authorize_url(server, clients["own"], challenge, "user/Patient.rs").replace("127.0.0.1%3A9", "evil.example")
         )
         assert elsewhere.status_code == 400 and "location" not in elsewhere.headers
+        twice = browser.get(authorize_url(server, clients["own"], challenge, "user/Patient.rs") + "&redirect_uri=x")
+        assert twice.status_code == 400 and "location" not in twice.headers
         plain = browser.get(
             authorize_url(server, clients["own"], challenge, "user/Patient.rs", code_challenge_method="plain")
         )
