@@ -73,10 +73,9 @@ def is_demonstration(resource: Resource) -> bool:
 
 def finding(observation: Resource) -> Finding:
     value = quantity(observation.get("valueQuantity")) or text_of(observation.get("valueCodeableConcept"))
-    threshold = next(
-        (quantity(c.get("valueQuantity")) for c in observation.get("component") or [] if coded(c.get("code"), *THRESHOLD)),
-        "",
-    )
+    components = observation.get("component") or []
+    thresholds = [quantity(c.get("valueQuantity")) for c in components if coded(c.get("code"), *THRESHOLD)]
+    threshold = thresholds[0] if thresholds else ""
     readings = observation.get("interpretation") or []
     return Finding(
         what=text_of(observation.get("code")),

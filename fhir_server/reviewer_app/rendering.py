@@ -45,4 +45,6 @@ def static_file(name: str) -> Response:
     if media is None:
         return Response("not found", 404, media_type="text/plain")
     body = (HERE / "static" / name).read_bytes()
-    return Response(body, 200, media_type=media, headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+    return Response(
+        body, 200, media_type=media, headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+    )

@@ -32,7 +32,9 @@ class Refused(Exception):
         self.message = message
 
 
-async def _fhir(request: Request, me: Principal, method: str, path: list[str], params: Any = None, body: Any = None) -> Any:
+async def _fhir(
+    request: Request, me: Principal, method: str, path: list[str], params: Any = None, body: Any = None
+) -> Any:
     answer = await fhir_as(request, me, method, path, params, body)
     if answer.status >= 400:
         issues = (answer.body or {}).get("issue") or [{}]
