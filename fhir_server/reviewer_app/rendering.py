@@ -28,10 +28,10 @@ _templates = Environment(
 )
 
 
-def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+def page(template: str, http_status: int = 200, **context: Any) -> HTMLResponse:
     """A page of the app, rendered from ``template`` with ``context``."""
     html = _templates.get_template(template).render(**context)
-    return HTMLResponse(html, status, headers=HEADERS)
+    return HTMLResponse(html, http_status, headers=HEADERS)
 
 
 def problem(title: str, message: str, status: int, **context: Any) -> HTMLResponse:
