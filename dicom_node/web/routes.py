@@ -37,7 +37,7 @@ async def caller(request: Request, tenant: str) -> AccessPolicy:
     authentication turned off, the system context says so. Every decision is then the policy's."""
     authenticator: Authenticator = request.app.state.fhir_http.authenticator
     address = request.client.host if request.client else ""
-    if request.method in READ_METHODS and "authorization" not in request.headers:
+    if request.method in READ_METHODS and not request.headers.get("authorization"):
         signed_in = await session_access(request, tenant)  # the reviewer app's <img>: its session cookie
         if signed_in is not None:
             return AccessPolicy.of(signed_in)
