@@ -36,6 +36,7 @@ def install_people(
     audit: AuditTrail | None,
 ) -> None:
     users = UserDirectory(engine)
+    authenticator.user_revoked = users.revoked  # a disabled user's tokens stop working at once
     codes = Tickets(engine, "auth.code")
     launches = Tickets(engine, "auth.launch")
     CodeExchange(
@@ -46,6 +47,7 @@ def install_people(
     app.state.people = People(
         engine, users, sessions, authorizer, launches, authenticator, audit, settings.default_tenant
     )
+    app.state.people.lockout = endpoint.lockout  # one count of failures per address, with the token endpoint
     if settings.oidc_issuer and settings.oidc_login_client_id:
         app.state.people.provider = ProviderLogin(
             settings.oidc_issuer,

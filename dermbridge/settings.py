@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydicom.datadict import tag_for_keyword
 
@@ -242,6 +242,13 @@ class Settings(BaseSettings):
             except (ZoneInfoNotFoundError, ValueError) as exc:
                 raise ValueError(f"not an IANA time zone: {zone!r}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _login_needs_provider(self) -> Settings:
+        """Browser sign-in at the OpenID provider (``oidc_login_client_id``) needs the provider itself."""
+        if self.oidc_login_client_id and not self.oidc_issuer:
+            raise ValueError("DERMBRIDGE_OIDC_LOGIN_CLIENT_ID needs DERMBRIDGE_OIDC_ISSUER")
+        return self
 
     def storage_url(self) -> StorageUrl:
         """The engine the tenants live in (``storage``; SQLite under ``data_dir`` when unset)."""

@@ -105,6 +105,7 @@ class CodeExchange:
             scopes=granted.resources,
             roles=user.roles,
             fhir_user=user.fhir_user,
+            user=user.username,
         )
         body: dict[str, Any] = {
             "access_token": token,

@@ -30,6 +30,7 @@ from fhir_server.people.tickets import Tickets
 from fhir_server.people.users import SignInRefused, User, UserDirectory
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.endpoint import OAuthError
+from fhir_server.security.lockout import Lockout
 from fhir_server.storage.port import Engine, TenantUnknownError
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ class People:
         self.audit = audit
         self.default_tenant = default_tenant
         self.provider: ProviderLogin | None = None  # sign-in at the hospital's OpenID provider, when configured
+        # failed sign-ins per (user, address) and per address, in memory, shared with the token endpoint: a
+        # spray of many names from one address is slowed (the per-user lock in the database is the other half)
+        self.lockout = Lockout()
 
     async def record(self, tenant: str, event: dict[str, Any]) -> None:
         if self.audit is not None:
@@ -122,6 +126,8 @@ async def _approve(people: People, checked: AuthorizationRequest, session: Sessi
 @router.get("/auth/authorize")
 async def authorize(request: Request) -> Response:
     people = _people(request)
+    if len(request.query_params.multi_items()) != len(request.query_params):
+        return error_page("invalid_request: a parameter is repeated (RFC 6749 §3.1)")
     checked = await _checked(people, _query(request))
     if isinstance(checked, Response):
         return checked
@@ -186,10 +192,25 @@ async def login(request: Request) -> Response:
         await people.engine.tenant(tenant)
     except (TenantUnknownError, ValueError):
         return login_page(tenant[:64], next_url, form["csrf"], FAILED, 401)
-    username = form.get("username", "")
+    username, address = form.get("username", "")[:64], _address(request)
+    throttle = f"user:{tenant[:64]}/{username.strip().lower()}"
+    wait = people.lockout.retry_after(throttle, address)
+    if wait is not None:
+        event = sign_in_event(
+            "login",
+            username=username,
+            fhir_user=None,
+            address=address,
+            failure="sign-in refused: too many failed sign-ins from this address",
+        )
+        await people.record(tenant, event)
+        page = login_page(tenant[:64], next_url, form["csrf"], FAILED, 429)
+        page.headers["Retry-After"] = str(wait)
+        return page
     try:
         user = await people.users.authenticate(tenant, username, form.get("password", ""), form.get("code"))
     except SignInRefused as refused:
+        people.lockout.fail(throttle, address)
         known = await people.users.get(tenant, refused.username)
         failure = f"sign-in refused: {refused.reason}"
         event = sign_in_event(
@@ -201,6 +222,7 @@ async def login(request: Request) -> Response:
         )
         await people.record(tenant, event)
         return login_page(tenant[:64], next_url, form["csrf"], FAILED, 401)
+    people.lockout.succeed(throttle, address)
     return await _signed_in(request, people, tenant, user, next_url)
 
 

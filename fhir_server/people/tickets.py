@@ -15,8 +15,15 @@ from typing import Any
 import orjson
 
 from fhir_server.storage.port import Engine, Record, TenantStore, TenantUnknownError
+from fhir_server.storage.query import FieldMatch, RecordQuery
 
 MAX_TICKET = 200  # characters of a presented secret looked at
+SWEEP = 100  # expired tickets deleted each time one is issued: the collection stays bounded by the live ones
+
+
+def _sortable(instant: float) -> str:
+    """An instant as a string that sorts like the number (record fields compare as text)."""
+    return f"{int(instant):012d}"
 
 
 def ticket_key(secret: str) -> str:
@@ -35,13 +42,26 @@ class Tickets:
     async def issue(self, tenant: str, body: dict[str, Any], lifetime: float) -> str:
         """A new secret whose record holds ``body`` until ``lifetime`` seconds from now."""
         secret = f"{tenant}.{secrets.token_urlsafe(32)}"
+        await self.sweep(tenant)
         await self.put(tenant, secret, {**body, "expires": self.now() + lifetime, "created": self.now()})
         return secret
 
     async def put(self, tenant: str, secret: str, body: dict[str, Any]) -> None:
         store = await self.engine.tenant(tenant)
+        fields: dict[str, tuple[str, ...]] = {"expires": (_sortable(float(body["expires"])),)}
         async with store.transaction() as tx:
-            await tx.put_record(Record(self.collection, ticket_key(secret), orjson.dumps(body), {}))
+            await tx.put_record(Record(self.collection, ticket_key(secret), orjson.dumps(body), fields))
+
+    async def sweep(self, tenant: str) -> int:
+        """Delete up to ``SWEEP`` expired tickets of the tenant; how many were."""
+        store = await self.engine.tenant(tenant)
+        query = RecordQuery(self.collection, (FieldMatch("expires", "range", ("", _sortable(self.now()))),), SWEEP)
+        expired = await store.find_records(query)
+        if expired:
+            async with store.transaction() as tx:
+                for record in expired:
+                    await tx.delete_record(self.collection, record.key)
+        return len(expired)
 
     async def _located(self, secret: str) -> tuple[TenantStore, str] | None:
         tenant, dot, rest = secret[:MAX_TICKET].rpartition(".")
@@ -79,7 +99,7 @@ class Tickets:
                 return None
             body: dict[str, Any] = orjson.loads(record.body)
             if not body.get("used"):
-                await tx.put_record(Record(self.collection, key, orjson.dumps({**body, "used": True}), {}))
+                await tx.put_record(Record(self.collection, key, orjson.dumps({**body, "used": True}), record.fields))
         if body.get("expires", 0) <= self.now():
             return None
         return store.name, body

@@ -152,6 +152,12 @@ class UserDirectory:
             raise UserError(f"no user {username}")
         return user
 
+    async def revoked(self, tenant: str, username: str, issued_at: int) -> bool:
+        """Whether a token issued to the user at ``issued_at`` no longer holds (disabled, gone, password reset
+        since; whole seconds, like ``iat``)."""
+        user = await self.get(tenant, username)
+        return user is None or not user.active or issued_at < int(user.sessions_not_before)
+
     async def set_active(self, tenant: str, username: str, active: bool) -> User:
         """Disable (ends the user's sessions and refresh tokens at once) or enable a user."""
         user = await self._existing(tenant, username)

@@ -10,7 +10,8 @@ import pytest
 
 from dermbridge.settings import Settings
 from dermbridge.storage import open_engine
-from fhir_server.people.sessions import Sessions
+from fhir_server.people.sessions import COLLECTION, Sessions
+from fhir_server.people.tickets import ticket_key
 from fhir_server.people.users import LOCK_SECONDS, MAX_FAILURES, SignInRefused, UserDirectory
 
 PASSWORD = "correct horse battery"
@@ -100,5 +101,24 @@ def test_totp_is_required_and_used_once(tmp_path: Path) -> None:
             await users.authenticate("default", "carol", PASSWORD, code)
         clock.now += 30
         assert (await users.authenticate("default", "carol", PASSWORD, pyotp.TOTP(secret).at(clock.now))).username
+
+    run(tmp_path, body)
+
+
+def test_expired_tickets_are_deleted_as_new_ones_are_issued(tmp_path: Path) -> None:
+    clock = Clock()
+
+    async def body(engine: object) -> None:
+        users = UserDirectory(engine, clock)  # type: ignore[arg-type]
+        sessions = Sessions(engine, users, lifetime=600, clock=clock)  # type: ignore[arg-type]
+        user = await users.create("default", "erin", "p5", ["clinician-reviewer"], PASSWORD)
+        old = await sessions.open("default", user)
+        live = await sessions.open("default", user)
+        store = await engine.tenant("default")  # type: ignore[attr-defined]
+        assert await store.get_record(COLLECTION, ticket_key(old)) is not None
+        clock.now += 601
+        await sessions.close(live)
+        await sessions.open("default", user)
+        assert await store.get_record(COLLECTION, ticket_key(old)) is None
 
     run(tmp_path, body)

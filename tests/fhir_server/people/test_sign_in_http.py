@@ -241,6 +241,8 @@ def test_wrong_pkce_verifier_and_unregistered_redirect_are_refused(world: tuple[
             authorize_url(server, clients["own"], challenge, "user/Patient.rs").replace("127.0.0.1%3A9", "evil.example")
         )
         assert elsewhere.status_code == 400 and "location" not in elsewhere.headers
+        twice = browser.get(authorize_url(server, clients["own"], challenge, "user/Patient.rs") + "&redirect_uri=x")
+        assert twice.status_code == 400 and "location" not in twice.headers
         plain = browser.get(
             authorize_url(server, clients["own"], challenge, "user/Patient.rs", code_challenge_method="plain")
         )
@@ -288,10 +290,18 @@ def test_lockout_totp_disabled_user_and_sign_out(world: tuple[Server, Path, dict
         now = pyotp.TOTP(str(totp["totp_secret"])).now()
         assert sign_in(browser, server.root, "/auth/login", "carol", now).status_code == 303
         assert browser.get(f"{server.root}/auth/session").json()["fhirUser"] == "Practitioner/p3"
+    verifier, challenge = pkce()
     with httpx.Client() as browser:
-        assert sign_in(browser, server.root, "/auth/login", "dave").status_code == 303
+        start = browser.get(authorize_url(server, world[2]["own"], challenge, "user/Practitioner.rs"))
+        signed = sign_in(browser, server.root, start.headers["location"], "dave")
+        assert signed.status_code == 303
         assert browser.get(f"{server.root}/auth/session").status_code == 200
+        code = code_of(browser.get(server.root + signed.headers["location"]))
+        token = exchange(server, world[2]["own"], code, verifier).json()["access_token"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{server.base}/Practitioner/p4", headers=bearer).status_code == 200
         dermbridge(data_dir, "user", "disable", "--username", "dave")
+        assert httpx.get(f"{server.base}/Practitioner/p4", headers=bearer).status_code == 401, "its token too"
         assert browser.get(f"{server.root}/auth/session").status_code == 401
         assert sign_in(browser, server.root, "/auth/login", "dave").status_code == 401
     with httpx.Client() as browser:

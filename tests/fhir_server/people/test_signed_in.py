@@ -65,3 +65,26 @@ def test_pages_act_as_the_signed_in_user_through_the_access_policy(tmp_path: Pat
         by_alice = [e for e in rest if any(a.get("who", {}).get("reference") == "Practitioner/p1" for a in e["agent"])]
         assert {e.get("subtype", [{}])[0].get("code") for e in by_alice} >= {"read", "update"}
         assert any(e["outcome"] != "0" for e in by_alice), "the refused write is audited too"
+
+
+def test_a_spray_of_names_from_one_address_is_slowed(tmp_path: Path) -> None:
+    with make_client(tmp_path / "var") as c:
+        people = c.app.state.people  # type: ignore[attr-defined]
+        c.portal.call(people.users.create, "default", "alice", "p1", ["clinician-reviewer"], PASSWORD)
+        page = c.get("/auth/login", headers={"Authorization": ""})
+        form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text))
+        for n in range(50):  # ADDRESS_LIMIT of fhir_server.security.lockout
+            guess = c.post(
+                "/auth/login",
+                data={**form, "username": f"user{n}", "password": "a guessed password"},
+                headers={"Authorization": ""},
+                follow_redirects=False,
+            )
+            assert guess.status_code == 401
+        right = c.post(
+            "/auth/login",
+            data={**form, "username": "alice", "password": PASSWORD},
+            headers={"Authorization": ""},
+            follow_redirects=False,
+        )
+        assert right.status_code == 429 and int(right.headers["retry-after"]) > 0
