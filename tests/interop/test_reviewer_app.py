@@ -173,6 +173,15 @@ def test_a_reviewer_claims_views_the_overlay_overrides_and_signs_off(browser: An
     ada.shot("case")
     ada.audit()
 
+    case.goto(f"{ada.root}/app/?status=mine")  # the filters: claimed by me, then waiting to be claimed
+    assert case.locator("#count-mine").inner_text() == "1"
+    assert case.locator(f"tr[data-task='{site.task_id}']").get_by_role("button", name="Release").is_visible()
+    case.locator("#status").select_option("queued")
+    case.get_by_role("button", name="Filter").click()
+    case.wait_for_url("**status=queued**")
+    assert case.locator(f"tr[data-task='{site.task_id}']").count() == 0
+    case.goto(f"{ada.root}/app/cases/{site.task_id}")
+
     case.locator("#diagnosis").select_option(MELANOMA)
     case.locator("#urgency").select_option("asap")
     case.locator("#management").select_option("biopsy")
