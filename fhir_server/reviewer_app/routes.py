@@ -15,7 +15,7 @@ from fhir_server.people.signed_in import Principal, SignedInUser, csrf_ok, fhir_
 from fhir_server.reviewer_app import case_view, worklist
 from fhir_server.reviewer_app.decision_form import MANAGEMENT, FormError, operation
 from fhir_server.reviewer_app.rendering import page, problem, static_file
-from fhir_server.workflow.review.codes import DECLINE_REASONS, URGENCIES
+from fhir_server.workflow.review.codes import DECLINE_REASONS, URGENCIES, is_review_task
 
 router = APIRouter(prefix="/app", include_in_schema=False)
 DIAGNOSES = "https://dermbridge.org/fhir/ValueSet/skin-lesion-diagnoses"
@@ -91,9 +91,13 @@ async def case_page(request: Request, me: SignedInUser, task_id: str) -> Respons
 
 async def _case(request: Request, me: Principal, task_id: str, form: dict[str, str], message: str = "") -> Response:
     task = await _fhir(request, me, "GET", ["Task", task_id])
-    report_id = str(task["focus"]["reference"]).removeprefix("DiagnosticReport/")
-    report = await _fhir(request, me, "GET", ["DiagnosticReport", report_id])
-    patient_ref = str(report["subject"]["reference"])
+    focus = str((task.get("focus") or {}).get("reference") or "")
+    if not is_review_task(task) or not focus.startswith("DiagnosticReport/"):
+        raise Refused(404, f"Task/{task_id} is not the review of a case")
+    report = await _fhir(request, me, "GET", ["DiagnosticReport", focus.removeprefix("DiagnosticReport/")])
+    patient_ref = str((report.get("subject") or {}).get("reference") or "")
+    if not patient_ref.startswith("Patient/"):
+        raise Refused(422, f"{focus} names no patient")
     patient = await _fhir(request, me, "GET", patient_ref.split("/", 1))
     results = report.get("result") or []
     observations = await _found(request, me, "Observation", [("_id", _ids(results, "Observation"))]) if results else []

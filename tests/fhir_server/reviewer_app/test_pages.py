@@ -49,6 +49,10 @@ def test_pages_need_a_session_carry_the_csp_and_refuse_forged_forms(tmp_path: Pa
         csrf = client.get("/auth/session", headers=NO_TOKEN).json()["csrf"]
         missing = client.post("/app/cases/nope/claim", data={"csrf": csrf}, headers=NO_TOKEN)
         assert missing.status_code == 404 and 'role="alert"' in missing.text  # the outcome's words, in a page
+        plain = {"resourceType": "Task", "id": "t2", "status": "requested", "intent": "order"}
+        assert client.put(f"{BASE}/Task/t2", json=plain).status_code == 201
+        not_a_case = client.get("/app/cases/t2", headers=NO_TOKEN)
+        assert not_a_case.status_code == 404 and "is not the review of a case" in not_a_case.text
         assert client.get("/app/static/app.js", headers=NO_TOKEN).headers["content-type"].startswith("text/javascript")
         assert client.get("/app/static/..%2Frouting.py", headers=NO_TOKEN).status_code == 404
     finally:
