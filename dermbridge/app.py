@@ -76,6 +76,7 @@ from fhir_server.validation import WARM_TYPES, warm_up
 from fhir_server.workflow.library import FlowLibrary
 from fhir_server.workflow.review.operations import ReviewOperations
 from fhir_server.workflow.review.sweep import LapsedClaimSweep
+from inference.clinician_export import SignOffExport
 from terminology.content import base_content
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,7 @@ def create_app(settings: Settings) -> FastAPI:
     sink = TrailSink(engine, audit, settings.default_tenant) if audit is not None else None
     start_linker(dispatcher, engine, audit)
     ingestor = build_ingestor(settings, engine, audit)
+    dispatcher.subscribe(SignOffExport(engine, ingestor.blobs, audit, __version__).subscription())  # signed-off SR
     dimse = build_dimse(settings, engine, ingestor, sink) if settings.dicom_enabled else None
     lockout = Lockout()  # failed attempts at the token endpoint and with standing credentials count together
     standing = StandingCredentials(clients, ApiKeys(engine), lockout)
