@@ -19,6 +19,7 @@ from fhir_server.people.sessions import Sessions
 from fhir_server.people.signed_in import SignInRequired
 from fhir_server.people.tickets import Tickets
 from fhir_server.people.users import UserDirectory
+from fhir_server.reviewer_app.routes import router as reviewer_app_router
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.clients import ClientRegistry
 from fhir_server.security.endpoint import TokenEndpoint
@@ -56,6 +57,7 @@ def install_people(
             Tickets(engine, "auth.oidc-state"),
         )
     app.include_router(people_router)
+    app.include_router(reviewer_app_router)  # the reviewer app at /app/ (its pages need a session)
 
     @app.exception_handler(SignInRequired)
     async def on_sign_in_required(request: Request, exc: SignInRequired) -> Response:

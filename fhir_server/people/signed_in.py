@@ -93,6 +93,16 @@ async def signed_in_user(request: Request) -> Principal:
     return Principal(session)
 
 
+async def session_access(request: Request, tenant: str) -> Access | None:
+    """The access of the person whose session cookie the request carries, for reads of ``tenant`` only
+    (DICOMweb renderings shown in the reviewer app's pages; SameSite=Lax keeps other sites' posts out)."""
+    people = getattr(request.app.state, "people", None)
+    if people is None or request.method not in ("GET", "HEAD"):
+        return None
+    session = await people.sessions.current(request.cookies.get(COOKIE))
+    return Principal(session).access if session is not None and session.tenant == tenant else None
+
+
 SignedInUser = Annotated[Principal, Depends(signed_in_user)]
 
 
