@@ -28,6 +28,7 @@ from dermbridge.identity import consent_watcher, register_identity
 from dermbridge.operations import install_operations, start_audit_sweep, stop_worker
 from dermbridge.outcomes import register as register_outcomes
 from dermbridge.outcomes import start_linker
+from dermbridge.people import install_people
 from dermbridge.profiles import register_conformance_profiles
 from dermbridge.roles import plan_for
 from dermbridge.settings import Settings
@@ -333,10 +334,13 @@ def create_app(settings: Settings) -> FastAPI:
         authenticator=authenticator,
     )
     app.state.clients = clients
+    token_endpoint = TokenEndpoint(clients, tokens, lockout) if tokens is not None else None
+    if token_endpoint is not None:
+        install_people(app, settings, engine, clients, token_endpoint, authenticator, audit)
     app.state.auth_http = AuthHttp(
         engine,
         authenticator,
-        TokenEndpoint(clients, tokens, lockout) if tokens is not None else None,
+        token_endpoint,
         audit,
         settings.default_tenant,
         settings.base_url(),
