@@ -13,7 +13,9 @@ from dicom_node.admission import AssociationLimits
 from dicom_node.audit import DicomAudit
 from dicom_node.blobs import BlobStore
 from dicom_node.dimse import HANDLER_TIMEOUT_S, DimseConfig, DimseServer, MoveDestination
+from dicom_node.forwarding.forwarder import Forwarder
 from dicom_node.ingest import Ingestor
+from dicom_node.instance_files import InstanceFiles
 from dicom_node.lesions import ImagingConventions
 from dicom_node.uid_claims import UID_RECORDS, guard_dicom_uids
 from fhir_server.audit.trail import AuditTrail
@@ -122,3 +124,12 @@ def build_dimse(settings: Settings, engine: Engine, ingestor: Ingestor, sink: Tr
         ),
     )
     return DimseServer(config, engine, ingestor, DicomAudit(settings.data_dir / "audit", sink))
+
+
+def build_forwarder(
+    settings: Settings, engine: Engine, ingestor: Ingestor, trail: AuditTrail | None
+) -> Forwarder | None:
+    """The forwarding loop (``dicom_node.forwarding``) in every process but a standalone inference worker."""
+    if settings.role == "inference":
+        return None
+    return Forwarder(engine, InstanceFiles(ingestor.blobs), settings.dicom_ae_title, trail)
