@@ -125,7 +125,9 @@ def running_orthanc(directory: Path, ae_title: str = "ORTHANC", **extra: Any) ->
                     break
             except httpx2.TransportError:
                 pass
-            assert time.monotonic() < deadline, f"Orthanc did not answer in {START_TIMEOUT} s:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, (
+                f"Orthanc did not answer in {START_TIMEOUT} s:\n{log.read_text()[-3000:]}"
+            )
             time.sleep(0.1)
         yield orthanc
     finally:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 
 from dicom_node.forwarding.config import read_forwarding
 from dicom_node.forwarding.events import FORWARD, KINDS, ForwardRequested
@@ -29,6 +30,10 @@ from fhir_server.storage.query import FieldMatch, RecordQuery
 
 router = APIRouter(prefix="/forwarding/{tenant}", include_in_schema=False)
 MAX_COUNT = 1000
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status, media_type="application/json")
 
 
 def _watcher(policy: CallerDep) -> AccessPolicy:
@@ -70,7 +75,7 @@ async def list_jobs(
     study: str | None = None, kind: str | None = None,
     count: Annotated[int, Query(alias="_count", ge=1, le=MAX_COUNT)] = 100,
     offset: Annotated[int, Query(alias="_offset", ge=0, le=10**9)] = 0,
-) -> ORJSONResponse:  # fmt: skip
+) -> Response:  # fmt: skip
     """The jobs matching every filter given, by destination and SOP Instance UID."""
     store = await _store(request, tenant)
     where = _job_query(state, destination, study, kind)
@@ -79,20 +84,20 @@ async def list_jobs(
     body: dict[str, Any] = {"jobs": jobs, "offset": offset, "count": len(jobs)}
     if len(records) > count:
         body["next"] = str(request.url.include_query_params(_offset=offset + count))
-    return ORJSONResponse(body)
+    return _json(body)
 
 
 @router.get("/jobs/{job}")
-async def read_job(request: Request, tenant: str, job: str, policy: WatcherDep) -> ORJSONResponse:
+async def read_job(request: Request, tenant: str, job: str, policy: WatcherDep) -> Response:
     store = await _store(request, tenant)
     record = await store.get_record(JOBS, job[:200])
     if record is None:
         raise not_found(f"no forwarding job {job[:200]!r}")
-    return ORJSONResponse(job_body(record))
+    return _json(job_body(record))
 
 
 @router.post("/jobs/{job}/$retry")
-async def retry_job(request: Request, tenant: str, job: str, policy: WatcherDep) -> ORJSONResponse:
+async def retry_job(request: Request, tenant: str, job: str, policy: WatcherDep) -> Response:
     """A failed or sent job queued again with its attempts counted anew (Orthanc's ``/jobs/{id}/resubmit``)."""
     if policy.require("ImagingStudy", "u") != "all":
         raise forbidden("a retry needs update on ImagingStudy under a user/ or system/ scope")
@@ -109,4 +114,4 @@ async def retry_job(request: Request, tenant: str, job: str, policy: WatcherDep)
             raise conflict(f"the destination {current['destination']!r} is no longer configured")
         body = await requeue(tx, record, forwarding.max_attempts)
         await tx.append_event(FORWARD, ForwardRequested(body["id"], body["destination"], body["instance"]).payload())
-    return ORJSONResponse(body, status_code=202)
+    return _json(body, 202)
