@@ -67,8 +67,10 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
 
 def test_images_sr_and_seg_arrive_in_orthanc_after_the_ai(tmp_path: Path, orthanc: Orthanc) -> None:
     with make_client(tmp_path / "ai", inference_enabled=True, dicom_any_ae_tenant="default") as node:
-        configure(node, {"destinations": {"orthanc": orthanc.destination()},
-                         "rules": [{"destination": "orthanc", "objects": ["images", "ai-results"]}]})  # fmt: skip
+        every = ["malignant", "pre-malignant", "benign", "indeterminate"]
+        configure(node, {"destinations": {"orthanc": orthanc.destination(), "onco": orthanc.destination()},
+                         "rules": [{"destination": "orthanc", "objects": ["images", "ai-results"]},
+                                   {"destination": "onco", "objects": ["images"], "outcomes": every}]})  # fmt: skip
         patient_id = consenting_patient(node, "FW-1")
         image = lesion_instance("FW-1", seed=31)
         send(node, tmp_path, image)  # storescu, as a dermatoscope does
@@ -79,8 +81,14 @@ def test_images_sr_and_seg_arrive_in_orthanc_after_the_ai(tmp_path: Path, orthan
         assert sorted(received.values()) == sorted([str(image.SOPClassUID), COMPREHENSIVE_3D_SR, SEGMENTATION])
         [study] = orthanc.get("/studies")
         assert orthanc.get(f"/studies/{study}")["MainDicomTags"]["StudyInstanceUID"] == str(image.StudyInstanceUID)
-        done = wait_jobs(node, lambda found: len(found) == 3 and all(j["state"] == "sent" for j in found))
+        done = wait_jobs(node, lambda found: len(found) == 3 and all(j["state"] == "sent" for j in found),
+                         destination="orthanc")  # fmt: skip
         assert {j["kind"] for j in done} == {"images", "ai-results"}
+        # a rule naming outcomes sends the image once the AI's result on it is stored (after its SR or SEG)
+        [onco] = wait_jobs(node, lambda found: len(found) == 1 and found[0]["state"] == "sent", destination="onco")
+        assert onco["instance"] == str(image.SOPInstanceUID)
+        [image_job] = [j for j in done if j["kind"] == "images"]  # made when the image was stored, before the AI ran
+        assert image_job["created"] < min(j["created"] for j in done if j["kind"] == "ai-results") <= onco["created"]
         assert all(j["dimseStatus"] == "0x0000" and j["attempts"] == 1 and j["destinationAE"] == "ORTHANC"
                    for j in done)  # fmt: skip
         # each attempt is audited as a DICOM Export naming the study and the destination
