@@ -53,3 +53,24 @@ def export_event(
                    "type": [{"system": SECURITY_SOURCE, "code": "4"}]},
         "entity": entities,
     }  # fmt: skip
+
+
+RETRY_SUBTYPE = {"system": "urn:dermbridge:audit", "code": "dicom-forwarding-retry", "display": "Forwarding retry"}
+
+
+def retry_event(job: dict[str, Any], who: str) -> dict[str, Any]:
+    """An operator queued a forwarding job again (``POST .../jobs/{id}/$retry``): who, which job and study."""
+    return {
+        "resourceType": "AuditEvent",
+        "type": {"system": DCM, "code": "110106", "display": "Export"},
+        "subtype": [RETRY_SUBTYPE],
+        "action": "E",
+        "recorded": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "outcome": "0",
+        "outcomeDesc": f"forwarding job {job['id']} to {job.get('destinationAE', '?')} queued again"[:1000],
+        "agent": [{"who": {"display": who[:200]}, "requestor": True}],
+        "source": {"observer": {"display": "DermBridge DICOM forwarding"},
+                   "type": [{"system": SECURITY_SOURCE, "code": "4"}]},
+        "entity": [{"what": {"identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{job['study']}"}},
+                    "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"}}],
+    }  # fmt: skip

@@ -8,7 +8,7 @@ last error, DIMSE status and transfer syntax, and a retry of a failed one.
 
 Access is the ``AccessPolicy``'s, as for DICOMweb: listing needs what QIDO-RS needs (search on ImagingStudy, read
 on Patient) under a ``user/`` or ``system/`` scope (jobs span patients: a ``patient/`` scope gets 403); a retry
-needs update on ImagingStudy too. Errors are OperationOutcomes.
+needs update on ImagingStudy too and is audited. Errors are OperationOutcomes.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
+from dicom_node.forwarding.audit import retry_event
 from dicom_node.forwarding.config import read_forwarding
 from dicom_node.forwarding.events import FORWARD, KINDS, ForwardRequested
 from dicom_node.forwarding.jobs import JOBS, PENDING, STATES, job_body, requeue
 from dicom_node.web.routes import CallerDep
+from fhir_server.audit.trail import AuditTrail
 from fhir_server.errors import bad_request, conflict, forbidden, not_found
 from fhir_server.security.policy import AccessPolicy
 from fhir_server.storage.port import TenantStore, TenantUnknownError
@@ -114,4 +116,8 @@ async def retry_job(request: Request, tenant: str, job: str, policy: WatcherDep)
             raise conflict(f"the destination {current['destination']!r} is no longer configured")
         body = await requeue(tx, record, forwarding.max_attempts)
         await tx.append_event(FORWARD, ForwardRequested(body["id"], body["destination"], body["instance"]).payload())
+        audit: AuditTrail | None = request.app.state.audit
+        if audit is not None:
+            who = policy.access.subject if policy.access is not None else str(policy.system_reason)
+            await audit.record_in(store, tx, retry_event(body, who))
     return _json(body, 202)

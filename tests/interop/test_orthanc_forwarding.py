@@ -128,6 +128,8 @@ def test_an_unreachable_destination_blocks_no_other_and_fails_after_its_attempts
     assert retried.status_code == 202 and retried.json()["state"] == "pending"
     assert node.post(f"{JOBS}/{job_id}/$retry").status_code in (202, 409)  # pending (409) unless already sent
     wait_jobs(node, lambda found: bool(found), destination="dead", state="sent")
+    retries = node.get("/fhir/default/AuditEvent", params={"subtype": "dicom-forwarding-retry"}).json()
+    assert retries["total"] >= 1 and job_id in retries["entry"][0]["resource"]["outcomeDesc"]
     assert node.get(f"{JOBS}/{job_id}").json()["attempts"] == 1
 
 
