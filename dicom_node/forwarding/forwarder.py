@@ -155,11 +155,10 @@ class Forwarder(OutboxLoop):
                 await record_outcome(tx, outcome)
             for event in audited:
                 await self.audit.record_in(store, tx, event)  # type: ignore[union-attr]
-        for attempt, outcome in settled:
-            if outcome.state == PENDING and outcome.retry_in is not None:
-                await store.defer_event(SENDER, attempt.event.seq, outcome.retry_in)
-            else:
-                await store.ack_event(SENDER, attempt.event.seq)
+        retried = {a.event.seq: o.retry_in for a, o in settled if o.state == PENDING and o.retry_in is not None}
+        for seq, seconds in retried.items():
+            await store.defer_event(SENDER, seq, seconds)
+        await store.ack_events(SENDER, [a.event.seq for a, _ in settled if a.event.seq not in retried])
         for _, outcome in real:
             if outcome.state != SENT:
                 log.warning("forwarding %s: %s (attempt %d, %s)", outcome.job, outcome.error, outcome.attempts,
