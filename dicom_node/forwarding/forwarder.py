@@ -130,7 +130,13 @@ class Forwarder(OutboxLoop):
                 outcomes.append((attempt, Outcome(attempt.request.job, FAILED, attempt.event.attempts, error)))
             else:
                 items.append((attempt.request.job, dataset))
-        deliveries = await asyncio.to_thread(send, destination, self.calling_ae, items) if items else []
+        try:
+            deliveries = await asyncio.to_thread(send, destination, self.calling_ae, items) if items else []
+        except Exception as exc:  # pynetdicom refusing a context, a codec crashing: a failed, retried attempt
+            log.exception("forwarding to %s: the round failed", destination.name)
+            deliveries = [
+                Delivery(job, False, None, f"not sent: {type(exc).__name__}: {exc}"[:500]) for job, _ in items
+            ]
         by_job = {a.request.job: a for a in attempts}
         outcomes += [(by_job[d.job], _judged(d, by_job[d.job].event.attempts, forwarding)) for d in deliveries]
         return outcomes
@@ -143,7 +149,7 @@ class Forwarder(OutboxLoop):
             return await self.files.read_dataset(store, store.name, record), ""
         except ObjectErased:
             return None, "the object's patient was erased"
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # a missing or unreadable file (pydicom's errors are ValueError, OSError, ...)
             return None, f"the stored object cannot be read: {type(exc).__name__}"
 
     async def _settle(self, store: TenantStore, forwarding: Forwarding, settled: list[tuple[Attempt, Outcome]]) -> None:

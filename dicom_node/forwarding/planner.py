@@ -9,6 +9,8 @@ image: rules naming outcomes send the image then, with its results.
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 
 from dicom_node.attributes import INSTANCE
@@ -17,6 +19,7 @@ from dicom_node.forwarding.events import AI_RESULTS, FORWARD, IMAGES, INSTANCE_S
 from dicom_node.forwarding.jobs import ForwardedObject, job_key, open_job
 from fhir_server.storage.port import OutboxEvent, Record, TenantTransaction
 
+log = logging.getLogger(__name__)
 ORIGINS = "dicom.forward-origin"  # image SOP Instance UID -> the AE title that sent it
 Planned = list[tuple[Destination, ForwardedObject]]
 
@@ -59,10 +62,14 @@ async def _derived_stored(tx: TenantTransaction, derived: DerivedStored, forward
 
 async def plan(tx: TenantTransaction, event: OutboxEvent, forwarding: Forwarding) -> int:
     """The jobs ``event`` calls for under ``forwarding``, opened in ``tx``; returns how many are new."""
-    if event.topic == INSTANCE_STORED:
-        planned = await _image_stored(tx, event.payload, forwarding)
-    else:
-        planned = await _derived_stored(tx, DerivedStored.of(event.payload), forwarding)
+    try:
+        if event.topic == INSTANCE_STORED:
+            planned = await _image_stored(tx, event.payload, forwarding)
+        else:
+            planned = await _derived_stored(tx, DerivedStored.of(event.payload), forwarding)
+    except (KeyError, TypeError, ValueError, IndexError):  # an event this node cannot read blocks no other
+        log.exception("forwarding: event %s (%s) cannot be planned; skipped", event.seq, event.topic)
+        return 0
     opened = 0
     for destination, obj in planned:
         if await open_job(tx, destination, obj, forwarding.max_attempts):

@@ -159,6 +159,11 @@ def test_rules_by_calling_ae_and_sop_class(node: FhirTestClient, tmp_path: Path,
     send(node, tmp_path, dermoscopic(patient_id="FW-4", seed=4))  # from DERMATOSCOPE, not WARD-CAM
     found = wait_jobs(node, lambda f: len(f) == 2 and all(j["state"] == "sent" for j in f))
     assert sorted(j["destination"] for j in found) == ["all", "photos"]  # the planner has seen the image
+    # erasing the patient removes its forwarding jobs too (UIDs of its objects)
+    [study] = node.get("/fhir/default/ImagingStudy").json()["entry"]
+    patient = study["resource"]["subject"]["reference"]
+    assert node.post(f"/fhir/default/{patient}/$erase").status_code == 200
+    assert jobs(node) == []
 
 
 def test_the_status_is_the_access_policys(node: FhirTestClient) -> None:
