@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
@@ -33,6 +34,7 @@ from fhir_server.storage.port import Engine, OutboxEvent, TenantStore
 log = logging.getLogger(__name__)
 PLANNER, SENDER = "dicom-forwarding-planner", "dicom-forwarding-sender"
 PLANNED_TOPICS = (INSTANCE_STORED, DERIVED_STORED)
+SENDING_THREADS = 8  # destinations sent to at once; their own threads, so a slow PACS starves no ingest
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,12 @@ class Forwarder(OutboxLoop):
         self.audit = audit
         self._lease = lease_seconds
         self._batch = batch
+        self._threads = ThreadPoolExecutor(SENDING_THREADS, thread_name_prefix="dicom-forward")
+
+    async def stop(self) -> None:
+        await super().stop()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        self._threads = ThreadPoolExecutor(SENDING_THREADS, thread_name_prefix="dicom-forward")  # startable again
 
     async def drain(self) -> int:
         """Plan and send what is due in every tenant; returns how many events were handled."""
@@ -131,7 +139,8 @@ class Forwarder(OutboxLoop):
             else:
                 items.append((attempt.request.job, dataset))
         try:
-            deliveries = await asyncio.to_thread(send, destination, self.calling_ae, items) if items else []
+            sending = asyncio.get_running_loop().run_in_executor
+            deliveries = await sending(self._threads, send, destination, self.calling_ae, items) if items else []
         except Exception as exc:  # pynetdicom refusing a context, a codec crashing: a failed, retried attempt
             log.exception("forwarding to %s: the round failed", destination.name)
             deliveries = [
