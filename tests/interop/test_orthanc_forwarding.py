@@ -7,16 +7,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
 
+from dicom_node.derived import StudyHome, store_derived
 from dicom_node.forwarding.config import set_forwarding
+from dicom_node.forwarding.events import CLINICIAN_DECISIONS, DerivedOrigin
 from dicom_node.sop_classes import COMPREHENSIVE_3D_SR, SEGMENTATION
+from inference.demo import DEMO_DIR
+from inference.dicom_results import build
+from inference.loaders import load_model
+from inference.synthetic import lesion_image, random_spec
 from tests.conftest import FhirTestClient, make_client
-from tests.dicom_factories import DERMOSCOPIC_PHOTOGRAPHY, dermoscopic, stow_body
+from tests.dicom_factories import DERMOSCOPIC_PHOTOGRAPHY, dermoscopic, stow_body, with_pixels
 from tests.inference.test_worker import SALIENCY, consenting_patient, lesion_instance, send, wait_for
 from tests.orthanc import UNCOMPRESSED, Orthanc, running_orthanc
 from tests.server import free_port
@@ -177,3 +185,27 @@ def test_the_status_is_the_access_policys(node: FhirTestClient) -> None:
     assert node.get(f"{JOBS}/x:1.2").status_code == 404
     assert node.get(JOBS, params={"state": "lost"}).status_code == 400
     assert node.get("/forwarding/nowhere/jobs").status_code == 404
+
+
+def test_a_clinician_decision_stored_as_such_goes_by_its_kind(node: FhirTestClient, orthanc: Orthanc) -> None:
+    """The seam the sign-off export uses: an object stored with ``DerivedOrigin(CLINICIAN_DECISIONS)`` is matched
+    by the rules naming that kind (here an SR standing in for the decision's), not by those for AI results."""
+    configure(node, {"destinations": {"pacs": orthanc.destination(), "ai": orthanc.destination()},
+                     "rules": [{"destination": "pacs", "objects": ["clinician-decisions"]},
+                               {"destination": "ai", "objects": ["ai-results"]}]})  # fmt: skip
+    pixels = lesion_image(random_spec(np.random.default_rng(5), 128, True), 128, seed=5)
+    image = with_pixels(dermoscopic(patient_id="FW-6", seed=6), pixels)
+    stow(node, image)
+    imaging = node.get("/fhir/default/ImagingStudy").json()["entry"][0]["resource"]
+    report = node.get("/fhir/default/DiagnosticReport").json()["entry"][0]["resource"]
+    home = StudyHome(imaging["subject"]["reference"].split("/")[1], imaging["id"], report["id"])
+    decision = build(image, load_model(DEMO_DIR).card, [0.4, 0.6], None, server_version="test", weights_sha256="",
+                     lesion="Lesion at Skin structure", lesion_key="lesion-6").sr  # fmt: skip
+    store = node.portal.call(node.app.state.engine.tenant, "default")  # type: ignore[attr-defined]
+    blobs = node.app.state.ingestor.blobs  # type: ignore[attr-defined]
+    origin = DerivedOrigin(CLINICIAN_DECISIONS, str(image.SOPInstanceUID))
+    assert node.portal.call(partial(store_derived, store, blobs, decision, home, title="decision", origin=origin))
+    [job] = wait_jobs(node, lambda found: len(found) == 1 and found[0]["state"] == "sent")
+    assert (job["destination"], job["kind"], job["instance"]) == ("pacs", "clinician-decisions",
+                                                                  str(decision.SOPInstanceUID))  # fmt: skip
+    assert orthanc.wait_for_instances(1) == {str(decision.SOPInstanceUID): COMPREHENSIVE_3D_SR}
