@@ -2,7 +2,7 @@
 JSON configuration and storage in a temporary directory, free loopback DICOM and HTTP ports, started and
 waited for on its REST API (a bounded wait on a condition), stopped at the end. Never the system service.
 
-    with running_orthanc(tmp_path) as orthanc:              # or the ``orthanc`` fixture
+    with running_orthanc(tmp_path) as orthanc:              # or the ``orthanc`` fixture (tests/conftest.py)
         orthanc.destination()                                # a DermBridge forwarding destination for it
         orthanc.get("/instances")                            # Orthanc's REST API (book.orthanc-server.com)
 """
@@ -140,9 +140,3 @@ def running_orthanc(directory: Path, ae_title: str = "ORTHANC", **extra: Any) ->
                 process.kill()
                 process.wait()
         shutil.rmtree(directory / "storage", ignore_errors=True)
-
-
-@pytest.fixture
-def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
-    with running_orthanc(tmp_path / "orthanc") as peer:
-        yield peer

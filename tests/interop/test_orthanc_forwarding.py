@@ -67,12 +67,6 @@ def node(tmp_path: Path) -> Iterator[FhirTestClient]:
         yield client
 
 
-@pytest.fixture
-def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
-    with running_orthanc(tmp_path / "orthanc") as peer:
-        yield peer
-
-
 def test_images_sr_and_seg_arrive_in_orthanc_after_the_ai(tmp_path: Path, orthanc: Orthanc) -> None:
     with make_client(tmp_path / "ai", inference_enabled=True, dicom_any_ae_tenant="default") as node:
         every = ["malignant", "pre-malignant", "benign", "indeterminate"]
