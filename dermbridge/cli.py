@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from dermbridge.cli_clients import add_parsers
+from dermbridge.cli_conformance import add_parsers as add_conformance_parsers
 from dermbridge.cli_keys import add_parsers as add_key_parsers
 from dermbridge.cli_models import add_parsers as add_model_parsers
 from dermbridge.cli_notify import add_parsers as add_notify_parsers
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_workflow_parsers(commands)
     add_terminology_parsers(commands)
     add_outcomes_parsers(commands)
+    add_conformance_parsers(commands)
     return parser
 
 

@@ -62,3 +62,11 @@ def _summary_table() -> dict[str, Any]:
 def choice_elements() -> frozenset[str]:
     """Names of R4's choice elements without ``[x]`` (value, effective, onset...)."""
     return frozenset(_load("choice-elements.json.gz"))
+
+
+@functools.cache
+def base_structures() -> dict[str, dict[str, Any]]:
+    """The R4 StructureDefinitions (snapshot trimmed) of the profiled resource types and every complex
+    data type, by type name: what profile snapshots are generated from and what ``$validate`` walks."""
+    found: dict[str, dict[str, Any]] = _load("structure-definitions.json.gz")
+    return found
