@@ -20,15 +20,17 @@ forwarded when it is stored, unless the rule names outcomes: then when the AI's 
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from dicom_node.forwarding.events import INDETERMINATE, KINDS
-from fhir_server.errors import unprocessable
+from fhir_server.errors import OperationOutcomeError, unprocessable
 from fhir_server.storage.port import TenantReader, TenantStore
 from fhir_server.tenant_settings import read_setting, write_setting
 
+log = logging.getLogger(__name__)
 SETTING = "dicom.forwarding"
 MAX_DESTINATIONS, MAX_RULES, MAX_LIST = 20, 50, 50
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -185,7 +187,8 @@ async def read_forwarding(reader: TenantReader) -> Forwarding:
     """The tenant's configuration (checked when set, so it parses; else nothing is forwarded)."""
     try:
         return parse_forwarding(await read_setting(reader, SETTING))
-    except Exception:  # an unusable stored value forwards nothing rather than stopping the outbox
+    except OperationOutcomeError as error:  # an unusable stored value forwards nothing rather than stopping the outbox
+        log.error("the tenant's forwarding configuration is not usable, nothing forwarded: %s", error)
         return NONE
 
 
