@@ -66,13 +66,21 @@ class Forwarder(OutboxLoop):
         self._threads = ThreadPoolExecutor(SENDING_THREADS, thread_name_prefix="dicom-forward")  # startable again
 
     async def drain(self) -> int:
-        """Plan and send what is due in every tenant; returns how many events were handled."""
+        """Plan and send what is due in every tenant, the tenants side by side (one tenant's slow PACS holds up
+        no other tenant); returns how many events were handled."""
+        names = await self._engine.tenant_names()
         handled = 0
-        for tenant in await self._engine.tenant_names():
-            store = await self._engine.tenant(tenant)
-            handled += await self._plan(store)
-            handled += await self._send(store)
+        rounds = await asyncio.gather(*map(self._drain, names), return_exceptions=True)
+        for name, done in zip(names, rounds, strict=True):
+            if isinstance(done, BaseException):
+                log.error("forwarding: tenant %s's round failed; retried next round", name, exc_info=done)
+            else:
+                handled += done
         return handled
+
+    async def _drain(self, tenant: str) -> int:
+        store = await self._engine.tenant(tenant)
+        return await self._plan(store) + await self._send(store)
 
     async def _claimed(self, store: TenantStore, consumer: str, topics: tuple[str, ...]) -> list[OutboxEvent]:
         """Events of ``topics`` due for ``consumer``, the others acknowledged (empty: none left)."""
