@@ -19,6 +19,7 @@ from dermbridge.cli_notify import add_parsers as add_notify_parsers
 from dermbridge.cli_outcomes import add_parsers as add_outcomes_parsers
 from dermbridge.cli_retention import add_parsers as add_retention_parsers
 from dermbridge.cli_settings import add_parsers as add_settings_parsers
+from dermbridge.cli_storage import add_parsers as add_storage_parsers
 from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
 from dermbridge.cli_terminology import add_parsers as add_terminology_parsers
 from dermbridge.cli_workflow import add_parsers as add_workflow_parsers
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_terminology_parsers(commands)
     add_outcomes_parsers(commands)
     add_conformance_parsers(commands)
+    add_storage_parsers(commands)
     return parser
 
 
