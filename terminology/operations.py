@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from terminology.codesystem import CodeSystemIndex
+from terminology.codesystem import CodeSystemView
 from terminology.errors import TerminologyError, invalid, unknown
 from terminology.expansion import Entry, Expander
 from terminology.resolver import Resolver, require_code_system
@@ -121,7 +121,7 @@ async def validate_code(
     return _judged(match, code, display)
 
 
-def validate_in_code_system(index: CodeSystemIndex, code: str, display: str | None = None) -> dict[str, Any]:
+def validate_in_code_system(index: CodeSystemView, code: str, display: str | None = None) -> dict[str, Any]:
     """codesystem-operation-validate-code.html: the code looked up directly (no expansion, any size)."""
     concept = index.get(code)
     if concept is None:
