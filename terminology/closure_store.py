@@ -31,10 +31,13 @@ CREATE TABLE parent (child INTEGER NOT NULL, parent INTEGER NOT NULL, PRIMARY KE
 CREATE TABLE closure (ancestor INTEGER NOT NULL, descendant INTEGER NOT NULL,
                       PRIMARY KEY (ancestor, descendant)) WITHOUT ROWID;
 """
+CLOSURE_INDEXES = """
+CREATE INDEX concept_level ON concept (level);
+CREATE INDEX closure_descendant ON closure (descendant, ancestor);
+"""
 INDEXES = """
 CREATE INDEX designation_concept ON designation (concept);
 CREATE INDEX parent_parent ON parent (parent, child);
-CREATE INDEX closure_descendant ON closure (descendant, ancestor);
 """
 
 
@@ -114,14 +117,14 @@ def _close(conn: sqlite3.Connection, ids: dict[str, int], pairs: set[tuple[int, 
                     following.append(child)
         frontier = following
     conn.executemany("UPDATE concept SET level = ? WHERE id = ?", ((v, k) for k, v in level.items()))
-    deepest = max(level.values(), default=0)
-    for depth in range(1, deepest + 1):
+    conn.executescript(CLOSURE_INDEXES)
+    at_level = "p.child IN (SELECT id FROM concept WHERE level = ?)"
+    for depth in range(1, max(level.values(), default=0) + 1):
+        conn.execute(f"INSERT OR IGNORE INTO closure SELECT p.parent, p.child FROM parent p WHERE {at_level}", (depth,))
         conn.execute(
-            "INSERT OR IGNORE INTO closure (ancestor, descendant) "
-            "SELECT p.parent, p.child FROM parent p JOIN concept c ON c.id = p.child WHERE c.level = ? "
-            "UNION SELECT a.ancestor, p.child FROM parent p JOIN concept c ON c.id = p.child "
-            "JOIN closure a ON a.descendant = p.parent WHERE c.level = ?",
-            (depth, depth),
+            "INSERT OR IGNORE INTO closure SELECT a.ancestor, p.child FROM parent p "
+            f"JOIN closure a ON a.descendant = p.parent WHERE {at_level}",
+            (depth,),
         )
 
 
@@ -163,7 +166,7 @@ class ClosureCodeSystem:
         )
         return concept
 
-    def many(self, codes: Iterable[str]) -> list[Concept]:
+    def many(self, codes: Iterable[str], designations: bool = True) -> list[Concept]:
         wanted = list(codes)
         found: dict[str, Concept] = {}
         for start in range(0, len(wanted), BATCH):
@@ -174,6 +177,8 @@ class ClosureCodeSystem:
                 f"SELECT id, code, display FROM concept WHERE code IN ({marks})", chunk
             ):
                 ids[number] = found[code] = Concept(code, display)
+            if not designations:
+                continue
             for number, *designation in self._conn.execute(
                 "SELECT concept, use_system, use_code, language, value FROM designation "
                 f"WHERE concept IN ({','.join('?' * len(ids))})",

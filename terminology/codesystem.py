@@ -41,8 +41,9 @@ class CodeSystemView(Protocol):
 
     def get(self, code: str) -> Concept | None: ...
 
-    def many(self, codes: Iterable[str]) -> list[Concept]:
-        """The concepts of ``codes`` in the order given, unknown codes left out."""
+    def many(self, codes: Iterable[str], designations: bool = True) -> list[Concept]:
+        """The concepts of ``codes`` in the order given, unknown codes left out; ``designations`` False: a
+        store may leave them out (an expansion without a text filter does not need them)."""
         ...
 
     def all_codes(self, limit: int) -> list[str]:
@@ -53,7 +54,7 @@ class CodeSystemView(Protocol):
         """codesystem-filter-operator: the codes one ``compose.include.filter`` selects, in order."""
         ...
 
-    def many(self, codes: Iterable[str]) -> list[Concept]:
+    def many(self, codes: Iterable[str], designations: bool = True) -> list[Concept]:
         return [c for c in (self.concepts.get(code) for code in codes) if c is not None]
 
     def all_codes(self, limit: int) -> list[str]:
@@ -187,7 +188,7 @@ class CodeSystemIndex:
             found = next((c for k, c in self.concepts.items() if k.lower() == lowered), None)
         return found
 
-    def many(self, codes: Iterable[str]) -> list[Concept]:
+    def many(self, codes: Iterable[str], designations: bool = True) -> list[Concept]:
         return [c for c in (self.concepts.get(code) for code in codes) if c is not None]
 
     def all_codes(self, limit: int) -> list[str]:

@@ -45,9 +45,11 @@ class Entry:
 
 
 class Expander:
-    def __init__(self, resolver: Resolver, limit: int = MAX_EXPANSION) -> None:
+    def __init__(self, resolver: Resolver, limit: int = MAX_EXPANSION, *, terms: bool = True) -> None:
+        """``terms``: read each code's designations too (for a text filter)."""
         self.resolver = resolver
         self.limit = limit
+        self.terms = terms
         self.expanded = 0
 
     async def expand(self, value_set: dict[str, Any], depth: int = 0) -> list[Entry]:
@@ -116,7 +118,7 @@ class Expander:
                 raise TerminologyError(
                     422, "processing", f"code system {system} is not held here in full: it cannot be expanded", []
                 )
-            return entries(index, index.all_codes(self.limit))
+            return entries(index, index.all_codes(self.limit), self.terms)
         codes: list[str] | None = None
         for item in filters:
             prop, op, value = item.get("property"), item.get("op"), item.get("value")
@@ -127,10 +129,10 @@ class Expander:
             codes = matched if codes is None else [c for c in codes if c in set(matched)]
             if len(codes) > self.limit:
                 raise too_costly(f"the filter {prop} {op} {value} selects more than {self.limit} codes", "filter")
-        return entries(index, codes or [])
+        return entries(index, codes or [], self.terms)
 
 
-def entries(index: CodeSystemView, codes: list[str]) -> list[Entry]:
+def entries(index: CodeSystemView, codes: list[str], terms: bool = True) -> list[Entry]:
     """Expansion entries of ``codes``, read in one batch (a code system in a store reads them in one query)."""
     return [
         Entry(
@@ -140,7 +142,7 @@ def entries(index: CodeSystemView, codes: list[str]) -> list[Entry]:
             index.version,
             tuple(str(d["value"]) for d in concept.designations if isinstance(d.get("value"), str)),
         )
-        for concept in index.many(codes)
+        for concept in index.many(codes, terms)
     ]
 
 

@@ -81,7 +81,7 @@ async def expand(
     count = MAX_COUNT if count is None else count
     if count > MAX_COUNT:
         raise TerminologyError(400, "too-costly", f"count is at most {MAX_COUNT}", ["count"])
-    entries = await Expander(resolver).expand(value_set)
+    entries = await Expander(resolver, terms=bool(text)).expand(value_set)
     if text:
         needle = text.casefold()
         entries = [e for e in entries if e.mentions(needle)]
