@@ -115,7 +115,9 @@ def observation() -> dict[str, Any]:
     return {
         "resourceType": "Observation",
         "status": "final",
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging"}]}],
+        "category": [
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging"}]}
+        ],
         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "93655004"}]},
         "interpretation": [{"coding": [{"system": interpretation, "code": "H"}]}],
         "valueQuantity": {"value": 0.82, "unit": "probability", "system": "http://unitsofmeasure.org", "code": "1"},
@@ -167,7 +169,9 @@ def main() -> None:
         store = ClosureCodeSystem(root / "snomed.sqlite")
         pairs = store._conn.execute("SELECT COUNT(*) FROM closure").fetchone()[0]
         out = sys.stdout
-        out.write(f"release of {count} concepts written in {written:.0f} s; loaded in {loaded:.0f} s ({pairs} closure rows)\n")
+        out.write(
+            f"release of {count} concepts written in {written:.0f} s; loaded in {loaded:.0f} s ({pairs} closure rows)\n"
+        )
         resolver = Layered([_Store(store), BaseContent([])])
         subtrees = pick_subtrees(store, args.runs)
         sizes = [size for _, size in subtrees]

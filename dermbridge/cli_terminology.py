@@ -59,7 +59,10 @@ def terminology_command(args: argparse.Namespace) -> int:
             loaded += await load_large(store, resources, directory)
         summary = ", ".join(f"{n} {t}" for t, n in sorted(loaded.items())) or "nothing"
         seconds = f" in {time.monotonic() - started:.0f} s" if time.monotonic() - started >= 10 else ""
-        print(f"{args.tenant}: loaded {summary} from {args.file.name}{seconds}" + (f"; {failed} refused" if failed else ""))
+        print(
+            f"{args.tenant}: loaded {summary} from {args.file.name}{seconds}"
+            + (f"; {failed} refused" if failed else "")
+        )
         if loaded and trail is not None:
             change = f"loaded {summary} from {args.file.name}"
             await trail.record(store, setting_event("terminology", SOFTWARE_CONFIGURATION, "dermbridge CLI", change))
@@ -120,7 +123,7 @@ async def load_large(store: TenantStore, resources: list[dict[str, Any]], direct
 
 
 def _designation(item: dict[str, Any]) -> tuple[str | None, str | None, str | None, str]:
-    use = item.get("use") if isinstance(item.get("use"), dict) else {}
+    use: dict[str, Any] = item["use"] if isinstance(item.get("use"), dict) else {}
     return use.get("system"), use.get("code"), item.get("language"), str(item.get("value", ""))
 
 

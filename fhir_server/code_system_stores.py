@@ -38,7 +38,7 @@ async def register_store(store: TenantStore, resource: dict[str, Any], path: Pat
     async with store.transaction() as tx:
         repo = Repository.system(store, reason="dermbridge terminology load: a code system store", tx=tx)
         stored = await repo.conditional_update(body, resource_type="CodeSystem", criteria=urlencode(criteria))
-        record = {"path": str(path.resolve()), "count": count, "id": stored.resource["id"]}
+        record = {"path": _absolute(path), "count": count, "id": stored.resource["id"]}
         await tx.put_record(Record(COLLECTION, _key(url, version), json.dumps(record).encode(), {"url": (url,)}))
     return stored.resource
 
@@ -50,8 +50,15 @@ async def held_store(reader: TenantReader, resource: dict[str, Any]) -> ClosureC
     record = await reader.get_record(COLLECTION, _key(resource["url"], resource.get("version")))
     if record is None:
         return None
-    path = Path(json.loads(record.body)["path"])
-    if not path.is_file():
-        log.warning("the store of code system %s is missing: %s (load the release again)", resource["url"], path)
+    return _open(resource["url"], json.loads(record.body)["path"])
+
+
+def _absolute(path: Path) -> str:
+    return str(path.resolve())
+
+
+def _open(url: str, path: str) -> ClosureCodeSystem | None:
+    if not Path(path).is_file():
+        log.warning("the store of code system %s is missing: %s (load the release again)", url, path)
         return None
-    return open_store(str(path))
+    return open_store(path)

@@ -100,7 +100,9 @@ async def _judge(
 ) -> dict[str, Any] | None:
     name = f"{binding.strength} binding to {binding.value_set}"
     if await membership.value_set(binding.value_set) is None:
-        return _issue("information", "informational", f"{name}: the value set is not held here, not checked", expression)
+        return _issue(
+            "information", "informational", f"{name}: the value set is not held here, not checked", expression
+        )
     if not codings:
         if binding.strength != "required":
             return None

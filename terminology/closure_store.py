@@ -90,7 +90,9 @@ def write_store(
 
 def _flush(conn: sqlite3.Connection, rows: list[Any], designations: list[Any]) -> None:
     conn.executemany("INSERT INTO concept (id, code, display) VALUES (?, ?, ?)", rows)
-    conn.executemany("INSERT INTO designation (concept, use_system, use_code, language, value) VALUES (?, ?, ?, ?, ?)", designations)
+    conn.executemany(
+        "INSERT INTO designation (concept, use_system, use_code, language, value) VALUES (?, ?, ?, ?, ?)", designations
+    )
     rows.clear()
     designations.clear()
 
@@ -210,16 +212,15 @@ class ClosureCodeSystem:
         if op == "generalizes":
             return sorted({value, *self.ancestors(value)})
         if op == "is-not-a":
-            below = self._count_below(number)
-            if self.count - below - 1 > limit:
+            if self.count - self._count_below(number) - 1 > limit:
                 raise too_costly(f"is-not-a {value} selects more than {limit} codes of {self.url}", "filter")
             return self._codes(
-                "SELECT code FROM concept WHERE id != ? AND id NOT IN (SELECT descendant FROM closure WHERE ancestor = ?) "
-                "ORDER BY id",
+                "SELECT code FROM concept WHERE id != ? "
+                "AND id NOT IN (SELECT descendant FROM closure WHERE ancestor = ?) ORDER BY id",
                 (number, number),
             )
-        below = list(self.descendants(value, limit))
-        return [value, *below] if op == "is-a" else below
+        under = list(self.descendants(value, limit))
+        return [value, *under] if op == "is-a" else under
 
     def _count_below(self, number: int) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM closure WHERE ancestor = ?", (number,)).fetchone()[0])

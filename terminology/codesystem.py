@@ -54,58 +54,6 @@ class CodeSystemView(Protocol):
         """codesystem-filter-operator: the codes one ``compose.include.filter`` selects, in order."""
         ...
 
-    def many(self, codes: Iterable[str], designations: bool = True) -> list[Concept]:
-        return [c for c in (self.concepts.get(code) for code in codes) if c is not None]
-
-    def all_codes(self, limit: int) -> list[str]:
-        if len(self.concepts) > limit:
-            raise too_costly(f"{self.url} has more than {limit} codes", "url")
-        return list(self.concepts)
-
-    def select(self, prop: str, op: str, value: str, limit: int) -> list[str]:
-        return sorted(self._select(prop, op, value, limit), key=self.order.__getitem__)
-
-    def _select(self, prop: str, op: str, value: str, limit: int) -> set[str]:
-        check_filter(prop, op)
-        if op in HIERARCHY_OPS:
-            return self._hierarchy(op, value, limit)
-        if op in ("in", "not-in"):
-            wanted = {v.strip() for v in value.split(",")}
-            selected = {c for c in self.concepts if self._property_values(c, prop) & wanted}
-            return selected if op == "in" else set(self.concepts) - selected
-        if op == "exists":
-            present = {c for c in self.concepts if self._property_values(c, prop)}
-            return present if value == "true" else set(self.concepts) - present
-        return {c for c in self.concepts if value in self._property_values(c, prop)}
-
-    def _hierarchy(self, op: str, value: str, limit: int) -> set[str]:
-        if value not in self.concepts:
-            raise invalid(f"{value} is not a code of {self.url}", "filter")
-        if op == "generalizes":
-            return self.ancestors(value) | {value}
-        below = set(self.descendants(value, limit))
-        if op == "is-a":
-            return below | {value}
-        if op == "descendent-of":
-            return below
-        return set(self.concepts) - below - {value}
-
-    def _property_values(self, code: str, prop: str) -> set[str]:
-        concept = self.concepts[code]
-        if prop in ("concept", "code"):
-            return {code}
-        if prop == "parent":
-            return set(concept.parents)
-        if prop == "child":
-            return set(concept.children)
-        found: set[str] = set()
-        for item in concept.properties:
-            if item.get("code") == prop:
-                found.update(str(v) for k, v in item.items() if k.startswith("value") and not isinstance(v, dict))
-                if isinstance(item.get("valueCoding"), dict):
-                    found.add(str(item["valueCoding"].get("code")))
-        return found
-
     def descendants(self, code: str, limit: int) -> Iterator[str]: ...
 
     def ancestors(self, code: str) -> set[str]: ...

@@ -46,7 +46,7 @@ class Compiled:
         if code in self.codes.get(system, ()):
             return "member"
         for index, top, itself in self.below:
-            if index.url == system and (code == top and itself or index.subsumption(top, code) == "subsumes"):
+            if index.url == system and ((code == top and itself) or index.subsumption(top, code) == "subsumes"):
                 return "member"
         if any(index.url == system and index.get(code) is not None for index in self.whole):
             return "member"
@@ -86,7 +86,9 @@ class Membership:
             return "unknown"
         if system is not None:
             return compiled.verdict(system, code)
-        verdicts = {compiled.verdict(s, code) for s in compiled.systems} or {"unknown" if compiled.open_all else "not-member"}
+        verdicts = {compiled.verdict(s, code) for s in compiled.systems} or {
+            "unknown" if compiled.open_all else "not-member"
+        }
         return "member" if "member" in verdicts else "unknown" if "unknown" in verdicts else "not-member"
 
     async def _compile(self, canonical: str, depth: int) -> Compiled | None:
@@ -139,7 +141,11 @@ class Membership:
                 return
             codes: set[str] | None = None
             for item in filters:
-                found = set(index.select(str(item.get("property")), str(item.get("op")), str(item.get("value")), MAX_COMPILED_CODES))
+                found = set(
+                    index.select(
+                        str(item.get("property")), str(item.get("op")), str(item.get("value")), MAX_COMPILED_CODES
+                    )
+                )
                 codes = found if codes is None else codes & found
             compiled.codes.setdefault(system, set()).update(codes or ())
         except TerminologyError:

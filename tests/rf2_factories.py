@@ -39,7 +39,9 @@ class Rf2Release:
         self._next += 1
         return f"{self._next}1{partition}0"
 
-    def concept(self, code: str, fsn: str, synonym: str | None = None, *, active: bool = True, preferred: bool = True) -> None:
+    def concept(
+        self, code: str, fsn: str, synonym: str | None = None, *, active: bool = True, preferred: bool = True
+    ) -> None:
         """A concept, its FSN and a synonym (the en-US preferred term when ``preferred``)."""
         flag = "1" if active else "0"
         self.files["Concept"].append([code, self.effective_time, flag, MODULE, "900000000000074008"])
@@ -51,9 +53,7 @@ class Rf2Release:
         id = self._id("1")
         row = [id, self.effective_time, "1" if active else "0", MODULE, code, "en", kind, term, "900000000000448009"]
         self.files["Description"].append(row)
-        self.files["Language"].append(
-            [f"lang-{id}", self.effective_time, "1", MODULE, US_ENGLISH, id, acceptability]
-        )
+        self.files["Language"].append([f"lang-{id}", self.effective_time, "1", MODULE, US_ENGLISH, id, acceptability])
         return id
 
     def inactive_synonym(self, code: str, term: str) -> None:

@@ -90,7 +90,9 @@ def test_an_rf2_release_loads_into_a_store_that_the_running_server_uses(tmp_path
         [stored] = [e["resource"] for e in client.get(f"{BASE}/CodeSystem", params={"url": snomed}).json()["entry"]]
         assert (stored["content"], stored["count"]) == ("not-present", 9)
         nevi = {**VALUE_SET, "id": "nevi", "url": "urn:example:nevi"}
-        nevi["compose"] = {"include": [{"system": snomed, "filter": [{"property": "concept", "op": "is-a", "value": "400010006"}]}]}
+        nevi["compose"] = {
+            "include": [{"system": snomed, "filter": [{"property": "concept", "op": "is-a", "value": "400010006"}]}]
+        }
         assert client.put(f"{BASE}/ValueSet/nevi", json=nevi).status_code == 201
         expanded = client.get(f"{BASE}/ValueSet/$expand", params={"url": "urn:example:nevi"}).json()
         assert [c["code"] for c in expanded["expansion"]["contains"]] == ["400010006", "254818000", "1197294001"]
@@ -98,7 +100,9 @@ def test_an_rf2_release_loads_into_a_store_that_the_running_server_uses(tmp_path
         outcome = client.get(f"{BASE}/CodeSystem/$subsumes", params=subsumes).json()
         assert outcome["parameter"] == [{"name": "outcome", "valueCode": "subsumes"}]
         lookup = client.get(f"{BASE}/CodeSystem/$lookup", params={"system": snomed, "code": "400010006"}).json()
-        assert [p["valueString"] for p in lookup["parameter"] if p["name"] == "display"] == ["Melanocytic nevus of skin"]
+        assert [p["valueString"] for p in lookup["parameter"] if p["name"] == "display"] == [
+            "Melanocytic nevus of skin"
+        ]
         condition = {"resourceType": "Condition", "subject": {"display": "a patient"}}
         for code in ("254818000", "93655004"):
             body = {**condition, "code": {"coding": [{"system": snomed, "code": code}]}}
@@ -112,7 +116,9 @@ def test_an_rf2_release_loads_into_a_store_that_the_running_server_uses(tmp_path
             "reasonCode": [{"coding": [{"system": snomed, "code": "39937001"}]}],  # a body structure, no finding
         }
         warned = client.post(f"{BASE}/Encounter", json=encounter, headers={"Prefer": "return=OperationOutcome"})
-        assert [i["expression"] for i in warned.json()["issue"] if i["severity"] == "warning"] == [["Encounter.reasonCode[0]"]]
+        assert [i["expression"] for i in warned.json()["issue"] if i["severity"] == "warning"] == [
+            ["Encounter.reasonCode[0]"]
+        ]
 
 
 def test_a_release_without_its_snapshot_files_is_refused(tmp_path: Path) -> None:

@@ -72,7 +72,10 @@ def test_only_active_concepts_with_the_preferred_term_as_display(store: ClosureC
     melanoma = store.get("93655004")
     assert melanoma is not None and melanoma.display == "Malignant melanoma of skin"
     terms = {d["value"]: d["use"]["code"] for d in melanoma.designations}
-    assert terms == {"Malignant melanoma of skin (disorder)": "900000000000003001", "Malignant melanoma of skin": "900000000000013009"}
+    assert terms == {
+        "Malignant melanoma of skin (disorder)": "900000000000003001",
+        "Malignant melanoma of skin": "900000000000013009",
+    }
     nevus = store.get("400010006")
     assert nevus is not None and nevus.display == "Melanocytic nevus of skin"  # no preferred synonym: the FSN
     assert nevus.parents == ["95320005"] and sorted(nevus.children) == ["1197294001", "254818000"]
@@ -92,7 +95,11 @@ def test_the_hierarchy_is_the_active_inferred_is_a_closure(store: ClosureCodeSys
 
 def test_expand_and_membership_over_the_store(store: ClosureCodeSystem) -> None:
     layers = Layered([_Holding(store), BaseContent([])])
-    value_set = {"compose": {"include": [{"system": SNOMED, "filter": [{"property": "concept", "op": "is-a", "value": "400010006"}]}]}}
+    value_set = {
+        "compose": {
+            "include": [{"system": SNOMED, "filter": [{"property": "concept", "op": "is-a", "value": "400010006"}]}]
+        }
+    }
     entries = asyncio.run(Expander(layers).expand(value_set))
     assert [e.code for e in entries] == ["400010006", "254818000", "1197294001"]
     assert entries[0].display == "Melanocytic nevus of skin" and "Melanocytic naevus of skin" in entries[0].other_terms
