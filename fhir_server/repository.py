@@ -3,7 +3,8 @@ delete, their conditional forms, history and search.
 
 Free of HTTP: the API layer and the batch/transaction processor both call it. Every write
 validates (the R4 schema, then the base specification's terminology bindings: ``binding_checks``),
-assigns ``id``/``meta.versionId``/``meta.lastUpdated``, extracts the search index and appends a ``resource.*`` outbox event in the same transaction.
+assigns ``id``/``meta.versionId``/``meta.lastUpdated``, extracts the search index and appends a
+``resource.*`` outbox event in the same transaction.
 
 Every interaction asks the repository's ``AccessPolicy`` first (``fhir_server.security.policy``):
 a repository is made either for a token's policy or, by ``Repository.system(store, reason=...)``,
