@@ -83,7 +83,7 @@ def resolver_for(repo: Repository, pinned: dict[str, Any] | None = None) -> Reso
     """The tenant's resources above the base content; ``pinned`` (an instance the operation is invoked
     on, or one given inline) above both."""
     layers: list[Resolver] = [TenantTerminology(repo), base_content()]
-    if pinned is not None:
+    if pinned is not None and pinned.get("content") != "not-present":  # its concepts are in a store
         layers.insert(0, BaseContent([pinned]))
     return Layered(layers)
 

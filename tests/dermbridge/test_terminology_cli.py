@@ -103,6 +103,8 @@ def test_an_rf2_release_loads_into_a_store_that_the_running_server_uses(tmp_path
         assert [p["valueString"] for p in lookup["parameter"] if p["name"] == "display"] == [
             "Melanocytic nevus of skin"
         ]
+        on_instance = client.get(f"{BASE}/CodeSystem/{stored['id']}/$lookup", params={"code": "400010006"}).json()
+        assert on_instance == lookup
         condition = {"resourceType": "Condition", "subject": {"display": "a patient"}}
         for code in ("254818000", "93655004"):
             body = {**condition, "code": {"coding": [{"system": snomed, "code": code}]}}
