@@ -3,16 +3,23 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# fhir-package-loader (the FSH team's FHIR package loader, npm): tests/interop load the IG package with it
+FPL_VERSION := 2.2.4
+FPL_STAMP := $(VENV)/node/.fhir-package-loader-$(FPL_VERSION)
 
 .PHONY: run test lint typecheck pytest install system-deps clean bench bench-dicom bench-inference bench-workflow soak
 
-install: $(STAMP)
+install: $(STAMP) $(FPL_STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+$(FPL_STAMP): $(STAMP) | system-deps
+	npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error fhir-package-loader@$(FPL_VERSION)
+	touch $(FPL_STAMP)
 
 run: $(STAMP)
 	$(BIN)/dermbridge serve
@@ -28,7 +35,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) system-deps
+pytest: $(STAMP) system-deps $(FPL_STAMP)
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest

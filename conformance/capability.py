@@ -1,11 +1,15 @@
-"""The FHIR CapabilityStatement (capabilitystatement.html), generated from the registries:
-the served resource types, their R4 search parameters and the registered operations."""
+"""The FHIR CapabilityStatement (capabilitystatement.html), generated from the registries: the served
+resource types, their R4 search parameters, the profiles (``conformance.profiles``) and the registered
+operations. The server's own statement (``kind: instance``) instantiates the one the IG package holds
+(``kind: requirements``), which is the same statement without this server's addresses."""
 
 from __future__ import annotations
 
 import functools
 from typing import Any
 
+from conformance.ig.guide import IG_URL, SERVER_STATEMENT
+from conformance.ig.profiles import supported_profiles
 from fhir_server import FHIR_VERSION
 from fhir_server.api.router import FhirRouter
 from fhir_server.definitions import resource_types, unsupported_r4_types
@@ -40,16 +44,17 @@ def _rev_includes() -> dict[str, list[str]]:
     return found
 
 
-def _operations(router: FhirRouter, base_url: str, resource_type: str | None) -> list[dict[str, Any]]:
-    """The operations on a type (None: the system), each naming its definition's resolvable canonical."""
+def _operations(router: FhirRouter, resource_type: str | None) -> list[dict[str, Any]]:
+    """The operations on a type (None: the system), each naming its definition's canonical, which
+    ``GET [base]/OperationDefinition/{id}`` answers without a token."""
     return [
-        {"name": op.name, "definition": canonical(op.definition, base_url)}
+        {"name": op.name, "definition": canonical(op.definition)}
         for op in router.operations.values()
         if (resource_type in op.resource_types if resource_type else not op.resource_types)
     ]
 
 
-def _resource(resource_type: str, router: FhirRouter, base_url: str) -> dict[str, Any]:
+def _resource(resource_type: str, router: FhirRouter) -> dict[str, Any]:
     params = [
         {"name": code, "definition": p.url, "type": p.type}
         for code, p in sorted(parameters_for(resource_type).items())
@@ -78,35 +83,62 @@ def _resource(resource_type: str, router: FhirRouter, base_url: str) -> dict[str
         "searchRevInclude": _rev_includes().get(resource_type, []),
         "searchParam": params,
     }
-    if operations := _operations(router, base_url, resource_type):
+    if operations := _operations(router, resource_type):
         entry["operation"] = operations
+    supported = supported_profiles().get(resource_type, [])
     if resource_type == "Subscription":  # Subscriptions Backport IG: R4 servers advertise their topics here
         entry["extension"] = [{"url": TOPIC_CANONICAL, "valueCanonical": t.canonical} for t in CATALOGUE]
-        entry["supportedProfile"] = [SUBSCRIPTION_PROFILE]
+        supported = [SUBSCRIPTION_PROFILE, *supported]
+    if supported:
+        entry["supportedProfile"] = supported
     return entry
 
 
 def capability_statement(base_url: str, router: FhirRouter, software_version: str) -> dict[str, Any]:
+    """This server's statement: what it serves at ``base_url``, instantiating the IG's statement."""
+    statement = _statement(router, base_url)
+    statement["rest"][0]["extension"] = [{"url": WEBSOCKET, "valueUri": websocket_url(base_url)}]
+    return statement | {
+        "kind": "instance",
+        "instantiates": [SERVER_STATEMENT],
+        "software": {"name": "DermBridge", "version": software_version},
+        "implementation": {"description": "DermBridge FHIR R4 server", "url": base_url},
+    }
+
+
+def requirements_statement(router: FhirRouter, version: str) -> dict[str, Any]:
+    """The statement the IG package holds (``kind: requirements``): every DermBridge server's capabilities,
+    without the addresses of one."""
+    return _statement(router, None) | {
+        "id": SERVER_STATEMENT.rsplit("/", 1)[1],
+        "url": SERVER_STATEMENT,
+        "version": version,
+        "name": "DermBridgeServer",
+        "title": "DermBridge FHIR R4 server",
+        "kind": "requirements",
+        "description": "What a DermBridge FHIR R4 server serves: its resource types, search parameters, "
+        "profiles and operations.",
+    }
+
+
+def _statement(router: FhirRouter, base_url: str | None) -> dict[str, Any]:
     left_out = ", ".join(unsupported_r4_types())
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": "2026-11-23",
+        "date": "2026-11-30",
         "publisher": "DermBridge",
-        "kind": "instance",
-        "software": {"name": "DermBridge", "version": software_version},
-        "implementation": {"description": "DermBridge FHIR R4 server", "url": base_url},
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json"],
+        "implementationGuide": [IG_URL],
         "rest": [
             {
-                "extension": [{"url": WEBSOCKET, "valueUri": websocket_url(base_url)}],
                 "mode": "server",
                 "documentation": (
                     "FHIR R4 (4.0.1) JSON. Resource types R4 has but R4B dropped are not served: " + left_out + "."
                 ),
-                "resource": [_resource(t, router, base_url) for t in sorted(resource_types())],
+                "resource": [_resource(t, router) for t in sorted(resource_types())],
                 "interaction": [{"code": c} for c in ("transaction", "batch", "search-system", "history-system")],
                 "searchParam": [
                     {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
@@ -116,7 +148,7 @@ def capability_statement(base_url: str, router: FhirRouter, software_version: st
                         "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
                     },
                 ],
-                "operation": _operations(router, base_url, None),
+                "operation": _operations(router, None),
                 "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
                 "security": _security(base_url),
             }
@@ -124,15 +156,18 @@ def capability_statement(base_url: str, router: FhirRouter, software_version: st
     }
 
 
-def _security(base_url: str) -> dict[str, Any]:
-    """SMART on FHIR OAuth2: the token endpoint, as the oauth-uris extension declares it."""
-    root = base_url.rsplit("/fhir/", 1)[0]
-    return {
+def _security(base_url: str | None) -> dict[str, Any]:
+    """SMART on FHIR OAuth2: the token endpoint (of the server at ``base_url``), as the oauth-uris extension
+    declares it."""
+    security = {
         "cors": False,
         "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
                                   "code": "SMART-on-FHIR"}]}],
         "description": "OAuth2 bearer tokens with SMART v2 scopes (client credentials, SMART Backend Services); "
         "see .well-known/smart-configuration",
-        "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-                       "extension": [{"url": "token", "valueUri": f"{root}/auth/token"}]}],
     }  # fmt: skip
+    if base_url is None:
+        return security
+    token = f"{base_url.rsplit('/fhir/', 1)[0]}/auth/token"
+    oauth = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+    return security | {"extension": [{"url": oauth, "extension": [{"url": "token", "valueUri": token}]}]}

@@ -26,6 +26,7 @@ from dermbridge.dicom import TrailSink, build_dimse, build_ingestor
 from dermbridge.identity import consent_watcher, register_identity
 from dermbridge.outcomes import register as register_outcomes
 from dermbridge.outcomes import start_linker
+from dermbridge.profiles import register_conformance_profiles
 from dermbridge.settings import Settings
 from dermbridge.storage import open_audit_trail, open_engine
 from dermbridge.workflow import flow_library, register_workflow, start_engine
@@ -71,6 +72,7 @@ from fhir_server.subscriptions.status import STATUS_DEFINITION, subscription_sta
 from fhir_server.subscriptions.websocket import router as subscription_websocket_router
 from fhir_server.subscriptions.worker import SubscriptionWorker
 from fhir_server.validation import WARM_TYPES, warm_up
+from fhir_server.workflow.library import FlowLibrary
 from fhir_server.workflow.review.operations import ReviewOperations
 from fhir_server.workflow.review.sweep import LapsedClaimSweep
 from terminology.content import base_content
@@ -95,6 +97,7 @@ def build_router(
     router.register(Operation("status", ("Subscription",), True, subscription_status, STATUS_DEFINITION))
     ReviewOperations().register(router)
     register_terminology(router)
+    register_conformance_profiles(router)
     if erasure is not None:
         router.register(Operation("erase", ("Patient",), True, erasure, ERASE_DEFINITION, True, "d"))
     if holds is not None:
@@ -103,6 +106,17 @@ def build_router(
             ("release-legal-hold", holds.release, RELEASE_DEFINITION),
         ):
             router.register(Operation(name, HOLD_TARGETS, True, handler, definition, True, "u"))
+    return router
+
+
+def served_router(
+    flows: FlowLibrary, audit: AuditTrail | None, erasure: Erasure | None, subscriptions: SubscriptionRules
+) -> FhirRouter:
+    """The router with every operation the server serves (the IG package lists the same ones)."""
+    router = build_router(erasure, LegalHolds(audit), subscriptions)
+    register_identity(router, audit)
+    register_workflow(router, flows)
+    register_outcomes(router)
     return router
 
 
@@ -293,10 +307,7 @@ def create_app(settings: Settings) -> FastAPI:
     rules = SubscriptionRules(
         EndpointGuard(settings.subscription_allowed_hosts), timedelta(days=settings.subscription_max_lifetime_days)
     )
-    router = build_router(erasure if settings.encryption_enabled else None, LegalHolds(audit), rules)
-    register_identity(router, audit)
-    register_workflow(router, flows)
-    register_outcomes(router)
+    router = served_router(flows, audit, erasure if settings.encryption_enabled else None, rules)
     app.state.fhir_http = FhirHttp(
         engine,
         router,

@@ -12,12 +12,14 @@ import sys
 from pathlib import Path
 
 from dermbridge.cli_clients import add_parsers
+from dermbridge.cli_conformance import add_parsers as add_conformance_parsers
 from dermbridge.cli_keys import add_parsers as add_key_parsers
 from dermbridge.cli_models import add_parsers as add_model_parsers
 from dermbridge.cli_notify import add_parsers as add_notify_parsers
 from dermbridge.cli_outcomes import add_parsers as add_outcomes_parsers
 from dermbridge.cli_retention import add_parsers as add_retention_parsers
 from dermbridge.cli_settings import add_parsers as add_settings_parsers
+from dermbridge.cli_storage import add_parsers as add_storage_parsers
 from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
 from dermbridge.cli_terminology import add_parsers as add_terminology_parsers
 from dermbridge.cli_workflow import add_parsers as add_workflow_parsers
@@ -167,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_workflow_parsers(commands)
     add_terminology_parsers(commands)
     add_outcomes_parsers(commands)
+    add_conformance_parsers(commands)
+    add_storage_parsers(commands)
     return parser
 
 

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydicom.datadict import tag_for_keyword
 
+from dermbridge.storage_url import MAX_URL, StorageUrl, parse_storage_url, sqlite_at
 from dicom_node.callers import SERVICES, DicomCaller, Service
 
 
@@ -31,6 +32,12 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="interface the HTTP API listens on")
     port: int = Field(8080, ge=0, le=65535)
     data_dir: Path = Field(Path("var"), description="where tenant databases and blobs live")
+    storage: str = Field(
+        "",
+        max_length=MAX_URL,
+        description="the engine holding the tenants: sqlite:///DIR (default: SQLite files under DATA_DIR) or "
+        "postgresql://user@host:port/db (one schema per tenant); keys, blobs and anchors stay under DATA_DIR",
+    )
     default_tenant: str = "default"
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     http_header_timeout_seconds: float = Field(
@@ -201,6 +208,13 @@ class Settings(BaseSettings):
             raise ValueError(f"not origins (scheme://host[:port], '*' is not allowed): {bad}")
         return value
 
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, value: str) -> str:
+        if value:
+            parse_storage_url(value)
+        return value
+
     @field_validator("dicom_lesion_key")
     @classmethod
     def _known_keywords(cls, value: dict[str, str]) -> dict[str, str]:
@@ -218,6 +232,10 @@ class Settings(BaseSettings):
             except (ZoneInfoNotFoundError, ValueError) as exc:
                 raise ValueError(f"not an IANA time zone: {zone!r}") from exc
         return value
+
+    def storage_url(self) -> StorageUrl:
+        """The engine the tenants live in (``storage``; SQLite under ``data_dir`` when unset)."""
+        return parse_storage_url(self.storage) if self.storage else sqlite_at(self.data_dir)
 
     def blob_root(self) -> Path:
         return self.blob_dir or self.data_dir / "blobs"

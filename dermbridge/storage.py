@@ -1,9 +1,13 @@
-"""The storage engine every process opens (SQLite, wrapped in envelope encryption when it is on), and its
-audit trail."""
+"""The storage engine every process opens (the one the ``storage`` setting names, wrapped in envelope
+encryption when it is on), and its audit trail."""
 
 from __future__ import annotations
 
+import importlib
+from typing import cast
+
 from dermbridge.settings import Settings
+from dermbridge.storage_url import StorageUrl
 from fhir_server.audit.anchor import AnchorFile
 from fhir_server.audit.signing import load_signer
 from fhir_server.audit.trail import LOAD_BATCH, AuditTrail
@@ -12,13 +16,39 @@ from fhir_server.crypto.store import EncryptingEngine
 from fhir_server.storage.port import Engine
 from fhir_server.storage.sqlite import SqliteEngine
 
+POSTGRES_MODULE = "fhir_server.storage.postgres"
 
-def open_engine(settings: Settings) -> Engine:
-    engine: Engine = SqliteEngine(settings.data_dir, readers=settings.sqlite_readers)
-    if settings.encryption_enabled:
-        masters = load_master_keys(settings.data_dir / "keys", settings.master_key_kind, settings.master_key)
-        engine = EncryptingEngine(engine, masters)
-    return engine
+
+class EngineUnavailable(RuntimeError):
+    """The ``storage`` setting names an engine this build does not have."""
+
+
+def plain_engine(url: StorageUrl, settings: Settings) -> Engine:
+    """The engine ``url`` names, storing what it is given (no encryption): SQLite, or PostgreSQL
+    (imported only when asked for: its driver is not needed to run on SQLite)."""
+    if url.engine == "sqlite":
+        assert url.path is not None
+        return SqliteEngine(url.path, readers=settings.sqlite_readers)
+    try:
+        module = importlib.import_module(POSTGRES_MODULE)
+    except ImportError as exc:
+        raise EngineUnavailable(
+            f"storage {url.shown()}: the PostgreSQL engine ({POSTGRES_MODULE}) is not available in this build ({exc})"
+        ) from exc
+    return cast(Engine, module.PostgresEngine(url.url))
+
+
+def encrypted(engine: Engine, settings: Settings) -> Engine:
+    """``engine`` in envelope encryption when it is on (the master keys under ``data_dir/keys``)."""
+    if not settings.encryption_enabled:
+        return engine
+    masters = load_master_keys(settings.data_dir / "keys", settings.master_key_kind, settings.master_key)
+    return EncryptingEngine(engine, masters)
+
+
+def open_engine(settings: Settings, url: StorageUrl | None = None) -> Engine:
+    """The engine at ``url`` (default: the ``storage`` setting) as every process uses it."""
+    return encrypted(plain_engine(url or settings.storage_url(), settings), settings)
 
 
 def open_audit_trail(settings: Settings, load_batch: int = LOAD_BATCH) -> AuditTrail:

@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from dicom_node.attributes import INSTANCE, PATIENT_FIELD, SERIES, STUDY, filed_under, recorded_patient
-from fhir_server.storage.port import Engine, Record, TenantStore
+from fhir_server.storage.port import Engine, Record, RecordReader, TenantStore
 from fhir_server.storage.query import FieldMatch, RecordQuery
 from fhir_server.tenant_settings import read_setting, write_setting
 
@@ -27,7 +27,7 @@ VERSION = 1  # raise when a later backfill is needed
 BATCH = 200
 
 
-async def _pages(store: TenantStore, query: RecordQuery) -> AsyncIterator[list[Record]]:
+async def _pages(store: RecordReader, query: RecordQuery) -> AsyncIterator[list[Record]]:
     """The query's records a page at a time (the order is the record key's, which a backfill never changes)."""
     offset = 0
     while page := await store.find_records(RecordQuery(query.collection, query.where, BATCH, offset)):

@@ -29,7 +29,6 @@ from dicom_node.ingest import index_records
 from dicom_node.instance_files import new_object_key, seal_object, seal_object_key
 from dicom_node.iod import check_ai_result
 from dicom_node.sop_classes import AI_RESULT_CLASSES
-from fhir_server.crypto.store import EncryptingTenantStore
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Record, TenantStore
 
@@ -80,7 +79,7 @@ async def store_derived(
     ds = await asyncio.to_thread(dcmread, io.BytesIO(data))  # indexed as stored (plain values, as a peer sends them)
     check_ai_result(ds)
     indexed = index_instance(ds, str(ds.file_meta.TransferSyntaxUID), len(data))
-    key = new_object_key() if isinstance(store, EncryptingTenantStore) else None
+    key = new_object_key() if store.encryption is not None else None
     payload = seal_object(data, key, indexed.instance_uid) if key is not None else data
     staged = await asyncio.to_thread(blobs.stage, store.name, payload)
     published = False

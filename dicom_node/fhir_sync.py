@@ -20,6 +20,7 @@ from dicom_node.lesion_identity import resolve_lesion
 from dicom_node.lesions import DEFAULT_LESION_KEY, laterality, site_coding
 from dicom_node.patient_match import resolve_patient
 from dicom_node.sop_classes import ENCAPSULATED_PDF
+from fhir_server.declared_profiles import CASE_REPORT, DERMOSCOPIC_MEDIA, DERMOSCOPIC_STUDY, declare
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository, Stored
 from fhir_server.workflow.codes import PRODUCT_SYSTEM
@@ -149,6 +150,7 @@ async def _imaging_study(
     else:
         body = dict(found.resource)
     _add_instance(body, ds)
+    declare(body, DERMOSCOPIC_STUDY)
     if found is None:
         return await repo.create(body, resource_type="ImagingStudy", server_built=True)
     return await repo.update(body, resource_type="ImagingStudy", id=str(found.resource["id"]), server_built=True)
@@ -244,6 +246,8 @@ async def _media(
     if site is not None:  # the side in the text: a CodeableConcept's codings are one concept, not site + side
         words = [site.get("display", site["code"]), *([side.get("display", side["code"])] if side else [])]
         media["bodySite"] = {"coding": [site], "text": ", ".join(words)}
+    if not is_pdf:
+        declare(media, DERMOSCOPIC_MEDIA)
     if found is None:
         return await repo.create(media, resource_type="Media", server_built=True)
     media_id = str(found.resource["id"])
@@ -286,7 +290,7 @@ async def _case(
             report["identifier"].append({"system": ACCESSION_SYSTEM, "value": accession})
         if product:
             report["meta"] = {"tag": [{"system": PRODUCT_SYSTEM, "code": product}]}
-        return await repo.create(report, resource_type="DiagnosticReport", server_built=True)
+        return await repo.create(declare(report, CASE_REPORT), resource_type="DiagnosticReport", server_built=True)
     report = dict(found.resource)
     changed = False
     if study_ref not in report.setdefault("imagingStudy", []):

@@ -33,7 +33,6 @@ from dicom_node.iod import check_instance
 from dicom_node.lesions import ImagingConventions
 from dicom_node.patient_match import flag_foreign_study, identified_patient
 from fhir_server.audit.trail import AuditTrail
-from fhir_server.crypto.store import EncryptingTenantStore
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine, Record, TenantStore, TenantTransaction
@@ -86,7 +85,7 @@ class Ingestor:
         store = await self._engine.tenant(tenant)
         indexed = index_instance(ds, transfer_syntax, len(encoded))
         target = self.blobs.path(tenant, indexed.study_uid, indexed.series_uid, indexed.instance_uid)
-        key = new_object_key() if isinstance(store, EncryptingTenantStore) else None
+        key = new_object_key() if store.encryption is not None else None
         payload = seal_object(encoded, key, indexed.instance_uid) if key is not None else encoded
         # The bytes are written and fsynced while the index and FHIR work runs.
         staging = asyncio.ensure_future(asyncio.to_thread(self.blobs.stage, tenant, payload))

@@ -12,15 +12,13 @@ import asyncio
 import io
 import os
 from pathlib import Path
-from typing import Any
 
 import orjson
 from pydicom import Dataset, dcmread
 
 from dicom_node.blobs import BlobStore
 from fhir_server.crypto.master import open_sealed, seal
-from fhir_server.crypto.store import EncryptingTenantStore, EncryptingTransaction
-from fhir_server.storage.port import Record, TenantReader
+from fhir_server.storage.port import Record, TenantReader, TenantTransaction
 
 SEALED = b"DBB1"
 
@@ -37,11 +35,13 @@ def seal_object(data: bytes, key: bytes, instance_uid: str) -> bytes:
     return SEALED + seal(key, data, instance_uid.encode())
 
 
-async def seal_object_key(tx: Any, patient_id: str, key: bytes, instance_uid: str) -> dict[str, str] | None:
-    """The object key sealed under the patient's data key, for the instance record."""
-    if not isinstance(tx, EncryptingTransaction):
+async def seal_object_key(
+    tx: TenantTransaction, patient_id: str, key: bytes, instance_uid: str
+) -> dict[str, str] | None:
+    """The object key sealed under the patient's data key, for the instance record (None: no encryption)."""
+    if tx.encryption is None:
         return None
-    return await tx.seal_secret(f"Patient/{patient_id}", key, instance_uid.encode())
+    return await tx.encryption.seal_secret(f"Patient/{patient_id}", key, instance_uid.encode())
 
 
 def with_object_key(record: Record, sealed: dict[str, str] | None) -> Record:
@@ -64,9 +64,9 @@ class InstanceFiles:
         if not raw.startswith(SEALED):
             return raw
         sealed = orjson.loads(record.body).get("objectKey")
-        if sealed is None or not isinstance(store, EncryptingTenantStore | EncryptingTransaction):
+        if sealed is None or store.encryption is None:
             raise ObjectErased(f"instance {record.key}: no key to open it")
-        key = await store.open_secret(sealed, record.key.encode())
+        key = await store.encryption.open_secret(sealed, record.key.encode())
         if key is None:
             raise ObjectErased(f"instance {record.key}: its patient was erased")
         return open_sealed(key, raw[len(SEALED) :], record.key.encode())

@@ -31,6 +31,7 @@ from urllib.parse import quote
 from pydicom.dataset import Dataset
 
 from dicom_node.dicom_values import zone_named
+from fhir_server.declared_profiles import LESION, declare
 
 LESION_SYSTEM = "urn:dermbridge:lesion"
 VISIT_SYSTEM = "urn:dermbridge:lesion-visit"  # the studies that imaged the lesion
@@ -153,4 +154,4 @@ def lesion_body(ds: Dataset, patient_id: str, key_attribute: str, why_new: str =
         body["location"] = {"coding": [site], "text": site.get("display", site["code"])}
     if found:
         body["locationQualifier"] = found
-    return body
+    return declare(body, LESION)

@@ -12,7 +12,6 @@ import orjson
 
 from dicom_node.attributes import INSTANCE, SERIES, STUDY, filed_under
 from dicom_node.patient_studies import patient_study_uids
-from fhir_server.crypto.store import EncryptingTransaction
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Record, TenantTransaction
 from fhir_server.storage.query import FieldMatch, RecordQuery
@@ -23,12 +22,13 @@ log = logging.getLogger(__name__)
 async def _reseal(tx: TenantTransaction, record: Record, target: str) -> Record:
     body = orjson.loads(record.body)
     sealed = body.get("objectKey")
-    if not isinstance(tx, EncryptingTransaction) or not isinstance(sealed, dict) or sealed.get("ref") == target:
+    encryption = tx.encryption
+    if encryption is None or not isinstance(sealed, dict) or sealed.get("ref") == target:
         return record
-    key = await tx.open_secret(sealed, record.key.encode())
+    key = await encryption.open_secret(sealed, record.key.encode())
     if key is None:  # its patient was erased: nothing left to move
         return record
-    body["objectKey"] = await tx.seal_secret(target, key, record.key.encode())
+    body["objectKey"] = await encryption.seal_secret(target, key, record.key.encode())
     return Record(record.collection, record.key, orjson.dumps(body), record.fields)
 
 

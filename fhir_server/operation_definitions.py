@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from fhir_server.declared_profiles import CANONICAL_BASE
+
 Level = Literal["system", "type", "instance"]
-BASE = "urn:dermbridge:OperationDefinition"
+BASE = "urn:dermbridge:OperationDefinition"  # how the code names its own definitions; served under the IG's canonical
 
 
 def parameter(name: str, use: Literal["in", "out"], type: str | None = None, *, min: int = 0, max: str = "1",
@@ -61,13 +63,15 @@ def operation_definition(
     return definition
 
 
-def canonical(definition: dict[str, Any], base_url: str) -> str:
-    """The definition's canonical URL: HL7's own where the operation is HL7's (``Patient-everything``),
-    else the server's ``{base}/OperationDefinition/{id}``, which ``GET`` resolves (operations.html#defining)."""
+def canonical(definition: dict[str, Any]) -> str:
+    """The definition's canonical URL: HL7's own where the operation is HL7's (``Patient-everything``), else
+    the implementation guide's ``{CANONICAL_BASE}/OperationDefinition/{id}``; either way
+    ``GET [base]/OperationDefinition/{id}`` on the server answers it (operations.html#defining), and the IG
+    package holds the server's own."""
     url = str(definition["url"])
-    return f"{base_url}/OperationDefinition/{definition['id']}" if url.startswith(BASE) else url
+    return f"{CANONICAL_BASE}/OperationDefinition/{definition['id']}" if url.startswith(BASE) else url
 
 
-def served(definition: dict[str, Any], base_url: str) -> dict[str, Any]:
-    """The definition as ``GET OperationDefinition/{id}`` answers it, its ``url`` the canonical one."""
-    return definition | {"url": canonical(definition, base_url)}
+def served(definition: dict[str, Any]) -> dict[str, Any]:
+    """The definition as ``GET OperationDefinition/{id}`` answers it and the IG package holds it (canonical ``url``)."""
+    return definition | {"url": canonical(definition)}

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from fhir_server.audit.events import DCM
-from fhir_server.storage.port import Record, TenantReader, TenantStore
+from fhir_server.storage.port import Record, ResourceStore, TenantReader
 
 SETTINGS = "tenant.settings"
 MAX_SETTING_BYTES = 65_536
@@ -27,7 +27,7 @@ async def read_setting(reader: TenantReader, name: str) -> Any | None:
     return None if record is None else orjson.loads(record.body)
 
 
-async def write_setting(store: TenantStore, name: str, value: Any) -> None:
+async def write_setting(store: ResourceStore, name: str, value: Any) -> None:
     """Store the setting's new value (None removes it) in a transaction of its own."""
     async with store.transaction() as tx:
         if value is None:

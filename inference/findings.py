@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fhir_server.declared_profiles import AI_PREDICTED_DIAGNOSIS, AI_RISK_RESULT, declare
 from inference.governance import AIAST
 from inference.model_card import INDETERMINATE, SNOMED, ModelCard, OutputClass
 
@@ -233,7 +234,7 @@ def risk_observation(
     ]  # fmt: skip
     if not card.calibrated:
         observation.setdefault("note", []).append({"text": UNCALIBRATED_NOTE})
-    return observation
+    return declare(observation, AI_RISK_RESULT)
 
 
 def tier_component(tier: str, text: str = "risk tier of the predicted diagnosis (model card)") -> dict[str, Any]:
@@ -262,7 +263,7 @@ def diagnosis_observation(
     ]  # fmt: skip
     if not card.calibrated:
         observation.setdefault("note", []).append({"text": UNCALIBRATED_NOTE})
-    return observation
+    return declare(observation, AI_PREDICTED_DIAGNOSIS)
 
 
 def component_value(observation: dict[str, Any], code: str) -> Any:

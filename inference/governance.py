@@ -20,6 +20,7 @@ import hashlib
 import json
 from typing import Any
 
+from fhir_server.declared_profiles import AI_DEVICE, AI_PROVENANCE
 from fhir_server.repository import Repository, Stored
 from inference.model_card import SNOMED, ModelCard
 
@@ -152,7 +153,7 @@ async def ensure_device(
         notes.insert(0, "NOT FOR CLINICAL USE: demonstration model (synthetic training data, no clinical metrics).")
     device = {
         "resourceType": "Device",
-        "meta": {"profile": [AI_DEVICE_PROFILE]},
+        "meta": {"profile": [AI_DEVICE_PROFILE, AI_DEVICE]},
         "extension": [*kinds, {"url": MODEL_CARD_EXTENSION,
                                "valueReference": {"reference": f"DocumentReference/{model_card.resource['id']}"}}],
         "status": "active",
@@ -189,7 +190,8 @@ def ai_provenance(
     which Consent."""
     provenance: dict[str, Any] = {
         "resourceType": "Provenance",
-        "meta": {"profile": [AI_PROVENANCE_PROFILE]},  # written by the server about the AI: not AI-asserted
+        # written by the server about the AI: not AI-asserted
+        "meta": {"profile": [AI_PROVENANCE_PROFILE, AI_PROVENANCE]},
         "target": [{"reference": t} for t in targets],
         "recorded": recorded,
         "reason": [{"coding": [AIAST]}],

@@ -15,6 +15,8 @@ storescu dcmtk
 Orthanc orthanc
 /usr/share/orthanc/plugins/libOrthancDicomWeb.so orthanc-dicomweb
 haproxy haproxy
+node nodejs
+npm npm
 PACKAGES
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing Debian packages for the tests: ${missing[*]}"

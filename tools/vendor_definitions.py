@@ -18,6 +18,12 @@ OUT = Path(__file__).resolve().parent.parent / "fhir_server" / "definitions" / "
 # R4's abstract bases, which the schema defines for the "_element" primitive extensions and friends.
 ABSTRACT_TYPES = ("Element", "BackboneElement", "ResourceList")
 SEARCH_KEYS = ("url", "code", "base", "type", "expression", "target", "component", "multipleOr", "modifier")
+# The resource types DermBridge profiles (conformance/profiles): their base snapshots, and every complex
+# data type's, are what a profile's snapshot is generated from and what $validate walks.
+PROFILED_TYPES = ("BodyStructure", "Consent", "Device", "DiagnosticReport", "ImagingStudy", "Media", "Observation",
+                  "Provenance", "Task")  # fmt: skip
+ELEMENT_KEYS = ("id", "path", "short", "definition", "min", "max", "base", "type", "binding", "constraint",
+                "contentReference", "slicing", "sliceName", "isModifier", "isSummary", "mustSupport")  # fmt: skip
 
 
 def _write(name: str, data: object) -> None:
@@ -169,6 +175,30 @@ def _bindings(structures: dict[str, dict], type_name: str, prefix: str, depth: i
     return found
 
 
+def _element(element: dict) -> dict:
+    """A snapshot element without its mappings, comments and XPath (what validation and snapshots need)."""
+    kept = {k: v for k, v in element.items() if k in ELEMENT_KEYS or k.startswith(("fixed", "pattern"))}
+    if "binding" in kept:
+        kept["binding"] = {k: v for k, v in kept["binding"].items() if k in ("strength", "valueSet", "description")}
+    if "constraint" in kept:
+        keys = ("key", "severity", "human", "expression", "source")
+        kept["constraint"] = [{k: v for k, v in c.items() if k in keys} for c in kept["constraint"]]
+    return kept
+
+
+def _base_structures(structures: dict[str, dict]) -> dict[str, dict]:
+    """The profiled resource types' and the complex data types' StructureDefinitions, snapshot trimmed."""
+    keys = ("url", "name", "type", "kind", "abstract", "baseDefinition", "derivation", "fhirVersion")
+    return {
+        name: {
+            **{k: sd[k] for k in keys if k in sd},
+            "snapshot": {"element": [_element(e) for e in sd["snapshot"]["element"]]},
+        }
+        for name, sd in sorted(structures.items())
+        if name in PROFILED_TYPES or sd["kind"] == "complex-type"
+    }
+
+
 def vendor(source: Path) -> None:
     bundle = json.loads((source / "search-parameters.json").read_text())
     params = [{k: v for k, v in entry["resource"].items() if k in SEARCH_KEYS} for entry in bundle["entry"]]
@@ -200,6 +230,7 @@ def vendor(source: Path) -> None:
     _write("choice-elements.json.gz", choices)
     _write("summary-elements.json.gz", {name: _summary_elements(structures[name]) for name in resource_types})
     _write("bindings.json.gz", {name: _bindings(structures, name, name) for name in resource_types})
+    _write("structure-definitions.json.gz", _base_structures(structures))
 
 
 def main() -> None:

@@ -163,7 +163,7 @@ async def fhir_endpoint(request: Request, tenant: str, fhir: FhirHttpDep, path: 
     access: Access | None = None
     refused: OperationOutcomeError | None = None
     try:  # before the tenant lookup: no token, no hint of which tenants exist
-        if segments != ["metadata"]:
+        if not fhir.router.is_public(request.method, segments):
             address = request.client.host if request.client else ""
             access = await fhir.authenticator.access(request.headers.get("authorization"), tenant, address)
     except OperationOutcomeError as error:

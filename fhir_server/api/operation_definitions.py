@@ -19,7 +19,7 @@ def definition_reader(definitions: Callable[[], Iterable[dict[str, Any]]]) -> Ha
     async def read(repo: Repository, request: FhirRequest, args: PathArgs) -> FhirResponse:
         for definition in definitions():
             if definition["id"] == args["id"]:
-                return FhirResponse(200, served(definition, request.base_url))
+                return FhirResponse(200, served(definition))
         return await interactions.read(repo, request, {"type": "OperationDefinition", "id": args["id"]})
 
     return read

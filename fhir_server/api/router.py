@@ -48,6 +48,7 @@ class FhirRouter:
         self.operations: dict[str, Operation] = {}
         self.batch_handler: Callable[[Repository, FhirRequest], Awaitable[FhirResponse]] | None = None
         self.write_hooks: dict[str, WriteHook] = {}  # by resource type, e.g. Subscription activation
+        self.write_checks: list[WriteHook] = []  # on every type's writes, e.g. meta.profile claims
         self.read_fallbacks: dict[str, ReadFallback] = {}  # by resource type, e.g. shipped ValueSets
         self.register(Operation("everything", ("Patient",), True, everything, EVERYTHING_DEFINITION, False))
         self.routes = self._table()
@@ -55,13 +56,29 @@ class FhirRouter:
     def register(self, operation: Operation) -> None:
         self.operations[operation.name] = operation
 
+    def is_public(self, method: str, path: list[str]) -> bool:
+        """Whether a request reads public conformance content, which needs no token: the CapabilityStatement
+        (``metadata``) and the definitions of the registered operations (``OperationDefinition/{id}``), the
+        canonicals the CapabilityStatement names. Configuration only, never patient or tenant data; any other
+        read, of a stored OperationDefinition too, still needs a token."""
+        if method not in ("GET", "HEAD"):
+            return False
+        if path == ["metadata"]:
+            return True
+        return (
+            len(path) == 2
+            and path[0] == "OperationDefinition"
+            and any(op.definition["id"] == path[1] for op in self.operations.values())
+        )
+
     async def dispatch(self, repo: Repository, request: FhirRequest) -> FhirResponse:
         handler, args = self.routes.match(request.method, request.path)
         if "type" in args:
             check_type(args["type"])
             hook = self.write_hooks.get(args["type"])
-            if hook is not None and request.method in WRITES and "op" not in args and request.path[-1] != "_search":
-                await hook(repo, request)
+            if request.method in WRITES and "op" not in args and request.path[-1] != "_search":
+                for check in [*self.write_checks, *([hook] if hook is not None else [])]:
+                    await check(repo, request)
         return await handler(repo, request, args)
 
     def _table(self) -> RouteTable:

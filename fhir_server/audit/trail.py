@@ -24,7 +24,6 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -35,12 +34,18 @@ from fhir_server.audit.signing import AuditSigner
 from fhir_server.audit.verify import GENESIS, VerifyReport, head_message, verify_trail
 from fhir_server.repository import new_instant
 from fhir_server.search.extract import index_resource
-from fhir_server.storage.port import AuditCheckpoint, AuditEntry, IndexEntries, TenantStore, TenantTransaction
+from fhir_server.storage.port import (
+    AuditCheckpoint,
+    AuditEntry,
+    AuditIndexer,
+    AuditLog,
+    IndexEntries,
+    TenantStore,
+    TenantTransaction,
+)
 from fhir_server.validation import validate
 
 log = logging.getLogger(__name__)
-_Source = Callable[[int, int], Awaitable[list[AuditEntry]]]
-_Sink = Callable[[Sequence[tuple[int, IndexEntries | None]]], Awaitable[int]]
 PAGE = 1000
 LOAD_BATCH = 64  # events loaded per transaction: bounds how long the loop is busy at a time
 HEAD_INTERVAL_S = 10.0
@@ -79,13 +84,13 @@ class AuditTrail:
         self._timers: dict[str, asyncio.Task[None]] = {}
         self._since_head: dict[str, int] = {}  # events noted since the last timed head, per tenant
         self._recorded: dict[str, int] = {}  # events logged by this process, per tenant
-        self._stores: dict[str, TenantStore] = {}
+        self._stores: dict[str, AuditLog] = {}
         self._loaders: dict[str, asyncio.Task[None]] = {}
         self._flushing: dict[str, asyncio.Lock] = {}
         self._unreadable: set[tuple[str, str]] = set()
         self.loader: LoaderProcess | None = None  # the audit loader process, when there is one
 
-    async def record(self, store: TenantStore, event: dict[str, Any]) -> str:
+    async def record(self, store: AuditLog, event: dict[str, Any]) -> str:
         """Stage one AuditEvent durably (it joins a group commit); returns its id.
 
         Reads and searches find it once it is loaded: a moment later, or at the next ``flush``."""
@@ -94,7 +99,7 @@ class AuditTrail:
         self._noted(store)
         return entry.resource_id
 
-    async def record_in(self, store: TenantStore, tx: TenantTransaction, event: dict[str, Any]) -> str:
+    async def record_in(self, store: AuditLog, tx: TenantTransaction, event: dict[str, Any]) -> str:
         """``record`` in the caller's transaction of ``store``: the event is chained when it commits.
 
         The background flush, a second away, finds it committed and indexes it."""
@@ -113,7 +118,7 @@ class AuditTrail:
         content = orjson.dumps(body)
         return AuditEntry(0, id, now, content, hashlib.sha256(content).hexdigest())
 
-    def _noted(self, store: TenantStore) -> None:
+    def _noted(self, store: AuditLog) -> None:
         """Have an event of ``store`` loaded, by the loader process or else here, and covered by a
         signed head within ``head_interval``."""
         self._stores[store.name] = store  # loaded at ``close`` at the latest
@@ -124,7 +129,7 @@ class AuditTrail:
         if timer is None or timer.done():
             self._timers[store.name] = asyncio.get_running_loop().create_task(self._timed_heads(store))
 
-    async def _timed_heads(self, store: TenantStore) -> None:
+    async def _timed_heads(self, store: AuditLog) -> None:
         """A signed head every ``head_interval`` while events come (staged ones too: the head covers
         the staging log), so that no more than that much of the trail is ever unsigned."""
         while self._since_head.get(store.name):
@@ -135,7 +140,7 @@ class AuditTrail:
             except Exception:  # the next head covers them; ``verify`` reports a head older than the cadence
                 log.exception("tenant %s: signing the audit head failed", store.name)
 
-    def load_soon(self, store: TenantStore) -> None:
+    def load_soon(self, store: AuditLog) -> None:
         """Flush ``store`` about ``load_delay`` from now, and again while events keep coming."""
         self._stores[store.name] = store
         self._recorded[store.name] = self._recorded.get(store.name, 0) + 1
@@ -143,7 +148,7 @@ class AuditTrail:
         if task is None or task.done():
             self._loaders[store.name] = asyncio.get_running_loop().create_task(self._loader(store))
 
-    async def _loader(self, store: TenantStore) -> None:
+    async def _loader(self, store: AuditLog) -> None:
         while True:
             await asyncio.sleep(self.load_delay)
             mark = self._recorded[store.name]
@@ -154,13 +159,12 @@ class AuditTrail:
             if self._recorded[store.name] == mark:
                 return
 
-    async def flush(self, store: TenantStore) -> int:
+    async def flush(self, store: AuditLog) -> int:
         """Load every staged AuditEvent of the tenant into its store, and index every stored one
         that is not yet; returns how many were."""
         lock = self._flushing.setdefault(store.name, asyncio.Lock())
         async with lock:
-            done = await self._drain(store, store.staged_audit, store.load_audit)
-            done += await self._drain(store, store.pending_audit, store.index_audit)
+            done = await store.settle_audit(self._indexer(store.name), self.load_batch)
             self._since_checkpoint[store.name] = self._since_checkpoint.get(store.name, 0) + done
             if self._since_checkpoint[store.name] >= self.checkpoint_every:
                 self._since_checkpoint[store.name] = 0  # counted from here: a failed signing waits for as many again
@@ -170,16 +174,12 @@ class AuditTrail:
                     log.exception("tenant %s: signing an audit checkpoint failed", store.name)
             return done
 
-    async def _drain(self, store: TenantStore, source: _Source, sink: _Sink) -> int:
-        done, after = 0, 0
-        while entries := await source(after, self.load_batch):
-            after = entries[-1].seq
-            items = []
-            for entry in entries:
-                resource = self._readable(store.name, entry)
-                items.append((entry.seq, None if resource is None else index_resource(resource)))
-            done += await sink(items)
-        return done
+    def _indexer(self, tenant: str) -> AuditIndexer:
+        async def index(entry: AuditEntry) -> IndexEntries | None:
+            resource = self._readable(tenant, entry)
+            return None if resource is None else index_resource(resource)
+
+        return index
 
     def _readable(self, tenant: str, entry: AuditEntry) -> dict[str, Any] | None:
         try:
@@ -206,7 +206,7 @@ class AuditTrail:
             await self.flush(store)
             await self.checkpoint(store)
 
-    async def checkpoint(self, store: TenantStore, signed_at: str | None = None) -> AuditCheckpoint:
+    async def checkpoint(self, store: AuditLog, signed_at: str | None = None) -> AuditCheckpoint:
         """Sign the trail's head: the chain's last link (reading only the links since the last head)
         and how far the staging log goes; kept in the database and in the anchor file."""
         staging = await store.audit_staging()  # before the chain: an event loaded meanwhile is in both
@@ -224,7 +224,7 @@ class AuditTrail:
         return head
 
     @staticmethod
-    async def _last_head(store: TenantStore) -> tuple[int, str]:
+    async def _last_head(store: AuditLog) -> tuple[int, str]:
         latest = await store.latest_audit_checkpoint()
         return (latest.seq, latest.chain_hash) if latest is not None else (0, GENESIS)
 

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from fhir_server.audit.anchor import AnchorFile
 from fhir_server.audit.signing import AuditSigner
-from fhir_server.storage.port import AuditCheckpoint, TenantStore
+from fhir_server.storage.port import AuditCheckpoint, AuditLog, TenantStore
 
 GENESIS = "0" * 64
 PAGE = 1000
@@ -146,7 +146,7 @@ def _check_covers(chain: _Chain, head: AuditCheckpoint, what: str) -> None:
         raise _Broken(head.seq, f"the chain differs from {what} at event {head.seq}")
 
 
-async def _check_staged(store: TenantStore, heads: list[AuditCheckpoint]) -> None:
+async def _check_staged(store: AuditLog, heads: list[AuditCheckpoint]) -> None:
     """Every staging seq from the first head's loaded one to the newest head's staged one is still
     staged or in the chain."""
     low = min(h.loaded_seq for h in heads if h.loaded_seq is not None)
@@ -172,7 +172,7 @@ def _spans(seqs: list[int]) -> str:
     return text + (", ..." if len(spans) > 10 else "")
 
 
-async def _staged_tail(store: TenantStore, loaded: int) -> tuple[int, str]:
+async def _staged_tail(store: AuditLog, loaded: int) -> tuple[int, str]:
     """How many events are staged, and the newest one's lastUpdated."""
     count, newest, after = 0, "", loaded
     while page := await store.staged_audit(after, PAGE):

@@ -22,12 +22,12 @@ record itself is not erased alone: the person's record is its survivor's.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.audit.audited_writes import AuditedWrites
-from fhir_server.crypto.store import EncryptingTenantStore
 from fhir_server.definitions import patient_compartment, resource_types
 from fhir_server.errors import OperationOutcomeError, conflict, not_found, outcome
 from fhir_server.identity.merge_input import linked
@@ -62,18 +62,19 @@ class Erasure:
     ) -> FhirResponse:
         assert id is not None
         store = AuditedWrites.unwrap(repo.store)
-        if not isinstance(store, EncryptingTenantStore):
+        encryption = store.encryption
+        if encryption is None:
             raise OperationOutcomeError.of(
                 400, "not-supported", "$erase needs encryption at rest (DERMBRIDGE_ENCRYPTION_ENABLED)"
             )
         ref = f"Patient/{id}"
-        if ref in store.keyring.erased:
+        if ref in encryption.erased:
             return FhirResponse(200, outcome("information", "informational", f"{ref} was already erased"))
         if await store.read("Patient", id) is None:
             raise not_found(f"{ref} is not known")
         # the caller was authorized for $erase of this Patient: finding and erasing its records is the system's
         system = Repository.system(store, reason=f"$erase of {ref}", local_base=repo.local_base)
-        patients = await _merged_records(system, id, store.keyring.erased)
+        patients = await _merged_records(system, id, encryption.erased)
         for patient_id in patients:  # before the hooks, which delete DICOM objects outside the transaction
             hold = await hold_on(store, {"resourceType": "Patient", "id": patient_id})
             if hold is not None:
@@ -89,14 +90,14 @@ class Erasure:
                     await _tombstone_members(bound, member, patient_id, erased)
             await _tombstone_dependents(bound, erased)  # before the keys they are sealed under go
             for patient_id in patients:
-                await store.keyring.erase(tx, f"Patient/{patient_id}")
+                await encryption.erase(tx, f"Patient/{patient_id}")
         await store.scrub()
         merged = f" with the {len(patients) - 1} record(s) merged into it" if len(patients) > 1 else ""
         message = f"{ref} erased{merged}: {len(erased.resources)} resources tombstoned, data keys destroyed"
         return FhirResponse(200, outcome("information", "informational", message))
 
 
-async def _merged_records(repo: Repository, id: str, erased: set[str]) -> list[str]:
+async def _merged_records(repo: Repository, id: str, erased: AbstractSet[str]) -> list[str]:
     """The patient and, transitively, every record merged into it ($merge); 409 for a merged record."""
     current = await repo.current("Patient", id)
     survivors = linked(current or {}, "replaced-by")

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import orjson
 
 from fhir_server.crypto.master import MasterKeys, open_sealed, seal
-from fhir_server.storage.port import Record, TenantReader, TenantStore, TenantTransaction
+from fhir_server.storage.port import Record, ResourceStore, TenantReader, TenantStore, TenantTransaction
 from fhir_server.storage.query import RecordQuery
 
 TENANT_KEYS = "crypto.tenant-key"
@@ -149,7 +149,7 @@ class TenantKeyring:
             self.data.clear()
             return version
 
-    async def rewrap_tenant_keys(self, store: TenantStore) -> int:
+    async def rewrap_tenant_keys(self, store: ResourceStore) -> int:
         """Master key rotation: every tenant key re-wrapped under the current master key."""
         async with self._lock, store.transaction() as tx:
             for version, key in self.tenant_keys.items():

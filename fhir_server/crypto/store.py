@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -30,8 +31,10 @@ from fhir_server.search.membership import compartment_patients, owners
 from fhir_server.storage.port import (
     AuditCheckpoint,
     AuditEntry,
+    AuditIndexer,
     AuditLink,
     AuditStaging,
+    Encryption,
     Engine,
     HistoryPage,
     HistoryQuery,
@@ -44,6 +47,7 @@ from fhir_server.storage.port import (
     TenantReader,
     TenantStore,
     TenantTransaction,
+    TransactionEncryption,
 )
 from fhir_server.storage.query import RecordQuery, SearchQuery
 
@@ -129,6 +133,18 @@ class _Reading:
     async def find_records(self, query: RecordQuery) -> list[Record]:
         return await self._inner.find_records(query)
 
+    @property
+    def encryption(self) -> Encryption:
+        """The declared capability (``fhir_server.storage.port.Encryption``): this store itself."""
+        return self
+
+    @property
+    def erased(self) -> AbstractSet[str]:
+        return self.keyring.erased
+
+    async def erase(self, tx: TenantTransaction, ref: str) -> None:
+        await self.keyring.erase(tx, ref)
+
     async def open_secret(self, sealed: dict[str, str], context: bytes) -> bytes | None:
         """A secret sealed by ``EncryptingTransaction.seal_secret``; None once its subject is erased."""
         key = await self.keyring.for_read(self._inner, sealed["ref"])
@@ -144,6 +160,10 @@ class EncryptingTransaction(_Reading):
         self.keyring = keyring
         self.stored: set[str] = set()  # data keys this transaction puts
         self.first_written: ResourceVersion | None = None  # in plaintext
+
+    @property
+    def encryption(self) -> TransactionEncryption:
+        return self
 
     async def data_key(self, ref: str) -> bytes:
         """``ref``'s data key, made durable with this transaction when it is new."""
@@ -199,6 +219,9 @@ class EncryptingTenantStore(_Reading):
     async def rewrap_tenant_keys(self) -> int:
         return await self.keyring.rewrap_tenant_keys(self._store)
 
+    async def record_collections(self) -> list[str]:
+        return await self._store.record_collections()
+
     async def vread(self, resource_type: str, id: str, version: int) -> ResourceVersion | None:
         found = await self._store.vread(resource_type, id, version)
         return None if found is None else await _open(self.keyring, self._store, found)
@@ -239,19 +262,17 @@ class EncryptingTenantStore(_Reading):
         """Sealed under the tenant key, like every AuditEvent."""
         await self._store.append_audit(_sealed_audit(self.keyring, await self._tenant_data_key(), entry))
 
-    async def pending_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
-        entries = await self._store.pending_audit(after_seq, limit)
-        return [await self._open_entry(entry) for entry in entries]
+    async def settle_audit(self, indexer: AuditIndexer, batch: int) -> int:
+        """The events are indexed from their plaintext; the sealed content is what is stored."""
 
-    async def index_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
-        return await self._store.index_audit(items)
+        async def opened(entry: AuditEntry) -> IndexEntries | None:
+            return await indexer(await self._open_entry(entry))
+
+        return await self._store.settle_audit(opened, batch)
 
     async def staged_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
         entries = await self._store.staged_audit(after_seq, limit)
         return [await self._open_entry(entry) for entry in entries]
-
-    async def load_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
-        return await self._store.load_audit(items)  # the staged content, sealed, is what is stored
 
     async def _tenant_data_key(self) -> bytes:
         known = self.keyring.data.get(TENANT_REF)

@@ -78,3 +78,11 @@ def base_bindings(resource_type: str) -> tuple[Binding, ...]:
 def _bindings_table() -> dict[str, list[list[str]]]:
     table: dict[str, list[list[str]]] = _load("bindings.json.gz")
     return table
+
+
+@functools.cache
+def base_structures() -> dict[str, dict[str, Any]]:
+    """The R4 StructureDefinitions (snapshot trimmed) of the profiled resource types and every complex
+    data type, by type name: what profile snapshots are generated from and what ``$validate`` walks."""
+    found: dict[str, dict[str, Any]] = _load("structure-definitions.json.gz")
+    return found

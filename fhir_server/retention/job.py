@@ -26,7 +26,7 @@ from fhir_server.retention.audit import deletion_event, run_event
 from fhir_server.retention.holds import describe, hold_on
 from fhir_server.retention.policies import RetentionPolicy, list_policies
 from fhir_server.search.membership import owners
-from fhir_server.storage.port import Record, TenantStore
+from fhir_server.storage.port import Record, ResourceStore, TenantStore
 
 log = logging.getLogger(__name__)
 LEASE_COLLECTION = "retention-run"
@@ -121,7 +121,7 @@ class RetentionJob:
         report.deleted.append(reference)
         return 0
 
-    async def _claim(self, store: TenantStore, owner: str) -> bool:
+    async def _claim(self, store: ResourceStore, owner: str) -> bool:
         """Take (or renew) the tenant's retention lease unless another run holds an unexpired one.
 
         Measured on the clock, never on a run's ``now`` (which ``--as-of`` may move)."""
@@ -136,7 +136,7 @@ class RetentionJob:
             await tx.put_record(Record(LEASE_COLLECTION, LEASE_KEY, orjson.dumps(body)))
             return True
 
-    async def _release(self, store: TenantStore, owner: str) -> None:
+    async def _release(self, store: ResourceStore, owner: str) -> None:
         async with store.transaction() as tx:
             current = await tx.get_record(LEASE_COLLECTION, LEASE_KEY)
             if current is not None and orjson.loads(current.body)["owner"] == owner:

@@ -1,27 +1,45 @@
-"""The storage engine port and its engines (SQLite embedded, MongoDB scale-out)."""
+"""The storage engine port (a few small protocols) and its engines (SQLite embedded, PostgreSQL scale-out)."""
 
 from fhir_server.storage.port import (
+    AuditLog,
+    Encryption,
     Engine,
     HistoryPage,
     HistoryQuery,
     IndexEntries,
+    Outbox,
     OutboxEvent,
+    RecordReader,
+    RecordWriter,
     ResourceKey,
+    ResourceReader,
+    ResourceStore,
     ResourceVersion,
+    TenantReader,
     TenantStore,
     TenantTransaction,
     TenantUnknownError,
+    TransactionEncryption,
 )
 
 __all__ = [
+    "AuditLog",
+    "Encryption",
     "Engine",
     "HistoryPage",
     "HistoryQuery",
     "IndexEntries",
+    "Outbox",
     "OutboxEvent",
+    "RecordReader",
+    "RecordWriter",
     "ResourceKey",
+    "ResourceReader",
+    "ResourceStore",
     "ResourceVersion",
+    "TenantReader",
     "TenantStore",
     "TenantTransaction",
     "TenantUnknownError",
+    "TransactionEncryption",
 ]

@@ -1,14 +1,17 @@
 """The engine port: what every storage engine provides, in engine-neutral terms.
 
-An engine holds tenants; each tenant is its own database (a SQLite file, a MongoDB database).
-A tenant store keeps every version of every resource (versioning, http.html#history),
-the typed search index rows of each current version, and the outbox of committed events.
-Writes happen inside a transaction; the events appended in it commit with it.
+An engine holds tenants; each tenant is its own database (a SQLite file, a PostgreSQL schema).
+A tenant's storage is a few small protocols: resources and search (every version of every resource,
+http.html#history, and the typed search index rows of each current version), records, the outbox of
+committed events, and the audit log; ``TenantStore`` is their union. Writes happen inside a
+transaction; the events and records written in it commit with it. Encryption is a declared
+capability (``TenantReader.encryption``), not an engine type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -147,6 +150,7 @@ class AuditLink:
     resource_id: str
     content_hash: str
     chain_hash: str
+    staged_seq: int | None = None  # the intake seq it was loaded from (None: chained at once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +200,39 @@ class OutboxEvent:
     attempts: int
 
 
-class TenantReader(Protocol):
+AuditIndexer = Callable[[AuditEntry], Awaitable[IndexEntries | None]]
+"""The index rows of a recorded AuditEvent (None: it cannot be read; it is kept chained but unindexed)."""
+
+
+class Encryption(Protocol):
+    """Envelope encryption, a capability a store declares (``encryption``) rather than a type callers test:
+    any engine wrapped in ``fhir_server.crypto.store`` offers it; an engine storing plaintext has None."""
+
+    @property
+    def erased(self) -> AbstractSet[str]:
+        """The subjects (``Patient/{id}``) whose data keys were destroyed (GDPR Art. 17)."""
+        ...
+
+    async def open_secret(self, sealed: dict[str, str], context: bytes) -> bytes | None:
+        """A secret sealed by ``TransactionEncryption.seal_secret``; None once its subject is erased."""
+        ...
+
+    async def erase(self, tx: TenantTransaction, ref: str) -> None:
+        """Destroy ``ref``'s data key in ``tx``: what was sealed under it can never be opened again."""
+        ...
+
+
+class TransactionEncryption(Encryption, Protocol):
+    """The capability inside a transaction: sealing, with any new data key committed with it."""
+
+    async def seal_secret(self, ref: str, secret: bytes, context: bytes) -> dict[str, str]:
+        """``secret`` (e.g. a DICOM object's own key) sealed under ``ref``'s data key."""
+        ...
+
+
+class ResourceReader(Protocol):
+    """Reading current resources and searching them (http.html#read, search.html)."""
+
     async def read(self, resource_type: str, id: str) -> ResourceVersion | None:
         """The current version (a tombstone when deleted), None when it never existed."""
         ...
@@ -213,6 +249,10 @@ class TenantReader(Protocol):
         """The matching current versions themselves (one page, no total): search and read at once."""
         ...
 
+
+class RecordReader(Protocol):
+    """Records: keyed documents of a collection (DICOM instances, keys, settings), found by their fields."""
+
     async def get_record(self, collection: str, key: str) -> Record | None: ...
 
     async def find_records(self, query: RecordQuery) -> list[Record]:
@@ -220,10 +260,35 @@ class TenantReader(Protocol):
         ...
 
 
-class TenantTransaction(TenantReader, Protocol):
-    """One atomic unit of writes. Reads inside it see its own writes."""
+class RecordStore(RecordReader, Protocol):
+    async def record_collections(self) -> list[str]:
+        """Every collection holding a record, sorted (what a copy of the tenant walks)."""
+        ...
+
+
+class RecordWriter(Protocol):
+    async def put_record(self, record: Record) -> None:
+        """Insert or replace the record with this collection and key."""
+        ...
+
+    async def delete_record(self, collection: str, key: str) -> None: ...
+
+
+class TenantReader(ResourceReader, RecordReader, Protocol):
+    """What a store and its transactions both read, and whether they encrypt (``encryption``)."""
+
+    @property
+    def encryption(self) -> Encryption | None: ...
+
+
+class TenantTransaction(TenantReader, RecordWriter, Protocol):
+    """One atomic unit of writes: resource versions, records, outbox events and AuditEvents commit
+    together or not at all. Reads inside it see its own writes."""
 
     first_written: ResourceVersion | None  # the first version written, as the caller gave it (None: none yet)
+
+    @property
+    def encryption(self) -> TransactionEncryption | None: ...
 
     async def write(self, version: ResourceVersion, index: IndexEntries | None) -> None:
         """Append a version and make it current; ``index`` replaces the resource's index rows."""
@@ -233,22 +298,20 @@ class TenantTransaction(TenantReader, Protocol):
         """Add an outbox event that becomes visible when (and only if) this transaction commits."""
         ...
 
-    async def put_record(self, record: Record) -> None:
-        """Insert or replace the record with this collection and key."""
-        ...
-
     async def chain_audit(self, resource_id: str, content: bytes) -> None:
         """Append the AuditEvent's content hash to the tenant's audit chain, in this transaction."""
         ...
 
     async def append_audit(self, entry: AuditEntry) -> None:
-        """``TenantStore.append_audit`` in this transaction: the event commits with its writes."""
+        """``AuditLog.append_audit`` in this transaction: the event is stored and chained with its writes
+        (indexed by the next ``settle_audit``). A nonzero ``entry.seq`` is the intake seq the event had
+        where it was first recorded (``dermbridge storage copy`` keeps it: the signed heads cover it)."""
         ...
 
-    async def delete_record(self, collection: str, key: str) -> None: ...
 
+class ResourceStore(ResourceReader, Protocol):
+    """Versioned resources (http.html#vread, #history) and the transactions that write them."""
 
-class TenantStore(TenantReader, Protocol):
     name: str
 
     async def vread(self, resource_type: str, id: str, version: int) -> ResourceVersion | None: ...
@@ -258,6 +321,17 @@ class TenantStore(TenantReader, Protocol):
     def transaction(self) -> AbstractAsyncContextManager[TenantTransaction]:
         """Serialised, atomic and durable once the context exits without error."""
         ...
+
+    async def scrub(self) -> None:
+        """Make deleted rows unrecoverable from the store's files and logs (after an erasure)."""
+        ...
+
+
+class Outbox(Protocol):
+    """The committed events (appended by ``TenantTransaction.append_event``), delivered at least once to
+    each consumer under a lease."""
+
+    name: str
 
     async def claim_events(self, consumer: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
         """Lease up to ``limit`` events the consumer has not acknowledged and nobody else holds."""
@@ -273,54 +347,56 @@ class TenantStore(TenantReader, Protocol):
         """Keep a claimed, unacknowledged event from redelivery for ``seconds`` (a retry's back-off)."""
         ...
 
-    async def audit_links(self, after_seq: int, limit: int) -> list[AuditLink]: ...
+
+class AuditLog(Protocol):
+    """A tenant's AuditEvents, hash-chained (``AuditLink``) with signed heads (``AuditCheckpoint``).
+
+    ``append_audit`` records an event durably. An engine may first take it into an *intake* (SQLite: a
+    staging log of its own, so that recording never waits for the database's write lock), numbered by
+    intake seq, and move it into the chain later; ``settle_audit`` does that and indexes what is
+    chained but not yet searchable. An engine that chains at once has an empty intake: ``staged_audit``
+    is empty, ``audit_staging`` is (0, 0) and ``audit_staged_seqs`` is empty."""
+
+    name: str
 
     async def append_audit(self, entry: AuditEntry) -> None:
-        """Stage one finished AuditEvent (version 1), durably (it joins a group commit).
+        """Record one finished AuditEvent (version 1), durably; it is read, searched and chained once settled."""
+        ...
 
-        It is read, searched and chained once ``load_audit`` has moved it into the store."""
+    async def settle_audit(self, indexer: AuditIndexer, batch: int) -> int:
+        """Store and chain every event of the intake, and index every chained event not yet indexed, in
+        transactions of at most ``batch`` events; ``indexer`` gives each event's index rows.
+
+        Events another process settled meanwhile are skipped; returns how many this call settled."""
         ...
 
     async def staged_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
-        """Staged AuditEvents not yet loaded, in the order they were staged (``seq`` is their place there)."""
+        """Events in the intake, not yet chained, in intake order (``seq`` is their intake seq)."""
         ...
 
-    async def load_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
-        """Store, chain and index staged AuditEvents (by staging seq) in one transaction, then
-        drop them from the staging log. Entries None: stored and chained without index rows.
-
-        Events stored already (another process loaded them) are skipped; returns how many were loaded."""
-        ...
-
-    async def pending_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
-        """Stored AuditEvents without their index rows yet, in chain order (those written in a transaction)."""
-        ...
-
-    async def index_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
-        """Add the index rows of AuditEvents (by chain seq) in one transaction; None: left unindexed.
-
-        Events another process has indexed already are skipped; returns how many were indexed."""
-        ...
+    async def audit_links(self, after_seq: int, limit: int) -> list[AuditLink]: ...
 
     async def add_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
-        """Keep a signed head; of two at the same chain seq, the one covering more of the staging log."""
+        """Keep a signed head; of two at the same chain seq, the one covering more of the intake."""
         ...
 
     async def audit_checkpoints(self) -> list[AuditCheckpoint]: ...
 
     async def latest_audit_checkpoint(self) -> AuditCheckpoint | None:
-        """The head with the highest chain seq (then staging seq)."""
+        """The head with the highest chain seq (then intake seq)."""
         ...
 
-    async def audit_staging(self) -> AuditStaging: ...
+    async def audit_staging(self) -> AuditStaging:
+        """How far the intake goes (read its loaded seq first: an event loaded meanwhile is counted staged)."""
+        ...
 
     async def audit_staged_seqs(self, low: int, high: int) -> set[int]:
-        """The staging seqs in (low, high] still staged or loaded into the chain."""
+        """The intake seqs in (low, high] still in the intake or chained."""
         ...
 
-    async def scrub(self) -> None:
-        """Make deleted rows unrecoverable from the store's files (after an erasure)."""
-        ...
+
+class TenantStore(ResourceStore, TenantReader, RecordStore, Outbox, AuditLog, Protocol):
+    """All of a tenant's storage, for callers that need several parts; depend on the smallest part used."""
 
 
 class Engine(Protocol):
@@ -341,3 +417,11 @@ class Engine(Protocol):
     def add_commit_listener(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(tenant)`` after each commit that appended outbox events (in-process wake-ups)."""
         ...
+
+
+class MigratingEngine(Engine, Protocol):
+    """An engine with a schema of its own to bring up to date (``dermbridge storage migrate``): versioned,
+    idempotent, safe when several processes run it at once. SQLite needs none (each tenant file is
+    brought up to date when it is opened)."""
+
+    async def migrate(self) -> None: ...

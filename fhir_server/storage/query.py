@@ -1,7 +1,7 @@
 """The engine-neutral search query: what to match, in terms of the typed index rows.
 
 A query is an AND of clauses; a clause is an OR of matches on one search parameter.
-Engines translate it: SQL subqueries over index tables, or MongoDB filters over index arrays.
+Engines translate it: SQL subqueries over index tables (SQLite, PostgreSQL), or a document store's filters.
 Dates, numbers and quantities are ranges [low, high) compared with the prefix semantics of
 search.html#prefix.
 """

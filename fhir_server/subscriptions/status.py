@@ -22,6 +22,7 @@ STATUS_DEFINITION = operation_definition(
     level="instance",
     resource=("Subscription",),
     affects_state=False,
+    id="backport-subscription-status",  # the Backport IG's, so its canonical resolves against the server's base
     url="http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status",
     description="The status of a topic-based Subscription (Subscriptions Backport IG): a Bundle with one "
     "SubscriptionStatus Parameters of type query-status.",

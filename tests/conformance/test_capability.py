@@ -3,15 +3,14 @@ declared per type, and ``metadata?mode=terminology`` answers a TerminologyCapabi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from conformance.terminology_capabilities import terminology_capabilities
 from fhir_server.api.router import FhirRouter, Operation
 from fhir_server.operation_definitions import operation_definition, parameter
-from tests.conftest import BASE, FhirTestClient
+from tests.conftest import BASE, FhirTestClient, make_client
 from tests.schema import assert_r4
-
-ROOT = "http://testserver"
 
 
 def _declared(statement: dict[str, Any]) -> list[dict[str, str]]:
@@ -22,7 +21,8 @@ def _declared(statement: dict[str, Any]) -> list[dict[str, str]]:
 def test_every_declared_operation_resolves_to_its_definition(client: FhirTestClient) -> None:
     statement = client.get(f"{BASE}/metadata").json()
     declared = _declared(statement)
-    assert {"name": "claim", "definition": f"{ROOT}{BASE}/OperationDefinition/Task-claim"} in declared
+    claim = "https://dermbridge.org/fhir/OperationDefinition/Task-claim"  # the IG's canonical
+    assert {"name": "claim", "definition": claim} in declared
     assert {
         "name": "everything",
         "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
@@ -36,8 +36,7 @@ def test_every_declared_operation_resolves_to_its_definition(client: FhirTestCli
         served = answer.json()
         assert served["resourceType"] == "OperationDefinition" and served["code"] == op["name"]
         assert served["url"] == op["definition"]  # the canonical in the CapabilityStatement is this resource
-        if op["definition"].startswith(ROOT):
-            assert client.get(op["definition"].removeprefix(ROOT)).json()["url"] == op["definition"]
+        assert op["definition"].endswith(f"/OperationDefinition/{definition_id}")  # resolves against the base
 
 
 def test_an_unknown_operation_definition_is_not_found(client: FhirTestClient) -> None:
@@ -47,7 +46,8 @@ def test_an_unknown_operation_definition_is_not_found(client: FhirTestClient) ->
 
 def test_rev_includes_are_declared_per_type(client: FhirTestClient) -> None:
     statement = client.get(f"{BASE}/metadata").json()
-    assert "instantiates" not in statement and "implementationGuide" not in statement  # no IG package yet
+    assert statement["instantiates"] == ["https://dermbridge.org/fhir/CapabilityStatement/dermbridge-server"]
+    assert statement["implementationGuide"] == ["https://dermbridge.org/fhir/ImplementationGuide/dermbridge.fhir"]
     by_type = {r["type"]: r for r in statement["rest"][0]["resource"]}
     patient = by_type["Patient"]["searchRevInclude"]
     assert {"Observation:subject", "DiagnosticReport:subject", "ImagingStudy:patient", "Consent:patient"} <= set(
@@ -90,3 +90,26 @@ def test_terminology_capabilities_state_what_is_registered() -> None:
     assert listed["expansion"]["paging"] is True and "validateCode" not in listed
     assert listed["codeSystem"] == [{"uri": "http://loinc.org", "version": [{"code": "2.77"}]}, {"uri": sct}]
     assert_r4(listed)
+
+
+def test_operation_definitions_are_public_and_other_reads_are_not(tmp_path: Path) -> None:
+    """Like ``metadata``, the definitions the CapabilityStatement names are read without a token; a stored
+    OperationDefinition, any other read and a write still need one (401)."""
+    with make_client(tmp_path / "var", roles=()) as anonymous:
+        for op in _declared(anonymous.get(f"{BASE}/metadata").json()):
+            definition_id = op["definition"].rsplit("/", 1)[1]  # every canonical resolves against the base
+            answer = anonymous.get(f"{BASE}/OperationDefinition/{definition_id}")
+            assert answer.status_code == 200 and answer.json()["url"] == op["definition"], op
+        assert anonymous.head(f"{BASE}/OperationDefinition/Task-claim").status_code == 200
+        for refused in (
+            anonymous.get(f"{BASE}/OperationDefinition/no-such-operation"),
+            anonymous.get(f"{BASE}/OperationDefinition"),
+            anonymous.get(f"{BASE}/OperationDefinition", params={"url": "https://dermbridge.org/fhir"}),
+            anonymous.get(f"{BASE}/Patient/Task-claim"),
+            anonymous.get(f"{BASE}/ValueSet/skin-lesion-diagnoses"),
+            anonymous.put(f"{BASE}/OperationDefinition/Task-claim", json={"resourceType": "OperationDefinition"}),
+            anonymous.post(f"{BASE}/OperationDefinition", json={"resourceType": "OperationDefinition"}),
+            anonymous.get(f"{BASE}/OperationDefinition/Task-claim/_history"),
+        ):
+            assert refused.status_code == 401, (refused.request.method, refused.request.url)
+        assert anonymous.get("/fhir/no-such-tenant/OperationDefinition/Task-claim").status_code == 404

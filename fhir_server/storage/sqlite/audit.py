@@ -45,7 +45,7 @@ def log(conn: sqlite3.Connection, entry: AuditEntry) -> None:
     ops.write(
         conn, ResourceVersion("AuditEvent", entry.resource_id, 1, entry.last_updated, entry.content, "POST"), None
     )
-    _link(conn, entry.resource_id, entry.content_hash, 0)
+    _link(conn, entry.resource_id, entry.content_hash, 0, entry.seq or None)
 
 
 STAGE_CHUNK = 4096  # rows per INSERT: 4 variables each, well under SQLite's limit of 32,766
@@ -169,7 +169,8 @@ def index(conn: sqlite3.Connection, items: Sequence[tuple[int, IndexEntries | No
 
 def links(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[AuditLink]:
     rows = conn.execute(
-        "SELECT seq, resource_id, content_hash, chain_hash FROM audit_chain WHERE seq > ? ORDER BY seq LIMIT ?",
+        "SELECT seq, resource_id, content_hash, chain_hash, staged_seq FROM audit_chain WHERE seq > ? "
+        "ORDER BY seq LIMIT ?",
         (after_seq, limit),
     ).fetchall()
     return [AuditLink(*row) for row in rows]

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from fhir_server.storage.port import (
     AuditCheckpoint,
     AuditEntry,
+    AuditIndexer,
     AuditLink,
     AuditStaging,
     HistoryPage,
@@ -34,6 +35,7 @@ from fhir_server.storage.port import (
     TenantUnknownError,
 )
 from fhir_server.storage.query import RecordQuery, SearchQuery
+from fhir_server.storage.settle import drain
 from fhir_server.storage.sqlite import audit, ops, records, schema
 from fhir_server.storage.sqlite.schema import connect, initialise, initialise_staging, staging_path
 from fhir_server.storage.sqlite.writer import SerialWriter, Unit, execute, in_transaction, undurable
@@ -67,6 +69,7 @@ class SqliteTransaction:
         self._locked = False
         self.events = 0
         self.first_written: ResourceVersion | None = None
+        self.encryption: None = None  # plaintext: ``fhir_server.crypto.store`` wraps an engine to encrypt
 
     def _add(self, fn: Callable[..., Any], *args: Any) -> None:
         self._check_open()
@@ -167,6 +170,7 @@ class SqliteTenantStore:
     def __init__(self, name: str, path: Path, readers: int, on_commit: Callable[[str], None]) -> None:
         self.name = name
         self.path = path
+        self.encryption: None = None
         self._on_commit = on_commit
         self._main = SerialWriter(path, f"sqlite-w-{name}", self._count_group)
         initialise(self._main.conn)
@@ -216,6 +220,9 @@ class SqliteTenantStore:
     async def find_records(self, query: RecordQuery) -> list[Record]:
         return await self._on_reader(records.find, query)
 
+    async def record_collections(self) -> list[str]:
+        return await self._on_reader(records.collections)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTransaction]:
         tx = SqliteTransaction(self)
@@ -258,6 +265,12 @@ class SqliteTenantStore:
 
     async def staged_audit(self, after_seq: int, limit: int) -> list[AuditEntry]:
         return await self._staging.run(audit.staged, after_seq, limit)
+
+    async def settle_audit(self, indexer: AuditIndexer, batch: int) -> int:
+        """Load the staging log into the chain (``load_audit``), then index the events chained inside
+        callers' transactions (``pending_audit``, ``index_audit``)."""
+        loaded = await drain(self.staged_audit, self.load_audit, indexer, batch)
+        return loaded + await drain(self.pending_audit, self.index_audit, indexer, batch)
 
     async def load_audit(self, items: Sequence[tuple[int, IndexEntries | None]]) -> int:
         if not items:

@@ -88,3 +88,7 @@ def find(conn: sqlite3.Connection, query: RecordQuery) -> list[Record]:
         args,
     ).fetchall()
     return [Record(query.collection, key, body, _fields(conn, rid)) for rid, key, body in rows]
+
+
+def collections(conn: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in conn.execute("SELECT DISTINCT collection FROM record ORDER BY collection")]

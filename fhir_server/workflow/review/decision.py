@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from fhir_server.api.parameters import one_of, values_of
+from fhir_server.declared_profiles import CLINICIAN_FINDING
 from fhir_server.errors import bad_request, conflict, unprocessable
 from fhir_server.repository import Repository, Stored
 from fhir_server.workflow.review.codes import DECIDED, DECISION_SYSTEM, DECISIONS, NO_DECISION, URGENCIES
@@ -171,6 +172,7 @@ def _refuse_demonstration(ai: list[Stored]) -> None:
 def _clinician(reviewer: Reviewer, now: datetime) -> dict[str, Any]:
     return {
         "resourceType": "Observation",
+        "meta": {"profile": [CLINICIAN_FINDING]},
         "status": "final",
         "performer": [reviewer.reference()],
         "effectiveDateTime": instant(now),

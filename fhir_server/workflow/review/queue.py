@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from fhir_server.declared_profiles import REVIEW_TASK
 from fhir_server.errors import bad_request
 from fhir_server.repository import Repository, Stored
 from fhir_server.workflow.review.codes import (
@@ -128,6 +129,7 @@ def _task(
 ) -> dict[str, Any]:
     task: dict[str, Any] = {
         "resourceType": "Task",
+        "meta": {"profile": [REVIEW_TASK]},
         "identifier": [{"system": IDENTIFIER_SYSTEM, "value": value}],
         "status": "requested",
         "businessStatus": state_concept(QUEUED),

@@ -13,7 +13,16 @@ import pytest
 
 from fhir_server.search.extract import index_resource
 from fhir_server.search.request import parse_search
-from fhir_server.storage.port import AuditEntry, Engine, HistoryQuery, ResourceKey, ResourceVersion, TenantUnknownError
+from fhir_server.storage.port import (
+    AuditEntry,
+    AuditIndexer,
+    Engine,
+    HistoryQuery,
+    IndexEntries,
+    ResourceKey,
+    ResourceVersion,
+    TenantUnknownError,
+)
 from fhir_server.storage.query import SearchQuery
 
 pytestmark = pytest.mark.anyio
@@ -294,32 +303,37 @@ def _audit_event(n: int) -> tuple[dict[str, Any], AuditEntry]:
     return body, AuditEntry(0, f"ae{n}", instant, content, hashlib.sha256(content).hexdigest())
 
 
-async def test_audit_events_are_staged_then_loaded_chained_and_indexed(engine: Engine) -> None:
+def _indexer(events: list[tuple[dict[str, Any], AuditEntry]], unreadable: str = "ae2") -> AuditIndexer:
+    """Index rows from each event's body; ``unreadable`` gets None (kept chained but unindexed)."""
+    bodies = {body["id"]: body for body, _ in events}
+
+    async def index(entry: AuditEntry) -> IndexEntries | None:
+        assert entry.content is not None and orjson.loads(entry.content)["id"] == entry.resource_id
+        return None if entry.resource_id == unreadable else index_resource(bodies[entry.resource_id])
+
+    return index
+
+
+async def test_recorded_audit_events_are_settled_chained_and_indexed(engine: Engine) -> None:
     store = await engine.tenant("alpha")
     events = [_audit_event(n) for n in range(3)]
     for _, entry in events:
         await store.append_audit(entry)
-    assert await store.read("AuditEvent", "ae1") is None  # staged: not in the store yet
-    assert await store.audit_links(0, 10) == []
-    staged = await store.staged_audit(0, 10)
-    assert [(e.resource_id, orjson.loads(e.content or b"{}")["id"]) for e in staged] == [
-        ("ae0", "ae0"), ("ae1", "ae1"), ("ae2", "ae2")]  # fmt: skip
-    assert [e.seq for e in await store.staged_audit(staged[0].seq, 10)] == [e.seq for e in staged[1:]]
-    items = [(e.seq, index_resource(events[n][0])) for n, e in enumerate(staged[:2])]
-    assert await store.load_audit(items) == 2
-    assert await store.load_audit(items) == 0  # loaded once, whoever asks again
+    assert await store.settle_audit(_indexer(events), 2) <= 3
+    assert await store.settle_audit(_indexer(events), 2) == 0  # settled once, whoever asks again
     stored = await store.read("AuditEvent", "ae1")
     assert stored is not None and orjson.loads(stored.content or b"{}")["outcome"] == "4"
-    assert [link.resource_id for link in await store.audit_links(0, 10)] == ["ae0", "ae1"]
-    assert [k.id for k in (await store.search(query(("AuditEvent",), outcome="4"))).keys] == ["ae1"]
-    assert [e.resource_id for e in await store.staged_audit(0, 10)] == ["ae2"]
-    assert await store.load_audit([(staged[2].seq, None)]) == 1  # unreadable: stored and chained, not indexed
     assert [link.resource_id for link in await store.audit_links(0, 10)] == ["ae0", "ae1", "ae2"]
-    assert (await store.search(query(("AuditEvent",), outcome="8"))).keys == []
-    assert await (await engine.tenant("beta")).staged_audit(0, 10) == []
+    assert [link.resource_id for link in await store.audit_links(1, 10)] == ["ae1", "ae2"]
+    assert [k.id for k in (await store.search(query(("AuditEvent",), outcome="4"))).keys] == ["ae1"]
+    assert (await store.search(query(("AuditEvent",), outcome="8"))).keys == []  # unreadable: not indexed
+    assert await store.staged_audit(0, 10) == []
+    staging = await store.audit_staging()
+    assert staging.loaded_seq == staging.staged_seq  # the intake holds nothing more
+    assert await (await engine.tenant("beta")).audit_links(0, 10) == []
 
 
-async def test_audit_events_written_in_a_transaction_are_chained_at_once_and_indexed_later(engine: Engine) -> None:
+async def test_audit_events_written_in_a_transaction_are_chained_at_once(engine: Engine) -> None:
     store = await engine.tenant("alpha")
     events = [_audit_event(n) for n in range(3)]
     async with store.transaction() as tx:
@@ -328,16 +342,11 @@ async def test_audit_events_written_in_a_transaction_are_chained_at_once_and_ind
     stored = await store.read("AuditEvent", "ae1")
     assert stored is not None and orjson.loads(stored.content or b"{}")["outcome"] == "4"
     assert [link.resource_id for link in await store.audit_links(0, 10)] == ["ae0", "ae1", "ae2"]
-    assert (await store.search(query(("AuditEvent",), outcome="4"))).keys == []  # not indexed yet
-    pending = await store.pending_audit(0, 10)
-    assert [e.resource_id for e in pending] == ["ae0", "ae1", "ae2"]
-    assert [e.seq for e in await store.pending_audit(pending[0].seq, 10)] == [p.seq for p in pending[1:]]
-    items = [(e.seq, index_resource(events[n][0])) for n, e in enumerate(pending[:2])]
-    assert await store.index_audit(items) == 2
-    assert await store.index_audit(items) == 0  # indexed once, whoever asks again
+    await store.settle_audit(_indexer(events), 2)
+    assert await store.settle_audit(_indexer(events), 2) == 0  # the unreadable one stays unindexed
     assert [k.id for k in (await store.search(query(("AuditEvent",), outcome="4"))).keys] == ["ae1"]
-    assert [e.resource_id for e in await store.pending_audit(0, 10)] == ["ae2"]
-    assert (await (await engine.tenant("beta")).pending_audit(0, 10)) == []
+    assert (await store.search(query(("AuditEvent",), outcome="8"))).keys == []
+    assert await (await engine.tenant("beta")).audit_links(0, 10) == []
 
 
 def test_a_sqlite_transaction_refuses_use_after_it_ended(tmp_path: Path) -> None:

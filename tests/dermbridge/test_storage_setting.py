@@ -1,0 +1,56 @@
+"""The ``storage`` setting: SQLite files under the data directory unless it names another engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from dermbridge import storage
+from dermbridge.settings import Settings
+from dermbridge.storage_url import parse_storage_url
+from fhir_server.storage.sqlite import SqliteEngine
+
+
+def test_unset_it_is_sqlite_in_the_data_directory(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path / "var")
+    url = settings.storage_url()
+    assert (url.engine, url.path) == ("sqlite", tmp_path / "var")
+    engine = storage.plain_engine(url, settings)
+    assert isinstance(engine, SqliteEngine) and engine.directory == tmp_path / "var" / "tenants"
+
+
+@pytest.mark.parametrize(
+    ("text", "engine", "path"),
+    [("sqlite:///var", "sqlite", Path("var")), ("sqlite:////srv/dermbridge", "sqlite", Path("/srv/dermbridge")),
+     ("postgresql://dermbridge@db.internal:5433/fhir", "postgresql", None),
+     ("postgres://dermbridge@localhost/fhir", "postgresql", None)],
+)  # fmt: skip
+def test_urls_name_their_engine(text: str, engine: str, path: Path | None) -> None:
+    url = parse_storage_url(text)
+    assert (url.engine, url.path, url.url) == (engine, path, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [("mysql://db/fhir", "storage must be"), ("sqlite:///", "needs a directory"),
+     ("postgresql://db.internal:5432", "one database name"), ("postgresql://db.internal:99999/fhir", "port"),
+     ("sqlite:///" + "a" * 3000, "at most")],
+)  # fmt: skip
+def test_bad_urls_are_refused_at_start(text: str, reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        Settings(_env_file=None, storage=text)
+
+
+def test_a_password_is_never_shown() -> None:
+    url = parse_storage_url("postgresql://dermbridge:s3cret@db/fhir")
+    assert "s3cret" not in url.shown() and url.shown() == "postgresql://dermbridge:***@db/fhir"
+
+
+def test_an_engine_missing_from_the_build_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(storage, "POSTGRES_MODULE", "fhir_server.storage.no_such_engine")
+    settings = Settings(_env_file=None, data_dir=tmp_path, storage="postgresql://u:pw@db/fhir")
+    with pytest.raises(storage.EngineUnavailable, match=r"PostgreSQL engine .* is not available") as raised:
+        storage.open_engine(settings)
+    assert "pw" not in str(raised.value)
