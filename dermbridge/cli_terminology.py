@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,19 @@ def terminology_command(args: argparse.Namespace) -> int:
 
 
 def _store_path(directory: Path, url: str, version: str | None) -> Path:
+    """A new file for each load: a store is never rewritten in place (readers open it immutable)."""
     digest = hashlib.sha256(f"{url}|{version or ''}".encode()).hexdigest()[:16]
-    return directory / f"codesystem-{digest}.sqlite"
+    return directory / f"codesystem-{digest}-{uuid.uuid4().hex[:8]}.sqlite"
+
+
+async def _register(store: TenantStore, resource: dict[str, Any], target: Path, count: int) -> None:
+    replaced = await register_store(store, resource, target, count)
+    if replaced is not None:
+        _remove(replaced)
+
+
+def _remove(path: str) -> None:
+    Path(path).unlink(missing_ok=True)
 
 
 async def load_rf2(store: TenantStore, path: Path, directory: Path) -> tuple[Counter[str], int]:
@@ -97,7 +109,7 @@ async def load_rf2(store: TenantStore, path: Path, directory: Path) -> tuple[Cou
     meta = {"url": SNOMED, "version": release.version, "name": "SNOMED CT", "caseSensitive": "false"}
     target = _store_path(directory, SNOMED, release.version)
     count = write_store(target, meta, concepts, is_a)
-    await register_store(store, resource, target, count)
+    await _register(store, resource, target, count)
     return Counter({f"CodeSystem ({count} concepts, {release.version})": 1}), 0
 
 
@@ -117,7 +129,7 @@ async def load_large(store: TenantStore, resources: list[dict[str, Any]], direct
         meta["caseSensitive"] = "true" if index.case_sensitive else "false"
         target = _store_path(directory, index.url, index.version)
         count = write_store(target, meta, concepts, pairs)
-        await register_store(store, resource, target, count)
+        await _register(store, resource, target, count)
         loaded[f"CodeSystem ({count} concepts)"] += 1
     return loaded
 

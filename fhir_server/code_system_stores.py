@@ -28,9 +28,10 @@ def _key(url: str, version: str | None) -> str:
     return f"{url}|{version or ''}"
 
 
-async def register_store(store: TenantStore, resource: dict[str, Any], path: Path, count: int) -> dict[str, Any]:
+async def register_store(store: TenantStore, resource: dict[str, Any], path: Path, count: int) -> str | None:
     """Write the CodeSystem resource (``not-present``, ``count``) and the record naming ``path``; a release
-    of the same url and version replaces the one loaded before. Answers the resource written."""
+    of the same url and version replaces the one loaded before. Answers the path of the store it replaced
+    (each load writes a new file: a process that has the old one open keeps reading it until it restarts)."""
     url, version = str(resource["url"]), resource.get("version")
     body = {k: v for k, v in resource.items() if k not in ("id", "meta", "text", "concept")}
     body |= {"content": "not-present", "count": count}
@@ -38,9 +39,11 @@ async def register_store(store: TenantStore, resource: dict[str, Any], path: Pat
     async with store.transaction() as tx:
         repo = Repository.system(store, reason="dermbridge terminology load: a code system store", tx=tx)
         stored = await repo.conditional_update(body, resource_type="CodeSystem", criteria=urlencode(criteria))
+        before = await tx.get_record(COLLECTION, _key(url, version))
         record = {"path": _absolute(path), "count": count, "id": stored.resource["id"]}
         await tx.put_record(Record(COLLECTION, _key(url, version), json.dumps(record).encode(), {"url": (url,)}))
-    return stored.resource
+    replaced: str | None = json.loads(before.body)["path"] if before is not None else None
+    return replaced if replaced != record["path"] else None
 
 
 async def held_store(reader: TenantReader, resource: dict[str, Any]) -> ClosureCodeSystem | None:

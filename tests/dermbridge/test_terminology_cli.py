@@ -121,6 +121,10 @@ def test_an_rf2_release_loads_into_a_store_that_the_running_server_uses(tmp_path
         assert [i["expression"] for i in warned.json()["issue"] if i["severity"] == "warning"] == [
             ["Encounter.reasonCode[0]"]
         ]
+        load(data, tmp_path / "release.zip")  # again: a new store replaces the old one, in use or not
+        assert len(list((data / "terminology" / "default").glob("*.sqlite"))) == 1
+        again = client.get(f"{BASE}/CodeSystem/$subsumes", params=subsumes).json()
+        assert again["parameter"] == [{"name": "outcome", "valueCode": "subsumes"}]
 
 
 def test_a_release_without_its_snapshot_files_is_refused(tmp_path: Path) -> None:
