@@ -132,3 +132,25 @@ def test_a_release_without_its_snapshot_files_is_refused(tmp_path: Path) -> None
     with make_client(data):
         (tmp_path / "empty").mkdir()
         assert "not an RF2 release" in load(data, tmp_path / "empty", ok=False)
+
+
+def test_a_package_code_system_too_large_for_a_resource_goes_to_a_store(tmp_path: Path) -> None:
+    """More than 20,000 concepts: held in a store like an RF2 release, the hierarchy (nesting and ``parent``
+    properties) kept."""
+    data = tmp_path / "var"
+    concepts: list[dict[str, Any]] = [{"code": "root", "display": "Root", "concept": [{"code": "c0", "display": "C0"}]}]
+    concepts += [
+        {"code": f"c{i}", "display": f"C{i}", "property": [{"code": "parent", "valueCode": f"c{(i - 1) // 10}"}]}
+        for i in range(1, 20_001)
+    ]
+    big = {**CODE_SYSTEM, "id": "big", "url": "urn:example:big", "concept": concepts}
+    with make_client(data) as client:
+        out = load(data, package(tmp_path / "big.tgz", big, VALUE_SET))
+        assert "1 CodeSystem (20002 concepts)" in out and "1 ValueSet" in out
+        [stored] = [
+            e["resource"] for e in client.get(f"{BASE}/CodeSystem", params={"url": "urn:example:big"}).json()["entry"]
+        ]
+        assert (stored["content"], stored["count"], "concept" in stored) == ("not-present", 20_002, False)
+        subsumes = {"system": "urn:example:big", "codeA": "root", "codeB": "c12345"}
+        outcome = client.get(f"{BASE}/CodeSystem/$subsumes", params=subsumes).json()
+        assert outcome["parameter"] == [{"name": "outcome", "valueCode": "subsumes"}]
