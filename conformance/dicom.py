@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pynetdicom import AE
 
-from conformance.dicom_contexts import accepted_contexts, proposed_contexts, sop_name
+from conformance.dicom_commitment import storage_commitment
+from conformance.dicom_contexts import accepted_contexts, commitment, proposed_contexts, sop_name
 from conformance.dicom_sections import character_sets, configuration, dicomweb, query_retrieve, security, storage
 from dicom_node.admission import ASSOCIATE_RQ_MAX_BYTES
 from dicom_node.callers import service_of
@@ -22,7 +23,8 @@ def _sop_classes(ae: AE) -> list[str]:
     for cx in ae.supported_contexts:
         uid = str(cx.abstract_syntax)
         is_ai_result = cx.abstract_syntax in AI_RESULT_CLASSES
-        scu = "Yes" if service_of(uid) == "store" else "No"  # storage: C-GET and C-MOVE sub-operations
+        # storage: C-GET and C-MOVE sub-operations (Storage Commitment shares the store role, SCP only)
+        scu = "Yes" if service_of(uid) == "store" and not commitment(uid) else "No"
         rows.append(f"| {sop_name(uid)} | {uid} | {scu} | {'No' if is_ai_result else 'Yes'} |")
     return rows
 
@@ -163,6 +165,7 @@ def dicom_conformance(config: DimseConfig, duplicates: str, dicomweb_enabled: bo
         *_acceptance(ae),
         *storage(duplicates),
         *query_retrieve(),
+        *storage_commitment(ae, config),
         *configuration(ae, config),
         "## 2. Media interchange",
         "",

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydicom.datadict import tag_for_keyword
 
+from dermbridge.roles import Role, plan_for
 from dermbridge.storage_url import MAX_URL, StorageUrl, parse_storage_url, sqlite_at
 from dicom_node.callers import SERVICES, DicomCaller, Service
 
@@ -51,6 +52,15 @@ class Settings(BaseSettings):
     max_page_size: int = Field(1000, ge=1)
     sqlite_readers: int = Field(4, ge=1, le=64, description="concurrent read connections per tenant")
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json: one JSON object a line (access and association lines included); text: plain"
+    )
+    health_port: int | None = Field(
+        None, ge=0, le=65535, description="roles without the HTTP API serve /healthz, /readyz, /metrics here"
+    )
+    metrics_token: str | None = Field(
+        None, min_length=16, description="bearer token /metrics asks of callers not on loopback; unset: loopback only"
+    )
     gil_switch_interval_ms: float = Field(
         1.0,
         gt=0,
@@ -67,11 +77,21 @@ class Settings(BaseSettings):
         True, description="false: the insecure development mode, every request unrestricted (warned on each start)"
     )
     auth_token_lifetime_seconds: int = Field(300, ge=30, le=86400)
+    auth_session_lifetime_seconds: int = Field(
+        8 * 3600, ge=60, le=7 * 86400, description="a person's browser session ends this long after sign-in"
+    )
+    auth_refresh_lifetime_seconds: int = Field(
+        8 * 3600, ge=60, le=90 * 86400, description="a SMART app's refresh token (rotated at each use) lives this long"
+    )
     auth_bootstrap_admin: bool = Field(True, description="create and print an admin client on a fresh data dir")
     oidc_issuer: str | None = Field(None, description="an external OpenID provider whose access tokens are accepted")
     oidc_jwks: str | None = Field(None, description="its JWKS: a file path or an https:// URL")
     oidc_audience: str | None = None
     oidc_tenant_claim: str = "tenant"
+    oidc_login_client_id: str | None = Field(
+        None, description="this server's client id at the OpenID provider: people sign in there in the browser"
+    )
+    oidc_login_client_secret: str | None = Field(None, description="its client secret at the provider")
     oidc_max_token_lifetime_seconds: int = Field(
         86400, ge=60, le=30 * 86400, description="provider tokens living longer (exp - iat) get 401"
     )
@@ -99,9 +119,13 @@ class Settings(BaseSettings):
     audit_anchor_dir: Path | None = Field(
         None, description="where signed heads are also appended (default DATA_DIR/audit-anchors): keep it elsewhere"
     )
-    audit_loader: Literal["process", "inline"] = Field(
+    audit_loader: Literal["process", "inline", "role"] = Field(
         "process",
-        description="who loads staged AuditEvents into the store: process: a loader process; inline: the API",
+        description="who loads staged AuditEvents into the store: process: a loader process; inline: the API; "
+        "role: a `serve --role audit` process",
+    )
+    audit_poll_seconds: float = Field(
+        1.0, gt=0, le=60, description="how often a `serve --role audit` process looks for staged AuditEvents"
     )
 
     # DICOM DIMSE
@@ -154,9 +178,7 @@ class Settings(BaseSettings):
     dicom_tls_client_ca: Path | None = Field(None, description="verify client certificates against this CA")
 
     # AI inference
-    role: Literal["all", "api", "inference"] = Field(
-        "all", description="all: API and inference worker; api: no worker; inference: the worker only"
-    )
+    role: Role = Field("all", description="what this process runs (dermbridge/roles.py): all, or one part")
     inference_enabled: bool = Field(True, description="analyse every stored image with the configured models")
     inference_models: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="MONAI bundle directories or TorchScript files; empty: the demo model"
@@ -233,6 +255,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"not an IANA time zone: {zone!r}") from exc
         return value
 
+    @model_validator(mode="after")
+    def _login_needs_provider(self) -> Settings:
+        """Browser sign-in at the OpenID provider (``oidc_login_client_id``) needs the provider itself."""
+        if self.oidc_login_client_id and not self.oidc_issuer:
+            raise ValueError("DERMBRIDGE_OIDC_LOGIN_CLIENT_ID needs DERMBRIDGE_OIDC_ISSUER")
+        return self
+
     def storage_url(self) -> StorageUrl:
         """The engine the tenants live in (``storage``; SQLite under ``data_dir`` when unset)."""
         return parse_storage_url(self.storage) if self.storage else sqlite_at(self.data_dir)
@@ -242,6 +271,10 @@ class Settings(BaseSettings):
 
     def audit_anchor_root(self) -> Path:
         return self.audit_anchor_dir or self.data_dir / "audit-anchors"
+
+    def listen_port(self) -> int:
+        """The HTTP port: the API's, or the health port of a role without the API."""
+        return self.port if plan_for(self.role).http_api or self.health_port is None else self.health_port
 
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"

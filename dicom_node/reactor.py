@@ -212,6 +212,23 @@ class _WaitingAssociation(Association):
     _activity: threading.Event
     _slot: Slot | None
     _admission: Admission | None
+    _after: list[Callable[[], None]]
+
+    def after_request(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on this association's thread once the request being served was answered (its response
+        queued whole before anything ``work`` sends): a Storage Commitment SCP's N-EVENT-REPORT (PS3.4 J.3.3)."""
+        self._after.append(work)
+
+    def _run_after(self) -> None:
+        while self._after:
+            work = self._after.pop(0)
+            self._is_paused = True  # as pynetdicom does around a service: ``work`` may use the send_*() methods
+            try:
+                work()
+            except Exception:
+                log.exception("work after a DIMSE request failed")
+            finally:
+                self._is_paused = False
 
     def run(self) -> None:
         try:
@@ -238,6 +255,7 @@ class _WaitingAssociation(Association):
             busy = message is not None
             if message is not None:
                 self._serve_request(message, int(context_id or 0))
+                self._run_after()
             if self._finished():
                 return
 
@@ -346,6 +364,7 @@ def make_waiting(
     assoc._activity = activity  # type: ignore[attr-defined]
     assoc._slot = slot  # type: ignore[attr-defined]
     assoc._admission = admission  # type: ignore[attr-defined]
+    assoc._after = []  # type: ignore[attr-defined]
     assoc.dul = _BlockingDUL(assoc, assoc.dul, activity.set, limits.max_pdu)
     assoc.acse_timeout = limits.artim_s  # also the DUL's ARTIM (Sta13: awaiting the peer's close)
     assoc.dimse.msg_queue = _adopt(assoc.dimse.msg_queue, activity.set)

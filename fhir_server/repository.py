@@ -59,7 +59,7 @@ from fhir_server.storage.port import (
 )
 from fhir_server.storage.query import SearchQuery
 from fhir_server.validation import check_type, validate
-from fhir_server.write_guards import check_guarded_write
+from fhir_server.write_guards import check_content, check_guarded_write
 
 APPEND_ONLY = "AuditEvent"
 HISTORY_BATCH = 500
@@ -510,6 +510,7 @@ class Repository:
         if self.policy.access is not None:
             check_client_write(resource_type, resource, _content(current))
             await check_guarded_write(self._tx, self.policy, resource_type, resource, _content(current))
+            await check_content(self, resource_type, resource)
         version_number = current.version + 1 if current is not None else 1
         now = new_instant()
         meta = dict(resource.get("meta") or {})

@@ -33,7 +33,7 @@ from fhir_server.audit.events import DCM
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.repository import Repository
 from fhir_server.storage.port import TenantTransaction
-from inference.dicom_results import AiResultObjects, build
+from inference.dicom_results import DICOM_SR_EXTENSION, AiResultObjects, build
 from inference.events import analysis_event
 from inference.explanation_failure import record_dicom_results_unavailable
 from inference.findings import FINDING_SYSTEM, ImageContext, result_key
@@ -42,7 +42,6 @@ from inference.pipeline import Prediction
 from inference.segmentation import Segmentation
 
 log = logging.getLogger(__name__)
-DICOM_SR_EXTENSION = "urn:dermbridge:dicom-sr"
 DICOM_UID_SYSTEM = "urn:dicom:uid"
 
 

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from dermbridge.app import create_app
 from dermbridge.settings import Settings
 from tests.factories import put_entry, synthea_resources, transaction
+from tests.postgres import ThrowawayPostgres, throwaway_postgres
 from tests.schema import assert_r4
 
 BASE = "/fhir/default"
@@ -59,16 +60,36 @@ def make_client(data_dir: Path, roles: tuple[str, ...] = ("admin",), **settings:
     return client
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[ThrowawayPostgres]:
+    """A throw-away PostgreSQL for the session (tests/postgres.py); each test takes a database of its own."""
+    with throwaway_postgres() as server:
+        yield server
+
+
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[FhirTestClient]:
     with make_client(tmp_path / "var") as c:
         yield c
 
 
-@pytest.fixture(scope="session")
-def synthea_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirTestClient]:
-    """A server loaded with the Synthea sample through transaction Bundles (read-only for tests)."""
-    with make_client(tmp_path_factory.mktemp("synthea") / "var") as c:
+ENGINES = ("sqlite", "postgresql")
+
+
+def engine_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The settings of the engine a fixture parametrised with ``ENGINES`` names: SQLite (the default), or
+    a database of its own on the session's throw-away PostgreSQL."""
+    if request.param == "sqlite":
+        return {}
+    return {"storage": request.getfixturevalue("postgres_server").create_database()}
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def synthea_client(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FhirTestClient]:
+    """A server loaded with the Synthea sample through transaction Bundles (read-only for tests), on each engine."""
+    with make_client(tmp_path_factory.mktemp("synthea") / "var", **engine_settings(request)) as c:
         batch: list[dict[str, Any]] = []
         for resource in synthea_resources():
             batch.append(put_entry(resource))

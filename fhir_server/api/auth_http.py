@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from fhir_server.audit.events import ENTITY_TYPE, token_event
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.security.bearer import Authenticator
+from fhir_server.security.caller_note import note_client
 from fhir_server.security.clients import tenant_of
 from fhir_server.security.endpoint import ASSERTION_ALGORITHMS, OAuthError, TokenEndpoint, TokenRequest
 from fhir_server.security.refusals import RefusalGroup, RefusalSummary, RefusalTally
@@ -129,7 +130,7 @@ def _oauth_error(error: OAuthError) -> Response:
     return JSONResponse(error.body(), error.status, headers=headers)
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def read_form(request: Request) -> dict[str, str]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise OAuthError(400, "invalid_request", "send the token request as application/x-www-form-urlencoded")
@@ -158,7 +159,7 @@ async def token(request: Request) -> Response:
     address = request.client.host if request.client else "unknown"
     claimed: str | None = None
     try:
-        form = await _form(request)
+        form = await read_form(request)
         claimed = form.get("client_id")
         urls = (f"{auth.public_url}/auth/token", str(request.url.replace(query="")))
         issued = await auth.endpoint.handle(TokenRequest(form, request.headers.get("authorization"), address, urls))
@@ -167,6 +168,7 @@ async def token(request: Request) -> Response:
         await auth.record_refusal(error.client_id or claimed or "", address, error)
         return _oauth_error(error)
     client = issued.client
+    note_client(client.client_id)
     await auth.record(client.tenant, token_event(client_id=client.client_id, status=200, address=address, reason=None))
     return JSONResponse(issued.body, headers=_NO_STORE)
 
@@ -190,11 +192,19 @@ async def smart_configuration(request: Request, tenant: str) -> Response:
         "issuer": base,
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "token_endpoint": f"{base}/auth/token",
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "authorization_endpoint": f"{base}/auth/authorize",
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt",
+                                                  "none"],
         "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
-        "grant_types_supported": ["client_credentials"],
-        "scopes_supported": scopes,
-        "capabilities": ["client-confidential-symmetric", "client-confidential-asymmetric", "permission-v1",
-                         "permission-v2"],
+        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "scopes_supported": [*scopes, "openid", "fhirUser", "launch", "launch/patient", "offline_access",
+                             "online_access"],
+        "capabilities": ["launch-ehr", "launch-standalone", "client-public", "client-confidential-symmetric",
+                         "client-confidential-asymmetric", "context-ehr-patient", "sso-openid-connect",
+                         "permission-offline", "permission-online", "permission-user", "permission-patient",
+                         "permission-v1", "permission-v2"],
     }  # fmt: skip
     return JSONResponse(body)

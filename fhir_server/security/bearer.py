@@ -5,9 +5,11 @@ standing credentials of systems that cannot refresh tokens (HTTP Basic, API keys
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fhir_server.errors import not_found, unauthorized
 from fhir_server.security.api_keys import split_key
+from fhir_server.security.caller_note import note_access
 from fhir_server.security.revocation import ClientStates
 from fhir_server.security.scopes import Access
 from fhir_server.security.standing import StandingCredentials
@@ -34,6 +36,8 @@ class Authenticator:
         self.tokens = tokens
         self.clients = clients
         self.standing = standing
+        # (tenant, username, issued_at) -> whether a person's token no longer holds (fhir_server.people)
+        self.user_revoked: Callable[[str, str, int], Awaitable[bool]] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -41,7 +45,11 @@ class Authenticator:
 
     async def access(self, authorization: str | None, tenant: str, address: str = "") -> Access | None:
         """The caller's Access on ``tenant``: 401 without a usable token, 404 for another tenant's.
-        ``address`` (the caller's) bounds the attempts of standing credentials."""
+        ``address`` (the caller's) bounds the attempts of standing credentials. Its client id is noted
+        for the request's log line (``caller_note``)."""
+        return note_access(await self._access(authorization, tenant, address))
+
+    async def _access(self, authorization: str | None, tenant: str, address: str) -> Access | None:
         if self.tokens is None:
             return None
         scheme, _, token = (authorization or "").partition(" ")
@@ -59,7 +67,7 @@ class Authenticator:
         except WrongTenant as exc:
             raise not_found(f"unknown tenant {tenant!r}") from exc
         if await self._revoked(verified):
-            raise unauthorized("the access token was revoked: its client is disabled or revoked its tokens")
+            raise unauthorized("the access token was revoked: its client or user is disabled or revoked its tokens")
         return verified.access
 
     def expires(self, authorization: str | None, tenant: str) -> float | None:
@@ -73,4 +81,7 @@ class Authenticator:
     async def _revoked(self, verified: Verified) -> bool:
         if verified.client_id is None or self.clients is None:
             return False  # an external provider's token: that provider revokes its own
+        user, check = verified.user, self.user_revoked
+        if user is not None and check is not None and await check(verified.access.tenant, user, verified.issued_at):
+            return True
         return await self.clients.revoked(verified.client_id, verified.issued_at)

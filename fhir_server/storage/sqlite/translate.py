@@ -91,10 +91,16 @@ class SqlBuilder:
         selective = any(
             isinstance(c, ParamClause | IdClause | CompositeClause) and not getattr(c, "negate", False) for c in clauses
         )
-        type_column = f"+{alias}.type" if selective else f"{alias}.type"
-        parts = [f"{type_column} IN ({self._in(types)})", f"{alias}.deleted = 0"]
+        parts = [f"{self._type_column(alias, selective)} IN ({self._in(types)})", self._live(alias)]
         parts.extend(self._clause(alias, types, clause) for clause in clauses)
         return " AND ".join(parts)
+
+    def _type_column(self, alias: str, selective: bool) -> str:
+        return f"+{alias}.type" if selective else f"{alias}.type"
+
+    def _live(self, alias: str) -> str:
+        """The condition that a resource row is not a tombstone."""
+        return f"{alias}.deleted = 0"
 
     def _clause(self, alias: str, types: Sequence[str], clause: Clause) -> str:
         if isinstance(clause, ParamClause):
@@ -205,7 +211,7 @@ class SqlBuilder:
         elif m.system is not None:
             conds.append(f"{x}.system = ?")
             self.args.append(m.system)
-        return " AND ".join(conds) or "1"
+        return " AND ".join(conds) or "1 = 1"
 
     def _token_set(self, x: str, m: TokenSetMatch) -> str:
         """One ``system = ? AND code IN (...)`` per system: flat, whatever the number of codes. A row without
@@ -218,7 +224,7 @@ class SqlBuilder:
             self.args.append(system)
             self.args.extend(codes)
             conds.append(f"(({x}.system = ? OR {x}.system IS NULL) AND {x}.code IN ({', '.join('?' * len(codes))}))")
-        return "(" + " OR ".join(conds) + ")" if conds else "0"
+        return "(" + " OR ".join(conds) + ")" if conds else "1 = 0"
 
     def _string(self, x: str, m: StringMatch) -> str:
         if m.mode == "exact":
@@ -241,7 +247,7 @@ class SqlBuilder:
         if m.url is not None:
             conds.append(f"{x}.url = ?")
             self.args.append(m.url)
-        return " AND ".join(conds) or "1"
+        return " AND ".join(conds) or "1 = 1"
 
     def _uri(self, x: str, m: UriMatch) -> str:
         if m.mode == "below":
@@ -283,9 +289,9 @@ class SqlBuilder:
         return ", ".join(terms)
 
 
-def search_sql(query: SearchQuery) -> tuple[str, list[Any], str, list[Any]]:
-    """The page statement and the count statement for a search."""
-    page = SqlBuilder()
+def search_sql(query: SearchQuery, builder: type[SqlBuilder] = SqlBuilder) -> tuple[str, list[Any], str, list[Any]]:
+    """The page statement and the count statement for a search (``?`` placeholders)."""
+    page = builder()
     where = page.where("r", query.resource_types, query.where)
     if query.snapshot is not None:
         where += " AND r.rid <= ?"
