@@ -346,8 +346,9 @@ async def current_session(request: Request) -> Response:
 
 @router.post("/auth/launch")
 async def create_launch(request: Request) -> Response:
-    """An EHR's launch context: its token's tenant, the ``patient`` it opens the app for; the ``launch`` value
-    to pass to the app (valid for 5 minutes). Needs a token that may read Patients (``system/`` or ``user/``)."""
+    """An EHR's launch context: its token's tenant, the ``patient`` it opens the app for (it must exist) and
+    optionally the ``client_id`` of the only app that may use it; the ``launch`` value to pass to the app
+    (valid for 5 minutes, once). Needs a token that may read Patients (``system/`` or ``user/``)."""
     people = _people(request)
     try:
         form = await read_form(request)
@@ -358,10 +359,17 @@ async def create_launch(request: Request) -> Response:
             raise OAuthError(401, "invalid_token", "a bearer token of this tenant is needed") from exc
         if access is not None and access.decide("Patient", "r") != "all":
             raise OAuthError(403, "insufficient_scope", "creating a launch context needs Patient read scope")
-        patient = form.get("patient", "")
-        if not patient or len(patient) > 64:
-            raise OAuthError(400, "invalid_request", "patient (a Patient id) is required")
+        patient, client_id = form.get("patient", ""), form.get("client_id")
+        if not patient or len(patient) > 64 or (client_id is not None and not 0 < len(client_id) <= 200):
+            raise OAuthError(400, "invalid_request", "patient (a Patient id) is required; client_id is optional")
+        try:
+            found = await (await people.engine.tenant(tenant)).read("Patient", patient)
+        except (TenantUnknownError, ValueError) as exc:
+            raise OAuthError(400, "invalid_request", "unknown tenant") from exc
+        if found is None or found.deleted:
+            raise OAuthError(400, "invalid_request", f"there is no Patient {patient}")
     except OAuthError as error:
         return JSONResponse(error.body(), error.status, headers={"Cache-Control": "no-store"})
-    launch = await people.launches.issue(tenant, {"patient": patient}, LAUNCH_SECONDS)
+    context = {"patient": patient, **({"client_id": client_id} if client_id else {})}
+    launch = await people.launches.issue(tenant, context, LAUNCH_SECONDS)
     return JSONResponse({"launch": launch, "expires_in": LAUNCH_SECONDS}, headers={"Cache-Control": "no-store"})

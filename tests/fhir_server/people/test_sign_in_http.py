@@ -260,23 +260,33 @@ def test_wrong_pkce_verifier_and_unregistered_redirect_are_refused(world: tuple[
 
 
 def test_ehr_launch_gives_the_patient(world: tuple[Server, Path, dict[str, str]]) -> None:
+    """Pentest 4 F4: the token of an EHR launch carries its patient and reads that patient only; the launch
+    exists only for an existing Patient, is bound to the app it names and opens it once."""
     server, _, clients = world
-    launch = httpx.post(
-        f"{server.root}/auth/launch", data={"tenant": "default", "patient": "pat1"}, headers=server.headers
-    ).json()["launch"]
+    for pid in ("pat1", "pat2"):
+        put = server.http.put(f"{server.base}/Patient/{pid}", json={"resourceType": "Patient", "id": pid})
+        assert put.status_code in (200, 201), put.text
+    launch_url = f"{server.root}/auth/launch"
+    nobody = httpx.post(launch_url, data={"tenant": "default", "patient": "no-such"}, headers=server.headers)
+    assert nobody.status_code == 400
+    form = {"tenant": "default", "patient": "pat1", "client_id": clients["own"]}
+    launch = httpx.post(launch_url, data=form, headers=server.headers).json()["launch"]
     verifier, challenge = pkce()
+    scope = "launch patient/Patient.rs openid fhirUser"
     with httpx.Client() as browser:
-        start = browser.get(
-            authorize_url(server, clients["own"], challenge, "launch patient/Patient.rs openid fhirUser", launch=launch)
-        )
+        other_app = browser.get(authorize_url(server, clients["app"], challenge, scope, launch=launch))
+        assert other_app.status_code == 302 and "error=invalid_request" in other_app.headers["location"]
+        start = browser.get(authorize_url(server, clients["own"], challenge, scope, launch=launch))
         signed = sign_in(browser, server.root, start.headers["location"], "alice")
         code = code_of(browser.get(server.root + signed.headers["location"]))
+        again = browser.get(authorize_url(server, clients["own"], challenge, scope, launch=launch))
+        assert again.status_code == 302 and "error=invalid_request" in again.headers["location"], "used once"
     body = exchange(server, clients["own"], code, verifier).json()
     assert body["patient"] == "pat1" and "patient/Patient.rs" in body["scope"]
-    smart = httpx.get(f"{server.base}/.well-known/smart-configuration").json()
-    assert smart["authorization_endpoint"] == f"{server.root}/auth/authorize"
-    assert {"launch-ehr", "client-public", "sso-openid-connect"} <= set(smart["capabilities"])
-    assert smart["code_challenge_methods_supported"] == ["S256"]
+    assert jwt.decode(body["access_token"], options={"verify_signature": False})["patient"] == "pat1"
+    bearer = {"Authorization": f"Bearer {body['access_token']}"}
+    assert httpx.get(f"{server.base}/Patient/pat1", headers=bearer).status_code == 200
+    assert httpx.get(f"{server.base}/Patient/pat2", headers=bearer).status_code in (403, 404)
 
 
 def test_lockout_totp_disabled_user_and_sign_out(world: tuple[Server, Path, dict[str, str]]) -> None:
