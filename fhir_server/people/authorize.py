@@ -108,8 +108,10 @@ class Authorizer:
         launch, patient = params.get("launch"), None
         if launch is not None:
             context = await self.launches.read(launch)
-            if context is None or context[0] != client.tenant:
-                raise refuse("invalid_request", "the launch context is unknown or has expired")
+            if context is None or context[0] != client.tenant or context[1].get("used"):
+                raise refuse("invalid_request", "the launch context is unknown, expired or already used")
+            if context[1].get("client_id") not in (None, client.client_id):
+                raise refuse("invalid_request", "the launch context was created for another app")
             patient = context[1].get("patient")
         return AuthorizationRequest(
             client, redirect_uri, state, params["scope"], params["code_challenge"], params.get("nonce"), launch, patient
@@ -125,6 +127,12 @@ class Authorizer:
                 request.redirect_uri,
                 request.state,
             )
+        if request.launch is not None:  # a launch opens one app once
+            taken = await self.launches.take(request.launch)
+            if taken is None or taken[1].get("used"):
+                raise AuthorizeError(
+                    "invalid_request", "the launch context was already used", request.redirect_uri, request.state
+                )
         body: dict[str, Any] = {
             "client_id": request.client.client_id,
             "redirect_uri": request.redirect_uri,

@@ -106,6 +106,7 @@ class CodeExchange:
             roles=user.roles,
             fhir_user=user.fhir_user,
             user=user.username,
+            patient=patient,
         )
         body: dict[str, Any] = {
             "access_token": token,

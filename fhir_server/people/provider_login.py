@@ -7,6 +7,11 @@ The provider is found by discovery (OpenID Connect Discovery 1.0 §4, ``/.well-k
 client id, ``exp``, ``nonce``) and its ``sub`` must be a user of the tenant's directory registered with
 that subject (``dermbridge user create --oidc-subject``): the provider says who the person is, the
 directory which Practitioner and roles they have here.
+
+The state is bound to the browser that started the sign-in (OpenID Connect Core §3.1.2.1, RFC 9700
+§4.7.1): the route sets a random value in an HttpOnly SameSite=Lax cookie, the ticket keeps its SHA-256,
+and the callback is refused unless the same browser brings it back (no login CSRF: a callback URL opened
+by another browser signs nobody in).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -64,13 +70,12 @@ class ProviderLogin:
             self._metadata = found
         return self._metadata
 
-    async def start(self, tenant: str, next_url: str) -> str:
-        """The provider's authorization URL to send the browser to."""
+    async def start(self, tenant: str, next_url: str, browser: str) -> str:
+        """The provider's authorization URL to send the browser to; ``browser``: the value of its binding cookie."""
         metadata = await self.metadata()
         verifier, nonce = secrets.token_urlsafe(48), secrets.token_urlsafe(24)
-        state = await self.tickets.issue(
-            tenant, {"next": next_url, "verifier": verifier, "nonce": nonce}, STATE_SECONDS
-        )
+        pending = {"next": next_url, "verifier": verifier, "nonce": nonce, "browser": _digest(browser)}
+        state = await self.tickets.issue(tenant, pending, STATE_SECONDS)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         query = {
             "response_type": "code",
@@ -84,12 +89,15 @@ class ProviderLogin:
         }
         return f"{metadata['authorization_endpoint']}?{urlencode(query)}"
 
-    async def finish(self, code: str, state: str) -> ProviderIdentity:
-        """Exchange the provider's code; who signed in there, for which tenant and page."""
+    async def finish(self, code: str, state: str, browser: str | None) -> ProviderIdentity:
+        """Exchange the provider's code; who signed in there, for which tenant and page. ``browser``: the
+        binding cookie the callback came with (None: none)."""
         taken = await self.tickets.take(state)
         if taken is None or taken[1].get("used"):
             raise ProviderLoginError("the sign-in state is unknown, expired or already used")
         tenant, pending = taken
+        if not browser or not hmac.compare_digest(str(pending.get("browser", "")), _digest(browser)):
+            raise ProviderLoginError("the sign-in was started in another browser (state not bound to this one)")
         metadata = await self.metadata()
         form = {
             "grant_type": "authorization_code",
@@ -130,3 +138,7 @@ class ProviderLogin:
         except (jwt.PyJWTError, OSError, ValueError) as exc:
             raise ProviderLoginError(f"the provider's ID token is not valid: {exc}") from exc
         return claims
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()

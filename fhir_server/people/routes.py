@@ -24,7 +24,7 @@ from fhir_server.errors import OperationOutcomeError
 from fhir_server.people.audit import sign_in_event
 from fhir_server.people.authorize import LAUNCH_SECONDS, AuthorizationRequest, AuthorizeError, Authorizer
 from fhir_server.people.pages import consent_page, error_page, login_page
-from fhir_server.people.provider_login import ProviderLogin, ProviderLoginError
+from fhir_server.people.provider_login import STATE_SECONDS, ProviderLogin, ProviderLoginError
 from fhir_server.people.sessions import COOKIE, Session, Sessions
 from fhir_server.people.tickets import Tickets
 from fhir_server.people.users import SignInRefused, User, UserDirectory
@@ -35,6 +35,7 @@ from fhir_server.storage.port import Engine, TenantUnknownError
 
 log = logging.getLogger(__name__)
 LOGIN_CSRF = "dermbridge_login_csrf"
+OIDC_BROWSER = "dermbridge_oidc_state"  # binds the provider sign-in's state to the browser that started it
 FAILED = "Sign-in failed: the username, password or one-time code is wrong, or the account is locked or disabled."
 
 
@@ -193,6 +194,18 @@ async def login(request: Request) -> Response:
     except (TenantUnknownError, ValueError):
         return login_page(tenant[:64], next_url, form["csrf"], FAILED, 401)
     username, address = form.get("username", "")[:64], _address(request)
+    async with people.users.turn(tenant, username):  # the throttle is read and settled before the next try
+        refused = await _password_sign_in(request, people, tenant, username, address, form)
+    if isinstance(refused, Response):
+        return refused
+    return await _signed_in(request, people, tenant, refused, next_url)
+
+
+async def _password_sign_in(
+    request: Request, people: People, tenant: str, username: str, address: str, form: dict[str, str]
+) -> User | Response:
+    """The user the form signs in, or the page refusing it (throttled: 429, refused: 401), with its audit."""
+    next_url = safe_next(form.get("next"))
     throttle = f"user:{tenant[:64]}/{username.strip().lower()}"
     wait = people.lockout.retry_after(throttle, address)
     if wait is not None:
@@ -223,7 +236,7 @@ async def login(request: Request) -> Response:
         await people.record(tenant, event)
         return login_page(tenant[:64], next_url, form["csrf"], FAILED, 401)
     people.lockout.succeed(throttle, address)
-    return await _signed_in(request, people, tenant, user, next_url)
+    return user
 
 
 async def _signed_in(request: Request, people: People, tenant: str, user: User, next_url: str) -> Response:
@@ -245,14 +258,18 @@ async def provider_login(request: Request) -> Response:
     if people.provider is None:
         return error_page("no OpenID provider is configured for sign-in", 404)
     tenant = request.query_params.get("tenant") or people.default_tenant
+    browser = secrets.token_urlsafe(32)
     try:
         await people.engine.tenant(tenant)
-        return RedirectResponse(await people.provider.start(tenant, safe_next(request.query_params.get("next"))), 303)
+        location = await people.provider.start(tenant, safe_next(request.query_params.get("next")), browser)
     except (TenantUnknownError, ValueError):
         return error_page("unknown organisation", 404)
     except ProviderLoginError as error:
         log.warning("OpenID provider sign-in cannot start: %s", error)
         return error_page("the hospital's sign-in service cannot be reached; try again later", 502)
+    response = RedirectResponse(location, 303)
+    _set_cookie(request, response, OIDC_BROWSER, browser, STATE_SECONDS)
+    return response
 
 
 @router.get("/auth/oidc/callback")
@@ -265,7 +282,8 @@ async def provider_callback(request: Request) -> Response:
     if "error" in params or not params.get("code") or not params.get("state"):
         return error_page(f"the hospital's sign-in did not succeed: {params.get('error', 'no code')[:100]}", 400)
     try:
-        identity = await people.provider.finish(params["code"][:2000], params["state"][:2000])
+        browser = request.cookies.get(OIDC_BROWSER)
+        identity = await people.provider.finish(params["code"][:2000], params["state"][:2000], browser)
     except ProviderLoginError as error:
         log.info("OpenID provider sign-in refused: %s", error)
         return error_page("the hospital's sign-in could not be checked; start again", 400)
@@ -281,7 +299,9 @@ async def provider_callback(request: Request) -> Response:
         )
         await people.record(identity.tenant, event)
         return error_page("your hospital account is not registered for DermBridge, or it is disabled", 403)
-    return await _signed_in(request, people, identity.tenant, user, identity.next_url)
+    response = await _signed_in(request, people, identity.tenant, user, identity.next_url)
+    response.delete_cookie(OIDC_BROWSER, path="/")
+    return response
 
 
 @router.post("/auth/logout")
@@ -326,8 +346,9 @@ async def current_session(request: Request) -> Response:
 
 @router.post("/auth/launch")
 async def create_launch(request: Request) -> Response:
-    """An EHR's launch context: its token's tenant, the ``patient`` it opens the app for; the ``launch`` value
-    to pass to the app (valid for 5 minutes). Needs a token that may read Patients (``system/`` or ``user/``)."""
+    """An EHR's launch context: its token's tenant, the ``patient`` it opens the app for (it must exist) and
+    optionally the ``client_id`` of the only app that may use it; the ``launch`` value to pass to the app
+    (valid for 5 minutes, once). Needs a token that may read Patients (``system/`` or ``user/``)."""
     people = _people(request)
     try:
         form = await read_form(request)
@@ -338,10 +359,17 @@ async def create_launch(request: Request) -> Response:
             raise OAuthError(401, "invalid_token", "a bearer token of this tenant is needed") from exc
         if access is not None and access.decide("Patient", "r") != "all":
             raise OAuthError(403, "insufficient_scope", "creating a launch context needs Patient read scope")
-        patient = form.get("patient", "")
-        if not patient or len(patient) > 64:
-            raise OAuthError(400, "invalid_request", "patient (a Patient id) is required")
+        patient, client_id = form.get("patient", ""), form.get("client_id")
+        if not patient or len(patient) > 64 or (client_id is not None and not 0 < len(client_id) <= 200):
+            raise OAuthError(400, "invalid_request", "patient (a Patient id) is required; client_id is optional")
+        try:
+            found = await (await people.engine.tenant(tenant)).read("Patient", patient)
+        except (TenantUnknownError, ValueError) as exc:
+            raise OAuthError(400, "invalid_request", "unknown tenant") from exc
+        if found is None or found.deleted:
+            raise OAuthError(400, "invalid_request", f"there is no Patient {patient}")
     except OAuthError as error:
         return JSONResponse(error.body(), error.status, headers={"Cache-Control": "no-store"})
-    launch = await people.launches.issue(tenant, {"patient": patient}, LAUNCH_SECONDS)
+    context = {"patient": patient, **({"client_id": client_id} if client_id else {})}
+    launch = await people.launches.issue(tenant, context, LAUNCH_SECONDS)
     return JSONResponse({"launch": launch, "expires_in": LAUNCH_SECONDS}, headers={"Cache-Control": "no-store"})

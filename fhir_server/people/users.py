@@ -4,17 +4,29 @@ A user is a ``Practitioner`` of the tenant with a login name, the roles whose sc
 (:data:`fhir_server.security.scopes.ROLES`), an Argon2id password hash (RFC 9106, argon2-cffi's defaults:
 OWASP ASVS V2.4.1) and optionally a TOTP second factor (RFC 6238, pyotp). Failed sign-ins are counted in
 the user's record, in the tenant database, so a lock holds in every process: ``MAX_FAILURES`` failures
-in a row lock the user for ``LOCK_SECONDS`` (ASVS V2.2.1); an administrator's password reset unlocks.
-A password is checked with the same Argon2 work whether the user exists or not (no user enumeration by
-timing). A TOTP code is accepted once (its time step is remembered: RFC 6238 §5.2).
+in a row, from anywhere, lock the user for ``LOCK_SECONDS`` (ASVS V2.2.1); an administrator's password
+reset unlocks. That ceiling is deliberately loose: the sign-in route first throttles each (username,
+address) pair, as the token endpoint does (:mod:`fhir_server.security.lockout`, 10 failures), so one
+address cannot lock a clinician out everywhere; only a guessing campaign from many addresses reaches the
+global lock (the trade-off: a denial of service needs ``MAX_FAILURES`` failures from several addresses).
+Each attempt is counted *before* its password is checked, in one store transaction with the lock check
+(an atomic read-modify-write), so a burst of parallel attempts meets the lock like a sequence does; a
+success settles the count. One check per (tenant, username) runs at a time in a process
+(:meth:`UserDirectory.turn`) and Argon2 work is capped per process (``HASHING_SLOTS``).
+A password is checked with the same Argon2 work whether the user exists, is locked or not (no user
+enumeration by timing). A TOTP code is accepted once, also under concurrency: its time step is compared
+and stored in the same transaction (RFC 6238 §5.2).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 
 import orjson
@@ -29,7 +41,8 @@ from fhir_server.storage.query import FieldMatch, RecordQuery
 COLLECTION = "auth.user"
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
 PRACTITIONER_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-MAX_FAILURES = 5
+MAX_FAILURES = 50  # the global ceiling; the route's per-(username, address) throttle acts first
+HASHING_SLOTS = max(1, os.cpu_count() or 1)  # concurrent Argon2 verifications per process (CPU bound)
 LOCK_SECONDS = 900
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024  # Argon2 hashes anything, but an unbounded input is unbounded work
@@ -88,6 +101,19 @@ class UserDirectory:
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.now = clock
+        self._turns: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+        self._hashing = asyncio.Semaphore(HASHING_SLOTS)
+
+    @asynccontextmanager
+    async def turn(self, tenant: str, username: str) -> AsyncIterator[None]:
+        """One sign-in check of ``username`` at a time in this process (what the caller throttles in memory is
+        then settled before the next attempt of the name is looked at)."""
+        key = (tenant, username.strip().lower()[:64])
+        lock = self._turns.get(key)
+        if lock is None:
+            lock = self._turns[key] = asyncio.Lock()
+        async with lock:
+            yield
 
     async def _store(self, tenant: str) -> TenantStore:
         return await self.engine.tenant(tenant)
@@ -135,10 +161,8 @@ class UserDirectory:
         return user
 
     async def _put(self, tenant: str, user: User) -> None:
-        store = await self._store(tenant)
-        async with store.transaction() as tx:
-            fields: dict[str, tuple[str, ...]] = {"oidc_subject": (user.oidc_subject,)} if user.oidc_subject else {}
-            await tx.put_record(Record(COLLECTION, user.username, orjson.dumps(asdict(user)), fields))
+        async with (await self._store(tenant)).transaction() as tx:
+            await tx.put_record(_record(user))
 
     async def by_subject(self, tenant: str, subject: str) -> User | None:
         """The user the OpenID provider's ``sub`` names."""
@@ -187,36 +211,64 @@ class UserDirectory:
     async def authenticate(self, tenant: str, username: str, password: str, code: str | None) -> User:
         """The user these credentials sign in, or :class:`SignInRefused` (the failure is counted)."""
         username = username.strip().lower()[:64]
-        user = await self.get(tenant, username)
-        if user is not None and user.locked_until > self.now():
+        user, locked = await self._claim(tenant, username)
+        checked = user.password_hash if user is not None and not locked else None
+        async with self._hashing:
+            password_ok = await asyncio.to_thread(_password_ok, checked, password)
+        if locked:
             raise SignInRefused("the user is locked after repeated failures", username, locked=True)
-        if not await asyncio.to_thread(_password_ok, user.password_hash if user else None, password):
-            raise await self._failed(tenant, user, username, "wrong password or unknown user")
-        assert user is not None
+        if not password_ok or user is None:
+            raise await self._failed(tenant, username, "wrong password or unknown user")
         if not user.active:
             raise SignInRefused("the user is disabled", username)
-        step = 0
-        if user.totp_secret:
-            step = _totp_step(user.totp_secret, code or "", self.now())
-            if step <= user.totp_last_step:
-                raise await self._failed(tenant, user, username, "missing, wrong or reused one-time code")
-        if user.failures or step:
-            user = replace(user, failures=0, totp_last_step=step or user.totp_last_step)
-            await self._put(tenant, user)
-        return user
+        step = _totp_step(user.totp_secret, code or "", self.now()) if user.totp_secret else 0
+        settled = await self._settle(tenant, username, step)
+        if settled is None:
+            raise await self._failed(tenant, username, "missing, wrong or reused one-time code")
+        return settled
 
-    async def _failed(self, tenant: str, user: User | None, username: str, reason: str) -> SignInRefused:
-        if user is None:
-            return SignInRefused(reason, username)
-        failures = user.failures + 1
-        locked = failures >= MAX_FAILURES
-        changed = replace(
-            user,
-            failures=0 if locked else failures,
-            locked_until=self.now() + LOCK_SECONDS if locked else user.locked_until,
-        )
-        await self._put(tenant, changed)
-        return SignInRefused(reason + (f"; locked for {LOCK_SECONDS} s" if locked else ""), username, locked)
+    async def _claim(self, tenant: str, username: str) -> tuple[User | None, bool]:
+        """Count the attempt before any check, in one transaction with the lock check: (the user, locked)."""
+        if not USERNAME.match(username):
+            return None, False
+        async with (await self._store(tenant)).transaction() as tx:
+            record = await tx.get_record(COLLECTION, username)
+            if record is None:
+                return None, False
+            user = _user(record.body)
+            if user.locked_until > self.now():
+                return user, True
+            if user.failures >= MAX_FAILURES:  # attempts in flight used up the allowance: lock now
+                locked = replace(user, failures=0, locked_until=self.now() + LOCK_SECONDS)
+                await tx.put_record(_record(locked))
+                return locked, True
+            counted = replace(user, failures=user.failures + 1)
+            await tx.put_record(_record(counted))
+            return counted, False
+
+    async def _settle(self, tenant: str, username: str, step: int) -> User | None:
+        """A success: the count cleared and the TOTP step taken, unless another sign-in took it first (None)."""
+        async with (await self._store(tenant)).transaction() as tx:
+            record = await tx.get_record(COLLECTION, username)
+            if record is None:
+                return None
+            user = _user(record.body)
+            if user.totp_secret and step <= user.totp_last_step:
+                return None
+            settled = replace(user, failures=0, totp_last_step=step or user.totp_last_step)
+            await tx.put_record(_record(settled))
+            return settled
+
+    async def _failed(self, tenant: str, username: str, reason: str) -> SignInRefused:
+        """The attempt was counted already (:meth:`_claim`); lock the user when the count reached the limit."""
+        if USERNAME.match(username):
+            async with (await self._store(tenant)).transaction() as tx:
+                record = await tx.get_record(COLLECTION, username)
+                user = _user(record.body) if record is not None else None
+                if user is not None and user.failures >= MAX_FAILURES and user.locked_until <= self.now():
+                    await tx.put_record(_record(replace(user, failures=0, locked_until=self.now() + LOCK_SECONDS)))
+                    return SignInRefused(f"{reason}; locked for {LOCK_SECONDS} s", username, True)
+        return SignInRefused(reason, username)
 
 
 def _totp_step(secret: str, code: str, now: float) -> int:
@@ -230,6 +282,11 @@ def _totp_step(secret: str, code: str, now: float) -> int:
         if totp.verify(code, for_time=candidate * totp.interval):
             return candidate
     return 0
+
+
+def _record(user: User) -> Record:
+    fields: dict[str, tuple[str, ...]] = {"oidc_subject": (user.oidc_subject,)} if user.oidc_subject else {}
+    return Record(COLLECTION, user.username, orjson.dumps(asdict(user)), fields)
 
 
 def _user(body: bytes) -> User:

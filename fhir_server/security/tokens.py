@@ -143,8 +143,11 @@ class TokenService:
         roles: tuple[str, ...],
         fhir_user: str | None = None,
         user: str | None = None,
+        patient: str | None = None,
     ) -> tuple[str, int]:
-        """A signed access token; ``user`` (a username of the built-in directory) is checked on every use."""
+        """A signed access token; ``user`` (a username of the built-in directory) is checked on every use;
+        ``patient``: the launch context patient its ``patient/`` scopes are bounded to (SMART App Launch 2.x
+        scopes-and-launch-context.html#launch-context-arriving-with-the-token)."""
         now = int(time.time())
         claims = {
             "iss": self.issuer,
@@ -163,6 +166,8 @@ class TokenService:
             claims["fhirUser"] = fhir_user
         if user:
             claims["user"] = user
+        if patient:
+            claims["patient"] = patient
         return self.signer.sign(claims), self.lifetime
 
     def verify(self, token: str, tenant: str) -> Access:
@@ -220,6 +225,7 @@ class TokenService:
             scopes=tuple(parse_scopes(str(claims.get("scope", "")))),
             roles=tuple(claims.get("roles") or ()),
             fhir_user=_fhir_user(claims),
+            patient=str(claims["patient"]) if claims.get("patient") else None,
         )
         client_id = str(claims.get("client_id") or claims["sub"])
         user = claims.get("user")

@@ -122,3 +122,27 @@ def test_expired_tickets_are_deleted_as_new_ones_are_issued(tmp_path: Path) -> N
         assert await store.get_record(COLLECTION, ticket_key(old)) is None
 
     run(tmp_path, body)
+
+
+def test_parallel_failures_in_two_processes_are_all_counted(tmp_path: Path) -> None:
+    """Pentest 4 F1: the lock check and the failure count are one transaction, so parallel wrong passwords
+    (two directories: two processes on one database) cannot check more than ``MAX_FAILURES`` passwords."""
+    clock = Clock()
+
+    async def body(engine: object) -> None:
+        first, second = UserDirectory(engine, clock), UserDirectory(engine, clock)  # type: ignore[arg-type]
+        await first.create("default", "bob", "p2", ["clinician-reviewer"], PASSWORD)
+
+        async def guess(directory: UserDirectory, n: int) -> bool:
+            with pytest.raises(SignInRefused) as refused:
+                await directory.authenticate("default", "bob", f"wrong password {n}", None)
+            return refused.value.locked
+
+        tries = MAX_FAILURES + 20
+        locked = await asyncio.gather(*(guess((first, second)[n % 2], n) for n in range(tries)))
+        assert locked.count(False) <= MAX_FAILURES, f"{locked.count(False)} passwords checked"
+        with pytest.raises(SignInRefused) as right:
+            await second.authenticate("default", "bob", PASSWORD, None)
+        assert right.value.locked
+
+    run(tmp_path, body)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -42,7 +43,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Pa
         for pid in ("p1", "p2", "p3", "p4", "p5"):
             put = server.http.put(f"{server.base}/Practitioner/{pid}", json={"resourceType": "Practitioner", "id": pid})
             assert put.status_code in (200, 201), put.text
-        for name, pid in (("alice", "p1"), ("bob", "p2"), ("carol", "p3"), ("dave", "p4")):
+        for name, pid in (
+            ("alice", "p1"),
+            ("bob", "p2"),
+            ("carol", "p3"),
+            ("dave", "p4"),
+            ("frank", "p1"),
+            ("grace", "p2"),
+            ("henry", "p3"),
+        ):
             dermbridge(
                 data_dir,
                 "user",
@@ -251,30 +260,40 @@ def test_wrong_pkce_verifier_and_unregistered_redirect_are_refused(world: tuple[
 
 
 def test_ehr_launch_gives_the_patient(world: tuple[Server, Path, dict[str, str]]) -> None:
+    """Pentest 4 F4: the token of an EHR launch carries its patient and reads that patient only; the launch
+    exists only for an existing Patient, is bound to the app it names and opens it once."""
     server, _, clients = world
-    launch = httpx.post(
-        f"{server.root}/auth/launch", data={"tenant": "default", "patient": "pat1"}, headers=server.headers
-    ).json()["launch"]
+    for pid in ("pat1", "pat2"):
+        put = server.http.put(f"{server.base}/Patient/{pid}", json={"resourceType": "Patient", "id": pid})
+        assert put.status_code in (200, 201), put.text
+    launch_url = f"{server.root}/auth/launch"
+    nobody = httpx.post(launch_url, data={"tenant": "default", "patient": "no-such"}, headers=server.headers)
+    assert nobody.status_code == 400
+    form = {"tenant": "default", "patient": "pat1", "client_id": clients["own"]}
+    launch = httpx.post(launch_url, data=form, headers=server.headers).json()["launch"]
     verifier, challenge = pkce()
+    scope = "launch patient/Patient.rs openid fhirUser"
     with httpx.Client() as browser:
-        start = browser.get(
-            authorize_url(server, clients["own"], challenge, "launch patient/Patient.rs openid fhirUser", launch=launch)
-        )
+        other_app = browser.get(authorize_url(server, clients["app"], challenge, scope, launch=launch))
+        assert other_app.status_code == 302 and "error=invalid_request" in other_app.headers["location"]
+        start = browser.get(authorize_url(server, clients["own"], challenge, scope, launch=launch))
         signed = sign_in(browser, server.root, start.headers["location"], "alice")
         code = code_of(browser.get(server.root + signed.headers["location"]))
+        again = browser.get(authorize_url(server, clients["own"], challenge, scope, launch=launch))
+        assert again.status_code == 302 and "error=invalid_request" in again.headers["location"], "used once"
     body = exchange(server, clients["own"], code, verifier).json()
     assert body["patient"] == "pat1" and "patient/Patient.rs" in body["scope"]
-    smart = httpx.get(f"{server.base}/.well-known/smart-configuration").json()
-    assert smart["authorization_endpoint"] == f"{server.root}/auth/authorize"
-    assert {"launch-ehr", "client-public", "sso-openid-connect"} <= set(smart["capabilities"])
-    assert smart["code_challenge_methods_supported"] == ["S256"]
+    assert jwt.decode(body["access_token"], options={"verify_signature": False})["patient"] == "pat1"
+    bearer = {"Authorization": f"Bearer {body['access_token']}"}
+    assert httpx.get(f"{server.base}/Patient/pat1", headers=bearer).status_code == 200
+    assert httpx.get(f"{server.base}/Patient/pat2", headers=bearer).status_code in (403, 404)
 
 
 def test_lockout_totp_disabled_user_and_sign_out(world: tuple[Server, Path, dict[str, str]]) -> None:
     server, data_dir, _ = world
     with httpx.Client() as browser:
         page = browser.get(f"{server.root}/auth/login")
-        for _ in range(5):
+        for _ in range(10):
             wrong = browser.post(
                 f"{server.root}/auth/login",
                 data={**hidden(page.text), "username": "bob", "password": "not the password"},
@@ -283,7 +302,7 @@ def test_lockout_totp_disabled_user_and_sign_out(world: tuple[Server, Path, dict
         locked = browser.post(
             f"{server.root}/auth/login", data={**hidden(page.text), "username": "bob", "password": PASSWORD}
         )
-        assert locked.status_code == 401, "locked, even with the right password"
+        assert locked.status_code == 429, "locked from this address, even with the right password"
     totp = dermbridge(data_dir, "user", "totp", "--username", "carol")
     with httpx.Client() as browser:
         assert sign_in(browser, server.root, "/auth/login", "carol").status_code == 401
@@ -355,3 +374,80 @@ def test_sign_in_at_the_hospital_openid_provider(world: tuple[Server, Path, dict
         refused = browser.get(back.headers["location"])
         assert refused.status_code == 403
         assert browser.get(f"{server.root}/auth/session").status_code == 401
+
+
+async def _concurrent_sign_ins(root: str, forms: list[dict[str, str]]) -> list[int]:
+    """Each form posted at once by its own browser (its own CSRF cookie): the statuses, in order."""
+    browsers = [httpx.AsyncClient(timeout=120) for _ in forms]
+    try:
+        pages = [await b.get(f"{root}/auth/login") for b in browsers]
+        posts = [
+            b.post(f"{root}/auth/login", data={**hidden(page.text), **form})
+            for b, page, form in zip(browsers, pages, forms, strict=True)
+        ]
+        return [r.status_code for r in await asyncio.gather(*posts)]
+    finally:
+        for browser in browsers:
+            await browser.aclose()
+
+
+def test_parallel_guesses_meet_the_lock(world: tuple[Server, Path, dict[str, str]]) -> None:
+    """Pentest 4 F1: a burst of parallel wrong passwords is counted before any is checked, so at most the
+    allowed number of passwords is evaluated and the right one afterwards does not sign in."""
+    server, _, _ = world
+    wrong = [{"username": "frank", "password": f"guess number {n}"} for n in range(24)]
+    statuses = asyncio.run(_concurrent_sign_ins(server.root, wrong))
+    assert set(statuses) <= {401, 429}, statuses
+    assert statuses.count(401) <= 10, f"{statuses.count(401)} passwords checked in one burst: {statuses}"
+    right = asyncio.run(_concurrent_sign_ins(server.root, [{"username": "frank", "password": PASSWORD}]))
+    assert right[0] in (401, 429), "the lock holds after a parallel burst"
+
+
+def test_one_time_code_is_used_once_under_concurrency(world: tuple[Server, Path, dict[str, str]]) -> None:
+    """Pentest 4 F9: the same TOTP code in five parallel sign-ins opens one session (RFC 6238 §5.2)."""
+    server, data_dir, _ = world
+    secret = str(dermbridge(data_dir, "user", "totp", "--username", "grace")["totp_secret"])
+    code = pyotp.TOTP(secret).now()
+    forms = [{"username": "grace", "password": PASSWORD, "code": code} for _ in range(5)]
+    statuses = asyncio.run(_concurrent_sign_ins(server.root, forms))
+    assert statuses.count(303) == 1 and statuses.count(401) == 4, statuses
+
+
+def test_a_lock_from_one_address_does_not_lock_the_user_out_elsewhere(
+    world: tuple[Server, Path, dict[str, str]],
+) -> None:
+    """Pentest 4 F3: failures from 127.0.0.2 throttle that address only; the user still signs in from
+    127.0.0.1, and a locked name and an unknown name get the same page."""
+    server, _, _ = world
+    attacker = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+    with attacker, httpx.Client() as user:
+        page = attacker.get(f"{server.root}/auth/login")
+        answers = []
+        for name in ["henry"] * 10 + ["nobody-here"] * 10:
+            form = {**hidden(page.text), "username": name, "password": "not the password"}
+            answers.append(attacker.post(f"{server.root}/auth/login", data=form))
+        assert [a.status_code for a in answers] == [401] * 20
+        assert answers[9].text == answers[19].text, "a locked-out name and an unknown name look alike"
+        again = {**hidden(page.text), "username": "henry", "password": PASSWORD}
+        assert attacker.post(f"{server.root}/auth/login", data=again).status_code == 429
+        assert sign_in(user, server.root, "/auth/login", "henry").status_code == 303
+
+
+def test_a_provider_callback_opened_in_another_browser_signs_nobody_in(
+    world: tuple[Server, Path, dict[str, str]],
+) -> None:
+    """Pentest 4 F2: the state of a provider sign-in is bound to the browser that started it (OpenID Connect
+    Core §3.1.2.1): the attacker's callback URL, opened by a victim's browser, gets 400 and no session."""
+    server, _, _ = world
+    provider: Provider = server.provider  # type: ignore[attr-defined]
+    provider.subject = "hospital-user-1"
+    with httpx.Client() as attacker, httpx.Client() as victim:
+        to_provider = attacker.get(f"{server.root}/auth/oidc/login?tenant=default")
+        assert to_provider.status_code == 303
+        binding = to_provider.headers["set-cookie"]
+        assert "dermbridge_oidc_state=" in binding and "HttpOnly" in binding and "samesite=lax" in binding.lower()
+        back = attacker.get(to_provider.headers["location"])
+        assert back.status_code == 302
+        swapped = victim.get(back.headers["location"])
+        assert swapped.status_code == 400 and "set-cookie" not in swapped.headers
+        assert victim.get(f"{server.root}/auth/session").status_code == 401
