@@ -8,9 +8,9 @@ C-FIND/QIDO-RS, retrieved by C-GET/C-MOVE/WADO-RS) and listed in the study's Ima
 (the SR's UID derives from what was signed: the same signing stores nothing twice, a new one a new SR).
 
 What the clinician decided, per lesion, is read from the report's clinician Observations (the reviewer's
-SNOMED CT diagnosis, ``focus`` the lesion): a copy of an AI result (``derivedFrom`` an AI Observation) is a
-confirmation; otherwise the clinician's own diagnosis, compared with the AI's predicted diagnosis of the same
-lesion (an override that disagrees, or one that agrees). The AI's SRs of the lesion (the
+SNOMED CT diagnosis, ``focus`` the lesion), compared with what the AI called for the same lesion (``_decided``):
+a confirmation only for a copy of the AI's one positive call, a disagreement only with a positive call, else
+neutral (no call, equivocal, differing AI results, a demonstration model). The AI's SRs of the lesion (the
 ``urn:dermbridge:dicom-sr`` extension of its results) and its images (``derivedFrom`` Media) are referenced.
 """
 
@@ -38,7 +38,11 @@ from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine, OutboxEvent, Record, TenantStore, TenantTransaction
 from fhir_server.storage.query import FieldMatch, RecordQuery
 from inference.clinician_sr import (
+    AI_EQUIVOCAL,
+    AI_MIXED,
+    AI_NO_CALL,
     CONFIRMED,
+    EQUIVOCAL,
     NO_AI,
     OVERRODE,
     OWN_DEMO,
@@ -217,11 +221,8 @@ class SignOffExport:
         lesion: str,
         ai: list[dict[str, Any]],
     ) -> LesionDecision:
-        copied = any(
-            str(d.get("reference", "")).startswith("Observation/") for d in observation.get("derivedFrom") or []
-        )
-        ai_codes = {c.value for o in ai if _is_diagnosis(o) and (c := _snomed(o.get("valueCodeableConcept")))}
-        decision = _decided(copied, ai, diagnosis.value in ai_codes)
+        decision = _decided(observation, diagnosis, ai)
+        copied = decision.value == CONFIRMED.value
         body = (
             await repo.current("BodyStructure", lesion.split("/", 1)[1])
             if lesion.startswith("BodyStructure/")
@@ -265,16 +266,32 @@ class SignOffExport:
         return await self.files.read_dataset(store, store.name, records[0])
 
 
-def _decided(copied: bool, ai: list[dict[str, Any]], same_as_ai: bool) -> hd.sr.CodedConcept:
-    """Confirmed (a copy of an AI result), else the clinician's own diagnosis: with no AI result, beside a
-    demonstration model's output (never a diagnosis to agree or disagree with), the same as the AI's, or not."""
-    if copied:
-        return CONFIRMED
+def _decided(
+    observation: dict[str, Any], diagnosis: hd.sr.CodedConcept, ai: list[dict[str, Any]]
+) -> hd.sr.CodedConcept:
+    """The clinician's decision on the lesion's AI results ``ai``, read from what the AI called (derm review 4,
+    M1/M2). A demonstration model's output is never a call to confirm or disagree with. "Confirmed" only for a
+    copy (``derivedFrom``) of one of the lesion's AI predicted diagnoses with the same value, when every positive
+    call of the AI for the lesion is that diagnosis; "overrode: disagreed" only when the AI made a positive call
+    and the clinician's differs; otherwise neutral: the AI made no call, was equivocal, or its results differed."""
     if not ai:
         return NO_AI
     if any(_tagged_demo(o) for o in ai):
         return OWN_DEMO
-    return OWN_SAME if same_as_ai else OVERRODE
+    calls = {o["id"]: c.value for o in ai if _is_diagnosis(o) and (c := _snomed(o.get("valueCodeableConcept")))}
+    positive = {code for code in calls.values() if code != EQUIVOCAL}
+    if not positive:
+        return AI_EQUIVOCAL if calls else AI_NO_CALL
+    if diagnosis.value not in positive:
+        return OVERRODE
+    if len(positive) > 1:
+        return AI_MIXED
+    sources = {
+        str(d["reference"]).split("/")[1]
+        for d in observation.get("derivedFrom") or []
+        if str(d.get("reference", "")).startswith("Observation/")
+    }
+    return CONFIRMED if any(calls.get(i) == diagnosis.value for i in sources) else OWN_SAME
 
 
 def _signer(report: dict[str, Any] | None) -> str | None:

@@ -6,6 +6,7 @@ the study as a new series, found by QIDO-RS and C-FIND, retrieved by WADO-RS, li
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from functools import partial
 from pathlib import Path
@@ -21,8 +22,9 @@ from dicom_node.iod import check_ai_result
 from dicom_node.sop_classes import COMPREHENSIVE_3D_SR
 from fhir_server.repository import Repository
 from fhir_server.workflow.review import open_review
-from inference.clinician_export import _person_name
+from inference.clinician_export import _decided, _person_name
 from inference.clinician_sr import (
+    CONFIRMED,
     OVERRODE,
     OWN_DEMO,
     Instance,
@@ -123,10 +125,12 @@ def test_beside_a_demonstration_model_the_diagnosis_is_the_clinicians_own(tmp_pa
     image = lesion_instance("CSR-2", seed=6)
     sr = build_sign_off_report(image, _decision(OWN_DEMO, True, image, pydicom.uid.generate_uid()), "test")
     evaluations = _evaluations(_read(sr, tmp_path))
-    assert evaluations["clinician-decision"] == "own-demo-ai" and evaluations["ai-output-use"] == "demonstration"
+    assert evaluations["clinician-decision"] == "own-demo-ai"
+    # derm review 4, M3: "not a diagnosis" never sits in the clinician's own findings group, only beside the AI SR
+    assert "ai-output-use" not in evaluations and "demonstration" not in evaluations.values()
     words = " ".join(_texts(sr))
-    assert "DEMONSTRATION" in words and "the diagnosis here is the clinician's own" in words
-    assert "disagreed" not in words  # a demonstration output is no diagnosis to disagree with
+    assert "DEMONSTRATION" in words and "The diagnoses in this report are the clinician's own" in words
+    assert "disagreed" not in words and "confirmed" not in words  # no diagnosis to disagree with or confirm
 
 
 def _sr_instances(node: FhirTestClient, study: str) -> list[dict[str, Any]]:
@@ -214,3 +218,62 @@ def test_the_reviewers_name_is_a_valid_person_name() -> None:
     assert _person_name({"name": [{"family": "Lovelace", "given": ["Ada", "King"]}]}, "") == "Lovelace^Ada King"
     assert _person_name({"name": [{"text": "Dr Ada Lovelace"}]}, "") == "Dr Ada Lovelace^"  # one component, said so
     assert _person_name(None, "A^B") == "A B^"
+
+
+def test_an_equivocal_result_is_never_signed_as_a_diagnosis() -> None:
+    """Derm review 4, H1: a verified SR never says "Diagnosis = Equivocal"."""
+    image = lesion_instance("CSR-EQ", seed=8)
+    decided = _decision(CONFIRMED, False, image, pydicom.uid.generate_uid())
+    equivocal = hd.sr.CodedConcept("42425007", "SCT", "Equivocal")
+    lesion = dataclasses.replace(decided.lesions[0], diagnosis=equivocal)
+    with pytest.raises(ValueError, match="Equivocal"):
+        build_sign_off_report(image, dataclasses.replace(decided, lesions=(lesion,)), "test")
+
+
+MELANOMA_AI = {"system": "http://snomed.info/sct", "code": "93655004", "display": "Malignant melanoma of skin"}
+NAEVUS_AI = {"system": "http://snomed.info/sct", "code": "400096001", "display": "Melanocytic nevus"}
+EQUIVOCAL_AI = {"system": "http://snomed.info/sct", "code": "42425007", "display": "Equivocal"}
+
+
+def _ai(id_: str, value: dict[str, Any] | None, demo: bool = False) -> dict[str, Any]:
+    code = "439401001" if value else "risk"
+    found: dict[str, Any] = {"id": id_, "device": {"reference": "Device/1"}, "code": {"coding": [{"code": code}]}}
+    if value:
+        found["valueCodeableConcept"] = {"coding": [value]}
+    if demo:
+        found["meta"] = {"tag": [{"system": "urn:dermbridge:ai-use", "code": "demonstration"}]}
+    return found
+
+
+def _clinician(*derived: str) -> dict[str, Any]:
+    return {"derivedFrom": [{"reference": f"Observation/{d}/_history/1"} for d in derived]}
+
+
+MELANOMA_SR = hd.sr.CodedConcept("93655004", "SCT", "Malignant melanoma of skin")
+
+
+@pytest.mark.parametrize(
+    ("observation", "diagnosis", "ai", "expected"),
+    [
+        (_clinician(), NAEVUS_CODE, [_ai("r", None)], "own-ai-no-call"),  # risk results only: no call, no dispute
+        (_clinician(), MELANOMA_SR, [_ai("e", EQUIVOCAL_AI)], "own-ai-equivocal"),  # resolving is not disagreeing
+        (_clinician(), NAEVUS_CODE, [_ai("m", MELANOMA_AI)], "overrode-ai"),  # a positive call, differing
+        (
+            _clinician(),
+            NAEVUS_CODE,
+            [_ai("m", MELANOMA_AI), _ai("n", NAEVUS_AI)],
+            "own-ai-mixed",
+        ),  # melanoma not hidden
+        (_clinician("m"), MELANOMA_SR, [_ai("m", MELANOMA_AI)], "confirmed-ai"),
+        (_clinician("d"), NAEVUS_CODE, [_ai("d", NAEVUS_AI, demo=True)], "own-demo-ai"),  # M2: demo first
+        (_clinician("r"), NAEVUS_CODE, [_ai("r", None), _ai("n", NAEVUS_AI)], "own-same-as-ai"),  # copy of a risk
+        (_clinician("m"), NAEVUS_CODE, [_ai("m", MELANOMA_AI)], "overrode-ai"),  # derived, but a different value
+        (_clinician(), NAEVUS_CODE, [], "no-ai-result"),
+    ],
+)
+def test_the_decision_says_what_the_ai_called(
+    observation: dict[str, Any], diagnosis: hd.sr.CodedConcept, ai: list[dict[str, Any]], expected: str
+) -> None:
+    """Derm review 4, M1/M2: "confirmed" only for a copy of the AI's one positive call, "disagreed" only with a
+    positive call; otherwise neutral words (no call, equivocal, differing AI results, demonstration)."""
+    assert _decided(observation, diagnosis, ai).value == expected
