@@ -16,6 +16,7 @@ neutral (no call, equivocal, differing AI results, a demonstration model). The A
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from functools import partial
@@ -52,6 +53,8 @@ from inference.clinician_sr import (
     SignOff,
     build_key_images,
     build_sign_off_report,
+    sign_off_series,
+    sign_off_uid,
 )
 from inference.dicom_results import DICOM_SR_EXTENSION
 from inference.events import analysis_event
@@ -163,6 +166,7 @@ class SignOffExport:
             signed_at=str(report.get("issued") or (report.get("meta") or {}).get("lastUpdated") or ""),
             conclusion=str(report.get("conclusion") or ""),
             lesions=tuple(lesions),
+            status=str(report.get("status")),
         )
         patient = str((report.get("subject") or {}).get("reference", "")).removeprefix("Patient/")
         stored = 0
@@ -170,7 +174,7 @@ class SignOffExport:
             source = await self._source(store, study_uid, lesions)
             if source is None:
                 continue
-            decided = _in_study(sign_off, study_uid)
+            decided = await _versioned(store, _in_study(sign_off, study_uid), study_uid)
             sr = build_sign_off_report(source, decided, self.server_version)
             kos = build_key_images(source, decided, sr)
             home = StudyHome(patient, imaging_study, str(report["id"]))
@@ -306,8 +310,23 @@ def _in_study(sign_off: SignOff, study_uid: str) -> SignOff:
     """The decisions of the lesions imaged in this study (all of them when none has an image on record)."""
     imaged = [d for d in sign_off.lesions if any(i.study == study_uid for i in d.images)]
     if imaged or any(d.images for d in sign_off.lesions):
-        return SignOff(**{**{f: getattr(sign_off, f) for f in sign_off.__dataclass_fields__}, "lesions": tuple(imaged)})
+        return dataclasses.replace(sign_off, lesions=tuple(imaged))
     return sign_off
+
+
+async def _versioned(store: TenantStore, sign_off: SignOff, study_uid: str) -> SignOff:
+    """``sign_off`` as the next version of the report's sign-off SR in the study: the earlier ones (oldest first)
+    as its predecessors, its Instance Number one more (derm review 4, H2)."""
+    own = sign_off_uid(study_uid, sign_off)
+    query = RecordQuery(
+        INSTANCE, (FieldMatch("SeriesInstanceUID", "eq", (sign_off_series(study_uid, sign_off.report_id),)),)
+    )
+    records = [r for r in await store.find_records(query) if r.key != own]
+    records.sort(key=lambda r: int(_field(r, "InstanceNumber") or 0))
+    previous = tuple(
+        Instance(study_uid, _field(r, "SeriesInstanceUID"), _field(r, "SOPClassUID"), r.key) for r in records
+    )
+    return dataclasses.replace(sign_off, previous=previous, version=len(previous) + 1)
 
 
 def _sr_uids(ai: list[dict[str, Any]]) -> list[str]:

@@ -18,6 +18,9 @@ with highdicom, in the study of the images, as a new series.
   who signed off and when, the report's conclusion, each lesion's decision in words, and which AI SR
   (SOP Instance UID) it confirms or overrides. The AI SRs are listed in the evidence (Current Requested
   Procedure Evidence Sequence) beside the key images.
+- An amended or corrected sign-off is a new SR in the report's own sign-off series (``sign_off_series``):
+  Instance Number its version, the earlier SRs in the Predecessor Documents Sequence (PS3.3 C.17.2.3), and
+  its text opens with "AMENDED"/"CORRECTED ... replaces the earlier SR <uid>" (derm review 4, H2).
 - A Key Object Selection document (``build_key_images``, PS3.3 A.35.4) in a series of its own: the key images
   of the decided lesions and the signed-off SR, title DCM 113000 "Of Interest", the reviewer as observer, so
   that a PACS flags the images the diagnosis rests on.
@@ -107,6 +110,19 @@ class SignOff:
     signed_at: str  # for people
     conclusion: str
     lesions: tuple[LesionDecision, ...]
+    status: str = "final"  # the DiagnosticReport's: final, amended, corrected
+    previous: tuple[Instance, ...] = ()  # the earlier sign-off SRs of the report in the study, oldest first
+    version: int = 1  # the Instance Number: 1 for the first signing, then one more per amendment
+
+
+def sign_off_series(study: str, report_id: str) -> str:
+    """The series of one report's sign-off SRs in ``study``: every version of it, numbered (derm review 4, H2)."""
+    return derived_uid(study, report_id, "clinician-sign-off")
+
+
+def sign_off_uid(study: str, sign_off: SignOff) -> str:
+    """The SR of one signing: the same signing is the same SR, a new one (an amendment) a new SR."""
+    return derived_uid(study, sign_off.report_id, sign_off.content_key, "clinician-sign-off")
 
 
 def _text(meaning: str, text: str) -> hd.sr.TextContentItem:
@@ -164,12 +180,13 @@ def _demonstration_words(ai_reports: list[str]) -> str:
 
 def _summary(sign_off: SignOff) -> hd.sr.ContainerContentItem:
     """TID 1500 row 12: the report's text, where any SR viewer shows it."""
-    texts = [
-        _text(
-            "signed-off-by",
-            f"Signed off by {sign_off.reviewer.replace('^', ' ').strip()} on {sign_off.signed_at} (verified, final)",
-        )
-    ]
+    texts = []
+    if sign_off.previous:  # derm review 4, H2: the PACS user is told which report is current
+        kind = "CORRECTED" if sign_off.status == "corrected" else "AMENDED"
+        replaced = ", ".join(i.sop_instance for i in sign_off.previous)
+        texts.append(_text("amendment", f"{kind} (version {sign_off.version}): replaces the earlier SR {replaced}"))
+    who = sign_off.reviewer.replace("^", " ").strip()
+    texts.append(_text("signed-off-by", f"Signed off by {who} on {sign_off.signed_at} (verified, {sign_off.status})"))
     if sign_off.conclusion:
         texts.append(_text("conclusion", sign_off.conclusion))
     demonstration = [r.sop_instance for lesion in sign_off.lesions if lesion.demonstration for r in lesion.ai_reports]
@@ -213,10 +230,11 @@ def build_sign_off_report(source: Dataset, sign_off: SignOff, server_version: st
     sr = hd.sr.Comprehensive3DSR(
         evidence=unique,
         content=content,
-        series_instance_uid=derived_uid(study, "clinician-sign-off"),
+        series_instance_uid=sign_off_series(study, sign_off.report_id),
         series_number=SIGN_OFF_SERIES,
-        sop_instance_uid=derived_uid(study, sign_off.report_id, sign_off.content_key, "clinician-sign-off"),
-        instance_number=1,
+        sop_instance_uid=sign_off_uid(study, sign_off),
+        instance_number=sign_off.version,
+        previous_versions=[i.dataset() for i in sign_off.previous] or None,
         manufacturer=MANUFACTURER,
         is_complete=True,
         is_final=True,
@@ -255,7 +273,7 @@ def build_key_images(source: Dataset, sign_off: SignOff, report: Dataset) -> Dat
         series_instance_uid=derived_uid(study, "clinician-key-images"),
         series_number=SIGN_OFF_SERIES + 1,
         sop_instance_uid=derived_uid(study, sign_off.report_id, sign_off.content_key, "clinician-key-images"),
-        instance_number=1,
+        instance_number=sign_off.version,
         manufacturer=MANUFACTURER,
         series_description="Clinician review: key images",
     )

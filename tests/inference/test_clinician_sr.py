@@ -213,6 +213,18 @@ def test_a_signed_off_review_reaches_the_pacs_as_a_verified_sr(node: FhirTestCli
     assert final["status"] == "final"
     assert {"reference": f"ImagingStudy/{imaging['entry'][0]['resource']['id']}"} in final["imagingStudy"]
 
+    # derm review 4, H2: an amendment is a new version that supersedes the first, and says so
+    amended = {**final, "status": "amended", "conclusion": "Amended after a second look: melanocytic naevus."}
+    assert node.put(f"{BASE}/DiagnosticReport/{report['id']}", json=amended).status_code == 200
+    known = {_value(ai_sr, "00080018"), sr.SOPInstanceUID}
+    [item] = _until(lambda: [i for i in _sr_instances(node, study) if _value(i, "00080018") not in known], "amended SR")
+    second = _wado(node, study, _value(item, "0020000E"), _value(item, "00080018"))
+    assert second.SeriesInstanceUID == sr.SeriesInstanceUID and (sr.InstanceNumber, second.InstanceNumber) == (1, 2)
+    [predecessor] = second.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence
+    assert predecessor.ReferencedSOPInstanceUID == sr.SOPInstanceUID
+    words = [t for t in _texts(second) if t.startswith(("AMENDED", "Signed off"))]  # the report's text, in order
+    assert words[0].startswith("AMENDED") and sr.SOPInstanceUID in words[0] and "(verified, amended)" in words[1]
+
 
 def test_the_reviewers_name_is_a_valid_person_name() -> None:
     assert _person_name({"name": [{"family": "Lovelace", "given": ["Ada", "King"]}]}, "") == "Lovelace^Ada King"
@@ -277,3 +289,22 @@ def test_the_decision_says_what_the_ai_called(
     """Derm review 4, M1/M2: "confirmed" only for a copy of the AI's one positive call, "disagreed" only with a
     positive call; otherwise neutral words (no call, equivocal, differing AI results, demonstration)."""
     assert _decided(observation, diagnosis, ai).value == expected
+
+
+def test_an_amendment_supersedes_the_earlier_sign_off(tmp_path: Path) -> None:
+    """Derm review 4, H2: Predecessor Documents, Instance Number per version, AMENDED at the head of the text."""
+    image = lesion_instance("CSR-AM", seed=9)
+    first = _decision(OVERRODE, False, image, pydicom.uid.generate_uid())
+    original = build_sign_off_report(image, first, "test")
+    earlier = Instance(
+        image.StudyInstanceUID, original.SeriesInstanceUID, original.SOPClassUID, original.SOPInstanceUID
+    )
+    amended = dataclasses.replace(first, content_key="k2", status="amended", previous=(earlier,), version=2)
+    sr = build_sign_off_report(image, amended, "test")
+    assert sr.SeriesInstanceUID == original.SeriesInstanceUID and sr.SOPInstanceUID != original.SOPInstanceUID
+    assert (original.InstanceNumber, sr.InstanceNumber) == (1, 2) and "PredecessorDocumentsSequence" not in original
+    [referenced] = sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence
+    assert referenced.ReferencedSOPInstanceUID == original.SOPInstanceUID
+    words = [t for t in _texts(sr) if t.startswith(("AMENDED", "Signed off"))]  # the report's text, in order
+    assert words[0].startswith("AMENDED") and original.SOPInstanceUID in words[0] and "(verified, amended)" in words[1]
+    assert "E:" not in _dcmdump(sr, tmp_path)
