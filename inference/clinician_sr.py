@@ -4,7 +4,8 @@ with highdicom, in the study of the images, as a new series.
 
 - Observer context (TID 1002): the reviewer as the person observer; Verification Flag VERIFIED with the
   reviewer in the Verifying Observer Sequence (PS3.3 C.17.2: "attested by a Verifying Observer who is
-  accountable"), Completion COMPLETE, Preliminary Flag FINAL.
+  accountable"), the Verification DateTime (with its UTC offset) and Content Date/Time when they signed,
+  Completion COMPLETE, Preliminary Flag FINAL.
 - One measurement group (TID 1501) per lesion the clinician decided on: Tracking Identifier and the same
   Tracking UID as the AI's SR of that lesion (``dicom_results``: derived from the BodyStructure), finding
   SCT 52988006 Lesion, the lesion's site, the key images as source images, and qualitative evaluations:
@@ -29,6 +30,7 @@ with highdicom, in the study of the images, as a new series.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import highdicom as hd
 from pydicom.dataset import Dataset
@@ -248,7 +250,24 @@ def build_sign_off_report(source: Dataset, sign_off: SignOff, server_version: st
         device_serial_number="clinician-review",
     )
     carry_context(source, sr)
+    _stamp_signing(sr, sign_off.signed_at)
     return sr
+
+
+def _stamp_signing(sr: Dataset, signed_at: str) -> None:
+    """Verification and content date/time are when the clinician signed (the report's ``issued``), not when the
+    export ran (derm review 4, M5): VerificationDateTime a DT with its UTC offset (PS3.5 6.2, "&ZZXX"), in the
+    study's TimezoneOffsetFromUTC when the images give one (PS3.3 C.12.1.1.8), else in UTC."""
+    try:
+        signed = datetime.fromisoformat(signed_at)
+        zone = datetime.strptime(str(sr.get("TimezoneOffsetFromUTC") or "+0000"), "%z").tzinfo
+    except ValueError:
+        return
+    if signed.tzinfo is None or zone is None:
+        return
+    local = signed.astimezone(zone)
+    sr.VerifyingObserverSequence[0].VerificationDateTime = local.strftime("%Y%m%d%H%M%S%z")
+    sr.ContentDate, sr.ContentTime = local.strftime("%Y%m%d"), local.strftime("%H%M%S")
 
 
 def build_key_images(source: Dataset, sign_off: SignOff, report: Dataset) -> Dataset | None:

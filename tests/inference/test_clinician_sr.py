@@ -308,3 +308,16 @@ def test_an_amendment_supersedes_the_earlier_sign_off(tmp_path: Path) -> None:
     words = [t for t in _texts(sr) if t.startswith(("AMENDED", "Signed off"))]  # the report's text, in order
     assert words[0].startswith("AMENDED") and original.SOPInstanceUID in words[0] and "(verified, amended)" in words[1]
     assert "E:" not in _dcmdump(sr, tmp_path)
+
+
+def test_the_verification_time_is_when_the_clinician_signed() -> None:
+    """Derm review 4, M5: not the export's time; with its UTC offset, in the study's zone when it has one."""
+    image = lesion_instance("CSR-TZ", seed=10)
+    decided = _decision(OVERRODE, False, image, pydicom.uid.generate_uid())  # signed 2026-11-30T22:00:00Z
+    sr = build_sign_off_report(image, decided, "test")
+    assert sr.VerifyingObserverSequence[0].VerificationDateTime == "20261130220000+0000"
+    assert (sr.ContentDate, sr.ContentTime) == ("20261130", "220000")
+    image.TimezoneOffsetFromUTC = "+0900"  # the study's local time: Tokyo
+    sr = build_sign_off_report(image, decided, "test")
+    assert sr.VerifyingObserverSequence[0].VerificationDateTime == "20261201070000+0900"
+    assert (sr.ContentDate, sr.ContentTime, sr.TimezoneOffsetFromUTC) == ("20261201", "070000", "+0900")
