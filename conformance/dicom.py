@@ -12,6 +12,7 @@ from conformance.dicom_sections import character_sets, configuration, dicomweb, 
 from dicom_node.admission import ASSOCIATE_RQ_MAX_BYTES
 from dicom_node.callers import service_of
 from dicom_node.dimse import DimseConfig, application_entity
+from dicom_node.forwarding.scu import NATIVE, WARNINGS
 from dicom_node.sop_classes import AI_RESULT_CLASSES
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
@@ -123,6 +124,24 @@ def _initiation(ae: AE, config: DimseConfig) -> list[str]:
         " proposed with SCP/SCU role selection (the node taking the SCU role), in the stored transfer syntax or"
         " decompressed as for C-MOVE;"
         " the final response counts the sub-operations as for C-MOVE.",
+        "",
+        *_forwarding(ae),
+    ]
+
+
+def _forwarding(ae: AE) -> list[str]:
+    native = " and ".join(f"{syntax.name} ({syntax})" for syntax in NATIVE)
+    warnings = ", ".join(f"{status:04X}" for status in sorted(WARNINGS))
+    return [
+        "###### Activity: forward objects to a PACS",
+        "",
+        "Where a tenant's forwarding rules send an object (images, AI results, clinician decisions; README,"
+        ' "Forwarding to a PACS"), the node opens one association per destination and batch (calling AE the'
+        f" destination's `callingAE`, else `{ae.ae_title}`) and proposes, for each SOP class, one context per"
+        f" compressed transfer syntax the objects are stored in and one with {native}. An object goes as stored"
+        " when its context is accepted, else decompressed as for C-MOVE. Success and the warnings"
+        f" {warnings} count as stored; another status, a rejected association or no answer is retried with"
+        " back-off up to the tenant's attempts, each job's state shown at `/forwarding/{tenant}/jobs`.",
         "",
     ]
 

@@ -288,7 +288,18 @@ class _WaitingAssociation(Association):
         return True
 
 
-class _BulkReadingSocket(AssociationSocket):
+class ClosingSocket(AssociationSocket):
+    """pynetdicom's socket, closed even when ``shutdown`` fails (a peer that reset first, or a connection that
+    was refused: pynetdicom would leave those open until garbage collection)."""
+
+    def _shutdown_socket(self) -> None:
+        if self.socket is not None:
+            with contextlib.suppress(OSError):
+                self.socket.shutdown(socket.SHUT_RDWR)
+            self.socket.close()
+
+
+class _BulkReadingSocket(ClosingSocket):
     """pynetdicom's socket, reading a PDU in as few ``recv`` calls as the kernel allows.
 
     pynetdicom reads 4 KiB per call: 225 calls (and as many GIL hand-offs) for one 640x480
@@ -307,13 +318,6 @@ class _BulkReadingSocket(AssociationSocket):
     @property
     def ready(self) -> bool:
         return self.has_unread or bool(AssociationSocket.ready.fget(self))  # type: ignore[attr-defined]
-
-    def _shutdown_socket(self) -> None:
-        """pynetdicom's leaves the socket open when ``shutdown`` fails (a peer that reset first)."""
-        if self.socket is not None:
-            with contextlib.suppress(OSError):
-                self.socket.shutdown(socket.SHUT_RDWR)
-            self.socket.close()
 
     def unread(self, data: bytes | bytearray) -> None:
         self._unread[:0] = data

@@ -30,6 +30,7 @@ from dicom_node.attributes import INSTANCE, STUDY
 from dicom_node.blobs import BlobStore
 from dicom_node.derived import StudyHome, UidTaken, store_derived
 from dicom_node.errors import InvalidInstance
+from dicom_node.forwarding.events import CLINICIAN_DECISIONS, DerivedOrigin
 from dicom_node.instance_files import InstanceFiles
 from dicom_node.sop_classes import AI_RESULT_CLASSES
 from fhir_server.audit.events import DCM, ENTITY_TYPE
@@ -60,6 +61,7 @@ from inference.dicom_results import DICOM_SR_EXTENSION
 from inference.events import analysis_event
 
 log = logging.getLogger(__name__)
+CLINICIAN_DECISION = DerivedOrigin(CLINICIAN_DECISIONS)  # what forwarding rules match these objects by
 TOPIC = "resource.updated"
 SIGNED = frozenset({"final", "amended", "corrected"})
 SNOMED = "http://snomed.info/sct"
@@ -181,7 +183,9 @@ class SignOffExport:
             for made, title in ((sr, TITLE), (kos, KEY_IMAGES)):
                 if made is not None:
                     audit = partial(self._recorded, store, _audit_event(report, home.patient_id, made))
-                    stored += await store_derived(store, self.blobs, made, home, title=title, audit=audit)
+                    stored += await store_derived(
+                        store, self.blobs, made, home, title=title, audit=audit, origin=CLINICIAN_DECISION
+                    )  # for the tenant's forwarding rules
         return stored
 
     async def _record_failure(self, store: TenantStore, report: dict[str, Any], reason: str) -> None:
