@@ -8,14 +8,15 @@ C-FIND/QIDO-RS, retrieved by C-GET/C-MOVE/WADO-RS) and listed in the study's Ima
 (the SR's UID derives from what was signed: the same signing stores nothing twice, a new one a new SR).
 
 What the clinician decided, per lesion, is read from the report's clinician Observations (the reviewer's
-SNOMED CT diagnosis, ``focus`` the lesion): a copy of an AI result (``derivedFrom`` an AI Observation) is a
-confirmation; otherwise the clinician's own diagnosis, compared with the AI's predicted diagnosis of the same
-lesion (an override that disagrees, or one that agrees). The AI's SRs of the lesion (the
+SNOMED CT diagnosis, ``focus`` the lesion), compared with what the AI called for the same lesion (``_decided``):
+a confirmation only for a copy of the AI's one positive call, a disagreement only with a positive call, else
+neutral (no call, equivocal, differing AI results, a demonstration model). The AI's SRs of the lesion (the
 ``urn:dermbridge:dicom-sr`` extension of its results) and its images (``derivedFrom`` Media) are referenced.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from functools import partial
@@ -39,7 +40,11 @@ from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine, OutboxEvent, Record, TenantStore, TenantTransaction
 from fhir_server.storage.query import FieldMatch, RecordQuery
 from inference.clinician_sr import (
+    AI_EQUIVOCAL,
+    AI_MIXED,
+    AI_NO_CALL,
     CONFIRMED,
+    EQUIVOCAL,
     NO_AI,
     OVERRODE,
     OWN_DEMO,
@@ -49,6 +54,8 @@ from inference.clinician_sr import (
     SignOff,
     build_key_images,
     build_sign_off_report,
+    sign_off_series,
+    sign_off_uid,
 )
 from inference.dicom_results import DICOM_SR_EXTENSION
 from inference.events import analysis_event
@@ -161,6 +168,7 @@ class SignOffExport:
             signed_at=str(report.get("issued") or (report.get("meta") or {}).get("lastUpdated") or ""),
             conclusion=str(report.get("conclusion") or ""),
             lesions=tuple(lesions),
+            status=str(report.get("status")),
         )
         patient = str((report.get("subject") or {}).get("reference", "")).removeprefix("Patient/")
         stored = 0
@@ -168,7 +176,7 @@ class SignOffExport:
             source = await self._source(store, study_uid, lesions)
             if source is None:
                 continue
-            decided = _in_study(sign_off, study_uid)
+            decided = await _versioned(store, _in_study(sign_off, study_uid), study_uid)
             sr = build_sign_off_report(source, decided, self.server_version)
             kos = build_key_images(source, decided, sr)
             home = StudyHome(patient, imaging_study, str(report["id"]))
@@ -221,11 +229,8 @@ class SignOffExport:
         lesion: str,
         ai: list[dict[str, Any]],
     ) -> LesionDecision:
-        copied = any(
-            str(d.get("reference", "")).startswith("Observation/") for d in observation.get("derivedFrom") or []
-        )
-        ai_codes = {c.value for o in ai if _is_diagnosis(o) and (c := _snomed(o.get("valueCodeableConcept")))}
-        decision = _decided(copied, ai, diagnosis.value in ai_codes)
+        decision = _decided(observation, diagnosis, ai)
+        copied = decision.value == CONFIRMED.value
         body = (
             await repo.current("BodyStructure", lesion.split("/", 1)[1])
             if lesion.startswith("BodyStructure/")
@@ -269,16 +274,32 @@ class SignOffExport:
         return await self.files.read_dataset(store, store.name, records[0])
 
 
-def _decided(copied: bool, ai: list[dict[str, Any]], same_as_ai: bool) -> hd.sr.CodedConcept:
-    """Confirmed (a copy of an AI result), else the clinician's own diagnosis: with no AI result, beside a
-    demonstration model's output (never a diagnosis to agree or disagree with), the same as the AI's, or not."""
-    if copied:
-        return CONFIRMED
+def _decided(
+    observation: dict[str, Any], diagnosis: hd.sr.CodedConcept, ai: list[dict[str, Any]]
+) -> hd.sr.CodedConcept:
+    """The clinician's decision on the lesion's AI results ``ai``, read from what the AI called (derm review 4,
+    M1/M2). A demonstration model's output is never a call to confirm or disagree with. "Confirmed" only for a
+    copy (``derivedFrom``) of one of the lesion's AI predicted diagnoses with the same value, when every positive
+    call of the AI for the lesion is that diagnosis; "overrode: disagreed" only when the AI made a positive call
+    and the clinician's differs; otherwise neutral: the AI made no call, was equivocal, or its results differed."""
     if not ai:
         return NO_AI
     if any(_tagged_demo(o) for o in ai):
         return OWN_DEMO
-    return OWN_SAME if same_as_ai else OVERRODE
+    calls = {o["id"]: c.value for o in ai if _is_diagnosis(o) and (c := _snomed(o.get("valueCodeableConcept")))}
+    positive = {code for code in calls.values() if code != EQUIVOCAL}
+    if not positive:
+        return AI_EQUIVOCAL if calls else AI_NO_CALL
+    if diagnosis.value not in positive:
+        return OVERRODE
+    if len(positive) > 1:
+        return AI_MIXED
+    sources = {
+        str(d["reference"]).split("/")[1]
+        for d in observation.get("derivedFrom") or []
+        if str(d.get("reference", "")).startswith("Observation/")
+    }
+    return CONFIRMED if any(calls.get(i) == diagnosis.value for i in sources) else OWN_SAME
 
 
 def _signer(report: dict[str, Any] | None) -> str | None:
@@ -293,8 +314,23 @@ def _in_study(sign_off: SignOff, study_uid: str) -> SignOff:
     """The decisions of the lesions imaged in this study (all of them when none has an image on record)."""
     imaged = [d for d in sign_off.lesions if any(i.study == study_uid for i in d.images)]
     if imaged or any(d.images for d in sign_off.lesions):
-        return SignOff(**{**{f: getattr(sign_off, f) for f in sign_off.__dataclass_fields__}, "lesions": tuple(imaged)})
+        return dataclasses.replace(sign_off, lesions=tuple(imaged))
     return sign_off
+
+
+async def _versioned(store: TenantStore, sign_off: SignOff, study_uid: str) -> SignOff:
+    """``sign_off`` as the next version of the report's sign-off SR in the study: the earlier ones (oldest first)
+    as its predecessors, its Instance Number one more (derm review 4, H2)."""
+    own = sign_off_uid(study_uid, sign_off)
+    query = RecordQuery(
+        INSTANCE, (FieldMatch("SeriesInstanceUID", "eq", (sign_off_series(study_uid, sign_off.report_id),)),)
+    )
+    records = [r for r in await store.find_records(query) if r.key != own]
+    records.sort(key=lambda r: int(_field(r, "InstanceNumber") or 0))
+    previous = tuple(
+        Instance(study_uid, _field(r, "SeriesInstanceUID"), _field(r, "SOPClassUID"), r.key) for r in records
+    )
+    return dataclasses.replace(sign_off, previous=previous, version=len(previous) + 1)
 
 
 def _sr_uids(ai: list[dict[str, Any]]) -> list[str]:

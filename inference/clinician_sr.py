@@ -4,19 +4,24 @@ with highdicom, in the study of the images, as a new series.
 
 - Observer context (TID 1002): the reviewer as the person observer; Verification Flag VERIFIED with the
   reviewer in the Verifying Observer Sequence (PS3.3 C.17.2: "attested by a Verifying Observer who is
-  accountable"), Completion COMPLETE, Preliminary Flag FINAL.
+  accountable"), the Verification DateTime (with its UTC offset) and Content Date/Time when they signed,
+  Completion COMPLETE, Preliminary Flag FINAL.
 - One measurement group (TID 1501) per lesion the clinician decided on: Tracking Identifier and the same
   Tracking UID as the AI's SR of that lesion (``dicom_results``: derived from the BodyStructure), finding
   SCT 52988006 Lesion, the lesion's site, the key images as source images, and qualitative evaluations:
   SCT 439401001 Diagnosis = the clinician's SNOMED CT diagnosis (a clinician's, never the AI's), the
   clinician's decision ("Confirmed the AI result" / "Overrode the AI result: the clinician disagreed" /
-  "Clinician's own diagnosis (same as the AI's)" / "... (AI was a demonstration)" / "... (no AI result for
-  the lesion)") and, for a demonstration model, a
-  qualitative evaluation saying the AI output was a DEMONSTRATION model's, not used as a diagnosis.
+  "Clinician's own diagnosis (same as the AI's)" / "... (AI made no call)" / "... (AI result equivocal)" /
+  "... (AI results differed)" / "... (no AI result for the lesion)" / "Own diagnosis; AI result shown for
+  reference only" beside a demonstration model). The demonstration label is not in the lesion's group (a
+  viewer showing values only would read it after the clinician's diagnosis) but in the report's text.
 - TID 1500 row 12 "Qualitative Evaluations" at the root: TEXT items a viewer shows as the report's text:
   who signed off and when, the report's conclusion, each lesion's decision in words, and which AI SR
   (SOP Instance UID) it confirms or overrides. The AI SRs are listed in the evidence (Current Requested
   Procedure Evidence Sequence) beside the key images.
+- An amended or corrected sign-off is a new SR in the report's own sign-off series (``sign_off_series``):
+  Instance Number its version, the earlier SRs in the Predecessor Documents Sequence (PS3.3 C.17.2.3), and
+  its text opens with "AMENDED"/"CORRECTED ... replaces the earlier SR <uid>" (derm review 4, H2).
 - A Key Object Selection document (``build_key_images``, PS3.3 A.35.4) in a series of its own: the key images
   of the decided lesions and the signed-off SR, title DCM 113000 "Of Interest", the reviewer as observer, so
   that a PACS flags the images the diagnosis rests on.
@@ -25,13 +30,13 @@ with highdicom, in the study of the images, as a new series.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from inference.dicom_results import (
-    DEMONSTRATION_OUTPUT,
     DERMOSCOPIC_PHOTOGRAPHY,
     DIAGNOSIS,
     IMAGING_PROCEDURE,
@@ -44,21 +49,27 @@ from inference.dicom_results import (
     derived_uid,
 )
 
+EQUIVOCAL = "42425007"  # SNOMED CT |Equivocal (qualifier value)|: no diagnosis, never signed as one
 SIGN_OFF_SERIES = 9000  # one series per study for its signed-off reports (the AI's: source + 1000, + 2000)
 DECISION = hd.sr.CodedConcept("clinician-decision", SCHEME, "Clinician decision on the AI result")
 CONFIRMED = hd.sr.CodedConcept("confirmed-ai", SCHEME, "Confirmed the AI result")
 OVERRODE = hd.sr.CodedConcept("overrode-ai", SCHEME, "Overrode the AI result: the clinician disagreed")
 OWN_SAME = hd.sr.CodedConcept("own-same-as-ai", SCHEME, "Clinician's own diagnosis (same as the AI's)")
-AI_OUTPUT_USE = hd.sr.CodedConcept("ai-output-use", SCHEME, "Intended use of this AI output")
 NO_AI = hd.sr.CodedConcept("no-ai-result", SCHEME, "Clinician's own diagnosis (no AI result for the lesion)")
-OWN_DEMO = hd.sr.CodedConcept("own-demo-ai", SCHEME, "Clinician's own diagnosis (AI was a demonstration)")
+OWN_DEMO = hd.sr.CodedConcept("own-demo-ai", SCHEME, "Own diagnosis; AI result shown for reference only")
+AI_NO_CALL = hd.sr.CodedConcept("own-ai-no-call", SCHEME, "Clinician's own diagnosis (AI made no call)")
+AI_EQUIVOCAL = hd.sr.CodedConcept("own-ai-equivocal", SCHEME, "Clinician's own diagnosis (AI result equivocal)")
+AI_MIXED = hd.sr.CodedConcept("own-ai-mixed", SCHEME, "Clinician's own diagnosis (AI results differed)")
 URGENCY = hd.sr.CodedConcept("referral-urgency", SCHEME, "Referral urgency")
 WORDS = {
     CONFIRMED.value: "confirmed the AI result",
     OVERRODE.value: "overrode the AI result (the clinician disagreed with it)",
     OWN_SAME.value: "recorded their own diagnosis, the same as the AI's",
     NO_AI.value: "recorded their own diagnosis (the AI gave no result for this lesion)",
-    OWN_DEMO.value: "recorded their own diagnosis (the AI's output was a demonstration, not a diagnosis)",
+    OWN_DEMO.value: "recorded their own diagnosis; the AI result was shown for reference only",
+    AI_NO_CALL.value: "recorded their own diagnosis (the AI made no call: no class above its threshold)",
+    AI_EQUIVOCAL.value: "recorded their own diagnosis (the AI result was equivocal)",
+    AI_MIXED.value: "recorded their own diagnosis (the AI's results for this lesion differed from each other)",
 }
 
 
@@ -101,6 +112,19 @@ class SignOff:
     signed_at: str  # for people
     conclusion: str
     lesions: tuple[LesionDecision, ...]
+    status: str = "final"  # the DiagnosticReport's: final, amended, corrected
+    previous: tuple[Instance, ...] = ()  # the earlier sign-off SRs of the report in the study, oldest first
+    version: int = 1  # the Instance Number: 1 for the first signing, then one more per amendment
+
+
+def sign_off_series(study: str, report_id: str) -> str:
+    """The series of one report's sign-off SRs in ``study``: every version of it, numbered (derm review 4, H2)."""
+    return derived_uid(study, report_id, "clinician-sign-off")
+
+
+def sign_off_uid(study: str, sign_off: SignOff) -> str:
+    """The SR of one signing: the same signing is the same SR, a new one (an amendment) a new SR."""
+    return derived_uid(study, sign_off.report_id, sign_off.content_key, "clinician-sign-off")
 
 
 def _text(meaning: str, text: str) -> hd.sr.TextContentItem:
@@ -116,8 +140,6 @@ def _group(lesion: LesionDecision) -> hd.sr.MeasurementsAndQualitativeEvaluation
         hd.sr.QualitativeEvaluation(DIAGNOSIS, lesion.diagnosis),
         hd.sr.QualitativeEvaluation(DECISION, lesion.decision),
     ]
-    if lesion.demonstration:
-        evaluations.append(hd.sr.QualitativeEvaluation(AI_OUTPUT_USE, DEMONSTRATION_OUTPUT))
     if lesion.urgency:
         urgency = hd.sr.CodedConcept(lesion.urgency, SCHEME, lesion.urgency)
         evaluations.append(hd.sr.QualitativeEvaluation(URGENCY, urgency))
@@ -139,28 +161,39 @@ def lesion_words(lesion: LesionDecision) -> str:
         f"{lesion.label}: diagnosis {lesion.diagnosis.meaning} (SNOMED CT {lesion.diagnosis.value}); the "
         f"clinician {WORDS[lesion.decision.value]}"
     )
-    if lesion.demonstration:
-        words += (
-            "; the AI output came from a DEMONSTRATION model (not for clinical use, not a diagnosis) and "
-            "the diagnosis here is the clinician's own"
-        )
     if lesion.ai_reports:
         words += "; AI result SR " + ", ".join(r.sop_instance for r in lesion.ai_reports)
+    if lesion.demonstration:  # qualifies the AI output only, never the clinician's diagnosis (derm review 4, M3)
+        words += " (that AI output came from a DEMONSTRATION model: not for clinical use, and not used here)"
     if lesion.urgency:
         words += f"; referral urgency {lesion.urgency}"
     return words + (f". Note: {lesion.note}" if lesion.note else ".")
 
 
+def _demonstration_words(ai_reports: list[str]) -> str:
+    """The demonstration label, at report level: it qualifies the AI output reviewed, not the clinician's
+    findings (derm review 4, M3)."""
+    which = f" (SR {', '.join(sorted(set(ai_reports)))})" if ai_reports else ""
+    return (
+        f"The AI output reviewed{which} came from a DEMONSTRATION model: not for clinical use and not a diagnosis. "
+        "The diagnoses in this report are the clinician's own."
+    )
+
+
 def _summary(sign_off: SignOff) -> hd.sr.ContainerContentItem:
     """TID 1500 row 12: the report's text, where any SR viewer shows it."""
-    texts = [
-        _text(
-            "signed-off-by",
-            f"Signed off by {sign_off.reviewer.replace('^', ' ').strip()} on {sign_off.signed_at} (verified, final)",
-        )
-    ]
+    texts = []
+    if sign_off.previous:  # derm review 4, H2: the PACS user is told which report is current
+        kind = "CORRECTED" if sign_off.status == "corrected" else "AMENDED"
+        replaced = ", ".join(i.sop_instance for i in sign_off.previous)
+        texts.append(_text("amendment", f"{kind} (version {sign_off.version}): replaces the earlier SR {replaced}"))
+    who = sign_off.reviewer.replace("^", " ").strip()
+    texts.append(_text("signed-off-by", f"Signed off by {who} on {sign_off.signed_at} (verified, {sign_off.status})"))
     if sign_off.conclusion:
         texts.append(_text("conclusion", sign_off.conclusion))
+    demonstration = [r.sop_instance for lesion in sign_off.lesions if lesion.demonstration for r in lesion.ai_reports]
+    if any(lesion.demonstration for lesion in sign_off.lesions):
+        texts.append(_text("ai-output-use", _demonstration_words(demonstration)))
     texts += [_text("lesion-decision", lesion_words(lesion)) for lesion in sign_off.lesions]
     if not sign_off.lesions:
         texts.append(_text("lesion-decision", "The report was signed off without per-lesion findings."))
@@ -170,7 +203,12 @@ def _summary(sign_off: SignOff) -> hd.sr.ContainerContentItem:
 
 
 def build_sign_off_report(source: Dataset, sign_off: SignOff, server_version: str) -> Dataset:
-    """The signed-off decision as a verified, final TID 1500 report in ``source``'s study."""
+    """The signed-off decision as a verified, final TID 1500 report in ``source``'s study. ValueError when a
+    lesion's "diagnosis" is SNOMED 42425007 Equivocal: a verified SR never states it as a diagnosis (derm review 4,
+    H1); the exporter records the report as not exported."""
+    for lesion in sign_off.lesions:
+        if lesion.diagnosis.value == EQUIVOCAL:
+            raise ValueError(f"{lesion.label}: Equivocal (SNOMED CT {EQUIVOCAL}) is not a diagnosis to sign off")
     person = hd.sr.PersonObserverIdentifyingAttributes(
         name=sign_off.reviewer, organization_name=sign_off.organization[:64] or None
     )
@@ -194,10 +232,11 @@ def build_sign_off_report(source: Dataset, sign_off: SignOff, server_version: st
     sr = hd.sr.Comprehensive3DSR(
         evidence=unique,
         content=content,
-        series_instance_uid=derived_uid(study, "clinician-sign-off"),
+        series_instance_uid=sign_off_series(study, sign_off.report_id),
         series_number=SIGN_OFF_SERIES,
-        sop_instance_uid=derived_uid(study, sign_off.report_id, sign_off.content_key, "clinician-sign-off"),
-        instance_number=1,
+        sop_instance_uid=sign_off_uid(study, sign_off),
+        instance_number=sign_off.version,
+        previous_versions=[i.dataset() for i in sign_off.previous] or None,
         manufacturer=MANUFACTURER,
         is_complete=True,
         is_final=True,
@@ -211,7 +250,24 @@ def build_sign_off_report(source: Dataset, sign_off: SignOff, server_version: st
         device_serial_number="clinician-review",
     )
     carry_context(source, sr)
+    _stamp_signing(sr, sign_off.signed_at)
     return sr
+
+
+def _stamp_signing(sr: Dataset, signed_at: str) -> None:
+    """Verification and content date/time are when the clinician signed (the report's ``issued``), not when the
+    export ran (derm review 4, M5): VerificationDateTime a DT with its UTC offset (PS3.5 6.2, "&ZZXX"), in the
+    study's TimezoneOffsetFromUTC when the images give one (PS3.3 C.12.1.1.8), else in UTC."""
+    try:
+        signed = datetime.fromisoformat(signed_at)
+        zone = datetime.strptime(str(sr.get("TimezoneOffsetFromUTC") or "+0000"), "%z").tzinfo
+    except ValueError:
+        return
+    if signed.tzinfo is None or zone is None:
+        return
+    local = signed.astimezone(zone)
+    sr.VerifyingObserverSequence[0].VerificationDateTime = local.strftime("%Y%m%d%H%M%S%z")
+    sr.ContentDate, sr.ContentTime = local.strftime("%Y%m%d"), local.strftime("%H%M%S")
 
 
 def build_key_images(source: Dataset, sign_off: SignOff, report: Dataset) -> Dataset | None:
@@ -236,7 +292,7 @@ def build_key_images(source: Dataset, sign_off: SignOff, report: Dataset) -> Dat
         series_instance_uid=derived_uid(study, "clinician-key-images"),
         series_number=SIGN_OFF_SERIES + 1,
         sop_instance_uid=derived_uid(study, sign_off.report_id, sign_off.content_key, "clinician-key-images"),
-        instance_number=1,
+        instance_number=sign_off.version,
         manufacturer=MANUFACTURER,
         series_description="Clinician review: key images",
     )

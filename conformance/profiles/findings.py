@@ -127,4 +127,9 @@ def clinician_finding() -> dict[str, Any]:
             element("Observation.component:urgency.value[x]", min=1, type=[{"code": "CodeableConcept"}],
                     binding={"strength": "required", "valueSet": REQUEST_PRIORITY}),
         ],
+        constraints=(  # derm review 4, H1: Equivocal (SNOMED 42425007) is not a diagnosis a clinician signs
+            invariant("dbr-cf-1", "A clinician's diagnosis is never 'Equivocal' (SNOMED CT 42425007)",
+                      "code.coding.where(code = '439401001').exists() implies "
+                      "value.ofType(CodeableConcept).coding.where(code = '42425007').empty()"),
+        ),
     )  # fmt: skip

@@ -3,7 +3,9 @@ offer it; PS3.18 leaves deletion to the origin server): the index records, the F
 the objects and the files go together.
 
 In one transaction: the instances' records go; a series or study left empty loses its record, else
-its counts are brought up to date; each instance's ``Media`` is deleted; the ``ImagingStudy`` loses
+its counts are brought up to date; each instance's ``Media`` is deleted, and the images derived from it
+(saliency maps, ``partOf`` it) with their ``Binary``; the AI results left without a source image become
+``entered-in-error`` (``fhir_links``); the ``ImagingStudy`` loses
 the series and instances (and is deleted when none is left); a DICOM "Study Deleted" AuditEvent
 (PS3.15 A.5.3.5, DCM 110105) names the caller and the objects. The files are removed once that has
 committed (a crash in between leaves files no record names, never a record without its file).
@@ -33,6 +35,7 @@ from fhir_server.storage.query import FieldMatch, RecordQuery
 log = logging.getLogger(__name__)
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 MAX_DELETED = 100_000
+MAX_DERIVED = 1000  # the patient's Media searched for images derived from a deleted one
 
 
 class DicomDeletion:
@@ -99,6 +102,7 @@ async def _forget_in_fhir(repo: Repository, imaging_study: str | None, sops: set
         for media in await repo.find("Media", [("identifier", f"{DICOM_UID_SYSTEM}|urn:oid:{sop}")], 10):
             await repo.delete("Media", str(media.resource["id"]))
             removed.add(f"Media/{media.resource['id']}", f"urn:oid:{sop}", "image")
+            await _forget_derived(repo, media.resource, removed)
     if imaging_study is None or (current := await repo.current("ImagingStudy", imaging_study)) is None:
         return removed
     study_uid = next((i.get("value") for i in current.get("identifier", []) if i.get("system") == DICOM_UID_SYSTEM),
@@ -117,6 +121,23 @@ async def _forget_in_fhir(repo: Repository, imaging_study: str | None, sops: set
     body["modality"] = [{"system": system, "code": code} for system, code in sorted(codes)]
     await repo.update(body, resource_type="ImagingStudy", id=imaging_study, server_built=True)
     return removed
+
+
+async def _forget_derived(repo: Repository, image: dict[str, Any], removed: Removed) -> None:
+    """The images made from a deleted one (``partOf`` its Media: the saliency maps, the patient's image with a heat
+    map over it) go too, with their Binary: a copy of a deleted image is not kept (derm review 4, H3)."""
+    subject = str((image.get("subject") or {}).get("reference") or "")
+    if not subject:
+        return
+    own = f"Media/{image['id']}"
+    for derived in await repo.find("Media", [("subject", subject)], MAX_DERIVED):
+        if own not in {str(p.get("reference")) for p in derived.resource.get("partOf") or [] if isinstance(p, dict)}:
+            continue
+        url = str((derived.resource.get("content") or {}).get("url") or "")
+        if url.startswith("Binary/") and await repo.current("Binary", url.split("/", 1)[1]) is not None:
+            await repo.delete("Binary", url.split("/", 1)[1])
+        await repo.delete("Media", str(derived.resource["id"]))
+        removed.add(f"Media/{derived.resource['id']}", "", "image derived from a deleted image")
 
 
 def _in(study: str) -> FieldMatch:

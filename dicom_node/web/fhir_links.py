@@ -6,7 +6,8 @@ case (``DiagnosticReport.imagingStudy``, ``DiagnosticReport.media.link``) and th
 whoever follows it. HAPI refuses such a delete (referential integrity) unless cascading; a DICOM delete has
 to succeed, so each such reference becomes a logical one (references.html#logical): the object's DICOM UID
 as ``Reference.identifier`` (``urn:dicom:uid``), its type, and a ``display`` saying it was deleted and when.
-A signed report keeps saying which images it was about, and that they are gone. Each resource so changed
+A signed report keeps saying which images it was about, and that they are gone. An AI result left with no
+source image is ``entered-in-error``, with a note. Each resource so changed
 is a new version (its history keeps the old reference) and is named in the delete's AuditEvent.
 """
 
@@ -67,6 +68,22 @@ def _mark(resource: dict[str, Any], removed: Removed, today: str) -> bool:
     return changed
 
 
+def _withdraw_orphaned_ai_result(resource: dict[str, Any], today: str) -> None:
+    """An AI result (an Observation with a ``device``) whose source images are all deleted is withdrawn:
+    ``entered-in-error`` (observation-status: "should not have been used"), with a note saying why, so that
+    nobody reads a result for an image that may not even have been this patient's (derm review 4, H3). A
+    clinician's findings are never changed."""
+    if resource.get("resourceType") != "Observation" or "device" not in resource:
+        return
+    sources = [d for d in resource.get("derivedFrom") or [] if isinstance(d, dict)]
+    images = [d for d in sources if str(d.get("reference") or d.get("type") or "").startswith("Media")]
+    if not images or any("reference" in d for d in images) or resource.get("status") == "entered-in-error":
+        return
+    resource["status"] = "entered-in-error"
+    note = f"Source image deleted over DICOMweb on {today}: this AI result no longer has a source; disregard it."
+    resource["note"] = [*(resource.get("note") or []), {"text": note}]
+
+
 async def _referrers(repo: Repository, removed: Removed, case: str | None) -> list[Stored]:
     found: dict[str, Stored] = {}
     for reference in removed.targets:
@@ -90,6 +107,7 @@ async def unlink_deleted(repo: Repository, removed: Removed, case: str | None) -
     for stored in await _referrers(repo, removed, case):
         body = copy.deepcopy(stored.resource)
         if _mark(body, removed, today):
+            _withdraw_orphaned_ai_result(body, today)
             kind, id = str(body["resourceType"]), str(body["id"])
             updated = await repo.update(body, resource_type=kind, id=id, server_built=True)
             changed.append(f"{kind}/{id}/_history/{updated.version.version}")

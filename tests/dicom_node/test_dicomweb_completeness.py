@@ -226,3 +226,51 @@ def test_delete_marks_the_cases_references_instead_of_leaving_them_dangling(
     events = server.http.get(f"{server.base}/AuditEvent", params={"type": "110105", "_count": "50"}).json()["entry"]
     named = {e["what"].get("reference", "").split("/_history")[0] for ev in events for e in ev["resource"]["entity"]}
     assert f"DiagnosticReport/{gone['id']}" in named
+
+
+def _created(server: Server, resource: dict[str, Any]) -> str:
+    response = server.http.post(f"{server.base}/{resource['resourceType']}", json=resource)
+    assert response.status_code == 201, response.text
+    return f"{resource['resourceType']}/{response.json()['id']}"
+
+
+def test_delete_takes_the_derived_images_and_withdraws_ai_results_left_without_a_source(
+    server: Server, client: DICOMwebClient
+) -> None:
+    """Derm review 4, H3: an image filed to the wrong patient leaves no saliency copy and no current AI result."""
+    study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    first, second = [dermoscopic(study_uid=study, series_uid=series, seed=n, patient_id="WEB-H3",
+                                 accession="ACC-H3") for n in range(2)]  # fmt: skip
+    assert "FailedSOPSequence" not in client.store_instances([first, second])
+    media = {}
+    for ds in (first, second):
+        found = server.http.get(
+            f"{server.base}/Media", params={"identifier": f"urn:dicom:uid|urn:oid:{ds.SOPInstanceUID}"}
+        )
+        media[ds.SOPInstanceUID] = found.json()["entry"][0]["resource"]
+    image = media[first.SOPInstanceUID]
+    subject = image["subject"]
+    binary = _created(server, {"resourceType": "Binary", "contentType": "image/png", "data": "iVBORw0KGgo="})
+    saliency = _created(server, {"resourceType": "Media", "status": "completed", "subject": subject,
+                                 "partOf": [{"reference": f"Media/{image['id']}"}],
+                                 "content": {"contentType": "image/png", "url": binary}})  # fmt: skip
+    device = _created(server, {"resourceType": "Device", "status": "active"})
+
+    def ai_result(*images: str) -> str:
+        return _created(server, {"resourceType": "Observation", "status": "preliminary", "subject": subject,
+                                 "code": {"text": "Probability of melanoma"}, "device": {"reference": device},
+                                 "valueQuantity": {"value": 0.9},
+                                 "derivedFrom": [{"reference": f"Media/{m}"} for m in images]})  # fmt: skip
+
+    only_first = ai_result(image["id"])
+    both = ai_result(image["id"], media[second.SOPInstanceUID]["id"])
+    instance = f"/studies/{study}/series/{series}/instances/{first.SOPInstanceUID}"
+    assert server.http.delete(web(server, instance)).status_code == 204
+    assert server.http.get(f"{server.base}/{saliency}").status_code == 410  # the copy of the image went with it
+    assert server.http.get(f"{server.base}/{binary}").status_code == 410
+    withdrawn = server.http.get(f"{server.base}/{only_first}").json()
+    assert withdrawn["status"] == "entered-in-error" and "no longer has a source" in withdrawn["note"][-1]["text"]
+    assert server.http.get(f"{server.base}/{both}").json()["status"] == "preliminary"  # one source image is left
+    events = server.http.get(f"{server.base}/AuditEvent", params={"type": "110105", "_count": "50"}).json()["entry"]
+    named = {e["what"].get("reference", "").split("/_history")[0] for ev in events for e in ev["resource"]["entity"]}
+    assert only_first in named

@@ -6,6 +6,7 @@ the study as a new series, found by QIDO-RS and C-FIND, retrieved by WADO-RS, li
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from functools import partial
 from pathlib import Path
@@ -21,8 +22,9 @@ from dicom_node.iod import check_ai_result
 from dicom_node.sop_classes import COMPREHENSIVE_3D_SR
 from fhir_server.repository import Repository
 from fhir_server.workflow.review import open_review
-from inference.clinician_export import _person_name
+from inference.clinician_export import _decided, _person_name
 from inference.clinician_sr import (
+    CONFIRMED,
     OVERRODE,
     OWN_DEMO,
     Instance,
@@ -123,10 +125,12 @@ def test_beside_a_demonstration_model_the_diagnosis_is_the_clinicians_own(tmp_pa
     image = lesion_instance("CSR-2", seed=6)
     sr = build_sign_off_report(image, _decision(OWN_DEMO, True, image, pydicom.uid.generate_uid()), "test")
     evaluations = _evaluations(_read(sr, tmp_path))
-    assert evaluations["clinician-decision"] == "own-demo-ai" and evaluations["ai-output-use"] == "demonstration"
+    assert evaluations["clinician-decision"] == "own-demo-ai"
+    # derm review 4, M3: "not a diagnosis" never sits in the clinician's own findings group, only beside the AI SR
+    assert "ai-output-use" not in evaluations and "demonstration" not in evaluations.values()
     words = " ".join(_texts(sr))
-    assert "DEMONSTRATION" in words and "the diagnosis here is the clinician's own" in words
-    assert "disagreed" not in words  # a demonstration output is no diagnosis to disagree with
+    assert "DEMONSTRATION" in words and "The diagnoses in this report are the clinician's own" in words
+    assert "disagreed" not in words and "confirmed" not in words  # no diagnosis to disagree with or confirm
 
 
 def _sr_instances(node: FhirTestClient, study: str) -> list[dict[str, Any]]:
@@ -209,8 +213,111 @@ def test_a_signed_off_review_reaches_the_pacs_as_a_verified_sr(node: FhirTestCli
     assert final["status"] == "final"
     assert {"reference": f"ImagingStudy/{imaging['entry'][0]['resource']['id']}"} in final["imagingStudy"]
 
+    # derm review 4, H2: an amendment is a new version that supersedes the first, and says so
+    amended = {**final, "status": "amended", "conclusion": "Amended after a second look: melanocytic naevus."}
+    assert node.put(f"{BASE}/DiagnosticReport/{report['id']}", json=amended).status_code == 200
+    known = {_value(ai_sr, "00080018"), sr.SOPInstanceUID}
+    [item] = _until(lambda: [i for i in _sr_instances(node, study) if _value(i, "00080018") not in known], "amended SR")
+    second = _wado(node, study, _value(item, "0020000E"), _value(item, "00080018"))
+    assert second.SeriesInstanceUID == sr.SeriesInstanceUID and (sr.InstanceNumber, second.InstanceNumber) == (1, 2)
+    [predecessor] = second.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence
+    assert predecessor.ReferencedSOPInstanceUID == sr.SOPInstanceUID
+    words = [t for t in _texts(second) if t.startswith(("AMENDED", "Signed off"))]  # the report's text, in order
+    assert words[0].startswith("AMENDED") and sr.SOPInstanceUID in words[0] and "(verified, amended)" in words[1]
+
 
 def test_the_reviewers_name_is_a_valid_person_name() -> None:
     assert _person_name({"name": [{"family": "Lovelace", "given": ["Ada", "King"]}]}, "") == "Lovelace^Ada King"
     assert _person_name({"name": [{"text": "Dr Ada Lovelace"}]}, "") == "Dr Ada Lovelace^"  # one component, said so
     assert _person_name(None, "A^B") == "A B^"
+
+
+def test_an_equivocal_result_is_never_signed_as_a_diagnosis() -> None:
+    """Derm review 4, H1: a verified SR never says "Diagnosis = Equivocal"."""
+    image = lesion_instance("CSR-EQ", seed=8)
+    decided = _decision(CONFIRMED, False, image, pydicom.uid.generate_uid())
+    equivocal = hd.sr.CodedConcept("42425007", "SCT", "Equivocal")
+    lesion = dataclasses.replace(decided.lesions[0], diagnosis=equivocal)
+    with pytest.raises(ValueError, match="Equivocal"):
+        build_sign_off_report(image, dataclasses.replace(decided, lesions=(lesion,)), "test")
+
+
+MELANOMA_AI = {"system": "http://snomed.info/sct", "code": "93655004", "display": "Malignant melanoma of skin"}
+NAEVUS_AI = {"system": "http://snomed.info/sct", "code": "400096001", "display": "Melanocytic nevus"}
+EQUIVOCAL_AI = {"system": "http://snomed.info/sct", "code": "42425007", "display": "Equivocal"}
+
+
+def _ai(id_: str, value: dict[str, Any] | None, demo: bool = False) -> dict[str, Any]:
+    code = "439401001" if value else "risk"
+    found: dict[str, Any] = {"id": id_, "device": {"reference": "Device/1"}, "code": {"coding": [{"code": code}]}}
+    if value:
+        found["valueCodeableConcept"] = {"coding": [value]}
+    if demo:
+        found["meta"] = {"tag": [{"system": "urn:dermbridge:ai-use", "code": "demonstration"}]}
+    return found
+
+
+def _clinician(*derived: str) -> dict[str, Any]:
+    return {"derivedFrom": [{"reference": f"Observation/{d}/_history/1"} for d in derived]}
+
+
+MELANOMA_SR = hd.sr.CodedConcept("93655004", "SCT", "Malignant melanoma of skin")
+
+
+@pytest.mark.parametrize(
+    ("observation", "diagnosis", "ai", "expected"),
+    [
+        (_clinician(), NAEVUS_CODE, [_ai("r", None)], "own-ai-no-call"),  # risk results only: no call, no dispute
+        (_clinician(), MELANOMA_SR, [_ai("e", EQUIVOCAL_AI)], "own-ai-equivocal"),  # resolving is not disagreeing
+        (_clinician(), NAEVUS_CODE, [_ai("m", MELANOMA_AI)], "overrode-ai"),  # a positive call, differing
+        (
+            _clinician(),
+            NAEVUS_CODE,
+            [_ai("m", MELANOMA_AI), _ai("n", NAEVUS_AI)],
+            "own-ai-mixed",
+        ),  # melanoma not hidden
+        (_clinician("m"), MELANOMA_SR, [_ai("m", MELANOMA_AI)], "confirmed-ai"),
+        (_clinician("d"), NAEVUS_CODE, [_ai("d", NAEVUS_AI, demo=True)], "own-demo-ai"),  # M2: demo first
+        (_clinician("r"), NAEVUS_CODE, [_ai("r", None), _ai("n", NAEVUS_AI)], "own-same-as-ai"),  # copy of a risk
+        (_clinician("m"), NAEVUS_CODE, [_ai("m", MELANOMA_AI)], "overrode-ai"),  # derived, but a different value
+        (_clinician(), NAEVUS_CODE, [], "no-ai-result"),
+    ],
+)
+def test_the_decision_says_what_the_ai_called(
+    observation: dict[str, Any], diagnosis: hd.sr.CodedConcept, ai: list[dict[str, Any]], expected: str
+) -> None:
+    """Derm review 4, M1/M2: "confirmed" only for a copy of the AI's one positive call, "disagreed" only with a
+    positive call; otherwise neutral words (no call, equivocal, differing AI results, demonstration)."""
+    assert _decided(observation, diagnosis, ai).value == expected
+
+
+def test_an_amendment_supersedes_the_earlier_sign_off(tmp_path: Path) -> None:
+    """Derm review 4, H2: Predecessor Documents, Instance Number per version, AMENDED at the head of the text."""
+    image = lesion_instance("CSR-AM", seed=9)
+    first = _decision(OVERRODE, False, image, pydicom.uid.generate_uid())
+    original = build_sign_off_report(image, first, "test")
+    earlier = Instance(
+        image.StudyInstanceUID, original.SeriesInstanceUID, original.SOPClassUID, original.SOPInstanceUID
+    )
+    amended = dataclasses.replace(first, content_key="k2", status="amended", previous=(earlier,), version=2)
+    sr = build_sign_off_report(image, amended, "test")
+    assert sr.SeriesInstanceUID == original.SeriesInstanceUID and sr.SOPInstanceUID != original.SOPInstanceUID
+    assert (original.InstanceNumber, sr.InstanceNumber) == (1, 2) and "PredecessorDocumentsSequence" not in original
+    [referenced] = sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence
+    assert referenced.ReferencedSOPInstanceUID == original.SOPInstanceUID
+    words = [t for t in _texts(sr) if t.startswith(("AMENDED", "Signed off"))]  # the report's text, in order
+    assert words[0].startswith("AMENDED") and original.SOPInstanceUID in words[0] and "(verified, amended)" in words[1]
+    assert "E:" not in _dcmdump(sr, tmp_path)
+
+
+def test_the_verification_time_is_when_the_clinician_signed() -> None:
+    """Derm review 4, M5: not the export's time; with its UTC offset, in the study's zone when it has one."""
+    image = lesion_instance("CSR-TZ", seed=10)
+    decided = _decision(OVERRODE, False, image, pydicom.uid.generate_uid())  # signed 2026-11-30T22:00:00Z
+    sr = build_sign_off_report(image, decided, "test")
+    assert sr.VerifyingObserverSequence[0].VerificationDateTime == "20261130220000+0000"
+    assert (sr.ContentDate, sr.ContentTime) == ("20261130", "220000")
+    image.TimezoneOffsetFromUTC = "+0900"  # the study's local time: Tokyo
+    sr = build_sign_off_report(image, decided, "test")
+    assert sr.VerifyingObserverSequence[0].VerificationDateTime == "20261201070000+0900"
+    assert (sr.ContentDate, sr.ContentTime, sr.TimezoneOffsetFromUTC) == ("20261201", "070000", "+0900")

@@ -1,13 +1,13 @@
 """A reviewer's decision on a case (``$complete``): the clinician's findings beside the AI's, the case
 signed off, and a Provenance naming the verifier (provenance.html, diagnosticreport.html).
 
-- ``confirm``: refused (422) for a demonstration model's output (a model card with ``clinical_use: false``):
-  it is no diagnosis to confirm. Otherwise each AI predicted diagnosis of the case (or, when there is none,
-  each AI result) is copied into a clinician Observation (same code, value, lesion ``focus`` and body
-  site; ``performer`` the Practitioner; ``derivedFrom`` the AI result *at its version*,
-  ``Observation/1/_history/2``). The copy is the snapshot: a later change to the AI result changes
-  neither the copy nor what the Provenance says was confirmed (it lists every AI result used, at its
-  version).
+- ``confirm``: refused (422) for a demonstration model's output (a model card with ``clinical_use: false``)
+  and for an Equivocal AI result (SNOMED 42425007): neither is a diagnosis to confirm. Otherwise each AI
+  predicted diagnosis of the case (or, when there is none, each AI result) is copied into a clinician
+  Observation (same code, value, lesion ``focus`` and body site; ``performer`` the Practitioner;
+  ``derivedFrom`` the AI result *at its version*, ``Observation/1/_history/2``). The copy is the snapshot:
+  a later change to the AI result changes neither the copy nor what the Provenance says was confirmed (it
+  lists every AI result used, at its version).
 - ``override``: one Observation per lesion the reviewer names (``finding`` parts ``lesion``, ``diagnosis``
   a SNOMED CT concept, optional ``urgency`` and ``note``): code SNOMED 439401001 |Diagnosis|, the value
   the reviewer's diagnosis, ``focus`` the lesion's BodyStructure, the urgency as a component.
@@ -59,6 +59,7 @@ MAX_FINDINGS = 50
 MAX_TEXT = 2000
 AI_AWAITING = " Awaiting clinician review."
 DEMONSTRATION = ("urn:dermbridge:ai-use", "demonstration")  # the tag of a demonstration model's output (inference)
+EQUIVOCAL = "42425007"  # SNOMED CT |Equivocal (qualifier value)|: a concerning class just under its threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,7 @@ async def decide(
         if not ai:
             raise unprocessable("the case has no AI findings to confirm: override with the reviewer's findings")
         _refuse_demonstration(_confirmable(ai))
+        _refuse_equivocal(_confirmable(ai))
         findings = [_confirmed(s, reviewer, now) for s in _confirmable(ai)]
     else:
         findings = [await _overridden(repo, report, part, reviewer, now) for part in _finding_parts(given)]
@@ -166,6 +168,19 @@ def _refuse_demonstration(ai: list[Stored]) -> None:
             raise unprocessable(
                 f"Observation/{stored.resource['id']} is a demonstration model's output (not for clinical use): it "
                 "cannot be confirmed as a diagnosis; record the reviewer's own findings with decision override"
+            )
+
+
+def _refuse_equivocal(ai: list[Stored]) -> None:
+    """An Equivocal AI result (SNOMED 42425007) is no diagnosis: confirming it would sign a final report whose
+    diagnosis is "Equivocal", with no plan (derm review 4, H1). The reviewer gives their own (``override``) or
+    declines to decide."""
+    for stored in ai:
+        codings = (stored.resource.get("valueCodeableConcept") or {}).get("coding") or []
+        if any(c.get("system") == SNOMED and c.get("code") == EQUIVOCAL for c in codings if isinstance(c, dict)):
+            raise unprocessable(
+                f"Observation/{stored.resource['id']}: the AI result is equivocal (SNOMED CT 42425007), which is not a "
+                "diagnosis: record the clinician's own diagnosis and plan with decision override, or decline-to-decide"
             )
 
 

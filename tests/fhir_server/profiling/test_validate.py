@@ -243,3 +243,27 @@ def test_the_ai_transparency_igs_profile_is_recognised_but_not_held(client: Fhir
     (warning,) = response.json()["issue"]
     assert warning["severity"] == "warning" and "not held" in warning["diagnostics"]
     assert validate(client, device, profile=urls.AI_DEVICE) != []  # DermBridge's own asks for more
+
+
+def test_a_clinician_finding_of_equivocal_is_refused_by_its_profile(client: FhirTestClient) -> None:
+    """Derm review 4, H1: "Diagnosis = Equivocal" is no clinician finding (invariant dbr-cf-1)."""
+    finding = {
+        "resourceType": "Observation",
+        "meta": {"profile": [urls.CLINICIAN_FINDING]},
+        "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                   "code": "imaging"}]}],
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "439401001", "display": "Diagnosis"}]},
+        "subject": {"reference": "Patient/p1"},
+        "focus": [{"reference": "BodyStructure/b1"}],
+        "performer": [{"reference": "Practitioner/r1"}],
+        "method": {"coding": [{"system": "urn:dermbridge:method", "code": "clinician-review"}]},
+        "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "400096001"}]},
+    }  # fmt: skip
+    assert "dbr-cf-1" not in json.dumps(validate(client, finding, profile=urls.CLINICIAN_FINDING))
+    equivocal = {
+        **finding,
+        "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "42425007"}]},
+    }
+    issues = validate(client, equivocal, profile=urls.CLINICIAN_FINDING)
+    assert "dbr-cf-1" in json.dumps(issues), issues

@@ -147,3 +147,20 @@ def test_a_demonstration_models_output_cannot_be_confirmed(case: ReviewCase) -> 
                ("diagnosis", {"coding": [{"system": "http://snomed.info/sct", "code": "400096001"}]})]  # fmt: skip
     done = reviewer.op(task, "complete", ("decision", "override"), ("finding", finding))
     assert done.status_code == 200, done.text
+
+
+def test_an_equivocal_ai_result_cannot_be_confirmed(case: ReviewCase) -> None:
+    """Equivocal is no diagnosis: confirming it would sign a final report with no plan (derm review 4, H1)."""
+    ai = case.client.get(f"{BASE}/Observation/{case.ai}").json()
+    equivocal = {"coding": [{"system": "http://snomed.info/sct", "code": "42425007", "display": "Equivocal"}]}
+    assert (
+        case.client.put(f"{BASE}/Observation/{case.ai}", json={**ai, "valueCodeableConcept": equivocal}).status_code
+        == 200
+    )
+    task, reviewer = claimed(case)
+    refused = reviewer.op(task, "complete", ("decision", "confirm"))
+    assert refused.status_code == 422, refused.text
+    outcome = refused.json()
+    assert outcome["resourceType"] == "OperationOutcome" and "equivocal" in outcome["issue"][0]["diagnostics"]
+    assert "override" in outcome["issue"][0]["diagnostics"]
+    assert case.client.get(f"{BASE}/DiagnosticReport/{case.case}").json()["status"] == "preliminary"
