@@ -23,10 +23,13 @@ from conformance.http import router as conformance_router
 from conformance.terminology_capabilities import terminology_capabilities
 from dermbridge import __version__
 from dermbridge.dicom import TrailSink, build_dimse, build_ingestor
+from dermbridge.health import parts_of
 from dermbridge.identity import consent_watcher, register_identity
+from dermbridge.operations import install_operations, start_audit_sweep, stop_worker
 from dermbridge.outcomes import register as register_outcomes
 from dermbridge.outcomes import start_linker
 from dermbridge.profiles import register_conformance_profiles
+from dermbridge.roles import plan_for
 from dermbridge.settings import Settings
 from dermbridge.storage import open_audit_trail, open_engine
 from dermbridge.workflow import flow_library, register_workflow, start_engine
@@ -164,8 +167,9 @@ def _warm_up() -> None:
 
 
 async def _start_audit_loader(settings: Settings, audit: AuditTrail | None) -> LoaderProcess | None:
-    """The audit loader process (``fhir_server.audit.remote``), when the trail is on and asks for it."""
-    if audit is None or settings.audit_loader != "process":
+    """The audit loader process (``fhir_server.audit.remote``), when the trail is on and asks for it (an audit
+    role process loads with its sweep instead)."""
+    if audit is None or settings.audit_loader != "process" or plan_for(settings.role).audit_loader:
         return None
     loader = LoaderProcess([sys.executable, "-m", "dermbridge.audit_loader"], settings.model_dump(mode="json"))
     await loader.start()
@@ -175,7 +179,7 @@ async def _start_audit_loader(settings: Settings, audit: AuditTrail | None) -> L
 
 def _start_retention(settings: Settings, engine: Engine, audit: AuditTrail | None) -> RetentionSchedule | None:
     """The scheduled retention job (``fhir_server.retention``), unless DERMBRIDGE_RETENTION_EVERY_HOURS is 0."""
-    if settings.retention_every_hours <= 0:
+    if settings.retention_every_hours <= 0 or not plan_for(settings.role).consumers:
         return None
     schedule = RetentionSchedule(engine, RetentionJob(audit), settings.retention_every_hours * 3600)
     schedule.start()
@@ -184,7 +188,7 @@ def _start_retention(settings: Settings, engine: Engine, audit: AuditTrail | Non
 
 def _start_review_sweep(settings: Settings, engine: Engine, audit: AuditTrail | None) -> LapsedClaimSweep | None:
     """The lapsed-claim sweep (``fhir_server.workflow.review.sweep``), unless DERMBRIDGE_REVIEW_SWEEP_SECONDS is 0."""
-    if settings.review_sweep_seconds <= 0 or settings.role == "inference":
+    if settings.review_sweep_seconds <= 0 or not plan_for(settings.role).consumers:
         return None
     sweep = LapsedClaimSweep(engine, audit, settings.review_sweep_seconds)
     sweep.start()
@@ -195,7 +199,7 @@ def build_subscriptions(
     settings: Settings, engine: Engine, audit: AuditTrail | None, clients: ClientRegistry
 ) -> SubscriptionWorker | None:
     """The Subscription delivery worker (``fhir_server.subscriptions``), when enabled."""
-    if not settings.subscriptions_enabled or settings.role == "inference":
+    if not settings.subscriptions_enabled or not plan_for(settings.role).subscriptions:
         return None
     channels = Channels(
         NotifyConfig.load(settings.notify_config), guard=EndpointGuard(settings.subscription_allowed_hosts)
@@ -213,6 +217,7 @@ def build_subscriptions(
 
 
 def create_app(settings: Settings) -> FastAPI:
+    plan = plan_for(settings.role)
     engine = open_engine(settings)
     dispatcher = OutboxDispatcher(engine)
     dispatcher.subscribe(consent_watcher(engine).subscription())
@@ -221,10 +226,12 @@ def create_app(settings: Settings) -> FastAPI:
     clients = ClientRegistry(engine)
     tokens = build_tokens(settings) if settings.auth_enabled else None
     audit = open_audit_trail(settings) if settings.audit_enabled else None
+    if audit is not None and settings.audit_loader == "role":
+        audit.loads_staged = False  # a `serve --role audit` process loads them
     sink = TrailSink(engine, audit, settings.default_tenant) if audit is not None else None
     start_linker(dispatcher, engine, audit)
     ingestor = build_ingestor(settings, engine, audit)
-    dimse = build_dimse(settings, engine, ingestor, sink) if settings.dicom_enabled else None
+    dimse = build_dimse(settings, engine, ingestor, sink) if settings.dicom_enabled and plan.dimse else None
     lockout = Lockout()  # failed attempts at the token endpoint and with standing credentials count together
     standing = StandingCredentials(clients, ApiKeys(engine), lockout)
     authenticator = Authenticator(tokens, ClientStates(clients), standing)
@@ -238,10 +245,12 @@ def create_app(settings: Settings) -> FastAPI:
         await backfill_tenants(engine)  # index records of earlier versions get their owner (once)
         if tokens is None:
             log.warning("INSECURE development mode: authentication is off, every request is unrestricted")
-        elif settings.auth_bootstrap_admin:
+        elif settings.auth_bootstrap_admin and plan.http_api:
             await bootstrap_admin(clients, settings)
         await asyncio.to_thread(_warm_up)
-        await dispatcher.start()
+        if plan.consumers:
+            await dispatcher.start()
+        audit_sweep = start_audit_sweep(settings, engine, audit)
         retention = _start_retention(settings, engine, audit)
         review_sweep = _start_review_sweep(settings, engine, audit)
         if subscriptions is not None:
@@ -250,7 +259,7 @@ def create_app(settings: Settings) -> FastAPI:
         loader = await _start_audit_loader(settings, audit)
         worker = None
         try:
-            if settings.inference_enabled and settings.role == "all":
+            if settings.inference_enabled and plan.inference:
                 from dermbridge.inference import build_worker  # torch and MONAI load only when needed
 
                 worker = await asyncio.to_thread(build_worker, settings, engine, audit)
@@ -260,6 +269,8 @@ def create_app(settings: Settings) -> FastAPI:
                 sink.loop = asyncio.get_running_loop()
             if dimse is not None:
                 dimse.start(asyncio.get_running_loop())
+            app.state.parts = parts_of(consumers=dispatcher if plan.consumers else None, subscriptions=subscriptions,
+                                       inference=worker, audit_loader=audit_sweep, dimse=dimse)  # fmt: skip
         except BaseException:
             if loader is not None:
                 await loader.close()  # a failed start leaves no loader process behind
@@ -270,7 +281,9 @@ def create_app(settings: Settings) -> FastAPI:
             if dimse is not None:
                 await asyncio.to_thread(dimse.stop)
             if worker is not None:
-                await worker.stop()
+                await stop_worker(worker)
+            if audit_sweep is not None:
+                await audit_sweep.stop()
             if retention is not None:
                 await retention.stop()
             if review_sweep is not None:
@@ -327,13 +340,15 @@ def create_app(settings: Settings) -> FastAPI:
         settings.base_url(),
     )
     app.state.dicomweb = DicomWeb(engine, ingestor, ingestor.public_url, audit)
-    app.include_router(auth_router)
-    app.include_router(fhir_http_router)
-    app.include_router(dicomweb_router)
-    app.include_router(wado_uri_router)
-    _install_cors(app, settings)
-    app.include_router(subscription_websocket_router)
-    _install_conformance(app, settings, dimse, router)
+    if plan.http_api:
+        app.include_router(auth_router)
+        app.include_router(fhir_http_router)
+        app.include_router(dicomweb_router)
+        app.include_router(wado_uri_router)
+        _install_cors(app, settings)
+        app.include_router(subscription_websocket_router)
+        _install_conformance(app, settings, dimse, router)
+    install_operations(app, engine, router.operations)
     _install_error_handlers(app)
     return app
 

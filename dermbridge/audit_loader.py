@@ -10,10 +10,10 @@ whole process group: it is ignored here, so that the API decides when the loader
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 
+from dermbridge.logs import configure
 from dermbridge.settings import Settings
 from dermbridge.storage import open_audit_trail, open_engine
 from fhir_server.audit.remote import read_frame, serve
@@ -30,7 +30,7 @@ async def run() -> None:
     if init is None:
         return
     settings = Settings.model_validate(init)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure(settings.log_level, settings.log_format)
     warm_up(("AuditEvent",))  # its search parameters compiled before the first events wait on them
     engine = open_engine(settings)
     await engine.open()

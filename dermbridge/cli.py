@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import faulthandler
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -23,6 +21,8 @@ from dermbridge.cli_storage import add_parsers as add_storage_parsers
 from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
 from dermbridge.cli_terminology import add_parsers as add_terminology_parsers
 from dermbridge.cli_workflow import add_parsers as add_workflow_parsers
+from dermbridge.roles import PLANS, plan_for
+from dermbridge.settings import Settings
 from dermbridge.storage import open_audit_trail
 from fhir_server.audit.verify import VerifyReport
 from fhir_server.storage.sqlite.engine import check_tenant_name
@@ -35,24 +35,46 @@ def _serve(args: argparse.Namespace) -> int:
 
     from dermbridge.app import create_app
     from dermbridge.http_protocol import deadline_protocol
-    from dicom_node.callers import Callers
+    from dermbridge.logs import configure
 
     settings = settings_from(args)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # our audit trail records associations
+    configure(settings.log_level, settings.log_format)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     if hasattr(signal, "SIGUSR1"):  # an operator (or a test) asks for every thread's stack: kill -USR1 <pid>
         faulthandler.register(signal.SIGUSR1, all_threads=True)
-    if settings.role == "inference":
-        from dermbridge.inference import run_standalone
+    _announce(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.listen_port(),
+        log_level="warning",
+        log_config=None,  # uvicorn's own lines go through this process's logging (``dermbridge.logs``)
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http=deadline_protocol(settings),
+        ws="websockets-sansio",  # the Subscription websocket channel (fhir_server/subscriptions/websocket.py)
+        ws_max_size=WS_MAX_FRAME,
+        # the caller's address is the socket's unless a configured proxy forwards it (uvicorn would
+        # otherwise trust X-Forwarded-For from 127.0.0.1, letting any local caller pick its address)
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
+    )
+    return 0
 
-        print(f"DermBridge inference worker on {settings.data_dir.resolve()}; Ctrl-C stops it.", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run_standalone(settings))
-        return 0
-    print(f"DermBridge FHIR R4 API on http://{settings.host}:{settings.port}/fhir/{settings.default_tenant}")
-    if settings.dicom_enabled:
+
+def _announce(settings: Settings) -> None:
+    """What this process serves, on its terminal."""
+    from dicom_node.callers import Callers
+
+    plan = plan_for(settings.role)
+    if plan.http_api:
+        print(f"DermBridge FHIR R4 API on http://{settings.host}:{settings.port}/fhir/{settings.default_tenant}")
+    else:
+        print(f"DermBridge {settings.role} role; /healthz, /readyz, /metrics on "
+              f"http://{settings.host}:{settings.listen_port()}")  # fmt: skip
+    if plan.inference and settings.inference_enabled:
+        print(f"inference worker on {settings.data_dir.resolve()}")
+    if settings.dicom_enabled and plan.dimse:
         known = Callers(settings.dicom_ae_tenants, settings.dicom_default_roles, settings.dicom_any_ae_tenant)
         callers = ", ".join(f"{ae}->{caller.describe()}" for ae, caller in known.by_ae.items()) or (
             "none, so every caller is refused: set DERMBRIDGE_DICOM_AE_TENANTS"
@@ -64,21 +86,6 @@ def _serve(args: argparse.Namespace) -> int:
         )
     print(f"data in {settings.data_dir.resolve()}")
     print("Ctrl-C stops the server.", flush=True)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http=deadline_protocol(settings),
-        ws="websockets-sansio",  # the Subscription websocket channel (fhir_server/subscriptions/websocket.py)
-        ws_max_size=WS_MAX_FRAME,
-        # the caller's address is the socket's unless a configured proxy forwards it (uvicorn would
-        # otherwise trust X-Forwarded-For from 127.0.0.1, letting any local caller pick its address)
-        proxy_headers=bool(settings.forwarded_allow_ips),
-        forwarded_allow_ips=settings.forwarded_allow_ips or None,
-    )
-    return 0
 
 
 def _tenant(args: argparse.Namespace) -> int:
@@ -146,9 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--data-dir", type=Path)
-    serve.add_argument(
-        "--role", dest="serve_role", choices=["all", "api", "inference"], help="default all: API and inference worker"
-    )
+    serve.add_argument("--role", dest="serve_role", choices=list(PLANS), help="what this process runs; default all")
     serve.set_defaults(func=_serve)
     tenant = commands.add_parser("tenant", help="create or list tenants")
     tenant.add_argument("action", choices=["create", "list"])

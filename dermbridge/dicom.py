@@ -10,6 +10,7 @@ from typing import Any
 
 from dermbridge.settings import Settings
 from dicom_node.admission import AssociationLimits
+from dicom_node.association_log import AssociationLog
 from dicom_node.audit import DicomAudit
 from dicom_node.blobs import BlobStore
 from dicom_node.dimse import HANDLER_TIMEOUT_S, DimseConfig, DimseServer, MoveDestination
@@ -121,4 +122,6 @@ def build_dimse(settings: Settings, engine: Engine, ingestor: Ingestor, sink: Tr
             max_pdu=settings.dicom_max_pdu_bytes,
         ),
     )
-    return DimseServer(config, engine, ingestor, DicomAudit(settings.data_dir / "audit", sink))
+    audit = DicomAudit(settings.data_dir / "audit", sink)
+    audit.observers.append(AssociationLog())  # a log line and the metrics of each association
+    return DimseServer(config, engine, ingestor, audit)

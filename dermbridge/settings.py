@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydicom.datadict import tag_for_keyword
 
+from dermbridge.roles import Role, plan_for
 from dermbridge.storage_url import MAX_URL, StorageUrl, parse_storage_url, sqlite_at
 from dicom_node.callers import SERVICES, DicomCaller, Service
 
@@ -51,6 +52,15 @@ class Settings(BaseSettings):
     max_page_size: int = Field(1000, ge=1)
     sqlite_readers: int = Field(4, ge=1, le=64, description="concurrent read connections per tenant")
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json: one JSON object a line (access and association lines included); text: plain"
+    )
+    health_port: int | None = Field(
+        None, ge=0, le=65535, description="roles without the HTTP API serve /healthz, /readyz, /metrics here"
+    )
+    metrics_token: str | None = Field(
+        None, min_length=16, description="bearer token /metrics asks of callers not on loopback; unset: loopback only"
+    )
     gil_switch_interval_ms: float = Field(
         1.0,
         gt=0,
@@ -99,9 +109,13 @@ class Settings(BaseSettings):
     audit_anchor_dir: Path | None = Field(
         None, description="where signed heads are also appended (default DATA_DIR/audit-anchors): keep it elsewhere"
     )
-    audit_loader: Literal["process", "inline"] = Field(
+    audit_loader: Literal["process", "inline", "role"] = Field(
         "process",
-        description="who loads staged AuditEvents into the store: process: a loader process; inline: the API",
+        description="who loads staged AuditEvents into the store: process: a loader process; inline: the API; "
+        "role: a `serve --role audit` process",
+    )
+    audit_poll_seconds: float = Field(
+        1.0, gt=0, le=60, description="how often a `serve --role audit` process looks for staged AuditEvents"
     )
 
     # DICOM DIMSE
@@ -154,9 +168,7 @@ class Settings(BaseSettings):
     dicom_tls_client_ca: Path | None = Field(None, description="verify client certificates against this CA")
 
     # AI inference
-    role: Literal["all", "api", "inference"] = Field(
-        "all", description="all: API and inference worker; api: no worker; inference: the worker only"
-    )
+    role: Role = Field("all", description="what this process runs (dermbridge/roles.py): all, or one part")
     inference_enabled: bool = Field(True, description="analyse every stored image with the configured models")
     inference_models: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="MONAI bundle directories or TorchScript files; empty: the demo model"
@@ -242,6 +254,10 @@ class Settings(BaseSettings):
 
     def audit_anchor_root(self) -> Path:
         return self.audit_anchor_dir or self.data_dir / "audit-anchors"
+
+    def listen_port(self) -> int:
+        """The HTTP port: the API's, or the health port of a role without the API."""
+        return self.port if plan_for(self.role).http_api or self.health_port is None else self.health_port
 
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"

@@ -9,6 +9,7 @@ codes) for the tenant's hash-chained audit trail.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -66,6 +67,7 @@ class DicomAudit:
         self.path = directory / "dicom.jsonl"
         self.sink = sink
         self._lock = threading.Lock()
+        self.observers: list[Callable[[dict[str, Any]], None]] = []  # each record, once (association_log)
 
     def record(self, entry: dict[str, Any], *, wait: bool = True) -> None:
         """Log a record and hand its AuditEvent to the sink; ``wait``: return once it is durable
@@ -94,6 +96,11 @@ class DicomAudit:
         line = json.dumps(entry, separators=(",", ":")) + "\n"
         with self._lock, self.path.open("a", encoding="utf-8") as handle:
             handle.write(line)
+        for observer in self.observers:
+            try:
+                observer(entry)
+            except Exception:  # a notification: an observer's error never touches the association
+                logging.getLogger(__name__).exception("a DICOM audit observer failed")
 
     def entries(self) -> list[dict[str, str]]:
         if not self.path.exists():

@@ -63,6 +63,11 @@ class OutboxLoop:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._wake.set)
 
+    @property
+    def running(self) -> bool:
+        """Started and not ended (``/readyz``)."""
+        return self._task is not None and not self._task.done()
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = False

@@ -64,6 +64,7 @@ from inference.explanations import explained_key, write_abcd, write_saliency
 from inference.findings import lesion_site
 from inference.flow_events import append_findings, append_not_analysed, findings_committed
 from inference.identity_hold import hold_reason, record_hold, release_held, unresolved_review
+from inference.metrics import STEP_SECONDS
 from inference.pipeline import Prediction, Runner, saliency_png
 from inference.pixels import UndecodableImage, rgb_pixels
 from inference.quality import QualityReport, inspect
@@ -181,7 +182,8 @@ class InferenceWorker(OutboxLoop):
             for runner in self.runners:
                 scored = [job for job in jobs if runner.model.card.key not in job.refused]
                 try:
-                    predictions = await asyncio.to_thread(runner.predict, [job.rgb for job in scored])
+                    with STEP_SECONDS.labels(runner.model.card.key, "forward").time():
+                        predictions = await asyncio.to_thread(runner.predict, [job.rgb for job in scored])
                 except Exception as exc:
                     for job in jobs:
                         await self._failed_attempt(repo, job.event, exc)
@@ -367,6 +369,7 @@ class InferenceWorker(OutboxLoop):
                                           self.server_version, self.devices, runner.model.weights_sha256)  # fmt: skip
             if written:  # the workflow hears of the findings in their own commit
                 await append_findings(tx, findings_committed(job.context, runner.model.card, prediction, job.routed))
+        STEP_SECONDS.labels(runner.model.card.key, "findings").observe(time.perf_counter() - started)
         if written:
             await self._audit(repo, job.context, "0", f"findings of {runner.model.card.key} committed in "
                               f"{(time.perf_counter() - started) * 1000:.0f} ms after the forward pass")  # fmt: skip
@@ -393,6 +396,7 @@ class InferenceWorker(OutboxLoop):
             if features is not None:
                 await write_abcd(bound, job.context, card, features, now, self.devices)
             await write_saliency(bound, job.context, card, top, png, now)  # the step's done-key
+        STEP_SECONDS.labels(card.key, "explanations").observe(time.perf_counter() - started)
         await self._audit(repo, job.context, "0", f"explanations of {card.key}'s findings written in "
                           f"{(time.perf_counter() - started) * 1000:.0f} ms")  # fmt: skip
 

@@ -140,6 +140,7 @@ def running_server(
     env: dict[str, str] | None = None,
     admin: bool = True,
     log: Path | None = None,
+    role: str = "all",
 ) -> Iterator[Server]:
     """Start the server, wait until /metadata answers, stop it with SIGINT (Ctrl-C) at the end.
 
@@ -152,10 +153,13 @@ def running_server(
     The process writes its stdout and stderr to ``log`` (appended; default ``<data_dir>.server-<port>.log``
     beside the data directory), never to a pipe: a pipe nobody reads fills up and then blocks a server
     that logs a lot (pentest 2, finding 4), which would stall the test. ``Server.output`` is what this
-    run wrote, read once the process has stopped; a failed start shows its tail."""
+    run wrote, read once the process has stopped; a failed start shows its tail.
+
+    A ``role`` without the HTTP API (``dermbridge/roles.py``) is waited for on its /readyz instead."""
     port = free_port()
     client = create_client(data_dir) if admin else None
-    command = [sys.executable, "-m", "dermbridge", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    command = [sys.executable, "-m", "dermbridge", "serve", "--port", str(port), "--data-dir", str(data_dir),
+               "--role", role]  # fmt: skip
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", "DERMBRIDGE_DICOM_PORT": str(free_port()),
                    "DERMBRIDGE_INFERENCE_ENABLED": "false", **(env or {})}  # fmt: skip
     log = log or data_dir.with_name(f"{data_dir.name}.server-{port}.log")
@@ -164,13 +168,14 @@ def running_server(
         offset = output.tell()
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True, env=environment)
     server = Server(f"http://127.0.0.1:{port}/fhir/default", process, log=log)
+    ready = f"{server.base}/metadata" if role in ("all", "api") else f"{server.root}/readyz"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"the server exited ({log}):\n{_tail(_since(log, offset))}")
             try:
-                if httpx2.get(f"{server.base}/metadata", timeout=1).status_code == 200:
+                if httpx2.get(ready, timeout=1).status_code == 200:
                     break
             except httpx2.TransportError:
                 pass

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from fhir_server.audit.events import ENTITY_TYPE, token_event
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.security.bearer import Authenticator
+from fhir_server.security.caller_note import note_client
 from fhir_server.security.clients import tenant_of
 from fhir_server.security.endpoint import ASSERTION_ALGORITHMS, OAuthError, TokenEndpoint, TokenRequest
 from fhir_server.security.refusals import RefusalGroup, RefusalSummary, RefusalTally
@@ -167,6 +168,7 @@ async def token(request: Request) -> Response:
         await auth.record_refusal(error.client_id or claimed or "", address, error)
         return _oauth_error(error)
     client = issued.client
+    note_client(client.client_id)
     await auth.record(client.tenant, token_event(client_id=client.client_id, status=200, address=address, reason=None))
     return JSONResponse(issued.body, headers=_NO_STORE)
 

@@ -89,6 +89,7 @@ class AuditTrail:
         self._flushing: dict[str, asyncio.Lock] = {}
         self._unreadable: set[tuple[str, str]] = set()
         self.loader: LoaderProcess | None = None  # the audit loader process, when there is one
+        self.loads_staged = True  # False: a ``serve --role audit`` process loads them (``sweep``)
 
     async def record(self, store: AuditLog, event: dict[str, Any]) -> str:
         """Stage one AuditEvent durably (it joins a group commit); returns its id.
@@ -122,7 +123,7 @@ class AuditTrail:
         """Have an event of ``store`` loaded, by the loader process or else here, and covered by a
         signed head within ``head_interval``."""
         self._stores[store.name] = store  # loaded at ``close`` at the latest
-        if self.loader is None or not self.loader.notify(store.name):
+        if self.loads_staged and (self.loader is None or not self.loader.notify(store.name)):
             self.load_soon(store)
         self._since_head[store.name] = self._since_head.get(store.name, 0) + 1
         timer = self._timers.get(store.name)

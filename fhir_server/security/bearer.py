@@ -8,6 +8,7 @@ import logging
 
 from fhir_server.errors import not_found, unauthorized
 from fhir_server.security.api_keys import split_key
+from fhir_server.security.caller_note import note_access
 from fhir_server.security.revocation import ClientStates
 from fhir_server.security.scopes import Access
 from fhir_server.security.standing import StandingCredentials
@@ -41,7 +42,11 @@ class Authenticator:
 
     async def access(self, authorization: str | None, tenant: str, address: str = "") -> Access | None:
         """The caller's Access on ``tenant``: 401 without a usable token, 404 for another tenant's.
-        ``address`` (the caller's) bounds the attempts of standing credentials."""
+        ``address`` (the caller's) bounds the attempts of standing credentials. Its client id is noted
+        for the request's log line (``caller_note``)."""
+        return note_access(await self._access(authorization, tenant, address))
+
+    async def _access(self, authorization: str | None, tenant: str, address: str) -> Access | None:
         if self.tokens is None:
             return None
         scheme, _, token = (authorization or "").partition(" ")

@@ -18,6 +18,7 @@ from urllib.parse import unquote
 
 import jwt
 
+from fhir_server.security.assertion_ids import AssertionIds
 from fhir_server.security.clients import Client, ClientRegistry, verify_secret
 from fhir_server.security.lockout import Lockout
 from fhir_server.security.scopes import Scope, grant, role_scopes
@@ -58,32 +59,12 @@ class Issued:
     body: dict[str, Any]
 
 
-class ReplayCache:
-    """Seen client assertion ids until they expire."""
-
-    def __init__(self, capacity: int = 200_000) -> None:
-        self.capacity = capacity
-        self._seen: dict[tuple[str, str], float] = {}
-
-    def first_use(self, client_id: str, jti: str, expires: float) -> bool:
-        now = time.time()
-        if len(self._seen) >= self.capacity:
-            self._seen = {k: v for k, v in self._seen.items() if v > now}
-            if len(self._seen) >= self.capacity:
-                return False  # refuse rather than forget: a full cache must not allow replays
-        key = (client_id, jti)
-        if key in self._seen and self._seen[key] > now:
-            return False
-        self._seen[key] = expires + LEEWAY_SECONDS
-        return True
-
-
 class TokenEndpoint:
     def __init__(self, clients: ClientRegistry, tokens: TokenService, lockout: Lockout | None = None) -> None:
         self.clients = clients
         self.tokens = tokens
         self.lockout = lockout or Lockout()
-        self.replays = ReplayCache()
+        self.replays = AssertionIds(clients.engine)  # in the database: every API process sees every use
 
     async def handle(self, request: TokenRequest) -> Issued:
         form = request.form
@@ -143,7 +124,7 @@ class TokenEndpoint:
         if form.get("client_assertion"):
             if client is None or not client.active:
                 raise OAuthError(401, "invalid_client", "client authentication failed", client_id)
-            self._check_assertion(client, request)
+            await self._check_assertion(client, request)
             return client
         basic = _basic_credentials(request.authorization)
         secret = basic[1] if basic is not None else form.get("client_secret")
@@ -152,7 +133,7 @@ class TokenEndpoint:
             raise OAuthError(401, "invalid_client", "client authentication failed", client_id)
         return client
 
-    def _check_assertion(self, client: Client, request: TokenRequest) -> None:
+    async def _check_assertion(self, client: Client, request: TokenRequest) -> None:
         form = request.form
 
         def refuse(description: str) -> OAuthError:
@@ -184,7 +165,7 @@ class TokenEndpoint:
             raise refuse("the assertion's sub must be the client id")
         if claims["exp"] > time.time() + MAX_ASSERTION_LIFETIME + LEEWAY_SECONDS:
             raise refuse("the client assertion lives longer than 5 minutes")
-        if not self.replays.first_use(client.client_id, str(claims["jti"]), float(claims["exp"])):
+        if not await self.replays.first_use(client.tenant, client.client_id, str(claims["jti"]), float(claims["exp"])):
             raise refuse("the client assertion was already used (jti)")
 
 

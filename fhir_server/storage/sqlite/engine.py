@@ -34,9 +34,10 @@ from fhir_server.storage.port import (
     SearchPage,
     TenantUnknownError,
 )
+from fhir_server.storage.probes import Backlog, PoolUsage
 from fhir_server.storage.query import RecordQuery, SearchQuery
 from fhir_server.storage.settle import drain
-from fhir_server.storage.sqlite import audit, ops, records, schema
+from fhir_server.storage.sqlite import audit, ops, probes, records, schema
 from fhir_server.storage.sqlite.schema import connect, initialise, initialise_staging, staging_path
 from fhir_server.storage.sqlite.writer import SerialWriter, Unit, execute, in_transaction, undurable
 
@@ -184,6 +185,7 @@ class SqliteTenantStore:
         self._readers: asyncio.Queue[sqlite3.Connection] = asyncio.Queue()
         for _ in range(readers):
             self._readers.put_nowait(connect(str(path)))
+        self._reader_count = readers
 
     async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._main.run(fn, *args)
@@ -198,6 +200,9 @@ class SqliteTenantStore:
 
     async def read(self, resource_type: str, id: str) -> ResourceVersion | None:
         return await self._on_reader(ops.read, resource_type, id)
+
+    def readers_in_use(self) -> PoolUsage:
+        return PoolUsage(self._reader_count, self._reader_count - self._readers.qsize())
 
     async def read_many(self, keys: Sequence[ResourceKey]) -> list[ResourceVersion]:
         return await self._on_reader(ops.read_many, keys)
@@ -390,6 +395,18 @@ class SqliteEngine:
 
     def add_commit_listener(self, listener: Callable[[str], None]) -> None:
         self._listeners.append(listener)
+
+    # -- storage.probes: for /readyz and /metrics ---------------------------------------------
+    async def outbox_backlog(self, tenant: str) -> list[Backlog]:
+        return await (await self.tenant(tenant))._on_reader(probes.outbox_backlog)
+
+    async def schema_current(self, tenant: str) -> bool:
+        return await (await self.tenant(tenant))._on_reader(probes.schema_current)
+
+    def pool_usage(self) -> PoolUsage:
+        """The tenants' reader pools (the writer connections are one per tenant and file, always open)."""
+        usages = [store.readers_in_use() for store in list(self._stores.values())]
+        return PoolUsage(sum(u.size for u in usages), sum(u.in_use for u in usages))
 
     def _notify(self, tenant: str) -> None:
         for listener in self._listeners:
