@@ -12,8 +12,8 @@ import pydicom
 import pytest
 
 from dicom_node.attributes import INSTANCE
-from tests.dicom_factories import SYNTAXES, VL_PHOTOGRAPHIC, dermoscopic, write
 from tests.conftest import ENGINES, engine_settings
+from tests.dicom_factories import SYNTAXES, VL_PHOTOGRAPHIC, dermoscopic, write
 from tests.dicom_node.conftest import DicomNode
 
 pytestmark = pytest.mark.interop

@@ -1,9 +1,9 @@
 """Scale-out with real parts (issue 16, "Stateless roles"): HAProxy (Debian's) in front of two API processes,
-one DICOM, one worker, one inference and one audit process, all on one database. A client writes and reads FHIR through the load balancer while dcmtk's storescu sends
-images to the DICOM process; one API process is killed (-9) mid-load. It runs on each engine: the SQLite files
-of one data directory, and one throw-away PostgreSQL (the blob directory shared by every process). No acknowledged write is lost, the
-other API process carries the load on, every image is analysed exactly once (no duplicate results), and
-the audit trail verifies."""
+one DICOM, one worker, one inference and one audit process, all on one database: the SQLite files of one data
+directory, or one throw-away PostgreSQL (the blob directory shared by every process). A client writes and reads
+FHIR through the load balancer while dcmtk's storescu sends images to the DICOM process; one API process is
+killed (-9) mid-load. No acknowledged write is lost, the other API process carries the load on, every image is
+analysed exactly once (no duplicate result Observations, one SR and one SEG), and the audit trail verifies."""
 
 from __future__ import annotations
 
@@ -146,10 +146,16 @@ def test_an_api_process_killed_behind_haproxy_loses_nothing(tmp_path: Path, engi
             assert found.status_code == 200, (patient_id, found.text)
             assert found.json()["identifier"][0]["value"] == marker
         deadline = time.monotonic() + BOUND
-        while pending_events(data, ("workflow", "inference"), storage=storage) or any(_findings(http, base, p) < 4 for p in patients):
+        while pending_events(data, ("workflow", "inference"), storage=storage) or any(
+            _findings(http, base, p) < 4 for p in patients
+        ):
             assert time.monotonic() < deadline, "the images were not analysed"
             time.sleep(0.5)
         assert [_findings(http, base, p) for p in patients] == [4, 4]  # exactly once: risk x2, diagnosis, ABCD
+        # and the results as DICOM once: the image, one SR and one SEG per patient
+        assert [_modalities(http, lb, f"SCALE-{n}") for n in range(2)] == [["DMS", "SEG", "SR"]] * 2
+        if storage:  # every process was on PostgreSQL: no tenant database in the shared data directory
+            assert not list(data.glob("tenants/*.sqlite"))
         cases = [http.get(f"{base}/DiagnosticReport", params={"subject": f"Patient/{p}", "_summary": "count"})
                  .json()["total"] for p in patients]  # fmt: skip
         assert cases == [1, 1]
@@ -176,3 +182,10 @@ def _store(directory: Path, port: int, mrn: str, seed: int) -> None:
 def _findings(http: httpx2.Client, base: str, patient_id: str) -> int:
     params = {"subject": f"Patient/{patient_id}", "_summary": "count"}
     return int(http.get(f"{base}/Observation", params=params).json()["total"])
+
+
+def _modalities(http: httpx2.Client, root: str, mrn: str) -> list[str]:
+    """The Modality of each instance stored for the patient (QIDO-RS over all instances), sorted."""
+    found = http.get(f"{root}/dicomweb/default/instances", params={"PatientID": mrn, "includefield": "00080060"})
+    assert found.status_code == 200, found.text
+    return sorted(instance["00080060"]["Value"][0] for instance in found.json())

@@ -24,6 +24,9 @@ def engine(request: pytest.FixtureRequest) -> dict[str, Any]:
     return engine_settings(request)
 
 
+AUDIT_EVENT_VERSION = "SELECT h.rowid, h.content FROM history h WHERE h.type = 'AuditEvent' ORDER BY h.hid LIMIT 1"
+
+
 def tenant_sql(data_dir: Path, engine: dict[str, Any], sql: str, *args: Any) -> Any:
     """Run ``sql`` (``?`` placeholders) on the default tenant's tables directly, as an intruder would;
     the first row it returns, if any."""
@@ -49,7 +52,7 @@ def audit_events(client: FhirTestClient, **params: str) -> list[dict[str, Any]]:
 
 
 def verify(data_dir: Path, engine: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
-    """``dermbridge audit verify`` of the default tenant (on ``engine``'s storage: SQLite in ``data_dir`` by default)."""
+    """``dermbridge audit verify`` of the default tenant, on ``engine`` (default: SQLite in ``data_dir``)."""
     command = [
         sys.executable,
         "-m",
@@ -106,9 +109,7 @@ def test_chain_verifies_and_tampering_is_found(tmp_path: Path, engine: dict[str,
     assert intact.returncode == 0, intact.stdout + intact.stderr
     assert "intact" in intact.stdout and "6 events" in intact.stdout  # the token request and 5 creates
     assert tenant_sql(data_dir, engine, "SELECT COUNT(*) FROM audit_checkpoint")[0] >= 1
-    rid, content = tenant_sql(
-        data_dir, engine, "SELECT h.rowid, h.content FROM history h WHERE h.type = 'AuditEvent' ORDER BY h.hid LIMIT 1 OFFSET 2"
-    )
+    rid, content = tenant_sql(data_dir, engine, AUDIT_EVENT_VERSION + " OFFSET 2")
     tampered = content[:-1] + bytes([content[-1] ^ 1])  # one bit of the stored (encrypted) event
     tenant_sql(data_dir, engine, "UPDATE history SET content = ? WHERE rowid = ?", tampered, rid)
     broken = verify(data_dir, engine)
@@ -121,9 +122,7 @@ def test_tampering_is_found_without_encryption_too(tmp_path: Path, engine: dict[
     with make_client(data_dir, encryption_enabled=False, **engine) as client:
         for n in range(3):
             client.post(f"{BASE}/Patient", json=patient(family=f"P{n}"))
-    rid, content = tenant_sql(
-        data_dir, engine, "SELECT h.rowid, h.content FROM history h WHERE h.type = 'AuditEvent' ORDER BY h.hid LIMIT 1 OFFSET 1"
-    )
+    rid, content = tenant_sql(data_dir, engine, AUDIT_EVENT_VERSION + " OFFSET 1")
     tenant_sql(data_dir, engine, "UPDATE history SET content = ? WHERE rowid = ?", content.replace(b'"0"', b'"8"'), rid)
     broken = verify(data_dir, engine)
     assert broken.returncode == 1 and "BROKEN at event 2" in broken.stdout
