@@ -20,6 +20,8 @@ from pathlib import Path
 import asyncpg
 import httpx2
 
+CLI_TIMEOUT_S = 300
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -122,7 +124,9 @@ async def _pending_on_postgres(storage: str, tenant: str, consumers: tuple[str, 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "dermbridge", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
+    # a bound, not a race: the CLI imports what the server does, which on a loaded 2-core machine took over 60 s
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, env=environment)
 
 
 def create_client(
