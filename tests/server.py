@@ -181,7 +181,7 @@ def running_server(
 
     A ``role`` without the HTTP API (``dermbridge/roles.py``) is waited for on its /readyz instead."""
     port = free_port()
-    client = create_client(data_dir) if admin else None
+    client = create_client(data_dir, env=env) if admin else None
     command = [sys.executable, "-m", "dermbridge", "serve", "--port", str(port), "--data-dir", str(data_dir),
                "--role", role]  # fmt: skip
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", "DERMBRIDGE_DICOM_PORT": str(free_port()),
