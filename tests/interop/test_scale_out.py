@@ -22,11 +22,12 @@ import pytest
 from tests.conftest import ENGINES, engine_settings
 from tests.fhir_server.test_consent import AI, consent
 from tests.inference.test_worker import lesion_instance
-from tests.server import cli, crash, create_client, fetch_token, free_port, pending_events, running_server
+from tests.server import Server, cli, crash, create_client, fetch_token, free_port, pending_events, running_server
 
 pytestmark = pytest.mark.interop
 MARKER = "urn:dermbridge:test:scale-out"
 BOUND = 180.0
+START_BOUND = 600.0  # a bound, not a race: six processes importing torch on two busy cores took over 120 s
 
 
 @contextmanager
@@ -120,9 +121,13 @@ def test_an_api_process_killed_behind_haproxy_loses_nothing(tmp_path: Path, engi
               "DERMBRIDGE_INFERENCE_ENABLED": "true", **on_engine}  # fmt: skip
     admin = create_client(data, env=on_engine)
     with ExitStack() as stack:
-        apis = [stack.enter_context(running_server(data, env=common, admin=False, role="api")) for _ in range(2)]
+
+        def start(role: str) -> Server:
+            return stack.enter_context(running_server(data, START_BOUND, env=common, admin=False, role=role))
+
+        apis = [start("api") for _ in range(2)]
         for role in ("dicom", "worker", "inference", "audit"):
-            stack.enter_context(running_server(data, env=common, admin=False, role=role))
+            start(role)
         lb = stack.enter_context(haproxy(tmp_path, lb_port, [int(a.root.rsplit(":", 1)[1]) for a in apis]))
         token = fetch_token(lb, admin)
         base = f"{lb}/fhir/default"
