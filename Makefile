@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed-stamp
 # fhir-package-loader (the FSH team's FHIR package loader, npm): tests/interop load the IG package with it
 FPL_VERSION := 2.2.4
 FPL_STAMP := $(VENV)/node/.fhir-package-loader-$(FPL_VERSION)
+# axe-core (Deque's accessibility engine, npm): the reviewer app's browser tests audit each page with it
+AXE_VERSION := 4.10.2
+AXE_STAMP := $(VENV)/node/.axe-core-$(AXE_VERSION)
 
 .PHONY: run test lint typecheck pytest install system-deps clean bench bench-dicom bench-inference bench-workflow soak
 
-install: $(STAMP) $(FPL_STAMP)
+install: $(STAMP) $(FPL_STAMP) $(AXE_STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +23,10 @@ $(STAMP): pyproject.toml constraints.txt
 $(FPL_STAMP): $(STAMP) | system-deps
 	npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error fhir-package-loader@$(FPL_VERSION)
 	touch $(FPL_STAMP)
+
+$(AXE_STAMP): $(FPL_STAMP)
+	npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error axe-core@$(AXE_VERSION)
+	touch $(AXE_STAMP)
 
 run: $(STAMP)
 	$(BIN)/dermbridge serve
@@ -35,7 +42,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) system-deps $(FPL_STAMP)
+pytest: $(STAMP) system-deps $(FPL_STAMP) $(AXE_STAMP)
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from pynetdicom import AE
 
-from conformance.dicom_contexts import accepted_contexts, proposed_contexts, sop_name
+from conformance.dicom_commitment import storage_commitment
+from conformance.dicom_contexts import accepted_contexts, commitment, proposed_contexts, sop_name
 from conformance.dicom_sections import character_sets, configuration, dicomweb, query_retrieve, security, storage
 from dicom_node.admission import ASSOCIATE_RQ_MAX_BYTES
 from dicom_node.callers import service_of
 from dicom_node.dimse import DimseConfig, application_entity
+from dicom_node.forwarding.scu import NATIVE, WARNINGS
 from dicom_node.sop_classes import AI_RESULT_CLASSES
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
@@ -22,7 +24,8 @@ def _sop_classes(ae: AE) -> list[str]:
     for cx in ae.supported_contexts:
         uid = str(cx.abstract_syntax)
         is_ai_result = cx.abstract_syntax in AI_RESULT_CLASSES
-        scu = "Yes" if service_of(uid) == "store" else "No"  # storage: C-GET and C-MOVE sub-operations
+        # storage: C-GET and C-MOVE sub-operations (Storage Commitment shares the store role, SCP only)
+        scu = "Yes" if service_of(uid) == "store" and not commitment(uid) else "No"
         rows.append(f"| {sop_name(uid)} | {uid} | {scu} | {'No' if is_ai_result else 'Yes'} |")
     return rows
 
@@ -122,6 +125,24 @@ def _initiation(ae: AE, config: DimseConfig) -> list[str]:
         " decompressed as for C-MOVE;"
         " the final response counts the sub-operations as for C-MOVE.",
         "",
+        *_forwarding(ae),
+    ]
+
+
+def _forwarding(ae: AE) -> list[str]:
+    native = " and ".join(f"{syntax.name} ({syntax})" for syntax in NATIVE)
+    warnings = ", ".join(f"{status:04X}" for status in sorted(WARNINGS))
+    return [
+        "###### Activity: forward objects to a PACS",
+        "",
+        "Where a tenant's forwarding rules send an object (images, AI results, clinician decisions; README,"
+        ' "Forwarding to a PACS"), the node opens one association per destination and batch (calling AE the'
+        f" destination's `callingAE`, else `{ae.ae_title}`) and proposes, for each SOP class, one context per"
+        f" compressed transfer syntax the objects are stored in and one with {native}. An object goes as stored"
+        " when its context is accepted, else decompressed as for C-MOVE. Success and the warnings"
+        f" {warnings} count as stored; another status, a rejected association or no answer is retried with"
+        " back-off up to the tenant's attempts, each job's state shown at `/forwarding/{tenant}/jobs`.",
+        "",
     ]
 
 
@@ -163,6 +184,7 @@ def dicom_conformance(config: DimseConfig, duplicates: str, dicomweb_enabled: bo
         *_acceptance(ae),
         *storage(duplicates),
         *query_retrieve(),
+        *storage_commitment(ae, config),
         *configuration(ae, config),
         "## 2. Media interchange",
         "",

@@ -11,6 +11,7 @@ from pynetdicom.presentation import PresentationContext
 
 from dicom_node.callers import service_of
 from dicom_node.sop_classes import AI_RESULT_CLASSES, RETRIEVABLE_CLASSES
+from dicom_node.storage_commitment import STORAGE_COMMITMENT
 
 ROLES = {
     "echo": "SCP",
@@ -20,6 +21,7 @@ ROLES = {
     "move": "SCP",
 }
 AI_RESULT_ROLE = "SCU on C-GET associations only (C-STORE refused)"
+COMMITMENT_ROLE = "SCP (N-EVENT-REPORT on the same or a new association)"
 
 
 def sop_name(uid: str) -> str:
@@ -45,9 +47,15 @@ def syntax_tables(sets: dict[tuple[str, ...], str]) -> list[str]:
     return lines
 
 
+def commitment(abstract_syntax: str) -> bool:
+    return UID(abstract_syntax) == STORAGE_COMMITMENT
+
+
 def _acceptor_role(abstract_syntax: str) -> str:
     if UID(abstract_syntax) in AI_RESULT_CLASSES:
         return AI_RESULT_ROLE
+    if commitment(abstract_syntax):
+        return COMMITMENT_ROLE
     service = service_of(abstract_syntax)
     return ROLES[service] if service is not None else "SCP"
 

@@ -22,12 +22,13 @@ from conformance.http import ConformanceSources
 from conformance.http import router as conformance_router
 from conformance.terminology_capabilities import terminology_capabilities
 from dermbridge import __version__
-from dermbridge.dicom import TrailSink, build_dimse, build_ingestor
+from dermbridge.dicom import TrailSink, build_dimse, build_forwarder, build_ingestor
 from dermbridge.health import parts_of
 from dermbridge.identity import consent_watcher, register_identity
 from dermbridge.operations import install_operations, start_audit_sweep, stop_worker
 from dermbridge.outcomes import register as register_outcomes
 from dermbridge.outcomes import start_linker
+from dermbridge.people import install_people
 from dermbridge.profiles import register_conformance_profiles
 from dermbridge.roles import plan_for
 from dermbridge.settings import Settings
@@ -36,6 +37,7 @@ from dermbridge.workflow import flow_library, register_workflow, start_engine
 from dicom_node.backfill import backfill_tenants
 from dicom_node.dimse import DimseServer
 from dicom_node.erasure import DicomErasure
+from dicom_node.forwarding.routes import router as forwarding_router
 from dicom_node.web.routes import router as dicomweb_router
 from dicom_node.web.service import DicomWeb
 from dicom_node.web.wado_uri import router as wado_uri_router
@@ -78,6 +80,7 @@ from fhir_server.validation import WARM_TYPES, warm_up
 from fhir_server.workflow.library import FlowLibrary
 from fhir_server.workflow.review.operations import ReviewOperations
 from fhir_server.workflow.review.sweep import LapsedClaimSweep
+from inference.clinician_export import SignOffExport
 from terminology.content import base_content
 
 log = logging.getLogger(__name__)
@@ -231,7 +234,9 @@ def create_app(settings: Settings) -> FastAPI:
     sink = TrailSink(engine, audit, settings.default_tenant) if audit is not None else None
     start_linker(dispatcher, engine, audit)
     ingestor = build_ingestor(settings, engine, audit)
+    dispatcher.subscribe(SignOffExport(engine, ingestor.blobs, audit, __version__).subscription())  # signed-off SR
     dimse = build_dimse(settings, engine, ingestor, sink) if settings.dicom_enabled and plan.dimse else None
+    forwarder = build_forwarder(settings, engine, ingestor, audit) if plan.consumers else None
     lockout = Lockout()  # failed attempts at the token endpoint and with standing credentials count together
     standing = StandingCredentials(clients, ApiKeys(engine), lockout)
     authenticator = Authenticator(tokens, ClientStates(clients), standing)
@@ -250,6 +255,8 @@ def create_app(settings: Settings) -> FastAPI:
         await asyncio.to_thread(_warm_up)
         if plan.consumers:
             await dispatcher.start()
+        if forwarder is not None:
+            await forwarder.start()
         audit_sweep = start_audit_sweep(settings, engine, audit)
         retention = _start_retention(settings, engine, audit)
         review_sweep = _start_review_sweep(settings, engine, audit)
@@ -291,6 +298,8 @@ def create_app(settings: Settings) -> FastAPI:
             if subscriptions is not None:
                 await subscriptions.stop()
             await dispatcher.stop()
+            if forwarder is not None:
+                await forwarder.stop()
             await app.state.auth_http.close()
             if loader is not None:
                 await loader.close()
@@ -314,6 +323,7 @@ def create_app(settings: Settings) -> FastAPI:
     if subscriptions is not None:  # the worker in this process wakes the sockets at once
         subscriptions.feed_listeners.append(app.state.sockets.wake)
     app.state.ingestor = ingestor
+    app.state.forwarder = forwarder
     app.state.dimse = dimse
     erasure = Erasure()
     erasure.hooks.append(DicomErasure(ingestor.blobs))
@@ -331,10 +341,13 @@ def create_app(settings: Settings) -> FastAPI:
         authenticator=authenticator,
     )
     app.state.clients = clients
+    token_endpoint = TokenEndpoint(clients, tokens, lockout) if tokens is not None else None
+    if token_endpoint is not None:
+        install_people(app, settings, engine, clients, token_endpoint, authenticator, audit)
     app.state.auth_http = AuthHttp(
         engine,
         authenticator,
-        TokenEndpoint(clients, tokens, lockout) if tokens is not None else None,
+        token_endpoint,
         audit,
         settings.default_tenant,
         settings.base_url(),
@@ -345,6 +358,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(fhir_http_router)
         app.include_router(dicomweb_router)
         app.include_router(wado_uri_router)
+        app.include_router(forwarding_router)
         _install_cors(app, settings)
         app.include_router(subscription_websocket_router)
         _install_conformance(app, settings, dimse, router)

@@ -20,6 +20,7 @@ from dermbridge.cli_settings import add_parsers as add_settings_parsers
 from dermbridge.cli_storage import add_parsers as add_storage_parsers
 from dermbridge.cli_support import opened_engine, settings_from, tenant_or_none
 from dermbridge.cli_terminology import add_parsers as add_terminology_parsers
+from dermbridge.cli_users import add_parsers as add_user_parsers
 from dermbridge.cli_workflow import add_parsers as add_workflow_parsers
 from dermbridge.roles import PLANS, plan_for
 from dermbridge.settings import Settings
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_parsers(commands)
     add_notify_parsers(commands)
     add_workflow_parsers(commands)
+    add_user_parsers(commands)
     add_terminology_parsers(commands)
     add_outcomes_parsers(commands)
     add_conformance_parsers(commands)

@@ -42,6 +42,8 @@ def client_command(args: argparse.Namespace) -> int:
                         secret=not args.no_secret,
                         jwks=jwks,
                         fhir_user=args.fhir_user,
+                        redirect_uris=args.redirect_uri,
+                        first_party=args.first_party,
                     )
                     shown = {"client_id": client.client_id, "tenant": client.tenant, "roles": list(client.roles)}
                     if secret:
@@ -148,6 +150,12 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     client.add_argument("--jwks", help="a JWKS file of the client's public keys (SMART Backend Services)")
     client.add_argument("--fhir-user", help="the user the client acts for, e.g. Practitioner/123 (fhirUser claim)")
     client.add_argument("--no-secret", action="store_true", help="authenticate with --jwks keys only")
+    client.add_argument(
+        "--redirect-uri",
+        action="append",
+        help="a SMART app's redirect URI (repeat); with --no-secret and no --jwks: a public app (PKCE)",
+    )
+    client.add_argument("--first-party", action="store_true", help="a SMART app of the hospital: no consent screen")
     client.add_argument("--client-id", help="the client to disable, enable, allow Basic or whose keys to manage")
     client.add_argument("--scope", help="key create: space-separated SMART scopes; default all the roles allow")
     client.add_argument("--patient", help="key create: the Patient id of the key's patient/ scopes")

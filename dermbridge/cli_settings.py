@@ -1,5 +1,6 @@
-"""``dermbridge issuer ...``, ``dermbridge consent-purposes ...`` and ``dermbridge review-policy ...``: a
-tenant's patient identifier mapping, the purposes of use that permit AI analysis and its review policy. All
+"""``dermbridge issuer ...``, ``dermbridge consent-purposes ...``, ``dermbridge review-policy ...`` and
+``dermbridge forwarding ...``: a tenant's patient identifier mapping, the purposes of use that permit AI
+analysis, its review policy and its DICOM forwarding destinations and rules. All
 are kept in the tenant's database, so a running server uses a change at once, without a restart."""
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from dermbridge.cli_support import opened_engine, settings_from
+from dicom_node.forwarding.config import SETTING as FORWARDING_SETTING
+from dicom_node.forwarding.config import describe, read_forwarding, set_forwarding
 from fhir_server.audit.signing import load_signer
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.consent.purposes import SETTING as PURPOSES_SETTING
@@ -108,6 +111,25 @@ def review_policy_command(args: argparse.Namespace) -> int:
     return _on_tenant(args, act, None if args.action == "show" else (REVIEW_SETTING, SOFTWARE_CONFIGURATION))
 
 
+def forwarding_command(args: argparse.Namespace) -> int:
+    """``forwarding show | set --file forwarding.json | reset``: where the tenant's objects are C-STOREd."""
+    if args.action == "set" and not args.file:
+        print("usage: dermbridge forwarding set --file forwarding.json", file=sys.stderr)
+        return 2
+    try:
+        value = json.loads(Path(args.file).read_text()) if args.action == "set" else None
+    except (OSError, ValueError) as exc:
+        print(f"cannot read the forwarding configuration: {exc}", file=sys.stderr)
+        return 2
+
+    async def act(store: TenantStore) -> list[str]:
+        if args.action == "show":
+            return describe(await read_forwarding(store))
+        return describe(await set_forwarding(store, value))
+
+    return _on_tenant(args, act, None if args.action == "show" else (FORWARDING_SETTING, SOFTWARE_CONFIGURATION))
+
+
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     issuer = commands.add_parser("issuer", help="map DICOM IssuerOfPatientID to the EHR's identifier system")
     issuer.add_argument("action", choices=["list", "set", "remove"])
@@ -129,3 +151,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     review.add_argument("--tenant", default="default")
     review.add_argument("--data-dir", type=Path)
     review.set_defaults(func=review_policy_command)
+    forwarding = commands.add_parser("forwarding", help="DICOM forwarding: destinations (PACS) and rules")
+    forwarding.add_argument("action", choices=["show", "set", "reset"])
+    forwarding.add_argument("--file", help="set: a JSON configuration (see README, Forwarding to a PACS)")
+    forwarding.add_argument("--tenant", default="default")
+    forwarding.add_argument("--data-dir", type=Path)
+    forwarding.set_defaults(func=forwarding_command)

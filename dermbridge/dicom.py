@@ -14,7 +14,9 @@ from dicom_node.association_log import AssociationLog
 from dicom_node.audit import DicomAudit
 from dicom_node.blobs import BlobStore
 from dicom_node.dimse import HANDLER_TIMEOUT_S, DimseConfig, DimseServer, MoveDestination
+from dicom_node.forwarding.forwarder import Forwarder
 from dicom_node.ingest import Ingestor
+from dicom_node.instance_files import InstanceFiles
 from dicom_node.lesions import ImagingConventions
 from dicom_node.uid_claims import UID_RECORDS, guard_dicom_uids
 from fhir_server.audit.trail import AuditTrail
@@ -125,3 +127,8 @@ def build_dimse(settings: Settings, engine: Engine, ingestor: Ingestor, sink: Tr
     audit = DicomAudit(settings.data_dir / "audit", sink)
     audit.observers.append(AssociationLog())  # a log line and the metrics of each association
     return DimseServer(config, engine, ingestor, audit)
+
+
+def build_forwarder(settings: Settings, engine: Engine, ingestor: Ingestor, trail: AuditTrail | None) -> Forwarder:
+    """The forwarding loop (``dicom_node.forwarding``), in the processes that run the outbox consumers."""
+    return Forwarder(engine, InstanceFiles(ingestor.blobs), settings.dicom_ae_title, trail)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from fhir_server.storage.port import Engine
-from fhir_server.storage.probes import probe_of
+from fhir_server.storage.probes import schema_probe
 
 CHECK_SECONDS = 5.0
 Running = Callable[[], bool]
@@ -46,7 +46,7 @@ async def readiness(engine: Engine, tenant: str, parts: dict[str, Running]) -> d
         async with asyncio.timeout(CHECK_SECONDS):
             await (await engine.tenant(tenant)).audit_staging()  # a read on the tenant's database
             checks["database"] = "ok"
-            probe = probe_of(engine)
+            probe = schema_probe(engine)
             current = probe is None or await probe.schema_current(tenant)
             checks["migrations"] = "ok" if current else "the schema is not at this version: run the migrations"
     except Exception as exc:  # unreachable, locked beyond the bound, or missing

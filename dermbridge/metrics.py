@@ -23,7 +23,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 from fhir_server.storage.port import Engine
-from fhir_server.storage.probes import probe_of
+from fhir_server.storage.probes import backlog_probe, pool_probe
 
 log = logging.getLogger(__name__)
 SAMPLE_SECONDS = 5.0
@@ -53,22 +53,22 @@ class Sampler:
             log.warning("the database figures of /metrics could not be read", exc_info=True)
 
     async def _sample(self) -> None:
-        probe = probe_of(self.engine)
+        backlogs = backlog_probe(self.engine)
         pending: dict[str, int] = defaultdict(int)
         oldest: dict[str, float] = defaultdict(float)
         staged = 0
         for tenant in await self.engine.tenant_names():
             staging = await (await self.engine.tenant(tenant)).audit_staging()
             staged += max(0, staging.staged_seq - staging.loaded_seq)
-            for backlog in await probe.outbox_backlog(tenant) if probe is not None else []:
+            for backlog in await backlogs.outbox_backlog(tenant) if backlogs is not None else []:
                 pending[backlog.consumer] += backlog.pending
                 oldest[backlog.consumer] = max(oldest[backlog.consumer], backlog.oldest_age_seconds)
         for consumer, count in pending.items():
             OUTBOX_PENDING.labels(consumer).set(count)
             OUTBOX_AGE.labels(consumer).set(oldest[consumer])
         AUDIT_STAGED.set(staged)
-        if probe is not None:
-            usage = probe.pool_usage()
+        if (pool := pool_probe(self.engine)) is not None:
+            usage = pool.pool_usage()
             POOL_SIZE.set(usage.size)
             POOL_IN_USE.set(usage.in_use)
 

@@ -10,6 +10,7 @@ from fhir_server.definitions import resource_types
 from fhir_server.profiling.enforcement import ENFORCEMENT_DEFINITION, check_claimed_profiles, enforcement_operation
 from fhir_server.profiling.operation import VALIDATE_DEFINITION, validate_operation
 from fhir_server.profiling.registry import register_profiles
+from fhir_server.write_guards import register_content_check
 
 
 def register_conformance_profiles(router: FhirRouter) -> None:
@@ -21,4 +22,4 @@ def register_conformance_profiles(router: FhirRouter) -> None:
             "profile-enforcement", ("StructureDefinition",), False, enforcement_operation, ENFORCEMENT_DEFINITION, True
         )
     )
-    router.write_checks.append(check_claimed_profiles)
+    register_content_check(check_claimed_profiles)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydicom.datadict import tag_for_keyword
 
@@ -77,11 +77,21 @@ class Settings(BaseSettings):
         True, description="false: the insecure development mode, every request unrestricted (warned on each start)"
     )
     auth_token_lifetime_seconds: int = Field(300, ge=30, le=86400)
+    auth_session_lifetime_seconds: int = Field(
+        8 * 3600, ge=60, le=7 * 86400, description="a person's browser session ends this long after sign-in"
+    )
+    auth_refresh_lifetime_seconds: int = Field(
+        8 * 3600, ge=60, le=90 * 86400, description="a SMART app's refresh token (rotated at each use) lives this long"
+    )
     auth_bootstrap_admin: bool = Field(True, description="create and print an admin client on a fresh data dir")
     oidc_issuer: str | None = Field(None, description="an external OpenID provider whose access tokens are accepted")
     oidc_jwks: str | None = Field(None, description="its JWKS: a file path or an https:// URL")
     oidc_audience: str | None = None
     oidc_tenant_claim: str = "tenant"
+    oidc_login_client_id: str | None = Field(
+        None, description="this server's client id at the OpenID provider: people sign in there in the browser"
+    )
+    oidc_login_client_secret: str | None = Field(None, description="its client secret at the provider")
     oidc_max_token_lifetime_seconds: int = Field(
         86400, ge=60, le=30 * 86400, description="provider tokens living longer (exp - iat) get 401"
     )
@@ -244,6 +254,13 @@ class Settings(BaseSettings):
             except (ZoneInfoNotFoundError, ValueError) as exc:
                 raise ValueError(f"not an IANA time zone: {zone!r}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _login_needs_provider(self) -> Settings:
+        """Browser sign-in at the OpenID provider (``oidc_login_client_id``) needs the provider itself."""
+        if self.oidc_login_client_id and not self.oidc_issuer:
+            raise ValueError("DERMBRIDGE_OIDC_LOGIN_CLIENT_ID needs DERMBRIDGE_OIDC_ISSUER")
+        return self
 
     def storage_url(self) -> StorageUrl:
         """The engine the tenants live in (``storage``; SQLite under ``data_dir`` when unset)."""

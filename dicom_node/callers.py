@@ -23,6 +23,7 @@ from pydicom.uid import UID
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node.sop_classes import QR_FIND, QR_GET, QR_MOVE, RETRIEVABLE_CLASSES
+from dicom_node.storage_commitment import STORAGE_COMMITMENT
 
 Service = Literal["echo", "store", "find", "get", "move"]
 SERVICES: tuple[Service, ...] = ("echo", "store", "find", "get", "move")
@@ -31,6 +32,7 @@ DIMSE_NAMES: dict[Service, str] = {"echo": "C-ECHO", "store": "C-STORE", "find":
 _SERVICE_OF: dict[str, Service] = {
     str(Verification): "echo",
     **{str(uid): "store" for uid in RETRIEVABLE_CLASSES},  # the AI results' classes: C-GET answers arrive on them
+    STORAGE_COMMITMENT: "store",  # a device that may store may ask whether the node keeps what it sent
     **{str(uid): "find" for uid in QR_FIND},
     **{str(uid): "get" for uid in QR_GET},
     **{str(uid): "move" for uid in QR_MOVE},

@@ -6,7 +6,8 @@ C-FIND, QIDO-RS, C-GET, C-MOVE and WADO-RS find them, and listed in the study's 
 
 What ingest does beside that is left out on purpose: no patient matching (the study's patient is known), no
 identity review, no Media, lesion or case, and no ``imaging.instance-stored`` event (the AI never analyses
-its own results). The study's indexed attributes stay those of its images. A SOP Instance UID already
+its own results): an ``imaging.derived-stored`` event instead, for forwarding (``dicom_node.forwarding``). The
+study's indexed attributes stay those of its images. A SOP Instance UID already
 stored is left as it is (the objects' UIDs are deterministic: a redelivered event stores nothing twice).
 """
 
@@ -25,6 +26,7 @@ from pydicom.dataset import Dataset
 from dicom_node.attributes import INSTANCE, STUDY, IndexedInstance, index_instance, recorded_patient
 from dicom_node.blobs import BlobStore
 from dicom_node.fhir_sync import SyncResult, add_derived_instance
+from dicom_node.forwarding.events import DERIVED_STORED, DerivedOrigin, DerivedStored
 from dicom_node.ingest import index_records
 from dicom_node.instance_files import new_object_key, seal_object, seal_object_key
 from dicom_node.iod import check_ai_result
@@ -33,6 +35,7 @@ from fhir_server.repository import Repository
 from fhir_server.storage.port import Record, TenantStore
 
 REASON = "DICOM AI results"  # the named system context of these writes
+AI_RESULT = DerivedOrigin()  # an AI result whose source and outcome are not given
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +73,12 @@ class UidTaken(RuntimeError):
 
 async def store_derived(
     store: TenantStore, blobs: BlobStore, ds: Dataset, home: StudyHome, *, title: str, linked: Linked | None = None,
-    audit: Callable[[Any], Awaitable[None]] | None = None,
+    audit: Callable[[Any], Awaitable[None]] | None = None, origin: DerivedOrigin = AI_RESULT,
 ) -> bool:  # fmt: skip
     """Store ``ds`` into its study (which must be on record); False when it was stored already (``UidTaken``
     when another object holds its UID). ``linked``
-    runs in the same transaction (the FHIR links to it), ``audit`` too (with the transaction)."""
+    runs in the same transaction (the FHIR links to it), ``audit`` too (with the transaction); ``origin``: what
+    the object is, for the tenant's forwarding rules."""
     data = await asyncio.to_thread(encoded, ds)
     ds = await asyncio.to_thread(dcmread, io.BytesIO(data))  # indexed as stored (plain values, as a peer sends them)
     check_ai_result(ds)
@@ -106,6 +110,9 @@ async def store_derived(
                                 object_key=sealed)  # fmt: skip
             if audit is not None:
                 await audit(tx)
+            await tx.append_event(DERIVED_STORED, DerivedStored(
+                indexed.study_uid, indexed.series_uid, indexed.instance_uid, str(ds.SOPClassUID), patient, origin.kind,
+                origin.source, origin.outcome).payload())  # fmt: skip
             target = blobs.path(store.name, indexed.study_uid, indexed.series_uid, indexed.instance_uid)
             await asyncio.to_thread(blobs.publish, staged, target)
             published = True

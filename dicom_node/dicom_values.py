@@ -20,16 +20,17 @@ from pydicom.valuerep import DA, DT, TM, PersonName
 log = logging.getLogger(__name__)
 
 
-def human_name(value: Any) -> list[dict[str, Any]]:
-    """A DICOM PN (alphabetic group: family^given^middle^prefix^suffix) as FHIR HumanNames."""
-    if value is None or not str(value).strip():
-        return []
-    pn = value if isinstance(value, PersonName) else PersonName(str(value))
-    family, given, middle = pn.family_name.strip(), pn.given_name.strip(), pn.middle_name.strip()
-    prefix, suffix = pn.name_prefix.strip(), pn.name_suffix.strip()
-    text = " ".join(p for p in (prefix, given, middle, family, suffix) if p)
+REPRESENTATION = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation"
+GROUPS = ("ABC", "IDE", "SYL")  # PS3.5 6.2.1.2: alphabetic, ideographic, phonetic component groups
+
+
+def _one_name(group: PersonName, family_first: bool = False) -> dict[str, Any] | None:
+    family, given, middle = group.family_name.strip(), group.given_name.strip(), group.middle_name.strip()
+    prefix, suffix = group.name_prefix.strip(), group.name_suffix.strip()
+    order = (family, given, middle) if family_first else (given, middle, family)  # 山田 太郎, Tarou Yamada
+    text = " ".join(p for p in (prefix, *order, suffix) if p)
     if not text:
-        return []
+        return None
     name: dict[str, Any] = {"text": text}
     if family:
         name["family"] = family
@@ -39,7 +40,22 @@ def human_name(value: Any) -> list[dict[str, Any]]:
         name["prefix"] = [prefix]
     if suffix:
         name["suffix"] = [suffix]
-    return [name]
+    return name
+
+
+def human_name(value: Any) -> list[dict[str, Any]]:
+    """A DICOM PN (component groups alphabetic=ideographic=phonetic, each family^given^middle^prefix^suffix) as
+    FHIR HumanNames: one per group present, the alphabetic first; when there is more than one, each says which
+    it is with the ISO 21090 EN representation extension (ABC, IDE, SYL), as HL7 V2/CDA do for Japanese names."""
+    if value is None or not str(value).strip():
+        return []
+    pn = value if isinstance(value, PersonName) else PersonName(str(value))
+    groups = (PersonName(pn.alphabetic), PersonName(pn.ideographic), PersonName(pn.phonetic))
+    named = ((code, _one_name(group, family_first=code != "ABC")) for code, group in zip(GROUPS, groups, strict=True))
+    names = [(code, name) for code, name in named if name is not None]
+    if len(names) == 1:
+        return [names[0][1]]
+    return [{**name, "extension": [{"url": REPRESENTATION, "valueCode": code}]} for code, name in names]
 
 
 def fhir_date(value: Any) -> str | None:

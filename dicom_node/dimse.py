@@ -1,4 +1,5 @@
-"""The DIMSE SCP (pynetdicom): C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE.
+"""The DIMSE SCP (pynetdicom): C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE and Storage Commitment (N-ACTION,
+answered by N-EVENT-REPORT: ``dicom_node.storage_commitment``).
 
 pynetdicom runs each association in its own thread; handlers hand the work to the server's
 asyncio loop and wait for it. Intervention handlers always answer a status (named in
@@ -13,6 +14,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,6 +28,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node import charsets, listener, statuses, transcoding
+from dicom_node import storage_commitment as commitment
 from dicom_node.admission import Admission, AssociationLimits
 from dicom_node.audit import DicomAudit, audit_event
 from dicom_node.callers import (
@@ -150,6 +153,7 @@ def application_entity(config: DimseConfig) -> AE:
         ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES), scu_role=True, scp_role=True)
     for sop_class in (*QR_FIND, *QR_GET, *QR_MOVE):
         ae.add_supported_context(sop_class)
+    ae.add_supported_context(commitment.STORAGE_COMMITMENT)  # SCP: N-ACTION in, N-EVENT-REPORT out
     for sop_class in STORAGE_CLASSES:  # C-MOVE sub-associations: one context per syntax, sent as stored
         for syntax in TRANSFER_SYNTAXES:
             ae.add_requested_context(sop_class, syntax)
@@ -183,6 +187,7 @@ class DimseServer:
             (evt.EVT_C_FIND, self._on_find),
             (evt.EVT_C_GET, self._on_get),
             (evt.EVT_C_MOVE, self._on_move),
+            (evt.EVT_N_ACTION, self._on_commitment_request),
             (evt.EVT_CONN_OPEN, self._on_connection),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
@@ -436,3 +441,51 @@ class DimseServer:
             return _accepted_syntaxes(sub_association[0], sop_class) if sub_association else []
 
         yield from self._sub_operations(event, "C-MOVE", f" to {destination.ae_title}", accepted)
+
+    def _on_commitment_request(self, event: Any) -> tuple[int | Dataset, Dataset | None]:
+        """PS3.4 J.3.2.1: an N-ACTION "Request Storage Commitment" (a device that may store may ask), checked and
+        answered at once from the durable store; the result goes in an N-EVENT-REPORT after the response."""
+        if (refusal := self._refusal(event, "store")) is not None:
+            return refusal, None
+        try:
+            tenant = self.tenant_of(event.assoc)
+            request = commitment.parse_request(event.request.ActionTypeID, event.action_information)
+        except commitment.InvalidCommitmentRequest as exc:
+            self._record(event, "N-ACTION", "failure", exc.comment)
+            return failure(exc.status, exc.comment), None
+        except Exception as exc:  # an undecodable Action Information
+            self._record(event, "N-ACTION", "failure", "cannot decode")
+            return failure(commitment.INVALID_ARGUMENT_VALUE, f"cannot decode the request: {type(exc).__name__}"), None
+
+        async def work() -> commitment.CommitmentResult:
+            return await commitment.commitment(await self._engine.tenant(tenant), self._ingestor.blobs, request)
+
+        try:
+            result = self._run(work)
+        except Exception:
+            log.exception("storage commitment failed")
+            self._record(event, "N-ACTION", "failure", "internal error")
+            return failure(statuses.UNABLE_TO_PROCESS, "the request could not be processed"), None
+        detail = f"transaction {result.transaction_uid}: {len(result.committed)} committed, {len(result.failed)} failed"
+        self._record(event, "N-ACTION", "success", detail)
+        if self.config.move_destinations.get(event.assoc.requestor.ae_title.strip()) is not None:
+            threading.Thread(target=self._report_commitment, args=(event, result), name="storage-commitment",
+                             daemon=True).start()  # fmt: skip
+        elif hasattr(event.assoc, "after_request"):
+            event.assoc.after_request(partial(self._report_commitment, event, result))
+        return statuses.SUCCESS, None
+
+    def _report_commitment(self, event: Any, result: commitment.CommitmentResult) -> None:
+        """The N-EVENT-REPORT (PS3.4 J.3.3): on a new association to the device's configured address when it has
+        one (it may release the N-ACTION's association at once), else on the N-ACTION's association (pynetdicom
+        sends it once the N-ACTION response is out); audited either way."""
+        calling = event.assoc.requestor.ae_title.strip()
+        info = commitment.event_information(result, self.config.ae_title)
+        destination = self.config.move_destinations.get(calling)
+        if destination is not None:
+            peer = (destination.host, destination.port, destination.ae_title)
+            reported, how = commitment.report_anew(self.config.ae_title, peer, result, info), "a new association"
+        else:
+            reported, how = commitment.report_on(event.assoc, result, info), "the same association"
+        outcome = "success" if reported else "failure"
+        self._record(event, "N-EVENT-REPORT", outcome, f"transaction {result.transaction_uid} on {how}", wait=False)

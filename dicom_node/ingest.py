@@ -130,7 +130,9 @@ class Ingestor:
             raise InvalidInstance(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"not mappable: {exc}") from exc
         sealed = await seal_object_key(tx, sync.patient_id, key, indexed.instance_uid) if key else None
         await index_records(tx, indexed, study, so_far, sync, new_instance=new_instance, object_key=sealed)
-        await tx.append_event("imaging.instance-stored", self._event(tenant, indexed, sync))
+        await tx.append_event(
+            "imaging.instance-stored", {**self._event(tenant, indexed, sync), "callingAE": calling_ae}
+        )
         return sync
 
     def _repository(self, store: TenantStore, tx: TenantTransaction, reason: str) -> Repository:

@@ -11,6 +11,7 @@ from dicom_node.errors import InvalidInstance
 from dicom_node.sop_classes import (
     COMPREHENSIVE_3D_SR,
     ENCAPSULATED_PDF,
+    KEY_OBJECT_SELECTION,
     MULTIFRAME_GRAYSCALE_BYTE_SC,
     MULTIFRAME_GRAYSCALE_WORD_SC,
     MULTIFRAME_SINGLE_BIT_SC,
@@ -79,13 +80,18 @@ def check_ai_result(ds: Dataset) -> None:
                 raise _fail(f"missing required {keyword} (SR Document Content / General modules)")
         if str(ds.ValueType) != "CONTAINER":
             raise _fail("the SR's root content item must be a CONTAINER")
+    elif sop_class == KEY_OBJECT_SELECTION:  # PS3.3 A.35.4: Key Object Document and SR Document Content
+        for keyword in ("ValueType", "ConceptNameCodeSequence", "ContentSequence",
+                        "CurrentRequestedProcedureEvidenceSequence"):  # fmt: skip
+            if not _value(ds, keyword):
+                raise _fail(f"missing required {keyword} (Key Object Document / SR Document Content modules)")
     elif sop_class == SEGMENTATION:
         for keyword in ("SegmentSequence", "SegmentationType", "ReferencedSeriesSequence", "NumberOfFrames"):
             if not _value(ds, keyword):
                 raise _fail(f"missing required {keyword} (Segmentation Image module)")
         _check_image(ds, sop_class)
     else:
-        raise _fail("not an AI result SOP class (Comprehensive 3D SR, Segmentation)")
+        raise _fail("not an AI result SOP class (Comprehensive 3D SR, Segmentation, Key Object Selection)")
 
 
 def _check_identity(ds: Dataset) -> None:

@@ -212,6 +212,23 @@ class _WaitingAssociation(Association):
     _activity: threading.Event
     _slot: Slot | None
     _admission: Admission | None
+    _after: list[Callable[[], None]]
+
+    def after_request(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on this association's thread once the request being served was answered (its response
+        queued whole before anything ``work`` sends): a Storage Commitment SCP's N-EVENT-REPORT (PS3.4 J.3.3)."""
+        self._after.append(work)
+
+    def _run_after(self) -> None:
+        while self._after:
+            work = self._after.pop(0)
+            self._is_paused = True  # as pynetdicom does around a service: ``work`` may use the send_*() methods
+            try:
+                work()
+            except Exception:
+                log.exception("work after a DIMSE request failed")
+            finally:
+                self._is_paused = False
 
     def run(self) -> None:
         try:
@@ -238,6 +255,7 @@ class _WaitingAssociation(Association):
             busy = message is not None
             if message is not None:
                 self._serve_request(message, int(context_id or 0))
+                self._run_after()
             if self._finished():
                 return
 
@@ -270,7 +288,18 @@ class _WaitingAssociation(Association):
         return True
 
 
-class _BulkReadingSocket(AssociationSocket):
+class ClosingSocket(AssociationSocket):
+    """pynetdicom's socket, closed even when ``shutdown`` fails (a peer that reset first, or a connection that
+    was refused: pynetdicom would leave those open until garbage collection)."""
+
+    def _shutdown_socket(self) -> None:
+        if self.socket is not None:
+            with contextlib.suppress(OSError):
+                self.socket.shutdown(socket.SHUT_RDWR)
+            self.socket.close()
+
+
+class _BulkReadingSocket(ClosingSocket):
     """pynetdicom's socket, reading a PDU in as few ``recv`` calls as the kernel allows.
 
     pynetdicom reads 4 KiB per call: 225 calls (and as many GIL hand-offs) for one 640x480
@@ -289,13 +318,6 @@ class _BulkReadingSocket(AssociationSocket):
     @property
     def ready(self) -> bool:
         return self.has_unread or bool(AssociationSocket.ready.fget(self))  # type: ignore[attr-defined]
-
-    def _shutdown_socket(self) -> None:
-        """pynetdicom's leaves the socket open when ``shutdown`` fails (a peer that reset first)."""
-        if self.socket is not None:
-            with contextlib.suppress(OSError):
-                self.socket.shutdown(socket.SHUT_RDWR)
-            self.socket.close()
 
     def unread(self, data: bytes | bytearray) -> None:
         self._unread[:0] = data
@@ -346,6 +368,7 @@ def make_waiting(
     assoc._activity = activity  # type: ignore[attr-defined]
     assoc._slot = slot  # type: ignore[attr-defined]
     assoc._admission = admission  # type: ignore[attr-defined]
+    assoc._after = []  # type: ignore[attr-defined]
     assoc.dul = _BlockingDUL(assoc, assoc.dul, activity.set, limits.max_pdu)
     assoc.acse_timeout = limits.artim_s  # also the DUL's ARTIM (Sta13: awaiting the peer's close)
     assoc.dimse.msg_queue = _adopt(assoc.dimse.msg_queue, activity.set)

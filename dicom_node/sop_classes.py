@@ -73,9 +73,11 @@ NON_IMAGE_CLASSES = frozenset({ENCAPSULATED_PDF})
 # and never analysed.
 COMPREHENSIVE_3D_SR = UID("1.2.840.10008.5.1.4.1.1.88.34")
 SEGMENTATION = UID("1.2.840.10008.5.1.4.1.1.66.4")
+KEY_OBJECT_SELECTION = UID("1.2.840.10008.5.1.4.1.1.88.59")
 AI_RESULT_CLASSES: dict[UID, str] = {
-    COMPREHENSIVE_3D_SR: "Comprehensive 3D SR Storage (AI results, TID 1500)",
+    COMPREHENSIVE_3D_SR: "Comprehensive 3D SR Storage (AI results and the signed-off decision, TID 1500)",
     SEGMENTATION: "Segmentation Storage (AI lesion mask)",
+    KEY_OBJECT_SELECTION: "Key Object Selection Document Storage (the signed-off decision's key images)",
 }
 AI_RESULT_SYNTAXES: tuple[UID, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 RETRIEVABLE_CLASSES: dict[UID, str] = {**STORAGE_CLASSES, **AI_RESULT_CLASSES}

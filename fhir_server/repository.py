@@ -2,8 +2,9 @@
 delete, their conditional forms, history and search.
 
 Free of HTTP: the API layer and the batch/transaction processor both call it. Every write
-validates, assigns ``id``/``meta.versionId``/``meta.lastUpdated``, extracts the search index
-and appends a ``resource.*`` outbox event in the same transaction.
+validates (the R4 schema, then the base specification's terminology bindings: ``binding_checks``),
+assigns ``id``/``meta.versionId``/``meta.lastUpdated``, extracts the search index and appends a
+``resource.*`` outbox event in the same transaction.
 
 Every interaction asks the repository's ``AccessPolicy`` first (``fhir_server.security.policy``):
 a repository is made either for a token's policy or, by ``Repository.system(store, reason=...)``,
@@ -25,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from fhir_server.binding_checks import binding_issues
 from fhir_server.definitions import resource_types
 from fhir_server.errors import (
     OperationOutcomeError,
@@ -57,7 +59,7 @@ from fhir_server.storage.port import (
 )
 from fhir_server.storage.query import SearchQuery
 from fhir_server.validation import check_type, validate
-from fhir_server.write_guards import check_guarded_write
+from fhir_server.write_guards import check_content, check_guarded_write
 
 APPEND_ONLY = "AuditEvent"
 HISTORY_BATCH = 500
@@ -81,6 +83,7 @@ class Stored:
     resource: dict[str, Any]
     version: ResourceVersion
     created: bool = False
+    issues: tuple[dict[str, Any], ...] = ()  # warnings of the write (binding checks), for the response
 
     @property
     def etag(self) -> str:
@@ -336,12 +339,13 @@ class Repository:
             self.policy.require(resource_type, "r")
         validate(resource, resource_type, server_built=server_built)
         self.policy.check_write(resource_type, resource, "c")
+        issues = await binding_issues(self.store, resource_type, resource)
         async with self._transaction() as repo:
             if if_none_exist is not None:
                 existing = await repo._conditional_match(resource_type, if_none_exist, "If-None-Exist")
                 if existing is not None:
                     return existing
-            return await repo._put(resource_type, str(uuid.uuid4()), resource, None, "POST")
+            return replace(await repo._put(resource_type, str(uuid.uuid4()), resource, None, "POST"), issues=issues)
 
     @staticmethod
     def _append_only(resource_type: str) -> None:
@@ -372,13 +376,14 @@ class Repository:
         if body_id != id:
             raise bad_request(f"the body's id {body_id!r} differs from the URL's {id!r}", ["id"])
         self.policy.check_write(resource_type, resource, "u")
+        issues = await binding_issues(self.store, resource_type, resource)
         index = index_resource({**resource, "resourceType": resource_type, "id": id}, self.local_base)
         async with self._transaction() as repo:  # the index is computed before taking the write lock
             current = await repo._reader.read(resource_type, id)
             if current is not None and not await repo._owned(decision, current):
                 raise not_found(f"{resource_type}/{id} is not known")
             repo._check_if_match(current, if_match)
-            return await repo._put(resource_type, id, resource, current, "PUT", index)
+            return replace(await repo._put(resource_type, id, resource, current, "PUT", index), issues=issues)
 
     async def conditional_update(
         self, resource: Any, *, resource_type: str, criteria: str, if_match: str | None = None
@@ -388,6 +393,7 @@ class Repository:
         self._append_only(resource_type)
         self._conditional_write(resource_type, "u")
         validate(resource, resource_type)
+        issues = await binding_issues(self.store, resource_type, resource)
         async with self._transaction() as repo:
             matches = await repo._matches(resource_type, criteria, "conditional update")
             if len(matches) > 1:
@@ -397,12 +403,12 @@ class Repository:
                 check_id(id)
                 if await repo._reader.read(resource_type, id) is not None:
                     raise conflict(f"{resource_type}/{id} exists but does not match {criteria!r}")
-                return await repo._put(resource_type, id, resource, None, "PUT")
+                return replace(await repo._put(resource_type, id, resource, None, "PUT"), issues=issues)
             current = matches[0]
             if resource.get("id") not in (None, current.id):
                 raise bad_request(f"the body's id differs from the matched {resource_type}/{current.id}", ["id"])
             repo._check_if_match(current, if_match)
-            return await repo._put(resource_type, current.id, resource, current, "PUT")
+            return replace(await repo._put(resource_type, current.id, resource, current, "PUT"), issues=issues)
 
     async def patch(
         self, patch: Any, *, resource_type: str, id: str, if_match: str | None = None, content_type: str | None = None
@@ -423,7 +429,8 @@ class Repository:
                 raise OperationOutcomeError.of(422, "processing", "a patch may not change resourceType or id")
             validate(patched, resource_type)
             self.policy.check_write(resource_type, patched, "u")
-            return await repo._put(resource_type, id, patched, current, "PATCH")
+            issues = await binding_issues(self.store, resource_type, patched)
+            return replace(await repo._put(resource_type, id, patched, current, "PATCH"), issues=issues)
 
     async def delete(self, resource_type: str, id: str, *, if_match: str | None = None) -> ResourceVersion | None:
         """http.html#delete: a versioned tombstone. Deleting a deleted or unknown resource succeeds."""
@@ -503,6 +510,7 @@ class Repository:
         if self.policy.access is not None:
             check_client_write(resource_type, resource, _content(current))
             await check_guarded_write(self._tx, self.policy, resource_type, resource, _content(current))
+            await check_content(self, resource_type, resource)
         version_number = current.version + 1 if current is not None else 1
         now = new_instant()
         meta = dict(resource.get("meta") or {})

@@ -1,5 +1,6 @@
 """The terminology a request sees: its tenant's own CodeSystems, ValueSets and ConceptMaps (read through
 the repository, so the caller's access decides), above the shipped base content (``terminology.content``).
+A large code system's concepts are in a store of their own (``fhir_server.code_system_stores``).
 
 A caller that may not read a type sees only the base content of that type. Indexes of the tenant's code
 systems are kept per (tenant, id, version), so an update is seen at once; the LRU bounds the memory.
@@ -10,10 +11,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+from fhir_server.code_system_stores import held_store
 from fhir_server.errors import OperationOutcomeError
 from fhir_server.repository import Repository, Stored
 from fhir_server.search.escaping import escape
-from terminology.codesystem import CodeSystemIndex
+from terminology.codesystem import CodeSystemIndex, CodeSystemView
 from terminology.content import BaseContent, base_content
 from terminology.errors import TerminologyError
 from terminology.resolver import Layered, Resolver
@@ -52,10 +54,13 @@ class TenantTerminology:
         found = await self.repo.find(resource_type, criteria, 1)
         return found[0] if found else None
 
-    async def code_system(self, url: str, version: str | None = None) -> CodeSystemIndex | None:
+    async def code_system(self, url: str, version: str | None = None) -> CodeSystemView | None:
         stored = await self.find_stored("CodeSystem", url, version)
         if stored is None:
             return None
+        held = await held_store(self.repo.transaction or self.repo.store, stored.resource)
+        if held is not None:
+            return held
         key = (self.repo.tenant, str(stored.resource.get("id")), str(stored.version.version))
         return _indexes.get(key, stored.resource)
 
@@ -78,7 +83,7 @@ def resolver_for(repo: Repository, pinned: dict[str, Any] | None = None) -> Reso
     """The tenant's resources above the base content; ``pinned`` (an instance the operation is invoked
     on, or one given inline) above both."""
     layers: list[Resolver] = [TenantTerminology(repo), base_content()]
-    if pinned is not None:
+    if pinned is not None and pinned.get("content") != "not-present":  # its concepts are in a store
         layers.insert(0, BaseContent([pinned]))
     return Layered(layers)
 

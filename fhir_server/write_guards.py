@@ -11,15 +11,21 @@ token-bound repositories only; a guard raises an ``OperationOutcomeError`` to re
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fhir_server.security.policy import AccessPolicy
 from fhir_server.storage.port import TenantReader
+
+if TYPE_CHECKING:
+    from fhir_server.repository import Repository
 
 Content = dict[str, Any] | None
 # (reader, policy, resource type, content to write (None: a deletion), current content (None: none))
 Guard = Callable[[TenantReader, AccessPolicy, str, Content, Content], Awaitable[None]]
 _GUARDS: dict[str, list[Guard]] = {}
+# (the repository bound to the write's transaction, resource type, content to write): every type
+ContentCheck = Callable[["Repository", str, dict[str, Any]], Awaitable[None]]
+_CONTENT_CHECKS: list[ContentCheck] = []
 
 
 def register_guard(resource_type: str, guard: Guard) -> None:
@@ -35,3 +41,15 @@ async def check_guarded_write(
     """Raises when a guard refuses a client's write of ``resource_type``."""
     for guard in _GUARDS.get(resource_type, ()):
         await guard(reader, policy, resource_type, resource, before)
+
+
+def register_content_check(check: ContentCheck) -> None:
+    """Adds a check on client writes of every type, run after the guards (e.g. ``meta.profile`` claims)."""
+    if check not in _CONTENT_CHECKS:
+        _CONTENT_CHECKS.append(check)
+
+
+async def check_content(repo: Repository, resource_type: str, resource: dict[str, Any]) -> None:
+    """Raises when a content check refuses a client's write."""
+    for check in _CONTENT_CHECKS:
+        await check(repo, resource_type, resource)

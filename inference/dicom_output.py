@@ -29,20 +29,20 @@ from pydicom.dataset import Dataset
 
 from dicom_node.blobs import BlobStore
 from dicom_node.derived import StudyHome, store_derived
+from dicom_node.forwarding.events import AI_RESULTS, INDETERMINATE, DerivedOrigin
 from fhir_server.audit.events import DCM
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.repository import Repository
 from fhir_server.storage.port import TenantTransaction
-from inference.dicom_results import AiResultObjects, build
+from inference.dicom_results import DICOM_SR_EXTENSION, AiResultObjects, build
 from inference.events import analysis_event
 from inference.explanation_failure import record_dicom_results_unavailable
-from inference.findings import FINDING_SYSTEM, ImageContext, result_key
+from inference.findings import FINDING_SYSTEM, ImageContext, predicted_outcome, result_key
 from inference.model_card import ModelCard
 from inference.pipeline import Prediction
 from inference.segmentation import Segmentation
 
 log = logging.getLogger(__name__)
-DICOM_SR_EXTENSION = "urn:dermbridge:dicom-sr"
 DICOM_UID_SYSTEM = "urn:dicom:uid"
 
 
@@ -74,6 +74,13 @@ async def link_results(repo: Repository, context: ImageContext, card: ModelCard,
     return linked
 
 
+def called_tier(card: ModelCard, prediction: Prediction) -> str:
+    """The risk tier the model called for the image (``indeterminate``: no call, or an equivocal one), for the
+    tenant's forwarding rules (``dicom_node.forwarding.config``)."""
+    outcome = predicted_outcome(card, list(prediction.probabilities))
+    return INDETERMINATE if outcome is None or outcome.indeterminate else outcome.output.risk_tier
+
+
 def _audit_event(context: ImageContext, objects: AiResultObjects) -> dict[str, Any]:
     """DICOM "DICOM Instances Accessed" (110103) with action Create: the server made these instances."""
     made = ", ".join(f"{ds.Modality} {ds.SOPInstanceUID}" for ds in (objects.sr, objects.seg) if ds is not None)
@@ -99,19 +106,22 @@ async def write_dicom_results(
         )  # fmt: skip
         home = StudyHome(context.patient_id, context.imaging_study_id, context.report_id)
         store = repo.store
+        origin = DerivedOrigin(AI_RESULTS, context.instance_uid, called_tier(card, prediction))
 
         async def recorded(tx: TenantTransaction) -> None:
             if audit is not None:
                 await audit.record_in(store, tx, _audit_event(context, objects))
 
         if objects.seg is not None:
-            await store_derived(store, blobs, objects.seg, home, title=str(objects.seg.SeriesDescription))
+            await store_derived(
+                store, blobs, objects.seg, home, title=str(objects.seg.SeriesDescription), origin=origin
+            )
 
         async def linked(bound: Repository) -> None:
             await link_results(bound, context, card, str(objects.sr.SOPInstanceUID))
 
         await store_derived(store, blobs, objects.sr, home, title=str(objects.sr.SeriesDescription), linked=linked,
-                            audit=recorded)  # fmt: skip
+                            audit=recorded, origin=origin)  # fmt: skip
         return objects
     except Exception as exc:
         log.exception("the DICOM SR/SEG of instance %s could not be made; the findings stand", context.instance_uid)

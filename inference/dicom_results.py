@@ -10,19 +10,27 @@ highdicom:
   TID 1410 on the SEG's segment (TID 1501 on the image when no lesion was segmented); its tracking
   identifier the lesion (BodyStructure), finding SCT 52988006 Lesion, finding site the image's
   anatomic region and laterality (CID 244), the model as device observer and as TID 4019 algorithm
-  identification (name, version, weights SHA-256 as a parameter); one NUM per class, "Probability of
+  identification (name, version, weights SHA-256 as a parameter); two NUMs per class, "Probability of
   <class>" in UCUM ``1`` (CID 7181 "no units": the FHIR risk result's unit), kept within 0.001-0.999
-  like the FHIR value; for malignant and pre-malignant classes a qualitative evaluation "AI reading:
-  <class>" = SCT 10828004 Positive / 42425007 Equivocal (the band just under the threshold) / 260385009
-  Negative (CID 250; a benign class gets none, as in FHIR); and the predicted diagnosis, SCT 439401001
-  Diagnosis = the class's SNOMED CT concept only for a clinical model.
+  like the FHIR value, and "Decision threshold for <class>" (the card's threshold: a probability reads
+  positive at or above it, so a reader knows what the number means); for malignant and pre-malignant
+  classes a qualitative evaluation "AI reading: <class>" = SCT 10828004 Positive / 42425007 Equivocal
+  (the band just under the threshold) / 260385009 Negative (CID 250; a benign class gets none, as in
+  FHIR); and the predicted diagnosis, SCT 439401001 Diagnosis = the class's SNOMED CT concept only for a
+  clinical model.
 
 Clinical meaning as in FHIR (``inference.findings``): a negative class is never a finding value (the
 disease is named by the evaluation, its value is Negative); a demonstration model (card
 ``clinical_use: false``) writes no SNOMED CT disease at all (its diagnosis value is a DermBridge code
 whose meaning says "demonstration model, not a diagnosis"), and both objects say DEMONSTRATION in the
-series description, the algorithm name, a Comment of the report (TID 1500 qualitative evaluations) and
-the SEG's content description and segment label.
+series description, the algorithm name, the lesion's measurement group itself (its first qualitative
+evaluation, "Intended use of this AI output" = "DEMONSTRATION model: not a diagnosis...", shown by a viewer
+with the findings), a Comment of the report (TID 1500 qualitative evaluations) and the SEG's content
+description and segment label.
+
+An image without Pixel Spacing gets a SEG all the same: the SEG never carries the photograph's spacing
+(``_without_spacing``) nor a Frame of Reference, so no Pixel Measures functional group is required of it
+(tested: highdicom reads it, ``dcmdump -E`` parses it, the IOD check passes).
 
 UIDs are derived from the image and the model (``derived_uid``: name-based), so a redelivered
 event builds the same objects. The series are per source series and model: a lesion's SRs share one
@@ -61,7 +69,12 @@ DERMOSCOPIC_PHOTOGRAPHY = hd.sr.CodedConcept("446078004", "SCT", "Dermoscopic ph
 IMAGING_PROCEDURE = codes.SCT.ImagingProcedure  # 363679005 (CID 100)
 QUALITATIVE_EVALUATIONS = hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")  # TID 1500 row 12
 DEMO = "DEMONSTRATION, not for clinical use"
+AI_OUTPUT_USE = hd.sr.CodedConcept("ai-output-use", SCHEME, "Intended use of this AI output")
+DEMONSTRATION_OUTPUT = hd.sr.CodedConcept(
+    "demonstration", SCHEME, "DEMONSTRATION model: not a diagnosis, not for clinical use"
+)
 SR_SERIES, SEG_SERIES = 1000, 2000  # added to the source's SeriesNumber
+DICOM_SR_EXTENSION = "urn:dermbridge:dicom-sr"  # a result Observation's link to its SR (dicom_output)
 UID_NAMESPACE = uuid.UUID("6d1f3c52-3b9e-5b7a-9a8e-2f6b1e0c4d21")  # DermBridge's AI result objects
 
 
@@ -149,14 +162,17 @@ def _score(value: float) -> float:
 
 
 def _measurements(card: ModelCard, probabilities: list[float]) -> list[hd.sr.Measurement]:
-    return [
-        hd.sr.Measurement(
-            name=_private(f"probability-of-{c.code}", f"Probability of {c.display}"),
-            value=_score(probabilities[c.index]),
-            unit=NO_UNITS,
-        )
-        for c in card.classes
-    ]
+    """Per class its probability, then the model's decision threshold for it: a probability means
+    "positive" only at or above that threshold (a 0.4 under a 0.3 threshold is a positive reading)."""
+    measured = []
+    for c in card.classes:
+        measured += [
+            hd.sr.Measurement(name=_private(f"probability-of-{c.code}", f"Probability of {c.display}"),
+                              value=_score(probabilities[c.index]), unit=NO_UNITS),
+            hd.sr.Measurement(name=_private(f"threshold-of-{c.code}", f"Decision threshold for {c.display}"),
+                              value=round(float(c.threshold), 6), unit=NO_UNITS),
+        ]  # fmt: skip
+    return measured
 
 
 def _diagnosis_value(card: ModelCard, output: OutputClass, indeterminate: bool) -> hd.sr.CodedConcept:
@@ -170,9 +186,11 @@ def _diagnosis_value(card: ModelCard, output: OutputClass, indeterminate: bool) 
 
 
 def _evaluations(card: ModelCard, probabilities: list[float]) -> list[hd.sr.QualitativeEvaluation]:
-    """Per malignant or pre-malignant class, the reading of its score against its threshold (the disease
-    named in the concept, never as a value); then the predicted diagnosis, if any."""
-    evaluations = [
+    """A demonstration model's label first (in the group, where a viewer shows it with the findings); per
+    malignant or pre-malignant class, the reading of its score against its threshold (the disease named in
+    the concept, never as a value); then the predicted diagnosis, if any."""
+    evaluations = [] if card.clinical_use else [hd.sr.QualitativeEvaluation(AI_OUTPUT_USE, DEMONSTRATION_OUTPUT)]
+    evaluations += [
         hd.sr.QualitativeEvaluation(
             _private(f"reading-of-{c.code}", f"AI reading: {c.display}"),
             READINGS[reading(card, c, float(probabilities[c.index]))["code"]],
@@ -327,14 +345,14 @@ def build(source: Dataset, card: ModelCard, probabilities: list[float], segmenta
     sr = build_report(source, card, probabilities, seg, server_version, weights_sha256, tracked)
     for derived in (sr, seg):
         if derived is not None:
-            _carry_context(source, derived)
+            carry_context(source, derived)
     return AiResultObjects(sr, seg)
 
 
 CARRIED = ("IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence", "StudyDescription", "TimezoneOffsetFromUTC")
 
 
-def _carry_context(source: Dataset, derived: Dataset) -> None:
+def carry_context(source: Dataset, derived: Dataset) -> None:
     """Patient and study attributes of the image that highdicom does not copy (PS3.3 C.7.1.1, C.7.2.1): a
     PACS files the objects with the images and their patient."""
     for keyword in CARRIED:

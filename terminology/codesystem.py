@@ -5,14 +5,16 @@ both state is-a when ``hierarchyMeaning`` is ``is-a`` or absent)."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from terminology.errors import too_costly
+from terminology.errors import invalid, not_supported, too_costly
 
 MAX_CONCEPTS = 2_000_000  # concepts of one code system held in memory
 HIERARCHY_PROPERTIES = ("parent", "child")
+HIERARCHY_OPS = ("is-a", "descendent-of", "is-not-a", "generalizes")
+FILTER_OPS = (*HIERARCHY_OPS, "in", "not-in", "=", "exists")
 
 
 @dataclass(slots=True)
@@ -24,6 +26,39 @@ class Concept:
     properties: list[dict[str, Any]] = field(default_factory=list)
     parents: list[str] = field(default_factory=list)
     children: list[str] = field(default_factory=list)
+
+
+class CodeSystemView(Protocol):
+    """What the operations need of a code system, whether held in memory (``CodeSystemIndex``) or in a
+    store of its own (``terminology.closure_store.ClosureCodeSystem``, for releases of hundreds of
+    thousands of concepts)."""
+
+    url: str
+    version: str | None
+    name: str | None
+    content: str
+    case_sensitive: bool
+
+    def get(self, code: str) -> Concept | None: ...
+
+    def many(self, codes: Iterable[str], designations: bool = True) -> list[Concept]:
+        """The concepts of ``codes`` in the order given, unknown codes left out; ``designations`` False: a
+        store may leave them out (an expansion without a text filter does not need them)."""
+        ...
+
+    def all_codes(self, limit: int) -> list[str]:
+        """Every code in the system's order; too-costly beyond ``limit``."""
+        ...
+
+    def select(self, prop: str, op: str, value: str, limit: int) -> list[str]:
+        """codesystem-filter-operator: the codes one ``compose.include.filter`` selects, in order."""
+        ...
+
+    def descendants(self, code: str, limit: int) -> Iterator[str]: ...
+
+    def ancestors(self, code: str) -> set[str]: ...
+
+    def subsumption(self, code_a: str, code_b: str) -> str: ...
 
 
 @dataclass(slots=True)
@@ -101,6 +136,58 @@ class CodeSystemIndex:
             found = next((c for k, c in self.concepts.items() if k.lower() == lowered), None)
         return found
 
+    def many(self, codes: Iterable[str], designations: bool = True) -> list[Concept]:
+        return [c for c in (self.concepts.get(code) for code in codes) if c is not None]
+
+    def all_codes(self, limit: int) -> list[str]:
+        if len(self.concepts) > limit:
+            raise too_costly(f"{self.url} has more than {limit} codes", "url")
+        return list(self.concepts)
+
+    def select(self, prop: str, op: str, value: str, limit: int) -> list[str]:
+        return sorted(self._select(prop, op, value, limit), key=self.order.__getitem__)
+
+    def _select(self, prop: str, op: str, value: str, limit: int) -> set[str]:
+        check_filter(prop, op)
+        if op in HIERARCHY_OPS:
+            return self._hierarchy(op, value, limit)
+        if op in ("in", "not-in"):
+            wanted = {v.strip() for v in value.split(",")}
+            selected = {c for c in self.concepts if self._property_values(c, prop) & wanted}
+            return selected if op == "in" else set(self.concepts) - selected
+        if op == "exists":
+            present = {c for c in self.concepts if self._property_values(c, prop)}
+            return present if value == "true" else set(self.concepts) - present
+        return {c for c in self.concepts if value in self._property_values(c, prop)}
+
+    def _hierarchy(self, op: str, value: str, limit: int) -> set[str]:
+        if value not in self.concepts:
+            raise invalid(f"{value} is not a code of {self.url}", "filter")
+        if op == "generalizes":
+            return self.ancestors(value) | {value}
+        below = set(self.descendants(value, limit))
+        if op == "is-a":
+            return below | {value}
+        if op == "descendent-of":
+            return below
+        return set(self.concepts) - below - {value}
+
+    def _property_values(self, code: str, prop: str) -> set[str]:
+        concept = self.concepts[code]
+        if prop in ("concept", "code"):
+            return {code}
+        if prop == "parent":
+            return set(concept.parents)
+        if prop == "child":
+            return set(concept.children)
+        found: set[str] = set()
+        for item in concept.properties:
+            if item.get("code") == prop:
+                found.update(str(v) for k, v in item.items() if k.startswith("value") and not isinstance(v, dict))
+                if isinstance(item.get("valueCoding"), dict):
+                    found.add(str(item["valueCoding"].get("code")))
+        return found
+
     def descendants(self, code: str, limit: int) -> Iterator[str]:
         """Every code below ``code`` (not itself), breadth first; ``limit`` bounds the walk."""
         seen = {code}
@@ -135,6 +222,14 @@ class CodeSystemIndex:
         if code_b in self.ancestors(code_a):
             return "subsumed-by"
         return "not-subsumed"
+
+
+def check_filter(prop: Any, op: Any) -> None:
+    """The filter operators and properties supported (codesystem-filter-operator)."""
+    if op not in FILTER_OPS:
+        raise not_supported(f"filter operator {op!r} is not supported; use one of {', '.join(FILTER_OPS)}")
+    if prop not in ("concept", "code", "parent", "child") and op not in ("=", "exists", "in", "not-in"):
+        raise not_supported(f"filter {prop} {op} is not supported")
 
 
 def _walk(concepts: list[dict[str, Any]], parent: str | None) -> Iterator[tuple[dict[str, Any], str | None]]:

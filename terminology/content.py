@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
-from terminology.codesystem import CodeSystemIndex
+from terminology.codesystem import CodeSystemIndex, CodeSystemView
 
 DATA_FILES = ("fhir-r4.json.gz", "dermatology.json")
 TYPES = ("CodeSystem", "ValueSet", "ConceptMap")
@@ -50,7 +50,7 @@ class BaseContent:
             self._indexes[url] = CodeSystemIndex.of(found)
         return self._indexes[url]
 
-    async def code_system(self, url: str, version: str | None = None) -> CodeSystemIndex | None:
+    async def code_system(self, url: str, version: str | None = None) -> CodeSystemView | None:
         index = self.index(url)
         if index is None or (version and index.version and version != index.version):
             return None

@@ -1,6 +1,6 @@
 """ValueSet expansion (valueset.html#expansion, valueset-operation-expand.html): the codes a
 ``compose`` selects, from enumerated concepts, property filters over hierarchical code systems
-(``is-a``, ``descendent-of``, ``is-not-a``, ``generalizes``, ``in``, ``not-in``, ``=``, ``exists``)
+(``FILTER_OPS``: ``is-a``, ``descendent-of``, ``is-not-a``, ``generalizes``, ``in``, ``not-in``, ``=``, ``exists``)
 and other value sets, less the excluded ones. Bounded: an expansion larger than ``MAX_EXPANSION``
 codes is refused with ``too-costly`` rather than built."""
 
@@ -10,14 +10,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from terminology.codesystem import CodeSystemIndex
+from terminology.codesystem import CodeSystemView, check_filter
 from terminology.errors import TerminologyError, invalid, not_supported, too_costly
 from terminology.resolver import Resolver, require_code_system, require_value_set, split_canonical
 
 MAX_EXPANSION = 10_000  # codes one expansion may hold before text filter and paging
 MAX_NESTING = 5  # value sets including value sets
 MAX_VALUE_SETS = 50  # value sets one expansion may expand, nested ones included
-FILTER_OPS = ("is-a", "descendent-of", "is-not-a", "generalizes", "in", "not-in", "=", "exists")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +45,11 @@ class Entry:
 
 
 class Expander:
-    def __init__(self, resolver: Resolver, limit: int = MAX_EXPANSION) -> None:
+    def __init__(self, resolver: Resolver, limit: int = MAX_EXPANSION, *, terms: bool = True) -> None:
+        """``terms``: read each code's designations too (for a text filter)."""
         self.resolver = resolver
         self.limit = limit
+        self.terms = terms
         self.expanded = 0
 
     async def expand(self, value_set: dict[str, Any], depth: int = 0) -> list[Entry]:
@@ -117,68 +118,35 @@ class Expander:
                 raise TerminologyError(
                     422, "processing", f"code system {system} is not held here in full: it cannot be expanded", []
                 )
-            return self._bounded([_entry(index, c) for c in index.concepts])
-        codes: set[str] | None = None
+            return entries(index, index.all_codes(self.limit), self.terms)
+        codes: list[str] | None = None
         for item in filters:
-            matched = self._filter(index, item)
-            codes = matched if codes is None else codes & matched
-        return [_entry(index, c) for c in sorted(codes or (), key=index.order.__getitem__)]
-
-    def _filter(self, index: CodeSystemIndex, item: dict[str, Any]) -> set[str]:
-        """codesystem-filter-operator: one filter's codes."""
-        prop, op, value = item.get("property"), item.get("op"), item.get("value")
-        if op not in FILTER_OPS or not isinstance(value, str):
-            raise not_supported(f"filter operator {op!r} is not supported; use one of {', '.join(FILTER_OPS)}")
-        if prop not in ("concept", "code", "parent", "child") and op not in ("=", "exists", "in", "not-in"):
-            raise not_supported(f"filter {prop} {op} is not supported")
-        if op in ("is-a", "descendent-of", "is-not-a", "generalizes"):
-            return self._hierarchy(index, op, value)
-        if op in ("in", "not-in"):
-            wanted = {v.strip() for v in value.split(",")}
-            selected = {c for c in index.concepts if _property_values(index, c, prop) & wanted}
-            return selected if op == "in" else set(index.concepts) - selected
-        if op == "exists":
-            present = {c for c in index.concepts if _property_values(index, c, prop)}
-            return present if value == "true" else set(index.concepts) - present
-        return {c for c in index.concepts if value in _property_values(index, c, prop)}
-
-    def _hierarchy(self, index: CodeSystemIndex, op: str, value: str) -> set[str]:
-        if value not in index.concepts:
-            raise invalid(f"{value} is not a code of {index.url}", "filter")
-        if op == "generalizes":
-            return index.ancestors(value) | {value}
-        below = set(index.descendants(value, self.limit))
-        if op == "is-a":
-            return below | {value}
-        if op == "descendent-of":
-            return below
-        return set(index.concepts) - below - {value}
+            prop, op, value = item.get("property"), item.get("op"), item.get("value")
+            check_filter(prop, op)
+            if not isinstance(value, str):
+                raise not_supported(f"filter operator {op!r} needs a value")
+            matched = index.select(str(prop), str(op), value, self.limit)
+            codes = matched if codes is None else [c for c in codes if c in set(matched)]
+            if len(codes) > self.limit:
+                raise too_costly(f"the filter {prop} {op} {value} selects more than {self.limit} codes", "filter")
+        return entries(index, codes or [], self.terms)
 
 
-def _property_values(index: CodeSystemIndex, code: str, prop: Any) -> set[str]:
-    concept = index.concepts[code]
-    if prop in ("concept", "code"):
-        return {code}
-    if prop == "parent":
-        return set(concept.parents)
-    if prop == "child":
-        return set(concept.children)
-    found: set[str] = set()
-    for item in concept.properties:
-        if item.get("code") == prop:
-            found.update(str(v) for k, v in item.items() if k.startswith("value") and not isinstance(v, dict))
-            if isinstance(item.get("valueCoding"), dict):
-                found.add(str(item["valueCoding"].get("code")))
-    return found
+def entries(index: CodeSystemView, codes: list[str], terms: bool = True) -> list[Entry]:
+    """Expansion entries of ``codes``, read in one batch (a code system in a store reads them in one query)."""
+    return [
+        Entry(
+            index.url,
+            concept.code,
+            concept.display,
+            index.version,
+            tuple(str(d["value"]) for d in concept.designations if isinstance(d.get("value"), str)),
+        )
+        for concept in index.many(codes, terms)
+    ]
 
 
-def _entry(index: CodeSystemIndex, code: str) -> Entry:
-    concept = index.concepts[code]
-    terms = tuple(str(d["value"]) for d in concept.designations if isinstance(d.get("value"), str))
-    return Entry(index.url, code, concept.display, index.version, terms)
-
-
-def _enumerated(system: str, concept: dict[str, Any], index: CodeSystemIndex | None) -> Entry:
+def _enumerated(system: str, concept: dict[str, Any], index: CodeSystemView | None) -> Entry:
     """An enumerated concept: its display from the include, else from the code system when known."""
     code = str(concept["code"])
     known = index.get(code) if index is not None else None

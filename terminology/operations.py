@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from terminology.codesystem import CodeSystemIndex
+from terminology.codesystem import CodeSystemView
 from terminology.errors import TerminologyError, invalid, unknown
 from terminology.expansion import Entry, Expander
 from terminology.resolver import Resolver, require_code_system
@@ -81,7 +81,7 @@ async def expand(
     count = MAX_COUNT if count is None else count
     if count > MAX_COUNT:
         raise TerminologyError(400, "too-costly", f"count is at most {MAX_COUNT}", ["count"])
-    entries = await Expander(resolver).expand(value_set)
+    entries = await Expander(resolver, terms=bool(text)).expand(value_set)
     if text:
         needle = text.casefold()
         entries = [e for e in entries if e.mentions(needle)]
@@ -121,7 +121,7 @@ async def validate_code(
     return _judged(match, code, display)
 
 
-def validate_in_code_system(index: CodeSystemIndex, code: str, display: str | None = None) -> dict[str, Any]:
+def validate_in_code_system(index: CodeSystemView, code: str, display: str | None = None) -> dict[str, Any]:
     """codesystem-operation-validate-code.html: the code looked up directly (no expansion, any size)."""
     concept = index.get(code)
     if concept is None:

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from terminology.codesystem import CodeSystemIndex
+from terminology.codesystem import CodeSystemView
 from terminology.errors import TerminologyError, unknown
 
 
 class Resolver(Protocol):
-    async def code_system(self, url: str, version: str | None = None) -> CodeSystemIndex | None: ...
+    async def code_system(self, url: str, version: str | None = None) -> CodeSystemView | None: ...
 
     async def value_set(self, url: str, version: str | None = None) -> dict[str, Any] | None: ...
 
@@ -27,7 +27,7 @@ class Layered:
     def __init__(self, layers: Sequence[Resolver]) -> None:
         self.layers = tuple(layers)
 
-    async def code_system(self, url: str, version: str | None = None) -> CodeSystemIndex | None:
+    async def code_system(self, url: str, version: str | None = None) -> CodeSystemView | None:
         for layer in self.layers:
             found = await layer.code_system(url, version)
             if found is not None:
@@ -54,7 +54,7 @@ def split_canonical(url: str, version: str | None) -> tuple[str, str | None]:
     return base, version or (embedded if bar else None)
 
 
-async def require_code_system(resolver: Resolver, url: str, version: str | None, expression: str) -> CodeSystemIndex:
+async def require_code_system(resolver: Resolver, url: str, version: str | None, expression: str) -> CodeSystemView:
     """The code system, or 404 naming the system (and version) the server does not know."""
     found = await resolver.code_system(url, version)
     if found is None:

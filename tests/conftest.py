@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from dermbridge.app import create_app
 from dermbridge.settings import Settings
 from tests.factories import put_entry, synthea_resources, transaction
+from tests.orthanc import Orthanc, running_orthanc
 from tests.postgres import ThrowawayPostgres, throwaway_postgres
 from tests.schema import assert_r4
 
@@ -106,3 +107,10 @@ def synthea_client(
         if batch:
             assert c.post(BASE, json=transaction(batch)).status_code == 200
         yield c
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
+    """A real Orthanc on free loopback ports, as a peer PACS (``tests/orthanc.py``)."""
+    with running_orthanc(tmp_path / "orthanc") as peer:
+        yield peer

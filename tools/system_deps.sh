@@ -17,6 +17,7 @@ Orthanc orthanc
 haproxy haproxy
 node nodejs
 npm npm
+chromium chromium
 PACKAGES
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing Debian packages for the tests: ${missing[*]}"

@@ -148,6 +148,33 @@ def _prune_schema(schema: dict, structures: dict[str, dict]) -> dict:
     }
 
 
+BOUND_STRENGTHS = ("required", "extensible", "preferred")
+BINDING_DEPTH = 3  # data types nested in data types whose bindings are listed under a resource's paths
+NOT_DESCENDED = ("Reference", "Extension", "Narrative", "Resource", "CodeableConcept", "Coding", "Quantity")
+
+
+def _bindings(structures: dict[str, dict], type_name: str, prefix: str, depth: int = 0) -> list[list[str]]:
+    """[path, strength, value set] of every required/extensible/preferred binding of a type's elements and of
+    the elements of the data types they use (``Patient.identifier.type``), choice types named by their type
+    (``Observation.effectiveTiming.code``)."""
+    sd = structures[type_name]
+    found: list[list[str]] = []
+    for element in sd["snapshot"]["element"]:
+        path: str = element["path"]
+        if "." not in path:
+            continue
+        here = prefix + path[len(sd["type"]) :]
+        binding = element.get("binding") or {}
+        if binding.get("strength") in BOUND_STRENGTHS and binding.get("valueSet"):
+            found.append([here, binding["strength"], binding["valueSet"].split("|")[0]])
+        for kind in (t["code"] for t in element.get("type", [])):
+            nested = structures.get(kind)
+            if depth < BINDING_DEPTH and nested and nested["kind"] == "complex-type" and kind not in NOT_DESCENDED:
+                named = here[:-3] + kind[0].upper() + kind[1:] if here.endswith("[x]") else here
+                found.extend(_bindings(structures, kind, named, depth + 1))
+    return found
+
+
 def _element(element: dict) -> dict:
     """A snapshot element without its mappings, comments and XPath (what validation and snapshots need)."""
     kept = {k: v for k, v in element.items() if k in ELEMENT_KEYS or k.startswith(("fixed", "pattern"))}
@@ -202,6 +229,7 @@ def vendor(source: Path) -> None:
     )
     _write("choice-elements.json.gz", choices)
     _write("summary-elements.json.gz", {name: _summary_elements(structures[name]) for name in resource_types})
+    _write("bindings.json.gz", {name: _bindings(structures, name, name) for name in resource_types})
     _write("structure-definitions.json.gz", _base_structures(structures))
 
 

@@ -1,6 +1,7 @@
 """Vendor the terminology base content into ``terminology/data`` (development time only).
 
-- ``fhir-r4.json.gz``: the ValueSets of every ``required`` binding of the R4 resources DermBridge serves,
+- ``fhir-r4.json.gz``: the ValueSets of every required, extensible and preferred binding of the R4 resources
+  DermBridge serves (elements of the data types they use included),
   the value sets they include and the CodeSystems they draw on, from ``../shared/fhir-r4``.
 - ``dermatology.json``: the hand-checked table in ``tools/dermatology_terms.py`` (SNOMED CT, ICD-10,
   LOINC fragments, the SNOMED CT -> ICD-10 ConceptMap) and DICOM PS3.16 context groups from pydicom's
@@ -23,9 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dermatology_terms import dermatology_resources
 
-from fhir_server.definitions import resource_types
+from fhir_server.definitions import base_bindings, resource_types
 
 OUT = Path(__file__).resolve().parent.parent / "terminology" / "data"
+# Code systems R4 carries a dated copy of, which the world has moved past: held as complete, they would make
+# newer codes invalid (DICOM's DCM gains codes every release, e.g. 130305 of CID 4029).
+OUTDATED_SYSTEMS = ("http://dicom.nema.org/resources/ontology/DCM",)
 KEEP = (
     "resourceType",
     "id",
@@ -53,19 +57,10 @@ def _entries(source: Path, name: str) -> list[dict[str, Any]]:
     return [e["resource"] for e in json.loads((source / name).read_text())["entry"]]
 
 
-def _required_value_sets(source: Path) -> set[str]:
-    served = resource_types()
-    found: set[str] = set()
-    for sd in _entries(source, "profiles-resources.json"):
-        if sd.get("resourceType") != "StructureDefinition" or sd.get("type") not in served:
-            continue
-        if sd.get("derivation") != "specialization":
-            continue
-        for element in sd["snapshot"]["element"]:
-            binding = element.get("binding") or {}
-            if binding.get("strength") == "required" and binding.get("valueSet"):
-                found.add(binding["valueSet"].split("|")[0])
-    return found
+def _bound_value_sets() -> set[str]:
+    """The value sets of every required, extensible and preferred binding of the served types
+    (``fhir_server.definitions.base_bindings``: the write-time binding checks use them)."""
+    return {binding.value_set for name in resource_types() for binding in base_bindings(name)}
 
 
 def _trim(resource: dict[str, Any]) -> dict[str, Any]:
@@ -73,11 +68,11 @@ def _trim(resource: dict[str, Any]) -> dict[str, Any]:
 
 
 def r4_content(source: Path) -> list[dict[str, Any]]:
-    """The required-binding value sets, closed over included value sets and code systems."""
+    """The bound value sets, closed over included value sets and code systems."""
     pool = _entries(source, "valuesets.json") + _entries(source, "v3-codesystems.json")
     value_sets = {r["url"]: r for r in pool if r["resourceType"] == "ValueSet"}
     code_systems = {r["url"]: r for r in pool if r["resourceType"] == "CodeSystem"}
-    wanted, systems, seen = list(_required_value_sets(source)), set(), set()
+    wanted, systems, seen = list(_bound_value_sets()), set(), set()
     while wanted:
         url = wanted.pop()
         if url in seen or url not in value_sets:
@@ -90,7 +85,11 @@ def r4_content(source: Path) -> list[dict[str, Any]]:
             if part.get("system") in code_systems:
                 systems.add(part["system"])
     chosen = [_trim(value_sets[u]) for u in sorted(seen)]
-    chosen += [_trim(code_systems[u]) for u in sorted(systems) if code_systems[u].get("content") != "not-present"]
+    chosen += [
+        _trim(code_systems[u])
+        for u in sorted(systems)
+        if code_systems[u].get("content") != "not-present" and u not in OUTDATED_SYSTEMS
+    ]
     return chosen
 
 

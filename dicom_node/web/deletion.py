@@ -23,6 +23,7 @@ import orjson
 from dicom_node.attributes import INSTANCE, SERIES, STUDY, recorded_patient
 from dicom_node.blobs import BlobStore
 from dicom_node.fhir_sync import DICOM_UID_SYSTEM
+from dicom_node.web.fhir_links import Removed, unlink_deleted
 from fhir_server.audit.events import ENTITY_TYPE, OBJECT_ROLE
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.repository import Repository
@@ -48,10 +49,12 @@ class DicomDeletion:
             patient = recorded_patient(await tx.get_record(STUDY, study))
             for sop in gone:
                 await tx.delete_record(INSTANCE, sop)
+            case = _case_of(await tx.get_record(STUDY, study))
             imaging_study = await self._reindex(tx, study, set(gone.values()))
-            await _forget_in_fhir(repo, imaging_study, set(gone))
+            removed = await _forget_in_fhir(repo, imaging_study, set(gone))
+            marked = await unlink_deleted(repo, removed, case)
             if self.audit is not None:
-                await self.audit.record_in(store, tx, _event(who, address, study, len(gone), patient))
+                await self.audit.record_in(store, tx, _event(who, address, study, len(gone), patient, marked))
         for sop, series in gone.items():
             await asyncio.to_thread(self.blobs.path(tenant, study, series, sop).unlink, True)
         log.info("DICOMweb delete: %d instance(s) of a study removed", len(gone))
@@ -82,25 +85,38 @@ class DicomDeletion:
         return imaging_study
 
 
-async def _forget_in_fhir(repo: Repository, imaging_study: str | None, sops: set[str]) -> None:
-    """The Media of the deleted instances go; the ImagingStudy keeps only what is left (imagingstudy.html)."""
+def _case_of(record: Record | None) -> str | None:
+    fhir = orjson.loads(record.body).get("fhir") if record is not None else None
+    report = fhir.get("report") if isinstance(fhir, dict) else None
+    return report if isinstance(report, str) and report else None
+
+
+async def _forget_in_fhir(repo: Repository, imaging_study: str | None, sops: set[str]) -> Removed:
+    """The Media of the deleted instances go; the ImagingStudy keeps only what is left (imagingstudy.html).
+    Returns what was deleted, for the references to it to be marked (``fhir_links``)."""
+    removed = Removed()
     for sop in sops:
         for media in await repo.find("Media", [("identifier", f"{DICOM_UID_SYSTEM}|urn:oid:{sop}")], 10):
             await repo.delete("Media", str(media.resource["id"]))
+            removed.add(f"Media/{media.resource['id']}", f"urn:oid:{sop}", "image")
     if imaging_study is None or (current := await repo.current("ImagingStudy", imaging_study)) is None:
-        return
+        return removed
+    study_uid = next((i.get("value") for i in current.get("identifier", []) if i.get("system") == DICOM_UID_SYSTEM),
+                     None)  # fmt: skip
     body: dict[str, Any] = dict(current)
     series = [{**s, "instance": [i for i in s.get("instance", []) if i["uid"] not in sops]} for s in body["series"]]
     series = [{**s, "numberOfInstances": len(s["instance"])} for s in series if s["instance"]]
     if not series:
         await repo.delete("ImagingStudy", imaging_study)
-        return
+        removed.add(f"ImagingStudy/{imaging_study}", str(study_uid or ""), "imaging study")
+        return removed
     body["series"] = series
     body["numberOfSeries"] = len(series)
     body["numberOfInstances"] = sum(len(s["instance"]) for s in series)
     codes = {(s["modality"]["system"], s["modality"]["code"]) for s in series}
     body["modality"] = [{"system": system, "code": code} for system, code in sorted(codes)]
     await repo.update(body, resource_type="ImagingStudy", id=imaging_study, server_built=True)
+    return removed
 
 
 def _in(study: str) -> FieldMatch:
@@ -112,7 +128,8 @@ def _counted(record: Record, **counts: int) -> Record:
     return Record(record.collection, record.key, orjson.dumps(body), record.fields)
 
 
-def _event(who: str, address: str, study: str, count: int, patient: str | None) -> dict[str, Any]:
+def _event(who: str, address: str, study: str, count: int, patient: str | None,
+           marked: list[str]) -> dict[str, Any]:  # fmt: skip
     """DICOM "Study Deleted" (PS3.15 A.5.3.5) as a FHIR AuditEvent: the caller, the study and its objects."""
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
@@ -134,6 +151,9 @@ def _event(who: str, address: str, study: str, count: int, patient: str | None) 
         event["entity"].append(
             {"what": {"reference": f"Patient/{patient}"}, "type": {"system": ENTITY_TYPE, "code": "1"}, "role": role}
         )
+    for reference in marked:  # the resources whose references to the deleted objects were marked
+        event["entity"].append({"what": {"reference": reference}, "type": {"system": ENTITY_TYPE, "code": "2"},
+                                "description": "references to the deleted objects marked"})  # fmt: skip
     if address:
         event["agent"][0]["network"] = {"address": address, "type": "2"}
     return event

@@ -19,6 +19,7 @@ from dicom_node.query import QueryError
 from dicom_node.web import multipart, representation
 from dicom_node.web.rendering import FORMATS, NotRenderable, render
 from dicom_node.web.service import DicomWeb, NotFound
+from fhir_server.people.signed_in import session_access
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.policy import AccessPolicy
 from fhir_server.storage.port import TenantUnknownError
@@ -36,6 +37,10 @@ async def caller(request: Request, tenant: str) -> AccessPolicy:
     authentication turned off, the system context says so. Every decision is then the policy's."""
     authenticator: Authenticator = request.app.state.fhir_http.authenticator
     address = request.client.host if request.client else ""
+    if request.method in READ_METHODS and not request.headers.get("authorization"):
+        signed_in = await session_access(request, tenant)  # the reviewer app's <img>: its session cookie
+        if signed_in is not None:
+            return AccessPolicy.of(signed_in)
     access = await authenticator.access(request.headers.get("authorization"), tenant, address)
     if access is None:
         return AccessPolicy.system("authentication disabled (DERMBRIDGE_AUTH_ENABLED=false)")

@@ -130,7 +130,7 @@ def _oauth_error(error: OAuthError) -> Response:
     return JSONResponse(error.body(), error.status, headers=headers)
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def read_form(request: Request) -> dict[str, str]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise OAuthError(400, "invalid_request", "send the token request as application/x-www-form-urlencoded")
@@ -159,7 +159,7 @@ async def token(request: Request) -> Response:
     address = request.client.host if request.client else "unknown"
     claimed: str | None = None
     try:
-        form = await _form(request)
+        form = await read_form(request)
         claimed = form.get("client_id")
         urls = (f"{auth.public_url}/auth/token", str(request.url.replace(query="")))
         issued = await auth.endpoint.handle(TokenRequest(form, request.headers.get("authorization"), address, urls))
@@ -192,11 +192,19 @@ async def smart_configuration(request: Request, tenant: str) -> Response:
         "issuer": base,
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "token_endpoint": f"{base}/auth/token",
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "authorization_endpoint": f"{base}/auth/authorize",
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt",
+                                                  "none"],
         "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
-        "grant_types_supported": ["client_credentials"],
-        "scopes_supported": scopes,
-        "capabilities": ["client-confidential-symmetric", "client-confidential-asymmetric", "permission-v1",
-                         "permission-v2"],
+        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "scopes_supported": [*scopes, "openid", "fhirUser", "launch", "launch/patient", "offline_access",
+                             "online_access"],
+        "capabilities": ["launch-ehr", "launch-standalone", "client-public", "client-confidential-symmetric",
+                         "client-confidential-asymmetric", "context-ehr-patient", "sso-openid-connect",
+                         "permission-offline", "permission-online", "permission-user", "permission-patient",
+                         "permission-v1", "permission-v2"],
     }  # fmt: skip
     return JSONResponse(body)

@@ -209,6 +209,8 @@ def _response_entry(response: FhirResponse) -> dict[str, Any]:
             result["outcome"] = response.body
         else:
             item["resource"] = response.body
+    if response.warnings and "outcome" not in result:  # bundle.html#transaction-response: the write's warnings
+        result["outcome"] = {"resourceType": "OperationOutcome", "issue": list(response.warnings)}
     return item
 
 

@@ -46,8 +46,10 @@ def resource_response(status: int, stored: Stored, request: FhirRequest, *, loca
 
 
 def write_response(status: int, stored: Stored, request: FhirRequest) -> FhirResponse:
-    """Honour ``Prefer: return=minimal|representation|OperationOutcome`` (http.html#ops)."""
+    """Honour ``Prefer: return=minimal|representation|OperationOutcome`` (http.html#ops); the outcome
+    carries the write's warnings (binding checks) and information issues."""
     response = resource_response(status, stored, request, location=status == 201 or stored.created)
+    response.warnings = tuple(i for i in stored.issues if i["severity"] == "warning")
     preference = prefer(request, "return")
     if preference == "minimal":
         response.body = None
@@ -56,6 +58,7 @@ def write_response(status: int, stored: Stored, request: FhirRequest) -> FhirRes
         response.body = outcome(
             "information", "informational", f"{stored.version.resource_type}/{stored.version.id} {what}"
         )
+        response.body["issue"] += stored.issues
     return response
 
 

@@ -33,3 +33,4 @@ class FhirResponse:
     status: int
     body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    warnings: tuple[dict[str, Any], ...] = ()  # of a write whose body is the resource: a bundle entry's outcome

@@ -48,7 +48,6 @@ class FhirRouter:
         self.operations: dict[str, Operation] = {}
         self.batch_handler: Callable[[Repository, FhirRequest], Awaitable[FhirResponse]] | None = None
         self.write_hooks: dict[str, WriteHook] = {}  # by resource type, e.g. Subscription activation
-        self.write_checks: list[WriteHook] = []  # on every type's writes, e.g. meta.profile claims
         self.read_fallbacks: dict[str, ReadFallback] = {}  # by resource type, e.g. shipped ValueSets
         self.register(Operation("everything", ("Patient",), True, everything, EVERYTHING_DEFINITION, False))
         self.routes = self._table()
@@ -76,9 +75,8 @@ class FhirRouter:
         if "type" in args:
             check_type(args["type"])
             hook = self.write_hooks.get(args["type"])
-            if request.method in WRITES and "op" not in args and request.path[-1] != "_search":
-                for check in [*self.write_checks, *([hook] if hook is not None else [])]:
-                    await check(repo, request)
+            if hook is not None and request.method in WRITES and "op" not in args and request.path[-1] != "_search":
+                await hook(repo, request)
         return await handler(repo, request, args)
 
     def _table(self) -> RouteTable:

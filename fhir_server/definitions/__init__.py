@@ -8,6 +8,8 @@ import json
 from importlib import resources
 from typing import Any
 
+from terminology.bindings import Binding
+
 
 def _load(name: str) -> Any:
     raw = resources.files(__package__).joinpath("data", name).read_bytes()
@@ -62,6 +64,20 @@ def _summary_table() -> dict[str, Any]:
 def choice_elements() -> frozenset[str]:
     """Names of R4's choice elements without ``[x]`` (value, effective, onset...)."""
     return frozenset(_load("choice-elements.json.gz"))
+
+
+@functools.cache
+def base_bindings(resource_type: str) -> tuple[Binding, ...]:
+    """The required, extensible and preferred bindings of a type's coded elements in the R4 specification,
+    those inside the data types it uses included (``Patient.identifier.type``)."""
+    table: dict[str, list[list[str]]] = _bindings_table()
+    return tuple(Binding(path, strength, value_set) for path, strength, value_set in table.get(resource_type, []))  # type: ignore[arg-type]
+
+
+@functools.cache
+def _bindings_table() -> dict[str, list[list[str]]]:
+    table: dict[str, list[list[str]]] = _load("bindings.json.gz")
+    return table
 
 
 @functools.cache

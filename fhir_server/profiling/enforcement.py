@@ -3,8 +3,9 @@ profiles"): a claim of a known profile is checked (422 with the issues when the 
 a claim of a profile the server does not know is refused (422), since the server cannot vouch for it.
 
 Both are per tenant (a setting, ``StructureDefinition/$profile-enforcement``): ``known`` ``enforce`` or
-``ignore``, ``unknown`` ``refuse`` or ``accept``. The check runs on clients' REST and Bundle writes
-(create, update, conditional update); what the server writes itself is built to its profiles and tested so.
+``ignore``, ``unknown`` ``refuse`` or ``accept``. The check runs on clients' writes (REST and Bundle create,
+update, conditional update, patch: ``fhir_server.write_guards``, after the guards of managed content); what
+the server writes itself is built to its profiles and tested so.
 """
 
 from __future__ import annotations
@@ -70,13 +71,13 @@ async def claimed_issues(repo: Repository, resource: dict[str, Any], policy: Enf
     return found
 
 
-async def check_claimed_profiles(repo: Repository, request: FhirRequest) -> None:
-    """Router write check: refuses (422) a client's resource that fails a profile it claims."""
-    body = request.body
-    if request.method == "PATCH" or not isinstance(body, dict) or not isinstance(body.get("meta"), dict):
+async def check_claimed_profiles(repo: Repository, resource_type: str, resource: dict[str, Any]) -> None:
+    """Content check of clients' writes (``fhir_server.write_guards``): refuses (422) a resource that fails a
+    profile it claims, or claims one the server does not know."""
+    if not isinstance(resource.get("meta"), dict) or not resource["meta"].get("profile"):
         return
     policy = await enforcement(repo.transaction or repo.store)
-    errors = [i for i in await claimed_issues(repo, body, policy) if i["severity"] == "error"]
+    errors = [i for i in await claimed_issues(repo, resource, policy) if i["severity"] == "error"]
     if errors:
         raise OperationOutcomeError(422, {"resourceType": "OperationOutcome", "issue": errors})
 

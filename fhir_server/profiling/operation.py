@@ -57,6 +57,8 @@ async def _profile_issues(
 ) -> list[Issue]:
     if profile is not None:
         structure = profiles().structure(profile)
+        if structure is None and profiles().known(profile):
+            return [_not_held(profile, "profile")]
         if structure is None:
             return [issue("error", "not-found", f"the profile {profile} is not known to this server", "profile")]
         return await check(structure, resource, resolver(repo))
@@ -66,6 +68,13 @@ async def _profile_issues(
         return claimed if unknown == "refuse" else claimed + _unknown_warnings(resource)
     base = profiles().structure(CORE + resource_type)
     return await check(base, resource, resolver(repo)) if base is not None else []
+
+
+def _not_held(url: str, expression: str) -> Issue:
+    """A profile the server recognises (an R4 type's, or one a registered profile complies with) but does not
+    hold: what the R4 schema and model check is all that was checked."""
+    return issue("warning", "not-supported", f"the profile {url} is not held here: only the R4 schema was checked",
+                 expression)  # fmt: skip
 
 
 def _unknown_warnings(resource: dict[str, Any]) -> list[Issue]:
@@ -122,4 +131,4 @@ VALIDATE_DEFINITION = operation_definition(
         returns("OperationOutcome"),
     ],
 )
-VALIDATE_DEFINITION["instance"] = True
+VALIDATE_DEFINITION.update(instance=True, resource=["Resource"])  # every type, and each instance

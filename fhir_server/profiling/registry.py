@@ -2,9 +2,9 @@
 (vendored, ``fhir_server.definitions``) and the profiles the composition root registers
 (``conformance.profiles``), each found by canonical URL (with or without ``|version``).
 
-A registered profile that declares ``compliesWithProfile`` (an R5 core extension, usable in R4) stands for
-the profile it names: a claim of the AI Transparency IG's AI-Device is checked against DermBridge's AI
-Device profile, which imposes the IG profile's constraints and more.
+A registered profile that declares ``compliesWithProfile`` (an extension of the FHIR extensions pack) makes
+the profile it names recognised: a claim of the AI Transparency IG's AI-Device is not refused as unknown,
+but not checked either (DermBridge's profile is stricter than the IG's, and the IG's own is not held).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Profiles:
     def __init__(self) -> None:
         self.definitions: dict[str, dict[str, Any]] = {}
         self._structures: dict[str, Structure] = {}
-        self.stands_for: dict[str, str] = {}  # a profile complied with -> the registered profile
+        self.complied_with: dict[str, str] = {}  # a profile not held -> the registered one that complies with it
         self.value_sets = BaseContent([])
 
     def register(self, profiles: Iterable[dict[str, Any]], value_sets: Iterable[dict[str, Any]] = ()) -> None:
@@ -37,13 +37,12 @@ class Profiles:
             self._structures.pop(url, None)
             for extension in definition.get("extension", []):
                 if extension.get("url") == COMPLIES_WITH and extension.get("valueCanonical"):
-                    self.stands_for[str(extension["valueCanonical"])] = url
+                    self.complied_with[str(extension["valueCanonical"])] = url
         self.value_sets = BaseContent([*self.value_sets.resources("ValueSet"), *value_sets])
 
     def structure(self, url: str) -> Structure | None:
         """The structure of a profile or an R4 type's base definition; None when the URL is unknown."""
         url = url.split("|", 1)[0]
-        url = self.stands_for.get(url, url)
         if url not in self._structures:
             definition = self.definitions.get(url) or _core(url)
             if definition is None:
@@ -52,9 +51,10 @@ class Profiles:
         return self._structures[url]
 
     def known(self, url: str) -> bool:
-        """A URL the server validates against, or an R4 type's own definition (the schema checks those)."""
+        """A URL the server validates against, an R4 type's own definition, or a profile a registered one
+        complies with."""
         url = url.split("|", 1)[0]
-        return url in self.definitions or url in self.stands_for or _core_type(url) is not None
+        return url in self.definitions or url in self.complied_with or _core_type(url) is not None
 
     def for_type(self, resource_type: str) -> list[str]:
         """The registered profiles of ``resource_type`` (the CapabilityStatement's ``supportedProfile``)."""

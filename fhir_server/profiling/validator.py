@@ -62,8 +62,10 @@ class _Walk:
                 values.extend((v, f"{expression}.{name}[{i}]") for i, v in enumerate(found))
             else:
                 values.append((found, f"{expression}.{name}"))
-        where = f"{expression}.{str(element['path']).rsplit('.', 1)[-1].removesuffix('[x]')}"
-        self.cardinality(element, len(values), where)
+        name = str(element["path"]).rsplit(".", 1)[-1].removesuffix("[x]")
+        where = f"{expression}.{name}"
+        shadowed = not values and f"_{name}" in node  # a primitive with only extensions (json.html#primitive)
+        self.cardinality(element, len(values) or int(shadowed), where)
         slices = self.structure.slices.get(child_id)
         if slices and element.get("slicing"):
             self.sliced(child_id, slices, values, where)

@@ -5,6 +5,7 @@ standing credentials of systems that cannot refresh tokens (HTTP Basic, API keys
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fhir_server.errors import not_found, unauthorized
 from fhir_server.security.api_keys import split_key
@@ -35,6 +36,8 @@ class Authenticator:
         self.tokens = tokens
         self.clients = clients
         self.standing = standing
+        # (tenant, username, issued_at) -> whether a person's token no longer holds (fhir_server.people)
+        self.user_revoked: Callable[[str, str, int], Awaitable[bool]] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -64,7 +67,7 @@ class Authenticator:
         except WrongTenant as exc:
             raise not_found(f"unknown tenant {tenant!r}") from exc
         if await self._revoked(verified):
-            raise unauthorized("the access token was revoked: its client is disabled or revoked its tokens")
+            raise unauthorized("the access token was revoked: its client or user is disabled or revoked its tokens")
         return verified.access
 
     def expires(self, authorization: str | None, tenant: str) -> float | None:
@@ -78,4 +81,7 @@ class Authenticator:
     async def _revoked(self, verified: Verified) -> bool:
         if verified.client_id is None or self.clients is None:
             return False  # an external provider's token: that provider revokes its own
+        user, check = verified.user, self.user_revoked
+        if user is not None and check is not None and await check(verified.access.tenant, user, verified.issued_at):
+            return True
         return await self.clients.revoked(verified.client_id, verified.issued_at)

@@ -28,6 +28,7 @@ from fhir_server.storage.query import RecordQuery
 
 COLLECTION = "auth.client"
 FHIR_USER = re.compile(r"^(Practitioner|PractitionerRole|Patient|RelatedPerson|Person)/[A-Za-z0-9\-.]{1,64}$")
+REDIRECT_URI = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
@@ -51,6 +52,15 @@ class Client:
 
     def check_secret(self, secret: str) -> bool:
         return secret_matches(self.secret_hash, secret)
+
+    @property
+    def public(self) -> bool:
+        """A public app (RFC 6749 §2.1): no credentials, the authorization code bound by PKCE alone."""
+        return self.secret_hash is None and self.jwks is None
+
+    @property
+    def first_party(self) -> bool:
+        return bool(self.extra.get("first_party"))
 
     def revokes(self, issued_at: int) -> bool:
         """Whether a token this client got at ``issued_at`` may no longer be used."""
@@ -97,14 +107,21 @@ class ClientRegistry:
         secret: bool = True,
         jwks: dict[str, Any] | None = None,
         fhir_user: str | None = None,
+        redirect_uris: list[str] | None = None,
+        first_party: bool = False,
     ) -> tuple[Client, str | None]:
         """A new client and its secret (shown once, never stored in clear); ``fhir_user`` (``Practitioner/1``)
-        is the user it acts for, carried as its tokens' ``fhirUser`` claim."""
+        is the user it acts for, carried as its tokens' ``fhirUser`` claim. ``redirect_uris`` make it a SMART
+        App Launch app (authorization code); one with neither secret nor JWKS is then a public client (PKCE
+        only); a ``first_party`` app (the hospital's own) skips the consent screen."""
         unknown = [r for r in roles if r not in ROLES]
         if unknown or not roles:
             raise ClientError(f"roles must be some of {', '.join(ROLES)}; not {', '.join(unknown) or 'none'}")
-        if not secret and not jwks:
-            raise ClientError("a client needs a secret or a JWKS to authenticate with")
+        if not secret and not jwks and not redirect_uris:
+            raise ClientError("a client needs a secret or a JWKS to authenticate with (or redirect URIs: a public app)")
+        bad = [u for u in redirect_uris or [] if not REDIRECT_URI.match(u) or "#" in u]
+        if bad:
+            raise ClientError(f"redirect URIs are absolute http(s) URIs without a fragment, not {bad[0]!r}")
         if jwks is not None and not (isinstance(jwks.get("keys"), list) and jwks["keys"]):
             raise ClientError("the JWKS must hold a non-empty 'keys' list")
         if fhir_user is not None and not FHIR_USER.match(fhir_user):
@@ -119,7 +136,8 @@ class ClientRegistry:
             secret_hash=hash_secret(plain) if plain else None,
             jwks=jwks,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
-            extra={"fhirUser": fhir_user} if fhir_user else {},
+            extra=({"fhirUser": fhir_user} if fhir_user else {})
+            | ({"redirect_uris": list(redirect_uris), "first_party": first_party} if redirect_uris else {}),
         )
         async with store.transaction() as tx:
             await tx.put_record(_record(client))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -65,23 +66,18 @@ class TokenEndpoint:
         self.tokens = tokens
         self.lockout = lockout or Lockout()
         self.replays = AssertionIds(clients.engine)  # in the database: every API process sees every use
+        self.grants: dict[str, Callable[[TokenRequest], Awaitable[Issued]]] = {}  # other grant types, by name
 
     async def handle(self, request: TokenRequest) -> Issued:
         form = request.form
+        other = self.grants.get(form.get("grant_type", ""))
+        if other is not None:
+            return await other(request)
         if form.get("grant_type") != "client_credentials":
-            raise OAuthError(400, "unsupported_grant_type", "this server issues tokens for client_credentials only")
-        _check_one_method(request)
-        claimed = self._claimed_client_id(request)
-        wait = None if form.get("client_assertion") else self.lockout.retry_after(claimed, request.address)
-        if wait is not None:
-            raise OAuthError(429, "invalid_client", "too many failed attempts: try later", claimed, wait)
-        try:
-            client = await self._authenticate(request, claimed)
-        except OAuthError as error:
-            if error.error == "invalid_client":
-                self.lockout.fail(claimed, request.address)
-            raise
-        self.lockout.succeed(claimed, request.address)
+            supported = ", ".join(["client_credentials", *self.grants])
+            raise OAuthError(400, "unsupported_grant_type", f"this server issues tokens for {supported} only")
+        client = await self.authenticate(request)
+        claimed = client.client_id
         scopes = grant(form.get("scope"), role_scopes(client.roles))
         if not scopes:
             raise OAuthError(400, "invalid_scope", "none of the requested scopes is allowed to this client", claimed)
@@ -99,6 +95,23 @@ class TokenEndpoint:
             "scope": " ".join(str(s) for s in scopes),
         }
         return Issued(client, scopes, body)
+
+    async def authenticate(self, request: TokenRequest) -> Client:
+        """The client that authenticates this request (secret or assertion), under the lockout."""
+        form = request.form
+        _check_one_method(request)
+        claimed = self._claimed_client_id(request)
+        wait = None if form.get("client_assertion") else self.lockout.retry_after(claimed, request.address)
+        if wait is not None:
+            raise OAuthError(429, "invalid_client", "too many failed attempts: try later", claimed, wait)
+        try:
+            client = await self._authenticate(request, claimed)
+        except OAuthError as error:
+            if error.error == "invalid_client":
+                self.lockout.fail(claimed, request.address)
+            raise
+        self.lockout.succeed(claimed, request.address)
+        return client
 
     @staticmethod
     def _claimed_client_id(request: TokenRequest) -> str:

@@ -113,6 +113,7 @@ class Verified:
     expires: float
     client_id: str | None = None
     issued_at: int = 0
+    user: str | None = None  # a signed-in person's username (``fhir_server.people``), whose state also decides
 
 
 class TokenService:
@@ -134,8 +135,16 @@ class TokenService:
         return {"keys": [self.signer.public_jwk()]}
 
     def mint(
-        self, *, tenant: str, client_id: str, scopes: list[Scope], roles: tuple[str, ...], fhir_user: str | None = None
+        self,
+        *,
+        tenant: str,
+        client_id: str,
+        scopes: list[Scope],
+        roles: tuple[str, ...],
+        fhir_user: str | None = None,
+        user: str | None = None,
     ) -> tuple[str, int]:
+        """A signed access token; ``user`` (a username of the built-in directory) is checked on every use."""
         now = int(time.time())
         claims = {
             "iss": self.issuer,
@@ -152,6 +161,8 @@ class TokenService:
         }
         if fhir_user:
             claims["fhirUser"] = fhir_user
+        if user:
+            claims["user"] = user
         return self.signer.sign(claims), self.lifetime
 
     def verify(self, token: str, tenant: str) -> Access:
@@ -211,7 +222,14 @@ class TokenService:
             fhir_user=_fhir_user(claims),
         )
         client_id = str(claims.get("client_id") or claims["sub"])
-        return Verified(access, float(claims["exp"]) + LEEWAY_SECONDS, client_id, int(claims["iat"]))
+        user = claims.get("user")
+        return Verified(
+            access,
+            float(claims["exp"]) + LEEWAY_SECONDS,
+            client_id,
+            int(claims["iat"]),
+            str(user) if isinstance(user, str) else None,
+        )
 
     def _verify_external(self, token: str, provider: ExternalProvider) -> Verified:
         try:

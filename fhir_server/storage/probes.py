@@ -1,14 +1,15 @@
-"""What an engine can tell the operator (``/readyz``, ``/metrics``): an optional port beside ``port.Engine``.
+"""What an engine can tell the operator (``/readyz``, ``/metrics``): optional ports beside ``port.Engine``.
 
-An engine offers it by having these methods (``EngineProbe`` is checked at run time); a wrapping engine
-(``crypto.store.EncryptingEngine``) is seen through by its ``inner`` engine. Figures, never content: counts,
-ages and pool sizes, no resource ids (the metrics must not carry personal data).
+An engine offers each probe by having its method (checked at run time, each on its own: an engine may
+offer some only); a wrapping engine (``crypto.store.EncryptingEngine``) is seen through by its ``inner``
+engine. Figures, never content: counts, ages and pool sizes, no resource ids (the metrics must not carry
+personal data).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,21 +30,39 @@ class PoolUsage:
 
 
 @runtime_checkable
-class EngineProbe(Protocol):
+class BacklogProbe(Protocol):
     async def outbox_backlog(self, tenant: str) -> list[Backlog]:
         """Every consumer that has claimed events of ``tenant``: what it has not acknowledged."""
         ...
 
+
+@runtime_checkable
+class SchemaProbe(Protocol):
     async def schema_current(self, tenant: str) -> bool:
         """Whether ``tenant``'s schema is at the version this code expects (its migrations ran)."""
         ...
 
+
+@runtime_checkable
+class PoolProbe(Protocol):
     def pool_usage(self) -> PoolUsage: ...
 
 
-def probe_of(engine: object) -> EngineProbe | None:
-    """The engine's probe, through wrapping engines; None when the engine offers none."""
-    while not isinstance(engine, EngineProbe):
+def backlog_probe(engine: object) -> BacklogProbe | None:
+    return cast(BacklogProbe | None, _offering(engine, BacklogProbe))
+
+
+def schema_probe(engine: object) -> SchemaProbe | None:
+    return cast(SchemaProbe | None, _offering(engine, SchemaProbe))
+
+
+def pool_probe(engine: object) -> PoolProbe | None:
+    return cast(PoolProbe | None, _offering(engine, PoolProbe))
+
+
+def _offering(engine: object, kind: Any) -> object | None:
+    """The engine (or an engine it wraps) that offers ``kind`` of probe; None when none does."""
+    while not isinstance(engine, kind):
         engine = getattr(engine, "inner", None)
         if engine is None:
             return None

@@ -54,7 +54,9 @@ def test_roles_and_accepted_contexts() -> None:
     # SOP class table: dermoscopic images are received (SCP) and sent on retrievals (SCU)
     assert "| Dermoscopic Photography Image Storage | 1.2.840.10008.5.1.4.1.1.77.1.7 | Yes | Yes |" in text
     # the AI results are only ever sent, never accepted
-    assert "| Comprehensive 3D SR Storage (AI results, TID 1500) | 1.2.840.10008.5.1.4.1.1.88.34 | Yes | No |" in text
+    sr = "Comprehensive 3D SR Storage (AI results and the signed-off decision, TID 1500)"
+    assert f"| {sr} | 1.2.840.10008.5.1.4.1.1.88.34 | Yes | No |" in text
+    assert "| Key Object Selection Document Storage (the signed-off decision's key images) |" in text
     assert "| Study Root Query/Retrieve Information Model - MOVE | 1.2.840.10008.5.1.4.1.2.2.2 | No | Yes |" in text
     accepted = text[text.index("##### 1.2.1.4") :]
     assert (

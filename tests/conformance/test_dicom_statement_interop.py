@@ -78,6 +78,6 @@ def test_a_c_move_proposes_what_the_statement_says(tmp_path: Path) -> None:
         server.shutdown()
     assert statuses[-1] == 0x0000, [hex(s) for s in statuses]
     actual = {(str(cx.abstract_syntax), str(ts)) for cx in proposed for ts in cx.transfer_syntax}
-    assert len(actual) == 10 * 11 + 2 * 2  # 10 storage classes in 11 syntaxes, the 2 AI result classes in 2
+    assert len(actual) == 10 * 11 + 3 * 2  # 10 storage classes in 11 syntaxes, the 3 own classes (SR, SEG, KOS) in 2
     assert actual == _proposed_in_statement(statement)
     assert all(len(cx.transfer_syntax) == 1 for cx in proposed)  # one context per syntax, as the statement says

@@ -41,3 +41,20 @@ def test_review_policy_is_shown_set_and_reset(tmp_path: Path) -> None:
     assert "lease: 20 minutes" in cli("review-policy", "show", "--tenant", "clinic-north", "--data-dir", data).stdout
     reset = cli("review-policy", "reset", "--tenant", "clinic-north", "--data-dir", data)
     assert "lease: 30 minutes" in reset.stdout
+
+
+def test_forwarding_is_shown_set_refused_and_reset(tmp_path: Path) -> None:
+    data = str(tmp_path / "var")
+    assert cli("tenant", "create", "clinic-north", "--data-dir", data).returncode == 0
+    config = tmp_path / "forwarding.json"
+    config.write_text('{"destinations": {"pacs": {"aeTitle": "PACS", "host": "10.0.0.5", "port": 104}},'
+                      ' "rules": [{"destination": "pacs", "outcomes": ["malignant"]}]}')  # fmt: skip
+    changed = cli("forwarding", "set", "--file", str(config), "--tenant", "clinic-north", "--data-dir", data)
+    assert changed.returncode == 0, changed.stderr
+    shown = cli("forwarding", "show", "--tenant", "clinic-north", "--data-dir", data).stdout
+    assert "destination pacs: PACS@10.0.0.5:104" in shown and "outcome in ['malignant'] -> pacs" in shown
+    config.write_text('{"destinations": {}, "rules": [{"destination": "pacs"}]}')
+    bad = cli("forwarding", "set", "--file", str(config), "--tenant", "clinic-north", "--data-dir", data)
+    assert bad.returncode == 2 and "rules[0].destination" in bad.stderr
+    reset = cli("forwarding", "reset", "--tenant", "clinic-north", "--data-dir", data)
+    assert reset.returncode == 0 and "destination" not in reset.stdout

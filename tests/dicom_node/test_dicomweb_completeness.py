@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pydicom
@@ -187,3 +188,41 @@ def test_delete_needs_imaging_study_delete_under_user_or_system(server: Server, 
     assert server.http.get(f"{url}/metadata").status_code == 200
     assert httpx2.delete(url, headers=idp.headers("system/ImagingStudy.d")).status_code == 204
     assert server.http.get(f"{url}/metadata").status_code == 404
+
+
+def _case(server: Server, study: str) -> dict[str, Any]:
+    found = server.http.get(f"{server.base}/DiagnosticReport", params={"identifier": f"urn:dicom:uid|urn:oid:{study}"})
+    [entry] = found.json()["entry"]
+    return dict(entry["resource"])
+
+
+def _literal_references(resource: dict[str, Any]) -> list[str]:
+    return [str(r["reference"]) for r in [*resource.get("imagingStudy", []), *(m["link"] for m in resource["media"])]
+            if "reference" in r]  # fmt: skip
+
+
+def test_delete_marks_the_cases_references_instead_of_leaving_them_dangling(
+    server: Server, client: DICOMwebClient
+) -> None:
+    study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    first, second = [dermoscopic(study_uid=study, series_uid=series, seed=n, patient_id="WEB-DANGLE",
+                                 accession="ACC-DANGLE") for n in range(2)]  # fmt: skip
+    assert "FailedSOPSequence" not in client.store_instances([first, second])
+    before = _case(server, study)
+    assert len(before["media"]) == 2 and len(before["imagingStudy"]) == 1
+    instance = f"/studies/{study}/series/{first.SeriesInstanceUID}/instances/{first.SOPInstanceUID}"
+    assert server.http.delete(web(server, instance)).status_code == 204
+    after = _case(server, study)
+    markers = [m["link"] for m in after["media"] if "reference" not in m["link"]]
+    identifier = {"system": "urn:dicom:uid", "value": f"urn:oid:{first.SOPInstanceUID}"}
+    assert [(m["type"], m["identifier"]) for m in markers] == [("Media", identifier)]
+    assert "deleted" in markers[0]["display"]
+    assert server.http.delete(web(server, f"/studies/{study}")).status_code == 204
+    gone = _case(server, study)
+    assert _literal_references(gone) == []  # every image and the study: marked, none dangling
+    assert gone["imagingStudy"][0]["identifier"] == {"system": "urn:dicom:uid", "value": f"urn:oid:{study}"}
+    for reference in _literal_references(before):
+        assert server.http.get(f"{server.base}/{reference}").status_code == 410  # they were dangling before the fix
+    events = server.http.get(f"{server.base}/AuditEvent", params={"type": "110105", "_count": "50"}).json()["entry"]
+    named = {e["what"].get("reference", "").split("/_history")[0] for ev in events for e in ev["resource"]["entity"]}
+    assert f"DiagnosticReport/{gone['id']}" in named

@@ -4,6 +4,7 @@ record are flagged, never merged. Images are sent with dcmtk's storescu over rea
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -134,12 +135,18 @@ def test_dicom_names_dates_and_issuers_read_with_pydicom() -> None:
     ds = Dataset()
     ds.PatientName = "Müller^Anna^Maria^Dr.^PhD=ミュラー^アンナ"
     ds.PatientBirthDate = "19850714"
-    assert image_name(ds) == [{"text": "Dr. Anna Maria Müller PhD", "family": "Müller", "given": ["Anna", "Maria"],
-                               "prefix": ["Dr."], "suffix": ["PhD"]}]  # fmt: skip
+    representation = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation"
+    assert image_name(ds) == [
+        {"text": "Dr. Anna Maria Müller PhD", "family": "Müller", "given": ["Anna", "Maria"], "prefix": ["Dr."],
+         "suffix": ["PhD"], "extension": [{"url": representation, "valueCode": "ABC"}]},
+        {"text": "ミュラー アンナ", "family": "ミュラー", "given": ["アンナ"],
+         "extension": [{"url": representation, "valueCode": "IDE"}]},
+    ]  # fmt: skip
     assert birth_date(ds) == "1985-07-14"
-    with pydicom.config.disable_value_validation():
+    with pydicom.config.disable_value_validation(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pydicom warns of the invalid DA whatever its settings
         ds.PatientBirthDate = "1985"  # as some devices send it
-    assert birth_date(ds) is None  # not a DA: left out rather than guessed
+        assert birth_date(ds) is None  # not a DA: left out rather than guessed
     ds.PatientName, ds.PatientSex = "MULLER^ANNA", "M"
     record = {"name": [{"family": "Müller", "given": ["Anna"]}], "gender": "female", "birthDate": "1985-07"}
     ds.PatientBirthDate = "19850714"

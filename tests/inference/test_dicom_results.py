@@ -165,8 +165,10 @@ def test_the_study_gets_an_sr_and_a_seg_found_retrieved_parsed_and_linked(node: 
     [site] = group.finding_sites
     assert (site.value.value, site.laterality.value) == ("39937001", "7771000")  # Skin structure, Left
     assert group.tracking_identifier == f"Lesion at Skin structure, Left (BodyStructure/{lesion_id})"
-    scores = {m.name.value: m.value for m in group.get_measurements()}
+    measured = {m.name.value: m.value for m in group.get_measurements()}
+    scores = {k: v for k, v in measured.items() if k.startswith("probability-of-")}
     assert set(scores) == {"probability-of-400096001", "probability-of-93655004"}
+    assert set(measured) - set(scores) == {"threshold-of-400096001", "threshold-of-93655004"}
     assert all(0.001 <= v <= 0.999 for v in scores.values())  # never 0 or 1, as in FHIR
     assert {m.unit.value for m in group.get_measurements()} == {"1"}
     evaluations = {q.name.value: q.value for q in group.get_qualitative_evaluations()}

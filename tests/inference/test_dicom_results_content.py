@@ -3,6 +3,7 @@ dermatologist would conclude from them must match the FHIR results (issue 17, cl
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -10,9 +11,11 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import pytest
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from dicom_node.derived import encoded
+from dicom_node.iod import check_ai_result
 from inference.demo import DEMO_DIR
 from inference.dicom_results import AiResultObjects, build
 from inference.loaders import load_model
@@ -111,3 +114,43 @@ def test_the_objects_are_the_same_when_made_again_and_the_image_is_untouched(dem
     assert "PixelSpacing" in image  # the SEG is built without it, from a copy
     [site] = [item for item in first.seg.SegmentSequence[0].AnatomicRegionSequence]
     assert site.CodeValue == "39937001"
+
+
+def _group(sr: Dataset, tmp_path: Path) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    path = tmp_path / "group.dcm"
+    path.write_bytes(encoded(sr))
+    report = hd.sr.srread(path)
+    return (report.content.get_planar_roi_measurement_groups() or report.content.get_image_measurement_groups())[0]
+
+
+def test_each_probability_comes_with_the_models_decision_threshold(demo: ModelCard, image: Dataset,
+                                                                  tmp_path: Path) -> None:  # fmt: skip
+    measured = {m.name.value: m.value for m in _group(made(image, demo, [0.3, 0.7]).sr, tmp_path).get_measurements()}
+    for output in demo.classes:
+        assert measured[f"threshold-of-{output.code}"] == pytest.approx(output.threshold)
+        assert f"probability-of-{output.code}" in measured
+
+
+def test_a_demonstration_label_sits_in_the_measurement_group(demo: ModelCard, image: Dataset, tmp_path: Path) -> None:
+    evaluations = {q.name.value: q.value for q in _group(made(image, demo, [0.3, 0.7]).sr, tmp_path)
+                   .get_qualitative_evaluations()}  # fmt: skip
+    assert "DEMONSTRATION" in evaluations["ai-output-use"].meaning
+    clinical = _group(made(image, replace(demo, clinical_use=True), [0.3, 0.7]).sr, tmp_path)
+    assert "ai-output-use" not in {q.name.value for q in clinical.get_qualitative_evaluations()}
+
+
+def test_an_image_without_pixel_spacing_still_gets_a_valid_segmentation(demo: ModelCard, tmp_path: Path) -> None:
+    bare = lesion_instance("SR-NS", seed=31)
+    for keyword in ("PixelSpacing", "SeriesNumber", "InstanceNumber", "AnatomicRegionSequence"):
+        if keyword in bare:
+            delattr(bare, keyword)
+    objects = made(bare, demo, [0.3, 0.7])
+    assert objects.seg is not None
+    path = tmp_path / "seg.dcm"
+    path.write_bytes(encoded(objects.seg))
+    check_ai_result(dcmread(path))
+    assert hd.seg.segread(path).number_of_segments == 1
+    dumped = subprocess.run(["dcmdump", "-E", str(path)], capture_output=True, text=True, timeout=60)
+    assert dumped.returncode == 0 and "Segmentation" in dumped.stdout, dumped.stderr
+    evidence = objects.sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+    assert objects.seg.SOPInstanceUID in {i.ReferencedSOPInstanceUID for s in evidence for i in s.ReferencedSOPSequence}

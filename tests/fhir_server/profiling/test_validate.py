@@ -219,3 +219,27 @@ def test_unknown_profiles_are_refused_and_enforcement_is_per_tenant(client: Fhir
     assert validate(client, broken)[0]["expression"] == ["Consent.patient"]  # $validate checks known claims always
     bad = {"resourceType": "Parameters", "parameter": [{"name": "known", "valueCode": "sometimes"}]}
     assert client.post(f"{BASE}/StructureDefinition/$profile-enforcement", json=bad).status_code == 400
+
+
+def test_a_patch_that_breaks_a_claimed_profile_is_refused(client: FhirTestClient) -> None:
+    stored = client.post(f"{BASE}/Consent", json=ai_consent(client)).json()
+    patch = [{"op": "remove", "path": "/patient"}]
+    headers = {"Content-Type": "application/json-patch+json"}
+    refused = client.patch(f"{BASE}/Consent/{stored['id']}", content=json.dumps(patch), headers=headers)
+    assert refused.status_code == 422 and expressions(refused.json()["issue"]) == {"Consent.patient"}
+    assert client.get(f"{BASE}/Consent/{stored['id']}").json()["meta"]["versionId"] == "1"
+
+
+def test_the_ai_transparency_igs_profile_is_recognised_but_not_held(client: FhirTestClient) -> None:
+    """DermBridge's AI Device complies with the IG's AI-Device, so a claim of the IG's is not refused; a
+    third party's AI Device need not meet DermBridge's stricter profile."""
+    ig = "http://hl7.org/fhir/uv/aitransparency/StructureDefinition/AI-Device"
+    device = {"resourceType": "Device", "meta": {"profile": [ig]}, "status": "active",
+              "type": {"coding": [{"system": "http://hl7.org/fhir/uv/aitransparency/CodeSystem/AIdeviceTypeCS",
+                                   "code": "Artificial-Intelligence"}]}}  # fmt: skip
+    assert client.post(f"{BASE}/Device", json=device).status_code == 201
+    response = client.post(f"{BASE}/Device/$validate", json={"resourceType": "Parameters", "parameter": [
+        {"name": "resource", "resource": device}, {"name": "profile", "valueUri": ig}]})  # fmt: skip
+    (warning,) = response.json()["issue"]
+    assert warning["severity"] == "warning" and "not held" in warning["diagnostics"]
+    assert validate(client, device, profile=urls.AI_DEVICE) != []  # DermBridge's own asks for more

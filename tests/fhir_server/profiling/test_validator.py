@@ -59,3 +59,12 @@ def test_a_value_set_the_service_does_not_hold_is_a_warning() -> None:
 def test_the_wrong_resource_type_is_reported() -> None:
     (issue,) = run({"resourceType": "Patient"})
     assert issue["expression"] == ["resourceType"]
+
+
+def test_a_primitive_with_only_an_extension_is_present() -> None:
+    absent = {
+        "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}]
+    }
+    resource = {key: value for key, value in observation().items() if key != "status"}
+    assert run({**resource, "_status": absent}) == []
+    assert [i["expression"] for i in run(resource)] == [["Observation.status"]]

@@ -1,0 +1,64 @@
+"""Wiring of sign-in for people (``fhir_server.people``): the user directory, sessions, the authorization
+endpoint and the authorization-code and refresh-token grants of the token endpoint."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+
+from dermbridge.settings import Settings
+from fhir_server.audit.trail import AuditTrail
+from fhir_server.people.authorize import Authorizer
+from fhir_server.people.code_exchange import CodeExchange
+from fhir_server.people.provider_login import ProviderLogin
+from fhir_server.people.routes import People
+from fhir_server.people.routes import router as people_router
+from fhir_server.people.sessions import Sessions
+from fhir_server.people.signed_in import SignInRequired
+from fhir_server.people.tickets import Tickets
+from fhir_server.people.users import UserDirectory
+from fhir_server.reviewer_app.routes import router as reviewer_app_router
+from fhir_server.security.bearer import Authenticator
+from fhir_server.security.clients import ClientRegistry
+from fhir_server.security.endpoint import TokenEndpoint
+from fhir_server.storage.port import Engine
+
+
+def install_people(
+    app: FastAPI,
+    settings: Settings,
+    engine: Engine,
+    clients: ClientRegistry,
+    endpoint: TokenEndpoint,
+    authenticator: Authenticator,
+    audit: AuditTrail | None,
+) -> None:
+    users = UserDirectory(engine)
+    authenticator.user_revoked = users.revoked  # a disabled user's tokens stop working at once
+    codes = Tickets(engine, "auth.code")
+    launches = Tickets(engine, "auth.launch")
+    CodeExchange(
+        endpoint, users, codes, Tickets(engine, "auth.refresh"), settings.auth_refresh_lifetime_seconds
+    ).register()
+    sessions = Sessions(engine, users, settings.auth_session_lifetime_seconds)
+    authorizer = Authorizer(clients, launches, codes, settings.base_url())
+    app.state.people = People(
+        engine, users, sessions, authorizer, launches, authenticator, audit, settings.default_tenant
+    )
+    app.state.people.lockout = endpoint.lockout  # one count of failures per address, with the token endpoint
+    if settings.oidc_issuer and settings.oidc_login_client_id:
+        app.state.people.provider = ProviderLogin(
+            settings.oidc_issuer,
+            settings.oidc_login_client_id,
+            settings.oidc_login_client_secret,
+            f"{settings.base_url()}/auth/oidc/callback",
+            Tickets(engine, "auth.oidc-state"),
+        )
+    app.include_router(people_router)
+    app.include_router(reviewer_app_router)  # the reviewer app at /app/ (its pages need a session)
+
+    @app.exception_handler(SignInRequired)
+    async def on_sign_in_required(request: Request, exc: SignInRequired) -> Response:
+        return RedirectResponse(f"/auth/login?{urlencode({'next': exc.next_url})}", 303)

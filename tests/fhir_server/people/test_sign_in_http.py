@@ -1,0 +1,357 @@
+"""The whole SMART App Launch code flow over real sockets: a ``dermbridge serve`` process driven by httpx
+(authorize -> login form -> consent -> code -> token with PKCE -> FHIR read), and what must be refused."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import jwt
+import pyotp
+import pytest
+
+from tests.fhir_server.people.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
+from tests.server import Server, running_server
+
+REDIRECT = "http://127.0.0.1:9/callback"
+PASSWORD = "correct horse battery"
+
+
+def dermbridge(data_dir: Path, *args: str, stdin: str = "") -> dict[str, object]:
+    command = [sys.executable, "-m", "dermbridge", *args, "--data-dir", str(data_dir)]
+    done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.strip()
+    return json.loads(out) if out.startswith("{") else {}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path, dict[str, str]]]:
+    data_dir = tmp_path_factory.mktemp("people") / "var"
+    with running_provider() as provider, running_server(data_dir, env=provider_env(provider)) as server:
+        for pid in ("p1", "p2", "p3", "p4", "p5"):
+            put = server.http.put(f"{server.base}/Practitioner/{pid}", json={"resourceType": "Practitioner", "id": pid})
+            assert put.status_code in (200, 201), put.text
+        for name, pid in (("alice", "p1"), ("bob", "p2"), ("carol", "p3"), ("dave", "p4")):
+            dermbridge(
+                data_dir,
+                "user",
+                "create",
+                "--username",
+                name,
+                "--practitioner",
+                pid,
+                "--password-stdin",
+                stdin=PASSWORD + "\n",
+            )
+        dermbridge(
+            data_dir,
+            "user",
+            "create",
+            "--username",
+            "erin",
+            "--practitioner",
+            "p5",
+            "--no-password",
+            "--oidc-subject",
+            "hospital-user-1",
+        )
+        app = dermbridge(
+            data_dir,
+            "client",
+            "create",
+            "--name",
+            "Third party app",
+            "--role",
+            "clinician-reviewer",
+            "--no-secret",
+            "--redirect-uri",
+            REDIRECT,
+        )
+        own = dermbridge(
+            data_dir,
+            "client",
+            "create",
+            "--name",
+            "Hospital app",
+            "--role",
+            "clinician-reviewer",
+            "--no-secret",
+            "--redirect-uri",
+            REDIRECT,
+            "--first-party",
+        )
+        server.provider = provider  # type: ignore[attr-defined]
+        yield server, data_dir, {"app": str(app["client_id"]), "own": str(own["client_id"])}
+
+
+def provider_env(provider: Provider) -> dict[str, str]:
+    return {
+        "DERMBRIDGE_OIDC_ISSUER": provider.issuer,
+        "DERMBRIDGE_OIDC_JWKS": f"{provider.issuer}/jwks",
+        "DERMBRIDGE_OIDC_AUDIENCE": "dermbridge",
+        "DERMBRIDGE_OIDC_LOGIN_CLIENT_ID": CLIENT_ID,
+        "DERMBRIDGE_OIDC_LOGIN_CLIENT_SECRET": CLIENT_SECRET,
+    }
+
+
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def authorize_url(server: Server, client_id: str, challenge: str, scope: str, **extra: str) -> str:
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": REDIRECT,
+        "scope": scope,
+        "state": "st-1",
+        "aud": server.base,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **extra,
+    }
+    return f"{server.root}/auth/authorize?{urlencode(params)}"
+
+
+def hidden(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', html.replace("&amp;", "&")))
+
+
+def sign_in(browser: httpx.Client, root: str, location: str, username: str, code: str = "") -> httpx.Response:
+    page = browser.get(location if location.startswith("http") else root + location)
+    assert page.status_code == 200
+    assert (
+        "Content-Security-Policy" in page.headers
+        and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    )
+    assert '<label for="username">' in page.text and '<label for="password">' in page.text
+    form = {**hidden(page.text), "username": username, "password": PASSWORD, "code": code}
+    return browser.post(f"{root}/auth/login", data=form)
+
+
+def code_of(response: httpx.Response) -> str:
+    assert response.status_code in (302, 303), response.text
+    location = response.headers["location"]
+    assert location.startswith(REDIRECT)
+    query = parse_qs(urlsplit(location).query)
+    assert query["state"] == ["st-1"]
+    return query["code"][0]
+
+
+def exchange(server: Server, client_id: str, code: str, verifier: str) -> httpx.Response:
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "client_id": client_id,
+        "code_verifier": verifier,
+    }
+    return httpx.post(f"{server.root}/auth/token", data=form)
+
+
+def test_code_flow_with_consent_pkce_and_a_fhir_read(world: tuple[Server, Path, dict[str, str]]) -> None:
+    server, _, clients = world
+    verifier, challenge = pkce()
+    scope = "openid fhirUser offline_access user/Practitioner.rs user/Patient.cruds"
+    with httpx.Client() as browser:
+        start = browser.get(authorize_url(server, clients["app"], challenge, scope))
+        assert start.status_code == 303 and start.headers["location"].startswith("/auth/login?")
+        signed = sign_in(browser, server.root, start.headers["location"], "alice")
+        assert signed.status_code == 303, signed.text
+        cookie = signed.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax")
+        consent = browser.get(server.root + signed.headers["location"])
+        assert consent.status_code == 200 and "Third party app" in consent.text
+        assert "user/Patient.rs" in consent.text  # narrowed to what a clinician reviewer may do
+        assert "127.0.0.1:9" in consent.headers["content-security-policy"]  # the form may end at the app
+        fields = hidden(consent.text)
+        forged = browser.post(f"{server.root}/auth/authorize", data={**fields, "csrf": "forged", "decision": "allow"})
+        assert forged.status_code == 403
+        code = code_of(browser.post(f"{server.root}/auth/authorize", data={**fields, "decision": "allow"}))
+    token = exchange(server, clients["app"], code, verifier)
+    assert token.status_code == 200, token.text
+    body = token.json()
+    assert "user/Patient.rs" in body["scope"] and "user/Patient.cruds" not in body["scope"]
+    jwks = httpx.get(f"{server.root}/.well-known/jwks.json").json()
+    key = jwt.PyJWKSet.from_dict(jwks).keys[0].key
+    id_token = jwt.decode(body["id_token"], key, algorithms=["EdDSA"], audience=clients["app"])
+    assert id_token["fhirUser"] == f"{server.base}/Practitioner/p1"
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["fhirUser"] == "Practitioner/p1"
+    read = httpx.get(f"{server.base}/Practitioner/p1", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert read.status_code == 200 and read.json()["id"] == "p1"
+    write = httpx.put(
+        f"{server.base}/Practitioner/p1",
+        json={"resourceType": "Practitioner", "id": "p1"},
+        headers={"Authorization": f"Bearer {body['access_token']}"},
+    )
+    assert write.status_code == 403  # the one access layer decides, with the user's scopes
+
+    reused = exchange(server, clients["app"], code, verifier)
+    assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+    refreshed = httpx.post(
+        f"{server.root}/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"], "client_id": clients["app"]},
+    )
+    assert refreshed.status_code == 400, "a reused code ends the refresh token its first use gave"
+
+
+def test_refresh_tokens_rotate(world: tuple[Server, Path, dict[str, str]]) -> None:
+    server, _, clients = world
+    verifier, challenge = pkce()
+    with httpx.Client() as browser:
+        start = browser.get(authorize_url(server, clients["own"], challenge, "offline_access user/Patient.rs"))
+        signed = sign_in(browser, server.root, start.headers["location"], "alice")
+        code = code_of(browser.get(server.root + signed.headers["location"]))  # first party: no consent
+    first = exchange(server, clients["own"], code, verifier).json()
+
+    def refresh(token: str) -> httpx.Response:
+        form = {"grant_type": "refresh_token", "refresh_token": token, "client_id": clients["own"]}
+        return httpx.post(f"{server.root}/auth/token", data=form)
+
+    second = refresh(first["refresh_token"])
+    assert second.status_code == 200 and second.json()["refresh_token"] != first["refresh_token"]
+    assert refresh(first["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_wrong_pkce_verifier_and_unregistered_redirect_are_refused(world: tuple[Server, Path, dict[str, str]]) -> None:
+    server, _, clients = world
+    _, challenge = pkce()
+    with httpx.Client() as browser:
+        start = browser.get(authorize_url(server, clients["own"], challenge, "user/Patient.rs"))
+        signed = sign_in(browser, server.root, start.headers["location"], "alice")
+        code = code_of(browser.get(server.root + signed.headers["location"]))
+        other_verifier, _ = pkce()
+        wrong = exchange(server, clients["own"], code, other_verifier)
+        assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
+        elsewhere = browser.get(
+            authorize_url(server, clients["own"], challenge, "user/Patient.rs").replace("127.0.0.1%3A9", "evil.example")
+        )
+        assert elsewhere.status_code == 400 and "location" not in elsewhere.headers
+        twice = browser.get(authorize_url(server, clients["own"], challenge, "user/Patient.rs") + "&redirect_uri=x")
+        assert twice.status_code == 400 and "location" not in twice.headers
+        plain = browser.get(
+            authorize_url(server, clients["own"], challenge, "user/Patient.rs", code_challenge_method="plain")
+        )
+        assert plain.status_code == 302
+        assert parse_qs(urlsplit(plain.headers["location"]).query)["error"] == ["invalid_request"]
+
+
+def test_ehr_launch_gives_the_patient(world: tuple[Server, Path, dict[str, str]]) -> None:
+    server, _, clients = world
+    launch = httpx.post(
+        f"{server.root}/auth/launch", data={"tenant": "default", "patient": "pat1"}, headers=server.headers
+    ).json()["launch"]
+    verifier, challenge = pkce()
+    with httpx.Client() as browser:
+        start = browser.get(
+            authorize_url(server, clients["own"], challenge, "launch patient/Patient.rs openid fhirUser", launch=launch)
+        )
+        signed = sign_in(browser, server.root, start.headers["location"], "alice")
+        code = code_of(browser.get(server.root + signed.headers["location"]))
+    body = exchange(server, clients["own"], code, verifier).json()
+    assert body["patient"] == "pat1" and "patient/Patient.rs" in body["scope"]
+    smart = httpx.get(f"{server.base}/.well-known/smart-configuration").json()
+    assert smart["authorization_endpoint"] == f"{server.root}/auth/authorize"
+    assert {"launch-ehr", "client-public", "sso-openid-connect"} <= set(smart["capabilities"])
+    assert smart["code_challenge_methods_supported"] == ["S256"]
+
+
+def test_lockout_totp_disabled_user_and_sign_out(world: tuple[Server, Path, dict[str, str]]) -> None:
+    server, data_dir, _ = world
+    with httpx.Client() as browser:
+        page = browser.get(f"{server.root}/auth/login")
+        for _ in range(5):
+            wrong = browser.post(
+                f"{server.root}/auth/login",
+                data={**hidden(page.text), "username": "bob", "password": "not the password"},
+            )
+            assert wrong.status_code == 401
+        locked = browser.post(
+            f"{server.root}/auth/login", data={**hidden(page.text), "username": "bob", "password": PASSWORD}
+        )
+        assert locked.status_code == 401, "locked, even with the right password"
+    totp = dermbridge(data_dir, "user", "totp", "--username", "carol")
+    with httpx.Client() as browser:
+        assert sign_in(browser, server.root, "/auth/login", "carol").status_code == 401
+        now = pyotp.TOTP(str(totp["totp_secret"])).now()
+        assert sign_in(browser, server.root, "/auth/login", "carol", now).status_code == 303
+        assert browser.get(f"{server.root}/auth/session").json()["fhirUser"] == "Practitioner/p3"
+    verifier, challenge = pkce()
+    with httpx.Client() as browser:
+        start = browser.get(authorize_url(server, world[2]["own"], challenge, "user/Practitioner.rs"))
+        signed = sign_in(browser, server.root, start.headers["location"], "dave")
+        assert signed.status_code == 303
+        assert browser.get(f"{server.root}/auth/session").status_code == 200
+        code = code_of(browser.get(server.root + signed.headers["location"]))
+        token = exchange(server, world[2]["own"], code, verifier).json()["access_token"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{server.base}/Practitioner/p4", headers=bearer).status_code == 200
+        dermbridge(data_dir, "user", "disable", "--username", "dave")
+        assert httpx.get(f"{server.base}/Practitioner/p4", headers=bearer).status_code == 401, "its token too"
+        assert browser.get(f"{server.root}/auth/session").status_code == 401
+        assert sign_in(browser, server.root, "/auth/login", "dave").status_code == 401
+    with httpx.Client() as browser:
+        assert sign_in(browser, server.root, "/auth/login", "alice").status_code == 303
+        session = browser.get(f"{server.root}/auth/session").json()
+        assert session["username"] == "alice"
+        no_csrf = browser.post(f"{server.root}/auth/logout", data={"csrf": "nope"})
+        assert no_csrf.status_code == 403
+        out = browser.post(f"{server.root}/auth/logout", data={"csrf": session["csrf"]})
+        assert out.status_code == 303
+        assert browser.get(f"{server.root}/auth/session").status_code == 401
+    events = server.http.get(f"{server.base}/AuditEvent", params={"_count": "500"}).json()
+    logins = [
+        e["resource"] for e in events.get("entry", []) if e["resource"].get("subtype", [{}])[0].get("code") == "110122"
+    ]
+    assert any(e["outcome"] == "4" and e["agent"][0]["who"].get("reference") == "Practitioner/p2" for e in logins)
+    assert any(e["outcome"] == "0" and e["agent"][0]["who"].get("reference") == "Practitioner/p3" for e in logins)
+    logouts = [
+        e["resource"] for e in events.get("entry", []) if e["resource"].get("subtype", [{}])[0].get("code") == "110123"
+    ]
+    assert logouts and logouts[0]["agent"][0]["who"]["reference"] == "Practitioner/p1"
+    assert PASSWORD not in json.dumps(events)
+
+
+def test_sign_in_at_the_hospital_openid_provider(world: tuple[Server, Path, dict[str, str]]) -> None:
+    server, _, clients = world
+    provider: Provider = server.provider  # type: ignore[attr-defined]
+    verifier, challenge = pkce()
+    with httpx.Client() as browser:
+        start = browser.get(authorize_url(server, clients["own"], challenge, "user/Patient.rs openid fhirUser"))
+        page = browser.get(server.root + start.headers["location"])
+        link = re.search(r'href="(/auth/oidc/login\?[^"]+)"', page.text)
+        assert link is not None, "the sign-in page offers the hospital account"
+        to_provider = browser.get(server.root + link.group(1).replace("&amp;", "&"))
+        assert to_provider.status_code == 303 and to_provider.headers["location"].startswith(provider.issuer)
+        back = browser.get(to_provider.headers["location"])  # the provider signs the person in and sends them back
+        assert back.status_code == 302
+        signed = browser.get(back.headers["location"])
+        assert signed.status_code == 303, signed.text
+        assert browser.get(f"{server.root}/auth/session").json()["fhirUser"] == "Practitioner/p5"
+        code = code_of(browser.get(server.root + signed.headers["location"]))
+        replayed = browser.get(back.headers["location"])  # the same state and code again
+        assert replayed.status_code == 400
+    token = exchange(server, clients["own"], code, verifier).json()
+    assert jwt.decode(token["access_token"], options={"verify_signature": False})["fhirUser"] == "Practitioner/p5"
+
+    provider.subject = "someone-not-registered"
+    with httpx.Client() as browser:
+        to_provider = browser.get(f"{server.root}/auth/oidc/login?tenant=default")
+        back = browser.get(to_provider.headers["location"])
+        refused = browser.get(back.headers["location"])
+        assert refused.status_code == 403
+        assert browser.get(f"{server.root}/auth/session").status_code == 401
