@@ -50,7 +50,8 @@ frontend fhir
 backend api
     balance roundrobin
     option httpchk GET /readyz
-    default-server inter 300ms fall 1 rise 2
+    timeout check 5s
+    default-server inter 500ms fall 3 rise 2
 {servers}
 """)
     log = directory / "haproxy.log"
