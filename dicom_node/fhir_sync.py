@@ -18,6 +18,7 @@ from dicom_node.dicom_values import acquisition_datetime, fhir_datetime
 from dicom_node.imaging_device import imaging_device, reference
 from dicom_node.lesion_identity import resolve_lesion
 from dicom_node.lesions import DEFAULT_LESION_KEY, laterality, site_coding
+from dicom_node.order_match import ACCESSION_SYSTEM, OrderMismatch, flag_order_mismatch, ordered_case
 from dicom_node.patient_match import resolve_patient
 from dicom_node.sop_classes import ENCAPSULATED_PDF
 from fhir_server.declared_profiles import CASE_REPORT, DERMOSCOPIC_MEDIA, DERMOSCOPIC_STUDY, declare
@@ -26,7 +27,6 @@ from fhir_server.repository import Repository, Stored
 from fhir_server.workflow.codes import PRODUCT_SYSTEM
 
 DICOM_UID_SYSTEM = "urn:dicom:uid"
-ACCESSION_SYSTEM = "urn:dermbridge:accession"
 DCM_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
 SCT_SYSTEM = "http://snomed.info/sct"
 MEDIA_TYPE_IMAGE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/media-type", "code": "image"}]}
@@ -47,6 +47,7 @@ class SyncResult:
     media_id: str
     report_id: str
     lesion_id: str = ""
+    order_mismatch: OrderMismatch | None = None  # the accession named another patient's case
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,10 +258,11 @@ async def _media(
 async def _case(
     repo: Repository, ds: Dataset, patient_id: str, study: Stored, media: Stored, known: str | None,
     product: str | None,
-) -> Stored:  # fmt: skip
+) -> tuple[Stored, OrderMismatch | None]:  # fmt: skip
     """The case: the one this study's earlier instances joined, else found by the study UID or
-    by AccessionNumber (an order's accession), else opened (tagged with ``product`` when the tenant's
-    product rules name one)."""
+    by AccessionNumber (an order's accession, only a case of this patient: ``dicom_node.order_match``),
+    else opened (tagged with ``product`` when the tenant's product rules name one); and the mismatch
+    when the accession named another patient's case."""
     study_uid = str(ds.StudyInstanceUID)
     study_ref = {"reference": f"ImagingStudy/{study.resource['id']}"}
     found = await _live(repo, "DiagnosticReport", known)
@@ -269,11 +271,11 @@ async def _case(
     if found is None:
         found = await _patients(repo, "DiagnosticReport", [("identifier", f"{DICOM_UID_SYSTEM}|{_uid(study_uid)}")],
                                 patient_id)  # fmt: skip
-    accession = _text(ds, "AccessionNumber")
+    accession, mismatch = _text(ds, "AccessionNumber"), None
     if found is None and accession:
-        found = await _one(repo, "DiagnosticReport", [("identifier", f"{ACCESSION_SYSTEM}|{accession}")])
-        if found is None:
-            found = await _one(repo, "DiagnosticReport", [("based-on:ServiceRequest.identifier", accession)])
+        found, mismatch = await ordered_case(repo, accession, patient_id)
+        if mismatch is not None:
+            mismatch = await flag_order_mismatch(repo, ds, patient_id, mismatch)
     media_ref = {"link": {"reference": f"Media/{media.resource['id']}"}}
     if found is None:
         report: dict[str, Any] = {
@@ -286,11 +288,12 @@ async def _case(
             "imagingStudy": [study_ref],
             "media": [media_ref],
         }
-        if accession:
+        if accession and mismatch is None:  # the accession stays the order's: it names one patient's case
             report["identifier"].append({"system": ACCESSION_SYSTEM, "value": accession})
         if product:
             report["meta"] = {"tag": [{"system": PRODUCT_SYSTEM, "code": product}]}
-        return await repo.create(declare(report, CASE_REPORT), resource_type="DiagnosticReport", server_built=True)
+        created = await repo.create(declare(report, CASE_REPORT), resource_type="DiagnosticReport", server_built=True)
+        return created, mismatch
     report = dict(found.resource)
     changed = False
     if study_ref not in report.setdefault("imagingStudy", []):
@@ -300,8 +303,8 @@ async def _case(
         report["media"].append(media_ref)
         changed = True
     if not changed:
-        return found
-    return await repo.update(report, resource_type="DiagnosticReport", id=str(report["id"]), server_built=True)
+        return found, None
+    return await repo.update(report, resource_type="DiagnosticReport", id=str(report["id"]), server_built=True), None
 
 
 async def sync_instance(
@@ -318,9 +321,9 @@ async def sync_instance(
         f"{dicomweb_base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
     )
     media = await _media(repo, ds, patient_id, study, instance_url, zone)
-    report = await _case(repo, ds, patient_id, study, media, known.report, product)
+    report, mismatch = await _case(repo, ds, patient_id, study, media, known.report, product)
     lesion_id = ""
     if str(ds.SOPClassUID) != ENCAPSULATED_PDF:
         lesion_id = str((await resolve_lesion(repo, ds, patient_id, lesion_key)).resource["id"])
     return SyncResult(patient_id, str(study.resource["id"]), str(media.resource["id"]), str(report.resource["id"]),
-                      lesion_id)  # fmt: skip
+                      lesion_id, mismatch)  # fmt: skip

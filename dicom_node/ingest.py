@@ -31,6 +31,7 @@ from dicom_node.fhir_sync import KnownIds, SyncResult, sync_instance
 from dicom_node.instance_files import new_object_key, seal_object, seal_object_key, with_object_key
 from dicom_node.iod import check_instance
 from dicom_node.lesions import ImagingConventions
+from dicom_node.order_match import order_mismatch_event
 from dicom_node.patient_match import flag_foreign_study, identified_patient
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.errors import OperationOutcomeError
@@ -128,6 +129,9 @@ class Ingestor:
                                        product=await case_product(tx, ds, calling_ae))  # fmt: skip
         except OperationOutcomeError as exc:  # attributes that cannot become valid FHIR
             raise InvalidInstance(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"not mappable: {exc}") from exc
+        if sync.order_mismatch is not None and self.trail is not None:  # committed with the image, or not at all
+            await self.trail.record_in(store, tx, order_mismatch_event(sync.patient_id, sync.media_id,
+                                                                       sync.order_mismatch))  # fmt: skip
         sealed = await seal_object_key(tx, sync.patient_id, key, indexed.instance_uid) if key else None
         await index_records(tx, indexed, study, so_far, sync, new_instance=new_instance, object_key=sealed)
         await tx.append_event(

@@ -104,7 +104,7 @@ async def _live(repo: Repository, id: str) -> Stored | None:
         return None
 
 
-async def _survivor(repo: Repository, stored: Stored) -> Stored:
+async def survivor(repo: Repository, stored: Stored) -> Stored:
     """The Patient a merged record was replaced by ($merge), else the record itself."""
     for _ in range(MAX_LINKS):
         replaced_by = linked(stored.resource, "replaced-by")
@@ -123,7 +123,7 @@ async def _find(repo: Repository, systems: list[str], value: str, known: str | N
     for system in systems:
         found = await repo.find("Patient", [("identifier", token(system, value))])
         if found:
-            return await _survivor(repo, found[0])
+            return await survivor(repo, found[0])
     return None
 
 
@@ -168,8 +168,11 @@ def _uid_input(what: str, uid: str) -> dict[str, Any]:
     return {"type": {"text": what}, "valueIdentifier": {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{uid}"}}
 
 
-async def _review_task(repo: Repository, ds: Dataset, key: str, patient_id: str, description: str) -> Stored:
-    """A requested identity review Task about ``Patient/patient_id`` (one per ``key``)."""
+async def review_task(
+    repo: Repository, ds: Dataset, key: str, patient_id: str, description: str, inputs: tuple[dict[str, Any], ...] = ()
+) -> Stored:
+    """A requested identity review Task about ``Patient/patient_id`` (one per ``key``); ``inputs``: what else
+    it is about, after the DICOM study and instance."""
     existing = await repo.find("Task", [("identifier", f"{REVIEW_KEY_SYSTEM}|{key}")])
     if existing:
         return existing[0]
@@ -187,7 +190,7 @@ async def _review_task(repo: Repository, ds: Dataset, key: str, patient_id: str,
         "authoredOn": now,
         "lastModified": now,
         "input": [_uid_input("DICOM study", str(ds.StudyInstanceUID)),
-                  _uid_input("DICOM instance", str(ds.SOPInstanceUID))],
+                  _uid_input("DICOM instance", str(ds.SOPInstanceUID)), *inputs],
     }  # fmt: skip
     return await repo.create(task, resource_type="Task", server_built=True)
 
@@ -210,7 +213,7 @@ async def flag_differences(repo: Repository, ds: Dataset, patient: Stored) -> St
         "were filed under this Patient and the record was not changed: confirm the identity, or correct the "
         "images' patient (DICOM) or merge records (Patient/$merge)."
     )
-    return await _review_task(repo, ds, f"{patient_id}/{study_uid}", patient_id, description)
+    return await review_task(repo, ds, f"{patient_id}/{study_uid}", patient_id, description)
 
 
 async def flag_foreign_study(repo: Repository, ds: Dataset, uid: str, owner: str, claimed: str | None) -> Stored:
@@ -225,7 +228,7 @@ async def flag_foreign_study(repo: Repository, ds: Dataset, uid: str, owner: str
         "or merge records (Patient/$merge) if both are the same person."
     )
     key = f"{owner}/{ds.StudyInstanceUID}/{claimed or dicom_text(ds, 'PatientID')}"
-    return await _review_task(repo, ds, key, owner, description)
+    return await review_task(repo, ds, key, owner, description)
 
 
 async def identified_patient(repo: Repository, ds: Dataset, known: str | None = None) -> Stored | None:

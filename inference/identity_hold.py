@@ -62,8 +62,16 @@ async def unresolved_review(repo: Repository, patient_id: str, study_uid: str) -
     return None
 
 
+def _doubt(review: dict[str, Any]) -> str:
+    """What put the image's identity in question: an order of another patient (``dicom_node.order_match``),
+    else the demographics (``dicom_node.patient_match``)."""
+    if any((i.get("type") or {}).get("text") == "accession number" for i in review.get("input", [])):
+        return "the image's Accession Number names another patient's case"
+    return "the image's patient demographics differ from the matched Patient's record"
+
+
 def hold_reason(review: Stored) -> str:
-    return (f"AI analysis held: the image's patient demographics differ from the matched Patient's record "
+    return (f"AI analysis held: {_doubt(review.resource)} "
             f"(identity review Task/{review.resource['id']}, {review.resource.get('status')}); the image is analysed "
             "once the identity is confirmed (the review Task completed) or the records are merged "
             "(Patient/$merge)")  # fmt: skip

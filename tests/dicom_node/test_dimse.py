@@ -227,9 +227,12 @@ def test_each_tenant_sees_only_its_own_images(node: DicomNode, tmp_path: Path) -
 
 
 def test_images_join_the_case_ordered_by_accession(node: DicomNode, tmp_path: Path) -> None:
-    """An EHR opened the case (DiagnosticReport with the order's accession) before the images came."""
+    """An EHR opened the case (DiagnosticReport with the order's accession) before the images came; the modality
+    worklist put the order's patient identifier (and issuer) and accession in the image, so ingest matches the
+    case's own Patient and the image joins the case (IHE SWF)."""
     client = node.client
-    patient = client.post(f"{BASE}/Patient", json={"resourceType": "Patient"}).json()
+    ehr_patient = {"resourceType": "Patient", "identifier": [{"system": "urn:clinic:mrn", "value": "DERM0001"}]}
+    patient = client.post(f"{BASE}/Patient", json=ehr_patient).json()
     case = {
         "resourceType": "DiagnosticReport",
         "identifier": [{"system": "urn:dermbridge:accession", "value": "ORDER-77"}],
@@ -244,6 +247,7 @@ def test_images_join_the_case_ordered_by_accession(node: DicomNode, tmp_path: Pa
     report = reports["entry"][0]["resource"]
     assert report["id"] == opened["id"]
     assert len(report["media"]) == 1 and len(report["imagingStudy"]) == 1
+    assert client.get(f"{BASE}/Patient").json()["total"] == 1  # the image's patient is the order's
 
 
 def test_a_study_s_later_images_find_its_resources_even_after_they_changed(node: DicomNode, tmp_path: Path) -> None:
