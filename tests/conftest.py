@@ -68,13 +68,20 @@ def postgres_server() -> Iterator[ThrowawayPostgres]:
         yield server
 
 
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[FhirTestClient]:
-    with make_client(tmp_path / "var") as c:
-        yield c
-
-
 ENGINES = ("sqlite", "postgresql")
+
+
+@pytest.fixture
+def engine() -> dict[str, Any]:
+    """The engine settings of a test's server: SQLite. A module whose tests run on every engine overrides this
+    fixture with one parametrised by ``ENGINES`` that returns ``engine_settings(request)``."""
+    return {}
+
+
+@pytest.fixture
+def client(tmp_path: Path, engine: dict[str, Any]) -> Iterator[FhirTestClient]:
+    with make_client(tmp_path / "var", **engine) as c:
+        yield c
 
 
 def engine_settings(request: pytest.FixtureRequest) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -16,7 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx2
+
+CLI_TIMEOUT_S = 300
 
 
 def free_port() -> int:
@@ -84,33 +88,53 @@ def crash(pid: int) -> int:
     return len(frozen)
 
 
+_PENDING = (
+    "SELECT COUNT(*) FROM outbox o LEFT JOIN outbox_delivery d ON d.consumer = {c} AND d.seq = o.seq "
+    "WHERE o.seq > COALESCE((SELECT acked_through FROM outbox_cursor WHERE consumer = {c}), 0) "
+    "AND NOT COALESCE(d.acked, {false})"
+)
+
+
 def pending_events(
-    data_dir: Path, consumers: tuple[str, ...] = ("workflow", "inference", "subscriptions"), tenant: str = "default"
+    data_dir: Path,
+    consumers: tuple[str, ...] = ("workflow", "inference", "subscriptions"),
+    tenant: str = "default",
+    storage: str | None = None,
 ) -> int:
     """Outbox events one of ``consumers`` has not acknowledged yet (deferred retries included), read from
-    the tenant's SQLite file (read only): the condition for "every consumer has handled every event"."""
+    the tenant's SQLite file (read only), or its PostgreSQL schema on ``storage``: the condition for
+    "every consumer has handled every event"."""
+    if storage:
+        return asyncio.run(_pending_on_postgres(storage, tenant, consumers))
     path = data_dir / "tenants" / f"{tenant}.sqlite"
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
-        return sum(
-            db.execute(
-                "SELECT COUNT(*) FROM outbox o LEFT JOIN outbox_delivery d ON d.consumer = ? AND d.seq = o.seq "
-                "WHERE o.seq > COALESCE((SELECT acked_through FROM outbox_cursor WHERE consumer = ?), 0) "
-                "AND COALESCE(d.acked, 0) = 0",
-                (consumer, consumer),
-            ).fetchone()[0]
-            for consumer in consumers
-        )
+        sql = _PENDING.format(c="?", false="0")
+        return sum(db.execute(sql, (consumer, consumer)).fetchone()[0] for consumer in consumers)
+
+
+async def _pending_on_postgres(storage: str, tenant: str, consumers: tuple[str, ...]) -> int:
+    search_path = '"' + tenant.replace('"', '""') + '"'
+    conn = await asyncpg.connect(storage, server_settings={"search_path": search_path})
+    try:
+        sql = _PENDING.format(c="$1", false="false")
+        return sum([int(await conn.fetchval(sql, consumer)) for consumer in consumers])
+    finally:
+        await conn.close()
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "dermbridge", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
+    # a bound, not a race: the CLI imports what the server does, which on a loaded 2-core machine took over 60 s
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, env=environment)
 
 
-def create_client(data_dir: Path, tenant: str = "default", *roles: str) -> dict[str, str]:
-    """``dermbridge client create``: the new client's id and secret."""
+def create_client(
+    data_dir: Path, tenant: str = "default", *roles: str, env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """``dermbridge client create``: the new client's id and secret (``env``: e.g. DERMBRIDGE_STORAGE)."""
     role_args = [a for r in roles or ("admin",) for a in ("--role", r)]
-    created = cli("client", "create", "--tenant", tenant, *role_args, "--data-dir", str(data_dir))
+    created = cli("client", "create", "--tenant", tenant, *role_args, "--data-dir", str(data_dir), env=env)
     assert created.returncode == 0, created.stderr
     found: dict[str, str] = json.loads(created.stdout)
     return found
@@ -157,7 +181,7 @@ def running_server(
 
     A ``role`` without the HTTP API (``dermbridge/roles.py``) is waited for on its /readyz instead."""
     port = free_port()
-    client = create_client(data_dir) if admin else None
+    client = create_client(data_dir, env=env) if admin else None
     command = [sys.executable, "-m", "dermbridge", "serve", "--port", str(port), "--data-dir", str(data_dir),
                "--role", role]  # fmt: skip
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", "DERMBRIDGE_DICOM_PORT": str(free_port()),

@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,9 @@ class DicomNode:
         return stored_dataset(self.client, instance_uid)
 
 
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[DicomNode]:
+@contextmanager
+def running_node(tmp_path: Path, **settings: Any) -> Iterator[DicomNode]:
+    """A node on its own ports and data directory (``settings``: e.g. the engine's)."""
     port, move_port = free_port(), free_port()
     data_dir = tmp_path / "var"
     client = make_client(
@@ -75,7 +77,14 @@ def node(tmp_path: Path) -> Iterator[DicomNode]:
         dicom_port=port,
         dicom_ae_tenants=AE_TENANTS,
         dicom_move_destinations={"MOVEDEST": f"127.0.0.1:{move_port}"},
+        **settings,
     )
     with client:
         client.post("/fhir/default/$nothing")  # the app is up (lifespan ran)
         yield DicomNode(client, port, data_dir, move_port)
+
+
+@pytest.fixture
+def node(tmp_path: Path, engine: dict[str, Any]) -> Iterator[DicomNode]:
+    with running_node(tmp_path, **engine) as started:
+        yield started

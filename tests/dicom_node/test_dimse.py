@@ -6,11 +6,13 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
 
 from dicom_node.attributes import INSTANCE
+from tests.conftest import ENGINES, engine_settings
 from tests.dicom_factories import SYNTAXES, VL_PHOTOGRAPHIC, dermoscopic, write
 from tests.dicom_node.conftest import DicomNode
 
@@ -26,6 +28,12 @@ STORESCU_PROPOSE = {
     "1.2.840.10008.1.2.4.90": "-xv",
 }
 BASE = "/fhir/default"
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """DICOM ingest (index, FHIR sync, outbox) runs on every engine."""
+    return engine_settings(request)
 
 
 def test_echo(node: DicomNode) -> None:

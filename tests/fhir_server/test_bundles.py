@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import BASE, FhirTestClient
+import pytest
+
+from tests.conftest import BASE, ENGINES, FhirTestClient, engine_settings
 from tests.factories import diagnostic_report, observation, patient, transaction
 
 ROBOT = {"resourceType": "Patient", "gender": "robot"}
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Bundles run on every engine."""
+    return engine_settings(request)
 
 
 def _post(client: FhirTestClient, bundle: dict[str, Any]) -> Any:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from tests.conftest import BASE, ENGINES, FhirTestClient, engine_settings, make_client
+from tests.conftest import BASE, ENGINES, FhirTestClient, engine_settings
 from tests.factories import observation, patient
 
 PATIENT = "79a66c97-6131-3213-f3c9-4606946ab056"  # Mrs. Marine542 Ai120 Upton904
@@ -17,10 +15,9 @@ NPI = "http://hl7.org/fhir/sid/us-npi|9999974493"
 
 
 @pytest.fixture(params=ENGINES)
-def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FhirTestClient]:
+def engine(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Search runs on every engine (``synthea_client`` is parametrised the same way)."""
-    with make_client(tmp_path / "var", **engine_settings(request)) as c:
-        yield c
+    return engine_settings(request)
 
 
 def search(client: FhirTestClient, path: str, **params: Any) -> dict[str, Any]:

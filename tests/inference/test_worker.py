@@ -22,7 +22,7 @@ from inference.results import AIAST
 from inference.synthetic import lesion_image, random_spec
 from inference.synthetic_scenes import blurred, document_page, he_tile, over_exposed
 from inference.worker import CONSUMER
-from tests.conftest import BASE, FhirTestClient, make_client
+from tests.conftest import BASE, ENGINES, FhirTestClient, engine_settings, make_client
 from tests.dicom_factories import dermoscopic, stow_body, with_pixels
 from tests.fhir_server.test_consent import AI, consent
 
@@ -31,9 +31,15 @@ SALIENCY = "urn:dermbridge:media|saliency-map"
 DEADLINE = 60.0
 
 
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Image to findings end to end runs on every engine (modules importing ``node`` stay on SQLite)."""
+    return engine_settings(request)
+
+
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[FhirTestClient]:
-    settings = {"inference_enabled": True, "dicom_any_ae_tenant": "default"}
+def node(tmp_path: Path, engine: dict[str, Any]) -> Iterator[FhirTestClient]:
+    settings = {"inference_enabled": True, "dicom_any_ae_tenant": "default", **engine}
     with make_client(tmp_path / "var", **settings) as client:
         yield client
 

@@ -1,9 +1,9 @@
 """Scale-out with real parts (issue 16, "Stateless roles"): HAProxy (Debian's) in front of two API processes,
-one DICOM, one worker, one inference and one audit process, all on one database (the SQLite files of one
-data directory). A client writes and reads FHIR through the load balancer while dcmtk's storescu sends
-images to the DICOM process; one API process is killed (-9) mid-load. No acknowledged write is lost, the
-other API process carries the load on, every image is analysed exactly once (no duplicate results), and
-the audit trail verifies."""
+one DICOM, one worker, one inference and one audit process, all on one database: the SQLite files of one data
+directory, or one throw-away PostgreSQL (the blob directory shared by every process). A client writes and reads
+FHIR through the load balancer while dcmtk's storescu sends images to the DICOM process; one API process is
+killed (-9) mid-load. No acknowledged write is lost, the other API process carries the load on, every image is
+analysed exactly once (no duplicate result Observations, one SR and one SEG), and the audit trail verifies."""
 
 from __future__ import annotations
 
@@ -14,17 +14,20 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
 
+from tests.conftest import ENGINES, engine_settings
 from tests.fhir_server.test_consent import AI, consent
 from tests.inference.test_worker import lesion_instance
-from tests.server import cli, crash, create_client, fetch_token, free_port, pending_events, running_server
+from tests.server import Server, cli, crash, create_client, fetch_token, free_port, pending_events, running_server
 
 pytestmark = pytest.mark.interop
 MARKER = "urn:dermbridge:test:scale-out"
 BOUND = 180.0
+START_BOUND = 600.0  # a bound, not a race: six processes importing torch on two busy cores took over 120 s
 
 
 @contextmanager
@@ -47,7 +50,8 @@ frontend fhir
 backend api
     balance roundrobin
     option httpchk GET /readyz
-    default-server inter 300ms fall 1 rise 2
+    timeout check 5s
+    default-server inter 500ms fall 3 rise 2
 {servers}
 """)
     log = directory / "haproxy.log"
@@ -103,16 +107,28 @@ class Writer(threading.Thread):
             time.sleep(0.05)
 
 
-def test_an_api_process_killed_behind_haproxy_loses_nothing(tmp_path: Path) -> None:
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Every process on SQLite (one data directory), or on one database of the throw-away PostgreSQL."""
+    return engine_settings(request)
+
+
+def test_an_api_process_killed_behind_haproxy_loses_nothing(tmp_path: Path, engine: dict[str, Any]) -> None:
     data, dimse, lb_port = tmp_path / "var", free_port(), free_port()
+    storage = engine.get("storage")
+    on_engine = {"DERMBRIDGE_STORAGE": storage} if storage else {}
     common = {"DERMBRIDGE_AUDIT_LOADER": "role", "DERMBRIDGE_DICOM_PORT": str(dimse),
               "DERMBRIDGE_DICOM_ANY_AE_TENANT": "default", "DERMBRIDGE_PUBLIC_URL": f"http://127.0.0.1:{lb_port}",
-              "DERMBRIDGE_INFERENCE_ENABLED": "true"}  # fmt: skip
-    admin = create_client(data)
+              "DERMBRIDGE_INFERENCE_ENABLED": "true", **on_engine}  # fmt: skip
+    admin = create_client(data, env=on_engine)
     with ExitStack() as stack:
-        apis = [stack.enter_context(running_server(data, env=common, admin=False, role="api")) for _ in range(2)]
+
+        def start(role: str) -> Server:
+            return stack.enter_context(running_server(data, START_BOUND, env=common, admin=False, role=role))
+
+        apis = [start("api") for _ in range(2)]
         for role in ("dicom", "worker", "inference", "audit"):
-            stack.enter_context(running_server(data, env=common, admin=False, role=role))
+            start(role)
         lb = stack.enter_context(haproxy(tmp_path, lb_port, [int(a.root.rsplit(":", 1)[1]) for a in apis]))
         token = fetch_token(lb, admin)
         base = f"{lb}/fhir/default"
@@ -136,15 +152,21 @@ def test_an_api_process_killed_behind_haproxy_loses_nothing(tmp_path: Path) -> N
             assert found.status_code == 200, (patient_id, found.text)
             assert found.json()["identifier"][0]["value"] == marker
         deadline = time.monotonic() + BOUND
-        while pending_events(data, ("workflow", "inference")) or any(_findings(http, base, p) < 4 for p in patients):
+        while pending_events(data, ("workflow", "inference"), storage=storage) or any(
+            _findings(http, base, p) < 4 for p in patients
+        ):
             assert time.monotonic() < deadline, "the images were not analysed"
             time.sleep(0.5)
         assert [_findings(http, base, p) for p in patients] == [4, 4]  # exactly once: risk x2, diagnosis, ABCD
+        # and the results as DICOM once: for each of the two images, one SR and one SEG
+        assert _modalities(http, lb) == ["DMS", "DMS", "SEG", "SEG", "SR", "SR"]
+        if storage:  # every process was on PostgreSQL: no tenant database in the shared data directory
+            assert not list(data.glob("tenants/*.sqlite"))
         cases = [http.get(f"{base}/DiagnosticReport", params={"subject": f"Patient/{p}", "_summary": "count"})
                  .json()["total"] for p in patients]  # fmt: skip
         assert cases == [1, 1]
         assert apis[1].process.poll() is None
-    verified = cli("audit", "verify", "--tenant", "default", "--data-dir", str(data))
+    verified = cli("audit", "verify", "--tenant", "default", "--data-dir", str(data), env=on_engine)
     assert verified.returncode == 0 and "intact" in verified.stdout, verified.stdout + verified.stderr
 
 
@@ -166,3 +188,10 @@ def _store(directory: Path, port: int, mrn: str, seed: int) -> None:
 def _findings(http: httpx2.Client, base: str, patient_id: str) -> int:
     params = {"subject": f"Patient/{patient_id}", "_summary": "count"}
     return int(http.get(f"{base}/Observation", params=params).json()["total"])
+
+
+def _modalities(http: httpx2.Client, root: str) -> list[str]:
+    """The Modality of each instance the tenant holds (QIDO-RS over all instances), sorted."""
+    found = http.get(f"{root}/dicomweb/default/instances", params={"includefield": "00080060"})
+    assert found.status_code == 200, found.text
+    return sorted(instance["00080060"]["Value"][0] for instance in found.json())

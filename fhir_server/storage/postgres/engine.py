@@ -35,9 +35,10 @@ from fhir_server.storage.port import (
     SearchPage,
     TenantUnknownError,
 )
-from fhir_server.storage.postgres import audit, outbox, records, resources, schema
+from fhir_server.storage.postgres import audit, outbox, probes, records, resources, schema
 from fhir_server.storage.postgres.group import GroupCommit
 from fhir_server.storage.postgres.transaction import PostgresTransaction
+from fhir_server.storage.probes import Backlog, PoolUsage
 from fhir_server.storage.query import RecordQuery, SearchQuery
 from fhir_server.storage.settle import drain
 
@@ -92,6 +93,9 @@ class PostgresTenantStore:
     async def find_records(self, query: RecordQuery) -> list[Record]:
         async with self.acquire() as conn:
             return await records.find(conn, query)
+
+    def pools(self) -> list[asyncpg.Pool]:
+        return [self.pool, self._outbox_pool]
 
     def acquire(self) -> Any:
         """A connection of the pool, waited for at most ``ACQUIRE_TIMEOUT_S``: an exhausted pool (say, every
@@ -312,6 +316,20 @@ class PostgresEngine:
 
     def add_commit_listener(self, listener: Callable[[str], None]) -> None:
         self._listeners.append(listener)
+
+    # -- storage.probes: for /readyz and /metrics ---------------------------------------------
+    async def outbox_backlog(self, tenant: str) -> list[Backlog]:
+        async with (await self.tenant(tenant)).acquire() as conn:
+            return await probes.outbox_backlog(conn)
+
+    async def schema_current(self, tenant: str) -> bool:
+        async with self._control_pool().acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+            return await probes.schema_current(conn, tenant)
+
+    def pool_usage(self) -> PoolUsage:
+        """The tenants' pools (resources and outbox) and the control pool; not the LISTEN connection."""
+        pools = [p for store in list(self._stores.values()) for p in store.pools()]
+        return probes.pool_usage([*pools, *([self._control] if self._control is not None else [])])
 
     def _on_notify(self, connection: Any, pid: int, channel: str, tenant: str) -> None:
         for listener in self._listeners:

@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import BASE, FhirTestClient, make_client
+import asyncpg
+import pytest
+
+from tests.conftest import BASE, ENGINES, FhirTestClient, engine_settings, make_client
 from tests.factories import patient
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The trail is written, read and verified on every engine."""
+    return engine_settings(request)
+
+
+AUDIT_EVENT_VERSION = "SELECT h.rowid, h.content FROM history h WHERE h.type = 'AuditEvent' ORDER BY h.hid LIMIT 1"
+
+
+def tenant_sql(data_dir: Path, engine: dict[str, Any], sql: str, *args: Any) -> Any:
+    """Run ``sql`` (``?`` placeholders) on the default tenant's tables directly, as an intruder would;
+    the first row it returns, if any."""
+    if "storage" not in engine:
+        with sqlite3.connect(data_dir / "tenants" / "default.sqlite") as conn:
+            return conn.execute(sql, args).fetchone()
+    numbered = iter(range(1, len(args) + 1))
+    postgres_sql = re.sub(r"\?", lambda _: f"${next(numbered)}", sql).replace("rowid", "hid")
+
+    async def run() -> Any:
+        conn = await asyncpg.connect(engine["storage"], server_settings={"search_path": '"default"'})
+        try:
+            return await conn.fetchrow(postgres_sql, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
 
 
 def audit_events(client: FhirTestClient, **params: str) -> list[dict[str, Any]]:
@@ -17,7 +51,8 @@ def audit_events(client: FhirTestClient, **params: str) -> list[dict[str, Any]]:
     return [e["resource"] for e in bundle.get("entry", [])]
 
 
-def verify(data_dir: Path) -> subprocess.CompletedProcess[str]:
+def verify(data_dir: Path, engine: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
+    """``dermbridge audit verify`` of the default tenant, on ``engine`` (default: SQLite in ``data_dir``)."""
     command = [
         sys.executable,
         "-m",
@@ -29,7 +64,8 @@ def verify(data_dir: Path) -> subprocess.CompletedProcess[str]:
         "--data-dir",
         str(data_dir),
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+    env = {**os.environ, **({"DERMBRIDGE_STORAGE": engine["storage"]} if engine and "storage" in engine else {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
 
 
 def test_every_interaction_is_audited(client: FhirTestClient) -> None:
@@ -64,50 +100,42 @@ def test_audit_events_are_append_only(client: FhirTestClient) -> None:
     assert client.get(url).json()["meta"]["versionId"] == "1"
 
 
-def test_chain_verifies_and_tampering_is_found(tmp_path: Path) -> None:
+def test_chain_verifies_and_tampering_is_found(tmp_path: Path, engine: dict[str, Any]) -> None:
     data_dir = tmp_path / "var"
-    with make_client(data_dir, audit_checkpoint_every=3) as client:
+    with make_client(data_dir, audit_checkpoint_every=3, **engine) as client:
         for n in range(5):
             client.post(f"{BASE}/Patient", json=patient(family=f"P{n}"))
-    intact = verify(data_dir)
+    intact = verify(data_dir, engine)
     assert intact.returncode == 0, intact.stdout + intact.stderr
     assert "intact" in intact.stdout and "6 events" in intact.stdout  # the token request and 5 creates
-    database = data_dir / "tenants" / "default.sqlite"
-    with sqlite3.connect(database) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM audit_checkpoint").fetchone()[0] >= 1
-        rid, content = conn.execute(
-            "SELECT h.rowid, h.content FROM history h WHERE h.type = 'AuditEvent' ORDER BY h.hid LIMIT 1 OFFSET 2"
-        ).fetchone()
-        tampered = content[:-1] + bytes([content[-1] ^ 1])  # one bit of the stored (encrypted) event
-        conn.execute("UPDATE history SET content = ? WHERE rowid = ?", (tampered, rid))
-    broken = verify(data_dir)
+    assert tenant_sql(data_dir, engine, "SELECT COUNT(*) FROM audit_checkpoint")[0] >= 1
+    rid, content = tenant_sql(data_dir, engine, AUDIT_EVENT_VERSION + " OFFSET 2")
+    tampered = content[:-1] + bytes([content[-1] ^ 1])  # one bit of the stored (encrypted) event
+    tenant_sql(data_dir, engine, "UPDATE history SET content = ? WHERE rowid = ?", tampered, rid)
+    broken = verify(data_dir, engine)
     assert broken.returncode == 1
     assert "BROKEN at event 3" in broken.stdout and "altered" in broken.stdout
 
 
-def test_tampering_is_found_without_encryption_too(tmp_path: Path) -> None:
+def test_tampering_is_found_without_encryption_too(tmp_path: Path, engine: dict[str, Any]) -> None:
     data_dir = tmp_path / "var"
-    with make_client(data_dir, encryption_enabled=False) as client:
+    with make_client(data_dir, encryption_enabled=False, **engine) as client:
         for n in range(3):
             client.post(f"{BASE}/Patient", json=patient(family=f"P{n}"))
-    with sqlite3.connect(data_dir / "tenants" / "default.sqlite") as conn:
-        rid, content = conn.execute(
-            "SELECT h.rowid, h.content FROM history h WHERE h.type = 'AuditEvent' ORDER BY h.hid LIMIT 1 OFFSET 1"
-        ).fetchone()
-        conn.execute("UPDATE history SET content = ? WHERE rowid = ?", (content.replace(b'"0"', b'"8"'), rid))
-    broken = verify(data_dir)
+    rid, content = tenant_sql(data_dir, engine, AUDIT_EVENT_VERSION + " OFFSET 1")
+    tenant_sql(data_dir, engine, "UPDATE history SET content = ? WHERE rowid = ?", content.replace(b'"0"', b'"8"'), rid)
+    broken = verify(data_dir, engine)
     assert broken.returncode == 1 and "BROKEN at event 2" in broken.stdout
 
 
-def test_a_rewritten_chain_does_not_match_the_signed_checkpoint(tmp_path: Path) -> None:
+def test_a_rewritten_chain_does_not_match_the_signed_checkpoint(tmp_path: Path, engine: dict[str, Any]) -> None:
     data_dir = tmp_path / "var"
-    with make_client(data_dir, audit_checkpoint_every=2) as client:
+    with make_client(data_dir, audit_checkpoint_every=2, **engine) as client:
         for n in range(4):
             client.post(f"{BASE}/Patient", json=patient(family=f"P{n}"))
-    with sqlite3.connect(data_dir / "tenants" / "default.sqlite") as conn:
-        # drop the last events and their links, as someone hiding what happened would
-        conn.execute("DELETE FROM audit_chain WHERE seq > 2")
-        conn.execute("UPDATE audit_checkpoint SET chain_hash = 'ff' || substr(chain_hash, 3)")
-    broken = verify(data_dir)
+    # drop the last events and their links, as someone hiding what happened would
+    tenant_sql(data_dir, engine, "DELETE FROM audit_chain WHERE seq > 2")
+    tenant_sql(data_dir, engine, "UPDATE audit_checkpoint SET chain_hash = 'ff' || substr(chain_hash, 3)")
+    broken = verify(data_dir, engine)
     assert broken.returncode == 1
     assert "checkpoint" in broken.stdout

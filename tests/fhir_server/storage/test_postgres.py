@@ -17,6 +17,7 @@ from fhir_server.search.extract import index_resource
 from fhir_server.storage.port import AuditEntry, ResourceVersion
 from fhir_server.storage.postgres import PostgresEngine
 from fhir_server.storage.postgres.schema import SCHEMA_VERSION
+from fhir_server.storage.probes import backlog_probe, pool_probe, schema_probe
 from tests.postgres import ThrowawayPostgres
 
 pytestmark = pytest.mark.anyio
@@ -157,3 +158,19 @@ async def test_a_bad_audit_event_recorded_with_others_fails_alone(processes: lis
     links = await store.audit_links(0, 100)
     assert sorted(link.resource_id for link in links) == [f"ae{n}" for n in range(8)]
     assert [link.seq for link in links] == list(range(1, 9))
+
+
+async def test_the_probes_tell_readyz_and_metrics_the_backlog_schema_and_pools(processes: list[PostgresEngine]) -> None:
+    engine = processes[0]
+    backlog, schema, pools = backlog_probe(engine), schema_probe(engine), pool_probe(engine)
+    assert backlog and schema and pools  # before, the engine offered none: /readyz never checked its migrations
+    for n in range(3):
+        await append(engine, n)
+    store = await engine.tenant("clinic-a")
+    assert [e.seq for e in await store.claim_events("worker", 2, lease_seconds=600)] == [1, 2]
+    await store.ack_events("worker", [1])
+    [found] = await backlog.outbox_backlog("clinic-a")
+    assert (found.consumer, found.pending) == ("worker", 2) and found.oldest_age_seconds >= 0
+    assert await schema.schema_current("clinic-a")
+    usage = pools.pool_usage()
+    assert usage.size >= 3 and usage.in_use == 0  # the tenant's two pools and the control pool, all idle
