@@ -43,6 +43,11 @@ _COMPUTED = {
     "NumberOfSeriesRelatedInstances": ("instances", "IS"),
 }
 MAX_MATCHES = 10_000
+_PARENTS = {"SERIES": ("STUDY",), "IMAGE": ("STUDY", "SERIES")}
+_OWN_KEYS = {  # the non-unique keys a parent level matches for its children
+    "STUDY": frozenset(STUDY_KEYS) - {"StudyInstanceUID"},
+    "SERIES": frozenset(SERIES_KEYS) - {"SeriesInstanceUID"},
+}
 
 
 class QueryError(DicomNodeError):
@@ -91,10 +96,11 @@ def _clean(vr: str, text: str, upper: bool = False) -> str:
 
 
 def record_query(level: str, keys: dict[str, str], limit: int = MAX_MATCHES, offset: int = 0,
-                 patient: str | None = None) -> RecordQuery:  # fmt: skip
+                 patient: str | None = None, within: tuple[FieldMatch, ...] = ()) -> RecordQuery:  # fmt: skip
     """Hierarchical matching: the keys of the level, and the unique keys of the levels above;
     ``patient``: only the records ingest filed under this Patient (what a patient/ caller may see,
-    ``attributes.PATIENT_FIELD``), None for every record."""
+    ``attributes.PATIENT_FIELD``), None for every record; ``within``: the parent studies or series that
+    matched the keys of the levels above (``find``)."""
     if level not in LEVELS:
         raise QueryError(f"unknown QueryRetrieveLevel {level!r}")
     allowed = set(_KEYS[level]) | {"ModalitiesInStudy"} if level in ("STUDY", "PATIENT") else set(_KEYS[level])
@@ -109,7 +115,7 @@ def record_query(level: str, keys: dict[str, str], limit: int = MAX_MATCHES, off
             matches.append(match)
     if patient is not None:
         matches.append(FieldMatch(PATIENT_FIELD, "eq", (patient,)))
-    return RecordQuery(_COLLECTION[level], tuple(matches), limit, offset)
+    return RecordQuery(_COLLECTION[level], (*matches, *within), limit, offset)
 
 
 def _attributes(level: str, record: Record) -> dict[str, Any]:
@@ -139,7 +145,19 @@ def _hex(keyword: str) -> str:
 
 async def find(reader: TenantReader, level: str, keys: dict[str, str], limit: int = MAX_MATCHES,
                offset: int = 0, patient: str | None = None) -> list[Match]:  # fmt: skip
-    records = await reader.find_records(record_query(level, keys, limit, offset, patient))
+    """The matches of ``keys`` at ``level``. Keys of the levels above (a QIDO-RS ``/instances?PatientID=``,
+    PS3.18 10.6.1.2; relational C-FIND) are matched too, through the studies and series they select:
+    never ignored, which would answer other patients' instances."""
+    within: list[FieldMatch] = []
+    for parent in _PARENTS.get(level, ()):
+        asked = {k: v for k, v in keys.items() if k in _OWN_KEYS[parent] and field_match(k, v) is not None}
+        if not asked:
+            continue
+        parents = await reader.find_records(record_query(parent, asked, MAX_MATCHES, 0, patient, tuple(within)))
+        if not parents:
+            return []
+        within.append(FieldMatch(_UNIQUE[parent], "in", tuple(r.key for r in parents)))
+    records = await reader.find_records(record_query(level, keys, limit, offset, patient, tuple(within)))
     if level == "PATIENT":
         seen: dict[str, Record] = {}
         for record in records:

@@ -182,3 +182,20 @@ def test_oversized_stow_is_413(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     with make_client(tmp_path / "var") as client:
         response = client.post("/dicomweb/default/studies", content=body, headers={"Content-Type": media})
         assert response.status_code == 413
+
+
+def test_qido_matches_the_keys_of_the_levels_above(client: DICOMwebClient, study: list[pydicom.Dataset]) -> None:
+    """``/instances?PatientID=`` and ``/series?PatientName=`` (PS3.18 10.6.1.2) answer that patient's objects
+    only: a key of a level above is matched through its studies and series, never ignored."""
+    other = dermoscopic(patient_id="WEB2", patient_name="OTHER^OTTO", seed=99)
+    client.store_instances([other])
+    mine = {ds.SOPInstanceUID for ds in study}
+    found = client.search_for_instances(search_filters={"PatientID": "WEB1"})
+    assert {i["00080018"]["Value"][0] for i in found} == mine
+    theirs = client.search_for_instances(search_filters={"PatientID": "WEB2"})
+    assert [i["00080018"]["Value"][0] for i in theirs] == [other.SOPInstanceUID]
+    series = client.search_for_series(search_filters={"PatientName": "weber*"})
+    assert [s["0020000E"]["Value"][0] for s in series] == [study[0].SeriesInstanceUID]
+    assert client.search_for_instances(search_filters={"PatientID": "NOBODY"}) == []
+    by_modality = client.search_for_instances(search_filters={"PatientID": "WEB2", "Modality": other.Modality})
+    assert len(by_modality) == 1
