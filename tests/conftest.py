@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from dermbridge.app import create_app
 from dermbridge.settings import Settings
-from tests.factories import put_entry, synthea_resources, transaction
+from tests.factories import put_entry, set_enforcement, synthea_resources, transaction
 from tests.orthanc import Orthanc, running_orthanc
 from tests.postgres import ThrowawayPostgres, throwaway_postgres
 from tests.schema import assert_r4
@@ -96,8 +96,11 @@ def engine_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
 def synthea_client(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[FhirTestClient]:
-    """A server loaded with the Synthea sample through transaction Bundles (read-only for tests), on each engine."""
+    """A server loaded with the Synthea sample through transaction Bundles (read-only for tests), on each engine.
+    Synthea claims US Core profiles, which the server does not hold: the tenant accepts unknown claims, as a
+    hospital loading such data sets it (README, "Profiles and validation")."""
     with make_client(tmp_path_factory.mktemp("synthea") / "var", **engine_settings(request)) as c:
+        set_enforcement(c, unknown="accept")
         batch: list[dict[str, Any]] = []
         for resource in synthea_resources():
             batch.append(put_entry(resource))

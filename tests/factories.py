@@ -62,3 +62,12 @@ def transaction(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 def put_entry(resource: dict[str, Any]) -> dict[str, Any]:
     return {"resource": resource, "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"}}
+
+
+def set_enforcement(client: Any, base: str = "/fhir/default", **policy: str) -> dict[str, Any]:
+    """The tenant's ``meta.profile`` policy (``StructureDefinition/$profile-enforcement``): ``known`` enforce|ignore,
+    ``unknown`` refuse|accept; answers the policy in force."""
+    body = {"resourceType": "Parameters", "parameter": [{"name": k, "valueCode": v} for k, v in policy.items()]}
+    response = client.post(f"{base}/StructureDefinition/$profile-enforcement", json=body)
+    assert response.status_code == 200, response.text
+    return {p["name"]: p["valueCode"] for p in response.json()["parameter"]}

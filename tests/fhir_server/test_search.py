@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from tests.conftest import BASE, ENGINES, FhirTestClient, engine_settings
-from tests.factories import observation, patient
+from tests.factories import observation, patient, set_enforcement
 
 PATIENT = "79a66c97-6131-3213-f3c9-4606946ab056"  # Mrs. Marine542 Ai120 Upton904
 NPI = "http://hl7.org/fhir/sid/us-npi|9999974493"
@@ -315,6 +315,7 @@ def test_tag_profile_security_source_and_last_updated(client: FhirTestClient) ->
         "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}],
         "source": "urn:device:dermatoscope-1",
     }
+    set_enforcement(client, unknown="accept")  # the claimed profile is not one the server holds
     tagged = _create(client, patient(meta=meta))
     plain = _create(client, patient())
     assert ids(search(client, "Patient", _tag="urn:tags|derm")) == [tagged]

@@ -18,7 +18,7 @@ from inference.demo import demo_card
 from inference.findings import ImageContext, risk_observation
 from inference.model_card import OutputClass
 from tests.conftest import BASE, FhirTestClient
-from tests.factories import patient
+from tests.factories import patient, set_enforcement
 from tests.fhir_server.test_consent import AI, consent
 
 EXAMPLES: dict[str, dict[str, Any]] = json.loads(
@@ -48,13 +48,6 @@ def validate(client: FhirTestClient, resource: dict[str, Any], path: str = "", *
 
 def expressions(issues: list[dict[str, Any]]) -> set[str]:
     return {e for i in issues for e in i.get("expression", [])}
-
-
-def set_enforcement(client: FhirTestClient, **policy: str) -> dict[str, Any]:
-    body = {"resourceType": "Parameters", "parameter": [{"name": k, "valueCode": v} for k, v in policy.items()]}
-    response = client.post(f"{BASE}/StructureDefinition/$profile-enforcement", json=body)
-    assert response.status_code == 200, response.text
-    return {p["name"]: p["valueCode"] for p in response.json()["parameter"]}
 
 
 def test_the_official_examples_of_the_profiled_types_are_valid(client: FhirTestClient) -> None:
