@@ -299,6 +299,7 @@ def test_an_object_stored_first_under_the_srs_uid_is_a_recorded_failure(node: Fh
     patient_id = consenting_patient(node, "SR-9")
     image = lesion_instance("SR-9", seed=21)
     decoy = lesion_instance("OTHER-9", seed=40)
+    decoy.AccessionNumber = "OTHER-ORDER-9"  # another patient's order (a shared accession holds the AI: order_match)
     decoy.SOPInstanceUID = derived_uid(str(image.SOPInstanceUID), "dermbridge-demo-abcd@1.0.0", "sr")
     decoy.file_meta.MediaStorageSOPInstanceUID = decoy.SOPInstanceUID
     send(node, tmp_path, decoy)
