@@ -94,6 +94,23 @@ def _same(a: str | None, b: str | None) -> bool:
     return bool(a) and bool(b) and hmac.compare_digest((a or "").encode(), (b or "").encode())
 
 
+async def _session_form(
+    request: Request, people: People, without_session: Response
+) -> tuple[dict[str, str], Session] | Response:
+    """A form posted within a session: its fields (less ``csrf``) and the session, or the answer to give
+    (a bad form, ``without_session``, or 403 when the CSRF token is not the session's)."""
+    try:
+        form = await read_form(request)
+    except OAuthError as error:
+        return error_page(error.description)
+    session = await people.sessions.current(request.cookies.get(COOKIE))
+    if session is None:
+        return without_session
+    if not _same(form.pop("csrf", None), session.csrf):
+        return error_page("the form has expired or did not come from this site (CSRF check)", 403)
+    return form, session
+
+
 def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int | None) -> None:
     response.set_cookie(
         name, value, max_age=max_age, path="/", httponly=True, samesite="lax", secure=request.url.scheme == "https"
@@ -147,15 +164,10 @@ async def authorize(request: Request) -> Response:
 @router.post("/auth/authorize")
 async def consent(request: Request) -> Response:
     people = _people(request)
-    try:
-        form = await read_form(request)
-    except OAuthError as error:
-        return error_page(error.description)
-    session = await people.sessions.current(request.cookies.get(COOKIE))
-    if session is None:
-        return error_page("your session has ended: start again from the app", 401)
-    if not _same(form.pop("csrf", None), session.csrf):
-        return error_page("the form has expired or did not come from this site (CSRF check)", 403)
+    posted = await _session_form(request, people, error_page("your session has ended: start again from the app", 401))
+    if isinstance(posted, Response):
+        return posted
+    form, session = posted
     decision = form.pop("decision", "")
     checked = await _checked(people, form)
     if isinstance(checked, Response):
@@ -307,15 +319,10 @@ async def provider_callback(request: Request) -> Response:
 @router.post("/auth/logout")
 async def logout(request: Request) -> Response:
     people = _people(request)
-    try:
-        form = await read_form(request)
-    except OAuthError as error:
-        return error_page(error.description)
-    session = await people.sessions.current(request.cookies.get(COOKIE))
-    if session is None:
-        return RedirectResponse("/auth/login", 303)
-    if not _same(form.get("csrf"), session.csrf):
-        return error_page("the form has expired or did not come from this site (CSRF check)", 403)
+    posted = await _session_form(request, people, RedirectResponse("/auth/login", 303))
+    if isinstance(posted, Response):
+        return posted
+    _, session = posted
     await people.sessions.close(session.secret)
     event = sign_in_event(
         "logout", username=session.user.username, fhir_user=session.user.fhir_user, address=_address(request)
