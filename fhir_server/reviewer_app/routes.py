@@ -168,5 +168,5 @@ async def binary(request: Request, me: SignedInUser, binary_id: str) -> Response
     media = str(found.get("contentType") or "")
     if media not in ("image/png", "image/jpeg"):
         return Response("not an image", 415, media_type="text/plain")
-    headers = {"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"}
+    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}  # as every page: shared computers
     return Response(base64.b64decode(found.get("data") or ""), 200, media_type=media, headers=headers)

@@ -43,6 +43,7 @@ from fhir_server.storage.query import RecordQuery, SearchQuery
 from fhir_server.storage.settle import drain
 
 log = logging.getLogger(__name__)
+MAX_VERSION = 2**31 - 1  # versions are PostgreSQL ``integer``
 SERVER_SETTINGS = {"synchronous_commit": "on", "application_name": "dermbridge"}
 OUTBOX_POOL_SIZE = 3
 ACQUIRE_TIMEOUT_S = 30.0
@@ -71,6 +72,8 @@ class PostgresTenantStore:
             return await resources.read_many(conn, keys)
 
     async def vread(self, resource_type: str, id: str, version: int) -> ResourceVersion | None:
+        if not 0 < version <= MAX_VERSION:  # the column's range (a larger number names no version: 404, not 500)
+            return None
         async with self.acquire() as conn:
             return await resources.vread(conn, resource_type, id, version)
 

@@ -65,6 +65,7 @@ async def test_versions_history_and_tombstones(engine: Engine) -> None:
     assert current is not None and current.version == 2
     first = await store.vread("Patient", "p1", 1)
     assert first is not None and orjson.loads(first.content or b"")["name"][0]["family"] == "Doe"
+    assert await store.vread("Patient", "p1", 3_000_000_000) is None  # beyond any column's range: no version
     async with store.transaction() as tx:
         await tx.write(ResourceVersion("Patient", "p1", 3, "2026-01-01T00:00:03.000+00:00", None, "DELETE"), None)
     deleted = await store.read("Patient", "p1")
