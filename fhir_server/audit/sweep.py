@@ -10,37 +10,24 @@ already loaded, in the tenant database's transaction (``load_audit``), so nothin
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from fhir_server.audit.trail import AuditTrail
+from fhir_server.periodic import Periodic
 from fhir_server.storage.port import Engine
 
 log = logging.getLogger(__name__)
 
 
-class StagedAuditSweep:
+class StagedAuditSweep(Periodic):
     """``AuditTrail.flush`` of every tenant with staged events, every ``interval`` seconds; a failed round is
     logged and retried at the next one."""
 
+    name = "staged-audit-sweep"
+
     def __init__(self, engine: Engine, trail: AuditTrail, interval: float) -> None:
-        self.engine, self.trail, self.interval = engine, trail, interval
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="staged-audit-sweep")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        super().__init__(interval)
+        self.engine, self.trail = engine, trail
 
     async def run(self) -> int:
         """One round over every tenant; how many events were loaded or indexed."""
@@ -54,8 +41,3 @@ class StagedAuditSweep:
             except Exception:
                 log.exception("loading the staged AuditEvents of tenant %s failed; the next round retries", tenant)
         return done
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await asyncio.shield(self.run())  # a cancelled sweep never stops mid-transaction

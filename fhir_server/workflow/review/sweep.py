@@ -11,8 +11,6 @@ reviewer whose claim lapsed)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 from fhir_server.audit.events import ENTITY_TYPE, OBJECT_ROLE, REST_TYPE
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.errors import OperationOutcomeError
+from fhir_server.periodic import Periodic
 from fhir_server.repository import Repository, Stored
 from fhir_server.storage.port import Engine, TenantStore
 from fhir_server.workflow.review import transitions
@@ -89,23 +88,15 @@ async def _return(store: TenantStore, system: Repository, stored: Stored, now: d
     return True
 
 
-class LapsedClaimSweep:
+class LapsedClaimSweep(Periodic):
     """``return_lapsed_claims`` for every tenant every ``interval`` seconds; a failed round is logged and
     retried at the next one, it never stops the server."""
 
+    name = "review-claim-sweep"
+
     def __init__(self, engine: Engine, audit: AuditTrail | None, interval: float, limit: int = DEFAULT_LIMIT) -> None:
-        self.engine, self.audit, self.interval, self.limit = engine, audit, interval, limit
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="review-claim-sweep")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        super().__init__(interval)
+        self.engine, self.audit, self.limit = engine, audit, limit
 
     async def run(self) -> dict[str, int]:
         """One round over every tenant: how many claims each had returned."""
@@ -121,8 +112,3 @@ class LapsedClaimSweep:
             if returned:
                 log.info("tenant %s: %d lapsed review claim(s) returned to the queue", tenant, len(returned))
         return counts
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await asyncio.shield(self.run())
