@@ -126,7 +126,11 @@ class Expander:
             if not isinstance(value, str):
                 raise not_supported(f"filter operator {op!r} needs a value")
             matched = index.select(str(prop), str(op), value, self.limit)
-            codes = matched if codes is None else [c for c in codes if c in set(matched)]
+            if codes is None:
+                codes = matched
+            else:
+                kept = set(matched)  # built once per filter, not once per code
+                codes = [c for c in codes if c in kept]
             if len(codes) > self.limit:
                 raise too_costly(f"the filter {prop} {op} {value} selects more than {self.limit} codes", "filter")
         return entries(index, codes or [], self.terms)
