@@ -20,6 +20,7 @@ asked to release it already. Either way the report is audited.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
@@ -81,9 +82,13 @@ class CommitmentResult:
         return FAILURES_EXIST if self.failed else ALL_COMMITTED
 
 
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
 def _uid(value: object, what: str) -> str:
-    text = str(value or "").strip()
-    if not text or len(text) > 64:
+    """One UI value (PS3.5 9.1): a multi-valued or malformed one would be echoed where the device cannot match it."""
+    text = value.strip().rstrip("\0") if isinstance(value, str) else ""
+    if not text or len(text) > 64 or not _UID.match(text):
         raise InvalidCommitmentRequest(INVALID_ARGUMENT_VALUE, f"missing or invalid {what}")
     return text
 

@@ -110,6 +110,10 @@ def test_a_bad_request_is_a_failure_status_with_a_comment(node: DicomNode) -> No
         assert status.Status == 0x0115 and "Referenced SOP Sequence" in status.ErrorComment
         status, _ = assoc.send_n_action(request("1.2.3", ("1.2", "1.3")), 7, StorageCommitmentPushModel, WELL_KNOWN)
         assert status.Status == 0x0123
+        two_transactions = request("1.2.3", ("1.2", "1.3"))
+        two_transactions.TransactionUID = ["1.2", "3.4"]  # echoed back, the device could not match its report
+        status, _ = assoc.send_n_action(two_transactions, 1, StorageCommitmentPushModel, WELL_KNOWN)
+        assert status.Status == 0x0115 and "Transaction UID" in status.ErrorComment
     finally:
         assoc.release()
 
