@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dicom_node.forwarding.config import Destination
-from fhir_server.audit.events import DCM, ENTITY_TYPE, OBJECT_ROLE
+from fhir_server.audit.events import DCM, ENTITY_TYPE, OBJECT_ROLE, requestor_agents
 
 SUBTYPE = {"system": "urn:dermbridge:audit", "code": "dicom-forwarding", "display": "DICOM forwarding"}
 SECURITY_SOURCE = "http://terminology.hl7.org/CodeSystem/security-source-type"
@@ -58,8 +58,9 @@ def export_event(
 RETRY_SUBTYPE = {"system": "urn:dermbridge:audit", "code": "dicom-forwarding-retry", "display": "Forwarding retry"}
 
 
-def retry_event(job: dict[str, Any], who: str) -> dict[str, Any]:
-    """An operator queued a forwarding job again (``POST .../jobs/{id}/$retry``): who, which job and study."""
+def retry_event(job: dict[str, Any], who: str, fhir_user: str | None = None) -> dict[str, Any]:
+    """An operator queued a forwarding job again (``POST .../jobs/{id}/$retry``): who (the client and the user it
+    acts for, as every request's AuditEvent), which job and study."""
     return {
         "resourceType": "AuditEvent",
         "type": {"system": DCM, "code": "110106", "display": "Export"},
@@ -68,7 +69,7 @@ def retry_event(job: dict[str, Any], who: str) -> dict[str, Any]:
         "recorded": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "outcome": "0",
         "outcomeDesc": f"forwarding job {job['id']} to {job.get('destinationAE', '?')} queued again"[:1000],
-        "agent": [{"who": {"display": who[:200]}, "requestor": True}],
+        "agent": requestor_agents(who[:200], fhir_user),
         "source": {"observer": {"display": "DermBridge DICOM forwarding"},
                    "type": [{"system": SECURITY_SOURCE, "code": "4"}]},
         "entity": [{"what": {"identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{job['study']}"}},

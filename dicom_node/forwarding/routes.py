@@ -119,5 +119,6 @@ async def retry_job(request: Request, tenant: str, job: str, policy: WatcherDep)
         audit: AuditTrail | None = request.app.state.audit
         if audit is not None:
             who = policy.access.subject if policy.access is not None else str(policy.system_reason)
-            await audit.record_in(store, tx, retry_event(body, who))
+            fhir_user = policy.access.fhir_user if policy.access is not None else None
+            await audit.record_in(store, tx, retry_event(body, who, fhir_user))
     return _json(body, 202)
