@@ -36,6 +36,7 @@ from dicom_node.errors import InvalidInstance
 from dicom_node.forwarding.events import CLINICIAN_DECISIONS, DerivedOrigin
 from dicom_node.instance_files import InstanceFiles
 from dicom_node.sop_classes import AI_RESULT_CLASSES
+from dicom_node.web.deletion import DicomDeletion
 from fhir_server.audit.events import DCM, ENTITY_TYPE
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.outbox import Subscription
@@ -58,6 +59,7 @@ from inference.clinician_sr import (
     SignOff,
     build_key_images,
     build_sign_off_report,
+    key_images_series,
     sign_off_series,
     sign_off_uid,
 )
@@ -220,7 +222,30 @@ class SignOffExport:
                     stored += await store_derived(
                         store, self.blobs, made, home, title=title, audit=audit, origin=CLINICIAN_DECISION
                     )  # for the tenant's forwarding rules
+            await self._retire_key_images(store, study_uid, decided, kos)
         return stored
+
+    async def _retire_key_images(
+        self, store: TenantStore, study_uid: str, sign_off: SignOff, current: Dataset | None
+    ) -> None:
+        """The report's earlier Key Object Selections in the study (those naming a superseded sign-off SR) are
+        deleted like any DICOMweb DELETE (audited, FHIR brought up to date): a PACS user never opens a key-image
+        note whose key image was deleted, or that points at a superseded report (derm review 4, M7 and H2). The
+        earlier SRs stay, superseded through the Predecessor Documents Sequence; a KOS has none."""
+        if not sign_off.previous:
+            return
+        superseded = {i.sop_instance for i in sign_off.previous}
+        query = RecordQuery(INSTANCE, (FieldMatch("SeriesInstanceUID", "eq", (key_images_series(study_uid),)),))
+        stale = []
+        for record in await store.find_records(query):
+            if current is not None and record.key == current.SOPInstanceUID:
+                continue
+            kos = await self.files.read_dataset(store, store.name, record)
+            if superseded & _referenced(kos):
+                stale.append(record)
+        if stale:
+            who = f"DermBridge sign-off export (DiagnosticReport/{sign_off.report_id} superseded)"
+            await DicomDeletion(self.engine, self.blobs, self.audit).delete(store.name, stale, who, "")
 
     async def _record_failure(self, store: TenantStore, report: dict[str, Any], reason: str) -> None:
         if self.audit is None:
@@ -305,16 +330,16 @@ class SignOffExport:
         )
 
     async def _source(self, store: TenantStore, study_uid: str, lesions: list[LesionDecision]) -> Any:
-        """An image of the study, read whole: its patient and study attributes head the SR."""
+        """An image of the study, read whole: its patient and study attributes head the SR; when its images are
+        all deleted, another object of the study (an AI SR, an earlier sign-off), so that the re-issued SR says
+        what was deleted (derm review 4, M7)."""
         keys = [i.sop_instance for lesion in lesions for i in lesion.images if i.study == study_uid]
         records = [r for k in keys if (r := await store.get_record(INSTANCE, k)) is not None]
         if not records:
             query = RecordQuery(INSTANCE, (FieldMatch("StudyInstanceUID", "eq", (study_uid,)),), limit=50)
-            records = [
-                r
-                for r in await store.find_records(query)
-                if str((r.fields.get("SOPClassUID") or ("",))[0]) not in AI_RESULT_CLASSES
-            ]
+            found = await store.find_records(query)
+            images = [r for r in found if str((r.fields.get("SOPClassUID") or ("",))[0]) not in AI_RESULT_CLASSES]
+            records = images or found
         if not records or await store.get_record(STUDY, study_uid) is None:
             return None
         return await self.files.read_dataset(store, store.name, records[0])
@@ -433,6 +458,15 @@ async def _versioned(store: TenantStore, sign_off: SignOff, study_uid: str) -> S
         Instance(study_uid, _field(r, "SeriesInstanceUID"), _field(r, "SOPClassUID"), r.key) for r in records
     )
     return dataclasses.replace(sign_off, previous=previous, version=len(previous) + 1)
+
+
+def _referenced(kos: Dataset) -> set[str]:
+    return {
+        str(i.ReferencedSOPInstanceUID)
+        for study in kos.get("CurrentRequestedProcedureEvidenceSequence") or []
+        for series in study.get("ReferencedSeriesSequence") or []
+        for i in series.get("ReferencedSOPSequence") or []
+    }
 
 
 def _sr_uids(ai: list[dict[str, Any]]) -> list[str]:

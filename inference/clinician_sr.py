@@ -129,6 +129,11 @@ def sign_off_series(study: str, report_id: str) -> str:
     return derived_uid(study, report_id, "clinician-sign-off")
 
 
+def key_images_series(study: str) -> str:
+    """The series of the signed-off decisions' Key Object Selections in ``study``."""
+    return derived_uid(study, "clinician-key-images")
+
+
 def sign_off_uid(study: str, sign_off: SignOff) -> str:
     """The SR of one signing: the same signing is the same SR, a new one (an amendment) a new SR."""
     return derived_uid(study, sign_off.report_id, sign_off.content_key, "clinician-sign-off")
@@ -307,6 +312,12 @@ def _stamp_signing(sr: Dataset, signed_at: str) -> None:
     sr.ContentDate, sr.ContentTime = local.strftime("%Y%m%d"), local.strftime("%H%M%S")
 
 
+def _key_images_words(sign_off: SignOff) -> str:
+    words = f"Key images of the signed-off diagnosis (DiagnosticReport/{sign_off.report_id})"
+    gone = sorted({g for lesion in sign_off.lesions for g in lesion.gone})
+    return words + (f"; replaces the earlier key images: {'; '.join(gone)}" if gone else "")
+
+
 def build_key_images(source: Dataset, sign_off: SignOff, report: Dataset) -> Dataset | None:
     """The Key Object Selection (PS3.3 A.35.4, TID 2010) of the signed-off decision: title DCM 113000 "Of
     Interest", the reviewer as observer, the lesions' key images and the signed-off SR (``report``); None when
@@ -320,13 +331,13 @@ def build_key_images(source: Dataset, sign_off: SignOff, report: Dataset) -> Dat
         document_title=codes.DCM.OfInterest,
         referenced_objects=[*referenced, report],
         observer_person_context=hd.sr.ObserverContext(codes.DCM.Person, person),
-        description=f"Key images of the signed-off diagnosis (DiagnosticReport/{sign_off.report_id})"[:1024],
+        description=_key_images_words(sign_off)[:1024],
     )
     study = str(source.StudyInstanceUID)
     kos = hd.ko.KeyObjectSelectionDocument(
         evidence=[*referenced, report],
         content=content,
-        series_instance_uid=derived_uid(study, "clinician-key-images"),
+        series_instance_uid=key_images_series(study),
         series_number=SIGN_OFF_SERIES + 1,
         sop_instance_uid=derived_uid(study, sign_off.report_id, sign_off.content_key, "clinician-key-images"),
         instance_number=sign_off.version,

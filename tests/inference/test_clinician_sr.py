@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 
 from dicom_node.derived import encoded
 from dicom_node.iod import check_ai_result
-from dicom_node.sop_classes import COMPREHENSIVE_3D_SR
+from dicom_node.sop_classes import COMPREHENSIVE_3D_SR, KEY_OBJECT_SELECTION
 from fhir_server.repository import Repository
 from fhir_server.workflow.review import open_review
 from inference.clinician_export import Signer, _decided, _in_study, _person_name, _signer, _urgency
@@ -37,7 +37,7 @@ from inference.clinician_sr import (
 from inference.dicom_results import derived_uid
 from tests.conftest import BASE, FhirTestClient
 from tests.fhir_server.workflow.review_case import DERMATOLOGY, NAEVUS, Reviewer
-from tests.inference.test_dicom_results import _c_find_modalities, _dcmdump, _qido, _value, _wado, node
+from tests.inference.test_dicom_results import DICOMWEB, _c_find_modalities, _dcmdump, _qido, _value, _wado, node
 from tests.inference.test_worker import DEADLINE, consenting_patient, dimse_port, lesion_instance, send, wait_for
 
 pytestmark = pytest.mark.interop
@@ -225,6 +225,37 @@ def test_a_signed_off_review_reaches_the_pacs_as_a_verified_sr(node: FhirTestCli
     assert predecessor.ReferencedSOPInstanceUID == sr.SOPInstanceUID
     words = [t for t in _texts(second) if t.startswith(("AMENDED", "Signed off"))]  # the report's text, in order
     assert words[0].startswith("AMENDED") and sr.SOPInstanceUID in words[0] and "(verified, amended)" in words[1]
+    # only the current key-image note: the one of the superseded report is retired
+    _until(lambda: len(_key_images(node, study)) == 1, "the superseded KOS retired")
+
+    # derm review 4, M7: the key image is DELETEd over DICOMweb; the signed decision is re-issued, saying so
+    instance = f"{DICOMWEB}/studies/{study}/series/{image.SeriesInstanceUID}/instances/{image.SOPInstanceUID}"
+    assert node.delete(instance).status_code == 204
+    known.add(second.SOPInstanceUID)
+    [item] = _until(lambda: [i for i in _sr_instances(node, study) if _value(i, "00080018") not in known], "re-issue")
+    third = _wado(node, study, _value(item, "0020000E"), _value(item, "00080018"))
+    assert third.InstanceNumber == 3 and third.VerificationFlag == "VERIFIED"
+    predecessors = {
+        str(i.ReferencedSOPInstanceUID)
+        for s in third.PredecessorDocumentsSequence[0].ReferencedSeriesSequence
+        for i in s.ReferencedSOPSequence
+    }
+    assert predecessors == {sr.SOPInstanceUID, second.SOPInstanceUID}
+    lesion_text = next(t for t in _texts(third) if t.startswith("Lesion at") and ": diagnosis" in t)
+    assert f"image {image.SOPInstanceUID}" in lesion_text and "deleted" in lesion_text
+    evidence = {
+        str(i.ReferencedSOPInstanceUID)
+        for s in third.CurrentRequestedProcedureEvidenceSequence
+        for r in s.ReferencedSeriesSequence
+        for i in r.ReferencedSOPSequence
+    }
+    assert image.SOPInstanceUID not in evidence  # no reference left to the deleted image
+    _until(lambda: not _key_images(node, study), "the stale KOS retired")  # its only key image is gone
+    assert "E:" not in _dcmdump(third, tmp_path)
+
+
+def _key_images(node: FhirTestClient, study: str) -> list[dict[str, Any]]:
+    return [i for i in _qido(node, f"studies/{study}/instances") if _value(i, "00080016") == KEY_OBJECT_SELECTION]
 
 
 def test_the_reviewers_name_is_a_valid_person_name() -> None:
@@ -368,7 +399,7 @@ def test_the_clinicians_whole_text_reaches_the_pacs(tmp_path: Path) -> None:
     lesion = dataclasses.replace(decided.lesions[0], note=note)
     sr = build_sign_off_report(image, dataclasses.replace(decided, conclusion=conclusion, lesions=(lesion,)), "t")
     texts = _texts(_read(sr, tmp_path))
-    assert conclusion in texts and any(t.endswith(note + ".") for t in texts)
+    assert conclusion in texts and any(t.endswith(f"Note: {note}") for t in texts)
     assert "E:" not in _dcmdump(sr, tmp_path)
 
 
