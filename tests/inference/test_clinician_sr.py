@@ -22,7 +22,7 @@ from dicom_node.iod import check_ai_result
 from dicom_node.sop_classes import COMPREHENSIVE_3D_SR, KEY_OBJECT_SELECTION
 from fhir_server.repository import Repository
 from fhir_server.workflow.review import open_review
-from inference.clinician_export import Signer, _decided, _in_study, _person_name, _signer, _urgency
+from inference.clinician_export import Signer, _decided, _in_study, _person_name, _signed_at, _signer, _urgency
 from inference.clinician_sr import (
     CONFIRMED,
     NO_AI,
@@ -475,6 +475,13 @@ def test_a_report_signed_via_a_practitioner_role_names_the_person_and_their_orga
         report = {"id": "r1", "resultsInterpreter": [{"reference": reference}]}
         signer = client.portal.call(_signer, repo, report)  # type: ignore[union-attr]
         assert signer == Signer(reference, "Smith^Ann", "St John's Dermatology")
+    # no ``issued``: the signing time is the signer's Provenance of the report, never the last write's time
+    provenance = {"resourceType": "Provenance", "target": [{"reference": "DiagnosticReport/r1"}],
+                  "recorded": "2026-11-30T21:00:00+01:00", "agent": [{"who": {"reference": role}}]}  # fmt: skip
+    _created(client, provenance)
+    by_role = Signer(role, "Smith^Ann", "")
+    assert client.portal.call(_signed_at, repo, {"id": "r1"}, by_role) == "2026-11-30T21:00:00+01:00"  # type: ignore[union-attr]
+    assert client.portal.call(_signed_at, repo, {"id": "r2"}, by_role) == ""  # type: ignore[union-attr]
 
     nobody = _created(client, {"resourceType": "PractitionerRole", "active": True})
     signed = {
