@@ -352,6 +352,8 @@ def create_app(settings: Settings) -> FastAPI:
         settings.default_tenant,
         settings.base_url(),
     )
+    if token_endpoint is not None:  # refused sign-ins are aggregated with refused token requests
+        app.state.people.use_refusals(app.state.auth_http.refusals)
     app.state.dicomweb = DicomWeb(engine, ingestor, ingestor.public_url, audit)
     if plan.http_api:
         app.include_router(auth_router)

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fhir_server.api.auth_http import read_form
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.errors import OperationOutcomeError
-from fhir_server.people.audit import sign_in_event
+from fhir_server.people.audit import sign_in_event, sign_in_summary
 from fhir_server.people.authorize import LAUNCH_SECONDS, AuthorizationRequest, AuthorizeError, Authorizer
 from fhir_server.people.pages import consent_page, error_page, login_page
 from fhir_server.people.provider_login import STATE_SECONDS, ProviderLogin, ProviderLoginError
@@ -31,6 +31,8 @@ from fhir_server.people.users import SignInRefused, User, UserDirectory
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.endpoint import OAuthError
 from fhir_server.security.lockout import Lockout
+from fhir_server.security.refusal_audit import RefusalAuditor
+from fhir_server.security.refusals import RefusalGroup
 from fhir_server.storage.port import Engine, TenantUnknownError
 
 log = logging.getLogger(__name__)
@@ -65,10 +67,33 @@ class People:
         # failed sign-ins per (user, address) and per address, in memory, shared with the token endpoint: a
         # spray of many names from one address is slowed (the per-user lock in the database is the other half)
         self.lockout = Lockout()
+        self.refusals: RefusalAuditor | None = None  # shared with the token endpoint (``AuthHttp.refusals``)
 
     async def record(self, tenant: str, event: dict[str, Any]) -> None:
         if self.audit is not None:
             await self.audit.record(await self.engine.tenant(tenant), event)
+
+    def use_refusals(self, refusals: RefusalAuditor) -> None:
+        self.refusals = refusals
+        refusals.summaries["sign-in"] = sign_in_summary
+
+    async def record_refusal(
+        self, tenant: str, username: str, address: str, status: int, failure: str, fhir_user: str | None = None
+    ) -> None:
+        """Audit a refused sign-in, aggregated with the token refusals (:mod:`fhir_server.security.refusal_audit`):
+        the first per (name, address, status) and window at once, the rest as one summary."""
+        if self.refusals is None:
+            return await self.record(tenant, _refusal_event(username, fhir_user, address, failure))
+
+        def first(group: RefusalGroup) -> dict[str, Any]:
+            own = group.client_id == username[:64]
+            return _refusal_event(group.client_id, fhir_user if own else None, group.address, failure)
+
+        await self.refusals.refused(RefusalGroup(tenant, username[:64], address, status, "sign-in"), failure, first)
+
+
+def _refusal_event(username: str, fhir_user: str | None, address: str, failure: str) -> dict[str, Any]:
+    return sign_in_event("login", username=username, fhir_user=fhir_user, address=address, failure=failure)
 
 
 router = APIRouter(include_in_schema=False)
@@ -221,14 +246,9 @@ async def _password_sign_in(
     throttle = f"user:{tenant[:64]}/{username.strip().lower()}"
     wait = people.lockout.retry_after(throttle, address)
     if wait is not None:
-        event = sign_in_event(
-            "login",
-            username=username,
-            fhir_user=None,
-            address=address,
-            failure="sign-in refused: too many failed sign-ins from this address",
+        await people.record_refusal(
+            tenant, username, address, 429, "sign-in refused: too many failed sign-ins from this address"
         )
-        await people.record(tenant, event)
         page = login_page(tenant[:64], next_url, form["csrf"], FAILED, 429)
         page.headers["Retry-After"] = str(wait)
         return page
@@ -238,14 +258,7 @@ async def _password_sign_in(
         people.lockout.fail(throttle, address)
         known = await people.users.get(tenant, refused.username)
         failure = f"sign-in refused: {refused.reason}"
-        event = sign_in_event(
-            "login",
-            username=refused.username,
-            fhir_user=known.fhir_user if known else None,
-            address=_address(request),
-            failure=failure,
-        )
-        await people.record(tenant, event)
+        await people.record_refusal(tenant, refused.username, address, 401, failure, known.fhir_user if known else None)
         return login_page(tenant[:64], next_url, form["csrf"], FAILED, 401)
     people.lockout.succeed(throttle, address)
     return user

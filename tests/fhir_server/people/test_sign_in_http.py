@@ -194,9 +194,12 @@ def test_code_flow_with_consent_pkce_and_a_fhir_read(world: tuple[Server, Path, 
     assert token.status_code == 200, token.text
     body = token.json()
     assert "user/Patient.rs" in body["scope"] and "user/Patient.cruds" not in body["scope"]
-    jwks = httpx.get(f"{server.root}/.well-known/jwks.json").json()
-    key = jwt.PyJWKSet.from_dict(jwks).keys[0].key
-    id_token = jwt.decode(body["id_token"], key, algorithms=["EdDSA"], audience=clients["app"])
+    # SMART App Launch 2.x: the ID token is RS256, its key found in the JWKS by kid, and so announced
+    assert jwt.get_unverified_header(body["id_token"])["alg"] == "RS256"
+    key = jwt.PyJWKClient(f"{server.root}/.well-known/jwks.json").get_signing_key_from_jwt(body["id_token"]).key
+    id_token = jwt.decode(body["id_token"], key, algorithms=["RS256"], audience=clients["app"], issuer=server.root)
+    smart = httpx.get(f"{server.base}/.well-known/smart-configuration").json()
+    assert "RS256" in smart["id_token_signing_alg_values_supported"]
     assert id_token["fhirUser"] == f"{server.base}/Practitioner/p1"
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
     assert claims["fhirUser"] == "Practitioner/p1"
