@@ -23,6 +23,7 @@ from fhir_server.reviewer_app.routes import router as reviewer_app_router
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.clients import ClientRegistry
 from fhir_server.security.endpoint import TokenEndpoint
+from fhir_server.security.keyfile import read_or_create_secret
 from fhir_server.storage.port import Engine
 
 
@@ -54,7 +55,7 @@ def install_people(
             settings.oidc_login_client_id,
             settings.oidc_login_client_secret,
             f"{settings.base_url()}/auth/oidc/callback",
-            Tickets(engine, "auth.oidc-state"),
+            read_or_create_secret(settings.data_dir / "keys" / "oidc-state.key", 32),
         )
     app.include_router(people_router)
     app.include_router(reviewer_app_router)  # the reviewer app at /app/ (its pages need a session)

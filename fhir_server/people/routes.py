@@ -37,7 +37,7 @@ from fhir_server.storage.port import Engine, TenantUnknownError
 
 log = logging.getLogger(__name__)
 LOGIN_CSRF = "dermbridge_login_csrf"
-OIDC_BROWSER = "dermbridge_oidc_state"  # binds the provider sign-in's state to the browser that started it
+OIDC_BROWSER = "dermbridge_oidc_state"  # the pending provider sign-in, signed: bound to the browser that started it
 FAILED = "Sign-in failed: the username, password or one-time code is wrong, or the account is locked or disabled."
 
 
@@ -283,17 +283,16 @@ async def provider_login(request: Request) -> Response:
     if people.provider is None:
         return error_page("no OpenID provider is configured for sign-in", 404)
     tenant = request.query_params.get("tenant") or people.default_tenant
-    browser = secrets.token_urlsafe(32)
     try:
         await people.engine.tenant(tenant)
-        location = await people.provider.start(tenant, safe_next(request.query_params.get("next")), browser)
+        location, pending = await people.provider.start(tenant, safe_next(request.query_params.get("next")))
     except (TenantUnknownError, ValueError):
         return error_page("unknown organisation", 404)
     except ProviderLoginError as error:
         log.warning("OpenID provider sign-in cannot start: %s", error)
         return error_page("the hospital's sign-in service cannot be reached; try again later", 502)
     response = RedirectResponse(location, 303)
-    _set_cookie(request, response, OIDC_BROWSER, browser, STATE_SECONDS)
+    _set_cookie(request, response, OIDC_BROWSER, pending, STATE_SECONDS)
     return response
 
 
