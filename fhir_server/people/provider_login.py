@@ -6,8 +6,8 @@ The pending sign-in (the tenant, the page to go back to, the PKCE verifier, the 
 in a short-lived cookie signed with the server's key (HMAC-SHA256), not in the database: a stranger who starts
 sign-ins at request rate fills no store (pentest-4 F5), and every API process can check it. The ID token is
 checked (§3.1.3.7: signature from the provider's JWKS, ``iss``, ``aud`` = our client id, ``exp``, ``nonce``)
-and its ``sub`` must be a user of the tenant's directory registered with that subject (``dermbridge user create --oidc-subject``): the provider says who the person is, the
-directory which Practitioner and roles they have here.
+and its ``sub`` must be a user of the tenant's directory registered with that subject (``dermbridge user create
+--oidc-subject``): the provider says who the person is, the directory which Practitioner and roles they have here.
 
 The state is bound to the browser that started the sign-in (OpenID Connect Core §3.1.2.1, RFC 9700
 §4.7.1): the callback is refused unless the browser brings back the signed cookie naming that ``state``
