@@ -92,7 +92,7 @@ class ProviderLogin:
         return f"{metadata['authorization_endpoint']}?{urlencode(query)}", cookie
 
     def _seal(self, pending: dict[str, Any]) -> str:
-        body = base64.urlsafe_b64encode(json.dumps(pending, separators=(",", ":")).encode()).decode()
+        body = base64.urlsafe_b64encode(json.dumps(pending, separators=(",", ":")).encode()).decode().rstrip("=")
         return f"{body}.{hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()}"
 
     def _open(self, cookie: str | None, state: str) -> dict[str, Any]:
@@ -100,7 +100,7 @@ class ProviderLogin:
         body, _, mac = (cookie or "").partition(".")
         if not body or not hmac.compare_digest(mac, hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()):
             raise ProviderLoginError("the sign-in was started in another browser (state not bound to this one)")
-        pending: dict[str, Any] = json.loads(base64.urlsafe_b64decode(body))
+        pending: dict[str, Any] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         if int(pending["expires"]) < time.time() or not hmac.compare_digest(str(pending["state"]), state):
             raise ProviderLoginError("the sign-in state is unknown, expired or not this browser's")
         return pending

@@ -10,9 +10,11 @@ import json
 import os
 import re
 import secrets
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -463,3 +465,31 @@ def test_a_provider_callback_opened_in_another_browser_signs_nobody_in(
         swapped = victim.get(back.headers["location"])
         assert swapped.status_code == 400 and "set-cookie" not in swapped.headers
         assert victim.get(f"{server.root}/auth/session").status_code == 401
+
+
+def _stored_records(data_dir: Path) -> int:
+    total = 0
+    for path in data_dir.rglob("*.sqlite"):
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'record'").fetchone():
+                total += db.execute("SELECT count(*) FROM record").fetchone()[0]
+    return total
+
+
+def test_starting_provider_sign_ins_stores_nothing(world: tuple[Server, Path, dict[str, str]]) -> None:
+    """Pentest 4 F5: ``GET /auth/oidc/login`` needs no authentication, so the pending sign-in lives in a signed
+    cookie, not the database; a forged or edited cookie is refused."""
+    server, data_dir, _ = world
+    before = _stored_records(data_dir)
+    with httpx.Client() as stranger:
+        for _ in range(50):
+            assert stranger.get(f"{server.root}/auth/oidc/login?tenant=default").status_code == 303
+        back = stranger.get(stranger.get(f"{server.root}/auth/oidc/login").headers["location"])
+        pending = stranger.cookies["dermbridge_oidc_state"]
+        body, _, mac = pending.partition(".")
+        edited = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        edited["next"] = "/elsewhere"
+        forged = f"{base64.urlsafe_b64encode(json.dumps(edited).encode()).decode().rstrip('=')}.{mac}"
+        refused = httpx.get(back.headers["location"], headers={"Cookie": f"dermbridge_oidc_state={forged}"})
+        assert refused.status_code == 400 and "set-cookie" not in refused.headers
+    assert _stored_records(data_dir) == before
