@@ -1,6 +1,7 @@
 """The reviewer app (``/app/``) in a real browser: Playwright driving Debian's Chromium (``/usr/bin/chromium``,
 never a downloaded browser) against a real ``dermbridge serve`` with the demo model, a case made by C-STORE
-of a real image (``tests.interop.clinic``). Reviewers sign in with the built-in user directory.
+of a real image (``tests.interop.clinic``). Reviewers sign in with the built-in user directory, or at the
+hospital's OpenID provider (``tests.fhir_server.people.oidc_provider``, a real one on loopback with a sign-in form).
 
 Each page is audited with axe-core (installed by ``make install`` under ``.venv/node``; never fetched at test
 time): no serious or critical violation. Any content security policy violation the browser reports fails the
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.fhir_server.people import oidc_provider
 from tests.interop.clinic import DERMATOLOGY, SERVER_ENV, Clinic
 from tests.interop.test_workflow_processes import SUSPICIOUS_SEED, image
 from tests.server import free_port, running_server
@@ -39,10 +41,12 @@ class Site:
     task_id: str
     report_id: str
     users: dict[str, str]  # username -> Practitioner reference
+    provider: oidc_provider.Provider
 
 
-def _user(clinic: Clinic, username: str, role_period: dict[str, str] | None = None) -> str:
-    """A Practitioner with a Dermatology PractitionerRole and a built-in directory user of theirs."""
+def _user(clinic: Clinic, username: str, role_period: dict[str, str] | None = None, subject: str = "") -> str:
+    """A Practitioner with a Dermatology PractitionerRole and a built-in directory user of theirs (signing in at
+    the hospital's OpenID provider as ``subject`` when given)."""
     practitioner = clinic.post("Practitioner", {"resourceType": "Practitioner", "name": [{"text": username}]})["id"]
     role: dict[str, Any] = {"resourceType": "PractitionerRole", "active": True, "specialty": [DERMATOLOGY],
                             "practitioner": {"reference": f"Practitioner/{practitioner}"}}  # fmt: skip
@@ -51,7 +55,7 @@ def _user(clinic: Clinic, username: str, role_period: dict[str, str] | None = No
     clinic.post("PractitionerRole", role)
     command = [sys.executable, "-m", "dermbridge", "user", "create", "--tenant", "default", "--username", username,
                "--practitioner", practitioner, "--role", "clinician-reviewer", "--password-stdin",
-               "--data-dir", str(clinic.data_dir)]  # fmt: skip
+               "--data-dir", str(clinic.data_dir), *(["--oidc-subject", subject] if subject else [])]  # fmt: skip
     made = subprocess.run(command, input=PASSWORD, capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stderr
     return f"Practitioner/{practitioner}"
@@ -63,17 +67,25 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         pytest.fail(f"{CHROMIUM} (make system-deps) and {AXE} (make install) are needed")
     tmp = tmp_path_factory.mktemp("reviewer-app")
     data, dimse = tmp / "var", free_port()
-    with running_server(data, env={**SERVER_ENV, "DERMBRIDGE_DICOM_PORT": str(dimse)}) as server:
+    with oidc_provider.running_provider() as provider:
+        env = {**SERVER_ENV, "DERMBRIDGE_DICOM_PORT": str(dimse), **oidc_provider.provider_env(provider)}
+        yield from _site(tmp, data, dimse, env, provider)
+
+
+def _site(tmp: Path, data: Path, dimse: int, env: dict[str, str], provider: oidc_provider.Provider) -> Iterator[Site]:
+    with running_server(data, env=env) as server:
+        provider.login_form = True
         clinic = Clinic(server, data, dimse)
         clinic.activate("ai-then-signoff")
         users = {name: _user(clinic, name) for name in ("ada", "ben")}
+        users["dee"] = _user(clinic, "dee", subject="hospital-dee")
         users["cy"] = _user(clinic, "cy", {"start": "2020-01-01", "end": "2021-01-01"})  # credential expired
         patient = clinic.consenting_patient("APP-1")
         clinic.storescu(image(tmp, "APP-1", SUSPICIOUS_SEED))
         report, _root = clinic.case(patient)
         task = clinic.review(report["id"])
         clinic.settled()  # the AI findings and the saliency map are written
-        yield Site(clinic, task["id"], report["id"], users)
+        yield Site(clinic, task["id"], report["id"], users, provider)
     assert "Traceback" not in server.output, server.output[-4000:]
 
 
@@ -201,3 +213,35 @@ def test_a_reviewer_claims_views_the_overlay_overrides_and_signs_off(browser: An
     assert "/auth/login" in ada.page.url  # the session ended
     for reviewer in (ada, ben, cy):
         reviewer.close()
+
+
+def test_sign_in_at_the_hospital_openid_provider(browser: Any, site: Site) -> None:
+    """The external-provider path (OpenID Connect Core §3.1): the app, the hospital's sign-in page, back signed in
+    to the worklist; a provider subject that is no active user here is refused with a clear page."""
+    dee = Reviewer(browser, site, "dee")
+    dee.page.goto(f"{dee.root}/app/")
+    dee.page.get_by_role("link", name="Sign in with your hospital account").click()
+    dee.page.wait_for_url(f"{site.provider.issuer}/authorize**")
+    dee.page.get_by_label("Hospital username").fill("hospital-dee")
+    dee.page.get_by_label("Hospital password").fill(oidc_provider.PASSWORD)
+    dee.page.get_by_role("button", name="Sign in at the hospital").click()
+    dee.page.wait_for_url(f"{dee.root}/app/")
+    assert dee.page.locator("#count-total").is_visible()  # the worklist, as Dee
+    session = dee.page.request.get(f"{dee.root}/auth/session").json()
+    assert session["username"] == "dee" and session["fhirUser"] == site.users["dee"]
+    dee.shot("worklist-hospital-sign-in")
+    dee.audit()
+    dee.close()
+
+    stranger = Reviewer(browser, site, "stranger")
+    stranger.page.goto(f"{stranger.root}/app/")
+    stranger.page.get_by_role("link", name="Sign in with your hospital account").click()
+    stranger.page.get_by_label("Hospital username").fill("hospital-nobody")
+    stranger.page.get_by_label("Hospital password").fill(oidc_provider.PASSWORD)
+    stranger.page.get_by_role("button", name="Sign in at the hospital").click()
+    stranger.page.wait_for_url(f"{stranger.root}/auth/oidc/callback**")
+    assert "not registered for DermBridge" in stranger.page.content()
+    assert stranger.page.request.get(f"{stranger.root}/auth/session").status == 401
+    stranger.shot("hospital-sign-in-refused")
+    stranger.audit()
+    stranger.close()

@@ -151,3 +151,14 @@ def running_provider() -> Iterator[Provider]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def provider_env(provider: Provider) -> dict[str, str]:
+    """A DermBridge server's settings that trust ``provider`` for tokens and sign-in."""
+    return {
+        "DERMBRIDGE_OIDC_ISSUER": provider.issuer,
+        "DERMBRIDGE_OIDC_JWKS": f"{provider.issuer}/jwks",
+        "DERMBRIDGE_OIDC_AUDIENCE": "dermbridge",
+        "DERMBRIDGE_OIDC_LOGIN_CLIENT_ID": CLIENT_ID,
+        "DERMBRIDGE_OIDC_LOGIN_CLIENT_SECRET": CLIENT_SECRET,
+    }

@@ -23,7 +23,7 @@ import jwt
 import pyotp
 import pytest
 
-from tests.fhir_server.people.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
+from tests.fhir_server.people.oidc_provider import Provider, provider_env, running_provider
 from tests.server import Server, running_server
 
 REDIRECT = "http://127.0.0.1:9/callback"
@@ -104,16 +104,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Pa
         )
         server.provider = provider  # type: ignore[attr-defined]
         yield server, data_dir, {"app": str(app["client_id"]), "own": str(own["client_id"])}
-
-
-def provider_env(provider: Provider) -> dict[str, str]:
-    return {
-        "DERMBRIDGE_OIDC_ISSUER": provider.issuer,
-        "DERMBRIDGE_OIDC_JWKS": f"{provider.issuer}/jwks",
-        "DERMBRIDGE_OIDC_AUDIENCE": "dermbridge",
-        "DERMBRIDGE_OIDC_LOGIN_CLIENT_ID": CLIENT_ID,
-        "DERMBRIDGE_OIDC_LOGIN_CLIENT_SECRET": CLIENT_SECRET,
-    }
 
 
 def pkce() -> tuple[str, str]:
