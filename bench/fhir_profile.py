@@ -30,10 +30,10 @@ from typing import Any
 
 sys.path.insert(0, os.environ.get("PYTHONPATH") or str(Path(__file__).resolve().parent.parent))
 
-import httpx2  # noqa: E402
+import httpx2
 
-from dermbridge.app import create_app  # noqa: E402
-from dermbridge.settings import Settings  # noqa: E402
+from dermbridge.app import create_app
+from dermbridge.settings import Settings
 
 BASE = "/fhir/default"
 SETTLE_S = 3.0
