@@ -44,6 +44,7 @@ class _Cached:
     trusted_until: float  # time.monotonic() up to which the stamp is not read again
 
 
+_clock = time.monotonic  # the tests move it on
 _base: Membership | None = None
 _tenants: OrderedDict[str, _Cached] = OrderedDict()
 _written: dict[str, float] = {}  # tenant -> monotonic time up to which its stamp is read on every check
@@ -60,7 +61,7 @@ def terminology_written(tenant: str, resource_type: str) -> None:
     """Called on every write of a resource (``Repository``): a CodeSystem or ValueSet makes the next checks of
     the tenant read the stamp again, until ``STAMP_SECONDS`` after it (its transaction commits meanwhile)."""
     if resource_type in TERMINOLOGY_TYPES:
-        now = time.monotonic()
+        now = _clock()
         for name in [name for name, until in _written.items() if until <= now]:
             del _written[name]  # bounded: only tenants written to in the last STAMP_SECONDS stay
         _written[tenant] = now + STAMP_SECONDS
@@ -76,7 +77,7 @@ async def _stamp(store: TenantStore) -> Stamp:
 async def membership_for(store: TenantStore) -> Membership:
     """Value set membership as the tenant's terminology (over the base content) decides it."""
     store = AuditedWrites.unwrap(store)  # a request's wrapper: the store itself is what stays the same
-    now = time.monotonic()
+    now = _clock()
     cached = _tenants.get(store.name)
     if cached is not None and cached.store is not store:
         cached = None
