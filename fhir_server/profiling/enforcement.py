@@ -88,7 +88,8 @@ async def check_claimed_profiles(repo: Repository, resource_type: str, resource:
 
 async def _transaction_enforcement(tx: TenantTransaction) -> Enforcement:
     """The policy read once per transaction: a Bundle's entries share it (profiled: on PostgreSQL its read was
-    two of an entry's dozen statements). The setting is written by its own operation, outside any Bundle's transaction."""
+    two of an entry's dozen statements). The setting is written by its own operation, outside any Bundle's
+    transaction."""
     if (policy := _IN_TRANSACTION.get(tx)) is None:
         policy = _IN_TRANSACTION[tx] = await enforcement(tx)
     return policy
