@@ -9,7 +9,8 @@
    plugin) loaded with the same corpus, queried by the same HTTP client.
 
 Prerequisites (Debian): dcmtk, orthanc, orthanc-dicomweb (and orthanc-postgresql for ``--storage
-postgresql``). Everything listens on 127.0.0.1; every loop is bounded by a count and a timeout; every server is stopped by PID at the end.
+postgresql``). Everything listens on 127.0.0.1; every loop is bounded by a count and a timeout; every server
+is stopped by PID at the end.
 """
 
 from __future__ import annotations
