@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.engines_report import cpu_table, ingest_table, model, model_table
 from bench.fhir_bench import MODES, Workload, interleaved, preload, ratios, spawned, table
-from bench.processes import cpu_by_group
+from bench.processes import cpu_by_group, settle
 from tests.factories import put_entry, set_enforcement, synthea_resources, transaction
 from tests.haproxy import haproxy
 from tests.postgres import ThrowawayPostgres, throwaway_postgres
@@ -77,13 +77,22 @@ async def load_preload(client: httpx2.AsyncClient, base: str, total: int) -> tup
 
 
 async def ingest(
-    engine: str, load: str, server: Any, cpu: Cpu, run: Callable[[httpx2.AsyncClient, str], Awaitable[Any]]
+    engine: str,
+    load: str,
+    server: Any,
+    cpu: Cpu,
+    settle_pids: list[int],
+    run: Callable[[httpx2.AsyncClient, str], Awaitable[Any]],
 ) -> tuple[dict[str, Any], list[str]]:
-    """One timed load through one client: the ingest row (resources/s, CPU per resource) and the ids it made."""
+    """One timed load through one client, the processes idle before: the ingest row (resources/s, and the CPU per
+    resource until they are idle again, deferred work included) and the ids it made."""
+    await asyncio.to_thread(settle, settle_pids)
     before, started = cpu(), time.monotonic()
     async with httpx2.AsyncClient(timeout=300, headers=server.headers) as client:
         count, ids = await run(client, server.base)
-    seconds, after = time.monotonic() - started, cpu()
+    seconds = time.monotonic() - started
+    await asyncio.to_thread(settle, settle_pids)
+    after = cpu()
     per = {g: 1000 * (after[g] - before[g]) / count if count else 0.0 for g in after}
     row = {"engine": engine, "load": load, "resources": count, "seconds": seconds,
            "resources_per_s": count / seconds if seconds else 0.0, "cpu_ms_per_resource": per}  # fmt: skip
@@ -111,11 +120,11 @@ async def engines(args: argparse.Namespace, work: Path, postgres: ThrowawayPostg
         patient_ids: dict[str, list[str]] = {}
         for engine, server in servers.items():
             accept_unknown_profiles(server)
-            row, _ = await ingest(engine, "Synthea, transaction Bundles", server, cpu, load_synthea)
+            row, _ = await ingest(engine, "Synthea, transaction Bundles", server, cpu, settle_pids, load_synthea)
             report["ingest"].append(row)
         for engine, server in servers.items():
             run = functools.partial(load_preload, total=args.preload)
-            row, patient_ids[engine] = await ingest(engine, "preload, batch Bundles", server, cpu, run)
+            row, patient_ids[engine] = await ingest(engine, "preload, batch Bundles", server, cpu, settle_pids, run)
             report["ingest"].append(row)
         print("\n## Bundle ingest\n\n" + ingest_table(report["ingest"]))
         for clients in args.clients:
@@ -170,10 +179,10 @@ async def scale_out(
 
 def estimate_s(args: argparse.Namespace) -> float:
     """A rough duration on this 2-core machine, from session 10's rates: server starts about 45 s each, bundle
-    ingest about 700 resources/s, writes 250/s, reads 500/s, searches 400/s, 3 s to settle before a phase."""
+    ingest about 500 resources/s, writes 250/s, reads 500/s, searches 400/s, 6 s to settle around a phase."""
     starts = 2 + (0 if args.skip_scale_out else 3)
-    load = 2 * (SYNTHEA_RESOURCES + args.preload) / 700
-    per_workload = args.ops / 250 + args.ops / 500 + args.ops / 2 / 250 + 1.25 * args.ops / 400 + 6 * 3
+    load = 2 * (SYNTHEA_RESOURCES + args.preload) / 500
+    per_workload = args.ops / 250 + args.ops / 500 + args.ops / 2 / 250 + 1.25 * args.ops / 400 + 6 * 6
     workloads = 2 * len(args.clients) * (1 if args.skip_scale_out else 2)
     return 45 * starts + load + workloads * per_workload
 
