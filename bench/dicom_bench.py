@@ -227,6 +227,19 @@ def web_table(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def estimate_s(args: argparse.Namespace) -> float:
+    """A rough duration on this 2-core machine: a DermBridge peer starts in about 40 s, another in about 5 s, a
+    peer ingests about 40 images/s (Orthanc without TCP_NODELAY about 19 on one association); the web part loads
+    both servers and runs its requests at about 50/s."""
+    on_pg = args.storage == "postgresql"
+    dermbridges, others = 1 + on_pg, 3 + on_pg  # + DermBridge and Orthanc on PostgreSQL
+    runs = 2 * args.repeats  # storescu, pynetdicom
+    per_run = dermbridges * 40 + others * 5 + (dermbridges + others) * args.count / 40
+    ingest = 0.0 if args.skip_ingest else runs * per_run
+    web_part = 0.0 if args.skip_web else 2 * (40 + args.count / 40) + 2 * 3 * args.requests / 50
+    return ingest + web_part
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=300)
@@ -245,6 +258,7 @@ def main() -> None:
     for tool in ("/usr/bin/storescu", "/usr/bin/storescp", ORTHANC, DICOMWEB_PLUGIN):
         if not Path(tool).exists():
             sys.exit(f"missing {tool}: apt-get install -y dcmtk orthanc orthanc-dicomweb")
+    print(f"dicom bench: estimated {estimate_s(args) / 60:.0f} min", file=sys.stderr)
     folder = corpus(args.count, args.size)
     results = Path(tempfile.gettempdir()) / "dermbridge-bench" / f"ingest-{int(time.time())}.jsonl"
     if not args.skip_ingest:
