@@ -208,7 +208,7 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, nargs="+", default=[8, 32], help="concurrent clients, one run each")
-    parser.add_argument("--ops", type=int, default=2000, help="operations per phase (fewer for updates/searches)")
+    parser.add_argument("--ops", type=int, default=1500, help="operations per phase (fewer for updates/searches)")
     parser.add_argument("--preload", type=int, default=100_000, help="resources loaded (and timed) before measuring")
     parser.add_argument("--skip-scale-out", action="store_true", help="only parts 1 and 2")
     asyncio.run(main_async(parser.parse_args()))
