@@ -134,7 +134,7 @@ async def engines(args: argparse.Namespace, work: Path, postgres: ThrowawayPostg
             print(f"\n## One process per engine, {clients} clients\n\n{table(rows, {})}\n{ratios(rows, list(ENGINES))}")
             print(f"\nCPU per request:\n\n{cpu_table(rows)}")
             report["runs"][str(clients)] = rows
-    report["patient_ids"] = patient_ids["postgresql"]
+    report["patient_ids"] = patient_ids["postgresql"] or ["none"]
     return report
 
 
