@@ -178,10 +178,11 @@ async def scale_out(
 
 
 def estimate_s(args: argparse.Namespace) -> float:
-    """A rough duration on this 2-core machine, from session 10's rates: server starts about 45 s each, bundle
-    ingest about 500 resources/s, writes 250/s, reads 500/s, searches 400/s, 6 s to settle around a phase."""
+    """A rough duration on this 2-core machine: server starts about 45 s each; bundle ingest about 700 resources/s
+    on SQLite and 250 on PostgreSQL (smoke runs on a loaded machine: PostgreSQL 3-6x slower); writes 250/s, reads
+    500/s, searches 400/s (session 10's FHIR bench); 6 s to settle around a phase."""
     starts = 2 + (0 if args.skip_scale_out else 3)
-    load = 2 * (SYNTHEA_RESOURCES + args.preload) / 500
+    load = (SYNTHEA_RESOURCES + args.preload) * (1 / 700 + 1 / 250)
     per_workload = args.ops / 250 + args.ops / 500 + args.ops / 2 / 250 + 1.25 * args.ops / 400 + 6 * 6
     workloads = 2 * len(args.clients) * (1 if args.skip_scale_out else 2)
     return 45 * starts + load + workloads * per_workload
