@@ -5,9 +5,10 @@ A public app identifies itself by ``client_id`` alone and proves the code with i
 confidential one authenticates as at the client-credentials grant (and under the same lockout). A code
 lives one minute and is used once: presenting it again is refused and ends the refresh tokens its first
 use gave (RFC 6749 §4.1.2); so does a used refresh token presented again (the whole grant ends, RFC 9700
-§4.14.2). A code or refresh token presented by another client is refused and left to its owner. The token response carries ``patient`` for a launch context with a patient,
-and, for ``openid``, an ``id_token`` signed with the server's key naming the user as ``fhirUser`` (SMART
-App Launch 2.x, scopes-and-launch-context.html#scopes-for-requesting-identity-data).
+§4.14.2). A code or refresh token presented by another client is refused and left to its owner. The token
+response carries ``patient`` for a launch context with a patient, and, for ``openid``, an ``id_token`` signed
+with the server's key naming the user as ``fhirUser`` (SMART App Launch 2.x,
+scopes-and-launch-context.html#scopes-for-requesting-identity-data).
 """
 
 from __future__ import annotations
