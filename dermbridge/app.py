@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -69,6 +70,7 @@ from fhir_server.security.revocation import ClientStates
 from fhir_server.security.standing import StandingCredentials
 from fhir_server.security.tokens import ExternalProvider, TokenService, load_token_signer
 from fhir_server.storage.port import Engine
+from fhir_server.storage.postgres.errors import outcome_for as database_outcome
 from fhir_server.subscriptions.activation import SubscriptionRules, activation_hook
 from fhir_server.subscriptions.channels import Channels
 from fhir_server.subscriptions.guard import EndpointGuard
@@ -405,6 +407,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> Response:
         return error_response(OperationOutcomeError.of(400, "invalid", "the request is malformed"))
+
+    @app.exception_handler(asyncpg.PostgresError)
+    async def on_database(request: Request, exc: asyncpg.PostgresError) -> Response:
+        refused = database_outcome(exc)
+        if refused is None:
+            return await on_unexpected(request, exc)
+        log.warning("PostgreSQL refused a %s request: SQLSTATE %s", request.method, exc.sqlstate)
+        return error_response(refused)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> Response:
