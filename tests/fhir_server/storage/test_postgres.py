@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from fhir_server.search.extract import index_resource
-from fhir_server.storage.port import AuditEntry, ResourceVersion
+from fhir_server.storage.port import AuditEntry, ResourceVersion, TenantUnknownError
 from fhir_server.storage.postgres import PostgresEngine
 from fhir_server.storage.postgres.schema import SCHEMA_VERSION
 from fhir_server.storage.probes import backlog_probe, pool_probe, schema_probe
@@ -174,3 +174,13 @@ async def test_the_probes_tell_readyz_and_metrics_the_backlog_schema_and_pools(p
     assert await schema.schema_current("clinic-a")
     usage = pools.pool_usage()
     assert usage.size >= 3 and usage.in_use == 0  # the tenant's two pools and the control pool, all idle
+
+
+async def test_an_unknown_tenant_never_waits_for_the_engine_lock(processes: list[PostgresEngine]) -> None:
+    """A request naming no tenant is answered from one control query, even while a first open holds the lock."""
+    engine = processes[0]
+    async with engine._lock:  # a slow first open of another tenant
+        for name in ("nosuch", "../escape", "public", "x" * 64):
+            with pytest.raises(TenantUnknownError):
+                await asyncio.wait_for(engine.tenant(name), WAIT_S)
+    assert (await engine.tenant("clinic-a")).name == "clinic-a"
