@@ -28,7 +28,10 @@ def listed(value: Any) -> Any:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DERMBRIDGE_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refused value (a storage URL with its password, a key) is never echoed
+    model_config = SettingsConfigDict(
+        env_prefix="DERMBRIDGE_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     host: str = Field("127.0.0.1", description="interface the HTTP API listens on")
     port: int = Field(8080, ge=0, le=65535)

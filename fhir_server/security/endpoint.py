@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 import jwt
 
-from fhir_server.security.assertion_ids import AssertionIds
+from fhir_server.security.assertion_ids import MAX_JTI, AssertionIds
 from fhir_server.security.clients import Client, ClientRegistry, verify_secret
 from fhir_server.security.lockout import Lockout
 from fhir_server.security.scopes import Scope, grant, role_scopes
@@ -178,6 +178,8 @@ class TokenEndpoint:
             raise refuse("the assertion's sub must be the client id")
         if claims["exp"] > time.time() + MAX_ASSERTION_LIFETIME + LEEWAY_SECONDS:
             raise refuse("the client assertion lives longer than 5 minutes")
+        if len(str(claims["jti"])) > MAX_JTI:
+            raise refuse(f"the client assertion's jti is longer than {MAX_JTI} characters")
         if not await self.replays.first_use(client.tenant, client.client_id, str(claims["jti"]), float(claims["exp"])):
             raise refuse("the client assertion was already used (jti)")
 
