@@ -265,6 +265,16 @@ class Settings(BaseSettings):
             raise ValueError("DERMBRIDGE_OIDC_LOGIN_CLIENT_ID needs DERMBRIDGE_OIDC_ISSUER")
         return self
 
+    @model_validator(mode="after")
+    def _audit_role_needs_roles(self) -> Settings:
+        """``audit_loader=role`` leaves loading to a ``serve --role audit`` process: a single ``--role all``
+        process has none, so its staged AuditEvents would load only at a read's flush or at shutdown."""
+        if self.audit_loader == "role" and self.role == "all":
+            raise ValueError(
+                "DERMBRIDGE_AUDIT_LOADER=role needs a `serve --role audit` process: with role all, use process/inline"
+            )
+        return self
+
     def storage_url(self) -> StorageUrl:
         """The engine the tenants live in (``storage``; SQLite under ``data_dir`` when unset)."""
         return parse_storage_url(self.storage) if self.storage else sqlite_at(self.data_dir)
