@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     default_page_size: int = Field(20, ge=1)
     max_page_size: int = Field(1000, ge=1)
     sqlite_readers: int = Field(4, ge=1, le=64, description="concurrent read connections per tenant")
+    postgres_pool_size: int = Field(
+        20, ge=1, le=500,
+        description="PostgreSQL connections per tenant per process (plus 3: outbox and control): keep "
+        "tenants x processes x (this + 3) under the server's max_connections",
+    )  # fmt: skip
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = Field(
         "json", description="json: one JSON object a line (access and association lines included); text: plain"

@@ -67,3 +67,11 @@ def test_the_audit_role_loader_is_refused_for_the_single_process() -> None:
         Settings(_env_file=None, audit_loader="role", role="all")
     for role in ("api", "dicom", "worker", "inference", "audit"):
         assert Settings(_env_file=None, audit_loader="role", role=role).audit_loader == "role"
+
+
+def test_the_postgres_pool_size_is_a_setting(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path, storage="postgresql://u@db/fhir", postgres_pool_size=5)
+    engine = storage.plain_engine(settings.storage_url(), settings)
+    assert engine._pool_size == 5  # type: ignore[attr-defined]
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, postgres_pool_size=0)

@@ -330,8 +330,15 @@ class PostgresEngine:
 
     # -- storage.probes: for /readyz and /metrics ---------------------------------------------
     async def outbox_backlog(self, tenant: str) -> list[Backlog]:
-        async with (await self.tenant(tenant)).acquire() as conn:
-            return await probes.outbox_backlog(conn)
+        """On the control pool, schema-qualified: a scrape opens no tenant pools (a role that serves no
+        traffic, say ``audit``, would otherwise hold ``pool_size`` connections per tenant for its metrics)."""
+        schema.check_tenant_name(tenant)
+        async with self._control_pool().acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+            return await probes.outbox_backlog(conn, schema.quote_ident(tenant))
+
+    async def audit_staged(self, tenant: str) -> int:
+        """Always 0: PostgreSQL writes AuditEvents into the chain at once (no staging intake), so no query."""
+        return 0
 
     async def schema_current(self, tenant: str) -> bool:
         async with self._control_pool().acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:

@@ -10,17 +10,17 @@ from fhir_server.storage.probes import Backlog, PoolUsage
 _BACKLOG = """
 SELECT c.consumer, COUNT(o.seq) AS pending,
        COALESCE(EXTRACT(EPOCH FROM now() - MIN(o.created_at)), 0) AS oldest
-FROM (SELECT consumer FROM outbox_cursor UNION SELECT DISTINCT consumer FROM outbox_delivery) c
-LEFT JOIN outbox o
-  ON o.seq > COALESCE((SELECT acked_through FROM outbox_cursor WHERE consumer = c.consumer), 0)
- AND NOT EXISTS (SELECT 1 FROM outbox_delivery d WHERE d.consumer = c.consumer AND d.seq = o.seq AND d.acked)
+FROM (SELECT consumer FROM {s}.outbox_cursor UNION SELECT DISTINCT consumer FROM {s}.outbox_delivery) c
+LEFT JOIN {s}.outbox o
+  ON o.seq > COALESCE((SELECT acked_through FROM {s}.outbox_cursor WHERE consumer = c.consumer), 0)
+ AND NOT EXISTS (SELECT 1 FROM {s}.outbox_delivery d WHERE d.consumer = c.consumer AND d.seq = o.seq AND d.acked)
 GROUP BY c.consumer ORDER BY c.consumer
 """
 
 
-async def outbox_backlog(conn: asyncpg.Connection) -> list[Backlog]:
-    """Per consumer of the connection's tenant: events past its cursor it has not acknowledged."""
-    rows = await conn.fetch(_BACKLOG)
+async def outbox_backlog(conn: asyncpg.Connection, tenant_schema: str) -> list[Backlog]:
+    """Per consumer of the tenant (its quoted schema): events past its cursor it has not acknowledged."""
+    rows = await conn.fetch(_BACKLOG.format(s=tenant_schema))
     return [Backlog(row["consumer"], int(row["pending"]), max(0.0, float(row["oldest"]))) for row in rows]
 
 
