@@ -293,6 +293,9 @@ async def test_records_with_indexed_fields(engine: Engine) -> None:
     assert await keys() == ["1.2.1", "1.2.3"]
     beta = await engine.tenant("beta")
     assert await beta.find_records(RecordQuery("study")) == []
+    page = await store.find_records(RecordQuery("study", limit=1, after_key="1.2.1"))
+    assert [r.key for r in page] == ["1.2.3"]  # keyset paging (storage copy): keys after the given one
+    assert await store.find_records(RecordQuery("study", after_key="1.2.3")) == []
 
 
 def _audit_event(n: int) -> tuple[dict[str, Any], AuditEntry]:
