@@ -65,7 +65,7 @@ from fhir_server.security.api_keys import ApiKeys
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.clients import ClientRegistry
 from fhir_server.security.endpoint import TokenEndpoint
-from fhir_server.security.lockout import Lockout
+from fhir_server.security.lockout import Lockout, RecordStrikes
 from fhir_server.security.revocation import ClientStates
 from fhir_server.security.standing import StandingCredentials
 from fhir_server.security.tokens import ExternalProvider, TokenService, load_token_signer
@@ -239,7 +239,9 @@ def create_app(settings: Settings) -> FastAPI:
     dispatcher.subscribe(SignOffExport(engine, ingestor.blobs, audit, __version__).subscription())  # signed-off SR
     dimse = build_dimse(settings, engine, ingestor, sink) if settings.dicom_enabled and plan.dimse else None
     forwarder = build_forwarder(settings, engine, ingestor, audit) if plan.consumers else None
-    lockout = Lockout()  # failed attempts at the token endpoint and with standing credentials count together
+    # failed attempts at the token endpoint and with standing credentials count together, in the database:
+    # every API process behind a load balancer sees the same strikes
+    lockout = Lockout(book=RecordStrikes(engine, settings.default_tenant))
     standing = StandingCredentials(clients, ApiKeys(engine), lockout)
     authenticator = Authenticator(tokens, ClientStates(clients), standing)
     subscriptions = build_subscriptions(settings, engine, audit, clients)

@@ -101,16 +101,16 @@ class TokenEndpoint:
         form = request.form
         _check_one_method(request)
         claimed = self._claimed_client_id(request)
-        wait = None if form.get("client_assertion") else self.lockout.retry_after(claimed, request.address)
+        wait = None if form.get("client_assertion") else await self.lockout.retry_after(claimed, request.address)
         if wait is not None:
             raise OAuthError(429, "invalid_client", "too many failed attempts: try later", claimed, wait)
         try:
             client = await self._authenticate(request, claimed)
         except OAuthError as error:
             if error.error == "invalid_client":
-                self.lockout.fail(claimed, request.address)
+                await self.lockout.fail(claimed, request.address)
             raise
-        self.lockout.succeed(claimed, request.address)
+        await self.lockout.succeed(claimed, request.address)
         return client
 
     @staticmethod
