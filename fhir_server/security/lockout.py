@@ -117,7 +117,7 @@ class RecordStrikes:
                     await tx.delete_record(COLLECTION, record_key)
             else:
                 idle_from = max(changed.last, changed.locked_until) + self.horizon
-                fields = {"idle": (_until(idle_from),)}
+                fields: dict[str, tuple[str, ...]] = {"idle": (_until(idle_from),)}
                 await tx.put_record(Record(COLLECTION, record_key, _encode(changed), fields))
             idle = RecordQuery(COLLECTION, (FieldMatch("idle", "range", ("", _until(now))),), limit=PRUNE)
             for record in await tx.find_records(idle):
