@@ -66,6 +66,7 @@ def test_discovery_documents(anonymous: FhirTestClient) -> None:
     assert anonymous.get("/fhir/nowhere/Patient").status_code == anonymous.get(f"{BASE}/Patient").status_code == 401
     keys = anonymous.get("/.well-known/jwks.json").json()["keys"]
     assert keys[0]["kty"] == "OKP" and keys[0]["crv"] == "Ed25519" and "d" not in keys[0]
+    assert keys[1]["kty"] == "RSA" and keys[1]["alg"] == "RS256" and not {"d", "p", "q"} & set(keys[1])  # ID tokens
 
 
 def test_client_secret_basic_and_post(anonymous: FhirTestClient) -> None:
