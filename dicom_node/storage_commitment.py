@@ -30,7 +30,7 @@ from pynetdicom import AE, build_role
 from pynetdicom.association import Association
 
 from dicom_node.attributes import INSTANCE
-from dicom_node.blobs import BlobStore
+from dicom_node.blobs import BlobKey, BlobStore
 from dicom_node.errors import DicomNodeError
 from fhir_server.storage.port import TenantStore
 
@@ -121,7 +121,7 @@ async def commitment(store: TenantStore, blobs: BlobStore, request: CommitmentRe
     failed: list[tuple[Reference, int]] = []
     for reference in request.references:
         record = await store.get_record(INSTANCE, reference.sop_instance)
-        if record is None or not _on_disk(blobs, store.name, record.fields, reference.sop_instance):
+        if record is None or not await _stored(blobs, store.name, record.fields, reference.sop_instance):
             failed.append((reference, NO_SUCH_OBJECT_INSTANCE))
         elif str((record.fields.get("SOPClassUID") or ("",))[0]) != reference.sop_class:
             failed.append((reference, CLASS_INSTANCE_CONFLICT))
@@ -130,9 +130,9 @@ async def commitment(store: TenantStore, blobs: BlobStore, request: CommitmentRe
     return CommitmentResult(request.transaction_uid, tuple(committed), tuple(failed))
 
 
-def _on_disk(blobs: BlobStore, tenant: str, fields: dict[str, tuple[str, ...]], instance: str) -> bool:
+async def _stored(blobs: BlobStore, tenant: str, fields: dict[str, tuple[str, ...]], instance: str) -> bool:
     study, series = (fields.get("StudyInstanceUID") or ("",))[0], (fields.get("SeriesInstanceUID") or ("",))[0]
-    return bool(study and series) and blobs.path(tenant, study, series, instance).is_file()
+    return bool(study and series) and await blobs.exists(BlobKey(tenant, study, series, instance))
 
 
 def _item(reference: Reference, ae_title: str | None = None) -> Dataset:

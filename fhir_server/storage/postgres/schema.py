@@ -170,8 +170,31 @@ CREATE TABLE {s}.audit_checkpoint (
 );
 """
 
+# The DICOM object store (``dicom_node.blobs_postgres``): an object's chunks (at most 1 MiB each) in
+# ``blob_chunk``; ``key`` is NULL while the object is staged (by ``staged_by``: host.pid). Chunks are
+# ciphertext: stored out of line without compression (EXTERNAL), which they would not survive anyway.
+_V2 = """
+CREATE TABLE {s}.blob (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    key text COLLATE "C" UNIQUE,
+    study text COLLATE "C",
+    size bigint NOT NULL,
+    staged_by text COLLATE "C" NOT NULL,
+    staged_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX blob_study ON {s}.blob (study);
+CREATE INDEX blob_staged ON {s}.blob (staged_at) WHERE key IS NULL;
+CREATE TABLE {s}.blob_chunk (
+    blob bigint NOT NULL REFERENCES {s}.blob (id) ON DELETE CASCADE,
+    seq integer NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (blob, seq)
+);
+ALTER TABLE {s}.blob_chunk ALTER COLUMN data SET STORAGE EXTERNAL;
+"""
+
 # Each step takes a tenant schema from version i to i + 1; append, never edit a released step.
-TENANT_STEPS: tuple[str, ...] = (_V1,)
+TENANT_STEPS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(TENANT_STEPS)
 
 _CONTROL = f"""
