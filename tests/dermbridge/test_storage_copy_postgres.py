@@ -8,14 +8,12 @@ import shutil
 from pathlib import Path
 
 import httpx2
-from pynetdicom import AE
 
 from tests.dermbridge.test_storage_copy import dermbridge
 from tests.dicom_factories import dermoscopic
+from tests.dicom_scu import c_store
 from tests.postgres import ThrowawayPostgres
 from tests.server import create_client, fetch_token, free_port, running_server
-
-MULTIPART_DICOM = 'multipart/related; type="application/dicom"'
 
 
 def test_a_tenant_copied_to_postgresql_is_served_and_its_trail_verifies(
@@ -26,14 +24,7 @@ def test_a_tenant_copied_to_postgresql_is_served_and_its_trail_verifies(
     image = dermoscopic(patient_id="COPY-1")
     dicom = {"DERMBRIDGE_DICOM_PORT": str(dimse), "DERMBRIDGE_DICOM_ANY_AE_TENANT": "default"}
     with running_server(data, admin=False, env=dicom) as source:
-        ae = AE(ae_title="DERMATOSCOPE")
-        ae.add_requested_context(image.SOPClassUID, image.file_meta.TransferSyntaxUID)
-        assoc = ae.associate("127.0.0.1", dimse, ae_title="DERMBRIDGE")
-        assert assoc.is_established
-        try:
-            assert assoc.send_c_store(image).Status == 0x0000
-        finally:
-            assoc.release()
+        c_store(dimse, image)
         headers = {"Authorization": f"Bearer {fetch_token(source.root, client)}"}
         patient = {"resourceType": "Patient", "gender": "female", "name": [{"family": "Quist"}]}
         created = httpx2.post(f"{source.base}/Patient", json=patient, headers=headers).json()
@@ -57,9 +48,7 @@ def test_a_tenant_copied_to_postgresql_is_served_and_its_trail_verifies(
         assert trail.json()["total"] >= 3  # the create and update copied, and the read on PostgreSQL just now
         again = httpx2.post(f"{copy.base}/Patient", json=patient, headers=headers)
         assert again.status_code == 201
-        instance = (f"{copy.root}/dicomweb/default/studies/{image.StudyInstanceUID}/series/{image.SeriesInstanceUID}"
-                    f"/instances/{image.SOPInstanceUID}")  # fmt: skip
-        retrieved = httpx2.get(instance, headers={**headers, "Accept": MULTIPART_DICOM})
+        retrieved = copy.retrieve(image, headers)
         assert retrieved.status_code == 200, retrieved.text
         assert image.PixelData in retrieved.content  # opened with the patient's key, which the copy carried
 

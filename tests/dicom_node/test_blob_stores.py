@@ -16,7 +16,10 @@ import pytest
 from dicom_node.blobs import BlobKey, BlobStore, FileBlobStore
 from dicom_node.blobs_postgres import CHUNK, PostgresBlobStore
 from fhir_server.storage.postgres import PostgresEngine
+from tests.dicom_factories import dermoscopic
+from tests.dicom_scu import c_store
 from tests.postgres import ThrowawayPostgres
+from tests.server import free_port, running_server
 
 STUDY, SERIES = "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2"
 
@@ -132,3 +135,25 @@ async def test_the_sweep_removes_what_crashed_stores_staged_in_postgresql(postgr
     finally:
         await blobs.close()
         await engine.close()
+
+
+@pytest.mark.interop
+def test_an_acknowledged_store_survives_its_process_being_killed(
+    tmp_path: Path, postgres_server: ThrowawayPostgres
+) -> None:
+    """Success is answered once the object is committed in PostgreSQL (published before the index commits): the
+    process killed (-9) right after it, a new one serves the object."""
+    data, dimse = tmp_path / "var", free_port()
+    env = {"DERMBRIDGE_STORAGE": postgres_server.create_database(), "DERMBRIDGE_BLOBS": "postgresql",
+           "DERMBRIDGE_DICOM_PORT": str(dimse), "DERMBRIDGE_DICOM_ANY_AE_TENANT": "default",
+           "DERMBRIDGE_INFERENCE_ENABLED": "false"}  # fmt: skip
+    image = dermoscopic(patient_id="KILLED-1")
+    with running_server(data, env=env) as server:
+        c_store(dimse, image)
+        server.process.kill()
+        server.process.wait(timeout=60)
+    assert not (data / "blobs").exists()  # nothing went to the file tree
+    with running_server(data, env=env) as again:
+        retrieved = again.retrieve(image)
+        assert retrieved.status_code == 200, retrieved.text
+        assert image.PixelData in retrieved.content
