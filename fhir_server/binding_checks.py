@@ -58,13 +58,16 @@ async def membership_for(store: TenantStore) -> Membership:
     return cached[1]
 
 
+async def base_binding_issues(store: TenantStore, resource_type: str, resource: dict[str, Any]) -> list[Issue]:
+    """Every issue of the R4 bindings of ``resource_type`` (``$validate`` shows them as a write would judge)."""
+    bindings = base_bindings(resource_type)
+    return await check_bindings(resource, bindings, await membership_for(store)) if bindings else []
+
+
 async def binding_issues(store: TenantStore, resource_type: str, resource: dict[str, Any]) -> tuple[Issue, ...]:
     """The base bindings' issues for a resource about to be written: raises 422 when a required binding is
     broken; answers the warnings and information issues otherwise."""
-    bindings = base_bindings(resource_type)
-    if not bindings:
-        return ()
-    issues = await check_bindings(resource, bindings, await membership_for(store))
+    issues = await base_binding_issues(store, resource_type, resource)
     if any(i["severity"] == "error" for i in issues):
         errors = [i for i in issues if i["severity"] == "error"]
         raise OperationOutcomeError(422, {"resourceType": "OperationOutcome", "issue": errors})
