@@ -54,3 +54,14 @@ def test_an_engine_missing_from_the_build_is_a_clear_error(monkeypatch: pytest.M
     with pytest.raises(storage.EngineUnavailable, match=r"PostgreSQL engine .* is not available") as raised:
         storage.open_engine(settings)
     assert "pw" not in str(raised.value)
+
+
+def test_blobs_name_a_directory_or_the_postgresql_storage(tmp_path: Path) -> None:
+    assert Settings(_env_file=None, data_dir=tmp_path).blob_url().path == tmp_path / "blobs"  # the default
+    assert Settings(_env_file=None, blobs="file:///srv/blobs").blob_url().path == Path("/srv/blobs")
+    dsn = "postgresql://dermbridge@db:5432/fhir"
+    assert Settings(_env_file=None, storage=dsn, blobs="postgresql").blob_url().dsn == dsn
+    with pytest.raises(ValidationError, match="set storage=postgresql"):
+        Settings(_env_file=None, data_dir=tmp_path, blobs="postgresql")  # no PostgreSQL to keep them in
+    with pytest.raises(ValidationError, match="file:///DIRECTORY or postgresql"):
+        Settings(_env_file=None, blobs="s3://bucket")
