@@ -344,8 +344,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.clients = clients
     token_endpoint = TokenEndpoint(clients, tokens, lockout) if tokens is not None else None
-    if token_endpoint is not None:
-        install_people(app, settings, engine, clients, token_endpoint, authenticator, audit)
     app.state.auth_http = AuthHttp(
         engine,
         authenticator,
@@ -364,6 +362,8 @@ def create_app(settings: Settings) -> FastAPI:
         _install_cors(app, settings)
         app.include_router(subscription_websocket_router)
         _install_conformance(app, settings, dimse, router)
+    if token_endpoint is not None:  # after the FHIR API's routes: each request tries the routes in turn
+        install_people(app, settings, engine, clients, token_endpoint, authenticator, audit)
     install_operations(app, engine, router.operations)
     _install_error_handlers(app)
     return app

@@ -14,10 +14,11 @@ import orjson
 import pytest
 
 from fhir_server.search.extract import index_resource
-from fhir_server.storage.port import AuditEntry, ResourceVersion
+from fhir_server.storage.port import AuditEntry, ResourceKey, ResourceVersion
 from fhir_server.storage.postgres import PostgresEngine
 from fhir_server.storage.postgres.schema import SCHEMA_VERSION
 from fhir_server.storage.probes import backlog_probe, pool_probe, schema_probe
+from fhir_server.storage.query import ChainMatch, ParamClause, ReferenceMatch, SearchQuery, StringMatch
 from tests.postgres import ThrowawayPostgres
 
 pytestmark = pytest.mark.anyio
@@ -174,3 +175,44 @@ async def test_the_probes_tell_readyz_and_metrics_the_backlog_schema_and_pools(p
     assert await schema.schema_current("clinic-a")
     usage = pools.pool_usage()
     assert usage.size >= 3 and usage.in_use == 0  # the tenant's two pools and the control pool, all idle
+
+
+def _patient_version(n: int, family: str) -> tuple[ResourceVersion, dict[str, object]]:
+    resource = {"resourceType": "Patient", "id": f"p{n}", "name": [{"family": family}]}
+    body = orjson.dumps({**resource, "meta": {"versionId": "1", "lastUpdated": "2026-01-01T00:00:00.000+00:00"}})
+    return ResourceVersion("Patient", f"p{n}", 1, "2026-01-01T00:00:00.000+00:00", body, "PUT"), resource
+
+
+async def test_a_read_the_buffered_writes_cannot_change_leaves_them_buffered(processes: list[PostgresEngine]) -> None:
+    """Profiled: a transaction Bundle of PUTs (each reads its current version) sent its writes entry by entry;
+    a read of another key, record or type now leaves them for the commit, one batch."""
+    store = await processes[0].tenant("clinic-a")
+    async with store.transaction() as tx:
+        version, resource = _patient_version(1, "Buffered")
+        await tx.write(version, index_resource(resource))
+        assert await tx.read("Patient", "p2") is None
+        assert await tx.read_many([ResourceKey("Observation", "o1")]) == []
+        assert await tx.get_record("settings", "none") is None
+        observations = SearchQuery(
+            ("Observation",), (ParamClause("subject", "reference", (ReferenceMatch("Patient", "p1"),)),)
+        )
+        assert (await tx.search(observations)).keys == []
+        assert tx._pending  # still buffered: none of those reads could see the write
+        assert await tx.read("Patient", "p1") == version  # a read of the key written sees it
+        assert not tx._pending
+    assert await store.read("Patient", "p1") == version
+
+
+async def test_a_search_that_can_see_a_buffered_write_sends_it_first(processes: list[PostgresEngine]) -> None:
+    store = await processes[0].tenant("clinic-a")
+    async with store.transaction() as tx:
+        version, resource = _patient_version(3, "Chained")
+        await tx.write(version, index_resource(resource))
+        by_name = SearchQuery(("Patient",), (ParamClause("family", "string", (StringMatch("chained"),)),))
+        assert [k.id for k in (await tx.search(by_name)).keys] == ["p3"]
+        version, resource = _patient_version(4, "Chained")
+        await tx.write(version, index_resource(resource))
+        chain = ChainMatch(("Patient",), (ParamClause("family", "string", (StringMatch("chained"),)),))
+        by_chain = SearchQuery(("Observation",), (ParamClause("subject", "reference", (chain,)),))
+        assert (await tx.search(by_chain)).keys == []
+        assert not tx._pending  # the chain reaches Patient: the write was sent first
