@@ -45,9 +45,16 @@ def install_people(
     sessions = Sessions(engine, users, settings.auth_session_lifetime_seconds)
     authorizer = Authorizer(clients, launches, codes, settings.base_url())
     app.state.people = People(
-        engine, users, sessions, authorizer, launches, authenticator, audit, settings.default_tenant
+        engine,
+        users,
+        sessions,
+        authorizer,
+        launches,
+        authenticator,
+        audit,
+        settings.default_tenant,
+        lockout=endpoint.lockout,  # one count of failures per address, with the token endpoint
     )
-    app.state.people.lockout = endpoint.lockout  # one count of failures per address, with the token endpoint
     if settings.oidc_issuer and settings.oidc_login_client_id:
         app.state.people.provider = ProviderLogin(
             settings.oidc_issuer,
