@@ -55,7 +55,8 @@ def _ids(references: list[dict[str, Any]], kind: str) -> str:
 
 
 def _user(me: Principal) -> dict[str, str]:
-    return {"username": me.username, "fhir_user": me.fhir_user, "csrf": me.csrf}
+    admin = "admin" in me.session.user.roles  # only shows the link: the admin pages check for themselves
+    return {"username": me.username, "fhir_user": me.fhir_user, "csrf": me.csrf, "admin": admin}
 
 
 @router.get("/static/{name}")
