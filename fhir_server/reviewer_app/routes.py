@@ -54,7 +54,7 @@ def _ids(references: list[dict[str, Any]], kind: str) -> str:
     return ",".join(r.split("/", 1)[1] for r in refs if r.startswith(f"{kind}/"))[:4000]
 
 
-def _user(me: Principal) -> dict[str, str]:
+def _user(me: Principal) -> dict[str, Any]:
     admin = "admin" in me.session.user.roles  # only shows the link: the admin pages check for themselves
     return {"username": me.username, "fhir_user": me.fhir_user, "csrf": me.csrf, "admin": admin}
 
