@@ -18,7 +18,7 @@ import ipaddress
 from typing import Any
 
 from fhir_server.storage.port import TenantReader, TenantStore
-from fhir_server.tenant_settings import read_setting, write_setting
+from fhir_server.tenant_settings import read_setting, write_setting, write_setting_in
 
 SETTING = "dicom.peers"
 SERVICES = ("echo", "store", "find", "get", "move")
@@ -93,7 +93,14 @@ async def change(store: TenantStore, kind: str, action: str, form: dict[str, str
     if kind not in ("caller", "destination") or action not in ("save", "remove"):
         raise PeerError("no such change")
     title = ae_title(form.get("ae_title", ""))
-    peers = await read(store)
+    async with store.transaction() as tx:  # read and write together: two admins' changes never undo each other
+        peers = await read(tx)
+        said = _changed(peers, kind, action, title, form)
+        await write_setting_in(tx, SETTING, peers)
+    return said
+
+
+def _changed(peers: dict[str, Any], kind: str, action: str, title: str, form: dict[str, str]) -> str:
     listed: dict[str, Any] = peers.setdefault("callers" if kind == "caller" else "destinations", {})
     if action == "remove":
         if listed.pop(title, None) is None:
@@ -110,5 +117,4 @@ async def change(store: TenantStore, kind: str, action: str, form: dict[str, str
         else:
             listed[title] = destination_entry(form.get("host", ""), form.get("port", ""))
             said = f"C-MOVE destination {title} at {listed[title]['host']}:{listed[title]['port']}"
-    await write_setting(store, SETTING, peers)
     return said
