@@ -280,6 +280,7 @@ def create_app(settings: Settings) -> FastAPI:
             if sink is not None:
                 sink.loop = asyncio.get_running_loop()
             if dimse is not None:
+                await dimse.use_stored_peers()  # AE titles and destinations: the tenants' own, editable live
                 dimse.start(asyncio.get_running_loop())
             app.state.parts = parts_of(consumers=dispatcher if plan.consumers else None, subscriptions=subscriptions,
                                        inference=worker, audit_loader=audit_sweep, dimse=dimse)  # fmt: skip

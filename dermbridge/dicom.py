@@ -113,6 +113,7 @@ def build_dimse(settings: Settings, engine: Engine, ingestor: Ingestor, sink: Tr
         any_ae_tenant=settings.dicom_any_ae_tenant,
         default_roles=frozenset(settings.dicom_default_roles),
         move_destinations=_destinations(settings),
+        default_tenant=settings.default_tenant,
         tls=_tls(settings),
         tls_port=settings.dicom_tls_port,
         limits=AssociationLimits(
