@@ -78,7 +78,7 @@ def _site(tmp: Path, data: Path, dimse: int, env: dict[str, str], provider: oidc
         clinic = Clinic(server, data, dimse)
         clinic.activate("ai-then-signoff")
         users = {name: _user(clinic, name) for name in ("ada", "ben")}
-        users["dee"] = _user(clinic, "dee", subject="hospital-dee")
+        users["hana"] = _user(clinic, "hana", subject="hospital-hana")
         users["cy"] = _user(clinic, "cy", {"start": "2020-01-01", "end": "2021-01-01"})  # credential expired
         patient = clinic.consenting_patient("APP-1")
         clinic.storescu(image(tmp, "APP-1", SUSPICIOUS_SEED))
@@ -215,23 +215,65 @@ def test_a_reviewer_claims_views_the_overlay_overrides_and_signs_off(browser: An
         reviewer.close()
 
 
+def test_an_administrator_adds_a_dicom_caller_and_a_reviewer_is_refused_the_admin_pages(
+    browser: Any, site: Site
+) -> None:
+    """The admin flow (issue 18, "Admin"): an admin adds a calling AE on the DICOM page (stored for the running
+    listener), the page passes the accessibility audit; a reviewer opening an admin page gets the 403 page."""
+    clinic = site.clinic
+    practitioner = clinic.post("Practitioner", {"resourceType": "Practitioner", "name": [{"text": "dee"}]})["id"]
+    command = [sys.executable, "-m", "dermbridge", "user", "create", "--tenant", "default", "--username", "dee",
+               "--practitioner", practitioner, "--role", "admin", "--password-stdin",
+               "--data-dir", str(clinic.data_dir)]  # fmt: skip
+    made = subprocess.run(command, input=PASSWORD, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    dee, ben = Reviewer(browser, site, "dee"), Reviewer(browser, site, "ben")
+    dee.sign_in("dee")
+    dee.page.locator("#admin-link").click()
+    dee.page.get_by_role("link", name="DICOM peers").click()
+    dee.page.wait_for_url("**/app/admin/dicom")
+    dee.page.get_by_label("AE title", exact=True).first.fill("BROWSERCAM")
+    dee.page.locator("#service-echo").check()
+    dee.page.locator("#service-store").check()
+    dee.page.get_by_role("button", name="Save the calling AE").click()
+    dee.page.wait_for_url("**/app/admin/dicom")
+    assert "echo, store" in dee.page.locator("tr[data-ae='BROWSERCAM']").inner_text()
+    dee.shot("admin-dicom")
+    dee.audit()
+    dee.page.get_by_role("link", name="Audit trail").click()
+    dee.page.get_by_role("button", name="Verify the trail").click()
+    assert "audit trail of default:" in dee.page.locator("#verified").inner_text()
+    assert "calling AE BROWSERCAM" in dee.page.locator("#events").inner_text()  # the change, in the trail
+    dee.shot("admin-audit")
+    dee.audit()
+
+    ben.sign_in("ben")
+    assert ben.page.locator("#admin-link").count() == 0
+    refused = ben.page.goto(f"{ben.root}/app/admin/dicom")
+    assert refused is not None and refused.status == 403
+    assert "Administrators only" in ben.page.locator("h1").inner_text()
+    ben.audit()
+    for person in (dee, ben):
+        person.close()
+
+
 def test_sign_in_at_the_hospital_openid_provider(browser: Any, site: Site) -> None:
     """The external-provider path (OpenID Connect Core §3.1): the app, the hospital's sign-in page, back signed in
     to the worklist; a provider subject that is no active user here is refused with a clear page."""
-    dee = Reviewer(browser, site, "dee")
-    dee.page.goto(f"{dee.root}/app/")
-    dee.page.get_by_role("link", name="Sign in with your hospital account").click()
-    dee.page.wait_for_url(f"{site.provider.issuer}/authorize**")
-    dee.page.get_by_label("Hospital username").fill("hospital-dee")
-    dee.page.get_by_label("Hospital password").fill(oidc_provider.PASSWORD)
-    dee.page.get_by_role("button", name="Sign in at the hospital").click()
-    dee.page.wait_for_url(f"{dee.root}/app/")
-    assert dee.page.locator("#count-total").is_visible()  # the worklist, as Dee
-    session = dee.page.request.get(f"{dee.root}/auth/session").json()
-    assert session["username"] == "dee" and session["fhirUser"] == site.users["dee"]
-    dee.shot("worklist-hospital-sign-in")
-    dee.audit()
-    dee.close()
+    hana = Reviewer(browser, site, "hana")
+    hana.page.goto(f"{hana.root}/app/")
+    hana.page.get_by_role("link", name="Sign in with your hospital account").click()
+    hana.page.wait_for_url(f"{site.provider.issuer}/authorize**")
+    hana.page.get_by_label("Hospital username").fill("hospital-hana")
+    hana.page.get_by_label("Hospital password").fill(oidc_provider.PASSWORD)
+    hana.page.get_by_role("button", name="Sign in at the hospital").click()
+    hana.page.wait_for_url(f"{hana.root}/app/")
+    assert hana.page.locator("#count-total").is_visible()  # the worklist, as Hana
+    session = hana.page.request.get(f"{hana.root}/auth/session").json()
+    assert session["username"] == "hana" and session["fhirUser"] == site.users["hana"]
+    hana.shot("worklist-hospital-sign-in")
+    hana.audit()
+    hana.close()
 
     stranger = Reviewer(browser, site, "stranger")
     stranger.page.goto(f"{stranger.root}/app/")
