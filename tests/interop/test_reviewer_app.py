@@ -201,3 +201,29 @@ def test_a_reviewer_claims_views_the_overlay_overrides_and_signs_off(browser: An
     assert "/auth/login" in ada.page.url  # the session ended
     for reviewer in (ada, ben, cy):
         reviewer.close()
+
+
+def test_an_open_worklist_follows_new_and_claimed_cases_without_reload(
+    browser: Any, site: Site, tmp_path: Path
+) -> None:
+    """Server-sent events: a case that arrives, then a case another reviewer claims, change the list in place."""
+    ada, ben = Reviewer(browser, site, "ada"), Reviewer(browser, site, "ben")
+    ada.sign_in("ada")
+    ada.page.locator("body[data-live='on']").wait_for(timeout=30_000)  # the event stream is open
+    ada.page.evaluate("document.body.dataset.loadedOnce = 'yes'")  # gone if the page were reloaded
+
+    patient = site.clinic.consenting_patient("APP-LIVE")  # a new case: C-STORE, AI, review Task
+    site.clinic.storescu(image(tmp_path, "APP-LIVE", SUSPICIOUS_SEED))
+    report, _root = site.clinic.case(patient)
+    task = site.clinic.review(report["id"])
+    _claim_button(ada, task["id"]).wait_for(timeout=60_000)
+
+    ben.sign_in("ben")
+    _claim_button(ben, task["id"]).click()
+    ben.page.wait_for_url(f"{ben.root}/app/cases/{task['id']}")
+    _claim_button(ada, task["id"]).wait_for(state="detached", timeout=60_000)  # no longer offered to Ada
+    assert ada.page.evaluate("document.body.dataset.loadedOnce") == "yes"
+    ada.shot("worklist-live")
+    ada.audit()
+    for reviewer in (ada, ben):
+        reviewer.close()

@@ -1,5 +1,5 @@
-// DermBridge reviewer app: the saliency overlay's switch and opacity, keyboard shortcuts, and a bounded
-// refresh of the worklist. No data leaves the page; no token is kept (the session cookie is HttpOnly).
+// DermBridge reviewer app: the saliency overlay's switch and opacity, keyboard shortcuts, and the live
+// worklist. No data leaves the page; no token is kept (the session cookie is HttpOnly).
 "use strict";
 (function () {
   function overlayOf(control) { return document.getElementById(control.dataset.overlay); }
@@ -35,13 +35,13 @@
     }
   }
 
-  var POLL_MS = 30000;  // the worklist refreshes every 30 s while it is shown (bounded: one request at a time)
-  function pollWorklist() {
-    var table = document.querySelector("[data-poll]") || document.getElementById("empty");
-    if (!table) { return; }
-    var busy = false;
-    window.setInterval(function () {
-      if (busy || document.hidden) { return; }
+  // The worklist follows the server's change events (/app/events, server-sent events, session cookie): on each,
+  // the page is fetched again as the signed-in person and its main part replaced (one fetch at a time; a
+  // change during a fetch fetches once more). Not while the reviewer is using a control of the list.
+  function refresher() {
+    var busy = false, again = false;
+    function refresh() {
+      if (busy) { again = true; return; }
       busy = true;
       fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
         .then(function (r) { return r.ok ? r.text() : null; })
@@ -52,13 +52,29 @@
           if (fresh && main && !main.contains(document.activeElement)) { main.replaceWith(fresh); }
         })
         .catch(function () {})
-        .then(function () { busy = false; });
-    }, POLL_MS);
+        .then(function () { busy = false; if (again) { again = false; refresh(); } });
+    }
+    return refresh;
+  }
+
+  function followWorklist() {
+    if (!document.querySelector("[data-poll]") && !document.getElementById("empty")) { return; }
+    if (!window.EventSource) { return; }
+    var refresh = refresher();
+    var source = new EventSource("/app/events");
+    var lost = false;
+    source.addEventListener("worklist", refresh);
+    source.addEventListener("ended", function () { source.close(); window.location.reload(); });
+    source.addEventListener("error", function () { lost = true; });
+    source.addEventListener("open", function () {
+      document.body.dataset.live = "on";
+      if (lost) { lost = false; refresh(); }  // changes while the stream was down
+    });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     wireOverlays();
     document.addEventListener("keydown", shortcuts);
-    pollWorklist();
+    followWorklist();
   });
 })();

@@ -1,0 +1,119 @@
+"""The worklist's live update: server-sent events at ``/app/events`` (HTML Living Standard, 9.2 Server-sent
+events), same origin, authorised by the session cookie like every page of the app.
+
+- The store's commit listener (every commit that appended outbox events; with PostgreSQL, commits of every
+  process through LISTEN/NOTIFY) wakes the open streams of that tenant. Each stream then reads the tenant's
+  latest Task change (``Task/_history``, one row) and, if it moved, sends ``event: worklist`` with no data of
+  the case in it. The page then fetches the worklist again as the signed-in person: what the reviewer sees
+  is decided by the AccessPolicy of that page read, never by the event stream.
+- Bounded: at most ``MAX_STREAMS_PER_SESSION`` streams per session (tabs) and ``MAX_STREAMS`` in all (429
+  beyond), a heartbeat comment every ``HEARTBEAT_S`` (proxies close idle connections), and the session is
+  checked every ``SESSION_CHECK_S``: a signed-out or expired session gets ``event: ended`` and the stream
+  closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from fhir_server.people.signed_in import Principal, SignedInUser
+from fhir_server.storage.port import Engine, HistoryQuery
+from fhir_server.waiting import woken
+
+MAX_STREAMS_PER_SESSION = 4
+MAX_STREAMS = 500
+HEARTBEAT_S = 15.0
+SESSION_CHECK_S = 2.0
+RETRY_MS = 5000  # the browser's reconnection delay (EventSource)
+
+router = APIRouter(prefix="/app", include_in_schema=False)
+Mark = tuple[int, str, int]  # Task history total, newest Task id, its version
+
+
+class WorklistChanges:
+    """Wakes the open worklist streams of a tenant on each of its commits; counts the streams."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._streams: Counter[str] = Counter()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        engine.add_commit_listener(self._on_commit)
+
+    def _on_commit(self, tenant: str) -> None:
+        if self._loop is not None and not self._loop.is_closed() and self._waiters.get(tenant):
+            self._loop.call_soon_threadsafe(self._wake, tenant)
+
+    def _wake(self, tenant: str) -> None:
+        for event in self._waiters.get(tenant, ()):
+            event.set()
+
+    async def mark(self, tenant: str) -> Mark:
+        """Where the tenant's Tasks stand: changes when any Task is created, updated or deleted."""
+        page = await (await self.engine.tenant(tenant)).history(HistoryQuery(resource_type="Task", count=1))
+        newest = page.versions[0] if page.versions else None
+        return (page.total, newest.id if newest else "", newest.version if newest else 0)
+
+    def admit(self, session_key: str) -> bool:
+        """Room for one more stream of this session (and in all)?"""
+        return self._streams[session_key] < MAX_STREAMS_PER_SESSION and sum(self._streams.values()) < MAX_STREAMS
+
+    @contextmanager
+    def listening(self, tenant: str, session_key: str) -> Iterator[asyncio.Event]:
+        self._loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        self._waiters.setdefault(tenant, set()).add(event)
+        self._streams[session_key] += 1
+        try:
+            yield event
+        finally:
+            self._waiters[tenant].discard(event)
+            self._streams[session_key] -= 1
+            if self._streams[session_key] <= 0:
+                del self._streams[session_key]
+
+
+def _session_key(me: Principal) -> str:
+    return hashlib.sha256(me.session.secret.encode()).hexdigest()  # the secret itself is not kept
+
+
+async def _events(request: Request, me: Principal, changes: WorklistChanges) -> AsyncIterator[str]:
+    sessions = request.app.state.people.sessions
+    with changes.listening(me.tenant, _session_key(me)) as commit:
+        yield f"retry: {RETRY_MS}\n\n"
+        last = await changes.mark(me.tenant)
+        beat = time.monotonic() + HEARTBEAT_S
+        while True:
+            await woken(commit, SESSION_CHECK_S)
+            if await request.is_disconnected():
+                return
+            if await sessions.current(me.session.secret) is None:
+                yield "event: ended\ndata: signed out\n\n"
+                return
+            if commit.is_set():
+                commit.clear()
+                now = await changes.mark(me.tenant)
+                if now != last:
+                    last = now
+                    yield "event: worklist\ndata: changed\n\n"
+            if time.monotonic() >= beat:
+                beat = time.monotonic() + HEARTBEAT_S
+                yield ": heartbeat\n\n"
+
+
+@router.get("/events")
+async def events(request: Request, me: SignedInUser) -> Response:
+    """The signed-in reviewer's worklist change notifications (text/event-stream)."""
+    changes: WorklistChanges = request.app.state.worklist_changes
+    if not changes.admit(_session_key(me)):
+        return Response("too many open worklist streams", 429, media_type="text/plain", headers={"Retry-After": "30"})
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "X-Content-Type-Options": "nosniff"}
+    return StreamingResponse(_events(request, me, changes), media_type="text/event-stream", headers=headers)
