@@ -58,6 +58,7 @@ class Unplaced:
 class BodyMap:
     markers: list[Marker]
     unplaced: list[Unplaced]
+    numbers: dict[str, int]  # BodyStructure reference -> its number on the map and in the lesion headings
 
 
 def _snomed_code(concept: Resource | None) -> str:
@@ -95,6 +96,7 @@ def body_map(structures: list[Resource], labels: dict[str, str]) -> BodyMap:
     markers: list[Marker] = []
     unplaced: list[Unplaced] = []
     taken: dict[tuple[int, int], int] = {}
+    numbers = {f"BodyStructure/{s.get('id')}": n for n, s in enumerate(structures, start=1)}
     for number, structure in enumerate(structures, start=1):
         label = labels.get(f"BodyStructure/{structure.get('id')}") or text_of(structure.get("location")) or "Lesion"
         where = place(structure)
@@ -104,4 +106,4 @@ def body_map(structures: list[Resource], labels: dict[str, str]) -> BodyMap:
         nth = taken.get(where, 0)
         taken[where] = nth + 1
         markers.append(Marker(number, label, where[0] + 9 * nth, where[1] + 9 * nth))  # several on one site
-    return BodyMap(markers, unplaced)
+    return BodyMap(markers, unplaced, numbers)
