@@ -66,4 +66,3 @@ def abcd_by_lesion(observations: list[Resource]) -> dict[str, list[AbcdResult]]:
             result = abcd_result(observation)
             found.setdefault(result.lesion, []).append(result)
     return found
-

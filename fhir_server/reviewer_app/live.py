@@ -9,12 +9,14 @@ events), same origin, authorised by the session cookie like every page of the ap
 - Bounded: at most ``MAX_STREAMS_PER_SESSION`` streams per session (tabs) and ``MAX_STREAMS`` in all (429
   beyond), a heartbeat comment every ``HEARTBEAT_S`` (proxies close idle connections), and the session is
   checked every ``SESSION_CHECK_S``: a signed-out or expired session gets ``event: ended`` and the stream
-  closes.
+  closes. A client that went away is noticed by Starlette (the generator is cancelled) or, at the latest, by
+  the next heartbeat's write failing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections import Counter
@@ -23,6 +25,7 @@ from contextlib import contextmanager
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from fhir_server.people.signed_in import Principal, SignedInUser
 from fhir_server.storage.port import Engine, HistoryQuery
@@ -81,6 +84,16 @@ class WorklistChanges:
                 del self._streams[session_key]
 
 
+class EventStream(StreamingResponse):
+    """A stream that ends when its generator does or a write fails (the client went away), never on a
+    ``http.disconnect`` read while it runs: behind this server's protocol that read answered at once, which
+    ended every stream after its first event."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with contextlib.suppress(OSError):
+            await self.stream_response(send)
+
+
 def _session_key(me: Principal) -> str:
     return hashlib.sha256(me.session.secret.encode()).hexdigest()  # the secret itself is not kept
 
@@ -93,8 +106,6 @@ async def _events(request: Request, me: Principal, changes: WorklistChanges) -> 
         beat = time.monotonic() + HEARTBEAT_S
         while True:
             await woken(commit, SESSION_CHECK_S)
-            if await request.is_disconnected():
-                return
             if await sessions.current(me.session.secret) is None:
                 yield "event: ended\ndata: signed out\n\n"
                 return
@@ -116,4 +127,4 @@ async def events(request: Request, me: SignedInUser) -> Response:
     if not changes.admit(_session_key(me)):
         return Response("too many open worklist streams", 429, media_type="text/plain", headers={"Retry-After": "30"})
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "X-Content-Type-Options": "nosniff"}
-    return StreamingResponse(_events(request, me, changes), media_type="text/event-stream", headers=headers)
+    return EventStream(_events(request, me, changes), media_type="text/event-stream", headers=headers)

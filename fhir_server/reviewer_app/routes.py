@@ -127,7 +127,9 @@ async def _case(request: Request, me: Principal, task_id: str, form: dict[str, s
     diagnoses = await _diagnoses(request, me)
     ai = [o for o in observations if "device" in o]
     labels = {f"BodyStructure/{s['id']}": case_view._structure_label(s) for s in structures}
-    extra = await case_sections.sections(_finder(request, me), patient_ref, task, report, observations, structures, labels)
+    extra = await case_sections.sections(
+        _finder(request, me), patient_ref, task, report, observations, structures, labels
+    )
     view = {
         "task": worklist.row(task, me.fhir_user), "task_status": task.get("status"), "report": report,
         "banner": case_view.banner(patient), "consent": case_view.consent_summary(consents),

@@ -41,7 +41,9 @@ def test_the_body_map_places_coded_sites_and_lists_the_rest() -> None:
     drawn = body_map(structures, labels)
     places = {m.label: (m.x, m.y) for m in drawn.markers}
     assert places["Skin of back"][0] > 140  # drawn on the back outline
-    assert places["Left upper arm"][0] > 60 > places["Right upper arm"][0]  # front view: the patient's left on the right
+    assert (
+        places["Left upper arm"][0] > 60 > places["Right upper arm"][0]
+    )  # front view: the patient's left on the right
     assert [(u.number, u.why) for u in drawn.unplaced] == [
         (4, "arm: side (left or right) not recorded"),
         (5, "body site 12345678 is not on the map"),
