@@ -11,6 +11,7 @@ diagnosis, with the rule's note: no value is reworded into a finding about the l
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 from fhir_server.reviewer_app.case_view import Resource, coded, quantity, text_of
 
 ABCD = ("urn:dermbridge:abcd", "abc-partial")

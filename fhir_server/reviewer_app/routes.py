@@ -13,8 +13,8 @@ from fastapi.responses import RedirectResponse, Response
 
 from fhir_server.people.signed_in import Principal, SignedInUser, csrf_ok, fhir_as
 from fhir_server.reviewer_app import case_sections, case_view, worklist
-from fhir_server.reviewer_app.dermoscopy import is_abcd
 from fhir_server.reviewer_app.decision_form import MANAGEMENT, FormError, operation
+from fhir_server.reviewer_app.dermoscopy import is_abcd
 from fhir_server.reviewer_app.rendering import page, problem, static_file
 from fhir_server.workflow.review.codes import DECLINE_REASONS, URGENCIES, is_review_task
 

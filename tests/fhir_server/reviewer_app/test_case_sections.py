@@ -93,8 +93,9 @@ def test_earlier_visits_are_the_same_lesion_of_the_same_patient_from_other_repor
         _observation("elsewhere", PATIENT, "m-elsewhere", "2025-02-01T10:00:00Z", focus="BodyStructure/b2"),
         _observation("mislinked", PATIENT, "m-other-patient", "2025-03-01T10:00:00Z"),  # its Media is not theirs
     ]
-    media = {m["id"]: m for m in (_media("m-now", PATIENT), _media("m-before", PATIENT), _media("m-older", PATIENT),
-             _media("m-stranger", OTHER), _media("m-elsewhere", PATIENT), _media("m-other-patient", OTHER))}  # fmt: skip
+    owners = {"m-now": PATIENT, "m-before": PATIENT, "m-older": PATIENT, "m-stranger": OTHER,
+              "m-elsewhere": PATIENT, "m-other-patient": OTHER}  # fmt: skip
+    media = {id: _media(id, subject) for id, subject in owners.items()}
     visits = earlier_visits(LESION, PATIENT, {"Observation/now"}, observations, media, {})
     assert [(v.when, [i.media_id for i in v.images]) for v in visits] == [
         ("2024-06-01", ["m-older"]),
