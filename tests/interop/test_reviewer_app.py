@@ -137,6 +137,7 @@ def test_a_reviewer_claims_views_the_overlay_overrides_and_signs_off(browser: An
 
     ben.sign_in("ben")  # Ben's worklist offers the case too, until someone claims it
     assert _claim_button(ben, site.task_id).is_visible()
+    ben.page.goto(f"{ben.root}/app/cases/{site.task_id}")  # the case page Ben opens before Ada's claim
 
     cy.sign_in("cy")  # an expired PractitionerRole: the case is not offered, and claiming it is refused
     assert cy.page.locator(f"tr[data-task='{site.task_id}']").count() == 0
@@ -147,7 +148,7 @@ def test_a_reviewer_claims_views_the_overlay_overrides_and_signs_off(browser: An
 
     _claim_button(ada, site.task_id).click()
     ada.page.wait_for_url(f"{ada.root}/app/cases/{site.task_id}")
-    _claim_button(ben, site.task_id).click()  # the page Ben loaded before Ada's claim
+    ben.page.locator("#claim").click()  # the page Ben loaded before Ada's claim
     assert ben.page.get_by_role("alert").is_visible()
     assert ben.page.url.endswith(f"/app/cases/{site.task_id}/claim")
     ben.shot("claim-refused-taken")
@@ -170,6 +171,16 @@ def test_a_reviewer_claims_views_the_overlay_overrides_and_signs_off(browser: An
     assert overlay.is_hidden()
     case.keyboard.press("o")
     assert overlay.is_visible()
+    assert case.locator("#body-map").is_visible() and case.locator("#case-history").is_visible()
+    image = case.locator("img.image").first
+    assert "viewport=" in (image.get_attribute("src") or "")  # the rendering at viewport size first
+    case.locator(".zoom-in").first.click()
+    case.wait_for_function(
+        "() => { const img = document.querySelector('img.image');"
+        " return !img.src.includes('viewport=') && img.complete && img.naturalWidth > 0; }"
+    )
+    assert case.locator(".zoom-level").first.inner_text() == "150%"  # full resolution on demand, drawn
+    case.locator(".zoom-reset").first.click()
     ada.shot("case")
     ada.audit()
 

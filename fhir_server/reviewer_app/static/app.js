@@ -15,6 +15,63 @@
     });
   }
 
+  // Zoom and pan of a case image with its saliency overlay (one transform for both: they stay aligned). The
+  // page loads the WADO-RS rendering at viewport size; the first zoom in swaps in the full resolution.
+  var ZOOM_STEP = 1.5, ZOOM_MAX = 8, PAN_STEP = 40;
+  function wireZoom(controls) {
+    var frame = document.getElementById(controls.dataset.frame);
+    var stack = frame.querySelector(".stack"), image = frame.querySelector("img.image");
+    var level = controls.querySelector(".zoom-level");
+    var state = { scale: 1, x: 0, y: 0 };
+    frame.tabIndex = 0;
+    frame.setAttribute("role", "group");
+    frame.setAttribute("aria-label", "Image: drag or use the arrow keys to pan");
+    function apply() {
+      var maxX = frame.clientWidth * (state.scale - 1), maxY = frame.clientHeight * (state.scale - 1);
+      state.x = Math.min(0, Math.max(-maxX, state.x));
+      state.y = Math.min(0, Math.max(-maxY, state.y));
+      stack.style.transform = "translate(" + state.x + "px," + state.y + "px) scale(" + state.scale + ")";
+      level.textContent = Math.round(state.scale * 100) + "%";
+    }
+    function zoom(factor) {
+      var next = Math.min(ZOOM_MAX, Math.max(1, state.scale * factor));
+      var cx = frame.clientWidth / 2, cy = frame.clientHeight / 2;  // keep the centre of the view in place
+      state.x = cx - (cx - state.x) * next / state.scale;
+      state.y = cy - (cy - state.y) * next / state.scale;
+      state.scale = next;
+      if (next > 1 && image.dataset.full && image.getAttribute("src") !== image.dataset.full) {
+        image.src = image.dataset.full;  // full resolution on demand
+      }
+      apply();
+    }
+    controls.querySelector(".zoom-in").addEventListener("click", function () { zoom(ZOOM_STEP); });
+    controls.querySelector(".zoom-out").addEventListener("click", function () { zoom(1 / ZOOM_STEP); });
+    controls.querySelector(".zoom-reset").addEventListener("click", function () { zoom(1 / state.scale); });
+    frame.addEventListener("keydown", function (event) {
+      var moves = { ArrowLeft: [PAN_STEP, 0], ArrowRight: [-PAN_STEP, 0], ArrowUp: [0, PAN_STEP], ArrowDown: [0, -PAN_STEP] };
+      if (moves[event.key]) {
+        event.preventDefault();
+        state.x += moves[event.key][0]; state.y += moves[event.key][1]; apply();
+      } else if (event.key === "+" || event.key === "=") { zoom(ZOOM_STEP); }
+      else if (event.key === "-") { zoom(1 / ZOOM_STEP); }
+      else if (event.key === "0") { zoom(1 / state.scale); }
+    });
+    var drag = null;
+    frame.addEventListener("pointerdown", function (event) {
+      drag = { x: event.clientX - state.x, y: event.clientY - state.y };
+      frame.setPointerCapture(event.pointerId);
+    });
+    frame.addEventListener("pointermove", function (event) {
+      if (drag) { state.x = event.clientX - drag.x; state.y = event.clientY - drag.y; apply(); }
+    });
+    frame.addEventListener("pointerup", function () { drag = null; });
+    frame.addEventListener("wheel", function (event) {
+      if (!event.ctrlKey) { return; }  // ctrl + wheel zooms; the plain wheel scrolls the page
+      event.preventDefault();
+      zoom(event.deltaY < 0 ? ZOOM_STEP : 1 / ZOOM_STEP);
+    }, { passive: false });
+  }
+
   function typing(target) {
     return target && (target.tagName === "INPUT" || target.tagName === "SELECT" || target.tagName === "TEXTAREA");
   }
@@ -74,6 +131,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     wireOverlays();
+    document.querySelectorAll(".zoom[data-frame]").forEach(wireZoom);
     document.addEventListener("keydown", shortcuts);
     followWorklist();
   });
