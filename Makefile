@@ -10,7 +10,7 @@ FPL_STAMP := $(VENV)/node/.fhir-package-loader-$(FPL_VERSION)
 AXE_VERSION := 4.10.2
 AXE_STAMP := $(VENV)/node/.axe-core-$(AXE_VERSION)
 
-.PHONY: run test lint typecheck pytest install system-deps clean bench bench-dicom bench-inference bench-workflow soak
+.PHONY: run test lint typecheck pytest install system-deps clean bench bench-dicom bench-inference bench-workflow soak docs-images
 
 install: $(STAMP) $(FPL_STAMP) $(AXE_STAMP)
 
@@ -79,6 +79,11 @@ bench-workflow: $(STAMP)
 soak: $(STAMP)
 	$(call bench_clone,$(SOAK_TREE))
 	cd $(SOAK_TREE) && .venv/bin/python bench/soak.py $(ARGS)
+
+# The README's pictures of the reviewer app: the browser test's screenshots of a synthetic case.
+docs-images: $(STAMP) $(AXE_STAMP)
+	.venv/bin/python -m pytest -q -p no:cacheprovider tests/interop/test_reviewer_app.py -k claims_views
+	mkdir -p docs/img && cp tmp/screenshots/reviewer_app/worklist.png tmp/screenshots/reviewer_app/case.png docs/img/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
