@@ -28,18 +28,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydicom.uid import ExplicitVRLittleEndian
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+from workflow_bench import percentile, seed  # noqa: E402
+
 from inference.synthetic import lesion_image, random_spec  # noqa: E402
 from tests.dicom_factories import dermoscopic  # noqa: E402
 from tests.interop.clinic import DERMATOLOGY, SERVER_ENV, Clinic  # noqa: E402
 from tests.server import free_port, running_server  # noqa: E402
-from workflow_bench import percentile, seed  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "a long bench password 42"
