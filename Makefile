@@ -10,7 +10,8 @@ FPL_STAMP := $(VENV)/node/.fhir-package-loader-$(FPL_VERSION)
 AXE_VERSION := 4.10.2
 AXE_STAMP := $(VENV)/node/.axe-core-$(AXE_VERSION)
 
-.PHONY: run test lint typecheck pytest install system-deps clean bench bench-dicom bench-inference bench-workflow soak docs-images
+.PHONY: run test lint typecheck pytest install system-deps clean bench bench-dicom bench-engines bench-inference \
+	bench-workflow soak docs-images
 
 install: $(STAMP) $(FPL_STAMP) $(AXE_STAMP)
 
@@ -65,6 +66,14 @@ bench: $(STAMP)
 bench-dicom: $(STAMP)
 	$(bench_clone)
 	cd $(BENCH_TREE) && .venv/bin/python bench/dicom_bench.py $(ARGS)
+
+# Issue 16's figures in one run (about 25 minutes, see bench/README.md): SQLite vs PostgreSQL (bundle ingest, the
+# FHIR workload at 8 and 32 clients, two API processes behind HAProxy vs one), then C-STORE ingest on both engines
+# vs Orthanc. ARGS go to engines_bench.py, DICOM_ARGS to dicom_bench.py.
+bench-engines: $(STAMP) system-deps
+	$(bench_clone)
+	cd $(BENCH_TREE) && .venv/bin/python bench/engines_bench.py $(ARGS)
+	cd $(BENCH_TREE) && .venv/bin/python bench/dicom_bench.py --storage postgresql --skip-web $(DICOM_ARGS)
 
 bench-inference: $(STAMP)
 	$(bench_clone)

@@ -1,20 +1,23 @@
 """DICOM side by side: DermBridge against Orthanc (and dcmtk's storescp as the C floor), one run.
 
     python bench/dicom_bench.py --count 300 --repeats 1
+    python bench/dicom_bench.py --storage postgresql --skip-web   # C-STORE: PostgreSQL vs SQLite vs Orthanc
 
 1. C-STORE ingest, through the vendored peer harness (bench/vendor/peerbench): dcmtk storescu
    on one association and pynetdicom with 4 associations, each peer fresh on an empty store.
 2. QIDO-RS latency and WADO-RS retrieve throughput: DermBridge and Orthanc (with its DICOMweb
    plugin) loaded with the same corpus, queried by the same HTTP client.
 
-Prerequisites (Debian): dcmtk, orthanc, orthanc-dicomweb. Everything listens on 127.0.0.1;
-every loop is bounded by a count and a timeout; every server is stopped by PID at the end.
+Prerequisites (Debian): dcmtk, orthanc, orthanc-dicomweb (and orthanc-postgresql for ``--storage
+postgresql``). Everything listens on 127.0.0.1; every loop is bounded by a count and a timeout; every server
+is stopped by PID at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -34,12 +37,14 @@ import httpx2
 import pydicom
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.postgres import throwaway_postgres
 from tests.server import create_client, fetch_token
 
 HERE = Path(__file__).resolve().parent
 PEERBENCH = HERE / "vendor" / "peerbench"
 ORTHANC = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+ORTHANC_PG_PLUGIN = "/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so"
 DERMBRIDGE = (
     "env DERMBRIDGE_DICOM_PORT={port} DERMBRIDGE_DICOM_AE_TITLE={aet} DERMBRIDGE_DICOM_ANY_AE_TENANT=default "
     "DERMBRIDGE_BLOB_DIR={store} {python} -m dermbridge serve --port 0 --data-dir {store}.db"
@@ -57,10 +62,24 @@ def corpus(count: int, size: str) -> Path:
     return folder
 
 
-def ingest(folder: Path, repeats: int, results: Path) -> str:
+def on_postgres(server: str) -> list[str]:
+    """peers.py ``--extra`` peers on a fresh database of ``server`` each run: DermBridge on its PostgreSQL engine,
+    and Orthanc with its PostgreSQL index plugin when Debian's ``orthanc-postgresql`` is installed."""
+    wrapper = f"{{python}} {HERE / 'peer_on_postgres.py'} --server {server}"
+    peers = [f"dermbridge-postgresql={wrapper} dermbridge -- {DERMBRIDGE}"]
+    if Path(ORTHANC_PG_PLUGIN).exists():
+        peers.append(f"orthanc-nodelay-postgresql={wrapper} orthanc --port {{port}} --store {{store}}")
+    else:
+        print(f"no {ORTHANC_PG_PLUGIN}: Orthanc on PostgreSQL left out (apt-get install orthanc-postgresql)")
+    return peers
+
+
+def ingest(folder: Path, repeats: int, results: Path, extra: list[str]) -> str:
+    """C-STORE ingest through peers.py: Orthanc, dcmtk's storescp, DermBridge, and the ``extra`` peers."""
+    peers = [f"dermbridge={DERMBRIDGE}", *extra]
     command = [
         sys.executable, str(PEERBENCH / "peers.py"), "--corpus", str(folder), "--repeats", str(repeats),
-        "--peers", "orthanc,orthanc-nodelay,storescp", "--extra", f"dermbridge={DERMBRIDGE}",
+        "--peers", "orthanc,orthanc-nodelay,storescp", *(a for p in peers for a in ("--extra", p)),
         "--modes", "storescu,pynetdicom", "-k", "4", "--results", str(results), "--timeout", "600",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=True)
@@ -208,6 +227,19 @@ def web_table(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def estimate_s(args: argparse.Namespace) -> float:
+    """A rough duration on this 2-core machine: a DermBridge peer starts in about 40 s, another in about 5 s, a
+    peer ingests about 40 images/s (Orthanc without TCP_NODELAY about 19 on one association); the web part loads
+    both servers and runs its requests at about 50/s."""
+    on_pg = args.storage == "postgresql"
+    dermbridges, others = 1 + on_pg, 3 + on_pg  # + DermBridge and Orthanc on PostgreSQL
+    runs = 2 * args.repeats  # storescu, pynetdicom
+    per_run = dermbridges * 40 + others * 5 + (dermbridges + others) * args.count / 40
+    ingest = 0.0 if args.skip_ingest else runs * per_run
+    web_part = 0.0 if args.skip_web else 2 * (40 + args.count / 40) + 2 * 3 * args.requests / 50
+    return ingest + web_part
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=300)
@@ -215,18 +247,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--requests", type=int, default=200, help="QIDO and WADO requests per server")
     parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--skip-web", action="store_true", help="C-STORE ingest only")
+    parser.add_argument(
+        "--storage",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="postgresql: also DermBridge (and Orthanc) on a throw-away PostgreSQL, side by side in the ingest",
+    )
     args = parser.parse_args()
     for tool in ("/usr/bin/storescu", "/usr/bin/storescp", ORTHANC, DICOMWEB_PLUGIN):
         if not Path(tool).exists():
             sys.exit(f"missing {tool}: apt-get install -y dcmtk orthanc orthanc-dicomweb")
+    print(f"dicom bench: estimated {estimate_s(args) / 60:.0f} min", file=sys.stderr)
     folder = corpus(args.count, args.size)
     results = Path(tempfile.gettempdir()) / "dermbridge-bench" / f"ingest-{int(time.time())}.jsonl"
     if not args.skip_ingest:
         print("## C-STORE ingest\n")
-        print(ingest(folder, args.repeats, results))
-    print("\n## QIDO-RS and WADO-RS\n")
-    rows = web(folder, args.requests)
-    print(web_table(rows))
+        with throwaway_postgres() if args.storage == "postgresql" else contextlib.nullcontext() as postgres:
+            print(ingest(folder, args.repeats, results, on_postgres(postgres.dsn()) if postgres else []))
+    rows = {}
+    if not args.skip_web:
+        print("\n## QIDO-RS and WADO-RS\n")
+        rows = web(folder, args.requests)
+        print(web_table(rows))
     print(json.dumps({"count": args.count, "size": args.size, "ingest_results": str(results), "web": rows}))
 
 

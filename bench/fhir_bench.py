@@ -25,7 +25,7 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -196,16 +196,27 @@ class Workload:
         assert response.status_code == 200
 
 
-async def interleaved(workloads: list[Workload], ops: int, settle_pids: list[int]) -> list[dict[str, Any]]:
+async def interleaved(
+    workloads: list[Workload], ops: int, settle_pids: list[int], cpu: Callable[[], dict[str, float]] | None = None
+) -> list[dict[str, Any]]:
     """Each phase on every server in turn (the order rotating from phase to phase), the servers'
-    processes left to go idle before each: both sides of a comparison see the same machine."""
+    processes left to go idle before each: both sides of a comparison see the same machine. With ``cpu``
+    (CPU seconds so far by process group, ``processes.cpu_by_group``), each row also has the CPU each group
+    used per operation in that phase, counted until the processes are idle again, so that deferred work (audit
+    loading, outbox consumers) counts too (``cpu_ms_per_op``)."""
     rows: dict[str, list[dict[str, Any]]] = {w.label: [] for w in workloads}
     for index in range(len(workloads[0].phases(ops))):
         for workload in workloads[index % len(workloads) :] + workloads[: index % len(workloads)]:
             if settle_pids:
                 await asyncio.to_thread(settle, settle_pids)
             name, count, op = workload.phases(ops)[index]
+            before = cpu() if cpu else {}
             row = (await run_phase(name, workload.clients, count, op)).row()
+            if cpu and row["ops"]:
+                await asyncio.to_thread(settle, settle_pids)  # the work the phase left behind counts as its own
+                after = cpu()
+                row["cpu_ms_per_op"] = {group: round(1000 * (after[group] - before[group]) / row["ops"], 3)
+                                        for group in after}  # fmt: skip
             row["phase"] = f"{name} ({workload.label})" if len(workloads) > 1 or workload.label else name
             rows[workload.label].append(row)
     for workload in workloads:

@@ -29,6 +29,10 @@ class AccessLog:
     def __init__(self, app: ASGIApp, templates: RouteTemplates) -> None:
         self.app = app
         self.templates = templates
+        # the labelled series, looked up once each (``labels`` takes a lock and builds a key on every call);
+        # bounded like the labels: methods x templates x statuses
+        self._counted: dict[tuple[str, str, int], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,8 +55,12 @@ class AccessLog:
 
     def _done(self, scope: Scope, status: int, seconds: float, client_id: str | None) -> None:
         route, method = self.templates.of(scope), str(scope.get("method", ""))
-        HTTP_REQUESTS.labels(method, route, str(status)).inc()
-        HTTP_SECONDS.labels(method, route).observe(seconds)
+        if (counted := self._counted.get((method, route, status))) is None:
+            counted = self._counted[method, route, status] = HTTP_REQUESTS.labels(method, route, str(status))
+        if (timed := self._timed.get((method, route))) is None:
+            timed = self._timed[method, route] = HTTP_SECONDS.labels(method, route)
+        counted.inc()
+        timed.observe(seconds)
         if route in QUIET:
             return
         fields: dict[str, Any] = {"event": "http.request", "method": method, "route": route, "status": status,

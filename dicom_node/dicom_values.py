@@ -10,6 +10,7 @@ neither, only the date is given: a wrong hour is worse than none.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -46,7 +47,8 @@ def _one_name(group: PersonName, family_first: bool = False) -> dict[str, Any] |
 def human_name(value: Any) -> list[dict[str, Any]]:
     """A DICOM PN (component groups alphabetic=ideographic=phonetic, each family^given^middle^prefix^suffix) as
     FHIR HumanNames: one per group present, the alphabetic first; when there is more than one, each says which
-    it is with the ISO 21090 EN representation extension (ABC, IDE, SYL), as HL7 V2/CDA do for Japanese names."""
+    it is with the ISO 21090 EN representation extension (ABC, IDE, SYL), as HL7 V2/CDA do for Japanese names,
+    and an ideographic name (kanji) is ``official`` (``_use``)."""
     if value is None or not str(value).strip():
         return []
     pn = value if isinstance(value, PersonName) else PersonName(str(value))
@@ -55,7 +57,22 @@ def human_name(value: Any) -> list[dict[str, Any]]:
     names = [(code, name) for code, name in named if name is not None]
     if len(names) == 1:
         return [names[0][1]]
-    return [{**name, "extension": [{"url": REPRESENTATION, "valueCode": code}]} for code, name in names]
+    official = any(code == "IDE" and _ideographic(name.get("text", "")) for code, name in names)
+    return [{**name, **_use(code, official), "extension": [{"url": REPRESENTATION, "valueCode": code}]}
+            for code, name in names]  # fmt: skip
+
+
+def _ideographic(text: str) -> bool:
+    """Written in CJK ideographs (kanji, hanzi, hanja), as the ideographic group is meant to be (PS3.5 H, I, J)."""
+    return any(unicodedata.name(c, "").startswith("CJK UNIFIED IDEOGRAPH") for c in text)
+
+
+def _use(code: str, official: bool) -> dict[str, str]:
+    """A name written in ideographs is the ``official`` one, the alphabetic then ``usual`` (derm review 4, L3: JP
+    Core gives the kanji name ``use: official``; a system that ignores the representation extension reads ``use``)."""
+    if not official:
+        return {}
+    return {"IDE": {"use": "official"}, "ABC": {"use": "usual"}}.get(code, {})
 
 
 def fhir_date(value: Any) -> str | None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from fhir_server.binding_checks import binding_issues
+from fhir_server.binding_checks import binding_issues, terminology_written
 from fhir_server.definitions import resource_types
 from fhir_server.errors import (
     OperationOutcomeError,
@@ -521,6 +521,7 @@ class Repository:
         content = orjson.dumps(body)
         version = ResourceVersion(resource_type, id, version_number, now, content, method)
         await self._tx.write(version, index if index is not None else index_resource(body, self.local_base))
+        terminology_written(self.tenant, resource_type)
         created = current is None or current.deleted
         if resource_type == APPEND_ONLY:  # the audit trail's own writes are not events of the clinical store
             await self._tx.chain_audit(id, content)
@@ -539,6 +540,7 @@ class Repository:
             check_client_write(current.resource_type, None, _content(current))
         version = ResourceVersion(current.resource_type, current.id, current.version + 1, new_instant(), None, "DELETE")
         await self._tx.write(version, None)
+        terminology_written(self.tenant, current.resource_type)
         await self._tx.append_event(
             "resource.deleted",
             {"tenant": self.tenant, "type": current.resource_type, "id": current.id, "version": version.version},

@@ -1,11 +1,13 @@
 """A signed-off case exported to DICOM (``clinician_sr``): when a DiagnosticReport becomes ``final``,
-``amended`` or ``corrected`` with a Practitioner in ``resultsInterpreter`` (the review workflow's ``$complete``
-or a client's sign-off, ``fhir_server.report_sign_off``), the clinician's decision per lesion is stored as a
-verified SR in each study of the case, with a Key Object Selection of the key images (title "Of Interest",
-naming the SR too), as new series (``dicom_node.derived``: durable, indexed, found by
+``amended`` or ``corrected`` with a Practitioner or PractitionerRole in ``resultsInterpreter`` (the review
+workflow's ``$complete`` or a client's sign-off, ``fhir_server.report_sign_off``), the clinician's decision per
+lesion is stored as a verified SR in each study of the case, with a Key Object Selection of the key images
+(title "Of Interest", naming the SR too), as new series (``dicom_node.derived``: durable, indexed, found by
 C-FIND/QIDO-RS, retrieved by C-GET/C-MOVE/WADO-RS) and listed in the study's ImagingStudy, which the report's
-``imagingStudy`` names. An outbox consumer of ``resource.updated``: retried by the dispatcher, idempotent
-(the SR's UID derives from what was signed: the same signing stores nothing twice, a new one a new SR).
+``imagingStudy`` names. An outbox consumer of ``resource.created``/``updated``: retried by the dispatcher,
+idempotent (the SR's UID derives from what was signed: the same signing stores nothing twice, a new one a new SR). A
+signed report that cannot be exported (no person to name as the verifier, no signing time, a malformed
+resource) is recorded as not exported (AuditEvent, outcome 8, saying why), never skipped silently.
 
 What the clinician decided, per lesion, is read from the report's clinician Observations (the reviewer's
 SNOMED CT diagnosis, ``focus`` the lesion), compared with what the AI called for the same lesion (``_decided``):
@@ -25,6 +27,7 @@ from typing import Any
 import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.valuerep import PersonName
 
 from dicom_node.attributes import INSTANCE, STUDY
 from dicom_node.blobs import BlobStore
@@ -33,12 +36,14 @@ from dicom_node.errors import InvalidInstance
 from dicom_node.forwarding.events import CLINICIAN_DECISIONS, DerivedOrigin
 from dicom_node.instance_files import InstanceFiles
 from dicom_node.sop_classes import AI_RESULT_CLASSES
+from dicom_node.web.deletion import DicomDeletion
 from fhir_server.audit.events import DCM, ENTITY_TYPE
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.outbox import Subscription
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine, OutboxEvent, Record, TenantStore, TenantTransaction
 from fhir_server.storage.query import FieldMatch, RecordQuery
+from fhir_server.workflow.review.decision import URGENCY_CODE
 from inference.clinician_sr import (
     AI_EQUIVOCAL,
     AI_MIXED,
@@ -54,20 +59,20 @@ from inference.clinician_sr import (
     SignOff,
     build_key_images,
     build_sign_off_report,
+    key_images_series,
     sign_off_series,
     sign_off_uid,
 )
 from inference.dicom_results import DICOM_SR_EXTENSION
 from inference.events import analysis_event
+from inference.findings import DEMO_TAG, DIAGNOSIS
+from inference.model_card import SNOMED
 
 log = logging.getLogger(__name__)
 CLINICIAN_DECISION = DerivedOrigin(CLINICIAN_DECISIONS)  # what forwarding rules match these objects by
-TOPIC = "resource.updated"
+TOPICS = ("resource.created", "resource.updated")  # a report may be created already signed
 SIGNED = frozenset({"final", "amended", "corrected"})
-SNOMED = "http://snomed.info/sct"
-DIAGNOSIS = "439401001"
-DEMONSTRATION = ("urn:dermbridge:ai-use", "demonstration")
-URGENCY_CODE = "referral-urgency"
+DEMONSTRATION = (DEMO_TAG["system"], DEMO_TAG["code"])
 LATERALITY = {"7771000": codes.cid244.Left, "24028007": codes.cid244.Right, "51440002": codes.cid244.Bilateral}
 REASON = "DICOM export of a signed-off report"
 MAX_RESULTS = 200
@@ -85,7 +90,7 @@ def _snomed(concept: Any) -> hd.sr.CodedConcept | None:
 
 
 def _is_diagnosis(observation: dict[str, Any]) -> bool:
-    return any(c.get("code") == DIAGNOSIS for c in (observation.get("code") or {}).get("coding") or [])
+    return any(c.get("code") == DIAGNOSIS["code"] for c in (observation.get("code") or {}).get("coding") or [])
 
 
 def _focus(observation: dict[str, Any]) -> str:
@@ -98,19 +103,49 @@ def _tagged_demo(observation: dict[str, Any]) -> bool:
 
 
 def _person_name(practitioner: dict[str, Any] | None, fallback: str) -> str:
-    """The Practitioner's name as a DICOM PN (Family^Given), else the reference's display."""
-    for name in (practitioner or {}).get("name") or []:
-        family, given = str(name.get("family") or "").replace("^", " "), " ".join(name.get("given") or [])
-        if family or given:
-            return f"{family}^{given.replace('^', ' ')}"[:64]
+    """The Practitioner's name as a DICOM PN (family^given^middle^prefix^suffix, PS3.5 6.2.1.2: pydicom's
+    ``PersonName``), the ``official`` name first, else the reference's display as one component."""
+    names = [n for n in (practitioner or {}).get("name") or [] if isinstance(n, dict)]
+    names.sort(key=lambda n: n.get("use") != "official")
+    for name in names:
+        family, given = _part(name.get("family")), [_part(g) for g in name.get("given") or []]
+        if family or any(given):
+            pn = PersonName.from_named_components(
+                family_name=family,
+                given_name=given[0] if given else "",
+                middle_name=" ".join(given[1:]),
+                name_prefix=" ".join(_part(p) for p in name.get("prefix") or []),
+                name_suffix=" ".join(_part(p) for p in name.get("suffix") or []),
+            )
+            return str(pn)[:64]
         if name.get("text"):
             return _one_component(str(name["text"]))
     return _one_component(fallback or "Unknown reviewer")
 
 
+def _part(value: Any) -> str:
+    return str(value or "").replace("^", " ").replace("=", " ").strip()
+
+
 def _one_component(text: str) -> str:
     """A name as written, as one PN component (the trailing caret says so: PS3.5 6.2.1.2)."""
-    return text.replace("^", " ").strip()[:63] + "^"
+    return _part(text)[:63] + "^"
+
+
+def _urgency(observation: dict[str, Any]) -> str:
+    """The referral urgency component's code (HL7 request-priority), or its text as written; "" when none. A
+    component written over plain FHIR (``valueString``, no coding) is read, never a crash retried until the
+    outbox dead-letters it (final review dicom.md 11)."""
+    for component in observation.get("component") or []:
+        codings = ((component or {}).get("code") or {}).get("coding") or [] if isinstance(component, dict) else []
+        if not any(isinstance(c, dict) and c.get("code") == URGENCY_CODE["code"] for c in codings):
+            continue
+        value = component.get("valueCodeableConcept")
+        if isinstance(value, dict):
+            coded = (c.get("code") for c in value.get("coding") or [] if isinstance(c, dict) and c.get("code"))
+            return str(next(coded, None) or value.get("text") or "")
+        return str(component.get("valueString") or "")
+    return ""
 
 
 def _site(body: dict[str, Any] | None) -> hd.sr.FindingSite | None:
@@ -122,11 +157,13 @@ def _site(body: dict[str, Any] | None) -> hd.sr.FindingSite | None:
     return hd.sr.FindingSite(site, laterality=laterality)
 
 
-def _content_key(report: dict[str, Any], lesions: list[LesionDecision]) -> str:
+def _content_key(report: dict[str, Any], lesions: list[LesionDecision], left_out: list[str]) -> str:
     """What was signed: a new signing (status, signer, conclusion, decisions) is a new SR; a re-delivery, or a
-    later system write that changes none of it, is not."""
+    later system write that changes none of it, is not. An image or AI SR deleted since (derm review 4, M7) is
+    a new SR too, superseding the one that referenced it."""
     parts = [str(report.get("status")), str(report.get("resultsInterpreter")), str(report.get("conclusion"))]
-    parts += sorted(f"{d.lesion_key}:{d.diagnosis.value}:{d.decision.value}" for d in lesions)
+    parts += sorted(f"{d.lesion_key}:{d.diagnosis.value}:{d.decision.value}:{'|'.join(d.gone)}" for d in lesions)
+    parts += left_out
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
@@ -138,7 +175,7 @@ class SignOffExport:
         self.files = InstanceFiles(blobs)
 
     def subscription(self) -> Subscription:
-        return Subscription("dicom-sign-off", (TOPIC,), self.handle)
+        return Subscription("dicom-sign-off", TOPICS, self.handle)
 
     async def handle(self, tenant: str, event: OutboxEvent) -> None:
         if event.payload.get("type") != "DiagnosticReport":
@@ -146,29 +183,28 @@ class SignOffExport:
         store = await self.engine.tenant(tenant)
         repo = Repository.system(store, reason=REASON)
         report = await repo.current("DiagnosticReport", str(event.payload.get("id")))
-        signer = _signer(report)
-        if report is None or report.get("status") not in SIGNED or signer is None:
-            return
+        if report is None or report.get("status") not in SIGNED or not report.get("resultsInterpreter"):
+            return  # not signed by anyone: nothing of a clinician's to export
         try:
-            await self.export(store, repo, report, signer)
-        except (UidTaken, InvalidInstance, ValueError, TypeError) as exc:  # would fail again: recorded, not retried
+            await self.export(store, repo, report, await _signer(repo, report))
+        except (UidTaken, InvalidInstance, ValueError, TypeError, KeyError, IndexError) as exc:
+            # would fail again (a signer who cannot be resolved, a malformed resource): recorded, not retried
             log.exception("the signed-off report %s was not exported to DICOM", report["id"])
             await self._record_failure(store, report, f"{type(exc).__name__}: {exc}"[:500])
 
-    async def export(self, store: TenantStore, repo: Repository, report: dict[str, Any], signer: str) -> int:
+    async def export(self, store: TenantStore, repo: Repository, report: dict[str, Any], signer: Signer) -> int:
         """The SR of the signed-off ``report`` in each of its studies on record; how many were stored."""
-        lesions = await self._decisions(store, repo, report)
-        practitioner = await repo.current("Practitioner", signer.split("/", 1)[1])
-        display = str(next(r.get("display", "") for r in report["resultsInterpreter"] if r.get("reference") == signer))
+        lesions, left_out = await self._decisions(store, repo, report)
         sign_off = SignOff(
             report_id=str(report["id"]),
-            content_key=_content_key(report, lesions),
-            reviewer=_person_name(practitioner, display),
-            organization=store.name,
-            signed_at=str(report.get("issued") or (report.get("meta") or {}).get("lastUpdated") or ""),
+            content_key=_content_key(report, lesions, left_out),
+            reviewer=signer.name,
+            organization=signer.organization,
+            signed_at=await _signed_at(repo, report, signer),
             conclusion=str(report.get("conclusion") or ""),
             lesions=tuple(lesions),
             status=str(report.get("status")),
+            left_out=tuple(left_out),
         )
         patient = str((report.get("subject") or {}).get("reference", "")).removeprefix("Patient/")
         stored = 0
@@ -186,7 +222,30 @@ class SignOffExport:
                     stored += await store_derived(
                         store, self.blobs, made, home, title=title, audit=audit, origin=CLINICIAN_DECISION
                     )  # for the tenant's forwarding rules
+            await self._retire_key_images(store, study_uid, decided, kos)
         return stored
+
+    async def _retire_key_images(
+        self, store: TenantStore, study_uid: str, sign_off: SignOff, current: Dataset | None
+    ) -> None:
+        """The report's earlier Key Object Selections in the study (those naming a superseded sign-off SR) are
+        deleted like any DICOMweb DELETE (audited, FHIR brought up to date): a PACS user never opens a key-image
+        note whose key image was deleted, or that points at a superseded report (derm review 4, M7 and H2). The
+        earlier SRs stay, superseded through the Predecessor Documents Sequence; a KOS has none."""
+        if not sign_off.previous:
+            return
+        superseded = {i.sop_instance for i in sign_off.previous}
+        query = RecordQuery(INSTANCE, (FieldMatch("SeriesInstanceUID", "eq", (key_images_series(study_uid),)),))
+        stale = []
+        for record in await store.find_records(query):
+            if current is not None and record.key == current.SOPInstanceUID:
+                continue
+            kos = await self.files.read_dataset(store, store.name, record)
+            if superseded & _referenced(kos):
+                stale.append(record)
+        if stale:
+            who = f"DermBridge sign-off export (DiagnosticReport/{sign_off.report_id} superseded)"
+            await DicomDeletion(self.engine, self.blobs, self.audit).delete(store.name, stale, who, "")
 
     async def _record_failure(self, store: TenantStore, report: dict[str, Any], reason: str) -> None:
         if self.audit is None:
@@ -202,23 +261,38 @@ class SignOffExport:
         if self.audit is not None:
             await self.audit.record_in(store, tx, event)
 
-    async def _decisions(self, store: TenantStore, repo: Repository, report: dict[str, Any]) -> list[LesionDecision]:
-        results = [
-            found
-            for item in (report.get("result") or [])[:MAX_RESULTS]
-            if str(item.get("reference", "")).startswith("Observation/")
-            and (found := await repo.current("Observation", str(item["reference"]).split("/", 1)[1])) is not None
-        ]
+    async def _decisions(
+        self, store: TenantStore, repo: Repository, report: dict[str, Any]
+    ) -> tuple[list[LesionDecision], list[str]]:
+        """The clinician's decisions per lesion, and what of the signed report they leave out (derm review 4, M4:
+        then the SR is PARTIAL and says what): a clinician's finding that is not a SNOMED CT diagnosis, a result
+        not on record, results beyond ``MAX_RESULTS``."""
+        listed = [str((item or {}).get("reference", "")) for item in report.get("result") or []]
+        extra = len(listed) - MAX_RESULTS
+        left_out = [f"{extra} result(s) beyond the first {MAX_RESULTS}"] if extra > 0 else []
+        results = []
+        for reference in listed[:MAX_RESULTS]:
+            id = reference.split("/")[1] if reference.startswith("Observation/") else ""
+            if (found := await repo.current("Observation", id) if id else None) is None:
+                left_out.append(f"the result {reference[:200]} (not on record)")
+            else:
+                results.append(found)
         ai = [o for o in results if "device" in o]
         decisions = []
         for observation in results:
+            if "device" in observation:
+                continue
             diagnosis = _snomed(observation.get("valueCodeableConcept"))
-            if "device" in observation or not _is_diagnosis(observation) or diagnosis is None:
+            if not _is_diagnosis(observation) or diagnosis is None:
+                what = str((observation.get("code") or {}).get("text") or "") or "a finding"
+                left_out.append(f"the clinician's {what[:200]} (Observation/{observation['id']}): no coded diagnosis")
                 continue
             lesion = _focus(observation)
             of_lesion = [o for o in ai if _focus(o) == lesion]
             decisions.append(await self._decision(store, repo, observation, diagnosis, lesion, of_lesion))
-        return decisions
+        if left_out:
+            left_out.append(f"see DiagnosticReport/{report['id']}")
+        return decisions, left_out
 
     async def _decision(
         self,
@@ -237,38 +311,35 @@ class SignOffExport:
             else None
         )
         where = str(((body or {}).get("location") or {}).get("text") or "site not recorded")
-        urgency = next(
-            (
-                str(c["valueCodeableConcept"]["coding"][0].get("code", ""))
-                for c in observation.get("component") or []
-                if any(x.get("code") == URGENCY_CODE for x in c.get("code", {}).get("coding", []))
-            ),
-            "",
-        )
+        image_uids, gone = await _image_uids(repo, ai)
+        ai_reports, images = await _instances(store, _sr_uids(ai)), await _instances(store, image_uids)
+        gone += [f"AI result SR {uid} no longer on record (deleted)" for uid in _missing(_sr_uids(ai), ai_reports)]
+        gone += [f"image {uid} no longer on record (deleted)" for uid in _missing(image_uids, images)]
         return LesionDecision(
             lesion_key=lesion.split("/", 1)[-1] or str(observation["id"]),
             label=f"Lesion at {where}" + (f" ({lesion})" if lesion else ""),
             diagnosis=diagnosis,
             decision=decision,
             site=_site(body),
-            urgency=urgency,
-            note=" ".join(str(n.get("text", "")) for n in observation.get("note") or [] if not copied)[:500],
+            urgency=_urgency(observation),
+            note=" ".join(str(n.get("text", "")) for n in observation.get("note") or [] if not copied),
             demonstration=any(_tagged_demo(o) for o in ai),
-            ai_reports=tuple(await _instances(store, _sr_uids(ai))),
-            images=tuple(await _instances(store, await _image_uids(repo, ai))),
+            ai_reports=tuple(ai_reports),
+            images=tuple(images),
+            gone=tuple(gone),
         )
 
     async def _source(self, store: TenantStore, study_uid: str, lesions: list[LesionDecision]) -> Any:
-        """An image of the study, read whole: its patient and study attributes head the SR."""
+        """An image of the study, read whole: its patient and study attributes head the SR; when its images are
+        all deleted, another object of the study (an AI SR, an earlier sign-off), so that the re-issued SR says
+        what was deleted (derm review 4, M7)."""
         keys = [i.sop_instance for lesion in lesions for i in lesion.images if i.study == study_uid]
         records = [r for k in keys if (r := await store.get_record(INSTANCE, k)) is not None]
         if not records:
             query = RecordQuery(INSTANCE, (FieldMatch("StudyInstanceUID", "eq", (study_uid,)),), limit=50)
-            records = [
-                r
-                for r in await store.find_records(query)
-                if str((r.fields.get("SOPClassUID") or ("",))[0]) not in AI_RESULT_CLASSES
-            ]
+            found = await store.find_records(query)
+            images = [r for r in found if str((r.fields.get("SOPClassUID") or ("",))[0]) not in AI_RESULT_CLASSES]
+            records = images or found
         if not records or await store.get_record(STUDY, study_uid) is None:
             return None
         return await self.files.read_dataset(store, store.name, records[0])
@@ -302,20 +373,76 @@ def _decided(
     return CONFIRMED if any(calls.get(i) == diagnosis.value for i in sources) else OWN_SAME
 
 
-def _signer(report: dict[str, Any] | None) -> str | None:
-    for reference in (report or {}).get("resultsInterpreter") or []:
-        text = str((reference or {}).get("reference", ""))
-        if text.startswith("Practitioner/"):
-            return text
-    return None
+@dataclasses.dataclass(frozen=True, slots=True)
+class Signer:
+    """Who signed: their reference (``Practitioner/..`` or ``PractitionerRole/..``), name as a DICOM PN, and
+    organisation by name ("" when none is recorded: never the tenant's id, final review dicom.md 5)."""
+
+    reference: str
+    name: str
+    organization: str
+
+
+async def _signer(repo: Repository, report: dict[str, Any]) -> Signer:
+    """The clinician in ``resultsInterpreter``: a Practitioner, or a PractitionerRole resolved to its
+    practitioner and organisation (derm review 4, M6; ``report_sign_off`` accepts both). ValueError, saying why,
+    when no person can be named: the export is then recorded as not done, never skipped silently."""
+    why = []
+    for reference in report.get("resultsInterpreter") or []:
+        text, display = str((reference or {}).get("reference", "")), str((reference or {}).get("display") or "")
+        kind, _, rest = text.partition("/")
+        id = rest.split("/")[0]
+        if kind == "Practitioner" and id:
+            practitioner = await repo.current("Practitioner", id)
+            if practitioner is None and not display:
+                why.append(f"{text} is not on record")
+                continue
+            roles = await repo.find("PractitionerRole", [("practitioner", f"Practitioner/{id}")], 10)
+            names = [await _organization(repo, r.resource) for r in roles]
+            return Signer(text, _person_name(practitioner, display), next((n for n in names if n), ""))
+        if kind == "PractitionerRole" and id:
+            role = await repo.current("PractitionerRole", id)
+            person = str(((role or {}).get("practitioner") or {}).get("reference") or "")
+            practitioner = await repo.current("Practitioner", person.split("/")[1]) if person.count("/") else None
+            named = display or str(((role or {}).get("practitioner") or {}).get("display") or "")
+            if practitioner is None and not named:
+                why.append(f"{text} names no practitioner on record" if role else f"{text} is not on record")
+                continue
+            return Signer(text, _person_name(practitioner, named), await _organization(repo, role or {}))
+        why.append(f"{text[:200] or 'an entry'} is not a Practitioner or PractitionerRole")
+    raise ValueError("no clinician to name as the verifying observer: " + "; ".join(why))
+
+
+async def _organization(repo: Repository, role: dict[str, Any]) -> str:
+    """The name of a PractitionerRole's organisation (its Organization's ``name``, else the reference's display)."""
+    reference = (role.get("organization") or {}) if isinstance(role.get("organization"), dict) else {}
+    text = str(reference.get("reference") or "")
+    found = await repo.current("Organization", text.split("/")[1]) if text.startswith("Organization/") else None
+    return str((found or {}).get("name") or reference.get("display") or "")[:64]
+
+
+async def _signed_at(repo: Repository, report: dict[str, Any], signer: Signer) -> str:
+    """When the clinician signed: the report's ``issued``, else the signer's Provenance of it (``recorded``); ""
+    when neither is recorded, which the SR builder refuses (the export time is never the attestation time)."""
+    if report.get("issued"):
+        return str(report["issued"])
+    target = f"DiagnosticReport/{report['id']}"
+    for provenance in await repo.find("Provenance", [("target", target), ("_sort", "-recorded")], 10):
+        agents = {str((a.get("who") or {}).get("reference")) for a in provenance.resource.get("agent") or []}
+        if signer.reference in agents and provenance.resource.get("recorded"):
+            return str(provenance.resource["recorded"])
+    return ""
 
 
 def _in_study(sign_off: SignOff, study_uid: str) -> SignOff:
-    """The decisions of the lesions imaged in this study (all of them when none has an image on record)."""
-    imaged = [d for d in sign_off.lesions if any(i.study == study_uid for i in d.images)]
-    if imaged or any(d.images for d in sign_off.lesions):
-        return dataclasses.replace(sign_off, lesions=tuple(imaged))
-    return sign_off
+    """Every decided lesion of the report, each with its images in this study (derm review 4, M4: a lesion
+    imaged in another study, or not at all, is still in the SR, and says so; none is left out of a COMPLETE SR)."""
+    lesions = tuple(
+        dataclasses.replace(d, images=here, imaged_elsewhere=bool(d.images) and not here)
+        for d in sign_off.lesions
+        for here in [tuple(i for i in d.images if i.study == study_uid)]
+    )
+    return dataclasses.replace(sign_off, lesions=lesions)
 
 
 async def _versioned(store: TenantStore, sign_off: SignOff, study_uid: str) -> SignOff:
@@ -333,6 +460,15 @@ async def _versioned(store: TenantStore, sign_off: SignOff, study_uid: str) -> S
     return dataclasses.replace(sign_off, previous=previous, version=len(previous) + 1)
 
 
+def _referenced(kos: Dataset) -> set[str]:
+    return {
+        str(i.ReferencedSOPInstanceUID)
+        for study in kos.get("CurrentRequestedProcedureEvidenceSequence") or []
+        for series in study.get("ReferencedSeriesSequence") or []
+        for i in series.get("ReferencedSOPSequence") or []
+    }
+
+
 def _sr_uids(ai: list[dict[str, Any]]) -> list[str]:
     uids = {
         str(e["valueIdentifier"]["value"]).removeprefix("urn:oid:")
@@ -343,13 +479,18 @@ def _sr_uids(ai: list[dict[str, Any]]) -> list[str]:
     return sorted(uids)
 
 
-async def _image_uids(repo: Repository, ai: list[dict[str, Any]]) -> list[str]:
-    media = {
-        str(d.get("reference"))
-        for o in ai
-        for d in o.get("derivedFrom") or []
-        if str(d.get("reference", "")).startswith("Media/")
-    }
+async def _image_uids(repo: Repository, ai: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """The DICOM UIDs of the images the lesion's AI results were derived from, and what is said of those deleted
+    over DICOMweb (``dicom_node.web.fhir_links`` marks their references: the UID and the date, no reference)."""
+    sources = [d for o in ai for d in o.get("derivedFrom") or [] if isinstance(d, dict)]
+    media = {str(d.get("reference")) for d in sources if str(d.get("reference", "")).startswith("Media/")}
+    gone = sorted(
+        {
+            f"image {str(d['identifier'].get('value', '')).removeprefix('urn:oid:')}: {d.get('display', 'deleted')}"
+            for d in sources
+            if d.get("type") == "Media" and "reference" not in d and isinstance(d.get("identifier"), dict)
+        }
+    )
     uids = []
     for reference in sorted(media):
         found = await repo.current("Media", reference.split("/", 1)[1])
@@ -358,7 +499,12 @@ async def _image_uids(repo: Repository, ai: list[dict[str, Any]]) -> list[str]:
             for i in (found or {}).get("identifier") or []
             if i.get("system") == "urn:dicom:uid"
         ]
-    return uids
+    return uids, gone
+
+
+def _missing(uids: list[str], found: list[Instance]) -> list[str]:
+    on_record = {i.sop_instance for i in found}
+    return [uid for uid in uids if uid not in on_record]
 
 
 async def _instances(store: TenantStore, uids: list[str]) -> list[Instance]:

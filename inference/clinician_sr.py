@@ -31,10 +31,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.valuerep import PersonName
 
 from inference.dicom_results import (
     DERMOSCOPIC_PHOTOGRAPHY,
@@ -61,6 +63,8 @@ AI_NO_CALL = hd.sr.CodedConcept("own-ai-no-call", SCHEME, "Clinician's own diagn
 AI_EQUIVOCAL = hd.sr.CodedConcept("own-ai-equivocal", SCHEME, "Clinician's own diagnosis (AI result equivocal)")
 AI_MIXED = hd.sr.CodedConcept("own-ai-mixed", SCHEME, "Clinician's own diagnosis (AI results differed)")
 URGENCY = hd.sr.CodedConcept("referral-urgency", SCHEME, "Referral urgency")
+REQUEST_PRIORITY = ("routine", "urgent", "asap", "stat")  # HL7 request-priority, the review's referral urgency
+MAX_TEXT = 100_000  # characters of one TEXT item (UT: up to 2^32-2 bytes, PS3.5 6.2); longer is cut, and says so
 WORDS = {
     CONFIRMED.value: "confirmed the AI result",
     OVERRODE.value: "overrode the AI result (the clinician disagreed with it)",
@@ -101,6 +105,8 @@ class LesionDecision:
     demonstration: bool = False  # the AI output reviewed was a demonstration model's
     ai_reports: tuple[Instance, ...] = ()  # the AI SRs of the lesion
     images: tuple[Instance, ...] = ()  # the key images
+    imaged_elsewhere: bool = False  # its images are in another study of the case, not in this SR's
+    gone: tuple[str, ...] = ()  # what the decision rested on and is no longer on record (a deleted image, an AI SR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +114,14 @@ class SignOff:
     report_id: str  # the DiagnosticReport
     content_key: str  # what was signed (status, version of the decision): a new signing, a new SR
     reviewer: str  # a DICOM PN (Family^Given)
-    organization: str
-    signed_at: str  # for people
+    organization: str  # the verifier's organisation by name ("" when not recorded), never a tenant id
+    signed_at: str  # when the clinician signed (the report's ``issued``), an ISO 8601 date-time with its offset
     conclusion: str
     lesions: tuple[LesionDecision, ...]
     status: str = "final"  # the DiagnosticReport's: final, amended, corrected
     previous: tuple[Instance, ...] = ()  # the earlier sign-off SRs of the report in the study, oldest first
     version: int = 1  # the Instance Number: 1 for the first signing, then one more per amendment
+    left_out: tuple[str, ...] = ()  # what the signed report holds and this SR does not: the SR is then PARTIAL
 
 
 def sign_off_series(study: str, report_id: str) -> str:
@@ -122,15 +129,34 @@ def sign_off_series(study: str, report_id: str) -> str:
     return derived_uid(study, report_id, "clinician-sign-off")
 
 
+def key_images_series(study: str) -> str:
+    """The series of the signed-off decisions' Key Object Selections in ``study``."""
+    return derived_uid(study, "clinician-key-images")
+
+
 def sign_off_uid(study: str, sign_off: SignOff) -> str:
     """The SR of one signing: the same signing is the same SR, a new one (an amendment) a new SR."""
     return derived_uid(study, sign_off.report_id, sign_off.content_key, "clinician-sign-off")
 
 
-def _text(meaning: str, text: str) -> hd.sr.TextContentItem:
+def readable_name(pn: str) -> str:
+    """A DICOM PN for people, given name first ("Ann Smith" for ``Smith^Ann``: "Smith Ann" reads as a given name
+    Smith), with the ideographic form after it when there is one (PS3.5 6.2.1.2)."""
+    name = PersonName(pn)
+    parts = (name.name_prefix, name.given_name, name.middle_name, name.family_name, name.name_suffix)
+    text = " ".join(p.strip() for p in parts if p.strip())
+    ideographic = " ".join(p for p in PersonName(name.ideographic).components if p) if name.ideographic else ""
+    return f"{text} ({ideographic.replace('^', ' ').strip()})" if ideographic and text else text or ideographic
+
+
+def _text(meaning: str, text: str, report_id: str = "") -> hd.sr.TextContentItem:
+    """A TEXT item (its value UT: no 1024-character limit); a text over ``MAX_TEXT`` is cut and says so, never
+    silently (final review dicom.md 4)."""
+    if len(text) > MAX_TEXT:
+        text = text[:MAX_TEXT] + f" ... (truncated; the full text is in DiagnosticReport/{report_id})"
     return hd.sr.TextContentItem(
         hd.sr.CodedConcept(meaning, SCHEME, meaning.replace("-", " ").capitalize()),
-        text[:1024],
+        text,
         relationship_type="CONTAINS",
     )
 
@@ -140,7 +166,7 @@ def _group(lesion: LesionDecision) -> hd.sr.MeasurementsAndQualitativeEvaluation
         hd.sr.QualitativeEvaluation(DIAGNOSIS, lesion.diagnosis),
         hd.sr.QualitativeEvaluation(DECISION, lesion.decision),
     ]
-    if lesion.urgency:
+    if lesion.urgency in REQUEST_PRIORITY:  # coded when it is a code; as written only in the text otherwise
         urgency = hd.sr.CodedConcept(lesion.urgency, SCHEME, lesion.urgency)
         evaluations.append(hd.sr.QualitativeEvaluation(URGENCY, urgency))
     sources = [hd.sr.SourceImageForMeasurementGroup(i.sop_class, i.sop_instance) for i in lesion.images]
@@ -167,6 +193,12 @@ def lesion_words(lesion: LesionDecision) -> str:
         words += " (that AI output came from a DEMONSTRATION model: not for clinical use, and not used here)"
     if lesion.urgency:
         words += f"; referral urgency {lesion.urgency}"
+    if lesion.imaged_elsewhere:  # derm review 4, M4: every lesion of the signed report, imaged here or not
+        words += "; not imaged in this study (its images are in another study of the case)"
+    elif not lesion.images:
+        words += "; no image of this lesion on record"
+    if lesion.gone:  # derm review 4, M7: the PACS user is told why a key image or an AI SR is missing
+        words += "; " + "; ".join(lesion.gone)
     return words + (f". Note: {lesion.note}" if lesion.note else ".")
 
 
@@ -182,21 +214,26 @@ def _demonstration_words(ai_reports: list[str]) -> str:
 
 def _summary(sign_off: SignOff) -> hd.sr.ContainerContentItem:
     """TID 1500 row 12: the report's text, where any SR viewer shows it."""
+    text = partial(_text, report_id=sign_off.report_id)
     texts = []
+    if sign_off.left_out:  # derm review 4, M4: a PARTIAL SR says what it leaves out
+        texts.append(text("left-out", "PARTIAL: this SR leaves out " + "; ".join(sign_off.left_out)))
     if sign_off.previous:  # derm review 4, H2: the PACS user is told which report is current
         kind = "CORRECTED" if sign_off.status == "corrected" else "AMENDED"
         replaced = ", ".join(i.sop_instance for i in sign_off.previous)
-        texts.append(_text("amendment", f"{kind} (version {sign_off.version}): replaces the earlier SR {replaced}"))
-    who = sign_off.reviewer.replace("^", " ").strip()
-    texts.append(_text("signed-off-by", f"Signed off by {who} on {sign_off.signed_at} (verified, {sign_off.status})"))
+        texts.append(text("amendment", f"{kind} (version {sign_off.version}): replaces the earlier SR {replaced}"))
+    who = readable_name(sign_off.reviewer)
+    at = f" of {sign_off.organization}" if sign_off.organization else ""
+    signed = f"Signed off by {who}{at} on {sign_off.signed_at} (verified, {sign_off.status})"
+    texts.append(text("signed-off-by", signed))
     if sign_off.conclusion:
-        texts.append(_text("conclusion", sign_off.conclusion))
+        texts.append(text("conclusion", sign_off.conclusion))
     demonstration = [r.sop_instance for lesion in sign_off.lesions if lesion.demonstration for r in lesion.ai_reports]
     if any(lesion.demonstration for lesion in sign_off.lesions):
-        texts.append(_text("ai-output-use", _demonstration_words(demonstration)))
-    texts += [_text("lesion-decision", lesion_words(lesion)) for lesion in sign_off.lesions]
+        texts.append(text("ai-output-use", _demonstration_words(demonstration)))
+    texts += [text("lesion-decision", lesion_words(lesion)) for lesion in sign_off.lesions]
     if not sign_off.lesions:
-        texts.append(_text("lesion-decision", "The report was signed off without per-lesion findings."))
+        texts.append(text("lesion-decision", "The report was signed off without per-lesion findings."))
     container = hd.sr.ContainerContentItem(QUALITATIVE_EVALUATIONS, relationship_type="CONTAINS")
     container.ContentSequence = hd.sr.ContentSequence(texts)
     return container
@@ -238,11 +275,11 @@ def build_sign_off_report(source: Dataset, sign_off: SignOff, server_version: st
         instance_number=sign_off.version,
         previous_versions=[i.dataset() for i in sign_off.previous] or None,
         manufacturer=MANUFACTURER,
-        is_complete=True,
+        is_complete=not sign_off.left_out,
         is_final=True,
         is_verified=True,
         verifying_observer_name=sign_off.reviewer,
-        verifying_organization=sign_off.organization[:64] or "not recorded",
+        verifying_organization=sign_off.organization[:64] or "not recorded",  # Type 1 in highdicom
         coding_schemes=[SCHEME_ITEM],
         series_description="Clinician review: signed-off diagnosis",
         manufacturer_model_name="DermBridge clinician review",
@@ -257,17 +294,28 @@ def build_sign_off_report(source: Dataset, sign_off: SignOff, server_version: st
 def _stamp_signing(sr: Dataset, signed_at: str) -> None:
     """Verification and content date/time are when the clinician signed (the report's ``issued``), not when the
     export ran (derm review 4, M5): VerificationDateTime a DT with its UTC offset (PS3.5 6.2, "&ZZXX"), in the
-    study's TimezoneOffsetFromUTC when the images give one (PS3.3 C.12.1.1.8), else in UTC."""
+    study's TimezoneOffsetFromUTC when the images give one (PS3.3 C.12.1.1.8), else in UTC. ValueError when the
+    signing time is missing or has no offset: the export time is never stamped as the attestation time (final
+    review dicom.md 6); the exporter records the report as not exported, and why."""
     try:
         signed = datetime.fromisoformat(signed_at)
-        zone = datetime.strptime(str(sr.get("TimezoneOffsetFromUTC") or "+0000"), "%z").tzinfo
-    except ValueError:
-        return
-    if signed.tzinfo is None or zone is None:
-        return
+    except ValueError as exc:
+        raise ValueError(f"the signing time {signed_at!r} is not a date-time (DiagnosticReport.issued)") from exc
+    if signed.tzinfo is None:
+        raise ValueError(f"the signing time {signed_at!r} has no UTC offset (DiagnosticReport.issued is an instant)")
+    try:
+        zone = datetime.strptime(str(sr.get("TimezoneOffsetFromUTC") or "+0000"), "%z").tzinfo or signed.tzinfo
+    except ValueError:  # the images' offset is malformed: the signing time in UTC
+        zone = signed.tzinfo
     local = signed.astimezone(zone)
     sr.VerifyingObserverSequence[0].VerificationDateTime = local.strftime("%Y%m%d%H%M%S%z")
     sr.ContentDate, sr.ContentTime = local.strftime("%Y%m%d"), local.strftime("%H%M%S")
+
+
+def _key_images_words(sign_off: SignOff) -> str:
+    words = f"Key images of the signed-off diagnosis (DiagnosticReport/{sign_off.report_id})"
+    gone = sorted({g for lesion in sign_off.lesions for g in lesion.gone})
+    return words + (f"; replaces the earlier key images: {'; '.join(gone)}" if gone else "")
 
 
 def build_key_images(source: Dataset, sign_off: SignOff, report: Dataset) -> Dataset | None:
@@ -283,13 +331,13 @@ def build_key_images(source: Dataset, sign_off: SignOff, report: Dataset) -> Dat
         document_title=codes.DCM.OfInterest,
         referenced_objects=[*referenced, report],
         observer_person_context=hd.sr.ObserverContext(codes.DCM.Person, person),
-        description=f"Key images of the signed-off diagnosis (DiagnosticReport/{sign_off.report_id})"[:1024],
+        description=_key_images_words(sign_off)[:1024],
     )
     study = str(source.StudyInstanceUID)
     kos = hd.ko.KeyObjectSelectionDocument(
         evidence=[*referenced, report],
         content=content,
-        series_instance_uid=derived_uid(study, "clinician-key-images"),
+        series_instance_uid=key_images_series(study),
         series_number=SIGN_OFF_SERIES + 1,
         sop_instance_uid=derived_uid(study, sign_off.report_id, sign_off.content_key, "clinician-key-images"),
         instance_number=sign_off.version,

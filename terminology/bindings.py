@@ -72,6 +72,9 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+_STOPPED = f"the bindings of coded values after the first {MAX_VALUES} (or after {MAX_ISSUES} issues) were not checked"
+
+
 def _issue(severity: str, code: str, message: str, expression: str) -> dict[str, Any]:
     return {"severity": severity, "code": code, "diagnostics": message, "expression": [expression]}
 
@@ -86,7 +89,7 @@ async def check_bindings(
         for expression, value in coded_values(resource, binding.path):
             seen += 1
             if seen > MAX_VALUES or len(issues) >= MAX_ISSUES:
-                return issues
+                return [*issues, _issue("information", "too-costly", _STOPPED, binding.path)]
             found = _codings(value)
             if found is not None:
                 issue = await _judge(binding, expression, *found, membership)

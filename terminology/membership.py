@@ -5,7 +5,8 @@ set that includes one the server does not know, is ``unknown``, never ``not-memb
 
 Each value set is compiled once (``Membership`` caches it): small parts become code sets (an expansion),
 an ``is-a``/``descendent-of`` filter or a whole system too large to expand stays a point query on the code
-system (one indexed query on a store, ``terminology.closure_store``).
+system (one indexed query on a store, ``terminology.closure_store``). A nested value set stays a part of its
+own, judged with its own exclusions; the value sets of one include are intersected.
 """
 
 from __future__ import annotations
@@ -24,25 +25,50 @@ MAX_NESTING = 5
 MAX_CACHED = 512  # compiled value sets one Membership keeps
 
 
+def combined(verdicts: list[Verdict], *, all_of: bool) -> Verdict:
+    """Several parts' verdicts joined: any member (a union) or every one a member (an intersection)."""
+    decisive: Verdict = "not-member" if all_of else "member"
+    if decisive in verdicts:
+        return decisive
+    if "unknown" in verdicts:
+        return "unknown"
+    return "member" if all_of else "not-member"
+
+
 @dataclass(slots=True)
 class Compiled:
-    """A value set as membership tests: code sets per system, point queries, and what cannot be decided."""
+    """A value set as membership tests: code sets per system, point queries, nested value sets (each judged
+    with its own exclusions), and what cannot be decided."""
 
     url: str
     codes: dict[str, set[str]] = field(default_factory=dict)  # system -> member codes
     below: list[tuple[CodeSystemView, str, bool]] = field(default_factory=list)  # (system, code, self included)
     whole: list[CodeSystemView] = field(default_factory=list)  # systems included whole, too large to expand
     excluded: dict[str, set[str]] = field(default_factory=dict)
+    nested: list[tuple[Compiled, ...]] = field(default_factory=list)  # one include's value sets: their intersection
+    excluded_nested: list[tuple[Compiled, ...]] = field(default_factory=list)  # one exclude's value sets
     open_systems: set[str] = field(default_factory=set)  # systems whose membership cannot be decided
     open_all: bool = False  # an included value set is not known: no code outside ``codes`` is decided
 
     @property
     def systems(self) -> set[str]:
-        return set(self.codes) | {s.url for s, _, _ in self.below} | {s.url for s in self.whole} | self.open_systems
+        nested = {system for parts in self.nested for part in parts for system in part.systems}
+        return (
+            set(self.codes)
+            | {s.url for s, _, _ in self.below}
+            | {s.url for s in self.whole}
+            | self.open_systems
+            | nested
+        )
 
     def verdict(self, system: str, code: str) -> Verdict:
-        if code in self.excluded.get(system, ()):
+        removed = "member" if code in self.excluded.get(system, ()) else _any_of(self.excluded_nested, system, code)
+        if removed == "member":
             return "not-member"
+        included = self._included(system, code)
+        return "unknown" if included == "member" and removed == "unknown" else included
+
+    def _included(self, system: str, code: str) -> Verdict:
         if code in self.codes.get(system, ()):
             return "member"
         for index, top, itself in self.below:
@@ -50,15 +76,16 @@ class Compiled:
                 return "member"
         if any(index.url == system and index.get(code) is not None for index in self.whole):
             return "member"
-        return "unknown" if self.open_all or system in self.open_systems else "not-member"
+        open_here: Verdict = "unknown" if self.open_all or system in self.open_systems else "not-member"
+        return combined([_any_of(self.nested, system, code), open_here], all_of=False)
 
-    def merge(self, other: Compiled) -> None:
-        for system, codes in other.codes.items():
-            self.codes.setdefault(system, set()).update(codes)
-        self.below += other.below
-        self.whole += other.whole
-        self.open_systems |= other.open_systems
-        self.open_all |= other.open_all
+
+def _any_of(intersections: list[tuple[Compiled, ...]], system: str, code: str) -> Verdict:
+    """The union of several includes (or excludes) of value sets, each the intersection of its value sets."""
+    return combined(
+        [combined([part.verdict(system, code) for part in parts], all_of=True) for parts in intersections],
+        all_of=False,
+    )
 
 
 class Membership:
@@ -107,7 +134,7 @@ class Membership:
         for include in compose.get("include") or []:
             await self._include(compiled, include, depth)
         for exclude in compose.get("exclude") or []:
-            await self._exclude(compiled, exclude)
+            await self._exclude(compiled, exclude, depth)
         return compiled
 
     async def _include(self, compiled: Compiled, include: dict[str, Any], depth: int) -> None:
@@ -116,12 +143,11 @@ class Membership:
         if nested and isinstance(system, str):
             compiled.open_systems.add(system)  # a system intersected with value sets: not decided here
             return
-        for canonical in nested:
-            part = await self._compile(str(canonical), depth + 1)
-            if part is None:
-                compiled.open_all = True
-            else:
-                compiled.merge(part)
+        parts = [await self._compile(str(canonical), depth + 1) for canonical in nested]
+        if any(part is None for part in parts):
+            compiled.open_all = True  # a value set not held: nothing outside the known codes is decided
+        elif parts:
+            compiled.nested.append(tuple(part for part in parts if part is not None))
         if isinstance(system, str):
             await self._system_part(compiled, include, system)
 
@@ -161,10 +187,12 @@ class Membership:
         else:
             compiled.open_systems.add(index.url)
 
-    async def _exclude(self, compiled: Compiled, exclude: dict[str, Any]) -> None:
+    async def _exclude(self, compiled: Compiled, exclude: dict[str, Any], depth: int) -> None:
         part = Compiled(compiled.url)
-        await self._include(part, exclude, MAX_NESTING)
+        await self._include(part, exclude, depth)
         if part.below or part.whole or part.open_all or part.open_systems:
             compiled.open_systems |= part.systems  # an exclusion not decided here leaves its systems undecided
+            compiled.open_all |= part.open_all
         for system, codes in part.codes.items():
             compiled.excluded.setdefault(system, set()).update(codes)
+        compiled.excluded_nested += part.nested

@@ -9,7 +9,6 @@ is the active inferred relationships of type 116680003 |Is a|. Rows are streamed
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 import zipfile
@@ -42,7 +41,6 @@ HEADERS = {
     "language": ("id", "effectiveTime", "active", "moduleId", "refsetId", "referencedComponentId", "acceptabilityId"),
 }
 SEMANTIC_TAG = re.compile(r"\s+\([^()]+\)$")
-csv.field_size_limit(1 << 20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +97,7 @@ class Rf2Source:
         if name is None:
             return
         with self._open(name) as handle:
-            reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+            reader = (line.rstrip("\r\n").split("\t") for line in handle)  # RF2: tab-separated, never quoted
             header = next(reader, [])
             if tuple(header[: len(HEADERS[kind])]) != HEADERS[kind]:
                 raise invalid(f"{name} does not start with the RF2 {kind} header {'/'.join(HEADERS[kind])}")

@@ -77,6 +77,10 @@ class ThrowawayPostgres:
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
+    def postmaster_pid(self) -> int:
+        """The server's main process (the first line of ``postmaster.pid``); every backend is its child."""
+        return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 

@@ -14,6 +14,7 @@ storescu dcmtk
 /usr/lib/postgresql/15/bin/initdb postgresql-15
 Orthanc orthanc
 /usr/share/orthanc/plugins/libOrthancDicomWeb.so orthanc-dicomweb
+/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so orthanc-postgresql
 haproxy haproxy
 node nodejs
 npm npm

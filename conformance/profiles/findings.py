@@ -15,6 +15,22 @@ from inference.governance import AIAST
 
 SKIN_LESION_DIAGNOSES = "https://dermbridge.org/fhir/ValueSet/skin-lesion-diagnoses"
 REQUEST_PRIORITY = "http://hl7.org/fhir/ValueSet/request-priority"
+AI_STATUS = invariant(  # derm review 4, M8: an AI result is never finalised without a clinician
+    "dbr-ai-1",
+    "An AI result is preliminary until reviewed; the clinician's finding is what becomes final",
+    "status = 'preliminary' or status = 'cancelled' or status = 'entered-in-error'",
+)
+DEMONSTRATION_TEXT_ONLY = invariant(  # derm review 4, M8: a demonstration model's output is never coded
+    "dbr-ai-2",
+    "A demonstration model's output is text only: no coded value (it is not a diagnosis)",
+    "meta.tag.where(system = 'urn:dermbridge:ai-use' and code = 'demonstration').exists() implies "
+    "value.ofType(CodeableConcept).coding.empty()",
+)
+CLINICIAN_STATUS = invariant(  # derm review 4, M8: a corrected or amended finding still claims the profile
+    "dbr-cf-2",
+    "A clinician's finding is signed: final, or amended or corrected after sign-off",
+    "status = 'final' or status = 'amended' or status = 'corrected'",
+)
 PROBABILITY_RANGE = invariant(
     "dbr-score-1",
     "A score is a probability: a Quantity in UCUM '1' between 0 and 1",
@@ -76,7 +92,7 @@ def ai_risk_result() -> dict[str, Any]:
             *_component("threshold", "threshold", "Quantity"),
             *_component("riskTier", "risk-tier", "CodeableConcept"),
         ],
-        constraints=(PROBABILITY_RANGE,),
+        constraints=(PROBABILITY_RANGE, AI_STATUS, DEMONSTRATION_TEXT_ONLY),
     )  # fmt: skip
 
 
@@ -99,6 +115,8 @@ def ai_predicted_diagnosis() -> dict[str, Any]:
             *_component("riskTier", "risk-tier", "CodeableConcept"),
         ],
         constraints=(
+            AI_STATUS,
+            DEMONSTRATION_TEXT_ONLY,
             invariant("dbr-dx-1", "The prediction names the risk result it rests on",
                       "derivedFrom.where(reference.startsWith('Observation/')).exists()"),
         ),
@@ -112,9 +130,8 @@ def clinician_finding() -> dict[str, Any]:
         "DermBridge clinician finding",
         "A clinician's finding on a lesion at review: the AI's result confirmed (a copy derived from it) or the "
         "clinician's own diagnosis (override), with the referral urgency. Final, performed by the clinician, "
-        "never by a device.",
+        "never by a device; amended or corrected when the clinician changes it after sign-off.",
         [
-            element("Observation.status", fixedCode="final"),
             *_finding_base(),
             element("Observation.performer", min=1, type=reference("Practitioner", "PractitionerRole")),
             element("Observation.device", max="0"),
@@ -128,6 +145,7 @@ def clinician_finding() -> dict[str, Any]:
                     binding={"strength": "required", "valueSet": REQUEST_PRIORITY}),
         ],
         constraints=(  # derm review 4, H1: Equivocal (SNOMED 42425007) is not a diagnosis a clinician signs
+            CLINICIAN_STATUS,
             invariant("dbr-cf-1", "A clinician's diagnosis is never 'Equivocal' (SNOMED CT 42425007)",
                       "code.coding.where(code = '439401001').exists() implies "
                       "value.ofType(CodeableConcept).coding.where(code = '42425007').empty()"),

@@ -3,10 +3,12 @@
 
 A public app identifies itself by ``client_id`` alone and proves the code with its PKCE verifier; a
 confidential one authenticates as at the client-credentials grant (and under the same lockout). A code
-lives one minute and is used once: presenting it again is refused and ends the refresh token its first
-use gave (RFC 6749 §4.1.2). The token response carries ``patient`` for a launch context with a patient,
-and, for ``openid``, an ``id_token`` signed with the server's key naming the user as ``fhirUser`` (SMART
-App Launch 2.x, scopes-and-launch-context.html#scopes-for-requesting-identity-data).
+lives one minute and is used once: presenting it again is refused and ends the refresh tokens its first
+use gave (RFC 6749 §4.1.2); so does a used refresh token presented again (the whole grant ends, RFC 9700
+§4.14.2). A code or refresh token presented by another client is refused and left to its owner. The token
+response carries ``patient`` for a launch context with a patient, and, for ``openid``, an ``id_token`` signed
+with the server's key naming the user as ``fhirUser`` (SMART App Launch 2.x,
+scopes-and-launch-context.html#scopes-for-requesting-identity-data).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import base64
 import hashlib
 import hmac
 import re
+import secrets
 import time
 from typing import Any
 
-from fhir_server.people.tickets import Tickets, ticket_key
+from fhir_server.people.tickets import Tickets
 from fhir_server.people.user_grant import Granted, person_grant
 from fhir_server.people.users import User, UserDirectory
 from fhir_server.security.clients import Client, ClientRegistry
@@ -58,36 +61,40 @@ class CodeExchange:
     async def authorization_code(self, request: TokenRequest) -> Issued:
         form = request.form
         client = await self._client(request)
-        taken = await self.codes.take(form.get("code", ""))
+        taken = await self.codes.take(form.get("code", ""), client.client_id)
         if taken is None:
-            raise _invalid_grant("the authorization code is unknown or has expired", client)
+            raise _invalid_grant("the authorization code is unknown, expired or another client's", client)
         tenant, code = taken
         if code.get("used"):
-            if code.get("refresh"):
-                await self.refreshes.end_key(tenant, str(code["refresh"]))
+            if code.get("grant"):
+                await self.refreshes.end_grant(tenant, str(code["grant"]))
             raise _invalid_grant("the authorization code was already used", client)
-        if code["client_id"] != client.client_id or code["redirect_uri"] != form.get("redirect_uri"):
-            raise _invalid_grant("the code was issued to another client or redirect_uri", client)
+        if code["redirect_uri"] != form.get("redirect_uri"):
+            raise _invalid_grant("the code was issued for another redirect_uri", client)
         if not _pkce_ok(form.get("code_verifier", ""), str(code["challenge"])):
             raise _invalid_grant("the code_verifier does not match the code_challenge (PKCE)", client)
         user = await self._user(tenant, str(code["username"]), 0.0, client)
         granted = person_grant(str(code["scope"]), user.roles, client.roles, code.get("patient"))
-        issued = await self._issue(client, user, granted, code.get("patient"), code.get("nonce"))
+        chain = secrets.token_hex(16)  # the grant every refresh token rotated from this code belongs to
+        issued = await self._issue(client, user, granted, code.get("patient"), code.get("nonce"), chain)
         if "refresh_token" in issued.body:
-            await self.codes.put(
-                tenant, form["code"], {**code, "used": True, "refresh": ticket_key(issued.body["refresh_token"])}
-            )
+            await self.codes.put(tenant, form["code"], {**code, "used": True, "grant": chain})
         return issued
 
     async def refresh_token(self, request: TokenRequest) -> Issued:
+        """A used refresh token presented again means one of its holders stole it: the whole grant ends, the
+        token it was rotated into too (RFC 9700 §4.14.2)."""
         client = await self._client(request)
-        taken = await self.refreshes.take(request.form.get("refresh_token", ""))
-        if taken is None or taken[1].get("used") or taken[1]["client_id"] != client.client_id:
+        taken = await self.refreshes.take(request.form.get("refresh_token", ""), client.client_id)
+        if taken is not None and taken[1].get("used") and taken[1].get("grant"):
+            await self.refreshes.end_grant(taken[0], str(taken[1]["grant"]))
+        if taken is None or taken[1].get("used"):
             raise _invalid_grant("the refresh token is unknown, expired, already used or another client's", client)
         tenant, grant = taken
         user = await self._user(tenant, str(grant["username"]), float(grant["created"]), client)
         granted = person_grant(str(grant["scope"]), user.roles, client.roles, grant.get("patient"))
-        return await self._issue(client, user, granted, grant.get("patient"), None)
+        chain = str(grant.get("grant") or secrets.token_hex(16))
+        return await self._issue(client, user, granted, grant.get("patient"), None, chain)
 
     async def _user(self, tenant: str, username: str, created: float, client: Client) -> User:
         user = await self.users.get(tenant, username)
@@ -96,7 +103,7 @@ class CodeExchange:
         return user
 
     async def _issue(
-        self, client: Client, user: User, granted: Granted, patient: str | None, nonce: str | None
+        self, client: Client, user: User, granted: Granted, patient: str | None, nonce: str | None, chain: str
     ) -> Issued:
         tokens = self.endpoint.tokens
         token, lifetime = tokens.mint(
@@ -124,6 +131,7 @@ class CodeExchange:
                 "username": user.username,
                 "scope": granted.text,
                 "patient": patient,
+                "grant": chain,
             }
             body["refresh_token"] = await self.refreshes.issue(client.tenant, grant, self.refresh_seconds)
         return Issued(client, parse_scopes(granted.text), body)

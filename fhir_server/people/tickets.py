@@ -18,6 +18,7 @@ from fhir_server.storage.port import Engine, Record, TenantStore, TenantUnknownE
 from fhir_server.storage.query import FieldMatch, RecordQuery
 
 MAX_TICKET = 200  # characters of a presented secret looked at
+MAX_GRANT_TICKETS = 1000  # tickets of one grant ended at once (a rotated chain keeps one live, the used stay)
 SWEEP = 100  # expired tickets deleted each time one is issued: the collection stays bounded by the live ones
 
 
@@ -49,6 +50,8 @@ class Tickets:
     async def put(self, tenant: str, secret: str, body: dict[str, Any]) -> None:
         store = await self.engine.tenant(tenant)
         fields: dict[str, tuple[str, ...]] = {"expires": (_sortable(float(body["expires"])),)}
+        if body.get("grant"):
+            fields["grant"] = (str(body["grant"]),)
         async with store.transaction() as tx:
             await tx.put_record(Record(self.collection, ticket_key(secret), orjson.dumps(body), fields))
 
@@ -86,9 +89,11 @@ class Tickets:
             return None
         return store.name, body
 
-    async def take(self, secret: str) -> tuple[str, dict[str, Any]] | None:
-        """Read a ticket and mark it used, in one transaction: the second taker gets the body with
-        ``used`` true (so that a reused code can revoke what its first use gave, RFC 6749 §4.1.2)."""
+    async def take(self, secret: str, client_id: str | None = None) -> tuple[str, dict[str, Any]] | None:
+        """Read a ticket and mark it used, in one transaction: the second taker gets the body with ``used``
+        true (so that a reused code can revoke what its first use gave, RFC 6749 §4.1.2). With ``client_id``,
+        another client's ticket is None and stays as it was: a stolen code or refresh token presented by the
+        wrong client does not spend its owner's."""
         located = await self._located(secret)
         if located is None:
             return None
@@ -98,6 +103,8 @@ class Tickets:
             if record is None:
                 return None
             body: dict[str, Any] = orjson.loads(record.body)
+            if client_id is not None and body.get("client_id") != client_id:
+                return None
             if not body.get("used"):
                 await tx.put_record(Record(self.collection, key, orjson.dumps({**body, "used": True}), record.fields))
         if body.get("expires", 0) <= self.now():
@@ -108,6 +115,14 @@ class Tickets:
         located = await self._located(secret)
         if located is not None:
             await self.end_key(located[0].name, located[1])
+
+    async def end_grant(self, tenant: str, grant: str) -> None:
+        """End every ticket of one grant (a chain of rotated refresh tokens, RFC 9700 §4.14.2)."""
+        store = await self.engine.tenant(tenant)
+        query = RecordQuery(self.collection, (FieldMatch("grant", "eq", (grant,)),), MAX_GRANT_TICKETS)
+        async with store.transaction() as tx:
+            for record in await tx.find_records(query):
+                await tx.delete_record(self.collection, record.key)
 
     async def end_key(self, tenant: str, key: str) -> None:
         store = await self.engine.tenant(tenant)

@@ -59,6 +59,9 @@ class Bindings:
 
     async def issues(self, checks: list[BindingCheck]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
+        if len(checks) > MAX_CHECKS:
+            message = f"the bindings of coded values after the first {MAX_CHECKS} were not checked"
+            found.append(_issue("information", "too-costly", message, checks[MAX_CHECKS].expression))
         for check in checks[:MAX_CHECKS]:
             codes = await self._codes(check.value_set)
             if isinstance(codes, str):

@@ -13,6 +13,7 @@ from typing import Any
 
 from fhir_server.api.messages import FhirRequest, FhirResponse
 from fhir_server.api.parameters import named_values, one_of
+from fhir_server.binding_checks import base_binding_issues
 from fhir_server.errors import OperationOutcomeError, bad_request
 from fhir_server.operation_definitions import operation_definition, parameter, returns
 from fhir_server.profiling.enforcement import Enforcement, claimed_issues, enforcement, resolver
@@ -107,8 +108,21 @@ async def validate_operation(
             issue("error", "invalid", f"an update of {resource_type}/{id} carries the id {id!r}", f"{resource_type}.id")
         )
     if not found:
-        found = await _profile_issues(repo, resource, resource_type, profile)
+        found = await _write_time_issues(repo, resource, resource_type, profile)
     return _answer(found)
+
+
+async def _write_time_issues(
+    repo: Repository, resource: dict[str, Any], resource_type: str, profile: str | None
+) -> list[Issue]:
+    """The R4 bindings as every write checks them, then the profile; a profile's binding error on an element
+    the R4 check already refused is not said twice."""
+    base = await base_binding_issues(repo.store, resource_type, resource)
+    refused = {tuple(i.get("expression") or ()) for i in base if i["severity"] == "error"}
+    profiled = await _profile_issues(repo, resource, resource_type, profile)
+    return base + [
+        i for i in profiled if not (i.get("code") == "code-invalid" and tuple(i.get("expression") or ()) in refused)
+    ]
 
 
 def _answer(issues: list[Issue]) -> FhirResponse:

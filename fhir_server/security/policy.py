@@ -28,6 +28,15 @@ SERVER_RECORDS = frozenset({"AuditEvent"})  # never written under a patient/ sco
 VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
+# what a DICOMweb DELETE does on the FHIR side: the study, the images' Media, the reports and results citing them
+DICOM_DELETION_RIGHTS: tuple[tuple[str, Permission], ...] = (
+    ("ImagingStudy", "d"),
+    ("Media", "d"),
+    ("DiagnosticReport", "u"),
+    ("Observation", "u"),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class AccessPolicy:
     """The scopes of one caller; ``access`` None only in the named system context (``system_reason``)."""
@@ -137,9 +146,14 @@ class AccessPolicy:
     def delete_dicom(self) -> None:
         """Deleting DICOM objects (DICOMweb DELETE of a study, series or instance): delete on ImagingStudy
         under a user/ or system/ scope; like storing, never under a patient/ scope (a patient's portal
-        does not remove the clinic's images)."""
-        if self.require("ImagingStudy", "d") == "patient":
-            raise forbidden("deleting DICOM objects needs a user/ or system/ scope on ImagingStudy, not patient/")
+        does not remove the clinic's images). The deletion also removes the images' Media and marks the
+        reports and results that cite them (``dicom_node.web.fhir_links``), so the caller needs those
+        rights too: a key scoped to ImagingStudy alone does not rewrite clinical reports."""
+        for resource_type, permission in DICOM_DELETION_RIGHTS:
+            if self.require(resource_type, permission) == "patient":
+                raise forbidden(
+                    f"deleting DICOM objects needs a user/ or system/ scope on {resource_type}, not patient/"
+                )
 
     # -- search ---------------------------------------------------------------------------------
     def bound(self, query: SearchQuery) -> SearchQuery:

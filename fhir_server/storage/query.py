@@ -183,3 +183,30 @@ class RecordQuery:
     where: tuple[FieldMatch, ...] = ()
     limit: int = 1000
     offset: int = 0
+    after_key: str | None = None  # only keys sorting after this one: keyset paging, no OFFSET scan
+
+
+def searched_types(query: SearchQuery) -> set[str] | None:
+    """Every resource type whose stored resources or index rows ``query`` can match on: its own types and
+    those of its chains and reverse chains (None: any type, a chain without target types)."""
+    found = set(query.resource_types)
+    todo: list[Clause] = list(query.where)
+    while todo:
+        clause = todo.pop()
+        if isinstance(clause, AnyClause):
+            todo.extend(clause.alternatives)
+        elif isinstance(clause, HasClause):
+            found.add(clause.source_type)
+            todo.extend(clause.where)
+        elif isinstance(clause, ParamClause | CompositeClause):
+            if isinstance(clause, ParamClause):
+                matches = list(clause.matches)
+            else:
+                matches = [match for alternative in clause.alternatives for *_, match in alternative]
+            for match in matches:
+                if isinstance(match, ChainMatch):
+                    if not match.target_types:
+                        return None
+                    found.update(match.target_types)
+                    todo.extend(match.where)
+    return found

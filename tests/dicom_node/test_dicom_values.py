@@ -22,6 +22,10 @@ def test_person_names_use_pydicom() -> None:
     ]  # fmt: skip
     assert human_name("") == [] and human_name(None) == []
     assert human_name("Yamada^Tarou=山田^太郎")[0]["family"] == "Yamada"  # the alphabetic group
+    # derm review 4, L3: the kanji name is the official one (JP Core), the romaji usual, the kana without a use
+    names = human_name("Yamada^Tarou=山田^太郎=やまだ^たろう")
+    assert [(n["family"], n.get("use")) for n in names] == [("Yamada", "usual"), ("山田", "official"), ("やまだ", None)]
+    assert all("use" not in n for n in human_name("Muller^Anna=ミュラー^アンナ"))  # katakana is no official form
 
 
 def test_dates_and_times_carry_a_real_offset_or_none() -> None:

@@ -185,8 +185,12 @@ def test_delete_needs_imaging_study_delete_under_user_or_system(server: Server, 
         httpx2.delete(url, headers=idp.headers("patient/ImagingStudy.cruds patient/Patient.rs", patient)).status_code
         == 403
     )
+    study_only = httpx2.delete(url, headers=idp.headers("system/ImagingStudy.d"))  # a PACS key for studies alone
+    assert study_only.status_code == 403
+    assert "Media" in study_only.json()["issue"][0]["diagnostics"]  # the deletion would remove the images' Media
     assert server.http.get(f"{url}/metadata").status_code == 200
-    assert httpx2.delete(url, headers=idp.headers("system/ImagingStudy.d")).status_code == 204
+    rights = "system/ImagingStudy.d system/Media.d system/DiagnosticReport.u system/Observation.u"
+    assert httpx2.delete(url, headers=idp.headers(rights)).status_code == 204
     assert server.http.get(f"{url}/metadata").status_code == 404
 
 

@@ -6,8 +6,18 @@ decide (SNOMED CT beyond the shipped fragment) is never refused."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
 
+import orjson
+import pytest
+
+from fhir_server import binding_checks
+from fhir_server.repository import Repository, new_instant
+from fhir_server.storage.port import HistoryPage, HistoryQuery, ResourceVersion, TenantStore
+from fhir_server.storage.sqlite import SqliteEngine
 from tests.conftest import BASE, FhirTestClient
 from tests.factories import transaction
 
@@ -105,3 +115,68 @@ def test_a_transaction_refuses_an_invalid_entry_and_reports_warnings_per_entry(c
     assert first["response"]["status"].startswith("201")
     assert first["response"]["outcome"]["issue"][0]["expression"] == ["Observation.interpretation[0]"]
     assert "outcome" not in second["response"]
+
+
+class CountingStore:
+    """A real tenant store whose history queries (the terminology stamp's two counts) are counted."""
+
+    def __init__(self, store: TenantStore) -> None:
+        self._store = store
+        self.histories = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        self.histories += 1
+        return await self._store.history(query)
+
+
+CODE_SYSTEM = {"resourceType": "CodeSystem", "url": "urn:test:stamp", "status": "active", "content": "complete",
+               "concept": [{"code": "a"}]}  # fmt: skip
+
+
+@pytest.fixture
+async def counting_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[CountingStore]:
+    monkeypatch.setattr(binding_checks, "_written", {})  # no other test's terminology writes
+    monkeypatch.setattr(binding_checks, "STAMP_SECONDS", 3600.0)  # trusted throughout, unless a test says not
+    engine = SqliteEngine(tmp_path)
+    await engine.open()
+    await engine.create_tenant("stamp")
+    yield CountingStore(await engine.tenant("stamp"))
+    await engine.close()
+
+
+@pytest.mark.anyio
+async def test_the_terminology_stamp_is_not_read_on_every_write(counting_store: CountingStore) -> None:
+    """Profiled: the stamp's two counts were a fifth of an update's storage calls; read once, then trusted."""
+    store = cast(TenantStore, counting_store)
+    base = await binding_checks.membership_for(store)
+    for _ in range(3):
+        assert await binding_checks.membership_for(store) is base
+    assert counting_store.histories == 2
+
+
+@pytest.mark.anyio
+async def test_a_terminology_write_of_this_process_is_seen_by_the_next_check(counting_store: CountingStore) -> None:
+    store = cast(TenantStore, counting_store)
+    base = await binding_checks.membership_for(store)
+    await Repository.system(store, reason="test").create(dict(CODE_SYSTEM), resource_type="CodeSystem")
+    assert await binding_checks.membership_for(store) is not base
+    assert counting_store.histories == 4  # read again at once (the create's own check trusted it)
+
+
+@pytest.mark.anyio
+async def test_a_terminology_write_of_another_process_is_seen_once_the_stamp_is_read_again(
+    counting_store: CountingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written without this process's repository (as another process would): seen when the stamp expires."""
+    store = cast(TenantStore, counting_store)
+    base = await binding_checks.membership_for(store)
+    content = orjson.dumps({**CODE_SYSTEM, "id": "cs1", "meta": {"versionId": "1", "lastUpdated": new_instant()}})
+    async with store.transaction() as tx:
+        await tx.write(ResourceVersion("CodeSystem", "cs1", 1, new_instant(), content), None)
+    assert await binding_checks.membership_for(store) is base  # the stamp is trusted for STAMP_SECONDS
+    later = time.monotonic() + binding_checks.STAMP_SECONDS
+    monkeypatch.setattr(binding_checks, "_clock", lambda: later)
+    assert await binding_checks.membership_for(store) is not base

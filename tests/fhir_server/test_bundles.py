@@ -104,6 +104,32 @@ def test_transaction_conditional_reference(client: FhirTestClient) -> None:
     assert _post(client, missing).status_code == 404
 
 
+def test_a_conditional_reference_is_resolved_again_after_an_entry_writes_its_type(client: FhirTestClient) -> None:
+    """A transaction resolves a conditional reference once (profiled: most of a Synthea entry's statements),
+    but an entry writing the type in between may change what it finds: here a second match (412)."""
+    npi = [{"system": "urn:npi", "value": "77"}]
+    client.post(f"{BASE}/Practitioner", json={"resourceType": "Practitioner", "identifier": npi})
+
+    def put(resource: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "resource": resource,
+            "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"},
+        }
+
+    def with_gp(id: str) -> dict[str, Any]:
+        return put({**patient(generalPractitioner=[{"reference": "Practitioner?identifier=urn:npi|77"}]), "id": id})
+
+    second_gp = put({"resourceType": "Practitioner", "id": "cr-gp", "identifier": npi})
+    refused = _post(client, transaction([with_gp("cr-1"), second_gp, with_gp("cr-2")]))
+    assert refused.status_code == 412
+    assert "more than one" in refused.json()["issue"][0]["diagnostics"]
+    first, second = (
+        e["resource"] for e in _post(client, transaction([with_gp("cr-3"), with_gp("cr-4")])).json()["entry"]
+    )
+    assert first["generalPractitioner"] == second["generalPractitioner"]
+    assert first["generalPractitioner"][0]["reference"].startswith("Practitioner/")
+
+
 def test_batch_entries_are_independent(client: FhirTestClient) -> None:
     bundle = {
         "resourceType": "Bundle",

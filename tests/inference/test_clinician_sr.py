@@ -19,12 +19,13 @@ from pydicom.dataset import Dataset
 
 from dicom_node.derived import encoded
 from dicom_node.iod import check_ai_result
-from dicom_node.sop_classes import COMPREHENSIVE_3D_SR
+from dicom_node.sop_classes import COMPREHENSIVE_3D_SR, KEY_OBJECT_SELECTION
 from fhir_server.repository import Repository
 from fhir_server.workflow.review import open_review
-from inference.clinician_export import _decided, _person_name
+from inference.clinician_export import Signer, _decided, _in_study, _person_name, _signed_at, _signer, _urgency
 from inference.clinician_sr import (
     CONFIRMED,
+    NO_AI,
     OVERRODE,
     OWN_DEMO,
     Instance,
@@ -36,7 +37,7 @@ from inference.clinician_sr import (
 from inference.dicom_results import derived_uid
 from tests.conftest import BASE, FhirTestClient
 from tests.fhir_server.workflow.review_case import DERMATOLOGY, NAEVUS, Reviewer
-from tests.inference.test_dicom_results import _c_find_modalities, _dcmdump, _qido, _value, _wado, node
+from tests.inference.test_dicom_results import DICOMWEB, _c_find_modalities, _dcmdump, _qido, _value, _wado, node
 from tests.inference.test_worker import DEADLINE, consenting_patient, dimse_port, lesion_instance, send, wait_for
 
 pytestmark = pytest.mark.interop
@@ -75,7 +76,7 @@ def _decision(decision: hd.sr.CodedConcept, demonstration: bool, image: Dataset,
         ai_reports=(Instance(image.StudyInstanceUID, "1.2.3.4", COMPREHENSIVE_3D_SR, ai_sr),),
         images=(Instance(image.StudyInstanceUID, image.SeriesInstanceUID, image.SOPClassUID, image.SOPInstanceUID),),
     )
-    return SignOff("case-1", "k1", "Lovelace^Ada", "default", "2026-11-30T22:00:00Z", "Benign naevus.", (lesion,))
+    return SignOff("case-1", "k1", "Lovelace^Ada", "Skin Clinic", "2026-11-30T22:00:00Z", "Benign naevus.", (lesion,))
 
 
 def test_an_override_reads_as_the_clinicians_verified_disagreement(tmp_path: Path) -> None:
@@ -92,7 +93,7 @@ def test_an_override_reads_as_the_clinicians_verified_disagreement(tmp_path: Pat
     [group] = report.content.get_image_measurement_groups()
     assert group.tracking_uid == derived_uid("lesion", "17")  # the AI SR's Tracking UID of the same lesion
     words = " ".join(_texts(sr))
-    assert "disagreed" in words and ai_sr in words and "Lovelace Ada" in words
+    assert "disagreed" in words and ai_sr in words and "Signed off by Ada Lovelace" in words
     evidence = {
         i.ReferencedSOPInstanceUID
         for s in sr.CurrentRequestedProcedureEvidenceSequence
@@ -224,10 +225,41 @@ def test_a_signed_off_review_reaches_the_pacs_as_a_verified_sr(node: FhirTestCli
     assert predecessor.ReferencedSOPInstanceUID == sr.SOPInstanceUID
     words = [t for t in _texts(second) if t.startswith(("AMENDED", "Signed off"))]  # the report's text, in order
     assert words[0].startswith("AMENDED") and sr.SOPInstanceUID in words[0] and "(verified, amended)" in words[1]
+    # only the current key-image note: the one of the superseded report is retired
+    _until(lambda: len(_key_images(node, study)) == 1, "the superseded KOS retired")
+
+    # derm review 4, M7: the key image is DELETEd over DICOMweb; the signed decision is re-issued, saying so
+    instance = f"{DICOMWEB}/studies/{study}/series/{image.SeriesInstanceUID}/instances/{image.SOPInstanceUID}"
+    assert node.delete(instance).status_code == 204
+    known.add(second.SOPInstanceUID)
+    [item] = _until(lambda: [i for i in _sr_instances(node, study) if _value(i, "00080018") not in known], "re-issue")
+    third = _wado(node, study, _value(item, "0020000E"), _value(item, "00080018"))
+    assert third.InstanceNumber == 3 and third.VerificationFlag == "VERIFIED"
+    predecessors = {
+        str(i.ReferencedSOPInstanceUID)
+        for s in third.PredecessorDocumentsSequence[0].ReferencedSeriesSequence
+        for i in s.ReferencedSOPSequence
+    }
+    assert predecessors == {sr.SOPInstanceUID, second.SOPInstanceUID}
+    lesion_text = next(t for t in _texts(third) if t.startswith("Lesion at") and ": diagnosis" in t)
+    assert f"image {image.SOPInstanceUID}" in lesion_text and "deleted" in lesion_text
+    evidence = {
+        str(i.ReferencedSOPInstanceUID)
+        for s in third.CurrentRequestedProcedureEvidenceSequence
+        for r in s.ReferencedSeriesSequence
+        for i in r.ReferencedSOPSequence
+    }
+    assert image.SOPInstanceUID not in evidence  # no reference left to the deleted image
+    _until(lambda: not _key_images(node, study), "the stale KOS retired")  # its only key image is gone
+    assert "E:" not in _dcmdump(third, tmp_path)
+
+
+def _key_images(node: FhirTestClient, study: str) -> list[dict[str, Any]]:
+    return [i for i in _qido(node, f"studies/{study}/instances") if _value(i, "00080016") == KEY_OBJECT_SELECTION]
 
 
 def test_the_reviewers_name_is_a_valid_person_name() -> None:
-    assert _person_name({"name": [{"family": "Lovelace", "given": ["Ada", "King"]}]}, "") == "Lovelace^Ada King"
+    assert _person_name({"name": [{"family": "Lovelace", "given": ["Ada", "King"]}]}, "") == "Lovelace^Ada^King"
     assert _person_name({"name": [{"text": "Dr Ada Lovelace"}]}, "") == "Dr Ada Lovelace^"  # one component, said so
     assert _person_name(None, "A^B") == "A B^"
 
@@ -321,3 +353,145 @@ def test_the_verification_time_is_when_the_clinician_signed() -> None:
     sr = build_sign_off_report(image, decided, "test")
     assert sr.VerifyingObserverSequence[0].VerificationDateTime == "20261201070000+0900"
     assert (sr.ContentDate, sr.ContentTime, sr.TimezoneOffsetFromUTC) == ("20261201", "070000", "+0900")
+
+
+def _signed(sr: Dataset) -> str:
+    return next(t for t in _texts(sr) if t.startswith("Signed off by"))
+
+
+def test_the_signed_off_line_reads_given_name_first() -> None:
+    """Final review dicom.md 6 / derm review 4, L3: "Smith^Ann" read "Signed off by Smith Ann" (Smith as a given
+    name); the PN is built from FHIR's parts, the official name first, with middle name, prefix and suffix."""
+    image = lesion_instance("CSR-PN", seed=11)
+    decided = dataclasses.replace(_decision(OVERRODE, False, image, "1.2.3"), reviewer="Smith^Ann")
+    assert _signed(build_sign_off_report(image, decided, "test")).startswith(
+        "Signed off by Ann Smith of Skin Clinic on 2026-11-30"
+    )
+    names = [
+        {"use": "old", "family": "Jones"},
+        {"use": "official", "family": "Smith", "given": ["Ann", "Mary"], "prefix": ["Dr"], "suffix": ["FRCP"]},
+    ]
+    pn = _person_name({"name": names}, "")
+    assert pn == "Smith^Ann^Mary^Dr^FRCP"
+    decided = dataclasses.replace(decided, reviewer=pn, organization="St John's Dermatology")
+    sr = build_sign_off_report(image, decided, "test")
+    assert _signed(sr).startswith("Signed off by Dr Ann Mary Smith FRCP of St John's Dermatology on")
+    assert sr.VerifyingObserverSequence[0].VerifyingOrganization == "St John's Dermatology"
+
+
+@pytest.mark.parametrize("signed_at", ["", "not-a-date", "2026-11-30T22:00:00"])
+def test_a_signing_time_not_recorded_is_never_replaced_by_the_export_time(signed_at: str) -> None:
+    """Final review dicom.md 6: an unreadable or zone-less signing time left highdicom's "now" as the verification
+    time while the text said "on not-a-date"; the export is refused, and the exporter records why."""
+    image = lesion_instance("CSR-NT", seed=12)
+    decided = dataclasses.replace(_decision(OVERRODE, False, image, "1.2.3"), signed_at=signed_at)
+    with pytest.raises(ValueError, match="signing time"):
+        build_sign_off_report(image, decided, "test")
+
+
+def test_the_clinicians_whole_text_reaches_the_pacs(tmp_path: Path) -> None:
+    """Final review dicom.md 4: a TEXT item is UT (PS3.5 6.2), so the conclusion and the note are not cut at 1024
+    (or 500) characters; a dermatologist reads "... unless histology shows ..." to its end."""
+    image = lesion_instance("CSR-TX", seed=13)
+    decided = _decision(OVERRODE, False, image, "1.2.3")
+    conclusion = "Benign naevus. " * 100 + "Excise unless histology shows regression."
+    note = "Dermoscopy: regular network. " * 70 + "Review in 3 months."
+    lesion = dataclasses.replace(decided.lesions[0], note=note)
+    sr = build_sign_off_report(image, dataclasses.replace(decided, conclusion=conclusion, lesions=(lesion,)), "t")
+    texts = _texts(_read(sr, tmp_path))
+    assert conclusion in texts and any(t.endswith(f"Note: {note}") for t in texts)
+    assert "E:" not in _dcmdump(sr, tmp_path)
+
+
+def test_every_lesion_of_the_signed_report_is_in_each_studys_sr(tmp_path: Path) -> None:
+    """Derm review 4, M4: lesion B (melanoma, no image on record) was in no SR while study S1's SR, holding only
+    lesion A, said COMPLETE. Every decided lesion is in it, B saying it has no image here."""
+    image = lesion_instance("CSR-M4", seed=14)
+    imaged = _decision(OVERRODE, False, image, "1.2.3")
+    elsewhere = Instance("1.2.9", "1.2.9.1", image.SOPClassUID, "1.2.9.1.1")
+    melanoma = LesionDecision("18", "Lesion at scalp (BodyStructure/18)", MELANOMA_SR, NO_AI)
+    other = LesionDecision("19", "Lesion at arm (BodyStructure/19)", NAEVUS_CODE, NO_AI, images=(elsewhere,))
+    decided = dataclasses.replace(imaged, lesions=(*imaged.lesions, melanoma, other))
+    sr = build_sign_off_report(image, _in_study(decided, str(image.StudyInstanceUID)), "test")
+    groups = _read(sr, tmp_path).content.get_image_measurement_groups()
+    assert {g.tracking_identifier for g in groups} == {lesion.label for lesion in decided.lesions}
+    assert sr.CompletionFlag == "COMPLETE"
+    words = " ".join(_texts(sr))
+    assert "Lesion at scalp (BodyStructure/18): diagnosis Malignant melanoma" in words
+    assert "no image of this lesion on record" in words and "not imaged in this study" in words
+    kos = build_key_images(image, _in_study(decided, str(image.StudyInstanceUID)), sr)
+    assert kos is not None and elsewhere.sop_instance not in str(kos)  # key images of this study only
+
+
+def test_an_sr_that_leaves_out_part_of_the_signed_report_is_partial_and_says_what(tmp_path: Path) -> None:
+    """Derm review 4, M4: a clinician's finding that is not a coded diagnosis cannot be a group of this SR; the
+    SR is then PARTIAL (PS3.3 C.17.2) and its text names what is left out, never a silent COMPLETE."""
+    image = lesion_instance("CSR-PA", seed=15)
+    left = ("the clinician's probability of melanoma (Observation/7): no coded diagnosis", "see DiagnosticReport/1")
+    decided = dataclasses.replace(_decision(OVERRODE, False, image, "1.2.3"), left_out=left)
+    sr = build_sign_off_report(image, decided, "test")
+    assert (sr.CompletionFlag, sr.VerificationFlag) == ("PARTIAL", "VERIFIED")
+    assert next(t for t in _texts(sr) if "PARTIAL" in t).startswith(
+        "PARTIAL: this SR leaves out the clinician's probability of melanoma"
+    )
+    assert "E:" not in _dcmdump(sr, tmp_path)
+
+
+def test_a_malformed_urgency_is_read_as_written_not_retried_until_dead_lettered() -> None:
+    """Final review dicom.md 11: ``valueString`` or an empty coding raised KeyError/IndexError, retried by the
+    outbox until dead-lettered with nothing recorded."""
+    code = {"coding": [{"system": "urn:dermbridge:review-finding", "code": "referral-urgency"}]}
+    assert _urgency({"component": [{"code": code, "valueString": "within 2 weeks"}]}) == "within 2 weeks"
+    assert _urgency({"component": [{"code": code, "valueCodeableConcept": {"coding": [], "text": "soon"}}]}) == "soon"
+    assert _urgency({"component": [{"code": code, "valueCodeableConcept": {"coding": [{"code": "urgent"}]}}]}) == (
+        "urgent"
+    )
+    assert _urgency({"component": [{"code": code}]}) == "" and _urgency({}) == ""
+
+
+def _created(client: FhirTestClient, resource: dict[str, Any]) -> str:
+    response = client.post(f"{BASE}/{resource['resourceType']}", json=resource)
+    assert response.status_code == 201, response.text
+    return f"{resource['resourceType']}/{response.json()['id']}"
+
+
+def test_a_report_signed_via_a_practitioner_role_names_the_person_and_their_organisation(
+    client: FhirTestClient,
+) -> None:
+    """Derm review 4, M6 and L1 / final review dicom.md 5: a report signed by a PractitionerRole was never
+    exported, and the verifier's organisation was the tenant's id ("default"). The role resolves to its
+    practitioner and its Organization's name; a signer who names nobody is recorded as not exported."""
+    organization = _created(client, {"resourceType": "Organization", "name": "St John's Dermatology"})
+    who = _created(client, {"resourceType": "Practitioner", "name": [{"family": "Smith", "given": ["Ann"]}]})
+    role = _created(
+        client,
+        {"resourceType": "PractitionerRole", "practitioner": {"reference": who},
+         "organization": {"reference": organization}},
+    )  # fmt: skip
+    app: Any = client.app
+    store = client.portal.call(app.state.engine.tenant, "default")  # type: ignore[union-attr]
+    repo = Repository.system(store, reason="test")
+    for reference in (role, who):  # by the role, or by the practitioner whose role names the organisation
+        report = {"id": "r1", "resultsInterpreter": [{"reference": reference}]}
+        signer = client.portal.call(_signer, repo, report)  # type: ignore[union-attr]
+        assert signer == Signer(reference, "Smith^Ann", "St John's Dermatology")
+    # no ``issued``: the signing time is the signer's Provenance of the report, never the last write's time
+    provenance = {"resourceType": "Provenance", "target": [{"reference": "DiagnosticReport/r1"}],
+                  "recorded": "2026-11-30T21:00:00+01:00", "agent": [{"who": {"reference": role}}]}  # fmt: skip
+    _created(client, provenance)
+    by_role = Signer(role, "Smith^Ann", "")
+    assert client.portal.call(_signed_at, repo, {"id": "r1"}, by_role) == "2026-11-30T21:00:00+01:00"  # type: ignore[union-attr]
+    assert client.portal.call(_signed_at, repo, {"id": "r2"}, by_role) == ""  # type: ignore[union-attr]
+
+    nobody = _created(client, {"resourceType": "PractitionerRole", "active": True})
+    signed = {
+        "resourceType": "DiagnosticReport",
+        "status": "final",
+        "code": {"text": "Skin lesion review"},
+        "issued": "2026-11-30T22:00:00Z",
+        "resultsInterpreter": [{"reference": nobody}],
+    }
+    report_id = _created(client, signed).split("/")[1]
+    events = wait_for(client, "AuditEvent", {"subtype": "sign-off-dicom"})
+    [failed] = [e for e in events if f"DiagnosticReport/{report_id} not exported" in e.get("outcomeDesc", "")]
+    assert failed["outcome"] == "8" and f"{nobody} names no practitioner" in failed["outcomeDesc"]

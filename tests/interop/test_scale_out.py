@@ -11,8 +11,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import pytest
 
 from tests.conftest import ENGINES, engine_settings
 from tests.fhir_server.test_consent import AI, consent
+from tests.haproxy import haproxy
 from tests.inference.test_worker import lesion_instance
 from tests.server import Server, cli, crash, create_client, fetch_token, free_port, pending_events, running_server
 
@@ -28,51 +28,6 @@ pytestmark = pytest.mark.interop
 MARKER = "urn:dermbridge:test:scale-out"
 BOUND = 180.0
 START_BOUND = 600.0  # a bound, not a race: six processes importing torch on two busy cores took over 120 s
-
-
-@contextmanager
-def haproxy(directory: Path, port: int, backends: list[int]) -> Iterator[str]:
-    """HAProxy on ``port``, round robin over ``backends`` with /readyz health checks; its URL."""
-    servers = "\n".join(f"    server api{i} 127.0.0.1:{p} check" for i, p in enumerate(backends))
-    config = directory / "haproxy.cfg"
-    config.write_text(f"""global
-    maxconn 256
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 60s
-    timeout server 60s
-    retries 3
-    option redispatch 1
-frontend fhir
-    bind 127.0.0.1:{port}
-    default_backend api
-backend api
-    balance roundrobin
-    option httpchk GET /readyz
-    timeout check 5s
-    default-server inter 500ms fall 3 rise 2
-{servers}
-""")
-    log = directory / "haproxy.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=output, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx2.get(f"{url}/fhir/default/metadata", timeout=2).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            assert time.monotonic() < deadline, "HAProxy did not answer"
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 class Writer(threading.Thread):
@@ -129,7 +84,7 @@ def test_an_api_process_killed_behind_haproxy_loses_nothing(tmp_path: Path, engi
         apis = [start("api") for _ in range(2)]
         for role in ("dicom", "worker", "inference", "audit"):
             start(role)
-        lb = stack.enter_context(haproxy(tmp_path, lb_port, [int(a.root.rsplit(":", 1)[1]) for a in apis]))
+        lb = stack.enter_context(haproxy(tmp_path, lb_port, [int(a.root.rsplit(":", 1)[1]) for a in apis])).url
         token = fetch_token(lb, admin)
         base = f"{lb}/fhir/default"
         http = stack.enter_context(httpx2.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60))

@@ -231,9 +231,18 @@ def test_refresh_tokens_rotate(world: tuple[Server, Path, dict[str, str]]) -> No
         form = {"grant_type": "refresh_token", "refresh_token": token, "client_id": clients["own"]}
         return httpx.post(f"{server.root}/auth/token", data=form)
 
+    stolen = httpx.post(  # another client presents it: refused, and the owner's token is not spent
+        f"{server.root}/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"], "client_id": clients["app"]},
+    )
+    assert stolen.status_code in (400, 401)
     second = refresh(first["refresh_token"])
     assert second.status_code == 200 and second.json()["refresh_token"] != first["refresh_token"]
+    third = refresh(second.json()["refresh_token"])
+    assert third.status_code == 200
+    # the used token replayed: a thief and the owner both hold the chain; the whole grant ends (RFC 9700)
     assert refresh(first["refresh_token"]).json()["error"] == "invalid_grant"
+    assert refresh(third.json()["refresh_token"]).json()["error"] == "invalid_grant"
 
 
 def test_wrong_pkce_verifier_and_unregistered_redirect_are_refused(world: tuple[Server, Path, dict[str, str]]) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from fhir_server import declared_profiles as urls
 from inference.demo import demo_card
-from inference.findings import ImageContext, risk_observation
+from inference.findings import ImageContext, diagnosis_observation, risk_observation
 from inference.model_card import OutputClass
 from tests.conftest import BASE, FhirTestClient
 from tests.factories import patient, set_enforcement
@@ -171,8 +171,8 @@ def test_modes_at_instance_level(client: FhirTestClient) -> None:
     assert created.status_code == 201, created.text
     stored = created.json()
     path = f"Consent/{stored['id']}"
-    ok = client.get(f"{BASE}/{path}/$validate").json()  # the stored resource
-    assert ok["issue"][0]["severity"] == "information"
+    ok = client.get(f"{BASE}/{path}/$validate").json()  # the stored resource: the extensible bindings' warnings
+    assert {i["severity"] for i in ok["issue"]} == {"warning"}, ok
     assert validate(client, {**stored, "id": "other"}, path, mode="update")[0]["expression"] == ["Consent.id"]
     assert validate(client, stored, path, mode="update") == []
     assert client.get(f"{BASE}/{path}/$validate", params={"mode": "delete"}).json()["issue"][0]["severity"] == (
@@ -238,9 +238,8 @@ def test_the_ai_transparency_igs_profile_is_recognised_but_not_held(client: Fhir
     assert validate(client, device, profile=urls.AI_DEVICE) != []  # DermBridge's own asks for more
 
 
-def test_a_clinician_finding_of_equivocal_is_refused_by_its_profile(client: FhirTestClient) -> None:
-    """Derm review 4, H1: "Diagnosis = Equivocal" is no clinician finding (invariant dbr-cf-1)."""
-    finding = {
+def clinician_finding() -> dict[str, Any]:
+    return {
         "resourceType": "Observation",
         "meta": {"profile": [urls.CLINICIAN_FINDING]},
         "status": "final",
@@ -253,6 +252,11 @@ def test_a_clinician_finding_of_equivocal_is_refused_by_its_profile(client: Fhir
         "method": {"coding": [{"system": "urn:dermbridge:method", "code": "clinician-review"}]},
         "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "400096001"}]},
     }  # fmt: skip
+
+
+def test_a_clinician_finding_of_equivocal_is_refused_by_its_profile(client: FhirTestClient) -> None:
+    """Derm review 4, H1: "Diagnosis = Equivocal" is no clinician finding (invariant dbr-cf-1)."""
+    finding = clinician_finding()
     assert "dbr-cf-1" not in json.dumps(validate(client, finding, profile=urls.CLINICIAN_FINDING))
     equivocal = {
         **finding,
@@ -260,3 +264,53 @@ def test_a_clinician_finding_of_equivocal_is_refused_by_its_profile(client: Fhir
     }
     issues = validate(client, equivocal, profile=urls.CLINICIAN_FINDING)
     assert "dbr-cf-1" in json.dumps(issues), issues
+
+
+def test_an_amended_or_corrected_clinician_finding_keeps_its_profile(client: FhirTestClient) -> None:
+    """Derm review 4, M8: a clinician who corrects their finding after sign-off can still claim the profile;
+    a finding that was never signed (preliminary) cannot."""
+    for status in ("final", "amended", "corrected"):
+        issues = validate(client, {**clinician_finding(), "status": status}, profile=urls.CLINICIAN_FINDING)
+        assert "Observation.status" not in expressions(issues) and "dbr-cf-2" not in json.dumps(issues), issues
+    issues = validate(client, {**clinician_finding(), "status": "preliminary"}, profile=urls.CLINICIAN_FINDING)
+    assert "dbr-cf-2" in json.dumps(issues), issues
+
+
+def _prediction(card: Any) -> dict[str, Any]:
+    context = ImageContext("1.2.3", "p1", "m1", "s1", "r1", lesion_id="b1", acquired="2026-11-30T10:00:00Z")
+    return diagnosis_observation(context, card, "d1", MELANOMA, 0.8, "2026-11-30T12:00:00Z", "risk-1")
+
+
+def test_an_ai_result_is_never_final_and_a_demonstration_model_is_never_coded(client: FhirTestClient) -> None:
+    """Derm review 4, M8: a final AI result with no clinician, and a demonstration model's coded melanoma, were
+    accepted by the profiles whose text says "preliminary until reviewed" and "text only"."""
+    clinical, demonstration = _prediction(CARD), _prediction(demo_card("1"))
+    assert validate(client, clinical, profile=urls.AI_PREDICTED_DIAGNOSIS) == []
+    assert validate(client, demonstration, profile=urls.AI_PREDICTED_DIAGNOSIS) == []  # text only, as written
+    withdrawn = {**clinical, "status": "entered-in-error"}  # an image deleted over DICOMweb (fhir_links)
+    assert validate(client, withdrawn, profile=urls.AI_PREDICTED_DIAGNOSIS) == []
+    final = validate(client, {**clinical, "status": "final"}, profile=urls.AI_PREDICTED_DIAGNOSIS)
+    assert "dbr-ai-1" in json.dumps(final), final
+    assert "dbr-ai-1" in json.dumps(validate(client, {**risk_result(), "status": "final"}))
+    coded = {**demonstration, "valueCodeableConcept": {"coding": [MELANOMA_CODING], "text": "melanoma"}}
+    assert "dbr-ai-2" in json.dumps(validate(client, coded, profile=urls.AI_PREDICTED_DIAGNOSIS))
+
+
+MELANOMA_CODING = {"system": "http://snomed.info/sct", "code": "93655004", "display": "Malignant melanoma of skin"}
+
+
+def test_validate_judges_the_r4_bindings_a_write_refuses(client: FhirTestClient) -> None:
+    """A Condition (no profile of its own here) whose clinicalStatus is outside R4's required binding: a
+    create answers 422, and ``$validate`` says so at the same element instead of "all OK"."""
+    condition = {
+        "resourceType": "Condition",
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                       "code": "bogus"}]},
+        "subject": {"reference": "Patient/p1"},
+    }  # fmt: skip
+    refused = client.post(f"{BASE}/Condition", json=condition)
+    assert refused.status_code == 422, refused.text
+    refused_at = expressions(refused.json()["issue"])
+    errors = validate(client, condition)
+    assert expressions(errors) == refused_at == {"Condition.clinicalStatus"}
+    assert len(errors) == 1

@@ -88,9 +88,19 @@ def test_storing_dicom_needs_create_on_imaging_study_under_a_user_or_system_scop
 
 
 def test_deleting_dicom_needs_delete_on_imaging_study_under_a_user_or_system_scope() -> None:
-    policy("system/ImagingStudy.d").delete_dicom()
-    policy("user/ImagingStudy.rds").delete_dicom()
-    for refused in (policy("patient/ImagingStudy.cruds", patient="alice"), policy("system/ImagingStudy.crus")):
+    """And the rights the deletion uses on the FHIR side: delete Media, update the reports and results that
+    cite the images (an ImagingStudy-only PACS key does not rewrite clinical reports)."""
+    rest = "system/Media.d system/DiagnosticReport.u system/Observation.u"
+    policy(f"system/ImagingStudy.d {rest}").delete_dicom()
+    policy("user/ImagingStudy.rds user/Media.d user/DiagnosticReport.u user/Observation.u").delete_dicom()
+    policy("system/*.cruds").delete_dicom()
+    for refused in (
+        policy("patient/ImagingStudy.cruds", patient="alice"),
+        policy(f"system/ImagingStudy.crus {rest}"),
+        policy("system/ImagingStudy.cruds"),
+        policy("system/ImagingStudy.d system/Media.d system/DiagnosticReport.u"),
+        policy("system/ImagingStudy.d patient/Media.d system/DiagnosticReport.u system/Observation.u", patient="a"),
+    ):
         with pytest.raises(OperationOutcomeError) as error:
             refused.delete_dicom()
         assert error.value.status == 403

@@ -8,16 +8,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import orjson
 import pytest
 
 from fhir_server.search.extract import index_resource
-from fhir_server.storage.port import AuditEntry, ResourceVersion
+from fhir_server.storage.port import AuditEntry, ResourceKey, ResourceVersion, TenantUnknownError
 from fhir_server.storage.postgres import PostgresEngine
+from fhir_server.storage.postgres.probes import COUNTED, backlog_sql
 from fhir_server.storage.postgres.schema import SCHEMA_VERSION
 from fhir_server.storage.probes import backlog_probe, pool_probe, schema_probe
+from fhir_server.storage.query import ChainMatch, ParamClause, ReferenceMatch, SearchQuery, StringMatch
 from tests.postgres import ThrowawayPostgres
 
 pytestmark = pytest.mark.anyio
@@ -174,3 +177,83 @@ async def test_the_probes_tell_readyz_and_metrics_the_backlog_schema_and_pools(p
     assert await schema.schema_current("clinic-a")
     usage = pools.pool_usage()
     assert usage.size >= 3 and usage.in_use == 0  # the tenant's two pools and the control pool, all idle
+
+
+def _patient_version(n: int, family: str) -> tuple[ResourceVersion, dict[str, object]]:
+    resource = {"resourceType": "Patient", "id": f"p{n}", "name": [{"family": family}]}
+    body = orjson.dumps({**resource, "meta": {"versionId": "1", "lastUpdated": "2026-01-01T00:00:00.000+00:00"}})
+    return ResourceVersion("Patient", f"p{n}", 1, "2026-01-01T00:00:00.000+00:00", body, "PUT"), resource
+
+
+async def test_a_read_the_buffered_writes_cannot_change_leaves_them_buffered(processes: list[PostgresEngine]) -> None:
+    """Profiled: a transaction Bundle of PUTs (each reads its current version) sent its writes entry by entry;
+    a read of another key, record or type now leaves them for the commit, one batch."""
+    store = await processes[0].tenant("clinic-a")
+    async with store.transaction() as tx:
+        version, resource = _patient_version(1, "Buffered")
+        await tx.write(version, index_resource(resource))
+        assert await tx.read("Patient", "p2") is None
+        assert await tx.read_many([ResourceKey("Observation", "o1")]) == []
+        assert await tx.get_record("settings", "none") is None
+        observations = SearchQuery(
+            ("Observation",), (ParamClause("subject", "reference", (ReferenceMatch("Patient", "p1"),)),)
+        )
+        assert (await tx.search(observations)).keys == []
+        assert tx._pending  # still buffered: none of those reads could see the write
+        assert await tx.read("Patient", "p1") == version  # a read of the key written sees it
+        assert not tx._pending
+    assert await store.read("Patient", "p1") == version
+
+
+async def test_a_search_that_can_see_a_buffered_write_sends_it_first(processes: list[PostgresEngine]) -> None:
+    store = await processes[0].tenant("clinic-a")
+    async with store.transaction() as tx:
+        version, resource = _patient_version(3, "Chained")
+        await tx.write(version, index_resource(resource))
+        by_name = SearchQuery(("Patient",), (ParamClause("family", "string", (StringMatch("chained"),)),))
+        assert [k.id for k in (await tx.search(by_name)).keys] == ["p3"]
+        version, resource = _patient_version(4, "Chained")
+        await tx.write(version, index_resource(resource))
+        chain = ChainMatch(("Patient",), (ParamClause("family", "string", (StringMatch("chained"),)),))
+        by_chain = SearchQuery(("Observation",), (ParamClause("subject", "reference", (chain,)),))
+        assert (await tx.search(by_chain)).keys == []
+        assert not tx._pending  # the chain reaches Patient: the write was sent first
+
+
+async def test_an_unknown_tenant_never_waits_for_the_engine_lock(processes: list[PostgresEngine]) -> None:
+    """A request naming no tenant is answered from one control query, even while a first open holds the lock."""
+    engine = processes[0]
+    async with engine._lock:  # a slow first open of another tenant
+        for name in ("nosuch", "../escape", "public", "x" * 64):
+            with pytest.raises(TenantUnknownError):
+                await asyncio.wait_for(engine.tenant(name), WAIT_S)
+    assert (await engine.tenant("clinic-a")).name == "clinic-a"
+
+
+def _rows_read(plan: dict[str, Any], relation: str) -> float:
+    own = plan.get("Actual Rows", 0) * plan.get("Actual Loops", 1) if plan.get("Relation Name") == relation else 0
+    return own + sum(_rows_read(child, relation) for child in plan.get("Plans", []))
+
+
+async def test_the_backlog_probe_reads_a_bounded_number_of_outbox_rows(
+    processes: list[PostgresEngine], dsn: str
+) -> None:
+    """Every scrape runs it for every tenant: its cost must not grow with the backlog (probes.py)."""
+    engine = processes[0]
+    await append(engine, 0)
+    store = await engine.tenant("clinic-a")
+    await store.claim_events("worker", 1, lease_seconds=600)
+    await store.ack_events("worker", [1])
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("""INSERT INTO "clinic-a".outbox (topic, payload)
+                              SELECT 'resource.created', '{}'::jsonb FROM generate_series(1, 30000)""")  # fmt: skip
+        await conn.execute('ANALYZE "clinic-a".outbox')
+        [plan] = orjson.loads(
+            await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + backlog_sql('"clinic-a"'), COUNTED)
+        )
+    finally:
+        await conn.close()
+    assert _rows_read(plan["Plan"], "outbox") <= COUNTED + 10
+    [found] = await engine.outbox_backlog("clinic-a")
+    assert found.pending == 30000 and found.oldest_age_seconds >= 0
