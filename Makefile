@@ -92,7 +92,7 @@ soak: $(STAMP)
 # The README's pictures of the reviewer app: the browser test's screenshots of a synthetic case.
 docs-images: $(STAMP) $(AXE_STAMP)
 	.venv/bin/python -m pytest -q -p no:cacheprovider tests/interop/test_reviewer_app.py -k claims_views
-	mkdir -p docs/img && cp tmp/screenshots/reviewer_app/worklist.png tmp/screenshots/reviewer_app/case.png docs/img/
+	.venv/bin/python tools/docs_images.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
