@@ -320,7 +320,7 @@ def _image_type(request: Request) -> str | None:
     return None
 
 
-def _viewport(text: str | None) -> tuple[int, int] | None | str:
+def _viewport(text: str | None) -> tuple[int, int] | str | None:
     """``viewport=vw,vh`` (PS3.18 8.3.5.1.3), each 1 to ``MAX_VIEWPORT``; an error message otherwise."""
     if text is None:
         return None
