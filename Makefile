@@ -11,7 +11,7 @@ AXE_VERSION := 4.10.2
 AXE_STAMP := $(VENV)/node/.axe-core-$(AXE_VERSION)
 
 .PHONY: run test lint typecheck pytest install system-deps clean bench bench-dicom bench-engines bench-inference \
-	bench-workflow soak docs-images
+	bench-workflow bench-app soak docs-images
 
 install: $(STAMP) $(FPL_STAMP) $(AXE_STAMP)
 
@@ -82,6 +82,10 @@ bench-inference: $(STAMP)
 bench-workflow: $(STAMP)
 	$(bench_clone)
 	cd $(BENCH_TREE) && .venv/bin/python bench/workflow_bench.py $(ARGS)
+
+bench-app: $(STAMP) $(AXE_STAMP)
+	$(bench_clone)
+	cd $(BENCH_TREE) && .venv/bin/python bench/app_bench.py $(ARGS)
 
 # 30 minutes of mixed load with a kill -9 every minute or so, then: nothing acknowledged lost,
 # every write audited, the audit trail intact. E.g. `make soak ARGS="--minutes 3 --kill-every 40"`.
