@@ -6,11 +6,11 @@ events), same origin, authorised by the session cookie like every page of the ap
   latest Task change (``Task/_history``, one row) and, if it moved, sends ``event: worklist`` with no data of
   the case in it. The page then fetches the worklist again as the signed-in person: what the reviewer sees
   is decided by the AccessPolicy of that page read, never by the event stream.
-- Bounded: at most ``MAX_STREAMS_PER_SESSION`` streams per session (tabs) and ``MAX_STREAMS`` in all (429
-  beyond), a heartbeat comment every ``HEARTBEAT_S`` (proxies close idle connections), and the session is
-  checked every ``SESSION_CHECK_S``: a signed-out or expired session gets ``event: ended`` and the stream
-  closes. A client that went away is noticed by Starlette (the generator is cancelled) or, at the latest, by
-  the next heartbeat's write failing.
+- Bounded: at most ``MAX_STREAMS_PER_SESSION`` streams per session (a new one ends the session's oldest
+  with ``event: replaced``, which the page does not reconnect) and ``MAX_STREAMS`` in all (429 beyond); a
+  heartbeat comment every ``HEARTBEAT_S`` (proxies close idle connections; a client that went away is noticed
+  when that write fails); the session is checked every ``SESSION_CHECK_S``: a signed-out or expired session
+  gets ``event: ended`` and the stream closes.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
@@ -41,13 +41,21 @@ router = APIRouter(prefix="/app", include_in_schema=False)
 Mark = tuple[int, str, int]  # Task history total, newest Task id, its version
 
 
+@dataclass(eq=False)
+class Stream:
+    """One open stream: woken by its tenant's commits; ``replaced`` when a newer one of its session needs room."""
+
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    replaced: bool = False
+
+
 class WorklistChanges:
-    """Wakes the open worklist streams of a tenant on each of its commits; counts the streams."""
+    """Wakes the open worklist streams of a tenant on each of its commits; keeps each session's streams."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._waiters: dict[str, set[asyncio.Event]] = {}
-        self._streams: Counter[str] = Counter()
+        self._waiters: dict[str, set[Stream]] = {}
+        self._sessions: dict[str, list[Stream]] = {}  # oldest first
         self._loop: asyncio.AbstractEventLoop | None = None
         engine.add_commit_listener(self._on_commit)
 
@@ -56,8 +64,8 @@ class WorklistChanges:
             self._loop.call_soon_threadsafe(self._wake, tenant)
 
     def _wake(self, tenant: str) -> None:
-        for event in self._waiters.get(tenant, ()):
-            event.set()
+        for stream in self._waiters.get(tenant, ()):
+            stream.wake.set()
 
     async def mark(self, tenant: str) -> Mark:
         """Where the tenant's Tasks stand: changes when any Task is created, updated or deleted."""
@@ -66,22 +74,29 @@ class WorklistChanges:
         return (page.total, newest.id if newest else "", newest.version if newest else 0)
 
     def admit(self, session_key: str) -> bool:
-        """Room for one more stream of this session (and in all)?"""
-        return self._streams[session_key] < MAX_STREAMS_PER_SESSION and sum(self._streams.values()) < MAX_STREAMS
+        """Room for one more stream in all? A session at its limit makes room by ending its oldest stream (a page
+        left a moment ago is noticed only at its next heartbeat; the newest page is the one being looked at)."""
+        if sum(len(streams) for streams in self._sessions.values()) >= MAX_STREAMS:
+            return False
+        live = [s for s in self._sessions.get(session_key, []) if not s.replaced]
+        for oldest in live[: max(0, len(live) - MAX_STREAMS_PER_SESSION + 1)]:
+            oldest.replaced = True
+            oldest.wake.set()
+        return True
 
     @contextmanager
-    def listening(self, tenant: str, session_key: str) -> Iterator[asyncio.Event]:
+    def listening(self, tenant: str, session_key: str) -> Iterator[Stream]:
         self._loop = asyncio.get_running_loop()
-        event = asyncio.Event()
-        self._waiters.setdefault(tenant, set()).add(event)
-        self._streams[session_key] += 1
+        stream = Stream()
+        self._waiters.setdefault(tenant, set()).add(stream)
+        self._sessions.setdefault(session_key, []).append(stream)
         try:
-            yield event
+            yield stream
         finally:
-            self._waiters[tenant].discard(event)
-            self._streams[session_key] -= 1
-            if self._streams[session_key] <= 0:
-                del self._streams[session_key]
+            self._waiters[tenant].discard(stream)
+            self._sessions[session_key].remove(stream)
+            if not self._sessions[session_key]:
+                del self._sessions[session_key]
 
 
 class EventStream(StreamingResponse):
@@ -100,12 +115,16 @@ def _session_key(me: Principal) -> str:
 
 async def _events(request: Request, me: Principal, changes: WorklistChanges) -> AsyncIterator[str]:
     sessions = request.app.state.people.sessions
-    with changes.listening(me.tenant, _session_key(me)) as commit:
+    with changes.listening(me.tenant, _session_key(me)) as stream:
         yield f"retry: {RETRY_MS}\n\n"
         last = await changes.mark(me.tenant)
         beat = time.monotonic() + HEARTBEAT_S
+        commit = stream.wake
         while True:
             await woken(commit, SESSION_CHECK_S)
+            if stream.replaced:
+                yield "event: replaced\ndata: a newer page of this session follows the worklist\n\n"
+                return
             if await sessions.current(me.session.secret) is None:
                 yield "event: ended\ndata: signed out\n\n"
                 return

@@ -122,6 +122,7 @@
     var lost = false;
     source.addEventListener("worklist", refresh);
     source.addEventListener("ended", function () { source.close(); window.location.reload(); });
+    source.addEventListener("replaced", function () { source.close(); });  // a newer page follows the list
     source.addEventListener("error", function () { lost = true; });
     source.addEventListener("open", function () {
       document.body.dataset.live = "on";

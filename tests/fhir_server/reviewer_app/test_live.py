@@ -1,6 +1,6 @@
 """The worklist's server-sent events (``/app/events``) against a real ``dermbridge serve`` with httpx over a
-socket: a session is needed, a Task change is announced, the streams of one session are bounded, and signing
-out ends the stream."""
+socket: a session is needed, a Task change is announced, the streams of one session are bounded (the newest
+replaces the oldest), and signing out ends the stream."""
 
 from __future__ import annotations
 
@@ -70,13 +70,19 @@ def test_a_task_change_is_announced_and_sign_out_ends_the_stream(server: Server)
         assert list(lines) == ["data: signed out", ""]  # and the server closed the stream
 
 
-def test_one_session_opens_a_bounded_number_of_streams(server: Server) -> None:
+def test_a_sessions_newest_stream_replaces_its_oldest_beyond_the_limit(server: Server) -> None:
+    """A reviewer who leaves the worklist and comes back quickly keeps live updates: the session's streams stay
+    bounded because the newest one ends the oldest (whose page has usually gone already)."""
     with closing(_browser(server)) as browser, ExitStack() as open_streams:
+        streams = []
         for _ in range(MAX_STREAMS_PER_SESSION):
             stream = open_streams.enter_context(browser.stream("GET", "/app/events"))
-            assert stream.status_code == 200
-            assert next(stream.iter_lines()).startswith("retry: ")  # the stream is counted once it started
-        refused = browser.get("/app/events")
-        assert refused.status_code == 429 and refused.headers["retry-after"]
-        with closing(_browser(server)) as other, other.stream("GET", "/app/events") as stream:
-            assert stream.status_code == 200  # another session has its own allowance
+            lines = stream.iter_lines()
+            assert stream.status_code == 200 and next(lines).startswith("retry: ")  # counted once it started
+            streams.append(lines)
+        newest = open_streams.enter_context(browser.stream("GET", "/app/events"))
+        assert newest.status_code == 200
+        oldest = streams[0]
+        assert next(_events(oldest)) == "replaced"
+        assert list(oldest) == ["data: a newer page of this session follows the worklist", ""]  # and closed
+        assert next(newest.iter_lines()).startswith("retry: ")
