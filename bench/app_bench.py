@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=3, help="real cases (images through the AI)")
     parser.add_argument("--loads", type=int, default=20, help="measured loads of each page")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:  # a server file may still close
         data, dimse = Path(tmp) / "var", free_port()
         started = time.monotonic()
         seeded = asyncio.run(seed(data, args.open_tasks))
