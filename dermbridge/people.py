@@ -21,6 +21,8 @@ from fhir_server.people.tickets import Tickets
 from fhir_server.people.users import UserDirectory
 from fhir_server.reviewer_app.admin_routes import router as admin_router
 from fhir_server.reviewer_app.administrator import NotAdministrator, not_administrator_page
+from fhir_server.reviewer_app.live import WorklistChanges
+from fhir_server.reviewer_app.live import router as worklist_events_router
 from fhir_server.reviewer_app.routes import router as reviewer_app_router
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.clients import ClientRegistry
@@ -68,6 +70,8 @@ def install_people(
         )
     app.include_router(people_router)
     app.include_router(reviewer_app_router)  # the reviewer app at /app/ (its pages need a session)
+    app.state.worklist_changes = WorklistChanges(engine)
+    app.include_router(worklist_events_router)  # its worklist's live update (server-sent events)
     app.include_router(admin_router)  # its admin pages at /app/admin/ (the admin role)
 
     @app.exception_handler(NotAdministrator)

@@ -149,6 +149,7 @@ def test_a_reviewer_claims_views_the_overlay_overrides_and_signs_off(browser: An
 
     ben.sign_in("ben")  # Ben's worklist offers the case too, until someone claims it
     assert _claim_button(ben, site.task_id).is_visible()
+    ben.page.goto(f"{ben.root}/app/cases/{site.task_id}")  # the case page Ben opens before Ada's claim
 
     cy.sign_in("cy")  # an expired PractitionerRole: the case is not offered, and claiming it is refused
     assert cy.page.locator(f"tr[data-task='{site.task_id}']").count() == 0
@@ -159,7 +160,7 @@ def test_a_reviewer_claims_views_the_overlay_overrides_and_signs_off(browser: An
 
     _claim_button(ada, site.task_id).click()
     ada.page.wait_for_url(f"{ada.root}/app/cases/{site.task_id}")
-    _claim_button(ben, site.task_id).click()  # the page Ben loaded before Ada's claim
+    ben.page.locator("#claim").click()  # the page Ben loaded before Ada's claim
     assert ben.page.get_by_role("alert").is_visible()
     assert ben.page.url.endswith(f"/app/cases/{site.task_id}/claim")
     ben.shot("claim-refused-taken")
@@ -182,6 +183,16 @@ def test_a_reviewer_claims_views_the_overlay_overrides_and_signs_off(browser: An
     assert overlay.is_hidden()
     case.keyboard.press("o")
     assert overlay.is_visible()
+    assert case.locator("#body-map").is_visible() and case.locator("#case-history").is_visible()
+    image = case.locator("img.image").first
+    assert "viewport=" in (image.get_attribute("src") or "")  # the rendering at viewport size first
+    case.locator(".zoom-in").first.click()
+    case.wait_for_function(
+        "() => { const img = document.querySelector('img.image');"
+        " return !img.src.includes('viewport=') && img.complete && img.naturalWidth > 0; }"
+    )
+    assert case.locator(".zoom-level").first.inner_text() == "150%"  # full resolution on demand, drawn
+    case.locator(".zoom-reset").first.click()
     ada.shot("case")
     ada.audit()
 
@@ -212,6 +223,32 @@ def test_a_reviewer_claims_views_the_overlay_overrides_and_signs_off(browser: An
     ada.page.goto(f"{ada.root}/app/")
     assert "/auth/login" in ada.page.url  # the session ended
     for reviewer in (ada, ben, cy):
+        reviewer.close()
+
+
+def test_an_open_worklist_follows_new_and_claimed_cases_without_reload(
+    browser: Any, site: Site, tmp_path: Path
+) -> None:
+    """Server-sent events: a case that arrives, then a case another reviewer claims, change the list in place."""
+    ada, ben = Reviewer(browser, site, "ada"), Reviewer(browser, site, "ben")
+    ada.sign_in("ada")
+    ada.page.locator("body[data-live='on']").wait_for(timeout=30_000)  # the event stream is open
+    ada.page.evaluate("document.body.dataset.loadedOnce = 'yes'")  # gone if the page were reloaded
+
+    patient = site.clinic.consenting_patient("APP-LIVE")  # a new case: C-STORE, AI, review Task
+    site.clinic.storescu(image(tmp_path, "APP-LIVE", SUSPICIOUS_SEED))
+    report, _root = site.clinic.case(patient)
+    task = site.clinic.review(report["id"])
+    _claim_button(ada, task["id"]).wait_for(timeout=60_000)
+
+    ben.sign_in("ben")
+    _claim_button(ben, task["id"]).click()
+    ben.page.wait_for_url(f"{ben.root}/app/cases/{task['id']}")
+    _claim_button(ada, task["id"]).wait_for(state="detached", timeout=60_000)  # no longer offered to Ada
+    assert ada.page.evaluate("document.body.dataset.loadedOnce") == "yes"
+    ada.shot("worklist-live")
+    ada.audit()
+    for reviewer in (ada, ben):
         reviewer.close()
 
 
