@@ -10,13 +10,17 @@ never a timing.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
 import pytest
 
+from fhir_server.search.extract import index_resource
+from fhir_server.storage.port import ResourceKey
 from fhir_server.storage.postgres import PostgresEngine
-from tests.fhir_server.storage.test_postgres import append
+from fhir_server.storage.query import ParamClause, SearchQuery, StringMatch
+from tests.fhir_server.storage.test_postgres import _patient_version, append
 from tests.postgres import ThrowawayPostgres
 
 pytestmark = pytest.mark.anyio
@@ -83,3 +87,25 @@ async def test_a_claim_after_a_commit_materialises_in_two_statements(engine: Pos
         cursor = await conn.fetchrow('SELECT acked_through, materialised_through FROM "clinic-a".outbox_cursor')
         rows = await conn.fetchval('SELECT array_agg(seq ORDER BY seq) FROM "clinic-a".outbox_delivery')
     assert (cursor["acked_through"], cursor["materialised_through"]) == (2, 4) and rows == [3, 4]
+
+
+async def test_a_transaction_sends_its_writes_and_index_rows_in_one_statement(
+    engine: PostgresEngine, sent: list[str]
+) -> None:
+    """A create, then an update that replaces index rows: BEGIN, one write statement, COMMIT each (it was
+    three and four writes: the resource, its history, the old index rows dropped, the new ones added)."""
+    await append(engine, 1)  # with its outbox event: the outbox lock, the events and the NOTIFY follow
+    writes = [s for s in sent if "INSERT INTO resource" in s or "idx_" in s or "INSERT INTO history" in s]
+    assert len(writes) == 1, writes
+    sent.clear()
+    store = await engine.tenant("clinic-a")
+    version, resource = _patient_version(1, "Renamed")
+    async with store.transaction() as tx:
+        await tx.write(replace(version, version=2), index_resource(resource))
+    assert sent[0] == "BEGIN;" and sent[-1] == "COMMIT;" and len(sent) == 3, sent
+    renamed = await store.search(
+        SearchQuery(("Patient",), (ParamClause("family", "string", (StringMatch("renamed"),)),))
+    )
+    assert renamed.keys == [ResourceKey("Patient", "p1")]
+    old = await store.search(SearchQuery(("Patient",), (ParamClause("family", "string", (StringMatch("family1"),)),)))
+    assert old.keys == []
