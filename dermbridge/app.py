@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -64,11 +65,12 @@ from fhir_server.security.api_keys import ApiKeys
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.clients import ClientRegistry
 from fhir_server.security.endpoint import TokenEndpoint
-from fhir_server.security.lockout import Lockout
+from fhir_server.security.lockout import Lockout, RecordStrikes
 from fhir_server.security.revocation import ClientStates
 from fhir_server.security.standing import StandingCredentials
 from fhir_server.security.tokens import ExternalProvider, TokenService, load_token_signer
 from fhir_server.storage.port import Engine
+from fhir_server.storage.postgres.errors import outcome_for as database_outcome
 from fhir_server.subscriptions.activation import SubscriptionRules, activation_hook
 from fhir_server.subscriptions.channels import Channels
 from fhir_server.subscriptions.guard import EndpointGuard
@@ -237,7 +239,9 @@ def create_app(settings: Settings) -> FastAPI:
     dispatcher.subscribe(SignOffExport(engine, ingestor.blobs, audit, __version__).subscription())  # signed-off SR
     dimse = build_dimse(settings, engine, ingestor, sink) if settings.dicom_enabled and plan.dimse else None
     forwarder = build_forwarder(settings, engine, ingestor, audit) if plan.consumers else None
-    lockout = Lockout()  # failed attempts at the token endpoint and with standing credentials count together
+    # failed attempts at the token endpoint and with standing credentials count together, in the database:
+    # every API process behind a load balancer sees the same strikes
+    lockout = Lockout(book=RecordStrikes(engine, settings.default_tenant))
     standing = StandingCredentials(clients, ApiKeys(engine), lockout)
     authenticator = Authenticator(tokens, ClientStates(clients), standing)
     subscriptions = build_subscriptions(settings, engine, audit, clients)
@@ -405,6 +409,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> Response:
         return error_response(OperationOutcomeError.of(400, "invalid", "the request is malformed"))
+
+    @app.exception_handler(asyncpg.PostgresError)
+    async def on_database(request: Request, exc: asyncpg.PostgresError) -> Response:
+        refused = database_outcome(exc)
+        if refused is None:
+            return await on_unexpected(request, exc)
+        log.warning("PostgreSQL refused a %s request: SQLSTATE %s", request.method, exc.sqlstate)
+        return error_response(refused)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> Response:

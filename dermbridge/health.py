@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from fhir_server.storage.port import Engine
+from fhir_server.storage.port import Engine, TenantUnknownError
 from fhir_server.storage.probes import schema_probe
 
 CHECK_SECONDS = 5.0
@@ -49,7 +49,9 @@ async def readiness(engine: Engine, tenant: str, parts: dict[str, Running]) -> d
             probe = schema_probe(engine)
             current = probe is None or await probe.schema_current(tenant)
             checks["migrations"] = "ok" if current else "the schema is not at this version: run the migrations"
-    except Exception as exc:  # unreachable, locked beyond the bound, or missing
+    except TenantUnknownError:  # the database answered: the tenant is what is missing
+        checks["database"] = f"reachable, but tenant {tenant!r} does not exist: run `dermbridge tenant create {tenant}`"
+    except Exception as exc:  # unreachable, or locked beyond the bound
         checks["database"] = f"unreachable: {type(exc).__name__}"
     for name, running in parts.items():
         checks[name] = "ok" if running() else "not running"

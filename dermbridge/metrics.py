@@ -23,7 +23,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 from fhir_server.storage.port import Engine
-from fhir_server.storage.probes import backlog_probe, pool_probe
+from fhir_server.storage.probes import audit_staged_probe, backlog_probe, pool_probe
 
 log = logging.getLogger(__name__)
 SAMPLE_SECONDS = 5.0
@@ -57,9 +57,9 @@ class Sampler:
         pending: dict[str, int] = defaultdict(int)
         oldest: dict[str, float] = defaultdict(float)
         staged = 0
+        staged_probe = audit_staged_probe(self.engine)
         for tenant in await self.engine.tenant_names():
-            staging = await (await self.engine.tenant(tenant)).audit_staging()
-            staged += max(0, staging.staged_seq - staging.loaded_seq)
+            staged += await self._staged(tenant) if staged_probe is None else await staged_probe.audit_staged(tenant)
             for backlog in await backlogs.outbox_backlog(tenant) if backlogs is not None else []:
                 pending[backlog.consumer] += backlog.pending
                 oldest[backlog.consumer] = max(oldest[backlog.consumer], backlog.oldest_age_seconds)
@@ -71,6 +71,10 @@ class Sampler:
             usage = pool.pool_usage()
             POOL_SIZE.set(usage.size)
             POOL_IN_USE.set(usage.in_use)
+
+    async def _staged(self, tenant: str) -> int:
+        staging = await (await self.engine.tenant(tenant)).audit_staging()
+        return max(0, staging.staged_seq - staging.loaded_seq)
 
 
 router = APIRouter()

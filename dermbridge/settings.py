@@ -28,7 +28,10 @@ def listed(value: Any) -> Any:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DERMBRIDGE_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refused value (a storage URL with its password, a key) is never echoed
+    model_config = SettingsConfigDict(
+        env_prefix="DERMBRIDGE_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     host: str = Field("127.0.0.1", description="interface the HTTP API listens on")
     port: int = Field(8080, ge=0, le=65535)
@@ -51,6 +54,11 @@ class Settings(BaseSettings):
     default_page_size: int = Field(20, ge=1)
     max_page_size: int = Field(1000, ge=1)
     sqlite_readers: int = Field(4, ge=1, le=64, description="concurrent read connections per tenant")
+    postgres_pool_size: int = Field(
+        20, ge=1, le=500,
+        description="PostgreSQL connections per tenant per process (plus 3: outbox and control): keep "
+        "tenants x processes x (this + 3) under the server's max_connections",
+    )  # fmt: skip
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = Field(
         "json", description="json: one JSON object a line (access and association lines included); text: plain"
@@ -260,6 +268,16 @@ class Settings(BaseSettings):
         """Browser sign-in at the OpenID provider (``oidc_login_client_id``) needs the provider itself."""
         if self.oidc_login_client_id and not self.oidc_issuer:
             raise ValueError("DERMBRIDGE_OIDC_LOGIN_CLIENT_ID needs DERMBRIDGE_OIDC_ISSUER")
+        return self
+
+    @model_validator(mode="after")
+    def _audit_role_needs_roles(self) -> Settings:
+        """``audit_loader=role`` leaves loading to a ``serve --role audit`` process: a single ``--role all``
+        process has none, so its staged AuditEvents would load only at a read's flush or at shutdown."""
+        if self.audit_loader == "role" and self.role == "all":
+            raise ValueError(
+                "DERMBRIDGE_AUDIT_LOADER=role needs a `serve --role audit` process: with role all, use process/inline"
+            )
         return self
 
     def storage_url(self) -> StorageUrl:

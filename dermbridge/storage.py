@@ -35,7 +35,7 @@ def plain_engine(url: StorageUrl, settings: Settings) -> Engine:
         raise EngineUnavailable(
             f"storage {url.shown()}: the PostgreSQL engine ({POSTGRES_MODULE}) is not available in this build ({exc})"
         ) from exc
-    return cast(Engine, module.PostgresEngine(url.url))
+    return cast(Engine, module.PostgresEngine(url.url, pool_size=settings.postgres_pool_size))
 
 
 def encrypted(engine: Engine, settings: Settings) -> Engine:

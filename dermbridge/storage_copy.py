@@ -98,7 +98,10 @@ async def _check_empty(name: str, store: TenantStore) -> None:
     if found.versions or found.links or staged or others:
         raise CopyRefused(
             f"the target tenant {name} is not empty ({found.versions} resource versions, {found.links} audit "
-            f"links, records {others or 'none'}): copy into a new tenant"
+            f"links, records {others or 'none'}): copy into a new tenant. If an earlier copy stopped part-way, "
+            f'drop what it left and copy again: on PostgreSQL `DROP SCHEMA "{name}" CASCADE; DELETE FROM '
+            f"_dermbridge.tenant WHERE name = '{name}';`, on SQLite remove tenants/{name}.sqlite* under the target's "
+            "directory"
         )
     async with store.transaction() as tx:
         async for record in _records(store, TENANT_KEYS):
@@ -117,11 +120,12 @@ async def counts(store: TenantStore) -> Counts:
 
 
 async def _records(store: RecordReader, collection: str) -> AsyncIterator[Record]:
-    offset = 0
-    while page := await store.find_records(RecordQuery(collection, limit=PAGE, offset=offset)):
+    """Paged by key (``after_key``): each page is an index range scan, not an OFFSET past all before it."""
+    after: str | None = None
+    while page := await store.find_records(RecordQuery(collection, limit=PAGE, after_key=after)):
         for record in page:
             yield record
-        offset += len(page)
+        after = page[-1].key
 
 
 async def _links(store: AuditLog) -> AsyncIterator[AuditLink]:

@@ -47,7 +47,9 @@ def parse_storage_url(text: str) -> StorageUrl:
         return sqlite_at(Path(path))
     parts = urlsplit(text)
     if parts.scheme not in POSTGRES_SCHEMES:
-        raise ValueError(f"storage must be sqlite:///DIRECTORY or postgresql://user@host:port/db, not {text!r}")
+        raise ValueError(
+            f"storage must be sqlite:///DIRECTORY or postgresql://user@host:port/db, not a {parts.scheme!r} URL"
+        )
     try:
         parts.port  # noqa: B018 (raises on a port that is not a number in range)
     except ValueError as exc:

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import socket
 import ssl
-import threading
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -31,6 +30,7 @@ from dicom_node import charsets, listener, statuses, transcoding
 from dicom_node import storage_commitment as commitment
 from dicom_node.admission import Admission, AssociationLimits
 from dicom_node.audit import DicomAudit, audit_event
+from dicom_node.bounded_worker import BoundedWorker
 from dicom_node.callers import (
     DIMSE_NAMES,
     SERVICES,
@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 AcceptedSyntaxes = Callable[[str], list[str]]  # SOP class UID -> the syntaxes the peer accepted for it
 HANDLER_TIMEOUT_S = 120.0
+PEER_TIMEOUT_S = 120  # the node's DIMSE and network timeouts, also of the associations it opens
+MAX_PENDING_REPORTS = 64  # Storage Commitment reports waiting for (or on) a new association; more: 0x0213
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +146,8 @@ def application_entity(config: DimseConfig) -> AE:
     """The node's AE: the presentation contexts it accepts and, for C-MOVE sub-associations, proposes
     (the DICOM conformance statement is generated from it)."""
     ae = _CallerCheckingAE(config)
-    ae.dimse_timeout = 120
-    ae.network_timeout = 120
+    ae.dimse_timeout = PEER_TIMEOUT_S
+    ae.network_timeout = PEER_TIMEOUT_S
     ae.maximum_pdu_size = config.limits.max_pdu  # also announced on C-MOVE sub-associations
     ae.add_supported_context(Verification)
     for sop_class in RETRIEVABLE_CLASSES:  # a C-STORE of an AI result class is refused (iod: not supported)
@@ -171,6 +173,7 @@ class DimseServer:
         self._audit = audit
         self._loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[Any] = []
+        self._reports = BoundedWorker("storage-commitment", MAX_PENDING_REPORTS)
 
     # -- lifecycle -------------------------------------------------------------------------
     def _application_entity(self) -> AE:
@@ -211,6 +214,7 @@ class DimseServer:
         for server in self._servers:
             server.shutdown()
         self._servers.clear()
+        self._reports.shutdown()
 
     # -- plumbing --------------------------------------------------------------------------
     def _run(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -447,6 +451,10 @@ class DimseServer:
         answered at once from the durable store; the result goes in an N-EVENT-REPORT after the response."""
         if (refusal := self._refusal(event, "store")) is not None:
             return refusal, None
+        if commitment.too_large(event.request.ActionInformation):  # refused before it is decoded
+            comment = f"more than {commitment.MAX_ACTION_BYTES} bytes of Action Information"
+            self._record(event, "N-ACTION", "failure", comment)
+            return failure(commitment.RESOURCE_LIMITATION, comment), None
         try:
             tenant = self.tenant_of(event.assoc)
             request = commitment.parse_request(event.request.ActionTypeID, event.action_information)
@@ -457,6 +465,12 @@ class DimseServer:
             self._record(event, "N-ACTION", "failure", "cannot decode")
             return failure(commitment.INVALID_ARGUMENT_VALUE, f"cannot decode the request: {type(exc).__name__}"), None
 
+        anew = self.config.move_destinations.get(event.assoc.requestor.ae_title.strip()) is not None
+        if anew and not self._reports.reserve():  # one worker sends them: a bounded number wait for it
+            comment = "too many commitment reports pending; ask again later"
+            self._record(event, "N-ACTION", "failure", comment)
+            return failure(commitment.RESOURCE_LIMITATION, comment), None
+
         async def work() -> commitment.CommitmentResult:
             return await commitment.commitment(await self._engine.tenant(tenant), self._ingestor.blobs, request)
 
@@ -465,12 +479,13 @@ class DimseServer:
         except Exception:
             log.exception("storage commitment failed")
             self._record(event, "N-ACTION", "failure", "internal error")
+            if anew:
+                self._reports.release()
             return failure(statuses.UNABLE_TO_PROCESS, "the request could not be processed"), None
         detail = f"transaction {result.transaction_uid}: {len(result.committed)} committed, {len(result.failed)} failed"
         self._record(event, "N-ACTION", "success", detail)
-        if self.config.move_destinations.get(event.assoc.requestor.ae_title.strip()) is not None:
-            threading.Thread(target=self._report_commitment, args=(event, result), name="storage-commitment",
-                             daemon=True).start()  # fmt: skip
+        if anew:
+            self._reports.submit(partial(self._report_commitment, event, result))
         elif hasattr(event.assoc, "after_request"):
             event.assoc.after_request(partial(self._report_commitment, event, result))
         return statuses.SUCCESS, None
@@ -484,7 +499,9 @@ class DimseServer:
         destination = self.config.move_destinations.get(calling)
         if destination is not None:
             peer = (destination.host, destination.port, destination.ae_title)
-            reported, how = commitment.report_anew(self.config.ae_title, peer, result, info), "a new association"
+            timeouts = {"acse_s": self.config.limits.artim_s, "dimse_s": PEER_TIMEOUT_S}
+            reported = commitment.report_anew(self.config.ae_title, peer, result, info, **timeouts)
+            how = "a new association"
         else:
             reported, how = commitment.report_on(event.assoc, result, info), "the same association"
         outcome = "success" if reported else "failure"

@@ -6,6 +6,7 @@ Only after that commit is the sender told Success.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +51,12 @@ class StoredInstance:
     instance_uid: str
     duplicate: bool
     sync: SyncResult | None
+
+
+def content_digest(encoded: bytes) -> str:
+    """The SHA-256 of the bytes stored for an instance: forwarding sends a replacing version again only when it
+    differs (an identical re-send changes nothing a destination holds)."""
+    return hashlib.sha256(encoded).hexdigest()
 
 
 def _count(body: bytes, key: str) -> int:
@@ -101,7 +108,7 @@ class Ingestor:
                     sync = None
                     if existing is None or self.duplicates == "replace":
                         sync = await self._sync(tx, store, ds, indexed, key, new_instance=existing is None,
-                                                calling_ae=calling_ae)  # fmt: skip
+                                                calling_ae=calling_ae, digest=content_digest(encoded))  # fmt: skip
                         await asyncio.to_thread(self.blobs.publish, await staging, target)
                         published = True
             except ForeignStudy as refused:  # rolled back; the review Task commits on its own
@@ -115,7 +122,8 @@ class Ingestor:
                               existing is not None, sync)  # fmt: skip
 
     async def _sync(self, tx: TenantTransaction, store: TenantStore, ds: Dataset, indexed: IndexedInstance,
-                    key: bytes | None, *, new_instance: bool, calling_ae: str | None) -> SyncResult:  # fmt: skip
+                    key: bytes | None, *, new_instance: bool, calling_ae: str | None,
+                    digest: str) -> SyncResult:  # fmt: skip
         """The FHIR resources, the attribute index and the outbox event of a new (or replacing) instance."""
         tenant = store.name
         repo = self._repository(store, tx, "DICOM ingest")
@@ -135,7 +143,8 @@ class Ingestor:
         sealed = await seal_object_key(tx, sync.patient_id, key, indexed.instance_uid) if key else None
         await index_records(tx, indexed, study, so_far, sync, new_instance=new_instance, object_key=sealed)
         await tx.append_event(
-            "imaging.instance-stored", {**self._event(tenant, indexed, sync), "callingAE": calling_ae}
+            "imaging.instance-stored",
+            {**self._event(tenant, indexed, sync), "callingAE": calling_ae, "digest": digest},
         )
         return sync
 

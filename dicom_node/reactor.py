@@ -34,11 +34,11 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from pynetdicom import evt
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
-from pynetdicom.transport import AssociationSocket
+from pynetdicom.transport import AddressInformation, AssociationSocket
 
 from dicom_node.admission import Admission, AssociationLimits, Slot
 from dicom_node.greeting import PDU_HEADER
@@ -297,6 +297,16 @@ class ClosingSocket(AssociationSocket):
             with contextlib.suppress(OSError):
                 self.socket.shutdown(socket.SHUT_RDWR)
             self.socket.close()
+
+
+class ClosingAE(AE):
+    """An AE for the node's outgoing associations (forwarding, Storage Commitment reports) whose sockets are
+    closed even when their connection was refused (``ClosingSocket``)."""
+
+    def _create_socket(self, assoc: Association, address: AddressInformation, tls_args: Any) -> AssociationSocket:
+        sock = ClosingSocket(assoc, address=address)
+        sock.tls_args = tls_args
+        return sock
 
 
 class _BulkReadingSocket(ClosingSocket):

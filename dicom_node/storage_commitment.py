@@ -19,20 +19,24 @@ asked to release it already. Either way the report is audited.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
-from pynetdicom import AE, build_role
+from pynetdicom import build_role
 from pynetdicom.association import Association
 
 from dicom_node.attributes import INSTANCE
 from dicom_node.blobs import BlobStore
 from dicom_node.errors import DicomNodeError
-from fhir_server.storage.port import TenantStore
+from dicom_node.reactor import ClosingAE
+from fhir_server.storage.port import Record, TenantStore
+from fhir_server.storage.query import FieldMatch, RecordQuery
 
 log = logging.getLogger(__name__)
 STORAGE_COMMITMENT = UID("1.2.840.10008.1.20.1")  # Storage Commitment Push Model SOP Class
@@ -40,6 +44,10 @@ WELL_KNOWN_INSTANCE = UID("1.2.840.10008.1.20.1.1")  # its well-known SOP Instan
 REQUEST_COMMITMENT = 1  # N-ACTION Action Type ID (PS3.4 J.3.2.1.1)
 ALL_COMMITTED, FAILURES_EXIST = 1, 2  # N-EVENT-REPORT Event Type IDs (PS3.4 J.3.2.2.1)
 MAX_REFERENCES = 10_000  # instances in one request; more is refused (Resource limitation)
+# the encoded Action Information that can hold MAX_REFERENCES items (about 150 bytes each): more is refused
+# before it is decoded
+MAX_ACTION_BYTES = MAX_REFERENCES * 256
+LOOKUP_CHUNK = 500  # SOP Instance UIDs per store query (SQLite's bound parameters)
 
 # N-ACTION failures (PS3.4 J.3.2.1.1.3, PS3.7 C)
 NO_SUCH_ACTION = 0x0123
@@ -115,13 +123,35 @@ def parse_request(action_type: int | None, dataset: Dataset | None) -> Commitmen
     return CommitmentRequest(transaction, references)
 
 
+def too_large(encoded: object) -> bool:
+    """Whether an N-ACTION's encoded Action Information (pynetdicom keeps it as a BytesIO until it is read) is
+    beyond what ``MAX_REFERENCES`` references take: refused before it is decoded (0x0213 Resource limitation,
+    PS3.7 Annex C)."""
+    getbuffer = getattr(encoded, "getbuffer", None)
+    return getbuffer is not None and getbuffer().nbytes > MAX_ACTION_BYTES
+
+
+async def _records(store: TenantStore, instances: list[str]) -> dict[str, Record]:
+    """The tenant's instance records of ``instances``, in one query per ``LOOKUP_CHUNK`` UIDs."""
+    found: dict[str, Record] = {}
+    for start in range(0, len(instances), LOOKUP_CHUNK):
+        chunk = tuple(instances[start : start + LOOKUP_CHUNK])
+        query = RecordQuery(INSTANCE, (FieldMatch("SOPInstanceUID", "in", chunk),), limit=len(chunk))
+        found.update((record.key, record) for record in await store.find_records(query))
+    return found
+
+
 async def commitment(store: TenantStore, blobs: BlobStore, request: CommitmentRequest) -> CommitmentResult:
-    """Which of the requested instances the tenant holds durably (record and file), with the SOP class named."""
+    """Which of the requested instances the tenant holds durably (record and file), with the SOP class named.
+    A reference asked for twice is answered once; the files are checked off the event loop, in one go."""
+    references = list(dict.fromkeys(request.references))
+    records = await _records(store, list(dict.fromkeys(r.sop_instance for r in references)))
+    kept = await asyncio.to_thread(_on_disk, blobs, store.name, records.values())
     committed: list[Reference] = []
     failed: list[tuple[Reference, int]] = []
-    for reference in request.references:
-        record = await store.get_record(INSTANCE, reference.sop_instance)
-        if record is None or not _on_disk(blobs, store.name, record.fields, reference.sop_instance):
+    for reference in references:
+        record = records.get(reference.sop_instance)
+        if record is None or reference.sop_instance not in kept:
             failed.append((reference, NO_SUCH_OBJECT_INSTANCE))
         elif str((record.fields.get("SOPClassUID") or ("",))[0]) != reference.sop_class:
             failed.append((reference, CLASS_INSTANCE_CONFLICT))
@@ -130,9 +160,15 @@ async def commitment(store: TenantStore, blobs: BlobStore, request: CommitmentRe
     return CommitmentResult(request.transaction_uid, tuple(committed), tuple(failed))
 
 
-def _on_disk(blobs: BlobStore, tenant: str, fields: dict[str, tuple[str, ...]], instance: str) -> bool:
-    study, series = (fields.get("StudyInstanceUID") or ("",))[0], (fields.get("SeriesInstanceUID") or ("",))[0]
-    return bool(study and series) and blobs.path(tenant, study, series, instance).is_file()
+def _on_disk(blobs: BlobStore, tenant: str, records: Iterable[Record]) -> set[str]:
+    """The keys of ``records`` whose file is on disk (blocking: run in a thread)."""
+    kept: set[str] = set()
+    for record in records:
+        study = (record.fields.get("StudyInstanceUID") or ("",))[0]
+        series = (record.fields.get("SeriesInstanceUID") or ("",))[0]
+        if study and series and blobs.path(tenant, study, series, record.key).is_file():
+            kept.add(record.key)
+    return kept
 
 
 def _item(reference: Reference, ae_title: str | None = None) -> Dataset:
@@ -184,10 +220,15 @@ def report_on(assoc: Association, result: CommitmentResult, info: Dataset) -> bo
         return False
 
 
-def report_anew(ae_title: str, peer: tuple[str, int, str], result: CommitmentResult, info: Dataset) -> bool:
-    """The report on a new association to the device (``peer``: host, port, AE title), the node as SCP."""
-    ae = AE(ae_title=ae_title)
-    ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = 60
+def report_anew(ae_title: str, peer: tuple[str, int, str], result: CommitmentResult, info: Dataset, *,
+                acse_s: float, dimse_s: float) -> bool:  # fmt: skip
+    """The report on a new association to the device (``peer``: host, port, AE title), the node as SCP; True when
+    the device acknowledged it. ``acse_s`` bounds the connection and the association's negotiation and release,
+    ``dimse_s`` the report's answer and any network silence (the node's own settings). The association is released
+    (or aborted) and its socket closed whatever happens (``ClosingAE``)."""
+    ae = ClosingAE(ae_title=ae_title)
+    ae.connection_timeout = ae.acse_timeout = acse_s
+    ae.dimse_timeout = ae.network_timeout = dimse_s
     ae.add_requested_context(STORAGE_COMMITMENT)
     host, port, called = peer
     assoc = ae.associate(host, port, ae_title=called, ext_neg=[build_role(STORAGE_COMMITMENT, scp_role=True)])
@@ -198,5 +239,11 @@ def report_anew(ae_title: str, peer: tuple[str, int, str], result: CommitmentRes
         return False
     try:
         return _sent(assoc, result, info)
+    except Exception:  # no context for the SCP role, the association lost part-way: audited as a failure
+        log.warning("storage commitment %s: the report to %s failed", result.transaction_uid, called, exc_info=True)
+        return False
     finally:
-        assoc.release()
+        if assoc.is_established:
+            assoc.release()
+        if not (assoc.is_released or assoc.is_aborted):
+            assoc.abort()

@@ -15,6 +15,7 @@ MAX_ARRAY_ITEMS = 10_000  # items of any one JSON array
 MAX_BODY_VALUES = 1_000_000  # JSON values (objects, arrays, scalars) in one body
 MAX_RESOURCE_VALUES = 20_000  # JSON values in one resource: bounds its validation and index extraction
 MAX_INDEXED_STRING = 1024  # characters of a string the search index keeps (string search, token text)
+MAX_INDEXED_BYTES = 1024  # UTF-8 bytes of one indexed value (PostgreSQL btree rows stop near 2,700 bytes)
 
 # search (fhir_server/search/request.py)
 MAX_SEARCH_PARAMETERS = 100  # parameters of one search, result parameters included

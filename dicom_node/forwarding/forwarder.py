@@ -42,6 +42,7 @@ class Attempt:
     event: OutboxEvent
     request: ForwardRequested
     study: str = ""
+    digest: str = ""  # the content its job was for when claimed (``jobs.record_outcome``)
 
 
 class Forwarder(OutboxLoop):
@@ -118,13 +119,16 @@ class Forwarder(OutboxLoop):
         forwarding = await read_forwarding(store)
         by_destination: dict[str, list[Attempt]] = defaultdict(list)
         settled: list[tuple[Attempt, Outcome]] = []
+        claimed: set[str] = set()  # a job reopened by a replacing version may have two events in one round
         for event in events:
             request = ForwardRequested.of(event.payload)
             record = await store.get_record(JOBS, request.job)
-            if record is None or job_body(record).get("state") != PENDING:
+            if record is None or job_body(record).get("state") != PENDING or request.job in claimed:
                 settled.append((Attempt(event, request), Outcome(request.job, "", event.attempts)))  # nothing to do
                 continue
-            attempt = Attempt(event, request, str(job_body(record).get("study", "")))
+            claimed.add(request.job)
+            body = job_body(record)
+            attempt = Attempt(event, request, str(body.get("study", "")), str(body.get("digest") or ""))
             if request.destination not in forwarding.destinations:
                 error = f"destination {request.destination!r} is no longer configured"
                 settled.append((attempt, Outcome(request.job, FAILED, event.attempts, error)))
@@ -176,8 +180,8 @@ class Forwarder(OutboxLoop):
         real = [(a, o) for a, o in settled if o.state]
         audited = await _export_events(store, forwarding, self.calling_ae, real) if self.audit is not None else []
         async with store.transaction() as tx:
-            for _, outcome in real:
-                await record_outcome(tx, outcome)
+            for attempt, outcome in real:
+                await record_outcome(tx, outcome, attempt.digest)
             for event in audited:
                 await self.audit.record_in(store, tx, event)  # type: ignore[union-attr]
         retried = {a.event.seq: o.retry_in for a, o in settled if o.state == PENDING and o.retry_in is not None}

@@ -3,7 +3,8 @@ process sees it and the HTTP API can list it, in the manner of Orthanc's ``/jobs
 export operations: ``pending`` (queued or waiting for a retry), ``sent`` or ``failed`` (attempts exhausted, or a
 permanent failure), with its attempts, last error, the DIMSE status the destination answered and the transfer
 syntax sent. A job's key is ``{destination}:{SOP Instance UID}``: an object is sent once per destination,
-however often its events are delivered.
+however often its events are delivered, unless a stored version replaces it with other content (``digest``: the
+SHA-256 of the stored bytes); then its job is pending again, so the destination gets the new version.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class ForwardedObject:
     instance: str
     sop_class: str
     kind: str
+    digest: str = ""  # of the stored bytes; "" when not known (a derived object, an event from before it)
 
 
 def job_key(destination: str, instance: str) -> str:
@@ -51,16 +53,23 @@ def job_body(record: Record) -> dict[str, Any]:
 
 
 async def open_job(tx: TenantTransaction, destination: Destination, obj: ForwardedObject, max_attempts: int) -> bool:
-    """A pending job for ``obj`` to ``destination``; False when one exists already (any state)."""
+    """A pending job for ``obj`` to ``destination``; False when one exists already (any state) for the same content.
+    A job for other content (the object was replaced by a different version) is pending again (True)."""
     key = job_key(destination.name, obj.instance)
-    if await tx.get_record(JOBS, key) is not None:
-        return False
+    if (existing := await tx.get_record(JOBS, key)) is not None:
+        known = str(job_body(existing).get("digest") or "")
+        if not (obj.digest and known and obj.digest != known):
+            if obj.digest and not known:  # a job from before digests: this content is the one it sends
+                await tx.put_record(_record({**job_body(existing), "digest": obj.digest}))
+            return False
+        await requeue(tx, existing, max_attempts, digest=obj.digest)
+        return True
     created = now_text()
     await tx.put_record(_record({
         "id": key, "destination": destination.name, "destinationAE": destination.ae_title,
         "study": obj.study, "series": obj.series, "instance": obj.instance, "sopClass": obj.sop_class,
         "kind": obj.kind, "state": PENDING, "attempts": 0, "maxAttempts": max_attempts, "created": created,
-        "updated": created,
+        "updated": created, **({"digest": obj.digest} if obj.digest else {}),
     }))  # fmt: skip
     return True
 
@@ -78,11 +87,15 @@ class Outcome:
     retry_in: float | None = None
 
 
-async def record_outcome(tx: TenantTransaction, outcome: Outcome) -> dict[str, Any] | None:
-    """The job's record after an attempt; None when the job is gone."""
+async def record_outcome(tx: TenantTransaction, outcome: Outcome, digest: str | None = None) -> dict[str, Any] | None:
+    """The job's record after an attempt; None when the job is gone. ``digest``: the content the attempt sent,
+    as its job said when claimed; when a replacing version has reopened the job since, the job is left pending
+    for that version's own attempt."""
     record = await tx.get_record(JOBS, outcome.job)
     if record is None:
         return None
+    if digest is not None and str(job_body(record).get("digest") or "") != digest:
+        return job_body(record)
     body = {**job_body(record), "state": outcome.state, "attempts": outcome.attempts, "updated": now_text()}
     body.pop("nextAttempt", None)
     if outcome.dimse_status is not None:
@@ -100,9 +113,12 @@ async def record_outcome(tx: TenantTransaction, outcome: Outcome) -> dict[str, A
     return body
 
 
-async def requeue(tx: TenantTransaction, record: Record, max_attempts: int) -> dict[str, Any]:
-    """A failed (or sent) job pending again, its attempts counted anew (an operator's retry)."""
+async def requeue(tx: TenantTransaction, record: Record, max_attempts: int, *, digest: str = "") -> dict[str, Any]:
+    """A failed (or sent) job pending again, its attempts counted anew (an operator's retry, or a replacing version
+    of its object with content ``digest``)."""
     body = {**job_body(record), "state": PENDING, "attempts": 0, "maxAttempts": max_attempts, "updated": now_text()}
+    if digest:
+        body["digest"] = digest
     for stale in ("nextAttempt", "lastError", "dimseStatus"):
         body.pop(stale, None)
     await tx.put_record(_record(body))

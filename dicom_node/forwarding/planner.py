@@ -43,7 +43,7 @@ async def _image_stored(tx: TenantTransaction, payload: dict[str, object], forwa
     if ae and forwarding.names_calling_ae:
         await tx.put_record(Record(ORIGINS, instance, orjson.dumps({"callingAE": ae}), {}))
     image = ForwardedObject(str(payload.get("study", "")), str(payload.get("series", "")), instance,
-                            str(payload.get("sopClass", "")), IMAGES)  # fmt: skip
+                            str(payload.get("sopClass", "")), IMAGES, str(payload.get("digest") or ""))  # fmt: skip
     return [(d, image) for d in forwarding.targets(Candidate(IMAGES, image.sop_class, ae, None))]
 
 

@@ -11,17 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
 from pynetdicom.association import Association
-from pynetdicom.transport import AddressInformation, AssociationSocket
 
 from dicom_node import transcoding
 from dicom_node.forwarding.config import Destination
-from dicom_node.reactor import ClosingSocket
+from dicom_node.reactor import ClosingAE
 
 log = logging.getLogger(__name__)
 NATIVE = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
@@ -95,17 +92,8 @@ def _refused(assoc: Association, destination: Destination) -> str:
     return f"no association with {where}: unreachable, aborted, or no answer within {destination.timeout_seconds:g} s"
 
 
-class _ForwardingAE(AE):
-    """An AE whose associations' sockets are closed even when their connection was refused."""
-
-    def _create_socket(self, assoc: Association, address: AddressInformation, tls_args: Any) -> AssociationSocket:
-        sock = ClosingSocket(assoc, address=address)
-        sock.tls_args = tls_args
-        return sock
-
-
 def _send_group(destination: Destination, calling_ae: str, group: Sequence[tuple[str, Dataset]]) -> list[Delivery]:
-    ae = _ForwardingAE(ae_title=destination.calling_ae or calling_ae)
+    ae = ClosingAE(ae_title=destination.calling_ae or calling_ae)
     ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = destination.timeout_seconds
     ae.network_timeout = destination.timeout_seconds
     for sop_class, syntaxes in contexts_of([ds for _, ds in group]):

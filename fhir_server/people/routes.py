@@ -30,7 +30,7 @@ from fhir_server.people.tickets import Tickets
 from fhir_server.people.users import SignInRefused, User, UserDirectory
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.endpoint import OAuthError
-from fhir_server.security.lockout import Lockout
+from fhir_server.security.lockout import Lockout, RecordStrikes
 from fhir_server.storage.port import Engine, TenantUnknownError
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,9 @@ class People:
         self.audit = audit
         self.default_tenant = default_tenant
         self.provider: ProviderLogin | None = None  # sign-in at the hospital's OpenID provider, when configured
-        # failed sign-ins per (user, address) and per address, in memory, shared with the token endpoint: a
-        # spray of many names from one address is slowed (the per-user lock in the database is the other half)
-        self.lockout = Lockout()
+        # failed sign-ins per (user, address) and per address, in the database (shared by every process): a
+        # spray of many names from one address is slowed (the per-user lock of ``users`` is the other half)
+        self.lockout = Lockout(book=RecordStrikes(engine, default_tenant))
 
     async def record(self, tenant: str, event: dict[str, Any]) -> None:
         if self.audit is not None:
@@ -219,7 +219,7 @@ async def _password_sign_in(
     """The user the form signs in, or the page refusing it (throttled: 429, refused: 401), with its audit."""
     next_url = safe_next(form.get("next"))
     throttle = f"user:{tenant[:64]}/{username.strip().lower()}"
-    wait = people.lockout.retry_after(throttle, address)
+    wait = await people.lockout.retry_after(throttle, address)
     if wait is not None:
         event = sign_in_event(
             "login",
@@ -235,7 +235,7 @@ async def _password_sign_in(
     try:
         user = await people.users.authenticate(tenant, username, form.get("password", ""), form.get("code"))
     except SignInRefused as refused:
-        people.lockout.fail(throttle, address)
+        await people.lockout.fail(throttle, address)
         known = await people.users.get(tenant, refused.username)
         failure = f"sign-in refused: {refused.reason}"
         event = sign_in_event(
@@ -247,7 +247,7 @@ async def _password_sign_in(
         )
         await people.record(tenant, event)
         return login_page(tenant[:64], next_url, form["csrf"], FAILED, 401)
-    people.lockout.succeed(throttle, address)
+    await people.lockout.succeed(throttle, address)
     return user
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from fhir_server.limits import MAX_INDEXED_STRING
 from fhir_server.search.parameters import Component, SearchParameter, parameters_for
 from fhir_server.search.values import MAX_TS, MIN_TS, as_number, date_range, normalize
+from fhir_server.storage.index_keys import exact_key, prefix_key
 from fhir_server.storage.port import IndexEntries, RangeRow, ReferenceRow, StringRow, TokenRow, UriRow
 from fhir_server.storage.query import IndexKind
 
@@ -85,7 +86,7 @@ def _add(
     elif kind == "string":
         for text in _strings(value):
             kept = text[:MAX_INDEXED_STRING]  # the rest costs a write its time and searches nothing more
-            entries.strings.append(StringRow(code, normalize(kept), kept, group))
+            entries.strings.append(StringRow(code, prefix_key(normalize(kept)), kept, group))
     elif kind == "date":
         span = _date_span(value)
         if span is not None:
@@ -99,7 +100,18 @@ def _add(
     elif kind == "reference":
         _references(entries, code, value, group, local_base)
     elif kind == "uri" and isinstance(value, str):
-        entries.uris.append(UriRow(code, value, group))
+        entries.uris.append(UriRow(code, exact_key(value), group))
+
+
+def _token(code: str, system: Any, value: Any, text: str | None = None, group: int | None = None) -> TokenRow:
+    """A token row whose system and code are bounded (``index_keys``)."""
+    return TokenRow(
+        code,
+        exact_key(system) if isinstance(system, str) else system,
+        exact_key(value) if isinstance(value, str) else value,
+        text,
+        group,
+    )
 
 
 def _tokens(entries: IndexEntries, code: str, value: Any, group: int | None) -> None:
@@ -107,30 +119,30 @@ def _tokens(entries: IndexEntries, code: str, value: Any, group: int | None) -> 
     if isinstance(value, bool):
         rows.append(TokenRow(code, None, "true" if value else "false", None, group))
     elif isinstance(value, str):
-        rows.append(TokenRow(code, None, value, None, group))
+        rows.append(_token(code, None, value, None, group))
     elif isinstance(value, dict):
         if "coding" in value or ("text" in value and "code" not in value and "value" not in value):
             text = value.get("text")
             for coding in value.get("coding") or []:
                 if isinstance(coding, dict):
                     display = coding.get("display") or text
-                    rows.append(TokenRow(code, coding.get("system"), coding.get("code"), _norm(display), group))
+                    rows.append(_token(code, coding.get("system"), coding.get("code"), _norm(display), group))
             if not value.get("coding") and isinstance(text, str):
-                rows.append(TokenRow(code, None, None, normalize(text), group))
+                rows.append(TokenRow(code, None, None, _norm(text), group))
         elif "value" in value and isinstance(value.get("value"), str):  # Identifier, ContactPoint
             type_text = (value.get("type") or {}).get("text") if isinstance(value.get("type"), dict) else None
-            rows.append(TokenRow(code, value.get("system"), value["value"], _norm(type_text), group))
+            rows.append(_token(code, value.get("system"), value["value"], _norm(type_text), group))
             for coding in (value.get("type") or {}).get("coding") or [] if isinstance(value.get("type"), dict) else []:
                 if isinstance(coding, dict):
                     rows.append(
-                        TokenRow(f"{code}:of-type", coding.get("system"), f"{coding.get('code')}|{value['value']}")
+                        _token(f"{code}:of-type", coding.get("system"), f"{coding.get('code')}|{value['value']}")
                     )
         elif "code" in value or "system" in value:  # Coding, Quantity's unit
-            rows.append(TokenRow(code, value.get("system"), value.get("code"), _norm(value.get("display")), group))
+            rows.append(_token(code, value.get("system"), value.get("code"), _norm(value.get("display")), group))
 
 
 def _norm(text: Any) -> str | None:
-    return normalize(text[:MAX_INDEXED_STRING]) if isinstance(text, str) else None
+    return prefix_key(normalize(text[:MAX_INDEXED_STRING])) if isinstance(text, str) else None
 
 
 def _strings(value: Any) -> list[str]:
@@ -198,17 +210,30 @@ def _quantities(entries: IndexEntries, code: str, value: Any, group: int | None)
         entries.quantities.append(RangeRow(code, number, number, value.get("system"), unit_code, group))
 
 
+def _reference_row(
+    code: str, target_type: str | None, target_id: str | None, url: str | None, group: int | None
+) -> ReferenceRow:
+    """A reference row whose id and url are bounded (``index_keys``)."""
+    return ReferenceRow(
+        code,
+        target_type,
+        None if target_id is None else exact_key(target_id),
+        None if url is None else exact_key(url),
+        group,
+    )
+
+
 def _references(entries: IndexEntries, code: str, value: Any, group: int | None, local_base: str | None) -> None:
     if isinstance(value, str):  # canonical or uri
-        entries.references.append(ReferenceRow(code, None, None, value, group))
+        entries.references.append(_reference_row(code, None, None, value, group))
         if "|" in value:
-            entries.references.append(ReferenceRow(code, None, None, value.split("|", 1)[0], group))
+            entries.references.append(_reference_row(code, None, None, value.split("|", 1)[0], group))
         return
     if not isinstance(value, dict):
         return
     identifier = value.get("identifier")
     if isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
-        entries.tokens.append(TokenRow(f"{code}:identifier", identifier.get("system"), identifier["value"]))
+        entries.tokens.append(_token(f"{code}:identifier", identifier.get("system"), identifier["value"]))
     ref = value.get("reference")
     if not isinstance(ref, str) or ref.startswith("#"):
         return
@@ -216,8 +241,8 @@ def _references(entries: IndexEntries, code: str, value: Any, group: int | None,
         ref = ref[len(local_base) + 1 :]
     target = parse_local_reference(ref)
     if target is not None and not ref.startswith(("http://", "https://")):
-        entries.references.append(ReferenceRow(code, target[0], target[1], None, group))
+        entries.references.append(_reference_row(code, target[0], target[1], None, group))
     elif target is not None:
-        entries.references.append(ReferenceRow(code, target[0], target[1], ref.split("/_history/")[0], group))
+        entries.references.append(_reference_row(code, target[0], target[1], ref.split("/_history/")[0], group))
     else:
-        entries.references.append(ReferenceRow(code, None, None, ref, group))
+        entries.references.append(_reference_row(code, None, None, ref, group))

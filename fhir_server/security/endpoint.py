@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 import jwt
 
-from fhir_server.security.assertion_ids import AssertionIds
+from fhir_server.security.assertion_ids import MAX_JTI, AssertionIds
 from fhir_server.security.clients import Client, ClientRegistry, verify_secret
 from fhir_server.security.lockout import Lockout
 from fhir_server.security.scopes import Scope, grant, role_scopes
@@ -101,16 +101,16 @@ class TokenEndpoint:
         form = request.form
         _check_one_method(request)
         claimed = self._claimed_client_id(request)
-        wait = None if form.get("client_assertion") else self.lockout.retry_after(claimed, request.address)
+        wait = None if form.get("client_assertion") else await self.lockout.retry_after(claimed, request.address)
         if wait is not None:
             raise OAuthError(429, "invalid_client", "too many failed attempts: try later", claimed, wait)
         try:
             client = await self._authenticate(request, claimed)
         except OAuthError as error:
             if error.error == "invalid_client":
-                self.lockout.fail(claimed, request.address)
+                await self.lockout.fail(claimed, request.address)
             raise
-        self.lockout.succeed(claimed, request.address)
+        await self.lockout.succeed(claimed, request.address)
         return client
 
     @staticmethod
@@ -178,6 +178,8 @@ class TokenEndpoint:
             raise refuse("the assertion's sub must be the client id")
         if claims["exp"] > time.time() + MAX_ASSERTION_LIFETIME + LEEWAY_SECONDS:
             raise refuse("the client assertion lives longer than 5 minutes")
+        if len(str(claims["jti"])) > MAX_JTI:
+            raise refuse(f"the client assertion's jti is longer than {MAX_JTI} characters")
         if not await self.replays.first_use(client.tenant, client.client_id, str(claims["jti"]), float(claims["exp"])):
             raise refuse("the client assertion was already used (jti)")
 

@@ -65,7 +65,7 @@ class StandingCredentials:
         return await self._guarded(f"key:{parts[0]}", address, self._key(parts, tenant, client_id))
 
     async def _guarded(self, who: str, address: str, check: Coroutine[Any, Any, Access]) -> Access:
-        wait = self.lockout.retry_after(who, address)
+        wait = await self.lockout.retry_after(who, address)
         if wait is not None:
             check.close()  # a locked-out attempt is not even tried
             raise throttled(wait)
@@ -73,9 +73,9 @@ class StandingCredentials:
             access = await check
         except OperationOutcomeError as error:
             if error.status == 401:
-                self.lockout.fail(who, address)
+                await self.lockout.fail(who, address)
             raise
-        self.lockout.succeed(who, address)
+        await self.lockout.succeed(who, address)
         return access
 
     async def _client_secret(self, client_id: str, secret: str, tenant: str) -> Access:

@@ -37,6 +37,13 @@ class BacklogProbe(Protocol):
 
 
 @runtime_checkable
+class AuditStagedProbe(Protocol):
+    async def audit_staged(self, tenant: str) -> int:
+        """AuditEvents of ``tenant`` staged and not yet loaded, without opening the tenant's connections."""
+        ...
+
+
+@runtime_checkable
 class SchemaProbe(Protocol):
     async def schema_current(self, tenant: str) -> bool:
         """Whether ``tenant``'s schema is at the version this code expects (its migrations ran)."""
@@ -50,6 +57,10 @@ class PoolProbe(Protocol):
 
 def backlog_probe(engine: object) -> BacklogProbe | None:
     return cast(BacklogProbe | None, _offering(engine, BacklogProbe))
+
+
+def audit_staged_probe(engine: object) -> AuditStagedProbe | None:
+    return cast(AuditStagedProbe | None, _offering(engine, AuditStagedProbe))
 
 
 def schema_probe(engine: object) -> SchemaProbe | None:

@@ -183,6 +183,7 @@ class RecordQuery:
     where: tuple[FieldMatch, ...] = ()
     limit: int = 1000
     offset: int = 0
+    after_key: str | None = None  # only keys sorting after this one: keyset paging, no OFFSET scan
 
 
 def searched_types(query: SearchQuery) -> set[str] | None:

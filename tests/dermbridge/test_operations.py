@@ -122,5 +122,5 @@ def test_readiness_names_what_is_not_ready(tmp_path: Path) -> None:
         finally:
             await engine.close()
 
-    assert asyncio.run(checks()) == {"database": "unreachable: TenantUnknownError", "consumers": "not running",
-                                     "dimse": "ok"}  # fmt: skip
+    missing = "reachable, but tenant 'absent' does not exist: run `dermbridge tenant create absent`"
+    assert asyncio.run(checks()) == {"database": missing, "consumers": "not running", "dimse": "ok"}

@@ -54,3 +54,24 @@ def test_an_engine_missing_from_the_build_is_a_clear_error(monkeypatch: pytest.M
     with pytest.raises(storage.EngineUnavailable, match=r"PostgreSQL engine .* is not available") as raised:
         storage.open_engine(settings)
     assert "pw" not in str(raised.value)
+
+
+def test_a_mistyped_scheme_names_the_scheme_and_never_the_password() -> None:
+    with pytest.raises(ValidationError, match="not a 'postgressql' URL") as raised:
+        Settings(_env_file=None, storage="postgressql://dermbridge:s3cret@db/fhir")
+    assert "s3cret" not in str(raised.value)
+
+
+def test_the_audit_role_loader_is_refused_for_the_single_process() -> None:
+    with pytest.raises(ValidationError, match="needs a `serve --role audit` process"):
+        Settings(_env_file=None, audit_loader="role", role="all")
+    for role in ("api", "dicom", "worker", "inference", "audit"):
+        assert Settings(_env_file=None, audit_loader="role", role=role).audit_loader == "role"
+
+
+def test_the_postgres_pool_size_is_a_setting(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path, storage="postgresql://u@db/fhir", postgres_pool_size=5)
+    engine = storage.plain_engine(settings.storage_url(), settings)
+    assert engine._pool_size == 5  # type: ignore[attr-defined]
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, postgres_pool_size=0)

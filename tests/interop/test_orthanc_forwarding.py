@@ -203,3 +203,31 @@ def test_a_clinician_decision_stored_as_such_goes_by_its_kind(node: FhirTestClie
     assert (job["destination"], job["kind"], job["instance"]) == ("pacs", "clinician-decisions",
                                                                   str(decision.SOPInstanceUID))  # fmt: skip
     assert orthanc.wait_for_instances(1) == {str(decision.SOPInstanceUID): COMPREHENSIVE_3D_SR}
+
+
+def test_a_replacing_version_is_forwarded_again_and_an_identical_resend_is_not(tmp_path: Path) -> None:
+    """With ``dicom_duplicates = "replace"`` a re-sent SOP Instance UID replaces the stored object; its job was
+    ``sent`` already, so the destination kept the old version. Now a version with other content (another SHA-256 of
+    the stored bytes) reopens the job; the same bytes again forward nothing."""
+    with (make_client(tmp_path / "var", dicom_any_ae_tenant="default", dicom_duplicates="replace") as node,
+          running_orthanc(tmp_path / "pacs", OverwriteInstances=True) as pacs):  # fmt: skip
+        configure(node, {"destinations": {"pacs": pacs.destination()}, "rules": [{"destination": "pacs"}]})
+        study, series, sop = (f"1.2.826.0.1.3680043.10.543.9.{n}" for n in (1, 2, 3))
+        first = dermoscopic(patient_id="FW-R", study_uid=study, series_uid=series, sop_uid=sop, seed=1)
+        first.ImageComments = "version 1"
+        stow(node, first)
+        [sent] = wait_jobs(node, lambda found: len(found) == 1 and found[0]["state"] == "sent")
+        second = dermoscopic(patient_id="FW-R", study_uid=study, series_uid=series, sop_uid=sop, seed=2)
+        second.ImageComments = "version 2"
+        stow(node, second)
+        [resent] = wait_jobs(node, lambda found: len(found) == 1 and found[0]["state"] == "sent"
+                             and found[0]["sent"] != sent["sent"])  # fmt: skip
+        assert resent["attempts"] == 1 and resent["id"] == sent["id"]
+        [orthanc_id] = pacs.get("/instances")
+        assert pacs.get(f"/instances/{orthanc_id}/simplified-tags")["ImageComments"] == "version 2"
+
+        stow(node, second)  # the same bytes again
+        marker = dermoscopic(patient_id="FW-R", study_uid=study, series_uid=series, seed=3)  # planned after it
+        stow(node, marker)
+        wait_jobs(node, lambda found: len(found) == 2 and all(j["state"] == "sent" for j in found))
+        assert node.get(f"{JOBS}/{sent['id']}").json()["sent"] == resent["sent"]  # not sent a third time

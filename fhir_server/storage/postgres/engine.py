@@ -293,13 +293,21 @@ class PostgresEngine:
             return await schema.tenant_names(conn)
 
     async def tenant(self, name: str) -> PostgresTenantStore:
+        """The tenant's store, its pools opened on first use. A name that is malformed or not in the control
+        table costs one indexed query (bounded wait for a control connection) and never takes the engine's lock,
+        so a flood of unknown names cannot queue first opens, sweeps or ``/readyz`` behind it."""
         store = self._stores.get(name)
         if store is not None:
             return store
+        try:
+            schema.check_tenant_name(name)
+        except ValueError:
+            raise TenantUnknownError(name) from None
+        async with self._control_pool().acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+            if not await schema.tenant_exists(conn, name):
+                raise TenantUnknownError(name)
         async with self._lock:
             if name not in self._stores:
-                if name not in await self.tenant_names():
-                    raise TenantUnknownError(name)
                 pool = await self._pool(name, self._pool_size, synchronous_commit="on")
                 outbox_pool = await self._pool(name, OUTBOX_POOL_SIZE, synchronous_commit="off")
                 self._stores[name] = PostgresTenantStore(name, pool, outbox_pool)
@@ -322,8 +330,15 @@ class PostgresEngine:
 
     # -- storage.probes: for /readyz and /metrics ---------------------------------------------
     async def outbox_backlog(self, tenant: str) -> list[Backlog]:
-        async with (await self.tenant(tenant)).acquire() as conn:
-            return await probes.outbox_backlog(conn)
+        """On the control pool, schema-qualified: a scrape opens no tenant pools (a role that serves no
+        traffic, say ``audit``, would otherwise hold ``pool_size`` connections per tenant for its metrics)."""
+        schema.check_tenant_name(tenant)
+        async with self._control_pool().acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+            return await probes.outbox_backlog(conn, schema.quote_ident(tenant))
+
+    async def audit_staged(self, tenant: str) -> int:
+        """Always 0: PostgreSQL writes AuditEvents into the chain at once (no staging intake), so no query."""
+        return 0
 
     async def schema_current(self, tenant: str) -> bool:
         async with self._control_pool().acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:

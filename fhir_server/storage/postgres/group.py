@@ -6,7 +6,19 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+import asyncpg
+
 T = TypeVar("T")
+
+# the server or the link failed, not an item: SQLSTATE classes 08 (connection) and 57 (operator intervention)
+_OUTAGE = (asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError)
+
+
+def _an_item_may_be_at_fault(exc: Exception) -> bool:
+    """An error the server raised about the statements (data, constraint, limit), not an outage: a lost
+    connection, a pool wait that timed out or a server shutting down would fail each item alike, N times
+    over while later groups queue behind it."""
+    return isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, _OUTAGE)
 
 
 class GroupCommit(Generic[T]):
@@ -35,12 +47,13 @@ class GroupCommit(Generic[T]):
                 await self._commit(group)
 
     async def _commit(self, group: list[tuple[T, asyncio.Future[None]]]) -> None:
-        """The group in one transaction; when that fails, each item in its own, so that one bad item fails
-        alone (as a savepoint per unit does in the SQLite engine's group commit)."""
+        """The group in one transaction; when the server refuses it, each item in its own, so that one bad item
+        fails alone (as a savepoint per unit does in the SQLite engine's group commit). Any other error (an
+        outage) settles the whole group with it."""
         try:
             await self._write([item for item, _ in group])
         except Exception as exc:
-            if len(group) > 1:
+            if len(group) > 1 and _an_item_may_be_at_fault(exc):
                 for unit in group:
                     await self._commit([unit])
                 return

@@ -88,6 +88,9 @@ async def find(conn: asyncpg.Connection, query: RecordQuery) -> list[Record]:
     for match in query.where:
         condition = _condition(match, args)
         conds.append(f"r.rid IN (SELECT f.rid FROM record_field f WHERE f.collection = $1 AND {condition})")
+    if query.after_key is not None:
+        args.append(query.after_key)
+        conds.append(f"r.key > ${len(args)}")
     args.extend([query.limit, query.offset])
     rows = await conn.fetch(
         f"SELECT r.rid, r.key, r.body FROM record r WHERE {' AND '.join(conds)} "

@@ -231,6 +231,14 @@ async def create_tenant(conn: asyncpg.Connection, name: str) -> None:
         await _upgrade(conn, name, version)
 
 
+async def tenant_exists(conn: asyncpg.Connection, name: str) -> bool:
+    """One primary-key lookup; before the control schema exists, no tenant does."""
+    try:
+        return bool(await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {CONTROL_SCHEMA}.tenant WHERE name = $1)", name))
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return False
+
+
 async def tenant_names(conn: asyncpg.Connection) -> list[str]:
     """The tenants, in one statement (every outbox round and sweep lists them); none before the first
     migration created the control table."""

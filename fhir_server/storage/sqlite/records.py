@@ -82,6 +82,9 @@ def find(conn: sqlite3.Connection, query: RecordQuery) -> list[Record]:
         condition = _condition(match, inner_args)
         conds.append(f"r.rid IN (SELECT f.rid FROM record_field f WHERE f.collection = ? AND {condition})")
         args.extend(inner_args)
+    if query.after_key is not None:
+        conds.append("r.key > ?")
+        args.append(query.after_key)
     args.extend([query.limit, query.offset])
     rows = conn.execute(
         f"SELECT r.rid, r.key, r.body FROM record r WHERE {' AND '.join(conds)} ORDER BY r.key LIMIT ? OFFSET ?",

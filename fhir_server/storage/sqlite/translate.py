@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from fhir_server.storage.index_keys import below_key, exact_key, prefix_key
 from fhir_server.storage.query import (
     AnyClause,
     ChainMatch,
@@ -205,12 +206,12 @@ class SqlBuilder:
         conds = []
         if m.code is not None:
             conds.append(f"{x}.code = ?")
-            self.args.append(m.code)
+            self.args.append(exact_key(m.code))
         if m.system == "":
             conds.append(f"{x}.system IS NULL")
         elif m.system is not None:
             conds.append(f"{x}.system = ?")
-            self.args.append(m.system)
+            self.args.append(exact_key(m.system))
         return " AND ".join(conds) or "1 = 1"
 
     def _token_set(self, x: str, m: TokenSetMatch) -> str:
@@ -230,33 +231,34 @@ class SqlBuilder:
         if m.mode == "exact":
             self.args.append(m.value)
             return f"{x}.exact = ?"
+        value = prefix_key(m.value)  # the index keeps this much of ``norm``
         if m.mode == "contains":
-            self.args.append("%" + like_escape(m.value) + "%")
+            self.args.append("%" + like_escape(value) + "%")
             return f"{x}.norm LIKE ? ESCAPE '\\'"
-        self.args.extend([m.value, m.value + "\U0010ffff"])
+        self.args.extend([value, value + "\U0010ffff"])
         return f"({x}.norm >= ? AND {x}.norm < ?)"
 
     def _reference(self, x: str, m: ReferenceMatch) -> str:
         conds = []
         if m.target_id is not None:
             conds.append(f"{x}.target_id = ?")
-            self.args.append(m.target_id)
+            self.args.append(exact_key(m.target_id))
         if m.target_type is not None:
             conds.append(f"{x}.target_type = ?")
             self.args.append(m.target_type)
         if m.url is not None:
             conds.append(f"{x}.url = ?")
-            self.args.append(m.url)
+            self.args.append(exact_key(m.url))
         return " AND ".join(conds) or "1 = 1"
 
     def _uri(self, x: str, m: UriMatch) -> str:
         if m.mode == "below":
-            self.args.append(like_escape(m.value) + "%")
+            self.args.append(like_escape(below_key(m.value)) + "%")
             return f"{x}.value LIKE ? ESCAPE '\\'"
         if m.mode == "above":
             self.args.append(m.value)
             return f"? LIKE (REPLACE(REPLACE({x}.value, '%', '\\%'), '_', '\\_') || '%') ESCAPE '\\'"
-        self.args.append(m.value)
+        self.args.append(exact_key(m.value))
         return f"{x}.value = ?"
 
     def _range(self, low: str, high: str, m: RangeMatch, kind: IndexKind) -> str:

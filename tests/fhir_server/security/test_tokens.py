@@ -235,6 +235,14 @@ def test_smart_backend_services_private_key_jwt(anonymous: FhirTestClient) -> No
         assert response.json()["error"] == "invalid_client", name
 
 
+def test_an_over_long_jti_is_named_not_called_a_replay(anonymous: FhirTestClient) -> None:
+    private, jwks = ec_key()
+    client, _ = new_client(anonymous, ("integration",), secret=False, jwks=jwks)
+    response = backend_request(anonymous, assertion(client.client_id, private, jti="j" * 257))
+    assert response.status_code == 401
+    assert "jti is longer than 256 characters" in response.json()["error_description"]
+
+
 def test_external_openid_provider_tokens(tmp_path: Path) -> None:
     private, jwks = ec_key()
     jwks["keys"][0]["alg"] = "ES384"

@@ -293,6 +293,9 @@ async def test_records_with_indexed_fields(engine: Engine) -> None:
     assert await keys() == ["1.2.1", "1.2.3"]
     beta = await engine.tenant("beta")
     assert await beta.find_records(RecordQuery("study")) == []
+    page = await store.find_records(RecordQuery("study", limit=1, after_key="1.2.1"))
+    assert [r.key for r in page] == ["1.2.3"]  # keyset paging (storage copy): keys after the given one
+    assert await store.find_records(RecordQuery("study", after_key="1.2.3")) == []
 
 
 def _audit_event(n: int) -> tuple[dict[str, Any], AuditEntry]:
@@ -368,3 +371,29 @@ def test_a_sqlite_transaction_refuses_use_after_it_ended(tmp_path: Path) -> None
         await engine.close()
 
     asyncio.run(scenario())
+
+
+async def test_over_long_values_are_stored_and_found_by_their_whole_value(engine: Engine) -> None:
+    """A value past PostgreSQL's btree row limit (about 2,700 bytes) stores on both engines, and a search by the
+    whole value finds exactly its resource (fhir_server/storage/index_keys.py)."""
+    store = await engine.tenant("alpha")
+    long_id = hashlib.sha512(b"seed").hexdigest() * 47  # 3,008 incompressible characters
+    twin_id = long_id[:-1] + ("0" if long_id[-1] != "0" else "1")  # the same head, another value
+    cjk = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(1024))  # 3,072 UTF-8 bytes
+    long_uri = "http://example.org/" + long_id
+    ligature = "\ufdfa" * 200  # NFKD: 18 characters each
+    await put(engine, "alpha", patient("long", family=cjk, identifier=[{"system": long_uri, "value": long_id}]))
+    await put(engine, "alpha", patient("twin", family=ligature, identifier=[{"value": twin_id}]))
+    vs = {"resourceType": "ValueSet", "id": "vs", "status": "draft", "url": long_uri}
+    await put(engine, "alpha", vs)
+
+    async def found(types: tuple[str, ...] = ("Patient",), **params: str) -> list[str]:
+        return sorted(k.id for k in (await store.search(query(types, **params))).keys)
+
+    assert await found(identifier=long_id) == ["long"]
+    assert await found(identifier=twin_id) == ["twin"]
+    assert await found(identifier=f"{long_uri}|{long_id}") == ["long"]
+    assert await found(family=cjk) == ["long"]
+    assert await found(family=cjk[:10]) == ["long"]
+    assert await found(("ValueSet",), url=long_uri) == ["vs"]
+    assert await found(("ValueSet",), **{"url:below": "http://example.org/"}) == ["vs"]

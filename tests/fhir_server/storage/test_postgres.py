@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import orjson
 import pytest
 
 from fhir_server.search.extract import index_resource
-from fhir_server.storage.port import AuditEntry, ResourceKey, ResourceVersion
+from fhir_server.storage.port import AuditEntry, ResourceKey, ResourceVersion, TenantUnknownError
 from fhir_server.storage.postgres import PostgresEngine
+from fhir_server.storage.postgres.probes import COUNTED, backlog_sql
 from fhir_server.storage.postgres.schema import SCHEMA_VERSION
 from fhir_server.storage.probes import backlog_probe, pool_probe, schema_probe
 from fhir_server.storage.query import ChainMatch, ParamClause, ReferenceMatch, SearchQuery, StringMatch
@@ -216,3 +218,42 @@ async def test_a_search_that_can_see_a_buffered_write_sends_it_first(processes: 
         by_chain = SearchQuery(("Observation",), (ParamClause("subject", "reference", (chain,)),))
         assert (await tx.search(by_chain)).keys == []
         assert not tx._pending  # the chain reaches Patient: the write was sent first
+
+
+async def test_an_unknown_tenant_never_waits_for_the_engine_lock(processes: list[PostgresEngine]) -> None:
+    """A request naming no tenant is answered from one control query, even while a first open holds the lock."""
+    engine = processes[0]
+    async with engine._lock:  # a slow first open of another tenant
+        for name in ("nosuch", "../escape", "public", "x" * 64):
+            with pytest.raises(TenantUnknownError):
+                await asyncio.wait_for(engine.tenant(name), WAIT_S)
+    assert (await engine.tenant("clinic-a")).name == "clinic-a"
+
+
+def _rows_read(plan: dict[str, Any], relation: str) -> float:
+    own = plan.get("Actual Rows", 0) * plan.get("Actual Loops", 1) if plan.get("Relation Name") == relation else 0
+    return own + sum(_rows_read(child, relation) for child in plan.get("Plans", []))
+
+
+async def test_the_backlog_probe_reads_a_bounded_number_of_outbox_rows(
+    processes: list[PostgresEngine], dsn: str
+) -> None:
+    """Every scrape runs it for every tenant: its cost must not grow with the backlog (probes.py)."""
+    engine = processes[0]
+    await append(engine, 0)
+    store = await engine.tenant("clinic-a")
+    await store.claim_events("worker", 1, lease_seconds=600)
+    await store.ack_events("worker", [1])
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("""INSERT INTO "clinic-a".outbox (topic, payload)
+                              SELECT 'resource.created', '{}'::jsonb FROM generate_series(1, 30000)""")  # fmt: skip
+        await conn.execute('ANALYZE "clinic-a".outbox')
+        [plan] = orjson.loads(
+            await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + backlog_sql('"clinic-a"'), COUNTED)
+        )
+    finally:
+        await conn.close()
+    assert _rows_read(plan["Plan"], "outbox") <= COUNTED + 10
+    [found] = await engine.outbox_backlog("clinic-a")
+    assert found.pending == 30000 and found.oldest_age_seconds >= 0
