@@ -250,7 +250,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.open()
         await engine.create_tenant(settings.default_tenant)
-        await asyncio.to_thread(ingestor.blobs.sweep_incoming)  # remains of stores cut short by a crash
+        await ingestor.blobs.open()
+        await ingestor.blobs.sweep_incoming()  # remains of stores cut short by a crash
         await backfill_tenants(engine)  # index records of earlier versions get their owner (once)
         if tokens is None:
             log.warning("INSECURE development mode: authentication is off, every request is unrestricted")
@@ -273,12 +274,13 @@ def create_app(settings: Settings) -> FastAPI:
             if settings.inference_enabled and plan.inference:
                 from dermbridge.inference import build_worker  # torch and MONAI load only when needed
 
-                worker = await asyncio.to_thread(build_worker, settings, engine, audit)
+                worker = await asyncio.to_thread(build_worker, settings, engine, ingestor.blobs, audit)
                 await worker.start()
             app.state.inference = worker
             if sink is not None:
                 sink.loop = asyncio.get_running_loop()
             if dimse is not None:
+                await dimse.use_stored_peers()  # AE titles and destinations: the tenants' own, editable live
                 dimse.start(asyncio.get_running_loop())
             app.state.parts = parts_of(consumers=dispatcher if plan.consumers else None, subscriptions=subscriptions,
                                        inference=worker, audit_loader=audit_sweep, dimse=dimse)  # fmt: skip
@@ -309,6 +311,7 @@ def create_app(settings: Settings) -> FastAPI:
                 await loader.close()
             if audit is not None:
                 await audit.close()
+            await ingestor.blobs.close()
             await engine.close()
 
     app = FastAPI(title="DermBridge", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -25,7 +25,7 @@ from dermbridge.cli_workflow import add_parsers as add_workflow_parsers
 from dermbridge.roles import PLANS, plan_for
 from dermbridge.settings import Settings
 from dermbridge.storage import open_audit_trail
-from fhir_server.audit.verify import VerifyReport
+from fhir_server.audit.verify import verify_summary
 from fhir_server.storage.sqlite.engine import check_tenant_name
 
 WS_MAX_FRAME = 4096  # a client only sends "bind {id}"
@@ -134,17 +134,6 @@ def _audit(args: argparse.Namespace) -> int:
             return 0 if report.ok else 1
 
     return asyncio.run(run())
-
-
-def verify_summary(tenant: str, report: VerifyReport) -> str:
-    """What ``audit verify`` prints: what holds, or where the trail breaks and what is missing."""
-    if not report.ok:
-        where = f" at event {report.broken_at}" if report.broken_at is not None else ""
-        return f"audit trail of {tenant}: BROKEN{where}: {report.reason}"
-    head = report.head
-    signed = f"; newest head: event {head.seq}, staging {head.staged_seq}, signed {head.signed_at}" if head else ""
-    return (f"audit trail of {tenant}: {report.links} events, {report.staged} staged, {report.checkpoints} signed "
-            f"checkpoints{signed}; anchored in {report.anchor}: intact")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from dermbridge.cli_support import settings_from
 from dermbridge.settings import Settings
-from dermbridge.storage import EngineUnavailable, encrypted, open_audit_trail, plain_engine
-from dermbridge.storage_copy import CopyRefused, Sides, copy_tenant
-from dermbridge.storage_url import StorageUrl, parse_storage_url
+from dermbridge.storage import EngineUnavailable, encrypted, open_audit_trail, open_blobs, plain_engine
+from dermbridge.storage_copy import CopyRefused, Sides, copy_blobs, copy_tenant
+from dermbridge.storage_url import BlobUrl, StorageUrl, parse_blob_url, parse_storage_url
 from fhir_server.storage.port import Engine
 
 
@@ -43,12 +43,15 @@ def _migrate(settings: Settings) -> int:
     return asyncio.run(run())
 
 
-def _copy(settings: Settings, source: StorageUrl, target: StorageUrl, tenants: list[str] | None) -> int:
+def _copy(settings: Settings, source: StorageUrl, target: StorageUrl, tenants: list[str] | None,
+          target_blobs: BlobUrl) -> int:  # fmt: skip
     if source.url == target.url or (source.path is not None and source.path == target.path):
         print("storage copy: --from and --to name the same storage", file=sys.stderr)
         return 2
     trail = open_audit_trail(settings)
     base = settings.base_url()
+    source_blobs = settings.blob_url(source)
+    blobs = None if source_blobs == target_blobs else (open_blobs(source_blobs), open_blobs(target_blobs))
 
     async def run() -> int:
         sides = [
@@ -56,6 +59,8 @@ def _copy(settings: Settings, source: StorageUrl, target: StorageUrl, tenants: l
         ]
         for side in sides:
             await side.readable.open()
+        for store in blobs or ():
+            await store.open()
         try:
             await migrate(sides[1].plain)
             names = tenants or await sides[0].plain.tenant_names()
@@ -64,10 +69,14 @@ def _copy(settings: Settings, source: StorageUrl, target: StorageUrl, tenants: l
                 print(f"tenant {name}: {counted.versions} resource versions, {sum(counted.records.values())} records, "
                       f"{counted.links} audit events, {counted.checkpoints} signed heads copied; the audit trail "
                       "verifies on arrival")  # fmt: skip
+                if blobs is not None:
+                    print(f"tenant {name}: {await copy_blobs(name, *blobs)} DICOM objects copied")
         except CopyRefused as refused:
             print(f"storage copy: {refused}", file=sys.stderr)
             return 1
         finally:
+            for store in blobs or ():
+                await store.close()
             for side in sides:
                 await side.readable.close()
         return 0
@@ -84,7 +93,9 @@ def storage_command(args: argparse.Namespace) -> int:
             print("storage copy needs --to URL", file=sys.stderr)
             return 2
         source = parse_storage_url(args.source) if args.source else settings.storage_url()
-        return _copy(settings, source, parse_storage_url(args.target), args.tenant)
+        target = parse_storage_url(args.target)
+        target_blobs = parse_blob_url(args.target_blobs, target) if args.target_blobs else settings.blob_url(target)
+        return _copy(settings, source, target, args.tenant, target_blobs)
     except (ValueError, EngineUnavailable) as exc:
         print(f"storage {args.action}: {exc}", file=sys.stderr)
         return 2
@@ -95,6 +106,12 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     storage.add_argument("action", choices=["migrate", "copy"])
     storage.add_argument("--from", dest="source", help="copy: sqlite:///DIR or postgresql://... (default: STORAGE)")
     storage.add_argument("--to", dest="target", help="copy: the engine to copy into (its tenants must be new)")
+    storage.add_argument(
+        "--to-blobs",
+        dest="target_blobs",
+        help="copy: where the target keeps the DICOM objects, file:///DIR or postgresql (the --to "
+        "database; default: the BLOBS setting); objects are copied when it differs from the source's",
+    )
     storage.add_argument("--tenant", action="append", help="copy: only this tenant (repeatable; default: all)")
     storage.add_argument("--data-dir", type=Path, help="where the keys, blobs and audit anchors are")
     storage.set_defaults(func=storage_command)

@@ -9,10 +9,10 @@ import ssl
 from typing import Any
 
 from dermbridge.settings import Settings
+from dermbridge.storage import open_blobs
 from dicom_node.admission import AssociationLimits
 from dicom_node.association_log import AssociationLog
 from dicom_node.audit import DicomAudit
-from dicom_node.blobs import BlobStore
 from dicom_node.dimse import HANDLER_TIMEOUT_S, DimseConfig, DimseServer, MoveDestination
 from dicom_node.forwarding.forwarder import Forwarder
 from dicom_node.ingest import Ingestor
@@ -58,7 +58,7 @@ def build_ingestor(settings: Settings, engine: Engine, trail: AuditTrail | None 
 
     for resource_type in UID_RECORDS:  # clients may not forge the links ingest follows between images and FHIR
         register_guard(resource_type, guard_dicom_uids)
-    blobs = BlobStore(settings.blob_root())
+    blobs = open_blobs(settings.blob_url())
     conventions = ImagingConventions(settings.dicom_lesion_key, settings.dicom_timezone)
     return Ingestor(engine, blobs, public_url=public_url, duplicates=settings.dicom_duplicates,
                     trail=trail, conventions=conventions)  # fmt: skip
@@ -113,6 +113,7 @@ def build_dimse(settings: Settings, engine: Engine, ingestor: Ingestor, sink: Tr
         any_ae_tenant=settings.dicom_any_ae_tenant,
         default_roles=frozenset(settings.dicom_default_roles),
         move_destinations=_destinations(settings),
+        default_tenant=settings.default_tenant,
         tls=_tls(settings),
         tls_port=settings.dicom_tls_port,
         limits=AssociationLimits(

@@ -3,7 +3,8 @@
 ``/healthz``: the process answers (liveness; it checks nothing else, so a slow database never gets a
 live process restarted). ``/readyz``: 200 when this process can do its work: the database answers
 (the default tenant is read), its schema is at the version this code expects (the engine's probe,
-``fhir_server.storage.probes``), and every background part of this role is running (``RolePlan.workers``);
+``fhir_server.storage.probes``), the DICOM object store answers and can be written (``BlobStore.probe``),
+and every background part of this role is running (``RolePlan.workers``);
 else 503 with the failing checks named. Both bodies are JSON and carry no data.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from dicom_node.blobs import BlobStore
 from fhir_server.storage.port import Engine, TenantUnknownError
 from fhir_server.storage.probes import schema_probe
 
@@ -33,13 +35,15 @@ async def healthz(request: Request) -> JSONResponse:
 @router.get("/readyz", include_in_schema=False)
 async def readyz(request: Request) -> JSONResponse:
     state = request.app.state
-    checks = await readiness(state.engine, state.settings.default_tenant, state.parts)
+    checks = await readiness(state.engine, state.settings.default_tenant, state.parts, state.ingestor.blobs)
     ready = all(value == "ok" for value in checks.values())
     body = {"status": "ready" if ready else "not ready", "role": state.settings.role, "checks": checks}
     return JSONResponse(body, 200 if ready else 503)
 
 
-async def readiness(engine: Engine, tenant: str, parts: dict[str, Running]) -> dict[str, str]:
+async def readiness(
+    engine: Engine, tenant: str, parts: dict[str, Running], blobs: BlobStore | None = None
+) -> dict[str, str]:
     """Each check's result: ``ok``, or why not."""
     checks: dict[str, str] = {}
     try:
@@ -53,6 +57,13 @@ async def readiness(engine: Engine, tenant: str, parts: dict[str, Running]) -> d
         checks["database"] = f"reachable, but tenant {tenant!r} does not exist: run `dermbridge tenant create {tenant}`"
     except Exception as exc:  # unreachable, or locked beyond the bound
         checks["database"] = f"unreachable: {type(exc).__name__}"
+    if blobs is not None:
+        try:
+            async with asyncio.timeout(CHECK_SECONDS):
+                await blobs.probe()
+            checks["blobs"] = "ok"
+        except Exception as exc:  # unreachable or not writable
+            checks["blobs"] = f"unavailable: {type(exc).__name__}"
     for name, running in parts.items():
         checks[name] = "ok" if running() else "not running"
     return checks

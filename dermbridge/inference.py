@@ -13,12 +13,12 @@ from inference.registry import ModelRegistry
 from inference.worker import InferenceWorker
 
 
-def build_worker(settings: Settings, engine: Engine, audit: AuditTrail | None) -> InferenceWorker:
-    """Loads the models (seconds: call it off the event loop)."""
+def build_worker(settings: Settings, engine: Engine, blobs: BlobStore, audit: AuditTrail | None) -> InferenceWorker:
+    """Loads the models (seconds: call it off the event loop); ``blobs``: the node's object store."""
     registry = ModelRegistry.load(settings.inference_models)
     return InferenceWorker(
         engine,
-        BlobStore(settings.blob_root()),
+        blobs,
         registry.runners(settings.inference_device),
         audit=audit,
         server_version=__version__,

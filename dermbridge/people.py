@@ -19,6 +19,8 @@ from fhir_server.people.sessions import Sessions
 from fhir_server.people.signed_in import SignInRequired
 from fhir_server.people.tickets import Tickets
 from fhir_server.people.users import UserDirectory
+from fhir_server.reviewer_app.admin_routes import router as admin_router
+from fhir_server.reviewer_app.administrator import NotAdministrator, not_administrator_page
 from fhir_server.reviewer_app.routes import router as reviewer_app_router
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.clients import ClientRegistry
@@ -45,9 +47,16 @@ def install_people(
     sessions = Sessions(engine, users, settings.auth_session_lifetime_seconds)
     authorizer = Authorizer(clients, launches, codes, settings.base_url())
     app.state.people = People(
-        engine, users, sessions, authorizer, launches, authenticator, audit, settings.default_tenant
+        engine,
+        users,
+        sessions,
+        authorizer,
+        launches,
+        authenticator,
+        audit,
+        settings.default_tenant,
+        lockout=endpoint.lockout,  # one count of failures per address, with the token endpoint
     )
-    app.state.people.lockout = endpoint.lockout  # one count of failures per address, with the token endpoint
     if settings.oidc_issuer and settings.oidc_login_client_id:
         app.state.people.provider = ProviderLogin(
             settings.oidc_issuer,
@@ -58,6 +67,11 @@ def install_people(
         )
     app.include_router(people_router)
     app.include_router(reviewer_app_router)  # the reviewer app at /app/ (its pages need a session)
+    app.include_router(admin_router)  # its admin pages at /app/admin/ (the admin role)
+
+    @app.exception_handler(NotAdministrator)
+    async def on_not_administrator(request: Request, exc: NotAdministrator) -> Response:
+        return not_administrator_page(exc)
 
     @app.exception_handler(SignInRequired)
     async def on_sign_in_required(request: Request, exc: SignInRequired) -> Response:

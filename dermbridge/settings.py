@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydicom.datadict import tag_for_keyword
 
 from dermbridge.roles import Role, plan_for
-from dermbridge.storage_url import MAX_URL, StorageUrl, parse_storage_url, sqlite_at
+from dermbridge.storage_url import MAX_URL, BlobUrl, StorageUrl, parse_blob_url, parse_storage_url, sqlite_at
 from dicom_node.callers import SERVICES, DicomCaller, Service
 
 
@@ -180,6 +180,12 @@ class Settings(BaseSettings):
         'e.g. {"default": "Europe/Berlin"}; unset: such times are kept as dates only',
     )
     blob_dir: Path | None = Field(None, description="where DICOM objects live; default DATA_DIR/blobs")
+    blobs: str = Field(
+        "",
+        max_length=MAX_URL,
+        description="the DICOM object store: file:///DIR (a file tree, a shared mount for several nodes; default "
+        "BLOB_DIR) or postgresql (in the STORAGE database, which must then be PostgreSQL)",
+    )
     dicom_tls_port: int | None = Field(None, ge=0, le=65535)
     dicom_tls_certificate: Path | None = None
     dicom_tls_private_key: Path | None = None
@@ -245,6 +251,13 @@ class Settings(BaseSettings):
             parse_storage_url(value)
         return value
 
+    @field_validator("blobs")
+    @classmethod
+    def _blob_url(cls, value: str) -> str:
+        if value:
+            parse_blob_url(value, None)
+        return value
+
     @field_validator("dicom_lesion_key")
     @classmethod
     def _known_keywords(cls, value: dict[str, str]) -> dict[str, str]:
@@ -268,6 +281,7 @@ class Settings(BaseSettings):
         """Browser sign-in at the OpenID provider (``oidc_login_client_id``) needs the provider itself."""
         if self.oidc_login_client_id and not self.oidc_issuer:
             raise ValueError("DERMBRIDGE_OIDC_LOGIN_CLIENT_ID needs DERMBRIDGE_OIDC_ISSUER")
+        self.blob_url()  # blobs=postgresql needs a PostgreSQL storage
         return self
 
     @model_validator(mode="after")
@@ -286,6 +300,10 @@ class Settings(BaseSettings):
 
     def blob_root(self) -> Path:
         return self.blob_dir or self.data_dir / "blobs"
+
+    def blob_url(self, storage: StorageUrl | None = None) -> BlobUrl:
+        """Where the DICOM objects of ``storage`` (default: the ``storage`` setting) are kept (``blobs``)."""
+        return parse_blob_url(self.blobs or f"file://{self.blob_root()}", storage or self.storage_url())
 
     def audit_anchor_root(self) -> Path:
         return self.audit_anchor_dir or self.data_dir / "audit-anchors"

@@ -1,5 +1,5 @@
 """The storage engine every process opens (the one the ``storage`` setting names, wrapped in envelope
-encryption when it is on), and its audit trail."""
+encryption when it is on), its audit trail, and the DICOM object store (the ``blobs`` setting)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import importlib
 from typing import cast
 
 from dermbridge.settings import Settings
-from dermbridge.storage_url import StorageUrl
+from dermbridge.storage_url import BlobUrl, StorageUrl
+from dicom_node.blobs import BlobStore, FileBlobStore
 from fhir_server.audit.anchor import AnchorFile
 from fhir_server.audit.signing import load_signer
 from fhir_server.audit.trail import LOAD_BATCH, AuditTrail
@@ -17,6 +18,7 @@ from fhir_server.storage.port import Engine
 from fhir_server.storage.sqlite import SqliteEngine
 
 POSTGRES_MODULE = "fhir_server.storage.postgres"
+POSTGRES_BLOBS_MODULE = "dicom_node.blobs_postgres"
 
 
 class EngineUnavailable(RuntimeError):
@@ -36,6 +38,15 @@ def plain_engine(url: StorageUrl, settings: Settings) -> Engine:
             f"storage {url.shown()}: the PostgreSQL engine ({POSTGRES_MODULE}) is not available in this build ({exc})"
         ) from exc
     return cast(Engine, module.PostgresEngine(url.url, pool_size=settings.postgres_pool_size))
+
+
+def open_blobs(url: BlobUrl) -> BlobStore:
+    """The object store ``url`` names (not opened yet): a file tree, or the PostgreSQL database's tables."""
+    if url.path is not None:
+        return FileBlobStore(url.path)
+    assert url.dsn, "blobs=postgresql with the storage it lives in"
+    module = importlib.import_module(POSTGRES_BLOBS_MODULE)  # asyncpg only when asked for
+    return cast(BlobStore, module.PostgresBlobStore(url.dsn))
 
 
 def encrypted(engine: Engine, settings: Settings) -> Engine:

@@ -7,6 +7,9 @@ plaintext (``index_resource``), as the server builds it on write. The source's t
 verified before anything is copied; the target's trail is verified on arrival (``verify_trail``), and the
 counts of both sides are compared. A target tenant holding anything but its tenant key is refused. Outbox
 deliveries are not copied: stop the server (and let its workers finish) before copying.
+
+The DICOM objects are copied when the target keeps them elsewhere (``copy_blobs``: from files into
+PostgreSQL, say), as stored: sealed objects stay sealed, their keys travel in the instance records.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from dicom_node.blobs import BlobStore
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.crypto.keyring import TENANT_KEYS
 from fhir_server.search.extract import index_resource
@@ -88,6 +92,24 @@ async def copy_tenant(
     if expected != counted:
         raise CopyRefused(f"tenant {name}: the counts differ: source {expected}, target {counted}")
     return counted
+
+
+async def copy_blobs(name: str, source: BlobStore, target: BlobStore) -> int:
+    """Copy tenant ``name``'s DICOM objects, each staged and published as ingest does; how many (the same on
+    both sides, or ``CopyRefused``)."""
+    copied = 0
+    async for key in source.keys(name):
+        staged = await target.stage(name, await source.read(key))
+        try:
+            await target.publish(staged, key)
+        except BaseException:
+            await target.discard(staged)
+            raise
+        copied += 1
+    arrived = sum([1 async for _ in target.keys(name)])
+    if arrived != copied:
+        raise CopyRefused(f"tenant {name}: {copied} DICOM objects copied, {arrived} in the target")
+    return copied
 
 
 async def _check_empty(name: str, store: TenantStore) -> None:

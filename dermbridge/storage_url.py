@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 MAX_URL = 2048
 SQLITE = "sqlite:///"
+FILE = "file://"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
@@ -30,6 +31,29 @@ class StorageUrl:
         if parts.password is None:
             return self.url
         return self.url.replace(f":{parts.password}@", ":***@", 1)
+
+
+@dataclass(frozen=True, slots=True)
+class BlobUrl:
+    """Where the DICOM objects are (the ``blobs`` setting): a directory, or the PostgreSQL database ``dsn``."""
+
+    path: Path | None = None
+    dsn: str | None = None
+
+
+def parse_blob_url(text: str, storage: StorageUrl | None) -> BlobUrl:
+    """``file:///DIR`` (``file://var/blobs`` relative) or ``postgresql``: the database of ``storage``, which must be
+    PostgreSQL (None: not checked yet). ValueError saying what is wrong."""
+    if text.startswith(FILE):
+        path = text[len(FILE) :]
+        if not path or "?" in path or "#" in path:
+            raise ValueError("blobs=file:///DIRECTORY needs a directory")
+        return BlobUrl(path=Path(path))
+    if text != "postgresql":
+        raise ValueError(f"blobs must be file:///DIRECTORY or postgresql, not {text!r}")
+    if storage is not None and storage.engine != "postgresql":
+        raise ValueError("blobs=postgresql keeps the objects in the PostgreSQL storage: set storage=postgresql://...")
+    return BlobUrl(dsn=storage.url if storage is not None else "")
 
 
 def sqlite_at(path: Path) -> StorageUrl:

@@ -24,7 +24,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from dicom_node.attributes import INSTANCE, STUDY, IndexedInstance, index_instance, recorded_patient
-from dicom_node.blobs import BlobStore
+from dicom_node.blobs import BlobKey, BlobStore
 from dicom_node.fhir_sync import SyncResult, add_derived_instance
 from dicom_node.forwarding.events import DERIVED_STORED, DerivedOrigin, DerivedStored
 from dicom_node.ingest import index_records
@@ -85,7 +85,7 @@ async def store_derived(
     indexed = index_instance(ds, str(ds.file_meta.TransferSyntaxUID), len(data))
     key = new_object_key() if store.encryption is not None else None
     payload = seal_object(data, key, indexed.instance_uid) if key is not None else data
-    staged = await asyncio.to_thread(blobs.stage, store.name, payload)
+    staged = await blobs.stage(store.name, payload)
     published = False
     try:
         async with store.transaction() as tx:
@@ -113,10 +113,10 @@ async def store_derived(
             await tx.append_event(DERIVED_STORED, DerivedStored(
                 indexed.study_uid, indexed.series_uid, indexed.instance_uid, str(ds.SOPClassUID), patient, origin.kind,
                 origin.source, origin.outcome).payload())  # fmt: skip
-            target = blobs.path(store.name, indexed.study_uid, indexed.series_uid, indexed.instance_uid)
-            await asyncio.to_thread(blobs.publish, staged, target)
+            target = BlobKey(store.name, indexed.study_uid, indexed.series_uid, indexed.instance_uid)
+            await blobs.publish(staged, target)
             published = True
     finally:
         if not published:
-            await asyncio.to_thread(blobs.discard, staged)
+            await blobs.discard(staged)
     return True

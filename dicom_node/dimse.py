@@ -26,7 +26,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from dicom_node import charsets, listener, statuses, transcoding
+from dicom_node import charsets, listener, peers, statuses, transcoding
 from dicom_node import storage_commitment as commitment
 from dicom_node.admission import Admission, AssociationLimits
 from dicom_node.audit import DicomAudit, audit_event
@@ -44,6 +44,7 @@ from dicom_node.callers import (
 from dicom_node.errors import InvalidInstance
 from dicom_node.ingest import Ingestor
 from dicom_node.instance_files import InstanceFiles, ObjectErased
+from dicom_node.peers import MoveDestination, Peers
 from dicom_node.query import QueryError, find, identifier_keys, response_dataset
 from dicom_node.sop_classes import (
     AI_RESULT_CLASSES,
@@ -65,13 +66,6 @@ PEER_TIMEOUT_S = 120  # the node's DIMSE and network timeouts, also of the assoc
 MAX_PENDING_REPORTS = 64  # Storage Commitment reports waiting for (or on) a new association; more: 0x0213
 
 
-@dataclass(frozen=True, slots=True)
-class MoveDestination:
-    ae_title: str
-    host: str
-    port: int
-
-
 @dataclass(slots=True)
 class DimseConfig:
     ae_title: str = "DERMBRIDGE"
@@ -80,18 +74,24 @@ class DimseConfig:
     ae_tenants: dict[str, str | DicomCaller] = field(default_factory=dict)  # calling AE title -> tenant (and roles)
     any_ae_tenant: str | None = None  # tenant for callers not in ae_tenants; None: refuse them
     default_roles: frozenset[Service] = frozenset(SERVICES)  # of plain {"AE": "tenant"} entries and any-AE callers
-    move_destinations: dict[str, MoveDestination] = field(default_factory=dict)
+    move_destinations: dict[str, MoveDestination] = field(default_factory=dict)  # the environment's, every tenant's
     tls: ssl.SSLContext | None = None
     tls_port: int | None = None
     limits: AssociationLimits = field(default_factory=AssociationLimits)
-    callers: Callers = field(init=False)
+    default_tenant: str = "default"
+    peers: Peers = field(init=False)  # as read last (``DimseServer.use_stored_peers``: before each association)
 
     def __post_init__(self) -> None:
-        self.callers = Callers(self.ae_tenants, self.default_roles, self.any_ae_tenant)
+        self.peers = peers.from_settings(self.ae_tenants, self.default_roles, self.any_ae_tenant,
+                                         self.move_destinations, self.default_tenant)  # fmt: skip
+
+    @property
+    def callers(self) -> Callers:
+        return self.peers.callers
 
     def is_mapped(self, calling_ae: str) -> bool:
         """Whether the calling AE title is mapped to a tenant by name (it may use reserved slots)."""
-        return calling_ae.strip() in self.ae_tenants
+        return calling_ae.strip() in self.peers.callers.by_ae
 
 
 class _CallerCheckingAE(AE):
@@ -107,7 +107,7 @@ class _CallerCheckingAE(AE):
     def require_calling_aet(self) -> list[str]:
         if self._config.any_ae_tenant is not None:
             return []
-        return list(self._config.ae_tenants) or [""]  # AE titles are never empty: nobody matches
+        return list(self._config.callers.by_ae) or [""]  # AE titles are never empty: nobody matches
 
     @require_calling_aet.setter
     def require_calling_aet(self, value: list[str]) -> None:
@@ -173,7 +173,29 @@ class DimseServer:
         self._audit = audit
         self._loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[Any] = []
+        self._stored_peers = False
         self._reports = BoundedWorker("storage-commitment", MAX_PENDING_REPORTS)
+        self._initial_peers = config.peers  # the configuration's (environment) peers
+
+    async def use_stored_peers(self) -> None:
+        """Seed the tenants' stored peers from the configuration (first start) and from now on read them before
+        each association (``dicom_node.peers``): an admin's change applies without a restart."""
+        await peers.seed(self._engine, self._initial_peers)
+        self.config.peers = await self._current_peers()
+        self._stored_peers = True
+
+    async def _current_peers(self) -> Peers:
+        config = self.config
+        return await peers.load(self._engine, self._initial_peers, config.default_roles, config.any_ae_tenant)
+
+    def _refresh_peers(self) -> None:
+        """The peers as stored now; on a failure to read them, the last ones read (logged)."""
+        if not self._stored_peers:
+            return
+        try:
+            self.config.peers = self._run(self._current_peers)
+        except Exception:
+            log.exception("could not read the DICOM peers; the last ones read apply")
 
     # -- lifecycle -------------------------------------------------------------------------
     def _application_entity(self) -> AE:
@@ -222,6 +244,10 @@ class DimseServer:
         future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(work(), self._loop)
         return future.result(timeout=HANDLER_TIMEOUT_S)
 
+    def _caller_tenant(self, assoc: Association) -> str | None:
+        caller = self.config.callers.named(assoc.requestor.ae_title)
+        return caller.tenant if caller is not None else None
+
     def tenant_of(self, assoc: Association) -> str:
         calling = assoc.requestor.ae_title.strip()
         caller = self.config.callers.named(calling)
@@ -263,6 +289,7 @@ class DimseServer:
         try:
             calling = assoc.requestor.primitive.calling_ae_title.strip()
             assoc.requestor.ae_title = calling  # as pynetdicom's negotiation would: the audit names the caller
+            self._refresh_peers()
             caller = self.config.callers.admit(calling, str(assoc.requestor.address))
             if caller is None:
                 assoc.acse.send_reject(0x01, 0x01, 0x03)
@@ -432,7 +459,7 @@ class DimseServer:
 
     def _on_move(self, event: Any) -> Iterator[Any]:
         """PS3.4 C.4.2: sub-operations on a new association to a configured destination."""
-        destination = self.config.move_destinations.get(str(event.move_destination).strip())
+        destination = self.config.peers.destination(self._caller_tenant(event.assoc), str(event.move_destination))
         if destination is None:
             self._record(event, "C-MOVE", "failure", f"unknown destination {event.move_destination}")
             yield None, None
@@ -465,7 +492,7 @@ class DimseServer:
             self._record(event, "N-ACTION", "failure", "cannot decode")
             return failure(commitment.INVALID_ARGUMENT_VALUE, f"cannot decode the request: {type(exc).__name__}"), None
 
-        anew = self.config.move_destinations.get(event.assoc.requestor.ae_title.strip()) is not None
+        anew = self.config.peers.destination(tenant, event.assoc.requestor.ae_title) is not None
         if anew and not self._reports.reserve():  # one worker sends them: a bounded number wait for it
             comment = "too many commitment reports pending; ask again later"
             self._record(event, "N-ACTION", "failure", comment)
@@ -496,7 +523,7 @@ class DimseServer:
         sends it once the N-ACTION response is out); audited either way."""
         calling = event.assoc.requestor.ae_title.strip()
         info = commitment.event_information(result, self.config.ae_title)
-        destination = self.config.move_destinations.get(calling)
+        destination = self.config.peers.destination(self._caller_tenant(event.assoc), calling)
         if destination is not None:
             peer = (destination.host, destination.port, destination.ae_title)
             timeouts = {"acse_s": self.config.limits.artim_s, "dimse_s": PEER_TIMEOUT_S}

@@ -4,7 +4,6 @@ origins (``dicom_node.forwarding``: UIDs and AE titles) and their objects."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from dicom_node.attributes import INSTANCE, SERIES, STUDY
@@ -33,5 +32,5 @@ class DicomErasure:
                     if collection == INSTANCE:
                         await tx.delete_record(ORIGINS, record.key)
             await tx.delete_record(STUDY, uid)
-            removed = await asyncio.to_thread(self.blobs.remove_study, repo.tenant, uid)
+            removed = await self.blobs.remove_study(repo.tenant, uid)
             log.info("erasure: a study's index and %d objects deleted", removed)

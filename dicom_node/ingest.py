@@ -25,7 +25,7 @@ from dicom_node.attributes import (
     index_instance,
     recorded_patient,
 )
-from dicom_node.blobs import BlobStore
+from dicom_node.blobs import BlobKey, BlobStore
 from dicom_node.case_product import case_product
 from dicom_node.errors import ForeignStudy, InvalidInstance
 from dicom_node.fhir_sync import KnownIds, SyncResult, sync_instance
@@ -92,11 +92,11 @@ class Ingestor:
         check_instance(ds, str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", "")))
         store = await self._engine.tenant(tenant)
         indexed = index_instance(ds, transfer_syntax, len(encoded))
-        target = self.blobs.path(tenant, indexed.study_uid, indexed.series_uid, indexed.instance_uid)
+        target = BlobKey(tenant, indexed.study_uid, indexed.series_uid, indexed.instance_uid)
         key = new_object_key() if store.encryption is not None else None
         payload = seal_object(encoded, key, indexed.instance_uid) if key is not None else encoded
         # The bytes are written and fsynced while the index and FHIR work runs.
-        staging = asyncio.ensure_future(asyncio.to_thread(self.blobs.stage, tenant, payload))
+        staging = asyncio.ensure_future(self.blobs.stage(tenant, payload))
         published = False
         try:
             try:
@@ -109,7 +109,7 @@ class Ingestor:
                     if existing is None or self.duplicates == "replace":
                         sync = await self._sync(tx, store, ds, indexed, key, new_instance=existing is None,
                                                 calling_ae=calling_ae, digest=content_digest(encoded))  # fmt: skip
-                        await asyncio.to_thread(self.blobs.publish, await staging, target)
+                        await self.blobs.publish(await staging, target)
                         published = True
             except ForeignStudy as refused:  # rolled back; the review Task commits on its own
                 await self._review(store, ds, refused)
@@ -117,7 +117,7 @@ class Ingestor:
         finally:
             if not published:
                 staged = await asyncio.shield(staging)
-                await asyncio.to_thread(self.blobs.discard, staged)
+                await self.blobs.discard(staged)
         return StoredInstance(tenant, indexed.study_uid, indexed.series_uid, indexed.instance_uid,
                               existing is not None, sync)  # fmt: skip
 

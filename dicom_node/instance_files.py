@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-from pathlib import Path
 
 import orjson
 from pydicom import Dataset, dcmread
 
-from dicom_node.blobs import BlobStore
+from dicom_node.blobs import BlobKey, BlobStore
 from fhir_server.crypto.master import open_sealed, seal
 from fhir_server.storage.port import Record, TenantReader, TenantTransaction
 
@@ -55,12 +54,13 @@ class InstanceFiles:
     def __init__(self, blobs: BlobStore) -> None:
         self.blobs = blobs
 
-    def path(self, tenant: str, record: Record) -> Path:
+    @staticmethod
+    def key(tenant: str, record: Record) -> BlobKey:
         fields = record.fields
-        return self.blobs.path(tenant, fields["StudyInstanceUID"][0], fields["SeriesInstanceUID"][0], record.key)
+        return BlobKey(tenant, fields["StudyInstanceUID"][0], fields["SeriesInstanceUID"][0], record.key)
 
     async def read_bytes(self, store: TenantReader, tenant: str, record: Record) -> bytes:
-        raw = await asyncio.to_thread(self.path(tenant, record).read_bytes)
+        raw = await self.blobs.read(self.key(tenant, record))
         if not raw.startswith(SEALED):
             return raw
         sealed = orjson.loads(record.body).get("objectKey")

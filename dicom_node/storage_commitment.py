@@ -19,10 +19,8 @@ asked to release it already. Either way the report is audited.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
@@ -32,7 +30,7 @@ from pynetdicom import build_role
 from pynetdicom.association import Association
 
 from dicom_node.attributes import INSTANCE
-from dicom_node.blobs import BlobStore
+from dicom_node.blobs import BlobKey, BlobStore
 from dicom_node.errors import DicomNodeError
 from dicom_node.reactor import ClosingAE
 from fhir_server.storage.port import Record, TenantStore
@@ -143,10 +141,10 @@ async def _records(store: TenantStore, instances: list[str]) -> dict[str, Record
 
 async def commitment(store: TenantStore, blobs: BlobStore, request: CommitmentRequest) -> CommitmentResult:
     """Which of the requested instances the tenant holds durably (record and file), with the SOP class named.
-    A reference asked for twice is answered once; the files are checked off the event loop, in one go."""
+    A reference asked for twice is answered once; the records are read in batches, each object checked once."""
     references = list(dict.fromkeys(request.references))
     records = await _records(store, list(dict.fromkeys(r.sop_instance for r in references)))
-    kept = await asyncio.to_thread(_on_disk, blobs, store.name, records.values())
+    kept = {key for key, record in records.items() if await _stored(blobs, store.name, record.fields, key)}
     committed: list[Reference] = []
     failed: list[tuple[Reference, int]] = []
     for reference in references:
@@ -160,15 +158,9 @@ async def commitment(store: TenantStore, blobs: BlobStore, request: CommitmentRe
     return CommitmentResult(request.transaction_uid, tuple(committed), tuple(failed))
 
 
-def _on_disk(blobs: BlobStore, tenant: str, records: Iterable[Record]) -> set[str]:
-    """The keys of ``records`` whose file is on disk (blocking: run in a thread)."""
-    kept: set[str] = set()
-    for record in records:
-        study = (record.fields.get("StudyInstanceUID") or ("",))[0]
-        series = (record.fields.get("SeriesInstanceUID") or ("",))[0]
-        if study and series and blobs.path(tenant, study, series, record.key).is_file():
-            kept.add(record.key)
-    return kept
+async def _stored(blobs: BlobStore, tenant: str, fields: dict[str, tuple[str, ...]], instance: str) -> bool:
+    study, series = (fields.get("StudyInstanceUID") or ("",))[0], (fields.get("SeriesInstanceUID") or ("",))[0]
+    return bool(study and series) and await blobs.exists(BlobKey(tenant, study, series, instance))
 
 
 def _item(reference: Reference, ae_title: str | None = None) -> Dataset:

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from fhir_server.audit.events import DCM
-from fhir_server.storage.port import Record, ResourceStore, TenantReader
+from fhir_server.storage.port import Record, ResourceStore, TenantReader, TenantTransaction
 
 SETTINGS = "tenant.settings"
 MAX_SETTING_BYTES = 65_536
@@ -30,13 +30,18 @@ async def read_setting(reader: TenantReader, name: str) -> Any | None:
 async def write_setting(store: ResourceStore, name: str, value: Any) -> None:
     """Store the setting's new value (None removes it) in a transaction of its own."""
     async with store.transaction() as tx:
-        if value is None:
-            await tx.delete_record(SETTINGS, name)
-            return
-        body = orjson.dumps(value)
-        if len(body) > MAX_SETTING_BYTES:
-            raise ValueError(f"the setting {name!r} is larger than {MAX_SETTING_BYTES} bytes")
-        await tx.put_record(Record(SETTINGS, name, body, {}))
+        await write_setting_in(tx, name, value)
+
+
+async def write_setting_in(tx: TenantTransaction, name: str, value: Any) -> None:
+    """Store the setting's new value (None removes it) within ``tx`` (read-modify-write in one transaction)."""
+    if value is None:
+        await tx.delete_record(SETTINGS, name)
+        return
+    body = orjson.dumps(value)
+    if len(body) > MAX_SETTING_BYTES:
+        raise ValueError(f"the setting {name!r} is larger than {MAX_SETTING_BYTES} bytes")
+    await tx.put_record(Record(SETTINGS, name, body, {}))
 
 
 def setting_event(name: str, subtype: dict[str, str], who: str, description: str) -> dict[str, Any]:

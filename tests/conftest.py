@@ -69,6 +69,8 @@ def postgres_server() -> Iterator[ThrowawayPostgres]:
 
 
 ENGINES = ("sqlite", "postgresql")
+# the engines and where the DICOM objects are: files (the default), or inside PostgreSQL (``blobs=postgresql``)
+BLOB_STORES = (*ENGINES, "postgresql-blobs")
 
 
 @pytest.fixture
@@ -85,11 +87,13 @@ def client(tmp_path: Path, engine: dict[str, Any]) -> Iterator[FhirTestClient]:
 
 
 def engine_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The settings of the engine a fixture parametrised with ``ENGINES`` names: SQLite (the default), or
-    a database of its own on the session's throw-away PostgreSQL."""
+    """The settings of the engine a fixture parametrised with ``ENGINES`` (or ``BLOB_STORES``) names: SQLite (the
+    default), or a database of its own on the session's throw-away PostgreSQL (holding the DICOM objects too)."""
     if request.param == "sqlite":
         return {}
-    return {"storage": request.getfixturevalue("postgres_server").create_database()}
+    database = request.getfixturevalue("postgres_server").create_database()
+    in_database = {"blobs": "postgresql"} if request.param == "postgresql-blobs" else {}
+    return {"storage": database, **in_database}
 
 
 @pytest.fixture(scope="session", params=ENGINES)

@@ -36,7 +36,7 @@ def _free_port() -> int:
 class ThrowawayPostgres:
     """One cluster in a temporary directory; ``dsn(database)`` names a database on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, preload: str = "") -> None:
         for program in ("initdb", "pg_ctl", "postgres"):
             if not (BIN_DIR / program).exists():
                 raise PostgresUnavailableError(f"{BIN_DIR / program} is missing: run `make system-deps`")
@@ -46,6 +46,7 @@ class ThrowawayPostgres:
         self.data = self.root / "data"
         self.sockets = self.root / "sockets"
         self.port = _free_port()
+        self.preload = preload  # shared_preload_libraries, e.g. "citus"
 
     def _run(self, *args: str | Path, timeout: float) -> None:
         command = [str(a) for a in args]
@@ -67,6 +68,8 @@ class ThrowawayPostgres:
         # fsync off: a test cluster dies with its tests; the engine's own setting (synchronous_commit) is unchanged
         options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} -c fsync=off "
                    "-c full_page_writes=off -c max_connections=200")  # fmt: skip
+        if self.preload:
+            options += f" -c shared_preload_libraries={self.preload}"
         self._run(BIN_DIR / "pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options,
                   "-w", "-t", str(START_TIMEOUT_S), "start", timeout=START_TIMEOUT_S + 10)  # fmt: skip
 
@@ -84,18 +87,18 @@ class ThrowawayPostgres:
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self) -> str:
-        """A fresh, empty database (a test's own); returns its DSN."""
-        name = f"test_{uuid.uuid4().hex[:12]}"
+    def create_database(self, name: str = "") -> str:
+        """A fresh, empty database (a test's own; ``name`` default: a new one); returns its DSN."""
+        name = name or f"test_{uuid.uuid4().hex[:12]}"
         self._run(BIN_DIR / "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "-d", "postgres",
                   "-v", "ON_ERROR_STOP=1", "-qc", f'CREATE DATABASE "{name}"', timeout=60)  # fmt: skip
         return self.dsn(name)
 
 
 @contextmanager
-def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
+def throwaway_postgres(preload: str = "") -> Iterator[ThrowawayPostgres]:
     """Started on entry, stopped and removed on exit (also when the start failed half-way)."""
-    server = ThrowawayPostgres()
+    server = ThrowawayPostgres(preload)
     try:
         server.start()
         yield server

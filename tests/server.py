@@ -19,6 +19,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx2
+from pydicom.dataset import Dataset
 
 CLI_TIMEOUT_S = 300
 
@@ -53,6 +54,13 @@ class Server:
         return self._http
 
     _http: httpx2.Client | None = None
+
+    def retrieve(self, ds: Dataset, headers: dict[str, str] | None = None) -> httpx2.Response:
+        """WADO-RS RetrieveInstance of ``ds`` (PS3.18 10.4) from the default tenant, as a multipart body."""
+        instance = (f"{self.root}/dicomweb/default/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+                    f"/instances/{ds.SOPInstanceUID}")  # fmt: skip
+        accept = {"Accept": 'multipart/related; type="application/dicom"'}
+        return httpx2.get(instance, headers={**(headers or self.headers), **accept}, timeout=60)
 
 
 def proc_stat(pid: int) -> list[str]:

@@ -15,7 +15,6 @@ The caller needs delete on ``ImagingStudy`` under a ``user/`` or ``system/`` sco
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import orjson
 
 from dicom_node.attributes import INSTANCE, SERIES, STUDY, recorded_patient
-from dicom_node.blobs import BlobStore
+from dicom_node.blobs import BlobKey, BlobStore
 from dicom_node.fhir_sync import DICOM_UID_SYSTEM
 from dicom_node.web.fhir_links import Removed, unlink_deleted
 from fhir_server.audit.events import ENTITY_TYPE, OBJECT_ROLE
@@ -59,7 +58,7 @@ class DicomDeletion:
             if self.audit is not None:
                 await self.audit.record_in(store, tx, _event(who, address, study, len(gone), patient, marked))
         for sop, series in gone.items():
-            await asyncio.to_thread(self.blobs.path(tenant, study, series, sop).unlink, True)
+            await self.blobs.delete(BlobKey(tenant, study, series, sop))
         log.info("DICOMweb delete: %d instance(s) of a study removed", len(gone))
         return len(gone)
 

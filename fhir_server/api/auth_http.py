@@ -131,18 +131,20 @@ def _oauth_error(error: OAuthError) -> Response:
 
 
 async def read_form(request: Request) -> dict[str, str]:
+    """A posted form (the token request, the sign-in pages' and the reviewer app's forms): urlencoded, bounded,
+    each field once (RFC 6749 section 3.2: parameters must not be repeated)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
-        raise OAuthError(400, "invalid_request", "send the token request as application/x-www-form-urlencoded")
+        raise OAuthError(400, "invalid_request", "send the form as application/x-www-form-urlencoded")
     raw = b""
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > MAX_TOKEN_REQUEST_BYTES:
-            raise OAuthError(413, "invalid_request", "the token request is too large")
+            raise OAuthError(413, "invalid_request", "the form is too large")
     try:
         pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise OAuthError(400, "invalid_request", "the token request is not a valid form") from exc
+        raise OAuthError(400, "invalid_request", "the form is not valid") from exc
     form: dict[str, str] = {}
     for key, value in pairs:
         if key in form:

@@ -189,3 +189,15 @@ def _check_fresh(heads: list[AuditCheckpoint], newest_event: str, stale_after: f
 
 def _seconds(instant: str) -> float:
     return datetime.fromisoformat(instant).timestamp()
+
+
+def verify_summary(tenant: str, report: VerifyReport) -> str:
+    """What ``dermbridge audit verify`` prints and the admin page shows: what holds, or where the trail breaks
+    and what is missing."""
+    if not report.ok:
+        where = f" at event {report.broken_at}" if report.broken_at is not None else ""
+        return f"audit trail of {tenant}: BROKEN{where}: {report.reason}"
+    head = report.head
+    signed = f"; newest head: event {head.seq}, staging {head.staged_seq}, signed {head.signed_at}" if head else ""
+    return (f"audit trail of {tenant}: {report.links} events, {report.staged} staged, {report.checkpoints} signed "
+            f"checkpoints{signed}; anchored in {report.anchor}: intact")  # fmt: skip

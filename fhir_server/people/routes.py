@@ -9,7 +9,6 @@ consent and sign-out forms their session's token (OWASP CSRF cheat sheet).
 
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets
 from typing import Any
@@ -26,6 +25,7 @@ from fhir_server.people.authorize import LAUNCH_SECONDS, AuthorizationRequest, A
 from fhir_server.people.pages import consent_page, error_page, login_page
 from fhir_server.people.provider_login import STATE_SECONDS, ProviderLogin, ProviderLoginError
 from fhir_server.people.sessions import COOKIE, Session, Sessions
+from fhir_server.people.signed_in import csrf_matches
 from fhir_server.people.tickets import Tickets
 from fhir_server.people.users import SignInRefused, User, UserDirectory
 from fhir_server.security.bearer import Authenticator
@@ -52,6 +52,7 @@ class People:
         authenticator: Authenticator,
         audit: AuditTrail | None,
         default_tenant: str,
+        lockout: Lockout | None = None,
     ) -> None:
         self.engine = engine
         self.users = users
@@ -64,7 +65,7 @@ class People:
         self.provider: ProviderLogin | None = None  # sign-in at the hospital's OpenID provider, when configured
         # failed sign-ins per (user, address) and per address, in the database (shared by every process): a
         # spray of many names from one address is slowed (the per-user lock of ``users`` is the other half)
-        self.lockout = Lockout(book=RecordStrikes(engine, default_tenant))
+        self.lockout = lockout or Lockout(book=RecordStrikes(engine, default_tenant))
 
     async def record(self, tenant: str, event: dict[str, Any]) -> None:
         if self.audit is not None:
@@ -90,10 +91,6 @@ def safe_next(value: str | None) -> str:
     return value
 
 
-def _same(a: str | None, b: str | None) -> bool:
-    return bool(a) and bool(b) and hmac.compare_digest((a or "").encode(), (b or "").encode())
-
-
 async def _session_form(
     request: Request, people: People, without_session: Response
 ) -> tuple[dict[str, str], Session] | Response:
@@ -106,7 +103,7 @@ async def _session_form(
     session = await people.sessions.current(request.cookies.get(COOKIE))
     if session is None:
         return without_session
-    if not _same(form.pop("csrf", None), session.csrf):
+    if not csrf_matches(form.pop("csrf", None), session.csrf):
         return error_page("the form has expired or did not come from this site (CSRF check)", 403)
     return form, session
 
@@ -199,7 +196,7 @@ async def login(request: Request) -> Response:
     except OAuthError as error:
         return error_page(error.description)
     tenant, next_url = form.get("tenant") or people.default_tenant, safe_next(form.get("next"))
-    if not _same(form.get("csrf"), request.cookies.get(LOGIN_CSRF)):
+    if not csrf_matches(form.get("csrf"), request.cookies.get(LOGIN_CSRF)):
         return error_page("the sign-in form has expired or did not come from this site: reload it (CSRF check)", 403)
     try:
         await people.engine.tenant(tenant)

@@ -80,8 +80,13 @@ class Principal:
         return Access(self.tenant, WEB_CLIENT, scopes, roles=user.roles, fhir_user=user.fhir_user)
 
 
+def csrf_matches(expected: str | None, given: str | None) -> bool:
+    """Whether a form's CSRF token is the expected one (constant time; an empty token never matches)."""
+    return bool(expected) and bool(given) and hmac.compare_digest((expected or "").encode(), (given or "").encode())
+
+
 def csrf_ok(principal: Principal, value: str | None) -> bool:
-    return bool(value) and hmac.compare_digest(principal.csrf.encode(), (value or "").encode())
+    return csrf_matches(principal.csrf, value)
 
 
 async def signed_in_user(request: Request) -> Principal:

@@ -19,6 +19,7 @@ MANAGEMENT = {
     "urgent-referral": "Urgent referral",
 }
 MAX_NOTE = 1000
+CONFIRMED = "Confirmed on clinician review."
 
 
 class FormError(ValueError):
@@ -39,8 +40,13 @@ def operation(form: dict[str, str], diagnoses: dict[str, str]) -> Operation:
     """The operation the form asks for; ``diagnoses`` the value set's codes and displays."""
     kind = form.get("decision", "")
     note = form.get("note", "")[:MAX_NOTE]
-    if kind == "confirm":
-        return Operation("complete", _parameters({"name": "decision", "valueCode": "confirm"}))
+    if kind == "confirm":  # a note typed with Confirm is kept in the report's conclusion (the AI's codes stay)
+        said = (
+            [{"name": "conclusion", "valueString": f"{CONFIRMED} Reviewer's note: {note.strip()}"}]
+            if note.strip()
+            else []
+        )
+        return Operation("complete", _parameters({"name": "decision", "valueCode": "confirm"}, *said))
     if kind == "decline":
         reason = form.get("reason", "")
         if reason not in DECLINE_REASONS:

@@ -11,9 +11,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from fhir_server.people.signed_in import Principal, SignedInUser, csrf_ok, fhir_as
+from fhir_server.people.signed_in import Principal, SignedInUser, fhir_as
 from fhir_server.reviewer_app import case_view, worklist
 from fhir_server.reviewer_app.decision_form import MANAGEMENT, FormError, operation
+from fhir_server.reviewer_app.posted import posted_form
 from fhir_server.reviewer_app.rendering import page, problem, static_file
 from fhir_server.workflow.review.codes import DECLINE_REASONS, URGENCIES, is_review_task
 
@@ -21,6 +22,7 @@ router = APIRouter(prefix="/app", include_in_schema=False)
 DIAGNOSES = "https://dermbridge.org/fhir/ValueSet/skin-lesion-diagnoses"
 MAX_LISTED = 200  # resources of one kind on the case view
 ID_LENGTH = 64
+WORKLIST_ROWS = 200  # rows on the worklist page; the counts say when the queue is longer
 
 
 class Refused(Exception):
@@ -52,8 +54,9 @@ def _ids(references: list[dict[str, Any]], kind: str) -> str:
     return ",".join(r.split("/", 1)[1] for r in refs if r.startswith(f"{kind}/"))[:4000]
 
 
-def _user(me: Principal) -> dict[str, str]:
-    return {"username": me.username, "fhir_user": me.fhir_user, "csrf": me.csrf}
+def _user(me: Principal) -> dict[str, Any]:
+    admin = "admin" in me.session.user.roles  # only shows the link: the admin pages check for themselves
+    return {"username": me.username, "fhir_user": me.fhir_user, "csrf": me.csrf, "admin": admin}
 
 
 @router.get("/static/{name}")
@@ -65,7 +68,7 @@ async def asset(name: str) -> Response:
 async def worklist_page(request: Request, me: SignedInUser, tier: str = "", status: str = "all") -> Response:
     """The reviewer's queue (``Task/$worklist``): most urgent first, then the earliest due date."""
     status = status if status in worklist.STATUSES else "all"
-    params = [("tier", tier[:ID_LENGTH])] if tier else []
+    params = [("_count", str(WORKLIST_ROWS)), *([("tier", tier[:ID_LENGTH])] if tier else [])]
     try:
         bundle = await _fhir(request, me, "GET", ["Task", "$worklist"], params)
     except Refused as refused:
@@ -75,8 +78,8 @@ async def worklist_page(request: Request, me: SignedInUser, tier: str = "", stat
     listed = worklist.rows(tasks, me.fhir_user, status)
     tiers = sorted({r.tier for r in everything} | ({tier} if tier else set()))
     return page(
-        "worklist.html", user=_user(me), rows=listed, counts=worklist.counts(everything), tiers=tiers,
-        tier=tier, status=status, statuses=worklist.STATUSES,
+        "worklist.html", user=_user(me), rows=listed, counts=worklist.counts(everything, bundle.get("total")),
+        tiers=tiers, tier=tier, status=status, statuses=worklist.STATUSES,
     )  # fmt: skip
 
 
@@ -130,18 +133,13 @@ async def _diagnoses(request: Request, me: Principal) -> dict[str, str]:
     return {str(c["code"]): str(c.get("display") or c["code"]) for c in contains if "code" in c}
 
 
-async def _form(request: Request) -> dict[str, str]:
-    form = await request.form(max_files=0, max_fields=50)
-    return {k: str(v)[:2000] for k, v in form.items() if isinstance(v, str)}
-
-
 @router.post("/cases/{task_id}/{action}")
 async def act(request: Request, me: SignedInUser, task_id: str, action: str) -> Response:
     """Claim, release or decide (a form post carrying the session's CSRF token)."""
     task_id = task_id[:ID_LENGTH]
-    form = await _form(request)
-    if not csrf_ok(me, form.get("csrf")):
-        return problem("Form expired", "the form has expired or did not come from this site (CSRF check)", 403)
+    form = await posted_form(request, me)
+    if not isinstance(form, dict):
+        return form
     try:
         if action in ("claim", "release"):
             await _fhir(request, me, "POST", ["Task", task_id, f"${action}"], body={"resourceType": "Parameters"})
@@ -152,7 +150,10 @@ async def act(request: Request, me: SignedInUser, task_id: str, action: str) -> 
             chosen = operation(form, await _diagnoses(request, me))
         except FormError as error:
             return await _case(request, me, task_id, form, str(error))
-        await _fhir(request, me, "POST", ["Task", task_id, f"${chosen.name}"], body=chosen.parameters)
+        try:
+            await _fhir(request, me, "POST", ["Task", task_id, f"${chosen.name}"], body=chosen.parameters)
+        except Refused as refused:  # the case page again, with what was typed and why it was not done
+            return await _case(request, me, task_id, form, f"Not done: {refused.message}")
         return RedirectResponse(f"/app/?done={chosen.name}", 303)
     except Refused as refused:
         return problem("Not done", refused.message, refused.status, user=_user(me), task_id=task_id)

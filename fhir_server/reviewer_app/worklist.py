@@ -51,10 +51,19 @@ def rows(tasks: list[dict[str, Any]], me: str, status: str) -> list[Row]:
     return listed
 
 
-def counts(listed: list[Row]) -> dict[str, int]:
+def counts(listed: list[Row], total: int | None) -> dict[str, str]:
+    """The queue's counts. ``total`` is the Bundle's (None: the operation could not count the whole queue).
+    When the page lists only part of the queue a count is a lower bound ("50+"), never read as a total; the
+    urgent count is exact once a non-urgent row is listed (the queue is ordered most urgent first)."""
+    whole = total is not None and total <= len(listed)
+
+    def shown(n: int, exact: bool = False) -> str:
+        return str(n) if whole or exact else f"{n}+"
+
+    urgent = sum(r.priority in URGENT for r in listed)
     return {
-        "total": len(listed),
-        "urgent": sum(r.priority in URGENT for r in listed),
-        "mine": sum(r.mine for r in listed),
-        "queued": sum(not r.mine for r in listed),
+        "total": str(total) if total is not None else shown(len(listed)),
+        "urgent": shown(urgent, exact=any(r.priority not in URGENT for r in listed)),
+        "mine": shown(sum(r.mine for r in listed)),
+        "queued": shown(sum(not r.mine for r in listed)),
     }

@@ -14,6 +14,7 @@ import httpx2
 from pynetdicom import AE
 
 from dermbridge.health import readiness
+from dicom_node.blobs import FileBlobStore
 from fhir_server.storage.sqlite import SqliteEngine
 from tests.dicom_factories import dermoscopic
 from tests.server import free_port, running_server
@@ -46,7 +47,7 @@ def test_probes_metrics_and_logs_name_routes_never_people(tmp_path: Path) -> Non
         assert alive.status_code == 200 and alive.json() == {"status": "alive", "role": "all"}
         ready = httpx2.get(f"{server.root}/readyz").json()
         assert ready["status"] == "ready"
-        assert set(ready["checks"]) == {"database", "migrations", "consumers", "subscriptions", "dimse"}
+        assert set(ready["checks"]) == {"database", "migrations", "blobs", "consumers", "subscriptions", "dimse"}
         body = {"resourceType": "Patient", "name": [{"family": NAME}],
                 "identifier": [{"system": "urn:clinic:mrn", "value": MRN}]}  # fmt: skip
         patient_id = http.post(f"{server.base}/Patient", json=body).json()["id"]
@@ -114,13 +115,17 @@ def _store(port: int, name: str, patient_id: str) -> None:
 
 
 def test_readiness_names_what_is_not_ready(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_bytes(b"")
+    unwritable = FileBlobStore(tmp_path / "a-file" / "blobs")  # a blob root that cannot be made
+
     async def checks() -> dict[str, str]:
         engine = SqliteEngine(tmp_path)
         await engine.open()
         try:
-            return await readiness(engine, "absent", {"consumers": lambda: False, "dimse": lambda: True})
+            return await readiness(engine, "absent", {"consumers": lambda: False, "dimse": lambda: True}, unwritable)
         finally:
             await engine.close()
 
     missing = "reachable, but tenant 'absent' does not exist: run `dermbridge tenant create absent`"
-    assert asyncio.run(checks()) == {"database": missing, "consumers": "not running", "dimse": "ok"}
+    assert asyncio.run(checks()) == {"database": missing, "consumers": "not running", "dimse": "ok",
+                                     "blobs": "unavailable: NotADirectoryError"}  # fmt: skip

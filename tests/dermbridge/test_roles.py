@@ -47,9 +47,9 @@ def test_one_process_per_role_on_one_database(tmp_path: Path) -> None:
         roles = {role: stack.enter_context(running_server(data, env={**common, "DERMBRIDGE_INFERENCE_ENABLED": "true"},
                                                           admin=False, role=role))
                  for role in ("dicom", "worker", "inference", "audit")}  # fmt: skip
-        assert set(_ready(api)) == {"database", "migrations"}  # the API runs no background part
+        assert set(_ready(api)) == {"database", "migrations", "blobs"}  # the API runs no background part
         for role, server in roles.items():
-            assert set(_ready(server)) == {"database", "migrations"} | PARTS[role], role
+            assert set(_ready(server)) == {"database", "migrations", "blobs"} | PARTS[role], role
             assert httpx2.get(f"{server.root}/fhir/default/metadata").status_code == 404, role  # no API there
 
         http = api.http

@@ -75,3 +75,14 @@ def test_the_postgres_pool_size_is_a_setting(tmp_path: Path) -> None:
     assert engine._pool_size == 5  # type: ignore[attr-defined]
     with pytest.raises(ValidationError):
         Settings(_env_file=None, postgres_pool_size=0)
+
+
+def test_blobs_name_a_directory_or_the_postgresql_storage(tmp_path: Path) -> None:
+    assert Settings(_env_file=None, data_dir=tmp_path).blob_url().path == tmp_path / "blobs"  # the default
+    assert Settings(_env_file=None, blobs="file:///srv/blobs").blob_url().path == Path("/srv/blobs")
+    dsn = "postgresql://dermbridge@db:5432/fhir"
+    assert Settings(_env_file=None, storage=dsn, blobs="postgresql").blob_url().dsn == dsn
+    with pytest.raises(ValidationError, match="set storage=postgresql"):
+        Settings(_env_file=None, data_dir=tmp_path, blobs="postgresql")  # no PostgreSQL to keep them in
+    with pytest.raises(ValidationError, match="file:///DIRECTORY or postgresql"):
+        Settings(_env_file=None, blobs="s3://bucket")

@@ -19,9 +19,14 @@ from tests.server import Server, running_server
 pytestmark = pytest.mark.interop
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("dicomweb") / "var") as running:
+@pytest.fixture(scope="module", params=("files", "postgresql-blobs"))
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The server with its objects in files (on SQLite), or inside PostgreSQL (``blobs=postgresql``)."""
+    env = {}
+    if request.param == "postgresql-blobs":
+        env = {"DERMBRIDGE_STORAGE": request.getfixturevalue("postgres_server").create_database(),
+               "DERMBRIDGE_BLOBS": "postgresql"}  # fmt: skip
+    with running_server(tmp_path_factory.mktemp("dicomweb") / "var", env=env) as running:
         yield running
 
 

@@ -12,7 +12,8 @@ import pydicom
 import pytest
 
 from dicom_node.attributes import INSTANCE
-from tests.conftest import ENGINES, engine_settings
+from dicom_node.blobs import BlobKey
+from tests.conftest import BLOB_STORES, engine_settings
 from tests.dicom_factories import SYNTAXES, VL_PHOTOGRAPHIC, dermoscopic, write
 from tests.dicom_node.conftest import DicomNode
 
@@ -30,9 +31,9 @@ STORESCU_PROPOSE = {
 BASE = "/fhir/default"
 
 
-@pytest.fixture(params=ENGINES)
+@pytest.fixture(params=BLOB_STORES)
 def engine(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """DICOM ingest (index, FHIR sync, outbox) runs on every engine."""
+    """DICOM ingest (index, FHIR sync, outbox) runs on every engine, with the objects in files or in PostgreSQL."""
     return engine_settings(request)
 
 
@@ -54,11 +55,11 @@ def test_store_every_transfer_syntax_as_received(node: DicomNode, tmp_path: Path
     result = node.run("storescu", "-R", STORESCU_PROPOSE[str(syntax)], str(path))
     assert result.returncode == 0, result.stderr
     ds = pydicom.dcmread(path)
-    stored = (
-        node.data_dir / "blobs" / "default" / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
-    )
-    assert stored.exists()
-    assert stored.read_bytes().startswith(b"DBB1") and ds.PixelData not in stored.read_bytes()  # sealed at rest
+    key = BlobKey("default", ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    at_rest = node.client.portal.call(node.client.app.state.ingestor.blobs.read, key)  # type: ignore[union-attr,attr-defined]
+    assert at_rest.startswith(b"DBB1") and ds.PixelData not in at_rest  # sealed at rest, wherever it is kept
+    in_files = (node.data_dir / "blobs" / "default" / ds.StudyInstanceUID).exists()
+    assert in_files == (node.client.app.state.settings.blobs != "postgresql")  # type: ignore[attr-defined]
     kept = node.stored(ds.SOPInstanceUID)
     assert kept.file_meta.TransferSyntaxUID == syntax
     assert kept.PixelData == ds.PixelData  # no transcoding

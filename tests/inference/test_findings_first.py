@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from dermbridge import __version__
-from dicom_node.blobs import BlobStore
+from dicom_node.blobs import FileBlobStore
 from inference.pipeline import Prediction, Runner
 from inference.registry import ModelRegistry
 from inference.worker import InferenceWorker, Job
@@ -48,7 +48,7 @@ def node(tmp_path: Path) -> Iterator[FhirTestClient]:
 
 def new_worker(node: FhirTestClient, runners: list[Runner], kind: type[InferenceWorker], lease: float) -> Any:
     settings = node.app.state.settings  # type: ignore[attr-defined]
-    return kind(node.app.state.engine, BlobStore(settings.blob_root()), runners,  # type: ignore[attr-defined]
+    return kind(node.app.state.engine, FileBlobStore(settings.blob_root()), runners,  # type: ignore[attr-defined]
                 audit=node.app.state.audit, server_version=__version__, lease_seconds=lease)  # type: ignore[attr-defined]  # fmt: skip
 
 

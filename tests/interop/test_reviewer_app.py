@@ -201,3 +201,45 @@ def test_a_reviewer_claims_views_the_overlay_overrides_and_signs_off(browser: An
     assert "/auth/login" in ada.page.url  # the session ended
     for reviewer in (ada, ben, cy):
         reviewer.close()
+
+
+def test_an_administrator_adds_a_dicom_caller_and_a_reviewer_is_refused_the_admin_pages(
+    browser: Any, site: Site
+) -> None:
+    """The admin flow (issue 18, "Admin"): an admin adds a calling AE on the DICOM page (stored for the running
+    listener), the page passes the accessibility audit; a reviewer opening an admin page gets the 403 page."""
+    clinic = site.clinic
+    practitioner = clinic.post("Practitioner", {"resourceType": "Practitioner", "name": [{"text": "dee"}]})["id"]
+    command = [sys.executable, "-m", "dermbridge", "user", "create", "--tenant", "default", "--username", "dee",
+               "--practitioner", practitioner, "--role", "admin", "--password-stdin",
+               "--data-dir", str(clinic.data_dir)]  # fmt: skip
+    made = subprocess.run(command, input=PASSWORD, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    dee, ben = Reviewer(browser, site, "dee"), Reviewer(browser, site, "ben")
+    dee.sign_in("dee")
+    dee.page.locator("#admin-link").click()
+    dee.page.get_by_role("link", name="DICOM peers").click()
+    dee.page.wait_for_url("**/app/admin/dicom")
+    dee.page.get_by_label("AE title", exact=True).first.fill("BROWSERCAM")
+    dee.page.locator("#service-echo").check()
+    dee.page.locator("#service-store").check()
+    dee.page.get_by_role("button", name="Save the calling AE").click()
+    dee.page.wait_for_url("**/app/admin/dicom")
+    assert "echo, store" in dee.page.locator("tr[data-ae='BROWSERCAM']").inner_text()
+    dee.shot("admin-dicom")
+    dee.audit()
+    dee.page.get_by_role("link", name="Audit trail").click()
+    dee.page.get_by_role("button", name="Verify the trail").click()
+    assert "audit trail of default:" in dee.page.locator("#verified").inner_text()
+    assert "calling AE BROWSERCAM" in dee.page.locator("#events").inner_text()  # the change, in the trail
+    dee.shot("admin-audit")
+    dee.audit()
+
+    ben.sign_in("ben")
+    assert ben.page.locator("#admin-link").count() == 0
+    refused = ben.page.goto(f"{ben.root}/app/admin/dicom")
+    assert refused is not None and refused.status == 403
+    assert "Administrators only" in ben.page.locator("h1").inner_text()
+    ben.audit()
+    for person in (dee, ben):
+        person.close()

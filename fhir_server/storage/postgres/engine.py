@@ -196,7 +196,8 @@ class PostgresTenantStore:
         PostgreSQL does not zero the freed space nor the WAL; GDPR erasure relies on the destroyed data
         key (everything left is ciphertext), as it does for backups."""
         async with self.acquire() as conn:
-            for table in ("resource", "history", "record", "record_field", *resources.INDEX_TABLE_NAMES):
+            tables = ("resource", "history", "record", "record_field", "blob", "blob_chunk")
+            for table in (*tables, *resources.INDEX_TABLE_NAMES):
                 await conn.execute(f"VACUUM {table}")
 
 

@@ -26,7 +26,10 @@ from fhir_server.storage.postgres.schema import xact_lock
 
 NOTIFY_CHANNEL = "dermbridge_outbox"
 MATERIALISE_BATCH = 10_000
-_NOW = "extract(epoch FROM clock_timestamp())"
+# now(): the start of the statement's transaction, each claim and deferral being one statement of its own; a
+# STABLE function, which Citus evaluates once on the coordinator (it refuses VOLATILE ones, clock_timestamp(), in
+# an UPDATE of a distributed table)
+_NOW = "extract(epoch FROM now())"
 
 
 async def append_events(conn: asyncpg.Connection, tenant: str, events: Sequence[tuple[str, dict[str, Any]]]) -> None:

@@ -170,8 +170,31 @@ CREATE TABLE {s}.audit_checkpoint (
 );
 """
 
+# The DICOM object store (``dicom_node.blobs_postgres``): an object's chunks (at most 1 MiB each) in
+# ``blob_chunk``; ``key`` is NULL while the object is staged (by ``staged_by``: host.pid). Chunks are
+# ciphertext, which TOAST's pglz gives up compressing after its first KiB; ``SET STORAGE EXTERNAL`` would skip
+# even that, but Citus refuses that ALTER TABLE in a distributed schema.
+_V2 = """
+CREATE TABLE {s}.blob (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    key text COLLATE "C" UNIQUE,
+    study text COLLATE "C",
+    size bigint NOT NULL,
+    staged_by text COLLATE "C" NOT NULL,
+    staged_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX blob_study ON {s}.blob (study);
+CREATE INDEX blob_staged ON {s}.blob (staged_at) WHERE key IS NULL;
+CREATE TABLE {s}.blob_chunk (
+    blob bigint NOT NULL REFERENCES {s}.blob (id) ON DELETE CASCADE,
+    seq integer NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (blob, seq)
+);
+"""
+
 # Each step takes a tenant schema from version i to i + 1; append, never edit a released step.
-TENANT_STEPS: tuple[str, ...] = (_V1,)
+TENANT_STEPS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(TENANT_STEPS)
 
 _CONTROL = f"""
@@ -183,6 +206,12 @@ CREATE TABLE IF NOT EXISTS {CONTROL_SCHEMA}.tenant (
 );
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
 """
+
+
+def statements(script: str) -> list[str]:
+    """A step's statements, one by one: Citus sends each DDL statement of a distributed schema on to the worker
+    holding it as one prepared statement, which may hold one command only (the steps have no ``;`` but at ends)."""
+    return [s.strip() for s in script.split(";\n") if s.strip()]
 
 
 async def xact_lock(conn: asyncpg.Connection, name: str) -> None:
@@ -203,7 +232,8 @@ async def _upgrade(conn: asyncpg.Connection, name: str, version: int) -> None:
         return
     trgm = await _trgm_schema(conn)
     for step in TENANT_STEPS[version:]:
-        await conn.execute(step.format(s=quote_ident(name), trgm=trgm))
+        for statement in statements(step.format(s=quote_ident(name), trgm=trgm)):
+            await conn.execute(statement)
     await conn.execute(f"UPDATE {CONTROL_SCHEMA}.tenant SET schema_version = $1 WHERE name = $2", SCHEMA_VERSION, name)
 
 

@@ -50,3 +50,11 @@ def test_confirm_and_decline() -> None:
         {"name": "reason", "valueCode": "image-quality"},
         {"name": "note", "valueString": "blurred"},
     ]
+
+
+def test_a_note_typed_with_confirm_is_kept_in_the_conclusion() -> None:
+    chosen = operation({"decision": "confirm", "note": " Dermoscopy reassuring. "}, DIAGNOSES)
+    assert chosen.parameters["parameter"] == [
+        {"name": "decision", "valueCode": "confirm"},
+        {"name": "conclusion", "valueString": "Confirmed on clinician review. Reviewer's note: Dermoscopy reassuring."},
+    ]

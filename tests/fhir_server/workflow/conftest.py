@@ -14,7 +14,7 @@ import pydicom
 import pytest
 
 from dermbridge import __version__
-from dicom_node.blobs import BlobStore
+from dicom_node.blobs import FileBlobStore
 from fhir_server.workflow.library import FlowLibrary, shipped
 from inference.registry import ModelRegistry
 from inference.worker import InferenceWorker
@@ -83,7 +83,7 @@ def running_node(tmp: Path, **settings: Any) -> Iterator[Node]:
     with make_client(tmp / "var", dicom_any_ae_tenant="default", **settings) as client:
         configured = client.app.state.settings  # type: ignore[attr-defined]
         runners = ModelRegistry.load(configured.inference_models).runners(configured.inference_device)
-        worker = InferenceWorker(client.app.state.engine, BlobStore(configured.blob_root()), runners,  # type: ignore[attr-defined]
+        worker = InferenceWorker(client.app.state.engine, FileBlobStore(configured.blob_root()), runners,  # type: ignore[attr-defined]
                                  audit=client.app.state.audit, server_version=__version__,  # type: ignore[attr-defined]
                                  human_review=False, flows=FlowLibrary())  # fmt: skip
         yield Node(client, worker, tmp)
