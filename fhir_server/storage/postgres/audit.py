@@ -34,33 +34,18 @@ async def audit_lock(conn: asyncpg.Connection, tenant: str) -> None:
     await xact_lock(conn, f"{tenant}:audit")
 
 
-_LINK = (
-    "WITH RECURSIVE new AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::int8[]) "
-    "WITH ORDINALITY AS l(resource_id, content_hash, indexed, staged_seq, n)), "
-    "head AS (SELECT seq, chain_hash FROM audit_chain ORDER BY seq DESC LIMIT 1), "
-    "chain(n, seq, hash) AS ("
-    "SELECT 0::int8, COALESCE((SELECT seq FROM head), 0), COALESCE((SELECT chain_hash FROM head), $5) "
-    "UNION ALL SELECT c.n + 1, c.seq + 1, "
-    "encode(sha256(decode(c.hash, 'hex') || decode(l.content_hash, 'hex')), 'hex') "
-    "FROM chain c JOIN new l ON l.n = c.n + 1) "
-    "INSERT INTO audit_chain (seq, resource_id, content_hash, chain_hash, indexed, staged_seq) "
-    "SELECT c.seq, l.resource_id, l.content_hash, c.hash, l.indexed, l.staged_seq FROM chain c JOIN new l ON l.n = c.n"
-)
-
-
 async def link(conn: asyncpg.Connection, links: Sequence[tuple[str, str, bool, int | None]]) -> None:
-    """Chain (resource id, content hash, indexed, staging seq) in order; the caller holds ``audit_lock`` (taken
-    by an earlier statement: this one's snapshot sees the head the last holder committed). One statement:
-    the head is read and each link hashed (``chain_hash``, in SQL: sha256 of the previous hash's bytes and the
-    content hash's) by a recursive query (profiled: reading the head first cost every audited request a round
-    trip)."""
-    await conn.execute(
-        _LINK,
-        [resource_id for resource_id, _, _, _ in links],
-        [digest for _, digest, _, _ in links],
-        [indexed for _, _, indexed, _ in links],
-        [staged_seq for _, _, _, staged_seq in links],
-        GENESIS,
+    """Chain (resource id, content hash, indexed, staging seq) in order; the caller holds ``audit_lock``."""
+    head = await conn.fetchrow("SELECT seq, chain_hash FROM audit_chain ORDER BY seq DESC LIMIT 1")
+    seq, previous = (head["seq"], head["chain_hash"]) if head else (0, GENESIS)
+    rows = []
+    for resource_id, content_hash, indexed, staged_seq in links:
+        seq, previous = seq + 1, chain_hash(previous, content_hash)
+        rows.append((seq, resource_id, content_hash, previous, indexed, staged_seq))
+    await conn.executemany(
+        "INSERT INTO audit_chain (seq, resource_id, content_hash, chain_hash, indexed, staged_seq) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        rows,
     )
 
 

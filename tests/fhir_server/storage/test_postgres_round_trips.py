@@ -9,8 +9,6 @@ never a timing.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Any
@@ -19,9 +17,8 @@ import asyncpg
 import pytest
 
 from fhir_server.search.extract import index_resource
-from fhir_server.storage.port import AuditEntry, ResourceKey
+from fhir_server.storage.port import ResourceKey
 from fhir_server.storage.postgres import PostgresEngine
-from fhir_server.storage.postgres.audit import GENESIS, chain_hash
 from fhir_server.storage.query import ParamClause, SearchQuery, StringMatch
 from tests.fhir_server.storage.test_postgres import _patient_version, append
 from tests.postgres import ThrowawayPostgres
@@ -112,22 +109,3 @@ async def test_a_transaction_sends_its_writes_and_index_rows_in_one_statement(
     assert renamed.keys == [ResourceKey("Patient", "p1")]
     old = await store.search(SearchQuery(("Patient",), (ParamClause("family", "string", (StringMatch("family1"),)),)))
     assert old.keys == []
-
-
-async def test_audit_links_are_chained_in_one_statement_as_the_trail_verifies(
-    engine: PostgresEngine, sent: list[str]
-) -> None:
-    """An audited request's event is stored and chained by BEGIN, the audit lock, its write, its link,
-    COMMIT (the link read the head first, a round trip of its own); the hashes are the chain's."""
-    store = await engine.tenant("clinic-a")
-    entries = [AuditEntry(0, f"ae{n}", "2026-01-01T00:00:00.000+00:00", b'{"resourceType":"AuditEvent"}',
-                          hashlib.sha256(bytes([n])).hexdigest()) for n in range(3)]  # fmt: skip
-    sent.clear()
-    await store.append_audit(entries[0])
-    assert len(sent) == 5, sent
-    await asyncio.gather(*(store.append_audit(entry) for entry in entries[1:]))  # chained after the head, in order
-    previous = GENESIS
-    for n, found in enumerate(await store.audit_links(0, 10), start=1):
-        previous = chain_hash(previous, found.content_hash)
-        assert (found.seq, found.chain_hash) == (n, previous)
-    assert n == 3
