@@ -219,7 +219,7 @@ class PostgresEngine:
     async def open(self) -> None:
         """Connect, migrate (idempotent, one process at a time) and LISTEN for other processes' commits."""
         self._control = await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=self._control_pool_size, server_settings=SERVER_SETTINGS
+            self.dsn, min_size=1, max_size=self._control_pool_size, server_settings=SERVER_SETTINGS, reset=keep_session
         )
         await self.migrate()
         self._closing = False

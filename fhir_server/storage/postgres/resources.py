@@ -144,16 +144,17 @@ _INDEX_KINDS: tuple[tuple[str, str, tuple[tuple[str, str, str], ...]], ...] = (
 INDEX_TABLE_NAMES = tuple(table for _, table, _ in _INDEX_KINDS)
 
 
-async def insert_index(conn: asyncpg.Connection, indexed: Sequence[tuple[int, str, IndexEntries]]) -> None:
-    """The index rows of (rid, resource type, entries), every table in one statement."""
+def _index_inserts(indexed: Sequence[tuple[Any, str, IndexEntries]], args: list[Any], written: str | None) -> list[str]:
+    """One ``INSERT`` CTE per index table with rows, their arrays appended to ``args``. ``indexed``: (rid,
+    resource type, entries); with ``written`` (a CTE of the rows just written: rid, type, id), (id, resource
+    type, entries) instead, each row's rid taken from that CTE."""
     ctes: list[str] = []
-    args: list[Any] = []
     for kind, table, columns in _INDEX_KINDS:
-        rows = [(rid, rtype, row) for rid, rtype, entries in indexed for row in getattr(entries, kind)]
+        rows = [(key, rtype, row) for key, rtype, entries in indexed for row in getattr(entries, kind)]
         if not rows:
             continue
         arrays = [
-            ([rid for rid, _, _ in rows], "int8"),
+            ([key for key, _, _ in rows], "int8" if written is None else "text"),
             ([rtype for _, rtype, _ in rows], "text"),
             ([row.param for _, _, row in rows], "text"),
             *(([getattr(row, attribute) for _, _, row in rows], sql_type) for _, sql_type, attribute in columns),
@@ -163,55 +164,63 @@ async def insert_index(conn: asyncpg.Connection, indexed: Sequence[tuple[int, st
         for values, sql_type in arrays:
             args.append(values)
             placeholders.append(f"${len(args)}::{sql_type}[]")
-        names = ", ".join(["rid", "type", "param", *(c for c, _, _ in columns), "grp"])
-        ctes.append(f"{table}_rows AS (INSERT INTO {table} ({names}) SELECT * FROM unnest({', '.join(placeholders)}))")
+        names = ["rid", "type", "param", *(c for c, _, _ in columns), "grp"]
+        unnest = f"unnest({', '.join(placeholders)})"
+        if written is None:
+            select = f"SELECT * FROM {unnest}"
+        else:
+            rest = names[1:]
+            select = (f"SELECT w.rid, {', '.join(f'i.{n}' for n in rest)} FROM {unnest} "
+                      f"AS i(key, {', '.join(rest)}) JOIN {written} w ON w.type = i.type AND w.id = i.key")  # fmt: skip
+        ctes.append(f"{table}_rows AS (INSERT INTO {table} ({', '.join(names)}) {select})")
+    return ctes
+
+
+async def insert_index(conn: asyncpg.Connection, indexed: Sequence[tuple[int, str, IndexEntries]]) -> None:
+    """The index rows of (rid, resource type, entries), every table in one statement."""
+    args: list[Any] = []
+    ctes = _index_inserts(indexed, args, None)
     if ctes:
         await conn.execute(f"WITH {', '.join(ctes)} SELECT 1", *args)
 
 
-async def delete_index(conn: asyncpg.Connection, rids: Sequence[int]) -> None:
-    """Every index row of the resources, every table in one statement."""
-    if rids:
-        ctes = ", ".join(f"{t}_gone AS (DELETE FROM {t} WHERE rid = ANY($1::int8[]))" for t in INDEX_TABLE_NAMES)
-        await conn.execute(f"WITH {ctes} SELECT 1", list(rids))
+_WRITE = (
+    "WITH w AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::float8[], $6::bool[], "
+    "$7::text[], $8::bytea[]) AS w(type, id, version, last_updated, ts, deleted, method, content)), "
+    "written AS (INSERT INTO resource (type, id, version, last_updated, last_updated_ts, deleted) "
+    "SELECT type, id, version, last_updated, ts, deleted FROM w "
+    "ON CONFLICT (type, id) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated, "
+    "last_updated_ts = excluded.last_updated_ts, deleted = excluded.deleted "
+    "RETURNING rid, type, id, (xmax = 0) AS inserted), "
+    "history_rows AS (INSERT INTO history (rid, type, id, version, last_updated, last_updated_ts, method, content) "
+    "SELECT r.rid, w.type, w.id, w.version, w.last_updated, w.ts, w.method, w.content "
+    "FROM w JOIN written r ON r.type = w.type AND r.id = w.id)"
+)
 
 
 async def write_batch(conn: asyncpg.Connection, writes: Sequence[tuple[ResourceVersion, IndexEntries | None]]) -> None:
-    """Append versions and make them current; each resource at most once in a batch.
+    """Append versions and make them current; each resource at most once in a batch. One statement, whatever
+    the batch holds: the resource rows, their history rows, the old index rows of those updated dropped and
+    the new ones added (data-modifying CTEs share one snapshot: the deletes never see the rows added).
 
     A resource written twice at the same version fails on ``history``'s unique (rid, version), so of two
     transactions writing the same version exactly one commits."""
     if not writes:
         return
     versions = [v for v, _ in writes]
-    rows = await conn.fetch(
-        "INSERT INTO resource (type, id, version, last_updated, last_updated_ts, deleted) "
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::float8[], $6::bool[]) "
-        "ON CONFLICT (type, id) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated, "
-        "last_updated_ts = excluded.last_updated_ts, deleted = excluded.deleted "
-        "RETURNING rid, type, id, (xmax = 0) AS inserted",
+    args: list[Any] = [
         [v.resource_type for v in versions],
         [v.id for v in versions],
         [v.version for v in versions],
         [v.last_updated for v in versions],
         [instant_ts(v.last_updated) for v in versions],
         [v.content is None for v in versions],
-    )
-    rid_of = {(row["type"], row["id"]): (row["rid"], row["inserted"]) for row in rows}
-    rids = [rid_of[(v.resource_type, v.id)][0] for v in versions]
-    await conn.execute(
-        "INSERT INTO history (rid, type, id, version, last_updated, last_updated_ts, method, content) "
-        "SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::float8[], "
-        "$7::text[], $8::bytea[])",
-        rids,
-        [v.resource_type for v in versions],
-        [v.id for v in versions],
-        [v.version for v in versions],
-        [v.last_updated for v in versions],
-        [instant_ts(v.last_updated) for v in versions],
         [v.method for v in versions],
         [v.content for v in versions],
+    ]
+    gone = [f"{t}_gone AS (DELETE FROM {t} WHERE rid IN (SELECT rid FROM written WHERE NOT inserted))"
+            for t in INDEX_TABLE_NAMES]  # fmt: skip
+    added = _index_inserts(
+        [(v.id, v.resource_type, index) for v, index in writes if index is not None], args, "written"
     )
-    await delete_index(conn, [rid for rid, inserted in rid_of.values() if not inserted])
-    await insert_index(conn, [(rid, v.resource_type, index) for rid, (v, index) in zip(rids, writes, strict=True)
-                              if index is not None])  # fmt: skip
+    await conn.execute(f"{_WRITE}, {', '.join([*gone, *added])} SELECT 1", *args)

@@ -270,6 +270,10 @@ async def tenant_exists(conn: asyncpg.Connection, name: str) -> bool:
 
 
 async def tenant_names(conn: asyncpg.Connection) -> list[str]:
-    if await conn.fetchval("SELECT to_regclass($1)", f"{CONTROL_SCHEMA}.tenant") is None:
+    """The tenants, in one statement (every outbox round and sweep lists them); none before the first
+    migration created the control table."""
+    try:
+        rows = await conn.fetch(f"SELECT name FROM {CONTROL_SCHEMA}.tenant ORDER BY name")
+    except asyncpg.UndefinedTableError:
         return []
-    return [row["name"] for row in await conn.fetch(f"SELECT name FROM {CONTROL_SCHEMA}.tenant ORDER BY name")]
+    return [row["name"] for row in rows]
