@@ -61,9 +61,11 @@ NO_AI = hd.sr.CodedConcept("no-ai-result", SCHEME, "Clinician's own diagnosis (n
 OWN_DEMO = hd.sr.CodedConcept("own-demo-ai", SCHEME, "Own diagnosis; AI result shown for reference only")
 AI_NO_CALL = hd.sr.CodedConcept("own-ai-no-call", SCHEME, "Clinician's own diagnosis (AI made no call)")
 AI_EQUIVOCAL = hd.sr.CodedConcept("own-ai-equivocal", SCHEME, "Clinician's own diagnosis (AI result equivocal)")
+CONSISTENT = hd.sr.CodedConcept("own-consistent-with-ai", SCHEME, "Clinician's own diagnosis, consistent with the AI's")
 AI_MIXED = hd.sr.CodedConcept("own-ai-mixed", SCHEME, "Clinician's own diagnosis (AI results differed)")
 URGENCY = hd.sr.CodedConcept("referral-urgency", SCHEME, "Referral urgency")
 REQUEST_PRIORITY = ("routine", "urgent", "asap", "stat")  # HL7 request-priority, the review's referral urgency
+UTF8 = "ISO_IR 192"  # the SR and KOS are UTF-8 whatever the image's character set: names and text as written (H1)
 MAX_TEXT = 100_000  # characters of one TEXT item (UT: up to 2^32-2 bytes, PS3.5 6.2); longer is cut, and says so
 WORDS = {
     CONFIRMED.value: "confirmed the AI result",
@@ -73,6 +75,8 @@ WORDS = {
     OWN_DEMO.value: "recorded their own diagnosis; the AI result was shown for reference only",
     AI_NO_CALL.value: "recorded their own diagnosis (the AI made no call: no class above its threshold)",
     AI_EQUIVOCAL.value: "recorded their own diagnosis (the AI result was equivocal)",
+    CONSISTENT.value: "recorded their own diagnosis, consistent with the AI's call (the same condition, at another "
+    "level of detail: not a disagreement)",
     AI_MIXED.value: "recorded their own diagnosis (the AI's results for this lesion differed from each other)",
 }
 
@@ -122,6 +126,7 @@ class SignOff:
     previous: tuple[Instance, ...] = ()  # the earlier sign-off SRs of the report in the study, oldest first
     version: int = 1  # the Instance Number: 1 for the first signing, then one more per amendment
     left_out: tuple[str, ...] = ()  # what the signed report holds and this SR does not: the SR is then PARTIAL
+    undecided: tuple[str, ...] = ()  # each lesion of the report's AI results the clinician decided nothing on, in words
 
 
 def sign_off_series(study: str, report_id: str) -> str:
@@ -140,13 +145,22 @@ def sign_off_uid(study: str, sign_off: SignOff) -> str:
 
 
 def readable_name(pn: str) -> str:
-    """A DICOM PN for people, given name first ("Ann Smith" for ``Smith^Ann``: "Smith Ann" reads as a given name
-    Smith), with the ideographic form after it when there is one (PS3.5 6.2.1.2)."""
+    """A DICOM PN for people. The alphabetic group given name first ("Ann Smith" for ``Smith^Ann``: "Smith Ann"
+    reads as a given name Smith); a name with an ideographic form (kanji) reads that form first, family name first
+    as it is written ("山田 太郎"), the alphabetic form after it ("山田 太郎 (Taro Yamada)": derm review 5, H1;
+    PS3.5 6.2.1.2)."""
     name = PersonName(pn)
-    parts = (name.name_prefix, name.given_name, name.middle_name, name.family_name, name.name_suffix)
-    text = " ".join(p.strip() for p in parts if p.strip())
-    ideographic = " ".join(p for p in PersonName(name.ideographic).components if p) if name.ideographic else ""
-    return f"{text} ({ideographic.replace('^', ' ').strip()})" if ideographic and text else text or ideographic
+    alphabetic = _name_words(PersonName(name.alphabetic), family_first=False) if name.alphabetic else ""
+    ideographic = _name_words(PersonName(name.ideographic), family_first=True) if name.ideographic else ""
+    if ideographic:
+        return f"{ideographic} ({alphabetic})" if alphabetic else ideographic
+    return alphabetic
+
+
+def _name_words(group: PersonName, family_first: bool) -> str:
+    family, given, middle = group.family_name, group.given_name, group.middle_name
+    order = (family, given, middle) if family_first else (given, middle, family)
+    return " ".join(p.strip() for p in (group.name_prefix, *order, group.name_suffix) if p.strip())
 
 
 def _text(meaning: str, text: str, report_id: str = "") -> hd.sr.TextContentItem:
@@ -232,6 +246,7 @@ def _summary(sign_off: SignOff) -> hd.sr.ContainerContentItem:
     if any(lesion.demonstration for lesion in sign_off.lesions):
         texts.append(text("ai-output-use", _demonstration_words(demonstration)))
     texts += [text("lesion-decision", lesion_words(lesion)) for lesion in sign_off.lesions]
+    texts += [text("lesion-decision", words) for words in sign_off.undecided]  # derm review 5, H2
     if not sign_off.lesions:
         texts.append(text("lesion-decision", "The report was signed off without per-lesion findings."))
     container = hd.sr.ContainerContentItem(QUALITATIVE_EVALUATIONS, relationship_type="CONTAINS")
@@ -281,6 +296,7 @@ def build_sign_off_report(source: Dataset, sign_off: SignOff, server_version: st
         verifying_observer_name=sign_off.reviewer,
         verifying_organization=sign_off.organization[:64] or "not recorded",  # Type 1 in highdicom
         coding_schemes=[SCHEME_ITEM],
+        specific_character_set=UTF8,
         series_description="Clinician review: signed-off diagnosis",
         manufacturer_model_name="DermBridge clinician review",
         software_versions=[f"DermBridge {server_version}".strip()],
@@ -342,6 +358,7 @@ def build_key_images(source: Dataset, sign_off: SignOff, report: Dataset) -> Dat
         sop_instance_uid=derived_uid(study, sign_off.report_id, sign_off.content_key, "clinician-key-images"),
         instance_number=sign_off.version,
         manufacturer=MANUFACTURER,
+        specific_character_set=UTF8,
         series_description="Clinician review: key images",
     )
     carry_context(source, kos)
