@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -215,6 +216,9 @@ class SignOffExport:
         sign_off = SignOff(
             report_id=str(report["id"]),
             content_key=_content_key(report, lesions, [*left_out, *undecided]),
+            signing_key=_content_key(
+                report, [dataclasses.replace(d, gone=()) for d in lesions], [*left_out, *undecided]
+            ),
             reviewer=signer.name,
             organization=signer.organization,
             signed_at=await _signed_at(repo, report, signer),
@@ -298,7 +302,7 @@ class SignOffExport:
             else:
                 results.append(found)
         every_ai = [o for o in results if "device" in o]  # a withdrawn one still says which image was deleted
-        ai = [o for o in every_ai if o.get("status") not in WITHDRAWN]  # derm review 5, M1: no call to decide on
+        ai = [o for o in every_ai if o.get("status") not in WITHDRAWN]  # derm review 5, M1: undecided, no call
         own = [o for o in results if "device" not in o]
         current = [o for o in own if o.get("status") in SIGNED]
         said = [_withdrawn(o) for o in own if o.get("status") not in SIGNED]  # derm review 5, M1
@@ -311,11 +315,11 @@ class SignOffExport:
                 continue
             diagnoses.setdefault(_focus(observation), []).append((observation, diagnosis))
         decisions = []
-        for lesion, found in diagnoses.items():
-            if len({d.value for _, d in found}) > 1:  # derm review 5, M1: neither is shown as the verified diagnosis
-                left_out.append(await _contradictory(repo, lesion, found))
+        for lesion, given in diagnoses.items():
+            if len({d.value for _, d in given}) > 1:  # derm review 5, M1: neither is shown as the verified diagnosis
+                left_out.append(await _contradictory(repo, lesion, given))
                 continue
-            observation, diagnosis = found[0]
+            observation, diagnosis = given[0]
             of_lesion = [o for o in every_ai if _focus(o) == lesion]
             decisions.append(await self._decision(store, repo, observation, diagnosis, lesion, of_lesion))
         addressed = {_focus(o) for o in current}
@@ -432,7 +436,6 @@ def _decided(
     copy (``derivedFrom``) of one of the lesion's AI predicted diagnoses with the same value, when every positive
     call of the AI for the lesion is that diagnosis; "overrode: disagreed" only when the AI made a positive call
     and the clinician's differs; otherwise neutral: the AI made no call, was equivocal, or its results differed."""
-    ai = [o for o in ai if o.get("status") not in WITHDRAWN]  # derm review 5, M1: a withdrawn AI result is no call
     if not ai:
         return NO_AI
     if any(_tagged_demo(o) for o in ai):
@@ -536,7 +539,8 @@ def _in_study(sign_off: SignOff, study_uid: str) -> SignOff:
 
 async def _versioned(store: TenantStore, sign_off: SignOff, study_uid: str) -> SignOff:
     """``sign_off`` as the next version of the report's sign-off SR in the study: the earlier ones (oldest first)
-    as its predecessors, its Instance Number one more (derm review 4, H2)."""
+    as its predecessors, its Instance Number one more (derm review 4, H2); a re-issue by DermBridge when the SR of
+    the same signing without the deletions is one of them (derm review 5, M3: the clinician signed nothing new)."""
     own = sign_off_uid(study_uid, sign_off)
     query = RecordQuery(
         INSTANCE, (FieldMatch("SeriesInstanceUID", "eq", (sign_off_series(study_uid, sign_off.report_id),)),)
@@ -546,7 +550,10 @@ async def _versioned(store: TenantStore, sign_off: SignOff, study_uid: str) -> S
     previous = tuple(
         Instance(study_uid, _field(r, "SeriesInstanceUID"), _field(r, "SOPClassUID"), r.key) for r in records
     )
-    return dataclasses.replace(sign_off, previous=previous, version=len(previous) + 1)
+    signed = sign_off_uid(study_uid, dataclasses.replace(sign_off, content_key=sign_off.signing_key))
+    reissued = own != signed and any(p.sop_instance == signed for p in previous)  # derm review 5, M3
+    today = datetime.now(UTC).date().isoformat() if reissued else ""
+    return dataclasses.replace(sign_off, previous=previous, version=len(previous) + 1, reissued=today)
 
 
 def _referenced(kos: Dataset) -> set[str]:

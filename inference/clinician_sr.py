@@ -126,6 +126,8 @@ class SignOff:
     previous: tuple[Instance, ...] = ()  # the earlier sign-off SRs of the report in the study, oldest first
     version: int = 1  # the Instance Number: 1 for the first signing, then one more per amendment
     left_out: tuple[str, ...] = ()  # what the signed report holds and this SR does not: the SR is then PARTIAL
+    signing_key: str = ""  # what the clinician signed, without what was deleted since: ``content_key`` of the signing
+    reissued: str = ""  # the date DermBridge re-issued the SR for a deletion alone, the clinician signing nothing new
     undecided: tuple[str, ...] = ()  # each lesion of the report's AI results the clinician decided nothing on, in words
 
 
@@ -226,6 +228,21 @@ def _demonstration_words(ai_reports: list[str]) -> str:
     )
 
 
+def _version_words(sign_off: SignOff) -> str:
+    """What this version is: the clinician's amendment or correction, or DermBridge's re-issue after a deletion,
+    the clinician having signed nothing new (derm review 5, M3: never "AMENDED" in their name)."""
+    replaced = ", ".join(i.sop_instance for i in sign_off.previous)
+    if sign_off.reissued:
+        gone = sorted({g for lesion in sign_off.lesions for g in lesion.gone})
+        why = "; ".join(gone) if gone else "an object it referenced was deleted"
+        return (
+            f"RE-ISSUED by DermBridge on {sign_off.reissued} (version {sign_off.version}), not by the clinician: "
+            f"{why}. The clinician's findings and verification are unchanged; replaces the earlier SR {replaced}"
+        )
+    kind = "CORRECTED" if sign_off.status == "corrected" else "AMENDED"
+    return f"{kind} (version {sign_off.version}): replaces the earlier SR {replaced}"
+
+
 def _summary(sign_off: SignOff) -> hd.sr.ContainerContentItem:
     """TID 1500 row 12: the report's text, where any SR viewer shows it."""
     text = partial(_text, report_id=sign_off.report_id)
@@ -233,9 +250,7 @@ def _summary(sign_off: SignOff) -> hd.sr.ContainerContentItem:
     if sign_off.left_out:  # derm review 4, M4: a PARTIAL SR says what it leaves out
         texts.append(text("left-out", "PARTIAL: this SR leaves out " + "; ".join(sign_off.left_out)))
     if sign_off.previous:  # derm review 4, H2: the PACS user is told which report is current
-        kind = "CORRECTED" if sign_off.status == "corrected" else "AMENDED"
-        replaced = ", ".join(i.sop_instance for i in sign_off.previous)
-        texts.append(text("amendment", f"{kind} (version {sign_off.version}): replaces the earlier SR {replaced}"))
+        texts.append(text("amendment", _version_words(sign_off)))
     who = readable_name(sign_off.reviewer)
     at = f" of {sign_off.organization}" if sign_off.organization else ""
     signed = f"Signed off by {who}{at} on {sign_off.signed_at} (verified, {sign_off.status})"

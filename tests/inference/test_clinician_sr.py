@@ -245,6 +245,10 @@ def test_a_signed_off_review_reaches_the_pacs_as_a_verified_sr(node: FhirTestCli
     [item] = _until(lambda: [i for i in _sr_instances(node, study) if _value(i, "00080018") not in known], "re-issue")
     third = _wado(node, study, _value(item, "0020000E"), _value(item, "00080018"))
     assert third.InstanceNumber == 3 and third.VerificationFlag == "VERIFIED"
+    # derm review 5, M3: the server's re-issue never reads as the clinician's amendment
+    head = next(t for t in _texts(third) if t.startswith(("RE-ISSUED", "AMENDED")))
+    assert head.startswith("RE-ISSUED by DermBridge on") and "not by the clinician" in head, head
+    assert f"image {image.SOPInstanceUID}" in head and second.SOPInstanceUID in head
     predecessors = {
         str(i.ReferencedSOPInstanceUID)
         for s in third.PredecessorDocumentsSequence[0].ReferencedSeriesSequence
@@ -653,12 +657,12 @@ def test_a_withdrawn_or_contradictory_finding_is_never_a_verified_diagnosis(clie
     exported as "Diagnosis" under VERIFIED; two current findings that differ on one lesion too. The withdrawn one is
     named, not exported; a contradictory lesion has no diagnosis and the SR is PARTIAL saying the record is
     contradictory (a refused export would leave the PACS without any sign of the signed-off case)."""
-    back, arm = _lesions(client, "back", "arm")
+    back, arm, leg = _lesions(client, "back", "arm", "leg")
     decided, left_out, said = _signed_off(
         client,
         _finding(back, MELANOMA_AI, device=False, status="entered-in-error"),
         _finding(back, NAEVUS_AI, device=False, status="corrected"),
-        _finding(arm, MELANOMA_AI, device=True, status="entered-in-error"),  # a withdrawn AI call is no call
+        _finding(leg, MELANOMA_AI, device=True, status="entered-in-error"),  # a withdrawn AI call: nothing to decide
         _finding(arm, MELANOMA_AI, device=False),
         _finding(arm, NAEVUS_AI, device=False),
     )
@@ -669,3 +673,22 @@ def test_a_withdrawn_or_contradictory_finding_is_never_a_verified_diagnosis(clie
     assert "(Malignant melanoma of skin, SNOMED CT 93655004) is entered-in-error" in withdrawn
     assert left_out[0].startswith(f"Lesion at arm ({arm}): the record is contradictory")
     assert "93655004" in left_out[0] and "400096001" in left_out[0]
+    assert not any(leg in what for what in left_out)
+
+
+def test_a_re_issue_after_a_deletion_says_dermbridge_made_it_not_the_clinician(tmp_path: Path) -> None:
+    """Derm review 5, M3: after a DICOMweb DELETE the re-issued SR read "AMENDED (version 2)" above the clinician's
+    verification, as if they had amended it. It says DermBridge re-issued it, why, and that the findings stand."""
+    image = lesion_instance("CSR-RI", seed=18)
+    first = _decision(OVERRODE, False, image, "1.2.3")
+    earlier = build_sign_off_report(image, first, "test")
+    gone = "image 1.2.9.9: Media deleted over DICOMweb on 2026-12-01 (no longer available)"
+    lesion = dataclasses.replace(first.lesions[0], images=(), gone=(gone,))
+    previous = (
+        Instance(image.StudyInstanceUID, earlier.SeriesInstanceUID, earlier.SOPClassUID, earlier.SOPInstanceUID),
+    )
+    reissued = dataclasses.replace(first, lesions=(lesion,), previous=previous, version=2, reissued="2026-12-01")
+    head = next(t for t in _texts(build_sign_off_report(image, reissued, "test")) if "version 2" in t)
+    assert head.startswith("RE-ISSUED by DermBridge on 2026-12-01 (version 2), not by the clinician: image 1.2.9.9")
+    assert "findings and verification are unchanged" in head and earlier.SOPInstanceUID in head
+    assert "AMENDED" not in head
