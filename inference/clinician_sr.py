@@ -128,7 +128,7 @@ class SignOff:
     left_out: tuple[str, ...] = ()  # what the signed report holds and this SR does not: the SR is then PARTIAL
     signing_key: str = ""  # what the clinician signed, without what was deleted since: ``content_key`` of the signing
     reissued: str = ""  # the date DermBridge re-issued the SR for a deletion alone, the clinician signing nothing new
-    undecided: tuple[str, ...] = ()  # each lesion of the report's AI results the clinician decided nothing on, in words
+    undecided: tuple[str, ...] = ()  # in words: lesions of the AI results nobody decided on, withdrawn findings
 
 
 def sign_off_series(study: str, report_id: str) -> str:
