@@ -11,7 +11,7 @@ AXE_VERSION := 4.10.2
 AXE_STAMP := $(VENV)/node/.axe-core-$(AXE_VERSION)
 
 .PHONY: run test lint typecheck pytest install system-deps clean bench bench-dicom bench-engines bench-inference \
-	bench-workflow soak
+	bench-workflow bench-app soak docs-images
 
 install: $(STAMP) $(FPL_STAMP) $(AXE_STAMP)
 
@@ -83,11 +83,20 @@ bench-workflow: $(STAMP)
 	$(bench_clone)
 	cd $(BENCH_TREE) && .venv/bin/python bench/workflow_bench.py $(ARGS)
 
+bench-app: $(STAMP) $(AXE_STAMP)
+	$(bench_clone)
+	cd $(BENCH_TREE) && .venv/bin/python bench/app_bench.py $(ARGS)
+
 # 30 minutes of mixed load with a kill -9 every minute or so, then: nothing acknowledged lost,
 # every write audited, the audit trail intact. E.g. `make soak ARGS="--minutes 3 --kill-every 40"`.
 soak: $(STAMP)
 	$(call bench_clone,$(SOAK_TREE))
 	cd $(SOAK_TREE) && .venv/bin/python bench/soak.py $(ARGS)
+
+# The README's pictures of the reviewer app: the browser test's screenshots of a synthetic case.
+docs-images: $(STAMP) $(AXE_STAMP)
+	.venv/bin/python -m pytest -q -p no:cacheprovider tests/interop/test_reviewer_app.py -k claims_views
+	.venv/bin/python tools/docs_images.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

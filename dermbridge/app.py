@@ -369,6 +369,7 @@ def create_app(settings: Settings) -> FastAPI:
         _install_conformance(app, settings, dimse, router)
     if token_endpoint is not None:  # after the FHIR API's routes: each request tries the routes in turn
         install_people(app, settings, engine, clients, token_endpoint, authenticator, audit)
+        app.state.people.use_refusals(app.state.auth_http.refusals)  # aggregated with refused token requests
     install_operations(app, engine, router.operations)
     _install_error_handlers(app)
     return app

@@ -21,10 +21,13 @@ from fhir_server.people.tickets import Tickets
 from fhir_server.people.users import UserDirectory
 from fhir_server.reviewer_app.admin_routes import router as admin_router
 from fhir_server.reviewer_app.administrator import NotAdministrator, not_administrator_page
+from fhir_server.reviewer_app.live import WorklistChanges
+from fhir_server.reviewer_app.live import router as worklist_events_router
 from fhir_server.reviewer_app.routes import router as reviewer_app_router
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.clients import ClientRegistry
 from fhir_server.security.endpoint import TokenEndpoint
+from fhir_server.security.keyfile import read_or_create_secret
 from fhir_server.storage.port import Engine
 
 
@@ -63,10 +66,12 @@ def install_people(
             settings.oidc_login_client_id,
             settings.oidc_login_client_secret,
             f"{settings.base_url()}/auth/oidc/callback",
-            Tickets(engine, "auth.oidc-state"),
+            read_or_create_secret(settings.data_dir / "keys" / "oidc-state.key", 32),
         )
     app.include_router(people_router)
     app.include_router(reviewer_app_router)  # the reviewer app at /app/ (its pages need a session)
+    app.state.worklist_changes = WorklistChanges(engine)
+    app.include_router(worklist_events_router)  # its worklist's live update (server-sent events)
     app.include_router(admin_router)  # its admin pages at /app/admin/ (the admin role)
 
     @app.exception_handler(NotAdministrator)

@@ -48,12 +48,18 @@ def _to_8bit(image: np.ndarray) -> np.ndarray:
     return scaled.astype(np.uint8)
 
 
-def render(ds: Dataset, media_type: str, *, frame: int = 1, thumbnail: bool = False) -> bytes:
+def render(
+    ds: Dataset, media_type: str, *, frame: int = 1, thumbnail: bool = False, viewport: tuple[int, int] | None = None
+) -> bytes:
+    """The frame as ``media_type``; ``viewport`` (PS3.18 8.3.5.1.3): scaled down to fit, aspect ratio kept
+    (an image smaller than the viewport is sent at its own size)."""
     image = Image.fromarray(_to_8bit(_frame(ds, frame)))
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
     if thumbnail:
         image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    elif viewport is not None:
+        image.thumbnail(viewport)
     buffer = io.BytesIO()
     image.save(buffer, FORMATS[media_type], **({"quality": 90} if media_type == "image/jpeg" else {}))
     return buffer.getvalue()

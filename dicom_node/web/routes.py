@@ -70,6 +70,7 @@ async def storer(policy: CallerDep) -> AccessPolicy:
 
 SearchDep = Annotated[AccessPolicy, Depends(searcher)]
 ReadDep = Annotated[AccessPolicy, Depends(reader)]
+MAX_VIEWPORT = 8192
 router = APIRouter(prefix="/dicomweb/{tenant}", include_in_schema=False, dependencies=[Depends(caller)])
 
 
@@ -319,6 +320,16 @@ def _image_type(request: Request) -> str | None:
     return None
 
 
+def _viewport(text: str | None) -> tuple[int, int] | str | None:
+    """``viewport=vw,vh`` (PS3.18 8.3.5.1.3), each 1 to ``MAX_VIEWPORT``; an error message otherwise."""
+    if text is None:
+        return None
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.isdigit() and len(p) <= 5 and 0 < int(p) <= MAX_VIEWPORT for p in parts):
+        return f"viewport must be two sizes in pixels, 1 to {MAX_VIEWPORT}: vw,vh"
+    return int(parts[0]), int(parts[1])
+
+
 async def _rendered(
     service: DicomWeb, tenant: str, policy: AccessPolicy, request: Request, ids: tuple[str, str, str], thumbnail: bool
 ) -> Response:
@@ -328,9 +339,12 @@ async def _rendered(
     frame_text = request.query_params.get("frame", "1")
     if not frame_text.isdigit():
         return problem(400, "frame must be a number")
+    viewport = _viewport(request.query_params.get("viewport"))
+    if isinstance(viewport, str):
+        return problem(400, viewport)
     record = (await service.instances(tenant, policy, *ids))[0]
     ds = await service.read_dataset(tenant, record)
-    image = render(ds, media, frame=int(frame_text), thumbnail=thumbnail)
+    image = render(ds, media, frame=int(frame_text), thumbnail=thumbnail, viewport=viewport)
     return Response(image, 200, media_type=media)
 
 

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Any
 from urllib.parse import parse_qsl
@@ -12,13 +10,14 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from fhir_server.audit.events import ENTITY_TYPE, token_event
+from fhir_server.audit.events import token_event
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.caller_note import note_client
 from fhir_server.security.clients import tenant_of
 from fhir_server.security.endpoint import ASSERTION_ALGORITHMS, OAuthError, TokenEndpoint, TokenRequest
-from fhir_server.security.refusals import RefusalGroup, RefusalSummary, RefusalTally
+from fhir_server.security.refusal_audit import RefusalAuditor, summarised
+from fhir_server.security.refusals import RefusalGroup, RefusalSummary
 from fhir_server.security.scopes import ROLES
 from fhir_server.storage.port import Engine, TenantStore, TenantUnknownError
 
@@ -45,8 +44,9 @@ class AuthHttp:
         self.audit = audit
         self.default_tenant = default_tenant
         self.public_url = public_url.rstrip("/")
-        self.refusals = RefusalTally()
-        self._summaries: asyncio.Task[None] | None = None
+        # refused token requests and sign-ins (``fhir_server.people``), aggregated per window
+        self.refusals = RefusalAuditor(self.record)
+        self.refusals.summaries["token"] = summary_event
 
     async def _store(self, tenant: str | None) -> TenantStore:
         try:
@@ -60,57 +60,34 @@ class AuthHttp:
             await self.audit.record(await self._store(tenant), event)
 
     async def record_refusal(self, client_id: str, address: str, error: OAuthError) -> None:
-        """Audit a refused token request, aggregated (:mod:`fhir_server.security.refusals`)."""
+        """Audit a refused token request, aggregated (:mod:`fhir_server.security.refusal_audit`)."""
         if self.audit is None:
             return
-        await self.record_summaries()  # first: a refusal after its group's window opens a new one
         store = await self._store(tenant_of(client_id))
-        group = self.refusals.refused(RefusalGroup(store.name, client_id, address, error.status), error.description)
-        if group is not None:
-            reason = error.description
-            event = token_event(client_id=group.client_id, status=error.status, address=group.address, reason=reason)
-            await self.audit.record(store, event)
+        reason = error.description
+
+        def first(group: RefusalGroup) -> dict[str, Any]:
+            return token_event(client_id=group.client_id, status=error.status, address=group.address, reason=reason)
+
+        await self.refusals.refused(RefusalGroup(store.name, client_id, address, error.status), reason, first)
 
     async def record_summaries(self, everything: bool = False) -> None:
         """Audit the refusals counted in the windows that have closed (all of them with ``everything``)."""
-        if self.audit is None:
-            return
-        for summary in self.refusals.due(everything):
-            await self.audit.record(await self._store(summary.group.tenant), summary_event(summary))
+        await self.refusals.run(everything)
 
     async def start(self) -> None:
         """Write refusal summaries as their windows close, even when no further request comes."""
-        self._summaries = asyncio.create_task(self._summarise(), name="token refusal summaries")
+        self.refusals.start()
 
     async def close(self) -> None:
-        if self._summaries is not None:
-            self._summaries.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._summaries
-        try:
-            await self.record_summaries(everything=True)
-        except Exception:  # shutting down: the rest of the shutdown must still run
-            log.exception("could not audit the last token refusal summaries")
-
-    async def _summarise(self) -> None:
-        while True:
-            await asyncio.sleep(self.refusals.window / 4)
-            try:
-                await self.record_summaries()
-            except Exception:  # the next round tries again; the loop must not die
-                log.exception("could not audit token refusal summaries")
+        await self.refusals.stop()
 
 
 def summary_event(summary: RefusalSummary) -> dict[str, Any]:
     """One AuditEvent for ``summary.count`` refused token requests of one group, over their period."""
     group = summary.group
     event = token_event(client_id=group.client_id, status=group.status, address=group.address, reason=None)
-    event["period"] = {"start": summary.start, "end": summary.end}
-    event["outcomeDesc"] = f"HTTP {group.status}: {summary.count} more refused token requests (last: {summary.reason})"
-    count = {"type": "refused-requests", "valueString": str(summary.count)}
-    entity = {"what": {"display": group.client_id}, "type": {"system": ENTITY_TYPE, "code": "2"}, "detail": [count]}
-    event["entity"] = [entity]
-    return event
+    return summarised(event, summary, "token requests")
 
 
 router = APIRouter(include_in_schema=False)
@@ -201,7 +178,7 @@ async def smart_configuration(request: Request, tenant: str) -> Response:
         "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
-        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "id_token_signing_alg_values_supported": ["RS256"],
         "scopes_supported": [*scopes, "openid", "fhirUser", "launch", "launch/patient", "offline_access",
                              "online_access"],
         "capabilities": ["launch-ehr", "launch-standalone", "client-public", "client-confidential-symmetric",

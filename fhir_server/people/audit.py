@@ -7,6 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from fhir_server.security.refusal_audit import summarised
+from fhir_server.security.refusals import RefusalSummary
+
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 SUBTYPES = {"login": ("110122", "Login"), "logout": ("110123", "Logout")}
 
@@ -36,3 +39,11 @@ def sign_in_event(
     if failure:
         event["outcomeDesc"] = failure
     return event
+
+
+def sign_in_summary(summary: RefusalSummary) -> dict[str, Any]:
+    """One AuditEvent for ``summary.count`` more refused sign-ins of one name and address, over their period
+    (:mod:`fhir_server.security.refusal_audit`)."""
+    group = summary.group
+    event = sign_in_event("login", username=group.client_id, fhir_user=None, address=group.address, failure="-")
+    return summarised(event, summary, "sign-ins")

@@ -7,8 +7,8 @@ lives one minute and is used once: presenting it again is refused and ends the r
 use gave (RFC 6749 §4.1.2); so does a used refresh token presented again (the whole grant ends, RFC 9700
 §4.14.2). A code or refresh token presented by another client is refused and left to its owner. The token
 response carries ``patient`` for a launch context with a patient, and, for ``openid``, an ``id_token`` signed
-with the server's key naming the user as ``fhirUser`` (SMART App Launch 2.x,
-scopes-and-launch-context.html#scopes-for-requesting-identity-data).
+RS256 with the server's RSA key (the algorithm SMART servers must support) naming the user as ``fhirUser``
+(SMART App Launch 2.x, scopes-and-launch-context.html#scopes-for-requesting-identity-data).
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ class CodeExchange:
         return Issued(client, parse_scopes(granted.text), body)
 
     def _id_token(self, client: Client, user: User, nonce: str | None) -> str:
-        """OpenID Connect Core §2 ID token; ``fhirUser`` an absolute URL (SMART 2.x)."""
+        """OpenID Connect Core §2 ID token, RS256; ``fhirUser`` an absolute URL (SMART 2.x)."""
         tokens = self.endpoint.tokens
         now = int(time.time())
         claims: dict[str, Any] = {
@@ -150,7 +150,7 @@ class CodeExchange:
         }
         if nonce:
             claims["nonce"] = nonce
-        return tokens.signer.sign(claims)
+        return tokens.signer.sign_id_token(claims)
 
 
 def _pkce_ok(verifier: str, challenge: str) -> bool:

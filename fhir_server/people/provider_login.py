@@ -2,16 +2,17 @@
 authorization-code client of the provider (OpenID Connect Core 1.0 §3.1, with PKCE, RFC 7636).
 
 The provider is found by discovery (OpenID Connect Discovery 1.0 §4, ``/.well-known/openid-configuration``).
-``state`` names a one-use ticket holding the tenant, the page to go back to, the PKCE verifier and the
-``nonce``; the ID token is checked (§3.1.3.7: signature from the provider's JWKS, ``iss``, ``aud`` = our
-client id, ``exp``, ``nonce``) and its ``sub`` must be a user of the tenant's directory registered with
-that subject (``dermbridge user create --oidc-subject``): the provider says who the person is, the
-directory which Practitioner and roles they have here.
+The pending sign-in (the tenant, the page to go back to, the PKCE verifier, the ``nonce`` and ``state``) is kept
+in a short-lived cookie signed with the server's key (HMAC-SHA256), not in the database: a stranger who starts
+sign-ins at request rate fills no store (pentest-4 F5), and every API process can check it. The ID token is
+checked (§3.1.3.7: signature from the provider's JWKS, ``iss``, ``aud`` = our client id, ``exp``, ``nonce``)
+and its ``sub`` must be a user of the tenant's directory registered with that subject (``dermbridge user create
+--oidc-subject``): the provider says who the person is, the directory which Practitioner and roles they have here.
 
 The state is bound to the browser that started the sign-in (OpenID Connect Core §3.1.2.1, RFC 9700
-§4.7.1): the route sets a random value in an HttpOnly SameSite=Lax cookie, the ticket keeps its SHA-256,
-and the callback is refused unless the same browser brings it back (no login CSRF: a callback URL opened
-by another browser signs nobody in).
+§4.7.1): the callback is refused unless the browser brings back the signed cookie naming that ``state``
+(HttpOnly, SameSite=Lax; no login CSRF: a callback URL opened by another browser signs nobody in). The
+cookie is deleted at the callback, and the provider's code is single-use.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -28,7 +31,6 @@ from urllib.parse import urlencode
 import httpx
 import jwt
 
-from fhir_server.people.tickets import Tickets
 from fhir_server.security.tokens import EXTERNAL_ALGORITHMS, LEEWAY_SECONDS
 
 STATE_SECONDS = 600
@@ -47,12 +49,12 @@ class ProviderIdentity:
 
 
 class ProviderLogin:
-    def __init__(self, issuer: str, client_id: str, client_secret: str | None, callback: str, tickets: Tickets) -> None:
+    def __init__(self, issuer: str, client_id: str, client_secret: str | None, callback: str, key: bytes) -> None:
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
         self.client_secret = client_secret
         self.callback = callback
-        self.tickets = tickets
+        self.key = key  # signs the pending sign-in cookie
         self._metadata: dict[str, Any] | None = None
         self._jwks: jwt.PyJWKClient | None = None
 
@@ -70,12 +72,12 @@ class ProviderLogin:
             self._metadata = found
         return self._metadata
 
-    async def start(self, tenant: str, next_url: str, browser: str) -> str:
-        """The provider's authorization URL to send the browser to; ``browser``: the value of its binding cookie."""
+    async def start(self, tenant: str, next_url: str) -> tuple[str, str]:
+        """The provider's authorization URL to send the browser to, and the pending sign-in's cookie value."""
         metadata = await self.metadata()
-        verifier, nonce = secrets.token_urlsafe(48), secrets.token_urlsafe(24)
-        pending = {"next": next_url, "verifier": verifier, "nonce": nonce, "browser": _digest(browser)}
-        state = await self.tickets.issue(tenant, pending, STATE_SECONDS)
+        verifier, nonce, state = secrets.token_urlsafe(48), secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        pending = {"tenant": tenant, "next": next_url, "verifier": verifier, "nonce": nonce, "state": state}
+        cookie = self._seal({**pending, "expires": int(time.time()) + STATE_SECONDS})
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         query = {
             "response_type": "code",
@@ -87,17 +89,27 @@ class ProviderLogin:
             "code_challenge": challenge,
             "code_challenge_method": "S256",
         }
-        return f"{metadata['authorization_endpoint']}?{urlencode(query)}"
+        return f"{metadata['authorization_endpoint']}?{urlencode(query)}", cookie
 
-    async def finish(self, code: str, state: str, browser: str | None) -> ProviderIdentity:
-        """Exchange the provider's code; who signed in there, for which tenant and page. ``browser``: the
-        binding cookie the callback came with (None: none)."""
-        taken = await self.tickets.take(state)
-        if taken is None or taken[1].get("used"):
-            raise ProviderLoginError("the sign-in state is unknown, expired or already used")
-        tenant, pending = taken
-        if not browser or not hmac.compare_digest(str(pending.get("browser", "")), _digest(browser)):
+    def _seal(self, pending: dict[str, Any]) -> str:
+        body = base64.urlsafe_b64encode(json.dumps(pending, separators=(",", ":")).encode()).decode().rstrip("=")
+        return f"{body}.{hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()}"
+
+    def _open(self, cookie: str | None, state: str) -> dict[str, Any]:
+        """The pending sign-in of the cookie, if it is ours, unexpired and for ``state``."""
+        body, _, mac = (cookie or "").partition(".")
+        if not body or not hmac.compare_digest(mac, hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()):
             raise ProviderLoginError("the sign-in was started in another browser (state not bound to this one)")
+        pending: dict[str, Any] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        if int(pending["expires"]) < time.time() or not hmac.compare_digest(str(pending["state"]), state):
+            raise ProviderLoginError("the sign-in state is unknown, expired or not this browser's")
+        return pending
+
+    async def finish(self, code: str, state: str, cookie: str | None) -> ProviderIdentity:
+        """Exchange the provider's code; who signed in there, for which tenant and page. ``cookie``: the
+        pending sign-in cookie the callback came with (None: none)."""
+        pending = self._open(cookie, state)
+        tenant = str(pending["tenant"])
         metadata = await self.metadata()
         form = {
             "grant_type": "authorization_code",
@@ -138,7 +150,3 @@ class ProviderLogin:
         except (jwt.PyJWTError, OSError, ValueError) as exc:
             raise ProviderLoginError(f"the provider's ID token is not valid: {exc}") from exc
         return claims
-
-
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()

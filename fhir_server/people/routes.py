@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fhir_server.api.auth_http import read_form
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.errors import OperationOutcomeError
-from fhir_server.people.audit import sign_in_event
+from fhir_server.people.audit import sign_in_event, sign_in_summary
 from fhir_server.people.authorize import LAUNCH_SECONDS, AuthorizationRequest, AuthorizeError, Authorizer
 from fhir_server.people.pages import consent_page, error_page, login_page
 from fhir_server.people.provider_login import STATE_SECONDS, ProviderLogin, ProviderLoginError
@@ -31,11 +31,13 @@ from fhir_server.people.users import SignInRefused, User, UserDirectory
 from fhir_server.security.bearer import Authenticator
 from fhir_server.security.endpoint import OAuthError
 from fhir_server.security.lockout import Lockout, RecordStrikes
+from fhir_server.security.refusal_audit import RefusalAuditor
+from fhir_server.security.refusals import RefusalGroup
 from fhir_server.storage.port import Engine, TenantUnknownError
 
 log = logging.getLogger(__name__)
 LOGIN_CSRF = "dermbridge_login_csrf"
-OIDC_BROWSER = "dermbridge_oidc_state"  # binds the provider sign-in's state to the browser that started it
+OIDC_BROWSER = "dermbridge_oidc_state"  # the pending provider sign-in, signed: bound to the browser that started it
 FAILED = "Sign-in failed: the username, password or one-time code is wrong, or the account is locked or disabled."
 
 
@@ -66,10 +68,33 @@ class People:
         # failed sign-ins per (user, address) and per address, in the database (shared by every process): a
         # spray of many names from one address is slowed (the per-user lock of ``users`` is the other half)
         self.lockout = lockout or Lockout(book=RecordStrikes(engine, default_tenant))
+        self.refusals: RefusalAuditor | None = None  # shared with the token endpoint (``AuthHttp.refusals``)
 
     async def record(self, tenant: str, event: dict[str, Any]) -> None:
         if self.audit is not None:
             await self.audit.record(await self.engine.tenant(tenant), event)
+
+    def use_refusals(self, refusals: RefusalAuditor) -> None:
+        self.refusals = refusals
+        refusals.summaries["sign-in"] = sign_in_summary
+
+    async def record_refusal(
+        self, tenant: str, username: str, address: str, status: int, failure: str, fhir_user: str | None = None
+    ) -> None:
+        """Audit a refused sign-in, aggregated with the token refusals (:mod:`fhir_server.security.refusal_audit`):
+        the first per (name, address, status) and window at once, the rest as one summary."""
+        if self.refusals is None:
+            return await self.record(tenant, _refusal_event(username, fhir_user, address, failure))
+
+        def first(group: RefusalGroup) -> dict[str, Any]:
+            own = group.client_id == username[:64]
+            return _refusal_event(group.client_id, fhir_user if own else None, group.address, failure)
+
+        await self.refusals.refused(RefusalGroup(tenant, username[:64], address, status, "sign-in"), failure, first)
+
+
+def _refusal_event(username: str, fhir_user: str | None, address: str, failure: str) -> dict[str, Any]:
+    return sign_in_event("login", username=username, fhir_user=fhir_user, address=address, failure=failure)
 
 
 router = APIRouter(include_in_schema=False)
@@ -218,14 +243,9 @@ async def _password_sign_in(
     throttle = f"user:{tenant[:64]}/{username.strip().lower()}"
     wait = await people.lockout.retry_after(throttle, address)
     if wait is not None:
-        event = sign_in_event(
-            "login",
-            username=username,
-            fhir_user=None,
-            address=address,
-            failure="sign-in refused: too many failed sign-ins from this address",
+        await people.record_refusal(
+            tenant, username, address, 429, "sign-in refused: too many failed sign-ins from this address"
         )
-        await people.record(tenant, event)
         page = login_page(tenant[:64], next_url, form["csrf"], FAILED, 429)
         page.headers["Retry-After"] = str(wait)
         return page
@@ -235,14 +255,7 @@ async def _password_sign_in(
         await people.lockout.fail(throttle, address)
         known = await people.users.get(tenant, refused.username)
         failure = f"sign-in refused: {refused.reason}"
-        event = sign_in_event(
-            "login",
-            username=refused.username,
-            fhir_user=known.fhir_user if known else None,
-            address=_address(request),
-            failure=failure,
-        )
-        await people.record(tenant, event)
+        await people.record_refusal(tenant, refused.username, address, 401, failure, known.fhir_user if known else None)
         return login_page(tenant[:64], next_url, form["csrf"], FAILED, 401)
     await people.lockout.succeed(throttle, address)
     return user
@@ -267,17 +280,16 @@ async def provider_login(request: Request) -> Response:
     if people.provider is None:
         return error_page("no OpenID provider is configured for sign-in", 404)
     tenant = request.query_params.get("tenant") or people.default_tenant
-    browser = secrets.token_urlsafe(32)
     try:
         await people.engine.tenant(tenant)
-        location = await people.provider.start(tenant, safe_next(request.query_params.get("next")), browser)
+        location, pending = await people.provider.start(tenant, safe_next(request.query_params.get("next")))
     except (TenantUnknownError, ValueError):
         return error_page("unknown organisation", 404)
     except ProviderLoginError as error:
         log.warning("OpenID provider sign-in cannot start: %s", error)
         return error_page("the hospital's sign-in service cannot be reached; try again later", 502)
     response = RedirectResponse(location, 303)
-    _set_cookie(request, response, OIDC_BROWSER, browser, STATE_SECONDS)
+    _set_cookie(request, response, OIDC_BROWSER, pending, STATE_SECONDS)
     return response
 
 

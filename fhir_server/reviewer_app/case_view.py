@@ -124,14 +124,14 @@ def lesions(
         for media_id in _derived_media(observation):
             if media_id in by_id and media_id not in placed:
                 placed.add(media_id)
-                lesion.images.append(_image(by_id[media_id], overlays))
-    unplaced = [_image(m, overlays) for i, m in by_id.items() if i not in placed]
+                lesion.images.append(image_of(by_id[media_id], overlays))
+    unplaced = [image_of(m, overlays) for i, m in by_id.items() if i not in placed]
     if unplaced:
         grouped.setdefault(NO_LESION, Lesion(NO_LESION, "Images without findings")).images.extend(unplaced)
     return list(grouped.values())
 
 
-def _image(media: Resource, overlays: dict[str, str]) -> Image:
+def image_of(media: Resource, overlays: dict[str, str]) -> Image:
     url = str((media.get("content") or {}).get("url") or "")
     path = "/" + url.split("://", 1)[1].split("/", 1)[1] if "://" in url else url  # same origin: the path only
     return Image(str(media["id"]), path, text_of(media.get("bodySite")), overlays.get(str(media["id"]), ""))

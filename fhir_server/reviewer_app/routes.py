@@ -12,8 +12,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from fhir_server.people.signed_in import Principal, SignedInUser, fhir_as
-from fhir_server.reviewer_app import case_view, worklist
+from fhir_server.reviewer_app import case_sections, case_view, worklist
 from fhir_server.reviewer_app.decision_form import MANAGEMENT, FormError, operation
+from fhir_server.reviewer_app.dermoscopy import is_abcd
 from fhir_server.reviewer_app.posted import posted_form
 from fhir_server.reviewer_app.rendering import page, problem, static_file
 from fhir_server.workflow.review.codes import DECLINE_REASONS, URGENCIES, is_review_task
@@ -47,6 +48,20 @@ async def _fhir(
 async def _found(request: Request, me: Principal, kind: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
     bundle = await _fhir(request, me, "GET", [kind], [*params, ("_count", str(MAX_LISTED))])
     return [e["resource"] for e in bundle.get("entry") or [] if (e.get("search") or {}).get("mode", "match") == "match"]
+
+
+def _finder(request: Request, me: Principal) -> case_sections.Find:
+    """A search as ``me`` for the case's extra sections: None when the person may not make it (403)."""
+
+    async def find(kind: str, params: list[tuple[str, str]]) -> list[dict[str, Any]] | None:
+        try:
+            return await _found(request, me, kind, params)
+        except Refused as refused:
+            if refused.status == 403:
+                return None
+            raise
+
+    return find
 
 
 def _ids(references: list[dict[str, Any]], kind: str) -> str:
@@ -114,11 +129,15 @@ async def _case(request: Request, me: Principal, task_id: str, form: dict[str, s
     consents = await _found(request, me, "Consent", [("patient", patient_ref)])
     diagnoses = await _diagnoses(request, me)
     ai = [o for o in observations if "device" in o]
+    labels = {f"BodyStructure/{s['id']}": case_view._structure_label(s) for s in structures}
+    extra = await case_sections.sections(
+        _finder(request, me), patient_ref, task, report, observations, structures, labels
+    )
     view = {
         "task": worklist.row(task, me.fhir_user), "task_status": task.get("status"), "report": report,
         "banner": case_view.banner(patient), "consent": case_view.consent_summary(consents),
-        "lesions": case_view.lesions(observations, media, maps, structures),
-        "structures": [(f"BodyStructure/{s['id']}", case_view._structure_label(s)) for s in structures],
+        "lesions": case_view.lesions([o for o in observations if not is_abcd(o)], media, maps, structures),
+        "structures": list(labels.items()), **extra,
         "demonstration": any(case_view.is_demonstration(o) for o in ai), "has_ai": bool(ai),
         "diagnoses": diagnoses, "urgencies": URGENCIES, "management": MANAGEMENT, "reasons": DECLINE_REASONS,
         "form": form, "message": message,

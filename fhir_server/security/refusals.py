@@ -1,7 +1,7 @@
 """Which refused token requests reach the audit trail, so that unauthenticated callers cannot
 flood a tenant's trail (DICOM PS3.15 A.5.3.11 "User Authentication" events, aggregated).
 
-Refusals are grouped per window by (tenant, client id, address, HTTP status). The first refusal
+Refusals are grouped per window by (tenant, client id or username, address, HTTP status, kind). The first refusal
 of a group in its window is audited at once, with its reason; the rest are counted, and when the
 window closes one AuditEvent records how many there were and over which period. A tenant has at
 most ``groups_per_tenant`` groups per window; further refusals join one overflow group of that
@@ -24,9 +24,10 @@ OVERFLOW = "(several)"
 @dataclass(frozen=True, slots=True)
 class RefusalGroup:
     tenant: str
-    client_id: str
+    client_id: str  # the client id of a token request, the username typed at a sign-in
     address: str
     status: int
+    kind: str = "token"  # or "sign-in"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,7 @@ class RefusalTally:
         """The group to audit this refusal under now, or None when it is only counted."""
         tally = self._open.get(group)
         if tally is None and self._groups_of.get(group.tenant, 0) >= self.groups_per_tenant:
-            group = RefusalGroup(group.tenant, OVERFLOW, OVERFLOW, group.status)
+            group = RefusalGroup(group.tenant, OVERFLOW, OVERFLOW, group.status, group.kind)
             tally = self._open.get(group)
         if tally is None:
             self._open[group] = _Tally(self.clock())

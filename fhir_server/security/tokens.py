@@ -1,5 +1,7 @@
 """Access tokens: signed JWTs (EdDSA, Ed25519) minted by this server, and their verification,
-including tokens of an external OpenID provider when one is configured (RFC 9068 in spirit).
+including tokens of an external OpenID provider when one is configured (RFC 9068 in spirit). ID tokens
+for people are signed RS256 with the server's RSA key, which SMART App Launch 2.x requires servers to
+support (scopes-and-launch-context.html#scopes-for-requesting-identity-data); both keys are in the JWKS.
 
 Claims: ``iss`` this server, ``aud`` the tenant's FHIR base, ``sub`` and ``client_id`` the client,
 ``tenant``, ``scope`` (space separated), ``roles``, ``iat``/``nbf``/``exp`` and a ``jti``; ``fhirUser``
@@ -17,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ed25519
-from jwt.algorithms import OKPAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
-from fhir_server.security.keyfile import read_or_create_secret
+from fhir_server.security.keyfile import read_or_create, read_or_create_secret
 from fhir_server.security.scopes import Access, Scope, parse_scopes
 
 LEEWAY_SECONDS = 30
 MAX_REMEMBERED = 10_000
+RSA_BITS = 3072  # NIST SP 800-57 Pt. 1 Rev. 5 Table 2: 128-bit security
 EXTERNAL_ALGORITHMS = ["ES256", "ES384", "RS256", "RS384", "PS256", "PS384", "EdDSA"]
 
 
@@ -38,27 +42,56 @@ class WrongTenant(Exception):
 
 @dataclass(frozen=True, slots=True)
 class TokenSigner:
+    """Access tokens EdDSA (``private``), ID tokens RS256 (``id_private``); each key named by its thumbprint."""
+
     key_id: str
     private: ed25519.Ed25519PrivateKey
+    id_key_id: str
+    id_private: rsa.RSAPrivateKey
 
-    def public_jwk(self) -> dict[str, Any]:
-        jwk: dict[str, Any] = OKPAlgorithm.to_jwk(self.private.public_key(), as_dict=True)
-        return {**jwk, "kid": self.key_id, "use": "sig", "alg": "EdDSA"}
+    def public_jwks(self) -> list[dict[str, Any]]:
+        ed: dict[str, Any] = OKPAlgorithm.to_jwk(self.private.public_key(), as_dict=True)
+        rs: dict[str, Any] = RSAAlgorithm.to_jwk(self.id_private.public_key(), as_dict=True)
+        return [
+            {**ed, "kid": self.key_id, "use": "sig", "alg": "EdDSA"},
+            {**rs, "kid": self.id_key_id, "use": "sig", "alg": "RS256"},
+        ]
 
     def sign(self, claims: dict[str, Any]) -> str:
         return jwt.encode(claims, self.private, algorithm="EdDSA", headers={"kid": self.key_id})
 
+    def sign_id_token(self, claims: dict[str, Any]) -> str:
+        """An OpenID Connect ID token, RS256 (OpenID Connect Core §2, §15.1: every OP supports RS256)."""
+        return jwt.encode(claims, self.id_private, algorithm="RS256", headers={"kid": self.id_key_id})
+
+
+def _thumbprint(members: dict[str, str]) -> str:
+    """RFC 7638 JWK thumbprint of the required members."""
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True)
+    return jwt.utils.base64url_encode(hashlib.sha256(canonical.encode()).digest()).decode()
+
+
+def _new_rsa_pem() -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    pem = serialization.Encoding.PEM
+    return key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
 
 def load_token_signer(directory: Path) -> TokenSigner:
-    """The server's token signing key in ``directory`` (created owner-only on first start)."""
+    """The server's signing keys in ``directory`` (created owner-only on first start, shared by every
+    process on that data directory: :mod:`fhir_server.security.keyfile`)."""
     private = ed25519.Ed25519PrivateKey.from_private_bytes(read_or_create_secret(directory / "token-ed25519.key", 32))
-    thumbprint_input = json.dumps(
-        {"crv": "Ed25519", "kty": "OKP", "x": OKPAlgorithm.to_jwk(private.public_key(), as_dict=True)["x"]},
-        separators=(",", ":"),
-        sort_keys=True,
+    x = OKPAlgorithm.to_jwk(private.public_key(), as_dict=True)["x"]
+    id_private = serialization.load_pem_private_key(read_or_create(directory / "id-token-rsa.pem", _new_rsa_pem), None)
+    if not isinstance(id_private, rsa.RSAPrivateKey):
+        raise ValueError(f"{directory / 'id-token-rsa.pem'} does not hold an RSA private key")
+    rs = RSAAlgorithm.to_jwk(id_private.public_key(), as_dict=True)
+    return TokenSigner(
+        _thumbprint({"crv": "Ed25519", "kty": "OKP", "x": x}),
+        private,
+        _thumbprint({"e": rs["e"], "kty": "RSA", "n": rs["n"]}),
+        id_private,
     )
-    key_id = jwt.utils.base64url_encode(hashlib.sha256(thumbprint_input.encode()).digest()).decode()  # RFC 7638
-    return TokenSigner(key_id, private)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +165,7 @@ class TokenService:
         return f"{self.issuer}/fhir/{tenant}"
 
     def jwks(self) -> dict[str, Any]:
-        return {"keys": [self.signer.public_jwk()]}
+        return {"keys": self.signer.public_jwks()}
 
     def mint(
         self,

@@ -155,6 +155,11 @@ def test_wado_frames_and_rendered(client: DICOMwebClient, server: Server, study:
     assert server.http.get(f"{url}/rendered", headers={"Accept": "application/pdf"}).status_code == 406
     assert server.http.get(f"{url}/frames/9").status_code == 404
     assert server.http.get(f"{url}/rendered", params={"frame": "x"}).status_code == 400
+    fitted = server.http.get(f"{url}/rendered", params={"viewport": "16,8"}, headers={"Accept": "image/png"})
+    assert fitted.status_code == 200 and max(Image.open(io.BytesIO(fitted.content)).size) <= 16  # PS3.18 8.3.5.1.3
+    assert Image.open(io.BytesIO(fitted.content)).size[1] <= 8
+    for bad in ("16", "0,8", "16,x", "99999999,8"):
+        assert server.http.get(f"{url}/rendered", params={"viewport": bad}).status_code == 400
 
 
 def test_not_found(client: DICOMwebClient, server: Server) -> None:

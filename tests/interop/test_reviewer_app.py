@@ -1,6 +1,7 @@
 """The reviewer app (``/app/``) in a real browser: Playwright driving Debian's Chromium (``/usr/bin/chromium``,
 never a downloaded browser) against a real ``dermbridge serve`` with the demo model, a case made by C-STORE
-of a real image (``tests.interop.clinic``). Reviewers sign in with the built-in user directory.
+of a real image (``tests.interop.clinic``). Reviewers sign in with the built-in user directory, or at the
+hospital's OpenID provider (``tests.fhir_server.people.oidc_provider``, a real one on loopback with a sign-in form).
 
 Each page is audited with axe-core (installed by ``make install`` under ``.venv/node``; never fetched at test
 time): no serious or critical violation. Any content security policy violation the browser reports fails the
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.fhir_server.people import oidc_provider
 from tests.interop.clinic import DERMATOLOGY, SERVER_ENV, Clinic
 from tests.interop.test_workflow_processes import SUSPICIOUS_SEED, image
 from tests.server import free_port, running_server
@@ -39,10 +41,12 @@ class Site:
     task_id: str
     report_id: str
     users: dict[str, str]  # username -> Practitioner reference
+    provider: oidc_provider.Provider
 
 
-def _user(clinic: Clinic, username: str, role_period: dict[str, str] | None = None) -> str:
-    """A Practitioner with a Dermatology PractitionerRole and a built-in directory user of theirs."""
+def _user(clinic: Clinic, username: str, role_period: dict[str, str] | None = None, subject: str = "") -> str:
+    """A Practitioner with a Dermatology PractitionerRole and a built-in directory user of theirs (signing in at
+    the hospital's OpenID provider as ``subject`` when given)."""
     practitioner = clinic.post("Practitioner", {"resourceType": "Practitioner", "name": [{"text": username}]})["id"]
     role: dict[str, Any] = {"resourceType": "PractitionerRole", "active": True, "specialty": [DERMATOLOGY],
                             "practitioner": {"reference": f"Practitioner/{practitioner}"}}  # fmt: skip
@@ -51,7 +55,7 @@ def _user(clinic: Clinic, username: str, role_period: dict[str, str] | None = No
     clinic.post("PractitionerRole", role)
     command = [sys.executable, "-m", "dermbridge", "user", "create", "--tenant", "default", "--username", username,
                "--practitioner", practitioner, "--role", "clinician-reviewer", "--password-stdin",
-               "--data-dir", str(clinic.data_dir)]  # fmt: skip
+               "--data-dir", str(clinic.data_dir), *(["--oidc-subject", subject] if subject else [])]  # fmt: skip
     made = subprocess.run(command, input=PASSWORD, capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stderr
     return f"Practitioner/{practitioner}"
@@ -63,17 +67,25 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         pytest.fail(f"{CHROMIUM} (make system-deps) and {AXE} (make install) are needed")
     tmp = tmp_path_factory.mktemp("reviewer-app")
     data, dimse = tmp / "var", free_port()
-    with running_server(data, env={**SERVER_ENV, "DERMBRIDGE_DICOM_PORT": str(dimse)}) as server:
+    with oidc_provider.running_provider() as provider:
+        env = {**SERVER_ENV, "DERMBRIDGE_DICOM_PORT": str(dimse), **oidc_provider.provider_env(provider)}
+        yield from _site(tmp, data, dimse, env, provider)
+
+
+def _site(tmp: Path, data: Path, dimse: int, env: dict[str, str], provider: oidc_provider.Provider) -> Iterator[Site]:
+    with running_server(data, env=env) as server:
+        provider.login_form = True
         clinic = Clinic(server, data, dimse)
         clinic.activate("ai-then-signoff")
         users = {name: _user(clinic, name) for name in ("ada", "ben")}
+        users["hana"] = _user(clinic, "hana", subject="hospital-hana")
         users["cy"] = _user(clinic, "cy", {"start": "2020-01-01", "end": "2021-01-01"})  # credential expired
         patient = clinic.consenting_patient("APP-1")
         clinic.storescu(image(tmp, "APP-1", SUSPICIOUS_SEED))
         report, _root = clinic.case(patient)
         task = clinic.review(report["id"])
         clinic.settled()  # the AI findings and the saliency map are written
-        yield Site(clinic, task["id"], report["id"], users)
+        yield Site(clinic, task["id"], report["id"], users, provider)
     assert "Traceback" not in server.output, server.output[-4000:]
 
 
@@ -137,6 +149,7 @@ def test_a_reviewer_claims_views_the_overlay_overrides_and_signs_off(browser: An
 
     ben.sign_in("ben")  # Ben's worklist offers the case too, until someone claims it
     assert _claim_button(ben, site.task_id).is_visible()
+    ben.page.goto(f"{ben.root}/app/cases/{site.task_id}")  # the case page Ben opens before Ada's claim
 
     cy.sign_in("cy")  # an expired PractitionerRole: the case is not offered, and claiming it is refused
     assert cy.page.locator(f"tr[data-task='{site.task_id}']").count() == 0
@@ -147,7 +160,7 @@ def test_a_reviewer_claims_views_the_overlay_overrides_and_signs_off(browser: An
 
     _claim_button(ada, site.task_id).click()
     ada.page.wait_for_url(f"{ada.root}/app/cases/{site.task_id}")
-    _claim_button(ben, site.task_id).click()  # the page Ben loaded before Ada's claim
+    ben.page.locator("#claim").click()  # the page Ben loaded before Ada's claim
     assert ben.page.get_by_role("alert").is_visible()
     assert ben.page.url.endswith(f"/app/cases/{site.task_id}/claim")
     ben.shot("claim-refused-taken")
@@ -170,6 +183,16 @@ def test_a_reviewer_claims_views_the_overlay_overrides_and_signs_off(browser: An
     assert overlay.is_hidden()
     case.keyboard.press("o")
     assert overlay.is_visible()
+    assert case.locator("#body-map").is_visible() and case.locator("#case-history").is_visible()
+    image = case.locator("img.image").first
+    assert "viewport=" in (image.get_attribute("src") or "")  # the rendering at viewport size first
+    case.locator(".zoom-in").first.click()
+    case.wait_for_function(
+        "() => { const img = document.querySelector('img.image');"
+        " return !img.src.includes('viewport=') && img.complete && img.naturalWidth > 0; }"
+    )
+    assert case.locator(".zoom-level").first.inner_text() == "150%"  # full resolution on demand, drawn
+    case.locator(".zoom-reset").first.click()
     ada.shot("case")
     ada.audit()
 
@@ -200,6 +223,32 @@ def test_a_reviewer_claims_views_the_overlay_overrides_and_signs_off(browser: An
     ada.page.goto(f"{ada.root}/app/")
     assert "/auth/login" in ada.page.url  # the session ended
     for reviewer in (ada, ben, cy):
+        reviewer.close()
+
+
+def test_an_open_worklist_follows_new_and_claimed_cases_without_reload(
+    browser: Any, site: Site, tmp_path: Path
+) -> None:
+    """Server-sent events: a case that arrives, then a case another reviewer claims, change the list in place."""
+    ada, ben = Reviewer(browser, site, "ada"), Reviewer(browser, site, "ben")
+    ada.sign_in("ada")
+    ada.page.locator("body[data-live='on']").wait_for(timeout=30_000)  # the event stream is open
+    ada.page.evaluate("document.body.dataset.loadedOnce = 'yes'")  # gone if the page were reloaded
+
+    patient = site.clinic.consenting_patient("APP-LIVE")  # a new case: C-STORE, AI, review Task
+    site.clinic.storescu(image(tmp_path, "APP-LIVE", SUSPICIOUS_SEED))
+    report, _root = site.clinic.case(patient)
+    task = site.clinic.review(report["id"])
+    _claim_button(ada, task["id"]).wait_for(timeout=60_000)
+
+    ben.sign_in("ben")
+    _claim_button(ben, task["id"]).click()
+    ben.page.wait_for_url(f"{ben.root}/app/cases/{task['id']}")
+    _claim_button(ada, task["id"]).wait_for(state="detached", timeout=60_000)  # no longer offered to Ada
+    assert ada.page.evaluate("document.body.dataset.loadedOnce") == "yes"
+    ada.shot("worklist-live")
+    ada.audit()
+    for reviewer in (ada, ben):
         reviewer.close()
 
 
@@ -243,3 +292,35 @@ def test_an_administrator_adds_a_dicom_caller_and_a_reviewer_is_refused_the_admi
     ben.audit()
     for person in (dee, ben):
         person.close()
+
+
+def test_sign_in_at_the_hospital_openid_provider(browser: Any, site: Site) -> None:
+    """The external-provider path (OpenID Connect Core §3.1): the app, the hospital's sign-in page, back signed in
+    to the worklist; a provider subject that is no active user here is refused with a clear page."""
+    hana = Reviewer(browser, site, "hana")
+    hana.page.goto(f"{hana.root}/app/")
+    hana.page.get_by_role("link", name="Sign in with your hospital account").click()
+    hana.page.wait_for_url(f"{site.provider.issuer}/authorize**")
+    hana.page.get_by_label("Hospital username").fill("hospital-hana")
+    hana.page.get_by_label("Hospital password").fill(oidc_provider.PASSWORD)
+    hana.page.get_by_role("button", name="Sign in at the hospital").click()
+    hana.page.wait_for_url(f"{hana.root}/app/")
+    assert hana.page.locator("#count-total").is_visible()  # the worklist, as Hana
+    session = hana.page.request.get(f"{hana.root}/auth/session").json()
+    assert session["username"] == "hana" and session["fhirUser"] == site.users["hana"]
+    hana.shot("worklist-hospital-sign-in")
+    hana.audit()
+    hana.close()
+
+    stranger = Reviewer(browser, site, "stranger")
+    stranger.page.goto(f"{stranger.root}/app/")
+    stranger.page.get_by_role("link", name="Sign in with your hospital account").click()
+    stranger.page.get_by_label("Hospital username").fill("hospital-nobody")
+    stranger.page.get_by_label("Hospital password").fill(oidc_provider.PASSWORD)
+    stranger.page.get_by_role("button", name="Sign in at the hospital").click()
+    stranger.page.wait_for_url(f"{stranger.root}/auth/oidc/callback**")
+    assert "not registered for DermBridge" in stranger.page.content()
+    assert stranger.page.request.get(f"{stranger.root}/auth/session").status == 401
+    stranger.shot("hospital-sign-in-refused")
+    stranger.audit()
+    stranger.close()

@@ -10,9 +10,11 @@ import json
 import os
 import re
 import secrets
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -21,7 +23,7 @@ import jwt
 import pyotp
 import pytest
 
-from tests.fhir_server.people.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
+from tests.fhir_server.people.oidc_provider import Provider, provider_env, running_provider
 from tests.server import Server, running_server
 
 REDIRECT = "http://127.0.0.1:9/callback"
@@ -104,16 +106,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Pa
         yield server, data_dir, {"app": str(app["client_id"]), "own": str(own["client_id"])}
 
 
-def provider_env(provider: Provider) -> dict[str, str]:
-    return {
-        "DERMBRIDGE_OIDC_ISSUER": provider.issuer,
-        "DERMBRIDGE_OIDC_JWKS": f"{provider.issuer}/jwks",
-        "DERMBRIDGE_OIDC_AUDIENCE": "dermbridge",
-        "DERMBRIDGE_OIDC_LOGIN_CLIENT_ID": CLIENT_ID,
-        "DERMBRIDGE_OIDC_LOGIN_CLIENT_SECRET": CLIENT_SECRET,
-    }
-
-
 def pkce() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
@@ -194,9 +186,12 @@ def test_code_flow_with_consent_pkce_and_a_fhir_read(world: tuple[Server, Path, 
     assert token.status_code == 200, token.text
     body = token.json()
     assert "user/Patient.rs" in body["scope"] and "user/Patient.cruds" not in body["scope"]
-    jwks = httpx.get(f"{server.root}/.well-known/jwks.json").json()
-    key = jwt.PyJWKSet.from_dict(jwks).keys[0].key
-    id_token = jwt.decode(body["id_token"], key, algorithms=["EdDSA"], audience=clients["app"])
+    # SMART App Launch 2.x: the ID token is RS256, its key found in the JWKS by kid, and so announced
+    assert jwt.get_unverified_header(body["id_token"])["alg"] == "RS256"
+    key = jwt.PyJWKClient(f"{server.root}/.well-known/jwks.json").get_signing_key_from_jwt(body["id_token"]).key
+    id_token = jwt.decode(body["id_token"], key, algorithms=["RS256"], audience=clients["app"], issuer=server.root)
+    smart = httpx.get(f"{server.base}/.well-known/smart-configuration").json()
+    assert "RS256" in smart["id_token_signing_alg_values_supported"]
     assert id_token["fhirUser"] == f"{server.base}/Practitioner/p1"
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
     assert claims["fhirUser"] == "Practitioner/p1"
@@ -460,3 +455,31 @@ def test_a_provider_callback_opened_in_another_browser_signs_nobody_in(
         swapped = victim.get(back.headers["location"])
         assert swapped.status_code == 400 and "set-cookie" not in swapped.headers
         assert victim.get(f"{server.root}/auth/session").status_code == 401
+
+
+def _stored_records(data_dir: Path) -> int:
+    total = 0
+    for path in data_dir.rglob("*.sqlite"):
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'record'").fetchone():
+                total += db.execute("SELECT count(*) FROM record").fetchone()[0]
+    return total
+
+
+def test_starting_provider_sign_ins_stores_nothing(world: tuple[Server, Path, dict[str, str]]) -> None:
+    """Pentest 4 F5: ``GET /auth/oidc/login`` needs no authentication, so the pending sign-in lives in a signed
+    cookie, not the database; a forged or edited cookie is refused."""
+    server, data_dir, _ = world
+    before = _stored_records(data_dir)
+    with httpx.Client() as stranger:
+        for _ in range(50):
+            assert stranger.get(f"{server.root}/auth/oidc/login?tenant=default").status_code == 303
+        back = stranger.get(stranger.get(f"{server.root}/auth/oidc/login").headers["location"])
+        pending = stranger.cookies["dermbridge_oidc_state"]
+        body, _, mac = pending.partition(".")
+        edited = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        edited["next"] = "/elsewhere"
+        forged = f"{base64.urlsafe_b64encode(json.dumps(edited).encode()).decode().rstrip('=')}.{mac}"
+        refused = httpx.get(back.headers["location"], headers={"Cookie": f"dermbridge_oidc_state={forged}"})
+        assert refused.status_code == 400 and "set-cookie" not in refused.headers
+    assert _stored_records(data_dir) == before

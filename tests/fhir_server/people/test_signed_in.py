@@ -88,3 +88,34 @@ def test_a_spray_of_names_from_one_address_is_slowed(tmp_path: Path) -> None:
             follow_redirects=False,
         )
         assert right.status_code == 429 and int(right.headers["retry-after"]) > 0
+
+
+def _sign_in_refusals(c: Any) -> list[dict[str, Any]]:
+    bundle = c.get(f"{BASE}/AuditEvent", params={"_count": "1000", "outcome": "4"}).json()
+    events = [e["resource"] for e in bundle.get("entry", [])]
+    return [e for e in events if e["source"]["observer"]["display"] == "DermBridge sign-in"]
+
+
+def _counted(events: list[dict[str, Any]]) -> int:
+    details = [[d for e in event.get("entity", []) for d in e.get("detail", [])] for event in events]
+    return sum(int(found[0]["valueString"]) if found else 1 for found in details)
+
+
+def test_a_flood_of_refused_sign_ins_is_audited_in_aggregate(tmp_path: Path) -> None:
+    """pentest-4 F5: a stranger cannot append to the trail at request rate through ``POST /auth/login``."""
+    with make_client(tmp_path / "var") as c:
+        people = c.app.state.people  # type: ignore[attr-defined]
+        c.portal.call(people.users.create, "default", "alice", "p1", ["clinician-reviewer"], PASSWORD)
+        page = c.get("/auth/login", headers={"Authorization": ""})
+        form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text))
+        statuses = set()
+        for _ in range(200):
+            guess = {**form, "username": "alice", "password": "a guessed password"}
+            statuses.add(c.post("/auth/login", data=guess, headers={"Authorization": ""}).status_code)
+        assert statuses == {401, 429}
+        assert len(_sign_in_refusals(c)) <= 2  # the first 401 and the first 429; the rest are counted
+        c.portal.call(c.app.state.auth_http.record_summaries, True)  # type: ignore[attr-defined]
+        events = _sign_in_refusals(c)
+        assert len(events) <= 4 and _counted(events) == 200
+        summary = next(e for e in events if "more refused sign-ins" in e.get("outcomeDesc", ""))
+        assert summary["period"]["start"] <= summary["period"]["end"] and summary["agent"][0]["altId"] == "alice"

@@ -66,6 +66,7 @@ def test_discovery_documents(anonymous: FhirTestClient) -> None:
     assert anonymous.get("/fhir/nowhere/Patient").status_code == anonymous.get(f"{BASE}/Patient").status_code == 401
     keys = anonymous.get("/.well-known/jwks.json").json()["keys"]
     assert keys[0]["kty"] == "OKP" and keys[0]["crv"] == "Ed25519" and "d" not in keys[0]
+    assert keys[1]["kty"] == "RSA" and keys[1]["alg"] == "RS256" and not {"d", "p", "q"} & set(keys[1])  # ID tokens
 
 
 def test_client_secret_basic_and_post(anonymous: FhirTestClient) -> None:
@@ -294,3 +295,17 @@ def test_insecure_development_mode_is_explicit_and_warned(tmp_path: Path, caplog
     with make_client(tmp_path / "var", roles=(), auth_enabled=False) as c:
         assert c.get(f"{BASE}/Patient").status_code == 200
     assert any("INSECURE" in r.getMessage() for r in caplog.records)
+
+
+def test_the_id_token_key_is_rsa_kept_owner_only_and_published_by_kid(tmp_path: Path) -> None:
+    """SMART App Launch 2.x: ID tokens RS256; the key is made once and read by every later start (each process)."""
+    keys = tmp_path / "keys"
+    first, again = load_token_signer(keys), load_token_signer(keys)
+    assert first.id_key_id == again.id_key_id and (keys / "id-token-rsa.pem").stat().st_mode & 0o077 == 0
+    published = {k["kid"]: k for k in first.public_jwks()}
+    assert published[first.id_key_id]["alg"] == "RS256" and published[first.key_id]["alg"] == "EdDSA"
+    claims = {"sub": "default/alice", "aud": "app", "exp": int(time.time()) + 60}
+    id_token = again.sign_id_token(claims)
+    assert jwt.get_unverified_header(id_token)["kid"] == first.id_key_id
+    public = jwt.PyJWK(published[first.id_key_id]).key
+    assert jwt.decode(id_token, public, algorithms=["RS256"], audience="app")["sub"] == "default/alice"
