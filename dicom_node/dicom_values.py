@@ -67,6 +67,25 @@ def _ideographic(text: str) -> bool:
     return any(unicodedata.name(c, "").startswith("CJK UNIFIED IDEOGRAPH") for c in text)
 
 
+def representation(name: dict[str, Any]) -> str:
+    """Which PN component group (ABC, IDE, SYL) a FHIR HumanName fills, the inverse of ``human_name``: its ISO
+    21090 EN representation extension, else IDE when written in CJK ideographs (a JP Core kanji name), SYL when
+    written in kana only, else ABC (PS3.5 6.2.1.2)."""
+    for extension in name.get("extension") or []:
+        if (
+            isinstance(extension, dict)
+            and extension.get("url") == REPRESENTATION
+            and extension.get("valueCode") in GROUPS
+        ):
+            return str(extension["valueCode"])
+    text = " ".join(str(p) for p in (name.get("family"), *(name.get("given") or []), name.get("text")) if p)
+    if _ideographic(text):
+        return "IDE"
+    letters = [c for c in text if c.isalpha()]
+    kana = ("HIRAGANA", "KATAKANA")
+    return "SYL" if letters and all(unicodedata.name(c, "").startswith(kana) for c in letters) else "ABC"
+
+
 def _use(code: str, official: bool) -> dict[str, str]:
     """A name written in ideographs is the ``official`` one, the alphabetic then ``usual`` (derm review 4, L3: JP
     Core gives the kanji name ``use: official``; a system that ignores the representation extension reads ``use``)."""

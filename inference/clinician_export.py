@@ -21,17 +21,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.valuerep import PersonName
 
 from dicom_node.attributes import INSTANCE, STUDY
 from dicom_node.blobs import BlobStore
 from dicom_node.derived import StudyHome, UidTaken, store_derived
+from dicom_node.dicom_values import GROUPS, representation
 from dicom_node.errors import InvalidInstance
 from dicom_node.forwarding.events import CLINICIAN_DECISIONS, DerivedOrigin
 from dicom_node.instance_files import InstanceFiles
@@ -40,6 +41,7 @@ from dicom_node.web.deletion import DicomDeletion
 from fhir_server.audit.events import DCM, ENTITY_TYPE
 from fhir_server.audit.trail import AuditTrail
 from fhir_server.outbox import Subscription
+from fhir_server.outcomes.codes import CATEGORY_OF, CONDITIONS
 from fhir_server.repository import Repository
 from fhir_server.storage.port import Engine, OutboxEvent, Record, TenantStore, TenantTransaction
 from fhir_server.storage.query import FieldMatch, RecordQuery
@@ -49,6 +51,7 @@ from inference.clinician_sr import (
     AI_MIXED,
     AI_NO_CALL,
     CONFIRMED,
+    CONSISTENT,
     EQUIVOCAL,
     NO_AI,
     OVERRODE,
@@ -72,6 +75,7 @@ log = logging.getLogger(__name__)
 CLINICIAN_DECISION = DerivedOrigin(CLINICIAN_DECISIONS)  # what forwarding rules match these objects by
 TOPICS = ("resource.created", "resource.updated")  # a report may be created already signed
 SIGNED = frozenset({"final", "amended", "corrected"})
+WITHDRAWN = frozenset({"entered-in-error", "cancelled"})  # an Observation's status: not a result to export (M1)
 DEMONSTRATION = (DEMO_TAG["system"], DEMO_TAG["code"])
 LATERALITY = {"7771000": codes.cid244.Left, "24028007": codes.cid244.Right, "51440002": codes.cid244.Bilateral}
 REASON = "DICOM export of a signed-off report"
@@ -103,28 +107,42 @@ def _tagged_demo(observation: dict[str, Any]) -> bool:
 
 
 def _person_name(practitioner: dict[str, Any] | None, fallback: str) -> str:
-    """The Practitioner's name as a DICOM PN (family^given^middle^prefix^suffix, PS3.5 6.2.1.2: pydicom's
-    ``PersonName``), the ``official`` name first, else the reference's display as one component."""
+    """The Practitioner's name as a DICOM PN (PS3.5 6.2.1.2: component groups alphabetic=ideographic=phonetic, each
+    family^given^middle^prefix^suffix), the inverse of ``dicom_values.human_name``: each FHIR name fills the group
+    its representation names (``dicom_values.representation``: a JP Core kanji name the ideographic group, its kana
+    the phonetic, romaji the alphabetic), the ``official`` name first within a group; else the reference's display
+    as one component. Written as text, never encoded here: the SR is UTF-8 (ISO_IR 192), so "Dvořák" and "山田"
+    reach the PACS as written (derm review 5, H1)."""
     names = [n for n in (practitioner or {}).get("name") or [] if isinstance(n, dict)]
     names.sort(key=lambda n: n.get("use") != "official")
+    groups: dict[str, str] = {}
     for name in names:
-        family, given = _part(name.get("family")), [_part(g) for g in name.get("given") or []]
-        if family or any(given):
-            pn = PersonName.from_named_components(
-                family_name=family,
-                given_name=given[0] if given else "",
-                middle_name=" ".join(given[1:]),
-                name_prefix=" ".join(_part(p) for p in name.get("prefix") or []),
-                name_suffix=" ".join(_part(p) for p in name.get("suffix") or []),
-            )
-            return str(pn)[:64]
-        if name.get("text"):
-            return _one_component(str(name["text"]))
-    return _one_component(fallback or "Unknown reviewer")
+        group = _group(name)
+        if group:
+            groups.setdefault(representation(name), group)
+    if not groups:
+        return _one_component(fallback or "Unknown reviewer")
+    return "=".join(groups.get(code, "") for code in GROUPS).rstrip("=")
+
+
+def _group(name: dict[str, Any]) -> str:
+    """One FHIR HumanName as one PN component group (at most 64 characters, PS3.5 6.2); "" when it has no name."""
+    family, given = _part(name.get("family")), [_part(g) for g in name.get("given") or []]
+    if family or any(given):
+        parts = (
+            family,
+            given[0] if given else "",
+            " ".join(given[1:]),
+            " ".join(_part(p) for p in name.get("prefix") or []),
+            " ".join(_part(p) for p in name.get("suffix") or []),
+        )
+        return "^".join(parts).rstrip("^")[:64]
+    return _one_component(str(name["text"])) if name.get("text") else ""
 
 
 def _part(value: Any) -> str:
-    return str(value or "").replace("^", " ").replace("=", " ").strip()
+    """A name part as one PN component: the delimiters ^ = and \\ (PS3.5 6.2) read as spaces."""
+    return str(value or "").replace("^", " ").replace("=", " ").replace("\\", " ").strip()
 
 
 def _one_component(text: str) -> str:
@@ -194,10 +212,13 @@ class SignOffExport:
 
     async def export(self, store: TenantStore, repo: Repository, report: dict[str, Any], signer: Signer) -> int:
         """The SR of the signed-off ``report`` in each of its studies on record; how many were stored."""
-        lesions, left_out = await self._decisions(store, repo, report)
+        lesions, left_out, undecided = await self._decisions(store, repo, report)
         sign_off = SignOff(
             report_id=str(report["id"]),
-            content_key=_content_key(report, lesions, left_out),
+            content_key=_content_key(report, lesions, [*left_out, *undecided]),
+            signing_key=_content_key(
+                report, [dataclasses.replace(d, gone=()) for d in lesions], [*left_out, *undecided]
+            ),
             reviewer=signer.name,
             organization=signer.organization,
             signed_at=await _signed_at(repo, report, signer),
@@ -205,6 +226,7 @@ class SignOffExport:
             lesions=tuple(lesions),
             status=str(report.get("status")),
             left_out=tuple(left_out),
+            undecided=undecided,
         )
         patient = str((report.get("subject") or {}).get("reference", "")).removeprefix("Patient/")
         stored = 0
@@ -263,10 +285,12 @@ class SignOffExport:
 
     async def _decisions(
         self, store: TenantStore, repo: Repository, report: dict[str, Any]
-    ) -> tuple[list[LesionDecision], list[str]]:
-        """The clinician's decisions per lesion, and what of the signed report they leave out (derm review 4, M4:
+    ) -> tuple[list[LesionDecision], list[str], tuple[str, ...]]:
+        """The clinician's decisions per lesion, what of the signed report they leave out (derm review 4, M4:
         then the SR is PARTIAL and says what): a clinician's finding that is not a SNOMED CT diagnosis, a result
-        not on record, results beyond ``MAX_RESULTS``."""
+        not on record, results beyond ``MAX_RESULTS``, a lesion the AI called (positive or equivocal) with no
+        clinician decision (derm review 5, H2); and, in words, each lesion of the report's AI results the
+        clinician decided nothing on (``_undecided``)."""
         listed = [str((item or {}).get("reference", "")) for item in report.get("result") or []]
         extra = len(listed) - MAX_RESULTS
         left_out = [f"{extra} result(s) beyond the first {MAX_RESULTS}"] if extra > 0 else []
@@ -277,22 +301,33 @@ class SignOffExport:
                 left_out.append(f"the result {reference[:200]} (not on record)")
             else:
                 results.append(found)
-        ai = [o for o in results if "device" in o]
-        decisions = []
-        for observation in results:
-            if "device" in observation:
-                continue
+        every_ai = [o for o in results if "device" in o]  # a withdrawn one still says which image was deleted
+        ai = [o for o in every_ai if o.get("status") not in WITHDRAWN]  # derm review 5, M1: undecided, no call
+        own = [o for o in results if "device" not in o]
+        current = [o for o in own if o.get("status") in SIGNED]
+        said = [_withdrawn(o) for o in own if o.get("status") not in SIGNED]  # derm review 5, M1
+        diagnoses: dict[str, list[tuple[dict[str, Any], hd.sr.CodedConcept]]] = {}
+        for observation in current:
             diagnosis = _snomed(observation.get("valueCodeableConcept"))
             if not _is_diagnosis(observation) or diagnosis is None:
                 what = str((observation.get("code") or {}).get("text") or "") or "a finding"
                 left_out.append(f"the clinician's {what[:200]} (Observation/{observation['id']}): no coded diagnosis")
                 continue
-            lesion = _focus(observation)
-            of_lesion = [o for o in ai if _focus(o) == lesion]
+            diagnoses.setdefault(_focus(observation), []).append((observation, diagnosis))
+        decisions = []
+        for lesion, given in diagnoses.items():
+            if len({d.value for _, d in given}) > 1:  # derm review 5, M1: neither is shown as the verified diagnosis
+                left_out.append(await _contradictory(repo, lesion, given))
+                continue
+            observation, diagnosis = given[0]
+            of_lesion = [o for o in every_ai if _focus(o) == lesion]
             decisions.append(await self._decision(store, repo, observation, diagnosis, lesion, of_lesion))
+        addressed = {_focus(o) for o in current}
+        undecided = [await _undecided(repo, lesion, ai) for lesion in sorted({_focus(o) for o in ai} - addressed)]
+        left_out += [f"{label} (an AI call no clinician decided on)" for label, _, called in undecided if called]
         if left_out:
             left_out.append(f"see DiagnosticReport/{report['id']}")
-        return decisions, left_out
+        return decisions, left_out, (*(words for _, words, _ in undecided), *said)
 
     async def _decision(
         self,
@@ -305,19 +340,14 @@ class SignOffExport:
     ) -> LesionDecision:
         decision = _decided(observation, diagnosis, ai)
         copied = decision.value == CONFIRMED.value
-        body = (
-            await repo.current("BodyStructure", lesion.split("/", 1)[1])
-            if lesion.startswith("BodyStructure/")
-            else None
-        )
-        where = str(((body or {}).get("location") or {}).get("text") or "site not recorded")
+        body, label = await _lesion(repo, lesion)
         image_uids, gone = await _image_uids(repo, ai)
         ai_reports, images = await _instances(store, _sr_uids(ai)), await _instances(store, image_uids)
         gone += [f"AI result SR {uid} no longer on record (deleted)" for uid in _missing(_sr_uids(ai), ai_reports)]
         gone += [f"image {uid} no longer on record (deleted)" for uid in _missing(image_uids, images)]
         return LesionDecision(
             lesion_key=lesion.split("/", 1)[-1] or str(observation["id"]),
-            label=f"Lesion at {where}" + (f" ({lesion})" if lesion else ""),
+            label=label,
             diagnosis=diagnosis,
             decision=decision,
             site=_site(body),
@@ -345,6 +375,59 @@ class SignOffExport:
         return await self.files.read_dataset(store, store.name, records[0])
 
 
+async def _lesion(repo: Repository, lesion: str) -> tuple[dict[str, Any] | None, str]:
+    """The lesion's BodyStructure and its label for people ("Lesion at back (BodyStructure/17)")."""
+    body = await repo.current("BodyStructure", lesion.split("/", 1)[1]) if lesion.startswith("BodyStructure/") else None
+    where = str(((body or {}).get("location") or {}).get("text") or "site not recorded")
+    return body, f"Lesion at {where}" + (f" ({lesion})" if lesion else "")
+
+
+async def _contradictory(repo: Repository, lesion: str, found: list[tuple[dict[str, Any], hd.sr.CodedConcept]]) -> str:
+    """What a PARTIAL SR says of a lesion with two current clinician diagnoses that differ (derm review 5, M1): the
+    record is contradictory, so neither is exported as the verified diagnosis (a viewer would show either one);
+    the SR is not refused, so the PACS still learns that the case was signed off and what is unresolved."""
+    _, label = await _lesion(repo, lesion)
+    each = "; ".join(f"{d.meaning} (SNOMED CT {d.value}, Observation/{o['id']})" for o, d in found)
+    return f"{label}: the record is contradictory, the clinician's current findings differ ({each}); neither is shown"
+
+
+def _withdrawn(observation: dict[str, Any]) -> str:
+    """A clinician finding the report lists that is not current (entered-in-error, cancelled, preliminary): named,
+    never exported as a diagnosis (derm review 5, M1)."""
+    what = _snomed(observation.get("valueCodeableConcept"))
+    value = f" ({what.meaning}, SNOMED CT {what.value})" if what else ""
+    status = str(observation.get("status") or "no status")[:40]
+    return (
+        f"The clinician's finding Observation/{observation['id']}{value} is {status} (withdrawn or not current) "
+        "and is not part of this report."
+    )
+
+
+async def _undecided(repo: Repository, lesion: str, ai: list[dict[str, Any]]) -> tuple[str, str, bool]:
+    """A lesion of the report's AI results that no clinician finding addresses (derm review 5, H2): its label, what
+    the SR says of it, and whether the AI called it (a positive or equivocal call of a clinical model: the SR is
+    then PARTIAL, never a COMPLETE report silent on a melanoma call)."""
+    _, label = await _lesion(repo, lesion)
+    of_lesion = [o for o in ai if _focus(o) == lesion]
+    demonstration = any(_tagged_demo(o) for o in of_lesion)
+    calls = sorted(
+        {
+            f"{c.meaning} (SNOMED CT {c.value})"
+            for o in of_lesion
+            if _is_diagnosis(o) and (c := _snomed(o.get("valueCodeableConcept")))
+        }
+    )
+    if demonstration:
+        said = "the AI output came from a DEMONSTRATION model (not for clinical use)"
+    elif calls:
+        said = "the AI called " + " and ".join(calls)
+    else:
+        said = "the AI made no call"
+    reports = _sr_uids(of_lesion)
+    sr = f"; AI result SR {', '.join(reports)} (preliminary, not reviewed)" if reports else ""
+    return label, f"{label}: no clinician decision recorded; {said}{sr}.", bool(calls) and not demonstration
+
+
 def _decided(
     observation: dict[str, Any], diagnosis: hd.sr.CodedConcept, ai: list[dict[str, Any]]
 ) -> hd.sr.CodedConcept:
@@ -362,7 +445,7 @@ def _decided(
     if not positive:
         return AI_EQUIVOCAL if calls else AI_NO_CALL
     if diagnosis.value not in positive:
-        return OVERRODE
+        return CONSISTENT if _same_condition(diagnosis.value, positive) else OVERRODE
     if len(positive) > 1:
         return AI_MIXED
     sources = {
@@ -371,6 +454,15 @@ def _decided(
         if str(d.get("reference", "")).startswith("Observation/")
     }
     return CONFIRMED if any(calls.get(i) == diagnosis.value for i in sources) else OWN_SAME
+
+
+def _same_condition(diagnosis: str, calls: set[str]) -> bool:
+    """The clinician's diagnosis and every positive AI call name one target condition (melanoma, SCC, BCC) at
+    different granularity, e.g. 372244006 |Malignant melanoma| for the AI's 93655004 |Malignant melanoma of skin|:
+    the outcomes' grouping (``fhir_server.outcomes.codes.CATEGORY_OF``), so agreement audits and the SR agree
+    (derm review 5, M5). "Other" diagnoses (naevus vs keratosis) are no common condition."""
+    condition = CATEGORY_OF.get(diagnosis)
+    return condition in CONDITIONS and all(CATEGORY_OF.get(call) == condition for call in calls)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -447,7 +539,8 @@ def _in_study(sign_off: SignOff, study_uid: str) -> SignOff:
 
 async def _versioned(store: TenantStore, sign_off: SignOff, study_uid: str) -> SignOff:
     """``sign_off`` as the next version of the report's sign-off SR in the study: the earlier ones (oldest first)
-    as its predecessors, its Instance Number one more (derm review 4, H2)."""
+    as its predecessors, its Instance Number one more (derm review 4, H2); a re-issue by DermBridge when the SR of
+    the same signing without the deletions is one of them (derm review 5, M3: the clinician signed nothing new)."""
     own = sign_off_uid(study_uid, sign_off)
     query = RecordQuery(
         INSTANCE, (FieldMatch("SeriesInstanceUID", "eq", (sign_off_series(study_uid, sign_off.report_id),)),)
@@ -457,7 +550,10 @@ async def _versioned(store: TenantStore, sign_off: SignOff, study_uid: str) -> S
     previous = tuple(
         Instance(study_uid, _field(r, "SeriesInstanceUID"), _field(r, "SOPClassUID"), r.key) for r in records
     )
-    return dataclasses.replace(sign_off, previous=previous, version=len(previous) + 1)
+    signed = sign_off_uid(study_uid, dataclasses.replace(sign_off, content_key=sign_off.signing_key))
+    reissued = own != signed and any(p.sop_instance == signed for p in previous)  # derm review 5, M3
+    today = datetime.now(UTC).date().isoformat() if reissued else ""
+    return dataclasses.replace(sign_off, previous=previous, version=len(previous) + 1, reissued=today)
 
 
 def _referenced(kos: Dataset) -> set[str]:

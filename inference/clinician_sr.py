@@ -61,9 +61,11 @@ NO_AI = hd.sr.CodedConcept("no-ai-result", SCHEME, "Clinician's own diagnosis (n
 OWN_DEMO = hd.sr.CodedConcept("own-demo-ai", SCHEME, "Own diagnosis; AI result shown for reference only")
 AI_NO_CALL = hd.sr.CodedConcept("own-ai-no-call", SCHEME, "Clinician's own diagnosis (AI made no call)")
 AI_EQUIVOCAL = hd.sr.CodedConcept("own-ai-equivocal", SCHEME, "Clinician's own diagnosis (AI result equivocal)")
+CONSISTENT = hd.sr.CodedConcept("own-consistent-with-ai", SCHEME, "Clinician's own diagnosis, consistent with the AI's")
 AI_MIXED = hd.sr.CodedConcept("own-ai-mixed", SCHEME, "Clinician's own diagnosis (AI results differed)")
 URGENCY = hd.sr.CodedConcept("referral-urgency", SCHEME, "Referral urgency")
 REQUEST_PRIORITY = ("routine", "urgent", "asap", "stat")  # HL7 request-priority, the review's referral urgency
+UTF8 = "ISO_IR 192"  # the SR and KOS are UTF-8 whatever the image's character set: names and text as written (H1)
 MAX_TEXT = 100_000  # characters of one TEXT item (UT: up to 2^32-2 bytes, PS3.5 6.2); longer is cut, and says so
 WORDS = {
     CONFIRMED.value: "confirmed the AI result",
@@ -73,6 +75,8 @@ WORDS = {
     OWN_DEMO.value: "recorded their own diagnosis; the AI result was shown for reference only",
     AI_NO_CALL.value: "recorded their own diagnosis (the AI made no call: no class above its threshold)",
     AI_EQUIVOCAL.value: "recorded their own diagnosis (the AI result was equivocal)",
+    CONSISTENT.value: "recorded their own diagnosis, consistent with the AI's call (the same condition, at another "
+    "level of detail: not a disagreement)",
     AI_MIXED.value: "recorded their own diagnosis (the AI's results for this lesion differed from each other)",
 }
 
@@ -122,6 +126,9 @@ class SignOff:
     previous: tuple[Instance, ...] = ()  # the earlier sign-off SRs of the report in the study, oldest first
     version: int = 1  # the Instance Number: 1 for the first signing, then one more per amendment
     left_out: tuple[str, ...] = ()  # what the signed report holds and this SR does not: the SR is then PARTIAL
+    signing_key: str = ""  # what the clinician signed, without what was deleted since: ``content_key`` of the signing
+    reissued: str = ""  # the date DermBridge re-issued the SR for a deletion alone, the clinician signing nothing new
+    undecided: tuple[str, ...] = ()  # in words: lesions of the AI results nobody decided on, withdrawn findings
 
 
 def sign_off_series(study: str, report_id: str) -> str:
@@ -140,13 +147,22 @@ def sign_off_uid(study: str, sign_off: SignOff) -> str:
 
 
 def readable_name(pn: str) -> str:
-    """A DICOM PN for people, given name first ("Ann Smith" for ``Smith^Ann``: "Smith Ann" reads as a given name
-    Smith), with the ideographic form after it when there is one (PS3.5 6.2.1.2)."""
+    """A DICOM PN for people. The alphabetic group given name first ("Ann Smith" for ``Smith^Ann``: "Smith Ann"
+    reads as a given name Smith); a name with an ideographic form (kanji) reads that form first, family name first
+    as it is written ("山田 太郎"), the alphabetic form after it ("山田 太郎 (Taro Yamada)": derm review 5, H1;
+    PS3.5 6.2.1.2)."""
     name = PersonName(pn)
-    parts = (name.name_prefix, name.given_name, name.middle_name, name.family_name, name.name_suffix)
-    text = " ".join(p.strip() for p in parts if p.strip())
-    ideographic = " ".join(p for p in PersonName(name.ideographic).components if p) if name.ideographic else ""
-    return f"{text} ({ideographic.replace('^', ' ').strip()})" if ideographic and text else text or ideographic
+    alphabetic = _name_words(PersonName(name.alphabetic), family_first=False) if name.alphabetic else ""
+    ideographic = _name_words(PersonName(name.ideographic), family_first=True) if name.ideographic else ""
+    if ideographic:
+        return f"{ideographic} ({alphabetic})" if alphabetic else ideographic
+    return alphabetic
+
+
+def _name_words(group: PersonName, family_first: bool) -> str:
+    family, given, middle = group.family_name, group.given_name, group.middle_name
+    order = (family, given, middle) if family_first else (given, middle, family)
+    return " ".join(p.strip() for p in (group.name_prefix, *order, group.name_suffix) if p.strip())
 
 
 def _text(meaning: str, text: str, report_id: str = "") -> hd.sr.TextContentItem:
@@ -212,6 +228,21 @@ def _demonstration_words(ai_reports: list[str]) -> str:
     )
 
 
+def _version_words(sign_off: SignOff) -> str:
+    """What this version is: the clinician's amendment or correction, or DermBridge's re-issue after a deletion,
+    the clinician having signed nothing new (derm review 5, M3: never "AMENDED" in their name)."""
+    replaced = ", ".join(i.sop_instance for i in sign_off.previous)
+    if sign_off.reissued:
+        gone = sorted({g for lesion in sign_off.lesions for g in lesion.gone})
+        why = "; ".join(gone) if gone else "an object it referenced was deleted"
+        return (
+            f"RE-ISSUED by DermBridge on {sign_off.reissued} (version {sign_off.version}), not by the clinician: "
+            f"{why}. The clinician's findings and verification are unchanged; replaces the earlier SR {replaced}"
+        )
+    kind = "CORRECTED" if sign_off.status == "corrected" else "AMENDED"
+    return f"{kind} (version {sign_off.version}): replaces the earlier SR {replaced}"
+
+
 def _summary(sign_off: SignOff) -> hd.sr.ContainerContentItem:
     """TID 1500 row 12: the report's text, where any SR viewer shows it."""
     text = partial(_text, report_id=sign_off.report_id)
@@ -219,9 +250,7 @@ def _summary(sign_off: SignOff) -> hd.sr.ContainerContentItem:
     if sign_off.left_out:  # derm review 4, M4: a PARTIAL SR says what it leaves out
         texts.append(text("left-out", "PARTIAL: this SR leaves out " + "; ".join(sign_off.left_out)))
     if sign_off.previous:  # derm review 4, H2: the PACS user is told which report is current
-        kind = "CORRECTED" if sign_off.status == "corrected" else "AMENDED"
-        replaced = ", ".join(i.sop_instance for i in sign_off.previous)
-        texts.append(text("amendment", f"{kind} (version {sign_off.version}): replaces the earlier SR {replaced}"))
+        texts.append(text("amendment", _version_words(sign_off)))
     who = readable_name(sign_off.reviewer)
     at = f" of {sign_off.organization}" if sign_off.organization else ""
     signed = f"Signed off by {who}{at} on {sign_off.signed_at} (verified, {sign_off.status})"
@@ -232,6 +261,7 @@ def _summary(sign_off: SignOff) -> hd.sr.ContainerContentItem:
     if any(lesion.demonstration for lesion in sign_off.lesions):
         texts.append(text("ai-output-use", _demonstration_words(demonstration)))
     texts += [text("lesion-decision", lesion_words(lesion)) for lesion in sign_off.lesions]
+    texts += [text("lesion-decision", words) for words in sign_off.undecided]  # derm review 5, H2
     if not sign_off.lesions:
         texts.append(text("lesion-decision", "The report was signed off without per-lesion findings."))
     container = hd.sr.ContainerContentItem(QUALITATIVE_EVALUATIONS, relationship_type="CONTAINS")
@@ -281,6 +311,7 @@ def build_sign_off_report(source: Dataset, sign_off: SignOff, server_version: st
         verifying_observer_name=sign_off.reviewer,
         verifying_organization=sign_off.organization[:64] or "not recorded",  # Type 1 in highdicom
         coding_schemes=[SCHEME_ITEM],
+        specific_character_set=UTF8,
         series_description="Clinician review: signed-off diagnosis",
         manufacturer_model_name="DermBridge clinician review",
         software_versions=[f"DermBridge {server_version}".strip()],
@@ -342,6 +373,7 @@ def build_key_images(source: Dataset, sign_off: SignOff, report: Dataset) -> Dat
         sop_instance_uid=derived_uid(study, sign_off.report_id, sign_off.content_key, "clinician-key-images"),
         instance_number=sign_off.version,
         manufacturer=MANUFACTURER,
+        specific_character_set=UTF8,
         series_description="Clinician review: key images",
     )
     carry_context(source, kos)

@@ -18,11 +18,21 @@ import pytest
 from pydicom.dataset import Dataset
 
 from dicom_node.derived import encoded
+from dicom_node.dicom_values import REPRESENTATION, human_name
 from dicom_node.iod import check_ai_result
 from dicom_node.sop_classes import COMPREHENSIVE_3D_SR, KEY_OBJECT_SELECTION
 from fhir_server.repository import Repository
 from fhir_server.workflow.review import open_review
-from inference.clinician_export import Signer, _decided, _in_study, _person_name, _signed_at, _signer, _urgency
+from inference.clinician_export import (
+    Signer,
+    SignOffExport,
+    _decided,
+    _in_study,
+    _person_name,
+    _signed_at,
+    _signer,
+    _urgency,
+)
 from inference.clinician_sr import (
     CONFIRMED,
     NO_AI,
@@ -235,6 +245,10 @@ def test_a_signed_off_review_reaches_the_pacs_as_a_verified_sr(node: FhirTestCli
     [item] = _until(lambda: [i for i in _sr_instances(node, study) if _value(i, "00080018") not in known], "re-issue")
     third = _wado(node, study, _value(item, "0020000E"), _value(item, "00080018"))
     assert third.InstanceNumber == 3 and third.VerificationFlag == "VERIFIED"
+    # derm review 5, M3: the server's re-issue never reads as the clinician's amendment
+    head = next(t for t in _texts(third) if t.startswith(("RE-ISSUED", "AMENDED")))
+    assert head.startswith("RE-ISSUED by DermBridge on") and "not by the clinician" in head, head
+    assert f"image {image.SOPInstanceUID}" in head and second.SOPInstanceUID in head
     predecessors = {
         str(i.ReferencedSOPInstanceUID)
         for s in third.PredecessorDocumentsSequence[0].ReferencedSeriesSequence
@@ -294,6 +308,9 @@ def _clinician(*derived: str) -> dict[str, Any]:
 
 
 MELANOMA_SR = hd.sr.CodedConcept("93655004", "SCT", "Malignant melanoma of skin")
+MELANOMA_GENERAL = hd.sr.CodedConcept("372244006", "SCT", "Malignant melanoma")
+SEB_K = hd.sr.CodedConcept("403835007", "SCT", "Seborrheic keratosis")
+SCC_AI = {"system": "http://snomed.info/sct", "code": "402815007", "display": "Squamous cell carcinoma"}
 
 
 @pytest.mark.parametrize(
@@ -313,6 +330,10 @@ MELANOMA_SR = hd.sr.CodedConcept("93655004", "SCT", "Malignant melanoma of skin"
         (_clinician("r"), NAEVUS_CODE, [_ai("r", None), _ai("n", NAEVUS_AI)], "own-same-as-ai"),  # copy of a risk
         (_clinician("m"), NAEVUS_CODE, [_ai("m", MELANOMA_AI)], "overrode-ai"),  # derived, but a different value
         (_clinician(), NAEVUS_CODE, [], "no-ai-result"),
+        # derm review 5, M5: melanoma at another granularity is agreement, not "overrode: disagreed"
+        (_clinician(), MELANOMA_GENERAL, [_ai("m", MELANOMA_AI)], "own-consistent-with-ai"),
+        (_clinician(), MELANOMA_GENERAL, [_ai("m", MELANOMA_AI), _ai("s", SCC_AI)], "overrode-ai"),  # not SCC
+        (_clinician(), SEB_K, [_ai("n", NAEVUS_AI)], "overrode-ai"),  # two "other" diagnoses still differ
     ],
 )
 def test_the_decision_says_what_the_ai_called(
@@ -495,3 +516,179 @@ def test_a_report_signed_via_a_practitioner_role_names_the_person_and_their_orga
     events = wait_for(client, "AuditEvent", {"subtype": "sign-off-dicom"})
     [failed] = [e for e in events if f"DiagnosticReport/{report_id} not exported" in e.get("outcomeDesc", "")]
     assert failed["outcome"] == "8" and f"{nobody} names no practitioner" in failed["outcomeDesc"]
+
+
+IDE, ABC, SYL = ({"url": REPRESENTATION, "valueCode": code} for code in ("IDE", "ABC", "SYL"))
+JP_CORE = {  # a JP Core Practitioner: the kanji name official, romaji usual, kana its reading
+    "name": [
+        {"use": "usual", "family": "Yamada", "given": ["Taro"], "extension": [ABC]},
+        {"use": "official", "family": "山田", "given": ["太郎"], "extension": [IDE]},
+        {"family": "ヤマダ", "given": ["タロウ"], "extension": [SYL]},
+    ]
+}
+
+
+def test_a_name_outside_latin_1_reaches_the_pacs_as_written(tmp_path: Path) -> None:
+    """Derm review 5, H1: a Japanese clinician was verified as "??^??" and their conclusion lost, "Dvořák Łukasz"
+    became "Dvo?ák^?ukasz": the SR took the image's ISO_IR 100 and the PN was encoded to Latin-1. The SR and KOS
+    are UTF-8; the kanji name is the ideographic group, its kana the phonetic (the inverse of ``human_name``), and
+    "Signed off by" reads the kanji name family name first."""
+    pn = _person_name(JP_CORE, "")
+    assert pn == "Yamada^Taro=山田^太郎=ヤマダ^タロウ"
+    without_extension = [{"use": "official", "family": "山田", "given": ["太郎"]}, {"use": "usual", "text": "Taro"}]
+    assert _person_name({"name": without_extension}, "") == "Taro^=山田^太郎"  # kanji read as the ideographic form
+    assert [n["family"] for n in human_name(pn)] == ["Yamada", "山田", "ヤマダ"]  # and back, the same groups
+    assert human_name(pn)[1]["use"] == "official"
+    image = lesion_instance("CSR-JP", seed=16)
+    image.SpecificCharacterSet, image.PatientName = "ISO_IR 100", "Müller^Jürgen"  # a dermatoscope's default
+    czech = _person_name({"name": [{"family": "Dvořák", "given": ["Łukasz"]}]}, "")
+    for reviewer, organization, conclusion in (
+        (pn, "東京皮膚科", "良性母斑。"),
+        (czech, "Nemocnice Na Františku", "Nevus, bez známek malignity."),
+    ):
+        decided = dataclasses.replace(
+            _decision(OVERRODE, False, image, "1.2.3"),
+            reviewer=reviewer,
+            organization=organization,
+            conclusion=conclusion,
+        )
+        sr = build_sign_off_report(image, decided, "test")
+        kos = build_key_images(image, decided, sr)
+        assert kos is not None
+        for made in (sr, kos):
+            path = tmp_path / f"{made.SOPInstanceUID}.dcm"
+            path.write_bytes(encoded(made))
+            raw = path.read_bytes()
+            assert reviewer.encode() in raw and "Müller^Jürgen".encode() in raw  # byte-exact, UTF-8
+            back = pydicom.dcmread(path)
+            assert back.SpecificCharacterSet == "ISO_IR 192" and str(back.PatientName) == "Müller^Jürgen"
+            assert "E:" not in _dcmdump(made, tmp_path) and "?" not in str(back.PatientName)
+        back = _read(sr, tmp_path)
+        assert str(back.VerifyingObserverSequence[0].VerifyingObserverName) == reviewer
+        assert back.VerifyingObserverSequence[0].VerifyingOrganization == organization
+        texts = _texts(back)
+        assert conclusion in texts and "?" not in " ".join(t for t in texts if "Signed off" in t)
+    assert _signed(build_sign_off_report(image, dataclasses.replace(decided, reviewer=pn), "t")).startswith(
+        "Signed off by 山田 太郎 (Taro Yamada) of Nemocnice"
+    )
+    assert _signed(sr).startswith("Signed off by Łukasz Dvořák of Nemocnice Na Františku on")
+
+
+def _system_write(client: FhirTestClient, repo: Repository, resource: dict[str, Any]) -> str:
+    """A resource written as the server's own components write them (the AI worker's results, say)."""
+    stored = client.portal.call(  # type: ignore[union-attr]
+        partial(repo.create, resource, resource_type=resource["resourceType"], server_built=True)
+    )
+    return f"{resource['resourceType']}/{stored.resource['id']}"
+
+
+def _finding(focus: str, value: dict[str, Any] | None, device: bool, status: str = "final") -> dict[str, Any]:
+    finding: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": status,
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "439401001", "display": "Diagnosis"}]},
+        "subject": {"reference": "Patient/p1"},
+        "focus": [{"reference": focus}],
+    }
+    if value is not None:
+        finding["valueCodeableConcept"] = {"coding": [value]}
+    if device:
+        finding["device"] = {"reference": "Device/1"}
+    return finding
+
+
+def _signed_off(client: FhirTestClient, *findings: dict[str, Any]) -> tuple[list[LesionDecision], list[str], Any]:
+    """The exporter's reading of a report listing ``findings`` (written first, in order)."""
+    app: Any = client.app
+    store = client.portal.call(app.state.engine.tenant, "default")  # type: ignore[union-attr]
+    repo = Repository.system(store, reason="test")
+    results = [{"reference": _system_write(client, repo, f)} for f in findings]
+    report = {"id": "signed-1", "status": "final", "result": results}
+    export = SignOffExport(app.state.engine, app.state.ingestor.blobs, None)
+    return client.portal.call(export._decisions, store, repo, report)  # type: ignore[union-attr]
+
+
+def _lesions(client: FhirTestClient, *sites: str) -> list[str]:
+    app: Any = client.app
+    repo = Repository.system(client.portal.call(app.state.engine.tenant, "default"), reason="test")  # type: ignore[union-attr]
+    body = {"resourceType": "BodyStructure", "patient": {"reference": "Patient/p1"}}
+    return [_system_write(client, repo, {**body, "location": {"text": site}}) for site in sites]
+
+
+def test_a_lesion_the_ai_called_and_the_clinician_did_not_decide_on_is_named_and_the_sr_partial(
+    client: FhirTestClient, tmp_path: Path
+) -> None:
+    """Derm review 5, H2: the clinician decided on lesion A only; lesion B's melanoma call was silently absent from
+    a COMPLETE, verified SR. B is named ("no clinician decision recorded") and the SR is PARTIAL, saying why."""
+    back, arm = _lesions(client, "back", "arm")
+    decided, left_out, undecided = _signed_off(
+        client, _finding(back, NAEVUS_AI, device=True), _finding(arm, MELANOMA_AI, device=True),
+        _finding(back, NAEVUS_AI, device=False),
+    )  # fmt: skip
+    assert [d.label for d in decided] == [f"Lesion at back ({back})"]
+    [words] = undecided
+    assert words.startswith(f"Lesion at arm ({arm}): no clinician decision recorded; the AI called Malignant melanoma")
+    assert any(f"Lesion at arm ({arm})" in what for what in left_out)
+    image = lesion_instance("CSR-H2", seed=17)
+    sign_off = dataclasses.replace(
+        _decision(OVERRODE, False, image, "1.2.3"), left_out=tuple(left_out), undecided=undecided
+    )
+    sr = build_sign_off_report(image, sign_off, "test")
+    assert (sr.CompletionFlag, sr.VerificationFlag) == ("PARTIAL", "VERIFIED")
+    texts = _texts(_read(sr, tmp_path))
+    partial_words = next(t for t in texts if t.startswith("PARTIAL"))
+    assert words in texts and f"Lesion at arm ({arm}) (an AI call no clinician decided on)" in partial_words
+
+
+def test_a_lesion_with_no_ai_call_and_no_decision_is_named_in_a_complete_sr(client: FhirTestClient) -> None:
+    """Derm review 5, H2 (confirm): lesion B has risk results only, no call; the clinician's confirmation covered A.
+    B is named as undecided with "the AI made no call"; nothing called is left out, so the SR stays COMPLETE."""
+    back, arm = _lesions(client, "back", "arm")
+    risk_only = {**_finding(arm, None, device=True), "code": {"text": "risk", "coding": [{"code": "risk"}]}}
+    decided, left_out, undecided = _signed_off(
+        client, _finding(back, NAEVUS_AI, device=True), risk_only, _finding(back, NAEVUS_AI, device=False)
+    )
+    assert len(decided) == 1 and left_out == []
+    assert undecided == (f"Lesion at arm ({arm}): no clinician decision recorded; the AI made no call.",)
+
+
+def test_a_withdrawn_or_contradictory_finding_is_never_a_verified_diagnosis(client: FhirTestClient) -> None:
+    """Derm review 5, M1: the finding the clinician withdrew (entered-in-error) and its replacement were both
+    exported as "Diagnosis" under VERIFIED; two current findings that differ on one lesion too. The withdrawn one is
+    named, not exported; a contradictory lesion has no diagnosis and the SR is PARTIAL saying the record is
+    contradictory (a refused export would leave the PACS without any sign of the signed-off case)."""
+    back, arm, leg = _lesions(client, "back", "arm", "leg")
+    decided, left_out, said = _signed_off(
+        client,
+        _finding(back, MELANOMA_AI, device=False, status="entered-in-error"),
+        _finding(back, NAEVUS_AI, device=False, status="corrected"),
+        _finding(leg, MELANOMA_AI, device=True, status="entered-in-error"),  # a withdrawn AI call: nothing to decide
+        _finding(arm, MELANOMA_AI, device=False),
+        _finding(arm, NAEVUS_AI, device=False),
+    )
+    assert [(d.label, d.diagnosis.value, d.decision.value) for d in decided] == [
+        (f"Lesion at back ({back})", "400096001", "no-ai-result")
+    ]
+    [withdrawn] = said
+    assert "(Malignant melanoma of skin, SNOMED CT 93655004) is entered-in-error" in withdrawn
+    assert left_out[0].startswith(f"Lesion at arm ({arm}): the record is contradictory")
+    assert "93655004" in left_out[0] and "400096001" in left_out[0]
+    assert not any(leg in what for what in left_out)
+
+
+def test_a_re_issue_after_a_deletion_says_dermbridge_made_it_not_the_clinician(tmp_path: Path) -> None:
+    """Derm review 5, M3: after a DICOMweb DELETE the re-issued SR read "AMENDED (version 2)" above the clinician's
+    verification, as if they had amended it. It says DermBridge re-issued it, why, and that the findings stand."""
+    image = lesion_instance("CSR-RI", seed=18)
+    first = _decision(OVERRODE, False, image, "1.2.3")
+    earlier = build_sign_off_report(image, first, "test")
+    gone = "image 1.2.9.9: Media deleted over DICOMweb on 2026-12-01 (no longer available)"
+    lesion = dataclasses.replace(first.lesions[0], images=(), gone=(gone,))
+    previous = (
+        Instance(image.StudyInstanceUID, earlier.SeriesInstanceUID, earlier.SOPClassUID, earlier.SOPInstanceUID),
+    )
+    reissued = dataclasses.replace(first, lesions=(lesion,), previous=previous, version=2, reissued="2026-12-01")
+    head = next(t for t in _texts(build_sign_off_report(image, reissued, "test")) if "version 2" in t)
+    assert head.startswith("RE-ISSUED by DermBridge on 2026-12-01 (version 2), not by the clinician: image 1.2.9.9")
+    assert "findings and verification are unchanged" in head and earlier.SOPInstanceUID in head
+    assert "AMENDED" not in head
