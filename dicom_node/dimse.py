@@ -63,6 +63,7 @@ T = TypeVar("T")
 AcceptedSyntaxes = Callable[[str], list[str]]  # SOP class UID -> the syntaxes the peer accepted for it
 HANDLER_TIMEOUT_S = 120.0
 PEER_TIMEOUT_S = 120  # the node's DIMSE and network timeouts, also of the associations it opens
+ADMITTED_TENANT = "dermbridge_tenant"  # the association's attribute: the tenant it was admitted for
 MAX_PENDING_REPORTS = 64  # Storage Commitment reports waiting for (or on) a new association; more: 0x0213
 
 
@@ -244,14 +245,20 @@ class DimseServer:
         future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(work(), self._loop)
         return future.result(timeout=HANDLER_TIMEOUT_S)
 
-    def _caller_tenant(self, assoc: Association) -> str | None:
+    def _caller(self, assoc: Association) -> DicomCaller | None:
+        """The calling AE's entry as read last (a revoked service applies at once), or None once its title no
+        longer works for the tenant the association was admitted for: an open association keeps its tenant."""
         caller = self.config.callers.named(assoc.requestor.ae_title)
+        return caller if caller is not None and caller.tenant == getattr(assoc, ADMITTED_TENANT, None) else None
+
+    def _caller_tenant(self, assoc: Association) -> str | None:
+        caller = self._caller(assoc)
         return caller.tenant if caller is not None else None
 
     def tenant_of(self, assoc: Association) -> str:
         calling = assoc.requestor.ae_title.strip()
-        caller = self.config.callers.named(calling)
-        if caller is None:  # the association was refused already (_on_requested, require_calling_aet)
+        caller = self._caller(assoc)
+        if caller is None:  # refused at association (_on_requested), or no longer this tenant's
             raise InvalidInstance(statuses.CANNOT_UNDERSTAND, f"calling AE {calling} is not configured")
         return caller.tenant
 
@@ -296,6 +303,7 @@ class DimseServer:
                 evt.trigger(assoc, evt.EVT_REJECTED, {})
                 assoc.kill()
                 return
+            setattr(assoc, ADMITTED_TENANT, caller.tenant)  # fixed for the association's life (_caller)
             offered = context_services(caller.roles)
             contexts = [cx for cx in assoc.acceptor.supported_contexts if service_of(cx.abstract_syntax) in offered]
             _prefer_proposed(contexts, assoc.requestor.primitive.presentation_context_definition_list)
@@ -360,7 +368,7 @@ class DimseServer:
         """0124 Refused: Not authorized (PS3.7 Annex C), audited, if the caller's roles lack ``service``;
         reached for C-STORE on a storage context kept for C-GET sub-operations (``callers``)."""
         calling = event.assoc.requestor.ae_title.strip()
-        caller = self.config.callers.named(calling)
+        caller = self._caller(event.assoc)
         if caller is not None and service in caller.roles:
             return None
         action = DIMSE_NAMES[service]

@@ -68,18 +68,32 @@ async def seed(engine: Engine, initial: Peers) -> None:
 
 async def load(engine: Engine, initial: Peers, default_roles: Iterable[Service], any_ae_tenant: str | None) -> Peers:
     """Every tenant's peers as stored now; a tenant with none stored yet (created since the start) has its share
-    of ``initial`` (the environment's). An AE title listed by two tenants works for the first by name."""
-    mapping: dict[str, str | DicomCaller] = {}
+    of ``initial`` (the environment's). A calling AE title listed by more than one tenant is refused for all of
+    them (logged: never routed to one of them), and a tenant whose stored entries cannot be read is skipped
+    (logged) so that one tenant's data never stops the others' peers."""
+    listed: dict[str, list[DicomCaller]] = {}
     destinations: dict[str, dict[str, MoveDestination]] = {}
     for tenant in sorted(await engine.tenant_names()):
         store = await engine.tenant(tenant)
         stored = await dicom_peers.read(store) if await dicom_peers.is_set(store) else stored_form(initial, tenant)
-        for ae, entry in (stored.get("callers") or {}).items():
-            if ae not in mapping:
-                mapping[ae] = DicomCaller(tenant=tenant, roles=frozenset(entry.get("services") or ()),
-                                          hosts=tuple(entry.get("hosts") or ()))  # fmt: skip
-        destinations[tenant] = {
-            ae: MoveDestination(ae, str(d["host"]), int(d["port"]))
-            for ae, d in (stored.get("destinations") or {}).items()
-        }
+        try:
+            callers = {ae: DicomCaller(tenant=tenant, roles=frozenset(entry.get("services") or ()),
+                                       hosts=tuple(entry.get("hosts") or ()))
+                       for ae, entry in (stored.get("callers") or {}).items()}  # fmt: skip
+            destinations[tenant] = {
+                ae: MoveDestination(ae, str(d["host"]), int(d["port"]))
+                for ae, d in (stored.get("destinations") or {}).items()
+            }
+        except (ValueError, TypeError, KeyError, AttributeError):
+            log.exception("the DICOM peers of tenant %s are not valid; none of them apply", tenant)
+            continue
+        for ae, caller in callers.items():
+            listed.setdefault(ae, []).append(caller)
+    mapping: dict[str, str | DicomCaller] = {}
+    for ae, claims in listed.items():
+        if len(claims) > 1:
+            log.error("the calling AE title %s is listed by tenants %s; it is refused for all of them", ae,
+                      ", ".join(c.tenant for c in claims))  # fmt: skip
+        else:
+            mapping[ae] = claims[0]
     return Peers(Callers(mapping, default_roles, any_ae_tenant), destinations)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from fhir_server.storage.port import TenantReader, TenantStore
+from fhir_server.storage.port import Engine, TenantReader, TenantStore
 from fhir_server.tenant_settings import read_setting, write_setting, write_setting_in
 
 SETTING = "dicom.peers"
@@ -70,12 +70,13 @@ def caller_entry(services: list[str], hosts: str) -> dict[str, Any]:
     networks = [h for h in hosts.replace(",", " ").split() if h]
     if len(networks) > MAX_HOSTS:
         raise PeerError(f"at most {MAX_HOSTS} addresses or networks")
+    normalised = []
     for network in networks:
-        try:
-            ipaddress.ip_network(network, strict=False)
+        try:  # stored as the network (10.2.0.7/24 -> 10.2.0.0/24): the listener's parser is strict
+            normalised.append(str(ipaddress.ip_network(network, strict=False)))
         except ValueError as error:
             raise PeerError(f"{network[:50]!r} is not an address or network (CIDR)") from error
-    return {"services": [s for s in SERVICES if s in services], "hosts": networks}
+    return {"services": [s for s in SERVICES if s in services], "hosts": normalised}
 
 
 def destination_entry(host: str, port: str) -> dict[str, Any]:
@@ -87,12 +88,25 @@ def destination_entry(host: str, port: str) -> dict[str, Any]:
     return {"host": host, "port": int(port)}
 
 
-async def change(store: TenantStore, kind: str, action: str, form: dict[str, str]) -> str:
+async def callers_elsewhere(engine: Engine, tenant: str) -> set[str]:
+    """The calling AE titles the other tenants list: AE titles are one namespace for the whole node (the
+    listener finds the tenant of an association by its calling AE title), so a title belongs to one tenant."""
+    titles: set[str] = set()
+    for other in await engine.tenant_names():
+        if other != tenant:
+            titles.update((await read(await engine.tenant(other))).get("callers") or {})
+    return titles
+
+
+async def change(store: TenantStore, kind: str, action: str, form: dict[str, str], taken: set[str]) -> str:
     """Apply one change posted from the admin page (``kind`` caller|destination, ``action`` save|remove);
-    what was done, in words (for the AuditEvent)."""
+    what was done, in words (for the AuditEvent). ``taken``: the calling AE titles of other tenants
+    (``callers_elsewhere``), which this tenant may not list."""
     if kind not in ("caller", "destination") or action not in ("save", "remove"):
         raise PeerError("no such change")
     title = ae_title(form.get("ae_title", ""))
+    if kind == "caller" and action == "save" and title in taken:
+        raise PeerError(f"the AE title {title} is already used by another organisation")
     async with store.transaction() as tx:  # read and write together: two admins' changes never undo each other
         peers = await read(tx)
         said = _changed(peers, kind, action, title, form)

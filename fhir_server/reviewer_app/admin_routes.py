@@ -181,9 +181,12 @@ async def change_dicom(request: Request, me: SignedInAdministrator, kind: str, a
     form = await posted_form(request, me)
     if not isinstance(form, dict):
         return form
-    store = await request.app.state.engine.tenant(me.tenant)
+    engine = request.app.state.engine
+    store = await engine.tenant(me.tenant)
     try:
-        said = await dicom_peers.change(store, kind, action, form)
+        said = await dicom_peers.change(
+            store, kind, action, form, await dicom_peers.callers_elsewhere(engine, me.tenant)
+        )
     except dicom_peers.PeerError as error:
         return await _dicom_page(request, me, f"Not changed: {error}", 422)
     await record_change(request, me, "dicom-peers", SECURITY_CONFIGURATION, said)
