@@ -7,6 +7,7 @@ A ticket's secret is ``<tenant>.<random>``: the tenant, whose database holds the
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -17,8 +18,10 @@ import orjson
 from fhir_server.storage.port import Engine, Record, TenantStore, TenantUnknownError
 from fhir_server.storage.query import FieldMatch, RecordQuery
 
+log = logging.getLogger(__name__)
 MAX_TICKET = 200  # characters of a presented secret looked at
-MAX_GRANT_TICKETS = 1000  # tickets of one grant ended at once (a rotated chain keeps one live, the used stay)
+MAX_GRANT_TICKETS = 1000  # tickets of a grant ended per transaction (a rotated chain keeps one live, the used stay)
+MAX_GRANT_ROUNDS = 10_000  # transactions of one grant's end: ten million tickets, far more than a lifetime's rotations
 SWEEP = 100  # expired tickets deleted each time one is issued: the collection stays bounded by the live ones
 
 
@@ -117,12 +120,20 @@ class Tickets:
             await self.end_key(located[0].name, located[1])
 
     async def end_grant(self, tenant: str, grant: str) -> None:
-        """End every ticket of one grant (a chain of rotated refresh tokens, RFC 9700 §4.14.2)."""
+        """End every ticket of one grant (a chain of rotated refresh tokens, RFC 9700 §4.14.2): batch after batch
+        until none is left, so that no chain is too long to end (the live ticket may sort after any number of used
+        ones)."""
         store = await self.engine.tenant(tenant)
         query = RecordQuery(self.collection, (FieldMatch("grant", "eq", (grant,)),), MAX_GRANT_TICKETS)
-        async with store.transaction() as tx:
-            for record in await tx.find_records(query):
-                await tx.delete_record(self.collection, record.key)
+        for _ in range(MAX_GRANT_ROUNDS):
+            async with store.transaction() as tx:
+                found = await tx.find_records(query)
+                for record in found:
+                    await tx.delete_record(self.collection, record.key)
+            if not found:
+                return
+        log.error("grant %s of tenant %s has more than %d tickets; the rest stay until they expire", grant, tenant,
+                  MAX_GRANT_ROUNDS * MAX_GRANT_TICKETS)  # fmt: skip
 
     async def end_key(self, tenant: str, key: str) -> None:
         store = await self.engine.tenant(tenant)
