@@ -101,17 +101,30 @@ class TokenEndpoint:
         form = request.form
         _check_one_method(request)
         claimed = self._claimed_client_id(request)
-        wait = None if form.get("client_assertion") else await self.lockout.retry_after(claimed, request.address)
+        asserted = bool(form.get("client_assertion"))  # a signed assertion cannot be guessed: never refused first
+        wait = None if asserted else await self.lockout.retry_after(claimed, request.address)
         if wait is not None:
             raise OAuthError(429, "invalid_client", "too many failed attempts: try later", claimed, wait)
         try:
             client = await self._authenticate(request, claimed)
         except OAuthError as error:
             if error.error == "invalid_client":
-                await self.lockout.fail(claimed, request.address)
+                await self._failed(claimed, request.address, asserted)
             raise
         await self.lockout.succeed(claimed, request.address)
         return client
+
+    async def _failed(self, claimed: str, address: str, asserted: bool) -> None:
+        """Count a failed authentication. A failed assertion names its client only in its unverified ``iss``: it
+        strikes the (client, address) pair only for a registered client, and from an address locked out already
+        it is refused (429) without writing anything (pentest-5 F12: no unbounded writes by strangers)."""
+        if asserted:
+            wait = await self.lockout.retry_after("", address)
+            if wait is not None:
+                raise OAuthError(429, "invalid_client", "too many failed attempts: try later", claimed, wait)
+            if await self.clients.get(claimed) is None:
+                claimed = ""
+        await self.lockout.fail(claimed, address)
 
     @staticmethod
     def _claimed_client_id(request: TokenRequest) -> str:

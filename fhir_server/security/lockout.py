@@ -151,8 +151,9 @@ class Lockout:
         self.book: StrikeBook = book if book is not None else MemoryStrikes()
 
     @staticmethod
-    def _keys(client_id: str, address: str) -> tuple[Key, Key]:
-        return ("pair", client_id, address), ("address", address)
+    def _keys(client_id: str, address: str) -> tuple[Key, ...]:
+        """The pair's key and the address's; the address's only for no client id (unknown, or not identified)."""
+        return (("pair", client_id, address),) * bool(client_id) + (("address", address),)
 
     async def retry_after(self, client_id: str, address: str) -> int | None:
         """Seconds until ``client_id`` may try again from ``address``; None when it may now."""
@@ -162,14 +163,15 @@ class Lockout:
         return int(longest) + 1 if longest > 0 else None
 
     async def fail(self, client_id: str, address: str) -> None:
-        pair, by_address = self._keys(client_id, address)
         now = self.clock()
-        await self.book.update(pair, lambda found: self._strike(found, self.pair_limit, now), now)
-        await self.book.update(by_address, lambda found: self._strike(found, self.address_limit, now), now)
+        if client_id:
+            pair = ("pair", client_id, address)
+            await self.book.update(pair, lambda found: self._strike(found, self.pair_limit, now), now)
+        await self.book.update(("address", address), lambda found: self._strike(found, self.address_limit, now), now)
 
     async def succeed(self, client_id: str, address: str) -> None:
-        pair = self._keys(client_id, address)[0]
-        if await self.book.get(pair) is not None:
+        pair = ("pair", client_id, address)
+        if client_id and await self.book.get(pair) is not None:
             await self.book.update(pair, lambda found: None, self.clock())
 
     def _strike(self, strikes: _Strikes | None, limit: int, now: float) -> _Strikes:

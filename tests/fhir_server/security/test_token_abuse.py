@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from fhir_server.security import lockout
 from fhir_server.security.endpoint import TokenRequest
 from fhir_server.security.refusals import GROUPS_PER_TENANT
+from fhir_server.storage.query import FieldMatch, RecordQuery
 from tests.conftest import BASE, FhirTestClient, make_client
 from tests.fhir_server.security.test_tokens import TOKEN_URL, assertion, backend_request, bearer, ec_key, new_client
 
@@ -136,3 +138,27 @@ def test_the_401_points_at_the_tenants_smart_configuration(anonymous: FhirTestCl
     found = re.search(r"(/\S*/\.well-known/smart-configuration)", diagnostics)
     assert found is not None, diagnostics
     assert anonymous.get(found.group(1)).status_code == 200
+
+
+def strike_records(c: FhirTestClient) -> int:
+    """The lockout's records in the default tenant (where the strikes are kept)."""
+    query = RecordQuery(lockout.COLLECTION, (FieldMatch("idle", "range", ("", "9" * 12)),), limit=1000)
+
+    async def count() -> int:
+        store = await c.app.state.engine.tenant("default")  # type: ignore[attr-defined]
+        return len(await store.find_records(query))
+
+    return c.portal.call(count)
+
+
+def test_failed_assertions_with_made_up_issuers_are_throttled_without_records(anonymous: FhirTestClient) -> None:
+    """pentest-5 F12: a failed assertion was never throttled and wrote a pair record per unverified ``iss``."""
+    private, _ = ec_key()
+    answers = [backend_request(anonymous, assertion(f"made-up-{n}", private)).status_code for n in range(60)]
+    assert answers[: lockout.ADDRESS_LIMIT] == [401] * lockout.ADDRESS_LIMIT
+    assert set(answers[lockout.ADDRESS_LIMIT :]) == {429}
+    assert strike_records(anonymous) == 1  # the address's; none per made-up client id
+    private_ok, jwks = ec_key()
+    client, _ = new_client(anonymous, ("integration",), jwks=jwks)
+    issued = backend_request(anonymous, assertion(client.client_id, private_ok))
+    assert issued.status_code == 200, issued.text  # a correct assertion is still never refused
