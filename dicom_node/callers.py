@@ -88,11 +88,11 @@ def withheld(caller: DicomCaller, abstract_syntaxes: Iterable[str | UID]) -> lis
 
 class Callers:
     """The configured calling AEs; an entry in the plain form ``"AE": "tenant"`` has ``default_roles``,
-    as has any other AE when ``any_ae_tenant`` is set."""
+    as has any other AE when ``any_ae_tenant`` is set; a ``refused`` title (listed by several tenants) has none."""
 
     def __init__(
         self, mapping: dict[str, str | DicomCaller], default_roles: Iterable[Service] = SERVICES,
-        any_ae_tenant: str | None = None,
+        any_ae_tenant: str | None = None, refused: Iterable[str] = (),
     ) -> None:  # fmt: skip
         roles = frozenset(default_roles)
         self.by_ae: dict[str, DicomCaller] = {
@@ -100,10 +100,12 @@ class Callers:
             for ae, entry in mapping.items()
         }
         self.anyone = DicomCaller(tenant=any_ae_tenant, roles=roles) if any_ae_tenant is not None else None
+        self.refused = frozenset(ae.strip() for ae in refused)
 
     def named(self, calling_ae: str) -> DicomCaller | None:
         """The entry the AE title names (or the any-AE one), wherever it calls from."""
-        return self.by_ae.get(calling_ae.strip(), self.anyone)
+        title = calling_ae.strip()
+        return None if title in self.refused else self.by_ae.get(title, self.anyone)
 
     def admit(self, calling_ae: str, address: str) -> DicomCaller | None:
         """The caller's entry if it may associate from ``address``; None: reject the association."""

@@ -89,11 +89,9 @@ async def load(engine: Engine, initial: Peers, default_roles: Iterable[Service],
             continue
         for ae, caller in callers.items():
             listed.setdefault(ae, []).append(caller)
-    mapping: dict[str, str | DicomCaller] = {}
-    for ae, claims in listed.items():
-        if len(claims) > 1:
-            log.error("the calling AE title %s is listed by tenants %s; it is refused for all of them", ae,
-                      ", ".join(c.tenant for c in claims))  # fmt: skip
-        else:
-            mapping[ae] = claims[0]
-    return Peers(Callers(mapping, default_roles, any_ae_tenant), destinations)
+    mapping: dict[str, str | DicomCaller] = {ae: claims[0] for ae, claims in listed.items() if len(claims) == 1}
+    refused = [ae for ae, claims in listed.items() if len(claims) > 1]
+    for ae in refused:  # also not the any-AE tenant's: a contested title is no one's
+        log.error("the calling AE title %s is listed by tenants %s; it is refused for all of them", ae,
+                  ", ".join(c.tenant for c in listed[ae]))  # fmt: skip
+    return Peers(Callers(mapping, default_roles, any_ae_tenant, refused), destinations)
