@@ -48,6 +48,8 @@ from tests.haproxy import haproxy
 from tests.postgres import ThrowawayPostgres, throwaway_postgres
 from tests.server import create_client, fetch_token, free_port, running_server
 
+# as shipped, but one token lasts the whole run (a phase can outlast the default 5 minutes)
+SECURE = {**MODES["secure"], "DERMBRIDGE_AUTH_TOKEN_LIFETIME_SECONDS": "86400"}
 ENGINES = ("postgresql", "sqlite")  # the first is the numerator of the ratios
 SYNTHEA_CHUNK = 400
 SYNTHEA_RESOURCES = 7_160  # tests/data/synthea, for the estimate only
@@ -111,7 +113,7 @@ async def engines(args: argparse.Namespace, work: Path, postgres: ThrowawayPostg
     report: dict[str, Any] = {"ingest": [], "runs": {}}
     settings = {"sqlite": {}, "postgresql": {"DERMBRIDGE_STORAGE": storage}}
     with contextlib.ExitStack() as stack:
-        servers = {e: stack.enter_context(spawned(work / e, {**MODES["secure"], **settings[e]}, None))
+        servers = {e: stack.enter_context(spawned(work / e, {**SECURE, **settings[e]}, None))
                    for e in ENGINES}  # fmt: skip
         groups = {f"{e} server": [s.process.pid] for e, s in servers.items()}
         cpu = functools.partial(cpu_by_group, {**groups, "postgres": [postgres.postmaster_pid()]})
@@ -144,7 +146,7 @@ async def scale_out(
     """Part 3: two API processes and an audit process on the PostgreSQL database of part 2, behind one HAProxy
     that uses the first API process only and one that uses both."""
     one_port, two_port = free_port(), free_port()
-    env = {**MODES["secure"], "DERMBRIDGE_STORAGE": storage, "DERMBRIDGE_AUDIT_LOADER": "role",
+    env = {**SECURE, "DERMBRIDGE_STORAGE": storage, "DERMBRIDGE_AUDIT_LOADER": "role",
            "DERMBRIDGE_PUBLIC_URL": f"http://127.0.0.1:{two_port}"}  # fmt: skip
     report: dict[str, Any] = {"runs": {}, "model": {}}
     with contextlib.ExitStack() as stack:
