@@ -110,7 +110,10 @@ async def change(store: TenantStore, kind: str, action: str, form: dict[str, str
     async with store.transaction() as tx:  # read and write together: two admins' changes never undo each other
         peers = await read(tx)
         said = _changed(peers, kind, action, title, form)
-        await write_setting_in(tx, SETTING, peers)
+        try:
+            await write_setting_in(tx, SETTING, peers)
+        except ValueError as too_large:  # the stored setting's size bound (tenant_settings.MAX_SETTING_BYTES)
+            raise PeerError("the organisation's DICOM peers are at their size limit: remove some first") from too_large
     return said
 
 

@@ -7,13 +7,16 @@ Every change is a form post with the session's CSRF token and writes an AuditEve
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from fhir_server import dicom_peers
+from fhir_server.api.json_body import parse_json
 from fhir_server.audit.verify import verify_summary
+from fhir_server.errors import OperationOutcomeError
 from fhir_server.people.signed_in import fhir_as
 from fhir_server.reviewer_app.administrator import Administrator, SignedInAdministrator, record_change
 from fhir_server.reviewer_app.posted import posted_form
@@ -75,8 +78,11 @@ async def workflow(request: Request, me: SignedInAdministrator, definition_id: s
 
 
 def _next_version(version: str) -> str:
-    head, _, last = version.rpartition(".")
-    return f"{head}.{int(last) + 1}" if last.isdigit() and head else str(int(version) + 1) if version.isdigit() else ""
+    """The version after ``version`` when its last part is a plain number (``1.2`` -> ``1.3``), else empty."""
+    head, dot, last = version.rpartition(".")
+    if not re.fullmatch(r"[0-9]{1,9}", last):
+        return ""
+    return f"{head}{dot}{int(last) + 1}"
 
 
 @router.post("/workflows/publish")
@@ -88,9 +94,10 @@ async def publish(request: Request, me: SignedInAdministrator) -> Response:
         return form
     text = form.get("definition", "")
     try:
-        body = json.loads(text) if len(text) <= MAX_DEFINITION else None
-    except ValueError as error:
-        return problem("Not published", f"the definition is not JSON: {error}", 422, user=_user(me))
+        body = parse_json(text.encode()) if len(text) <= MAX_DEFINITION else None
+    except OperationOutcomeError as error:
+        said = error.outcome["issue"][0].get("diagnostics", "")
+        return problem("Not published", f"the definition is not JSON: {said}", 422, user=_user(me))
     if not isinstance(body, dict):
         return problem("Not published", f"send one PlanDefinition of at most {MAX_DEFINITION} characters", 422,
                        user=_user(me))  # fmt: skip

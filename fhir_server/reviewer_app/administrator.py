@@ -48,6 +48,8 @@ async def administrator(request: Request) -> Administrator:
         require_admin(admin.access, "the admin pages")
     except OperationOutcomeError as refused:
         raise NotAdministrator(str(refused.outcome["issue"][0].get("diagnostics")), me) from refused
+    if "admin" not in admin.access.roles:  # integration has the same scopes, but is a system's role, not a person's
+        raise NotAdministrator("the admin pages need the admin role", me)
     return admin
 
 

@@ -58,6 +58,8 @@ def test_only_administrators_open_the_admin_pages(client: FhirTestClient) -> Non
     client.cookies.clear()
     token = client.headers["Authorization"]  # the test's admin client: a token is not a session
     assert client.get("/app/admin/", headers={"Authorization": token}, follow_redirects=False).status_code == 303
+    sign_in(client, "ivan", ["integration"])  # a system's role with the same scopes, given to a person
+    assert client.get("/app/admin/clients", headers=NO_TOKEN).status_code == 403
     sign_in(client, "ada", ["admin"])
     home = client.get("/app/admin/", headers=NO_TOKEN)
     assert home.status_code == 200 and "content-security-policy" in home.headers
@@ -114,7 +116,18 @@ def test_a_new_workflow_version_is_published_and_the_old_one_retired(client: Fhi
     broken = client.post("/app/admin/workflows/publish", data={"csrf": csrf, "definition": "{not json"},
                          headers=NO_TOKEN)  # fmt: skip
     assert broken.status_code == 422 and "not JSON" in broken.text
+    nested = client.post("/app/admin/workflows/publish", data={"csrf": csrf, "definition": "[" * 5000 + "]" * 5000},
+                         headers=NO_TOKEN)  # fmt: skip
+    assert nested.status_code == 422 and "not JSON" in nested.text
     assert len(changes(client, "workflow")) == 2
+
+
+def test_the_next_version_is_offered_only_after_a_plain_number() -> None:
+    from fhir_server.reviewer_app.admin_routes import _next_version
+
+    assert [_next_version(v) for v in ("1", "1.2", "2.0.9", "1.²", "1." + "9" * 5000, "draft", "")] == [
+        "2", "1.3", "2.0.10", "", "", "", ""
+    ]  # fmt: skip
 
 
 def test_dicom_peers_are_stored_for_the_tenant(client: FhirTestClient) -> None:
@@ -137,6 +150,17 @@ def test_dicom_peers_are_stored_for_the_tenant(client: FhirTestClient) -> None:
         answer = client.post("/app/admin/dicom/destination/save", data={**target, **wrong}, headers=NO_TOKEN)
         assert answer.status_code == 422 and "Not changed" in answer.text, wrong
     assert len(changes(client, "dicom-peers")) == 2
+    wide = ",".join(f"2001:db8:{n:x}:1111:2222:3333:4444:5500/120" for n in range(32))  # the most hosts allowed
+    answers = [
+        client.post(
+            "/app/admin/dicom/caller/save",
+            data={**caller, "ae_title": f"DEVICE{n}", "hosts": wide},
+            headers=NO_TOKEN,
+            follow_redirects=False,
+        ).status_code
+        for n in range(60)
+    ]
+    assert 500 not in answers and answers[-1] == 422, answers  # the stored setting's size limit, said
 
 
 def test_the_audit_trail_is_listed_filtered_and_verified(client: FhirTestClient) -> None:
