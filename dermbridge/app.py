@@ -222,6 +222,7 @@ def build_subscriptions(
 
 
 def create_app(settings: Settings) -> FastAPI:
+    settings.check_serving()
     plan = plan_for(settings.role)
     engine = open_engine(settings)
     dispatcher = OutboxDispatcher(engine)

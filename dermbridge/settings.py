@@ -284,15 +284,14 @@ class Settings(BaseSettings):
         self.blob_url()  # blobs=postgresql needs a PostgreSQL storage
         return self
 
-    @model_validator(mode="after")
-    def _audit_role_needs_roles(self) -> Settings:
-        """``audit_loader=role`` leaves loading to a ``serve --role audit`` process: a single ``--role all``
+    def check_serving(self) -> None:
+        """What only a serving process must satisfy (the CLI's other commands share the environment): with
+        ``audit_loader=role`` loading is left to a ``serve --role audit`` process, and a single ``--role all``
         process has none, so its staged AuditEvents would load only at a read's flush or at shutdown."""
         if self.audit_loader == "role" and self.role == "all":
             raise ValueError(
                 "DERMBRIDGE_AUDIT_LOADER=role needs a `serve --role audit` process: with role all, use process/inline"
             )
-        return self
 
     def storage_url(self) -> StorageUrl:
         """The engine the tenants live in (``storage``; SQLite under ``data_dir`` when unset)."""
@@ -303,7 +302,9 @@ class Settings(BaseSettings):
 
     def blob_url(self, storage: StorageUrl | None = None) -> BlobUrl:
         """Where the DICOM objects of ``storage`` (default: the ``storage`` setting) are kept (``blobs``)."""
-        return parse_blob_url(self.blobs or f"file://{self.blob_root()}", storage or self.storage_url())
+        if not self.blobs:  # the directory itself: a path may hold what a URL may not ("#", "?")
+            return BlobUrl(path=self.blob_root())
+        return parse_blob_url(self.blobs, storage or self.storage_url())
 
     def audit_anchor_root(self) -> Path:
         return self.audit_anchor_dir or self.data_dir / "audit-anchors"

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from dermbridge import storage
+from dermbridge.app import create_app
 from dermbridge.settings import Settings
 from dermbridge.storage_url import parse_storage_url
 from fhir_server.storage.sqlite import SqliteEngine
@@ -62,11 +63,15 @@ def test_a_mistyped_scheme_names_the_scheme_and_never_the_password() -> None:
     assert "s3cret" not in str(raised.value)
 
 
-def test_the_audit_role_loader_is_refused_for_the_single_process() -> None:
-    with pytest.raises(ValidationError, match="needs a `serve --role audit` process"):
-        Settings(_env_file=None, audit_loader="role", role="all")
+def test_the_audit_role_loader_is_refused_for_the_single_process(tmp_path: Path) -> None:
+    """Refused when serving (``create_app``); a CLI command in the same environment still runs."""
+    single = Settings(_env_file=None, data_dir=tmp_path, audit_loader="role", role="all")
+    with pytest.raises(ValueError, match="needs a `serve --role audit` process"):
+        create_app(single)
     for role in ("api", "dicom", "worker", "inference", "audit"):
-        assert Settings(_env_file=None, audit_loader="role", role=role).audit_loader == "role"
+        Settings(_env_file=None, audit_loader="role", role=role).check_serving()
+    data_dir = tmp_path / "hash#in-path"  # a directory name a URL could not carry
+    assert Settings(_env_file=None, data_dir=data_dir).blob_url().path == data_dir / "blobs"
 
 
 def test_the_postgres_pool_size_is_a_setting(tmp_path: Path) -> None:
